@@ -1,0 +1,38 @@
+-- Per account and instrument for the day: traded quantities, net position change,
+-- cash flow and mark-to-market PnL at the session's last reference price.
+with fills as (
+    select * from {{ source('bronze', 'fills') }}
+    where {{ partition_filter() }}
+),
+closing as (
+    select instrument, reference_price as close_price
+    from (
+        select
+            instrument,
+            reference_price,
+            row_number() over (partition by instrument order by ts desc) as rn
+        from {{ source('bronze', 'reference_prices') }}
+        where {{ partition_filter() }}
+    ) r
+    where rn = 1
+),
+per_position as (
+    select
+        account_id,
+        instrument,
+        partition_date,
+        sum(case when side = 'BUY' then qty_lots else 0 end) as bought_lots,
+        sum(case when side = 'SELL' then qty_lots else 0 end) as sold_lots,
+        sum(case when side = 'BUY' then qty_lots else -qty_lots end) as net_lots,
+        sum(case when side = 'BUY' then -1 else 1 end * {{ ticks_to_price('price_ticks') }} * qty_lots) as cash_flow,
+        sum({{ ticks_to_price('price_ticks') }} * qty_lots) as traded_notional,
+        count(*) as fill_count
+    from fills
+    group by account_id, instrument, partition_date
+)
+select
+    p.*,
+    c.close_price,
+    p.cash_flow + p.net_lots * c.close_price as pnl
+from per_position p
+left join closing c on c.instrument = p.instrument

@@ -1,0 +1,28 @@
+-- Daily ranking of traders by PnL, with masked identities only.
+with per_account as (
+    select
+        account_id,
+        partition_date,
+        sum(pnl) as pnl,
+        sum(traded_notional) as traded_notional,
+        sum(fill_count) as fill_count,
+        count(distinct instrument) as instruments_traded
+    from {{ ref('positions_pnl') }}
+    where {{ partition_filter() }}
+    group by account_id, partition_date
+)
+select
+    rank() over (order by a.pnl desc) as pnl_rank,
+    a.account_id,
+    a.partition_date,
+    acc.tenant_id,
+    acc.display_name,
+    acc.agent_type,
+    a.pnl,
+    a.traded_notional,
+    case when a.traded_notional > 0 then a.pnl / a.traded_notional end as return_on_notional,
+    a.fill_count,
+    a.instruments_traded
+from per_account a
+left join {{ ref('accounts') }} acc
+    on acc.account_id = a.account_id and acc.partition_date = a.partition_date

@@ -1,0 +1,1 @@
+"""Jobs, schedules, partitions and automation policies."""

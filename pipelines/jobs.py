@@ -1,0 +1,36 @@
+"""Jobs: named selections of the asset graph that schedules, sensors and people launch."""
+
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
+
+from pipelines.partitions import daily_partitions
+
+VENUE_GROUP = "bronze"
+
+# Freshness checks judge the latest partition against the clock: they run from
+# their own sensor, not inside jobs that build (possibly older) partitions.
+_FRESHNESS = AssetSelection.checks(
+    *[AssetCheckKey(AssetKey(["bronze", name]), "freshness_check") for name in ("orders", "fills")]
+)
+
+# The venue's bronze tables for one trading day (the daily schedule runs this).
+venue_daily_job = define_asset_job(
+    "venue_daily",
+    selection=AssetSelection.groups(VENUE_GROUP) - _FRESHNESS,
+    partitions_def=daily_partitions,
+    description="Simulate one trading session and land it in bronze.",
+)
+
+# Bronze + silver + gold for one trading day: what backfills and the demo run.
+lake_daily_job = define_asset_job(
+    "lake_daily",
+    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold") - _FRESHNESS,
+    partitions_def=daily_partitions,
+    description="The whole daily medallion graph for one trading day (bronze -> silver -> gold).",
+)
+
+# Landing-zone ingestion (the sensor starts one run per file).
+landing_ingest_job = define_asset_job(
+    "landing_ingest",
+    selection=AssetSelection.groups("landing"),
+    description="Ingest landing-zone files into bronze, quarantining bad records.",
+)

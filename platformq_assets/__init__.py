@@ -1,0 +1,1 @@
+"""platformQ's Dagster code location (see definitions.py)."""

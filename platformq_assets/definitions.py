@@ -1,0 +1,48 @@
+"""The platformQ code location: the lazy root that merges every domain.
+
+Dagster calls ``defs()`` when it loads the location (and again in every step
+process), so this module and everything it imports at the top stay light:
+domain modules import their heavy libraries inside the functions that run.
+"""
+
+from dagster import Definitions, definitions, in_process_executor, multiprocess_executor
+
+from resources.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    from pipelines.jobs import lake_daily_job, landing_ingest_job, venue_daily_job
+    from pipelines.schedules import venue_daily_schedule
+    from platformq_assets.lake.definitions import lake_definitions
+    from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
+    from platformq_assets.quality.definitions import quality_definitions
+    from resources import build_resources
+    from sensors.landing import build_landing_sensor
+
+    landing_sensor = build_landing_sensor(
+        landing_ingest_job,
+        {source: landing_key(source) for source in settings.landing_sources},
+        [QUARANTINE_KEY, LEDGER_KEY],
+    )
+    merged = Definitions.merge(
+        lake_definitions(settings),
+        quality_definitions(),
+        Definitions(
+            jobs=[venue_daily_job, lake_daily_job, landing_ingest_job],
+            schedules=[venue_daily_schedule],
+            sensors=[landing_sensor],
+            resources=build_resources(settings),
+            # Locally every step runs in one process (steps re-import the location
+            # otherwise: ~3x slower on 2 cores); production uses separate processes/pods.
+            executor=in_process_executor if settings.is_local else multiprocess_executor,
+        ),
+    )
+    # Global policy, applied once: every asset carries the profile it was built under.
+    return merged.map_resolved_asset_specs(
+        func=lambda spec: spec.merge_attributes(tags={"platformq/profile": settings.profile}),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    return build_definitions(load_settings())

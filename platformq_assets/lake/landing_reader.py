@@ -1,0 +1,260 @@
+"""Parse landing-zone files into accepted rows and quarantined records.
+
+Pure functions (no Dagster, no catalog): given a file's bytes and the target
+table's current column types, return the rows that fit and, for everything
+else, the raw record with its file, line and a reason a person can act on.
+Nothing is dropped: ``records_read == len(accepted) + len(quarantined)``.
+A problem with the whole file (empty, header only, wrong encoding, truncated
+Parquet, unknown format) is one quarantined record with ``line = None``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import datetime as dt
+import io
+import json
+import math
+from typing import Any
+
+SUPPORTED_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+# Column types, in the order inference tries them (most specific first).
+LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING = "long", "double", "boolean", "timestamp", "string"
+INFER_ORDER = (LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING)
+# A new column takes a type when at least this share of its non-empty values fit it;
+# the rest are quarantined rather than silently turning the column into strings.
+INFER_MIN_SHARE = 0.9
+RAW_LIMIT = 4000  # characters of a raw record kept in quarantine
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclasses.dataclass
+class Quarantined:
+    line: int | None
+    raw: str
+    reason: str
+
+
+@dataclasses.dataclass
+class ParsedFile:
+    file_format: str
+    records_read: int
+    columns: dict[str, str]  # column -> type, file's columns in order (new ones inferred)
+    accepted: list[dict[str, Any]]
+    accepted_lines: list[int]
+    quarantined: list[Quarantined]
+
+    @property
+    def reconciles(self) -> bool:
+        return self.records_read == len(self.accepted) + len(self.quarantined)
+
+
+class CastError(ValueError):
+    pass
+
+
+def _cast(value: Any, kind: str) -> Any:
+    """Convert one value to a column type or raise CastError."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        if kind == STRING:
+            if isinstance(value, (dict, list)):
+                return json.dumps(value, sort_keys=True)
+            if isinstance(value, (dt.datetime, dt.date)):
+                return value.isoformat()
+            return str(value)
+        if kind == LONG:
+            if isinstance(value, bool):
+                raise CastError("boolean is not an integer")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float):
+                if value.is_integer():
+                    return int(value)
+                raise CastError(f"{value!r} is not a whole number")
+            return int(str(value).strip())
+        if kind == DOUBLE:
+            if isinstance(value, bool):
+                raise CastError("boolean is not a number")
+            out = float(value if not isinstance(value, str) else value.strip())
+            if math.isinf(out):
+                raise CastError("infinite value")
+            return out
+        if kind == BOOLEAN:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise CastError(f"{value!r} is not a boolean")
+        if kind == TIMESTAMP:
+            if isinstance(value, dt.datetime):
+                out = value
+            elif isinstance(value, dt.date):
+                out = dt.datetime.combine(value, dt.time())
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise CastError("numbers are not accepted as timestamps")
+            else:
+                out = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            if out.tzinfo is None:
+                out = out.replace(tzinfo=dt.timezone.utc)
+            return out.astimezone(dt.timezone.utc)
+    except CastError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CastError(f"{value!r} is not a {kind}: {exc}") from None
+    raise CastError(f"unknown type {kind}")
+
+
+def infer_type(values: list[Any]) -> str:
+    present = [v for v in values if not (v is None or (isinstance(v, str) and v.strip() == ""))]
+    if not present:
+        return STRING
+    for kind in INFER_ORDER:
+        fits = 0
+        for v in present:
+            try:
+                _cast(v, kind)
+                fits += 1
+            except CastError:
+                pass
+        if fits / len(present) >= INFER_MIN_SHARE:
+            return kind
+    return STRING
+
+
+def _file_problem(fmt: str, reason: str, raw: bytes | str = b"") -> ParsedFile:
+    if isinstance(raw, bytes):
+        raw_text = "base64:" + base64.b64encode(raw[:RAW_LIMIT]).decode()
+    else:
+        raw_text = raw[:RAW_LIMIT]
+    return ParsedFile(fmt, 1, {}, [], [], [Quarantined(None, raw_text, reason)])
+
+
+def _decode(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CastError(
+            f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "re-export it as UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _records_csv(data: bytes):
+    text = _decode(data)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CastError("file has no header and no rows") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise CastError("header row is empty")
+    if len(set(header)) != len(header):
+        raise CastError(f"header has duplicate column names: {header}")
+    records, problems = [], []
+    lines = text.splitlines()
+    for row in reader:
+        line = reader.line_num
+        raw = lines[line - 1] if 0 < line <= len(lines) else ",".join(row)
+        if not row or all(cell == "" for cell in row):
+            continue  # blank line: not a record
+        if len(row) != len(header):
+            problems.append(Quarantined(line, raw, f"expected {len(header)} fields, found {len(row)}"))
+            continue
+        records.append((line, raw, dict(zip(header, row))))
+    if not records and not problems:
+        raise CastError("file has a header but no data rows")
+    return header, records, problems
+
+
+def _records_jsonl(data: bytes):
+    text = _decode(data)
+    records, problems, header = [], [], []
+    seen = set()
+    for i, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(Quarantined(i, raw, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(value, dict):
+            problems.append(Quarantined(i, raw, f"record is a JSON {type(value).__name__}, not an object"))
+            continue
+        for k in value:
+            if k not in seen:
+                seen.add(k)
+                header.append(k)
+        records.append((i, raw, value))
+    if not records and not problems:
+        raise CastError("file has no records (only blank lines)")
+    return header, records, problems
+
+
+def _records_parquet(data: bytes):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise CastError(f"unreadable Parquet file (truncated or corrupt): {exc}") from None
+    if table.num_rows == 0:
+        raise CastError("Parquet file has a schema but no rows")
+    header = table.column_names
+    records = []
+    for i, row in enumerate(table.to_pylist(), start=1):
+        records.append((i, json.dumps(row, default=str, sort_keys=True), row))
+    return header, records, []
+
+
+def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None) -> ParsedFile:
+    """Parse one landing file against the target table's column types (if it exists)."""
+    table_types = dict(table_types or {})
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    fmt = SUPPORTED_SUFFIXES.get(suffix)
+    if fmt is None:
+        return _file_problem("unknown", f"unsupported file type {suffix or '(none)'}; "
+                             f"expected one of {sorted(SUPPORTED_SUFFIXES)}", data)
+    if len(data) == 0:
+        return _file_problem(fmt, "empty file (0 bytes)")
+    try:
+        header, records, problems = {"csv": _records_csv, "jsonl": _records_jsonl,
+                                     "parquet": _records_parquet}[fmt](data)
+    except CastError as exc:
+        return _file_problem(fmt, str(exc), data)
+
+    records_read = len(records) + len(problems)  # every record the file holds, good or bad
+    columns: dict[str, str] = {}
+    for col in header:
+        columns[col] = table_types.get(col) or infer_type([r[2].get(col) for r in records])
+
+    accepted, accepted_lines = [], []
+    for line, raw, record in records:
+        row, errors = {}, []
+        for col, kind in columns.items():
+            try:
+                row[col] = _cast(record.get(col), kind)
+            except CastError as exc:
+                origin = "the table's column type" if col in table_types else "the type inferred for this file"
+                errors.append(f"column {col!r}: {exc} ({origin} is {kind})")
+        if errors:
+            problems.append(Quarantined(line, raw[:RAW_LIMIT], "; ".join(errors)))
+        else:
+            accepted.append(row)
+            accepted_lines.append(line)
+    problems.sort(key=lambda q: q.line or 0)
+    return ParsedFile(fmt, records_read, columns, accepted, accepted_lines, problems)

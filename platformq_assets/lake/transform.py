@@ -1,0 +1,197 @@
+"""Silver and gold: the dbt project as partitioned Dagster assets.
+
+Asset specs and checks are read from dbt's ``manifest.json`` (plain JSON), so
+loading the code location does not import dbt or dagster-dbt (together ~1.4 s,
+more than Dagster itself); execution goes through dagster-dbt's CLI resource.
+Conventions follow dagster-dbt's: a model's key is ``[schema, name]`` and a
+source's is ``[source_name, table]`` (so ``source('bronze', 'fills')`` is the
+Python asset ``bronze/fills``), and every dbt test is an asset check on the
+model it tests, blocking when its severity is ``error``.
+
+Locally, a run stages the partition's inputs from Iceberg into a scratch
+DuckDB, runs ``dbt build`` for the selected models, then replaces the same
+partition of each built model's Iceberg table, so silver and gold are Iceberg
+tables like bronze.
+"""
+
+
+import json
+from pathlib import Path
+
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    RetryPolicy,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+
+from pipelines.automation import derived_asset_condition
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from platformq_assets.quality.profiling import profile_metadata
+from resources.dbt import DbtRunnerResource
+from resources.lake import LakeResource
+
+
+class DbtManifest:
+    """The parts of a dbt manifest the asset graph needs."""
+
+    def __init__(self, manifest: dict):
+        self.raw = manifest
+        self.nodes = manifest["nodes"]
+        self.sources = manifest["sources"]
+        self.models = {uid: n for uid, n in self.nodes.items() if n["resource_type"] == "model"}
+        self.tests = {uid: n for uid, n in self.nodes.items() if n["resource_type"] == "test"}
+
+    @classmethod
+    def load(cls, path: Path) -> "DbtManifest":
+        return cls(json.loads(Path(path).read_text()))
+
+    def topological(self, model_ids) -> list[str]:
+        """Model ids ordered so every model comes after the models it reads."""
+        from graphlib import TopologicalSorter
+
+        wanted = set(model_ids)
+        graph = {uid: [d for d in self.models[uid]["depends_on"]["nodes"] if d in wanted] for uid in sorted(wanted)}
+        return list(TopologicalSorter(graph).static_order())
+
+    def key_for(self, unique_id: str) -> AssetKey:
+        if unique_id in self.sources:
+            source = self.sources[unique_id]
+            return AssetKey([source["source_name"], source["name"]])
+        node = self.nodes[unique_id]
+        return AssetKey([node["schema"], node["name"]])
+
+    def identifier_for(self, unique_id: str) -> str:
+        return ".".join(self.key_for(unique_id).path)
+
+    def model_specs(self) -> list[AssetSpec]:
+        specs = []
+        for uid, node in sorted(self.models.items()):
+            columns = [TableColumn(name=name, description=col.get("description") or None)
+                       for name, col in node.get("columns", {}).items()]
+            layer = node["schema"]
+            specs.append(AssetSpec(
+                key=self.key_for(uid),
+                deps=[self.key_for(dep) for dep in node["depends_on"]["nodes"]],
+                description=node.get("description") or f"dbt model {node['name']}",
+                group_name=layer,
+                kinds={"dbt", "duckdb", "iceberg"},
+                owners=["team:lake"],
+                tags={"layer": layer},
+                skippable=True,
+                code_version=node["checksum"]["checksum"][:16],
+                automation_condition=derived_asset_condition(),
+                metadata={
+                    "dbt/unique_id": uid,
+                    "dbt/path": node["original_file_path"],
+                    **({"dagster/column_schema": TableSchema(columns=columns)} if columns else {}),
+                },
+            ))
+        return specs
+
+    def check_specs(self) -> list[tuple[str, AssetCheckSpec]]:
+        out = []
+        for uid, test in sorted(self.tests.items()):
+            attached = test.get("attached_node")
+            if attached not in self.models:
+                continue
+            severity = str(test["config"].get("severity", "error")).lower()
+            out.append((uid, AssetCheckSpec(
+                name=test["name"],
+                asset=self.key_for(attached),
+                description=f"dbt test {test['name']} (severity {severity})",
+                blocking=severity == "error",
+                metadata={"dbt/unique_id": uid, "dbt/severity": severity},
+            )))
+        return out
+
+
+def build_dbt_assets(manifest_path: Path):
+    manifest = DbtManifest.load(manifest_path)
+    specs = manifest.model_specs()
+    checks = manifest.check_specs()
+    check_uid = {spec.key: uid for uid, spec in checks}
+    model_uid = {manifest.key_for(uid): uid for uid in manifest.models}
+
+    @multi_asset(
+        name="dbt_lake",
+        specs=specs,
+        check_specs=[spec for _, spec in checks],
+        partitions_def=daily_partitions,
+        can_subset=True,
+        description="dbt build of the silver and gold models for one trading day.",
+        # bounded: a broken model is retried once, then the run fails and stays failed
+        retry_policy=RetryPolicy(max_retries=1, delay=5),
+    )
+    def dbt_lake(context: AssetExecutionContext, dbt: DbtRunnerResource, lake: LakeResource):
+        partition = context.partition_key
+        selected = manifest.topological(model_uid[k] for k in context.selected_asset_keys)
+        selected_checks = {check_uid[k] for k in context.selected_asset_check_keys if k in check_uid}
+        names = [manifest.models[uid]["name"] for uid in selected]
+        # inputs = everything the selection reads that it does not build itself
+        inputs = {manifest.identifier_for(dep) for uid in selected
+                  for dep in manifest.models[uid]["depends_on"]["nodes"] if dep not in selected}
+
+        target_path = dbt.new_target_path()
+        if dbt.stages_inputs:
+            staged = dbt.stage_inputs(target_path, lake, inputs, PARTITION_COLUMN, partition)
+            context.log.info(f"staged inputs for {partition}: {staged}")
+        run = dbt.build(names, {"partition_date": partition}, target_path=target_path, log=context.log)
+
+        failed = []
+        for uid in selected:
+            result = run.results.get(uid, {"status": "not run"})
+            key = manifest.key_for(uid)
+            if result["status"] != "success":
+                failed.append(f"{manifest.identifier_for(uid)}: {result['status']} {result.get('message') or ''}")
+                continue
+            identifier = manifest.identifier_for(uid)
+            metadata = {"dbt/unique_id": uid, "dbt/execution_time_s": round(result.get("execution_time", 0.0), 3)}
+            if dbt.stages_inputs:
+                table = run.read_model(*key.path)
+                written = lake.replace_partition(identifier, table, PARTITION_COLUMN, partition)
+                metadata.update({"table": identifier, "snapshot_id": str(written["snapshot_id"]),
+                                 "table_total_rows": written["total_rows"], **profile_metadata(table)})
+            yield MaterializeResult(asset_key=key, metadata=metadata)
+
+        for uid in sorted(selected_checks):
+            result = run.results.get(uid)
+            if result is None or result["status"] == "skipped":
+                continue  # its model failed: the step fails below
+            spec_key = next(k for k, v in check_uid.items() if v == uid)
+            status = result["status"]
+            yield AssetCheckResult(
+                asset_key=spec_key.asset_key,
+                check_name=spec_key.name,
+                passed=status == "pass",
+                severity=AssetCheckSeverity.WARN if status == "warn" or manifest.tests[uid]["config"].get(
+                    "severity", "error").lower() == "warn" else AssetCheckSeverity.ERROR,
+                metadata={"dbt/status": status, "failures": result.get("failures") or 0,
+                          "message": result.get("message") or ""},
+            )
+        if failed:
+            raise Failure(description="dbt models did not build:\n" + "\n".join(failed),
+                          metadata={"dbt_target_path": str(run.target_path)})
+        run.cleanup()
+
+    return dbt_lake
+
+
+def dbt_check_key(manifest: DbtManifest, test_name: str) -> AssetCheckKey:
+    """Check key of a dbt test by name (helper for tests and selections)."""
+    for uid, spec in manifest.check_specs():
+        if spec.name == test_name:
+            return spec.key
+    raise KeyError(test_name)
+
+
+__all__ = ["DbtManifest", "build_dbt_assets", "dbt_check_key"]

@@ -1,0 +1,65 @@
+"""Profiling metadata attached to every lake materialisation.
+
+Per column: null fraction, distinct count, min and max, rendered as a
+Markdown table in the UI, plus Dagster's standard column schema and row count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dagster import MetadataValue, TableColumn, TableSchema
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 32 else text[:29] + "..."
+
+
+def column_profile(table: "pa.Table") -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = table.num_rows
+    out = []
+    for name in table.column_names:
+        col = table.column(name)
+        entry = {
+            "column": name,
+            "type": str(col.type),
+            "null_fraction": (col.null_count / rows) if rows else 0.0,
+            "distinct": int(pc.count_distinct(col, mode="only_valid").as_py()) if rows else 0,
+            "min": None,
+            "max": None,
+        }
+        if rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                     or pa.types.is_temporal(col.type) or pa.types.is_string(col.type)
+                     or pa.types.is_large_string(col.type)):
+            mm = pc.min_max(col)
+            entry["min"], entry["max"] = mm["min"].as_py(), mm["max"].as_py()
+        out.append(entry)
+    return out
+
+
+def profile_metadata(table: "pa.Table") -> dict:
+    profile = column_profile(table)
+    lines = ["| column | type | null % | distinct | min | max |", "|---|---|---|---|---|---|"]
+    for p in profile:
+        lines.append(
+            f"| {p['column']} | {p['type']} | {100 * p['null_fraction']:.1f} | {p['distinct']} "
+            f"| {_fmt(p['min'])} | {_fmt(p['max'])} |"
+        )
+    return {
+        "dagster/row_count": table.num_rows,
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema]
+        ),
+        "profile": MetadataValue.md("\n".join(lines)),
+    }

@@ -1,0 +1,54 @@
+"""Dagster resources, each configured from the typed settings (never from globals)."""
+
+from __future__ import annotations
+
+from resources.lake import LakeResource
+from resources.object_store import ObjectStoreResource
+from resources.query import QueryEngineResource
+from resources.settings import Settings, load_settings
+
+
+def lake_resource(settings: Settings) -> LakeResource:
+    return LakeResource(
+        catalog_name=settings.catalog_name,
+        catalog_type=settings.catalog_type,
+        catalog_uri=settings.effective_catalog_uri,
+        warehouse=settings.effective_warehouse,
+        s3_endpoint=settings.s3_endpoint,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        s3_region=settings.s3_region,
+    )
+
+
+def object_store_resource(settings: Settings) -> ObjectStoreResource:
+    if settings.is_local:
+        return ObjectStoreResource(kind="local", root=str(settings.object_store_root))
+    return ObjectStoreResource(kind="s3", bucket=settings.object_store_bucket, endpoint=settings.s3_endpoint,
+                               access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+                               region=settings.s3_region)
+
+
+def query_resource(settings: Settings) -> QueryEngineResource:
+    if settings.is_local:
+        return QueryEngineResource(engine="duckdb")
+    return QueryEngineResource(engine="trino", trino_host=settings.trino_host, trino_port=settings.trino_port,
+                               trino_user=settings.trino_user, trino_catalog=settings.trino_catalog,
+                               trino_http_scheme=settings.trino_http_scheme)
+
+
+def build_resources(settings: Settings | None = None) -> dict:
+    settings = settings or load_settings()
+    from resources.dbt import dbt_resource
+    from resources.landing_zone import LandingZoneResource
+
+    return {
+        "lake": lake_resource(settings),
+        "object_store": object_store_resource(settings),
+        "query_engine": query_resource(settings),
+        "dbt": dbt_resource(settings),
+        "landing_zone": LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources)),
+    }
+
+
+__all__ = ["LakeResource", "ObjectStoreResource", "QueryEngineResource", "Settings", "build_resources", "load_settings"]

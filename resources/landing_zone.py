@@ -1,0 +1,51 @@
+"""The landing zone: folders of files dropped by other systems, one folder per source."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+# Writers drop a file under a temporary name and rename it when complete.
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+
+
+@dataclasses.dataclass(frozen=True)
+class LandingFile:
+    source: str
+    relpath: str  # "<source>/<name>", relative to the landing root
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def fingerprint(self) -> str:
+        stat = self.path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+class LandingZoneResource(ConfigurableResource):
+    root: str
+    sources: list[str]
+
+    def list_files(self) -> list[LandingFile]:
+        """Every complete file in the source folders, in a stable order."""
+        out = []
+        for source in self.sources:
+            folder = Path(self.root) / source
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES):
+                    out.append(LandingFile(source, f"{source}/{path.name}", path))
+        return out

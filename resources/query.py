@@ -1,0 +1,62 @@
+"""SQL over the lake: DuckDB locally, Trino (Iceberg connector) in production."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from dagster import ConfigurableResource
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from resources.lake import LakeResource
+
+_TABLE_REF = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\b")
+
+
+class QueryEngineResource(ConfigurableResource):
+    engine: str = "duckdb"  # "duckdb" or "trino"
+    trino_host: str | None = None
+    trino_port: int = 8080
+    trino_user: str = "platformq"
+    trino_catalog: str = "iceberg"
+    trino_http_scheme: str = "http"
+
+    def trino_connection(self):
+        import trino
+
+        return trino.dbapi.connect(host=self.trino_host, port=self.trino_port, user=self.trino_user,
+                                   catalog=self.trino_catalog, http_scheme=self.trino_http_scheme)
+
+    def query(self, sql: str, lake: "LakeResource") -> "pa.Table":
+        """Run SQL that names lake tables as ``layer.table`` and return an Arrow table."""
+        if self.engine == "trino":
+            import pyarrow as pa
+
+            cursor = self.trino_connection().cursor()
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+            names = [d[0] for d in cursor.description]
+            return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+        return self._duckdb(sql, lake)
+
+    @staticmethod
+    def _duckdb(sql: str, lake: "LakeResource") -> "pa.Table":
+        import duckdb
+
+        known = set(lake.list_tables())
+        con = duckdb.connect()
+        try:
+            # Register only the tables the statement names, read through the catalog
+            # (never by globbing data files, which would see uncommitted or deleted files).
+            for schema, name in set(_TABLE_REF.findall(sql)):
+                identifier = f"{schema}.{name}"
+                if identifier in known:
+                    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    arrow = lake.read(identifier)
+                    con.register(f"__{schema}_{name}", arrow)
+                    con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS SELECT * FROM "__{schema}_{name}"')
+            return con.execute(sql).to_arrow_table()
+        finally:
+            con.close()

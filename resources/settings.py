@@ -1,0 +1,107 @@
+"""Typed platform settings: the one place that reads the environment.
+
+``PLATFORMQ_PROFILE`` picks ``local`` (embedded defaults under ``.platformq/``)
+or ``production`` (every backend named explicitly). Production has no
+defaults for connection settings: a missing variable fails validation with
+its name, so a misconfigured process can never quietly fall back to local
+storage. Nothing else in the code base reads ``os.environ`` at import time;
+callers use :func:`load_settings` at definitions-build or run time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Settings production must name explicitly (env var = PLATFORMQ_ + upper-case name).
+PRODUCTION_REQUIRED = (
+    "catalog_uri",
+    "warehouse",
+    "s3_endpoint",
+    "s3_access_key",
+    "s3_secret_key",
+    "object_store_bucket",
+    "trino_host",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLATFORMQ_", extra="ignore", frozen=True)
+
+    profile: Literal["local", "production"] = "local"
+    home: Path = Field(default=PROJECT_ROOT / ".platformq", description="local state folder")
+    landing_dir: Path = Field(default=PROJECT_ROOT / "data" / "landing")
+    # Each source is a folder data/landing/<source>/ feeding the table bronze.<source>.
+    landing_sources: tuple[str, ...] = ("partner_quotes", "kyc_events")
+    dbt_project_dir: Path = PROJECT_ROOT / "dbt"
+
+    # Iceberg catalog
+    catalog_name: str = "platformq"
+    catalog_uri: str | None = None  # sqlite:///... locally, postgresql+psycopg://... in production
+    catalog_type: Literal["sql", "rest"] = "sql"
+    warehouse: str | None = None  # file:///... locally, s3://bucket/prefix in production
+
+    # S3 / MinIO (production object store and Iceberg warehouse)
+    s3_endpoint: str | None = None  # e.g. http://minio:9000
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    object_store_bucket: str | None = None
+
+    # Query engine: DuckDB locally, Trino in production
+    trino_host: str | None = None
+    trino_port: int = 8080
+    trino_user: str = "platformq"
+    trino_catalog: str = "iceberg"
+    trino_http_scheme: Literal["http", "https"] = "http"
+
+    # Venue simulation
+    sim_seed: int = 7
+    sim_scale: float = 1.0
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> "Settings":
+        if self.profile == "production":
+            missing = [f"PLATFORMQ_{name.upper()}" for name in PRODUCTION_REQUIRED if getattr(self, name) in (None, "")]
+            if missing:
+                raise ValueError(
+                    "production profile needs these settings (no fallback to local): " + ", ".join(missing)
+                )
+        return self
+
+    # -- derived locations (local profile) -----------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.profile == "local"
+
+    @property
+    def effective_catalog_uri(self) -> str:
+        if self.catalog_uri:
+            return self.catalog_uri
+        return f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def effective_warehouse(self) -> str:
+        if self.warehouse:
+            return self.warehouse
+        return (self.home / "warehouse").as_uri()
+
+    @property
+    def object_store_root(self) -> Path:
+        return self.home / "objects"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "dbt.duckdb"
+
+
+@functools.lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """Read and validate the environment once per process."""
+    return Settings()

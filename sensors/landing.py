@@ -1,0 +1,44 @@
+"""Landing-zone sensor: one run per new file, exactly once across restarts.
+
+The cursor remembers each file's size and mtime, so unchanged files cost no
+hashing on later ticks; the run key is the file's path and SHA-256, so Dagster
+never launches two runs for the same content even if the cursor is lost; and
+the ingestion step itself skips content its ledger already holds.
+"""
+
+
+import json
+
+from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from resources.landing_zone import LandingZoneResource
+
+
+def landing_run_request(relpath: str, sha256: str, source_key: AssetKey, always: list[AssetKey]) -> RunRequest:
+    return RunRequest(
+        run_key=f"{relpath}@{sha256}",
+        run_config={"ops": {"landing_ingest": {"config": {"files": [relpath]}}}},
+        asset_selection=[source_key, *always],
+        tags={"platformq/landing_file": relpath, "platformq/file_sha256": sha256[:16]},
+    )
+
+
+def build_landing_sensor(job, source_keys: dict[str, AssetKey], always: list[AssetKey]):
+    @sensor(name="landing_zone_sensor", job=job, minimum_interval_seconds=30,
+            description="Starts one ingestion run per new or changed file under data/landing/<source>/.")
+    def landing_zone_sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        current, requests = {}, []
+        for landing_file in landing_zone.list_files():
+            fingerprint = landing_file.fingerprint()
+            current[landing_file.relpath] = fingerprint
+            if seen.get(landing_file.relpath) == fingerprint:
+                continue
+            requests.append(landing_run_request(landing_file.relpath, landing_file.sha256(),
+                                                source_keys[landing_file.source], always))
+        cursor = json.dumps(current, sort_keys=True)
+        if not requests:
+            return SensorResult(skip_reason=SkipReason("no new landing files"), cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
+
+    return landing_zone_sensor

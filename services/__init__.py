@@ -1,0 +1,1 @@
+"""Pure domain services (no Dagster) and their thin HTTP layers."""

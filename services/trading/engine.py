@@ -1,0 +1,401 @@
+"""Price-time priority limit order book and matching engine.
+
+Pure domain code: no Dagster, no HTTP, no I/O. Prices are integer ticks,
+quantities integer lots. Every accepted command is appended to the journal
+(``MatchingEngine.journal``) before it takes effect, and replaying a journal
+into a fresh engine rebuilds the same books, orders and trades exactly.
+
+Hot-path notes (the engine must sustain >= 300k orders/s in CPython):
+orders are ``__slots__`` objects, sides and time-in-force are small ints,
+price levels are FIFO deques keyed by price with a lazily cleaned heap of
+prices for best-price lookup, and cancels are O(1): the order is zeroed in
+place and skipped when it reaches the front of its level.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heappop, heappush
+from typing import Iterable
+
+BUY = 1
+SELL = 2
+
+GTC = 0  # good till cancelled (rests)
+IOC = 1  # immediate or cancel: fill what is possible, expire the rest
+FOK = 2  # fill or kill: fill completely at once or not at all
+
+SIDE_NAMES = {BUY: "BUY", SELL: "SELL"}
+TIF_NAMES = {GTC: "GTC", IOC: "IOC", FOK: "FOK"}
+
+# Journal command codes.
+CMD_NEW = "N"
+CMD_CANCEL = "C"
+
+
+class OrderStatus:
+    NEW = "NEW"  # resting, nothing filled
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"  # resting, something filled
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"  # cancelled by its owner (possibly after partial fills)
+    EXPIRED = "EXPIRED"  # IOC/FOK/market remainder that could not rest
+    REJECTED = "REJECTED"  # never entered the book (invalid, or FOK unfillable)
+
+
+class RejectedOrder(ValueError):
+    """A command the engine refuses: the message says why."""
+
+
+class Order:
+    __slots__ = (
+        "order_id",
+        "instrument",
+        "account",
+        "side",
+        "price",
+        "qty",
+        "open_qty",
+        "filled_qty",
+        "cancelled_qty",
+        "tif",
+        "ts",
+        "status",
+    )
+
+    def __init__(self, order_id, instrument, account, side, price, qty, tif, ts):
+        self.order_id = order_id
+        self.instrument = instrument
+        self.account = account
+        self.side = side
+        self.price = price  # None for market orders
+        self.qty = qty
+        self.open_qty = 0
+        self.filled_qty = 0
+        self.cancelled_qty = 0
+        self.tif = tif
+        self.ts = ts
+        self.status = OrderStatus.NEW
+
+    @property
+    def is_market(self) -> bool:
+        return self.price is None
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.order_id,
+            self.instrument,
+            self.account,
+            self.side,
+            self.price,
+            self.qty,
+            self.open_qty,
+            self.filled_qty,
+            self.cancelled_qty,
+            self.tif,
+            self.status,
+        )
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (
+            f"Order(id={self.order_id}, {SIDE_NAMES[self.side]} {self.qty}@{self.price} "
+            f"open={self.open_qty} filled={self.filled_qty} {self.status})"
+        )
+
+
+# A trade is a plain tuple (cheap to create on the hot path), fields in this order.
+# It always executes at the resting order's price.
+TRADE_FIELDS = (
+    "trade_id",
+    "ts",
+    "instrument",
+    "price",
+    "qty",
+    "buy_order_id",
+    "sell_order_id",
+    "buy_account",
+    "sell_account",
+    "aggressor_side",
+)
+
+
+class _Side:
+    """One side of one book: price -> FIFO level, plus a lazy heap of prices."""
+
+    __slots__ = ("levels", "level_qty", "heap", "sign")
+
+    def __init__(self, sign: int):
+        self.levels: dict[int, deque] = {}
+        self.level_qty: dict[int, int] = {}
+        self.heap: list[int] = []
+        # Heap keys are sign * price so the heap top is always the best price:
+        # bids use -price (highest first), asks +price (lowest first).
+        self.sign = sign
+
+    def best(self):
+        heap = self.heap
+        levels = self.levels
+        sign = self.sign
+        while heap:
+            price = heap[0] * sign
+            if price in levels:
+                return price
+            heappop(heap)
+        return None
+
+    def depth(self, n: int | None = None) -> list[tuple[int, int]]:
+        prices = sorted(self.levels, key=lambda p: p * self.sign)
+        if n is not None:
+            prices = prices[:n]
+        return [(p, self.level_qty[p]) for p in prices]
+
+
+class Book:
+    __slots__ = ("instrument", "bids", "asks")
+
+    def __init__(self, instrument: str):
+        self.instrument = instrument
+        self.bids = _Side(-1)
+        self.asks = _Side(1)
+
+    def best_bid(self):
+        return self.bids.best()
+
+    def best_ask(self):
+        return self.asks.best()
+
+    def snapshot(self) -> dict:
+        """Full resting state, level by level in priority order (for equality checks)."""
+        out = {}
+        for name, side in (("bids", self.bids), ("asks", self.asks)):
+            levels = []
+            for price, _ in side.depth():
+                levels.append(
+                    (price, tuple((o.order_id, o.open_qty) for o in side.levels[price] if o.open_qty))
+                )
+            out[name] = tuple(levels)
+        return out
+
+
+class MatchingEngine:
+    """A venue: one book per instrument, a shared order-id and trade-id sequence.
+
+    ``submit`` and ``cancel`` are the only state-changing commands; both are
+    journalled as ``(code, ts, *args)`` tuples before they run.
+    """
+
+    def __init__(self, instruments: Iterable[str] | None = None, *, journal: list | None = None,
+                 on_trade=None):
+        self.books: dict[str, Book] = {}
+        self.orders: dict[int, Order] = {}  # every order ever accepted, by id
+        self.trades: list[tuple] = []  # see TRADE_FIELDS
+        self.journal: list[tuple] = journal if journal is not None else []
+        self._next_order_id = 1
+        self._next_trade_id = 1
+        self._on_trade = on_trade
+        for instrument in instruments or ():
+            self.add_instrument(instrument)
+
+    # -- set-up ---------------------------------------------------------
+    def add_instrument(self, instrument: str) -> Book:
+        book = self.books.get(instrument)
+        if book is None:
+            book = self.books[instrument] = Book(instrument)
+        return book
+
+    # -- commands -------------------------------------------------------
+    def submit(self, instrument: str, account, side: int, qty: int, price: int | None = None,
+               tif: int = GTC, ts: int = 0) -> Order:
+        """Place a limit (``price`` given) or market (``price=None``) order.
+
+        Returns the order; its status tells what happened. Invalid commands
+        raise :class:`RejectedOrder` and are not journalled. A market order is
+        always immediate (IOC unless FOK is asked for) and never rests.
+        """
+        book = self.books.get(instrument)
+        if book is None:
+            raise RejectedOrder(f"unknown instrument {instrument!r}")
+        if side != BUY and side != SELL:
+            raise RejectedOrder(f"side must be BUY (1) or SELL (2), got {side!r}")
+        if type(qty) is not int or qty <= 0:
+            raise RejectedOrder(f"quantity must be a positive integer number of lots, got {qty!r}")
+        if price is not None and (type(price) is not int or price <= 0):
+            raise RejectedOrder(f"price must be a positive integer number of ticks, got {price!r}")
+        if tif != GTC and tif != IOC and tif != FOK:
+            raise RejectedOrder(f"unknown time in force {tif!r}")
+        if price is None and tif == GTC:
+            tif = IOC
+        self.journal.append((CMD_NEW, ts, instrument, account, side, qty, price, tif))
+        return self._submit(book, instrument, account, side, qty, price, tif, ts)
+
+    def cancel(self, order_id: int, ts: int = 0) -> Order:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise RejectedOrder(f"unknown order id {order_id}")
+        if order.open_qty == 0:
+            raise RejectedOrder(f"order {order_id} is not open (status {order.status})")
+        self.journal.append((CMD_CANCEL, ts, order_id))
+        self._cancel(order)
+        return order
+
+    def close_session(self, ts: int = 0) -> list[Order]:
+        """Cancel every resting order (end of a trading session)."""
+        resting = [o for o in self.orders.values() if o.open_qty]
+        for order in resting:
+            self.cancel(order.order_id, ts)
+        return resting
+
+    # -- replay ---------------------------------------------------------
+    @classmethod
+    def replay(cls, journal: Iterable[tuple], instruments: Iterable[str], on_trade=None) -> "MatchingEngine":
+        """Rebuild an engine from a journal: same ids, books and trades."""
+        engine = cls(instruments, on_trade=on_trade)
+        for event in journal:
+            code = event[0]
+            if code == CMD_NEW:
+                _, ts, instrument, account, side, qty, price, tif = event
+                engine.submit(instrument, account, side, qty, price, tif, ts)
+            elif code == CMD_CANCEL:
+                engine.cancel(event[2], event[1])
+            else:
+                raise ValueError(f"unknown journal event {event!r}")
+        return engine
+
+    # -- internals ------------------------------------------------------
+    def _submit(self, book, instrument, account, side, qty, price, tif, ts):
+        order_id = self._next_order_id
+        self._next_order_id = order_id + 1
+        order = Order(order_id, instrument, account, side, price, qty, tif, ts)
+        self.orders[order_id] = order
+
+        if side == BUY:
+            contra = book.asks
+            own = book.bids
+        else:
+            contra = book.bids
+            own = book.asks
+
+        if tif == FOK and not self._can_fill(contra, side, price, qty):
+            order.cancelled_qty = qty
+            order.status = OrderStatus.REJECTED
+            return order
+
+        remaining = qty
+        best = contra.best() if contra.levels else None
+        if best is not None and (
+            price is None or (side == BUY and best <= price) or (side == SELL and best >= price)
+        ):
+            remaining = self._match(order, contra, side, price, remaining, ts)
+
+        if remaining:
+            if tif == GTC:
+                order.open_qty = remaining
+                level = own.levels.get(price)
+                if level is None:
+                    own.levels[price] = deque((order,))
+                    own.level_qty[price] = remaining
+                    heappush(own.heap, price * own.sign)
+                else:
+                    level.append(order)
+                    own.level_qty[price] += remaining
+                order.status = OrderStatus.PARTIALLY_FILLED if order.filled_qty else OrderStatus.NEW
+            else:
+                order.cancelled_qty = remaining
+                order.status = OrderStatus.EXPIRED
+        else:
+            order.status = OrderStatus.FILLED
+        return order
+
+    def _can_fill(self, contra: _Side, side: int, price, qty: int) -> bool:
+        available = 0
+        for level_price, level_qty in contra.depth():
+            if price is not None and ((side == BUY and level_price > price) or (side == SELL and level_price < price)):
+                break
+            available += level_qty
+            if available >= qty:
+                return True
+        return False
+
+    def _match(self, order, contra, side, price, remaining, ts):
+        levels = contra.levels
+        level_qty = contra.level_qty
+        heap = contra.heap
+        sign = contra.sign
+        trades = self.trades
+        on_trade = self._on_trade
+        instrument = order.instrument
+        account = order.account
+        order_id = order.order_id
+        while remaining:
+            # best price on the contra side (lazy heap cleanup)
+            while heap:
+                best = heap[0] * sign
+                if best in levels:
+                    break
+                heappop(heap)
+            else:
+                break
+            if price is not None and ((side == BUY and best > price) or (side == SELL and best < price)):
+                break
+            level = levels[best]
+            while remaining and level:
+                resting = level[0]
+                open_qty = resting.open_qty
+                if not open_qty:
+                    level.popleft()  # cancelled earlier; lazily removed
+                    continue
+                fill = remaining if remaining < open_qty else open_qty
+                remaining -= fill
+                open_qty -= fill
+                resting.open_qty = open_qty
+                resting.filled_qty += fill
+                level_qty[best] -= fill
+                trade_id = self._next_trade_id
+                self._next_trade_id = trade_id + 1
+                if side == BUY:
+                    trade = (trade_id, ts, instrument, best, fill, order_id, resting.order_id,
+                             account, resting.account, side)
+                else:
+                    trade = (trade_id, ts, instrument, best, fill, resting.order_id, order_id,
+                             resting.account, account, side)
+                trades.append(trade)
+                if on_trade is not None:
+                    on_trade(trade)
+                if open_qty:
+                    resting.status = OrderStatus.PARTIALLY_FILLED
+                else:
+                    resting.status = OrderStatus.FILLED
+                    level.popleft()
+            if not level or not level_qty[best]:
+                del levels[best]
+                del level_qty[best]
+                heappop(heap)
+        order.filled_qty = order.qty - remaining
+        return remaining
+
+    def _cancel(self, order: Order) -> None:
+        book = self.books[order.instrument]
+        own = book.bids if order.side == BUY else book.asks
+        price = order.price
+        open_qty = order.open_qty
+        order.cancelled_qty += open_qty
+        order.open_qty = 0
+        order.status = OrderStatus.CANCELLED
+        remaining = own.level_qty[price] - open_qty
+        if remaining:
+            own.level_qty[price] = remaining
+        else:
+            # level now holds only dead orders: drop it (heap entry cleaned lazily)
+            del own.levels[price]
+            del own.level_qty[price]
+
+    # -- queries --------------------------------------------------------
+    def open_orders(self) -> list[Order]:
+        return [o for o in self.orders.values() if o.open_qty]
+
+    def state(self) -> dict:
+        """Everything replay must reproduce: books, order states and trades."""
+        return {
+            "books": {name: book.snapshot() for name, book in sorted(self.books.items())},
+            "orders": tuple(o.as_tuple() for o in self.orders.values()),
+            "trades": tuple(self.trades),
+        }
