@@ -2,21 +2,18 @@
 
 from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
-from pipelines.partitions import daily_partitions
-
 VENUE_GROUP = "bronze"
 
 # Freshness checks judge the latest partition against the clock: they run from
 # their own sensor, not inside jobs that build (possibly older) partitions.
-_FRESHNESS = AssetSelection.checks(
-    *[AssetCheckKey(AssetKey(["bronze", name]), "freshness_check") for name in ("orders", "fills")]
-)
+FRESHNESS_CHECKED = [AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["silver", "trades"]),
+                     AssetKey(["gold", "ohlcv_bars"])]
+_FRESHNESS = AssetSelection.checks(*[AssetCheckKey(key, "freshness_check") for key in FRESHNESS_CHECKED])
 
 # The venue's bronze tables for one trading day (the daily schedule runs this).
 venue_daily_job = define_asset_job(
     "venue_daily",
     selection=AssetSelection.groups(VENUE_GROUP) - _FRESHNESS,
-    partitions_def=daily_partitions,
     description="Simulate one trading session and land it in bronze.",
 )
 
@@ -24,7 +21,6 @@ venue_daily_job = define_asset_job(
 lake_daily_job = define_asset_job(
     "lake_daily",
     selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold") - _FRESHNESS,
-    partitions_def=daily_partitions,
     description="The whole daily medallion graph for one trading day (bronze -> silver -> gold).",
 )
 

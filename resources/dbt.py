@@ -124,7 +124,7 @@ class DbtRunnerResource(ConfigurableResource):
             if info.get("level") in ("info", "warn", "error") and info.get("msg"):
                 logs.append(info["msg"])
                 if log is not None:
-                    (log.warning if info["level"] != "info" else log.info)(info["msg"])
+                    (log.warning if info["level"] != "info" else log.debug)(info["msg"])
         invocation.wait()
         results_file = target_path / "run_results.json"
         if not results_file.exists():

@@ -57,6 +57,11 @@ class QueryEngineResource(ConfigurableResource):
                     arrow = lake.read(identifier)
                     con.register(f"__{schema}_{name}", arrow)
                     con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS SELECT * FROM "__{schema}_{name}"')
-            return con.execute(sql).to_arrow_table()
+            relation = con.sql(sql)
+            if relation is None:  # a statement without a result set
+                import pyarrow as pa
+
+                return pa.table({})
+            return relation.to_arrow_table()
         finally:
             con.close()

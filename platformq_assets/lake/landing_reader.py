@@ -24,9 +24,10 @@ SUPPORTED_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".js
 # Column types, in the order inference tries them (most specific first).
 LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING = "long", "double", "boolean", "timestamp", "string"
 INFER_ORDER = (LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING)
-# A new column takes a type when at least this share of its non-empty values fit it;
-# the rest are quarantined rather than silently turning the column into strings.
-INFER_MIN_SHARE = 0.9
+# A new column takes the most specific type that most (> half) of its non-empty
+# values fit; the rest are quarantined rather than silently turning the column
+# into strings. A single odd value in a small file therefore cannot decide a type.
+INFER_MIN_SHARE = 0.5
 RAW_LIMIT = 4000  # characters of a raw record kept in quarantine
 
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -128,7 +129,7 @@ def infer_type(values: list[Any]) -> str:
                 fits += 1
             except CastError:
                 pass
-        if fits / len(present) >= INFER_MIN_SHARE:
+        if fits / len(present) > INFER_MIN_SHARE:
             return kind
     return STRING
 

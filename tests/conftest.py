@@ -1,0 +1,48 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def platform_home(tmp_path, monkeypatch):
+    """A private platformQ + Dagster home (lake, catalog, landing zone) for one test."""
+    from resources.settings import load_settings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("PLATFORMQ_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PLATFORMQ_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.delenv("PLATFORMQ_PROFILE", raising=False)
+    load_settings.cache_clear()
+    yield home
+    load_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(platform_home):
+    from resources.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+def lake(settings):
+    from resources import lake_resource
+
+    return lake_resource(settings)
+
+
+def subprocess_env(home: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update({"PLATFORMQ_HOME": str(home), "DAGSTER_HOME": str(home),
+                "PLATFORMQ_LANDING_DIR": str(home / "landing"), "PYTHONPATH": str(ROOT)})
+    env.pop("PLATFORMQ_PROFILE", None)
+    env.update(extra)
+    return env

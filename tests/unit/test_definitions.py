@@ -1,0 +1,60 @@
+"""The code location loads, has the whole graph, and stays light to import."""
+
+import json
+import subprocess
+import sys
+
+from dagster import AssetKey
+
+from tests.conftest import ROOT
+
+EXPECTED_ASSETS = {
+    "bronze/orders", "bronze/fills", "bronze/reference_prices", "bronze/accounts", "bronze/anomaly_labels",
+    "silver/trades", "silver/accounts", "gold/ohlcv_bars", "gold/positions_pnl", "gold/trader_leaderboard",
+    "bronze/partner_quotes", "bronze/kyc_events", "quarantine/landing", "ops/landing_files",
+}
+HEAVY = ["great_expectations", "dbt", "dagster_dbt", "pyiceberg", "duckdb", "pyarrow", "pandas", "minio",
+         "trino", "feast", "mlflow", "ray", "torch", "pyspark", "sqlalchemy"]
+
+
+def test_definitions_hold_the_whole_medallion_graph(settings):
+    from platformq_assets.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert EXPECTED_ASSETS <= keys
+    # dbt sources link to the Python bronze assets with no glue
+    assert AssetKey(["bronze", "fills"]) in graph.get(AssetKey(["silver", "trades"])).parent_keys
+    assert AssetKey(["silver", "trades"]) in graph.get(AssetKey(["gold", "ohlcv_bars"])).parent_keys
+    checks = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
+    assert "silver/trades:unique_trades_trade_id" in checks  # dbt test as asset check
+    assert "silver/trades:trades_expectation_suite" in checks  # GX suite
+    assert "ops/landing_files:landing_counts_reconcile" in checks
+    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "landing_ingest"}
+    assert {s.name for s in defs.schedules} == {"venue_daily_schedule"}
+    assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "freshness_checks_sensor"}
+    for key in keys:
+        spec = graph.get(AssetKey.from_user_string(key))
+        assert spec.owners, f"{key} has no owner"
+        assert spec.group_name in {"bronze", "silver", "gold", "landing"}
+
+
+def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):
+    from platformq_assets.definitions import build_definitions
+
+    graph = build_definitions(settings).resolve_asset_graph()
+    specs = {f"{k.asset_key.to_user_string()}:{k.name}": graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert specs["silver/trades:unique_trades_trade_id"].blocking is True
+    assert specs["silver/trades:accepted_values_trades_anomaly_type__spoofing__wash_trade__flash_move"].blocking is False
+
+
+def test_loading_definitions_imports_no_heavy_library():
+    code = (
+        "import sys, json\n"
+        "from platformq_assets.definitions import defs\n"
+        "defs()\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

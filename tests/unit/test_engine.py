@@ -1,0 +1,160 @@
+"""Matching engine: behaviour tests and hypothesis-checked invariants."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.trading.engine import BUY, FOK, GTC, IOC, SELL, MatchingEngine, OrderStatus, RejectedOrder
+
+X = "X"
+
+
+def engine():
+    return MatchingEngine([X])
+
+
+def test_limit_orders_rest_and_cross_at_resting_price():
+    e = engine()
+    ask = e.submit(X, 1, SELL, 10, 101)
+    assert ask.status == OrderStatus.NEW and e.books[X].best_ask() == 101
+    bid = e.submit(X, 2, BUY, 4, 105)  # aggressive buy pays the resting 101, not its own 105
+    assert bid.status == OrderStatus.FILLED
+    assert e.trades[-1][3] == 101 and e.trades[-1][4] == 4
+    assert ask.status == OrderStatus.PARTIALLY_FILLED and ask.open_qty == 6
+
+
+def test_price_time_priority_fifo_within_level_and_better_price_first():
+    e = engine()
+    first = e.submit(X, 1, SELL, 5, 100)
+    second = e.submit(X, 2, SELL, 5, 100)
+    better = e.submit(X, 3, SELL, 5, 99)
+    e.submit(X, 9, BUY, 8, 100)
+    sells = [t[6] for t in e.trades]
+    assert sells == [better.order_id, first.order_id]
+    assert first.open_qty == 2 and second.open_qty == 5
+
+
+def test_market_order_never_rests_and_expires_remainder():
+    e = engine()
+    e.submit(X, 1, SELL, 3, 100)
+    m = e.submit(X, 2, BUY, 10, None)
+    assert m.filled_qty == 3 and m.cancelled_qty == 7 and m.status == OrderStatus.EXPIRED
+    assert e.books[X].best_bid() is None
+
+
+def test_ioc_fills_what_it_can_then_expires():
+    e = engine()
+    e.submit(X, 1, SELL, 3, 100)
+    o = e.submit(X, 2, BUY, 5, 100, IOC)
+    assert (o.filled_qty, o.cancelled_qty, o.open_qty) == (3, 2, 0)
+    assert e.books[X].best_bid() is None
+
+
+def test_fok_is_all_or_nothing():
+    e = engine()
+    e.submit(X, 1, SELL, 3, 100)
+    e.submit(X, 1, SELL, 3, 102)
+    rejected = e.submit(X, 2, BUY, 5, 101, FOK)  # only 3 available at <= 101
+    assert rejected.status == OrderStatus.REJECTED and not e.trades
+    filled = e.submit(X, 2, BUY, 5, 102, FOK)
+    assert filled.status == OrderStatus.FILLED and sum(t[4] for t in e.trades) == 5
+
+
+def test_cancel_removes_liquidity_and_rejects_twice():
+    e = engine()
+    o = e.submit(X, 1, BUY, 5, 99)
+    e.cancel(o.order_id)
+    assert o.status == OrderStatus.CANCELLED and e.books[X].best_bid() is None
+    with pytest.raises(RejectedOrder):
+        e.cancel(o.order_id)
+    e.submit(X, 2, SELL, 5, 99)
+    assert not e.trades  # the cancelled bid never trades
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"qty": 0}, "quantity"), ({"qty": 1.5}, "quantity"), ({"price": -1}, "price"),
+    ({"price": 10.5}, "price"), ({"side": 3}, "side"), ({"tif": 9}, "time in force"),
+])
+def test_invalid_orders_are_rejected_with_reason_and_not_journalled(kwargs, message):
+    e = engine()
+    args = {"instrument": X, "account": 1, "side": BUY, "qty": 1, "price": 100, **kwargs}
+    with pytest.raises(RejectedOrder, match=message):
+        e.submit(**args)
+    assert e.journal == []
+
+
+def test_unknown_instrument_rejected():
+    with pytest.raises(RejectedOrder, match="unknown instrument"):
+        engine().submit("NOPE", 1, BUY, 1, 1)
+
+
+commands = st.lists(
+    st.one_of(
+        st.tuples(st.just("limit"), st.sampled_from([BUY, SELL]), st.integers(95, 105), st.integers(1, 20),
+                  st.sampled_from([GTC, GTC, GTC, IOC, FOK])),
+        st.tuples(st.just("market"), st.sampled_from([BUY, SELL]), st.integers(1, 30)),
+        st.tuples(st.just("cancel"), st.integers(0, 200)),
+    ),
+    max_size=250,
+)
+
+
+def run(cmds):
+    e = engine()
+    for c in cmds:
+        if c[0] == "limit":
+            e.submit(X, len(e.orders) % 7, c[1], c[3], c[2], c[4])
+        elif c[0] == "market":
+            e.submit(X, 1, c[1], c[2], None)
+        else:
+            order = e.orders.get(c[1])
+            if order is not None and order.open_qty:
+                e.cancel(c[1])
+        bid, ask = e.books[X].best_bid(), e.books[X].best_ask()
+        assert bid is None or ask is None or bid < ask, "book crossed"
+    return e
+
+
+@settings(max_examples=150, deadline=None)
+@given(commands)
+def test_invariants_hold_for_any_command_stream(cmds):
+    e = run(cmds)
+    orders = e.orders
+    for o in orders.values():
+        assert o.qty == o.filled_qty + o.open_qty + o.cancelled_qty
+        if o.tif != GTC or o.price is None:
+            assert o.open_qty == 0, "IOC/FOK/market orders never rest"
+    for trade_id, ts, inst, price, qty, buy_id, sell_id, *_ in e.trades:
+        buy, sell = orders[buy_id], orders[sell_id]
+        assert buy.price is None or price <= buy.price
+        assert sell.price is None or price >= sell.price
+        assert qty > 0
+    filled = {}
+    for t in e.trades:
+        filled[t[5]] = filled.get(t[5], 0) + t[4]
+        filled[t[6]] = filled.get(t[6], 0) + t[4]
+    for oid, o in orders.items():
+        assert filled.get(oid, 0) == o.filled_qty
+    # FIFO: within each resting level, queue order is arrival order
+    for side in (e.books[X].bids, e.books[X].asks):
+        for price, level in side.levels.items():
+            live = [o.order_id for o in level if o.open_qty]
+            assert live == sorted(live)
+            assert side.level_qty[price] == sum(o.open_qty for o in level)
+
+
+@settings(max_examples=100, deadline=None)
+@given(commands)
+def test_journal_replay_rebuilds_identical_state(cmds):
+    e = run(cmds)
+    replayed = MatchingEngine.replay(list(e.journal), [X])
+    assert replayed.state() == e.state()
+    assert replayed.journal == e.journal
+
+
+def test_fifo_is_strict_across_partial_fills():
+    e = engine()
+    a = e.submit(X, 1, BUY, 5, 100)
+    b = e.submit(X, 2, BUY, 5, 100)
+    e.submit(X, 3, SELL, 7, 100)
+    assert (a.filled_qty, b.filled_qty) == (5, 2)

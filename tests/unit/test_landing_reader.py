@@ -1,0 +1,70 @@
+"""Landing file parsing: every record is accepted or quarantined with a reason."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from platformq_assets.lake.landing_reader import parse_file
+
+
+def test_csv_types_inferred_and_bad_rows_quarantined():
+    data = b"id,price,ts,flag\n1,2.5,2024-01-01T00:00:00Z,true\n2,abc,2024-01-02,false\n3,4\n4,5,2024-01-03,yes\n"
+    p = parse_file("q.csv", data)
+    assert p.columns == {"id": "long", "price": "double", "ts": "timestamp", "flag": "boolean"}
+    assert p.records_read == 4 and len(p.accepted) == 2 and p.reconciles
+    reasons = {q.line: q.reason for q in p.quarantined}
+    assert "'abc' is not a double" in reasons[3]
+    assert reasons[4] == "expected 4 fields, found 2"
+    assert p.quarantined[0].raw == "2,abc,2024-01-02,false"
+
+
+def test_existing_table_types_win_over_inference():
+    p = parse_file("q.csv", b"id,price\n1,10\n2,x\n", table_types={"price": "double"})
+    assert p.columns["price"] == "double"
+    assert "table's column type is double" in p.quarantined[0].reason
+    assert p.accepted == [{"id": 1, "price": 10.0}]
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("a.csv", b"", "empty file (0 bytes)"),
+    ("a.jsonl", b"", "empty file (0 bytes)"),
+    ("a.csv", b"id,price\n", "file has a header but no data rows"),
+    ("a.csv", "id,name\n1,café\n".encode("latin-1"), "file is not valid UTF-8 (byte 0xe9"),
+    ("a.parquet", b"PAR1 this is not parquet", "unreadable Parquet file"),
+    ("a.xlsx", b"whatever", "unsupported file type .xlsx"),
+])
+def test_file_level_problems_have_clear_reasons(name, data, reason):
+    p = parse_file(name, data)
+    assert p.records_read == 1 and not p.accepted and len(p.quarantined) == 1
+    assert p.quarantined[0].line is None and reason in p.quarantined[0].reason
+    assert p.reconciles
+
+
+def test_truncated_parquet_is_quarantined():
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": list(range(1000))}), buffer)
+    p = parse_file("t.parquet", buffer.getvalue()[:-100])
+    assert "unreadable Parquet file (truncated or corrupt)" in p.quarantined[0].reason
+    assert p.quarantined[0].raw.startswith("base64:")
+
+
+def test_jsonl_bad_lines_and_non_objects():
+    p = parse_file("e.jsonl", b'{"a": 1}\n[1, 2]\n{oops\n\n{"a": 2, "b": {"x": 1}}\n')
+    assert p.records_read == 4 and len(p.accepted) == 2 and p.reconciles
+    assert [q.line for q in p.quarantined] == [2, 3]
+    assert "not an object" in p.quarantined[0].reason and "invalid JSON" in p.quarantined[1].reason
+    assert p.accepted[1]["b"] == '{"x": 1}'  # nested values kept as JSON text
+
+
+def test_parquet_rows_cast_against_table_types():
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [1, 2], "price": ["1.5", "bad"]}), buffer)
+    p = parse_file("p.parquet", buffer.getvalue(), table_types={"price": "double"})
+    assert p.accepted == [{"id": 1, "price": 1.5}] and len(p.quarantined) == 1 and p.reconciles
+
+
+def test_utf8_bom_and_crlf_are_fine():
+    p = parse_file("b.csv", "\ufeffid,name\r\n1,Zoë\r\n".encode())
+    assert p.accepted == [{"id": 1, "name": "Zoë"}]

@@ -1,0 +1,81 @@
+"""Settings: local by default, production explicit, and no env reads at import."""
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from resources import build_resources, lake_resource, object_store_resource, query_resource
+from resources.settings import PRODUCTION_REQUIRED, Settings
+
+PRODUCTION_ENV = {
+    "PLATFORMQ_PROFILE": "production",
+    "PLATFORMQ_CATALOG_URI": "postgresql+psycopg://pq:pq@127.0.0.1:5432/catalog",
+    "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse",
+    "PLATFORMQ_S3_ENDPOINT": "http://127.0.0.1:9000",
+    "PLATFORMQ_S3_ACCESS_KEY": "key",
+    "PLATFORMQ_S3_SECRET_KEY": "secret",
+    "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq",
+    "PLATFORMQ_TRINO_HOST": "trino.internal",
+}
+
+
+def test_local_profile_is_embedded(platform_home):
+    s = Settings()
+    assert s.profile == "local"
+    assert s.effective_catalog_uri == f"sqlite:///{platform_home / 'catalog.db'}"
+    assert s.effective_warehouse.startswith("file://") and str(platform_home) in s.effective_warehouse
+    assert query_resource(s).engine == "duckdb"
+    assert object_store_resource(s).kind == "local"
+
+
+def test_production_names_every_missing_variable(monkeypatch):
+    monkeypatch.setenv("PLATFORMQ_PROFILE", "production")
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    for name in PRODUCTION_REQUIRED:
+        assert f"PLATFORMQ_{name.upper()}" in str(err.value)
+
+
+def test_production_missing_one_variable_fails_with_its_name(monkeypatch):
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("PLATFORMQ_TRINO_HOST")
+    with pytest.raises(ValidationError, match="PLATFORMQ_TRINO_HOST"):
+        Settings()
+
+
+def test_production_profile_selects_production_backends(monkeypatch):
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    lake = lake_resource(s)
+    assert lake.catalog_uri.startswith("postgresql+psycopg://") and lake.warehouse == "s3://lake/warehouse"
+    assert lake.catalog_properties()["s3.endpoint"] == "http://127.0.0.1:9000"
+    assert query_resource(s).engine == "trino" and query_resource(s).trino_host == "trino.internal"
+    store = object_store_resource(s)
+    assert store.kind == "s3" and store.bucket == "platformq"
+    resources = build_resources(s)
+    assert resources["dbt"].target == "production"
+
+
+def test_importing_the_code_location_reads_no_environment():
+    """Importing every module must not read PLATFORMQ_* (only load_settings() does, when called)."""
+    code = (
+        "import os\n"
+        "reads = []\n"
+        "orig_get = os.environ.__class__.get\n"
+        "orig_getitem = os.environ.__class__.__getitem__\n"
+        "def get(self, k, *a):\n"
+        "    reads.append(k); return orig_get(self, k, *a)\n"
+        "def getitem(self, k):\n"
+        "    reads.append(k); return orig_getitem(self, k)\n"
+        "os.environ.__class__.get = get\n"
+        "os.environ.__class__.__getitem__ = getitem\n"
+        "import platformq_assets.definitions, platformq_assets.lake.venue, platformq_assets.lake.transform\n"
+        "import platformq_assets.lake.landing, platformq_assets.cli, resources, sensors.landing, pipelines.jobs\n"
+        "print([k for k in reads if k.startswith('PLATFORMQ')])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
