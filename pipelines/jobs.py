@@ -26,7 +26,7 @@ lake_daily_job = define_asset_job(
 
 # Landing-zone ingestion (the sensor starts one run per file).
 landing_ingest_job = define_asset_job(
-    "landing_ingest",
+    "ingest_landing",
     selection=AssetSelection.groups("landing"),
     description="Ingest landing-zone files into bronze, quarantining bad records.",
 )

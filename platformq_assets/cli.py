@@ -138,7 +138,7 @@ def run_landing_pass(instance=None, defs=None) -> dict:
     if not pending:
         return {"files": 0, "success": True}
     defs = defs or _definitions()
-    job = defs.resolve_job_def("landing_ingest")
+    job = defs.resolve_job_def("ingest_landing")
     result = job.execute_in_process(
         run_config={**QUIET, "ops": {"landing_ingest": {"config": {"files": pending}}}},
         instance=instance or _instance(),

@@ -61,7 +61,7 @@ class DbtRun:
 
         con = duckdb.connect(str(self.duckdb_path), read_only=True)
         try:
-            return con.execute(f'select * from "{schema}"."{name}"').to_arrow_table()
+            return con.sql(f'select * from "{schema}"."{name}"').to_arrow_table()
         finally:
             con.close()
 

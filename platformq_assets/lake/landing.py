@@ -200,7 +200,7 @@ def build_landing_assets(sources: list[str]):
         if missing:
             raise FileNotFoundError(f"landing files not found under {landing_zone.root}: {missing}")
         already = ingested_hashes(lake)
-        batch_id = context.run_id
+        batch_id = context.run.run_id
         reports = [ingest_file(lake, available[f], batch_id, already) for f in wanted]
         for report in reports:
             context.log.info(f"{report['file']}: {report['status']} read={report['rows_read']} "

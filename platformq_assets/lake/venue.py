@@ -202,7 +202,7 @@ def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: Lak
         start_date=LAKE_START_DATE,
     )
     result = simulate_day(day, sim_config)
-    batch_id = f"{context.run_id}:{context.partition_key}"
+    batch_id = f"{context.run.run_id}:{context.partition_key}"
     ingested_at = dt.datetime.now(dt.timezone.utc)
     tables = venue_tables(result, accounts(sim_config), batch_id, ingested_at)
 

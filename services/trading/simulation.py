@@ -281,6 +281,37 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             engine.cancel(order_id, ts)
             cancel_ts[order_id] = ts
 
+    pending_wash: dict[str, list[int]] = {}
+
+    def wash_loop(ts, symbol, minute, account) -> bool:
+        """Two accounts of one tenant trade back and forth inside the spread.
+
+        Needs a spread of at least two ticks so the pair's price is strictly
+        inside it (otherwise others' orders would be matched first); the loop
+        waits for such a moment.
+        """
+        book = engine.books[symbol]
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None or ask - bid < 2:
+            return False
+        partner = by_kind["wash_b"][0]
+        anomaly_id = add_anomaly("wash_trade", symbol, minute, minute + 0.2, [account, partner])
+        label = ("wash_trade", anomaly_id)
+        seller, buyer = account, partner
+        for j in range(rng.randint(3, 6)):
+            bid, ask = book.best_bid(), book.best_ask()
+            if bid is None or ask is None or ask - bid < 2:
+                break
+            price = bid + 1
+            qty = rng.randint(10, 30)
+            t = ts + j * 50_000
+            resting = place(t, symbol, seller, SELL, qty, price, GTC, label)
+            place(t + 1_000, symbol, buyer, BUY, qty, price, IOC, label)
+            if resting.open_qty:
+                cancel(t + 2_000, resting.order_id)
+            seller, buyer = buyer, seller
+        return True
+
     for minute, offset, kind, symbol, account in events:
         ts = open_us + minute * minute_us + offset
         ref_ticks = ticks(ref[symbol][minute])
@@ -337,22 +368,9 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             for j, order_id in enumerate(layered):
                 cancel(ts + 2_000_000 + j * 1000, order_id)
         elif kind == "wash":
-            partner = by_kind["wash_b"][0]
-            anomaly_id = add_anomaly("wash_trade", symbol, minute, minute + 0.2, [account, partner])
-            label = ("wash_trade", anomaly_id)
-            seller, buyer = account, partner
-            for j in range(rng.randint(3, 6)):
-                bid, ask = book.best_bid(), book.best_ask()
-                if bid is None or ask is None or ask - bid < 2:
-                    break
-                price = bid + 1
-                qty = rng.randint(10, 30)
-                t = ts + j * 50_000
-                resting = place(t, symbol, seller, SELL, qty, price, GTC, label)
-                place(t + 1_000, symbol, buyer, BUY, qty, price, IOC, label)
-                if resting.open_qty:
-                    cancel(t + 2_000, resting.order_id)
-                seller, buyer = buyer, seller
+            pending_wash.setdefault(symbol, []).append(account)
+        if pending_wash.get(symbol) and wash_loop(ts + 1_000, symbol, minute, pending_wash[symbol][0]):
+            pending_wash[symbol].pop(0)
         trades = engine.trades
         if trades and trades[-1][2] == symbol:
             history = last_trade[symbol]

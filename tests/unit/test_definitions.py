@@ -31,7 +31,8 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
     assert "silver/trades:unique_trades_trade_id" in checks  # dbt test as asset check
     assert "silver/trades:trades_expectation_suite" in checks  # GX suite
     assert "ops/landing_files:landing_counts_reconcile" in checks
-    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "landing_ingest"}
+    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "ingest_landing"}
+    type(defs).validate_loadable(defs)  # what the webserver/daemon do: names unique, jobs resolvable
     assert {s.name for s in defs.schedules} == {"venue_daily_schedule"}
     assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "freshness_checks_sensor"}
     for key in keys:
