@@ -124,6 +124,8 @@ def infer_type(values: list[Any]) -> str:
     for kind in INFER_ORDER:
         fits = 0
         for v in present:
+            if kind == LONG and isinstance(v, float):
+                continue  # 2.0 in JSON is a double column, even though it casts to 2
             try:
                 _cast(v, kind)
                 fits += 1
@@ -219,7 +221,22 @@ def _records_parquet(data: bytes):
     records = []
     for i, row in enumerate(table.to_pylist(), start=1):
         records.append((i, json.dumps(row, default=str, sort_keys=True), row))
-    return header, records, []
+    return header, records, [], {f.name: _arrow_kind(f.type) for f in table.schema}
+
+
+def _arrow_kind(arrow_type) -> str:
+    """A Parquet column's declared type, as a landing type (no inference needed)."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return LONG
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return DOUBLE
+    if pa.types.is_boolean(arrow_type):
+        return BOOLEAN
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return TIMESTAMP
+    return STRING
 
 
 def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None) -> ParsedFile:
@@ -233,15 +250,16 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
     if len(data) == 0:
         return _file_problem(fmt, "empty file (0 bytes)")
     try:
-        header, records, problems = {"csv": _records_csv, "jsonl": _records_jsonl,
-                                     "parquet": _records_parquet}[fmt](data)
+        header, records, problems, *declared = {"csv": _records_csv, "jsonl": _records_jsonl,
+                                                "parquet": _records_parquet}[fmt](data)
     except CastError as exc:
         return _file_problem(fmt, str(exc), data)
+    declared_types = declared[0] if declared else {}
 
     records_read = len(records) + len(problems)  # every record the file holds, good or bad
     columns: dict[str, str] = {}
     for col in header:
-        columns[col] = table_types.get(col) or infer_type([r[2].get(col) for r in records])
+        columns[col] = table_types.get(col) or declared_types.get(col) or infer_type([r[2].get(col) for r in records])
 
     accepted, accepted_lines = [], []
     for line, raw, record in records:

@@ -1,0 +1,55 @@
+"""The `platformq` command, run as a user would, in a fresh home."""
+
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, subprocess_env
+
+pytestmark = pytest.mark.slow
+PLATFORMQ = str(ROOT / ".venv" / "bin" / "platformq")
+
+
+def run(home, *args, check=True):
+    out = subprocess.run([PLATFORMQ, *args], cwd=ROOT, env=subprocess_env(home), capture_output=True, text=True,
+                         timeout=600)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def table_rows(home):
+    out = run(home, "tables").stdout
+    rows = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.strip("|").split("|")]
+        if len(parts) == 5 and "." in parts[0] and parts[1].isdigit():
+            rows[parts[0]] = int(parts[1])
+    return rows
+
+
+def test_demo_twice_builds_everything_without_duplicates(tmp_path):
+    home = tmp_path / "home"
+    empty = run(home, "tables").stdout
+    assert "The lake is empty" in empty
+
+    first = run(home, "demo", "--days", "1", "--scale", "0.3", "--end", "2024-01-04")
+    assert "2024-01-04: ok" in first.stdout and "0 failed" in first.stdout
+    assert "make ui" in first.stdout
+    after_first = table_rows(home)
+    for table in ("bronze.orders", "bronze.fills", "silver.trades", "gold.ohlcv_bars", "gold.trader_leaderboard",
+                  "bronze.partner_quotes", "bronze.kyc_events", "quarantine.landing", "ops.landing_files"):
+        assert after_first.get(table, 0) > 0, table
+
+    second = run(home, "demo", "--days", "1", "--scale", "0.3", "--end", "2024-01-04")
+    assert "landing: nothing new" in second.stdout
+    assert table_rows(home) == after_first  # idempotent: no duplicate rows anywhere
+
+    q = run(home, "query", "select count(*) as n, count(distinct trade_id) as d from silver.trades")
+    n, d = [int(x) for x in q.stdout.splitlines()[3].strip("| ").split("|")]
+    assert n == d == after_first["silver.trades"]
+
+
+def test_query_errors_are_clear(tmp_path):
+    out = run(tmp_path / "home", "query", "select * from nowhere.nothing", check=False)
+    assert out.returncode != 0 and "query failed" in out.stderr and "Traceback" not in out.stderr

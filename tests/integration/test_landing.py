@@ -1,0 +1,131 @@
+"""Landing zone: sensor with cursor, exactly-once ingestion, quarantine, schema evolution."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+from pyiceberg.expressions import EqualTo
+
+from tests.integration.helpers import QUIET, definitions
+
+pytestmark = pytest.mark.slow
+
+
+def drop(settings, relpath, data: bytes):
+    path = settings.landing_dir / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def tick(defs, cursor=None):
+    sensor = defs.resolve_sensor_def("landing_zone_sensor")
+    context = build_sensor_context(instance=DagsterInstance.get(), cursor=cursor,
+                                   resources={"landing_zone": defs.resources["landing_zone"]})
+    result = sensor.evaluate_tick(context)
+    return result.run_requests, result.cursor
+
+
+def execute(defs, request):
+    job = defs.resolve_job_def("ingest_landing")
+    return job.execute_in_process(run_config={**QUIET, **request.run_config}, instance=DagsterInstance.get(),
+                                  tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False)
+
+
+def parquet_bytes(table):
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def ledger(lake):
+    return {r["file"]: r for r in lake.read("ops.landing_files").to_pylist()}
+
+
+def test_sensor_ingests_each_file_exactly_once_across_restarts(settings, lake):
+    defs = definitions(settings)
+    drop(settings, "partner_quotes/a.csv", b"symbol,price\nAAA,1.5\nBBB,2.5\n")
+    drop(settings, "kyc_events/k.jsonl", b'{"account_id": 1, "ok": true}\n{"account_id": 2, "ok": false}\n')
+    drop(settings, "partner_quotes/writing.csv.tmp", b"symbol,price\n")  # still being written: ignored
+
+    requests, cursor = tick(defs)
+    assert sorted(r.tags["platformq/landing_file"] for r in requests) == ["kyc_events/k.jsonl", "partner_quotes/a.csv"]
+    for request in requests:
+        result = execute(defs, request)
+        assert result.success
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert lake.read("bronze.partner_quotes").num_rows == 2 and lake.read("bronze.kyc_events").num_rows == 2
+
+    again, cursor2 = tick(defs, cursor)
+    assert again == []  # cursor: nothing new
+    # A restart that lost the cursor sees the files again with the same run keys (Dagster dedupes
+    # run keys) and even if the runs are executed, the ledger makes them no-ops.
+    replay, _ = tick(defs, None)
+    assert {r.run_key for r in replay} == {r.run_key for r in requests}
+    for request in replay:
+        assert execute(defs, request).success
+    assert lake.read("bronze.partner_quotes").num_rows == 2 and lake.read("bronze.kyc_events").num_rows == 2
+    assert len(lake.read("ops.landing_files")) == 2
+
+    # A changed file is new content: it is ingested, the old content's rows stay
+    drop(settings, "partner_quotes/b.csv", b"symbol,price\nCCC,3.5\n")
+    new, _ = tick(defs, cursor2)
+    assert [r.tags["platformq/landing_file"] for r in new] == ["partner_quotes/b.csv"]
+    assert execute(defs, new[0]).success
+    assert lake.read("bronze.partner_quotes").num_rows == 3
+
+
+def test_bad_files_are_quarantined_and_counts_reconcile(settings, lake):
+    defs = definitions(settings)
+    good = pa.table({"symbol": ["A", "B", "C"], "price": [1.0, 2.0, 3.0]})
+    truncated = parquet_bytes(pa.table({"symbol": ["X"] * 500, "price": [1.0] * 500}))[:-64]
+    files = {
+        "partner_quotes/1_good.parquet": parquet_bytes(good),
+        "partner_quotes/2_rows.csv": b"symbol,price\nD,4.0\nE,not-a-price\nF,6.0,extra\n",
+        "partner_quotes/3_empty.csv": b"",
+        "partner_quotes/4_header_only.csv": b"symbol,price\n",
+        "partner_quotes/5_latin1.csv": "symbol,price\nÉ,1.0\n".encode("latin-1"),
+        "partner_quotes/6_truncated.parquet": truncated,
+    }
+    for relpath, data in files.items():
+        drop(settings, relpath, data)
+    requests, _ = tick(defs)
+    assert len(requests) == len(files)
+    for request in sorted(requests, key=lambda r: r.run_key):  # never crashes, whatever the file
+        result = execute(defs, request)
+        assert result.success, request.run_key
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+
+    rows = ledger(lake)
+    for relpath, row in rows.items():
+        assert row["rows_read"] == row["rows_accepted"] + row["rows_quarantined"], relpath
+        stored = lake.read("bronze.partner_quotes", row_filter=EqualTo("_file_sha256", row["file_sha256"])).num_rows
+        quarantined = lake.read("quarantine.landing", row_filter=EqualTo("file_sha256", row["file_sha256"])).num_rows
+        assert (stored, quarantined) == (row["rows_accepted"], row["rows_quarantined"]), relpath
+    quarantine = {(r["file"], r["line"]): r for r in lake.read("quarantine.landing").to_pylist()}
+    assert "empty file" in quarantine[("partner_quotes/3_empty.csv", None)]["reason"]
+    assert "header but no data rows" in quarantine[("partner_quotes/4_header_only.csv", None)]["reason"]
+    assert "not valid UTF-8" in quarantine[("partner_quotes/5_latin1.csv", None)]["reason"]
+    assert "unreadable Parquet" in quarantine[("partner_quotes/6_truncated.parquet", None)]["reason"]
+    assert "'not-a-price' is not a double" in quarantine[("partner_quotes/2_rows.csv", 3)]["reason"]
+    assert quarantine[("partner_quotes/2_rows.csv", 3)]["raw_record"] == "E,not-a-price"
+    assert "expected 2 fields, found 3" in quarantine[("partner_quotes/2_rows.csv", 4)]["reason"]
+    assert sorted(lake.read("bronze.partner_quotes").column("symbol").to_pylist()) == ["A", "B", "C", "D"]
+
+
+def test_new_columns_evolve_the_schema_and_cli_pass_uses_the_same_job(settings, lake):
+    from platformq_assets.cli import run_landing_pass
+
+    defs = definitions(settings)
+    drop(settings, "kyc_events/1.jsonl", b'{"account_id": 1, "event": "opened"}\n')
+    first = run_landing_pass(DagsterInstance.get(), defs)
+    assert first["files"] == 1 and first["success"]
+    drop(settings, "kyc_events/2.jsonl", b'{"account_id": 2, "event": "kyc", "risk": 0.7}\n')
+    assert run_landing_pass(DagsterInstance.get(), defs)["files"] == 1
+    table = lake.read("bronze.kyc_events").sort_by("account_id")
+    assert "risk" in table.column_names and table.column("risk").to_pylist() == [None, 0.7]
+    assert run_landing_pass(DagsterInstance.get(), defs)["files"] == 0  # nothing pending: nothing run
+    runs = DagsterInstance.get().get_runs()
+    assert {r.job_name for r in runs} == {"ingest_landing"}
