@@ -1,0 +1,215 @@
+"""`make bench`: the issue's performance targets, each as a ratio against a baseline run alongside.
+
+    bronze append throughput   platform bronze write vs pyarrow pq.write_table, 1M rows   target >= 0.8
+    definitions load time      load platformQ's Definitions vs `python -c "import dagster"`  target <= 1.5x
+    cost growth                materialise day 30 of a 30-day history vs day 1             target <= 1.2x
+    matching engine            orders/s on a mixed stream vs a naive sorted-list engine   target >= 300,000/s
+
+Usage: python tests/bench/run.py [--only NAME ...] [--history-days 30] [--rows 1000000]
+"""
+
+import argparse
+import datetime as dt
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+warnings.simplefilter("ignore")
+RESULTS = []
+
+
+def report(name, value, unit, baseline, baseline_unit, ratio, target, ok):
+    RESULTS.append((name, ok))
+    print(f"{name:<28} {value:>14} {unit:<10} baseline {baseline:>12} {baseline_unit:<10} "
+          f"ratio {ratio:6.2f}  target {target:<8} {'PASS' if ok else 'MISS'}", flush=True)
+
+
+# ---------------------------------------------------------------- bronze append
+def bench_bronze(rows: int, reps: int = 5):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from resources.lake import LakeResource
+
+    rng = np.random.default_rng(0)
+    base = pa.table({  # the shape of bronze.fills
+        "fill_id": pa.array([f"{i}-B" for i in range(rows)]),
+        "trade_id": pa.array(np.arange(rows)),
+        "ts": pa.array(np.arange(rows) * 1000 + 1_700_000_000_000_000).cast(pa.timestamp("us", tz="UTC")),
+        "instrument": pa.array(rng.choice(["AAPL", "AMZN", "GOOG", "IBM", "MSFT"], rows)),
+        "account_id": pa.array(rng.integers(1, 22, rows)),
+        "side": pa.array(rng.choice(["BUY", "SELL"], rows)),
+        "price_ticks": pa.array(rng.integers(1000, 20000, rows)),
+        "qty_lots": pa.array(rng.integers(1, 30, rows)),
+        "_source": pa.array(["venue-simulation"] * rows),
+    })
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = LakeResource(catalog_uri=f"sqlite:///{tmp}/catalog.db", warehouse=f"file://{tmp}/warehouse")
+        platform, plain = [], []
+        for i in range(reps + 1):
+            day = dt.date(2024, 1, 1) + dt.timedelta(days=i)
+            table = base.append_column("partition_date", pa.array([day] * rows, pa.date32()))
+            t = time.perf_counter()
+            pq.write_table(table, f"{tmp}/plain-{i}.parquet")
+            plain_s = time.perf_counter() - t
+            t = time.perf_counter()
+            lake.replace_partition("bronze.fills", table, "partition_date", day)
+            platform_s = time.perf_counter() - t
+            if i:  # the first round creates the table: warm-up, not measured
+                plain.append(plain_s)
+                platform.append(platform_s)
+    p, b = statistics.median(platform), statistics.median(plain)
+    ratio = b / p
+    report("bronze append (1M rows)", f"{rows / p / 1e6:.2f}", "M rows/s", f"{rows / b / 1e6:.2f}", "M rows/s",
+           ratio, ">= 0.8", ratio >= 0.8)
+
+
+# ---------------------------------------------------------------- definitions load
+def bench_load(reps: int = 7):
+    python = str(ROOT / ".venv" / "bin" / "python")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    load = "from platformq_assets.definitions import defs; defs()"
+
+    def once(code):
+        t = time.perf_counter()
+        subprocess.run([python, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    once(load)
+    ours, bare = [], []
+    for _ in range(reps):  # interleaved, so machine noise hits both alike
+        bare.append(once("import dagster"))
+        ours.append(once(load))
+    o, b = statistics.median(ours), statistics.median(bare)
+    ratio = o / b
+    report("definitions load", f"{o:.2f}", "s", f"{b:.2f}", "s", ratio, "<= 1.5x", ratio <= 1.5)
+
+
+# ---------------------------------------------------------------- cost growth
+def bench_growth(history_days: int, reps: int = 3):
+    home = Path(tempfile.mkdtemp(prefix="platformq-bench-"))
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ.update({"PLATFORMQ_HOME": str(home), "DAGSTER_HOME": str(home),
+                       "PLATFORMQ_LANDING_DIR": str(home / "landing")})
+    from dagster import DagsterInstance
+
+    from platformq_assets.cli import QUIET
+    from platformq_assets.definitions import build_definitions
+    from resources.settings import load_settings
+
+    load_settings.cache_clear()
+    defs = build_definitions(load_settings())
+    job = defs.resolve_job_def("lake_daily")
+    instance = DagsterInstance.get()
+    start = dt.date(2024, 1, 1)
+
+    def materialise(day):
+        t = time.perf_counter()
+        result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=QUIET,
+                                        raise_on_error=False)
+        if not result.success:
+            raise RuntimeError(f"materialising {day} failed")
+        return time.perf_counter() - t
+
+    materialise(start)  # warm-up: imports (dbt, GX), table creation
+    first = [materialise(start) for _ in range(reps)]
+    for i in range(1, history_days - 1):
+        materialise(start + dt.timedelta(days=i))
+    last_day = start + dt.timedelta(days=history_days - 1)
+    materialise(last_day)  # creates the partition; the measured runs replace it like day 1's did
+    last = [materialise(last_day) for _ in range(reps)]
+    f, l_ = statistics.median(first), statistics.median(last)
+    ratio = l_ / f
+    report(f"cost growth (day {history_days})", f"{l_:.1f}", "s", f"{f:.1f}", "s (day 1)", ratio, "<= 1.2x",
+           ratio <= 1.2)
+
+
+# ---------------------------------------------------------------- matching engine
+def engine_stream(n: int, seed: int = 11):
+    rng = random.Random(seed)
+    ops, live = [], []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.30 and live:
+            ops.append((0, live.pop(rng.randrange(len(live))), 0, 0))  # cancel
+        elif r < 0.40:
+            ops.append((2, rng.choice((1, 2)), rng.randint(1, 20), 0))  # market order
+        else:
+            side = rng.choice((1, 2))
+            price = 10_000 + rng.randint(-50, 50) + (-5 if side == 1 else 5)
+            ops.append((1, side, rng.randint(1, 20), price))  # limit order (some cross)
+            live.append(len(ops))
+    return ops
+
+
+def bench_engine(n: int = 300_000, reps: int = 3):
+    from services.trading.engine import IOC, MatchingEngine
+    from tests.bench.naive_engine import NaiveEngine
+
+    ops = engine_stream(n)
+
+    def run_real():
+        e = MatchingEngine(["X"])
+        submit, cancel, orders = e.submit, e.cancel, e.orders
+        t = time.perf_counter()
+        for kind, a, b, c in ops:
+            if kind == 1:
+                submit("X", 1, a, b, c)
+            elif kind == 2:
+                submit("X", 1, a, b, None, IOC)
+            else:
+                order = orders.get(a)
+                if order is not None and order.open_qty:
+                    cancel(a)
+        return time.perf_counter() - t, len(e.trades)
+
+    def run_naive():
+        e = NaiveEngine()
+        t = time.perf_counter()
+        for kind, a, b, c in ops:
+            if kind == 1:
+                e.submit(a, b, c)
+            elif kind == 2:
+                e.submit(a, b, None)
+            else:
+                e.cancel(a)
+        return time.perf_counter() - t, len(e.trades)
+
+    real = min(run_real()[0] for _ in range(reps))
+    naive = min(run_naive()[0] for _ in range(reps))
+    rate, naive_rate = n / real, n / naive
+    report("matching engine", f"{rate:,.0f}", "orders/s", f"{naive_rate:,.0f}", "orders/s", rate / naive_rate,
+           ">= 300k/s", rate >= 300_000)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine"])
+    parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    chosen = args.only or ["engine", "bronze", "load", "growth"]
+    print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
+    if "engine" in chosen:
+        bench_engine()
+    if "bronze" in chosen:
+        bench_bronze(args.rows)
+    if "load" in chosen:
+        bench_load()
+    if "growth" in chosen:
+        bench_growth(args.history_days)
+    missed = [name for name, ok in RESULTS if not ok]
+    print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+
+
+if __name__ == "__main__":
+    main()
