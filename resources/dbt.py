@@ -110,8 +110,9 @@ class DbtRunnerResource(ConfigurableResource):
         from dagster_dbt import DbtCliResource
 
         target_path = target_path or self.new_target_path()
+        # --quiet: only errors reach the console; per-node results come from run_results.json
         cli = DbtCliResource(project_dir=self.project_dir, profiles_dir=self.project_dir, target=self.target,
-                             dbt_executable=dbt_executable())
+                             dbt_executable=dbt_executable(), global_config_flags=["--quiet"])
         invocation = cli.cli(
             ["build", "--select", " ".join(select), "--vars", json.dumps(dbt_vars)],
             target_path=target_path,
