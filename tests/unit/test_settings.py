@@ -1,5 +1,6 @@
 """Settings: local by default, production explicit, and no env reads at import."""
 
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 from resources import build_resources, lake_resource, object_store_resource, query_resource
 from resources.settings import PRODUCTION_REQUIRED, Settings
+from tests.conftest import ROOT
 
 PRODUCTION_ENV = {
     "PLATFORMQ_PROFILE": "production",
@@ -61,21 +63,50 @@ def test_production_profile_selects_production_backends(monkeypatch):
 
 
 def test_importing_the_code_location_reads_no_environment():
-    """Importing every module must not read PLATFORMQ_* (only load_settings() does, when called)."""
+    """No project module reads PLATFORMQ_* at import (only load_settings() does, when called)."""
     code = (
-        "import os\n"
+        "import os, sys\n"
         "reads = []\n"
-        "orig_get = os.environ.__class__.get\n"
-        "orig_getitem = os.environ.__class__.__getitem__\n"
+        "root = os.getcwd()\n"
+        "cls = os.environ.__class__\n"
+        "orig_get, orig_getitem = cls.get, cls.__getitem__\n"
+        "def ours():\n"
+        "    f = sys._getframe(2)\n"
+        "    name = f.f_code.co_filename\n"
+        "    return name.startswith(root) and '.venv' not in name\n"
         "def get(self, k, *a):\n"
-        "    reads.append(k); return orig_get(self, k, *a)\n"
+        "    if ours(): reads.append(k)\n"
+        "    return orig_get(self, k, *a)\n"
         "def getitem(self, k):\n"
-        "    reads.append(k); return orig_getitem(self, k)\n"
-        "os.environ.__class__.get = get\n"
-        "os.environ.__class__.__getitem__ = getitem\n"
+        "    if ours(): reads.append(k)\n"
+        "    return orig_getitem(self, k)\n"
+        "cls.get, cls.__getitem__ = get, getitem\n"
         "import platformq_assets.definitions, platformq_assets.lake.venue, platformq_assets.lake.transform\n"
         "import platformq_assets.lake.landing, platformq_assets.cli, resources, sensors.landing, pipelines.jobs\n"
-        "print([k for k in reads if k.startswith('PLATFORMQ')])\n"
+        "print(reads)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PLATFORMQ_HOME": "/nonexistent", "PLATFORMQ_PROFILE": "production"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_environment_read_helper_detects_project_reads(tmp_path):
+    """The probe above is not blind: a project-level read is reported."""
+    module = tmp_path / "reads_env.py"
+    module.write_text("import os\nVALUE = os.environ.get('PLATFORMQ_HOME')\n")
+    code = (
+        "import os, sys\n"
+        "reads = []\n"
+        "root = os.getcwd()\n"
+        "cls = os.environ.__class__\n"
+        "orig_get = cls.get\n"
+        "def get(self, k, *a):\n"
+        "    name = sys._getframe(1).f_code.co_filename\n"
+        "    if name.startswith(root): reads.append(k)\n"
+        "    return orig_get(self, k, *a)\n"
+        "cls.get = get\n"
+        "import reads_env\n"
+        "print(reads)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['PLATFORMQ_HOME']"
