@@ -184,9 +184,16 @@ def build_landing_assets(sources: list[str]):
             AssetSpec(LEDGER_KEY, description="One row per landing file ingested: hash, counts, status.",
                       group_name="landing", kinds={"iceberg"}, owners=["team:lake"], skippable=True),
         ],
-        check_specs=[AssetCheckSpec("landing_counts_reconcile", asset=LEDGER_KEY, blocking=True,
-                                    description="For every file of the run: rows read = accepted + quarantined, "
-                                    "and the lake holds exactly those rows.")],
+        check_specs=[
+            AssetCheckSpec("landing_counts_reconcile", asset=LEDGER_KEY, blocking=True,
+                           description="For every file of the run: rows read = accepted + quarantined, "
+                           "and the lake holds exactly those rows."),
+            AssetCheckSpec("quarantine_records_explained", asset=QUARANTINE_KEY, blocking=False,
+                           description="Every quarantined record names its file and a reason."),
+            *[AssetCheckSpec("lineage_columns_present", asset=key, blocking=True,
+                             description="Every row names its source file, content hash and line.")
+              for key in source_keys.values()],
+        ],
         can_subset=True,
         description="Ingests landing-zone files into bronze, quarantining what does not parse.",
     )
@@ -215,11 +222,20 @@ def build_landing_assets(sources: list[str]):
             yield MaterializeResult(asset_key=source_keys[source], metadata={
                 "table": identifier, "rows_accepted_this_run": rows, "snapshot_id": str(written["snapshot_id"]),
                 **profile_metadata(table)})
+            missing = sum(table.column(c).null_count for c in ("_source_file", "_file_sha256", "_line"))
+            yield AssetCheckResult(asset_key=source_keys[source], check_name="lineage_columns_present",
+                                   passed=missing == 0, metadata={"null_lineage_values": missing})
         totals = {k: sum(r[k] for r in reports) for k in ("rows_read", "rows_accepted", "rows_quarantined")}
         if any(r["rows_quarantined"] for r in reports):
             yield MaterializeResult(asset_key=QUARANTINE_KEY, metadata={
                 "rows_quarantined_this_run": totals["rows_quarantined"],
                 "reasons": "\n".join(sorted({reason for r in reports for reason in r.get("reasons", [])}))})
+            quarantine = lake.read(".".join(QUARANTINE_KEY.path), columns=("file", "reason"))
+            unexplained = sum(1 for f, r in zip(quarantine.column("file").to_pylist(),
+                                                quarantine.column("reason").to_pylist()) if not f or not r)
+            yield AssetCheckResult(asset_key=QUARANTINE_KEY, check_name="quarantine_records_explained",
+                                   passed=unexplained == 0, severity=AssetCheckSeverity.WARN,
+                                   metadata={"records": quarantine.num_rows, "unexplained": unexplained})
         yield MaterializeResult(asset_key=LEDGER_KEY, metadata={
             "files": len(reports), **totals,
             "already_ingested": sum(r["status"] == "already_ingested" for r in reports)})

@@ -63,6 +63,9 @@ CHECK_SPECS = [
     _check(BRONZE_REFERENCE_PRICES, "reference_prices_positive", "Every reference price is > 0."),
     _check(BRONZE_ACCOUNTS, "accounts_key_unique", "account_id is unique and not null."),
     _check(BRONZE_ACCOUNTS, "accounts_email_format", "Emails look like emails.", blocking=False),
+    _check(BRONZE_ANOMALY_LABELS, "anomaly_labels_key_unique", "anomaly_id is unique and not null."),
+    _check(BRONZE_ANOMALY_LABELS, "anomaly_labels_accepted_values",
+           "anomaly_type is spoofing, wash_trade or flash_move."),
 ]
 
 
@@ -174,6 +177,10 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
     bad_emails = accounts.num_rows - int(pc.sum(emails_ok).as_py() or 0)
     add(BRONZE_ACCOUNTS, "accounts_email_format", (bad_emails == 0, {"bad_emails": bad_emails}),
         severity=AssetCheckSeverity.WARN)
+    labels = tables[BRONZE_ANOMALY_LABELS]
+    add(BRONZE_ANOMALY_LABELS, "anomaly_labels_key_unique", table_checks.unique_not_null(labels, ["anomaly_id"]))
+    add(BRONZE_ANOMALY_LABELS, "anomaly_labels_accepted_values",
+        table_checks.accepted_values(labels, "anomaly_type", ["spoofing", "wash_trade", "flash_move"]))
     return results
 
 

@@ -4,6 +4,7 @@ from dagster import Definitions, build_sensor_for_freshness_checks, build_time_p
 
 from pipelines.jobs import FRESHNESS_CHECKED
 from platformq_assets.quality.expectations import trades_expectation_suite
+from platformq_assets.quality.reconciliation import trades_reconcile_with_bronze_fills
 
 
 def quality_definitions() -> Definitions:
@@ -14,7 +15,7 @@ def quality_definitions() -> Definitions:
         assets=FRESHNESS_CHECKED, deadline_cron="0 2 * * *", timezone="UTC"
     )
     return Definitions(
-        asset_checks=[trades_expectation_suite, *freshness],
+        asset_checks=[trades_expectation_suite, trades_reconcile_with_bronze_fills, *freshness],
         sensors=[build_sensor_for_freshness_checks(freshness_checks=freshness, name="freshness_checks_sensor")],
     )
 

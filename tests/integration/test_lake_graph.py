@@ -27,6 +27,9 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     result = run_day(defs, DAY)
     assert result.success and failed_checks(result) == []
     assert len(result.get_asset_materialization_events()) == 10
+    ran = {c.check_name for c in result.get_asset_check_evaluations()}
+    assert {"trades_reconcile_with_bronze_fills", "trades_expectation_suite", "unique_trades_trade_id",
+            "fills_match_journal_replay"} <= ran
 
     fills, trades = lake.read("bronze.fills"), lake.read("silver.trades")
     assert fills.num_rows > 0 and fills.num_rows == 2 * trades.num_rows  # bronze -> silver reconciles
@@ -91,6 +94,7 @@ def test_failing_blocking_dbt_test_stops_downstream_gold(settings, lake):
                                            AssetKey(["gold", "trader_leaderboard"])])
     assert not result.success
     assert "silver/trades:unique_trades_trade_id" in failed_checks(result)
+    assert "silver/trades:trades_reconcile_with_bronze_fills" not in failed_checks(result)  # skipped: not built
     materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "gold/ohlcv_bars" not in materialised
     assert lake.describe("gold.ohlcv_bars")["snapshot_id"] == gold_before
@@ -128,3 +132,19 @@ def test_backfill_range_from_dagster_cli_creates_one_run_per_day(settings, platf
     assert partitions == ["2024-01-01", "2024-01-02", "2024-01-03"]
     assert all(r.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
                             DagsterRunStatus.STARTED, DagsterRunStatus.SUCCESS) for r in runs)
+
+
+def test_reconciliation_check_catches_bronze_silver_drift(settings, lake):
+    from dagster import AssetCheckKey, AssetSelection
+
+    defs = definitions(settings)
+    assert run_day(defs, DAY).success
+    fills = lake.read_partition("bronze.fills", "partition_date", DAY)
+    lake.append("bronze.fills", fills.slice(0, 4), partition_by="partition_date")  # bronze changed, silver not
+    check = AssetCheckKey(AssetKey(["silver", "trades"]), "trades_reconcile_with_bronze_fills")
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection={check},
+                                                                   asset_selection=set())
+    result = job.execute_in_process(partition_key=DAY, instance=DagsterInstance.get(), raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["bronze_fills"].value == fills.num_rows + 4
