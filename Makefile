@@ -23,7 +23,7 @@ export DO_NOT_TRACK := 1
 DBT_SOURCES := $(shell find dbt/models dbt/macros dbt/tests -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
 MANIFEST := dbt/target/manifest.json
 
-.PHONY: help setup demo test test-fast validate ui bench clean distclean lock
+.PHONY: help setup services demo test test-fast validate ui bench clean distclean lock
 
 help:
 	@echo "make demo       set up, simulate a few trading days, build the whole asset graph"
@@ -55,11 +55,16 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# Production twins the tests use (Postgres from Debian, on 127.0.0.1; moto_server is
+# started by the tests themselves). Needs root for apt-get on a fresh machine.
+services:
+	@bash infra/scripts/test-services.sh up
+
 ## ---- the two commands ------------------------------------------------------
 demo: setup
 	$(VENV)/bin/platformq demo $(DEMO_ARGS)
 
-test: setup
+test: setup services
 	$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory validate
 

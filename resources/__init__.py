@@ -30,7 +30,7 @@ def object_store_resource(settings: Settings) -> ObjectStoreResource:
 
 
 def query_resource(settings: Settings) -> QueryEngineResource:
-    if settings.is_local:
+    if settings.effective_sql_engine == "duckdb":
         return QueryEngineResource(engine="duckdb")
     return QueryEngineResource(engine="trino", trino_host=settings.trino_host, trino_port=settings.trino_port,
                                trino_user=settings.trino_user, trino_catalog=settings.trino_catalog,

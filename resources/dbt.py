@@ -140,6 +140,7 @@ class DbtRunnerResource(ConfigurableResource):
 def dbt_resource(settings: "Settings") -> DbtRunnerResource:
     return DbtRunnerResource(
         project_dir=str(settings.dbt_project_dir),
-        target="local" if settings.is_local else "production",
+        # the dbt target follows the SQL engine: dbt-duckdb ("local") or dbt-trino ("production")
+        target="local" if settings.effective_sql_engine == "duckdb" else "production",
         runs_dir=str(settings.home / "dbt-runs"),
     )

@@ -27,7 +27,6 @@ PRODUCTION_REQUIRED = (
     "s3_access_key",
     "s3_secret_key",
     "object_store_bucket",
-    "trino_host",
 )
 
 
@@ -54,7 +53,10 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     object_store_bucket: str | None = None
 
-    # Query engine: DuckDB locally, Trino in production
+    # SQL engine for queries and dbt: DuckDB (in process, over Iceberg partitions) or
+    # Trino (Iceberg connector). Local default duckdb; production default trino,
+    # which then needs PLATFORMQ_TRINO_HOST.
+    sql_engine: Literal["duckdb", "trino"] | None = None
     trino_host: str | None = None
     trino_port: int = 8080
     trino_user: str = "platformq"
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     def _production_is_explicit(self) -> "Settings":
         if self.profile == "production":
             missing = [f"PLATFORMQ_{name.upper()}" for name in PRODUCTION_REQUIRED if getattr(self, name) in (None, "")]
+            if self.effective_sql_engine == "trino" and not self.trino_host:
+                missing.append("PLATFORMQ_TRINO_HOST")
             if missing:
                 raise ValueError(
                     "production profile needs these settings (no fallback to local): " + ", ".join(missing)
@@ -79,6 +83,10 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.profile == "local"
+
+    @property
+    def effective_sql_engine(self) -> str:
+        return self.sql_engine or ("duckdb" if self.is_local else "trino")
 
     @property
     def effective_catalog_uri(self) -> str:

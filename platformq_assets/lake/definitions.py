@@ -11,7 +11,8 @@ def lake_definitions(settings: Settings) -> Definitions:
     from platformq_assets.lake.transform import build_dbt_assets
     from platformq_assets.lake.venue import venue_session
 
-    manifest = ensure_manifest(settings.dbt_project_dir, "local" if settings.is_local else "production")
+    manifest = ensure_manifest(settings.dbt_project_dir,
+                               "local" if settings.effective_sql_engine == "duckdb" else "production")
     return Definitions(
         assets=[venue_session, build_dbt_assets(manifest), build_landing_assets(list(settings.landing_sources))],
     )

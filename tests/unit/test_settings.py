@@ -40,11 +40,30 @@ def test_production_names_every_missing_variable(monkeypatch):
         assert f"PLATFORMQ_{name.upper()}" in str(err.value)
 
 
-def test_production_missing_one_variable_fails_with_its_name(monkeypatch):
+@pytest.mark.parametrize("variable", [*[f"PLATFORMQ_{n.upper()}" for n in PRODUCTION_REQUIRED],
+                                      "PLATFORMQ_TRINO_HOST"])
+def test_production_missing_one_variable_fails_with_its_name(monkeypatch, variable):
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv(variable)
+    with pytest.raises(ValidationError, match=variable):
+        Settings()
+
+
+def test_production_with_duckdb_engine_needs_no_trino(monkeypatch):
     for k, v in PRODUCTION_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("PLATFORMQ_TRINO_HOST")
-    with pytest.raises(ValidationError, match="PLATFORMQ_TRINO_HOST"):
+    monkeypatch.setenv("PLATFORMQ_SQL_ENGINE", "duckdb")
+    s = Settings()
+    assert query_resource(s).engine == "duckdb" and build_resources(s)["dbt"].target == "local"
+
+
+def test_malformed_production_variable_fails_with_its_name(monkeypatch):
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PLATFORMQ_TRINO_PORT", "eighty")
+    with pytest.raises(ValidationError, match="trino_port"):
         Settings()
 
 
