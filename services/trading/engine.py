@@ -31,6 +31,7 @@ TIF_NAMES = {GTC: "GTC", IOC: "IOC", FOK: "FOK"}
 # Journal command codes.
 CMD_NEW = "N"
 CMD_CANCEL = "C"
+CMD_AMEND = "A"
 
 
 class OrderStatus:
@@ -184,7 +185,7 @@ class MatchingEngine:
     """
 
     def __init__(self, instruments: Iterable[str] | None = None, *, journal: list | None = None,
-                 on_trade=None):
+                 on_trade=None, self_trade_prevention: bool = True):
         self.books: dict[str, Book] = {}
         self.orders: dict[int, Order] = {}  # every order ever accepted, by id
         self.trades: list[tuple] = []  # see TRADE_FIELDS
@@ -192,6 +193,9 @@ class MatchingEngine:
         self._next_order_id = 1
         self._next_trade_id = 1
         self._on_trade = on_trade
+        # Self-trade prevention, expire-taker: an incoming order that would trade with a
+        # resting order of the same account stops there and its remainder expires.
+        self.stp = self_trade_prevention
         for instrument in instruments or ():
             self.add_instrument(instrument)
 
@@ -237,6 +241,30 @@ class MatchingEngine:
         self._cancel(order)
         return order
 
+    def amend(self, order_id: int, qty: int | None = None, price: int | None = None, ts: int = 0) -> Order:
+        """Change a resting order's open quantity and/or price.
+
+        Reducing the quantity at the same price keeps the order's place in the
+        queue; a price change or a quantity increase loses it (the order moves to
+        the back of its new level, and may trade if the new price crosses).
+        """
+        order = self.orders.get(order_id)
+        if order is None:
+            raise RejectedOrder(f"unknown order id {order_id}")
+        if order.open_qty == 0:
+            raise RejectedOrder(f"order {order_id} is not open (status {order.status})")
+        if qty is not None and (type(qty) is not int or qty <= 0):
+            raise RejectedOrder(f"quantity must be a positive integer number of lots, got {qty!r}")
+        if price is not None and (type(price) is not int or price <= 0):
+            raise RejectedOrder(f"price must be a positive integer number of ticks, got {price!r}")
+        new_qty = order.open_qty if qty is None else qty
+        new_price = order.price if price is None else price
+        if new_qty == order.open_qty and new_price == order.price:
+            raise RejectedOrder("amendment changes nothing")
+        self.journal.append((CMD_AMEND, ts, order_id, qty, price))
+        self._amend(order, new_qty, new_price, ts)
+        return order
+
     def close_session(self, ts: int = 0) -> list[Order]:
         """Cancel every resting order (end of a trading session)."""
         resting = [o for o in self.orders.values() if o.open_qty]
@@ -246,9 +274,10 @@ class MatchingEngine:
 
     # -- replay ---------------------------------------------------------
     @classmethod
-    def replay(cls, journal: Iterable[tuple], instruments: Iterable[str], on_trade=None) -> "MatchingEngine":
+    def replay(cls, journal: Iterable[tuple], instruments: Iterable[str], on_trade=None,
+               self_trade_prevention: bool = True) -> "MatchingEngine":
         """Rebuild an engine from a journal: same ids, books and trades."""
-        engine = cls(instruments, on_trade=on_trade)
+        engine = cls(instruments, on_trade=on_trade, self_trade_prevention=self_trade_prevention)
         for event in journal:
             code = event[0]
             if code == CMD_NEW:
@@ -256,6 +285,9 @@ class MatchingEngine:
                 engine.submit(instrument, account, side, qty, price, tif, ts)
             elif code == CMD_CANCEL:
                 engine.cancel(event[2], event[1])
+            elif code == CMD_AMEND:
+                _, ts, order_id, qty, price = event
+                engine.amend(order_id, qty, price, ts)
             else:
                 raise ValueError(f"unknown journal event {event!r}")
         return engine
@@ -274,7 +306,7 @@ class MatchingEngine:
             contra = book.bids
             own = book.asks
 
-        if tif == FOK and not self._can_fill(contra, side, price, qty):
+        if tif == FOK and not self._can_fill(contra, side, price, qty, account):
             order.cancelled_qty = qty
             order.status = OrderStatus.REJECTED
             return order
@@ -286,7 +318,13 @@ class MatchingEngine:
         ):
             remaining = self._match(order, contra, side, price, remaining, ts)
 
-        if remaining:
+        self._rest_or_expire(order, own, price, remaining, tif)
+        return order
+
+    def _rest_or_expire(self, order, own, price, remaining, tif):
+        if order.status is OrderStatus.EXPIRED:  # self-trade prevention expired the remainder
+            pass
+        elif remaining:
             if tif == GTC:
                 order.open_qty = remaining
                 level = own.levels.get(price)
@@ -303,13 +341,58 @@ class MatchingEngine:
                 order.status = OrderStatus.EXPIRED
         else:
             order.status = OrderStatus.FILLED
-        return order
 
-    def _can_fill(self, contra: _Side, side: int, price, qty: int) -> bool:
+    def _amend(self, order, new_qty, new_price, ts):
+        book = self.books[order.instrument]
+        if order.side == BUY:
+            own, contra = book.bids, book.asks
+        else:
+            own, contra = book.asks, book.bids
+        old_price, open_qty = order.price, order.open_qty
+        if new_price == old_price and new_qty < open_qty:  # keeps priority
+            order.open_qty = new_qty
+            order.cancelled_qty += open_qty - new_qty
+            own.level_qty[old_price] -= open_qty - new_qty
+            return
+        # loses priority: take it out of its level, then treat it as arriving now
+        level = own.levels[old_price]
+        level.remove(order)
+        remaining_level = own.level_qty[old_price] - open_qty
+        if remaining_level:
+            own.level_qty[old_price] = remaining_level
+        else:
+            del own.levels[old_price]
+            del own.level_qty[old_price]
+        if new_qty > open_qty:
+            order.qty += new_qty - open_qty
+        else:
+            order.cancelled_qty += open_qty - new_qty
+        order.open_qty = 0
+        order.price = new_price
+        order.ts = ts
+        remaining = new_qty
+        best = contra.best() if contra.levels else None
+        if best is not None and ((order.side == BUY and best <= new_price) or (order.side == SELL and best >= new_price)):
+            remaining = self._match(order, contra, order.side, new_price, remaining, ts)
+        self._rest_or_expire(order, own, new_price, remaining, GTC)
+
+    def _can_fill(self, contra: _Side, side: int, price, qty: int, account) -> bool:
+        """Would an order fill completely now? Liquidity behind one of the account's own
+        orders does not count under self-trade prevention (matching would stop there)."""
         available = 0
         for level_price, level_qty in contra.depth():
             if price is not None and ((side == BUY and level_price > price) or (side == SELL and level_price < price)):
                 break
+            if self.stp:
+                for resting in contra.levels[level_price]:
+                    if not resting.open_qty:
+                        continue
+                    if resting.account == account:
+                        return False
+                    available += resting.open_qty
+                    if available >= qty:
+                        return True
+                continue
             available += level_qty
             if available >= qty:
                 return True
@@ -325,6 +408,7 @@ class MatchingEngine:
         instrument = order.instrument
         account = order.account
         order_id = order.order_id
+        stp = self.stp
         while remaining:
             # best price on the contra side (lazy heap cleanup)
             while heap:
@@ -343,11 +427,16 @@ class MatchingEngine:
                 if not open_qty:
                     level.popleft()  # cancelled earlier; lazily removed
                     continue
+                if stp and resting.account == account:
+                    order.cancelled_qty += remaining  # expire-taker
+                    order.status = OrderStatus.EXPIRED
+                    return 0
                 fill = remaining if remaining < open_qty else open_qty
                 remaining -= fill
                 open_qty -= fill
                 resting.open_qty = open_qty
                 resting.filled_qty += fill
+                order.filled_qty += fill
                 level_qty[best] -= fill
                 trade_id = self._next_trade_id
                 self._next_trade_id = trade_id + 1
@@ -369,7 +458,6 @@ class MatchingEngine:
                 del levels[best]
                 del level_qty[best]
                 heappop(heap)
-        order.filled_qty = order.qty - remaining
         return remaining
 
     def _cancel(self, order: Order) -> None:

@@ -140,13 +140,13 @@ def engine_stream(n: int, seed: int = 11):
     for i in range(n):
         r = rng.random()
         if r < 0.30 and live:
-            ops.append((0, live.pop(rng.randrange(len(live))), 0, 0))  # cancel
+            ops.append((0, live.pop(rng.randrange(len(live))), 0, 0, 0))  # cancel
         elif r < 0.40:
-            ops.append((2, rng.choice((1, 2)), rng.randint(1, 20), 0))  # market order
+            ops.append((2, rng.choice((1, 2)), rng.randint(1, 20), 0, rng.randrange(50)))  # market order
         else:
             side = rng.choice((1, 2))
             price = 10_000 + rng.randint(-50, 50) + (-5 if side == 1 else 5)
-            ops.append((1, side, rng.randint(1, 20), price))  # limit order (some cross)
+            ops.append((1, side, rng.randint(1, 20), price, rng.randrange(50)))  # limit order (some cross)
             live.append(len(ops))
     return ops
 
@@ -161,11 +161,11 @@ def bench_engine(n: int = 300_000, reps: int = 3):
         e = MatchingEngine(["X"])
         submit, cancel, orders = e.submit, e.cancel, e.orders
         t = time.perf_counter()
-        for kind, a, b, c in ops:
+        for kind, a, b, c, account in ops:  # 50 accounts: self-trade prevention is exercised
             if kind == 1:
-                submit("X", 1, a, b, c)
+                submit("X", account, a, b, c)
             elif kind == 2:
-                submit("X", 1, a, b, None, IOC)
+                submit("X", account, a, b, None, IOC)
             else:
                 order = orders.get(a)
                 if order is not None and order.open_qty:
@@ -175,7 +175,7 @@ def bench_engine(n: int = 300_000, reps: int = 3):
     def run_naive():
         e = NaiveEngine()
         t = time.perf_counter()
-        for kind, a, b, c in ops:
+        for kind, a, b, c, _account in ops:
             if kind == 1:
                 e.submit(a, b, c)
             elif kind == 2:

@@ -94,18 +94,31 @@ commands = st.lists(
                   st.sampled_from([GTC, GTC, GTC, IOC, FOK])),
         st.tuples(st.just("market"), st.sampled_from([BUY, SELL]), st.integers(1, 30)),
         st.tuples(st.just("cancel"), st.integers(0, 200)),
+        st.tuples(st.just("amend"), st.integers(0, 200), st.one_of(st.none(), st.integers(1, 25)),
+                  st.one_of(st.none(), st.integers(95, 105))),
     ),
     max_size=250,
 )
 
 
-def run(cmds):
+def run(cmds, entry=None):
+    """Apply commands; ``entry`` records each order's queue-entry sequence (for FIFO checks)."""
     e = engine()
-    for c in cmds:
+    entry = {} if entry is None else entry
+    for step, c in enumerate(cmds):
         if c[0] == "limit":
-            e.submit(X, len(e.orders) % 7, c[1], c[3], c[2], c[4])
+            o = e.submit(X, len(e.orders) % 7, c[1], c[3], c[2], c[4])
+            entry[o.order_id] = step
         elif c[0] == "market":
-            e.submit(X, 1, c[1], c[2], None)
+            e.submit(X, len(e.orders) % 5, c[1], c[2], None)
+        elif c[0] == "amend":
+            order = e.orders.get(c[1])
+            if order is not None and order.open_qty and not (
+                    (c[2] is None or c[2] == order.open_qty) and (c[3] is None or c[3] == order.price)):
+                loses_priority = (c[3] is not None and c[3] != order.price) or (c[2] is not None and c[2] > order.open_qty)
+                e.amend(c[1], c[2], c[3])
+                if loses_priority:
+                    entry[c[1]] = step
         else:
             order = e.orders.get(c[1])
             if order is not None and order.open_qty:
@@ -118,27 +131,30 @@ def run(cmds):
 @settings(max_examples=150, deadline=None)
 @given(commands)
 def test_invariants_hold_for_any_command_stream(cmds):
-    e = run(cmds)
+    entry = {}
+    e = run(cmds, entry)
     orders = e.orders
+    amended = {ev[2] for ev in e.journal if ev[0] == "A"}  # their limit may have moved since they traded
     for o in orders.values():
         assert o.qty == o.filled_qty + o.open_qty + o.cancelled_qty
         if o.tif != GTC or o.price is None:
             assert o.open_qty == 0, "IOC/FOK/market orders never rest"
-    for trade_id, ts, inst, price, qty, buy_id, sell_id, *_ in e.trades:
+    for trade_id, ts, inst, price, qty, buy_id, sell_id, buy_acct, sell_acct, _ in e.trades:
         buy, sell = orders[buy_id], orders[sell_id]
-        assert buy.price is None or price <= buy.price
-        assert sell.price is None or price >= sell.price
+        assert buy.price is None or price <= buy.price or buy_id in amended
+        assert sell.price is None or price >= sell.price or sell_id in amended
         assert qty > 0
+        assert buy_acct != sell_acct, "self-trade prevention"
     filled = {}
     for t in e.trades:
         filled[t[5]] = filled.get(t[5], 0) + t[4]
         filled[t[6]] = filled.get(t[6], 0) + t[4]
     for oid, o in orders.items():
         assert filled.get(oid, 0) == o.filled_qty
-    # FIFO: within each resting level, queue order is arrival order
+    # FIFO: within each resting level, queue order is (re-)entry order
     for side in (e.books[X].bids, e.books[X].asks):
         for price, level in side.levels.items():
-            live = [o.order_id for o in level if o.open_qty]
+            live = [entry[o.order_id] for o in level if o.open_qty]
             assert live == sorted(live)
             assert side.level_qty[price] == sum(o.open_qty for o in level)
 
@@ -158,3 +174,43 @@ def test_fifo_is_strict_across_partial_fills():
     b = e.submit(X, 2, BUY, 5, 100)
     e.submit(X, 3, SELL, 7, 100)
     assert (a.filled_qty, b.filled_qty) == (5, 2)
+
+
+def test_amend_down_keeps_priority_and_price_change_loses_it():
+    e = engine()
+    a = e.submit(X, 1, SELL, 10, 100)
+    b = e.submit(X, 2, SELL, 10, 100)
+    e.amend(a.order_id, qty=4)  # reduce: stays first
+    assert (a.open_qty, a.cancelled_qty, a.qty) == (4, 6, 10)
+    e.submit(X, 3, BUY, 4, 100)
+    assert e.trades[-1][6] == a.order_id
+    c = e.submit(X, 4, SELL, 5, 100)
+    e.amend(b.order_id, qty=12)  # increase: goes behind c
+    assert b.qty == 12 and b.open_qty == 12
+    e.submit(X, 5, BUY, 5, 100)
+    assert e.trades[-1][6] == c.order_id
+    e.amend(b.order_id, price=99)
+    e.submit(X, 6, BUY, 1, 100)
+    assert e.trades[-1][3] == 99 and e.trades[-1][6] == b.order_id
+
+
+def test_amend_to_crossing_price_trades_immediately():
+    e = engine()
+    bid = e.submit(X, 1, BUY, 5, 99)
+    e.submit(X, 2, SELL, 3, 101)
+    e.amend(bid.order_id, price=101)
+    assert bid.filled_qty == 3 and bid.open_qty == 2 and e.books[X].best_bid() == 101
+
+
+def test_self_trade_prevention_expires_the_taker():
+    e = engine()
+    own = e.submit(X, 7, SELL, 5, 100)
+    other = e.submit(X, 8, SELL, 5, 101)
+    taker = e.submit(X, 7, BUY, 8, 101)
+    assert taker.status == OrderStatus.EXPIRED and taker.filled_qty == 0 and taker.cancelled_qty == 8
+    assert own.open_qty == 5 and other.open_qty == 5 and not e.trades
+    fok = e.submit(X, 7, BUY, 5, 101, FOK)  # own liquidity does not count for FOK
+    assert fok.status == OrderStatus.REJECTED
+    off = MatchingEngine([X], self_trade_prevention=False)
+    off.submit(X, 7, SELL, 5, 100)
+    assert off.submit(X, 7, BUY, 5, 100).status == OrderStatus.FILLED
