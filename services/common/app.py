@@ -1,0 +1,209 @@
+"""The service skeleton every platformQ API is built on.
+
+``create_service_app(name, ...)`` returns a FastAPI app with: problem+json errors
+for every failure, API-key and JWT authentication, per-endpoint permissions
+(``Depends(ctx.require("orders:write"))``), tenant scoping, per-key rate limits,
+a correlation id on every request and in every JSON log line, an audit record for
+every state-changing request, ``/health``, Prometheus ``/metrics``, and the JWKS
+and OIDC discovery documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import uuid
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from services.common.auth import ApiKeyStore, Principal, RateLimiter, TokenIssuer
+from services.common.problems import Problem, install_problem_handlers
+
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        for key in ("correlation_id", "service", "method", "path", "status", "duration_ms", "tenant", "subject"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+@dataclasses.dataclass
+class AuditRecord:
+    ts: str
+    correlation_id: str
+    tenant: str | None
+    subject: str | None
+    method: str
+    path: str
+    status: int
+
+
+class AuditLog:
+    """Append-only audit trail (in memory, with an optional JSON-lines file)."""
+
+    def __init__(self, path: str | None = None):
+        self.records: list[AuditRecord] = []
+        self._path = path
+        self._lock = threading.Lock()
+
+    def append(self, record: AuditRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+            if self._path:
+                with open(self._path, "a") as handle:
+                    handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+
+class ServiceContext:
+    """Auth, limits, audit and logging of one service (or several sharing one identity)."""
+
+    def __init__(self, name: str, issuer_url: str = "http://127.0.0.1", keys: ApiKeyStore | None = None,
+                 tokens: TokenIssuer | None = None, rate: float = 50.0, burst: int = 100,
+                 audit_path: str | None = None):
+        self.name = name
+        self.keys = keys or ApiKeyStore()
+        self.tokens = tokens or TokenIssuer(issuer_url)
+        self.limiter = RateLimiter(rate, burst)
+        self.audit = AuditLog(audit_path)
+        self.logger = logging.getLogger(f"platformq.{name}")
+        if not self.logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonFormatter())
+            self.logger.addHandler(handler)
+            self.logger.setLevel(logging.INFO)
+            self.logger.propagate = False
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                                 registry=self.registry)
+
+    def authenticate(self, request: Request, bearer: HTTPAuthorizationCredentials | None,
+                     api_key: str | None) -> Principal:
+        principal = None
+        if bearer is not None:
+            try:
+                principal = self.tokens.verify(bearer.credentials)
+            except Exception as exc:  # any JWT problem is a 401, with the reason
+                raise Problem(401, "Unauthorized", f"invalid bearer token: {exc}", "invalid-token",
+                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        elif api_key:
+            principal = self.keys.lookup(api_key)
+            if principal is None:
+                raise Problem(401, "Unauthorized", "unknown API key", "invalid-api-key",
+                              headers={"WWW-Authenticate": "ApiKey"})
+        if principal is None:
+            raise Problem(401, "Unauthorized", "send an X-API-Key header or a Bearer token", "missing-credentials",
+                          headers={"WWW-Authenticate": "Bearer"})
+        allowed, retry_after = self.limiter.allow(principal.key_id)
+        if not allowed:
+            raise Problem(429, "Too Many Requests", "rate limit exceeded for this key", "rate-limited",
+                          headers={"Retry-After": str(max(1, round(retry_after)))})
+        request.state.principal = principal
+        return principal
+
+    def require(self, permission: str):
+        """Dependency: an authenticated principal holding ``permission``."""
+        bearer_scheme = HTTPBearer(auto_error=False)
+        key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+        def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+                       api_key: str | None = Depends(key_scheme)) -> Principal:
+            principal = self.authenticate(request, bearer, api_key)
+            if not principal.can(permission):
+                raise Problem(403, "Forbidden", f"this endpoint needs the '{permission}' permission",
+                              "missing-permission")
+            return principal
+
+        return dependency
+
+
+class TokenRequest(BaseModel):
+    api_key: str = Field(min_length=1, max_length=200)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+def create_service_app(ctx: ServiceContext, title: str, description: str = "", version: str = "1.0.0") -> FastAPI:
+    app = FastAPI(title=title, description=description, version=version)
+    app.state.ctx = ctx
+    app.state.logger = ctx.logger
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        correlation_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        if len(correlation_id) > 128 or not correlation_id.isprintable():
+            correlation_id = uuid.uuid4().hex
+        request.state.correlation_id = correlation_id
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        ctx.requests.labels(request.method, route_path, str(response.status_code)).inc()
+        ctx.latency.labels(request.method, route_path).observe(elapsed)
+        principal = getattr(request.state, "principal", None)
+        response.headers["X-Request-ID"] = correlation_id
+        ctx.logger.info("request", extra={
+            "correlation_id": correlation_id, "service": ctx.name, "method": request.method,
+            "path": request.url.path, "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+            "tenant": principal.tenant if principal else None, "subject": principal.subject if principal else None})
+        if request.method in STATE_CHANGING:
+            ctx.audit.append(AuditRecord(
+                ts=dt.datetime.now(dt.timezone.utc).isoformat(), correlation_id=correlation_id,
+                tenant=principal.tenant if principal else None, subject=principal.subject if principal else None,
+                method=request.method, path=request.url.path, status=response.status_code))
+        return response
+
+    @app.get("/health", tags=["ops"])
+    def health() -> dict:
+        return {"status": "ok", "service": ctx.name}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/.well-known/jwks.json", tags=["auth"])
+    def jwks() -> dict:
+        return ctx.tokens.jwks()
+
+    @app.get("/.well-known/openid-configuration", tags=["auth"])
+    def discovery() -> dict:
+        return ctx.tokens.discovery()
+
+    @app.post("/auth/token", tags=["auth"], response_model=TokenResponse)
+    def token(body: TokenRequest) -> TokenResponse:
+        principal = ctx.keys.lookup(body.api_key)
+        if principal is None:
+            raise Problem(401, "Unauthorized", "unknown API key", "invalid-api-key")
+        return TokenResponse(access_token=ctx.tokens.issue(principal), expires_in=ctx.tokens.ttl_s)
+
+    @app.get("/audit", tags=["ops"])
+    def audit(principal: Principal = Depends(ctx.require("audit:read")), limit: int = 100) -> list[dict]:
+        limit = max(1, min(limit, 1000))
+        own = [dataclasses.asdict(r) for r in ctx.audit.records if r.tenant == principal.tenant]
+        return own[-limit:]
+
+    return app

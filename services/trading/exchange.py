@@ -1,0 +1,502 @@
+"""The exchange: matching engine + accounts, balances, fees, copy trading, durable journal.
+
+Pure domain code (no HTTP, no Dagster). Every state-changing command is
+validated, appended to the journal store, then applied; restoring from the
+journal replays the same commands and reaches the identical books, orders and
+balances. Money is integer minor units (cents: one tick of price times one lot),
+quantities integer lots.
+
+Balances per account and asset (``USD`` and one asset per instrument):
+``free`` can be used, ``locked`` backs open orders. A buy locks its worst-case
+cost (limit price x quantity + taker fee + one unit per lot of rounding slack);
+a sell locks the lots. Fees (maker/taker, in basis points of notional, rounded
+up) go to the venue. Conservation, per asset, holds after every command:
+sum(free + locked) + fees collected = deposits - withdrawals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import Callable, Protocol
+
+from services.trading.engine import BUY, FOK, GTC, IOC, SELL, MatchingEngine, Order, OrderStatus, RejectedOrder
+
+CASH = "USD"
+SIDES = {"BUY": BUY, "SELL": SELL}
+TIFS = {"GTC": GTC, "IOC": IOC, "FOK": FOK}
+
+
+class ExchangeError(ValueError):
+    """A command the exchange refuses; ``status`` maps it to an HTTP status."""
+
+    def __init__(self, message: str, status: int = 422, kind: str = "rejected"):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+class NotFound(ExchangeError):
+    def __init__(self, message: str):
+        super().__init__(message, 404, "not-found")
+
+
+class JournalStore(Protocol):
+    def append(self, command: dict) -> int: ...
+    def load(self) -> list[dict]: ...
+
+
+class MemoryJournal:
+    def __init__(self):
+        self.commands: list[dict] = []
+
+    def append(self, command: dict) -> int:
+        self.commands.append(command)
+        return len(self.commands)
+
+    def load(self) -> list[dict]:
+        return list(self.commands)
+
+
+class SqlJournal:
+    """Journal in a SQL database: SQLite locally, Postgres in production (SQLAlchemy URL)."""
+
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self._engine = sa.create_engine(url, future=True)
+        meta = sa.MetaData()
+        self._table = sa.Table(
+            "exchange_journal", meta,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("command", sa.Text, nullable=False),
+        )
+        meta.create_all(self._engine)
+
+    def append(self, command: dict) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(self._table.insert().values(command=json.dumps(command, sort_keys=True)))
+            return int(result.inserted_primary_key[0])
+
+    def load(self) -> list[dict]:
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(self._table.c.command).order_by(self._table.c.seq)).all()
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+@dataclasses.dataclass
+class Balance:
+    free: int = 0
+    locked: int = 0
+
+
+@dataclasses.dataclass
+class Account:
+    account_id: str
+    tenant: str
+    balances: dict[str, Balance] = dataclasses.field(default_factory=dict)
+
+    def balance(self, asset: str) -> Balance:
+        return self.balances.setdefault(asset, Balance())
+
+
+@dataclasses.dataclass
+class Follow:
+    follower: str
+    leader: str
+    multiplier: float
+    max_exposure: int  # minor units of |position| x price after the copy
+
+
+@dataclasses.dataclass
+class CopyLink:
+    follower_order_id: int
+    leader_trade_id: int
+    leader_account: str
+
+
+class Exchange:
+    def __init__(self, instruments: list[str], maker_fee_bps: int = 5, taker_fee_bps: int = 10,
+                 journal: JournalStore | None = None, clock: Callable[[], int] | None = None):
+        import time
+
+        self.instruments = list(instruments)
+        self.maker_fee_bps = maker_fee_bps
+        self.taker_fee_bps = taker_fee_bps
+        self.engine = MatchingEngine(self.instruments)
+        self.accounts: dict[str, Account] = {}
+        self.order_owner: dict[int, str] = {}
+        self.reserved: dict[int, int] = {}  # open buy order -> USD still locked for it
+        self.sell_locked: dict[int, int] = {}  # open sell order -> lots still locked for it
+        self.fees_collected: dict[str, int] = {}
+        self.deposits: dict[str, int] = {}
+        self.withdrawals: dict[str, int] = {}
+        self.follows: dict[str, dict[str, Follow]] = {}  # leader -> follower -> follow
+        self.copy_links: list[CopyLink] = []
+        self.fills: list[dict] = []  # both sides of every trade, with fees
+        self.journal = journal or MemoryJournal()
+        self.clock = clock or (lambda: int(time.time() * 1_000_000))
+        self._lock = threading.RLock()
+        self._replaying = False
+
+    # -- persistence -------------------------------------------------------
+    @classmethod
+    def restore(cls, instruments: list[str], journal: JournalStore, **kwargs) -> "Exchange":
+        exchange = cls(instruments, journal=journal, **kwargs)
+        exchange._replaying = True
+        try:
+            for command in journal.load():
+                exchange._apply(command)
+        finally:
+            exchange._replaying = False
+        return exchange
+
+    def _command(self, command: dict):
+        with self._lock:
+            command = {"ts": self.clock(), **command}
+            self._validate(command)
+            self.journal.append(command)
+            return self._apply(command)
+
+    # -- commands ------------------------------------------------------------
+    def open_account(self, tenant: str, account_id: str) -> Account:
+        return self._command({"op": "open_account", "tenant": tenant, "account": account_id})
+
+    def deposit(self, account_id: str, asset: str, amount: int) -> Account:
+        return self._command({"op": "deposit", "account": account_id, "asset": asset, "amount": amount})
+
+    def withdraw(self, account_id: str, asset: str, amount: int) -> Account:
+        return self._command({"op": "withdraw", "account": account_id, "asset": asset, "amount": amount})
+
+    def place(self, account_id: str, instrument: str, side: str, quantity: int, price: int | None = None,
+              time_in_force: str = "GTC") -> Order:
+        return self._command({"op": "place", "account": account_id, "instrument": instrument, "side": side,
+                              "quantity": quantity, "price": price, "tif": time_in_force})
+
+    def cancel(self, account_id: str, order_id: int) -> Order:
+        return self._command({"op": "cancel", "account": account_id, "order_id": order_id})
+
+    def amend(self, account_id: str, order_id: int, quantity: int | None = None, price: int | None = None) -> Order:
+        return self._command({"op": "amend", "account": account_id, "order_id": order_id, "quantity": quantity,
+                              "price": price})
+
+    def follow(self, follower: str, leader: str, multiplier: float = 1.0, max_exposure: int = 10**9) -> Follow:
+        return self._command({"op": "follow", "follower": follower, "leader": leader, "multiplier": multiplier,
+                              "max_exposure": max_exposure})
+
+    def unfollow(self, follower: str, leader: str) -> None:
+        return self._command({"op": "unfollow", "follower": follower, "leader": leader})
+
+    # -- validation (before journalling: a journalled command always applies) --
+    def _account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise NotFound(f"unknown account {account_id!r}")
+        return account
+
+    def _open_order(self, account_id: str, order_id: int) -> Order:
+        order = self.engine.orders.get(order_id)
+        if order is None or self.order_owner.get(order_id) != account_id:
+            raise NotFound(f"unknown order {order_id} for account {account_id!r}")
+        if not order.open_qty:
+            raise ExchangeError(f"order {order_id} is not open (status {order.status})", 409, "order-not-open")
+        return order
+
+    def _validate(self, c: dict) -> None:
+        op = c["op"]
+        if op == "open_account":
+            if c["account"] in self.accounts:
+                raise ExchangeError(f"account {c['account']!r} already exists", 409, "account-exists")
+        elif op in ("deposit", "withdraw"):
+            account = self._account(c["account"])
+            if c["asset"] != CASH and c["asset"] not in self.instruments:
+                raise ExchangeError(f"unknown asset {c['asset']!r}")
+            if type(c["amount"]) is not int or c["amount"] <= 0:
+                raise ExchangeError("amount must be a positive integer (minor units or lots)")
+            if op == "withdraw" and account.balance(c["asset"]).free < c["amount"]:
+                raise ExchangeError("insufficient free balance", 422, "insufficient-funds")
+        elif op == "place":
+            account = self._account(c["account"])
+            if c["instrument"] not in self.instruments:
+                raise NotFound(f"unknown instrument {c['instrument']!r}")
+            if c["side"] not in SIDES or c["tif"] not in TIFS:
+                raise ExchangeError("side must be BUY or SELL and time_in_force GTC, IOC or FOK")
+            if type(c["quantity"]) is not int or c["quantity"] <= 0:
+                raise ExchangeError("quantity must be a positive integer number of lots")
+            if c["price"] is not None and (type(c["price"]) is not int or c["price"] <= 0):
+                raise ExchangeError("price must be a positive integer number of ticks")
+            self._check_funds(account, c["instrument"], SIDES[c["side"]], c["quantity"], c["price"])
+        elif op == "cancel":
+            self._account(c["account"])
+            self._open_order(c["account"], c["order_id"])
+        elif op == "amend":
+            account = self._account(c["account"])
+            order = self._open_order(c["account"], c["order_id"])
+            qty = c["quantity"] if c["quantity"] is not None else order.open_qty
+            price = c["price"] if c["price"] is not None else order.price
+            if type(qty) is not int or qty <= 0 or type(price) is not int or price <= 0:
+                raise ExchangeError("quantity and price must be positive integers")
+            if qty == order.open_qty and price == order.price:
+                raise ExchangeError("amendment changes nothing")
+            if order.side == BUY:
+                extra = self._buy_reserve(price, qty) - self.reserved.get(order.order_id, 0)
+                if extra > account.balance(CASH).free:
+                    raise ExchangeError("insufficient free USD for the amended order", 422, "insufficient-funds")
+            elif qty > order.open_qty and qty - order.open_qty > account.balance(order.instrument).free:
+                raise ExchangeError("insufficient free lots for the amended order", 422, "insufficient-funds")
+        elif op == "follow":
+            follower, leader = self._account(c["follower"]), self._account(c["leader"])
+            if follower.account_id == leader.account_id:
+                raise ExchangeError("an account cannot follow itself")
+            if follower.tenant != leader.tenant:
+                raise NotFound(f"unknown account {c['leader']!r}")  # other tenants' accounts are invisible
+            if not (0 < float(c["multiplier"]) <= 10) or type(c["max_exposure"]) is not int or c["max_exposure"] <= 0:
+                raise ExchangeError("multiplier must be in (0, 10] and max_exposure a positive integer")
+        elif op == "unfollow":
+            if c["follower"] not in self.follows.get(c["leader"], {}):
+                raise NotFound("no such follow")
+        else:
+            raise ExchangeError(f"unknown command {op!r}")
+
+    def _buy_reserve(self, price: int, qty: int) -> int:
+        notional = price * qty
+        return notional + -(-notional * self.taker_fee_bps // 10_000) + qty
+
+    def _market_buy_cost(self, instrument: str, qty: int) -> int | None:
+        """Worst-case cost of a market buy: walk the asks (None if not enough liquidity)."""
+        asks = self.engine.books[instrument].asks
+        cost, left = 0, qty
+        for price, level_qty in asks.depth():
+            take = min(left, level_qty)
+            cost += self._buy_reserve(price, take)
+            left -= take
+            if not left:
+                return cost
+        return cost if cost else None
+
+    def _check_funds(self, account: Account, instrument: str, side: int, qty: int, price: int | None) -> None:
+        if side == BUY:
+            need = self._buy_reserve(price, qty) if price is not None else self._market_buy_cost(instrument, qty)
+            if need is None:
+                raise ExchangeError("no liquidity for a market buy", 422, "no-liquidity")
+            if need > account.balance(CASH).free:
+                raise ExchangeError(f"insufficient free USD: need {need}, have {account.balance(CASH).free}",
+                                    422, "insufficient-funds")
+        elif qty > account.balance(instrument).free:
+            raise ExchangeError(f"insufficient free {instrument} lots: need {qty}, have "
+                                f"{account.balance(instrument).free}", 422, "insufficient-funds")
+
+    # -- application (deterministic: replay runs exactly this) ------------------
+    def _apply(self, c: dict):
+        op = c["op"]
+        if op == "open_account":
+            account = self.accounts[c["account"]] = Account(c["account"], c["tenant"])
+            return account
+        if op == "deposit":
+            account = self.accounts[c["account"]]
+            account.balance(c["asset"]).free += c["amount"]
+            self.deposits[c["asset"]] = self.deposits.get(c["asset"], 0) + c["amount"]
+            return account
+        if op == "withdraw":
+            account = self.accounts[c["account"]]
+            account.balance(c["asset"]).free -= c["amount"]
+            self.withdrawals[c["asset"]] = self.withdrawals.get(c["asset"], 0) + c["amount"]
+            return account
+        if op == "place":
+            return self._place(c["account"], c["instrument"], SIDES[c["side"]], c["quantity"], c["price"],
+                               TIFS[c["tif"]], c["ts"], copy_of=None)
+        if op == "cancel":
+            order = self.engine.cancel(c["order_id"], c["ts"])
+            self._release(order)
+            return order
+        if op == "amend":
+            return self._amend(c)
+        if op == "follow":
+            follow = Follow(c["follower"], c["leader"], float(c["multiplier"]), c["max_exposure"])
+            self.follows.setdefault(c["leader"], {})[c["follower"]] = follow
+            return follow
+        if op == "unfollow":
+            del self.follows[c["leader"]][c["follower"]]
+            return None
+        raise ExchangeError(f"unknown command {op!r}")
+
+    def _lock_for(self, account: Account, order_instrument: str, side: int, qty: int, price: int | None) -> int:
+        if side == BUY:
+            amount = self._buy_reserve(price, qty) if price is not None else self._market_buy_cost(order_instrument, qty)
+            cash = account.balance(CASH)
+            cash.free -= amount
+            cash.locked += amount
+            return amount
+        lots = account.balance(order_instrument)
+        lots.free -= qty
+        lots.locked += qty
+        return qty
+
+    def _place(self, account_id, instrument, side, qty, price, tif, ts, copy_of):
+        account = self.accounts[account_id]
+        locked = self._lock_for(account, instrument, side, qty, price)
+        first_trade = len(self.engine.trades)
+        try:
+            order = self.engine.submit(instrument, account_id, side, qty, price, tif, ts)
+        except RejectedOrder:
+            self._unlock(account, instrument, side, locked)
+            raise
+        self.order_owner[order.order_id] = account_id
+        if side == BUY:
+            self.reserved[order.order_id] = locked
+        else:
+            self.sell_locked[order.order_id] = locked
+        self._settle(self.engine.trades[first_trade:])
+        self._release(order)
+        if copy_of is None:
+            self._copy_fills(account_id, self.engine.trades[first_trade:], ts)
+        return order
+
+    def _amend(self, c):
+        order = self.engine.orders[c["order_id"]]
+        account = self.accounts[c["account"]]
+        new_qty = c["quantity"] if c["quantity"] is not None else order.open_qty
+        new_price = c["price"] if c["price"] is not None else order.price
+        if order.side == BUY:
+            target = self._buy_reserve(new_price, new_qty)
+            delta = target - self.reserved[order.order_id]
+            cash = account.balance(CASH)
+            cash.free -= delta
+            cash.locked += delta
+            self.reserved[order.order_id] = target
+        elif new_qty > order.open_qty:  # reductions are released after the amendment
+            lots = account.balance(order.instrument)
+            lots.free -= new_qty - order.open_qty
+            lots.locked += new_qty - order.open_qty
+            self.sell_locked[order.order_id] += new_qty - order.open_qty
+        first_trade = len(self.engine.trades)
+        self.engine.amend(order.order_id, c["quantity"], c["price"], c["ts"])
+        self._settle(self.engine.trades[first_trade:])
+        self._release(order)
+        self._copy_fills(c["account"], self.engine.trades[first_trade:], c["ts"])
+        return order
+
+    def _unlock(self, account: Account, instrument: str, side: int, amount: int) -> None:
+        bal = account.balance(CASH if side == BUY else instrument)
+        bal.locked -= amount
+        bal.free += amount
+
+    def _release(self, order: Order) -> None:
+        """Give back what an order no longer needs locked (after fills, cancels, expiry)."""
+        account = self.accounts[self.order_owner[order.order_id]]
+        if order.side == BUY:
+            if order.open_qty == 0:
+                left = self.reserved.pop(order.order_id, 0)
+                if left:
+                    self._unlock(account, order.instrument, BUY, left)
+            return
+        locked = self.sell_locked.get(order.order_id, 0)
+        surplus = locked - order.open_qty
+        if surplus:
+            self._unlock(account, order.instrument, SELL, surplus)
+        if order.open_qty:
+            self.sell_locked[order.order_id] = order.open_qty
+        else:
+            self.sell_locked.pop(order.order_id, None)
+
+    def _fee(self, notional: int, bps: int) -> int:
+        return -(-notional * bps // 10_000)
+
+    def _settle(self, trades) -> None:
+        for trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor in trades:
+            notional = price * qty
+            buyer, seller = self.accounts[buy_acct], self.accounts[sell_acct]
+            buy_fee = self._fee(notional, self.taker_fee_bps if aggressor == BUY else self.maker_fee_bps)
+            sell_fee = self._fee(notional, self.taker_fee_bps if aggressor == SELL else self.maker_fee_bps)
+            cost = notional + buy_fee
+            buyer.balance(CASH).locked -= cost
+            self.reserved[buy_id] -= cost
+            buyer.balance(instrument).free += qty
+            seller.balance(instrument).locked -= qty
+            self.sell_locked[sell_id] -= qty
+            seller.balance(CASH).free += notional - sell_fee
+            self.fees_collected[CASH] = self.fees_collected.get(CASH, 0) + buy_fee + sell_fee
+            for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
+                                                    (sell_acct, sell_id, "SELL", sell_fee)):
+                self.fills.append({"trade_id": trade_id, "ts": ts, "instrument": instrument, "price": price,
+                                   "quantity": qty, "account_id": account_id, "order_id": order_id, "side": side,
+                                   "fee": fee, "liquidity": "TAKER" if SIDES[side] == aggressor else "MAKER"})
+
+    def _copy_fills(self, leader_id: str, trades, ts: int) -> None:
+        """Mirror a leader's fills into followers' accounts, after the leader's fill."""
+        followers = self.follows.get(leader_id)
+        if not followers:
+            return
+        leader_equity = self.cash_equity(leader_id)
+        for trade in trades:
+            trade_id, _, instrument, price, qty, _, _, buy_acct, sell_acct, _ = trade
+            if leader_id not in (buy_acct, sell_acct):
+                continue
+            side = BUY if buy_acct == leader_id else SELL
+            for follower_id in sorted(followers):
+                follow = followers[follower_id]
+                copy_qty = copy_size(qty, self.cash_equity(follower_id), leader_equity, follow.multiplier,
+                                     self.position(follower_id, instrument), side, price, follow.max_exposure)
+                if copy_qty <= 0:
+                    continue
+                account = self.accounts[follower_id]
+                try:
+                    self._check_funds(account, instrument, side, copy_qty, None)
+                except ExchangeError:
+                    continue  # the follower cannot afford it: no copy, nothing half-done
+                order = self._place(follower_id, instrument, side, copy_qty, None, IOC, ts, copy_of=trade_id)
+                self.copy_links.append(CopyLink(order.order_id, trade_id, leader_id))
+
+    # -- queries -------------------------------------------------------------
+    def cash_equity(self, account_id: str) -> int:
+        cash = self.accounts[account_id].balance(CASH)
+        return cash.free + cash.locked
+
+    def position(self, account_id: str, instrument: str) -> int:
+        lots = self.accounts[account_id].balance(instrument)
+        return lots.free + lots.locked
+
+    def conservation(self) -> dict[str, tuple[int, int]]:
+        """Per asset: (held by accounts + fees, deposits - withdrawals). Equal when books balance."""
+        assets = {a for acc in self.accounts.values() for a in acc.balances} | set(self.deposits)
+        out = {}
+        for asset in sorted(assets):
+            held = sum(acc.balances[asset].free + acc.balances[asset].locked
+                       for acc in self.accounts.values() if asset in acc.balances)
+            out[asset] = (held + self.fees_collected.get(asset, 0),
+                          self.deposits.get(asset, 0) - self.withdrawals.get(asset, 0))
+        return out
+
+    def state(self) -> dict:
+        return {
+            "engine": self.engine.state(),
+            "balances": {a.account_id: {k: (b.free, b.locked) for k, b in sorted(a.balances.items())}
+                         for a in sorted(self.accounts.values(), key=lambda a: a.account_id)},
+            "fees": dict(self.fees_collected),
+            "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
+        }
+
+
+def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multiplier: float, position: int,
+              side: int, price: int, max_exposure: int) -> int:
+    """Lots a follower copies: leader's lots x equity ratio x multiplier, clamped by the exposure cap."""
+    if leader_equity <= 0 or follower_equity <= 0:
+        return 0
+    wanted = int(leader_qty * (follower_equity / leader_equity) * multiplier)
+    signed = wanted if side == BUY else -wanted
+    cap_lots = max_exposure // price
+    after = position + signed
+    if abs(after) > cap_lots:
+        allowed = cap_lots - abs(position) if (after > 0) == (position >= 0) else cap_lots + abs(position)
+        wanted = max(0, min(wanted, allowed))
+    return wanted
+
+
+__all__ = ["CASH", "Exchange", "ExchangeError", "MemoryJournal", "NotFound", "OrderStatus", "SqlJournal",
+           "copy_size"]

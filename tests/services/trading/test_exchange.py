@@ -1,0 +1,159 @@
+"""Exchange: balances, fees, locking, amend, STP, copy trading, journal restore."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.trading.exchange import CASH, Exchange, ExchangeError, MemoryJournal, SqlJournal, copy_size
+from services.trading.engine import OrderStatus
+
+X = "X"
+
+
+def funded(journal=None):
+    clock = iter(range(1, 10**9))
+    ex = Exchange([X], journal=journal or MemoryJournal(), clock=lambda: next(clock))
+    for name, tenant in (("a", "t1"), ("b", "t1"), ("c", "t2"), ("d", "t1")):
+        ex.open_account(tenant, name)
+        ex.deposit(name, CASH, 1_000_000)
+        ex.deposit(name, X, 1_000)
+    return ex
+
+
+def conserved(ex):
+    for asset, (held, net) in ex.conservation().items():
+        assert held == net, asset
+
+
+def test_trade_moves_cash_and_lots_with_fees():
+    ex = funded()
+    ex.place("a", X, "SELL", 10, 100)  # maker
+    ex.place("b", X, "BUY", 10, 105)  # taker, pays 100 per lot
+    a, b = ex.accounts["a"], ex.accounts["b"]
+    notional = 1000
+    assert b.balance(X).free == 1010 and a.balance(X).free == 990 and a.balance(X).locked == 0
+    taker_fee, maker_fee = 1, 1  # ceil(1000 * 10bp) = 1, ceil(1000 * 5bp) = 1
+    assert b.balance(CASH).free == 1_000_000 - notional - taker_fee and b.balance(CASH).locked == 0
+    assert a.balance(CASH).free == 1_000_000 + notional - maker_fee
+    assert ex.fees_collected[CASH] == 2
+    conserved(ex)
+
+
+def test_open_orders_lock_funds_and_cancel_releases_them():
+    ex = funded()
+    order = ex.place("a", X, "BUY", 100, 500)
+    cash = ex.accounts["a"].balance(CASH)
+    assert cash.locked == 100 * 500 + 50 + 100 and cash.free == 1_000_000 - cash.locked
+    ex.cancel("a", order.order_id)
+    assert cash.locked == 0 and cash.free == 1_000_000
+    sell = ex.place("a", X, "SELL", 40, 900)
+    assert ex.accounts["a"].balance(X).locked == 40
+    ex.amend("a", sell.order_id, quantity=15)
+    assert ex.accounts["a"].balance(X).locked == 15
+    conserved(ex)
+
+
+def test_insufficient_funds_is_refused_and_nothing_changes():
+    ex = funded()
+    before = ex.state()
+    with pytest.raises(ExchangeError, match="insufficient free USD"):
+        ex.place("a", X, "BUY", 10_000, 1_000)
+    with pytest.raises(ExchangeError, match="insufficient free X lots"):
+        ex.place("a", X, "SELL", 5_000, 10)
+    with pytest.raises(ExchangeError, match="no liquidity"):
+        ex.place("a", X, "BUY", 5, None, "IOC")
+    assert ex.state() == before and len(ex.journal.load()) == 12  # refusals are not journalled
+
+
+def test_self_trade_prevention_expire_taker_through_the_exchange():
+    ex = funded()
+    ex.place("a", X, "SELL", 5, 100)
+    taker = ex.place("a", X, "BUY", 5, 100)
+    assert taker.status == OrderStatus.EXPIRED and not ex.engine.trades
+    assert ex.accounts["a"].balance(CASH).locked == 0
+    conserved(ex)
+
+
+def test_copy_trading_sizes_by_equity_and_links_to_the_leader_fill():
+    ex = funded()
+    ex.deposit("d", CASH, 1_000_000)  # follower has 2x the leader's cash equity
+    ex.follow("d", "a", multiplier=0.5, max_exposure=10_000_000)
+    ex.place("c", X, "SELL", 100, 200)
+    leader_order = ex.place("a", X, "BUY", 10, 200)
+    assert leader_order.filled_qty == 10
+    [link] = ex.copy_links
+    leader_trade = [t for t in ex.engine.trades if t[5] == leader_order.order_id][0]
+    assert link.leader_trade_id == leader_trade[0] and link.leader_account == "a"
+    follower_order = ex.engine.orders[link.follower_order_id]
+    assert follower_order.account == "d" and follower_order.filled_qty == 10  # 10 x 2 x 0.5
+    assert follower_order.order_id > leader_order.order_id  # created after the leader's fill
+    conserved(ex)
+
+
+def test_copy_size_clamped_by_exposure_cap():
+    assert copy_size(10, 200, 100, 1.0, position=0, side=1, price=100, max_exposure=1_000) == 10
+    assert copy_size(10, 200, 100, 1.0, position=5, side=1, price=100, max_exposure=1_000) == 5
+    assert copy_size(10, 100, 100, 1.0, position=10, side=2, price=100, max_exposure=500) == 10
+    assert copy_size(10, 0, 100, 1.0, position=0, side=1, price=100, max_exposure=10**9) == 0
+
+
+def test_following_an_account_of_another_tenant_is_refused():
+    ex = funded()
+    with pytest.raises(ExchangeError, match="unknown account"):
+        ex.follow("c", "a")
+
+
+def test_restart_replays_to_identical_books_and_balances(tmp_path):
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ex = funded(SqlJournal(url))
+    ex.follow("d", "a", 1.0, 10**8)
+    ex.place("c", X, "SELL", 30, 101)
+    ex.place("c", X, "SELL", 30, 102)
+    o = ex.place("a", X, "BUY", 20, 103)
+    ex.place("b", X, "BUY", 15, 99)
+    ex.amend("b", ex.engine.trades and max(ex.engine.orders), price=100)
+    ex.cancel("c", 2) if ex.engine.orders[2].open_qty else None
+    ex.withdraw("b", CASH, 1000)
+    assert o.status == OrderStatus.FILLED
+    restored = Exchange.restore([X], SqlJournal(url))
+    assert restored.state() == ex.state()
+    conserved(restored)
+
+
+commands = st.lists(st.tuples(
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.sampled_from(["place", "place", "place", "cancel", "amend", "withdraw"]),
+    st.sampled_from(["BUY", "SELL"]),
+    st.integers(1, 60), st.one_of(st.none(), st.integers(90, 110)), st.sampled_from(["GTC", "IOC", "FOK"]),
+    st.integers(1, 40)), max_size=80)
+
+
+@settings(max_examples=60, deadline=None)
+@given(commands)
+def test_balances_are_conserved_under_any_command_stream(cmds):
+    ex = funded()
+    ex.follow("d", "a", 1.5, 50_000)
+    for account, op, side, qty, price, tif, ref in cmds:
+        try:
+            if op == "place":
+                ex.place(account, X, side, qty, price, tif if price is not None else "IOC")
+            elif op == "cancel":
+                ex.cancel(account, ref)
+            elif op == "amend":
+                ex.amend(account, ref, quantity=qty, price=price)
+            else:
+                ex.withdraw(account, CASH if side == "BUY" else X, qty * 100)
+        except ExchangeError:
+            pass
+        conserved(ex)
+        for acc in ex.accounts.values():
+            for bal in acc.balances.values():
+                assert bal.free >= 0 and bal.locked >= 0
+    # locked balances are exactly what open orders need
+    for acc in ex.accounts.values():
+        open_sells = sum(o.open_qty for o in ex.engine.orders.values()
+                         if o.account == acc.account_id and o.side == 2)
+        assert acc.balance(X).locked == open_sells
+        open_buys = sum(ex.reserved.get(o.order_id, 0) for o in ex.engine.orders.values()
+                        if o.account == acc.account_id and o.side == 1 and o.open_qty)
+        assert acc.balance(CASH).locked == open_buys
