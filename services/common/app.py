@@ -133,6 +133,34 @@ class ServiceContext:
         return dependency
 
 
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    correlation_id: str | None = None
+
+
+def _problem_doc(description: str) -> dict:
+    return {"description": description, "model": ProblemOut,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}}}
+
+
+ERROR_RESPONSES = {
+    400: _problem_doc("Bad request"),
+    401: _problem_doc("Missing or invalid credentials"),
+    403: _problem_doc("The caller lacks the permission this endpoint needs"),
+    404: _problem_doc("Not found (or belongs to another tenant)"),
+    409: _problem_doc("Conflicts with the current state"),
+    422: _problem_doc("The request does not validate"),
+    429: _problem_doc("Rate limit exceeded"),
+    503: _problem_doc("A dependency is not available"),
+}
+
+
 class TokenRequest(BaseModel):
     api_key: str = Field(min_length=1, max_length=200)
 
@@ -144,7 +172,7 @@ class TokenResponse(BaseModel):
 
 
 def create_service_app(ctx: ServiceContext, title: str, description: str = "", version: str = "1.0.0") -> FastAPI:
-    app = FastAPI(title=title, description=description, version=version)
+    app = FastAPI(title=title, description=description, version=version, responses=ERROR_RESPONSES)
     app.state.ctx = ctx
     app.state.logger = ctx.logger
     install_problem_handlers(app)

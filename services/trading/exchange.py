@@ -409,6 +409,14 @@ class Exchange:
         return -(-notional * bps // 10_000)
 
     def _settle(self, trades) -> None:
+        touched = {}
+        self._settle_trades(trades)
+        for t in trades:  # resting orders that filled completely give back their surplus too
+            touched[t[5]] = touched[t[6]] = None
+        for order_id in touched:
+            self._release(self.engine.orders[order_id])
+
+    def _settle_trades(self, trades) -> None:
         for trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor in trades:
             notional = price * qty
             buyer, seller = self.accounts[buy_acct], self.accounts[sell_acct]

@@ -1,0 +1,92 @@
+"""RDF Dataset Canonicalization (RDFC-1.0) of JSON-LD documents, offline and in "safe mode".
+
+pyld's ``URDNA2015`` produces the RDFC-1.0 output for these documents. Before
+canonicalising we expand the document ourselves and refuse anything JSON-LD would
+silently drop (an undefined term, a relative ``@id`` or ``@type``): such data is not
+covered by the RDF the signature is computed over, so it could be changed at will.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from pyld import jsonld
+
+from .document_loader import DEFAULT_LOADER, BundledContextLoader
+from .errors import CanonicalizationError, ContextNotAllowedError
+
+_ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
+
+
+def _context_error(exc: BaseException) -> ContextNotAllowedError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ContextNotAllowedError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _check_no_relative_iris(node, path: str = "$") -> None:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_no_relative_iris(item, f"{path}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    if "@value" in node:
+        datatype = node.get("@type")
+        if datatype is not None and datatype != "@json" and not _ABSOLUTE_IRI.match(datatype):
+            raise CanonicalizationError(f"relative datatype IRI {datatype!r} at {path}")
+        return
+    node_id = node.get("@id")
+    if node_id is not None and not _ABSOLUTE_IRI.match(node_id):
+        raise CanonicalizationError(f"relative @id {node_id!r} at {path} would be dropped from the signed data")
+    for type_iri in node.get("@type", ()):
+        if not _ABSOLUTE_IRI.match(type_iri):
+            raise CanonicalizationError(f"type {type_iri!r} at {path} is not defined by any @context")
+    for key, value in node.items():
+        if not key.startswith("@") or key in ("@graph", "@list", "@set", "@included", "@reverse"):
+            _check_no_relative_iris(value, f"{path}.{key}")
+
+
+def expand(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) -> list:
+    """JSON-LD expansion with only bundled contexts; raises on data that would be dropped."""
+    dropped: list[str | None] = []
+    processor = jsonld.JsonLdProcessor(on_property_dropped=dropped.append)
+    try:
+        expanded = processor.expand(
+            dict(document),
+            # base None keeps relative IRIs relative (pyld 3 would resolve them against
+            # http://example.org/base/), so the check below can refuse them.
+            {"base": None, "documentLoader": loader, "contextResolver": loader.context_resolver()},
+        )
+    except jsonld.JsonLdError as exc:
+        context_error = _context_error(exc)
+        if context_error is not None:
+            raise ContextNotAllowedError(context_error.url) from None
+        raise CanonicalizationError(f"invalid JSON-LD: {exc.args[0] if exc.args else exc}") from exc
+    if dropped:
+        names = ", ".join(sorted(repr(d) for d in dropped))
+        raise CanonicalizationError(f"terms not defined by the @context would be dropped: {names}")
+    _check_no_relative_iris(expanded)
+    return expanded
+
+
+def canonicalize(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) -> str:
+    """RDFC-1.0 canonical N-Quads of a JSON-LD document (UTF-8 text, one quad per line)."""
+    expanded = expand(document, loader=loader)
+    try:
+        return jsonld.normalize(
+            expanded,
+            {
+                "algorithm": "URDNA2015",
+                "format": "application/n-quads",
+                "documentLoader": loader,
+                "contextResolver": loader.context_resolver(),
+            },
+        )
+    except jsonld.JsonLdError as exc:
+        raise CanonicalizationError(f"canonicalization failed: {exc.args[0] if exc.args else exc}") from exc

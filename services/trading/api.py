@@ -1,0 +1,303 @@
+"""Trading API: a thin FastAPI layer over :class:`services.trading.exchange.Exchange`.
+
+Accounts, orders, fills and follows belong to a tenant: another tenant's
+resources answer 404 (their existence is not revealed). Book depth and the
+public trade tape are market data, readable by any authenticated caller, and
+carry no account identifiers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Callable, Literal
+
+from fastapi import Depends, FastAPI, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.app import ServiceContext, create_service_app
+from services.common.auth import Principal
+from services.common.problems import Problem
+from services.trading.engine import SIDE_NAMES, TIF_NAMES, Order
+from services.trading.exchange import CASH, Exchange, ExchangeError
+
+AccountId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Symbol = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Z0-9_.-]+$")]
+MAX_LOTS = 10**9
+MAX_TICKS = 10**12
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(Strict):
+    account_id: AccountId
+
+
+class BalanceOut(BaseModel):
+    asset: str
+    free: int
+    locked: int
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    tenant: str
+    balances: list[BalanceOut]
+
+
+class TransferIn(Strict):
+    asset: str = Field(min_length=1, max_length=16, description="USD (minor units) or an instrument (lots)")
+    amount: int = Field(ge=1, le=10**15)
+
+
+class OrderIn(Strict):
+    account_id: AccountId
+    instrument: str = Field(min_length=1, max_length=16)
+    side: Literal["BUY", "SELL"]
+    type: Literal["LIMIT", "MARKET"] = "LIMIT"
+    quantity: int = Field(ge=1, le=MAX_LOTS, description="lots")
+    price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
+    time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+
+
+class AmendIn(Strict):
+    quantity: int | None = Field(default=None, ge=1, le=MAX_LOTS)
+    price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
+
+
+class OrderOut(BaseModel):
+    order_id: int
+    account_id: str
+    instrument: str
+    side: str
+    type: str
+    price_ticks: int | None
+    quantity: int
+    open_quantity: int
+    filled_quantity: int
+    cancelled_quantity: int
+    time_in_force: str
+    status: str
+
+
+class FillOut(BaseModel):
+    trade_id: int
+    ts: int
+    instrument: str
+    price_ticks: int
+    quantity: int
+    account_id: str
+    order_id: int
+    side: str
+    fee: int
+    liquidity: str
+
+
+class Level(BaseModel):
+    price_ticks: int
+    quantity: int
+
+
+class BookOut(BaseModel):
+    instrument: str
+    bids: list[Level]
+    asks: list[Level]
+
+
+class TapeTrade(BaseModel):
+    trade_id: int
+    ts: int
+    price_ticks: int
+    quantity: int
+    aggressor_side: str
+
+
+class FollowIn(Strict):
+    follower_account_id: AccountId
+    leader_account_id: AccountId
+    multiplier: float = Field(default=1.0, gt=0, le=10)
+    max_exposure: int = Field(default=10**9, ge=1, le=10**15, description="minor units")
+
+
+class FollowOut(BaseModel):
+    follower_account_id: str
+    leader_account_id: str
+    multiplier: float
+    max_exposure: int
+
+
+class LeaderboardRow(BaseModel):
+    pnl_rank: int
+    account_id: int
+    display_name: str | None = None
+    tenant_id: str | None = None
+    pnl: float
+    traded_notional: float | None = None
+
+
+def external(account_id: str) -> str:
+    """The tenant-local account id (the exchange prefixes ids with their tenant)."""
+    return account_id.split("/", 1)[-1]
+
+
+def order_out(order: Order) -> OrderOut:
+    return OrderOut(order_id=order.order_id, account_id=external(str(order.account)), instrument=order.instrument,
+                    side=SIDE_NAMES[order.side], type="MARKET" if order.price is None else "LIMIT",
+                    price_ticks=order.price, quantity=order.qty, open_quantity=order.open_qty,
+                    filled_quantity=order.filled_qty, cancelled_quantity=order.cancelled_qty,
+                    time_in_force=TIF_NAMES[order.tif], status=order.status)
+
+
+def create_trading_app(ctx: ServiceContext, exchange: Exchange,
+                       leaderboard: Callable[[str | None, int], list[dict]] | None = None) -> FastAPI:
+    app = create_service_app(ctx, "platformQ trading", "Orders, accounts, market data and copy trading.")
+    reader = ctx.require("orders:read")
+    writer = ctx.require("orders:write")
+    account_reader = ctx.require("accounts:read")
+    account_writer = ctx.require("accounts:write")
+    market = ctx.require("market:read")
+
+    # Account ids are per tenant: the exchange sees "<tenant>/<account_id>", so one
+    # tenant can neither reach nor even detect another tenant's accounts.
+    def internal(principal: Principal, account_id: str) -> str:
+        return f"{principal.tenant}/{account_id}"
+
+    def own_account(principal: Principal, account_id: str):
+        account = exchange.accounts.get(internal(principal, account_id))
+        if account is None or account.tenant != principal.tenant:
+            raise Problem(404, "Not Found", f"unknown account {account_id!r}", "unknown-account")
+        return account
+
+    def own_order(principal: Principal, order_id: int) -> Order:
+        order = exchange.engine.orders.get(order_id)
+        owner = exchange.order_owner.get(order_id)
+        if order is None or owner is None or exchange.accounts[owner].tenant != principal.tenant:
+            raise Problem(404, "Not Found", f"unknown order {order_id}", "unknown-order")
+        return order
+
+    def run(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ExchangeError as exc:
+            raise Problem(exc.status, {404: "Not Found", 409: "Conflict"}.get(exc.status, "Unprocessable Content"),
+                          str(exc), exc.kind) from None
+
+    def account_out(account) -> AccountOut:
+        return AccountOut(account_id=external(account.account_id), tenant=account.tenant,
+                          balances=[BalanceOut(asset=a, free=b.free, locked=b.locked)
+                                    for a, b in sorted(account.balances.items())])
+
+    @app.post("/v1/accounts", status_code=201, response_model=AccountOut, tags=["accounts"])
+    def open_account(body: AccountIn, principal: Principal = Depends(account_writer)):
+        if internal(principal, body.account_id) in exchange.accounts:
+            raise Problem(409, "Conflict", f"account {body.account_id!r} already exists", "account-exists")
+        return account_out(run(exchange.open_account, principal.tenant, internal(principal, body.account_id)))
+
+    @app.get("/v1/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+    def get_account(account_id: Annotated[str, Path(max_length=64)], principal: Principal = Depends(account_reader)):
+        return account_out(own_account(principal, account_id))
+
+    @app.post("/v1/accounts/{account_id}/deposits", response_model=AccountOut, tags=["accounts"])
+    def deposit(account_id: Annotated[str, Path(max_length=64)], body: TransferIn,
+                principal: Principal = Depends(account_writer)):
+        account = own_account(principal, account_id)
+        return account_out(run(exchange.deposit, account.account_id, body.asset, body.amount))
+
+    @app.post("/v1/accounts/{account_id}/withdrawals", response_model=AccountOut, tags=["accounts"])
+    def withdraw(account_id: Annotated[str, Path(max_length=64)], body: TransferIn,
+                 principal: Principal = Depends(account_writer)):
+        account = own_account(principal, account_id)
+        return account_out(run(exchange.withdraw, account.account_id, body.asset, body.amount))
+
+    @app.post("/v1/orders", status_code=201, response_model=OrderOut, tags=["orders"])
+    def place(body: OrderIn, principal: Principal = Depends(writer)):
+        account = own_account(principal, body.account_id)
+        if body.type == "LIMIT" and body.price_ticks is None:
+            raise Problem(422, "Unprocessable Content", "a LIMIT order needs price_ticks", "missing-price")
+        if body.type == "MARKET" and body.price_ticks is not None:
+            raise Problem(422, "Unprocessable Content", "a MARKET order takes no price_ticks", "unexpected-price")
+        tif = body.time_in_force if body.type == "LIMIT" or body.time_in_force == "FOK" else "IOC"
+        return order_out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
+                             body.price_ticks, tif))
+
+    @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
+    def get_order(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(reader)):
+        return order_out(own_order(principal, order_id))
+
+    @app.get("/v1/orders", response_model=list[OrderOut], tags=["orders"])
+    def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(reader)):
+        account = own_account(principal, account_id)
+        orders = [o for oid, o in exchange.engine.orders.items()
+                  if exchange.order_owner.get(oid) == account.account_id and (o.open_qty or not open_only)]
+        return [order_out(o) for o in orders[-limit:]]
+
+    @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
+    def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
+        order = own_order(principal, order_id)
+        return order_out(run(exchange.cancel, exchange.order_owner[order.order_id], order_id))
+
+    @app.patch("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
+    def amend(order_id: Annotated[int, Path(ge=1, le=2**62)], body: AmendIn, principal: Principal = Depends(writer)):
+        order = own_order(principal, order_id)
+        if body.quantity is None and body.price_ticks is None:
+            raise Problem(422, "Unprocessable Content", "give quantity and/or price_ticks", "empty-amendment")
+        return order_out(run(exchange.amend, exchange.order_owner[order.order_id], order_id, body.quantity,
+                             body.price_ticks))
+
+    @app.get("/v1/fills", response_model=list[FillOut], tags=["orders"])
+    def fills(account_id: Annotated[str, Query(max_length=64)], limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              principal: Principal = Depends(reader)):
+        account = own_account(principal, account_id)
+        rows = [f for f in exchange.fills if f["account_id"] == account.account_id][-limit:]
+        return [FillOut(trade_id=f["trade_id"], ts=f["ts"], instrument=f["instrument"], price_ticks=f["price"],
+                        quantity=f["quantity"], account_id=external(f["account_id"]), order_id=f["order_id"],
+                        side=f["side"],
+                        fee=f["fee"], liquidity=f["liquidity"]) for f in rows]
+
+    @app.get("/v1/instruments", response_model=list[str], tags=["market data"])
+    def instruments(principal: Principal = Depends(market)):
+        return exchange.instruments
+
+    @app.get("/v1/instruments/{symbol}/book", response_model=BookOut, tags=["market data"])
+    def book(symbol: Symbol, depth: Annotated[int, Query(ge=1, le=100)] = 10, principal: Principal = Depends(market)):
+        if symbol not in exchange.engine.books:
+            raise Problem(404, "Not Found", f"unknown instrument {symbol!r}", "unknown-instrument")
+        b = exchange.engine.books[symbol]
+        return BookOut(instrument=symbol, bids=[Level(price_ticks=p, quantity=q) for p, q in b.bids.depth(depth)],
+                       asks=[Level(price_ticks=p, quantity=q) for p, q in b.asks.depth(depth)])
+
+    @app.get("/v1/instruments/{symbol}/trades", response_model=list[TapeTrade], tags=["market data"])
+    def tape(symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(market)):
+        if symbol not in exchange.engine.books:
+            raise Problem(404, "Not Found", f"unknown instrument {symbol!r}", "unknown-instrument")
+        trades = [t for t in exchange.engine.trades if t[2] == symbol][-limit:]
+        return [TapeTrade(trade_id=t[0], ts=t[1], price_ticks=t[3], quantity=t[4],
+                          aggressor_side=SIDE_NAMES[t[9]]) for t in trades]
+
+    @app.post("/v1/copy-trading/follows", status_code=201, response_model=FollowOut, tags=["copy trading"])
+    def follow(body: FollowIn, principal: Principal = Depends(writer)):
+        follower = own_account(principal, body.follower_account_id)
+        leader = own_account(principal, body.leader_account_id)
+        f = run(exchange.follow, follower.account_id, leader.account_id, body.multiplier, body.max_exposure)
+        return FollowOut(follower_account_id=external(f.follower), leader_account_id=external(f.leader),
+                         multiplier=f.multiplier, max_exposure=f.max_exposure)
+
+    @app.delete("/v1/copy-trading/follows/{follower_account_id}/{leader_account_id}", status_code=204,
+                tags=["copy trading"])
+    def unfollow(follower_account_id: Annotated[str, Path(max_length=64)],
+                 leader_account_id: Annotated[str, Path(max_length=64)], principal: Principal = Depends(writer)):
+        follower = own_account(principal, follower_account_id)
+        run(exchange.unfollow, follower.account_id, internal(principal, leader_account_id))
+
+    @app.get("/v1/leaderboard", response_model=list[LeaderboardRow], tags=["social"])
+    def get_leaderboard(date: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 10, principal: Principal = Depends(market)):
+        if leaderboard is None:
+            raise Problem(503, "Service Unavailable", "no leaderboard source configured", "no-leaderboard")
+        return [LeaderboardRow(**row) for row in leaderboard(date, limit)]
+
+    return app
+
+
+__all__ = ["CASH", "create_trading_app"]

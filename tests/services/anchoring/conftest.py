@@ -1,0 +1,53 @@
+"""Shared in-process chains for the anchoring tests.
+
+The chain libraries (web3, eth-tester, py-evm) may live in a separate venv; the
+fixtures skip, with a reason, where they are missing, so the Merkle tests still
+run everywhere.
+"""
+
+import hashlib
+import itertools
+
+import pytest
+
+CHAIN_A_ID = 1337
+CHAIN_B_ID = 4242
+
+_counter = itertools.count()
+
+
+def _require_chain_libraries():
+    for module in ("web3", "eth_tester", "eth"):
+        pytest.importorskip(module, reason=f"{module} not installed here; run in .venv-chain")
+
+
+@pytest.fixture(scope="session")
+def chain_a():
+    _require_chain_libraries()
+    from services.anchoring.chain import InProcessEthereumChain
+
+    return InProcessEthereumChain(CHAIN_A_ID)
+
+
+@pytest.fixture(scope="session")
+def chain_b():
+    _require_chain_libraries()
+    from services.anchoring.chain import InProcessEthereumChain
+
+    return InProcessEthereumChain(CHAIN_B_ID)
+
+
+@pytest.fixture(scope="session")
+def registry_a(chain_a):
+    return chain_a.deploy_registry()
+
+
+@pytest.fixture(scope="session")
+def registry_b(chain_b):
+    return chain_b.deploy_registry()
+
+
+@pytest.fixture
+def fresh_root():
+    """A 32-byte root no other test anchors (the session chains are shared)."""
+    return hashlib.sha256(f"anchoring-test-root-{next(_counter)}".encode()).digest()

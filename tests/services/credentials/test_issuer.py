@@ -1,0 +1,213 @@
+import copy
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.credentials import (
+    CREDENTIALS_EXAMPLES_V2_URL,
+    CREDENTIALS_V2_URL,
+    Ed25519KeyPair,
+    InvalidCredentialError,
+    Issuer,
+    StatusRegistry,
+    bench,
+    issue_credential,
+    validate_credential,
+    verify_credential,
+)
+from services.credentials.status_list import StatusList
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def model_credential(**extra) -> dict:
+    credential = {
+        "@context": [CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL],
+        "id": "urn:uuid:7f3c1a52-2f0e-4c55-9d8e-0d1b2c3d4e5f",
+        "type": ["VerifiableCredential", "ModelCredential"],
+        "validFrom": "2025-01-01T00:00:00Z",
+        "validUntil": "2026-01-01T00:00:00Z",
+        "credentialSubject": {"id": "urn:platformq:model:price_direction:7", "accuracy": "0.61"},
+    }
+    credential.update(extra)
+    return credential
+
+
+@pytest.fixture(scope="module")
+def key():
+    return Ed25519KeyPair.generate()
+
+
+def test_issue_verify_round_trip_with_fresh_key(key):
+    signed = Issuer(key).issue(model_credential(), created=NOW)
+    assert signed["issuer"] == key.did
+    assert signed["proof"]["verificationMethod"] == key.verification_method_id
+    assert signed["proof"]["created"] == "2025-06-01T12:00:00Z"
+    result = verify_credential(signed, now=NOW)
+    assert result.verified, result.errors
+    assert result.proof.verification_method.controller == key.did
+
+
+def test_issue_defaults_created_to_now(key):
+    signed = issue_credential(model_credential(issuer=key.did), key)
+    created = datetime.fromisoformat(signed["proof"]["created"].replace("Z", "+00:00"))
+    assert abs(datetime.now(timezone.utc) - created) < timedelta(minutes=1)
+
+
+def test_issuer_object_form(key):
+    signed = issue_credential(model_credential(issuer={"id": key.did, "name": "platformQ"}), key)
+    assert verify_credential(signed, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"@context": [CREDENTIALS_EXAMPLES_V2_URL, CREDENTIALS_V2_URL]}, "@context must start"),
+        ({"@context": ["https://www.w3.org/2018/credentials/v1"]}, "@context must start"),
+        ({"type": ["ModelCredential"]}, "VerifiableCredential"),
+        ({"issuer": "not a url"}, "issuer"),
+        ({"issuer": {"name": "no id"}}, "issuer"),
+        ({"credentialSubject": {}}, "credentialSubject"),
+        ({"credentialSubject": None}, "credentialSubject"),
+        ({"validFrom": "2025-01-01"}, "dateTimeStamp"),
+        ({"validFrom": "2025-01-01T00:00:00"}, "dateTimeStamp"),
+        ({"validUntil": "2024-01-01T00:00:00Z"}, "before validFrom"),
+        ({"id": "no-scheme"}, "id must be a URL"),
+    ],
+)
+def test_invalid_credentials_are_refused(key, change, problem):
+    credential = model_credential(issuer=key.did)
+    credential.update(change)
+    with pytest.raises(InvalidCredentialError, match=problem):
+        issue_credential(credential, key)
+
+
+def test_missing_fields_listed_together():
+    with pytest.raises(InvalidCredentialError) as info:
+        validate_credential({"@context": [CREDENTIALS_V2_URL]})
+    assert len(info.value.problems) == 3  # type, issuer, credentialSubject
+
+
+def test_issuer_refuses_foreign_issuer(key):
+    with pytest.raises(InvalidCredentialError, match="not this issuer"):
+        Issuer(key).issue(model_credential(issuer="did:example:someone-else"))
+
+
+def test_validity_window(key):
+    signed = Issuer(key).issue(model_credential(), created=NOW)
+    assert verify_credential(signed, now=NOW)
+    early = verify_credential(signed, now=datetime(2024, 12, 31, tzinfo=timezone.utc))
+    late = verify_credential(signed, now=datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    assert not early and any("not yet valid" in e for e in early.errors)
+    assert not late and any("expired" in e for e in late.errors)
+
+
+def test_issuer_binding(key):
+    other = Ed25519KeyPair.generate()
+    # signed by `other` but claiming `key` as issuer: the signature is fine, the binding is not
+    forged = issue_credential(model_credential(issuer=key.did), other)
+    result = verify_credential(forged, now=NOW)
+    assert result.proof.verified and not result.verified
+    assert any("not controlled by the issuer" in e for e in result.errors)
+
+
+def test_tampered_credential_fails(key):
+    signed = Issuer(key).issue(model_credential(), created=NOW)
+    for mutate in (
+        lambda d: d["credentialSubject"].update(accuracy="0.99"),
+        lambda d: d.update(validUntil="2030-01-01T00:00:00Z"),
+        lambda d: d["proof"].update(created="2025-06-01T12:00:01Z"),
+    ):
+        forged = copy.deepcopy(signed)
+        mutate(forged)
+        result = verify_credential(forged, now=NOW)
+        assert not result.verified and "proof: signature does not verify" in result.errors
+
+
+@pytest.fixture
+def issuer_with_status(key):
+    registry = StatusRegistry("https://status.example/platformq", key, rng=random.Random(3), clock=lambda: NOW)
+    return Issuer(key, status_registry=registry), registry
+
+
+def test_status_revoke_suspend_unsuspend_round_trip(issuer_with_status):
+    issuer, registry = issuer_with_status
+    signed = issuer.issue(model_credential(), created=NOW)
+    purposes = [e["statusPurpose"] for e in signed["credentialStatus"]]
+    assert purposes == ["revocation", "suspension"]
+
+    def verify():
+        return verify_credential(signed, now=NOW, fetch_status_list=registry.fetch)
+
+    fresh = verify()
+    assert fresh.verified, fresh.errors
+    assert len(fresh.status) == 2 and not fresh.revoked and not fresh.suspended
+
+    registry.suspend(signed)
+    suspended = verify()
+    assert not suspended.verified and suspended.suspended and not suspended.revoked
+    assert any("suspended" in e for e in suspended.errors)
+
+    registry.unsuspend(signed)
+    assert verify().verified
+
+    registry.revoke(signed)
+    revoked = verify()
+    assert not revoked.verified and revoked.revoked
+    assert any("revoked" in e for e in revoked.errors)
+
+    registry.unsuspend(signed)  # unsuspending does not undo a revocation
+    assert not verify().verified
+
+
+def test_status_only_affects_its_own_index(issuer_with_status):
+    issuer, registry = issuer_with_status
+    first = issuer.issue(model_credential(), created=NOW)
+    second = issuer.issue(model_credential(), created=NOW)
+    registry.revoke(first)
+    assert not verify_credential(first, now=NOW, fetch_status_list=registry.fetch)
+    assert verify_credential(second, now=NOW, fetch_status_list=registry.fetch)
+
+
+def test_status_fails_closed(issuer_with_status, key):
+    issuer, registry = issuer_with_status
+    signed = issuer.issue(model_credential(), created=NOW)
+
+    no_fetcher = verify_credential(signed, now=NOW)
+    assert not no_fetcher and any("no status list fetcher" in e for e in no_fetcher.errors)
+    assert verify_credential(signed, now=NOW, check_status_entries=False)
+
+    def forged_list(url):
+        # someone serves a list with the bit cleared but signed by another key
+        list_credential = registry.fetch(url)
+        purpose = list_credential["credentialSubject"]["statusPurpose"]
+        list_credential["credentialSubject"]["encodedList"] = StatusList(purpose).encode()
+        return list_credential
+
+    registry.revoke(signed)
+    result = verify_credential(signed, now=NOW, fetch_status_list=forged_list)
+    assert not result.verified
+    assert any("STATUS_VERIFICATION_ERROR" in e for e in result.errors)
+
+    other_registry = StatusRegistry("https://status.example/platformq", Ed25519KeyPair.generate(), clock=lambda: NOW)
+    foreign = verify_credential(signed, now=NOW, fetch_status_list=other_registry.fetch)
+    assert not foreign.verified
+
+
+def test_bench_smoke():
+    issued, verified = bench(n=5)
+    assert issued > 0 and verified > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(claim=st.text(max_size=40), subject=st.from_regex(r"urn:example:[a-z0-9]{1,12}", fullmatch=True))
+def test_any_claim_round_trips_and_is_bound(key, claim, subject):
+    credential = model_credential(issuer=key.did, credentialSubject={"id": subject, "claim": claim})
+    signed = issue_credential(credential, key, created=NOW)
+    assert verify_credential(signed, now=NOW)
+    forged = copy.deepcopy(signed)
+    forged["credentialSubject"]["claim"] = claim + "!"
+    assert not verify_credential(forged, now=NOW)

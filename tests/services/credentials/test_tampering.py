@@ -1,0 +1,125 @@
+"""Any change to a signed credential breaks verification; unknown contexts fail closed, offline."""
+
+import copy
+
+import pytest
+
+from services.credentials import (
+    ContextNotAllowedError,
+    CanonicalizationError,
+    Ed25519KeyPair,
+    add_proof,
+    canonicalize,
+    issue_credential,
+    verify_proof,
+)
+from services.credentials.multibase import base58btc_decode, base58btc_encode
+
+
+def tampered(document, mutate):
+    copy_ = copy.deepcopy(document)
+    mutate(copy_)
+    return copy_
+
+
+def _flip_proof_value_byte(doc):
+    signature = bytearray(base58btc_decode(doc["proof"]["proofValue"][1:]))
+    signature[10] ^= 0x01
+    doc["proof"]["proofValue"] = "z" + base58btc_encode(bytes(signature))
+
+
+TAMPERS = {
+    "subject value": lambda d: d["credentialSubject"].update(alumniOf="The School of Forgeries"),
+    "subject id": lambda d: d["credentialSubject"].update(id="did:example:mallory"),
+    "issuer": lambda d: d.update(issuer="https://vc.example/issuers/9999"),
+    "validFrom": lambda d: d.update(validFrom="2020-01-01T00:00:00Z"),
+    "type": lambda d: d["type"].append("ExtraCredential"),
+    "added claim": lambda d: d["credentialSubject"].update(degree="PhD"),
+    "proof created": lambda d: d["proof"].update(created="2023-02-24T23:36:39Z"),
+    "proof value byte": _flip_proof_value_byte,
+    "proof value truncated": lambda d: d["proof"].update(proofValue=d["proof"]["proofValue"][:-2]),
+    "proof value not base58btc": lambda d: d["proof"].update(proofValue="u" + d["proof"]["proofValue"][1:]),
+    "cryptosuite": lambda d: d["proof"].update(cryptosuite="eddsa-jcs-2022"),
+    "proof type": lambda d: d["proof"].update(type="Ed25519Signature2020"),
+    "proof purpose": lambda d: d["proof"].update(proofPurpose="authentication"),
+    "verification method": lambda d: d["proof"].update(
+        verificationMethod=Ed25519KeyPair.generate().verification_method_id
+    ),
+    "extra proof option": lambda d: d["proof"].update(domain="example.org"),
+    "context dropped": lambda d: d.update({"@context": ["https://www.w3.org/ns/credentials/v2"]}),
+    "proof removed": lambda d: d.pop("proof"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERS))
+def test_tampered_vector_fails(signed_vector, name):
+    assert verify_proof(signed_vector).verified
+    result = verify_proof(tampered(signed_vector, TAMPERS[name]))
+    assert not result.verified and not result
+    assert result.errors
+
+
+def test_tamper_errors_say_why(signed_vector):
+    assert verify_proof(tampered(signed_vector, TAMPERS["subject value"])).errors == ("signature does not verify",)
+    assert "cryptosuite" in verify_proof(tampered(signed_vector, TAMPERS["cryptosuite"])).errors[0]
+    assert "proofPurpose" in verify_proof(tampered(signed_vector, TAMPERS["proof purpose"])).errors[0]
+
+
+def test_proof_context_must_prefix_document_context(signed_vector):
+    doc = tampered(signed_vector, lambda d: d["proof"].update({"@context": ["https://www.w3.org/ns/credentials/v2"]}))
+    doc["@context"] = ["https://www.w3.org/ns/credentials/examples/v2", "https://www.w3.org/ns/credentials/v2"]
+    result = verify_proof(doc)
+    assert not result.verified and "@context" in result.errors[0]
+
+
+UNKNOWN = "https://evil.example/contexts/v1"
+
+
+def test_unknown_context_fails_closed_without_network(no_network):
+    doc = {"@context": ["https://www.w3.org/ns/credentials/v2", UNKNOWN], "type": ["VerifiableCredential"]}
+    with pytest.raises(ContextNotAllowedError) as info:
+        canonicalize(doc)
+    assert info.value.url == UNKNOWN
+    assert UNKNOWN in str(info.value) and "not bundled" in str(info.value)
+
+
+def test_unknown_context_refused_at_issuance_and_verification(signed_vector):
+    key = Ed25519KeyPair.generate()
+    credential = {
+        "@context": ["https://www.w3.org/ns/credentials/v2", UNKNOWN],
+        "type": ["VerifiableCredential"],
+        "issuer": key.did,
+        "credentialSubject": {"id": "did:example:1"},
+    }
+    with pytest.raises(ContextNotAllowedError):
+        issue_credential(credential, key)
+    doc = tampered(signed_vector, lambda d: d["@context"].append(UNKNOWN))
+    result = verify_proof(doc)
+    assert not result.verified and UNKNOWN in result.errors[0]
+
+
+def test_inline_context_cannot_reach_out():
+    doc = {"@context": [{"@import": UNKNOWN}], "@id": "urn:x", "urn:p": "v"}
+    with pytest.raises(ContextNotAllowedError):
+        canonicalize(doc)
+
+
+@pytest.mark.parametrize(
+    "subject, message",
+    [
+        ({"id": "did:example:1", "undefinedTerm": "x"}, "dropped"),
+        ({"id": "not-an-iri", "name": "x"}, "relative @id"),
+        ({"id": "did:example:1", "type": "UndefinedType"}, "not defined"),
+    ],
+)
+def test_data_outside_the_rdf_is_refused(subject, message):
+    # without the examples @vocab these would silently fall out of the signed RDF
+    key = Ed25519KeyPair.generate()
+    credential = {
+        "@context": ["https://www.w3.org/ns/credentials/v2"],
+        "type": ["VerifiableCredential"],
+        "issuer": key.did,
+        "credentialSubject": subject,
+    }
+    with pytest.raises(CanonicalizationError, match=message):
+        add_proof(credential, key)

@@ -1,0 +1,200 @@
+"""Compute futures: contract spec, variation margin, margin calls, final settlement."""
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.derivatives.futures import FuturesClearingHouse, FuturesContract, gpu_hour_future
+
+EXPIRY = date(2024, 3, 29)
+D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 5)
+
+
+def house(initial=5_000, maintenance=4_000, **accounts):
+    ch = FuturesClearingHouse(gpu_hour_future("GPUH24", EXPIRY, initial_margin_cents=initial,
+                                              maintenance_margin_cents=maintenance))
+    for name, cash in accounts.items():
+        ch.open_account(name, cash)
+    return ch
+
+
+def test_contract_spec_tick_value_and_price_grid():
+    c = gpu_hour_future("GPUH24", EXPIRY)  # 100 GPU-hours, $0.01 ticks
+    assert c.tick_value_cents == 100  # $0.01 * 100 GPU-hours = $1
+    assert c.price_to_ticks("2.50") == 250 and c.ticks_to_price(250) == Decimal("2.50")
+    assert c.notional_cents(250, contracts=-3) == 75_000  # 3 * $250
+    with pytest.raises(ValueError, match="multiple of tick"):
+        c.price_to_ticks("2.505")
+    with pytest.raises(TypeError, match="float"):
+        c.price_to_ticks(2.5)
+    with pytest.raises(ValueError, match="positive"):
+        c.price_to_ticks("0")
+    # settlement prices round half-even to the tick
+    assert c.round_to_ticks("2.505") == 250 and c.round_to_ticks("2.515") == 252
+    assert c.round_to_ticks("2.5051") == 251
+
+
+def test_contract_rejects_fractional_tick_value_and_inverted_margins():
+    with pytest.raises(ValueError, match="not whole"):
+        FuturesContract("X", 1, Decimal("0.001"), EXPIRY, 100, 50)  # a tenth of a cent per tick
+    with pytest.raises(ValueError, match="maintenance margin"):
+        FuturesContract("X", 100, Decimal("0.01"), EXPIRY, 100, 200)
+
+
+def test_variation_margin_marks_trades_from_trade_price_and_carried_positions_from_settlement():
+    ch = house(alice=50_000, bob=50_000, carol=50_000)
+    ch.trade("alice", "bob", 2, "2.50")
+    s1 = ch.mark_to_market(D1, "2.60")
+    assert s1.variation_margin == {"alice": 2_000, "bob": -2_000, "carol": 0}  # 2 * 10 ticks * $1
+    ch.trade("carol", "alice", 1, "2.70")  # alice closes one at 2.70
+    s2 = ch.mark_to_market(D2, "2.55")
+    # alice: carried 2 from 2.60 and sold 1 at 2.70 -> 1*(255-260) ... = 2*(255-260) + 1*(270-255) = 5 ticks
+    assert s2.variation_margin == {"alice": 500, "bob": 1_000, "carol": -1_500}
+    assert ch.equity_cents("alice") == 52_500 and ch.position("alice") == 1
+    assert ch.open_interest() == (2, 2)
+
+
+def test_margin_call_exactly_when_equity_below_maintenance_and_amount_restores_initial():
+    ch = house(long=5_000, short=100_000)
+    ch.trade("long", "short", 1, "2.50")
+    at_maintenance = ch.mark_to_market(D1, "2.40")  # -10 ticks = -$10: equity 4000 == maintenance
+    assert ch.equity_cents("long") == 4_000 and at_maintenance.margin_calls == ()
+    below = ch.mark_to_market(D2, "2.39")  # equity 3900 < 4000
+    (call,) = below.margin_calls
+    assert (call.account, call.amount_cents, call.equity_cents) == ("long", 1_100, 3_900)
+    assert call.equity_cents + call.amount_cents == ch.initial_requirement_cents("long")
+    assert ch.outstanding_margin_call_cents("long") == 1_100
+    ch.deposit("long", 600)
+    assert ch.outstanding_margin_call_cents("long") == 500
+    recovered = ch.mark_to_market(D3, "2.50")  # the market came back: the call lapses
+    assert recovered.margin_calls == () and ch.outstanding_margin_call_cents("long") == 0
+
+
+def test_initial_margin_gates_risk_increasing_trades_only():
+    ch = house(a=5_000, b=5_000)
+    ch.trade("a", "b", 1, "2.50")
+    with pytest.raises(ValueError, match="initial margin"):
+        ch.trade("a", "b", 1, "2.50")  # would need 10_000
+    ch.trade("b", "a", 1, "2.50")  # closing needs no margin
+    assert ch.open_interest() == (0, 0)
+    assert ch.withdraw("a", 5_000) == 0  # flat again: everything is excess
+
+
+def test_withdraw_limited_to_excess():
+    ch = house(a=6_000, b=5_000)
+    ch.trade("a", "b", 1, "2.50")
+    assert ch.withdraw("a", 1_000) == 5_000
+    with pytest.raises(ValueError, match="exceeds excess"):
+        ch.withdraw("a", 1)
+
+
+def test_trade_validation():
+    ch = house(a=10_000, b=10_000)
+    with pytest.raises(ValueError, match="differ"):
+        ch.trade("a", "a", 1, "2.50")
+    with pytest.raises(ValueError, match="contracts"):
+        ch.trade("a", "b", 0, "2.50")
+    with pytest.raises(ValueError, match="unknown account"):
+        ch.trade("a", "zed", 1, "2.50")
+    ch.mark_to_market(D2, "2.50")
+    with pytest.raises(ValueError, match="not after"):
+        ch.mark_to_market(D1, "2.50")
+    with pytest.raises(ValueError, match="after expiry"):
+        ch.mark_to_market(EXPIRY + timedelta(days=1), "2.50")
+    with pytest.raises(ValueError, match="before expiry"):
+        ch.final_settlement("2.50", day=D3)
+
+
+def test_final_settlement_cash_settles_and_closes_positions():
+    ch = house(a=20_000, b=20_000)
+    ch.trade("a", "b", 3, "2.50")
+    ch.mark_to_market(D1, "2.45")
+    final = ch.final_settlement("3.004")  # rounds to 3.00
+    assert final.day == EXPIRY and final.final_price_ticks == 300
+    assert final.variation_margin == {"a": 3 * 55 * 100, "b": -3 * 55 * 100}
+    assert final.closed_positions == {"a": 3, "b": -3}
+    assert final.balances == {"a": 20_000 + 3 * 50 * 100, "b": 20_000 - 3 * 50 * 100}
+    assert ch.open_interest() == (0, 0) and ch.position("a") == 0
+    assert ch.withdraw("a", final.balances["a"]) == 0  # nothing is held back after expiry
+    with pytest.raises(ValueError, match="expired"):
+        ch.trade("a", "b", 1, "3.00")
+    with pytest.raises(ValueError, match="already been finally settled"):
+        ch.mark_to_market(EXPIRY, "3.00")
+
+
+ACCOUNTS = ["a", "b", "c", "d"]
+trade_st = st.tuples(st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS), st.integers(1, 20), st.integers(100, 900))
+day_st = st.tuples(st.lists(trade_st, max_size=6), st.integers(100, 900))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(day_st, min_size=1, max_size=12), st.integers(1, 2_000))
+def test_conservation_open_interest_margin_calls_and_final_pnl(days, final_ticks):
+    """Random trading over several days, then expiry.
+
+    Oracle for the P&L: each account's total cash change must equal
+    sum(signed_qty * (final - trade_price)) * tick_value over its trades,
+    computed here without the daily marks at all.
+    """
+    ch = house(initial=500, maintenance=300)
+    deposits = {name: 10_000_000 for name in ACCOUNTS}
+    for name, cash in deposits.items():
+        ch.open_account(name, cash)
+    expected_pnl_ticks = dict.fromkeys(ACCOUNTS, 0)
+    fills = []
+    day = date(2024, 3, 1)
+    for trades, settle in days:
+        for buyer, seller, qty, price in trades:
+            if buyer == seller:
+                continue
+            try:
+                ch.trade(buyer, seller, qty, price * Decimal("0.01"))
+            except ValueError as exc:  # a big loser may no longer afford more risk: check the refusal is right
+                assert "initial margin" in str(exc)
+                assert any(
+                    abs(ch.position(n) + sign * qty) > abs(ch.position(n))
+                    and ch.equity_cents(n) < abs(ch.position(n) + sign * qty) * 500
+                    for n, sign in ((buyer, 1), (seller, -1))
+                )
+                continue
+            fills.append((buyer, seller, qty, price))
+        result = ch.mark_to_market(day, settle * Decimal("0.01"))
+        assert sum(result.variation_margin.values()) == 0
+        longs, shorts = ch.open_interest()
+        assert longs == shorts
+        called = {c.account for c in result.margin_calls}
+        for name in ACCOUNTS:
+            below = ch.equity_cents(name) < ch.maintenance_requirement_cents(name)
+            assert (name in called) == below
+        assert sum(ch.equity_cents(n) for n in ACCOUNTS) == sum(deposits.values())
+        day += timedelta(days=1)
+    final = ch.final_settlement(final_ticks * Decimal("0.01"))
+    for buyer, seller, qty, price in fills:
+        expected_pnl_ticks[buyer] += qty * (final_ticks - price)
+        expected_pnl_ticks[seller] -= qty * (final_ticks - price)
+    for name in ACCOUNTS:
+        assert final.balances[name] - deposits[name] == expected_pnl_ticks[name] * ch.contract.tick_value_cents
+        assert ch.position(name) == 0
+    assert ch.open_interest() == (0, 0)
+    assert sum(final.variation_margin.values()) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 10), st.integers(0, 30_000), st.lists(st.integers(150, 350), min_size=1, max_size=8))
+def test_margin_call_iff_below_maintenance_with_thin_accounts(qty, extra, settles):
+    """Accounts funded close to the requirement, so calls actually happen."""
+    ch = house(long=qty * 5_000 + extra, short=qty * 5_000 + extra)
+    ch.trade("long", "short", qty, "2.50")
+    day = date(2024, 3, 1)
+    for settle in settles:
+        result = ch.mark_to_market(day, settle * Decimal("0.01"))
+        calls = {c.account: c for c in result.margin_calls}
+        for name in ("long", "short"):
+            equity, maint = ch.equity_cents(name), qty * 4_000
+            assert (name in calls) == (equity < maint)
+            if name in calls:
+                assert calls[name].amount_cents == qty * 5_000 - equity > 0
+        day += timedelta(days=1)

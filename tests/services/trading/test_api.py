@@ -1,0 +1,181 @@
+"""Trading API over HTTP (ASGI in process): auth, roles, tenancy, problem+json, audit, metrics."""
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from services.trading.api import create_trading_app
+from services.trading.exchange import Exchange
+
+X = "ACME"
+
+
+@pytest.fixture
+def setup(ctx):
+    exchange = Exchange([X])
+    app = create_trading_app(ctx, exchange, leaderboard=lambda date, limit: [
+        {"pnl_rank": 1, "account_id": 7, "display_name": "A***", "tenant_id": "t1", "pnl": 12.5}][:limit])
+    keys = {
+        "t1_trader": ctx.keys.create("alice", "t1", ["trader"]),
+        "t1_viewer": ctx.keys.create("victor", "t1", ["viewer"]),
+        "t1_auditor": ctx.keys.create("audrey", "t1", ["auditor"]),
+        "t2_trader": ctx.keys.create("bob", "t2", ["trader"]),
+    }
+    client = TestClient(app, raise_server_exceptions=False)
+    for who, account in (("t1_trader", "a1"), ("t2_trader", "b1")):
+        h = {"X-API-Key": keys[who]}
+        assert client.post("/v1/accounts", json={"account_id": account}, headers=h).status_code == 201
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": "USD", "amount": 10_000_000}, headers=h)
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": X, "amount": 1000}, headers=h)
+    return client, keys, exchange
+
+
+def h(keys, who):
+    return {"X-API-Key": keys[who]}
+
+
+def is_problem(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
+    return body
+
+
+def test_place_match_and_read_back(setup):
+    client, keys, _ = setup
+    sell = client.post("/v1/orders", json={"account_id": "b1", "instrument": X, "side": "SELL", "quantity": 5,
+                                           "price_ticks": 1000}, headers=h(keys, "t2_trader"))
+    assert sell.status_code == 201 and sell.json()["status"] == "NEW"
+    buy = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 5,
+                                          "type": "MARKET"}, headers=h(keys, "t1_trader"))
+    assert buy.status_code == 201 and buy.json()["status"] == "FILLED"
+    fills = client.get("/v1/fills", params={"account_id": "a1"}, headers=h(keys, "t1_viewer")).json()
+    assert [(f["price_ticks"], f["quantity"], f["liquidity"]) for f in fills] == [(1000, 5, "TAKER")]
+    tape = client.get(f"/v1/instruments/{X}/trades", headers=h(keys, "t1_viewer")).json()
+    assert tape[0]["price_ticks"] == 1000 and "account_id" not in tape[0]
+    account = client.get("/v1/accounts/a1", headers=h(keys, "t1_viewer")).json()
+    lots = {b["asset"]: b for b in account["balances"]}[X]
+    assert lots["free"] == 1005
+
+
+def test_amend_and_cancel(setup):
+    client, keys, _ = setup
+    o = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 10,
+                                        "price_ticks": 900}, headers=h(keys, "t1_trader")).json()
+    amended = client.patch(f"/v1/orders/{o['order_id']}", json={"quantity": 4}, headers=h(keys, "t1_trader"))
+    assert amended.json()["open_quantity"] == 4
+    book = client.get(f"/v1/instruments/{X}/book", headers=h(keys, "t1_viewer")).json()
+    assert book["bids"] == [{"price_ticks": 900, "quantity": 4}]
+    cancelled = client.delete(f"/v1/orders/{o['order_id']}", headers=h(keys, "t1_trader"))
+    assert cancelled.json()["status"] == "CANCELLED"
+    again = client.delete(f"/v1/orders/{o['order_id']}", headers=h(keys, "t1_trader"))
+    assert is_problem(again, 409)["detail"].startswith("order")
+
+
+def test_authentication_and_roles(setup):
+    client, keys, _ = setup
+    body = {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1, "price_ticks": 1}
+    is_problem(client.post("/v1/orders", json=body), 401)
+    is_problem(client.post("/v1/orders", json=body, headers={"X-API-Key": "pq_wrong"}), 401)
+    is_problem(client.post("/v1/orders", json=body, headers={"Authorization": "Bearer not.a.jwt"}), 401)
+    forbidden = is_problem(client.post("/v1/orders", json=body, headers=h(keys, "t1_viewer")), 403)
+    assert "orders:write" in forbidden["detail"]
+    is_problem(client.get("/audit", headers=h(keys, "t1_trader")), 403)
+    # a JWT from the token endpoint works like the key it was exchanged for
+    token = client.post("/auth/token", json={"api_key": keys["t1_trader"]}).json()["access_token"]
+    ok = client.post("/v1/orders", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 201
+
+
+def test_validation_errors_are_problems_not_500(setup):
+    client, keys, _ = setup
+    for body in ({"account_id": "a1"}, {"account_id": "a1", "instrument": X, "side": "HOLD", "quantity": 1},
+                 {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 0, "price_ticks": 5},
+                 {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1, "type": "LIMIT"},
+                 {"account_id": "a1", "instrument": "NOPE", "side": "BUY", "quantity": 1, "price_ticks": 5},
+                 {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 10**8, "price_ticks": 10**6}):
+        r = client.post("/v1/orders", json=body, headers=h(keys, "t1_trader"))
+        assert 400 <= r.status_code < 500
+        is_problem(r, r.status_code)
+    r = client.post("/v1/orders", content=b"{not json", headers={**h(keys, "t1_trader"),
+                                                                 "content-type": "application/json"})
+    is_problem(r, 422)
+
+
+def test_tenant_isolation_on_every_route(setup):
+    """Tenant 2 probes every tenant-scoped route with tenant 1's ids: always 404, nothing changes."""
+    client, keys, exchange = setup
+    own = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 3,
+                                          "price_ticks": 500}, headers=h(keys, "t1_trader")).json()
+    before = exchange.state()
+    probes = {
+        ("GET", "/v1/accounts/{account_id}"): dict(url="/v1/accounts/a1"),
+        ("POST", "/v1/accounts/{account_id}/deposits"): dict(url="/v1/accounts/a1/deposits",
+                                                             json={"asset": "USD", "amount": 5}),
+        ("POST", "/v1/accounts/{account_id}/withdrawals"): dict(url="/v1/accounts/a1/withdrawals",
+                                                                json={"asset": "USD", "amount": 5}),
+        ("POST", "/v1/orders"): dict(url="/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY",
+                                                             "quantity": 1, "price_ticks": 5}),
+        ("GET", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}"),
+        ("GET", "/v1/orders"): dict(url="/v1/orders", params={"account_id": "a1"}),
+        ("DELETE", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}"),
+        ("PATCH", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}", json={"quantity": 1}),
+        ("GET", "/v1/fills"): dict(url="/v1/fills", params={"account_id": "a1"}),
+        ("POST", "/v1/copy-trading/follows"): dict(url="/v1/copy-trading/follows",
+                                                   json={"follower_account_id": "b1", "leader_account_id": "a1"}),
+        ("DELETE", "/v1/copy-trading/follows/{follower_account_id}/{leader_account_id}"):
+            dict(url="/v1/copy-trading/follows/a1/b1"),
+    }
+    tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
+                     if r.path.startswith("/v1/") and not r.path.startswith(("/v1/instruments", "/v1/leaderboard"))
+                     and (m, r.path) != ("POST", "/v1/accounts")}  # creates in the caller's own tenant
+    assert tenant_routes == set(probes), "a new tenant-scoped route needs an isolation probe"
+    for (method, _), kwargs in probes.items():
+        r = client.request(method, **kwargs, headers=h(keys, "t2_trader"))
+        is_problem(r, 404)
+    assert exchange.state() == before
+    # the same account id in another tenant is a different account, and creating it reveals nothing
+    created = client.post("/v1/accounts", json={"account_id": "a1"}, headers=h(keys, "t2_trader"))
+    assert created.status_code == 201 and created.json()["tenant"] == "t2"
+    assert client.get("/v1/accounts/a1", headers=h(keys, "t1_viewer")).json()["tenant"] == "t1"
+
+
+def test_audit_records_state_changes_per_tenant(setup):
+    client, keys, _ = setup
+    client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1,
+                                    "price_ticks": 5}, headers={**h(keys, "t1_trader"), "X-Request-ID": "req-42"})
+    records = client.get("/audit", headers=h(keys, "t1_auditor")).json()
+    mine = [r for r in records if r["correlation_id"] == "req-42"]
+    assert mine and mine[0]["method"] == "POST" and mine[0]["status"] == 201 and mine[0]["subject"] == "alice"
+    assert all(r["tenant"] == "t1" for r in records)
+    metrics = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",route="/v1/orders",status="201"}' in metrics
+
+
+def test_rate_limit_answers_429_with_retry_after(ctx):
+    from services.common.app import ServiceContext
+
+    strict = ServiceContext("limited", rate=0.001, burst=3)
+    app = create_trading_app(strict, Exchange([X]))
+    key = strict.keys.create("eve", "t9", ["viewer"])
+    client = TestClient(app)
+    codes = [client.get("/v1/instruments", headers={"X-API-Key": key}).status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    r = client.get("/v1/instruments", headers={"X-API-Key": key})
+    assert is_problem(r, 429) and int(r.headers["Retry-After"]) >= 1
+
+
+def test_api_keys_are_stored_only_as_hashes(setup, ctx):
+    _, keys, _ = setup
+    stored = ctx.keys.stored_hashes()
+    assert all(len(s) == 64 for s in stored)
+    assert not any(k in s or s in k for k in keys.values() for s in stored)
+
+
+def test_leaderboard_and_health(setup):
+    client, keys, _ = setup
+    assert client.get("/health").json()["status"] == "ok"
+    board = client.get("/v1/leaderboard", params={"limit": 1}, headers=h(keys, "t1_viewer")).json()
+    assert board[0]["pnl_rank"] == 1
+    is_problem(client.get("/v1/leaderboard", params={"date": "yesterday"}, headers=h(keys, "t1_viewer")), 422)
