@@ -1,0 +1,8 @@
+import pytest
+
+from .helpers import make_dao
+
+
+@pytest.fixture
+def dao():
+    return make_dao()
