@@ -32,7 +32,10 @@ per_position as (
 )
 select
     p.*,
+    acc.tenant_id,
     c.close_price,
     p.cash_flow + p.net_lots * c.close_price as pnl
 from per_position p
 left join closing c on c.instrument = p.instrument
+left join {{ ref('accounts') }} acc
+    on acc.account_id = p.account_id and acc.partition_date = p.partition_date

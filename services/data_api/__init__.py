@@ -1,0 +1,1 @@
+"""Read API over the lake's gold tables for API consumers."""

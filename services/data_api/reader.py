@@ -1,0 +1,186 @@
+"""Tenant-scoped, paginated reads of lake tables (pure: no HTTP, no Dagster).
+
+``lake`` is anything with ``list_tables()`` and ``load_table(identifier)``
+returning a pyiceberg table (the platform's LakeResource qualifies). Filters
+and columns are validated against the table's schema; rows of tables that
+carry a ``tenant_id`` column are restricted to the caller's tenant; pages are
+pinned to one snapshot, so paging never mixes two versions of a table.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+from typing import Any, Protocol
+
+READABLE_NAMESPACES = ("gold",)
+TENANT_COLUMN = "tenant_id"
+OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
+MAX_PAGE = 1000
+
+
+class ReadError(ValueError):
+    def __init__(self, message: str, status: int = 422, kind: str = "invalid-read"):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+class Lake(Protocol):
+    def list_tables(self) -> list[str]: ...
+    def load_table(self, identifier: str): ...
+
+
+@dataclasses.dataclass
+class Page:
+    table: str
+    snapshot_id: int | None
+    columns: list[str]
+    rows: list[dict]
+    next_page_token: str | None
+    total_rows: int
+
+
+def _encode_token(snapshot_id: int | None, offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"s": snapshot_id, "o": offset}).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[int | None, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        snapshot, offset = data["s"], data["o"]
+        if (snapshot is not None and type(snapshot) is not int) or type(offset) is not int or offset < 0:
+            raise ValueError
+        return snapshot, offset
+    except Exception:
+        raise ReadError("page_token is not valid") from None
+
+
+def _iceberg_kind(field_type) -> str:
+    name = str(field_type)
+    if name in ("long", "int"):
+        return "integer"
+    if name in ("double", "float") or name.startswith("decimal"):
+        return "number"
+    if name == "boolean":
+        return "boolean"
+    if name == "date":
+        return "date"
+    if name.startswith("timestamp"):
+        return "timestamp"
+    return "string"
+
+
+def _cast(kind: str, column: str, raw: str):
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+        if kind == "boolean":
+            if raw.lower() not in ("true", "false"):
+                raise ValueError
+            return raw.lower() == "true"
+        if kind == "date":
+            return dt.date.fromisoformat(raw).isoformat()
+        if kind == "timestamp":
+            return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).isoformat()
+        return raw
+    except ValueError:
+        raise ReadError(f"filter value {raw!r} is not a valid {kind} for column {column!r}") from None
+
+
+class LakeReader:
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def catalog(self) -> list[dict]:
+        out = []
+        for identifier in self.lake.list_tables():
+            if identifier.split(".")[0] not in READABLE_NAMESPACES:
+                continue
+            table = self.lake.load_table(identifier)
+            snapshot = table.current_snapshot()
+            fields = table.schema().fields
+            out.append({
+                "table": identifier,
+                "snapshot_id": snapshot.snapshot_id if snapshot else None,
+                "tenant_scoped": any(f.name == TENANT_COLUMN for f in fields),
+                "columns": [{"name": f.name, "type": _iceberg_kind(f.field_type)} for f in fields],
+            })
+        return out
+
+    def read(self, identifier: str, tenant: str, columns: list[str] | None = None,
+             filters: list[str] | None = None, snapshot_id: int | None = None, page_size: int = 100,
+             page_token: str | None = None) -> Page:
+        from pyiceberg.expressions import (
+            AlwaysTrue,
+            And,
+            EqualTo,
+            GreaterThan,
+            GreaterThanOrEqual,
+            LessThan,
+            LessThanOrEqual,
+            NotEqualTo,
+        )
+
+        if identifier.split(".")[0] not in READABLE_NAMESPACES or identifier not in self.lake.list_tables():
+            raise ReadError(f"unknown table {identifier!r}", 404, "unknown-table")
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ReadError(f"page_size must be between 1 and {MAX_PAGE}")
+        table = self.lake.load_table(identifier)
+        kinds = {f.name: _iceberg_kind(f.field_type) for f in table.schema().fields}
+        offset = 0
+        if page_token:
+            token_snapshot, offset = _decode_token(page_token)
+            if snapshot_id is not None and token_snapshot != snapshot_id:
+                raise ReadError("page_token belongs to another snapshot")
+            snapshot_id = token_snapshot
+        if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+            raise ReadError(f"table {identifier} has no snapshot {snapshot_id}", 404, "unknown-snapshot")
+        if snapshot_id is None:
+            current = table.current_snapshot()
+            snapshot_id = current.snapshot_id if current else None
+
+        selected = columns or [c for c in kinds]
+        unknown = [c for c in selected if c not in kinds]
+        if unknown:
+            raise ReadError(f"unknown columns {unknown}; the table has {sorted(kinds)}")
+        ops = {"eq": EqualTo, "ne": NotEqualTo, "lt": LessThan, "le": LessThanOrEqual, "gt": GreaterThan,
+               "ge": GreaterThanOrEqual}
+        predicate = AlwaysTrue()
+        for raw in filters or []:
+            parts = raw.split(":", 2)
+            if len(parts) != 3 or parts[1] not in OPERATORS:
+                raise ReadError(f"filter {raw!r} must look like column:op:value with op in {sorted(OPERATORS)}")
+            column, op, value = parts
+            if column not in kinds:
+                raise ReadError(f"cannot filter on unknown column {column!r}")
+            predicate = And(predicate, ops[op](column, _cast(kinds[column], column, value)))
+        if TENANT_COLUMN in kinds:
+            predicate = And(predicate, EqualTo(TENANT_COLUMN, tenant))
+        if snapshot_id is None:
+            return Page(identifier, None, selected, [], None, 0)
+        data = table.scan(row_filter=predicate, selected_fields=tuple(selected), snapshot_id=snapshot_id).to_arrow()
+        data = data.select(selected)
+        if data.num_rows and set(selected) & set(kinds):
+            sort_keys = [(c, "ascending") for c in selected if kinds[c] in ("integer", "date", "string", "timestamp")][:3]
+            if sort_keys:  # a stable order makes offsets meaningful across pages
+                data = data.sort_by(sort_keys)
+        page = data.slice(offset, page_size)
+        rows = [{k: _jsonable(v) for k, v in row.items()} for row in page.to_pylist()]
+        next_offset = offset + page.num_rows
+        token = _encode_token(snapshot_id, next_offset) if next_offset < data.num_rows else None
+        return Page(identifier, snapshot_id, selected, rows, token, data.num_rows)
+
+
+def _jsonable(value: Any):
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if hasattr(value, "is_finite"):  # Decimal
+        return float(value)
+    if isinstance(value, float) and value != value:
+        return None
+    return value
