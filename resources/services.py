@@ -1,0 +1,205 @@
+"""Dagster resources for the platform's HTTP services.
+
+``ServiceClientResource`` is one client per service: timeouts, retries with
+exponential backoff (honouring ``Retry-After``) on connection errors, 5xx and
+429, no retry on other 4xx, and a circuit breaker that fails fast after
+repeated failures. With no ``base_url`` it runs the service in process through
+an ASGI transport (the embedded default); with one, it talks HTTP to a
+deployed service (production).
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+SERVICES = ("trading", "derivatives", "governance", "credentials", "data")
+INTERNAL_TENANT = "platform"
+
+
+class ServiceError(RuntimeError):
+    def __init__(self, service: str, status: int, problem: dict | None, message: str):
+        super().__init__(message)
+        self.service = service
+        self.status = status
+        self.problem = problem or {}
+
+
+class CircuitOpenError(ServiceError):
+    pass
+
+
+class CircuitBreaker:
+    """Closed -> open after ``threshold`` consecutive failures; half-open after ``reset_s``."""
+
+    def __init__(self, threshold: int, reset_s: float, clock=time.monotonic):
+        self.threshold, self.reset_s, self.clock = threshold, reset_s, clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.clock() - self.opened_at >= self.reset_s else "open"
+
+    def before_call(self) -> None:
+        if self.state == "open":
+            raise CircuitOpenError("", 503, None, "circuit open: the service failed repeatedly; not calling it")
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self.failures, self.opened_at = 0, None
+            else:
+                self.failures += 1
+                if self.failures >= self.threshold or self.opened_at is not None:
+                    self.opened_at = self.clock()
+
+
+def build_local_app(service: str, home: str, lake_config: dict | None = None):
+    """The service's FastAPI app in process, with state under ``home`` (embedded default)."""
+    from services.common.app import ServiceContext
+
+    state = Path(home) / "services"
+    state.mkdir(parents=True, exist_ok=True)
+    ctx = ServiceContext(service, rate=10_000.0, burst=10_000, audit_path=str(state / f"{service}-audit.jsonl"))
+    if service == "trading":
+        from services.trading.api import create_trading_app
+        from services.trading.exchange import Exchange, SqlJournal
+        from services.trading.simulation import SimulationConfig
+
+        exchange = Exchange.restore(list(SimulationConfig().instruments), SqlJournal(f"sqlite:///{state / 'trading.db'}"))
+        app = create_trading_app(ctx, exchange)
+    elif service == "derivatives":
+        from services.derivatives.api import create_derivatives_app
+
+        app = create_derivatives_app(ctx)
+    elif service == "governance":
+        from services.governance.api import create_governance_app
+
+        app = create_governance_app(ctx)
+    elif service == "credentials":
+        from services.credentials.api import create_credentials_app
+
+        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"))
+    elif service == "data":
+        from resources.lake import LakeResource
+        from services.data_api.api import create_data_app
+
+        app = create_data_app(ctx, LakeResource(**(lake_config or {})))
+    else:
+        raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}")
+    return app, ctx
+
+
+def issuer_key_pair(path: Path):
+    """The platform's credential-issuer key, created once and kept (0600) so its did:key is stable."""
+    import os
+
+    from services.credentials.did_key import Ed25519KeyPair
+
+    if path.exists():
+        return Ed25519KeyPair.from_multikey(json.loads(path.read_text())["secretKeyMultibase"])
+    pair = Ed25519KeyPair.generate()
+    path.write_text(json.dumps({"secretKeyMultibase": pair.secret_key_multibase}))
+    os.chmod(path, 0o600)
+    return pair
+
+
+class ServiceClientResource(ConfigurableResource):
+    service: str
+    base_url: str | None = None  # None: run the service in process (ASGI)
+    api_key: str | None = None  # required with base_url
+    home: str = ".platformq"  # state of in-process services
+    lake: dict | None = None  # LakeResource config for the in-process data service
+    timeout_s: float = 10.0
+    max_retries: int = 3
+    backoff_s: float = 0.2
+    breaker_threshold: int = 5
+    breaker_reset_s: float = 30.0
+
+    _client: Any = PrivateAttr(default=None)
+    _key: str | None = PrivateAttr(default=None)
+    _breaker: Any = PrivateAttr(default=None)
+
+    def _http(self):
+        if self._client is None:
+            import httpx
+
+            if self.base_url:
+                if not self.api_key:
+                    raise ValueError(f"{self.service}: api_key is required with base_url")
+                self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+                self._key = self.api_key
+            else:
+                from fastapi.testclient import TestClient
+
+                app, ctx = build_local_app(self.service, self.home, self.lake)
+                self._key = ctx.keys.create(f"dagster-{self.service}", INTERNAL_TENANT, ["admin"])
+                self._client = TestClient(app, raise_server_exceptions=False)
+            self._breaker = CircuitBreaker(self.breaker_threshold, self.breaker_reset_s)
+        return self._client
+
+    def teardown_after_execution(self, context) -> None:  # noqa: ARG002
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        self._http()
+        return self._breaker
+
+    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None) -> Any:
+        import httpx
+
+        client = self._http()
+        attempt = 0
+        while True:
+            self._breaker.before_call()
+            retry_after = None
+            try:
+                extra = {"timeout": self.timeout_s} if self.base_url else {}
+                response = client.request(method, path, json=json_body, params=params,
+                                          headers={"X-API-Key": self._key}, **extra)
+            except (httpx.TransportError, OSError) as exc:
+                self._breaker.record(False)
+                failure = ServiceError(self.service, 0, None, f"{self.service}: {method} {path} failed: {exc}")
+            else:
+                if response.status_code < 400:
+                    self._breaker.record(True)
+                    return response.json() if response.content else None
+                problem = _problem(response)
+                message = (f"{self.service}: {method} {path} -> {response.status_code} "
+                           f"{problem.get('title', '')}: {problem.get('detail', '')}")
+                failure = ServiceError(self.service, response.status_code, problem, message)
+                if response.status_code not in (429,) and response.status_code < 500:
+                    self._breaker.record(True)  # the service works; the request was wrong
+                    raise failure
+                self._breaker.record(False)
+                retry_after = response.headers.get("Retry-After")
+            if attempt >= self.max_retries:
+                raise failure
+            delay = self.backoff_s * (2 ** attempt)
+            if retry_after and retry_after.isdigit():
+                delay = max(delay, float(retry_after))
+            time.sleep(delay)
+            attempt += 1
+
+
+def _problem(response) -> dict:
+    try:
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+    except ValueError:
+        return {}
+
+
+__all__ = ["CircuitBreaker", "CircuitOpenError", "SERVICES", "ServiceClientResource", "ServiceError",
+           "build_local_app"]

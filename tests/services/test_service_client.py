@@ -1,0 +1,94 @@
+"""The Dagster service client: retries with backoff, circuit breaker, in-process and over HTTP."""
+
+import time
+
+import pytest
+from fastapi import FastAPI, Response
+
+from resources.services import CircuitBreaker, CircuitOpenError, ServiceClientResource, ServiceError
+from tests.services.serving import serve
+
+
+def flaky_app(failures_before_success: int, status: int = 503):
+    app = FastAPI()
+    app.state.calls = 0
+
+    @app.get("/thing")
+    def thing():
+        app.state.calls += 1
+        if app.state.calls <= failures_before_success:
+            return Response(status_code=status, headers={"Retry-After": "0"})
+        return {"ok": True, "calls": app.state.calls}
+
+    @app.get("/bad")
+    def bad():
+        app.state.calls += 1
+        return Response('{"title": "Unprocessable Content", "detail": "nope", "status": 422}', status_code=422,
+                        media_type="application/problem+json")
+
+    return app
+
+
+def test_retries_5xx_with_backoff_then_succeeds():
+    app = flaky_app(2)
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.05, max_retries=3)
+        started = time.perf_counter()
+        assert client.request("GET", "/thing") == {"ok": True, "calls": 3}
+        assert time.perf_counter() - started >= 0.05 + 0.1  # 0.05 then 0.1 s of backoff
+
+
+def test_client_errors_are_not_retried_and_carry_the_problem():
+    app = flaky_app(0)
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.01)
+        with pytest.raises(ServiceError) as err:
+            client.request("GET", "/bad")
+        assert err.value.status == 422 and err.value.problem["detail"] == "nope" and app.state.calls == 1
+
+
+def test_circuit_opens_after_repeated_failures_and_fails_fast():
+    app = flaky_app(10**6)
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.0, max_retries=1,
+                                       breaker_threshold=4, breaker_reset_s=60)
+        for _ in range(2):
+            with pytest.raises(ServiceError):
+                client.request("GET", "/thing")
+        calls = app.state.calls
+        assert calls == 4 and client.breaker.state == "open"
+        with pytest.raises(CircuitOpenError):
+            client.request("GET", "/thing")
+        assert app.state.calls == calls  # failed fast, no request sent
+
+
+def test_connection_refused_is_retried_then_reported():
+    client = ServiceClientResource(service="x", base_url="http://127.0.0.1:9", api_key="k", backoff_s=0.0,
+                                   max_retries=2, timeout_s=1)
+    with pytest.raises(ServiceError, match="failed"):
+        client.request("GET", "/thing")
+
+
+def test_breaker_half_opens_after_reset():
+    now = [0.0]
+    breaker = CircuitBreaker(2, 10, clock=lambda: now[0])
+    breaker.record(False)
+    breaker.record(False)
+    assert breaker.state == "open"
+    now[0] = 11
+    assert breaker.state == "half-open"
+    breaker.record(True)
+    assert breaker.state == "closed"
+
+
+def test_in_process_trading_service_through_the_resource(tmp_path):
+    client = ServiceClientResource(service="trading", home=str(tmp_path))
+    assert "AAPL" in client.request("GET", "/v1/instruments")
+    client.request("POST", "/v1/accounts", json_body={"account_id": "desk"})
+    client.request("POST", "/v1/accounts/desk/deposits", json_body={"asset": "USD", "amount": 10_000})
+    order = client.request("POST", "/v1/orders", json_body={"account_id": "desk", "instrument": "AAPL",
+                                                            "side": "BUY", "quantity": 2, "price_ticks": 100})
+    assert order["status"] == "NEW"
+    # state is journalled: a new client (a new step process) sees the same exchange
+    again = ServiceClientResource(service="trading", home=str(tmp_path))
+    assert again.request("GET", f"/v1/orders/{order['order_id']}")["open_quantity"] == 2
