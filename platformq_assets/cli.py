@@ -259,5 +259,49 @@ def demo(days: int, scale: float, end) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--port", default=8100, show_default=True,
+              help="First port: trading, derivatives, governance, credentials and data take consecutive ports.")
+@click.option("--only", multiple=True, help="Serve only these services (repeatable).")
+@click.option("--tenant", default="t-acme", show_default=True, help="Tenant of the bootstrap admin API key.")
+def serve(port: int, only: tuple[str, ...], tenant: str) -> None:
+    """Start the platform's HTTP services with uvicorn on 127.0.0.1 (OpenAPI docs at /docs)."""
+    import asyncio
+
+    import uvicorn
+
+    from resources import lake_resource
+    from resources.services import SERVICES, build_local_app
+    from services.common.auth import ApiKeyStore, TokenIssuer
+
+    settings = _settings()
+    names = [s for s in SERVICES if not only or s in only]
+    unknown = set(only) - set(SERVICES)
+    if unknown:
+        raise click.BadParameter(f"unknown services {sorted(unknown)}; choose from {list(SERVICES)}")
+    keys = ApiKeyStore()  # one identity for every service: a key or token works on all of them
+    tokens = TokenIssuer(f"http://127.0.0.1:{port}")
+    lake = lake_resource(settings)
+    lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
+                                                  "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_region")}
+    servers = []
+    for offset, name in enumerate(SERVICES):
+        if name not in names:
+            continue
+        app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=50.0,
+                                 burst=200)
+        servers.append((name, port + offset, uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port + offset, log_level="warning", access_log=False))))
+    admin_key = keys.create("bootstrap-admin", tenant, ["admin"])
+    for name, p, _ in servers:
+        click.echo(f"{name:<12} http://127.0.0.1:{p}  (docs: http://127.0.0.1:{p}/docs)")
+    click.echo(f"admin API key for tenant {tenant} (shown once; send it as X-API-Key): {admin_key}")
+
+    async def run_all():
+        await asyncio.gather(*(server.serve() for _, _, server in servers))
+
+    asyncio.run(run_all())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -62,13 +62,15 @@ class CircuitBreaker:
                     self.opened_at = self.clock()
 
 
-def build_local_app(service: str, home: str, lake_config: dict | None = None):
-    """The service's FastAPI app in process, with state under ``home`` (embedded default)."""
+def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
+                    rate: float = 10_000.0, burst: int = 10_000):
+    """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
     from services.common.app import ServiceContext
 
     state = Path(home) / "services"
     state.mkdir(parents=True, exist_ok=True)
-    ctx = ServiceContext(service, rate=10_000.0, burst=10_000, audit_path=str(state / f"{service}-audit.jsonl"))
+    ctx = ServiceContext(service, keys=keys, tokens=tokens, rate=rate, burst=burst,
+                         audit_path=str(state / f"{service}-audit.jsonl"))
     if service == "trading":
         from services.trading.api import create_trading_app
         from services.trading.exchange import Exchange, SqlJournal

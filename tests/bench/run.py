@@ -4,6 +4,9 @@
     definitions load time      load platformQ's Definitions vs `python -c "import dagster"`  target <= 1.5x
     cost growth                materialise day 30 of a 30-day history vs day 1             target <= 1.2x
     matching engine            orders/s on a mixed stream vs a naive sorted-list engine   target >= 300,000/s
+    order placement over HTTP  POST /v1/orders on loopback vs a bare no-op FastAPI endpoint   target >= 0.5
+    credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
+    governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
 
 Usage: python tests/bench/run.py [--only NAME ...] [--history-days 30] [--rows 1000000]
 """
@@ -191,16 +194,108 @@ def bench_engine(n: int = 300_000, reps: int = 3):
            ">= 300k/s", rate >= 300_000)
 
 
+# ---------------------------------------------------------------- services
+def bench_http_orders(n: int = 1500):
+    import logging
+
+    import httpx
+    from fastapi import FastAPI
+
+    from services.common.app import ServiceContext
+    from services.trading.api import create_trading_app
+    from services.trading.exchange import Exchange
+    from tests.services.serving import serve
+
+    ctx = ServiceContext("bench", rate=1e9, burst=10**9)
+    ctx.logger.setLevel(logging.WARNING)  # request logs would measure the terminal, not the service
+    exchange = Exchange(["ACME"])
+    app = create_trading_app(ctx, exchange)
+    key = ctx.keys.create("bench", "t1", ["trader"])
+    bare = FastAPI()
+
+    @bare.post("/noop")
+    def noop() -> dict:
+        return {}
+
+    rng = random.Random(5)
+    bodies = [{"account_id": "a1", "instrument": "ACME", "side": rng.choice(["BUY", "SELL"]),
+               "quantity": rng.randint(1, 5), "price_ticks": 1000 + rng.randint(-20, 20)} for _ in range(n)]
+
+    def timed(url, path, payloads, headers):
+        with httpx.Client(base_url=url, headers=headers) as client:
+            for body in payloads[:50]:  # warm-up
+                client.post(path, json=body)
+            t = time.perf_counter()
+            for body in payloads:
+                r = client.post(path, json=body)
+                if r.status_code >= 300:
+                    raise RuntimeError(r.text)
+            return len(payloads) / (time.perf_counter() - t)
+
+    with serve(app) as url:
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}) as c:
+            c.post("/v1/accounts", json={"account_id": "a1"})
+            c.post("/v1/accounts/a1/deposits", json={"asset": "USD", "amount": 10**12})
+            c.post("/v1/accounts/a1/deposits", json={"asset": "ACME", "amount": 10**9})
+        ours = timed(url, "/v1/orders", bodies, {"X-API-Key": key})
+    with serve(bare) as url:
+        base = timed(url, "/noop", bodies, {})
+    ratio = ours / base
+    report("order placement (HTTP)", f"{ours:,.0f}", "orders/s", f"{base:,.0f}", "no-op/s", ratio, ">= 0.5",
+           ratio >= 0.5)
+
+
+def bench_credentials(n: int = 200):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from services.credentials import bench
+
+    issued, verified = bench(n)
+    per_vc = 1 / (1 / issued + 1 / verified)  # issue and verify one credential
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    data = b"x" * 64
+    t = time.perf_counter()
+    for _ in range(2000):
+        public.verify(key.sign(data), data)
+    raw = 2000 / (time.perf_counter() - t)
+    report("credentials issue+verify", f"{per_vc:,.0f}", "VC/s", f"{raw:,.0f}", "sign+verify/s", per_vc / raw,
+           "reported", True)
+
+
+def bench_governance():
+    from services.governance import bench_tally
+
+    seconds = bench_tally(10_000)
+    rng = random.Random(1)
+    weights = {f"v{i}": rng.randint(1, 10**6) for i in range(10_000)}
+    ballots = {v: rng.choice((0, 1, 2)) for v in weights}
+    t = time.perf_counter()
+    totals = [0, 0, 0]
+    for voter, support in ballots.items():
+        totals[support] += weights[voter]
+    plain = time.perf_counter() - t
+    report("governance tally (10k)", f"{seconds * 1000:.1f}", "ms", f"{plain * 1000:.1f}", "ms (plain sum)",
+           seconds / plain, "reported", True)
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine"])
+    parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine", "http", "credentials",
+                                                      "governance"])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    chosen = args.only or ["engine", "bronze", "load", "growth"]
+    chosen = args.only or ["engine", "http", "credentials", "governance", "bronze", "load", "growth"]
     print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if "engine" in chosen:
         bench_engine()
+    if "http" in chosen:
+        bench_http_orders()
+    if "credentials" in chosen:
+        bench_credentials()
+    if "governance" in chosen:
+        bench_governance()
     if "bronze" in chosen:
         bench_bronze(args.rows)
     if "load" in chosen:
