@@ -17,11 +17,11 @@ venue_daily_job = define_asset_job(
     description="Simulate one trading session and land it in bronze.",
 )
 
-# Bronze + silver + gold for one trading day: what backfills and the demo run.
+# Bronze + silver + gold (+ the day's dataset credentials and their anchor): what backfills and the demo run.
 lake_daily_job = define_asset_job(
     "lake_daily",
-    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold") - _FRESHNESS,
-    description="The whole daily medallion graph for one trading day (bronze -> silver -> gold).",
+    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold", "trust") - _FRESHNESS,
+    description="The whole daily graph for one trading day: bronze -> silver -> gold -> credentials -> anchor.",
 )
 
 # Landing-zone ingestion (the sensor starts one run per file).

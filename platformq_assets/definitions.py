@@ -16,6 +16,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from platformq_assets.lake.definitions import lake_definitions
     from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
     from platformq_assets.quality.definitions import quality_definitions
+    from platformq_assets.trust.definitions import trust_definitions
     from resources import build_resources
     from sensors.landing import build_landing_sensor
 
@@ -27,6 +28,7 @@ def build_definitions(settings: Settings) -> Definitions:
     merged = Definitions.merge(
         lake_definitions(settings),
         quality_definitions(),
+        trust_definitions(),
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],

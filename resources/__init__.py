@@ -37,6 +37,20 @@ def query_resource(settings: Settings) -> QueryEngineResource:
                                trino_http_scheme=settings.trino_http_scheme)
 
 
+def service_resource(settings: Settings, service: str):
+    from resources.services import ServiceClientResource
+
+    if settings.effective_services_in_process:
+        lake = lake_resource(settings)
+        lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
+                                                      "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_region")}
+        return ServiceClientResource(service=service, home=str(settings.home), lake=lake_config)
+    url = settings.service_urls.get(service)
+    if not url:
+        raise ValueError(f"PLATFORMQ_SERVICE_URLS has no URL for the {service!r} service")
+    return ServiceClientResource(service=service, base_url=url, api_key=settings.services_api_key)
+
+
 def build_resources(settings: Settings | None = None) -> dict:
     settings = settings or load_settings()
     from resources.dbt import dbt_resource
@@ -48,6 +62,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "query_engine": query_resource(settings),
         "dbt": dbt_resource(settings),
         "landing_zone": LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources)),
+        "credentials": service_resource(settings, "credentials"),
     }
 
 

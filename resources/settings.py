@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     trino_catalog: str = "iceberg"
     trino_http_scheme: Literal["http", "https"] = "http"
 
+    # Platform services (trading, derivatives, governance, credentials, data). Locally they run
+    # in process; production either names each service's URL plus an API key, or opts in to
+    # in-process services explicitly (PLATFORMQ_SERVICES_IN_PROCESS=true).
+    services_in_process: bool | None = None
+    service_urls: dict[str, str] = Field(default_factory=dict)
+    services_api_key: str | None = None
+
+    # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
+    # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.
+    chain_id: int = 1337
+    chain_rpc_url: str | None = None
+    chain_private_key: str | None = None
+    chain_registry: str | None = None
+
     # Venue simulation
     sim_seed: int = 7
     sim_scale: float = 1.0
@@ -73,6 +87,11 @@ class Settings(BaseSettings):
             missing = [f"PLATFORMQ_{name.upper()}" for name in PRODUCTION_REQUIRED if getattr(self, name) in (None, "")]
             if self.effective_sql_engine == "trino" and not self.trino_host:
                 missing.append("PLATFORMQ_TRINO_HOST")
+            if self.services_in_process is None and not (self.service_urls and self.services_api_key):
+                missing.append("PLATFORMQ_SERVICE_URLS and PLATFORMQ_SERVICES_API_KEY "
+                               "(or PLATFORMQ_SERVICES_IN_PROCESS=true)")
+            if self.chain_rpc_url and not self.chain_private_key:
+                missing.append("PLATFORMQ_CHAIN_PRIVATE_KEY")
             if missing:
                 raise ValueError(
                     "production profile needs these settings (no fallback to local): " + ", ".join(missing)
@@ -83,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.profile == "local"
+
+    @property
+    def effective_services_in_process(self) -> bool:
+        return self.services_in_process if self.services_in_process is not None else self.is_local
 
     @property
     def effective_sql_engine(self) -> str:

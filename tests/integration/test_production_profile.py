@@ -29,6 +29,7 @@ def production(platform_home, monkeypatch):
             "PLATFORMQ_S3_SECRET_KEY": "test",
             "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq-objects",
             "PLATFORMQ_SQL_ENGINE": "duckdb",
+            "PLATFORMQ_SERVICES_IN_PROCESS": "true",
         }
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -20,6 +20,8 @@ PRODUCTION_ENV = {
     "PLATFORMQ_S3_SECRET_KEY": "secret",
     "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq",
     "PLATFORMQ_TRINO_HOST": "trino.internal",
+    "PLATFORMQ_SERVICE_URLS": '{"credentials": "http://creds.internal:8103"}',
+    "PLATFORMQ_SERVICES_API_KEY": "pq_secret",
 }
 
 
@@ -41,7 +43,7 @@ def test_production_names_every_missing_variable(monkeypatch):
 
 
 @pytest.mark.parametrize("variable", [*[f"PLATFORMQ_{n.upper()}" for n in PRODUCTION_REQUIRED],
-                                      "PLATFORMQ_TRINO_HOST"])
+                                      "PLATFORMQ_TRINO_HOST", "PLATFORMQ_SERVICE_URLS", "PLATFORMQ_SERVICES_API_KEY"])
 def test_production_missing_one_variable_fails_with_its_name(monkeypatch, variable):
     for k, v in PRODUCTION_ENV.items():
         monkeypatch.setenv(k, v)
@@ -79,6 +81,8 @@ def test_production_profile_selects_production_backends(monkeypatch):
     assert store.kind == "s3" and store.bucket == "platformq"
     resources = build_resources(s)
     assert resources["dbt"].target == "production"
+    assert resources["credentials"].base_url == "http://creds.internal:8103"
+    assert resources["credentials"].api_key == "pq_secret"
 
 
 def test_importing_the_code_location_reads_no_environment():

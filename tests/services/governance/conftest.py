@@ -1,8 +1,15 @@
 import pytest
 
+from services.common.app import ServiceContext
+
 from .helpers import make_dao
 
 
 @pytest.fixture
 def dao():
     return make_dao()
+
+
+@pytest.fixture
+def ctx():
+    return ServiceContext("test", issuer_url="http://127.0.0.1:8000", rate=1000.0, burst=1000)

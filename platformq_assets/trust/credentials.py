@@ -1,0 +1,145 @@
+"""Trust: a W3C verifiable credential for every dataset release, anchored on a chain.
+
+``trust/dataset_credentials`` issues, through the credentials service, one VC per
+gold table and trading day (subject: asset key, partition, Iceberg snapshot, row
+count, upstream lineage) and verifies it back. ``trust/credential_anchors``
+batches the day's credential hashes into an RFC 6962 Merkle tree and anchors the
+root on a chain, through Dagster Pipes in the chain environment (``.venv-chain``).
+"""
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MaterializeResult,
+    PipesSubprocessClient,
+    asset,
+)
+
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from resources.lake import LakeResource
+from resources.services import ServiceClientResource
+
+DATASETS = [AssetKey(["gold", "ohlcv_bars"]), AssetKey(["gold", "positions_pnl"]), AssetKey(["gold", "trader_leaderboard"])]
+CREDENTIALS_KEY = AssetKey(["trust", "dataset_credentials"])
+ANCHORS_KEY = AssetKey(["trust", "credential_anchors"])
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def credential_hash(credential: dict) -> str:
+    """SHA-256 of the credential's canonical JSON (sorted keys, no spaces): what gets anchored."""
+    return hashlib.sha256(json.dumps(credential, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def release_credential(asset_key: AssetKey, partition: str, snapshot_id: int | None, rows: int,
+                       lineage: list[str]) -> dict:
+    return {
+        "@context": ["https://www.w3.org/ns/credentials/v2", "https://www.w3.org/ns/credentials/examples/v2"],
+        "type": ["VerifiableCredential", "DatasetReleaseCredential"],
+        "credentialSubject": {
+            "id": f"urn:platformq:dataset:{asset_key.to_user_string()}:{partition}",
+            "assetKey": asset_key.to_user_string(),
+            "partition": partition,
+            "snapshotId": str(snapshot_id),
+            "rowCount": rows,
+            "lineage": lineage,
+        },
+    }
+
+
+@asset(
+    key=CREDENTIALS_KEY,
+    deps=DATASETS,
+    partitions_def=daily_partitions,
+    group_name="trust",
+    kinds={"python", "iceberg"},
+    owners=["team:trust"],
+    check_specs=[AssetCheckSpec("credentials_verify", asset=CREDENTIALS_KEY, blocking=True,
+                                description="Every issued credential verifies through the credentials service.")],
+    description="One W3C verifiable credential (eddsa-rdfc-2022, did:key issuer) per gold dataset release.",
+)
+def dataset_credentials(context: AssetExecutionContext, lake: LakeResource, credentials: ServiceClientResource):
+    import pyarrow as pa
+
+    partition = context.partition_key
+    graph = context.repository_def.asset_graph if context.repository_def else None
+    rows = []
+    verified = 0
+    for key in DATASETS:
+        identifier = ".".join(key.path)
+        data = lake.read_partition(identifier, PARTITION_COLUMN, partition)
+        snapshot = lake.describe(identifier)["snapshot_id"]
+        lineage = sorted(k.to_user_string() for k in graph.get(key).parent_keys) if graph else []
+        issued = credentials.request("POST", "/credentials/issue", json_body={
+            "credential": release_credential(key, partition, snapshot, data.num_rows, lineage), "options": {}})
+        vc = issued["verifiableCredential"]
+        check = credentials.request("POST", "/credentials/verify", json_body={"verifiableCredential": vc})
+        verified += bool(check.get("verified"))
+        rows.append({"asset_key": key.to_user_string(), "snapshot_id": str(snapshot), "row_count": data.num_rows,
+                     "credential_id": vc.get("id", ""), "issuer": vc["issuer"] if isinstance(vc["issuer"], str)
+                     else vc["issuer"].get("id"), "credential_json": json.dumps(vc, sort_keys=True),
+                     "credential_sha256": credential_hash(vc), "verified": bool(check.get("verified")),
+                     PARTITION_COLUMN: dt.date.fromisoformat(partition)})
+    table = pa.Table.from_pylist(rows)
+    written = lake.replace_partition("trust.dataset_credentials", table, PARTITION_COLUMN, partition)
+    yield MaterializeResult(metadata={"credentials": len(rows), "issuer": rows[0]["issuer"],
+                                      "snapshot_id": str(written["snapshot_id"])})
+    yield AssetCheckResult(check_name="credentials_verify", passed=verified == len(rows),
+                           metadata={"issued": len(rows), "verified": verified})
+
+
+def chain_python() -> Path:
+    return PROJECT_ROOT / ".venv-chain" / "bin" / "python"
+
+
+@asset(
+    key=ANCHORS_KEY,
+    deps=[CREDENTIALS_KEY],
+    partitions_def=daily_partitions,
+    group_name="trust",
+    kinds={"python", "iceberg", "ethereum"},
+    owners=["team:trust"],
+    check_specs=[AssetCheckSpec("anchored_proofs_verify", asset=ANCHORS_KEY, blocking=True,
+                                description="Every credential's Merkle inclusion proof verifies against the "
+                                "root anchored on chain.")],
+    description="The day's credential hashes in an RFC 6962 Merkle tree, its root anchored on a chain (via Pipes).",
+)
+def credential_anchors(context: AssetExecutionContext, lake: LakeResource):
+    import pyarrow as pa
+
+    from resources.settings import load_settings
+
+    settings = load_settings()
+    python = chain_python()
+    if not python.exists():
+        raise Failure(f"the chain environment is missing ({python}); create it with `make setup`")
+    partition = context.partition_key
+    issued = lake.read_partition("trust.dataset_credentials", PARTITION_COLUMN, partition)
+    hashes = sorted(set(issued.column("credential_sha256").to_pylist()))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "proofs.json"
+        extras = {"hashes": hashes, "batch_id": f"credentials-{partition}", "chain_id": settings.chain_id,
+                  "out": str(out)}
+        if settings.chain_rpc_url:
+            extras.update({"rpc_url": settings.chain_rpc_url, "private_key": settings.chain_private_key,
+                           "registry": settings.chain_registry})
+        invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            context=context, command=[str(python), "-m", "services.anchoring.pipes_anchor"], extras=extras,
+            env={"PYTHONPATH": str(PROJECT_ROOT)})
+        proofs = json.loads(out.read_text())
+    table = pa.Table.from_pylist([{**{k: v for k, v in p.items() if k != "audit_path"},
+                                   "audit_path": json.dumps(p["audit_path"]),
+                                   PARTITION_COLUMN: dt.date.fromisoformat(partition)} for p in proofs])
+    lake.replace_partition("trust.credential_anchors", table, PARTITION_COLUMN, partition)
+    yield from invocation.get_results()
+
+
+__all__ = ["credential_anchors", "dataset_credentials"]
