@@ -69,15 +69,20 @@ def release_credential(asset_key: AssetKey, partition: str, snapshot_id: int | N
 def dataset_credentials(context: AssetExecutionContext, lake: LakeResource, credentials: ServiceClientResource):
     import pyarrow as pa
 
+    from platformq_assets.lake.transform import DbtManifest
+    from resources.dbt import ensure_manifest
+    from resources.settings import load_settings
+
     partition = context.partition_key
-    graph = context.repository_def.asset_graph if context.repository_def else None
+    manifest = DbtManifest.load(ensure_manifest(load_settings().dbt_project_dir))
+    upstream = {spec.key: sorted(d.asset_key.to_user_string() for d in spec.deps) for spec in manifest.model_specs()}
     rows = []
     verified = 0
     for key in DATASETS:
         identifier = ".".join(key.path)
         data = lake.read_partition(identifier, PARTITION_COLUMN, partition)
         snapshot = lake.describe(identifier)["snapshot_id"]
-        lineage = sorted(k.to_user_string() for k in graph.get(key).parent_keys) if graph else []
+        lineage = upstream.get(key, [])
         issued = credentials.request("POST", "/credentials/issue", json_body={
             "credential": release_credential(key, partition, snapshot, data.num_rows, lineage), "options": {}})
         vc = issued["verifiableCredential"]

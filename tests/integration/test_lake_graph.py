@@ -26,10 +26,24 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     defs = definitions(settings)
     result = run_day(defs, DAY)
     assert result.success and failed_checks(result) == []
-    assert len(result.get_asset_materialization_events()) == 10
+    assert len(result.get_asset_materialization_events()) == 12
     ran = {c.check_name for c in result.get_asset_check_evaluations()}
     assert {"trades_reconcile_with_bronze_fills", "trades_expectation_suite", "unique_trades_trade_id",
-            "fills_match_journal_replay"} <= ran
+            "fills_match_journal_replay", "credentials_verify", "anchored_proofs_verify"} <= ran
+
+    # trust: one verified credential per gold table, anchored in one Merkle root on chain
+    credentials = lake.read("trust.dataset_credentials").to_pylist()
+    assert sorted(c["asset_key"] for c in credentials) == ["gold/ohlcv_bars", "gold/positions_pnl",
+                                                            "gold/trader_leaderboard"]
+    assert all(c["verified"] and c["issuer"].startswith("did:key:z6Mk") for c in credentials)
+    import json as _json
+    vc = _json.loads(credentials[0]["credential_json"])
+    assert vc["proof"]["cryptosuite"] == "eddsa-rdfc-2022"
+    assert vc["credentialSubject"]["snapshotId"] == str(lake.describe(vc["credentialSubject"]["assetKey"]
+                                                                        .replace("/", "."))["snapshot_id"])
+    anchors = lake.read("trust.credential_anchors").to_pylist()
+    assert len(anchors) == 3 and len({a["root"] for a in anchors}) == 1 and anchors[0]["chain_id"] == 1337
+    assert {a["leaf"] for a in anchors} == {c["credential_sha256"] for c in credentials}
 
     fills, trades = lake.read("bronze.fills"), lake.read("silver.trades")
     assert fills.num_rows > 0 and fills.num_rows == 2 * trades.num_rows  # bronze -> silver reconciles
