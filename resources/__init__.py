@@ -63,6 +63,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "dbt": dbt_resource(settings),
         "landing_zone": LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources)),
         "credentials": service_resource(settings, "credentials"),
+        "derivatives": service_resource(settings, "derivatives"),
     }
 
 

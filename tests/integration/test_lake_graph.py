@@ -26,10 +26,16 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     defs = definitions(settings)
     result = run_day(defs, DAY)
     assert result.success and failed_checks(result) == []
-    assert len(result.get_asset_materialization_events()) == 12
+    assert len(result.get_asset_materialization_events()) == 13
     ran = {c.check_name for c in result.get_asset_check_evaluations()}
     assert {"trades_reconcile_with_bronze_fills", "trades_expectation_suite", "unique_trades_trade_id",
-            "fills_match_journal_replay", "credentials_verify", "anchored_proofs_verify"} <= ran
+            "fills_match_journal_replay", "credentials_verify", "anchored_proofs_verify",
+            "variation_margin_sums_to_zero", "open_interest_long_equals_short"} <= ran
+    margin = lake.read("gold.futures_margin")
+    assert margin.num_rows == lake.read("bronze.accounts").num_rows
+    assert sum(margin.column("position").to_pylist()) == 0
+    assert sum(margin.column("variation_margin_cents").to_pylist()) == 0
+    assert any(v != 0 for v in margin.column("variation_margin_cents").to_pylist())
 
     # trust: one verified credential per gold table, anchored in one Merkle root on chain
     credentials = lake.read("trust.dataset_credentials").to_pylist()

@@ -1,0 +1,9 @@
+"""The markets domain: derivatives clearing on top of the venue."""
+
+from dagster import Definitions
+
+
+def markets_definitions() -> Definitions:
+    from platformq_assets.markets.futures import futures_margin
+
+    return Definitions(assets=[futures_margin])
