@@ -289,7 +289,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str) -> None:
         if name not in names:
             continue
         app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=50.0,
-                                 burst=200)
+                                 burst=200, journal_url=settings.trading_journal_url)
         servers.append((name, port + offset, uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port + offset, log_level="warning", access_log=False))))
     admin_key = keys.create("bootstrap-admin", tenant, ["admin"])

@@ -62,9 +62,26 @@ class CircuitBreaker:
                     self.opened_at = self.clock()
 
 
+def gold_leaderboard(lake, date: str | None, limit: int) -> list[dict]:
+    """The social leaderboard, read from gold.trader_leaderboard (latest day unless one is given)."""
+    from pyiceberg.expressions import EqualTo
+
+    if not lake.table_exists("gold.trader_leaderboard"):
+        return []
+    if date is None:
+        days = lake.read("gold.trader_leaderboard", columns=("partition_date",)).column("partition_date")
+        if len(days) == 0:
+            return []
+        date = max(days.to_pylist()).isoformat()
+    rows = lake.read("gold.trader_leaderboard", row_filter=EqualTo("partition_date", date),
+                     columns=("pnl_rank", "account_id", "display_name", "tenant_id", "pnl", "traded_notional"))
+    return sorted(rows.to_pylist(), key=lambda r: r["pnl_rank"])[:limit]
+
+
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
-                    rate: float = 10_000.0, burst: int = 10_000):
+                    rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
+    from resources.lake import LakeResource
     from services.common.app import ServiceContext
 
     state = Path(home) / "services"
@@ -76,8 +93,10 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         from services.trading.exchange import Exchange, SqlJournal
         from services.trading.simulation import SimulationConfig
 
-        exchange = Exchange.restore(list(SimulationConfig().instruments), SqlJournal(f"sqlite:///{state / 'trading.db'}"))
-        app = create_trading_app(ctx, exchange)
+        journal_url = journal_url or f"sqlite:///{state / 'trading.db'}"
+        exchange = Exchange.restore(list(SimulationConfig().instruments), SqlJournal(journal_url))
+        lake = LakeResource(**lake_config) if lake_config else None
+        app = create_trading_app(ctx, exchange, leaderboard=(lambda d, n: gold_leaderboard(lake, d, n)) if lake else None)
     elif service == "derivatives":
         from services.derivatives.api import create_derivatives_app
 
@@ -91,7 +110,6 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
 
         app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"))
     elif service == "data":
-        from resources.lake import LakeResource
         from services.data_api.api import create_data_app
 
         app = create_data_app(ctx, LakeResource(**(lake_config or {})))

@@ -92,3 +92,22 @@ def test_in_process_trading_service_through_the_resource(tmp_path):
     # state is journalled: a new client (a new step process) sees the same exchange
     again = ServiceClientResource(service="trading", home=str(tmp_path))
     assert again.request("GET", f"/v1/orders/{order['order_id']}")["open_quantity"] == 2
+
+
+def test_trading_leaderboard_reads_the_gold_table(tmp_path, lake):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    for day, ranks in ((dt.date(2024, 1, 2), [1, 2]), (dt.date(2024, 1, 3), [1, 2, 3])):
+        lake.replace_partition("gold.trader_leaderboard", pa.table({
+            "pnl_rank": ranks, "account_id": [10 + r for r in ranks], "display_name": ["A***"] * len(ranks),
+            "tenant_id": ["t-acme"] * len(ranks), "pnl": [100.0 / r for r in ranks],
+            "traded_notional": [1.0] * len(ranks), "partition_date": pa.array([day] * len(ranks), pa.date32())}),
+            "partition_date", day)
+    config = {k: getattr(lake, k) for k in ("catalog_uri", "warehouse")}
+    client = ServiceClientResource(service="trading", home=str(tmp_path), lake=config)
+    latest = client.request("GET", "/v1/leaderboard", params={"limit": 10})
+    assert [r["pnl_rank"] for r in latest] == [1, 2, 3]
+    older = client.request("GET", "/v1/leaderboard", params={"date": "2024-01-02"})
+    assert [r["account_id"] for r in older] == [11, 12]
