@@ -20,7 +20,7 @@ venue_daily_job = define_asset_job(
 # Bronze + silver + gold (+ the day's dataset credentials and their anchor): what backfills and the demo run.
 lake_daily_job = define_asset_job(
     "lake_daily",
-    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold", "trust", "markets") - _FRESHNESS,
+    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold", "trust", "markets", "governance") - _FRESHNESS,
     description="The whole daily graph for one trading day: bronze -> silver -> gold -> credentials -> anchor.",
 )
 

@@ -15,6 +15,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from pipelines.schedules import venue_daily_schedule
     from platformq_assets.lake.definitions import lake_definitions
     from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
+    from platformq_assets.governance.definitions import governance_definitions
     from platformq_assets.markets.definitions import markets_definitions
     from platformq_assets.quality.definitions import quality_definitions
     from platformq_assets.trust.definitions import trust_definitions
@@ -31,6 +32,7 @@ def build_definitions(settings: Settings) -> Definitions:
         quality_definitions(),
         trust_definitions(),
         markets_definitions(),
+        governance_definitions(),
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],

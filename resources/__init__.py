@@ -64,6 +64,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "landing_zone": LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources)),
         "credentials": service_resource(settings, "credentials"),
         "derivatives": service_resource(settings, "derivatives"),
+        "governance": service_resource(settings, "governance"),
     }
 
 

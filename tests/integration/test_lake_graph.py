@@ -26,11 +26,15 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     defs = definitions(settings)
     result = run_day(defs, DAY)
     assert result.success and failed_checks(result) == []
-    assert len(result.get_asset_materialization_events()) == 13
+    assert len(result.get_asset_materialization_events()) == 14
     ran = {c.check_name for c in result.get_asset_check_evaluations()}
     assert {"trades_reconcile_with_bronze_fills", "trades_expectation_suite", "unique_trades_trade_id",
             "fills_match_journal_replay", "credentials_verify", "anchored_proofs_verify",
-            "variation_margin_sums_to_zero", "open_interest_long_equals_short"} <= ran
+            "variation_margin_sums_to_zero", "open_interest_long_equals_short", "tally_matches_ballots",
+            "treasury_moves_only_by_executed_proposals"} <= ran
+    [outcome] = lake.read("governance.dao_outcomes").to_pylist()
+    assert outcome["state"] in ("Executed", "Defeated") and outcome["voters"] == board_rows(lake)
+    assert outcome["treasury_before_usd"] - outcome["treasury_after_usd"] == outcome["reward_usd"]
     margin = lake.read("gold.futures_margin")
     assert margin.num_rows == lake.read("bronze.accounts").num_rows
     assert sum(margin.column("position").to_pylist()) == 0
@@ -168,3 +172,7 @@ def test_reconciliation_check_catches_bronze_silver_drift(settings, lake):
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["bronze_fills"].value == fills.num_rows + 4
+
+
+def board_rows(lake):
+    return lake.read("gold.trader_leaderboard").num_rows

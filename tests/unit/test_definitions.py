@@ -13,6 +13,7 @@ EXPECTED_ASSETS = {
     "silver/trades", "silver/accounts", "gold/ohlcv_bars", "gold/positions_pnl", "gold/trader_leaderboard",
     "bronze/partner_quotes", "bronze/kyc_events", "quarantine/landing", "ops/landing_files",
     "trust/dataset_credentials", "trust/credential_anchors", "gold/futures_margin",
+    "governance/dao_outcomes",
 }
 HEAVY = ["great_expectations", "dbt", "dagster_dbt", "pyiceberg", "duckdb", "pyarrow", "pandas", "minio",
          "trino", "feast", "mlflow", "ray", "torch", "pyspark", "sqlalchemy", "fastapi", "pyld", "httpx",
@@ -40,7 +41,7 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
     for key in keys:
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
-        assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets"}
+        assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance"}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):

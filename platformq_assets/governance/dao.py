@@ -1,0 +1,118 @@
+"""Governance: the platform DAO decides each day's trader reward, through the governance service.
+
+Token holders are the venue's accounts, weighted by the day's traded notional
+(gold.trader_leaderboard). A proposal pays the day's top trader from the DAO
+treasury; every holder votes by a published rule (for when its own day was
+profitable, against when not, abstain at zero); the proposal is queued in the
+timelock and executed if it passed. The outcome lands in
+``governance.dao_outcomes``. Voting windows are seconds long here (the service
+runs on wall-clock time), so the asset waits for them to pass.
+"""
+
+import datetime as dt
+import time
+
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from resources.lake import LakeResource
+from resources.services import ServiceClientResource
+
+DAO_OUTCOMES = AssetKey(["governance", "dao_outcomes"])
+REWARD = 1_000  # USD paid to the day's top trader if the DAO agrees
+TREASURY = 1_000_000
+
+
+def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set[str], timeout_s: float = 30):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proposal = governance.request("GET", f"/v1/dao/proposals/{proposal_id}")
+        if proposal["state"] in states or time.monotonic() > deadline:
+            return proposal
+        time.sleep(0.2)
+
+
+@asset(
+    key=DAO_OUTCOMES,
+    deps=[AssetKey(["gold", "trader_leaderboard"])],
+    partitions_def=daily_partitions,
+    group_name="governance",
+    kinds={"python", "iceberg"},
+    owners=["team:governance"],
+    check_specs=[
+        AssetCheckSpec("tally_matches_ballots", asset=DAO_OUTCOMES, blocking=True,
+                       description="The tally equals the ballots cast, each weighted at the snapshot."),
+        AssetCheckSpec("treasury_moves_only_by_executed_proposals", asset=DAO_OUTCOMES, blocking=True,
+                       description="Treasury outflow equals the transfers of executed proposals."),
+    ],
+    description="The DAO's daily vote on rewarding the top trader: proposal, votes, timelock, execution.",
+)
+def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance: ServiceClientResource):
+    import pyarrow as pa
+
+    day = context.partition_key
+    board = lake.read_partition("gold.trader_leaderboard", PARTITION_COLUMN, day).to_pylist()
+    board.sort(key=lambda r: r["pnl_rank"])
+    holders = {f"acct-{r['account_id']}": max(1, int(r["traded_notional"] or 0)) for r in board}
+    existing = governance.request("GET", "/v1/dao") if _has_dao(governance) else None
+    if existing is None:
+        governance.request("POST", "/v1/daos", json_body={
+            "name": "platformQ DAO", "holdings": holders, "treasury": {"USD": TREASURY}, "native_asset": "USD",
+            "voting_delay": 0, "voting_period": 1, "min_delay": 0, "grace_period": 600,
+            "quorum_numerator": 4, "quorum_denominator": 100})
+    treasury_before = governance.request("GET", "/v1/dao")["treasury"]["USD"]
+    top = board[0]
+    proposal = governance.request("POST", "/v1/dao/proposals", json_body={
+        "proposer": f"acct-{top['account_id']}",
+        "actions": [{"type": "transfer", "to": f"acct-{top['account_id']}", "amount": REWARD, "asset": "USD"}],
+        "description": f"{day}: reward the day's top trader (account {top['account_id']}, PnL {top['pnl']:.2f})"})
+    pid = proposal["id"]
+    _wait_until(governance, pid, {"Active"})
+    ballots = 0
+    for row in board:
+        voter = f"acct-{row['account_id']}"
+        if voter not in holders:
+            continue
+        pnl = row["pnl"] or 0.0
+        support = "for" if pnl > 0 else ("against" if pnl < 0 else "abstain")
+        governance.request("POST", f"/v1/dao/proposals/{pid}/votes", json_body={"voter": voter, "support": support})
+        ballots += 1
+    final = _wait_until(governance, pid, {"Succeeded", "Defeated"})
+    tally = governance.request("GET", f"/v1/dao/proposals/{pid}/tally")
+    executed = False
+    if final["state"] == "Succeeded":
+        governance.request("POST", f"/v1/dao/proposals/{pid}/queue")
+        governance.request("POST", f"/v1/dao/proposals/{pid}/execute")
+        executed = True
+    treasury_after = governance.request("GET", "/v1/dao")["treasury"]["USD"]
+    outcome = {
+        "proposal_id": pid, "description": proposal["description"], "state": "Executed" if executed else final["state"],
+        "for_votes": tally["for_votes"], "against_votes": tally["against_votes"],
+        "abstain_votes": tally["abstain_votes"], "voters": tally["voters"], "quorum": tally["quorum"],
+        "quorum_reached": tally["quorum_reached"], "reward_usd": REWARD if executed else 0,
+        "treasury_before_usd": treasury_before, "treasury_after_usd": treasury_after,
+        PARTITION_COLUMN: dt.date.fromisoformat(day),
+    }
+    written = lake.replace_partition(".".join(DAO_OUTCOMES.path), pa.Table.from_pylist([outcome]),
+                                     PARTITION_COLUMN, day)
+    yield MaterializeResult(metadata={k: v for k, v in outcome.items() if k != PARTITION_COLUMN} | {
+        "snapshot_id": str(written["snapshot_id"])})
+    yield AssetCheckResult(check_name="tally_matches_ballots",
+                           passed=tally["voters"] == ballots and tally["total_votes"]
+                           == tally["for_votes"] + tally["against_votes"] + tally["abstain_votes"],
+                           metadata={"ballots": ballots, "voters": tally["voters"], "total_votes": tally["total_votes"]})
+    yield AssetCheckResult(check_name="treasury_moves_only_by_executed_proposals",
+                           passed=treasury_before - treasury_after == (REWARD if executed else 0),
+                           metadata={"before": treasury_before, "after": treasury_after, "executed": executed})
+
+
+def _has_dao(governance: ServiceClientResource) -> bool:
+    from resources.services import ServiceError
+
+    try:
+        governance.request("GET", "/v1/dao")
+        return True
+    except ServiceError as exc:
+        if exc.status == 404:
+            return False
+        raise
