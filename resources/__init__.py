@@ -65,6 +65,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "credentials": service_resource(settings, "credentials"),
         "derivatives": service_resource(settings, "derivatives"),
         "governance": service_resource(settings, "governance"),
+        "trading": service_resource(settings, "trading"),
     }
 
 

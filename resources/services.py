@@ -9,6 +9,7 @@ deployed service (production).
 """
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -138,6 +139,7 @@ class ServiceClientResource(ConfigurableResource):
     api_key: str | None = None  # required with base_url
     home: str = ".platformq"  # state of in-process services
     lake: dict | None = None  # LakeResource config for the in-process data service
+    session: str | None = None  # in-process trading only: a separate exchange (journal) per session
     timeout_s: float = 10.0
     max_retries: int = 3
     backoff_s: float = 0.2
@@ -160,7 +162,14 @@ class ServiceClientResource(ConfigurableResource):
             else:
                 from fastapi.testclient import TestClient
 
-                app, ctx = build_local_app(self.service, self.home, self.lake)
+                journal = None
+                if self.session:
+                    sessions = Path(self.home) / "services" / "trading-sessions"
+                    sessions.mkdir(parents=True, exist_ok=True)
+                    journal = f"sqlite:///{sessions / (self.session + '.db')}"
+                app, ctx = build_local_app(self.service, self.home, self.lake, journal_url=journal)
+                # in a Dagster run the run's own logs tell the story; per-request lines would drown them
+                ctx.logger.setLevel(logging.WARNING)
                 self._key = ctx.keys.create(f"dagster-{self.service}", INTERNAL_TENANT, ["admin"])
                 self._client = TestClient(app, raise_server_exceptions=False)
             self._breaker = CircuitBreaker(self.breaker_threshold, self.breaker_reset_s)
@@ -170,6 +179,20 @@ class ServiceClientResource(ConfigurableResource):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def for_session(self, session: str, fresh: bool = True) -> "ServiceClientResource":
+        """A client of the in-process trading service for one session (e.g. one trading day).
+
+        ``fresh`` discards what an earlier run of the same session left, so re-running a
+        day starts from an empty book and the same balances. A deployed service (base_url)
+        is shared: the session only names the flow, and nothing is discarded.
+        """
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        client = type(self)(**{**fields, "session": session})
+        if fresh and not self.base_url:
+            journal = Path(self.home) / "services" / "trading-sessions" / f"{session}.db"
+            journal.unlink(missing_ok=True)
+        return client
 
     @property
     def breaker(self) -> CircuitBreaker:

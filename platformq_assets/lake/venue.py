@@ -29,6 +29,7 @@ from platformq_assets.quality import table_checks
 from platformq_assets.quality.profiling import profile_metadata
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
+from resources.services import ServiceClientResource
 
 SOURCE = "venue-simulation"
 
@@ -60,6 +61,8 @@ CHECK_SPECS = [
     _check(BRONZE_FILLS, "fills_balanced", "Every trade has exactly one buy fill and one sell fill of equal size."),
     _check(BRONZE_FILLS, "fills_match_journal_replay",
            "Replaying the day's journal into a fresh engine reproduces every trade."),
+    _check(BRONZE_FILLS, "venue_matches_trading_service",
+           "The trading service, sent the session's orders through its resource, made exactly these trades."),
     _check(BRONZE_REFERENCE_PRICES, "reference_prices_positive", "Every reference price is > 0."),
     _check(BRONZE_ACCOUNTS, "accounts_key_unique", "account_id is unique and not null."),
     _check(BRONZE_ACCOUNTS, "accounts_email_format", "Emails look like emails.", blocking=False),
@@ -197,7 +200,7 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
     description="Runs one simulated trading session on the matching engine and lands its output in bronze.",
 )
 def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: LakeResource,
-                  object_store: ObjectStoreResource):
+                  object_store: ObjectStoreResource, trading: ServiceClientResource):
     from resources.settings import load_settings
     from services.trading.simulation import SimulationConfig, accounts, simulate_day
 
@@ -218,6 +221,17 @@ def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: Lak
         journal_key, "\n".join(json.dumps(e) for e in result.journal).encode(), "application/x-ndjson")
 
     checks = _venue_checks(tables, result.journal, sim_config)
+    # The session's order flow goes to the trading service through its resource (a fresh
+    # exchange per trading day in process; the deployed service in production).
+    from platformq_assets.lake.venue_routing import route_session, trades_match
+
+    routed = route_session(trading.for_session(f"venue-{day.isoformat()}"), result.journal, sim_config.instruments,
+                           [a.account_id for a in accounts(sim_config)])
+    matched, match_meta = trades_match(result.trades, routed["trades"])
+    checks.append(AssetCheckResult(asset_key=BRONZE_FILLS, check_name="venue_matches_trading_service",
+                                   passed=matched, severity=AssetCheckSeverity.ERROR,
+                                   metadata={**match_meta, "orders_sent": routed["orders"],
+                                             "orders_refused": routed["rejected"]}))
     for key, table in tables.items():
         identifier = ".".join(key.path)
         written = lake.replace_partition(identifier, table, PARTITION_COLUMN, day)

@@ -126,6 +126,56 @@ class FollowOut(BaseModel):
     max_exposure: int
 
 
+MAX_BATCH = 5000
+
+
+class BatchPlace(Strict):
+    op: Literal["place"]
+    ref: str = Field(min_length=1, max_length=64, description="caller's id, for cancels later in the batch")
+    account_id: AccountId
+    instrument: str = Field(min_length=1, max_length=16)
+    side: Literal["BUY", "SELL"]
+    type: Literal["LIMIT", "MARKET"] = "LIMIT"
+    quantity: int = Field(ge=1, le=MAX_LOTS)
+    price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
+    time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+
+
+class BatchCancel(Strict):
+    op: Literal["cancel"]
+    ref: str | None = Field(default=None, min_length=1, max_length=64, description="ref of a place in this batch")
+    order_id: int | None = Field(default=None, ge=1, le=2**62)
+
+
+class BatchIn(Strict):
+    commands: list[Annotated[BatchPlace | BatchCancel, Field(discriminator="op")]] = Field(
+        min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(BaseModel):
+    index: int
+    ref: str | None
+    order_id: int | None
+    status: str | None
+    filled_quantity: int | None
+    error: str | None = None
+
+
+class BatchTrade(BaseModel):
+    trade_id: int
+    instrument: str
+    price_ticks: int
+    quantity: int
+    buy_order_id: int
+    sell_order_id: int
+    aggressor_side: str
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+    trades: list[BatchTrade] = Field(description="trades this batch produced that involve the caller's orders")
+
+
 class LeaderboardRow(BaseModel):
     pnl_rank: int
     account_id: int
@@ -219,6 +269,40 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         tif = body.time_in_force if body.type == "LIMIT" or body.time_in_force == "FOK" else "IOC"
         return order_out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
                              body.price_ticks, tif))
+
+    @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
+    def batch(body: BatchIn, principal: Principal = Depends(writer)):
+        """Run many commands in order, journalled in one write; each succeeds or fails on its own."""
+        results, refs = [], {}
+        first_trade = len(exchange.engine.trades)
+        with exchange.batch():
+            for i, c in enumerate(body.commands):
+                try:
+                    if c.op == "place":
+                        account = own_account(principal, c.account_id)
+                        if (c.type == "LIMIT") != (c.price_ticks is not None):
+                            raise Problem(422, "Unprocessable Content", "LIMIT needs price_ticks, MARKET takes none")
+                        tif = c.time_in_force if c.type == "LIMIT" or c.time_in_force == "FOK" else "IOC"
+                        order = run(exchange.place, account.account_id, c.instrument, c.side, c.quantity,
+                                    c.price_ticks, tif)
+                        refs[c.ref] = order.order_id
+                    else:
+                        order_id = refs.get(c.ref) if c.ref is not None else c.order_id
+                        if order_id is None:
+                            raise Problem(422, "Unprocessable Content", "cancel needs a known ref or an order_id")
+                        order = own_order(principal, order_id)
+                        order = run(exchange.cancel, exchange.order_owner[order.order_id], order_id)
+                    results.append(BatchResult(index=i, ref=c.ref, order_id=order.order_id, status=order.status,
+                                               filled_quantity=order.filled_qty))
+                except Problem as exc:
+                    results.append(BatchResult(index=i, ref=c.ref, order_id=None, status=None, filled_quantity=None,
+                                               error=exc.detail or exc.title))
+        mine = {exchange.accounts[a].account_id for a in exchange.accounts
+                if exchange.accounts[a].tenant == principal.tenant}
+        trades = [BatchTrade(trade_id=t[0], instrument=t[2], price_ticks=t[3], quantity=t[4], buy_order_id=t[5],
+                             sell_order_id=t[6], aggressor_side=SIDE_NAMES[t[9]])
+                  for t in exchange.engine.trades[first_trade:] if t[7] in mine or t[8] in mine]
+        return BatchOut(results=results, trades=trades)
 
     @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def get_order(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(reader)):

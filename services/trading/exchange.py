@@ -16,6 +16,7 @@ sum(free + locked) + fees collected = deposits - withdrawals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -44,6 +45,7 @@ class NotFound(ExchangeError):
 
 class JournalStore(Protocol):
     def append(self, command: dict) -> int: ...
+    def append_many(self, commands: list[dict]) -> None: ...
     def load(self) -> list[dict]: ...
 
 
@@ -54,6 +56,9 @@ class MemoryJournal:
     def append(self, command: dict) -> int:
         self.commands.append(command)
         return len(self.commands)
+
+    def append_many(self, commands: list[dict]) -> None:
+        self.commands.extend(commands)
 
     def load(self) -> list[dict]:
         return list(self.commands)
@@ -78,6 +83,13 @@ class SqlJournal:
         with self._engine.begin() as conn:
             result = conn.execute(self._table.insert().values(command=json.dumps(command, sort_keys=True)))
             return int(result.inserted_primary_key[0])
+
+    def append_many(self, commands: list[dict]) -> None:
+        """One transaction for a whole batch: it is in the journal entirely or not at all."""
+        if not commands:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(self._table.insert(), [{"command": json.dumps(c, sort_keys=True)} for c in commands])
 
     def load(self) -> list[dict]:
         import sqlalchemy as sa
@@ -144,6 +156,7 @@ class Exchange:
         self.clock = clock or (lambda: int(time.time() * 1_000_000))
         self._lock = threading.RLock()
         self._replaying = False
+        self._batch: list[dict] | None = None
 
     # -- persistence -------------------------------------------------------
     @classmethod
@@ -161,8 +174,24 @@ class Exchange:
         with self._lock:
             command = {"ts": self.clock(), **command}
             self._validate(command)
-            self.journal.append(command)
+            if self._batch is not None:
+                self._batch.append(command)
+            else:
+                self.journal.append(command)
             return self._apply(command)
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Journal every command of the block in one write (all commands that were accepted)."""
+        with self._lock:
+            if self._batch is not None:
+                raise ExchangeError("batches do not nest")
+            self._batch = []
+            try:
+                yield
+            finally:
+                pending, self._batch = self._batch, None
+                self.journal.append_many(pending)
 
     # -- commands ------------------------------------------------------------
     def open_account(self, tenant: str, account_id: str) -> Account:

@@ -129,6 +129,7 @@ class DayResult:
     reference_prices: dict[str, list]
     anomalies: dict[str, list]
     journal: list[tuple]
+    trades: list[tuple]  # the engine's trades (see engine.TRADE_FIELDS), engine order ids
 
     @property
     def order_count(self) -> int:
@@ -428,4 +429,4 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             fills["anomaly_id"].append(label[1] if label else None)
 
     return DayResult(day=day, orders=orders, fills=fills, reference_prices=ref_cols,
-                     anomalies=anomalies, journal=engine.journal)
+                     anomalies=anomalies, journal=engine.journal, trades=engine.trades)

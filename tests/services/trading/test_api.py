@@ -121,6 +121,9 @@ def test_tenant_isolation_on_every_route(setup):
         ("GET", "/v1/orders"): dict(url="/v1/orders", params={"account_id": "a1"}),
         ("DELETE", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}"),
         ("PATCH", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}", json={"quantity": 1}),
+        ("POST", "/v1/orders/batch"): dict(url="/v1/orders/batch", json={"commands": [
+            {"op": "place", "ref": "x", "account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1,
+             "price_ticks": 5}, {"op": "cancel", "order_id": own["order_id"]}]}),
         ("GET", "/v1/fills"): dict(url="/v1/fills", params={"account_id": "a1"}),
         ("POST", "/v1/copy-trading/follows"): dict(url="/v1/copy-trading/follows",
                                                    json={"follower_account_id": "b1", "leader_account_id": "a1"}),
@@ -131,8 +134,11 @@ def test_tenant_isolation_on_every_route(setup):
                      if r.path.startswith("/v1/") and not r.path.startswith(("/v1/instruments", "/v1/leaderboard"))
                      and (m, r.path) != ("POST", "/v1/accounts")}  # creates in the caller's own tenant
     assert tenant_routes == set(probes), "a new tenant-scoped route needs an isolation probe"
-    for (method, _), kwargs in probes.items():
+    for (method, path), kwargs in probes.items():
         r = client.request(method, **kwargs, headers=h(keys, "t2_trader"))
+        if path == "/v1/orders/batch":  # per-command errors: every command refused as not found
+            assert r.status_code == 200 and all(x["error"] and x["order_id"] is None for x in r.json()["results"])
+            continue
         is_problem(r, 404)
     assert exchange.state() == before
     # the same account id in another tenant is a different account, and creating it reveals nothing
@@ -179,3 +185,19 @@ def test_leaderboard_and_health(setup):
     board = client.get("/v1/leaderboard", params={"limit": 1}, headers=h(keys, "t1_viewer")).json()
     assert board[0]["pnl_rank"] == 1
     is_problem(client.get("/v1/leaderboard", params={"date": "yesterday"}, headers=h(keys, "t1_viewer")), 422)
+
+
+def test_batch_places_and_cancels_in_order(setup):
+    client, keys, exchange = setup
+    r = client.post("/v1/orders/batch", headers=h(keys, "t1_trader"), json={"commands": [
+        {"op": "place", "ref": "s1", "account_id": "a1", "instrument": X, "side": "SELL", "quantity": 5,
+         "price_ticks": 1000},
+        {"op": "place", "ref": "b1", "account_id": "a1", "instrument": X, "side": "BUY", "quantity": 2,
+         "price_ticks": 1000},  # self-trade: expired by STP
+        {"op": "cancel", "ref": "s1"},
+        {"op": "place", "ref": "bad", "account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1},
+    ]})
+    results = r.json()["results"]
+    assert [x["status"] for x in results[:3]] == ["NEW", "EXPIRED", "CANCELLED"]
+    assert results[3]["error"] and results[3]["order_id"] is None
+    assert len(exchange.journal.load()) == 6 + 3  # set-up commands + the three accepted ones, one write
