@@ -24,6 +24,13 @@ lake_daily_job = define_asset_job(
     description="The whole daily graph for one trading day: bronze -> silver -> gold -> credentials -> anchor.",
 )
 
+# The medallion lakehouse alone (bronze -> silver -> gold), without the service-backed assets.
+medallion_daily_job = define_asset_job(
+    "medallion_daily",
+    selection=AssetSelection.groups(VENUE_GROUP, "silver", "gold") - _FRESHNESS,
+    description="Bronze, silver and gold for one trading day.",
+)
+
 # Landing-zone ingestion (the sensor starts one run per file).
 landing_ingest_job = define_asset_job(
     "ingest_landing",

@@ -11,7 +11,7 @@ from resources.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> Definitions:
-    from pipelines.jobs import lake_daily_job, landing_ingest_job, venue_daily_job
+    from pipelines.jobs import lake_daily_job, landing_ingest_job, medallion_daily_job, venue_daily_job
     from pipelines.schedules import venue_daily_schedule
     from platformq_assets.lake.definitions import lake_definitions
     from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
@@ -34,7 +34,7 @@ def build_definitions(settings: Settings) -> Definitions:
         markets_definitions(),
         governance_definitions(),
         Definitions(
-            jobs=[venue_daily_job, lake_daily_job, landing_ingest_job],
+            jobs=[venue_daily_job, lake_daily_job, medallion_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],
             sensors=[landing_sensor],
             resources=build_resources(settings),

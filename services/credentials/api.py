@@ -1,0 +1,304 @@
+"""Credentials API: W3C VC API-shaped endpoints over the pure core in :mod:`services.credentials`.
+
+* ``POST /credentials/issue`` (``credentials:write``): the service issues under its own
+  ``did:key`` with an ``eddsa-rdfc-2022`` proof and gives every credential a
+  ``BitstringStatusListEntry`` for revocation and one for suspension (same index).
+  A credential without an ``id`` gets ``urn:uuid:<random>``: the id is the handle for
+  status changes. The issuing tenant is recorded per credential id.
+* ``POST /credentials/verify`` (``credentials:read``): structure, proof, issuer binding,
+  validity window and status. A credential that fails any check is ``verified: false``
+  with the reasons (200); only a body that is not ``{"verifiableCredential": {...}}``
+  is a 422. Status lists are resolved in process and only this service's lists are
+  resolvable: a credential pointing elsewhere fails closed (nothing is fetched).
+* ``POST /credentials/status`` (``credentials:write``): ``{"credentialId": "...",
+  "credentialStatus": [{"type": "BitstringStatusListEntry", "status": "revoked" |
+  "suspended" | "active"}]}``. ``active`` lifts a suspension; revocation is permanent
+  (``active`` on a revoked credential is a 409). Entries apply in order and the request
+  is all-or-nothing. Only the tenant that issued a credential may change its status:
+  for any other tenant the id is unknown (404). Ids are per tenant, so two tenants may
+  issue credentials with the same id; each changes only its own.
+* ``GET /status-lists/{purpose}`` (``credentials:read``): the signed
+  ``BitstringStatusListCredential``, published at ``{base_url}/status-lists/{purpose}``
+  (the URL the status entries carry). It is re-signed only when the list changed.
+
+Every domain ``CredentialError`` (a ``ValueError``) while issuing is a 422 problem
+carrying the core's message. A credential is checked (structure and canonicalisation)
+before a status index is allocated, so rejected requests do not use up the status
+list. Documents whose canonicalisation could take exponential time (see
+``document_problem``) are refused with a 422 by both issue and verify.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from collections import Counter
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.app import ServiceContext, create_service_app
+from services.common.auth import Principal
+from services.common.problems import Problem
+from services.credentials.did_key import Ed25519KeyPair
+from services.credentials.errors import CredentialError, StatusListError
+from services.credentials.issuer import Issuer, issuer_id, validate_credential, verify_credential
+from services.credentials.rdfc import canonicalize
+from services.credentials.status_list import REVOCATION, SUSPENSION, StatusRegistry, status_entries, status_entry
+from services.credentials.timestamps import parse_timestamp
+
+ENTRY_TYPE = "BitstringStatusListEntry"
+Purpose = Literal["revocation", "suspension"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IssueOptions(Strict):
+    created: str | None = Field(default=None, max_length=64, examples=["2025-06-01T12:00:00Z"],
+                                description="proof 'created' (xsd:dateTimeStamp); default now")
+
+
+class IssueIn(Strict):
+    credential: dict[str, Any] = Field(description="an unsigned VC Data Model 2.0 credential; 'issuer' is filled "
+                                                   "in (and must be this service's DID if given); "
+                                                   "'credentialStatus' is assigned by the service")
+    options: IssueOptions = Field(default_factory=IssueOptions)
+
+
+class IssueOut(BaseModel):
+    verifiableCredential: dict[str, Any]
+
+
+class VerifyOptions(Strict):
+    """Reserved (the VC API request shape); no options are supported yet."""
+
+
+class VerifyIn(Strict):
+    verifiableCredential: dict[str, Any]
+    options: VerifyOptions = Field(default_factory=VerifyOptions)
+
+
+class StatusCheckOut(BaseModel):
+    statusPurpose: str
+    statusListIndex: int
+    statusListCredential: str
+    set: bool = Field(description="true: the credential is revoked / suspended")
+
+
+class VerifyOut(BaseModel):
+    verified: bool
+    checks: list[str] = Field(description="what was checked")
+    warnings: list[str]
+    errors: list[str] = Field(description="why verification failed (empty when verified)")
+    revoked: bool
+    suspended: bool
+    status: list[StatusCheckOut]
+    issuer: str | None = None
+    verificationMethod: str | None = None
+
+
+class StatusEntryIn(Strict):
+    type: Literal["BitstringStatusListEntry"]
+    status: Literal["revoked", "suspended", "active"]
+
+
+class UpdateStatusIn(Strict):
+    credentialId: str = Field(min_length=1, max_length=2048)
+    credentialStatus: list[StatusEntryIn] = Field(min_length=1, max_length=2)
+
+
+class UpdateStatusOut(BaseModel):
+    credentialId: str
+    status: Literal["revoked", "suspended", "active"]
+    revoked: bool
+    suspended: bool
+
+
+def _invalid(detail: str, kind: str = "invalid-credential", **extensions) -> Problem:
+    return Problem(422, "Unprocessable Content", detail, kind, **extensions)
+
+
+# RDFC-1.0 canonicalisation (pyld's URDNA2015) is exponential on "poison graphs": blank
+# nodes it cannot tell apart make it try every permutation of them. pyld has no work
+# limit, so a tiny credential (8 blank nodes naming each other, 16 identical nested
+# objects, a 500-item @list of one value) would hold a worker for minutes or end in a
+# RecursionError. Until the canonicaliser gets a call budget, the API refuses the shapes
+# that need one before anything is canonicalised: no blank node identifiers (so blank
+# nodes form a tree), no inline @context objects (so no term can be made an @id alias or
+# a list container), bounded depth, size and @list length, and at most a handful of
+# objects with the same shape (nested objects count as one placeholder, so identical
+# siblings anywhere in the tree are counted together, as the canonicaliser sees them).
+MAX_DEPTH = 16
+MAX_VALUES = 2_000
+MAX_LIST_ITEMS = 32
+MAX_IDENTICAL_OBJECTS = 6
+
+
+def _shape(value):
+    if isinstance(value, dict):
+        return "_:z"
+    if isinstance(value, list):
+        return [_shape(item) for item in value]
+    return value
+
+
+def document_problem(document: dict) -> str | None:
+    """Why ``document`` is refused before canonicalisation (``None``: it may be processed)."""
+    stack, values, list_items, objects = [(document, 1)], 0, 0, []
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            return f"the document has more than {MAX_VALUES} JSON values"
+        if depth > MAX_DEPTH:
+            return f"the document is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str) and value.startswith("_:"):
+            return f"blank node identifiers are not accepted ({value[:40]!r})"
+        if isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, dict):
+            objects.append(value)
+            for key, item in value.items():
+                if key.startswith("_:"):
+                    return f"blank node identifiers are not accepted ({key[:40]!r})"
+                if key == "@context" and not (isinstance(item, str) or (
+                        isinstance(item, list) and all(isinstance(c, str) for c in item))):
+                    return "inline @context objects are not accepted: use published context URLs"
+                if key == "@list":
+                    list_items += len(item) if isinstance(item, list) else 1
+                stack.append((item, depth + 1))
+    if list_items > MAX_LIST_ITEMS:
+        return f"the document has more than {MAX_LIST_ITEMS} @list items"
+    shapes = Counter(json.dumps({k: _shape(v) for k, v in obj.items()}, sort_keys=True) for obj in objects)
+    if shapes and max(shapes.values()) > MAX_IDENTICAL_OBJECTS:
+        return (f"the document has more than {MAX_IDENTICAL_OBJECTS} objects of one shape "
+                "(canonicalising it could take exponential time)")
+    return None
+
+
+def _check_document(document: dict) -> None:
+    problem = document_problem(document)
+    if problem is not None:
+        raise Problem(422, "Unprocessable Content", problem, "unsupported-document")
+
+
+def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair | None = None,
+                           base_url: str = "http://127.0.0.1") -> FastAPI:
+    app = create_service_app(ctx, "platformQ credentials",
+                             "W3C Verifiable Credentials: issue, verify, revoke and suspend (VC API shaped).")
+    key_pair = issuer_key_pair or Ed25519KeyPair.generate()
+    registry = StatusRegistry(base_url.rstrip("/") + "/status-lists", key_pair)
+    issuer = Issuer(key_pair, status_registry=registry)
+    issued: dict[str, dict[str, int]] = {}  # tenant -> credential id -> status list index
+    signed_lists: dict[str, tuple[bytes, dict]] = {}  # purpose -> (bits it was signed for, credential)
+    lock = threading.RLock()
+    app.state.issuer = issuer
+    app.state.status_registry = registry
+    app.state.issued = issued
+    reader = ctx.require("credentials:read")
+    writer = ctx.require("credentials:write")
+
+    def list_credential(purpose: str) -> dict:
+        with lock:
+            bits = registry.lists[purpose].to_bytes()
+            cached = signed_lists.get(purpose)
+            if cached is None or cached[0] != bits:
+                cached = signed_lists[purpose] = (bits, registry.status_list_credential(purpose))
+            return copy.deepcopy(cached[1])
+
+    def fetch(url: str) -> dict:
+        for purpose in registry.lists:
+            if url == registry.list_url(purpose):
+                return list_credential(purpose)
+        raise StatusListError(f"status list {url} is not published by this service (nothing is fetched)")
+
+    @app.post("/credentials/issue", status_code=201, response_model=IssueOut, tags=["credentials"])
+    def issue(body: IssueIn, principal: Principal = Depends(writer)):
+        _check_document(body.credential)
+        unsigned = copy.deepcopy(body.credential)
+        unsigned.setdefault("issuer", issuer.id)
+        if "credentialStatus" in unsigned:
+            raise _invalid("credentialStatus is assigned by the issuer's status registry")
+        if issuer_id(unsigned) != issuer.id:
+            raise _invalid(f"issuer {issuer_id(unsigned)!r} is not this issuer ({issuer.id})")
+        unsigned.setdefault("id", f"urn:uuid:{uuid.uuid4()}")
+        if body.options.created is not None:
+            try:
+                parse_timestamp(body.options.created, "options.created")
+            except CredentialError as exc:
+                raise _invalid(str(exc), "invalid-option") from None
+        # Check everything that can reject the credential before a status index is spent on it.
+        preview = {**unsigned, "credentialStatus": [status_entry(registry.list_url(p), 0, p) for p in registry.lists]}
+        try:
+            validate_credential(preview)
+            canonicalize(preview)
+        except CredentialError as exc:
+            raise _invalid(str(exc), problems=list(getattr(exc, "problems", ()))) from None
+        credential_id = unsigned["id"]
+        with lock:
+            own = issued.setdefault(principal.tenant, {})
+            if credential_id in own:
+                raise Problem(409, "Conflict", f"this tenant already issued a credential with id {credential_id!r}",
+                              "credential-exists")
+            try:
+                signed = issuer.issue(unsigned, created=body.options.created)
+            except CredentialError as exc:
+                raise _invalid(str(exc)) from None
+            own[credential_id] = int(status_entries(signed)[0]["statusListIndex"])
+        return IssueOut(verifiableCredential=signed)
+
+    @app.post("/credentials/verify", response_model=VerifyOut, tags=["credentials"])
+    def verify(body: VerifyIn, principal: Principal = Depends(reader)):
+        credential = body.verifiableCredential
+        _check_document(credential)
+        result = verify_credential(credential, fetch_status_list=fetch)
+        method = result.proof.verification_method if result.proof is not None else None
+        checks = ["structure", "proof", "issuer", "validity"] + (["status"] if status_entries(credential) else [])
+        return VerifyOut(
+            verified=result.verified, checks=checks, warnings=[], errors=list(result.errors),
+            revoked=result.revoked, suspended=result.suspended,
+            status=[StatusCheckOut(statusPurpose=c.purpose, statusListIndex=c.index,
+                                   statusListCredential=c.status_list_credential, set=c.is_set)
+                    for c in result.status],
+            issuer=issuer_id(credential), verificationMethod=method.id if method is not None else None)
+
+    @app.post("/credentials/status", response_model=UpdateStatusOut, tags=["credentials"])
+    def update_status(body: UpdateStatusIn, principal: Principal = Depends(writer)):
+        with lock:
+            index = issued.get(principal.tenant, {}).get(body.credentialId)
+            if index is None:
+                raise Problem(404, "Not Found", f"unknown credential {body.credentialId!r}", "unknown-credential")
+            revoked, suspended = registry.is_set(index, REVOCATION), registry.is_set(index, SUSPENSION)
+            for entry in body.credentialStatus:  # all-or-nothing: work out the end state, then apply it
+                if entry.status == "revoked":
+                    revoked = True
+                elif entry.status == "suspended":
+                    suspended = True
+                elif revoked:
+                    raise Problem(409, "Conflict", "the credential is revoked: revocation is permanent",
+                                  "credential-revoked")
+                else:
+                    suspended = False
+            if revoked:
+                registry.revoke(index)
+            if suspended:
+                registry.suspend(index)
+            else:
+                registry.unsuspend(index)
+        return UpdateStatusOut(credentialId=body.credentialId, revoked=revoked, suspended=suspended,
+                               status="revoked" if revoked else "suspended" if suspended else "active")
+
+    @app.get("/status-lists/{purpose}", response_model=dict[str, Any], tags=["status lists"])
+    def status_list(purpose: Purpose, principal: Principal = Depends(reader)):
+        """The signed BitstringStatusListCredential for ``purpose``."""
+        return list_credential(purpose)
+
+    return app
+
+
+__all__ = ["create_credentials_app"]

@@ -1,0 +1,320 @@
+"""Credentials API over HTTP (ASGI in process): issue/verify/status round trips, auth, roles, tenancy, problem+json."""
+
+import copy
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.common.app import ServiceContext
+from services.credentials import (
+    CREDENTIALS_EXAMPLES_V2_URL,
+    CREDENTIALS_V2_URL,
+    Ed25519KeyPair,
+    StatusList,
+    verify_credential,
+)
+from services.credentials.api import MAX_DEPTH, create_credentials_app
+
+BASE = "https://vc.platformq.test"
+STATUS = "BitstringStatusListEntry"
+
+
+@pytest.fixture
+def ctx():  # tests/services/credentials/conftest.py serves the core's tests; the API's context lives here
+    return ServiceContext("test", issuer_url="http://127.0.0.1:8000", rate=1000.0, burst=1000)
+
+
+@pytest.fixture(scope="module")
+def key_pair():
+    return Ed25519KeyPair.generate()
+
+
+@pytest.fixture
+def setup(ctx, key_pair):
+    app = create_credentials_app(ctx, issuer_key_pair=key_pair, base_url=BASE)
+    keys = {
+        "t1_engineer": ctx.keys.create("erin", "t1", ["engineer"]),
+        "t1_viewer": ctx.keys.create("victor", "t1", ["viewer"]),
+        "t1_auditor": ctx.keys.create("audrey", "t1", ["auditor"]),
+        "t1_trader": ctx.keys.create("alice", "t1", ["trader"]),
+        "t2_engineer": ctx.keys.create("bob", "t2", ["engineer"]),
+    }
+    return TestClient(app, raise_server_exceptions=False), keys
+
+
+def h(keys, who):
+    return {"X-API-Key": keys[who]}
+
+
+def is_problem(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
+    return body
+
+
+def model_credential(**extra) -> dict:
+    credential = {
+        "@context": [CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL],
+        "id": "urn:uuid:7f3c1a52-2f0e-4c55-9d8e-0d1b2c3d4e5f",
+        "type": ["VerifiableCredential", "ModelCredential"],
+        "validFrom": "2025-01-01T00:00:00Z",
+        "credentialSubject": {"id": "urn:platformq:model:price_direction:7", "accuracy": "0.61"},
+    }
+    credential.update(extra)
+    return credential
+
+
+def issue(client, keys, who="t1_engineer", **extra):
+    r = client.post("/credentials/issue", json={"credential": model_credential(**extra)}, headers=h(keys, who))
+    assert r.status_code == 201, r.text
+    return r.json()["verifiableCredential"]
+
+
+def verify(client, keys, vc, who="t1_viewer"):
+    r = client.post("/credentials/verify", json={"verifiableCredential": vc}, headers=h(keys, who))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def set_status(client, keys, credential_id, *statuses, who="t1_engineer"):
+    return client.post("/credentials/status", json={"credentialId": credential_id, "credentialStatus": [
+        {"type": STATUS, "status": s} for s in statuses]}, headers=h(keys, who))
+
+
+def test_issue_verify_round_trip(setup, key_pair):
+    client, keys = setup
+    vc = issue(client, keys)
+    assert vc["issuer"] == key_pair.did == client.app.state.issuer.id
+    assert vc["proof"]["cryptosuite"] == "eddsa-rdfc-2022"
+    assert vc["proof"]["verificationMethod"] == key_pair.verification_method_id
+    entries = {e["statusPurpose"]: e for e in vc["credentialStatus"]}
+    assert set(entries) == {"revocation", "suspension"} and all(e["type"] == STATUS for e in entries.values())
+    assert entries["revocation"]["statusListCredential"] == f"{BASE}/status-lists/revocation"
+    assert entries["revocation"]["statusListIndex"] == entries["suspension"]["statusListIndex"]
+    out = verify(client, keys, vc)
+    assert out["verified"] is True and out["errors"] == [] and not out["revoked"] and not out["suspended"]
+    assert out["issuer"] == key_pair.did and "status" in out["checks"]
+    assert {(s["statusPurpose"], s["set"]) for s in out["status"]} == {("revocation", False), ("suspension", False)}
+    # an independent verifier gets the same answer from the published status lists
+    published = lambda url: client.get(url.removeprefix(BASE), headers=h(keys, "t1_viewer")).json()  # noqa: E731
+    assert verify_credential(vc, fetch_status_list=published).verified
+    # a credential without an id gets a urn:uuid (its handle for status changes); an issuer object works too
+    anonymous = model_credential(issuer={"id": key_pair.did, "name": "platformQ"})
+    del anonymous["id"]
+    r = client.post("/credentials/issue", headers=h(keys, "t1_engineer"),
+                    json={"credential": anonymous, "options": {"created": "2025-06-01T12:00:00Z"}})
+    assert r.status_code == 201, r.text
+    signed = r.json()["verifiableCredential"]
+    assert signed["id"].startswith("urn:uuid:") and signed["proof"]["created"] == "2025-06-01T12:00:00Z"
+    assert verify(client, keys, signed)["verified"]
+
+
+def test_tampered_credential_is_not_verified(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    tampered = [
+        {**vc, "credentialSubject": {**vc["credentialSubject"], "accuracy": "0.99"}},
+        {**vc, "validFrom": "2024-01-01T00:00:00Z"},
+        {**vc, "credentialStatus": [{**e, "statusListIndex": "0"} for e in vc["credentialStatus"]]},
+        {**vc, "proof": {**vc["proof"], "proofValue": "z" + "1" * 86}},
+        {k: v for k, v in vc.items() if k != "proof"},
+    ]
+    for doc in tampered:
+        out = verify(client, keys, doc)
+        assert out["verified"] is False and out["errors"], doc
+    # another key signing "as" this issuer is caught by the issuer binding
+    from services.credentials import add_proof
+
+    forged = add_proof({k: v for k, v in vc.items() if k != "proof"}, Ed25519KeyPair.generate())
+    out = verify(client, keys, forged)
+    assert out["verified"] is False and any("not controlled by the issuer" in e for e in out["errors"])
+    # status lists elsewhere are never fetched: such a credential fails closed
+    elsewhere = copy.deepcopy(vc)
+    elsewhere["credentialStatus"][0]["statusListCredential"] = "https://elsewhere.example/list"
+    out = verify(client, keys, elsewhere)
+    assert out["verified"] is False and any("not published by this service" in e for e in out["errors"])
+
+
+def test_revoke_is_permanent_and_fails_verification(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    before = client.get("/status-lists/revocation", headers=h(keys, "t1_viewer")).json()
+    r = set_status(client, keys, vc["id"], "revoked")
+    assert r.status_code == 200 and r.json() == {"credentialId": vc["id"], "status": "revoked", "revoked": True,
+                                                 "suspended": False}
+    out = verify(client, keys, vc)
+    assert out["verified"] is False and out["revoked"] is True
+    assert any("revoked" in e for e in out["errors"])
+    # the published list has the bit set, and is re-signed because it changed
+    after = client.get("/status-lists/revocation", headers=h(keys, "t1_viewer")).json()
+    index = int(vc["credentialStatus"][0]["statusListIndex"])
+    assert StatusList.decode(after["credentialSubject"]["encodedList"], "revocation").get(index)
+    assert not StatusList.decode(before["credentialSubject"]["encodedList"], "revocation").get(index)
+    assert verify_credential(after, check_status_entries=False).verified
+    assert set_status(client, keys, vc["id"], "revoked").status_code == 200  # idempotent
+    assert "permanent" in is_problem(set_status(client, keys, vc["id"], "active"), 409)["detail"]
+    assert verify(client, keys, vc)["revoked"] is True
+
+
+def test_suspend_and_unsuspend(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    assert set_status(client, keys, vc["id"], "suspended").json()["status"] == "suspended"
+    out = verify(client, keys, vc)
+    assert out["verified"] is False and out["suspended"] is True and out["revoked"] is False
+    assert set_status(client, keys, vc["id"], "active").json() == {"credentialId": vc["id"], "status": "active",
+                                                                    "revoked": False, "suspended": False}
+    assert verify(client, keys, vc)["verified"] is True
+    # entries apply in order, all or nothing
+    assert set_status(client, keys, vc["id"], "suspended", "active").json()["status"] == "active"
+    assert set_status(client, keys, vc["id"], "active", "suspended").json()["status"] == "suspended"
+    is_problem(set_status(client, keys, vc["id"], "revoked", "active"), 409)
+    assert verify(client, keys, vc)["revoked"] is False  # the refused request changed nothing
+
+
+def test_status_list_is_signed_and_cached_until_it_changes(setup, key_pair):
+    client, keys = setup
+    first = client.get("/status-lists/suspension", headers=h(keys, "t1_auditor"))
+    assert first.status_code == 200
+    doc = first.json()
+    assert doc["id"] == f"{BASE}/status-lists/suspension" and doc["issuer"] == key_pair.did
+    assert "BitstringStatusListCredential" in doc["type"]
+    assert verify_credential(doc, check_status_entries=False).verified
+    again = client.get("/status-lists/suspension", headers=h(keys, "t1_auditor")).json()
+    assert again["proof"] == doc["proof"]
+    vc = issue(client, keys)
+    assert client.get("/status-lists/suspension", headers=h(keys, "t1_auditor")).json()["proof"] == doc["proof"]
+    set_status(client, keys, vc["id"], "suspended")
+    changed = client.get("/status-lists/suspension", headers=h(keys, "t1_auditor")).json()
+    assert changed["credentialSubject"]["encodedList"] != doc["credentialSubject"]["encodedList"]
+    is_problem(client.get("/status-lists/expiry", headers=h(keys, "t1_auditor")), 422)
+
+
+def test_authentication_and_roles(setup):
+    client, keys = setup
+    body = {"credential": model_credential()}
+    is_problem(client.post("/credentials/issue", json=body), 401)
+    is_problem(client.post("/credentials/issue", json=body, headers={"X-API-Key": "pq_wrong"}), 401)
+    is_problem(client.get("/status-lists/revocation"), 401)
+    for who in ("t1_viewer", "t1_auditor", "t1_trader"):
+        assert "credentials:write" in is_problem(client.post("/credentials/issue", json=body, headers=h(keys, who)),
+                                                 403)["detail"]
+        is_problem(set_status(client, keys, "urn:x", "revoked", who=who), 403)
+    vc = issue(client, keys)
+    assert "credentials:read" in is_problem(client.post("/credentials/verify", json={"verifiableCredential": vc},
+                                                        headers=h(keys, "t1_trader")), 403)["detail"]
+    assert verify(client, keys, vc, who="t1_auditor")["verified"]
+    token = client.post("/auth/token", json={"api_key": keys["t1_engineer"]}).json()["access_token"]
+    r = client.post("/credentials/issue", json={"credential": model_credential(id="urn:uuid:jwt")},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201
+
+
+def test_invalid_input_is_a_422_problem_and_spends_no_status_index(setup, key_pair):
+    client, keys = setup
+    registry = client.app.state.status_registry
+    he = h(keys, "t1_engineer")
+    cases = [
+        (model_credential(credentialStatus={"type": STATUS}), "assigned by the issuer"),
+        (model_credential(issuer="did:example:someone-else"), "is not this issuer"),
+        (model_credential(credentialSubject={}), "credentialSubject"),
+        (model_credential(type=["ModelCredential"]), "VerifiableCredential"),
+        (model_credential(**{"@context": [CREDENTIALS_V2_URL]}), "would be dropped"),  # undefined 'accuracy'
+        (model_credential(**{"@context": [CREDENTIALS_V2_URL, "https://example.com/ctx"]}), "not bundled"),
+        (model_credential(id="not a url"), "id must be a URL"),
+        (model_credential(validUntil="tomorrow"), "dateTimeStamp"),
+    ]
+    for credential, message in cases:
+        r = client.post("/credentials/issue", json={"credential": credential}, headers=he)
+        assert message in is_problem(r, 422)["detail"], credential
+    bad_bodies = [{"credential": model_credential(), "options": {"created": "yesterday"}},
+                  {"credential": model_credential(), "options": {"challenge": "x"}},
+                  {"credential": model_credential(), "extra": 1}, {"credential": "not an object"}, {}]
+    for body in bad_bodies:
+        is_problem(client.post("/credentials/issue", json=body, headers=he), 422)
+    assert registry.allocated == frozenset()  # nothing rejected used up a status list index
+    for body in ({"verifiableCredential": "x"}, {"verifiableCredential": [1]}, {}, {"credential": {}},
+                 {"verifiableCredential": {}, "options": {"challenge": "x"}}):
+        is_problem(client.post("/credentials/verify", json=body, headers=he), 422)
+    r = client.post("/credentials/verify", content=b"{not json", headers={**he, "content-type": "application/json"})
+    is_problem(r, 422)
+    for body in ({"credentialId": "urn:x", "credentialStatus": []},
+                 {"credentialId": "urn:x", "credentialStatus": [{"type": STATUS, "status": "deleted"}]},
+                 {"credentialId": "urn:x", "credentialStatus": [{"type": "StatusList2021Entry", "status": "revoked"}]},
+                 {"credentialId": "", "credentialStatus": [{"type": STATUS, "status": "revoked"}]}):
+        is_problem(client.post("/credentials/status", json=body, headers=he), 422)
+    is_problem(set_status(client, keys, "urn:never-issued", "revoked"), 404)
+
+
+def test_documents_that_would_canonicalise_in_exponential_time_are_refused_fast(setup):
+    """RDFC-1.0 'poison graphs': a few indistinguishable blank nodes make pyld try every permutation."""
+    client, keys = setup
+    vc = issue(client, keys)
+    clique = [{"@id": f"_:b{i}", "knows": [{"@id": f"_:b{j}"} for j in range(8) if j != i]} for i in range(8)]
+    twins = {"knows": [{"knows": [{"name": "a"}] * 8}] * 2}  # 11 s to canonicalise without the guard
+    nested = {"name": "a"}
+    for _ in range(MAX_DEPTH + 500):
+        nested = {"knows": nested}
+    poisons = [{"credentialSubject": {"knows": clique}}, {"credentialSubject": twins},
+               {"credentialSubject": {"knows": {"@list": ["a"] * 500}}}, {"credentialSubject": nested},
+               {"@context": [CREDENTIALS_V2_URL, {"knows": "@id"}]}]
+    started = time.perf_counter()
+    for change in poisons:
+        r = client.post("/credentials/issue", json={"credential": model_credential(**change)},
+                        headers=h(keys, "t1_engineer"))
+        is_problem(r, 422)
+        r = client.post("/credentials/verify", json={"verifiableCredential": {**vc, **change}},
+                        headers=h(keys, "t1_viewer"))
+        assert is_problem(r, 422)["type"].endswith("unsupported-document")
+    assert time.perf_counter() - started < 5
+
+
+def test_duplicate_ids_conflict_within_a_tenant_only(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    r = client.post("/credentials/issue", json={"credential": model_credential()}, headers=h(keys, "t1_engineer"))
+    assert "already issued" in is_problem(r, 409)["detail"]
+    theirs = issue(client, keys, who="t2_engineer")  # the same id in another tenant is another credential
+    assert theirs["id"] == vc["id"] and theirs["credentialStatus"] != vc["credentialStatus"]
+    set_status(client, keys, vc["id"], "revoked", who="t2_engineer")
+    assert verify(client, keys, theirs)["revoked"] is True
+    assert verify(client, keys, vc)["verified"] is True
+
+
+def test_tenant_isolation_on_every_route(setup):
+    """Tenant 2 probes every tenant-scoped route with tenant 1's credential id: always 404, nothing changes."""
+    client, keys = setup
+    vc = issue(client, keys)
+    registry = client.app.state.status_registry
+    before = {p: lst.to_bytes() for p, lst in registry.lists.items()}
+    probes = {
+        ("POST", "/credentials/status"): [dict(url="/credentials/status", json={
+            "credentialId": vc["id"], "credentialStatus": [{"type": STATUS, "status": s}]})
+            for s in ("revoked", "suspended", "active")],
+    }
+    public = {("POST", "/credentials/issue"),  # issues in the caller's own tenant
+              ("POST", "/credentials/verify"), ("GET", "/status-lists/{purpose}")}  # anyone may verify
+    tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
+                     if r.path.startswith(("/credentials", "/status-lists")) and (m, r.path) not in public}
+    assert tenant_routes == set(probes), "a new tenant-scoped route needs an isolation probe"
+    for (method, _), attempts in probes.items():
+        for kwargs in attempts:
+            body = is_problem(client.request(method, **kwargs, headers=h(keys, "t2_engineer")), 404)
+            assert body["detail"] == f"unknown credential {vc['id']!r}"
+    assert {p: lst.to_bytes() for p, lst in registry.lists.items()} == before
+    assert verify(client, keys, vc)["verified"] is True
+    # verification itself is public: tenant 2 can check tenant 1's credential
+    assert verify(client, keys, vc, who="t2_engineer")["verified"] is True
+    assert client.app.state.issued == {"t1": {vc["id"]: int(vc["credentialStatus"][0]["statusListIndex"])}}
+
+
+def test_audit_records_issuance(setup):
+    client, keys = setup
+    client.post("/credentials/issue", json={"credential": model_credential()},
+                headers={**h(keys, "t1_engineer"), "X-Request-ID": "vc-1"})
+    records = client.get("/audit", headers=h(keys, "t1_auditor")).json()
+    mine = [r for r in records if r["correlation_id"] == "vc-1"]
+    assert mine and mine[0]["status"] == 201 and mine[0]["subject"] == "erin"
