@@ -66,6 +66,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "derivatives": service_resource(settings, "derivatives"),
         "governance": service_resource(settings, "governance"),
         "trading": service_resource(settings, "trading"),
+        "data_api": service_resource(settings, "data"),
     }
 
 

@@ -20,7 +20,7 @@ PRODUCTION_ENV = {
     "PLATFORMQ_S3_SECRET_KEY": "secret",
     "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq",
     "PLATFORMQ_TRINO_HOST": "trino.internal",
-    "PLATFORMQ_SERVICE_URLS": '{"credentials": "http://creds.internal:8103", "derivatives": "http://d.internal:8101", "governance": "http://g.internal:8102", "trading": "http://t.internal:8100"}',
+    "PLATFORMQ_SERVICE_URLS": '{"credentials": "http://creds.internal:8103", "derivatives": "http://d.internal:8101", "governance": "http://g.internal:8102", "trading": "http://t.internal:8100", "data": "http://data.internal:8104"}',
     "PLATFORMQ_SERVICES_API_KEY": "pq_secret",
 }
 

@@ -157,3 +157,23 @@ def test_balances_are_conserved_under_any_command_stream(cmds):
         open_buys = sum(ex.reserved.get(o.order_id, 0) for o in ex.engine.orders.values()
                         if o.account == acc.account_id and o.side == 1 and o.open_qty)
         assert acc.balance(CASH).locked == open_buys
+
+
+@pytest.mark.slow
+def test_restart_replays_from_a_postgres_journal():
+    """The production journal store: Postgres (started by make test via infra/scripts/test-services.sh)."""
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    with postgres_database() as db:
+        url = PG_DSN.format(db=db)
+        journal = SqlJournal(url)
+        ex = funded(journal)
+        ex.place("c", X, "SELL", 30, 101)
+        ex.place("a", X, "BUY", 20, 103)
+        with ex.batch():
+            ex.place("b", X, "BUY", 5, 99)
+            ex.place("d", X, "SELL", 5, 120)
+        restored = Exchange.restore([X], SqlJournal(url))
+        assert restored.state() == ex.state()
+        conserved(restored)
+        journal.close()
