@@ -13,6 +13,7 @@ load without them.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
@@ -196,7 +197,9 @@ class LakeResource(ConfigurableResource):
         conformed = self.conform(table, data)
         with table.transaction() as tx:
             if delete is not None:
-                tx.delete(delete)
+                with warnings.catch_warnings():  # an empty partition is a normal first write
+                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                    tx.delete(delete)
             if conformed.num_rows:
                 folder = f"{table.location().rstrip('/')}/data"
                 if partition_path:
