@@ -55,12 +55,18 @@ def postgres_database():
     """A fresh database on the local Postgres (started by `make test` via test-services.sh)."""
     import psycopg2
 
+    def admin():
+        con = psycopg2.connect(host="127.0.0.1", user="platformq", password="platformq", dbname="postgres")
+        con.autocommit = True
+        return con
+
     name = f"pq_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", user="platformq", password="platformq", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
+    con = admin()
+    con.cursor().execute(f"CREATE DATABASE {name}")
+    con.close()
     try:
         yield name
     finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+        con = admin()  # a fresh connection: the test may have restarted the server
+        con.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        con.close()
