@@ -39,14 +39,24 @@ def build_definitions(settings: Settings) -> Definitions:
             sensors=[landing_sensor],
             resources=build_resources(settings),
             # Locally every step runs in one process (steps re-import the location
-            # otherwise: ~3x slower on 2 cores); production uses separate processes/pods.
-            executor=in_process_executor if settings.is_local else multiprocess_executor,
+            # otherwise: ~3x slower on 2 cores); production runs a pod per step.
+            executor=select_executor(settings.effective_executor),
         ),
     )
     # Global policy, applied once: every asset carries the profile it was built under.
     return merged.map_resolved_asset_specs(
         func=lambda spec: spec.merge_attributes(tags={"platformq/profile": settings.profile}),
     )
+
+
+def select_executor(name: str):
+    if name == "in_process":
+        return in_process_executor
+    if name == "multiprocess":
+        return multiprocess_executor
+    from dagster_k8s import k8s_job_executor  # only production pays for the kubernetes client import
+
+    return k8s_job_executor
 
 
 @definitions

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     chain_private_key: str | None = None
     chain_registry: str | None = None
 
+    # How a run executes its steps: all in one process (local default), one process per step,
+    # or one Kubernetes pod per step (dagster-k8s k8s_job_executor; production default).
+    executor: Literal["in_process", "multiprocess", "k8s"] | None = None
+
     # Venue simulation
     sim_seed: int = 7
     sim_scale: float = 1.0
@@ -108,6 +112,10 @@ class Settings(BaseSettings):
     @property
     def effective_services_in_process(self) -> bool:
         return self.services_in_process if self.services_in_process is not None else self.is_local
+
+    @property
+    def effective_executor(self) -> str:
+        return self.executor or ("in_process" if self.is_local else "k8s")
 
     @property
     def effective_sql_engine(self) -> str:

@@ -131,6 +131,8 @@ def build_dbt_assets(manifest_path: Path):
         description="dbt build of the silver and gold models for one trading day.",
         # bounded: a broken model is retried once, then the run fails and stays failed
         retry_policy=RetryPolicy(max_retries=1, delay=5),
+        op_tags={"dagster-k8s/config": {"container_config": {"resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}}},
     )
     def dbt_lake(context: AssetExecutionContext, dbt: DbtRunnerResource, lake: LakeResource):
         partition = context.partition_key

@@ -198,6 +198,8 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
     partitions_def=daily_partitions,
     can_subset=False,
     description="Runs one simulated trading session on the matching engine and lands its output in bronze.",
+    op_tags={"dagster-k8s/config": {"container_config": {"resources": {
+        "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}}}},
 )
 def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: LakeResource,
                   object_store: ObjectStoreResource, trading: ServiceClientResource):
