@@ -15,6 +15,7 @@ from services.credentials import (
     verify_credential,
 )
 from services.credentials.api import MAX_DEPTH, create_credentials_app
+from tests.services.problems import is_problem
 
 BASE = "https://vc.platformq.test"
 STATUS = "BitstringStatusListEntry"
@@ -45,14 +46,6 @@ def setup(ctx, key_pair):
 
 def h(keys, who):
     return {"X-API-Key": keys[who]}
-
-
-def is_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
-    return body
 
 
 def model_credential(**extra) -> dict:

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from services.derivatives.api import FuturesMarkets, create_derivatives_app
 from services.derivatives.options import bsm_price, crr_price
 from services.derivatives.span import FuturesPosition, OptionPosition, SpanParameters, span_margin
+from tests.services.problems import is_problem
 
 X = "GPUH30"
 EXPIRY = "2030-12-31"
@@ -38,14 +39,6 @@ def setup(ctx):
 
 def h(keys, who):
     return {"X-API-Key": keys[who]}
-
-
-def is_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
-    return body
 
 
 # ---------------------------------------------------------------- pricing

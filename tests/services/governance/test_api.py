@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from services.governance import ManualClock, ProposalState
 from services.governance import errors as governance_errors
 from services.governance.api import ERROR_STATUS, StateName, create_governance_app, error_status
+from tests.services.problems import is_problem
 
 START = 1_000
 VOTING_DELAY = 10
@@ -42,14 +43,6 @@ def setup(ctx):
 
 def h(keys, who):
     return {"X-API-Key": keys[who]}
-
-
-def is_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
-    return body
 
 
 def create_dao(client, keys, who="t1_trader", **overrides):

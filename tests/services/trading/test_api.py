@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from services.trading.api import create_trading_app
 from services.trading.exchange import Exchange
+from tests.services.problems import is_problem
 
 X = "ACME"
 
@@ -32,14 +33,6 @@ def setup(ctx):
 
 def h(keys, who):
     return {"X-API-Key": keys[who]}
-
-
-def is_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
-    return body
 
 
 def test_place_match_and_read_back(setup):
