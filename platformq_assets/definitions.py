@@ -21,6 +21,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from platformq_assets.trust.definitions import trust_definitions
     from resources import build_resources
     from sensors.landing import build_landing_sensor
+    from sensors.run_failures import run_failure_alerts
 
     landing_sensor = build_landing_sensor(
         landing_ingest_job,
@@ -36,7 +37,7 @@ def build_definitions(settings: Settings) -> Definitions:
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, medallion_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],
-            sensors=[landing_sensor],
+            sensors=[landing_sensor, run_failure_alerts],
             resources=build_resources(settings),
             # Locally every step runs in one process (steps re-import the location
             # otherwise: ~3x slower on 2 cores); production runs a pod per step.

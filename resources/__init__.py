@@ -53,6 +53,7 @@ def service_resource(settings: Settings, service: str):
 
 def build_resources(settings: Settings | None = None) -> dict:
     settings = settings or load_settings()
+    from resources.alerts import AlertsResource
     from resources.dbt import dbt_resource
     from resources.landing_zone import LandingZoneResource
 
@@ -67,6 +68,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "governance": service_resource(settings, "governance"),
         "trading": service_resource(settings, "trading"),
         "data_api": service_resource(settings, "data"),
+        "alerts": AlertsResource(webhook_url=settings.alert_webhook_url),
     }
 
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # or one Kubernetes pod per step (dagster-k8s k8s_job_executor; production default).
     executor: Literal["in_process", "multiprocess", "k8s"] | None = None
 
+    # Failed runs are posted here (JSON) by the run-failure sensor, besides ops.run_failures.
+    alert_webhook_url: str | None = None
+
     # Venue simulation
     sim_seed: int = 7
     sim_scale: float = 1.0

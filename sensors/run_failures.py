@@ -1,0 +1,45 @@
+"""Run-failure sensor: every failed run is recorded in ``ops.run_failures`` and posted to the webhook."""
+
+import datetime as dt
+
+from dagster import RunFailureSensorContext, run_failure_sensor
+
+from resources.alerts import AlertsResource
+from resources.lake import LakeResource
+
+
+def root_cause(error) -> str:
+    """The innermost error's message: what went wrong, not Dagster's wrapper around it."""
+    while error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}" if error.cls_name else error.message.strip()
+
+
+def failure_record(context: RunFailureSensorContext) -> dict:
+    run = context.dagster_run
+    errors = [root_cause(e.event_specific_data.error)[:500] for e in context.get_step_failure_events()
+              if e.event_specific_data and e.event_specific_data.error]
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "partition": run.tags.get("dagster/partition"),
+        "failed_steps": ", ".join(e.step_key or "" for e in context.get_step_failure_events()),
+        "error": (errors[0] if errors else (context.failure_event.message or ""))[:1000],
+        "failed_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+@run_failure_sensor(name="run_failure_alerts", description="Records failed runs in ops.run_failures and posts "
+                    "them to the configured webhook (PLATFORMQ_ALERT_WEBHOOK_URL).")
+def run_failure_alerts(context: RunFailureSensorContext, lake: LakeResource, alerts: AlertsResource):
+    import pyarrow as pa
+
+    record = failure_record(context)
+    schema = pa.schema([("run_id", pa.string()), ("job_name", pa.string()), ("partition", pa.string()),
+                        ("failed_steps", pa.string()), ("error", pa.string()),
+                        ("failed_at", pa.timestamp("us", tz="UTC"))])
+    lake.append("ops.run_failures", pa.Table.from_pylist([record], schema=schema))
+    payload = {**record, "failed_at": record["failed_at"].isoformat(),
+               "text": f"platformQ run {record['run_id'][:8]} of {record['job_name']} failed: {record['error'][:200]}"}
+    posted = alerts.post(payload)
+    context.log.info(f"recorded failure of run {record['run_id']}; webhook {'accepted' if posted else 'not used'}")
