@@ -38,7 +38,6 @@ def test_transaction_signed_for_one_chain_is_refused_by_the_other(chain_a, chain
 
 
 def test_invalid_chain_ids_are_rejected():
-    pytest.importorskip("eth_tester")
     from services.anchoring.chain import InProcessEthereumChain
 
     for bad in (0, -1, 2**64, True, "1"):
@@ -66,7 +65,6 @@ def test_is_registry_is_false_for_other_code_and_accounts(chain_a, chain_b, regi
 
 # -- JsonRpcChain --------------------------------------------------------------
 def test_json_rpc_chain_is_configured_without_touching_the_network():
-    pytest.importorskip("web3")
     from services.anchoring.chain import JsonRpcChain
 
     chain = JsonRpcChain(

@@ -28,7 +28,7 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="session")
 def vectors() -> Path:
     if not VECTORS.is_dir():
-        pytest.skip(f"W3C vc-di-eddsa test vectors not found at {VECTORS}")
+        pytest.fail(f"W3C vc-di-eddsa test vectors not found at {VECTORS} (../shared/testdata)")
     return VECTORS
 
 
