@@ -159,7 +159,7 @@ def test_backfill_range_from_dagster_cli_creates_one_run_per_day(settings, platf
 
 
 def test_reconciliation_check_catches_bronze_silver_drift(settings, lake):
-    from dagster import AssetCheckKey, AssetSelection
+    from dagster import AssetCheckKey
 
     defs = definitions(settings)
     assert run_day(defs, DAY).success

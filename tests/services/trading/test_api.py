@@ -1,6 +1,5 @@
 """Trading API over HTTP (ASGI in process): auth, roles, tenancy, problem+json, audit, metrics."""
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
