@@ -20,6 +20,9 @@ from pathlib import Path
 
 import click
 
+# In-process runs log to the console at WARNING: the CLI prints its own summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
 
 def _settings():
     from resources.settings import load_settings
@@ -161,9 +164,6 @@ def ingest_landing() -> None:
                f"checks passed {report['checks_passed']}, failed {report['checks_failed']}")
     if not report["success"]:
         raise click.ClickException("landing ingestion failed: see the run in the UI")
-
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def materialise_days(days: list[str], instance=None, defs=None, run_config: dict | None = None) -> list[dict]:

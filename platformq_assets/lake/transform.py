@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 from dagster import (
-    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -188,12 +187,4 @@ def build_dbt_assets(manifest_path: Path):
     return dbt_lake
 
 
-def dbt_check_key(manifest: DbtManifest, test_name: str) -> AssetCheckKey:
-    """Check key of a dbt test by name (helper for tests and selections)."""
-    for uid, spec in manifest.check_specs():
-        if spec.name == test_name:
-            return spec.key
-    raise KeyError(test_name)
-
-
-__all__ = ["DbtManifest", "build_dbt_assets", "dbt_check_key"]
+__all__ = ["DbtManifest", "build_dbt_assets"]
