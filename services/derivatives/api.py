@@ -140,13 +140,18 @@ class ImpliedVolOut(BaseModel):
 # ---------------------------------------------------------------- structured products
 
 
-class PrincipalProtectedNoteIn(Strict):
+class _NoteIn(Strict):
+    """Market inputs every structured note is priced from."""
+
     notional: Notional
     spot: Price
     rate: Rate
     vol: Vol
     time: Years
     dividend_yield: Yield = 0.0
+
+
+class PrincipalProtectedNoteIn(_NoteIn):
     protection: float = Field(default=1.0, gt=0, le=1, description="fraction of notional repaid at maturity")
     participation: float | None = Field(default=None, ge=0, le=1000,
                                         description="upside participation; omitted: solved so the note prices "
@@ -155,13 +160,7 @@ class PrincipalProtectedNoteIn(Strict):
                                        description="price the solved participation hits (default: par)")
 
 
-class ReverseConvertibleIn(Strict):
-    notional: Notional
-    spot: Price
-    rate: Rate
-    vol: Vol
-    time: Years
-    dividend_yield: Yield = 0.0
+class ReverseConvertibleIn(_NoteIn):
     strike_pct: float = Field(default=1.0, gt=0, le=10, description="put strike as a fraction of spot")
     coupon_rate: float | None = Field(default=None, ge=0, le=100,
                                       description="annual simple coupon; omitted: solved so the note prices at par")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .options import OptionType, bsm_price
+from .options import OptionType, _finite, _positive, bsm_price
 
 __all__ = [
     "Leg",
@@ -47,20 +47,6 @@ class StructuredPrice:
     def price_pct(self) -> float:
         """Price as a fraction of notional (1.0 = par)."""
         return self.price / self.notional
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _finite(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return value
 
 
 def _legs_price(product: str, notional: float, legs: list[Leg]) -> StructuredPrice:
