@@ -8,6 +8,12 @@ PY := $(VENV)/bin/python
 # web3/py-evm/vyper need pycryptodome<4, which clashes with minio's pin: their own venv
 CHAIN_VENV := .venv-chain
 STAMPS := .make
+# lava-dl needs Python 3.10 + torch 2.3 (5.5 GB): its environment lives in a cache keyed by the
+# hash of requirements/lava.txt, so a fresh clone (CI) links it instead of reinstalling it.
+LAVA_PY310 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python"; [ -x "$$p" ] && echo "$$p" || echo 3.10)
+PLATFORMQ_CACHE ?= $(HOME)/.cache/platformq
+LAVA_ENV := $(PLATFORMQ_CACHE)/venv-lava-$(shell sha256sum requirements/lava.txt | cut -c1-12)
+LAVA_VENV := .venv-lava
 
 export PLATFORMQ_HOME ?= $(CURDIR)/.platformq
 export DAGSTER_HOME ?= $(PLATFORMQ_HOME)
@@ -37,7 +43,7 @@ help:
 	@echo "make lock       recompile requirements/*.txt from requirements/*.in"
 
 ## ---- setup (idempotent; a no-op when nothing changed) ----------------------
-setup: $(STAMPS)/venv $(STAMPS)/venv-chain $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+setup: $(STAMPS)/venv $(STAMPS)/venv-chain $(STAMPS)/venv-lava $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
 $(STAMPS)/uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -52,6 +58,14 @@ $(STAMPS)/venv: $(STAMPS)/uv requirements/main.txt requirements/dev.txt pyprojec
 $(STAMPS)/venv-chain: $(STAMPS)/uv requirements/chain.txt
 	@test -x $(CHAIN_VENV)/bin/python || uv venv --quiet --python $(PYTHON_VERSION) $(CHAIN_VENV)
 	uv pip sync --quiet --python $(CHAIN_VENV)/bin/python requirements/chain.txt
+	@touch $@
+
+$(STAMPS)/venv-lava: $(STAMPS)/uv requirements/lava.txt
+	@if [ ! -f $(LAVA_ENV)/.complete ]; then \
+	  rm -rf $(LAVA_ENV) && uv venv --quiet --python $(LAVA_PY310) $(LAVA_ENV) && \
+	  UV_LINK_MODE=hardlink uv pip sync --quiet --python $(LAVA_ENV)/bin/python requirements/lava.txt && \
+	  touch $(LAVA_ENV)/.complete; fi
+	ln -sfn $(LAVA_ENV) $(LAVA_VENV)
 	@touch $@
 
 $(MANIFEST): $(STAMPS)/venv $(DBT_SOURCES)
@@ -93,8 +107,9 @@ clean:
 	rm -rf .platformq dbt/target dbt/logs data/landing .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) $(CHAIN_VENV) $(STAMPS)
+	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) $(STAMPS)
 
 lock: $(STAMPS)/uv
-	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt
+	UV_FIND_LINKS="$(PIP_FIND_LINKS)" uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt
 	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/dev.in -o requirements/dev.txt
+	uv pip compile --quiet --python-version 3.10 requirements/lava.in -o requirements/lava.txt

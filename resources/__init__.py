@@ -56,6 +56,7 @@ def build_resources(settings: Settings | None = None) -> dict:
     from resources.alerts import AlertsResource
     from resources.dbt import dbt_resource
     from resources.landing_zone import LandingZoneResource
+    from resources.mlflow import mlflow_resource
 
     return {
         "lake": lake_resource(settings),
@@ -69,6 +70,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "trading": service_resource(settings, "trading"),
         "data_api": service_resource(settings, "data"),
         "alerts": AlertsResource(webhook_url=settings.alert_webhook_url),
+        "mlflow": mlflow_resource(settings),
     }
 
 

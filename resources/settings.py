@@ -27,6 +27,11 @@ PRODUCTION_REQUIRED = (
     "s3_access_key",
     "s3_secret_key",
     "object_store_bucket",
+    "mlflow_tracking_uri",
+    "feast_registry_uri",
+    "feast_redis_url",
+    "ray_address",
+    "spark_master",
 )
 
 
@@ -86,6 +91,27 @@ class Settings(BaseSettings):
     # Failed runs are posted here (JSON) by the run-failure sensor, besides ops.run_failures.
     alert_webhook_url: str | None = None
 
+    # ML platform. Locally: MLflow on SQLite with artifacts under home, Feast with a SQLite
+    # registry and online store, Ray started in process, Spark local[2]. Production names a
+    # tracking server, a Postgres registry + Redis online store, a Ray cluster and a Spark master.
+    mlflow_tracking_uri: str | None = None  # http://mlflow:5000 in production
+    mlflow_artifact_location: str | None = None  # only for experiments this platform creates locally
+    feast_registry_uri: str | None = None  # postgresql+psycopg://... (SQL registry) in production
+    feast_redis_url: str | None = None  # redis://host:6379/0 in production (Feast's "host:port,db=0" is derived)
+    feast_offline_store: Literal["file", "spark", "trino"] = "file"
+    ray_address: str | None = None  # ray://head:10001 or head:6379 in production; None starts Ray in process
+    ray_num_cpus: int = 2
+    spark_master: str | None = None  # spark://master:7077 in production; local[2] locally
+    # Promotion gate: the challenger must beat the champion by this much on the holdout.
+    promotion_min_improvement: float = 0.0
+    promotion_min_metric: float = 0.5
+
+    # Federated learning: the simulation engine locally, a SuperLink's control API in production.
+    flower_superlink: str | None = None  # 127.0.0.1:9093 (control API) for `flwr run`
+
+    # Neuromorphic side environment (Python 3.10 + lava-dl), created by `make setup`.
+    lava_python: Path = Field(default=PROJECT_ROOT / ".venv-lava" / "bin" / "python")
+
     # Venue simulation
     sim_seed: int = 7
     sim_scale: float = 1.0
@@ -139,6 +165,24 @@ class Settings(BaseSettings):
     @property
     def object_store_root(self) -> Path:
         return self.home / "objects"
+
+    @property
+    def effective_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def effective_mlflow_artifact_location(self) -> str | None:
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        return (self.home / "mlartifacts").as_uri() if self.is_local else None
+
+    @property
+    def effective_spark_master(self) -> str:
+        return self.spark_master or "local[2]"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return PROJECT_ROOT / "features"
 
     @property
     def duckdb_path(self) -> Path:

@@ -1,0 +1,165 @@
+"""MLflow as a Dagster resource: tracking, the model registry and alias-based promotion.
+
+Every model the platform trains (centralised, federated, spiking) goes through the same
+life cycle, written down here once:
+
+* a new version is registered with the alias ``challenger`` and the tag ``platformq.stage=dev``;
+* an evaluation passes its gate -> ``staging`` (alias ``staging``);
+* promotion makes it ``champion`` (stage ``production``); the champion it replaces keeps the
+  alias ``previous-champion`` (stage ``archived``) so a rollback is one call;
+* every move records who/why in version tags and in the model's ``platformq.history`` tag.
+
+``mlflow`` is imported inside the methods (3 s import; Feast's MLflow plugin adds more).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from typing import Any, Iterator
+
+from dagster import ConfigurableResource
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+STAGING = "staging"
+PREVIOUS_CHAMPION = "previous-champion"
+STAGE_TAG = "platformq.stage"
+STAGES = ("dev", "staging", "production", "archived")
+
+
+class MlflowResource(ConfigurableResource):
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_location: str | None = None  # root for experiments created here (local profile)
+
+    def _mlflow(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        return mlflow
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = f"{self.artifact_location.rstrip('/')}/{name}" if self.artifact_location else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently by another process
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    @contextlib.contextmanager
+    def start_run(self, experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None,
+                  nested: bool = False) -> Iterator[Any]:
+        mlflow = self._mlflow()
+        experiment_id = self.experiment_id(experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
+            yield run
+
+    def run_url(self, run) -> str:
+        info = run.info
+        if self.tracking_uri.startswith("http"):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+        return f"{self.tracking_uri} experiment {info.experiment_id} run {info.run_id}"
+
+    # -- registry ---------------------------------------------------------
+    def register(self, model_uri: str, name: str, tags: dict[str, str] | None = None,
+                 description: str | None = None):
+        """Register a new version as ``challenger`` (stage dev) and return it."""
+        mlflow = self._mlflow()
+        version = mlflow.register_model(model_uri, name, tags={STAGE_TAG: "dev", **(tags or {})})
+        client = self.client()
+        if description:
+            client.update_model_version(name, version.version, description=description)
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        self._record(name, {"event": "registered", "version": version.version})
+        return client.get_model_version(name, version.version)
+
+    def version_for(self, name: str, alias: str):
+        """The model version holding ``alias``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_stage(self, name: str, version: str | int, stage: str, reason: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        client = self.client()
+        client.set_model_version_tag(name, str(version), STAGE_TAG, stage)
+        client.set_model_version_tag(name, str(version), f"platformq.{stage}_reason", reason[:5000])
+        if stage == "staging":
+            client.set_registered_model_alias(name, STAGING, str(version))
+        self._record(name, {"event": f"stage:{stage}", "version": str(version), "reason": reason})
+
+    def promote(self, name: str, version: str | int, reason: str) -> dict:
+        """Make ``version`` the champion (dev/staging -> production) and keep the old one for rollback."""
+        client = self.client()
+        version = str(version)
+        current = self.version_for(name, CHAMPION)
+        if current is not None and current.version == version:
+            return {"promoted": False, "champion": version, "reason": "already champion"}
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
+            client.set_model_version_tag(name, current.version, STAGE_TAG, "archived")
+        if client.get_model_version(name, version).tags.get(STAGE_TAG) == "dev":
+            self.set_stage(name, version, "staging", reason)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_model_version_tag(name, version, STAGE_TAG, "production")
+        client.set_model_version_tag(name, version, "platformq.production_reason", reason[:5000])
+        challenger = self.version_for(name, CHALLENGER)
+        if challenger is not None and challenger.version == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        self._record(name, {"event": "promoted", "version": version, "replaced": current and current.version,
+                            "reason": reason})
+        return {"promoted": True, "champion": version, "previous": current and current.version}
+
+    def rollback(self, name: str, reason: str = "manual rollback") -> dict:
+        """Give ``champion`` back to the version that held it before the last promotion."""
+        client = self.client()
+        previous = self.version_for(name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise ValueError(f"model {name!r} has no previous champion to roll back to")
+        current = self.version_for(name, CHAMPION)
+        client.set_registered_model_alias(name, CHAMPION, previous.version)
+        client.set_model_version_tag(name, previous.version, STAGE_TAG, "production")
+        client.set_model_version_tag(name, previous.version, "platformq.production_reason", reason)
+        if current is not None:
+            client.set_model_version_tag(name, current.version, STAGE_TAG, "archived")
+            client.set_model_version_tag(name, current.version, "platformq.rolled_back", reason)
+        client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+        self._record(name, {"event": "rollback", "version": previous.version,
+                            "replaced": current and current.version, "reason": reason})
+        return {"champion": previous.version, "replaced": current and current.version}
+
+    def history(self, name: str) -> list[dict]:
+        model = self.client().get_registered_model(name)
+        return json.loads(model.tags.get("platformq.history", "[]"))
+
+    def _record(self, name: str, event: dict) -> None:
+        # The registry keeps the model's life story as a bounded JSON tag (MLflow tags hold 8000 chars).
+        client = self.client()
+        history = self.history(name)
+        history.append({**event, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        while len(json.dumps(history)) > 7500 and len(history) > 1:
+            history.pop(0)
+        client.set_registered_model_tag(name, "platformq.history", json.dumps(history))
+
+
+def mlflow_resource(settings) -> MlflowResource:
+    return MlflowResource(tracking_uri=settings.effective_mlflow_tracking_uri,
+                          artifact_location=settings.effective_mlflow_artifact_location)
