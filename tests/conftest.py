@@ -46,3 +46,14 @@ def subprocess_env(home: Path, **extra) -> dict:
     env.pop("PLATFORMQ_PROFILE", None)
     env.update(extra)
     return env
+
+
+# The ML backends production names (tracking server, Feast registry + Redis, Ray, Spark). Tests
+# that only build definitions or run the lakehouse part never connect to them.
+ML_PRODUCTION_ENV = {
+    "PLATFORMQ_MLFLOW_TRACKING_URI": "http://127.0.0.1:5055",
+    "PLATFORMQ_FEAST_REGISTRY_URI": "postgresql+psycopg2://platformq:platformq@127.0.0.1:5432/feast",
+    "PLATFORMQ_FEAST_REDIS_URL": "redis://127.0.0.1:6390/0",
+    "PLATFORMQ_RAY_ADDRESS": "127.0.0.1:6380",
+    "PLATFORMQ_SPARK_MASTER": "spark://127.0.0.1:7077",
+}

@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 from resources.settings import load_settings
 from tests.integration.helpers import QUIET, SMALL_VENUE, definitions
 from tests.integration.servers import PG_DSN, create_bucket, moto_s3, postgres_database
+from tests.conftest import ML_PRODUCTION_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def production(platform_home, monkeypatch):
             "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq-objects",
             "PLATFORMQ_SQL_ENGINE": "duckdb",
             "PLATFORMQ_SERVICES_IN_PROCESS": "true",
+            **ML_PRODUCTION_ENV,
         }
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -11,7 +11,7 @@ import sqlglot
 
 from resources import query_resource
 from resources.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ML_PRODUCTION_ENV, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_query_resource_is_configured_for_trino_from_settings(monkeypatch):
                  "PLATFORMQ_WAREHOUSE": "s3://lake/w", "PLATFORMQ_S3_ENDPOINT": "http://minio:9000",
                  "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
                  "PLATFORMQ_TRINO_HOST": "trino.internal", "PLATFORMQ_TRINO_PORT": "8443",
-                 "PLATFORMQ_TRINO_HTTP_SCHEME": "https", "PLATFORMQ_SERVICES_IN_PROCESS": "true"}.items():
+                 "PLATFORMQ_TRINO_HTTP_SCHEME": "https", "PLATFORMQ_SERVICES_IN_PROCESS": "true", **ML_PRODUCTION_ENV}.items():
         monkeypatch.setenv(k, v)
     engine = query_resource(Settings())
     connection = engine.trino_connection()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from resources import build_resources, lake_resource, object_store_resource, query_resource
 from resources.settings import PRODUCTION_REQUIRED, Settings
-from tests.conftest import ROOT
+from tests.conftest import ML_PRODUCTION_ENV, ROOT
 
 PRODUCTION_ENV = {
     "PLATFORMQ_PROFILE": "production",
@@ -22,6 +22,7 @@ PRODUCTION_ENV = {
     "PLATFORMQ_TRINO_HOST": "trino.internal",
     "PLATFORMQ_SERVICE_URLS": '{"credentials": "http://creds.internal:8103", "derivatives": "http://d.internal:8101", "governance": "http://g.internal:8102", "trading": "http://t.internal:8100", "data": "http://data.internal:8104"}',
     "PLATFORMQ_SERVICES_API_KEY": "pq_secret",
+    **ML_PRODUCTION_ENV,
 }
 
 
