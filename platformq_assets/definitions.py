@@ -17,6 +17,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
     from platformq_assets.governance.definitions import governance_definitions
     from platformq_assets.markets.definitions import markets_definitions
+    from platformq_assets.neuromorphic.definitions import neuromorphic_definitions
     from platformq_assets.quality.definitions import quality_definitions
     from platformq_assets.trust.definitions import trust_definitions
     from resources import build_resources
@@ -34,6 +35,7 @@ def build_definitions(settings: Settings) -> Definitions:
         trust_definitions(),
         markets_definitions(),
         governance_definitions(),
+        neuromorphic_definitions(),
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, medallion_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],

@@ -111,6 +111,19 @@ class Settings(BaseSettings):
 
     # Neuromorphic side environment (Python 3.10 + lava-dl), created by `make setup`.
     lava_python: Path = Field(default=PROJECT_ROOT / ".venv-lava" / "bin" / "python")
+    # How the lava-side scripts run: a subprocess with lava_python (local default) or a pod per
+    # script through dagster-k8s's PipesK8sClient (production default), in its own image.
+    lava_runner: Literal["subprocess", "k8s"] | None = None
+    lava_image: str = "platformq/lava:latest"  # built from infra/lava.Dockerfile
+    lava_namespace: str = "platformq"
+    # Where spike trains, networks and scores are handed over (files). Defaults to home/neuromorphic;
+    # with the k8s runner it must be a volume both the step pod and the lava pod mount at this path.
+    lava_workdir: Path | None = None
+    lava_workdir_claim: str | None = None  # PVC (ReadWriteMany) mounted at lava_workdir in the lava pod
+    # Lava run configuration: the fixed-point Loihi 2 CPU simulation, or Loihi 2 hardware
+    # (needs lava-loihi and an INRC system; configured, never run here).
+    lava_backend: Literal["loihi2_sim", "loihi2_hw"] = "loihi2_sim"
+    lava_loihi_partition: str | None = None  # SLURM partition for loihi2_hw, e.g. oheogulch
 
     # Venue simulation
     sim_seed: int = 7
@@ -145,6 +158,14 @@ class Settings(BaseSettings):
     @property
     def effective_executor(self) -> str:
         return self.executor or ("in_process" if self.is_local else "k8s")
+
+    @property
+    def effective_lava_runner(self) -> str:
+        return self.lava_runner or ("subprocess" if self.is_local else "k8s")
+
+    @property
+    def effective_lava_workdir(self) -> Path:
+        return self.lava_workdir or self.home / "neuromorphic"
 
     @property
     def effective_sql_engine(self) -> str:

@@ -1,0 +1,214 @@
+"""Neuromorphic inference: spiking anomaly detection on the venue's event streams, run on Lava via Pipes.
+
+``neuromorphic/spike_trains``  one trading day's trades (silver) and orders (bronze) per instrument
+                               encoded as labelled spike-train windows (lava side: ``pipes_encode``);
+``neuromorphic/snn_model``     a SLAYER CUBA-LIF network trained on the spike trains of the previous
+                               ``TRAINING_DAYS`` days, exported with netx to HDF5, logged to MLflow and
+                               registered as ``challenger`` (lava side: ``pipes_train``);
+``neuromorphic/anomaly_scores`` the exported network run on Lava's fixed-point Loihi 2 simulation over
+                               the day's windows; scores land in ``gold.snn_anomaly_scores`` (lava side:
+                               ``pipes_score``). The model scoring day D never saw day D.
+
+The asset functions only read the lake, hand files to the lava side, and write results back.
+"""
+
+import datetime as dt
+import json
+
+from dagster import (
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+
+SPIKE_TRAINS_KEY = AssetKey(["neuromorphic", "spike_trains"])
+SNN_MODEL_KEY = AssetKey(["neuromorphic", "snn_model"])
+ANOMALY_SCORES_KEY = AssetKey(["neuromorphic", "anomaly_scores"])
+SOURCES = [AssetKey(["silver", "trades"]), AssetKey(["bronze", "orders"]), AssetKey(["bronze", "anomaly_labels"])]
+GROUP = "neuromorphic"
+OWNERS = ["team:ml"]
+TRAINING_DAYS = 5
+MODEL_NAME = "snn_anomaly_detector"
+EXPERIMENT = "neuromorphic"
+SCORES_TABLE = "gold.snn_anomaly_scores"
+
+
+class SpikeEncodingConfig(Config):
+    window_seconds: int = 60
+    bins: int = 12  # time steps per window
+
+
+class SnnTrainingConfig(Config):
+    hidden: int = 16
+    epochs: int = 20
+    lr: float = 0.05
+    seed: int = 0
+
+
+class ScoringConfig(Config):
+    pad: int = 2  # silent steps after each window before the network is reset
+    agreement_threshold: float = 0.95  # SLAYER (float) vs Lava (fixed point) decisions per window
+
+
+def _settings():
+    from resources.settings import load_settings
+
+    return load_settings()
+
+
+def _preflight(settings) -> None:
+    """Fail before any work when the local side environment is missing."""
+    if settings.effective_lava_runner == "subprocess":
+        from platformq_assets.neuromorphic.runner import require_lava_python
+
+        require_lava_python(settings)
+
+
+def _results(invocation, **metadata):
+    """The Pipes results, with the Dagster side's own metadata merged into the materialisation."""
+    for result in invocation.get_results():
+        if isinstance(result, MaterializeResult):
+            yield MaterializeResult(metadata={**(result.metadata or {}), **metadata},
+                                    data_version=result.data_version)
+        else:
+            yield result
+
+
+@asset(
+    key=SPIKE_TRAINS_KEY,
+    deps=SOURCES,
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"lava", "numpy"},
+    owners=OWNERS,
+    check_specs=[AssetCheckSpec("labelled_anomalies_in_windows", asset=SPIKE_TRAINS_KEY,
+                                description="Every anomaly the simulation labelled that day overlaps a window.")],
+    description="Per-instrument trades and orders of one day as labelled spike-train windows (delta and "
+                "threshold encoding, via Pipes in the lava environment).",
+)
+def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, lake: LakeResource):
+    from platformq_assets.neuromorphic.events import write_day_events
+    from platformq_assets.neuromorphic.runner import run_lava_script
+
+    settings = _settings()
+    _preflight(settings)
+    day = context.partition_key
+    workdir = settings.effective_lava_workdir
+    events = workdir / "events" / f"{day}.npz"
+    out = workdir / "spike_trains" / f"{day}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = write_day_events(lake, day, events)
+    invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_encode", {
+        "events": str(events), "out": str(out),
+        "encoding": {"window_seconds": config.window_seconds, "bins": config.bins}})
+    yield from _results(invocation, **{f"source_{k}": v for k, v in rows.items()})
+
+
+def _training_days(day: str) -> list[str]:
+    start = dt.date.fromisoformat(day)
+    return [(start - dt.timedelta(days=k)).isoformat() for k in range(TRAINING_DAYS, 0, -1)]
+
+
+@asset(
+    key=SNN_MODEL_KEY,
+    deps=[AssetDep(SPIKE_TRAINS_KEY, partition_mapping=TimeWindowPartitionMapping(
+        start_offset=-TRAINING_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True))],
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"lava", "pytorch", "mlflow"},
+    owners=OWNERS,
+    check_specs=[AssetCheckSpec("netx_loads_export", asset=SNN_MODEL_KEY,
+                                description="lava-dl's netx loads the exported HDF5 with the trained layer shapes.")],
+    description=f"SLAYER CUBA-LIF network trained on the previous {TRAINING_DAYS} days of spike trains, exported "
+                "with netx to HDF5, logged to MLflow and registered as challenger.",
+)
+def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow: MlflowResource):
+    from platformq_assets.neuromorphic.runner import run_lava_script
+
+    settings = _settings()
+    _preflight(settings)
+    day = context.partition_key
+    workdir = settings.effective_lava_workdir
+    days = [d for d in _training_days(day) if (workdir / "spike_trains" / f"{d}.npz").exists()]
+    if not days:
+        raise Failure(description=f"no spike trains in the training window of {day} ({_training_days(day)[0]} .. "
+                      f"{_training_days(day)[-1]}): materialise neuromorphic/spike_trains for earlier days first")
+    out_dir = workdir / "models" / day
+    invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
+        "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
+        "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed})
+    results = list(invocation.get_results())
+    from platformq_assets.neuromorphic.registry import log_and_register
+
+    materialized = next(r for r in results if isinstance(r, MaterializeResult))
+    registered = log_and_register(mlflow, out_dir, day, days, config.model_dump(), materialized.metadata or {})
+    (out_dir / "registry.json").write_text(json.dumps(registered))
+    for result in results:
+        if isinstance(result, MaterializeResult):
+            yield MaterializeResult(metadata={
+                **(result.metadata or {}), "training_partitions": days, "mlflow_run_id": registered["run_id"],
+                "mlflow_run": registered["run_url"], "registered_model": MODEL_NAME,
+                "model_version": registered["version"], "model_alias": registered["alias"],
+                "model_uri": MetadataValue.text(registered["model_uri"])}, data_version=result.data_version)
+        else:
+            yield result
+
+
+@asset(
+    key=ANOMALY_SCORES_KEY,
+    deps=[SPIKE_TRAINS_KEY, SNN_MODEL_KEY],
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"lava", "iceberg"},
+    owners=OWNERS,
+    check_specs=[
+        AssetCheckSpec("float_fixed_point_agreement", asset=ANOMALY_SCORES_KEY, blocking=True,
+                       description="SLAYER (float, torch) and Lava (fixed point, Loihi 2 simulation) take the same "
+                       "decision on at least `agreement_threshold` of the windows."),
+        AssetCheckSpec("snn_vs_baseline", asset=ANOMALY_SCORES_KEY,
+                       description="Precision/recall on the labelled anomalies, the SNN next to a non-spiking MLP "
+                       "(and an IsolationForest) on the same windows."),
+        AssetCheckSpec("energy_proxy", asset=ANOMALY_SCORES_KEY,
+                       description="Synaptic operations and spikes per inference (real energy needs Loihi)."),
+    ],
+    description="The day's windows scored by the exported network on Lava's fixed-point Loihi 2 simulation "
+                f"(via Pipes); scores in {SCORES_TABLE}.",
+)
+def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource):
+    from platformq_assets.neuromorphic.runner import run_lava_script
+    from platformq_assets.neuromorphic.scores import scores_table
+
+    settings = _settings()
+    _preflight(settings)
+    day = context.partition_key
+    workdir = settings.effective_lava_workdir
+    spikes = workdir / "spike_trains" / f"{day}.npz"
+    model_dir = workdir / "models" / day
+    if not spikes.exists() or not (model_dir / "network.h5").exists():
+        raise Failure(description=f"scoring {day} needs neuromorphic/spike_trains and neuromorphic/snn_model for "
+                      f"that day ({spikes}, {model_dir / 'network.h5'})")
+    out = workdir / "scores" / f"{day}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_score", {
+        "spikes": str(spikes), "model_dir": str(model_dir), "out": str(out), "pad": config.pad,
+        "backend": settings.lava_backend, "partition": settings.lava_loihi_partition,
+        "agreement_threshold": config.agreement_threshold})
+    registry = json.loads((model_dir / "registry.json").read_text()) if (model_dir / "registry.json").exists() else {}
+    table = scores_table(out, day, str(registry.get("version", "")))
+    written = lake.replace_partition(SCORES_TABLE, table, PARTITION_COLUMN, day)
+    yield from _results(invocation, table=SCORES_TABLE, rows=table.num_rows,
+                        snapshot_id=str(written["snapshot_id"]), model_version=str(registry.get("version", "")))
+
+
+__all__ = ["anomaly_scores", "snn_model", "spike_trains"]

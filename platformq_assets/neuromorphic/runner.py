@@ -1,0 +1,75 @@
+"""Where the lava-side scripts run: a subprocess in ``.venv-lava`` locally, a pod per script in production.
+
+The code location never imports lava: each script is a module of ``models.neuromorphic`` launched
+through Dagster Pipes (extras in, metadata and checks out; bulk data through files in the work
+directory). ``settings.lava_runner`` picks the client: ``subprocess`` (PipesSubprocessClient with
+``settings.lava_python``) or ``k8s`` (dagster-k8s PipesK8sClient with ``settings.lava_image``, the
+work directory mounted from ``settings.lava_workdir_claim``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import Failure
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+IMAGE_WORKDIR = "/opt/platformq"  # where infra/lava.Dockerfile puts the repository
+
+
+def require_lava_python(settings) -> Path:
+    python = Path(settings.lava_python)
+    if not python.exists():
+        raise Failure(
+            description=(f"the neuromorphic side environment is missing ({python}): create it with `make setup` "
+                         "(Python 3.10 + lava-dl, see requirements/lava.txt), or point PLATFORMQ_LAVA_PYTHON at "
+                         "an interpreter that has lava-dl and dagster-pipes"),
+            metadata={"lava_python": str(python), "create_with": "make setup"},
+        )
+    return python
+
+
+def lava_pod_spec(settings) -> dict:
+    """The base pod spec of a lava pod: resources, the shared work directory, no restarts."""
+    container = {
+        "name": "lava",
+        "workingDir": IMAGE_WORKDIR,
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False},
+    }
+    spec = {"restartPolicy": "Never", "containers": [container]}
+    if settings.lava_workdir_claim:
+        container["volumeMounts"] = [{"name": "neuromorphic-workdir", "mountPath": str(settings.effective_lava_workdir)}]
+        spec["volumes"] = [{"name": "neuromorphic-workdir",
+                            "persistentVolumeClaim": {"claimName": settings.lava_workdir_claim}}]
+    return spec
+
+
+def k8s_run_kwargs(settings, module: str, extras: dict) -> dict:
+    """What ``PipesK8sClient.run`` receives for one lava-side script (tests validate the pod it builds)."""
+    if not settings.lava_workdir_claim:
+        raise Failure(description="the k8s lava runner needs PLATFORMQ_LAVA_WORKDIR_CLAIM: a ReadWriteMany volume "
+                      "mounted at PLATFORMQ_LAVA_WORKDIR in both the step pod and the lava pod (files travel there)")
+    return {
+        "image": settings.lava_image,
+        "command": ["python", "-m", module],
+        "namespace": settings.lava_namespace,
+        "env": {"PYTHONPATH": IMAGE_WORKDIR, "PYTHONUNBUFFERED": "1"},
+        "base_pod_meta": {"labels": {"app.kubernetes.io/part-of": "platformq", "platformq/domain": "neuromorphic"}},
+        "base_pod_spec": lava_pod_spec(settings),
+        "extras": extras,
+    }
+
+
+def run_lava_script(context, settings, module: str, extras: dict):
+    """Run ``python -m module`` on the lava side through Pipes; returns the completed invocation."""
+    if settings.effective_lava_runner == "subprocess":
+        from dagster import PipesSubprocessClient
+
+        python = require_lava_python(settings)
+        return PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            context=context, command=[str(python), "-m", module], extras=extras,
+            env={"PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore"})
+    from dagster_k8s import PipesK8sClient  # only production pays for the kubernetes client import
+
+    return PipesK8sClient(load_incluster_config=True).run(context=context, **k8s_run_kwargs(settings, module, extras))
