@@ -18,6 +18,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from platformq_assets.governance.definitions import governance_definitions
     from platformq_assets.markets.definitions import markets_definitions
     from platformq_assets.neuromorphic.definitions import neuromorphic_definitions
+    from platformq_assets.ml.definitions import ml_definitions
     from platformq_assets.quality.definitions import quality_definitions
     from platformq_assets.trust.definitions import trust_definitions
     from resources import build_resources
@@ -35,6 +36,7 @@ def build_definitions(settings: Settings) -> Definitions:
         trust_definitions(),
         markets_definitions(),
         governance_definitions(),
+        ml_definitions(),
         neuromorphic_definitions(),
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, medallion_daily_job, landing_ingest_job],

@@ -56,6 +56,8 @@ def build_resources(settings: Settings | None = None) -> dict:
     from resources.alerts import AlertsResource
     from resources.dbt import dbt_resource
     from resources.landing_zone import LandingZoneResource
+    from resources.compute import ray_resource, spark_resource
+    from resources.feast import feast_resource
     from resources.mlflow import mlflow_resource
 
     return {
@@ -71,6 +73,9 @@ def build_resources(settings: Settings | None = None) -> dict:
         "data_api": service_resource(settings, "data"),
         "alerts": AlertsResource(webhook_url=settings.alert_webhook_url),
         "mlflow": mlflow_resource(settings),
+        "feast": feast_resource(settings),
+        "ray": ray_resource(settings),
+        "spark": spark_resource(settings),
     }
 
 

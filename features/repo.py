@@ -1,0 +1,114 @@
+"""The Feast feature repository: entities, feature views, an on-demand view, a service per model.
+
+Offline sources are Parquet exports of the lake's feature tables (one file per daily
+partition under ``offline_root``: a local folder, or an ``s3://`` prefix in production), so
+Feast's point-in-time joins read exactly what the Iceberg ``features.*`` tables hold.
+The objects are built by a function (not at import) because their paths come from settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+from features.compute import ACCOUNT_FEATURES, INSTRUMENT_FEATURES
+
+PROJECT = "platformq"
+INSTRUMENT_VIEW = "instrument_intervals"
+ACCOUNT_VIEW = "account_activity"
+DERIVED_VIEW = "instrument_derived"
+# Every view carries the second its features became known: training sets and online reads can
+# then prove no value from after their event time was used (it is never a model input).
+AS_OF = "as_of_epoch"
+# One feature service per model; the model version records which one it was trained on.
+SERVICES = {
+    "price_direction": "price_direction_v1",
+    "account_anomaly": "account_anomaly_v1",
+}
+# Features a model consumes, in order (view:feature as Feast names them, and plain column names).
+MODEL_FEATURES = {
+    "price_direction": [*(f"{INSTRUMENT_VIEW}:{f}" for f in INSTRUMENT_FEATURES),
+                        f"{DERIVED_VIEW}:risk_adjusted_return", f"{DERIVED_VIEW}:volume_ratio"],
+    "account_anomaly": [f"{ACCOUNT_VIEW}:{f}" for f in ACCOUNT_FEATURES],
+}
+ENTITY_KEYS = {"price_direction": "instrument", "account_anomaly": "account_id"}
+LABELS = {"price_direction": "label_up", "account_anomaly": "label_anomalous"}
+TABLES = {"price_direction": "features.instrument_intervals", "account_anomaly": "features.account_activity"}
+VIEW_FOR_TABLE = {"features.instrument_intervals": INSTRUMENT_VIEW, "features.account_activity": ACCOUNT_VIEW}
+
+
+def feature_columns(model: str) -> list[str]:
+    return [ref.split(":", 1)[1] for ref in MODEL_FEATURES[model]]
+
+
+def derived_features(frame):
+    """On-demand transformation (pandas): the same code at training time and at request time."""
+    import numpy as np
+    import pandas as pd
+
+    out = pd.DataFrame(index=frame.index)
+    vol = frame["vol_6"].astype("float64")
+    out["risk_adjusted_return"] = np.where(vol > 0, frame["ret_1"].astype("float64") / vol, 0.0)
+    six = frame["volume_6"].astype("float64")
+    out["volume_ratio"] = np.where(six > 0, frame["volume_1"].astype("float64") * 6.0 / six, 0.0)
+    return out.fillna(0.0)
+
+
+def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64, String
+
+    root = offline_root.rstrip("/")
+    instrument = Entity(name="instrument", join_keys=["instrument"], value_type=ValueType.STRING,
+                        description="A listed instrument on the platformQ venue.")
+    account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.INT64,
+                     description="A trading account (belongs to one tenant).")
+    instrument_source = FileSource(name="instrument_intervals_source", path=f"{root}/instrument_intervals",
+                                   timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
+    account_source = FileSource(name="account_activity_source", path=f"{root}/account_activity",
+                                timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
+    instrument_view = FeatureView(
+        name=INSTRUMENT_VIEW, entities=[instrument], ttl=dt.timedelta(minutes=30), online=True,
+        schema=[Field(name=f, dtype=Float64) for f in [*INSTRUMENT_FEATURES, "close", AS_OF]],
+        source=instrument_source, tags={"owner": "ml-platform", "table": "features.instrument_intervals"},
+        description="Returns, volatility, volume and range per instrument over 5-minute intervals "
+                    "(windows of 1, 3, 6 and 12 intervals).",
+    )
+    account_view = FeatureView(
+        name=ACCOUNT_VIEW, entities=[account], ttl=dt.timedelta(hours=2), online=True,
+        schema=[Field(name=f, dtype=Float64) for f in [*ACCOUNT_FEATURES, AS_OF]] + [Field(name="tenant_id", dtype=String)],
+        source=account_source, tags={"owner": "ml-platform", "table": "features.account_activity"},
+        description="Order, cancel, fill and counterparty activity per account over 15-minute windows.",
+    )
+
+    @on_demand_feature_view(
+        sources=[instrument_view],
+        schema=[Field(name="risk_adjusted_return", dtype=Float64), Field(name="volume_ratio", dtype=Float64)],
+        mode="pandas", description="Return per unit of volatility and volume against its 30-minute average.",
+    )
+    def instrument_derived(frame):
+        # Feast stores and re-executes this body from source: it must import what it uses.
+        from features.repo import derived_features
+
+        return derived_features(frame)
+
+    services = [
+        FeatureService(name=SERVICES["price_direction"], features=[instrument_view[[*INSTRUMENT_FEATURES, AS_OF]], instrument_derived],
+                       description="Features of the price_direction model."),
+        FeatureService(name=SERVICES["account_anomaly"], features=[account_view[[*ACCOUNT_FEATURES, AS_OF]]],
+                       description="Features of the account_anomaly model."),
+    ]
+    return [instrument, account, instrument_source, account_source, instrument_view, account_view,
+            instrument_derived, *services]
+
+
+def definitions_fingerprint(objects: list) -> str:
+    """A stable hash of the repository's definitions: changes when a definition changes."""
+    specs = []
+    for obj in objects:
+        proto = obj.to_proto()
+        spec = getattr(proto, "spec", proto)
+        specs.append((type(obj).__name__, obj.name, spec.SerializeToString(deterministic=True).hex()))
+    return hashlib.sha256(json.dumps(sorted(specs)).encode()).hexdigest()[:16]

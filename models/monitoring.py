@@ -1,0 +1,52 @@
+"""Drift statistics between a reference sample (the training set) and a current one. No Dagster."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PSI_WARN = 0.1
+PSI_ERROR = 0.25
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """Population stability index over the reference's quantile bins (eps-smoothed)."""
+    reference = np.asarray(reference, dtype="float64")
+    current = np.asarray(current, dtype="float64")
+    reference = reference[np.isfinite(reference)]
+    current = current[np.isfinite(current)]
+    if len(reference) == 0 or len(current) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:  # constant reference: any change of value is all drift
+        same = np.isclose(current, reference[0]).mean()
+        ref_share, cur_share = np.array([1.0, 0.0]), np.array([same, 1 - same])
+    else:
+        edges[0], edges[-1] = -np.inf, np.inf
+        ref_share = np.histogram(reference, edges)[0] / len(reference)
+        cur_share = np.histogram(current, edges)[0] / len(current)
+    eps = 1e-4
+    ref_share = np.clip(ref_share, eps, None)
+    cur_share = np.clip(cur_share, eps, None)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and p-value."""
+    from scipy.stats import ks_2samp
+
+    reference = np.asarray(reference, dtype="float64")
+    current = np.asarray(current, dtype="float64")
+    result = ks_2samp(reference[np.isfinite(reference)], current[np.isfinite(current)])
+    return float(result.statistic), float(result.pvalue)
+
+
+def drift_report(reference, current, features: list[str]) -> dict[str, dict]:
+    """Per feature: PSI, KS statistic and p-value, and a severity (ok / warn / error) from PSI."""
+    report = {}
+    for feature in features:
+        value = psi(reference[feature].to_numpy(), current[feature].to_numpy())
+        statistic, pvalue = ks(reference[feature].to_numpy(), current[feature].to_numpy())
+        severity = "error" if value >= PSI_ERROR else "warn" if value >= PSI_WARN else "ok"
+        report[feature] = {"psi": round(value, 4), "ks": round(statistic, 4), "ks_pvalue": round(pvalue, 6),
+                           "severity": severity}
+    return report

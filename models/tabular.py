@@ -1,0 +1,173 @@
+"""Tabular classifiers and their budgeted AutoML search (Ray Tune + ASHA). No Dagster here.
+
+Both platform models are binary classifiers over a feature frame:
+``price_direction`` (does the next 5-minute interval close up?) and ``account_anomaly``
+(is this account window part of an anomaly the simulation injected?). The search spans
+three model families (linear, gradient boosting, a small MLP); every family trains in
+iterations and reports the validation score after each, so ASHA can stop weak trials early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FAMILIES = ("linear", "gbm", "mlp")
+MAX_ITERATIONS = 8
+METRIC = "val_roc_auc"
+
+
+@dataclass
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def time_split(frame, features: list[str], label: str, time_column: str, holdout: float = 0.25) -> Split:
+    """Train on the earliest rows, validate on the latest (no look-ahead)."""
+    frame = frame.sort_values(time_column, kind="mergesort")
+    cut = int(len(frame) * (1 - holdout))
+    train, val = frame.iloc[:cut], frame.iloc[cut:]
+    return Split(as_matrix(train, features), train[label].to_numpy(dtype=int),
+                 as_matrix(val, features), val[label].to_numpy(dtype=int))
+
+
+def as_matrix(frame, features: list[str]) -> np.ndarray:
+    return frame[features].astype("float64").fillna(0.0).to_numpy()
+
+
+def score(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC; 0.5 when the validation slice has a single class (no ranking to judge)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y_true)) < 2:
+        return 0.5
+    return float(roc_auc_score(y_true, proba))
+
+
+def search_space() -> dict:
+    from ray import tune
+
+    return {
+        "family": tune.choice(list(FAMILIES)),
+        "alpha": tune.loguniform(1e-5, 1e-2),
+        "learning_rate": tune.loguniform(0.02, 0.3),
+        "max_leaf_nodes": tune.choice([7, 15, 31]),
+        "hidden": tune.choice([16, 32]),
+        "seed": 7,
+    }
+
+
+class IterativeModel:
+    """One family's estimator, trained one iteration at a time (then used through predict_proba)."""
+
+    def __init__(self, config: dict[str, Any], n_features: int):
+        from sklearn.preprocessing import StandardScaler
+
+        self.config = dict(config)
+        self.scaler = StandardScaler()
+        self.iterations = 0
+        family, seed = config["family"], int(config.get("seed", 7))
+        if family == "linear":
+            from sklearn.linear_model import SGDClassifier
+
+            self.estimator = SGDClassifier(loss="log_loss", alpha=float(config["alpha"]), random_state=seed)
+        elif family == "gbm":
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            self.estimator = HistGradientBoostingClassifier(
+                learning_rate=float(config["learning_rate"]), max_leaf_nodes=int(config["max_leaf_nodes"]),
+                max_iter=10, warm_start=True, early_stopping=False, random_state=seed)
+        elif family == "mlp":
+            from sklearn.neural_network import MLPClassifier
+
+            self.estimator = MLPClassifier(hidden_layer_sizes=(int(config["hidden"]),), alpha=float(config["alpha"]),
+                                           learning_rate_init=min(float(config["learning_rate"]), 0.05),
+                                           random_state=seed)
+        else:
+            raise ValueError(f"unknown model family {family!r}; families are {', '.join(FAMILIES)}")
+        self.n_features = n_features
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.iterations == 0:
+            self.scaler.fit(x)
+        xs = self.scaler.transform(x)
+        family = self.config["family"]
+        if family == "gbm":
+            self.estimator.set_params(max_iter=10 * (self.iterations + 1))
+            self.estimator.fit(xs, y)
+        else:
+            for _ in range(5):
+                self.estimator.partial_fit(xs, y, classes=np.array([0, 1]))
+        self.iterations += 1
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.estimator.predict_proba(self.scaler.transform(x))
+
+    def pipeline(self):
+        """A fitted sklearn Pipeline (what MLflow logs and serving loads)."""
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline([("scale", self.scaler), ("model", self.estimator)])
+
+
+def train_iterations(config: dict, split: Split, iterations: int, report=None) -> IterativeModel:
+    model = IterativeModel(config, split.x_train.shape[1])
+    for i in range(iterations):
+        model.step(split.x_train, split.y_train)
+        if report is not None:
+            report({METRIC: score(split.y_val, model.predict_proba(split.x_val)[:, 1]), "iteration": i + 1})
+    return model
+
+
+def tune_trainable(config: dict, split_ref=None) -> None:
+    """A Ray Tune function trainable: reports the validation AUC after every iteration."""
+    import ray
+    from ray import tune
+
+    split = ray.get(split_ref) if isinstance(split_ref, ray.ObjectRef) else split_ref
+    train_iterations(config, split, MAX_ITERATIONS, report=tune.report)
+
+
+def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = None, experiment: str | None = None,
+           parent_run_id: str | None = None, time_budget_s: float | None = None, storage_path: str | None = None,
+           seed: int = 7) -> dict:
+    """Budgeted AutoML over the families with ASHA early stopping; every trial goes to MLflow."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    callbacks = []
+    if mlflow_tracking_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+        callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_tracking_uri, experiment_name=experiment, tags=tags,
+                                              save_artifact=False))
+    split_ref = ray.put(split)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(tune_trainable, split_ref=split_ref), {"cpu": 1}),
+        param_space=search_space(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=num_samples, time_budget_s=time_budget_s,
+            scheduler=ASHAScheduler(max_t=MAX_ITERATIONS, grace_period=2, reduction_factor=2),
+            search_alg=BasicVariantGenerator(random_state=seed),
+        ),
+        run_config=tune.RunConfig(name="platformq_search", storage_path=storage_path, callbacks=callbacks, verbose=0),
+    )
+    results = tuner.fit()
+    best = results.get_best_result(metric=METRIC, mode="max", scope="last")
+    trials = []
+    for result in results:
+        if result.metrics is None:
+            continue
+        trials.append({"family": result.config["family"], METRIC: result.metrics.get(METRIC),
+                       "iterations": result.metrics.get("training_iteration"),
+                       "stopped_early": (result.metrics.get("training_iteration") or 0) < MAX_ITERATIONS})
+    return {"best_config": {k: v for k, v in best.config.items()}, "best_score": float(best.metrics[METRIC]),
+            "best_iterations": int(best.metrics.get("training_iteration") or MAX_ITERATIONS), "trials": trials}

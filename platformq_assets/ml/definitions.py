@@ -1,0 +1,24 @@
+"""The ML domain: feature assets, one life cycle per model, and the ML alert sensor."""
+
+from dagster import Definitions
+
+
+def ml_definitions() -> Definitions:
+    from platformq_assets.ml.features import (
+        ACCOUNT_FEATURES_KEY,
+        INSTRUMENT_FEATURES_KEY,
+        account_activity,
+        feature_registry,
+        instrument_intervals,
+        instrument_intervals_history,
+        online_store,
+    )
+    from platformq_assets.ml.lifecycle import model_assets
+    from sensors.ml_alerts import ml_drift_alerts
+
+    return Definitions(
+        assets=[instrument_intervals, account_activity, feature_registry, online_store, instrument_intervals_history,
+                *model_assets("price_direction", INSTRUMENT_FEATURES_KEY),
+                *model_assets("account_anomaly", ACCOUNT_FEATURES_KEY)],
+        sensors=[ml_drift_alerts],
+    )

@@ -1,0 +1,148 @@
+"""Feature assets: lake feature tables, the Feast registry, per-partition online materialisation,
+and a Spark recomputation of the multi-window features over the full history.
+
+``features.instrument_intervals`` and ``features.account_activity`` are Iceberg tables (one
+daily partition per run, replaced idempotently) whose partitions are also exported as the
+Parquet files Feast's offline sources read. ``features/registry`` applies the repository
+(its data version is the definitions' fingerprint, so a definition change shows up as a new
+version in the UI); ``features/online_store`` calls ``materialize(start, end)`` for one day.
+"""
+
+import datetime as dt
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    DataVersion,
+    MaterializeResult,
+    asset,
+)
+
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from platformq_assets.quality.profiling import profile_metadata
+from resources.compute import SparkResource
+from resources.feast import FeastResource
+from resources.lake import LakeResource
+
+INSTRUMENT_FEATURES_KEY = AssetKey(["features", "instrument_intervals"])
+ACCOUNT_FEATURES_KEY = AssetKey(["features", "account_activity"])
+REGISTRY_KEY = AssetKey(["features", "registry"])
+ONLINE_KEY = AssetKey(["features", "online_store"])
+HISTORY_KEY = AssetKey(["features", "instrument_intervals_history"])
+COMMON = {"group_name": "features", "owners": ["team:ml-platform"]}
+
+
+def _day_bounds(partition_key: str) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(dt.date.fromisoformat(partition_key), dt.time(), tzinfo=dt.timezone.utc)
+    return start, start + dt.timedelta(days=1)
+
+
+def _with_as_of(table):
+    """``as_of_epoch``: the second the features became known, carried as a feature so training sets
+    and online reads can prove they never used a value from after their event time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seconds = pc.divide(pc.cast(pc.cast(table["event_ts"], pa.timestamp("us")), pa.int64()), 1_000_000)
+    return table.append_column("as_of_epoch", pc.cast(seconds, pa.float64()))
+
+
+def _store_partition(context, lake: LakeResource, feast: FeastResource, identifier: str, view: str, table) -> dict:
+    table = _with_as_of(table)
+    written = lake.replace_partition(identifier, table, PARTITION_COLUMN, context.partition_key)
+    path = feast.export_partition(view, context.partition_key, table)
+    return {**written, **profile_metadata(table), "feast/offline_path": path, "dagster/row_count": len(table)}
+
+
+def _nonempty_check(key: AssetKey, rows: int, labelled: int) -> AssetCheckResult:
+    return AssetCheckResult(asset_key=key, check_name="has_labelled_rows", passed=rows > 0 and labelled > 0,
+                            metadata={"rows": rows, "labelled_rows": labelled})
+
+
+@asset(key=INSTRUMENT_FEATURES_KEY, deps=[AssetKey(["gold", "ohlcv_bars"])], partitions_def=daily_partitions,
+       kinds={"duckdb", "iceberg", "feast"}, **COMMON,
+       check_specs=[AssetCheckSpec("has_labelled_rows", asset=INSTRUMENT_FEATURES_KEY,
+                                   description="The day produced feature rows with a next-interval label.")],
+       description="5-minute returns, volatility, volume and range per instrument over windows of 1-12 intervals, "
+                   "with the next interval's direction as label.")
+def instrument_intervals(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
+    import pyarrow.compute as pc
+
+    from features.compute import instrument_features
+    from features.repo import INSTRUMENT_VIEW
+
+    bars = lake.read_partition("gold.ohlcv_bars", PARTITION_COLUMN, context.partition_key)
+    bars = bars.filter(pc.equal(bars["bar_interval"], "1m"))
+    table = instrument_features(bars)
+    metadata = _store_partition(context, lake, feast, "features.instrument_intervals", INSTRUMENT_VIEW, table)
+    labelled = len(table) - table["label_up"].null_count
+    return MaterializeResult(metadata=metadata, check_results=[_nonempty_check(INSTRUMENT_FEATURES_KEY, len(table),
+                                                                               labelled)])
+
+
+@asset(key=ACCOUNT_FEATURES_KEY,
+       deps=[AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["bronze", "accounts"])],
+       partitions_def=daily_partitions, kinds={"duckdb", "iceberg", "feast"}, **COMMON,
+       check_specs=[AssetCheckSpec("has_labelled_rows", asset=ACCOUNT_FEATURES_KEY,
+                                   description="The day produced account windows, some labelled anomalous.")],
+       description="Order, cancel, fill and counterparty activity per account over 15-minute windows, labelled "
+                   "with the anomalies the simulation injected.")
+def account_activity(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
+    from features.compute import account_features
+    from features.repo import ACCOUNT_VIEW
+
+    day = context.partition_key
+    table = account_features(lake.read_partition("bronze.orders", PARTITION_COLUMN, day),
+                             lake.read_partition("bronze.fills", PARTITION_COLUMN, day),
+                             lake.read_partition("bronze.accounts", PARTITION_COLUMN, day))
+    metadata = _store_partition(context, lake, feast, "features.account_activity", ACCOUNT_VIEW, table)
+    positives = int(sum(table["label_anomalous"].to_pylist()))
+    return MaterializeResult(metadata={**metadata, "anomalous_windows": positives},
+                             check_results=[_nonempty_check(ACCOUNT_FEATURES_KEY, len(table), positives)])
+
+
+@asset(key=REGISTRY_KEY, kinds={"feast"}, **COMMON,
+       description="Applies the Feast repository (entities, feature views, on-demand view, feature services). "
+                   "The data version is the definitions' fingerprint: a changed definition is a new version.")
+def feature_registry(context: AssetExecutionContext, feast: FeastResource):
+    applied = feast.apply()
+    context.log.info("feast apply: %s", applied)
+    return MaterializeResult(
+        data_version=DataVersion(applied["fingerprint"]),
+        metadata={"fingerprint": applied["fingerprint"], "objects": applied["objects"],
+                  "added": applied["added"], "registry": feast.registry_uri.split("@")[-1]},
+    )
+
+
+@asset(key=ONLINE_KEY, deps=[REGISTRY_KEY, INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY],
+       partitions_def=daily_partitions, kinds={"feast", "sqlite"}, **COMMON,
+       description="Feast materialize(start, end) for one trading day into the online store (never whole history).")
+def online_store(context: AssetExecutionContext, feast: FeastResource):
+    from features.repo import ACCOUNT_VIEW, INSTRUMENT_VIEW
+
+    start, end = _day_bounds(context.partition_key)
+    feast.materialize(start, end, views=[INSTRUMENT_VIEW, ACCOUNT_VIEW])
+    return MaterializeResult(metadata={"window_start": start.isoformat(), "window_end": end.isoformat(),
+                                       "online_store": feast.online_store})
+
+
+@asset(key=HISTORY_KEY, deps=[AssetKey(["gold", "ohlcv_bars"])], kinds={"spark", "iceberg"}, **COMMON,
+       description="The instrument features recomputed over the whole bar history on Spark (local[2] here, "
+                   "the cluster in production): a full rebuild that must equal the daily partitions.")
+def instrument_intervals_history(context: AssetExecutionContext, lake: LakeResource, spark: SparkResource):
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import AlwaysTrue
+
+    from features.compute import instrument_features
+
+    bars = lake.read("gold.ohlcv_bars")
+    bars = bars.filter(pc.equal(bars["bar_interval"], "1m"))
+    session = spark.session()
+    table = _with_as_of(instrument_features(bars, spark=session))
+    written = lake.replace_where("features.instrument_intervals_history", table, AlwaysTrue(),
+                                 partition_by=PARTITION_COLUMN)
+    days = sorted(set(table[PARTITION_COLUMN].to_pylist()))
+    return MaterializeResult(metadata={**written, "dagster/row_count": len(table), "days": len(days),
+                                       "spark_master": session.sparkContext.master})

@@ -1,0 +1,366 @@
+"""One model's life cycle as assets: training set -> tuned model -> evaluation (gate) -> champion
+-> batch predictions -> drift. Built per model by :func:`model_assets`.
+
+* ``ml/<model>_training_set``: Feast ``get_historical_features`` over the model's feature service
+  (point-in-time joins), written to ``ml.<model>_training_set``; a blocking check proves no
+  feature value is from after its row's event time.
+* ``ml/<model>``: Ray Tune AutoML (linear / gradient boosting / MLP, ASHA early stopping), every
+  trial a nested MLflow run; the best model logged with signature and input example, registered
+  as ``challenger`` with its feature service and training-set snapshot recorded on the version.
+* ``ml/<model>_evaluation``: MLflow evaluation of challenger and champion on the same holdout;
+  the blocking ``promotion_gate`` check applies the metric thresholds.
+* ``ml/<model>_champion``: promotion (dev -> staging -> production), the reason recorded.
+* ``gold/<model>_predictions``: daily batch scoring with the champion.
+* ``ml/<model>_drift``: PSI and KS per feature (training set vs the day), prediction drift and,
+  where labels have arrived, performance; warn and error checks.
+"""
+
+import datetime as dt
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from resources.compute import RayResource
+from resources.feast import FeastResource
+from resources.lake import LakeResource
+from resources.mlflow import CHALLENGER, CHAMPION, MlflowResource
+
+ML = {"owners": ["team:ml-platform"]}
+PROMOTION_METRIC = "roc_auc"
+
+
+class TrainingConfig(Config):
+    num_samples: int = 6  # AutoML budget: trials across the model families
+    time_budget_s: float = 300.0
+
+
+class GateConfig(Config):
+    min_metric: float | None = None  # defaults from settings (PLATFORMQ_PROMOTION_MIN_METRIC)
+    min_improvement: float | None = None  # over the champion (PLATFORMQ_PROMOTION_MIN_IMPROVEMENT)
+
+
+def keys(model: str) -> dict[str, AssetKey]:
+    return {
+        "training_set": AssetKey(["ml", f"{model}_training_set"]),
+        "model": AssetKey(["ml", model]),
+        "evaluation": AssetKey(["ml", f"{model}_evaluation"]),
+        "champion": AssetKey(["ml", f"{model}_champion"]),
+        "predictions": AssetKey(["gold", f"{model}_predictions"]),
+        "drift": AssetKey(["ml", f"{model}_drift"]),
+    }
+
+
+def load_training_set(lake: LakeResource, model: str):
+    return lake.read(f"ml.{model}_training_set").to_pandas()
+
+
+def holdout(frame, model: str):
+    """The latest quarter of the training set by event time: what every version is judged on."""
+    frame = frame.sort_values("event_timestamp", kind="mergesort")
+    return frame.iloc[int(len(frame) * 0.75):]
+
+
+def model_assets(model: str, feature_table_key: AssetKey) -> list:
+    from features.repo import AS_OF, ENTITY_KEYS, LABELS, SERVICES, TABLES, feature_columns
+
+    k = keys(model)
+    entity, label, service, table = ENTITY_KEYS[model], LABELS[model], SERVICES[model], TABLES[model]
+    features = feature_columns(model)
+
+    @asset(key=k["training_set"], deps=[feature_table_key, AssetKey(["features", "registry"])], group_name="ml",
+           kinds={"feast", "iceberg"}, **ML,
+           check_specs=[AssetCheckSpec("point_in_time_correct", asset=k["training_set"], blocking=True,
+                                       description="No feature value is from after its row's event time.")],
+           description=f"Point-in-time-correct training set for {model} from the Feast service {service}.")
+    def training_set(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
+        import pyarrow as pa
+
+        rows = lake.read(table, columns=(entity, "event_ts", label)).to_pandas()
+        rows = rows[rows[label].notna()].rename(columns={"event_ts": "event_timestamp"})
+        frame = feast.historical_features(service, rows)
+        frame = frame[frame[AS_OF].notna()]
+        dropped = len(rows) - len(frame)
+        event_epoch = frame["event_timestamp"].astype("int64") // 10**9
+        late = int((frame[AS_OF] > event_epoch).sum())
+        frame[label] = frame[label].astype("int64")
+        frame = frame.sort_values(["event_timestamp", entity], kind="mergesort").reset_index(drop=True)
+        arrow = to_arrow(frame)
+        from pyiceberg.expressions import AlwaysTrue
+
+        written = lake.replace_where(f"ml.{model}_training_set", arrow, AlwaysTrue())
+        return MaterializeResult(
+            metadata={**written, "dagster/row_count": len(frame), "entity_rows": len(rows),
+                      "rows_without_features_in_ttl": dropped, "feature_service": service,
+                      "positive_share": float(frame[label].mean()) if len(frame) else 0.0},
+            check_results=[AssetCheckResult(check_name="point_in_time_correct", passed=late == 0 and len(frame) > 0,
+                                            metadata={"rows_with_future_features": late, "rows": len(frame)})],
+        )
+
+    @asset(key=k["model"], deps=[k["training_set"]], group_name="ml", kinds={"ray", "mlflow", "scikitlearn"}, **ML,
+           description=f"{model}: Ray Tune AutoML (linear, gradient boosting, MLP; ASHA), every trial in MLflow, "
+                       "the best registered as challenger.")
+    def trained_model(context: AssetExecutionContext, config: TrainingConfig, lake: LakeResource,
+                      ray: RayResource, mlflow: MlflowResource):
+        import mlflow as mlflow_lib
+        from mlflow import sklearn as mlflow_sklearn
+        from mlflow.models import infer_signature
+
+        from models.tabular import METRIC, score, search, time_split, train_iterations
+
+        frame = load_training_set(lake, model)
+        split = time_split(frame, features, label, "event_timestamp")
+        snapshot = lake.describe(f"ml.{model}_training_set").get("snapshot_id")
+        experiment = f"platformq/{model}"
+        with mlflow.start_run(experiment, run_name=f"{model}-{context.run.run_id[:8]}",
+                              tags={"dagster.run_id": context.run.run_id, "feature_service": service}) as run:
+            with ray.session() as cluster:
+                result = search(split, num_samples=config.num_samples, mlflow_tracking_uri=mlflow.tracking_uri,
+                                experiment=experiment, parent_run_id=run.info.run_id,
+                                time_budget_s=config.time_budget_s, storage_path=None)
+            best = result["best_config"]
+            final = train_iterations(best, _frames(split, features), result["best_iterations"])
+            val_x = _frame(split.x_val, features)
+            val_score = score(split.y_val, final.predict_proba(val_x)[:, 1])
+            mlflow_lib.log_params({f"best.{k_}": v for k_, v in best.items()})
+            mlflow_lib.log_metrics({METRIC: val_score, "trials": len(result["trials"]),
+                                    "stopped_early": sum(t["stopped_early"] for t in result["trials"])})
+            mlflow_lib.log_dict({"trials": result["trials"], "features": features}, "search.json")
+            mlflow_lib.set_tags({"training_set_snapshot": str(snapshot), "model_family": best["family"]})
+            pipeline = final.pipeline()
+            example = val_x.head(5)
+            info = mlflow_sklearn.log_model(
+                pipeline, name="model", signature=infer_signature(example, pipeline.predict(example)),
+                input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"])
+        version = mlflow.register(info.model_uri, model, tags={
+            "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
+            "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"]},
+            description=f"{best['family']} on {service}; {METRIC}={val_score:.4f} on the latest quarter.")
+        return MaterializeResult(metadata={
+            "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": version.version,
+            "alias": CHALLENGER, "family": best["family"], METRIC: round(val_score, 4),
+            "trials": len(result["trials"]), "trials_stopped_early": sum(t["stopped_early"] for t in result["trials"]),
+            "ray": cluster["address"], "feature_service": service,
+            "trial_table": MetadataValue.md(_trials_markdown(result["trials"]))})
+
+    @asset(key=k["evaluation"], deps=[k["model"]], group_name="ml", kinds={"mlflow"}, **ML,
+           check_specs=[AssetCheckSpec("promotion_gate", asset=k["evaluation"], blocking=True,
+                                       description="Challenger meets the metric threshold and beats the champion.")],
+           description=f"Challenger vs champion for {model} on the same holdout (MLflow evaluation with thresholds).")
+    def evaluation(context: AssetExecutionContext, config: GateConfig, lake: LakeResource, mlflow: MlflowResource):
+        from resources.settings import load_settings
+
+        settings = load_settings()
+        min_metric = config.min_metric if config.min_metric is not None else settings.promotion_min_metric
+        min_gain = config.min_improvement if config.min_improvement is not None else settings.promotion_min_improvement
+        data = holdout(load_training_set(lake, model), model)[[*features, label]].astype({label: "int64"})
+        outcome = evaluate_versions(mlflow, model, data, label, min_metric, min_gain)
+        if outcome["passed"] and outcome["challenger"]:
+            mlflow.set_stage(model, outcome["challenger"], "staging", outcome["reason"])
+        return MaterializeResult(
+            metadata={key: value for key, value in outcome.items() if key != "passed"},
+            check_results=[AssetCheckResult(check_name="promotion_gate", passed=outcome["passed"],
+                                            metadata={"reason": outcome["reason"]})],
+        )
+
+    @asset(key=k["champion"], deps=[k["evaluation"]], group_name="ml", kinds={"mlflow"}, **ML,
+           description=f"Promotes the gated challenger of {model} to champion (dev -> staging -> production).")
+    def champion(context: AssetExecutionContext, mlflow: MlflowResource):
+        challenger = mlflow.version_for(model, CHALLENGER)
+        current = mlflow.version_for(model, CHAMPION)
+        if challenger is None:
+            return MaterializeResult(metadata={"champion": current.version if current else None,
+                                               "promoted": False, "reason": "no challenger waiting"})
+        reason = challenger.tags.get("platformq.staging_reason") or "passed the promotion gate"
+        result = mlflow.promote(model, challenger.version, reason=f"{reason} (dagster run {context.run.run_id})")
+        return MaterializeResult(metadata={**{k_: v for k_, v in result.items() if v is not None}, "reason": reason})
+
+    @asset(key=k["predictions"], deps=[feature_table_key, k["champion"]], partitions_def=daily_partitions,
+           group_name="ml", kinds={"mlflow", "iceberg"}, **ML,
+           description=f"Daily batch scores of {model} by the current champion, written to gold.")
+    def predictions(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
+        import pyarrow as pa
+
+        frame = lake.read_partition(table, PARTITION_COLUMN, context.partition_key).to_pandas()
+        champion_version = mlflow.version_for(model, CHAMPION)
+        if champion_version is None:
+            from dagster import Failure
+
+            raise Failure(f"{model} has no champion yet: materialise ml/{model}_champion first")
+        estimator = load_sklearn(mlflow, model, CHAMPION)
+        matrix = model_frame(frame, features)
+        proba = estimator.predict_proba(matrix)[:, 1] if len(frame) else []
+        out = pa.table({
+            entity: frame[entity].to_numpy(), "event_ts": frame["event_ts"].to_numpy(),
+            PARTITION_COLUMN: [context.partition_key] * len(frame),
+            "score": pa.array(proba, pa.float64()), "prediction": pa.array([int(p >= 0.5) for p in proba], pa.int64()),
+            "label": pa.array(frame[label].tolist(), pa.int64()),
+            "model_name": [model] * len(frame), "model_version": [champion_version.version] * len(frame),
+        })
+        written = lake.replace_partition(f"gold.{model}_predictions", out, PARTITION_COLUMN, context.partition_key)
+        return MaterializeResult(metadata={**written, "dagster/row_count": len(out),
+                                           "model_version": champion_version.version,
+                                           "positive_rate": float(sum(out["prediction"].to_pylist()) / max(len(out), 1))})
+
+    @asset(key=k["drift"], deps=[k["training_set"], k["predictions"], feature_table_key],
+           partitions_def=daily_partitions, group_name="ml", kinds={"python"}, **ML,
+           check_specs=[
+               AssetCheckSpec("feature_drift_warn", asset=k["drift"],
+                              description="No feature's PSI reaches 0.1 against the training set."),
+               AssetCheckSpec("feature_drift_error", asset=k["drift"],
+                              description="No feature's PSI reaches 0.25 against the training set."),
+               AssetCheckSpec("prediction_drift", asset=k["drift"],
+                              description="The day's score distribution stays within PSI 0.25 of training."),
+           ],
+           description=f"Drift of {model}'s inputs and outputs (PSI, KS) and its performance where labels arrived.")
+    def drift(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
+        import pyarrow as pa
+
+        from models.monitoring import PSI_ERROR, PSI_WARN, drift_report, psi
+        from models.tabular import score
+
+        reference = load_training_set(lake, model)
+        current = model_frame(lake.read_partition(table, PARTITION_COLUMN, context.partition_key).to_pandas(),
+                              features)
+        report = drift_report(model_frame(reference, features), current, features)
+        scored = lake.read_partition(f"gold.{model}_predictions", PARTITION_COLUMN, context.partition_key).to_pandas()
+        estimator = load_sklearn(mlflow, model, CHAMPION)
+        reference_scores = estimator.predict_proba(model_frame(reference, features))[:, 1]
+        prediction_psi = psi(reference_scores, scored["score"].to_numpy()) if len(scored) else float("nan")
+        labelled = scored[scored["label"].notna()]
+        performance = {"labelled_rows": len(labelled)}
+        if len(labelled):
+            performance["roc_auc"] = round(score(labelled["label"].astype(int).to_numpy(), labelled["score"].to_numpy()), 4)
+            performance["accuracy"] = round(float((labelled["prediction"] == labelled["label"]).mean()), 4)
+        worst = max(report.items(), key=lambda item: item[1]["psi"])
+        rows = [{"model_name": model, PARTITION_COLUMN: context.partition_key, "feature": f, **v} for f, v in report.items()]
+        rows.append({"model_name": model, PARTITION_COLUMN: context.partition_key, "feature": "__prediction__",
+                     "psi": round(prediction_psi, 4), "ks": None, "ks_pvalue": None,
+                     "severity": "error" if prediction_psi >= PSI_ERROR else "warn" if prediction_psi >= PSI_WARN else "ok"})
+        schema = pa.schema([("model_name", pa.string()), (PARTITION_COLUMN, pa.string()), ("feature", pa.string()),
+                            ("psi", pa.float64()), ("ks", pa.float64()), ("ks_pvalue", pa.float64()),
+                            ("severity", pa.string())])
+        lake.replace_where("ml.drift_reports", pa.Table.from_pylist(rows, schema=schema),
+                           _drift_rows(model, context.partition_key), partition_by=PARTITION_COLUMN)
+        warn = [f for f, v in report.items() if v["psi"] >= PSI_WARN]
+        error = [f for f, v in report.items() if v["psi"] >= PSI_ERROR]
+        return MaterializeResult(
+            metadata={"max_psi": worst[1]["psi"], "max_psi_feature": worst[0], "prediction_psi": round(prediction_psi, 4),
+                      "drifted_features": error or warn, "severity": "error" if error else "warn" if warn else "ok",
+                      **{f"performance/{k_}": v for k_, v in performance.items()},
+                      "report": MetadataValue.json(report)},
+            check_results=[
+                AssetCheckResult(check_name="feature_drift_warn", passed=not warn, severity=AssetCheckSeverity.WARN,
+                                 metadata={"features": warn}),
+                AssetCheckResult(check_name="feature_drift_error", passed=not error, severity=AssetCheckSeverity.ERROR,
+                                 metadata={"features": error}),
+                AssetCheckResult(check_name="prediction_drift", passed=not prediction_psi >= PSI_ERROR,
+                                 severity=AssetCheckSeverity.WARN, metadata={"psi": round(prediction_psi, 4)}),
+            ],
+        )
+
+    return [training_set, trained_model, evaluation, champion, predictions, drift]
+
+
+def to_arrow(frame):
+    """pandas -> Arrow with microsecond timestamps (Iceberg has no nanosecond type)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    fields = [pa.field(f.name, pa.timestamp("us", tz=f.type.tz)) if pa.types.is_timestamp(f.type) else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _drift_rows(model: str, partition: str):
+    from pyiceberg.expressions import And, EqualTo
+
+    return And(EqualTo("model_name", model), EqualTo(PARTITION_COLUMN, partition))
+
+
+def _frame(matrix, features):
+    import pandas as pd
+
+    return pd.DataFrame(matrix, columns=features)
+
+
+def _frames(split, features):
+    from models.tabular import Split
+
+    return Split(_frame(split.x_train, features), split.y_train, _frame(split.x_val, features), split.y_val)
+
+
+def model_frame(frame, features: list[str]):
+    """The model's input frame: stored features plus the on-demand ones (same code as Feast's ODFV)."""
+    from features.repo import derived_features
+
+    frame = frame.copy()
+    missing = [f for f in ("risk_adjusted_return", "volume_ratio") if f in features and f not in frame.columns]
+    if missing:
+        frame[missing] = derived_features(frame)[missing]
+    return frame[features].astype("float64").fillna(0.0)
+
+
+def load_sklearn(mlflow: MlflowResource, model: str, alias: str):
+    mlflow._mlflow()
+    from mlflow import sklearn as mlflow_sklearn
+
+    return mlflow_sklearn.load_model(f"models:/{model}@{alias}")
+
+
+def evaluate_versions(mlflow: MlflowResource, model: str, data, label: str, min_metric: float, min_gain: float) -> dict:
+    """mlflow.models.evaluate for challenger and champion on the same data, then the thresholds."""
+    mlflow_lib = mlflow._mlflow()
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import MetricThreshold
+
+    challenger = mlflow.version_for(model, CHALLENGER)
+    champion = mlflow.version_for(model, CHAMPION)
+    if challenger is None:
+        return {"passed": False, "challenger": None, "reason": "no challenger to evaluate"}
+    results = {}
+    with mlflow.start_run(f"platformq/{model}", run_name=f"evaluate-v{challenger.version}",
+                          tags={"evaluation_of": challenger.version}):
+        for alias, version in ((CHALLENGER, challenger), (CHAMPION, champion)):
+            if version is None:
+                continue
+            with mlflow_lib.start_run(run_name=f"{alias}-v{version.version}", nested=True):
+                results[alias] = mlflow_lib.models.evaluate(
+                    f"models:/{model}/{version.version}", data, targets=label, model_type="classifier",
+                    evaluators=["default"], evaluator_config={"default": {"log_model_explainability": False}})
+    metric = {alias: float(r.metrics.get(PROMOTION_METRIC, 0.0)) for alias, r in results.items()}
+    threshold = MetricThreshold(threshold=min_metric, greater_is_better=True,
+                                min_absolute_change=min_gain if (champion is not None and min_gain > 0) else None)
+    try:
+        mlflow_lib.validate_evaluation_results({PROMOTION_METRIC: threshold}, results[CHALLENGER],
+                                               results.get(CHAMPION))
+        passed, reason = True, (f"{PROMOTION_METRIC} {metric[CHALLENGER]:.4f} >= {min_metric}"
+                                + (f", champion v{champion.version} {metric[CHAMPION]:.4f}" if champion else ", no champion yet"))
+        if champion is not None and metric[CHALLENGER] < metric[CHAMPION] + min_gain:
+            passed, reason = False, (f"challenger {PROMOTION_METRIC} {metric[CHALLENGER]:.4f} does not beat champion "
+                                     f"v{champion.version} {metric[CHAMPION]:.4f} by {min_gain}")
+    except MlflowException as failure:  # ModelValidationFailedException is one
+        passed, reason = False, str(failure).strip().splitlines()[0][:500]
+    return {"passed": passed, "reason": reason, "challenger": challenger.version,
+            "champion": champion.version if champion else None,
+            **{f"{alias}/{PROMOTION_METRIC}": round(v, 4) for alias, v in metric.items()},
+            "holdout_rows": len(data), "metric_threshold": min_metric, "min_improvement": min_gain,
+            "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "metrics": MetadataValue.json({a: {m: float(v) for m, v in r.metrics.items() if isinstance(v, (int, float))}
+                                           for a, r in results.items()})}
+
+
+def _trials_markdown(trials: list[dict]) -> str:
+    lines = ["| family | val_roc_auc | iterations | stopped early |", "|---|---|---|---|"]
+    for t in sorted(trials, key=lambda t: -(t.get("val_roc_auc") or 0)):
+        lines.append(f"| {t['family']} | {t.get('val_roc_auc') or 0:.4f} | {t.get('iterations')} | {t['stopped_early']} |")
+    return "\n".join(lines)

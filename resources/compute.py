@@ -1,0 +1,88 @@
+"""Compute resources: Ray (Tune) and Spark, local by default, clusters in production.
+
+Ray: with no address, a single-node Ray starts in the step process and stays on loopback
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; Ray otherwise binds the machine's address) with
+its own temp folder; with ``PLATFORMQ_RAY_ADDRESS`` the step connects to that cluster.
+Spark: dagster-pyspark's ``LazyPySparkResource`` (the session starts on first use) with
+``local[2]`` or ``PLATFORMQ_SPARK_MASTER``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+from dagster import ConfigurableResource
+
+
+class RayResource(ConfigurableResource):
+    address: str | None = None
+    num_cpus: int = 2
+    temp_dir: str = "/tmp/platformq-ray"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[dict]:
+        """ray.init for the length of a block; shut down after (nothing leaks into the next step)."""
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        if self.address is None:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        import ray
+
+        os.makedirs(self.temp_dir, exist_ok=True)
+        already = ray.is_initialized()
+        if not already:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
+                         log_to_driver=False, configure_logging=False)
+        try:
+            yield {"address": self.address or "local", "resources": ray.cluster_resources()}
+        finally:
+            if not already:
+                ray.shutdown()
+
+
+def ray_resource(settings) -> RayResource:
+    return RayResource(address=settings.ray_address, num_cpus=settings.ray_num_cpus,
+                       temp_dir=str(settings.home / "ray") if settings.is_local else "/tmp/platformq-ray")
+
+
+class SparkResource(ConfigurableResource):
+    """dagster-pyspark's LazyPySparkResource behind a light shell: importing dagster_pyspark
+    imports pyspark, which the code location must not pay for at load."""
+
+    spark_config: dict[str, str]
+
+    def session(self):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        from dagster_pyspark import LazyPySparkResource
+
+        return LazyPySparkResource(spark_config=self.spark_config).spark_session
+
+    def stop(self) -> None:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
+
+
+def spark_resource(settings) -> SparkResource:
+    config = {
+        "spark.master": settings.effective_spark_master,
+        "spark.app.name": "platformq",
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.executor.memory": "512m",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    if settings.is_local:
+        config["spark.driver.host"] = "127.0.0.1"
+        config["spark.driver.bindAddress"] = "127.0.0.1"
+    return SparkResource(spark_config=config)

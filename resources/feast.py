@@ -1,0 +1,160 @@
+"""Feast as a Dagster resource, configured from the settings (no feature_store.yaml to drift).
+
+Local: SQL registry on SQLite and a SQLite online store under ``<home>/feast``; offline
+sources are Parquet exports under ``<home>/feast/offline``. Production: the SQL registry on
+Postgres, Redis as the online store, offline exports under ``s3://<bucket>/feast/offline``.
+``feast`` is imported only inside methods (10 s import).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+
+class FeastResource(ConfigurableResource):
+    project: str = "platformq"
+    registry_uri: str  # sqlite:///... or postgresql+psycopg2://...
+    online_store: str = "sqlite"  # "sqlite" or "redis"
+    online_path: str | None = None  # sqlite file
+    redis_url: str | None = None  # redis://host:port/db
+    offline_root: str  # folder or s3://bucket/prefix
+    repo_path: str = "."
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    _store: Any = PrivateAttr(default=None)
+
+    def repo_config(self):
+        from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+        from feast.infra.registry.sql import SqlRegistryConfig
+        from feast.repo_config import RepoConfig
+
+        if self.online_store == "redis":
+            from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+            online = RedisOnlineStoreConfig(connection_string=redis_connection_string(self.redis_url or ""))
+        else:
+            from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+            online = SqliteOnlineStoreConfig(path=self.online_path)
+        return RepoConfig(
+            project=self.project, provider="local",
+            registry=SqlRegistryConfig(registry_type="sql", path=self.registry_uri, cache_ttl_seconds=5),
+            online_store=online, offline_store=DaskOfflineStoreConfig(), entity_key_serialization_version=3,
+        )
+
+    def store(self):
+        if self._store is None:
+            import os
+
+            from feast import FeatureStore
+
+            if self.s3_endpoint:  # Feast's file source reads s3:// through fsspec/s3fs
+                os.environ.setdefault("AWS_ACCESS_KEY_ID", self.s3_access_key or "")
+                os.environ.setdefault("AWS_SECRET_ACCESS_KEY", self.s3_secret_key or "")
+                os.environ.setdefault("AWS_DEFAULT_REGION", self.s3_region)
+                os.environ.setdefault("FEAST_S3_ENDPOINT_URL", self.s3_endpoint)
+            if self.online_path:
+                os.makedirs(os.path.dirname(self.online_path), exist_ok=True)
+            self._store = FeatureStore(config=self.repo_config(), repo_path=self.repo_path)
+        return self._store
+
+    def objects(self) -> list:
+        from features.repo import feature_objects
+
+        return feature_objects(self.offline_root, self.s3_endpoint)
+
+    def apply(self) -> dict:
+        """Apply the repository; return its fingerprint and what changed."""
+        from features.repo import definitions_fingerprint
+
+        store = self.store()
+        objects = self.objects()
+        before = {fv.name for fv in store.list_feature_views()} | {s.name for s in store.list_feature_services()}
+        store.apply(objects)
+        store.refresh_registry()
+        after = {fv.name for fv in store.list_feature_views()} | {s.name for s in store.list_feature_services()}
+        return {"fingerprint": definitions_fingerprint(objects), "objects": sorted(o.name for o in objects),
+                "added": sorted(after - before)}
+
+    # -- offline exports (what FileSources read) ---------------------------
+    def _filesystem(self):
+        import pyarrow.fs as pafs
+
+        if self.offline_root.startswith("s3://"):
+            return pafs.S3FileSystem(endpoint_override=self.s3_endpoint, access_key=self.s3_access_key,
+                                     secret_key=self.s3_secret_key, region=self.s3_region,
+                                     scheme="https" if (self.s3_endpoint or "").startswith("https") else "http"), \
+                self.offline_root[len("s3://"):]
+        return pafs.LocalFileSystem(), self.offline_root
+
+    def export_partition(self, view: str, partition: str, table: "pa.Table") -> str:
+        """Replace one partition's Parquet file (write to a temporary name, then move)."""
+        import pyarrow.parquet as pq
+
+        fs, root = self._filesystem()
+        folder = f"{root.rstrip('/')}/{view}"
+        fs.create_dir(folder, recursive=True)
+        final = f"{folder}/partition_date={partition}.parquet"
+        if len(table) == 0:
+            try:
+                fs.delete_file(final)
+            except (FileNotFoundError, OSError):
+                pass
+            return final
+        tmp = f"{folder}/.partition_date={partition}.parquet.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, final)
+        return final
+
+    # -- materialisation and online reads ---------------------------------
+    def materialize(self, start: dt.datetime, end: dt.datetime, views: list[str] | None = None) -> None:
+        self.store().materialize(start_date=start, end_date=end, feature_views=views)
+
+    def online_features(self, service: str, entity_rows: list[dict]) -> dict:
+        store = self.store()
+        return store.get_online_features(features=store.get_feature_service(service),
+                                         entity_rows=entity_rows).to_dict()
+
+    def historical_features(self, service: str, entity_df):
+        store = self.store()
+        return store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service)).to_df()
+
+
+def redis_connection_string(url: str) -> str:
+    """redis://[:password@]host:port/db -> Feast's "host:port,db=N[,password=...]"."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ValueError(f"PLATFORMQ_FEAST_REDIS_URL must look like redis://host:port/db, got {url!r}")
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
+    db = (parsed.path or "/0").lstrip("/") or "0"
+    parts.append(f"db={int(db)}")
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def feast_resource(settings) -> FeastResource:
+    if settings.is_local:
+        home = settings.home / "feast"
+        return FeastResource(registry_uri=f"sqlite:///{home / 'registry.db'}", online_store="sqlite",
+                             online_path=str(home / "online.db"), offline_root=str(home / "offline"),
+                             repo_path=str(settings.feature_repo_dir))
+    return FeastResource(registry_uri=settings.feast_registry_uri, online_store="redis", redis_url=settings.feast_redis_url,
+                         offline_root=f"s3://{settings.object_store_bucket}/feast/offline",
+                         repo_path=str(settings.feature_repo_dir), s3_endpoint=settings.s3_endpoint,
+                         s3_access_key=settings.s3_access_key, s3_secret_key=settings.s3_secret_key,
+                         s3_region=settings.s3_region)

@@ -1,0 +1,57 @@
+"""ML alert sensor: every drift materialisation with a warn or error severity becomes a row in
+``ops.ml_alerts`` and a webhook post. The cursor is the multi-asset sensor's per-asset event
+cursor, so a restart neither repeats nor skips an alert."""
+
+import datetime as dt
+
+from dagster import AssetKey, MultiAssetSensorEvaluationContext, multi_asset_sensor
+
+from resources.alerts import AlertsResource
+from resources.lake import LakeResource
+
+DRIFT_KEYS = [AssetKey(["ml", "price_direction_drift"]), AssetKey(["ml", "account_anomaly_drift"])]
+
+
+def alert_record(event) -> dict | None:
+    materialization = event.asset_materialization
+    metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    severity = metadata.get("severity", "ok")
+    if severity == "ok" and not (metadata.get("prediction_psi") or 0) >= 0.25:
+        return None
+    return {
+        "alert_id": f"{event.run_id}:{materialization.asset_key.to_user_string()}:{materialization.partition}",
+        "asset_key": materialization.asset_key.to_user_string(),
+        "partition": materialization.partition,
+        "severity": severity if severity != "ok" else "warn",
+        "detail": (f"max PSI {metadata.get('max_psi')} on {metadata.get('max_psi_feature')}; "
+                   f"drifted: {', '.join(metadata.get('drifted_features') or []) or 'none'}; "
+                   f"prediction PSI {metadata.get('prediction_psi')}"),
+        "run_id": event.run_id,
+        "raised_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+@multi_asset_sensor(monitored_assets=DRIFT_KEYS, name="ml_drift_alerts", minimum_interval_seconds=60,
+                    description="Records drift alerts in ops.ml_alerts and posts them to PLATFORMQ_ALERT_WEBHOOK_URL.")
+def ml_drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource, alerts: AlertsResource):
+    import pyarrow as pa
+
+    schema = pa.schema([("alert_id", pa.string()), ("asset_key", pa.string()), ("partition", pa.string()),
+                        ("severity", pa.string()), ("detail", pa.string()), ("run_id", pa.string()),
+                        ("raised_at", pa.timestamp("us", tz="UTC"))])
+    records = []
+    for key, events in context.latest_materialization_records_by_key().items():
+        if events is None:
+            continue
+        record = alert_record(events.event_log_entry)
+        if record is not None:
+            records.append(record)
+        context.advance_cursor({key: events})
+    if not records:
+        return
+    lake.append("ops.ml_alerts", pa.Table.from_pylist(records, schema=schema))
+    for record in records:
+        alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
+                     "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
+                             f"[{record['partition']}] {record['detail']}"})
+    context.log.info(f"raised {len(records)} ML alert(s)")
