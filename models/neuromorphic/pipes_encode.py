@@ -12,6 +12,7 @@ import numpy as np
 from dagster_pipes import open_dagster_pipes
 
 from models.neuromorphic.encoding import EncodingConfig, encode_day, load_npz
+from models.neuromorphic.reporting import pipes_metadata
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         expected = set(events["label_id"].tolist())
         covered = set(windows["anomaly_id"][labels == 1].tolist())
         pipes.log.info(f"encoded {len(labels)} windows ({int(labels.sum())} anomalous) in {seconds:.2f}s")
-        pipes.report_asset_materialization(metadata={
+        pipes.report_asset_materialization(metadata=pipes_metadata({
             "path": extras["out"],
             "windows": int(len(labels)),
             "anomalous_windows": int(labels.sum()),
@@ -43,7 +44,7 @@ def main() -> None:
             "input_spikes_per_window": round(float(spikes.sum((1, 2)).mean()), 3),
             "spike_density": round(float(spikes.mean()), 5),
             "encode_seconds": round(seconds, 3),
-        })
+        }))
         pipes.report_asset_check(
             check_name="labelled_anomalies_in_windows", passed=expected <= covered,
             metadata={"labelled_anomalies": len(expected), "covered": len(expected & covered),

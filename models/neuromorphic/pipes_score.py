@@ -16,6 +16,7 @@ from dagster_pipes import open_dagster_pipes
 from models.neuromorphic import inference
 from models.neuromorphic import baseline, metrics, network
 from models.neuromorphic.encoding import load_npz
+from models.neuromorphic.reporting import pipes_metadata
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
         events = int(spikes.sum())
         pipes.log.info(f"scored {len(labels)} windows on Lava ({lava_out['backend']}) in "
                        f"{lava_out['run_seconds']:.1f}s; SLAYER on torch in {slayer_seconds:.3f}s")
-        pipes.report_asset_materialization(metadata={
+        pipes.report_asset_materialization(metadata=pipes_metadata({
             "windows": int(len(labels)), "anomalous_windows": int(labels.sum()),
             "flagged_lava": int(lava_flag.sum()), "flagged_slayer": int(slayer_flag.sum()),
             "backend": lava_out["backend"], "lava_steps": lava_out["steps"],
@@ -73,11 +74,11 @@ def main() -> None:
             "decision_agreement": agree["decision_agreement"],
             "synops_per_inference": energy["synops_per_inference"],
             "spikes_per_inference": energy["spikes_per_inference"],
-        })
+        }))
         threshold = extras["agreement_threshold"]
         pipes.report_asset_check(
             check_name="float_fixed_point_agreement", passed=agree["decision_agreement"] >= threshold,
-            metadata={**agree, "threshold": threshold})
+            metadata=pipes_metadata({**agree, "threshold": threshold}))
         pipes.report_asset_check(
             check_name="snn_vs_baseline", passed=snn["f1"] >= 0.5 * mlp["f1"],
             metadata={"rule": "SNN (Lava fixed point) F1 >= half the MLP baseline's F1 on the same windows",

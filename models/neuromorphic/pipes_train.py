@@ -17,6 +17,7 @@ from dagster_pipes import open_dagster_pipes
 from models.neuromorphic import inference  # noqa: F401  (imports Lava before scikit-learn: fork start method)
 from models.neuromorphic import baseline, metrics, network
 from models.neuromorphic.encoding import load_npz
+from models.neuromorphic.reporting import pipes_metadata
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
 
         loaded = netx.hdf5.Network(net_config=str(out / "network.h5"))
         shapes = [int(np.prod(layer.out.shape)) for layer in loaded.layers]
-        pipes.report_asset_materialization(metadata={
+        pipes.report_asset_materialization(metadata=pipes_metadata({
             "network": str(out / "network.h5"),
             "network_bytes": (out / "network.h5").stat().st_size,
             "layers": net.sizes,
@@ -72,9 +73,9 @@ def main() -> None:
             "train_seconds": round(train_seconds, 2),
             "snn_train_precision": fit_snn["precision"], "snn_train_recall": fit_snn["recall"],
             "mlp_train_precision": fit_mlp["precision"], "mlp_train_recall": fit_mlp["recall"],
-        })
+        }))
         pipes.report_asset_check(check_name="netx_loads_export", passed=shapes == net.sizes[1:],
-                                 metadata={"netx_layers": shapes, "trained_layers": net.sizes[1:]})
+                                 metadata=pipes_metadata({"netx_layers": shapes, "trained_layers": net.sizes[1:]}))
 
 
 if __name__ == "__main__":
