@@ -14,10 +14,12 @@ EXPECTED_ASSETS = {
     "bronze/partner_quotes", "bronze/kyc_events", "quarantine/landing", "ops/landing_files",
     "trust/dataset_credentials", "trust/credential_anchors", "gold/futures_margin",
     "governance/dao_outcomes",
+    "neuromorphic/spike_trains", "neuromorphic/snn_model", "neuromorphic/anomaly_scores",
 }
 HEAVY = ["great_expectations", "dbt", "dagster_dbt", "pyiceberg", "duckdb", "pyarrow", "pandas", "minio",
          "trino", "feast", "mlflow", "ray", "torch", "pyspark", "sqlalchemy", "fastapi", "pyld", "httpx",
-         "services.credentials", "services.trading.exchange"]
+         "services.credentials", "services.trading.exchange",
+         "lava", "sklearn", "h5py", "kubernetes"]
 
 
 def test_definitions_hold_the_whole_medallion_graph(settings):
@@ -41,7 +43,8 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
     for key in keys:
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
-        assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance"}
+        assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance",
+                                   "neuromorphic"}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):
