@@ -15,6 +15,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from pipelines.schedules import venue_daily_schedule
     from platformq_assets.lake.definitions import lake_definitions
     from platformq_assets.lake.landing import LEDGER_KEY, QUARANTINE_KEY, landing_key
+    from platformq_assets.federated.definitions import federated_definitions
     from platformq_assets.governance.definitions import governance_definitions
     from platformq_assets.markets.definitions import markets_definitions
     from platformq_assets.neuromorphic.definitions import neuromorphic_definitions
@@ -36,6 +37,7 @@ def build_definitions(settings: Settings) -> Definitions:
         trust_definitions(),
         markets_definitions(),
         governance_definitions(),
+        federated_definitions(),
         ml_definitions(),
         neuromorphic_definitions(),
         Definitions(

@@ -108,6 +108,16 @@ class Settings(BaseSettings):
 
     # Federated learning: the simulation engine locally, a SuperLink's control API in production.
     flower_superlink: str | None = None  # 127.0.0.1:9093 (control API) for `flwr run`
+    federated_strategy: Literal["fedavg", "fedprox", "scaffold"] = "fedprox"
+    federated_rounds: int = 5
+    federated_min_participants: int = 2  # a round with fewer accepted updates is skipped
+    federated_round_timeout: float = 300.0  # seconds a round waits for participants' replies
+    federated_max_update_norm: float = 100.0  # ‖w_i − w_t‖ above this (or NaN/inf) is rejected
+    federated_dp: Literal["none", "client"] = "client"  # Opacus DP-SGD on every tenant
+    federated_dp_epsilon: float = 2.0  # ε one run is calibrated to (per tenant)
+    federated_dp_delta: float = 1e-5
+    federated_epsilon_budget: float = 8.0  # lifetime ε per tenant; a spent budget stops the tenant
+    federated_baseline_tolerance: float = 0.05  # allowed gap to the centralised baseline (check)
 
     # Neuromorphic side environment (Python 3.10 + lava-dl), created by `make setup`.
     lava_python: Path = Field(default=PROJECT_ROOT / ".venv-lava" / "bin" / "python")

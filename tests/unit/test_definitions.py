@@ -14,12 +14,13 @@ EXPECTED_ASSETS = {
     "bronze/partner_quotes", "bronze/kyc_events", "quarantine/landing", "ops/landing_files",
     "trust/dataset_credentials", "trust/credential_anchors", "gold/futures_margin",
     "governance/dao_outcomes",
+    "federated/order_anomaly_model",
     "neuromorphic/spike_trains", "neuromorphic/snn_model", "neuromorphic/anomaly_scores",
 }
 HEAVY = ["great_expectations", "dbt", "dagster_dbt", "pyiceberg", "duckdb", "pyarrow", "pandas", "minio",
          "trino", "feast", "mlflow", "ray", "torch", "pyspark", "sqlalchemy", "fastapi", "pyld", "httpx",
          "services.credentials", "services.trading.exchange",
-         "lava", "sklearn", "h5py", "kubernetes"]
+         "lava", "sklearn", "h5py", "kubernetes", "flwr", "opacus", "models.federated"]
 
 
 def test_definitions_hold_the_whole_medallion_graph(settings):
@@ -44,7 +45,7 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
         assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance",
-                                   "neuromorphic"}
+                                   "neuromorphic", "federated"}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):

@@ -1,0 +1,142 @@
+"""The ClientApp: one participant (a tenant) training and evaluating on its own data only.
+
+Handlers (Message API):
+* ``query``    – identifies the participant behind a node (the server uses it to skip
+  suspended tenants and to keep per-participant ε);
+* ``train``    – local training from the global model; SCAFFOLD's client control variate and
+  the Opacus accountant history are kept in ``context.state`` (per node, across rounds);
+* ``evaluate`` – accuracy and loss on the participant's local held-out split.
+
+Data settings come from the node's config (``--node-config`` on a SuperNode: partition-id,
+num-partitions, optionally data-dir) and otherwise from the config the server sends.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from models.federated import data as datasets
+from models.federated.model import accuracy_and_loss, build_model, from_record, load_numpy, to_record
+from models.federated.training import DPSpec, epsilon_after, noise_multiplier_for, planned_history, train_local
+
+STATE_CONTROL = "scaffold-client-control"
+STATE_CONTROL_ROUNDS = "scaffold-control-rounds"
+STATE_ACCOUNTANT = "dp-accountant"
+
+
+def partition_of(context: Context) -> tuple[int, int]:
+    return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+
+
+@functools.lru_cache(maxsize=8)
+def _split(dataset: str, partition_id: int, num_partitions: int, data_dir: str, partitioning: str,
+           alpha: float, seed: int) -> datasets.Split:
+    return datasets.load_split(dataset, partition_id, num_partitions, data_dir=data_dir,
+                               partitioning=partitioning, alpha=alpha, seed=seed)
+
+
+def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
+    pid, n = partition_of(context)
+    data_dir = str(context.node_config.get("data-dir", config.get("data-dir", "")))
+    return _split(str(config["dataset"]), pid, n, data_dir, str(config.get("partitioning", "iid")),
+                  float(config.get("alpha", 0.3)), int(config.get("seed", 0)))
+
+
+def _model(config: ConfigRecord, arrays: ArrayRecord):
+    model = build_model(int(config["num-features"]), int(config["num-classes"]), int(config["hidden"]))
+    load_numpy(model, from_record(arrays))
+    return model
+
+
+def handle_query(msg: Message, context: Context) -> Message:
+    config = msg.content["config"]
+    split = participant_split(config, context)
+    pid, _ = partition_of(context)
+    content = RecordDict({"participant": ConfigRecord({"participant": split.participant, "partition-id": pid}),
+                          "metrics": MetricRecord({"num-examples": len(split.y_train)})})
+    return Message(content=content, reply_to=msg)
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    config = msg.content["config"]
+    split = participant_split(config, context)
+    model = _model(config, msg.content["arrays"])
+    epochs, batch_size = int(config["local-epochs"]), int(config["batch-size"])
+    dp = None
+    history: list = []
+    if str(config.get("dp", "none")) == "client":
+        dp = DPSpec(float(config["dp-target-epsilon"]), float(config["dp-delta"]), float(config["dp-max-grad-norm"]),
+                    int(config["num-rounds"]))
+        if STATE_ACCOUNTANT in context.state.config_records:
+            saved = context.state.config_records[STATE_ACCOUNTANT]
+            history = list(zip(saved["noise"], saved["rate"], saved["steps"]))
+    participant = ConfigRecord({"participant": split.participant})
+
+    budget = float(config.get("epsilon-budget", 0.0))
+    spent_before = float(config.get("epsilon-spent-before", 0.0))
+    if dp is not None and budget > 0:
+        noise = noise_multiplier_for(dp, len(split.y_train), batch_size, epochs)
+        would_be = spent_before + epsilon_after(planned_history(history, len(split.y_train), batch_size, epochs,
+                                                                noise), dp.delta)
+        if would_be > budget:
+            # The budget is the participant's own guarantee: it refuses rather than trusting the server.
+            metrics = MetricRecord({"num-examples": 0, "budget-exhausted": 1,
+                                    "epsilon": spent_before + epsilon_after(history, dp.delta)})
+            return Message(content=RecordDict({"metrics": metrics, "participant": participant}), reply_to=msg)
+
+    scaffold = "control" in msg.content.array_records
+    server_control = client_control = None
+    if scaffold:
+        server_control = from_record(msg.content["control"])
+        if STATE_CONTROL in context.state.array_records:
+            client_control = from_record(context.state.array_records[STATE_CONTROL])
+        else:
+            client_control = [np.zeros_like(c) for c in server_control]
+    result = train_local(model, split.x_train, split.y_train, int(config["num-classes"]), epochs=epochs,
+                         batch_size=batch_size, lr=float(config["lr"]),
+                         seed=int(config.get("seed", 0)) * 1000 + int(config["server-round"]),
+                         mu=float(config.get("proximal-mu", 0.0)), balanced=bool(config.get("balanced-loss", False)),
+                         server_control=server_control, client_control=client_control, dp=dp,
+                         accountant_history=history)
+    content = RecordDict({"arrays": to_record(result.arrays, list(msg.content["arrays"].keys())),
+                          "participant": participant})
+    metrics = {"num-examples": result.num_examples, "train-loss": result.loss, "steps": result.steps,
+               "budget-exhausted": 0, "proximal-mu": float(config.get("proximal-mu", 0.0))}
+    if dp is not None:
+        context.state.config_records[STATE_ACCOUNTANT] = ConfigRecord({
+            "noise": [float(h[0]) for h in result.accountant_history],
+            "rate": [float(h[1]) for h in result.accountant_history],
+            "steps": [int(h[2]) for h in result.accountant_history]})
+        metrics.update({"epsilon": spent_before + result.epsilon, "epsilon-run": result.epsilon,
+                        "noise-multiplier": result.noise_multiplier})
+    if scaffold:
+        context.state.array_records[STATE_CONTROL] = to_record(result.new_control)
+        rounds = ConfigRecord({"n": int(context.state.config_records[STATE_CONTROL_ROUNDS]["n"]) + 1
+                               if STATE_CONTROL_ROUNDS in context.state.config_records else 1})
+        context.state.config_records[STATE_CONTROL_ROUNDS] = rounds
+        metrics["control-rounds"] = int(rounds["n"])
+        content["control-delta"] = to_record(result.control_delta)
+        metrics["control-norm"] = float(np.sqrt(sum(float((c ** 2).sum()) for c in result.new_control)))
+    content["metrics"] = MetricRecord(metrics)
+    return Message(content=content, reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    config = msg.content["config"]
+    split = participant_split(config, context)
+    model = _model(config, msg.content["arrays"])
+    acc, loss = accuracy_and_loss(model, split.x_test, split.y_test)
+    content = RecordDict({"metrics": MetricRecord({"num-examples": len(split.y_test), "accuracy": acc, "loss": loss}),
+                          "participant": ConfigRecord({"participant": split.participant})})
+    return Message(content=content, reply_to=msg)
+
+
+app = ClientApp()
+app.query()(handle_query)
+app.train()(handle_train)
+app.evaluate()(handle_evaluate)

@@ -1,0 +1,92 @@
+"""The federated run configuration: one flat mapping of Flower ``run_config`` keys.
+
+The same keys come from ``pyproject.toml``'s ``[tool.flwr.app.config]`` (``flwr run``),
+from ``--run-config`` overrides, or from the dict the simulation runner is given, so one
+ServerApp serves the simulation and the deployment engine alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+STRATEGIES = ("fedavg", "fedprox", "scaffold")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedConfig:
+    strategy: str = "fedavg"
+    num_rounds: int = 3
+    fraction_train: float = 1.0
+    min_participants: int = 2  # a round with fewer accepted updates is skipped (model unchanged)
+    round_timeout: float = 600.0  # seconds the server waits for replies in a round
+    discovery_timeout: float = 120.0  # seconds to wait for nodes to connect and say who they are
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    proximal_mu: float = 0.0  # FedProx μ (the client adds μ/2·‖w − w_t‖²)
+    hidden: int = 32
+    balanced_loss: bool = False  # weight classes by inverse frequency (rare-event tasks)
+    seed: int = 0
+    # data: "digits" (scikit-learn, split here) or "npz" (one file per participant in data_dir)
+    dataset: str = "digits"
+    data_dir: str = ""
+    partitioning: str = "iid"  # digits only: iid | dirichlet
+    alpha: float = 0.3
+    # privacy
+    dp: str = "none"  # none | client (Opacus DP-SGD on every participant)
+    dp_target_epsilon: float = 3.0  # ε the noise is calibrated for over the whole run
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+    epsilon_budget: float = 0.0  # > 0: a participant whose spent ε would exceed it stops training
+    central_dp_noise: float = 0.0  # > 0: Flower's server-side fixed-clipping DP wrapper
+    central_dp_clip: float = 1.0
+    # robustness and participants
+    max_update_norm: float = 100.0  # ‖w_i − w_t‖ above this (or any NaN/inf) is rejected
+    suspended: str = ""  # comma-separated participant ids never sampled
+    epsilon_spent: str = ""  # "pid=eps,pid=eps": ε already spent in earlier runs (budget carries over)
+    output_dir: str = ""  # where the server writes model.npz and history.json
+    server_test: bool = True  # digits: evaluate the global model on the held-out test set each round
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.dp not in ("none", "client"):
+            raise ValueError(f"dp must be 'none' or 'client', not {self.dp!r}")
+        if self.central_dp_noise > 0 and self.strategy == "scaffold":
+            raise ValueError("central DP (Flower's clipping wrapper) does not compose with SCAFFOLD: it would clip "
+                             "the control-variate updates as if they were model updates")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "FederatedConfig":
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                continue
+            kind = type(getattr(cls, name)) if hasattr(cls, name) else str
+            kwargs[name] = kind(value) if kind is not bool else _as_bool(value)
+        return cls(**kwargs)
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def suspended_set(self) -> set[str]:
+        return {p.strip() for p in self.suspended.split(",") if p.strip()}
+
+    @property
+    def epsilon_spent_map(self) -> dict[str, float]:
+        out = {}
+        for item in self.epsilon_spent.split(","):
+            if "=" in item:
+                pid, eps = item.split("=", 1)
+                out[pid.strip()] = float(eps)
+        return out
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

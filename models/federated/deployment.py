@@ -1,0 +1,175 @@
+"""The deployment engine: a Flower SuperLink and SuperNodes as separate processes, and ``flwr run``.
+
+``run_on_superlink`` submits the same ServerApp the simulation runs to a SuperLink's control API
+(the platform's production path, chosen by ``PLATFORMQ_FLOWER_SUPERLINK``) and waits for it to
+finish. ``start_superlink`` / ``start_supernode`` start the loopback twin the tests use. All
+addresses are 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent / "flower_app"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONNECTION = "platformq"
+FINISHED = "finished"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def process_env(**extra: str) -> dict:
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The SuperLink and SuperNodes spawn `flower-superexec` (and app processes) by name.
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    env.update(extra)
+    return env
+
+
+def write_flwr_home(flwr_home: Path, control_address: str) -> Path:
+    """``flwr run APP platformq`` finds the SuperLink through ``$FLWR_HOME/config.toml``."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{control_address}"\n'
+        "insecure = true\n")
+    return flwr_home
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_on_superlink(config: dict, control_address: str, *, timeout: float = 1800, workdir: Path | None = None,
+                     log=print) -> dict:
+    """Submit a run with ``flwr run`` and wait until the SuperLink reports it finished."""
+    from models.federated.config import FederatedConfig
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="flwr-run-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = FederatedConfig.from_mapping(config)
+    output_dir = cfg.output_dir or str(workdir / "output")
+    run_config = {**cfg.to_run_config(), "output-dir": output_dir}
+    overrides = workdir / "run_config.toml"
+    overrides.write_text("".join(f'"{k}" = {_toml_value(v)}\n' for k, v in run_config.items()))
+    env = process_env(FLWR_HOME=str(write_flwr_home(workdir / "flwr_home", control_address)))
+    submitted = subprocess.run([_bin("flwr"), "run", str(APP_DIR), CONNECTION, "--run-config", str(overrides),
+                                "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+    if submitted.returncode != 0:
+        raise RuntimeError(f"flwr run failed: {submitted.stdout[-2000:]} {submitted.stderr[-2000:]}")
+    run_id = json.loads(submitted.stdout)["run-id"]
+    log(f"submitted run {run_id} to the SuperLink at {control_address}")
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        listed = subprocess.run([_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        if listed.returncode == 0 and listed.stdout.strip():
+            runs = json.loads(listed.stdout).get("runs", [])
+            status = runs[0].get("status", "") if runs else ""
+            if status.startswith(FINISHED):
+                break
+        time.sleep(2)
+    else:
+        raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r})")
+    history_path = Path(output_dir) / "history.json"
+    if not status.endswith("completed") or not history_path.exists():
+        raise RuntimeError(f"run {run_id} ended with status {status!r}")
+    history = json.loads(history_path.read_text())
+    history.update({"output_dir": output_dir, "run_id": run_id, "status": status})
+    return history
+
+
+@dataclass
+class LoopbackFederation:
+    """A SuperLink plus N SuperNodes on 127.0.0.1, each a separate process (for tests and demos)."""
+
+    workdir: Path
+    num_nodes: int
+    ports: dict = field(default_factory=dict)
+    processes: list = field(default_factory=list)
+    node_config: dict = field(default_factory=dict)
+
+    @property
+    def control_address(self) -> str:
+        return f"127.0.0.1:{self.ports['control']}"
+
+    def start(self) -> "LoopbackFederation":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = {"serverappio": free_port(), "fleet": free_port(), "control": free_port()}
+        env = process_env()
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        self._spawn([_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+                     "--database", str(self.workdir / "superlink.db"),
+                     "--serverappio-api-address", f"127.0.0.1:{self.ports['serverappio']}",
+                     "--fleet-api-address", f"127.0.0.1:{self.ports['fleet']}",
+                     "--control-api-address", self.control_address], env, logs / "superlink.log")
+        self._wait_for_port(self.ports["fleet"])
+        self._wait_for_port(self.ports["control"])
+        for i in range(self.num_nodes):
+            items = {"partition-id": i, "num-partitions": self.num_nodes, **self.node_config}
+            node_config = " ".join(f"{k}={_toml_value(v)}" for k, v in items.items())
+            self._spawn([_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.ports['fleet']}",
+                         "--clientappio-api-address", f"127.0.0.1:{free_port()}", "--node-config", node_config],
+                        env, logs / f"supernode-{i}.log")
+        return self
+
+    def _spawn(self, command: list[str], env: dict, log_path: Path) -> None:
+        handle = open(log_path, "w")
+        self.processes.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                                start_new_session=True), handle))
+
+    def _wait_for_port(self, port: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc, _ in self.processes:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}: see {self.workdir / 'logs'}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+    def stop(self) -> None:
+        import signal
+
+        for proc, handle in reversed(self.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, handle in reversed(self.processes):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            handle.close()
+
+    def __enter__(self) -> "LoopbackFederation":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

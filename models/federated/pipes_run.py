@@ -1,0 +1,126 @@
+"""Dagster Pipes entry point: one federated run in this (fresh) process, reported back to the asset.
+
+``python -m models.federated.pipes_run`` with Pipes extras:
+``config`` (run config), ``participants`` (node count), ``superlink`` (control API address, or
+empty for the simulation engine) and ``baseline_tolerance``. Reports per-round metrics as
+materialisation metadata and the centralised-baseline comparison as an asset check. Uses only
+``dagster_pipes`` (no Dagster), so it also runs in a bare environment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dagster_pipes import open_dagster_pipes
+
+CHECK_NAME = "matches_centralised_baseline"
+
+
+def pooled(config) -> tuple:
+    from models.federated import data as datasets
+
+    if config.dataset == "digits":
+        return datasets.digits_train_test(config.seed)
+    manifest = json.loads((__import__("pathlib").Path(config.data_dir) / "manifest.json").read_text())
+    parts = [datasets.npz_partition(config.data_dir, i) for i in range(len(manifest["participants"]))]
+    return (np.concatenate([p.x_train for p in parts]), np.concatenate([p.y_train for p in parts]),
+            np.concatenate([p.x_test for p in parts]), np.concatenate([p.y_test for p in parts]))
+
+
+def scores(model, x, y, num_classes: int) -> dict:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x)).argmax(1).numpy()
+    recalls = [float((predicted[y == c] == c).mean()) for c in range(num_classes) if (y == c).any()]
+    return {"accuracy": float((predicted == y).mean()), "balanced_accuracy": float(np.mean(recalls))}
+
+
+def compare_with_centralised(config, history: dict) -> dict:
+    """Train the same model centrally on the pooled data (same passes over the data) and score both."""
+    from models.federated.model import build_model, load_numpy
+    from models.federated.training import train_centralised
+
+    x_tr, y_tr, x_te, y_te = pooled(config)
+    nf, nc = history["num_features"], history["num_classes"]
+    central = train_centralised(x_tr, y_tr, nf, nc, hidden=config.hidden, epochs=config.num_rounds * config.local_epochs,
+                                batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                                balanced=config.balanced_loss)
+    federated = build_model(nf, nc, config.hidden)
+    with np.load(f"{history['output_dir']}/model.npz") as arrays:
+        load_numpy(federated, [arrays[k] for k in federated.state_dict().keys()])
+    return {"federated": scores(federated, x_te, y_te, nc), "centralised": scores(central, x_te, y_te, nc),
+            "test_examples": int(len(y_te))}
+
+
+def rounds_markdown(history: dict) -> str:
+    lines = ["| round | participants | train loss | eval loss | eval accuracy | ε max | rejected | failed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in history["rounds"]:
+        if r["round"] == 0:
+            continue
+        fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "—"  # noqa: E731
+        lines.append(f"| {r['round']}{' (skipped)' if r.get('skipped') else ''} | {r.get('participants', 0)} | "
+                     f"{fmt(r.get('train_loss'))} | {fmt(r.get('eval_loss'))} | {fmt(r.get('eval_accuracy'))} | "
+                     f"{fmt(r.get('epsilon_max'))} | {len(r.get('rejected', []))} | {len(r.get('failed', []))} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from models.federated.config import FederatedConfig
+
+    with open_dagster_pipes() as pipes:
+        extras = pipes.extras
+        config = dict(extras["config"])
+        cfg = FederatedConfig.from_mapping(config)
+        if extras.get("superlink"):
+            from models.federated.deployment import run_on_superlink
+
+            pipes.log.info(f"submitting to the SuperLink at {extras['superlink']}")
+            history = run_on_superlink(config, extras["superlink"], log=pipes.log.info)
+        else:
+            from models.federated.simulation import run
+
+            pipes.log.info(f"simulating {extras['participants']} participants, {cfg.num_rounds} rounds, {cfg.strategy}")
+            history = run(config, int(extras["participants"]), num_cpus=int(extras.get("num_cpus", 2)))
+        for r in history["rounds"]:
+            if r["round"] > 0:
+                pipes.log.info(f"round {r['round']}: accepted {r.get('accepted')} rejected {r.get('rejected')} "
+                               f"failed {[f['participant'] for f in r.get('failed', [])]} "
+                               f"eval accuracy {r.get('eval_accuracy')}")
+        comparison = compare_with_centralised(cfg, history)
+        fed, central = comparison["federated"], comparison["centralised"]
+        tolerance = float(extras.get("baseline_tolerance", 0.05))
+        metric = "balanced_accuracy" if cfg.balanced_loss else "accuracy"
+        done = [r for r in history["rounds"] if r["round"] > 0]
+        last = done[-1] if done else {}
+        summary = {
+            "strategy": cfg.strategy, "rounds": cfg.num_rounds, "dp": cfg.dp, "participants": history["participants"],
+            "rounds_skipped": sum(1 for r in done if r.get("skipped")),
+            "final_eval_accuracy": last.get("eval_accuracy"), "final_eval_loss": last.get("eval_loss"),
+            "pooled_test_" + metric: fed[metric], "centralised_" + metric: central[metric],
+            "epsilon_spent": history["epsilon"], "budget_exhausted": history["budget_exhausted"],
+            "rejected_updates": sum(len(r.get("rejected", [])) for r in done),
+            "failed_participants": sum(len(r.get("failed", [])) for r in done),
+            "seconds": history["seconds"],
+        }
+        (__import__("pathlib").Path(history["output_dir"]) / "summary.json").write_text(
+            json.dumps({**summary, "comparison": comparison}, default=float))
+        pipes.report_asset_materialization(metadata={
+            **{k: ({"raw_value": v, "type": "json"} if isinstance(v, (dict, list)) else v)
+               for k, v in summary.items() if v is not None},
+            "round_metrics": {"raw_value": rounds_markdown(history), "type": "md"},
+            "rounds_json": {"raw_value": [{k: v for k, v in r.items() if k != "clients"} for r in done], "type": "json"},
+            "output_dir": history["output_dir"],
+        })
+        pipes.report_asset_check(
+            CHECK_NAME, passed=fed[metric] >= central[metric] - tolerance, severity="WARN",
+            metadata={"federated": fed[metric], "centralised": central[metric], "tolerance": tolerance,
+                      "metric": metric, "test_examples": comparison["test_examples"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Run the apps on Flower's simulation engine (Ray), on loopback only.
+
+Call :func:`run` in a process of its own (the platform uses a Dagster Pipes subprocess):
+Ray's state lives as long as the process does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from models.federated.config import FederatedConfig
+
+LOOPBACK_ENV = {
+    # Single-node Ray binds 127.0.0.1 only with this set (it refuses multi-node clusters).
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "FLWR_TELEMETRY_ENABLED": "0",
+}
+
+
+def prepare_environment(tmp_root: str | None = None) -> None:
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+    if "RAY_TMPDIR" not in os.environ:
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=tmp_root or "/tmp")
+
+
+def run(config: dict, num_participants: int, *, num_cpus: int = 2, client_cpus: float = 1.0,
+        client_app=None) -> dict:
+    """Run a whole federation; returns the history the ServerApp wrote (plus where it wrote it)."""
+    prepare_environment()
+    from flwr.simulation import run_simulation
+
+    from models.federated.client_app import app as default_client_app
+    from models.federated.server_app import make_server_app
+
+    cfg = FederatedConfig.from_mapping(config)
+    output_dir = cfg.output_dir or tempfile.mkdtemp(prefix="flower-run-")
+    run_config = {**cfg.to_run_config(), "output-dir": output_dir}
+    backend = {"init_args": {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False},
+               "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}}
+    run_simulation(server_app=make_server_app(run_config), client_app=client_app or default_client_app,
+                   num_supernodes=num_participants, backend_config=backend)
+    history_path = Path(output_dir) / "history.json"
+    if not history_path.exists():
+        raise RuntimeError("the federated run ended without a history (the ServerApp failed: see the log above)")
+    history = json.loads(history_path.read_text())
+    history["output_dir"] = output_dir
+    return history
+
+
+def _load_client_app(spec: str, kwargs: dict):
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    from flwr.clientapp import ClientApp
+
+    target = getattr(importlib.import_module(module), attr)
+    return target if isinstance(target, ClientApp) else target(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m models.federated.simulation --config '{...}' --participants N``: one run, one process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", required=True, help="run config as JSON")
+    parser.add_argument("--participants", type=int, required=True)
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--client-app", default="", help="module:attr of a ClientApp or a factory returning one")
+    parser.add_argument("--client-args", default="{}", help="JSON kwargs for a client-app factory")
+    args = parser.parse_args(argv)
+    client_app = _load_client_app(args.client_app, json.loads(args.client_args)) if args.client_app else None
+    history = run(json.loads(args.config), args.participants, num_cpus=args.num_cpus, client_app=client_app)
+    print(json.dumps({"output_dir": history["output_dir"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Server strategies: FedAvg, FedProx and SCAFFOLD on Flower's Message API, with the platform's
+participant rules.
+
+All three share :class:`PlatformStrategy` (a ``flwr.serverapp.strategy.FedAvg``):
+
+* **participants** – before sampling, unknown nodes are asked (a ``query`` message) which
+  participant they are; suspended participants and those whose ε budget is spent are never
+  sampled, for training or evaluation;
+* **screening** – an update with a NaN/inf or with ‖w_i − w_t‖ above ``max_update_norm`` is
+  rejected and recorded; a node that errors (crash) or does not answer within the round
+  timeout is recorded as failed;
+* **minimum participants** – the round aggregates when at least ``min_participants`` updates
+  are accepted, and is skipped (global model unchanged, recorded) otherwise;
+* **history** – every round's sample, accepted/failed/rejected participants, metrics and the
+  ε each participant has spent, for the caller to report.
+
+FedProx is FedAvg plus ``proximal-mu`` in the train config (what ``flwr``'s FedProx does); the
+client adds the proximal term. SCAFFOLD (Karimireddy et al. 2020, option II) is ours: the server
+sends its control variate ``c`` with the model, clients keep ``c_i`` across rounds and return
+``Δc_i``, and ``c ← c + (1/N)·Σ Δc_i`` over the N known participants.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+from models.federated.config import FederatedConfig
+from models.federated.model import from_record, to_record
+
+
+def screen_update(update: list[np.ndarray], current: list[np.ndarray], max_norm: float) -> str | None:
+    """Why an update must be rejected, or None."""
+    if len(update) != len(current) or any(u.shape != c.shape for u, c in zip(update, current)):
+        return "shape mismatch"
+    if not all(np.isfinite(u).all() for u in update):
+        return "non-finite values (NaN/inf)"
+    norm = float(np.sqrt(sum(float(((u - c).astype(np.float64) ** 2).sum()) for u, c in zip(update, current))))
+    if norm > max_norm:
+        return f"update norm {norm:.3g} above {max_norm:g}"
+    return None
+
+
+def error_summary(reason: str) -> str:
+    """The last meaningful line of a ClientApp error (simulation wraps it in a Ray traceback)."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip() and set(line.strip()) - set("^~")]
+    return (lines[-1] if lines else "error")[-300:]
+
+
+class PlatformStrategy(FedAvg):
+    def __init__(self, cfg: FederatedConfig, client_config: dict):
+        super().__init__(fraction_train=cfg.fraction_train, fraction_evaluate=1.0,
+                         min_train_nodes=cfg.min_participants, min_evaluate_nodes=1,
+                         min_available_nodes=cfg.min_participants)
+        self.cfg = cfg
+        self.client_config = client_config
+        self.rng = random.Random(cfg.seed)
+        self.participants: dict[int, str] = {}
+        self.suspended = cfg.suspended_set
+        self.spent_before = cfg.epsilon_spent_map
+        self.exhausted: set[str] = set()
+        self.epsilon: dict[str, float] = {}
+        self.rounds: dict[int, dict] = {}
+        self.events: list[dict] = []
+        self._sampled: dict[int, str] = {}
+        self._current: list[np.ndarray] = []
+
+    # -- participants ------------------------------------------------------
+    def discover(self, grid: Grid) -> list[int]:
+        deadline = time.monotonic() + self.cfg.discovery_timeout
+        while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes and time.monotonic() < deadline:
+            log(INFO, "waiting for nodes: %d connected, %d needed", len(nodes), self.min_available_nodes)
+            time.sleep(1)
+        unknown = [n for n in nodes if n not in self.participants]
+        if unknown:
+            config = ConfigRecord(dict(self.client_config))
+            queries = [Message(content=RecordDict({"config": config}), message_type=MessageType.QUERY, dst_node_id=n)
+                       for n in unknown]
+            for reply in grid.send_and_receive(queries, timeout=self.cfg.discovery_timeout):
+                if reply.has_error():
+                    self.events.append({"event": "query-failed", "node": reply.metadata.src_node_id,
+                                        "reason": reply.error.reason})
+                    continue
+                self.participants[reply.metadata.src_node_id] = str(reply.content["participant"]["participant"])
+        return [n for n in nodes if n in self.participants]
+
+    def eligible(self, grid: Grid) -> list[int]:
+        return [n for n in self.discover(grid)
+                if self.participants[n] not in self.suspended and self.participants[n] not in self.exhausted]
+
+    def extra_records(self, arrays: ArrayRecord) -> dict:
+        return {}
+
+    def _messages(self, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord, kind: str,
+                  with_extra: bool) -> list[Message]:
+        extra = self.extra_records(arrays) if with_extra else {}
+        messages = []
+        for node in node_ids:
+            participant = self.participants[node]
+            node_config = ConfigRecord({**dict(config), **self.client_config,
+                                        "epsilon-spent-before": float(self.spent_before.get(participant, 0.0))})
+            messages.append(Message(content=RecordDict({"arrays": arrays, "config": node_config, **extra}),
+                                    message_type=kind, dst_node_id=node))
+        return messages
+
+    # -- training ----------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        eligible = self.eligible(grid)
+        size = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
+        sampled = sorted(self.rng.sample(eligible, size))
+        self._sampled = {n: self.participants[n] for n in sampled}
+        self._current = from_record(arrays)
+        config["server-round"] = server_round
+        self.rounds[server_round] = {"round": server_round, "sampled": sorted(self._sampled.values()),
+                                     "accepted": [], "failed": [], "rejected": [], "skipped": False}
+        log(INFO, "configure_train: %d of %d eligible participants sampled (suspended: %s, budget spent: %s)",
+            len(sampled), len(eligible), sorted(self.suspended), sorted(self.exhausted))
+        return self._messages(sampled, arrays, config, MessageType.TRAIN, with_extra=True)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        record = self.rounds[server_round]
+        accepted: list[Message] = []
+        replied = set()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            replied.add(node)
+            who = self.participants.get(node, str(node))
+            if msg.has_error():
+                record["failed"].append({"participant": who, "reason": error_summary(msg.error.reason)})
+                continue
+            metrics = msg.content["metrics"]
+            record.setdefault("clients", {})[who] = {k: v for k, v in dict(metrics).items()}
+            if "epsilon" in metrics:
+                self.epsilon[who] = float(metrics["epsilon"])
+            if int(metrics.get("budget-exhausted", 0)):
+                self.exhausted.add(who)
+                record["failed"].append({"participant": who, "reason": "epsilon budget spent"})
+                continue
+            reason = screen_update(from_record(msg.content["arrays"]), self._current, self.cfg.max_update_norm)
+            if reason is None and "control-delta" in msg.content.array_records:
+                deltas = from_record(msg.content["control-delta"])
+                reason = None if all(np.isfinite(d).all() for d in deltas) else "non-finite control variate"
+            if reason is not None:
+                record["rejected"].append({"participant": who, "reason": reason})
+                log(WARNING, "round %d: update from %s rejected: %s", server_round, who, reason)
+                continue
+            accepted.append(msg)
+        for node, who in self._sampled.items():
+            if node not in replied:
+                record["failed"].append({"participant": who, "reason": f"no reply within {self.cfg.round_timeout:g}s"})
+        record["accepted"] = sorted(self.participants[m.metadata.src_node_id] for m in accepted)
+        record["participants"] = len(accepted)
+        record["epsilon_max"] = max(self.epsilon.values(), default=0.0)
+        if len(accepted) < self.cfg.min_participants:
+            record["skipped"] = True
+            log(WARNING, "round %d skipped: %d accepted updates, %d needed", server_round, len(accepted),
+                self.cfg.min_participants)
+            return None, None
+        weights = np.array([float(m.content["metrics"]["num-examples"]) for m in accepted])
+        weights = weights / weights.sum()
+        updates = [from_record(m.content["arrays"]) for m in accepted]
+        averaged = [sum(w * u[i] for w, u in zip(weights, updates)).astype(np.float32)
+                    for i in range(len(self._current))]
+        self.after_aggregate(accepted)
+        loss = float(sum(w * float(m.content["metrics"]["train-loss"]) for w, m in zip(weights, accepted)))
+        record["train_loss"] = loss
+        names = list(accepted[0].content["arrays"].keys())
+        return to_record(averaged, names), MetricRecord({"train-loss": loss, "participants": len(accepted),
+                                                         "epsilon-max": record["epsilon_max"]})
+
+    def after_aggregate(self, accepted: list[Message]) -> None:
+        pass
+
+    # -- evaluation --------------------------------------------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        config["server-round"] = server_round
+        return self._messages(self.eligible(grid), arrays, config, MessageType.EVALUATE, with_extra=False)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        ok = [m for m in replies if not m.has_error()]
+        if not ok:
+            return None
+        n = np.array([float(m.content["metrics"]["num-examples"]) for m in ok])
+        acc = float((n * [float(m.content["metrics"]["accuracy"]) for m in ok]).sum() / n.sum())
+        loss = float((n * [float(m.content["metrics"]["loss"]) for m in ok]).sum() / n.sum())
+        self.rounds.setdefault(server_round, {"round": server_round}).update(
+            {"eval_accuracy": acc, "eval_loss": loss, "evaluated": len(ok)})
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+
+class Scaffold(PlatformStrategy):
+    server_control: list[np.ndarray] | None = None
+
+    def extra_records(self, arrays: ArrayRecord) -> dict:
+        if self.server_control is None:
+            self.server_control = [np.zeros_like(a) for a in from_record(arrays)]
+        return {"control": to_record(self.server_control)}
+
+    def after_aggregate(self, accepted: list[Message]) -> None:
+        total = max(len([p for p in self.participants.values() if p not in self.suspended]), len(accepted))
+        deltas = [from_record(m.content["control-delta"]) for m in accepted]
+        self.server_control = [c + sum(d[i] for d in deltas) / total for i, c in enumerate(self.server_control)]
+
+
+class CentralDP(DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed-clipping DP wrapper, told how many were actually sampled each round."""
+
+    def configure_train(self, server_round, arrays, config, grid):
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.num_sampled_clients = max(1, len(messages))
+        return messages
+
+    def aggregate_train(self, server_round, replies):
+        return super().aggregate_train(server_round, list(replies))
+
+
+def build_strategy(cfg: FederatedConfig, client_config: dict):
+    """The configured strategy; the platform rules live in the returned object's ``base``."""
+    base = (Scaffold if cfg.strategy == "scaffold" else PlatformStrategy)(cfg, client_config)
+    if cfg.strategy == "fedprox":
+        client_config["proximal-mu"] = cfg.proximal_mu
+    if cfg.central_dp_noise > 0:
+        return CentralDP(base, cfg.central_dp_noise, cfg.central_dp_clip, max(1, cfg.min_participants)), base
+    return base, base

@@ -1,0 +1,1 @@
+"""Federated learning: tenants as Flower participants, federated rounds as Dagster assets."""

@@ -1,0 +1,170 @@
+"""``federated/order_anomaly_model``: tenants train an order-anomaly classifier together with Flower.
+
+The asset reads the registry (only enrolled, consenting tenants take part; suspended ones are
+passed to the ServerApp, which never samples them), exports each tenant's examples to its own
+file, and runs the federation in a fresh subprocess through Dagster Pipes — the simulation
+engine locally (Ray on loopback, private ``RAY_TMPDIR``), ``flwr run`` against the SuperLink when
+``PLATFORMQ_FLOWER_SUPERLINK`` is set. Per-round metrics come back as metadata and the
+centralised-baseline comparison as an asset check; the global model is logged to MLflow and
+registered as ``challenger``; the registry records last contact and spent ε.
+"""
+
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Failure,
+    MaterializeResult,
+    PipesSubprocessClient,
+    asset,
+)
+
+from resources.lake import LakeResource
+from resources.mlflow import CHALLENGER, MlflowResource
+
+MODEL = "order_anomaly"
+MODEL_KEY = AssetKey(["federated", f"{MODEL}_model"])
+CHECK_NAME = "matches_centralised_baseline"  # same name the Pipes script reports
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+OWNERS = ["team:ml-platform"]
+
+
+class FederatedRunConfig(Config):
+    """Per-run overrides; anything left unset comes from the platform settings."""
+
+    strategy: str | None = None  # fedavg | fedprox | scaffold
+    rounds: int | None = None
+    dp: str | None = None  # none | client
+    dp_target_epsilon: float | None = None
+    central_dp_noise: float = 0.0
+    local_epochs: int = 2
+    lr: float = 0.1
+    proximal_mu: float = 0.01
+    seed: int = 0
+
+
+def subprocess_env(ray_tmp: str) -> dict:
+    """Ray on loopback only, with a private temp dir; Flower without telemetry."""
+    return {"PYTHONPATH": str(PROJECT_ROOT), "RAY_TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0", "FLWR_TELEMETRY_ENABLED": "0"}
+
+
+@asset(
+    key=MODEL_KEY,
+    deps=[AssetKey(["bronze", "orders"]), AssetKey(["silver", "accounts"])],
+    group_name="federated",
+    kinds={"flower", "pytorch", "mlflow"},
+    owners=OWNERS,
+    check_specs=[AssetCheckSpec(CHECK_NAME, asset=MODEL_KEY, blocking=False,
+                                description="The federated model scores within the configured tolerance of the same "
+                                            "model trained centrally on the pooled tenants' data.")],
+    description="Order-anomaly classifier trained by the tenants as Flower participants (FedAvg/FedProx/SCAFFOLD, "
+                "optional Opacus DP-SGD), registered in MLflow as challenger.",
+)
+def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConfig, lake: LakeResource,
+                        mlflow: MlflowResource):
+    from platformq_assets.federated import participants as registry
+    from platformq_assets.federated.datasets import FEATURES, order_examples, write_tenant_files
+    from resources.settings import load_settings
+
+    settings = load_settings()
+    rows = registry.list_participants(lake)
+    examples = order_examples(lake)
+    with_data = set(examples.column("tenant_id").to_pylist())
+    # Tenants without consent take no part at all: their data is never exported.
+    members = [r for r in rows if r["consent"] and r["tenant_id"] in with_data]
+    tenants = [r["tenant_id"] for r in members]
+    suspended = [r["tenant_id"] for r in members if r["status"] != registry.ENROLLED]
+    active = len(tenants) - len(suspended)
+    if active < settings.federated_min_participants:
+        raise Failure(f"{active} enrolled, consenting tenants with data; the federation needs "
+                      f"{settings.federated_min_participants} (enrol them with `platformq participants enrol`)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="federated-", dir=settings.home))
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    counts = write_tenant_files(examples, tenants, workdir / "data", seed=config.seed)
+    run_config = {
+        "strategy": config.strategy or settings.federated_strategy,
+        "num-rounds": config.rounds or settings.federated_rounds,
+        "min-participants": settings.federated_min_participants,
+        "dataset": "npz", "data-dir": str(workdir / "data"), "output-dir": str(workdir / "output"),
+        "hidden": 16, "balanced-loss": True, "batch-size": 64, "lr": config.lr, "local-epochs": config.local_epochs,
+        "proximal-mu": config.proximal_mu, "seed": config.seed,
+        "dp": config.dp or settings.federated_dp,
+        "dp-target-epsilon": config.dp_target_epsilon or settings.federated_dp_epsilon,
+        "dp-delta": settings.federated_dp_delta, "epsilon-budget": settings.federated_epsilon_budget,
+        "central-dp-noise": config.central_dp_noise, "max-update-norm": settings.federated_max_update_norm,
+        "round-timeout": settings.federated_round_timeout,
+        "suspended": ",".join(suspended),
+        "epsilon-spent": ",".join(f"{r['tenant_id']}={float(r['epsilon_spent'] or 0.0)}" for r in members),
+    }
+    context.log.info(f"federation of {tenants} (suspended: {suspended}); config {json.dumps(run_config)}")
+    try:
+        invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            context=context, command=[sys.executable, "-m", "models.federated.pipes_run"],
+            env=subprocess_env(ray_tmp),
+            extras={"config": run_config, "participants": len(tenants), "superlink": settings.flower_superlink or "",
+                    "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
+        results = list(invocation.get_results())
+    finally:
+        import shutil
+
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    output = workdir / "output"
+    history = json.loads((output / "history.json").read_text())
+    summary = json.loads((output / "summary.json").read_text())
+    version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
+    registry.record_run(lake, rows, history)
+    extra = {"mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
+             "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "examples_per_tenant": counts}
+    for result in results:
+        if isinstance(result, MaterializeResult):
+            yield MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra},
+                                    data_version=result.data_version)
+        else:
+            yield result
+
+
+def log_and_register(context, mlflow: MlflowResource, output: Path, history: dict, summary: dict, run_config: dict,
+                     counts: dict, features):
+    import mlflow as mlflow_lib
+    import numpy as np
+    from mlflow import pytorch as mlflow_pytorch
+
+    from models.federated.model import build_model, load_numpy
+
+    model = build_model(history["num_features"], history["num_classes"], int(run_config["hidden"]))
+    with np.load(output / "model.npz") as arrays:
+        load_numpy(model, [arrays[k] for k in model.state_dict().keys()])
+    with mlflow.start_run(f"platformq/federated_{MODEL}", run_name=f"{MODEL}-{context.run.run_id[:8]}",
+                          tags={"dagster.run_id": context.run.run_id, "platformq.training": "federated",
+                                "flower.strategy": run_config["strategy"]}) as run:
+        mlflow_lib.log_params({k: v for k, v in run_config.items() if k not in ("data-dir", "output-dir")})
+        for r in history["rounds"]:
+            step = int(r["round"])
+            mlflow_lib.log_metrics({name: float(r[key]) for name, key in (
+                ("eval_accuracy", "eval_accuracy"), ("eval_loss", "eval_loss"), ("train_loss", "train_loss"),
+                ("epsilon_max", "epsilon_max"), ("participants", "participants")) if r.get(key) is not None}, step=step)
+        comparison = summary["comparison"]
+        mlflow_lib.log_metrics({f"pooled_test_{k}": v for k, v in comparison["federated"].items()})
+        mlflow_lib.log_metrics({f"centralised_{k}": v for k, v in comparison["centralised"].items()})
+        mlflow_lib.log_dict({"history": history, "examples_per_tenant": counts, "features": list(features)},
+                            "federated_history.json")
+        with np.load(output.parent / "data" / "0.npz") as first_tenant:
+            example = first_tenant["x_test"][:5].astype(np.float32)
+        info = mlflow_pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch"])
+    version = mlflow.register(info.model_uri, f"federated_{MODEL}", tags={
+        "training": "federated", "strategy": run_config["strategy"], "dp": run_config["dp"],
+        "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id,
+        "participants": ",".join(history["participants"])},
+        description=f"Flower {run_config['strategy']} over {len(history['participants'])} tenants, "
+                    f"{run_config['num-rounds']} rounds, dp={run_config['dp']}.")
+    return version, run

@@ -1,0 +1,47 @@
+"""A ClientApp for robustness tests: the real handlers, with real faults injected per partition.
+
+Nothing in Flower is mocked: a crash is an exception raised inside the ClientApp, a slow
+participant really sleeps past the round timeout, a poisoned update really carries NaN or a huge
+norm through Flower's messages.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from models.federated.client_app import handle_evaluate, handle_query, handle_train
+from models.federated.model import from_record, to_record
+
+
+def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
+          crash_rounds: list[int] = ()) -> ClientApp:
+    sleep = {int(k): float(v) for k, v in (sleep or {}).items()}
+    app = ClientApp()
+    app.query()(handle_query)
+    app.evaluate()(handle_evaluate)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        if pid in crash and (not crash_rounds or rnd in crash_rounds):
+            raise RuntimeError(f"participant {pid} crashed mid-round")
+        if pid in sleep:
+            time.sleep(sleep[pid])
+        reply = handle_train(msg, context)
+        if pid in nan or pid in huge:
+            names = list(reply.content["arrays"].keys())
+            arrays = from_record(reply.content["arrays"])
+            if pid in nan:
+                arrays[0][0, 0] = np.nan
+            else:
+                arrays = [a + 1e4 for a in arrays]
+            reply.content["arrays"] = to_record(arrays, names)
+        return reply
+
+    return app

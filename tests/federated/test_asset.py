@@ -1,0 +1,87 @@
+"""``federated/order_anomaly_model`` end to end: registry CLI -> lake export per tenant -> Flower
+simulation in a Pipes subprocess -> metadata, baseline check, MLflow registration, registry update."""
+
+import datetime as dt
+import sys
+
+import pytest
+from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance
+
+from tests.integration.helpers import QUIET
+
+KEY = AssetKey(["federated", "order_anomaly_model"])
+DAY = "2024-03-04"
+
+
+def seed_lake(lake):
+    """One simulated trading day: bronze.orders (with anomaly labels) and the accounts' tenants."""
+    import pyarrow as pa
+
+    from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN
+    from platformq_assets.lake.venue import BRONZE_ORDERS, venue_tables
+    from services.trading.simulation import SimulationConfig, accounts, simulate_day
+
+    config = SimulationConfig(seed=7, scale=0.3, start_date=LAKE_START_DATE)
+    people = accounts(config)
+    tables = venue_tables(simulate_day(dt.date.fromisoformat(DAY), config), people, f"seed:{DAY}",
+                          dt.datetime.now(dt.timezone.utc))
+    lake.replace_partition("bronze.orders", tables[BRONZE_ORDERS], PARTITION_COLUMN, dt.date.fromisoformat(DAY))
+    lake.append("silver.accounts", pa.table({"account_id": [a.account_id for a in people],
+                                             "tenant_id": [a.tenant_id for a in people]}))
+    return sorted({a.tenant_id for a in people})
+
+
+def cli(*args):
+    from platformq_assets.cli import main
+
+    result = CliRunner().invoke(main, ["participants", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, lake):
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.federated import participants as registry
+    from resources.mlflow import mlflow_resource
+
+    tenants = seed_lake(lake)
+    assert len(tenants) == 3
+    first, second, third = tenants
+    assert "No participants yet" in cli("list")
+    cli("enrol", "--all")
+    cli("suspend", third, "--reason", "audit in progress")
+    listed = cli("list")
+    assert third in listed and "suspended" in listed and "audit in progress" in listed
+
+    defs = build_definitions(settings)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
+        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
+            "rounds": 2, "strategy": "fedprox", "dp": "client", "dp_target_epsilon": 2.0}}}})
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == KEY]
+    meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    assert meta["strategy"] == "fedprox" and meta["rounds"] == 2 and meta["rounds_skipped"] == 0
+    assert meta["tenants"] == tenants and meta["suspended"] == [third]
+    for r in meta["rounds_json"]:  # the suspended tenant's node exists but is never sampled
+        assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
+        assert 0 < r["epsilon_max"] <= 2.0 + 1e-6
+    assert "| 2 | 2 |" in meta["round_metrics"]
+    assert set(meta["epsilon_spent"]) == {first, second}
+    assert meta["alias"] == "challenger"
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "matches_centralised_baseline"
+    assert {"federated", "centralised", "tolerance"} <= set(check.metadata)
+
+    version = mlflow_resource(settings).version_for("federated_order_anomaly", "challenger")
+    assert version is not None and str(version.version) == meta["model_version"]
+    assert version.tags["training"] == "federated" and version.tags["platformq.stage"] == "dev"
+
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    for tenant in (first, second):
+        assert rows[tenant]["epsilon_spent"] == pytest.approx(meta["epsilon_spent"][tenant])
+        assert rows[tenant]["last_seen"] is not None and rows[tenant]["rounds_joined"] == 2
+    assert rows[third]["epsilon_spent"] == 0.0 and rows[third]["rounds_joined"] == 0
+    assert "ray" not in sys.modules and "flwr" not in sys.modules  # the federation ran in its own process

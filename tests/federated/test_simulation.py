@@ -1,0 +1,92 @@
+"""Small real federations on Flower's simulation engine (Ray on loopback), each in its own process."""
+
+import numpy as np
+import pytest
+
+from tests.federated.helpers import rounds, simulate
+
+FAST = {"num-rounds": 3, "lr": 0.5, "local-epochs": 2, "min-participants": 2}
+
+
+def _learned(history, floor):
+    r = rounds(history)
+    last = r[max(r)]
+    assert last["server_accuracy"] > floor, last
+    assert last["server_accuracy"] > r[0]["server_accuracy"] + 0.3
+    assert all(not r[i]["skipped"] for i in r if i > 0)
+    return last
+
+
+def test_fedavg_trains_every_participant_and_writes_the_global_model(tmp_path):
+    history = simulate(tmp_path, {**FAST, "strategy": "fedavg"}, participants=3)
+    last = _learned(history, 0.8)
+    assert history["participants"] == ["p0", "p1", "p2"]
+    assert all(rounds(history)[i]["accepted"] == ["p0", "p1", "p2"] for i in (1, 2, 3))
+    assert last["eval_accuracy"] > 0.8  # federated evaluation on the participants' own held-out data
+    with np.load(f"{history['output_dir']}/model.npz") as model:
+        assert model["0.weight"].shape == (32, 64) and np.isfinite(model["0.weight"]).all()
+
+
+def test_fedprox_sends_mu_and_clients_train_with_it_under_central_dp(tmp_path):
+    history = simulate(tmp_path, {**FAST, "strategy": "fedprox", "proximal-mu": 0.1,
+                                  "central-dp-noise": 0.01, "central-dp-clip": 5.0}, participants=3)
+    last = _learned(history, 0.6)
+    assert [c["proximal-mu"] for c in last["clients"].values()] == [pytest.approx(0.1)] * 3
+    assert "central DP noise with" in history["log"]  # Flower's server-side clipping wrapper added noise
+
+
+def test_scaffold_keeps_client_control_variates_across_rounds(tmp_path):
+    history = simulate(tmp_path, {**FAST, "strategy": "scaffold", "partitioning": "dirichlet", "alpha": 0.3},
+                       participants=3)
+    _learned(history, 0.6)
+    r = rounds(history)
+    for i in (1, 2, 3):  # each participant's c_i was updated once per round it took part in: state persisted
+        assert {c["control-rounds"] for c in r[i]["clients"].values()} == {i}
+    assert all(c["control-norm"] > 0 for c in r[3]["clients"].values())
+
+
+def test_dp_sgd_accounts_epsilon_per_participant_and_the_budget_stops_them(tmp_path):
+    # noise calibrated for ε = 8 over 3 rounds (ε ≈ 5.4, 6.8, 8.0 after each), budget 7.5;
+    # p1 already spent 2.0 in an earlier run.
+    history = simulate(tmp_path, {**FAST, "strategy": "fedavg", "dp": "client", "dp-target-epsilon": 8.0,
+                                  "epsilon-budget": 7.5, "epsilon-spent": "p1=2.0", "min-participants": 1},
+                       participants=3)
+    r = rounds(history)
+    assert r[1]["accepted"] == ["p0", "p1", "p2"]
+    assert r[2]["accepted"] == ["p0", "p2"]
+    assert {f["participant"]: f["reason"] for f in r[2]["failed"]} == {"p1": "epsilon budget spent"}
+    # round 3 would take p0 and p2 to ε ≈ 8 > 7.5: they refuse, the round is skipped
+    assert r[3]["sampled"] == ["p0", "p2"] and r[3]["accepted"] == [] and r[3]["skipped"]
+    assert {f["reason"] for f in r[3]["failed"]} == {"epsilon budget spent"}
+    eps = history["epsilon"]
+    assert 6.0 < eps["p0"] < 7.5 and 6.0 < eps["p2"] < 7.5
+    assert eps["p1"] == pytest.approx(2.0 + r[1]["clients"]["p1"]["epsilon-run"])
+    assert r[1]["clients"]["p0"]["epsilon"] < r[2]["clients"]["p0"]["epsilon"]
+    assert sorted(history["budget_exhausted"]) == ["p0", "p1", "p2"]
+    assert r[2]["server_accuracy"] > r[0]["server_accuracy"] + 0.2
+
+
+def test_crashed_poisoned_and_suspended_participants_do_not_fail_the_round(tmp_path):
+    history = simulate(tmp_path, {**FAST, "strategy": "fedavg", "suspended": "p3"}, participants=6,
+                       chaos={"crash": [0], "nan": [1], "huge": [2]})
+    r = rounds(history)
+    for i in (1, 2, 3):
+        assert "p3" not in r[i]["sampled"]
+        assert r[i]["accepted"] == ["p4", "p5"] and not r[i]["skipped"]
+        assert [f["participant"] for f in r[i]["failed"]] == ["p0"] and "crashed" in r[i]["failed"][0]["reason"]
+        reasons = {x["participant"]: x["reason"] for x in r[i]["rejected"]}
+        assert "NaN" in reasons["p1"] and "norm" in reasons["p2"]
+        assert r[i]["evaluated"] == 5  # suspended p3 is not evaluated either
+    assert r[3]["server_accuracy"] > r[0]["server_accuracy"] + 0.3
+
+
+@pytest.mark.slow
+def test_a_timed_out_participant_is_dropped_and_too_few_replies_skip_the_round(tmp_path):
+    history = simulate(tmp_path, {**FAST, "num-rounds": 2, "strategy": "fedavg", "min-participants": 3,
+                                  "round-timeout": 6}, participants=4,
+                       chaos={"sleep": {"1": 10}, "crash": [0], "crash_rounds": [2]})
+    r = rounds(history)
+    assert r[1]["accepted"] == ["p0", "p2", "p3"] and not r[1]["skipped"]
+    assert r[1]["failed"] == [{"participant": "p1", "reason": "no reply within 6s"}]
+    assert r[2]["skipped"] and r[2]["accepted"] == ["p2", "p3"]
+    assert r[2]["server_accuracy"] == r[1]["server_accuracy"]  # skipped: the global model did not move
