@@ -139,7 +139,7 @@ def run_duckdb(sql: str, inputs: dict[str, "pa.Table"]) -> "pa.Table":
     try:
         for name, table in inputs.items():
             con.register(name, table)
-        return con.execute(sql).to_arrow_table()
+        return con.sql(sql).to_arrow_table()
     finally:
         con.close()
 

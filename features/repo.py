@@ -97,7 +97,7 @@ def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
     services = [
         FeatureService(name=SERVICES["price_direction"], features=[instrument_view[[*INSTRUMENT_FEATURES, AS_OF]], instrument_derived],
                        description="Features of the price_direction model."),
-        FeatureService(name=SERVICES["account_anomaly"], features=[account_view[[*ACCOUNT_FEATURES, AS_OF]]],
+        FeatureService(name=SERVICES["account_anomaly"], features=[account_view[[*ACCOUNT_FEATURES, AS_OF, "tenant_id"]]],
                        description="Features of the account_anomaly model."),
     ]
     return [instrument, account, instrument_source, account_source, instrument_view, account_view,

@@ -5,6 +5,8 @@
     platformq ingest-landing         one landing-zone pass (same job the sensor launches)
     platformq backfill --start --end materialise the daily graph for a date range
     platformq demo                   what `make demo` runs
+    platformq models list|history|promote|rollback NAME   the model registry
+    platformq participants enrol|consent|suspend|list      federated-learning participants (tenants)
 
 Runs go to the Dagster instance in ``$DAGSTER_HOME`` (``.platformq/`` by
 default), so they show up in the UI next to scheduled and sensor runs.
@@ -301,6 +303,17 @@ def serve(port: int, only: tuple[str, ...], tenant: str) -> None:
         await asyncio.gather(*(server.serve() for _, _, server in servers))
 
     asyncio.run(run_all())
+
+
+def _register_groups() -> None:
+    from platformq_assets.federated.cli import participants
+    from platformq_assets.ml.cli import models
+
+    main.add_command(models)
+    main.add_command(participants)
+
+
+_register_groups()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,8 +47,11 @@ class RayResource(ConfigurableResource):
 
 
 def ray_resource(settings) -> RayResource:
-    return RayResource(address=settings.ray_address, num_cpus=settings.ray_num_cpus,
-                       temp_dir=str(settings.home / "ray") if settings.is_local else "/tmp/platformq-ray")
+    import hashlib
+
+    # Ray puts Unix sockets under its temp dir: keep the path short (sockets allow ~107 bytes).
+    tag = hashlib.sha1(str(settings.home).encode()).hexdigest()[:8]
+    return RayResource(address=settings.ray_address, num_cpus=settings.ray_num_cpus, temp_dir=f"/tmp/pqray-{tag}")
 
 
 class SparkResource(ConfigurableResource):

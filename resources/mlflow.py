@@ -84,7 +84,7 @@ class MlflowResource(ConfigurableResource):
         if description:
             client.update_model_version(name, version.version, description=description)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-        self._record(name, {"event": "registered", "version": version.version})
+        self._record(name, {"event": "registered", "version": str(version.version)})
         return client.get_model_version(name, version.version)
 
     def version_for(self, name: str, alias: str):
@@ -111,22 +111,22 @@ class MlflowResource(ConfigurableResource):
         client = self.client()
         version = str(version)
         current = self.version_for(name, CHAMPION)
-        if current is not None and current.version == version:
+        if current is not None and str(current.version) == version:
             return {"promoted": False, "champion": version, "reason": "already champion"}
         if current is not None:
-            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
-            client.set_model_version_tag(name, current.version, STAGE_TAG, "archived")
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(current.version))
+            client.set_model_version_tag(name, str(current.version), STAGE_TAG, "archived")
         if client.get_model_version(name, version).tags.get(STAGE_TAG) == "dev":
             self.set_stage(name, version, "staging", reason)
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_model_version_tag(name, version, STAGE_TAG, "production")
         client.set_model_version_tag(name, version, "platformq.production_reason", reason[:5000])
         challenger = self.version_for(name, CHALLENGER)
-        if challenger is not None and challenger.version == version:
+        if challenger is not None and str(challenger.version) == version:
             client.delete_registered_model_alias(name, CHALLENGER)
-        self._record(name, {"event": "promoted", "version": version, "replaced": current and current.version,
-                            "reason": reason})
-        return {"promoted": True, "champion": version, "previous": current and current.version}
+        previous = str(current.version) if current is not None else None
+        self._record(name, {"event": "promoted", "version": version, "replaced": previous, "reason": reason})
+        return {"promoted": True, "champion": version, "previous": previous}
 
     def rollback(self, name: str, reason: str = "manual rollback") -> dict:
         """Give ``champion`` back to the version that held it before the last promotion."""
@@ -135,16 +135,16 @@ class MlflowResource(ConfigurableResource):
         if previous is None:
             raise ValueError(f"model {name!r} has no previous champion to roll back to")
         current = self.version_for(name, CHAMPION)
-        client.set_registered_model_alias(name, CHAMPION, previous.version)
-        client.set_model_version_tag(name, previous.version, STAGE_TAG, "production")
-        client.set_model_version_tag(name, previous.version, "platformq.production_reason", reason)
-        if current is not None:
-            client.set_model_version_tag(name, current.version, STAGE_TAG, "archived")
-            client.set_model_version_tag(name, current.version, "platformq.rolled_back", reason)
+        back, replaced = str(previous.version), (str(current.version) if current is not None else None)
+        client.set_registered_model_alias(name, CHAMPION, back)
+        client.set_model_version_tag(name, back, STAGE_TAG, "production")
+        client.set_model_version_tag(name, back, "platformq.production_reason", reason)
+        if replaced is not None:
+            client.set_model_version_tag(name, replaced, STAGE_TAG, "archived")
+            client.set_model_version_tag(name, replaced, "platformq.rolled_back", reason)
         client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
-        self._record(name, {"event": "rollback", "version": previous.version,
-                            "replaced": current and current.version, "reason": reason})
-        return {"champion": previous.version, "replaced": current and current.version}
+        self._record(name, {"event": "rollback", "version": back, "replaced": replaced, "reason": reason})
+        return {"champion": back, "replaced": replaced}
 
     def history(self, name: str) -> list[dict]:
         model = self.client().get_registered_model(name)

@@ -18,7 +18,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
-SERVICES = ("trading", "derivatives", "governance", "credentials", "data")
+SERVICES = ("trading", "derivatives", "governance", "credentials", "data", "models")
 INTERNAL_TENANT = "platform"
 
 
@@ -114,6 +114,19 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         from services.data_api.api import create_data_app
 
         app = create_data_app(ctx, LakeResource(**(lake_config or {})))
+    elif service == "models":
+        from resources.feast import feast_resource
+        from resources.mlflow import mlflow_resource
+        from resources.settings import load_settings
+        from services.models.api import create_models_app
+        from services.models.scorer import ModelScorer, default_specs
+
+        settings = load_settings()
+        feast = feast_resource(settings)
+        scorer = ModelScorer(mlflow_resource(settings), feast.online_features, default_specs(),
+                             challenger_share=settings.ab_challenger_share, alias_ttl_s=settings.serving_alias_ttl_s,
+                             assignments_path=str(state / "model-assignments.jsonl"))
+        app = create_models_app(ctx, scorer)
     else:
         raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}")
     return app, ctx

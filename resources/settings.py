@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     promotion_min_improvement: float = 0.0
     promotion_min_metric: float = 0.5
+    # Real-time serving: share of entities routed to the challenger per model (A/B), and how long
+    # the serving API trusts its view of the aliases before asking the registry again.
+    ab_challenger_share: dict[str, float] = Field(default_factory=dict)
+    serving_alias_ttl_s: float = 2.0
 
     # Federated learning: the simulation engine locally, a SuperLink's control API in production.
     flower_superlink: str | None = None  # 127.0.0.1:9093 (control API) for `flwr run`

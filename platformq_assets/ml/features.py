@@ -140,9 +140,13 @@ def instrument_intervals_history(context: AssetExecutionContext, lake: LakeResou
     bars = lake.read("gold.ohlcv_bars")
     bars = bars.filter(pc.equal(bars["bar_interval"], "1m"))
     session = spark.session()
-    table = _with_as_of(instrument_features(bars, spark=session))
-    written = lake.replace_where("features.instrument_intervals_history", table, AlwaysTrue(),
-                                 partition_by=PARTITION_COLUMN)
+    master = session.sparkContext.master
+    try:
+        table = _with_as_of(instrument_features(bars, spark=session))
+    finally:
+        spark.stop()  # the JVM would otherwise outlive the step in the in-process executor
+    # one atomic full rebuild (unpartitioned: a single snapshot replaces the whole history)
+    written = lake.replace_where("features.instrument_intervals_history", table, AlwaysTrue())
     days = sorted(set(table[PARTITION_COLUMN].to_pylist()))
     return MaterializeResult(metadata={**written, "dagster/row_count": len(table), "days": len(days),
-                                       "spark_master": session.sparkContext.master})
+                                       "spark_master": master})

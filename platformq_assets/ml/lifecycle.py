@@ -140,13 +140,16 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             example = val_x.head(5)
             info = mlflow_sklearn.log_model(
                 pipeline, name="model", signature=infer_signature(example, pipeline.predict(example)),
-                input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"])
+                input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"],
+                # MLflow serialises with skops: the MLP keeps its (sklearn) optimizer state
+                skops_trusted_types=["sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+                                     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer"])
         version = mlflow.register(info.model_uri, model, tags={
             "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
             "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"]},
             description=f"{best['family']} on {service}; {METRIC}={val_score:.4f} on the latest quarter.")
         return MaterializeResult(metadata={
-            "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": version.version,
+            "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
             "alias": CHALLENGER, "family": best["family"], METRIC: round(val_score, 4),
             "trials": len(result["trials"]), "trials_stopped_early": sum(t["stopped_early"] for t in result["trials"]),
             "ray": cluster["address"], "feature_service": service,
@@ -190,7 +193,8 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
     def predictions(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         import pyarrow as pa
 
-        frame = lake.read_partition(table, PARTITION_COLUMN, context.partition_key).to_pandas()
+        arrow = lake.read_partition(table, PARTITION_COLUMN, context.partition_key)
+        frame = arrow.to_pandas()
         champion_version = mlflow.version_for(model, CHAMPION)
         if champion_version is None:
             from dagster import Failure
@@ -200,15 +204,15 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         matrix = model_frame(frame, features)
         proba = estimator.predict_proba(matrix)[:, 1] if len(frame) else []
         out = pa.table({
-            entity: frame[entity].to_numpy(), "event_ts": frame["event_ts"].to_numpy(),
+            entity: arrow[entity], "event_ts": arrow["event_ts"],
             PARTITION_COLUMN: [context.partition_key] * len(frame),
             "score": pa.array(proba, pa.float64()), "prediction": pa.array([int(p >= 0.5) for p in proba], pa.int64()),
-            "label": pa.array(frame[label].tolist(), pa.int64()),
-            "model_name": [model] * len(frame), "model_version": [champion_version.version] * len(frame),
+            "label": arrow[label].cast(pa.int64()),
+            "model_name": [model] * len(frame), "model_version": [str(champion_version.version)] * len(frame),
         })
         written = lake.replace_partition(f"gold.{model}_predictions", out, PARTITION_COLUMN, context.partition_key)
         return MaterializeResult(metadata={**written, "dagster/row_count": len(out),
-                                           "model_version": champion_version.version,
+                                           "model_version": str(champion_version.version),
                                            "positive_rate": float(sum(out["prediction"].to_pylist()) / max(len(out), 1))})
 
     @asset(key=k["drift"], deps=[k["training_set"], k["predictions"], feature_table_key],

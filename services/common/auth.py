@@ -20,12 +20,13 @@ from typing import Iterable
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "engineer": frozenset({"read", "market:read", "orders:read", "accounts:read", "data:read", "derivatives:read",
-                           "derivatives:write", "governance:read", "credentials:read", "credentials:write"}),
+                           "derivatives:write", "governance:read", "credentials:read", "credentials:write",
+                           "models:predict"}),
     "trader": frozenset({"read", "market:read", "orders:read", "orders:write", "accounts:read", "accounts:write",
                          "derivatives:read", "derivatives:write", "governance:read", "governance:write",
-                         "data:read"}),
+                         "data:read", "models:predict"}),
     "viewer": frozenset({"read", "market:read", "orders:read", "accounts:read", "data:read", "derivatives:read",
-                         "governance:read", "credentials:read"}),
+                         "governance:read", "credentials:read", "models:predict"}),
     "auditor": frozenset({"read", "audit:read", "market:read", "orders:read", "accounts:read", "governance:read",
                           "credentials:read", "data:read"}),
 }

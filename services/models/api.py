@@ -1,0 +1,64 @@
+"""Model serving API: ``POST /v1/models/{name}/predict`` (authenticated, tenant-scoped)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from fastapi import Depends, FastAPI, Path
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from services.common.app import ServiceContext, create_service_app
+from services.common.auth import Principal
+from services.common.problems import Problem
+from services.models.scorer import ModelScorer, ScoringError
+
+EntityId = Union[StrictInt, Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]]
+
+
+class PredictIn(BaseModel):
+    entities: list[EntityId] = Field(min_length=1, max_length=100, description="instrument symbols or account ids")
+
+
+class PredictionOut(BaseModel):
+    entity: StrictInt | StrictStr
+    score: float
+    prediction: int
+    variant: str
+    model_version: str
+    features_as_of: str | None
+
+
+class PredictOut(BaseModel):
+    model: str
+    predictions: list[PredictionOut]
+
+
+class ModelOut(BaseModel):
+    name: str
+    champion: str | None
+    challenger: str | None
+    challenger_share: float
+
+
+def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
+    app = create_service_app(ctx, "platformQ model serving",
+                             "Real-time scores from Feast online features and the MLflow champion (A/B with the challenger).")
+    can_predict = ctx.require("models:predict")
+
+    @app.get("/v1/models", response_model=list[ModelOut], tags=["models"])
+    def models(principal: Principal = Depends(can_predict)):
+        return [ModelOut(name=name, champion=scorer._version(name, "champion"),
+                         challenger=scorer._version(name, "challenger"),
+                         challenger_share=scorer.challenger_share.get(name, 0.0)) for name in sorted(scorer.specs)]
+
+    @app.post("/v1/models/{name}/predict", response_model=PredictOut, tags=["models"])
+    def predict(body: PredictIn, name: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
+                principal: Principal = Depends(can_predict)):
+        try:
+            results = scorer.predict(name, list(body.entities), principal.tenant)
+        except ScoringError as exc:
+            titles = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Content"}
+            raise Problem(exc.status, titles.get(exc.status, "Error"), str(exc), exc.kind) from None
+        return PredictOut(model=name, predictions=[PredictionOut(**r) for r in results])
+
+    return app

@@ -1,0 +1,129 @@
+"""Scores entities with a registered model's current alias, reading features from Feast's online store.
+
+No Dagster here. The registry is asked which version holds ``champion`` (and ``challenger``)
+at most every ``alias_ttl_s`` seconds, so moving an alias takes effect without a restart;
+loaded versions are cached by (model, version). A/B: a configured share of entities is
+assigned to the challenger by a stable hash of (model, entity), so an entity always sees the
+same variant; every assignment is recorded (JSON lines) with the version that answered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ScoringError(Exception):
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    service: str  # Feast feature service
+    entity_key: str  # join key, e.g. instrument / account_id
+    features: tuple[str, ...]
+    tenant_scoped: bool  # rows carry tenant_id: callers only see their own tenant's entities
+
+
+def default_specs() -> dict[str, ModelSpec]:
+    from features.repo import ENTITY_KEYS, SERVICES, feature_columns
+
+    return {name: ModelSpec(name, SERVICES[name], ENTITY_KEYS[name], tuple(feature_columns(name)),
+                            tenant_scoped=name == "account_anomaly") for name in SERVICES}
+
+
+def assign_variant(model: str, entity: str, challenger_share: float) -> str:
+    """Stable split: the same (model, entity) always lands on the same side."""
+    digest = hashlib.sha256(f"{model}:{entity}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    return "challenger" if position < challenger_share else "champion"
+
+
+class ModelScorer:
+    def __init__(self, registry, online_features: Callable[[str, list[dict]], dict], specs: dict[str, ModelSpec],
+                 challenger_share: dict[str, float] | None = None, alias_ttl_s: float = 2.0,
+                 assignments_path: str | None = None, clock=time.monotonic):
+        self.registry = registry  # resources.mlflow.MlflowResource (or anything with version_for + load)
+        self.online_features = online_features
+        self.specs = specs
+        self.challenger_share = challenger_share or {}
+        self.alias_ttl_s = alias_ttl_s
+        self.assignments_path = Path(assignments_path) if assignments_path else None
+        self.clock = clock
+        self._aliases: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._models: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def _version(self, model: str, alias: str) -> str | None:
+        now = self.clock()
+        cached = self._aliases.get((model, alias))
+        if cached and now - cached[0] < self.alias_ttl_s:
+            return cached[1]
+        found = self.registry.version_for(model, alias)
+        version = str(found.version) if found is not None else None
+        self._aliases[(model, alias)] = (now, version)
+        return version
+
+    def _load(self, model: str, version: str):
+        key = (model, version)
+        if key not in self._models:
+            from mlflow import sklearn as mlflow_sklearn
+
+            self.registry._mlflow()
+            self._models[key] = mlflow_sklearn.load_model(f"models:/{model}/{version}")
+        return self._models[key]
+
+    def predict(self, model: str, entities: list, tenant: str) -> list[dict]:
+        spec = self.specs.get(model)
+        if spec is None:
+            raise ScoringError(404, "unknown-model", f"no model named {model!r}; models: {', '.join(sorted(self.specs))}")
+        champion = self._version(model, "champion")
+        if champion is None:
+            raise ScoringError(409, "no-champion", f"{model} has no champion yet (promote a version first)")
+        challenger = self._version(model, "challenger")
+        rows = [{spec.entity_key: entity} for entity in entities]
+        online = self.online_features(spec.service, rows)
+        out = []
+        for i, entity in enumerate(entities):
+            if spec.tenant_scoped and online.get("tenant_id", [None] * len(entities))[i] != tenant:
+                # another tenant's entity looks exactly like an unknown one: no existence leak
+                raise ScoringError(404, "unknown-entity", f"no online features for {spec.entity_key} {entity}")
+            values = [online.get(f, [None] * len(entities))[i] for f in spec.features]
+            as_of = online.get("as_of_epoch", [None] * len(entities))[i]
+            if as_of is None:  # nothing stored for it within the view's TTL (on-demand features don't count)
+                raise ScoringError(404, "unknown-entity", f"no online features for {spec.entity_key} {entity}")
+            share = self.challenger_share.get(model, 0.0)
+            variant = assign_variant(model, str(entity), share) if challenger and challenger != champion else "champion"
+            version = challenger if variant == "challenger" else champion
+            estimator = self._load(model, version)
+            import pandas as pd
+
+            frame = pd.DataFrame([[0.0 if v is None else float(v) for v in values]], columns=list(spec.features))
+            score = float(estimator.predict_proba(frame)[0, 1])
+            out.append({"entity": entity, "score": score, "prediction": int(score >= 0.5), "variant": variant,
+                        "model_version": version,
+                        "features_as_of": dt.datetime.fromtimestamp(as_of, dt.timezone.utc).isoformat() if as_of else None})
+        self._record(model, tenant, out)
+        return out
+
+    def _record(self, model: str, tenant: str, results: list[dict]) -> None:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        with self._lock:
+            for r in results:
+                self.counts[(model, r["variant"])] = self.counts.get((model, r["variant"]), 0) + 1
+            if self.assignments_path:
+                with self.assignments_path.open("a") as handle:
+                    for r in results:
+                        handle.write(json.dumps({"ts": now, "model": model, "tenant": tenant, "entity": str(r["entity"]),
+                                                 "variant": r["variant"], "model_version": r["model_version"],
+                                                 "score": r["score"]}) + "\n")
