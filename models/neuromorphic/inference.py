@@ -1,8 +1,7 @@
 """The exported network on Lava: netx HDF5 -> process graph -> Loihi 2 run configuration.
 
-Windows are streamed back to back (each followed by ``pad`` silent steps so late output spikes
-still fall inside it) and netx resets every neuron each ``bins + pad`` steps, so one Lava run
-scores a whole day. Backends:
+Windows are streamed back to back (laid out as in ``layout``: a silent lead step, the window, ``pad``
+silent steps) and netx resets every neuron once per window, so one Lava run scores a whole day. Backends:
 
 * ``loihi2_sim`` (default): ``Loihi2SimCfg(select_tag='fixed_pt')``, the bit-accurate fixed-point
   CPU simulation of Loihi 2 neurons and synapses (what runs here and in the lava image);
@@ -21,6 +20,8 @@ import numpy as np
 # Lava's runtime pins multiprocessing to "fork" when it is first imported; import it before anything
 # (scikit-learn/joblib, torch) picks a start method, or that import fails.
 import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401,E402
+
+from models.neuromorphic import layout  # noqa: E402
 
 BACKENDS = ("loihi2_sim", "loihi2_hw")
 
@@ -45,16 +46,15 @@ def run_config(backend: str, partition: str | None = None):
 
 
 def stream(spikes: np.ndarray, pad: int) -> np.ndarray:
-    """(N, C, T) windows -> one (C, N * (T + pad)) spike stream."""
-    n, c, t = spikes.shape
-    padded = np.zeros((n, c, t + pad), dtype=np.float32)
-    padded[:, :, :t] = spikes
-    return padded.transpose(1, 0, 2).reshape(c, n * (t + pad))
+    """(N, C, T) windows -> one (C, N * L) spike stream, L = LEAD + T + pad (see ``layout``)."""
+    windows = layout.padded(spikes, pad)
+    n, c, length = windows.shape
+    return windows.transpose(1, 0, 2).reshape(c, n * length)
 
 
 def per_window(data: np.ndarray, n: int, length: int) -> np.ndarray:
-    """(K, N * length) sink buffer -> (N, K) spike counts per window."""
-    return data.reshape(data.shape[0], n, length).sum(-1).T
+    """(K, N * L) sink buffer -> (N, K) spike counts per window (lead step excluded)."""
+    return layout.counted(data.reshape(data.shape[0], n, length).transpose(1, 0, 2))
 
 
 def run_lava(network_path: Path, spikes: np.ndarray, pad: int = 2, backend: str = "loihi2_sim",
@@ -65,7 +65,7 @@ def run_lava(network_path: Path, spikes: np.ndarray, pad: int = 2, backend: str 
     from lava.proc import io
 
     n, _, t = spikes.shape
-    length = t + pad
+    length = layout.LEAD + t + pad
     steps = n * length
     started = time.perf_counter()
     net = netx.hdf5.Network(net_config=str(network_path), reset_interval=length)

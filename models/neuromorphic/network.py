@@ -14,6 +14,7 @@ import torch
 
 import lava.lib.dl.slayer as slayer
 
+from models.neuromorphic import layout
 from models.neuromorphic.metrics import decide
 
 # Loihi-compatible CUBA-LIF parameters (decays are quantised to 12 bits on export).
@@ -87,13 +88,17 @@ def train(spikes: np.ndarray, labels: np.ndarray, hidden: int = 16, epochs: int 
 
 
 @torch.no_grad()
-def run_slayer(net: SpikingDetector, spikes: np.ndarray, batch: int = 1024) -> dict:
-    """Float (torch) inference: output spike counts (N, 2) and hidden-layer spike counts (N,)."""
+def run_slayer(net: SpikingDetector, spikes: np.ndarray, pad: int = 0, batch: int = 1024) -> dict:
+    """Float (torch) inference: output spike counts (N, 2) and hidden-layer spike counts (N,).
+
+    The windows are laid out in time exactly as in the Lava stream (``layout``), so both count the
+    same steps.
+    """
     outs, hidden = [], []
     for start in range(0, len(spikes), batch):
-        out, layers = net(torch.from_numpy(spikes[start:start + batch].astype(np.float32)))
-        outs.append(out.sum(-1).numpy())
-        hidden.append(layers[0].sum((1, 2)).numpy())
+        out, layers = net(torch.from_numpy(layout.padded(spikes[start:start + batch], pad)))
+        outs.append(layout.counted(out.numpy()))
+        hidden.append(layout.counted(layers[0].numpy()).sum(1))
     return {"out_counts": np.concatenate(outs).astype(np.int64), "hidden_counts": np.concatenate(hidden).astype(np.int64)}
 
 

@@ -32,7 +32,7 @@ def main() -> None:
 
         net = network.load_network(model_dir / "slayer_state.pt", description["sizes"][0], description["hidden"])
         started = time.perf_counter()
-        slayer_out = network.run_slayer(net, spikes)
+        slayer_out = network.run_slayer(net, spikes, pad=extras["pad"])
         slayer_seconds = time.perf_counter() - started
         lava_out = inference.run_lava(model_dir / "network.h5", spikes, pad=extras["pad"],
                                       backend=extras["backend"], partition=extras.get("partition"))

@@ -7,6 +7,8 @@
     order placement over HTTP  POST /v1/orders on loopback vs a bare no-op FastAPI endpoint   target >= 0.5
     credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
     governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
+    neuromorphic               SNN inference events/s on Lava (CPU, fixed point) vs SLAYER on torch, same
+                               network and input; SNN vs MLP precision/recall (tests/bench/neuromorphic.py)  (reported)
 
 Usage: python tests/bench/run.py [--only NAME ...] [--history-days 30] [--rows 1000000]
 """
@@ -282,11 +284,11 @@ def bench_governance():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine", "http", "credentials",
-                                                      "governance"])
+                                                      "governance", "neuromorphic"])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    chosen = args.only or ["engine", "http", "credentials", "governance", "bronze", "load", "growth"]
+    chosen = args.only or ["engine", "http", "credentials", "governance", "bronze", "load", "growth", "neuromorphic"]
     print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if "engine" in chosen:
         bench_engine()
@@ -302,6 +304,10 @@ def main():
         bench_load()
     if "growth" in chosen:
         bench_growth(args.history_days)
+    if "neuromorphic" in chosen:
+        from tests.bench.neuromorphic import bench_neuromorphic
+
+        bench_neuromorphic(report)
     missed = [name for name, ok in RESULTS if not ok]
     print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
 

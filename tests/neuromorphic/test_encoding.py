@@ -1,0 +1,85 @@
+"""Spike encoding of order and trade events (numpy only: runs in the main environment too)."""
+
+import numpy as np
+import pytest
+
+from models.neuromorphic.encoding import EVENT_ARRAYS, EncodingConfig, encode_day
+
+US = 1_000_000
+T0 = 1_704_205_800 * US  # 2024-01-02 14:30 UTC, a whole minute
+
+
+def events(trades=(), orders=(), labels=()):
+    """trades: (second, symbol, price_ticks, qty); orders: (second, symbol, side, qty, cancel_second or None, lots)."""
+    out = {
+        "trade_ts": np.array([T0 + int(s * US) for s, *_ in trades], np.int64),
+        "trade_instrument": np.array([t[1] for t in trades], str),
+        "trade_price_ticks": np.array([t[2] for t in trades], np.int64),
+        "trade_qty": np.array([t[3] for t in trades], np.int64),
+        "order_ts": np.array([T0 + int(o[0] * US) for o in orders], np.int64),
+        "order_instrument": np.array([o[1] for o in orders], str),
+        "order_side": np.array([o[2] for o in orders], str),
+        "order_qty": np.array([o[3] for o in orders], np.int64),
+        "order_cancel_ts": np.array([-1 if o[4] is None else T0 + int(o[4] * US) for o in orders], np.int64),
+        "order_cancelled_lots": np.array([o[5] for o in orders], np.int64),
+        "label_instrument": np.array([lab[0] for lab in labels], str),
+        "label_type": np.array([lab[1] for lab in labels], str),
+        "label_id": np.array([lab[2] for lab in labels], str),
+        "label_start": np.array([T0 + int(lab[3] * US) for lab in labels], np.int64),
+        "label_end": np.array([T0 + int(lab[4] * US) for lab in labels], np.int64),
+    }
+    assert set(out) == set(EVENT_ARRAYS)
+    return out
+
+
+def channel(result, name):
+    return list(result["channel_names"]).index(name)
+
+
+def test_windows_bins_and_labels():
+    config = EncodingConfig(window_seconds=60, bins=12)
+    day = events(
+        trades=[(1, "AAA", 10000, 5), (179, "AAA", 10000, 5), (30, "BBB", 500, 1)],
+        labels=[("AAA", "spoofing", "a-1", 70, 100), ("BBB", "flash_move", "f-1", 100, 170)],
+    )
+    result = encode_day(day, config)
+    # 3 minutes of events -> 3 windows per instrument, 12 bins of 5 s each
+    assert result["spikes"].shape == (6, 17, 12) and result["features"].shape == (6, 9, 12)
+    assert result["spikes"].dtype == np.uint8 and set(np.unique(result["spikes"])) <= {0, 1}
+    assert list(result["instrument"]) == ["AAA"] * 3 + ["BBB"] * 3
+    assert list(result["label"]) == [0, 1, 0, 0, 1, 1]
+    assert list(result["anomaly_id"]) == ["", "a-1", "", "", "f-1", "f-1"]
+    assert list(result["window_start_us"][:3]) == [T0, T0 + 60 * US, T0 + 120 * US]
+    # a trade at second 1 lands in bin 0 of window 0; at second 179 in bin 11 of window 2
+    trades = channel(result, "trades>=1")
+    assert result["spikes"][0, trades, 0] == 1 and result["spikes"][2, trades, 11] == 1
+    assert result["spikes"][:3, trades].sum() == 2
+
+
+def test_price_moves_are_delta_modulated():
+    config = EncodingConfig(window_seconds=60, bins=12, price_small_bps=8, price_large_bps=60)
+    # +10 bps, flat, +100 bps, then -100 bps: up, nothing, up+large up, down+large down
+    prices = [(2, 10000), (7, 10010), (12, 10010), (17, 10110), (22, 10009)]
+    result = encode_day(events(trades=[(s, "AAA", p, 1) for s, p in prices]), config)
+    spikes = result["spikes"][0]
+    up, down = channel(result, "price_up"), channel(result, "price_down")
+    up_l, down_l = channel(result, "price_up_large"), channel(result, "price_down_large")
+    assert list(spikes[up, :5]) == [0, 1, 0, 1, 0]
+    assert list(spikes[down, :5]) == [0, 0, 0, 0, 1]
+    assert list(spikes[up_l, :5]) == [0, 0, 0, 1, 0] and list(spikes[down_l, :5]) == [0, 0, 0, 0, 1]
+    assert result["features"][0, 2, 1] == pytest.approx(10.0)  # price_return_bps of bin 1
+
+
+def test_order_flow_spoofing_pattern_spikes_on_large_orders_and_cancels():
+    config = EncodingConfig(window_seconds=60, bins=12)
+    layered = [(10.0 + 0.001 * j, "AAA", "BUY", 150, 12.0, 150) for j in range(5)]
+    noise = [(40, "AAA", "SELL", 5, None, 0)]
+    result = encode_day(events(trades=[(0, "AAA", 100, 1)], orders=layered + noise), config)
+    spikes = result["spikes"][0]
+    assert spikes[channel(result, "order_lots>=60"), 2] == 1  # the layered orders at second 10 -> bin 2
+    assert spikes[channel(result, "buy_lots>=150"), 2] == 1
+    assert spikes[channel(result, "imbalance_buy"), 2] == 1
+    assert spikes[channel(result, "cancelled_lots>=150"), 2] == 1  # cancelled at second 12, same bin
+    assert spikes[channel(result, "order_lots>=60")].sum() == 1  # the small order at 40 s does not fire it
+    assert spikes[channel(result, "sell_lots>=30")].sum() == 0
+    assert result["features"][0, 3, 2] == 750  # new buy lots in bin 2

@@ -1,0 +1,91 @@
+"""Where the lava side runs: a clear failure without .venv-lava, and the pod PipesK8sClient would submit."""
+
+import pytest
+from dagster import AssetKey, DagsterInstance, Failure
+
+from tests.conftest import ML_PRODUCTION_ENV
+from tests.integration.helpers import QUIET
+
+PRODUCTION = {"PLATFORMQ_PROFILE": "production", "PLATFORMQ_CATALOG_URI": "postgresql+psycopg2://u:p@db/c",
+              "PLATFORMQ_WAREHOUSE": "s3://lake/w", "PLATFORMQ_S3_ENDPOINT": "http://minio:9000",
+              "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
+              "PLATFORMQ_SQL_ENGINE": "duckdb", "PLATFORMQ_SERVICES_IN_PROCESS": "true", **ML_PRODUCTION_ENV}
+
+
+def test_missing_side_environment_names_make_setup(tmp_path):
+    from platformq_assets.neuromorphic.runner import require_lava_python
+    from resources.settings import Settings
+
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    with pytest.raises(Failure) as raised:
+        require_lava_python(Settings(lava_python=missing))
+    assert "`make setup`" in raised.value.description and str(missing) in raised.value.description
+
+
+def test_location_loads_and_assets_fail_clearly_without_the_side_environment(platform_home, monkeypatch, tmp_path):
+    from platformq_assets.definitions import build_definitions
+    from resources.settings import load_settings
+
+    monkeypatch.setenv("PLATFORMQ_LAVA_PYTHON", str(tmp_path / "missing" / "python"))
+    load_settings.cache_clear()
+    defs = build_definitions(load_settings())  # the code location still loads
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={AssetKey(["neuromorphic", "spike_trains"])})
+    result = job.execute_in_process(partition_key="2024-01-02", instance=DagsterInstance.get(),
+                                    run_config=QUIET, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error)
+    assert "neuromorphic side environment is missing" in message and "make setup" in message
+
+
+def test_production_runs_the_lava_side_in_its_own_pod(monkeypatch):
+    from dagster_k8s.pipes import build_pod_body
+    from kubernetes.client import ApiClient
+
+    from platformq_assets.neuromorphic.runner import k8s_run_kwargs
+    from resources.settings import Settings
+
+    for key, value in {**PRODUCTION, "PLATFORMQ_LAVA_IMAGE": "platformq/lava:1.2.3",
+                       "PLATFORMQ_LAVA_WORKDIR": "/mnt/neuromorphic", "PLATFORMQ_LAVA_WORKDIR_CLAIM": "nm-work"}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.effective_lava_runner == "k8s"
+    kwargs = k8s_run_kwargs(settings, "models.neuromorphic.pipes_score", {"spikes": "/mnt/neuromorphic/x.npz"})
+    assert kwargs["namespace"] == "platformq" and kwargs["extras"] == {"spikes": "/mnt/neuromorphic/x.npz"}
+    # what PipesK8sClient.run submits: its own pod builder, with the bootstrap variables it injects
+    pod = build_pod_body(pod_name="dagster-pipes-test", image=kwargs["image"], command=kwargs["command"],
+                         env_vars={**kwargs["env"], "DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="},
+                         base_pod_meta=kwargs["base_pod_meta"], base_pod_spec=kwargs["base_pod_spec"])
+    client = ApiClient()
+    body = client.sanitize_for_serialization(pod)
+    rebuilt = client._ApiClient__deserialize(body, "V1Pod")  # typed round trip validates every field
+    assert client.sanitize_for_serialization(rebuilt) == body
+    spec = body["spec"]
+    [container] = spec["containers"]
+    assert container["image"] == "platformq/lava:1.2.3"
+    assert container["command"] == ["python", "-m", "models.neuromorphic.pipes_score"]
+    assert spec["restartPolicy"] == "Never"
+    assert {"name": "PYTHONPATH", "value": "/opt/platformq"} in container["env"]
+    assert container["volumeMounts"] == [{"mountPath": "/mnt/neuromorphic", "name": "neuromorphic-workdir"}]
+    assert spec["volumes"] == [{"name": "neuromorphic-workdir", "persistentVolumeClaim": {"claimName": "nm-work"}}]
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert body["metadata"]["labels"]["platformq/domain"] == "neuromorphic"
+
+
+def test_k8s_runner_refuses_to_run_without_a_shared_work_directory(monkeypatch):
+    from platformq_assets.neuromorphic.runner import k8s_run_kwargs
+    from resources.settings import Settings
+
+    for key, value in PRODUCTION.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(Failure, match="PLATFORMQ_LAVA_WORKDIR_CLAIM"):
+        k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_encode", {})
+
+
+def test_lava_image_builds_the_side_environment_from_its_lock_file():
+    from tests.conftest import ROOT
+
+    dockerfile = (ROOT / "infra" / "lava.Dockerfile").read_text()
+    assert "python:3.10" in dockerfile and "requirements/lava.txt" in dockerfile
+    assert "models/neuromorphic" in dockerfile and "WORKDIR /opt/platformq" in dockerfile
