@@ -37,3 +37,25 @@ landing_ingest_job = define_asset_job(
     selection=AssetSelection.groups("landing"),
     description="Ingest landing-zone files into bronze, quarantining bad records.",
 )
+
+# ML, per trading day: feature tables, their Feast online materialisation, batch scores, drift.
+ML_DAILY_KEYS = [AssetKey(["features", "instrument_intervals"]), AssetKey(["features", "account_activity"]),
+                 AssetKey(["features", "online_store"])] + [
+    AssetKey([layer, f"{model}_{suffix}"]) for model in ("price_direction", "account_anomaly")
+    for layer, suffix in (("gold", "predictions"), ("ml", "drift"))]
+ml_daily_job = define_asset_job(
+    "ml_daily",
+    selection=AssetSelection.assets(*ML_DAILY_KEYS),
+    description="One trading day of ML: features -> Feast online store -> batch scores -> drift.",
+)
+
+# ML training (not partitioned): apply the feature registry, rebuild the history on Spark, then per model
+# training set -> Ray Tune -> evaluation (gate) -> champion.
+ML_TRAINING_KEYS = [AssetKey(["features", "registry"]), AssetKey(["features", "instrument_intervals_history"])] + [
+    AssetKey(["ml", f"{model}{suffix}"]) for model in ("price_direction", "account_anomaly")
+    for suffix in ("_training_set", "", "_evaluation", "_champion")]
+ml_training_job = define_asset_job(
+    "ml_training",
+    selection=AssetSelection.assets(*ML_TRAINING_KEYS),
+    description="Retrain every model on the feature history and promote challengers that pass the gate.",
+)

@@ -8,3 +8,15 @@ from pipelines.jobs import venue_daily_job
 venue_daily_schedule = build_schedule_from_partitioned_job(
     venue_daily_job, hour_of_day=0, minute_of_hour=15, name="venue_daily_schedule"
 )
+
+
+def ml_schedules():
+    from dagster import ScheduleDefinition
+
+    from pipelines.jobs import ml_daily_job, ml_training_job
+
+    daily = build_schedule_from_partitioned_job(ml_daily_job, hour_of_day=2, minute_of_hour=0,
+                                                name="ml_daily_schedule")
+    weekly = ScheduleDefinition(name="ml_training_weekly", job=ml_training_job, cron_schedule="0 4 * * 1",
+                                execution_timezone="UTC", description="Retrain and gate every model each Monday.")
+    return [daily, weekly]

@@ -248,15 +248,23 @@ def demo(days: int, scale: float, end) -> None:
     else:
         click.echo("  landing: nothing new (already ingested)")
 
+    from platformq_assets.ml.runs import build_ml
+
+    ml_reports = build_ml(day_list, defs, instance)
+    for r in ml_reports:
+        failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
+        click.echo(f"  ml {r['step']} [{r['partition']}]: {'ok' if r['success'] else 'FAILED'}, "
+                   f"{r['materializations']} assets, {r['checks_passed']} checks passed{failed}")
+
     lake = lake_resource(settings)
     rows = [(t, lake.describe(t)["rows"]) for t in lake.list_tables()]
     click.echo(format_table(["table", "rows"], rows))
-    passed = sum(r["checks_passed"] for r in reports) + landing.get("checks_passed", 0)
-    failed = sum(len(r["checks_failed"]) for r in reports) + landing.get("checks_failed", 0)
+    passed = sum(r["checks_passed"] for r in reports + ml_reports) + landing.get("checks_passed", 0)
+    failed = sum(len(r["checks_failed"]) for r in reports + ml_reports) + landing.get("checks_failed", 0)
     click.echo(f"checks: {passed} passed, {failed} failed; {time.perf_counter() - started:.0f}s in all")
     click.echo("Next: `make ui` and open http://127.0.0.1:3000 (Assets -> Global asset lineage), or try\n"
                "  platformq query \"select * from gold.trader_leaderboard order by pnl_rank limit 5\"")
-    ok = all(r["success"] for r in reports) and landing["success"]
+    ok = all(r["success"] for r in reports + ml_reports) and landing["success"]
     if not ok:
         sys.exit(1)
 

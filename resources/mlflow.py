@@ -35,8 +35,12 @@ class MlflowResource(ConfigurableResource):
     artifact_location: str | None = None  # root for experiments created here (local profile)
 
     def _mlflow(self):
+        import os
+
         import mlflow
 
+        # processes started from here (Ray workers, Pipes children) log to the same place
+        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
         return mlflow

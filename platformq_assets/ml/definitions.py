@@ -13,6 +13,8 @@ def ml_definitions() -> Definitions:
         instrument_intervals_history,
         online_store,
     )
+    from pipelines.jobs import ml_daily_job, ml_training_job
+    from pipelines.schedules import ml_schedules
     from platformq_assets.ml.lifecycle import model_assets
     from sensors.ml_alerts import ml_drift_alerts
 
@@ -20,5 +22,7 @@ def ml_definitions() -> Definitions:
         assets=[instrument_intervals, account_activity, feature_registry, online_store, instrument_intervals_history,
                 *model_assets("price_direction", INSTRUMENT_FEATURES_KEY),
                 *model_assets("account_anomaly", ACCOUNT_FEATURES_KEY)],
+        jobs=[ml_daily_job, ml_training_job],
+        schedules=ml_schedules(),
         sensors=[ml_drift_alerts],
     )

@@ -333,11 +333,12 @@ def evaluate_versions(mlflow: MlflowResource, model: str, data, label: str, min_
         return {"passed": False, "challenger": None, "reason": "no challenger to evaluate"}
     results = {}
     with mlflow.start_run(f"platformq/{model}", run_name=f"evaluate-v{challenger.version}",
-                          tags={"evaluation_of": challenger.version}):
+                          tags={"evaluation_of": str(challenger.version)}) as parent:
         for alias, version in ((CHALLENGER, challenger), (CHAMPION, champion)):
             if version is None:
                 continue
-            with mlflow_lib.start_run(run_name=f"{alias}-v{version.version}", nested=True):
+            with mlflow_lib.start_run(run_name=f"{alias}-v{version.version}", nested=True,
+                                      experiment_id=parent.info.experiment_id):
                 results[alias] = mlflow_lib.models.evaluate(
                     f"models:/{model}/{version.version}", data, targets=label, model_type="classifier",
                     evaluators=["default"], evaluator_config={"default": {"log_model_explainability": False}})

@@ -16,11 +16,17 @@ EXPECTED_ASSETS = {
     "governance/dao_outcomes",
     "federated/order_anomaly_model",
     "neuromorphic/spike_trains", "neuromorphic/snn_model", "neuromorphic/anomaly_scores",
+    "features/instrument_intervals", "features/account_activity", "features/registry", "features/online_store",
+    "features/instrument_intervals_history",
+    *(f"ml/{m}{s}" for m in ("price_direction", "account_anomaly")
+      for s in ("_training_set", "", "_evaluation", "_champion", "_drift")),
+    "gold/price_direction_predictions", "gold/account_anomaly_predictions",
 }
 HEAVY = ["great_expectations", "dbt", "dagster_dbt", "pyiceberg", "duckdb", "pyarrow", "pandas", "minio",
          "trino", "feast", "mlflow", "ray", "torch", "pyspark", "sqlalchemy", "fastapi", "pyld", "httpx",
          "services.credentials", "services.trading.exchange",
-         "lava", "sklearn", "h5py", "kubernetes", "flwr", "opacus", "models.federated"]
+         "lava", "sklearn", "h5py", "kubernetes", "flwr", "opacus", "models.federated", "dagster_pyspark",
+         "scipy", "models.tabular", "services.models"]
 
 
 def test_definitions_hold_the_whole_medallion_graph(settings):
@@ -37,15 +43,20 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
     assert "silver/trades:unique_trades_trade_id" in checks  # dbt test as asset check
     assert "silver/trades:trades_expectation_suite" in checks  # GX suite
     assert "ops/landing_files:landing_counts_reconcile" in checks
-    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "ingest_landing"}
+    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "ingest_landing", "ml_daily", "ml_training"}
     type(defs).validate_loadable(defs)  # what the webserver/daemon do: names unique, jobs resolvable
-    assert {s.name for s in defs.schedules} == {"venue_daily_schedule"}
-    assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "freshness_checks_sensor"}
+    assert {s.name for s in defs.schedules} >= {"venue_daily_schedule", "ml_daily_schedule", "ml_training_weekly"}
+    assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "freshness_checks_sensor", "ml_drift_alerts"}
+    # model lineage: feature table -> training set -> model -> evaluation -> champion -> scores
+    chain = ["features/instrument_intervals", "ml/price_direction_training_set", "ml/price_direction",
+             "ml/price_direction_evaluation", "ml/price_direction_champion", "gold/price_direction_predictions"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        assert AssetKey.from_user_string(upstream) in graph.get(AssetKey.from_user_string(downstream)).parent_keys
     for key in keys:
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
         assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance",
-                                   "neuromorphic", "federated"}
+                                   "neuromorphic", "federated", "features", "ml"}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):
