@@ -89,3 +89,29 @@ def test_lava_image_builds_the_side_environment_from_its_lock_file():
     dockerfile = (ROOT / "infra" / "lava.Dockerfile").read_text()
     assert "python:3.10" in dockerfile and "requirements/lava.txt" in dockerfile
     assert "models/neuromorphic" in dockerfile and "WORKDIR /opt/platformq" in dockerfile
+
+
+def test_cluster_manifests_give_the_lava_pods_a_shared_volume_and_pod_rights():
+    import yaml
+    from kubernetes.client import ApiClient
+
+    from tests.conftest import ROOT
+
+    client = ApiClient()
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra" / "helm" / "neuromorphic.yaml").read_text())}
+    types = {"PersistentVolumeClaim": "V1PersistentVolumeClaim", "Role": "V1Role", "RoleBinding": "V1RoleBinding"}
+    assert set(docs) == set(types)
+    for kind, model in types.items():  # typed round trip through the kubernetes models
+        rebuilt = client._ApiClient__deserialize(docs[kind], model)
+        assert client.sanitize_for_serialization(rebuilt) == docs[kind], kind
+    claim = docs["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    rules = {r["resources"][0]: set(r["verbs"]) for r in docs["Role"]["rules"]}
+    assert {"create", "get", "delete"} <= rules["pods"] and rules["pods/log"] == {"get"}
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["volumes"] == [{"name": "neuromorphic-workdir",
+                                    "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}]
+    assert docs["RoleBinding"]["subjects"][0]["name"] == values["global"]["serviceAccountName"]
+    [mount] = launcher["volumeMounts"]
+    assert mount == {"name": "neuromorphic-workdir", "mountPath": "/mnt/neuromorphic"}
