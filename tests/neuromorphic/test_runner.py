@@ -115,3 +115,17 @@ def test_cluster_manifests_give_the_lava_pods_a_shared_volume_and_pod_rights():
     assert docs["RoleBinding"]["subjects"][0]["name"] == values["global"]["serviceAccountName"]
     [mount] = launcher["volumeMounts"]
     assert mount == {"name": "neuromorphic-workdir", "mountPath": "/mnt/neuromorphic"}
+
+
+def test_model_without_earlier_spike_trains_fails_with_what_to_materialise(settings):
+    from tests.integration.helpers import definitions
+
+    job = definitions(settings).resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={AssetKey(["neuromorphic", "snn_model"])})
+    result = job.execute_in_process(partition_key="2024-01-09", instance=DagsterInstance.get(), run_config=QUIET,
+                                    raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error)
+    assert "no spike trains in the training window of 2024-01-09 (2024-01-04 .. 2024-01-08)" in message
+    assert "neuromorphic/spike_trains" in message
