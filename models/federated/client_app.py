@@ -8,7 +8,8 @@ Handlers (Message API):
 * ``evaluate`` – accuracy and loss on the participant's local held-out split.
 
 Data settings come from the node's config (``--node-config`` on a SuperNode: partition-id,
-num-partitions, optionally data-dir) and otherwise from the config the server sends.
+num-partitions, optionally dataset and data-dir: a tenant's node names its own data) and
+otherwise from the config the server sends.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _split(dataset: str, partition_id: int, num_partitions: int, data_dir: str, 
 def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
     pid, n = partition_of(context)
     data_dir = str(context.node_config.get("data-dir", config.get("data-dir", "")))
-    return _split(str(config["dataset"]), pid, n, data_dir, str(config.get("partitioning", "iid")),
+    dataset = str(context.node_config.get("dataset", config["dataset"]))
+    return _split(dataset, pid, n, data_dir, str(config.get("partitioning", "iid")),
                   float(config.get("alpha", 0.3)), int(config.get("seed", 0)))
 
 

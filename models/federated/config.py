@@ -47,6 +47,7 @@ class FederatedConfig:
     epsilon_spent: str = ""  # "pid=eps,pid=eps": ε already spent in earlier runs (budget carries over)
     output_dir: str = ""  # where the server writes model.npz and history.json
     server_test: bool = True  # digits: evaluate the global model on the held-out test set each round
+    client_evaluation: bool = True  # federated evaluation on every eligible participant after each round
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

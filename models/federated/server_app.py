@@ -50,7 +50,12 @@ def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:
     initial = to_record(to_numpy(model), names)
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg.num_rounds,
                             timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
+    finished = time.monotonic()
     final = from_record(result.arrays) if len(result.arrays) else from_record(initial)
+    # wall time of each round (train + evaluate), from one round's start to the next
+    starts = [(r, base.rounds[r].pop("started")) for r in sorted(base.rounds) if "started" in base.rounds[r]]
+    for (r, t0), (_, t1) in zip(starts, [*starts[1:], (None, finished)]):
+        base.rounds[r]["seconds"] = t1 - t0
     history = {
         "config": run_config,
         "seconds": time.monotonic() - started,

@@ -122,7 +122,8 @@ class PlatformStrategy(FedAvg):
         self._current = from_record(arrays)
         config["server-round"] = server_round
         self.rounds[server_round] = {"round": server_round, "sampled": sorted(self._sampled.values()),
-                                     "accepted": [], "failed": [], "rejected": [], "skipped": False}
+                                     "accepted": [], "failed": [], "rejected": [], "skipped": False,
+                                     "started": time.monotonic()}
         log(INFO, "configure_train: %d of %d eligible participants sampled (suspended: %s, budget spent: %s)",
             len(sampled), len(eligible), sorted(self.suspended), sorted(self.exhausted))
         return self._messages(sampled, arrays, config, MessageType.TRAIN, with_extra=True)
@@ -184,6 +185,8 @@ class PlatformStrategy(FedAvg):
     # -- evaluation --------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        if not self.cfg.client_evaluation:
+            return []
         config["server-round"] = server_round
         return self._messages(self.eligible(grid), arrays, config, MessageType.EVALUATE, with_extra=False)
 

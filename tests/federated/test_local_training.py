@@ -95,3 +95,15 @@ def test_config_rejects_central_dp_with_scaffold_and_unknown_strategies():
         FederatedConfig.from_mapping({"strategy": "fedsgd"})
     cfg = FederatedConfig.from_mapping({"num-rounds": "4", "suspended": "t-a, t-b", "epsilon-spent": "t-a=1.5"})
     assert cfg.num_rounds == 4 and cfg.suspended_set == {"t-a", "t-b"} and cfg.epsilon_spent_map == {"t-a": 1.5}
+
+
+def test_the_flower_app_declares_every_config_key_with_the_same_defaults():
+    import tomllib
+    from pathlib import Path
+
+    from models.federated.deployment import APP_DIR
+
+    declared = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert declared == pytest.approx(FederatedConfig().to_run_config())
+    assert tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "models.federated.server_app:app", "clientapp": "models.federated.client_app:app"}
