@@ -99,7 +99,8 @@ def run_slayer(net: SpikingDetector, spikes: np.ndarray, pad: int = 0, batch: in
         out, layers = net(torch.from_numpy(layout.padded(spikes[start:start + batch], pad)))
         outs.append(layout.counted(out.numpy()))
         hidden.append(layout.counted(layers[0].numpy()).sum(1))
-    return {"out_counts": np.concatenate(outs).astype(np.int64), "hidden_counts": np.concatenate(hidden).astype(np.int64)}
+    return {"out_counts": np.concatenate(outs).astype(np.int64),
+            "hidden_counts": np.concatenate(hidden).astype(np.int64)}
 
 
 def load_network(state_path, inputs: int, hidden: int) -> SpikingDetector:

@@ -39,7 +39,8 @@ def lava_pod_spec(settings) -> dict:
     }
     spec = {"restartPolicy": "Never", "containers": [container]}
     if settings.lava_workdir_claim:
-        container["volumeMounts"] = [{"name": "neuromorphic-workdir", "mountPath": str(settings.effective_lava_workdir)}]
+        container["volumeMounts"] = [{"name": "neuromorphic-workdir",
+                                      "mountPath": str(settings.effective_lava_workdir)}]
         spec["volumes"] = [{"name": "neuromorphic-workdir",
                             "persistentVolumeClaim": {"claimName": settings.lava_workdir_claim}}]
     return spec

@@ -69,7 +69,8 @@ def bench_neuromorphic(report, days: int = 6, scale: float = 0.5, seeds: int = 3
               f"decision agreement {q['agreement']['decision_agreement']:.4f}, exact counts "
               f"{q['agreement']['exact_count_agreement']:.4f}", flush=True)
     e = r["energy"]
-    print(f"  energy proxy per inference: {e['synops_per_inference']:.1f} synops, {e['spikes_per_inference']:.1f} spikes "
+    print(f"  energy proxy per inference: {e['synops_per_inference']:.1f} synops, "
+          f"{e['spikes_per_inference']:.1f} spikes "
           f"({e['input_spikes_per_inference']:.1f} in, {e['hidden_spikes_per_inference']:.1f} hidden, "
           f"{e['output_spikes_per_inference']:.1f} out) vs {e['dense_macs_per_inference']} MACs for the same dense "
           f"network ({e['synops_vs_dense_macs']:.3f}x); real energy needs Loihi hardware", flush=True)
@@ -117,7 +118,8 @@ def lava_main(seeds: int, files: list[str]) -> None:
                 runs.append(time.perf_counter() - t)
             slayer_s = statistics.median(runs)
             timing = {
-                "slayer": {"seconds": slayer_s, "events_per_s": events / slayer_s, "windows_per_s": len(labels) / slayer_s},
+                "slayer": {"seconds": slayer_s, "events_per_s": events / slayer_s,
+                           "windows_per_s": len(labels) / slayer_s},
                 "lava": {"run_seconds": lava["run_seconds"], "total_seconds": lava["total_seconds"],
                          "steps": lava["steps"], "events_per_s": events / lava["run_seconds"],
                          "windows_per_s": len(labels) / lava["run_seconds"]},

@@ -47,7 +47,8 @@ def test_production_runs_the_lava_side_in_its_own_pod(monkeypatch):
     from resources.settings import Settings
 
     for key, value in {**PRODUCTION, "PLATFORMQ_LAVA_IMAGE": "platformq/lava:1.2.3",
-                       "PLATFORMQ_LAVA_WORKDIR": "/mnt/neuromorphic", "PLATFORMQ_LAVA_WORKDIR_CLAIM": "nm-work"}.items():
+                       "PLATFORMQ_LAVA_WORKDIR": "/mnt/neuromorphic",
+                       "PLATFORMQ_LAVA_WORKDIR_CLAIM": "nm-work"}.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert settings.effective_lava_runner == "k8s"
