@@ -24,10 +24,14 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
+    TableColumn,
+    TableSchema,
     TimeWindowPartitionMapping,
     asset,
 )
 
+from pipelines.automation import derived_asset_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -92,6 +96,8 @@ def _results(invocation, **metadata):
     group_name=GROUP,
     kinds={"lava", "numpy"},
     owners=OWNERS,
+    automation_condition=derived_asset_condition(),
+    retry_policy=RetryPolicy(max_retries=1, delay=5),
     check_specs=[AssetCheckSpec("labelled_anomalies_in_windows", asset=SPIKE_TRAINS_KEY,
                                 description="Every anomaly the simulation labelled that day overlaps a window.")],
     description="Per-instrument trades and orders of one day as labelled spike-train windows (delta and "
@@ -128,6 +134,8 @@ def _training_days(day: str) -> list[str]:
     group_name=GROUP,
     kinds={"lava", "pytorch", "mlflow"},
     owners=OWNERS,
+    automation_condition=derived_asset_condition(),
+    retry_policy=RetryPolicy(max_retries=1, delay=5),
     check_specs=[AssetCheckSpec("netx_loads_export", asset=SNN_MODEL_KEY,
                                 description="lava-dl's netx loads the exported HDF5 with the trained layer shapes.")],
     description=f"SLAYER CUBA-LIF network trained on the previous {TRAINING_DAYS} days of spike trains, exported "
@@ -142,8 +150,10 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     workdir = settings.effective_lava_workdir
     days = [d for d in _training_days(day) if (workdir / "spike_trains" / f"{d}.npz").exists()]
     if not days:
-        raise Failure(description=f"no spike trains in the training window of {day} ({_training_days(day)[0]} .. "
-                      f"{_training_days(day)[-1]}): materialise neuromorphic/spike_trains for earlier days first")
+        window = _training_days(day)
+        raise Failure(allow_retries=False,
+                      description=f"no spike trains in the training window of {day} ({window[0]} .. {window[-1]}): "
+                      "materialise neuromorphic/spike_trains for earlier days first")
     out_dir = workdir / "models" / day
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
         "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
@@ -172,6 +182,8 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     group_name=GROUP,
     kinds={"lava", "iceberg"},
     owners=OWNERS,
+    automation_condition=derived_asset_condition(),
+    retry_policy=RetryPolicy(max_retries=1, delay=5),
     check_specs=[
         AssetCheckSpec("float_fixed_point_agreement", asset=ANOMALY_SCORES_KEY, blocking=True,
                        description="SLAYER (float, torch) and Lava (fixed point, Loihi 2 simulation) take the same "
@@ -196,7 +208,8 @@ def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: 
     spikes = workdir / "spike_trains" / f"{day}.npz"
     model_dir = workdir / "models" / day
     if not spikes.exists() or not (model_dir / "network.h5").exists():
-        raise Failure(description=f"scoring {day} needs neuromorphic/spike_trains and neuromorphic/snn_model for "
+        raise Failure(allow_retries=False,
+                      description=f"scoring {day} needs neuromorphic/spike_trains and neuromorphic/snn_model for "
                       f"that day ({spikes}, {model_dir / 'network.h5'})")
     out = workdir / "scores" / f"{day}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +220,10 @@ def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: 
     registry = json.loads((model_dir / "registry.json").read_text()) if (model_dir / "registry.json").exists() else {}
     table = scores_table(out, day, str(registry.get("version", "")))
     written = lake.replace_partition(SCORES_TABLE, table, PARTITION_COLUMN, day)
-    yield from _results(invocation, table=SCORES_TABLE, rows=table.num_rows,
-                        snapshot_id=str(written["snapshot_id"]), model_version=str(registry.get("version", "")))
+    schema = TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema])
+    yield from _results(invocation, table=SCORES_TABLE, rows=table.num_rows, **{"dagster/row_count": table.num_rows},
+                        **{"dagster/column_schema": schema}, snapshot_id=str(written["snapshot_id"]),
+                        model_version=str(registry.get("version", "")))
 
 
 __all__ = ["anomaly_scores", "snn_model", "spike_trains"]

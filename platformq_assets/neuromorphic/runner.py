@@ -21,6 +21,7 @@ def require_lava_python(settings) -> Path:
     python = Path(settings.lava_python)
     if not python.exists():
         raise Failure(
+            allow_retries=False,
             description=(f"the neuromorphic side environment is missing ({python}): create it with `make setup` "
                          "(Python 3.10 + lava-dl, see requirements/lava.txt), or point PLATFORMQ_LAVA_PYTHON at "
                          "an interpreter that has lava-dl and dagster-pipes"),
@@ -49,7 +50,8 @@ def lava_pod_spec(settings) -> dict:
 def k8s_run_kwargs(settings, module: str, extras: dict) -> dict:
     """What ``PipesK8sClient.run`` receives for one lava-side script (tests validate the pod it builds)."""
     if not settings.lava_workdir_claim:
-        raise Failure(description="the k8s lava runner needs PLATFORMQ_LAVA_WORKDIR_CLAIM: a ReadWriteMany volume "
+        raise Failure(allow_retries=False,
+                      description="the k8s lava runner needs PLATFORMQ_LAVA_WORKDIR_CLAIM: a ReadWriteMany volume "
                       "mounted at PLATFORMQ_LAVA_WORKDIR in both the step pod and the lava pod (files travel there)")
     return {
         "image": settings.lava_image,

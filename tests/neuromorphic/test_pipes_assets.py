@@ -79,7 +79,8 @@ def test_spike_trains_model_and_scores_through_pipes(settings, lake):
     agreement = found["float_fixed_point_agreement"].metadata
     assert agreement["decision_agreement"].value >= 0.9
     scores = lake.read("gold.snn_anomaly_scores")
-    assert scores.num_rows == meta["rows"] == 975
+    assert scores.num_rows == meta["rows"] == meta["dagster/row_count"] == 975
+    assert [c.name for c in meta["dagster/column_schema"].columns] == scores.column_names
     assert set(scores.column("model_version").to_pylist()) == {meta["model_version"]}
     # the decision agreement the check reports is the one in the table
     same = pc.equal(scores.column("snn_flag"), scores.column("slayer_flag"))
