@@ -42,17 +42,19 @@ def feature_columns(model: str) -> list[str]:
     return [ref.split(":", 1)[1] for ref in MODEL_FEATURES[model]]
 
 
-def derived_features(frame):
-    """On-demand transformation (pandas): the same code at training time and at request time."""
-    import numpy as np
-    import pandas as pd
+def derived_features(columns: dict) -> dict:
+    """On-demand transformation over columns (dict of lists): the same code for training sets,
+    batch scoring and online requests (Feast runs it in "python" mode: no pandas per request)."""
+    risk, ratio = [], []
+    for ret_1, vol_6, volume_1, volume_6 in zip(columns["ret_1"], columns["vol_6"], columns["volume_1"],
+                                                columns["volume_6"]):
+        risk.append(ret_1 / vol_6 if _number(ret_1) and _number(vol_6) and vol_6 > 0 else 0.0)
+        ratio.append(volume_1 * 6.0 / volume_6 if _number(volume_1) and _number(volume_6) and volume_6 > 0 else 0.0)
+    return {"risk_adjusted_return": risk, "volume_ratio": ratio}
 
-    out = pd.DataFrame(index=frame.index)
-    vol = frame["vol_6"].astype("float64")
-    out["risk_adjusted_return"] = np.where(vol > 0, frame["ret_1"].astype("float64") / vol, 0.0)
-    six = frame["volume_6"].astype("float64")
-    out["volume_ratio"] = np.where(six > 0, frame["volume_1"].astype("float64") * 6.0 / six, 0.0)
-    return out.fillna(0.0)
+
+def _number(value) -> bool:
+    return value is not None and value == value  # not None, not NaN
 
 
 def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
@@ -86,13 +88,13 @@ def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
     @on_demand_feature_view(
         sources=[instrument_view],
         schema=[Field(name="risk_adjusted_return", dtype=Float64), Field(name="volume_ratio", dtype=Float64)],
-        mode="pandas", description="Return per unit of volatility and volume against its 30-minute average.",
+        mode="python", description="Return per unit of volatility and volume against its 30-minute average.",
     )
-    def instrument_derived(frame):
+    def instrument_derived(columns):
         # Feast stores and re-executes this body from source: it must import what it uses.
         from features.repo import derived_features
 
-        return derived_features(frame)
+        return derived_features(columns)
 
     services = [
         FeatureService(name=SERVICES["price_direction"], features=[instrument_view[[*INSTRUMENT_FEATURES, AS_OF]], instrument_derived],

@@ -15,6 +15,14 @@ from typing import Any
 import numpy as np
 
 FAMILIES = ("linear", "gbm", "mlp")
+# MLflow serialises scikit-learn models with skops, which refuses types it was not told to trust.
+# These are the ones our own families produce (we write and read these files ourselves).
+SKOPS_TRUSTED_TYPES = [
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+]
 MAX_ITERATIONS = 8
 METRIC = "val_roc_auc"
 

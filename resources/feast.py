@@ -32,6 +32,7 @@ class FeastResource(ConfigurableResource):
     s3_region: str = "us-east-1"
 
     _store: Any = PrivateAttr(default=None)
+    _services: dict = PrivateAttr(default_factory=dict)
 
     def repo_config(self):
         from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
@@ -120,10 +121,21 @@ class FeastResource(ConfigurableResource):
     def materialize(self, start: dt.datetime, end: dt.datetime, views: list[str] | None = None) -> None:
         self.store().materialize(start_date=start, end_date=end, feature_views=views)
 
+    def feature_service(self, service: str, max_age_s: float = 5.0):
+        """The service definition, re-read from the registry at most every ``max_age_s`` seconds
+        (a registry read costs ~1 ms: too much for every online request)."""
+        import time
+
+        cached = self._services.get(service)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > max_age_s:
+            cached = (now, self.store().get_feature_service(service))
+            self._services[service] = cached
+        return cached[1]
+
     def online_features(self, service: str, entity_rows: list[dict]) -> dict:
-        store = self.store()
-        return store.get_online_features(features=store.get_feature_service(service),
-                                         entity_rows=entity_rows).to_dict()
+        return self.store().get_online_features(features=self.feature_service(service),
+                                                entity_rows=entity_rows).to_dict()
 
     def historical_features(self, service: str, entity_df):
         store = self.store()

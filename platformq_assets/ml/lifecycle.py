@@ -115,7 +115,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         from mlflow import sklearn as mlflow_sklearn
         from mlflow.models import infer_signature
 
-        from models.tabular import METRIC, score, search, time_split, train_iterations
+        from models.tabular import SKOPS_TRUSTED_TYPES, METRIC, score, search, time_split, train_iterations
 
         frame = load_training_set(lake, model)
         split = time_split(frame, features, label, "event_timestamp")
@@ -128,9 +128,10 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                                 experiment=experiment, parent_run_id=run.info.run_id,
                                 time_budget_s=config.time_budget_s, storage_path=None)
             best = result["best_config"]
-            final = train_iterations(best, _frames(split, features), result["best_iterations"])
+            # fitted on arrays (no feature names): serving passes arrays, a pandas row costs ~1 ms
+            final = train_iterations(best, split, result["best_iterations"])
             val_x = _frame(split.x_val, features)
-            val_score = score(split.y_val, final.predict_proba(val_x)[:, 1])
+            val_score = score(split.y_val, final.predict_proba(split.x_val)[:, 1])
             mlflow_lib.log_params({f"best.{k_}": v for k_, v in best.items()})
             mlflow_lib.log_metrics({METRIC: val_score, "trials": len(result["trials"]),
                                     "stopped_early": sum(t["stopped_early"] for t in result["trials"])})
@@ -139,11 +140,9 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             pipeline = final.pipeline()
             example = val_x.head(5)
             info = mlflow_sklearn.log_model(
-                pipeline, name="model", signature=infer_signature(example, pipeline.predict(example)),
+                pipeline, name="model", signature=infer_signature(example, pipeline.predict(example.to_numpy())),
                 input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"],
-                # MLflow serialises with skops: the MLP keeps its (sklearn) optimizer state
-                skops_trusted_types=["sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-                                     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer"])
+                skops_trusted_types=SKOPS_TRUSTED_TYPES)
         version = mlflow.register(info.model_uri, model, tags={
             "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
             "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"]},
@@ -202,7 +201,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             raise Failure(f"{model} has no champion yet: materialise ml/{model}_champion first")
         estimator = load_sklearn(mlflow, model, CHAMPION)
         matrix = model_frame(frame, features)
-        proba = estimator.predict_proba(matrix)[:, 1] if len(frame) else []
+        proba = estimator.predict_proba(matrix.to_numpy())[:, 1] if len(frame) else []
         out = pa.table({
             entity: arrow[entity], "event_ts": arrow["event_ts"],
             PARTITION_COLUMN: [context.partition_key] * len(frame),
@@ -238,7 +237,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         report = drift_report(model_frame(reference, features), current, features)
         scored = lake.read_partition(f"gold.{model}_predictions", PARTITION_COLUMN, context.partition_key).to_pandas()
         estimator = load_sklearn(mlflow, model, CHAMPION)
-        reference_scores = estimator.predict_proba(model_frame(reference, features))[:, 1]
+        reference_scores = estimator.predict_proba(model_frame(reference, features).to_numpy())[:, 1]
         prediction_psi = psi(reference_scores, scored["score"].to_numpy()) if len(scored) else float("nan")
         labelled = scored[scored["label"].notna()]
         performance = {"labelled_rows": len(labelled)}
@@ -297,12 +296,6 @@ def _frame(matrix, features):
     return pd.DataFrame(matrix, columns=features)
 
 
-def _frames(split, features):
-    from models.tabular import Split
-
-    return Split(_frame(split.x_train, features), split.y_train, _frame(split.x_val, features), split.y_val)
-
-
 def model_frame(frame, features: list[str]):
     """The model's input frame: stored features plus the on-demand ones (same code as Feast's ODFV)."""
     from features.repo import derived_features
@@ -310,7 +303,10 @@ def model_frame(frame, features: list[str]):
     frame = frame.copy()
     missing = [f for f in ("risk_adjusted_return", "volume_ratio") if f in features and f not in frame.columns]
     if missing:
-        frame[missing] = derived_features(frame)[missing]
+        derived = derived_features({c: frame[c].astype("float64").tolist()
+                                    for c in ("ret_1", "vol_6", "volume_1", "volume_6")})
+        for name in missing:
+            frame[name] = derived[name]
     return frame[features].astype("float64").fillna(0.0)
 
 

@@ -1,0 +1,191 @@
+"""ML benchmarks (`make bench`, section `ml`), each against a baseline measured in the same run:
+
+* online prediction: POST /v1/models/price_direction/predict over HTTP on loopback vs the same Feast
+  ``get_online_features`` + ``predict_proba`` called in one process (p50/p99 of both; targets: p99
+  ratio <= 2.0 and p99 <= 5 ms);
+* feature materialisation: Feast ``materialize`` rows/s into the SQLite online store vs inserting the
+  same rows (already serialised) straight into a SQLite table of the same shape;
+* Ray Tune overhead per trial vs running the same trial function in a plain loop.
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def _percentiles(samples):
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] * 1000, ordered[int(len(ordered) * 0.99) - 1] * 1000
+
+
+def _feature_store(home: Path, days: int = 6):
+    import pyarrow as pa
+
+    from features.compute import instrument_features
+    from platformq_assets.ml.features import _with_as_of
+    from resources.feast import FeastResource
+    from tests.ml.test_features import bars
+
+    day_list = [f"2024-03-{d:02d}" for d in range(4, 4 + days)]
+    table = _with_as_of(instrument_features(
+        bars(days=tuple(day_list), instruments=("AAPL", "MSFT", "IBM", "AMZN", "GOOG"), minutes=390)))
+    feast = FeastResource(registry_uri=f"sqlite:///{home / 'registry.db'}", online_path=str(home / "online.db"),
+                          offline_root=str(home / "offline"), repo_path=str(home))
+    for day in day_list:
+        feast.export_partition("instrument_intervals", day, table.filter(pa.compute.equal(table["partition_date"], day)))
+    feast.apply()
+    return feast, table, day_list
+
+
+def bench_online(report, home: Path, n: int = 1500):
+    import datetime as dt
+    import logging
+
+    import httpx
+    import numpy as np
+
+    from features.repo import feature_columns
+    from models.tabular import SKOPS_TRUSTED_TYPES, Split, train_iterations
+    from resources.mlflow import MlflowResource
+    from services.common.app import ServiceContext
+    from services.models.api import create_models_app
+    from services.models.scorer import ModelScorer, default_specs
+    from tests.services.serving import serve
+
+    feast, table, days = _feature_store(home)
+    last = dt.datetime.fromisoformat(days[-1]).replace(tzinfo=dt.timezone.utc)
+    feast.materialize(last, last + dt.timedelta(days=1), views=["instrument_intervals"])
+    features = feature_columns("price_direction")
+    from platformq_assets.ml.lifecycle import model_frame
+
+    frame = table.to_pandas().dropna(subset=["label_up"])
+    x = model_frame(frame, features)
+    labels = frame["label_up"].astype(int).to_numpy()
+    model = train_iterations({"family": "gbm", "learning_rate": 0.1, "max_leaf_nodes": 15, "seed": 1},
+                             Split(x.to_numpy(), labels, x.head(50).to_numpy(), labels[:50]), 3)
+    mlflow = MlflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                            artifact_location=(home / "artifacts").as_uri())
+    mlflow._mlflow()
+    from mlflow import sklearn as mlflow_sklearn
+
+    with mlflow.start_run("bench"):
+        info = mlflow_sklearn.log_model(model.pipeline(), name="model", pip_requirements=["scikit-learn"],
+                                          skops_trusted_types=SKOPS_TRUSTED_TYPES)
+    version = mlflow.register(info.model_uri, "price_direction")
+    mlflow.promote("price_direction", version.version, "bench")
+
+    estimator = mlflow_sklearn.load_model("models:/price_direction@champion")
+    service = "price_direction_v1"
+
+    from threadpoolctl import ThreadpoolController
+
+    threads = ThreadpoolController()
+
+    def direct(entity):  # the same work without HTTP, auth, alias lookup or assignment records
+        online = feast.online_features(service, [{"instrument": entity}])
+        row = np.array([[0.0 if online[f][0] is None else float(online[f][0]) for f in features]])
+        with threads.limit(limits=1, user_api="openmp"):
+            return float(estimator.predict_proba(row)[0, 1])
+
+    entities = ["AAPL", "MSFT", "IBM", "AMZN", "GOOG"]
+    for e in entities * 20:
+        direct(e)
+    in_process = []
+    for i in range(n):
+        t = time.perf_counter()
+        direct(entities[i % 5])
+        in_process.append(time.perf_counter() - t)
+
+    ctx = ServiceContext("models", rate=1e9, burst=10**9)
+    ctx.logger.setLevel(logging.WARNING)
+    scorer = ModelScorer(mlflow, feast.online_features, default_specs(), alias_ttl_s=2.0,
+                         assignments_path=str(home / "assignments.jsonl"))
+    key = ctx.keys.create("bench", "t-acme", ["viewer"])
+    over_http = []
+    with serve(create_models_app(ctx, scorer)) as url, httpx.Client(base_url=url, headers={"X-API-Key": key}) as client:
+        for e in entities * 20:
+            client.post("/v1/models/price_direction/predict", json={"entities": [e]}).raise_for_status()
+        for i in range(n):
+            t = time.perf_counter()
+            r = client.post("/v1/models/price_direction/predict", json={"entities": [entities[i % 5]]})
+            over_http.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise RuntimeError(r.text)
+    p50, p99 = _percentiles(over_http)
+    b50, b99 = _percentiles(in_process)
+    ratio = p99 / b99
+    print(f"  online prediction p50 {p50:.2f} ms / p99 {p99:.2f} ms over HTTP; in process p50 {b50:.2f} ms / "
+          f"p99 {b99:.2f} ms", flush=True)
+    report("online predict p99 (HTTP)", f"{p99:.2f}", "ms", f"{b99:.2f}", "ms in-proc", ratio, "<=2.0, 5ms",
+           ratio <= 2.0 and p99 <= 5.0)
+    return feast, table, days
+
+
+def bench_materialize(report, feast, table, days):
+    import datetime as dt
+    import sqlite3
+
+    start = dt.datetime.fromisoformat(days[0]).replace(tzinfo=dt.timezone.utc)
+    end = dt.datetime.fromisoformat(days[-1]).replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    rows = table.num_rows
+    t = time.perf_counter()
+    feast.materialize(start, end, views=["instrument_intervals"])
+    ours = rows / (time.perf_counter() - t)
+
+    # baseline: the same rows, already serialised, inserted straight into SQLite in one transaction
+    from features.compute import INSTRUMENT_FEATURES
+
+    values = table.select(["instrument", *INSTRUMENT_FEATURES, "as_of_epoch"]).to_pylist()
+    payload = [(r["instrument"].encode(), name, str(r[name]).encode(), "2024-01-01", "2024-01-01")
+               for r in values for name in (*INSTRUMENT_FEATURES, "as_of_epoch")]
+    with tempfile.TemporaryDirectory() as tmp:
+        con = sqlite3.connect(f"{tmp}/online.db")
+        con.execute("CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB, event_ts TIMESTAMP, "
+                    "created_ts TIMESTAMP, PRIMARY KEY (entity_key, feature_name))")
+        t = time.perf_counter()
+        with con:
+            con.executemany("INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?, ?)", payload)
+        base = rows / (time.perf_counter() - t)
+        con.close()
+    report("feature materialisation", f"{ours:,.0f}", "rows/s", f"{base:,.0f}", "rows/s sql", ours / base,
+           "reported", True)
+
+
+def bench_tune(report, trials: int = 8):
+    import numpy as np
+
+    from models.tabular import MAX_ITERATIONS, Split, search, train_iterations
+    from resources.compute import RayResource
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 10))
+    y = (x[:, 0] + rng.normal(size=3000) > 0).astype(int)
+    split = Split(x[:2250], y[:2250], x[2250:], y[2250:])
+    config = {"family": "linear", "alpha": 1e-4, "learning_rate": 0.1, "max_leaf_nodes": 15, "hidden": 16, "seed": 7}
+    t = time.perf_counter()
+    for _ in range(trials):
+        train_iterations(config, split, MAX_ITERATIONS, report=lambda metrics: None)
+    loop = (time.perf_counter() - t) / trials
+    with tempfile.TemporaryDirectory() as tmp:
+        ray = RayResource(num_cpus=2, temp_dir=f"/tmp/pqray-bench-{os.getpid()}")
+        t = time.perf_counter()
+        with ray.session():
+            started = time.perf_counter() - t
+            t = time.perf_counter()
+            result = search(split, num_samples=trials, storage_path=tmp)
+            tuned = (time.perf_counter() - t) / len(result["trials"])
+    # ASHA stops some trials early, so per-trial time under Tune includes less training: overhead is a floor
+    print(f"  ray init {started:.1f} s; per trial: tune {tuned * 1000:.0f} ms, plain loop {loop * 1000:.0f} ms "
+          f"({sum(t['stopped_early'] for t in result['trials'])}/{len(result['trials'])} stopped early by ASHA)",
+          flush=True)
+    report("ray tune per-trial", f"{tuned * 1000:.0f}", "ms", f"{loop * 1000:.0f}", "ms loop", tuned / loop,
+           "reported", True)
+
+
+def bench_ml(report):
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        feast, table, days = bench_online(report, home)
+        bench_materialize(report, feast, table, days)
+    bench_tune(report)
