@@ -18,7 +18,7 @@ from dagster import ConfigurableResource
 
 
 class RayResource(ConfigurableResource):
-    address: str | None = None
+    address: str | None = None  # None or "local": start Ray in this process; else a cluster address
     num_cpus: int = 2
     temp_dir: str = "/tmp/platformq-ray"
 
@@ -27,14 +27,15 @@ class RayResource(ConfigurableResource):
         """ray.init for the length of a block; shut down after (nothing leaks into the next step)."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        if self.address is None:
+        local = self.address in (None, "", "local")
+        if local:  # single node on loopback (Ray binds the machine's address otherwise)
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         import ray
 
         os.makedirs(self.temp_dir, exist_ok=True)
         already = ray.is_initialized()
         if not already:
-            if self.address:
+            if not local:
                 ray.init(address=self.address, log_to_driver=False)
             else:
                 ray.init(num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,

@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     feast_registry_uri: str | None = None  # postgresql+psycopg://... (SQL registry) in production
     feast_redis_url: str | None = None  # redis://host:6379/0 in production (Feast's "host:port,db=0" is derived)
     feast_offline_store: Literal["file", "spark", "trino"] = "file"
-    ray_address: str | None = None  # ray://head:10001 or head:6379 in production; None starts Ray in process
+    # ray://head:10001 or head:6379 in production; unset (local profile) or "local" (an explicit
+    # production choice) starts a single-node Ray inside the step process.
+    ray_address: str | None = None
     ray_num_cpus: int = 2
     spark_master: str | None = None  # spark://master:7077 in production; local[2] locally
     # Promotion gate: the challenger must beat the champion by this much on the holdout.

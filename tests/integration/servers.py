@@ -70,3 +70,103 @@ def postgres_database():
         con = admin()  # a fresh connection: the test may have restarted the server
         con.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         con.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not open 127.0.0.1:{port} in {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A private Redis (Debian redis-server, installed by test-services.sh) on a free loopback port."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make services` (infra/scripts/test-services.sh)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--protected-mode", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc, "redis-server", 20)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: str, s3_endpoint: str, workdir: Path):
+    """`mlflow server` with a Postgres backend and artifacts proxied to S3 (moto), on loopback."""
+    import os
+
+    port = free_port()
+    env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=s3_endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_DEFAULT_REGION="us-east-1", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    log = open(workdir / "mlflow-server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1", "--backend-store-uri", backend_uri,
+                             "--artifacts-destination", artifacts, "--serve-artifacts"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        _wait_port(port, proc, "mlflow server", 120)
+        import httpx
+
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def spark_standalone(workdir: Path):
+    """A Spark standalone master and one worker from the scripts inside the pyspark wheel."""
+    import os
+
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    port = free_port()
+    env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(workdir / "logs"),
+               SPARK_PID_DIR=str(workdir / "pids"), SPARK_WORKER_DIR=str(workdir / "work"),
+               PYSPARK_PYTHON=sys.executable)
+    daemon = str(home / "sbin" / "spark-daemon.sh")
+    master = f"spark://127.0.0.1:{port}"
+    subprocess.run(["bash", daemon, "start", "org.apache.spark.deploy.master.Master", "1", "--host", "127.0.0.1",
+                    "--port", str(port), "--webui-port", str(free_port())], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["bash", daemon, "start", "org.apache.spark.deploy.worker.Worker", "1", master, "--host",
+                    "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port", str(free_port())], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            logs = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob("*Worker*.out"))
+            if "Successfully registered with master" in logs:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the Spark worker did not register with the master")
+        yield master
+    finally:
+        for cls in ("org.apache.spark.deploy.worker.Worker", "org.apache.spark.deploy.master.Master"):
+            subprocess.run(["bash", daemon, "stop", cls, "1"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)

@@ -1,0 +1,43 @@
+"""A Ray head and a worker started with `ray start` run the platform's Tune search (production path).
+
+Ray binds the machine's network address for multi-node clusters, so the cluster, the driver and
+everything else live in a private network namespace that only has loopback (`unshare -n`):
+nothing listens outside 127.0.0.1 and nothing outside the test can reach it.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = r"""
+set -euo pipefail
+ip link set lo up
+export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONPATH={root}
+RAY={bin}/ray
+cleanup() {{ $RAY stop --force >/dev/null 2>&1 || true; }}
+trap cleanup EXIT
+$RAY start --head --node-ip-address=127.0.0.1 --port=6380 --num-cpus=1 --include-dashboard=false \
+    --temp-dir={raytmp} --disable-usage-stats >/dev/null
+$RAY start --address=127.0.0.1:6380 --node-ip-address=127.0.0.1 --num-cpus=1 --disable-usage-stats >/dev/null
+{python} {root}/tests/production/ray_cluster_driver.py 127.0.0.1:6380 {tmp}/tune
+"""
+
+
+def test_tune_search_runs_on_a_two_node_ray_cluster(tmp_path):
+    import tempfile
+
+    raytmp = tempfile.mkdtemp(prefix="pqray-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    script = SCRIPT.format(root=ROOT, bin=str(ROOT / ".venv" / "bin"), tmp=tmp_path, raytmp=raytmp,
+                           python=sys.executable)
+    done = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == 2 and result["addresses"] == ["127.0.0.1"]
+    assert result["cpus"] == 2.0 and result["nodes_used"] == 2  # work landed on both nodes
+    assert result["trials"] == 4 and 0.5 < result["best_score"] <= 1.0
