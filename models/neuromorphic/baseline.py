@@ -14,7 +14,7 @@ def flatten(features: np.ndarray) -> np.ndarray:
     return np.concatenate([features.reshape(len(features), -1), features.sum(-1), features.max(-1)], axis=1)
 
 
-def train_mlp(features: np.ndarray, labels: np.ndarray, seed: int = 0, positive_share: float = 0.3):
+def train_mlp(features: np.ndarray, labels: np.ndarray, seed: int = 0, positive_share: float = 0.08):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

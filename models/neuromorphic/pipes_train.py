@@ -26,6 +26,10 @@ def main() -> None:
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
         days = [load_npz(path) for path in extras["train_files"]]
+        encodings = {d["spikes"].shape[1:] for d in days}
+        if len(encodings) > 1:
+            raise ValueError(f"the training days were encoded differently (channels, steps): {sorted(encodings)}; "
+                             "re-materialise their spike trains with one encoding config")
         spikes = np.concatenate([d["spikes"] for d in days])
         features = np.concatenate([d["features"] for d in days])
         labels = np.concatenate([d["label"] for d in days])

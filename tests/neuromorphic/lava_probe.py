@@ -29,7 +29,8 @@ def windows(n: int, seed: int, channels: int = 8, steps: int = 10):
 def main() -> None:
     train_x, train_f, train_y = windows(600, 1)
     test_x, test_f, test_y = windows(200, 2)
-    net, history = network.train(train_x, train_y, hidden=12, epochs=int(sys.argv[1]), lr=0.05, seed=0)
+    net, history = network.train(train_x, train_y, hidden=12, epochs=int(sys.argv[1]), lr=0.05, seed=0,
+                                 positive_share=0.3)  # 20 % of these windows are anomalous
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.h5"
         net.export_hdf5(path)
@@ -40,7 +41,7 @@ def main() -> None:
         except RuntimeError as error:
             hardware_error = str(error)
     slayer = network.run_slayer(net, test_x, pad=2)
-    mlp = baseline.train_mlp(train_f, train_y)
+    mlp = baseline.train_mlp(train_f, train_y, positive_share=0.3)
     print(json.dumps({
         "history": history,
         "lava_out_shape": list(lava["out_counts"].shape), "steps": lava["steps"],
