@@ -52,13 +52,18 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
 
+def sample_rate(n: int, batch_size: int) -> float:
+    """The Poisson sampling rate Opacus's make_private uses: 1 / (batches per epoch)."""
+    return 1.0 / steps_per_epoch(n, batch_size)
+
+
 def noise_multiplier_for(spec: DPSpec, n: int, batch_size: int, epochs: int) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
-    sample_rate = min(1.0, batch_size / n)
+    rate = sample_rate(n, batch_size)
     steps = spec.planned_rounds * epochs * steps_per_epoch(n, batch_size)
     return float(get_noise_multiplier(target_epsilon=spec.target_epsilon, target_delta=spec.delta,
-                                      sample_rate=sample_rate, steps=steps, accountant="rdp"))
+                                      sample_rate=rate, steps=steps, accountant="rdp"))
 
 
 def epsilon_after(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -73,7 +78,7 @@ def epsilon_after(history: list[tuple[float, float, int]], delta: float) -> floa
 
 
 def planned_history(history: list, n: int, batch_size: int, epochs: int, noise: float) -> list:
-    return [*history, (noise, min(1.0, batch_size / n), epochs * steps_per_epoch(n, batch_size))]
+    return [*history, (noise, sample_rate(n, batch_size), epochs * steps_per_epoch(n, batch_size))]
 
 
 def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int, *, epochs: int,
