@@ -31,12 +31,13 @@ export DO_NOT_TRACK := 1
 DBT_SOURCES := $(shell find dbt/models dbt/macros dbt/tests -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
 MANIFEST := dbt/target/manifest.json
 
-.PHONY: help setup services demo test test-fast validate ui bench clean distclean lock
+.PHONY: help setup services demo test test-production test-fast validate ui bench clean distclean lock
 
 help:
 	@echo "make demo       set up, simulate a few trading days, build the whole asset graph"
 	@echo "make test       set up and run every test (unit, integration, e2e) + definitions validation"
 	@echo "make test-fast  the quick tests only (no graph materialisation)"
+	@echo "make test-production  the production profile against real servers on loopback"
 	@echo "make ui         Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make bench      benchmarks, each printed as a ratio against a baseline run alongside"
 	@echo "make clean      remove local state (.platformq/, dbt target, landing files)"
@@ -86,9 +87,14 @@ demo: setup
 	$(VENV)/bin/platformq demo $(DEMO_ARGS)
 
 test: setup services
-	$(PY) -m pytest -q --timeout=900 --ignore=tests/services/anchoring $(PYTEST_ARGS)
+	$(PY) -m pytest -q --timeout=900 --ignore=tests/services/anchoring --ignore=tests/production $(PYTEST_ARGS)
 	$(CHAIN_VENV)/bin/python -m pytest -q -o filterwarnings= --timeout=300 tests/services/anchoring
 	$(MAKE) --no-print-directory validate
+
+# The production profile against real servers on loopback: Postgres, Redis, moto (S3), an MLflow
+# tracking server, Spark standalone and a two-node Ray cluster (in its own network namespace).
+test-production: setup services
+	$(PY) -m pytest -q --timeout=1200 tests/production $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" --timeout=300 --ignore=tests/services/anchoring $(PYTEST_ARGS)

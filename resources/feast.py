@@ -118,7 +118,16 @@ class FeastResource(ConfigurableResource):
         return final
 
     # -- materialisation and online reads ---------------------------------
+    def _forget_listings(self) -> None:
+        """fsspec keeps one s3fs instance per process with a cached directory listing: a partition
+        exported since would be missing (or a replaced one stale). Start each read from S3 itself."""
+        if self.offline_root.startswith("s3://"):
+            import s3fs
+
+            s3fs.S3FileSystem.clear_instance_cache()
+
     def materialize(self, start: dt.datetime, end: dt.datetime, views: list[str] | None = None) -> None:
+        self._forget_listings()
         self.store().materialize(start_date=start, end_date=end, feature_views=views)
 
     def feature_service(self, service: str, max_age_s: float = 5.0):
@@ -138,6 +147,7 @@ class FeastResource(ConfigurableResource):
                                                 entity_rows=entity_rows).to_dict()
 
     def historical_features(self, service: str, entity_df):
+        self._forget_listings()
         store = self.store()
         return store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service)).to_df()
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install (Debian packages) and start the production twins that tests use, on loopback only.
-#   test-services.sh up     install if missing, start Postgres, create the platformq role
+#   test-services.sh up     install if missing (Postgres, Redis), start Postgres, create the platformq role
 #   test-services.sh down   stop Postgres
-# moto_server (the S3 endpoint; MinIO cannot be installed here) is started per test
-# session by the tests themselves, on a free 127.0.0.1 port.
+# moto_server (the S3 endpoint; MinIO cannot be installed here), Redis, the MLflow tracking
+# server, Spark standalone and Ray clusters are started per test by the tests themselves, each
+# on a free 127.0.0.1 port (tests/integration/servers.py).
 set -euo pipefail
 
 PG_USER=platformq
@@ -12,10 +13,16 @@ PG_PASSWORD=platformq
 have_postgres() { command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]; }
 
 up() {
-  if ! have_postgres; then
-    echo "installing postgresql (Debian package)"
+  missing=()
+  have_postgres || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    # the package starts a system Redis on 6379: the tests start their own on loopback ports
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+    service redis-server stop >/dev/null 2>&1 || true
   fi
   read -r version cluster _ <<<"$(pg_lsclusters -h | head -n 1)"
   conf="/etc/postgresql/$version/$cluster/postgresql.conf"

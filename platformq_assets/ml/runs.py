@@ -16,11 +16,19 @@ def _run(defs, instance, keys, partition=None, run_config=None) -> dict:
     result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
                                     run_config={**QUIET, **(run_config or {})}, tags={"platformq/trigger": "cli"})
     checks = result.get_asset_check_evaluations()
-    return {"step": ", ".join(sorted({k.path[0] + "/" + k.path[-1] for k in keys}))[:60],
+    errors = [e.event_specific_data.error for e in result.all_events
+              if e.is_step_failure and e.event_specific_data and e.event_specific_data.error]
+    return {"errors": [_root(e) for e in errors],"step": ", ".join(sorted({k.path[0] + "/" + k.path[-1] for k in keys}))[:60],
             "partition": partition or "-", "success": result.success, "run_id": result.run_id,
             "materializations": len(result.get_asset_materialization_events()),
             "checks_passed": sum(c.passed for c in checks),
             "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]}
+
+
+def _root(error) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}"[:2000]
 
 
 def build_ml(days: list[str], defs, instance, trials: int = 6) -> list[dict]:
