@@ -24,6 +24,7 @@ def build_definitions(settings: Settings) -> Definitions:
     from platformq_assets.trust.definitions import trust_definitions
     from resources import build_resources
     from sensors.landing import build_landing_sensor
+    from sensors.lineage import openlineage_events
     from sensors.run_failures import run_failure_alerts
 
     landing_sensor = build_landing_sensor(
@@ -43,7 +44,7 @@ def build_definitions(settings: Settings) -> Definitions:
         Definitions(
             jobs=[venue_daily_job, lake_daily_job, medallion_daily_job, landing_ingest_job],
             schedules=[venue_daily_schedule],
-            sensors=[landing_sensor, run_failure_alerts],
+            sensors=[landing_sensor, run_failure_alerts, openlineage_events],
             resources=build_resources(settings),
             # Locally every step runs in one process (steps re-import the location
             # otherwise: ~3x slower on 2 cores); production runs a pod per step.

@@ -58,6 +58,7 @@ def build_resources(settings: Settings | None = None) -> dict:
     from resources.landing_zone import LandingZoneResource
     from resources.compute import ray_resource, spark_resource
     from resources.feast import feast_resource
+    from resources.lineage import lineage_resource
     from resources.mlflow import mlflow_resource
 
     return {
@@ -76,6 +77,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "feast": feast_resource(settings),
         "ray": ray_resource(settings),
         "spark": spark_resource(settings),
+        "openlineage": lineage_resource(settings),
     }
 
 

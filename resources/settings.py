@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # or one Kubernetes pod per step (dagster-k8s k8s_job_executor; production default).
     executor: Literal["in_process", "multiprocess", "k8s"] | None = None
 
+    # OpenLineage: events go to <home>/openlineage/events.jsonl unless a backend (Marquez) is named.
+    openlineage_url: str | None = None
+    openlineage_api_key: str | None = None
+
     # Failed runs are posted here (JSON) by the run-failure sensor, besides ops.run_failures.
     alert_webhook_url: str | None = None
 

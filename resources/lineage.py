@@ -1,0 +1,49 @@
+"""OpenLineage emission: a JSON-lines file locally, HTTP to Marquez (or any OpenLineage backend)
+in production. Events are built with openlineage-python's typed classes (their validators check
+run ids, event times and facet shapes at construction) and sent through its transports."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+PRODUCER = "https://github.com/platformq/platformq/tree/main/sensors/lineage.py"
+
+
+class OpenLineageResource(ConfigurableResource):
+    namespace: str = "platformq"  # the namespace of our jobs
+    dataset_namespace: str = "iceberg"  # where the tables live (the Iceberg warehouse URI)
+    file_path: str | None = None  # local transport
+    url: str | None = None  # http(s)://marquez:5000 in production
+    endpoint: str = "api/v1/lineage"
+    api_key: str | None = None
+
+    def client(self):
+        from openlineage.client import OpenLineageClient
+
+        if self.url:
+            from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport
+
+            config = HttpConfig(url=self.url, endpoint=self.endpoint, timeout=5.0)
+            if self.api_key:
+                config.auth = ApiKeyTokenProvider({"apiKey": self.api_key})
+            return OpenLineageClient(transport=HttpTransport(config))
+        from pathlib import Path
+
+        from openlineage.client.transport.file import FileConfig, FileTransport
+
+        Path(self.file_path).parent.mkdir(parents=True, exist_ok=True)
+        return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=self.file_path, append=True)))
+
+    def emit(self, events: list) -> int:
+        client = self.client()
+        for event in events:
+            client.emit(event)
+        return len(events)
+
+
+def lineage_resource(settings) -> OpenLineageResource:
+    if settings.openlineage_url:
+        return OpenLineageResource(url=settings.openlineage_url, api_key=settings.openlineage_api_key,
+                                   dataset_namespace=settings.effective_warehouse)
+    return OpenLineageResource(file_path=str(settings.home / "openlineage" / "events.jsonl"),
+                               dataset_namespace=settings.effective_warehouse)
