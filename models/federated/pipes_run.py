@@ -114,7 +114,6 @@ def main() -> None:
                for k, v in summary.items() if v is not None},
             "round_metrics": {"raw_value": rounds_markdown(history), "type": "md"},
             "rounds_json": {"raw_value": [{k: v for k, v in r.items() if k != "clients"} for r in done], "type": "json"},
-            "output_dir": history["output_dir"],
         })
         pipes.report_asset_check(
             CHECK_NAME, passed=fed[metric] >= central[metric] - tolerance, severity="WARN",

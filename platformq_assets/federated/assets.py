@@ -11,6 +11,7 @@ registered as ``challenger``; the registry records last contact and spent ε.
 
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -113,15 +114,20 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
             extras={"config": run_config, "participants": len(tenants), "superlink": settings.flower_superlink or "",
                     "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
         results = list(invocation.get_results())
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     finally:
-        import shutil
-
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
     output = workdir / "output"
-    history = json.loads((output / "history.json").read_text())
-    summary = json.loads((output / "summary.json").read_text())
-    version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
+    try:
+        history = json.loads((output / "history.json").read_text())
+        summary = json.loads((output / "summary.json").read_text())
+        version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
+    finally:
+        # the tenants' exported examples and the run's files do not outlive it (the model is in MLflow)
+        shutil.rmtree(workdir, ignore_errors=True)
     registry.record_run(lake, rows, history)
     extra = {"mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
              "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "examples_per_tenant": counts}

@@ -84,5 +84,6 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
         assert rows[tenant]["epsilon_spent"] == pytest.approx(meta["epsilon_spent"][tenant])
         assert rows[tenant]["last_seen"] is not None and rows[tenant]["rounds_joined"] == 2
     assert rows[third]["epsilon_spent"] == 0.0 and rows[third]["rounds_joined"] == 0
+    assert not list(settings.home.glob("federated-*"))  # the tenants' exported examples are gone
     ray = sys.modules.get("ray")  # the federation ran in its own process: no Ray state here
     assert ray is None or not ray.is_initialized()
