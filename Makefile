@@ -14,6 +14,7 @@ LAVA_PY310 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.10.13/bin/python"
 PLATFORMQ_CACHE ?= $(HOME)/.cache/platformq
 LAVA_ENV := $(PLATFORMQ_CACHE)/venv-lava-$(shell sha256sum requirements/lava.txt | cut -c1-12)
 LAVA_VENV := .venv-lava
+AIRFLOW_ENV := $(PLATFORMQ_CACHE)/venv-airflow-$(shell sha256sum requirements/airflow.txt | cut -c1-12)
 
 export PLATFORMQ_HOME ?= $(CURDIR)/.platformq
 export DAGSTER_HOME ?= $(PLATFORMQ_HOME)
@@ -69,6 +70,15 @@ $(STAMPS)/venv-lava: $(STAMPS)/uv requirements/lava.txt
 	ln -sfn $(LAVA_ENV) $(LAVA_VENV)
 	@touch $@
 
+# A real Airflow 3 for the Airflow integration test (test-production only), cached like the lava env.
+$(STAMPS)/venv-airflow: $(STAMPS)/uv requirements/airflow.txt
+	@if [ ! -f $(AIRFLOW_ENV)/.complete ]; then \
+	  rm -rf $(AIRFLOW_ENV) && uv venv --quiet --python $(PYTHON_VERSION) $(AIRFLOW_ENV) && \
+	  UV_LINK_MODE=hardlink uv pip sync --quiet --python $(AIRFLOW_ENV)/bin/python requirements/airflow.txt && \
+	  touch $(AIRFLOW_ENV)/.complete; fi
+	ln -sfn $(AIRFLOW_ENV) .venv-airflow
+	@touch $@
+
 $(MANIFEST): $(STAMPS)/venv $(DBT_SOURCES)
 	cd dbt && ../$(VENV)/bin/dbt parse --profiles-dir . --quiet
 	@touch $@
@@ -93,7 +103,7 @@ test: setup services
 
 # The production profile against real servers on loopback: Postgres, Redis, moto (S3), an MLflow
 # tracking server, Spark standalone and a two-node Ray cluster (in its own network namespace).
-test-production: setup services
+test-production: setup services $(STAMPS)/venv-airflow
 	$(PY) -m pytest -q --timeout=1200 tests/production $(PYTEST_ARGS)
 
 test-fast: setup
@@ -113,9 +123,10 @@ clean:
 	rm -rf .platformq dbt/target dbt/logs data/landing .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) $(STAMPS)
+	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) .venv-airflow $(STAMPS)
 
 lock: $(STAMPS)/uv
 	UV_FIND_LINKS="$(PIP_FIND_LINKS)" uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt
 	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/dev.in -o requirements/dev.txt
 	uv pip compile --quiet --python-version 3.10 requirements/lava.in -o requirements/lava.txt
+	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/airflow.in -o requirements/airflow.txt

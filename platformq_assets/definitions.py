@@ -51,10 +51,21 @@ def build_definitions(settings: Settings) -> Definitions:
             executor=select_executor(settings.effective_executor),
         ),
     )
+    if settings.airflow_url and settings.airflow_dags:
+        merged = Definitions.merge(merged, airflow_definitions(settings))
     # Global policy, applied once: every asset carries the profile it was built under.
     return merged.map_resolved_asset_specs(
         func=lambda spec: spec.merge_attributes(tags={"platformq/profile": settings.profile}),
     )
+
+
+def airflow_definitions(settings: Settings) -> Definitions:
+    from resources.airflow import airflow_resource
+    from sensors.airflow import airflow_dag_specs, build_airflow_sensor
+
+    dags = list(settings.airflow_dags)
+    return Definitions(assets=airflow_dag_specs(dags), sensors=[build_airflow_sensor(dags)],
+                       resources={"airflow": airflow_resource(settings)})
 
 
 def select_executor(name: str):

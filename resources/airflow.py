@@ -1,0 +1,117 @@
+"""Airflow as a Dagster resource, through apache-airflow-client (REST API v2, Airflow 3).
+
+Teams keep existing DAGs: ``trigger_and_wait`` starts a DAG run (with a conf), polls it to a final
+state and returns it; ``finished_runs`` lists runs that ended after a time, which the Airflow sensor
+turns into observations of the DAG's external asset. Authentication: a JWT from ``/auth/token``
+(username and password) or a token given directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+FINAL_STATES = ("success", "failed")
+
+
+class AirflowError(Exception):
+    pass
+
+
+class AirflowResource(ConfigurableResource):
+    base_url: str  # http(s)://airflow-api-server:8080
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    timeout_s: float = 30.0
+
+    _token: Any = PrivateAttr(default=None)
+
+    def _access_token(self) -> str | None:
+        if self.token:
+            return self.token
+        if self._token is None and self.username:
+            import httpx
+
+            response = httpx.post(f"{self.base_url.rstrip('/')}/auth/token", timeout=self.timeout_s,
+                                  json={"username": self.username, "password": self.password or ""})
+            if response.status_code >= 300:
+                raise AirflowError(f"Airflow refused the credentials of {self.username!r}: HTTP {response.status_code}")
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def _client(self):
+        import airflow_client.client as airflow
+
+        config = airflow.Configuration(host=self.base_url.rstrip("/"), access_token=self._access_token())
+        return airflow.ApiClient(config)
+
+    def unpause(self, dag_id: str) -> None:
+        import airflow_client.client as airflow
+        from airflow_client.client.api.dag_api import DAGApi
+
+        with self._client() as client:
+            DAGApi(client).patch_dag(dag_id, airflow.DAGPatchBody(is_paused=False))
+
+    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
+        import airflow_client.client as airflow
+        from airflow_client.client.api.dag_run_api import DagRunApi
+        from airflow_client.client.exceptions import ApiException
+
+        body = airflow.TriggerDAGRunPostBody(conf=conf or {}, dag_run_id=run_id, logical_date=None)
+        with self._client() as client:
+            try:
+                return DagRunApi(client).trigger_dag_run(dag_id, body).dag_run_id
+            except ApiException as exc:
+                raise AirflowError(f"Airflow refused to trigger {dag_id}: HTTP {exc.status} {exc.reason}") from None
+
+    def state(self, dag_id: str, run_id: str) -> dict:
+        from airflow_client.client.api.dag_run_api import DagRunApi
+
+        with self._client() as client:
+            run = DagRunApi(client).get_dag_run(dag_id, run_id)
+        return _run_dict(run)
+
+    def trigger_and_wait(self, dag_id: str, conf: dict | None = None, run_id: str | None = None,
+                         timeout_s: float = 600.0, poll_s: float = 2.0) -> dict:
+        """Trigger a run and return its final state; raise AirflowError when it does not finish in time."""
+        run_id = self.trigger(dag_id, conf, run_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.state(dag_id, run_id)
+            if run["state"] in FINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AirflowError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def finished_runs(self, dag_id: str, ended_after: str | None = None, limit: int = 100) -> list[dict]:
+        """Runs of ``dag_id`` that reached a final state after ``ended_after`` (ISO time), oldest first."""
+        import datetime as dt
+
+        from airflow_client.client.api.dag_run_api import DagRunApi
+
+        kwargs = {"state": list(FINAL_STATES), "order_by": ["end_date"], "limit": limit}
+        if ended_after:
+            kwargs["end_date_gt"] = dt.datetime.fromisoformat(ended_after)
+        with self._client() as client:
+            runs = DagRunApi(client).get_dag_runs(dag_id, **kwargs).dag_runs
+        return [_run_dict(r) for r in runs]
+
+
+def _run_dict(run) -> dict:
+    state = getattr(run.state, "value", run.state)
+    return {"dag_id": run.dag_id, "run_id": run.dag_run_id, "state": str(state),
+            "start_date": run.start_date.isoformat() if run.start_date else None,
+            "end_date": run.end_date.isoformat() if run.end_date else None,
+            "conf": run.conf or {}}
+
+
+def airflow_resource(settings) -> AirflowResource | None:
+    if not settings.airflow_url:
+        return None
+    return AirflowResource(base_url=settings.airflow_url, username=settings.airflow_username,
+                           password=settings.airflow_password, token=settings.airflow_token)

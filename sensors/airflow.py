@@ -1,0 +1,47 @@
+"""Existing Airflow DAGs in the asset graph: each configured DAG is an external asset
+(``airflow/<dag_id>``) and every finished DAG run becomes an observation of it (run id, state,
+start and end, conf). The cursor keeps, per DAG, the end time of the last run observed."""
+
+import json
+
+from dagster import AssetKey, AssetObservation, AssetSpec, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from resources.airflow import AirflowResource
+
+
+def dag_asset_key(dag_id: str) -> AssetKey:
+    return AssetKey(["airflow", dag_id])
+
+
+def airflow_dag_specs(dag_ids: list[str]) -> list[AssetSpec]:
+    return [AssetSpec(dag_asset_key(d), group_name="airflow", kinds={"airflow"}, owners=["team:data-platform"],
+                      description=f"The Airflow DAG {d}: observed from its runs (not materialised by Dagster).")
+            for d in dag_ids]
+
+
+def build_airflow_sensor(dag_ids: list[str]):
+    @sensor(name="airflow_dag_runs", minimum_interval_seconds=60, asset_selection=[dag_asset_key(d) for d in dag_ids],
+            description="Observes finished runs of the configured Airflow DAGs (PLATFORMQ_AIRFLOW_DAGS).")
+    def airflow_dag_runs(context: SensorEvaluationContext, airflow: AirflowResource):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        observations = []
+        for dag_id in dag_ids:
+            state = cursor.get(dag_id, {})
+            seen = set(state.get("seen", []))
+            runs = [r for r in airflow.finished_runs(dag_id, ended_after=state.get("after")) if r["run_id"] not in seen]
+            for run in runs:
+                observations.append(AssetObservation(
+                    asset_key=dag_asset_key(dag_id),
+                    metadata={"airflow/run_id": run["run_id"], "airflow/state": run["state"],
+                              "airflow/start_date": run["start_date"] or "", "airflow/end_date": run["end_date"] or "",
+                              "airflow/conf": run["conf"]}))
+            if runs:
+                last = runs[-1]["end_date"]
+                # the API filters end_date strictly after `after`: also remember the runs ending exactly then
+                same = {r["run_id"] for r in runs if r["end_date"] == last}
+                cursor[dag_id] = {"after": last, "seen": sorted(same | (seen if last == state.get("after") else set()))}
+        if not observations:
+            return SkipReason("no finished Airflow DAG runs since the last check")
+        return SensorResult(asset_events=observations, cursor=json.dumps(cursor))
+
+    return airflow_dag_runs
