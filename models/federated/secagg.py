@@ -129,7 +129,7 @@ def run(config: dict, num_participants: int, *, num_cpus: int = 2) -> dict:
 
     from models.federated.simulation import prepare_environment
 
-    prepare_environment()
+    created = prepare_environment()
     cfg = FederatedConfig.from_mapping(config)
     run_config = cfg.to_run_config()
     run_simulation(server_app=make_server_app(run_config), client_app=make_client_app(run_config),
@@ -137,6 +137,10 @@ def run(config: dict, num_participants: int, *, num_cpus: int = 2) -> dict:
                    backend_config={"init_args": {"num_cpus": num_cpus, "include_dashboard": False,
                                                  "log_to_driver": False},
                                    "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0}})
+    if created:
+        import shutil
+
+        shutil.rmtree(created, ignore_errors=True)
     return json.loads((Path(cfg.output_dir) / "history.json").read_text())
 
 

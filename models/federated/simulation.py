@@ -22,17 +22,32 @@ LOOPBACK_ENV = {
 }
 
 
-def prepare_environment(tmp_root: str | None = None) -> None:
+def prepare_environment(tmp_root: str | None = None) -> str | None:
+    """Loopback-only Ray settings; returns the RAY_TMPDIR it created (the caller removes it), if any."""
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
     if "RAY_TMPDIR" not in os.environ:
+        # short path: Ray's unix socket names must fit in 108 bytes
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=tmp_root or "/tmp")
+        return os.environ["RAY_TMPDIR"]
+    return None
 
 
 def run(config: dict, num_participants: int, *, num_cpus: int = 2, client_cpus: float = 1.0,
         client_app=None) -> dict:
     """Run a whole federation; returns the history the ServerApp wrote (plus where it wrote it)."""
-    prepare_environment()
+    created = prepare_environment()
+    try:
+        return _run(config, num_participants, num_cpus=num_cpus, client_cpus=client_cpus, client_app=client_app)
+    finally:
+        if created:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)
+            del os.environ["RAY_TMPDIR"]
+
+
+def _run(config: dict, num_participants: int, *, num_cpus: int, client_cpus: float, client_app) -> dict:
     from flwr.simulation import run_simulation
 
     from models.federated.client_app import app as default_client_app

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,10 +18,13 @@ def test_secagg_plus_aggregates_masked_updates_into_a_better_model(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     config = {"strategy": "fedprox", "proximal-mu": 0.01, "num-rounds": 1, "lr": 0.5, "local-epochs": 3,
               "min-participants": 3, "output-dir": str(out)}
-    proc = subprocess.run([sys.executable, "-m", "models.federated.secagg", "--config", json.dumps(config),
-                           "--participants", "3"], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp,
-                               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "models.federated.secagg", "--config", json.dumps(config),
+                               "--participants", "3"], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp,
+                                   "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
     # all four SecAgg+ stages ran and the server got only the unmasked sum
