@@ -7,6 +7,7 @@
     order placement over HTTP  POST /v1/orders on loopback vs a bare no-op FastAPI endpoint   target >= 0.5
     credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
     governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
+    lakehouse prod vs local    one day of medallion_daily on Postgres + S3 (moto) vs SQLite + files      (reported)
     online prediction (ML)     POST /v1/models/{name}/predict p99 over HTTP vs Feast + model in process  <= 2.0, 5 ms
     feature materialisation    Feast materialize rows/s vs the same rows inserted straight into SQLite   (reported)
     ray tune per-trial         per-trial time under Ray Tune vs the same trial function in a loop        (reported)
@@ -289,11 +290,11 @@ def bench_governance():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine", "http", "credentials",
-                                                      "governance", "neuromorphic", "ml", "federated"])
+                                                      "governance", "neuromorphic", "ml", "federated", "profiles"])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    chosen = args.only or ["engine", "http", "credentials", "governance", "bronze", "load", "growth", "ml", "neuromorphic",
+    chosen = args.only or ["engine", "http", "credentials", "governance", "bronze", "load", "growth", "profiles", "ml", "neuromorphic",
                            "federated"]
     print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if "engine" in chosen:
@@ -310,6 +311,10 @@ def main():
         bench_load()
     if "growth" in chosen:
         bench_growth(args.history_days)
+    if "profiles" in chosen:
+        from tests.bench.profiles import bench_profiles
+
+        bench_profiles(report)
     if "ml" in chosen:
         from tests.bench.ml import bench_ml
 
