@@ -248,13 +248,17 @@ def demo(days: int, scale: float, end) -> None:
     else:
         click.echo("  landing: nothing new (already ingested)")
 
-    from platformq_assets.ml.runs import build_ml
+    from platformq_assets.ml.runs import build_federated, build_ml, build_neuromorphic
 
-    ml_reports = build_ml(day_list, defs, instance)
+    ml_reports = (build_ml(day_list, defs, instance) + build_federated(defs, instance)
+                  + build_neuromorphic(day_list, defs, instance))
     for r in ml_reports:
         failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
-        click.echo(f"  ml {r['step']} [{r['partition']}]: {'ok' if r['success'] else 'FAILED'}, "
-                   f"{r['materializations']} assets, {r['checks_passed']} checks passed{failed}")
+        status = "ok" if r["success"] else ("gated (a challenger did not pass promotion)" if r.get("gated")
+                                            else "FAILED")
+        note = f" ({r['note']})" if r.get("note") else ""
+        click.echo(f"  {r['step']} [{r['partition']}]: {status}, "
+                   f"{r['materializations']} assets, {r['checks_passed']} checks passed{failed}{note}")
 
     lake = lake_resource(settings)
     rows = [(t, lake.describe(t)["rows"]) for t in lake.list_tables()]
@@ -264,7 +268,8 @@ def demo(days: int, scale: float, end) -> None:
     click.echo(f"checks: {passed} passed, {failed} failed; {time.perf_counter() - started:.0f}s in all")
     click.echo("Next: `make ui` and open http://127.0.0.1:3000 (Assets -> Global asset lineage), or try\n"
                "  platformq query \"select * from gold.trader_leaderboard order by pnl_rank limit 5\"")
-    ok = all(r["success"] for r in reports + ml_reports) and landing["success"]
+    ok = (all(r["success"] for r in reports) and all(r["success"] or r.get("gated") for r in ml_reports)
+          and landing["success"])
     if not ok:
         sys.exit(1)
 
