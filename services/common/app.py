@@ -122,8 +122,10 @@ class ServiceContext:
         bearer_scheme = HTTPBearer(auto_error=False)
         key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
 
-        def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-                       api_key: str | None = Depends(key_scheme)) -> Principal:
+        # async: pure CPU work (a hash lookup or one signature check), so it runs on the event loop
+        # instead of costing a thread-pool hop on every request
+        async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+                             api_key: str | None = Depends(key_scheme)) -> Principal:
             principal = self.authenticate(request, bearer, api_key)
             if not principal.can(permission):
                 raise Problem(403, "Forbidden", f"this endpoint needs the '{permission}' permission",

@@ -68,6 +68,7 @@ class ModelScorer:
         from threadpoolctl import ThreadpoolController
 
         self._threads = ThreadpoolController()
+        self._assignments = None
 
     def _version(self, model: str, alias: str) -> str | None:
         now = self.clock()
@@ -127,8 +128,9 @@ class ModelScorer:
             for r in results:
                 self.counts[(model, r["variant"])] = self.counts.get((model, r["variant"]), 0) + 1
             if self.assignments_path:
-                with self.assignments_path.open("a") as handle:
-                    for r in results:
-                        handle.write(json.dumps({"ts": now, "model": model, "tenant": tenant, "entity": str(r["entity"]),
-                                                 "variant": r["variant"], "model_version": r["model_version"],
-                                                 "score": r["score"]}) + "\n")
+                if self._assignments is None:  # kept open: one open() per request costs more than the write
+                    self._assignments = self.assignments_path.open("a", buffering=1)  # line-buffered
+                for r in results:
+                    self._assignments.write(json.dumps({
+                        "ts": now, "model": model, "tenant": tenant, "entity": str(r["entity"]), "variant": r["variant"],
+                        "model_version": r["model_version"], "score": r["score"]}) + "\n")
