@@ -57,7 +57,9 @@ def _number(value) -> bool:
     return value is not None and value == value  # not None, not NaN
 
 
-def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
+def feature_objects(offline_root: str, s3_endpoint: str | None = None, offline_store: str = "file") -> list:
+    """``offline_store``: "file" (Feast's file/dask store reads the Parquet exports) or "spark" (Feast's
+    Spark offline store runs the point-in-time joins on the Spark cluster over the same files)."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.on_demand_feature_view import on_demand_feature_view
     from feast.types import Float64, String
@@ -67,10 +69,19 @@ def feature_objects(offline_root: str, s3_endpoint: str | None = None) -> list:
                         description="A listed instrument on the platformQ venue.")
     account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.INT64,
                      description="A trading account (belongs to one tenant).")
-    instrument_source = FileSource(name="instrument_intervals_source", path=f"{root}/instrument_intervals",
-                                   timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
-    account_source = FileSource(name="account_activity_source", path=f"{root}/account_activity",
-                                timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
+    if offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        spark_root = root.replace("s3://", "s3a://", 1)
+        instrument_source = SparkSource(name="instrument_intervals_source", path=f"{spark_root}/instrument_intervals",
+                                        file_format="parquet", timestamp_field="event_ts")
+        account_source = SparkSource(name="account_activity_source", path=f"{spark_root}/account_activity",
+                                     file_format="parquet", timestamp_field="event_ts")
+    else:
+        instrument_source = FileSource(name="instrument_intervals_source", path=f"{root}/instrument_intervals",
+                                       timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
+        account_source = FileSource(name="account_activity_source", path=f"{root}/account_activity",
+                                    timestamp_field="event_ts", s3_endpoint_override=s3_endpoint)
     instrument_view = FeatureView(
         name=INSTRUMENT_VIEW, entities=[instrument], ttl=dt.timedelta(minutes=30), online=True,
         schema=[Field(name=f, dtype=Float64) for f in [*INSTRUMENT_FEATURES, "close", AS_OF]],

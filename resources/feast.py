@@ -30,6 +30,8 @@ class FeastResource(ConfigurableResource):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    offline_store: str = "file"  # "file" (Parquet through Feast's file store) or "spark"
+    spark_conf: dict[str, str] = {}
 
     _store: Any = PrivateAttr(default=None)
     _services: dict = PrivateAttr(default_factory=dict)
@@ -47,10 +49,16 @@ class FeastResource(ConfigurableResource):
             from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
             online = SqliteOnlineStoreConfig(path=self.online_path)
+        if self.offline_store == "spark":
+            from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
+
+            offline = SparkOfflineStoreConfig(spark_conf=self.spark_conf)
+        else:
+            offline = DaskOfflineStoreConfig()
         return RepoConfig(
             project=self.project, provider="local",
             registry=SqlRegistryConfig(registry_type="sql", path=self.registry_uri, cache_ttl_seconds=5),
-            online_store=online, offline_store=DaskOfflineStoreConfig(), entity_key_serialization_version=3,
+            online_store=online, offline_store=offline, entity_key_serialization_version=3,
         )
 
     def store(self):
@@ -72,7 +80,7 @@ class FeastResource(ConfigurableResource):
     def objects(self) -> list:
         from features.repo import feature_objects
 
-        return feature_objects(self.offline_root, self.s3_endpoint)
+        return feature_objects(self.offline_root, self.s3_endpoint, self.offline_store)
 
     def apply(self) -> dict:
         """Apply the repository; return its fingerprint and what changed."""
@@ -170,13 +178,19 @@ def redis_connection_string(url: str) -> str:
 
 
 def feast_resource(settings) -> FeastResource:
+    spark = {}
+    if settings.feast_offline_store == "spark":
+        from resources.compute import spark_resource
+
+        spark = spark_resource(settings).spark_config
     if settings.is_local:
         home = settings.home / "feast"
         return FeastResource(registry_uri=f"sqlite:///{home / 'registry.db'}", online_store="sqlite",
                              online_path=str(home / "online.db"), offline_root=str(home / "offline"),
-                             repo_path=str(settings.feature_repo_dir))
+                             repo_path=str(settings.feature_repo_dir), offline_store=settings.feast_offline_store,
+                             spark_conf=spark)
     return FeastResource(registry_uri=settings.feast_registry_uri, online_store="redis", redis_url=settings.feast_redis_url,
                          offline_root=f"s3://{settings.object_store_bucket}/feast/offline",
                          repo_path=str(settings.feature_repo_dir), s3_endpoint=settings.s3_endpoint,
                          s3_access_key=settings.s3_access_key, s3_secret_key=settings.s3_secret_key,
-                         s3_region=settings.s3_region)
+                         s3_region=settings.s3_region, offline_store=settings.feast_offline_store, spark_conf=spark)

@@ -109,7 +109,9 @@ class Settings(BaseSettings):
     mlflow_artifact_location: str | None = None  # only for experiments this platform creates locally
     feast_registry_uri: str | None = None  # postgresql+psycopg://... (SQL registry) in production
     feast_redis_url: str | None = None  # redis://host:6379/0 in production (Feast's "host:port,db=0" is derived)
-    feast_offline_store: Literal["file", "spark", "trino"] = "file"
+    # where point-in-time joins run: Feast's file store over the Parquet exports, or its Spark store
+    # on PLATFORMQ_SPARK_MASTER (s3:// exports are read as s3a://: the cluster needs hadoop-aws)
+    feast_offline_store: Literal["file", "spark"] = "file"
     # ray://head:10001 or head:6379 in production; unset (local profile) or "local" (an explicit
     # production choice) starts a single-node Ray inside the step process.
     ray_address: str | None = None

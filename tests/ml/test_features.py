@@ -149,3 +149,44 @@ def test_psi_and_ks_separate_shifted_from_resampled_data():
     assert all(v["severity"] == "error" and v["ks"] > 0.3 and v["ks_pvalue"] < 1e-6 for v in loud.values())
     assert psi(np.ones(100), np.ones(50)) == pytest.approx(0.0, abs=1e-6)
     assert psi(np.ones(100), np.full(50, 2.0)) > 0.25  # a constant feature that moved is drift
+
+
+@pytest.mark.slow
+def test_spark_offline_store_gives_the_same_point_in_time_join(settings, tmp_path):
+    """PLATFORMQ_FEAST_OFFLINE_STORE=spark: Feast's Spark offline store (local[2] here, the cluster in
+    production) joins the same exports to the same training rows as the file store."""
+    import pandas as pd
+
+    from platformq_assets.ml.features import _with_as_of
+    from resources.compute import spark_resource
+    from resources.feast import FeastResource, feast_resource
+
+    table = _with_as_of(instrument_features(bars()))
+    frame = table.to_pandas().dropna(subset=["label_up"])
+    entity = pd.DataFrame({"instrument": frame.instrument.values,
+                           "event_timestamp": (frame.event_ts + pd.Timedelta(seconds=90)).values})
+    entity["event_timestamp"] = pd.to_datetime(entity["event_timestamp"], utc=True)
+    results = {}
+    for kind in ("file", "spark"):
+        base = feast_resource(settings)
+        feast = FeastResource(registry_uri=f"sqlite:///{tmp_path / kind}-registry.db",
+                              online_path=str(tmp_path / f"{kind}-online.db"), offline_root=base.offline_root,
+                              repo_path=base.repo_path, offline_store=kind,
+                              spark_conf=spark_resource(settings).spark_config if kind == "spark" else {})
+        for day in ("2024-03-01", "2024-03-04"):
+            feast.export_partition("instrument_intervals", day,
+                                   table.filter(pa.compute.equal(table["partition_date"], day)))
+        feast.apply()
+        joined = feast.historical_features("price_direction_v1", entity.copy())
+        columns = ["instrument", "event_timestamp", "as_of_epoch", "ret_1", "volume_6", "risk_adjusted_return"]
+        results[kind] = (joined[columns].assign(event_timestamp=lambda f: pd.to_datetime(f.event_timestamp, utc=True))
+                         .sort_values(["instrument", "event_timestamp"]).reset_index(drop=True))
+    spark_store = results["spark"]
+    assert len(spark_store) == len(results["file"]) > 50
+    assert (spark_store["as_of_epoch"] <= spark_store["event_timestamp"].map(lambda t: t.timestamp())).all()
+    pd.testing.assert_frame_equal(spark_store, results["file"], check_dtype=False, check_exact=False, rtol=1e-9)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
