@@ -143,7 +143,7 @@ def tune_trainable(config: dict, split_ref=None) -> None:
 
 def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = None, experiment: str | None = None,
            parent_run_id: str | None = None, time_budget_s: float | None = None, storage_path: str | None = None,
-           seed: int = 7) -> dict:
+           seed: int = 7, max_failures: int = 2) -> dict:
     """Budgeted AutoML over the families with ASHA early stopping; every trial goes to MLflow."""
     import ray
     from ray import tune
@@ -166,16 +166,22 @@ def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = Non
             scheduler=ASHAScheduler(max_t=MAX_ITERATIONS, grace_period=2, reduction_factor=2),
             search_alg=BasicVariantGenerator(random_state=seed),
         ),
-        run_config=tune.RunConfig(name="platformq_search", storage_path=storage_path, callbacks=callbacks, verbose=0),
+        # a trial whose node dies (worker lost, pre-empted) is retried elsewhere instead of failing the search
+        run_config=tune.RunConfig(name="platformq_search", storage_path=storage_path, callbacks=callbacks, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
     results = tuner.fit()
     best = results.get_best_result(metric=METRIC, mode="max", scope="last")
     trials = []
+    errors = [str(r.error).splitlines()[0][:300] for r in results if r.error is not None]
+    if errors and len(errors) == len(results):
+        raise RuntimeError(f"every trial failed; first error: {errors[0]}")
     for result in results:
-        if result.metrics is None:
+        if result.metrics is None or result.error is not None:
             continue
         trials.append({"family": result.config["family"], METRIC: result.metrics.get(METRIC),
                        "iterations": result.metrics.get("training_iteration"),
                        "stopped_early": (result.metrics.get("training_iteration") or 0) < MAX_ITERATIONS})
     return {"best_config": {k: v for k, v in best.config.items()}, "best_score": float(best.metrics[METRIC]),
-            "best_iterations": int(best.metrics.get("training_iteration") or MAX_ITERATIONS), "trials": trials}
+            "best_iterations": int(best.metrics.get("training_iteration") or MAX_ITERATIONS), "trials": trials,
+            "failed_trials": errors}

@@ -60,6 +60,7 @@ class SparkResource(ConfigurableResource):
     imports pyspark, which the code location must not pay for at load."""
 
     spark_config: dict[str, str]
+    job_timeout_s: float = 1800.0  # a step's Spark jobs are cancelled after this long
 
     def session(self):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -67,6 +68,35 @@ class SparkResource(ConfigurableResource):
         from dagster_pyspark import LazyPySparkResource
 
         return LazyPySparkResource(spark_config=self.spark_config).spark_session
+
+    @contextlib.contextmanager
+    def deadline(self, session) -> Iterator[None]:
+        """Cancel this step's Spark jobs after ``job_timeout_s``. A standalone cluster whose workers are
+        gone does not fail a job, it waits for executors forever; this turns that into a clean failure."""
+        import threading
+        import uuid
+
+        context = session.sparkContext
+        group = f"platformq-{uuid.uuid4().hex[:12]}"
+        context.setJobGroup(group, "platformq asset step", interruptOnCancel=True)
+        fired = threading.Event()
+
+        def cancel():
+            fired.set()
+            context.cancelJobGroup(group)
+
+        timer = threading.Timer(self.job_timeout_s, cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except Exception as exc:
+            if fired.is_set():
+                raise TimeoutError(f"Spark jobs on {context.master} did not finish in {self.job_timeout_s:.0f} s "
+                                   "and were cancelled (are the cluster's workers up?)") from exc
+            raise
+        finally:
+            timer.cancel()
 
     def stop(self) -> None:
         from pyspark.sql import SparkSession
@@ -89,4 +119,4 @@ def spark_resource(settings) -> SparkResource:
     if settings.is_local:
         config["spark.driver.host"] = "127.0.0.1"
         config["spark.driver.bindAddress"] = "127.0.0.1"
-    return SparkResource(spark_config=config)
+    return SparkResource(spark_config=config, job_timeout_s=settings.spark_job_timeout_s)

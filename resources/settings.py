@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_num_cpus: int = 2
     spark_master: str | None = None  # spark://master:7077 in production; local[2] locally
+    spark_job_timeout_s: float = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     promotion_min_improvement: float = 0.0
     promotion_min_metric: float = 0.5

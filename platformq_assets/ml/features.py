@@ -142,7 +142,8 @@ def instrument_intervals_history(context: AssetExecutionContext, lake: LakeResou
     session = spark.session()
     master = session.sparkContext.master
     try:
-        table = _with_as_of(instrument_features(bars, spark=session))
+        with spark.deadline(session):
+            table = _with_as_of(instrument_features(bars, spark=session))
     finally:
         spark.stop()  # the JVM would otherwise outlive the step in the in-process executor
     # one atomic full rebuild (unpartitioned: a single snapshot replaces the whole history)

@@ -136,37 +136,75 @@ def mlflow_server(backend_uri: str, artifacts: str, s3_endpoint: str, workdir: P
         log.close()
 
 
-@contextlib.contextmanager
-def spark_standalone(workdir: Path):
+class SparkCluster:
     """A Spark standalone master and one worker from the scripts inside the pyspark wheel."""
+
+    def __init__(self, workdir: Path):
+        import os
+
+        import pyspark
+
+        self.home = Path(pyspark.__file__).parent
+        self.workdir = workdir
+        self.port = free_port()
+        self.master = f"spark://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, SPARK_HOME=str(self.home), SPARK_LOCAL_IP="127.0.0.1",
+                        SPARK_LOG_DIR=str(workdir / "logs"), SPARK_PID_DIR=str(workdir / "pids"),
+                        SPARK_WORKER_DIR=str(workdir / "work"), PYSPARK_PYTHON=sys.executable)
+        self.daemon = str(self.home / "sbin" / "spark-daemon.sh")
+        self.workers_started = 0
+
+    def _daemon(self, *args) -> None:
+        subprocess.run(["bash", self.daemon, *args], env=self.env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def start_master(self) -> None:
+        self._daemon("start", "org.apache.spark.deploy.master.Master", "1", "--host", "127.0.0.1",
+                     "--port", str(self.port), "--webui-port", str(free_port()))
+
+    def start_worker(self, timeout: float = 90.0) -> None:
+        self.workers_started += 1
+        self._daemon("start", "org.apache.spark.deploy.worker.Worker", "1", self.master, "--host", "127.0.0.1",
+                     "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            # spark-daemon rotates a restarted worker's log to .out.1: count registrations across all of them
+            logs = "".join(p.read_text(errors="replace") for p in (self.workdir / "logs").glob("*Worker*.out*"))
+            if logs.count("Successfully registered with master") >= self.workers_started:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the Spark worker did not register with the master")
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker JVM (and with it its executors): a lost machine, not a clean stop."""
+        import signal
+
+        [pid_file] = (self.workdir / "pids").glob("*Worker*.pid")
+        pid = int(pid_file.read_text().strip())
+        subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
+        os_kill(pid, signal.SIGKILL)
+        pid_file.unlink()
+
+    def stop(self) -> None:
+        for cls in ("org.apache.spark.deploy.worker.Worker", "org.apache.spark.deploy.master.Master"):
+            subprocess.run(["bash", self.daemon, "stop", cls, "1"], env=self.env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+
+def os_kill(pid: int, sig) -> None:
     import os
 
-    import pyspark
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
-    home = Path(pyspark.__file__).parent
-    port = free_port()
-    env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(workdir / "logs"),
-               SPARK_PID_DIR=str(workdir / "pids"), SPARK_WORKER_DIR=str(workdir / "work"),
-               PYSPARK_PYTHON=sys.executable)
-    daemon = str(home / "sbin" / "spark-daemon.sh")
-    master = f"spark://127.0.0.1:{port}"
-    subprocess.run(["bash", daemon, "start", "org.apache.spark.deploy.master.Master", "1", "--host", "127.0.0.1",
-                    "--port", str(port), "--webui-port", str(free_port())], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["bash", daemon, "start", "org.apache.spark.deploy.worker.Worker", "1", master, "--host",
-                    "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port", str(free_port())], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+
+@contextlib.contextmanager
+def spark_standalone(workdir: Path):
+    """A running SparkCluster (master + one registered worker), stopped on exit."""
+    cluster = SparkCluster(workdir)
+    cluster.start_master()
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            logs = "".join(p.read_text(errors="replace") for p in (workdir / "logs").glob("*Worker*.out"))
-            if "Successfully registered with master" in logs:
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the Spark worker did not register with the master")
-        yield master
+        cluster.start_worker()
+        yield cluster
     finally:
-        for cls in ("org.apache.spark.deploy.worker.Worker", "org.apache.spark.deploy.master.Master"):
-            subprocess.run(["bash", daemon, "stop", cls, "1"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+        cluster.stop()

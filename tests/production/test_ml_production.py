@@ -52,13 +52,14 @@ def production(platform_home, monkeypatch, tmp_path):
                 "PLATFORMQ_FEAST_REGISTRY_URI": PG_DSN.format(db=registry),
                 "PLATFORMQ_FEAST_REDIS_URL": redis,
                 "PLATFORMQ_RAY_ADDRESS": "local",
-                "PLATFORMQ_SPARK_MASTER": spark,
+                "PLATFORMQ_SPARK_MASTER": spark.master,
                 "PLATFORMQ_EXECUTOR": "in_process",
             }
             for key, value in env.items():
                 monkeypatch.setenv(key, value)
             load_settings.cache_clear()
-            yield {"settings": load_settings(), "s3": s3, "registry_db": registry, "redis": redis, "spark": spark}
+            yield {"settings": load_settings(), "s3": s3, "registry_db": registry, "redis": redis,
+                   "spark": spark.master}
             load_settings.cache_clear()
 
 
