@@ -28,6 +28,7 @@ class RayResource(ConfigurableResource):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         local = self.address in (None, "", "local")
+        guard = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         if local:  # single node on loopback (Ray binds the machine's address otherwise)
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         import ray
@@ -45,6 +46,11 @@ class RayResource(ConfigurableResource):
         finally:
             if not already:
                 ray.shutdown()
+            if local:  # leave the environment as it was (child processes started later inherit it)
+                if guard is None:
+                    os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+                else:
+                    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = guard
 
 
 def ray_resource(settings) -> RayResource:

@@ -19,6 +19,7 @@ SCRIPT = r"""
 set -euo pipefail
 ip link set lo up
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONPATH={root}
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER  # the single-node guard: this namespace is where multi-node is safe
 RAY={bin}/ray
 cleanup() {{ $RAY stop --force >/dev/null 2>&1 || true; }}
 trap cleanup EXIT
@@ -47,6 +48,7 @@ KILL_SCRIPT = r"""
 set -euo pipefail
 ip link set lo up
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONPATH={root}
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER  # the single-node guard: this namespace is where multi-node is safe
 RAY={bin}/ray
 cleanup() {{ $RAY stop --force >/dev/null 2>&1 || true; }}
 trap cleanup EXIT
