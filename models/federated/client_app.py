@@ -8,8 +8,9 @@ Handlers (Message API):
 * ``evaluate`` – accuracy and loss on the participant's local held-out split.
 
 Data settings come from the node's config (``--node-config`` on a SuperNode: partition-id,
-num-partitions, optionally dataset and data-dir: a tenant's node names its own data) and
-otherwise from the config the server sends.
+num-partitions, optionally dataset, data-dir and participant: a tenant's node names its own data,
+by its tenant id in the npz manifest when ``participant`` is given) and otherwise from the config
+the server sends.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ STATE_ACCOUNTANT = "dp-accountant"
 
 
 def partition_of(context: Context) -> tuple[int, int]:
+    if "participant" in context.node_config and "partition-id" not in context.node_config:
+        return -1, 0  # an npz node that names its tenant: its file is found in the manifest by name
     return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
 
 
 @functools.lru_cache(maxsize=8)
 def _split(dataset: str, partition_id: int, num_partitions: int, data_dir: str, partitioning: str,
-           alpha: float, seed: int) -> datasets.Split:
+           alpha: float, seed: int, participant: str) -> datasets.Split:
     return datasets.load_split(dataset, partition_id, num_partitions, data_dir=data_dir,
-                               partitioning=partitioning, alpha=alpha, seed=seed)
+                               partitioning=partitioning, alpha=alpha, seed=seed, participant=participant)
 
 
 def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
@@ -46,7 +49,8 @@ def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
     data_dir = str(context.node_config.get("data-dir", config.get("data-dir", "")))
     dataset = str(context.node_config.get("dataset", config["dataset"]))
     return _split(dataset, pid, n, data_dir, str(config.get("partitioning", "iid")),
-                  float(config.get("alpha", 0.3)), int(config.get("seed", 0)))
+                  float(config.get("alpha", 0.3)), int(config.get("seed", 0)),
+                  str(context.node_config.get("participant", "")))
 
 
 def _model(config: ConfigRecord, arrays: ArrayRecord):

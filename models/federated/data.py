@@ -91,9 +91,17 @@ def write_participant_files(data_dir: Path, splits: list[Split], num_classes: in
         "num_classes": int(num_classes)}))
 
 
-def npz_partition(data_dir: str, partition_id: int) -> Split:
+def npz_partition(data_dir: str, partition_id: int, participant: str = "") -> Split:
+    """A participant's file, found by its name in the manifest when given (a tenant's node names
+    itself, so enrolling another tenant never shifts it onto someone else's file), else by index."""
     folder = Path(data_dir)
     names = json.loads((folder / "manifest.json").read_text())["participants"]
+    if participant:
+        if participant not in names:
+            raise ValueError(f"participant {participant!r} has no file in {data_dir} (manifest: {names})")
+        partition_id = names.index(participant)
+    elif not 0 <= partition_id < len(names):
+        raise ValueError(f"partition {partition_id} not in {data_dir} ({len(names)} participants)")
     with np.load(folder / f"{partition_id}.npz") as arrays:
         return Split(names[partition_id], arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64),
                      arrays["x_test"].astype(np.float32), arrays["y_test"].astype(np.int64))
@@ -107,11 +115,11 @@ def npz_pooled_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_split(dataset: str, partition_id: int, num_partitions: int, *, data_dir: str = "",
-               partitioning: str = "iid", alpha: float = 0.3, seed: int = 0) -> Split:
+               partitioning: str = "iid", alpha: float = 0.3, seed: int = 0, participant: str = "") -> Split:
     if dataset == "digits":
         return digits_partition(partition_id, num_partitions, partitioning, alpha, seed)
     if dataset == "npz":
-        return npz_partition(data_dir, partition_id)
+        return npz_partition(data_dir, partition_id, participant)
     raise ValueError(f"unknown dataset {dataset!r} (digits | npz)")
 
 

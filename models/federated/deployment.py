@@ -110,7 +110,8 @@ class LoopbackFederation:
     num_nodes: int
     ports: dict = field(default_factory=dict)
     processes: list = field(default_factory=list)
-    node_config: dict = field(default_factory=dict)
+    node_config: dict = field(default_factory=dict)  # given to every node
+    node_configs: list = field(default_factory=list)  # node i also gets node_configs[i] (e.g. its participant)
 
     @property
     def control_address(self) -> str:
@@ -130,7 +131,10 @@ class LoopbackFederation:
         self._wait_for_port(self.ports["fleet"])
         self._wait_for_port(self.ports["control"])
         for i in range(self.num_nodes):
-            items = {"partition-id": i, "num-partitions": self.num_nodes, **self.node_config}
+            own = self.node_configs[i] if i < len(self.node_configs) else {}
+            # a node that names its participant (a tenant's node) finds its file by name, not by index
+            index = {} if "participant" in own else {"partition-id": i, "num-partitions": self.num_nodes}
+            items = {**index, **self.node_config, **own}
             node_config = " ".join(f"{k}={_toml_value(v)}" for k, v in items.items())
             self._spawn([_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.ports['fleet']}",
                          "--clientappio-api-address", f"127.0.0.1:{free_port()}", "--node-config", node_config],

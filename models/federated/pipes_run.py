@@ -106,6 +106,8 @@ def main() -> None:
             "rejected_updates": sum(len(r.get("rejected", [])) for r in done),
             "failed_participants": sum(len(r.get("failed", [])) for r in done),
             "seconds": history["seconds"],
+            "engine": "superlink" if extras.get("superlink") else "simulation",
+            "flower_run_id": str(history["run_id"]) if "run_id" in history else None,
         }
         (__import__("pathlib").Path(history["output_dir"]) / "summary.json").write_text(
             json.dumps({**summary, "comparison": comparison}, default=float))

@@ -49,6 +49,10 @@ class FederatedRunConfig(Config):
     lr: float = 0.03  # class weights up to 50x make larger steps oscillate
     proximal_mu: float = 0.01
     seed: int = 0
+    # Where the tenants' files are written. With a SuperLink: the data-dir the tenants' SuperNodes name in
+    # --node-config (with participant="<tenant>"). Unset: a temporary directory. Either way the files are
+    # removed after the run.
+    export_dir: str | None = None
 
 
 def subprocess_env(ray_tmp: str) -> dict:
@@ -90,12 +94,20 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
 
     workdir = Path(tempfile.mkdtemp(prefix="federated-", dir=settings.home))
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
-    counts = write_tenant_files(examples, tenants, workdir / "data", seed=config.seed)
+    data_dir = Path(config.export_dir) if config.export_dir else workdir / "data"
+
+    def remove_exports() -> None:
+        # the tenants' exported examples and the run's files do not outlive it (the model is in MLflow)
+        shutil.rmtree(workdir, ignore_errors=True)
+        for name in [f"{i}.npz" for i in range(len(tenants))] + ["manifest.json"]:
+            (data_dir / name).unlink(missing_ok=True)
+
+    counts = write_tenant_files(examples, tenants, data_dir, seed=config.seed)
     run_config = {
         "strategy": config.strategy or settings.federated_strategy,
         "num-rounds": config.rounds or settings.federated_rounds,
         "min-participants": settings.federated_min_participants,
-        "dataset": "npz", "data-dir": str(workdir / "data"), "output-dir": str(workdir / "output"),
+        "dataset": "npz", "data-dir": str(data_dir), "output-dir": str(workdir / "output"),
         "hidden": 16, "balanced-loss": True, "batch-size": 64, "lr": config.lr, "local-epochs": config.local_epochs,
         "proximal-mu": config.proximal_mu, "seed": config.seed,
         "dp": config.dp or settings.federated_dp,
@@ -115,7 +127,7 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
                     "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
         results = list(invocation.get_results())
     except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_exports()
         raise
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -126,8 +138,7 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         summary = json.loads((output / "summary.json").read_text())
         version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
     finally:
-        # the tenants' exported examples and the run's files do not outlive it (the model is in MLflow)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_exports()
     registry.record_run(lake, rows, history)
     extra = {"mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
              "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "examples_per_tenant": counts}
@@ -164,7 +175,7 @@ def log_and_register(context, mlflow: MlflowResource, output: Path, history: dic
         mlflow_lib.log_metrics({f"centralised_{k}": v for k, v in comparison["centralised"].items()})
         mlflow_lib.log_dict({"history": history, "examples_per_tenant": counts, "features": list(features)},
                             "federated_history.json")
-        with np.load(output.parent / "data" / "0.npz") as first_tenant:
+        with np.load(Path(run_config["data-dir"]) / "0.npz") as first_tenant:
             example = first_tenant["x_test"][:5].astype(np.float32)
         info = mlflow_pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch"])
     version = mlflow.register(info.model_uri, f"federated_{MODEL}", tags={

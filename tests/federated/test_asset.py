@@ -87,3 +87,61 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
     assert not list(settings.home.glob("federated-*"))  # the tenants' exported examples are gone
     ray = sys.modules.get("ray")  # the federation ran in its own process: no Ray state here
     assert ray is None or not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_the_asset_trains_through_a_superlink_with_one_supernode_per_tenant(settings, lake, tmp_path, monkeypatch):
+    """PLATFORMQ_FLOWER_SUPERLINK set: the asset submits the ServerApp with ``flwr run``; each tenant's
+    SuperNode names its data in --node-config (data-dir and its tenant id)."""
+    from models.federated.deployment import LoopbackFederation
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.federated import participants as registry
+    from resources.mlflow import mlflow_resource
+    from resources.settings import load_settings
+
+    tenants = seed_lake(lake)
+    first, second, third = tenants
+    cli("enrol", "--all")
+    cli("suspend", third, "--reason", "audit in progress")
+    export = tmp_path / "tenant-data"
+    # each node names its tenant, no partition index (started in reverse order, which must not matter)
+    federation = LoopbackFederation(tmp_path / "federation", num_nodes=3,
+                                    node_config={"dataset": "npz", "data-dir": str(export)},
+                                    node_configs=[{"participant": t} for t in reversed(tenants)])
+    with federation:
+        monkeypatch.setenv("PLATFORMQ_FLOWER_SUPERLINK", federation.control_address)
+        load_settings.cache_clear()
+        assert load_settings().flower_superlink == federation.control_address
+        defs = build_definitions(load_settings())
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+        result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
+            **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
+                "rounds": 2, "strategy": "fedprox", "dp": "none", "export_dir": str(export)}}}})
+        assert all(p.poll() is None for p, _ in federation.processes)  # the federation outlives the run
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == KEY]
+    meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    assert meta["engine"] == "superlink" and meta["flower_run_id"]
+    assert meta["strategy"] == "fedprox" and meta["rounds"] == 2 and meta["rounds_skipped"] == 0
+    assert meta["tenants"] == tenants and meta["suspended"] == [third]
+    assert meta["participants"] == tenants  # every node said which tenant it is
+    assert [r["round"] for r in meta["rounds_json"]] == [1, 2]
+    for r in meta["rounds_json"]:  # the suspended tenant's SuperNode is connected but never sampled
+        assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
+        assert r["failed"] == [] and r["rejected"] == []
+        assert r["train_loss"] > 0 and 0 < r["eval_accuracy"] <= 1 and r["evaluated"] == 2
+    assert "| 2 | 2 |" in meta["round_metrics"]
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "matches_centralised_baseline"
+
+    version = mlflow_resource(settings).version_for("federated_order_anomaly", "challenger")
+    assert version is not None and str(version.version) == meta["model_version"]
+    assert version.tags["training"] == "federated" and version.tags["strategy"] == "fedprox"
+    assert version.tags["participants"] == ",".join(tenants)
+
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    for tenant in (first, second):
+        assert rows[tenant]["last_seen"] is not None and rows[tenant]["rounds_joined"] == 2
+    assert rows[third]["rounds_joined"] == 0
+    assert not list(export.iterdir())  # the tenants' exported examples are gone
+    assert not list(settings.home.glob("federated-*"))

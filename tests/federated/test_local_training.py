@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from models.federated.config import FederatedConfig
-from models.federated.data import dirichlet_partition, digits_partition, digits_train_test, iid_partition
+from models.federated.data import (
+    dirichlet_partition,
+    digits_partition,
+    digits_train_test,
+    iid_partition,
+    npz_partition,
+    write_participant_files,
+)
 from models.federated.model import build_model, to_numpy
 from models.federated.strategies import screen_update
 from models.federated.training import DPSpec, epsilon_after, noise_multiplier_for, planned_history, train_local
@@ -86,6 +93,21 @@ def test_dirichlet_split_is_skewed_and_iid_is_not():
         return np.mean([0.5 * np.abs(np.bincount(y[p], minlength=10) / len(p) - pool).sum() for p in parts])
 
     assert mean_tv(skewed) > 0.3 > 0.1 > mean_tv(iid)
+
+
+def test_a_node_that_names_its_participant_reads_that_participants_file(tmp_path):
+    import dataclasses
+
+    splits = [dataclasses.replace(digits_partition(i, 3, "iid", 0.3, 0), participant=f"t-{i}") for i in range(3)]
+    write_participant_files(tmp_path, splits, 10)
+    # the name wins over the index: enrolling another tenant never moves a node onto someone else's file
+    mine = npz_partition(str(tmp_path), -1, participant="t-2")
+    assert mine.participant == "t-2" and np.array_equal(mine.y_train, splits[2].y_train)
+    assert npz_partition(str(tmp_path), 1).participant == "t-1"
+    with pytest.raises(ValueError, match="no file"):
+        npz_partition(str(tmp_path), 0, participant="t-9")
+    with pytest.raises(ValueError, match="not in"):
+        npz_partition(str(tmp_path), -1)
 
 
 def test_config_rejects_central_dp_with_scaffold_and_unknown_strategies():
