@@ -34,6 +34,10 @@ TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
 }
 
+# A commit that loses a race with another writer of the same table is redone on
+# the new snapshot at most this many times in all (see LakeResource._commit).
+COMMIT_ATTEMPTS = 8
+
 
 def _same_iceberg_type(actual: "pa.DataType", target: "pa.DataType") -> bool:
     """True when both Arrow types map to the same Iceberg type (no cast needed)."""
@@ -61,6 +65,12 @@ class LakeResource(ConfigurableResource):
     s3_region: str = "us-east-1"
 
     _catalog: Any = PrivateAttr(default=None)
+    _commit_retries: int = PrivateAttr(default=0)
+
+    @property
+    def commit_retries(self) -> int:
+        """Commits redone after losing a race with another writer (in this process)."""
+        return self._commit_retries
 
     # -- catalog ----------------------------------------------------------
     def catalog_properties(self) -> dict[str, str]:
@@ -124,13 +134,21 @@ class LakeResource(ConfigurableResource):
 
                 if not isinstance(exc, TableAlreadyExistsError):
                     raise
-        table = catalog.load_table(identifier)
-        existing = {f.name for f in table.schema().fields}
-        if any(name not in existing for name in schema.names):
-            with table.update_schema() as update:
-                update.union_by_name(schema)
+        from pyiceberg.exceptions import CommitFailedException
+
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = catalog.load_table(identifier)
-        return table
+            existing = {f.name for f in table.schema().fields}
+            if all(name in existing for name in schema.names):
+                return table
+            try:
+                with table.update_schema() as update:
+                    update.union_by_name(schema)
+            except CommitFailedException:  # another writer evolved it first: look again
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                self._commit_retries += 1
+        return catalog.load_table(identifier)
 
     @staticmethod
     def conform(table: "Table", data: "pa.Table") -> "pa.Table":
@@ -187,27 +205,51 @@ class LakeResource(ConfigurableResource):
         Writing the file with pyarrow and registering it with ``add_files`` is
         ~2x faster than pyiceberg's own writer at 1M rows; the file name is a
         fresh UUID, so the duplicate-file scan (which grows with history) is skipped.
+
+        Concurrency is optimistic, as Iceberg intends. pyiceberg itself re-bases a
+        commit that raced with a writer of *other* rows; when the other writer
+        touched the rows we replace, it refuses (``ValidationException``) and we
+        redo the whole replacement on the new snapshot — the delete re-evaluated
+        there, the same data file added, so the last writer wins and nothing is
+        duplicated — up to ``COMMIT_ATTEMPTS`` times. Dagster pools keep one
+        writing step per table (pipelines/pools.py); this covers every other
+        writer (the CLI, services, a second code location).
         """
+        import random
+        import time
         import uuid
 
         import pyarrow.parquet as pq
+        from pyiceberg.exceptions import CommitFailedException, ValidationException
 
         # conform() builds plain fields: add_files maps columns by name, and the
         # file must not carry Iceberg field ids
         conformed = self.conform(table, data)
-        with table.transaction() as tx:
-            if delete is not None:
-                with warnings.catch_warnings():  # an empty partition is a normal first write
-                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                    tx.delete(delete)
-            if conformed.num_rows:
-                folder = f"{table.location().rstrip('/')}/data"
-                if partition_path:
-                    folder = f"{folder}/{partition_path}"
-                path = f"{folder}/{uuid.uuid4()}.parquet"
-                with table.io.new_output(path).create(overwrite=False) as stream:
-                    pq.write_table(conformed, stream, compression="snappy")
-                tx.add_files([path], check_duplicate_files=False)
+        path = None
+        if conformed.num_rows:
+            folder = f"{table.location().rstrip('/')}/data"
+            if partition_path:
+                folder = f"{folder}/{partition_path}"
+            path = f"{folder}/{uuid.uuid4()}.parquet"
+            with table.io.new_output(path).create(overwrite=False) as stream:
+                pq.write_table(conformed, stream, compression="snappy")
+        identifier = ".".join(table.name()[-2:])
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with table.transaction() as tx:
+                    if delete is not None:
+                        with warnings.catch_warnings():  # an empty partition is a normal first write
+                            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                            tx.delete(delete)
+                    if path is not None:
+                        tx.add_files([path], check_duplicate_files=False)
+                break
+            except (CommitFailedException, ValidationException):
+                if attempt == COMMIT_ATTEMPTS:
+                    raise  # the table keeps its last committed snapshot; the unreferenced file is an orphan
+                self._commit_retries += 1
+                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+                table = self.load_table(identifier)
         return self.write_metadata(table, data.num_rows)
 
     def write_metadata(self, table: "Table", rows_written: int) -> dict:
