@@ -22,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.pools import cli_run_tags
+
 # In-process runs log to the console at WARNING: the CLI prints its own summary.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -44,7 +46,12 @@ def _instance():
             project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
             config.write_text(project_config.read_text() if project_config.exists() else "")
         os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    from pipelines.pools import free_abandoned_slots
+
+    instance = DagsterInstance.get()
+    for run_id in free_abandoned_slots(instance):
+        click.echo(f"Run {run_id} died without finishing: marked failed, its pool slots released.", err=True)
+    return instance
 
 
 def _definitions():
@@ -147,7 +154,7 @@ def run_landing_pass(instance=None, defs=None) -> dict:
     result = job.execute_in_process(
         run_config={**QUIET, "ops": {"landing_ingest": {"config": {"files": pending}}}},
         instance=instance or _instance(),
-        tags={"platformq/trigger": "cli"},
+        tags=cli_run_tags(),
         raise_on_error=False,
     )
     checks = result.get_asset_check_evaluations()
@@ -177,7 +184,7 @@ def materialise_days(days: list[str], instance=None, defs=None, run_config: dict
     for day in days:
         started = time.perf_counter()
         result = job.execute_in_process(partition_key=day, instance=instance, run_config={**QUIET, **(run_config or {})},
-                                        tags={"platformq/trigger": "cli"}, raise_on_error=False)
+                                        tags=cli_run_tags(), raise_on_error=False)
         checks = result.get_asset_check_evaluations()
         reports.append({
             "partition": day, "success": result.success, "run_id": result.run_id,

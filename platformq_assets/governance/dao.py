@@ -15,6 +15,7 @@ import time
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from resources.lake import LakeResource
 from resources.services import ServiceClientResource
 
@@ -34,6 +35,7 @@ def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set
 
 @asset(
     key=DAO_OUTCOMES,
+    pool=table_pool(".".join(DAO_OUTCOMES.path)),
     deps=[AssetKey(["gold", "trader_leaderboard"])],
     partitions_def=daily_partitions,
     group_name="governance",

@@ -25,6 +25,7 @@ from dagster import (
     multi_asset,
 )
 
+from pipelines.pools import group_pool
 from platformq_assets.lake import landing_reader
 from platformq_assets.quality.profiling import profile_metadata
 from resources.lake import LakeResource
@@ -173,6 +174,7 @@ def build_landing_assets(sources: list[str]):
 
     @multi_asset(
         name="landing_ingest",
+        pool=group_pool("bronze.landing"),  # the landing tables, quarantine and ledger
         specs=[
             *[AssetSpec(key, description=f"Rows ingested from data/landing/{source}/ (CSV, JSON lines, Parquet).",
                         group_name="landing", kinds={"iceberg", "python"}, owners=["team:lake"],

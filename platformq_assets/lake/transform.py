@@ -35,6 +35,7 @@ from dagster import (
 
 from pipelines.automation import derived_asset_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import group_pool
 from platformq_assets.quality.profiling import profile_metadata
 from resources.dbt import DbtRunnerResource
 from resources.lake import LakeResource
@@ -123,6 +124,7 @@ def build_dbt_assets(manifest_path: Path):
 
     @multi_asset(
         name="dbt_lake",
+        pool=group_pool("dbt"),  # the silver and gold models
         specs=specs,
         check_specs=[spec for _, spec in checks],
         partitions_def=daily_partitions,

@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN, daily_partitions
+from pipelines.pools import group_pool
 from platformq_assets.quality import table_checks
 from platformq_assets.quality.profiling import profile_metadata
 from resources.lake import LakeResource
@@ -189,6 +190,7 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
 
 @multi_asset(
     name="venue_session",
+    pool=group_pool("bronze.venue"),  # every table it writes is its own
     specs=[
         AssetSpec(key, description=description, group_name="bronze", kinds={"iceberg", "python"},
                   owners=["team:lake"], tags={"layer": "bronze", "source": "venue"})

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from platformq_assets.quality.profiling import profile_metadata
 from resources.lake import LakeResource
 from resources.services import ServiceClientResource
@@ -39,6 +40,7 @@ def gpu_hour_prices(day: dt.date, seed: int) -> tuple[float, float]:
 
 @asset(
     key=FUTURES_MARGIN,
+    pool=table_pool(".".join(FUTURES_MARGIN.path)),
     deps=[AssetKey(["bronze", "accounts"])],
     partitions_def=daily_partitions,
     group_name="markets",

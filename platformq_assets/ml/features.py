@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from platformq_assets.quality.profiling import profile_metadata
 from resources.compute import SparkResource
 from resources.feast import FeastResource
@@ -61,7 +62,7 @@ def _nonempty_check(key: AssetKey, rows: int, labelled: int) -> AssetCheckResult
                             metadata={"rows": rows, "labelled_rows": labelled})
 
 
-@asset(key=INSTRUMENT_FEATURES_KEY, deps=[AssetKey(["gold", "ohlcv_bars"])], partitions_def=daily_partitions,
+@asset(key=INSTRUMENT_FEATURES_KEY, pool=table_pool(".".join(INSTRUMENT_FEATURES_KEY.path)), deps=[AssetKey(["gold", "ohlcv_bars"])], partitions_def=daily_partitions,
        kinds={"duckdb", "iceberg", "feast"}, **COMMON,
        check_specs=[AssetCheckSpec("has_labelled_rows", asset=INSTRUMENT_FEATURES_KEY,
                                    description="The day produced feature rows with a next-interval label.")],
@@ -82,7 +83,7 @@ def instrument_intervals(context: AssetExecutionContext, lake: LakeResource, fea
                                                                                labelled)])
 
 
-@asset(key=ACCOUNT_FEATURES_KEY,
+@asset(key=ACCOUNT_FEATURES_KEY, pool=table_pool(".".join(ACCOUNT_FEATURES_KEY.path)),
        deps=[AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["bronze", "accounts"])],
        partitions_def=daily_partitions, kinds={"duckdb", "iceberg", "feast"}, **COMMON,
        check_specs=[AssetCheckSpec("has_labelled_rows", asset=ACCOUNT_FEATURES_KEY,
@@ -128,7 +129,7 @@ def online_store(context: AssetExecutionContext, feast: FeastResource):
                                        "online_store": feast.online_store})
 
 
-@asset(key=HISTORY_KEY, deps=[AssetKey(["gold", "ohlcv_bars"])], kinds={"spark", "iceberg"}, **COMMON,
+@asset(key=HISTORY_KEY, pool=table_pool("features.instrument_intervals_history"), deps=[AssetKey(["gold", "ohlcv_bars"])], kinds={"spark", "iceberg"}, **COMMON,
        description="The instrument features recomputed over the whole bar history on Spark (local[2] here, "
                    "the cluster in production): a full rebuild that must equal the daily partitions.")
 def instrument_intervals_history(context: AssetExecutionContext, lake: LakeResource, spark: SparkResource):

@@ -30,6 +30,7 @@ from dagster import (
 )
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from resources.compute import RayResource
 from resources.feast import FeastResource
 from resources.lake import LakeResource
@@ -77,7 +78,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
     entity, label, service, table = ENTITY_KEYS[model], LABELS[model], SERVICES[model], TABLES[model]
     features = feature_columns(model)
 
-    @asset(key=k["training_set"], deps=[feature_table_key, AssetKey(["features", "registry"])], group_name="ml",
+    @asset(key=k["training_set"], pool=table_pool(f"ml.{model}_training_set"), deps=[feature_table_key, AssetKey(["features", "registry"])], group_name="ml",
            kinds={"feast", "iceberg"}, **ML,
            check_specs=[AssetCheckSpec("point_in_time_correct", asset=k["training_set"], blocking=True,
                                        description="No feature value is from after its row's event time.")],
@@ -186,7 +187,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         result = mlflow.promote(model, challenger.version, reason=f"{reason} (dagster run {context.run.run_id})")
         return MaterializeResult(metadata={**{k_: v for k_, v in result.items() if v is not None}, "reason": reason})
 
-    @asset(key=k["predictions"], deps=[feature_table_key, k["champion"]], partitions_def=daily_partitions,
+    @asset(key=k["predictions"], pool=table_pool(f"gold.{model}_predictions"), deps=[feature_table_key, k["champion"]], partitions_def=daily_partitions,
            group_name="ml", kinds={"mlflow", "iceberg"}, **ML,
            description=f"Daily batch scores of {model} by the current champion, written to gold.")
     def predictions(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
@@ -214,7 +215,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                                            "model_version": str(champion_version.version),
                                            "positive_rate": float(sum(out["prediction"].to_pylist()) / max(len(out), 1))})
 
-    @asset(key=k["drift"], deps=[k["training_set"], k["predictions"], feature_table_key],
+    @asset(key=k["drift"], pool=table_pool("ml.drift_reports"), deps=[k["training_set"], k["predictions"], feature_table_key],
            partitions_def=daily_partitions, group_name="ml", kinds={"python"}, **ML,
            check_specs=[
                AssetCheckSpec("feature_drift_warn", asset=k["drift"],

@@ -5,6 +5,7 @@ What `platformq demo` (and `platformq ml build`) run; the schedules do the same 
 from dagster import AssetKey
 
 from pipelines.jobs import ML_DAILY_KEYS, ML_TRAINING_KEYS
+from pipelines.pools import cli_run_tags
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 FEATURE_KEYS = ML_DAILY_KEYS[:3]
@@ -15,7 +16,7 @@ SCORING_KEYS = ML_DAILY_KEYS[3:]
 def _run(defs, instance, keys, partition=None, run_config=None) -> dict:
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(keys))
     result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
-                                    run_config={**QUIET, **(run_config or {})}, tags={"platformq/trigger": "cli"})
+                                    run_config={**QUIET, **(run_config or {})}, tags=cli_run_tags())
     checks = result.get_asset_check_evaluations()
     errors = [e.event_specific_data.error for e in result.all_events
               if e.is_step_failure and e.event_specific_data and e.event_specific_data.error]

@@ -33,6 +33,7 @@ from dagster import (
 
 from pipelines.automation import derived_asset_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -177,6 +178,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
 
 @asset(
     key=ANOMALY_SCORES_KEY,
+    pool=table_pool(SCORES_TABLE),
     deps=[SPIKE_TRAINS_KEY, SNN_MODEL_KEY],
     partitions_def=daily_partitions,
     group_name=GROUP,

@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pools import table_pool
 from resources.lake import LakeResource
 from resources.services import ServiceClientResource
 
@@ -57,6 +58,7 @@ def release_credential(asset_key: AssetKey, partition: str, snapshot_id: int | N
 
 @asset(
     key=CREDENTIALS_KEY,
+    pool=table_pool("trust.dataset_credentials"),
     deps=DATASETS,
     partitions_def=daily_partitions,
     group_name="trust",
@@ -107,6 +109,7 @@ def chain_python() -> Path:
 
 @asset(
     key=ANCHORS_KEY,
+    pool=table_pool("trust.credential_anchors"),
     deps=[CREDENTIALS_KEY],
     partitions_def=daily_partitions,
     group_name="trust",
