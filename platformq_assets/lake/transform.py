@@ -159,11 +159,16 @@ def build_dbt_assets(manifest_path: Path):
                 continue
             identifier = manifest.identifier_for(uid)
             metadata = {"dbt/unique_id": uid, "dbt/execution_time_s": round(result.get("execution_time", 0.0), 3)}
+            columns = None
             if dbt.stages_inputs:
                 table = run.read_model(*key.path)
                 written = lake.replace_partition(identifier, table, PARTITION_COLUMN, partition)
                 metadata.update({"table": identifier, "snapshot_id": str(written["snapshot_id"]),
                                  "table_total_rows": written["total_rows"], **profile_metadata(table)})
+                columns = table.column_names
+            lineage = _column_lineage(result, identifier, columns, lake, dbt.target, context.log)
+            if lineage is not None:
+                metadata["dagster/column_lineage"] = lineage
             yield MaterializeResult(asset_key=key, metadata=metadata)
 
         for uid in sorted(selected_checks):
@@ -187,6 +192,29 @@ def build_dbt_assets(manifest_path: Path):
         run.cleanup()
 
     return dbt_lake
+
+
+def _column_lineage(result: dict, identifier: str, columns: list[str] | None, lake: LakeResource, target: str, log):
+    """The model's column lineage from its compiled SQL (None, with a warning, if it cannot be derived:
+    lineage is metadata and never fails a build)."""
+    from platformq_assets.lake.column_lineage import DIALECTS, model_column_lineage
+
+    sql = result.get("compiled_code")
+    if not sql:
+        return None
+
+    def table_columns(schema: str, name: str) -> list[str] | None:
+        relation = f"{schema}.{name}"
+        return [f.name for f in lake.load_table(relation).schema().fields] if lake.table_exists(relation) else None
+
+    try:
+        columns = columns or table_columns(*identifier.split("."))
+        if not columns:
+            return None
+        return model_column_lineage(sql, columns, DIALECTS.get(target, "duckdb"), table_columns)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        log.warning(f"column lineage of {identifier} could not be derived: {type(exc).__name__}: {exc}")
+        return None
 
 
 __all__ = ["DbtManifest", "build_dbt_assets"]

@@ -75,6 +75,19 @@ def test_runs_emit_lineage_that_matches_the_asset_graph(settings):
     fields = {f["name"] for f in silver["facets"]["schema"]["fields"]}
     assert {"trade_id", "price", "quantity", "buy_account_id"} <= fields
     assert complete["run"]["facets"]["parent"]["run"]["runId"] == result.run_id
+    # column lineage from dbt's compiled SQL: in Dagster's metadata and in the OpenLineage facet
+    dbt_models = [e for e in result.get_asset_materialization_events() if "dbt/unique_id" in e.materialization.metadata]
+    assert len(dbt_models) == 3 and all("dagster/column_lineage" in e.materialization.metadata for e in dbt_models)
+    bars = next(e for e in dbt_models if e.asset_key == AssetKey(["gold", "ohlcv_bars"]))
+    deps = bars.materialization.metadata["dagster/column_lineage"].value.deps_by_column
+    assert {(d.asset_key.to_user_string(), d.column_name) for d in deps["vwap"]} == {
+        ("silver/trades", "notional"), ("silver/trades", "quantity")}
+    assert set(deps) == {c.name for c in bars.materialization.metadata["dagster/column_schema"].value.columns}
+    trades_lineage = silver["facets"]["columnLineage"]["fields"]
+    assert {(f["name"], f["field"]) for f in trades_lineage["price"]["inputFields"]} == {("bronze.fills", "price_ticks")}
+    assert {(f["name"], f["field"]) for f in trades_lineage["sell_account_id"]["inputFields"]} == {
+        ("bronze.fills", "account_id")}
+    assert all(f["namespace"] == settings.effective_warehouse for c in trades_lineage.values() for f in c["inputFields"])
     # every materialised asset appears as an output of a COMPLETE event
     materialised = {".".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
     emitted = {o["name"] for e in steps if e["eventType"] == "COMPLETE" for o in e["outputs"]}
