@@ -138,7 +138,8 @@ def tune_trainable(config: dict, split_ref=None) -> None:
     from ray import tune
 
     split = ray.get(split_ref) if isinstance(split_ref, ray.ObjectRef) else split_ref
-    train_iterations(config, split, MAX_ITERATIONS, report=tune.report)
+    node = ray.get_runtime_context().get_node_id()  # where it ran (MLflow skips non-numeric values)
+    train_iterations(config, split, MAX_ITERATIONS, report=lambda metrics: tune.report({**metrics, "node_id": node}))
 
 
 def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = None, experiment: str | None = None,
@@ -181,7 +182,8 @@ def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = Non
             continue
         trials.append({"family": result.config["family"], METRIC: result.metrics.get(METRIC),
                        "iterations": result.metrics.get("training_iteration"),
-                       "stopped_early": (result.metrics.get("training_iteration") or 0) < MAX_ITERATIONS})
+                       "stopped_early": (result.metrics.get("training_iteration") or 0) < MAX_ITERATIONS,
+                       "node_id": result.metrics.get("node_id")})
     return {"best_config": {k: v for k, v in best.config.items()}, "best_score": float(best.metrics[METRIC]),
             "best_iterations": int(best.metrics.get("training_iteration") or MAX_ITERATIONS), "trials": trials,
             "failed_trials": errors}

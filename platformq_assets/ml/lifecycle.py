@@ -152,7 +152,9 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
             "alias": CHALLENGER, "family": best["family"], METRIC: round(val_score, 4),
             "trials": len(result["trials"]), "trials_stopped_early": sum(t["stopped_early"] for t in result["trials"]),
-            "ray": cluster["address"], "feature_service": service,
+            "ray": cluster["address"], "ray_cluster_cpus": float(cluster["resources"].get("CPU", 0)),
+            "ray_nodes_used": len({t["node_id"] for t in result["trials"] if t.get("node_id")}),
+            "feature_service": service,
             "trial_table": MetadataValue.md(_trials_markdown(result["trials"]))})
 
     @asset(key=k["evaluation"], deps=[k["model"]], group_name="ml", kinds={"mlflow"}, **ML,

@@ -56,3 +56,11 @@ def test_killing_the_ray_worker_mid_search_retries_trials_and_a_rerun_succeeds(t
     assert result["alive_after"] == 1
     assert result["first_trials"] == 6  # every trial finished: those on the dead node were retried on the head
     assert result["second_trials"] == 2 and 0.5 < result["best"] <= 1.0
+
+
+def test_the_ml_training_asset_runs_its_search_on_the_cluster(tmp_path):
+    """Dagster materialises ml/price_direction with PLATFORMQ_RAY_ADDRESS set: the trials run on both nodes."""
+    result = run_on_cluster("ray_dagster_driver.py", tmp_path, timeout=580)
+    assert result["address"] == result["ray"] == "127.0.0.1:6380"
+    assert result["ray_cluster_cpus"] == 2.0 and result["ray_nodes_used"] == 2
+    assert result["trials"] == 4 and result["alias"] == "challenger" and result["model_version"] == "1"
