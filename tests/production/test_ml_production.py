@@ -1,5 +1,6 @@
 """The ML graph on the production profile, against real servers on loopback:
 
+* Dagster's run, event-log and schedule storage in Postgres (the production dagster.yaml), pools included;
 * Iceberg catalog, Feast SQL registry and MLflow's backend store in Postgres (three databases);
 * the Iceberg warehouse, the object store, Feast's offline Parquet and MLflow's artifacts in S3 (moto_server);
 * Redis as Feast's online store; an MLflow tracking server (`mlflow server --serve-artifacts`);
@@ -10,7 +11,10 @@ multi-node Ray needs its own network namespace, which tests/production/test_ray_
 """
 
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance
+
+from tests.conftest import ROOT
 
 from tests.integration.helpers import SMALL_VENUE, run_day
 from tests.integration.servers import (
@@ -24,6 +28,7 @@ from tests.integration.servers import (
 )
 
 pytestmark = pytest.mark.slow
+PRODUCTION_INSTANCE = ROOT / "infra" / "dagster.production.yaml"
 DAYS = ("2024-04-01", "2024-04-02")
 LAKE = ["bronze/orders", "bronze/fills", "bronze/reference_prices", "bronze/accounts", "bronze/anomaly_labels",
         "silver/trades", "silver/accounts", "gold/ohlcv_bars", "gold/positions_pnl", "gold/trader_leaderboard"]
@@ -36,7 +41,13 @@ def production(platform_home, monkeypatch, tmp_path):
     (tmp_path / "spark").mkdir()
     (tmp_path / "mlflow").mkdir()
     with moto_s3() as s3, postgres_database() as catalog, postgres_database() as registry, \
-            postgres_database() as tracking, redis_server() as redis:
+            postgres_database() as tracking, postgres_database() as dagster_db, redis_server() as redis:
+        # the production instance's storage and concurrency sections (the K8s run launcher needs a cluster)
+        instance_config = yaml.safe_load(PRODUCTION_INSTANCE.read_text())
+        (platform_home / "dagster.yaml").write_text(yaml.safe_dump(
+            {k: instance_config[k] for k in ("telemetry", "storage", "run_coordinator", "concurrency", "run_retries")}))
+        monkeypatch.setenv("PLATFORMQ_DAGSTER_PG_URL", "postgresql+psycopg2://platformq:platformq@127.0.0.1:5432/"
+                           + dagster_db)
         for bucket in ("lake", "platformq-objects", "mlflow"):
             create_bucket(s3, bucket)
         with mlflow_server(PG_DSN.format(db=tracking), "s3://mlflow/artifacts", s3, tmp_path / "mlflow") as mlflow, \
@@ -59,7 +70,7 @@ def production(platform_home, monkeypatch, tmp_path):
                 monkeypatch.setenv(key, value)
             load_settings.cache_clear()
             yield {"settings": load_settings(), "s3": s3, "registry_db": registry, "redis": redis,
-                   "spark": spark.master}
+                   "spark": spark.master, "dagster_db": dagster_db}
             load_settings.cache_clear()
 
 
@@ -78,10 +89,20 @@ def test_ml_graph_runs_on_the_production_twins(production):
     defs = build_definitions(settings)
     for day in DAYS:
         assert run_day(defs, day, selection=[AssetKey.from_user_string(k) for k in LAKE], run_config=SMALL_VENUE).success
-    reports = build_ml(list(DAYS), defs, DagsterInstance.get(), trials=2)
+    instance = DagsterInstance.get()
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    reports = build_ml(list(DAYS), defs, instance, trials=2)
     for r in reports:
         print("REPORT", r["step"], r["partition"], r["success"], r["errors"])
     assert all(r["success"] for r in reports), [(r["step"], r["partition"], r["errors"]) for r in reports if not r["success"]]
+
+    # Dagster: every run and its events in Postgres; the writing steps took their table's pool slot there
+    engine = sqlalchemy.create_engine(PG_DSN.format(db=production["dagster_db"]))
+    with engine.connect() as con:
+        runs = con.execute(sqlalchemy.text("select count(*) from runs")).scalar()
+        pools = {r[0] for r in con.execute(sqlalchemy.text("select concurrency_key from concurrency_limits"))}
+    assert runs == len(DAYS) + len(reports)
+    assert {"iceberg/bronze.venue", "iceberg/dbt", "iceberg/features.instrument_intervals"} <= pools
 
     # Feast: registry rows in Postgres, offline Parquet in S3, online values in Redis
     engine = sqlalchemy.create_engine(PG_DSN.format(db=production["registry_db"]))
