@@ -72,6 +72,14 @@ def test_helm_values_use_the_k8s_run_launcher_and_external_postgres():
     values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False
+    # the chart renders `concurrency` into the instance: the same limits as the production dagster.yaml
+    instance = yaml.safe_load((ROOT / "infra" / "dagster.production.yaml").read_text())["concurrency"]
+    chart = values["concurrency"]
+    assert chart["pools"] == {"defaultLimit": instance["pools"]["default_limit"],
+                              "granularity": instance["pools"]["granularity"]}
+    assert chart["runs"]["maxConcurrentRuns"] == instance["runs"]["max_concurrent_runs"]
+    assert chart["runs"]["tagConcurrencyLimits"] == instance["runs"]["tag_concurrency_limits"]
+    assert "config" not in values["dagsterDaemon"]["runCoordinator"]  # the chart refuses limits in both places
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "platformq_assets.definitions", "-a", "defs"]
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
