@@ -39,9 +39,10 @@ def partition_of(context: Context) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=8)
 def _split(dataset: str, partition_id: int, num_partitions: int, data_dir: str, partitioning: str,
-           alpha: float, seed: int, participant: str) -> datasets.Split:
+           alpha: float, seed: int, participant: str, validation: bool) -> datasets.Split:
     return datasets.load_split(dataset, partition_id, num_partitions, data_dir=data_dir,
-                               partitioning=partitioning, alpha=alpha, seed=seed, participant=participant)
+                               partitioning=partitioning, alpha=alpha, seed=seed, participant=participant,
+                               validation=validation)
 
 
 def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
@@ -50,7 +51,7 @@ def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
     dataset = str(context.node_config.get("dataset", config["dataset"]))
     return _split(dataset, pid, n, data_dir, str(config.get("partitioning", "iid")),
                   float(config.get("alpha", 0.3)), int(config.get("seed", 0)),
-                  str(context.node_config.get("participant", "")))
+                  str(context.node_config.get("participant", "")), bool(config.get("validation", False)))
 
 
 def _model(config: ConfigRecord, arrays: ArrayRecord):

@@ -33,6 +33,9 @@ class FederatedConfig:
     data_dir: str = ""
     partitioning: str = "iid"  # digits only: iid | dirichlet
     alpha: float = 0.3
+    # digits only: train on 80 % of the training part, the server scores on the other 20 % (for choosing
+    # settings such as FedProx's μ without looking at the test split)
+    validation: bool = False
     # privacy
     dp: str = "none"  # none | client (Opacus DP-SGD on every participant)
     dp_target_epsilon: float = 3.0  # ε the noise is calibrated for over the whole run

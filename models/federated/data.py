@@ -4,7 +4,8 @@
 classes), a fixed stratified 75/25 train/test split; the training part is divided among
 participants either IID or by a Dirichlet(α) draw of each class over participants (the usual
 label-skew recipe for non-IID experiments). Every participant keeps 20 % of its share for
-local evaluation.
+local evaluation. For tuning (``validation``), a stratified 20 % of the training part is held out
+as the server's validation set and only the rest is divided: the test split is never looked at.
 
 ``npz``: the platform writes one ``<partition-id>.npz`` per tenant (X_train, y_train, X_test,
 y_test) and a ``manifest.json`` naming the tenant of each partition; a participant reads only
@@ -42,6 +43,16 @@ def digits_train_test(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return x_tr, y_tr, x_te, y_te
 
 
+@functools.lru_cache(maxsize=1)
+def digits_fit_validation(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The training part of :func:`digits_train_test` split again, 80/20 stratified (for choosing settings)."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, y_tr, _, _ = digits_train_test(seed)
+    x_fit, x_val, y_fit, y_val = train_test_split(x_tr, y_tr, test_size=0.2, random_state=seed, stratify=y_tr)
+    return x_fit, y_fit, x_val, y_val
+
+
 def iid_partition(n: int, num_partitions: int, seed: int) -> list[np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(order, num_partitions)]
@@ -66,8 +77,8 @@ def dirichlet_partition(labels: np.ndarray, num_partitions: int, alpha: float, s
 
 
 def digits_partition(partition_id: int, num_partitions: int, partitioning: str, alpha: float,
-                     seed: int) -> Split:
-    x_tr, y_tr, _, _ = digits_train_test()
+                     seed: int, validation: bool = False) -> Split:
+    x_tr, y_tr, _, _ = digits_fit_validation() if validation else digits_train_test()
     if partitioning == "iid":
         parts = iid_partition(len(y_tr), num_partitions, seed)
     elif partitioning == "dirichlet":
@@ -115,9 +126,10 @@ def npz_pooled_test(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_split(dataset: str, partition_id: int, num_partitions: int, *, data_dir: str = "",
-               partitioning: str = "iid", alpha: float = 0.3, seed: int = 0, participant: str = "") -> Split:
+               partitioning: str = "iid", alpha: float = 0.3, seed: int = 0, participant: str = "",
+               validation: bool = False) -> Split:
     if dataset == "digits":
-        return digits_partition(partition_id, num_partitions, partitioning, alpha, seed)
+        return digits_partition(partition_id, num_partitions, partitioning, alpha, seed, validation)
     if dataset == "npz":
         return npz_partition(data_dir, partition_id, participant)
     raise ValueError(f"unknown dataset {dataset!r} (digits | npz)")

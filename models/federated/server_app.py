@@ -22,7 +22,7 @@ from models.federated.strategies import build_strategy
 
 CLIENT_KEYS = ("dataset", "data-dir", "partitioning", "alpha", "seed", "hidden", "local-epochs", "batch-size", "lr",
                "dp", "dp-target-epsilon", "dp-delta", "dp-max-grad-norm", "num-rounds", "epsilon-budget",
-               "balanced-loss")
+               "balanced-loss", "validation")
 
 
 def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:
@@ -36,7 +36,7 @@ def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:
 
     evaluate_fn = None
     if cfg.dataset == "digits" and cfg.server_test:
-        _, _, x_test, y_test = datasets.digits_train_test()
+        _, _, x_test, y_test = datasets.digits_fit_validation() if cfg.validation else datasets.digits_train_test()
         probe = build_model(num_features, num_classes, cfg.hidden)
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:

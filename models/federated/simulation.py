@@ -79,19 +79,22 @@ def _load_client_app(spec: str, kwargs: dict):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m models.federated.simulation --config '{...}' --participants N``: one run, one process."""
+    """``python -m models.federated.simulation --config '{...}' --participants N``: one run, one process
+    (``--config '[{...}, {...}]'``: several runs one after the other, Ray started and stopped for each)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--config", required=True, help="run config as JSON")
+    parser.add_argument("--config", required=True, help="run config as JSON (a list: one run each)")
     parser.add_argument("--participants", type=int, required=True)
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--client-app", default="", help="module:attr of a ClientApp or a factory returning one")
     parser.add_argument("--client-args", default="{}", help="JSON kwargs for a client-app factory")
     args = parser.parse_args(argv)
     client_app = _load_client_app(args.client_app, json.loads(args.client_args)) if args.client_app else None
-    history = run(json.loads(args.config), args.participants, num_cpus=args.num_cpus, client_app=client_app)
-    print(json.dumps({"output_dir": history["output_dir"]}))
+    configs = json.loads(args.config)
+    for config in configs if isinstance(configs, list) else [configs]:
+        history = run(config, args.participants, num_cpus=args.num_cpus, client_app=client_app)
+        print(json.dumps({"output_dir": history["output_dir"]}), flush=True)
 
 
 if __name__ == "__main__":
