@@ -159,7 +159,10 @@ class PlatformStrategy(FedAvg):
         for node, who in self._sampled.items():
             if node not in replied:
                 record["failed"].append({"participant": who, "reason": f"no reply within {self.cfg.round_timeout:g}s"})
-        record["accepted"] = sorted(self.participants[m.metadata.src_node_id] for m in accepted)
+        # a fixed order (not arrival order) for the float sums below: the same inputs give the same model
+        accepted.sort(key=lambda m: self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id)))
+        record["accepted"] = [self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id))
+                              for m in accepted]
         record["participants"] = len(accepted)
         record["epsilon_max"] = max(self.epsilon.values(), default=0.0)
         if len(accepted) < self.cfg.min_participants:
