@@ -27,6 +27,8 @@ from dagster import (
     asset,
 )
 
+from pipelines.pools import table_pool
+from platformq_assets.federated.participants import PARTICIPANTS_TABLE
 from resources.lake import LakeResource
 from resources.mlflow import CHALLENGER, MlflowResource
 
@@ -63,6 +65,7 @@ def subprocess_env(ray_tmp: str) -> dict:
 
 @asset(
     key=MODEL_KEY,
+    pool=table_pool(PARTICIPANTS_TABLE),  # it records each participant's rounds and spent ε in the registry
     deps=[AssetKey(["bronze", "orders"]), AssetKey(["silver", "accounts"])],
     group_name="federated",
     kinds={"flower", "pytorch", "mlflow"},

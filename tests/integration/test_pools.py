@@ -38,6 +38,8 @@ def test_every_step_that_writes_the_lake_has_a_table_pool():
         POOL_PREFIX + "ml.drift_reports": pools[POOL_PREFIX + "ml.drift_reports"]}
     assert pools[POOL_PREFIX + "bronze.venue"] == ["venue_session"]
     assert pools[POOL_PREFIX + "gold.price_direction_predictions"] == ["gold__price_direction_predictions"]
+    # the federated model writes no table of its own but updates the participant registry
+    assert pools[POOL_PREFIX + "federated.participants"] == ["federated__order_anomaly_model"]
 
 
 @pytest.mark.parametrize("config,max_runs", [("dagster.yaml", 2), ("infra/dagster.production.yaml", 20)])
