@@ -10,7 +10,8 @@ instead of racing for Iceberg commits; other steps still run in parallel. Writer
 Dagster (the CLI, services) are covered by the lake's optimistic commit retry
 (resources/lake.py).
 
-In the UI: Deployment → Concurrency lists the pools, their slots and the steps waiting.
+In the UI: Deployment → Concurrency → Pools lists each pool once a step has used it, with its slots
+and the steps waiting.
 """
 
 from __future__ import annotations
