@@ -16,6 +16,9 @@ and the steps waiting.
 
 from __future__ import annotations
 
+import os
+import socket
+
 POOL_PREFIX = "iceberg/"
 
 
@@ -31,16 +34,10 @@ def group_pool(group: str) -> str:
 
 def cli_run_tags() -> dict[str, str]:
     """Tags of a run the ``platformq`` CLI executes in its own process (see free_abandoned_slots)."""
-    import os
-    import socket
-
     return {"platformq/trigger": "cli", "platformq/pid": str(os.getpid()), "platformq/host": socket.gethostname()}
 
 
 def _process_gone(run) -> bool:
-    import os
-    import socket
-
     pid, host = run.tags.get("platformq/pid"), run.tags.get("platformq/host")
     if not pid or host != socket.gethostname():
         return False  # not ours to judge: the daemon's run monitoring handles launched runs
