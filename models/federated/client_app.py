@@ -24,7 +24,14 @@ from flwr.clientapp import ClientApp
 
 from models.federated import data as datasets
 from models.federated.model import accuracy_and_loss, build_model, from_record, load_numpy, to_record
-from models.federated.training import DPSpec, epsilon_after, noise_multiplier_for, planned_history, train_local
+from models.federated.training import (
+    DPSpec,
+    dp_training_size,
+    epsilon_after,
+    noise_multiplier_for,
+    planned_history,
+    train_local,
+)
 
 STATE_CONTROL = "scaffold-client-control"
 STATE_CONTROL_ROUNDS = "scaffold-control-rounds"
@@ -87,9 +94,10 @@ def handle_train(msg: Message, context: Context) -> Message:
     budget = float(config.get("epsilon-budget", 0.0))
     spent_before = float(config.get("epsilon-spent-before", 0.0))
     if dp is not None and budget > 0:
-        noise = noise_multiplier_for(dp, len(split.y_train), batch_size, epochs)
-        would_be = spent_before + epsilon_after(planned_history(history, len(split.y_train), batch_size, epochs,
-                                                                noise), dp.delta)
+        n = (dp_training_size(split.y_train, int(config["num-classes"])) if config.get("balanced-loss")
+             else len(split.y_train))
+        noise = noise_multiplier_for(dp, n, batch_size, epochs)
+        would_be = spent_before + epsilon_after(planned_history(history, n, batch_size, epochs, noise), dp.delta)
         if would_be > budget:
             # The budget is the participant's own guarantee: it refuses rather than trusting the server.
             metrics = MetricRecord({"num-examples": 0, "budget-exhausted": 1,

@@ -48,6 +48,36 @@ def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(np.minimum(weights, 50.0), dtype=torch.float32)
 
 
+# With DP-SGD, class weights stop working: each example's gradient is clipped to the same norm, so
+# a 50x weight on a rare class is clipped away and the model learns the majority class only. A
+# balanced task under DP therefore rebalances by sampling instead: every class keeps at most this
+# many times as many rows as the rarest class has, drawn afresh each round.
+DP_MAJORITY_RATIO = 1.0
+
+
+def dp_class_caps(y: np.ndarray, num_classes: int, ratio: float = DP_MAJORITY_RATIO) -> np.ndarray:
+    """Rows each class keeps when a balanced task trains under DP (depends on the counts only)."""
+    counts = np.bincount(y, minlength=num_classes)
+    rarest = counts[counts > 0].min() if (counts > 0).any() else 0
+    return np.minimum(counts, int(math.ceil(ratio * rarest)))
+
+
+def dp_training_size(y: np.ndarray, num_classes: int) -> int:
+    """How many rows a balanced DP round trains on: the n its privacy accounting is planned for."""
+    return int(dp_class_caps(y, num_classes).sum())
+
+
+def dp_rebalance(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh class-balanced draw for one round. Whether a row is drawn depends on its own label and
+    independent randomness only, and the accountant is told the drawn set's size, so the reported ε
+    bounds every row's loss (rows not drawn lose nothing that round)."""
+    rng = np.random.default_rng(seed)
+    caps = dp_class_caps(y, num_classes)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), size=int(caps[c]), replace=False)
+                                   for c in range(num_classes) if caps[c] > 0]))
+    return x[keep], y[keep]
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
@@ -86,6 +116,8 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int
                 server_control: list[np.ndarray] | None = None, client_control: list[np.ndarray] | None = None,
                 dp: DPSpec | None = None, accountant_history: list | None = None) -> LocalResult:
     torch.manual_seed(seed)
+    if dp is not None and balanced:
+        x, y = dp_rebalance(x, y, num_classes, seed)
     global_weights = [torch.from_numpy(a.copy()) for a in to_numpy(model)]
     params = list(model.parameters())
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -163,5 +195,5 @@ def train_centralised(x: np.ndarray, y: np.ndarray, num_features: int, num_class
     return model
 
 
-__all__ = ["DPSpec", "LocalResult", "epsilon_after", "load_numpy", "noise_multiplier_for", "planned_history",
+__all__ = ["DP_MAJORITY_RATIO", "DPSpec", "LocalResult", "dp_rebalance", "dp_training_size", "epsilon_after", "load_numpy", "noise_multiplier_for", "planned_history",
            "train_centralised", "train_local"]

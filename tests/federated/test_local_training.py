@@ -12,9 +12,17 @@ from models.federated.data import (
     npz_partition,
     write_participant_files,
 )
-from models.federated.model import build_model, to_numpy
+from models.federated.model import build_model, load_numpy, to_numpy
 from models.federated.strategies import screen_update
-from models.federated.training import DPSpec, epsilon_after, noise_multiplier_for, planned_history, train_local
+from models.federated.training import (
+    DPSpec,
+    dp_training_size,
+    epsilon_after,
+    noise_multiplier_for,
+    planned_history,
+    sample_rate,
+    train_local,
+)
 
 
 def _update_norm(before, after):
@@ -69,6 +77,39 @@ def test_dp_training_reports_the_epsilon_opacus_accounts():
     assert result.noise_multiplier > 0.5
     assert 1.5 < result.epsilon <= 2.05
     assert result.accountant_history and result.accountant_history[0][0] == pytest.approx(result.noise_multiplier)
+
+
+def test_a_rare_class_survives_dp_sgd_by_rebalanced_sampling():
+    """Per-sample clipping cancels class weights: with DP a balanced task draws a balanced set instead."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(6000) < 0.02).astype(np.int64)  # 2 % positives, as rare as the labelled market abuse
+    x = rng.normal(size=(6000, 4)).astype(np.float32)
+    x[:, 0] += 3.0 * y  # separable in one feature
+    spec = DPSpec(target_epsilon=4.0, delta=1e-5, max_grad_norm=1.0, planned_rounds=5)
+
+    def balanced_accuracy(balanced):
+        import torch
+
+        weights, history = to_numpy(build_model(4, 2, 16, seed=0)), []
+        for r in range(5):  # five rounds, a fresh model each round as a participant builds it
+            model = build_model(4, 2, 16, seed=0)
+            load_numpy(model, weights)
+            result = train_local(model, x, y, 2, epochs=2, batch_size=64, lr=0.1, seed=r, balanced=balanced, dp=spec,
+                                 accountant_history=history)
+            weights, history = result.arrays, result.accountant_history
+
+        with torch.no_grad():
+            predicted = model(torch.from_numpy(x)).argmax(1).numpy()
+        return float(np.mean([np.mean(predicted[y == c] == c) for c in (0, 1)])), result
+
+    weighted_only, _ = balanced_accuracy(False)
+    rebalanced, result = balanced_accuracy(True)
+    assert weighted_only < 0.6  # the majority class wins without rebalancing
+    assert rebalanced > 0.75
+    n = dp_training_size(y, 2)
+    assert n == 2 * int(y.sum()) and result.num_examples == n  # every class capped at the rarest's count
+    assert result.accountant_history[-1][1] == pytest.approx(sample_rate(n, 64))  # accounted for the drawn set
+    assert 3.0 < result.epsilon <= 4.05  # the planned budget over the five rounds
 
 
 def test_update_screening_rejects_nan_and_absurd_norms():
