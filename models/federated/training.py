@@ -68,9 +68,10 @@ def dp_training_size(y: np.ndarray, num_classes: int) -> int:
 
 
 def dp_rebalance(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fresh class-balanced draw for one round. Whether a row is drawn depends on its own label and
-    independent randomness only, and the accountant is told the drawn set's size, so the reported ε
-    bounds every row's loss (rows not drawn lose nothing that round)."""
+    """A fresh class-balanced draw for one round. Which rows are drawn depends on labels, class counts and
+    independent randomness only, and the accountant is told the drawn set's size: with the class counts
+    treated as public (as Opacus's sampling rate treats the dataset size) the reported ε bounds every
+    row's loss; rows not drawn lose nothing that round."""
     rng = np.random.default_rng(seed)
     caps = dp_class_caps(y, num_classes)
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), size=int(caps[c]), replace=False)
