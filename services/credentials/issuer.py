@@ -177,6 +177,7 @@ def verify_credential(
     - status: every ``credentialStatus`` entry is checked through ``fetch_status_list``; if there are
       entries and no fetcher, verification fails closed. A set revocation or suspension bit fails it.
     """
+    pinned = now is not None
     now = now or utc_now()
     if not isinstance(credential, Mapping):
         return CredentialVerification(False, ("a credential is a JSON object",))
@@ -208,10 +209,12 @@ def verify_credential(
         entries = []
 
     def verify_list_credential(list_credential: Mapping) -> list[str]:
+        # A status list is fetched (and may be signed, validFrom = its signing time) after this
+        # verification read the clock: judge it at the time it arrived unless the caller pinned "now".
         return list(
             verify_credential(
                 list_credential,
-                now=now,
+                now=now if pinned else utc_now(),
                 check_status_entries=False,
                 check_issuer_binding=check_issuer_binding,
                 resolver=resolver,

@@ -211,3 +211,28 @@ def test_any_claim_round_trips_and_is_bound(key, claim, subject):
     forged = copy.deepcopy(signed)
     forged["credentialSubject"]["claim"] = claim + "!"
     assert not verify_credential(forged, now=NOW)
+
+
+def test_a_status_list_signed_after_verification_began_is_judged_when_it_arrived(key):
+    """The service signs its status list lazily (validFrom = signing time, whole seconds): a list signed
+    in the second after the verifier read its clock is not 'not yet valid'."""
+    import time
+
+    from services.credentials.timestamps import utc_now
+
+    registry = StatusRegistry("https://status.example/platformq", key, rng=random.Random(5))  # real clock
+    unsigned = model_credential()
+    unsigned.pop("validUntil", None)  # the model credential's window is in the past of today's clock
+    signed = Issuer(key, status_registry=registry).issue(unsigned)
+    started = utc_now()
+
+    def fetch_in_the_next_second(url):
+        while utc_now().replace(microsecond=0) <= started.replace(microsecond=0):
+            time.sleep(0.01)
+        return registry.fetch(url)  # signed now: validFrom is later than the verifier's clock reading
+
+    result = verify_credential(signed, fetch_status_list=fetch_in_the_next_second)
+    assert result.verified, result.errors
+    # a caller that pins the time still gets the strict answer for that instant
+    pinned = verify_credential(signed, now=started, fetch_status_list=fetch_in_the_next_second)
+    assert not pinned.verified and any("not yet valid" in e for e in pinned.errors)
