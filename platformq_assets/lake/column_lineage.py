@@ -4,8 +4,9 @@ For each column a model outputs, sqlglot's lineage walks the compiled query (CTE
 unions, window functions) down to the columns of the tables it reads; those tables are lake
 tables (dbt sources and upstream models), named in the compiled SQL as
 ``<catalog>.<schema>.<table>`` and mapped to asset keys ``[schema, table]``. The result is
-Dagster's ``dagster/column_lineage`` metadata (shown in the asset's Lineage tab, column level)
-and the OpenLineage ``columnLineage`` facet the lineage sensor emits. Star expansion needs the
+Dagster's ``dagster/column_lineage`` metadata (stored with each materialisation; Dagster+ draws
+it, the open-source UI does not) and the OpenLineage ``columnLineage`` facet the lineage sensor
+emits (Marquez draws it). Star expansion needs the
 read tables' columns: the caller passes them from the lake.
 
 sqlglot is imported inside the function (it is only needed when dbt runs).
