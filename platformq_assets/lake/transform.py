@@ -151,6 +151,7 @@ def build_dbt_assets(manifest_path: Path):
         run = dbt.build(names, {"partition_date": partition}, target_path=target_path, log=context.log)
 
         failed = []
+        schemas: dict[str, list[str] | None] = {}  # lake columns by table, looked up once per step
         for uid in selected:
             result = run.results.get(uid, {"status": "not run"})
             key = manifest.key_for(uid)
@@ -166,7 +167,7 @@ def build_dbt_assets(manifest_path: Path):
                 metadata.update({"table": identifier, "snapshot_id": str(written["snapshot_id"]),
                                  "table_total_rows": written["total_rows"], **profile_metadata(table)})
                 columns = table.column_names
-            lineage = _column_lineage(result, identifier, columns, lake, dbt.target, context.log)
+            lineage = _column_lineage(result, identifier, columns, lake, dbt.target, context.log, schemas)
             if lineage is not None:
                 metadata["dagster/column_lineage"] = lineage
             yield MaterializeResult(asset_key=key, metadata=metadata)
@@ -194,9 +195,12 @@ def build_dbt_assets(manifest_path: Path):
     return dbt_lake
 
 
-def _column_lineage(result: dict, identifier: str, columns: list[str] | None, lake: LakeResource, target: str, log):
+def _column_lineage(result: dict, identifier: str, columns: list[str] | None, lake: LakeResource, target: str, log,
+                    schemas: dict[str, list[str] | None]):
     """The model's column lineage from its compiled SQL (None, with a warning, if it cannot be derived:
-    lineage is metadata and never fails a build)."""
+    lineage is metadata and never fails a build). ``schemas`` caches lake columns by table for the step:
+    models are handled in dependency order and each is written before its lineage is derived, so a table
+    is looked up only after the step's own write of it."""
     from platformq_assets.lake.column_lineage import DIALECTS, model_column_lineage
 
     sql = result.get("compiled_code")
@@ -205,7 +209,10 @@ def _column_lineage(result: dict, identifier: str, columns: list[str] | None, la
 
     def table_columns(schema: str, name: str) -> list[str] | None:
         relation = f"{schema}.{name}"
-        return [f.name for f in lake.load_table(relation).schema().fields] if lake.table_exists(relation) else None
+        if relation not in schemas:
+            schemas[relation] = ([f.name for f in lake.load_table(relation).schema().fields]
+                                 if lake.table_exists(relation) else None)
+        return schemas[relation]
 
     try:
         columns = columns or table_columns(*identifier.split("."))
