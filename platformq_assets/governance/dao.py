@@ -22,9 +22,15 @@ from resources.services import ServiceClientResource
 DAO_OUTCOMES = AssetKey(["governance", "dao_outcomes"])
 REWARD = 1_000  # USD paid to the day's top trader if the DAO agrees
 TREASURY = 1_000_000
+# Seconds of voting. The governor counts whole seconds as OpenZeppelin does, so a proposal is Active for
+# exactly this many clock seconds; every holder's ballot must land inside it. One second was too tight
+# for a loaded machine (a ballot arrived after the deadline in CI); five leave ample room and cost each
+# partition a few seconds of waiting.
+VOTING_PERIOD_S = 5
 
 
-def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set[str], timeout_s: float = 30):
+def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set[str],
+                timeout_s: float = 30 + VOTING_PERIOD_S):
     deadline = time.monotonic() + timeout_s
     while True:
         proposal = governance.request("GET", f"/v1/dao/proposals/{proposal_id}")
@@ -60,7 +66,7 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     if existing is None:
         governance.request("POST", "/v1/daos", json_body={
             "name": "platformQ DAO", "holdings": holders, "treasury": {"USD": TREASURY}, "native_asset": "USD",
-            "voting_delay": 0, "voting_period": 1, "min_delay": 0, "grace_period": 600,
+            "voting_delay": 0, "voting_period": VOTING_PERIOD_S, "min_delay": 0, "grace_period": 600,
             "quorum_numerator": 4, "quorum_denominator": 100})
     treasury_before = governance.request("GET", "/v1/dao")["treasury"]["USD"]
     top = board[0]
