@@ -79,8 +79,8 @@ SCRIPT = textwrap.dedent("""
         deadline = time.monotonic() + 120
         def waiting(info):
             # the other run's step is queued on the pool but holds no slot. Dagster may already have
-            # *assigned* it (two claims that both saw a free slot are both assigned; the slot rows
-            # then admit one of them), so count queued-and-unclaimed steps, not just unassigned ones.
+            # *assigned* it (claims that both saw a free slot are both assigned), so count queued steps
+            # without a slot, not just unassigned ones.
             holders = {s.run_id for s in info.claimed_slots}
             return [p for p in info.pending_steps if p.run_id != context.run_id and p.run_id not in holders]
 
