@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Annotated, Union
 
 from fastapi import Depends, FastAPI, Path
@@ -63,4 +65,17 @@ def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
             raise Problem(exc.status, titles.get(exc.status, "Error"), str(exc), exc.kind) from None
         return PredictOut(model=name, predictions=[PredictionOut(**r) for r in results])
 
+    def warm_up() -> None:
+        started = time.perf_counter()
+        try:
+            loaded = scorer.warm()
+        except Exception as exc:  # the registry or the online store is down: requests will say so themselves
+            ctx.logger.warning(f"warm-up failed: {exc!r}", extra={"service": ctx.name})
+            return
+        ctx.logger.info(f"warm: loaded {loaded or 'no champions yet'}",
+                        extra={"service": ctx.name, "duration_ms": round(1000 * (time.perf_counter() - started), 1)})
+
+    # load the served models in the background as the service starts, so the first request does not wait
+    # for the imports and the loads; requests arriving meanwhile do that work themselves
+    app.router.on_startup.append(lambda: threading.Thread(target=warm_up, name="models-warm-up", daemon=True).start())
     return app

@@ -34,13 +34,16 @@ class ModelSpec:
     entity_key: str  # join key, e.g. instrument / account_id
     features: tuple[str, ...]
     tenant_scoped: bool  # rows carry tenant_id: callers only see their own tenant's entities
+    warm_up_entity: str | int = "platformq-warm-up"  # an entity of the join key's type, read once at start-up
 
 
 def default_specs() -> dict[str, ModelSpec]:
     from features.repo import ENTITY_KEYS, SERVICES, feature_columns
 
     return {name: ModelSpec(name, SERVICES[name], ENTITY_KEYS[name], tuple(feature_columns(name)),
-                            tenant_scoped=name == "account_anomaly") for name in SERVICES}
+                            tenant_scoped=name == "account_anomaly",
+                            warm_up_entity=-1 if name == "account_anomaly" else "platformq-warm-up")  # INT64 ids
+            for name in SERVICES}
 
 
 def assign_variant(model: str, entity: str, challenger_share: float) -> str:
@@ -65,9 +68,9 @@ class ModelScorer:
         self._models: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.counts: dict[tuple[str, str], int] = {}
-        from threadpoolctl import ThreadpoolController
-
-        self._threads = ThreadpoolController()
+        # threadpoolctl controls only the native thread pools loaded when a controller is made, and a model's
+        # OpenMP runtime is loaded with the model: made after a load, never before (see _one_thread)
+        self._threads = None
         self._assignments = None
 
     def _version(self, model: str, alias: str) -> str | None:
@@ -87,7 +90,32 @@ class ModelScorer:
 
             self.registry._mlflow()
             self._models[key] = mlflow_sklearn.load_model(f"models:/{model}/{version}")
+            self._threads = None  # the load may have brought a thread pool the controller has not seen
         return self._models[key]
+
+    def _one_thread(self):
+        """Limit OpenMP to one thread for a one-row prediction (the controller sees every loaded model's runtime)."""
+        if self._threads is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._threads = ThreadpoolController()
+        return self._threads.limit(limits=1, user_api="openmp")
+
+    def warm(self) -> dict[str, list[str]]:
+        """What each model's first request would otherwise wait for (seconds: MLflow, Feast and the model's
+        libraries are imported on first use): look up its champion and challenger, load them and read the
+        online store once. Returns the versions loaded per model; a model without a champion is skipped."""
+        loaded = {}
+        for name, spec in self.specs.items():
+            versions = list(dict.fromkeys(v for v in (self._version(name, "champion"), self._version(name, "challenger"))
+                                          if v is not None))
+            if not versions:
+                continue
+            for version in versions:
+                self._load(name, version)
+            self.online_features(spec.service, [{spec.entity_key: spec.warm_up_entity}])
+            loaded[name] = versions
+        return loaded
 
     def predict(self, model: str, entities: list, tenant: str) -> list[dict]:
         spec = self.specs.get(model)
@@ -114,7 +142,7 @@ class ModelScorer:
             estimator = self._load(model, version)
             row = np.array([[0.0 if v is None or v != v else float(v) for v in values]])
             # one row: OpenMP worker threads cost more than they save (p99 4.6 ms -> 0.5 ms on 2 cores)
-            with self._threads.limit(limits=1, user_api="openmp"):
+            with self._one_thread():
                 score = float(estimator.predict_proba(row)[0, 1])
             out.append({"entity": entity, "score": score, "prediction": int(score >= 0.5), "variant": variant,
                         "model_version": version,

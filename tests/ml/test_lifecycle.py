@@ -3,6 +3,7 @@ registry -> promotion gate (passing and failing) -> batch and online predictions
 fires on a deliberately shifted partition -> alerts -> rollback."""
 
 import json
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,6 +194,20 @@ def test_online_predictions_validate_input_and_isolate_tenants(ml_platform):
     assert client.post("/v1/models/account_anomaly/predict", json={"entities": [theirs]}, headers=acme).status_code == 404
     assert client.post("/v1/models/account_anomaly/predict", json={"entities": [theirs]},
                        headers={"X-API-Key": keys["borealis"]}).status_code == 200
+
+
+def test_service_start_loads_the_champions_before_the_first_request(ml_platform):
+    client, _, scorer = serving_client(ml_platform)
+    mlflow = registry(ml_platform)
+    champions = {m: str(mlflow.version_for(m, "champion").version) for m in ("price_direction", "account_anomaly")}
+    assert scorer._models == {}
+    with client:  # runs the app's start-up, which warms the scorer in a background thread
+        deadline = time.monotonic() + 120
+        while len(scorer._models) < len(champions) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert set(scorer._models) == set(champions.items())
+    # the same work called directly: each model's champion, the online store read for both key types
+    assert scorer.warm() == {m: [v] for m, v in champions.items()}
 
 
 def test_failing_gate_blocks_promotion_and_ab_split_serves_the_challenger(ml_platform):
