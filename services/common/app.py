@@ -10,6 +10,7 @@ and OIDC discovery documents.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -52,19 +53,31 @@ class AuditRecord:
 
 
 class AuditLog:
-    """Append-only audit trail (in memory, with an optional JSON-lines file)."""
+    """Append-only audit trail: every record in an optional JSON-lines file, and in memory each tenant's
+    latest ``keep`` records, which is what ``GET /audit`` serves. Memory stays bounded however long the
+    service runs; the file is the whole trail."""
 
-    def __init__(self, path: str | None = None):
-        self.records: list[AuditRecord] = []
+    def __init__(self, path: str | None = None, keep: int = 1000):
+        self.keep = keep
+        self._recent: dict[str, collections.deque[AuditRecord]] = {}
         self._path = path
+        self._handle = None  # kept open, line-buffered: one open() per request costs more than the write
         self._lock = threading.Lock()
 
     def append(self, record: AuditRecord) -> None:
         with self._lock:
-            self.records.append(record)
+            if record.tenant is not None:  # unauthenticated requests have no tenant to show them to
+                self._recent.setdefault(record.tenant, collections.deque(maxlen=self.keep)).append(record)
             if self._path:
-                with open(self._path, "a") as handle:
-                    handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+                if self._handle is None:
+                    self._handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
+                self._handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+    def recent(self, tenant: str, limit: int) -> list[AuditRecord]:
+        """The tenant's latest ``limit`` records (at most ``keep``), oldest first."""
+        with self._lock:
+            records = list(self._recent.get(tenant, ()))
+        return records[-limit:] if limit > 0 else []
 
 
 class ServiceContext:
@@ -266,8 +279,7 @@ def create_service_app(ctx: ServiceContext, title: str, description: str = "", v
 
     @app.get("/audit", tags=["ops"])
     def audit(principal: Principal = Depends(ctx.require("audit:read")), limit: int = 100) -> list[dict]:
-        limit = max(1, min(limit, 1000))
-        own = [dataclasses.asdict(r) for r in ctx.audit.records if r.tenant == principal.tenant]
-        return own[-limit:]
+        limit = max(1, min(limit, ctx.audit.keep))
+        return [dataclasses.asdict(r) for r in ctx.audit.recent(principal.tenant, limit)]
 
     return app
