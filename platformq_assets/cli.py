@@ -286,7 +286,11 @@ def demo(days: int, scale: float, end) -> None:
               help="First port: trading, derivatives, governance, credentials and data take consecutive ports.")
 @click.option("--only", multiple=True, help="Serve only these services (repeatable).")
 @click.option("--tenant", default="t-acme", show_default=True, help="Tenant of the bootstrap admin API key.")
-def serve(port: int, only: tuple[str, ...], tenant: str) -> None:
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Requests per second each API key may make (token bucket refill).")
+@click.option("--burst", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Requests an API key may make at once before --rate applies.")
+def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int) -> None:
     """Start the platform's HTTP services with uvicorn on 127.0.0.1 (OpenAPI docs at /docs)."""
     import asyncio
 
@@ -310,8 +314,8 @@ def serve(port: int, only: tuple[str, ...], tenant: str) -> None:
     for offset, name in enumerate(SERVICES):
         if name not in names:
             continue
-        app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=50.0,
-                                 burst=200, journal_url=settings.trading_journal_url)
+        app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
+                                 burst=burst, journal_url=settings.trading_journal_url)
         servers.append((name, port + offset, uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port + offset, log_level="warning", access_log=False))))
     admin_key = keys.create("bootstrap-admin", tenant, ["admin"])

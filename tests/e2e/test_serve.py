@@ -13,22 +13,31 @@ from tests.services.serving import free_port
 pytestmark = pytest.mark.slow
 
 
-def test_serve_starts_every_service_on_loopback(tmp_path):
+def _start(tmp_path, *args: str, ports: int = 6) -> tuple[subprocess.Popen, int, str]:
+    """`platformq serve ARGS` on free consecutive ports: the process, the first port and the admin key."""
     base = free_port()
-    while any(_busy(base + i) for i in range(5)):
+    while any(_busy(base + i) for i in range(ports)):
         base = free_port()
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base)], cwd=ROOT,
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base), *args], cwd=ROOT,
                             env=subprocess_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "admin API key" in line or not line:
+            break
+    match = re.search(r"(pq_\S+)", lines[-1])
+    if not match:
+        proc.kill()
+        raise AssertionError("platformq serve did not start:\n" + "".join(lines))
+    return proc, base, match.group(1)
+
+
+def test_serve_starts_every_service_on_loopback(tmp_path):
+    proc, base, key = _start(tmp_path)
     try:
-        lines = []
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "admin API key" in line:
-                break
-        key = re.search(r"(pq_\S+)", lines[-1]).group(1)
         for offset, name in enumerate(["trading", "derivatives", "governance", "credentials", "data"]):
             url = f"http://127.0.0.1:{base + offset}"
             for _ in range(100):
@@ -43,6 +52,30 @@ def test_serve_starts_every_service_on_loopback(tmp_path):
         # one identity across services: the bootstrap key reads trading and the data catalog
         assert httpx.get(f"http://127.0.0.1:{base}/v1/instruments", headers={"X-API-Key": key}).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{base + 4}/v1/catalog", headers={"X-API-Key": key}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_serve_applies_the_rate_limit_it_is_given(tmp_path):
+    """--rate/--burst set each key's token bucket: past the burst, one consistent 429 problem with Retry-After."""
+    proc, base, key = _start(tmp_path, "--only", "derivatives", "--rate", "0.01", "--burst", "3")
+    try:
+        url = f"http://127.0.0.1:{base + 1}/v1/options/price"
+        body = {"model": "bsm", "option_type": "call", "underlying_price": 100, "strike": 100, "rate": 0.01, "vol": 0.2,
+                "time": 1}
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{base + 1}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        statuses = [httpx.post(url, json=body, headers={"X-API-Key": key}) for _ in range(4)]
+        assert [r.status_code for r in statuses[:3]] == [200, 200, 200], statuses[0].text
+        limited = statuses[3]
+        assert limited.status_code == 429
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert limited.json()["type"].endswith("rate-limited") and int(limited.headers["Retry-After"]) >= 1
     finally:
         proc.terminate()
         proc.wait(20)
