@@ -95,11 +95,12 @@ class ModelScorer:
 
     def _one_thread(self):
         """Limit OpenMP to one thread for a one-row prediction (the controller sees every loaded model's runtime)."""
-        if self._threads is None:
+        threads = self._threads  # read once: the warm-up thread may reset it after a load meanwhile
+        if threads is None:
             from threadpoolctl import ThreadpoolController
 
-            self._threads = ThreadpoolController()
-        return self._threads.limit(limits=1, user_api="openmp")
+            threads = self._threads = ThreadpoolController()
+        return threads.limit(limits=1, user_api="openmp")
 
     def warm(self) -> dict[str, list[str]]:
         """What each model's first request would otherwise wait for (seconds: MLflow, Feast and the model's

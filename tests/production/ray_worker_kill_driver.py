@@ -32,7 +32,11 @@ def main(address: str, storage: str) -> None:
     with RayResource(address=address).session():
         threading.Thread(target=kill_worker, daemon=True).start()
         first = search(split, num_samples=6, storage_path=f"{storage}/first", max_failures=3)
-        alive = len([n for n in ray.nodes() if n["Alive"]])
+        # the GCS marks a node dead only after its health checks fail for a while; when the search ends
+        # quickly after the kill, the killed node can still be listed alive, so wait for the verdict
+        deadline = time.time() + 120
+        while (alive := len([n for n in ray.nodes() if n["Alive"]])) > 1 and time.time() < deadline:
+            time.sleep(1)
         second = search(split, num_samples=2, storage_path=f"{storage}/second")
     print(json.dumps({"killed": killed.get("rc"), "first_trials": len(first["trials"]),
                       "first_failed": first["failed_trials"], "alive_after": alive,
