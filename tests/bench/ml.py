@@ -105,6 +105,7 @@ def bench_online(report, home: Path, n: int = 4000):
     import subprocess
     import sys
 
+    from resources.services import SERVICES
     from tests.services.serving import free_port
 
     root = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def bench_online(report, home: Path, n: int = 4000):
             if server.poll() is not None or time.time() > deadline:
                 raise RuntimeError("platformq serve did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.1)
-        port = base + 5  # models is the sixth service: `serve` gives each service port + its position
+        port = base + SERVICES.index("models")  # `serve` gives each service --port + its position
         # a persistent keep-alive connection with the standard library's client: the figure is the endpoint's
         # latency over loopback, not the Python HTTP client's own overhead (httpx adds ~0.3 ms per call)
         headers = {"X-API-Key": key.group(1), "Content-Type": "application/json"}
