@@ -16,6 +16,7 @@ the server sends.
 from __future__ import annotations
 
 import functools
+import zlib
 
 import numpy as np
 
@@ -67,6 +68,19 @@ def _model(config: ConfigRecord, arrays: ArrayRecord):
     return model
 
 
+def local_epochs(config: ConfigRecord, participant: str) -> int:
+    """The round's local epochs; with ``straggler-fraction`` f > 0 (simulated systems heterogeneity, as in the
+    FedProx paper) each participant is, with probability f in each round, a straggler that completes only
+    1..E−1 epochs, drawn from (seed, round, participant). Its partial work is aggregated like any other."""
+    epochs = int(config["local-epochs"])
+    fraction = float(config.get("straggler-fraction", 0.0))
+    if fraction <= 0 or epochs <= 1:
+        return epochs
+    rng = np.random.default_rng([int(config.get("seed", 0)), int(config["server-round"]),
+                                 zlib.crc32(participant.encode())])
+    return int(rng.integers(1, epochs)) if rng.random() < fraction else epochs
+
+
 def handle_query(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     split = participant_split(config, context)
@@ -80,7 +94,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     split = participant_split(config, context)
     model = _model(config, msg.content["arrays"])
-    epochs, batch_size = int(config["local-epochs"]), int(config["batch-size"])
+    epochs, batch_size = local_epochs(config, split.participant), int(config["batch-size"])
     dp = None
     history: list = []
     if str(config.get("dp", "none")) == "client":

@@ -22,6 +22,7 @@ class FederatedConfig:
     round_timeout: float = 600.0  # seconds the server waits for replies in a round
     discovery_timeout: float = 120.0  # seconds to wait for nodes to connect and say who they are
     local_epochs: int = 1
+    straggler_fraction: float = 0.0  # simulated systems heterogeneity: see client_app.local_epochs
     batch_size: int = 32
     lr: float = 0.1
     proximal_mu: float = 0.0  # FedProx μ (the client adds μ/2·‖w − w_t‖²)

@@ -7,7 +7,9 @@ engine (Ray on loopback):
     non-IID Dirichlet(α = 0.3)     FedAvg, FedProx and SCAFFOLD: same setting, seeds, data and rounds,
                                    mean over seeds                 target: FedProx, SCAFFOLD > FedAvg
                                    (``mu``, not run by default: FedProx's μ chosen on a validation split
-                                   carved from the training data, never the test split)
+                                   carved from the training data, never the test split; ``stragglers``,
+                                   not run by default: the same with half the participants per round
+                                   doing partial work, the FedProx paper's systems heterogeneity)
     DP-SGD (Opacus)                accuracy at ε ≈ 1, 3, 8 vs the same federation without DP   (reported)
     time per round                 10 and 100 simulated participants (100 vs 10 as the ratio)  (reported)
 """
@@ -36,6 +38,7 @@ NONIID_PARTICIPANTS = 10
 SEEDS = (0, 1, 2)
 MU_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 PROXIMAL_MU = 0.03  # chosen from MU_GRID by the ``mu`` part (validation split), see the README
+STRAGGLERS = 0.5  # the ``stragglers`` part: share of participants per round doing partial work
 
 
 def federate(config: dict, participants: int, timeout: int = 900) -> dict:
@@ -83,7 +86,7 @@ def centralised_accuracy(epochs: int, participants: int) -> float:
     return accuracy_and_loss(model, x_te, y_te)[0]
 
 
-PARTS = ("timing", "iid", "noniid", "dp")  # and "mu" on demand
+PARTS = ("timing", "iid", "noniid", "dp")  # and "mu", "stragglers" on demand
 
 
 def bench_federated(report, parts=PARTS) -> None:
@@ -104,6 +107,8 @@ def bench_federated(report, parts=PARTS) -> None:
         bench_dp(report, pct)
     if "mu" in parts:
         bench_mu(report, pct)
+    if "stragglers" in parts:
+        bench_noniid(report, pct, stragglers=STRAGGLERS)
 
 
 def bench_iid(report, pct) -> None:
@@ -128,18 +133,25 @@ def per_seed(configs: dict[str, dict], validation: bool = False) -> dict[str, li
     return {name: accuracies[i * len(SEEDS):(i + 1) * len(SEEDS)] for i, name in enumerate(configs)}
 
 
-def bench_noniid(report, pct) -> None:
-    acc = per_seed({"FedAvg": {"strategy": "fedavg"}, "FedProx": {"strategy": "fedprox", "proximal-mu": PROXIMAL_MU},
-                    "SCAFFOLD": {"strategy": "scaffold"}})
+def bench_noniid(report, pct, stragglers: float = 0.0) -> None:
+    """``stragglers`` > 0: that share of participants per round completes only 1..E−1 local epochs (the FedProx
+    paper's systems heterogeneity; their partial work is aggregated by every strategy alike)."""
+    extra = {"straggler-fraction": stragglers} if stragglers else {}
+    acc = per_seed({"FedAvg": {"strategy": "fedavg", **extra},
+                    "FedProx": {"strategy": "fedprox", "proximal-mu": PROXIMAL_MU, **extra},
+                    "SCAFFOLD": {"strategy": "scaffold", **extra}})
     fedavg = mean(acc["FedAvg"])
-    report("FL Dir(0.3) FedAvg", pct(fedavg), "% acc", pct(fedavg), "% FedAvg", 1.0, "(ref)", True)
+    label = f"FL Dir(0.3) {int(100 * stragglers)}%strag." if stragglers else "FL Dir(0.3)"
+    report(f"{label} FedAvg", pct(fedavg), "% acc", pct(fedavg), "% FedAvg", 1.0, "(ref)", True)
     for name in ("FedProx", "SCAFFOLD"):
         value = mean(acc[name])
-        report(f"FL Dir(0.3) {name}", pct(value), "% acc", pct(fedavg), "% FedAvg", value / fedavg, "> FedAvg",
-               value > fedavg)
+        report(f"{label} {name}", pct(value), "% acc", pct(fedavg), "% FedAvg", value / fedavg,
+               "> FedAvg" if not stragglers else "(reported)", value > fedavg or bool(stragglers))
     print(f"    {NONIID_PARTICIPANTS} participants, {NONIID['num-rounds']} rounds x {NONIID['local-epochs']} local "
-          f"epochs, lr {NONIID['lr']}, FedProx mu {PROXIMAL_MU}; mean over seeds {SEEDS}, test accuracy per seed:",
-          flush=True)
+          f"epochs, lr {NONIID['lr']}, FedProx mu {PROXIMAL_MU}"
+          + (f", {100 * stragglers:.0f} % stragglers per round doing 1 to {NONIID['local-epochs'] - 1} epochs"
+             if stragglers else "")
+          + f"; mean over seeds {SEEDS}, test accuracy per seed:", flush=True)
     for name, values in acc.items():
         print(f"      {name:<9} {' '.join(pct(v) for v in values)}  (mean {pct(mean(values))}, "
               f"{100 * (mean(values) - fedavg):+.2f} points vs FedAvg)", flush=True)
@@ -171,7 +183,8 @@ def bench_dp(report, pct) -> None:
         print(f"    ε spent (max over participants, Opacus RDP, δ=1e-5): {spent:.2f}", flush=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python tests/bench/federated.py [timing iid noniid dp mu stragglers]
+    sys.path.insert(0, str(ROOT))
     from tests.bench.run import report
 
     bench_federated(report, tuple(sys.argv[1:]) or PARTS)

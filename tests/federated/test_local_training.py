@@ -170,3 +170,18 @@ def test_the_flower_app_declares_every_config_key_with_the_same_defaults():
     assert declared == pytest.approx(FederatedConfig().to_run_config())
     assert tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"] == {
         "serverapp": "models.federated.server_app:app", "clientapp": "models.federated.client_app:app"}
+
+
+def test_simulated_stragglers_do_partial_work_drawn_per_participant_and_round():
+    from models.federated.client_app import local_epochs
+
+    config = {"local-epochs": 10, "seed": 3}
+    assert all(local_epochs({**config, "server-round": r}, f"p{i}") == 10 for r in range(5) for i in range(20))
+    draws = [local_epochs({**config, "straggler-fraction": 0.5, "server-round": r}, f"p{i}")
+             for r in range(1, 11) for i in range(20)]
+    stragglers = [e for e in draws if e < 10]
+    assert 60 <= len(stragglers) <= 140 and set(stragglers) <= set(range(1, 10)) and len(set(stragglers)) >= 7
+    again = [local_epochs({**config, "straggler-fraction": 0.5, "server-round": r}, f"p{i}")
+             for r in range(1, 11) for i in range(20)]
+    assert again == draws  # the same seed repeats the same schedule
+    assert local_epochs({"local-epochs": 1, "seed": 0, "server-round": 1, "straggler-fraction": 1.0}, "p") == 1

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from models.federated.client_app import local_epochs
 from tests.federated.helpers import rounds, simulate
 
 FAST = {"num-rounds": 3, "lr": 0.5, "local-epochs": 2, "min-participants": 2}
@@ -18,11 +19,25 @@ def _learned(history, floor):
 
 
 def test_fedprox_sends_mu_and_clients_train_with_it_under_central_dp(tmp_path):
-    history = simulate(tmp_path, {**FAST, "strategy": "fedprox", "proximal-mu": 0.1,
+    history = simulate(tmp_path, {**FAST, "strategy": "fedprox", "proximal-mu": 0.1, "straggler-fraction": 0.5,
                                   "central-dp-noise": 0.01, "central-dp-clip": 5.0}, participants=3)
     last = _learned(history, 0.6)
     assert [c["proximal-mu"] for c in last["clients"].values()] == [pytest.approx(0.1)] * 3
     assert "central DP noise with" in history["log"]  # Flower's server-side clipping wrapper added noise
+    # Simulated stragglers: each participant's local work per round is the one its seeded draw gives, and
+    # their partial updates are aggregated (every sampled participant accepted in every round).
+    epochs_seen = set()
+    for number, record in rounds(history).items():
+        if number == 0:
+            continue
+        assert sorted(record["accepted"]) == sorted(record["clients"]) and len(record["clients"]) == 3
+        for participant, metrics in record["clients"].items():
+            epochs = local_epochs({**FAST, "seed": 0, "straggler-fraction": 0.5, "server-round": number},
+                                  participant)
+            per_epoch = -(-metrics["num-examples"] // 32)  # batches of 32, the last one partial
+            assert metrics["steps"] == epochs * per_epoch, (number, participant)
+            epochs_seen.add(epochs)
+    assert epochs_seen == {1, 2}  # both full and partial work happened in this run
 
 
 def test_scaffold_keeps_client_control_variates_across_rounds(tmp_path):
