@@ -33,6 +33,11 @@ MODEL_FEATURES = {
     "account_anomaly": [f"{ACCOUNT_VIEW}:{f}" for f in ACCOUNT_FEATURES],
 }
 ENTITY_KEYS = {"price_direction": "instrument", "account_anomaly": "account_id"}
+# Each join key's Feast value type (the entities below use it; the model service reads it without Feast).
+JOIN_KEY_TYPES = {"instrument": "STRING", "account_id": "INT64"}
+# Views whose rows carry their tenant (a tenant_id field): a model served from one sees only the caller's
+# tenant's entities.
+TENANT_VIEWS = {ACCOUNT_VIEW}
 LABELS = {"price_direction": "label_up", "account_anomaly": "label_anomalous"}
 TABLES = {"price_direction": "features.instrument_intervals", "account_anomaly": "features.account_activity"}
 VIEW_FOR_TABLE = {"features.instrument_intervals": INSTRUMENT_VIEW, "features.account_activity": ACCOUNT_VIEW}
@@ -40,6 +45,11 @@ VIEW_FOR_TABLE = {"features.instrument_intervals": INSTRUMENT_VIEW, "features.ac
 
 def feature_columns(model: str) -> list[str]:
     return [ref.split(":", 1)[1] for ref in MODEL_FEATURES[model]]
+
+
+def tenant_scoped(model: str) -> bool:
+    """Whether the model's feature service returns ``tenant_id`` with every row (read from a tenant view)."""
+    return any(ref.split(":", 1)[0] in TENANT_VIEWS for ref in MODEL_FEATURES[model])
 
 
 def derived_features(columns: dict) -> dict:
@@ -65,9 +75,9 @@ def feature_objects(offline_root: str, s3_endpoint: str | None = None, offline_s
     from feast.types import Float64, String
 
     root = offline_root.rstrip("/")
-    instrument = Entity(name="instrument", join_keys=["instrument"], value_type=ValueType.STRING,
+    instrument = Entity(name="instrument", join_keys=["instrument"], value_type=ValueType[JOIN_KEY_TYPES["instrument"]],
                         description="A listed instrument on the platformQ venue.")
-    account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.INT64,
+    account = Entity(name="account", join_keys=["account_id"], value_type=ValueType[JOIN_KEY_TYPES["account_id"]],
                      description="A trading account (belongs to one tenant).")
     if offline_store == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource

@@ -38,11 +38,14 @@ class ModelSpec:
 
 
 def default_specs() -> dict[str, ModelSpec]:
-    from features.repo import ENTITY_KEYS, SERVICES, feature_columns
+    """One spec per feature service in the Feast repo: join key and its type, features, tenant scoping."""
+    from features.repo import ENTITY_KEYS, JOIN_KEY_TYPES, SERVICES, feature_columns, tenant_scoped
+
+    def warm_up_entity(key: str) -> str | int:
+        return -1 if JOIN_KEY_TYPES[key].startswith("INT") else "platformq-warm-up"
 
     return {name: ModelSpec(name, SERVICES[name], ENTITY_KEYS[name], tuple(feature_columns(name)),
-                            tenant_scoped=name == "account_anomaly",
-                            warm_up_entity=-1 if name == "account_anomaly" else "platformq-warm-up")  # INT64 ids
+                            tenant_scoped=tenant_scoped(name), warm_up_entity=warm_up_entity(ENTITY_KEYS[name]))
             for name in SERVICES}
 
 

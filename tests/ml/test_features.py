@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from features.compute import account_features, instrument_features
+from features.repo import feature_objects
 
 
 def bars(days=("2024-03-01", "2024-03-04"), instruments=("AAPL", "MSFT"), minutes=95, seed=3):
@@ -190,3 +191,26 @@ def test_spark_offline_store_gives_the_same_point_in_time_join(settings, tmp_pat
     active = SparkSession.getActiveSession()
     if active is not None:
         active.stop()
+
+
+def test_the_model_service_specs_agree_with_the_feast_definitions(tmp_path):
+    """The model service reads join-key types and tenant scoping without importing Feast: each spec must say
+    what the Feast repo defines (a model whose service returns tenant_id is tenant-scoped; the warm-up entity
+    has the join key's type)."""
+    from feast import Entity, FeatureService, ValueType
+
+    from services.models.scorer import default_specs
+
+    objects = feature_objects(str(tmp_path))
+    entity_type = {entity.join_key: entity.value_type for entity in objects if isinstance(entity, Entity)}
+    services = {service.name: service for service in objects if isinstance(service, FeatureService)}
+    specs = default_specs()
+    assert set(specs) == {"price_direction", "account_anomaly"}
+    for spec in specs.values():
+        returned = {field.name for projection in services[spec.service].feature_view_projections
+                    for field in projection.features}
+        assert set(spec.features) <= returned
+        assert spec.tenant_scoped == ("tenant_id" in returned), spec.name
+        expected = int if entity_type[spec.entity_key] == ValueType.INT64 else str
+        assert type(spec.warm_up_entity) is expected, spec.name
+    assert specs["account_anomaly"].tenant_scoped and not specs["price_direction"].tenant_scoped
