@@ -11,6 +11,7 @@ DP-SGD prescribes, and the proximal term is exactly ∇(μ/2·‖w − w_t‖²)
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from dataclasses import dataclass, field
 
@@ -116,6 +117,11 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int
                 batch_size: int, lr: float, seed: int, mu: float = 0.0, balanced: bool = False,
                 server_control: list[np.ndarray] | None = None, client_control: list[np.ndarray] | None = None,
                 dp: DPSpec | None = None, accountant_history: list | None = None) -> LocalResult:
+    if dp is not None:
+        # DP-SGD's guarantee needs noise and sampling nobody else can predict; ``seed`` comes from the run
+        # config, which the server sends. A seed from the OS's entropy, never sent or stored, drives the
+        # class-balanced draw, Poisson sampling and the noise (Opacus uses torch's default generator).
+        seed = secrets.randbits(63)
     torch.manual_seed(seed)
     if dp is not None and balanced:
         x, y = dp_rebalance(x, y, num_classes, seed)

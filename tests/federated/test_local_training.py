@@ -185,3 +185,21 @@ def test_simulated_stragglers_do_partial_work_drawn_per_participant_and_round():
              for r in range(1, 11) for i in range(20)]
     assert again == draws  # the same seed repeats the same schedule
     assert local_epochs({"local-epochs": 1, "seed": 0, "server-round": 1, "straggler-fraction": 1.0}, "p") == 1
+
+
+def test_dp_noise_and_sampling_cannot_be_reproduced_from_the_run_seed():
+    """The server sends the run's seed: without DP the same seed repeats training exactly (experiments repeat),
+    with DP the noise and Poisson sampling come from a secret seed, so no one can replay and subtract them."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 6)).astype(np.float32), rng.integers(0, 3, 300).astype(np.int64)
+    spec = DPSpec(target_epsilon=3.0, delta=1e-5, max_grad_norm=1.0, planned_rounds=2)
+
+    def train(dp):
+        model = build_model(6, 3, 8, seed=0)
+        return train_local(model, x, y, 3, epochs=1, batch_size=32, lr=0.1, seed=7, dp=dp)
+
+    plain = [train(None) for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(plain[0].arrays, plain[1].arrays))
+    private = [train(spec) for _ in range(2)]
+    assert not all(np.array_equal(a, b) for a, b in zip(private[0].arrays, private[1].arrays))
+    assert private[0].epsilon == pytest.approx(private[1].epsilon)  # the accounting does not depend on the draw
