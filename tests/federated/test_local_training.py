@@ -40,6 +40,33 @@ def test_proximal_term_keeps_the_local_model_closer_to_the_global_one():
     assert norms[2.0] < 0.8 * norms[0.0]
 
 
+def test_proximal_step_is_sgd_on_the_loss_plus_mu_half_squared_distance_to_the_global_model():
+    """FedProx's local objective exactly: autograd on CE + μ/2·‖w − w_t‖² gives the same weights."""
+    import torch
+
+    split = digits_partition(0, 3, "iid", 0.3, seed=0)
+    n, mu, lr, epochs = len(split.y_train), 0.5, 0.3, 4
+    ours = build_model(64, 10, 32, seed=0)
+    train_local(ours, split.x_train, split.y_train, 10, epochs=epochs, batch_size=n, lr=lr, seed=1, mu=mu)
+
+    reference = build_model(64, 10, 32, seed=0)
+    anchor = [p.detach().clone() for p in reference.parameters()]
+    x, y = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
+    for _ in range(epochs):  # one full batch per epoch: the shuffle order cannot matter
+        reference.zero_grad()
+        loss = torch.nn.functional.cross_entropy(reference(x), y)
+        loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(reference.parameters(), anchor))
+        loss.backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= lr * p.grad
+    for got, want in zip(to_numpy(ours), to_numpy(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    plain = build_model(64, 10, 32, seed=0)
+    train_local(plain, split.x_train, split.y_train, 10, epochs=epochs, batch_size=n, lr=lr, seed=1)
+    assert _update_norm(to_numpy(plain), to_numpy(ours)) > 1e-3  # and μ did change the result
+
+
 def test_scaffold_correction_changes_the_step_and_returns_the_control_update():
     split = digits_partition(1, 3, "iid", 0.3, seed=0)
     model = build_model(64, 10, 32, seed=0)
