@@ -84,6 +84,38 @@ def test_scaffold_correction_changes_the_step_and_returns_the_control_update():
     assert all(np.allclose(d, n) for d, n in zip(result.control_delta, result.new_control))
 
 
+def test_scaffold_step_and_control_update_follow_option_ii_exactly():
+    """y ← y − lr·(g(y) + c − c_i) for K steps, then c_i⁺ = c_i − c + (x − y)/(K·lr) (Karimireddy et al.)."""
+    import torch
+
+    split = digits_partition(2, 3, "dirichlet", 0.3, seed=0)
+    n, lr, epochs = len(split.y_train), 0.2, 3
+    rng = np.random.default_rng(7)
+    ours = build_model(64, 10, 32, seed=0)
+    x0 = to_numpy(ours)
+    c = [rng.normal(0, 0.05, a.shape).astype(np.float32) for a in x0]
+    ci = [rng.normal(0, 0.05, a.shape).astype(np.float32) for a in x0]
+    result = train_local(ours, split.x_train, split.y_train, 10, epochs=epochs, batch_size=n, lr=lr, seed=1,
+                         server_control=c, client_control=ci)
+
+    reference = build_model(64, 10, 32, seed=0)
+    x, y = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
+    for _ in range(epochs):
+        reference.zero_grad()
+        torch.nn.functional.cross_entropy(reference(x), y).backward()
+        with torch.no_grad():
+            for p, cc, cci in zip(reference.parameters(), c, ci):
+                p -= lr * (p.grad + torch.from_numpy(cc - cci))
+    y_k = to_numpy(reference)
+    assert result.steps == epochs
+    for got, want in zip(result.arrays, y_k):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, cci, cc, a, b in zip(result.new_control, ci, c, x0, y_k):
+        np.testing.assert_allclose(got, cci - cc + (a - b) / (epochs * lr), rtol=1e-4, atol=1e-5)
+    for delta, new, old in zip(result.control_delta, result.new_control, ci):
+        np.testing.assert_allclose(delta, new - old, atol=1e-7)
+
+
 def test_dp_noise_is_calibrated_to_the_target_epsilon_and_the_accountant_composes():
     spec = DPSpec(target_epsilon=3.0, delta=1e-5, max_grad_norm=1.0, planned_rounds=4)
     noise = noise_multiplier_for(spec, n=400, batch_size=32, epochs=1)
