@@ -111,16 +111,29 @@ def main() -> None:
         }
         (__import__("pathlib").Path(history["output_dir"]) / "summary.json").write_text(
             json.dumps({**summary, "comparison": comparison}, default=float))
+        shown = _rounded(summary)  # summary.json, MLflow and the registry keep the exact values
         pipes.report_asset_materialization(metadata={
             **{k: ({"raw_value": v, "type": "json"} if isinstance(v, (dict, list)) else v)
-               for k, v in summary.items() if v is not None},
+               for k, v in shown.items() if v is not None},
             "round_metrics": {"raw_value": rounds_markdown(history), "type": "md"},
-            "rounds_json": {"raw_value": [{k: v for k, v in r.items() if k != "clients"} for r in done], "type": "json"},
+            "rounds_json": {"raw_value": _rounded([{k: v for k, v in r.items() if k != "clients"} for r in done]),
+                            "type": "json"},
         })
         pipes.report_asset_check(
             CHECK_NAME, passed=fed[metric] >= central[metric] - tolerance, severity="WARN",
             metadata={"federated": fed[metric], "centralised": central[metric], "tolerance": tolerance,
                       "metric": metric, "test_examples": comparison["test_examples"]})
+
+
+def _rounded(value, digits: int = 4):
+    """Floats cut to ``digits`` decimals for display in the Dagster UI (0.4841, not 0.4841148487937479)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 if __name__ == "__main__":
