@@ -17,6 +17,7 @@ sum(free + locked) + fees collected = deposits - withdrawals.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import threading
@@ -133,6 +134,11 @@ class CopyLink:
     leader_account: str
 
 
+# Everything commands change (the journal, clock and lock are not state).
+_LIVE_STATE = ("engine", "accounts", "order_owner", "reserved", "sell_locked", "fees_collected", "deposits",
+               "withdrawals", "follows", "copy_links", "fills")
+
+
 class Exchange:
     def __init__(self, instruments: list[str], maker_fee_bps: int = 5, taker_fee_bps: int = 10,
                  journal: JournalStore | None = None, clock: Callable[[], int] | None = None):
@@ -180,18 +186,35 @@ class Exchange:
                 self.journal.append(command)
             return self._apply(command)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every command; hold it to read books, orders or balances consistently."""
+        return self._lock
+
     @contextlib.contextmanager
     def batch(self):
-        """Journal every command of the block in one write (all commands that were accepted)."""
+        """Journal every command of the block in one write (all commands that were accepted).
+
+        A batch's commands are applied before they are journalled (each one is validated
+        against the state the previous ones left), so if the journal write fails the live
+        state is rolled back to before the batch: it never holds what a restart would lose.
+        """
         with self._lock:
             if self._batch is not None:
                 raise ExchangeError("batches do not nest")
+            # One deepcopy of all of it, so objects shared between them (orders) stay shared.
+            saved = copy.deepcopy({name: getattr(self, name) for name in _LIVE_STATE})
             self._batch = []
             try:
                 yield
             finally:
                 pending, self._batch = self._batch, None
-                self.journal.append_many(pending)
+                try:
+                    self.journal.append_many(pending)
+                except BaseException:
+                    for name, value in saved.items():
+                        setattr(self, name, value)
+                    raise
 
     # -- commands ------------------------------------------------------------
     def open_account(self, tenant: str, account_id: str) -> Account:

@@ -177,3 +177,37 @@ def test_restart_replays_from_a_postgres_journal():
         assert restored.state() == ex.state()
         conserved(restored)
         journal.close()
+
+
+class FailingJournal(MemoryJournal):
+    """A journal whose batch write fails (the database is down) when ``fail`` is set."""
+
+    fail = False
+
+    def append_many(self, commands):
+        if self.fail:
+            raise ConnectionError("journal database unavailable")
+        super().append_many(commands)
+
+
+def test_failed_batch_journal_write_leaves_the_live_state_as_before_the_batch():
+    journal = FailingJournal()
+    ex = funded(journal)
+    ex.place("a", X, "SELL", 10, 100)
+    ex.place("b", X, "BUY", 5, 90)
+    before = ex.state()
+    journal.fail = True
+    with pytest.raises(ConnectionError):
+        with ex.batch():
+            ex.place("b", X, "BUY", 10, 100)  # trades against a's ask
+            ex.cancel("b", 2)
+            ex.deposit("d", CASH, 5)
+    assert ex.state() == before
+    conserved(ex)
+    journal.fail = False
+    assert Exchange.restore([X], journal).state() == before
+    # The rolled-back trade's proceeds are gone live too: nothing is built on lost state.
+    with pytest.raises(ExchangeError):
+        ex.withdraw("a", CASH, 1_000_001)
+    ex.place("b", X, "BUY", 10, 100)
+    assert Exchange.restore([X], journal).state() == ex.state()
