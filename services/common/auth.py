@@ -128,7 +128,9 @@ class TokenIssuer:
         claims = jwt.decode(token, self._key.public_key(), algorithms=["ES256"], audience=self.audience,
                             issuer=self.issuer, options={"require": ["exp", "iat", "sub", "tenant", "roles"]})
         roles = tuple(r for r in claims["roles"] if r in ROLE_PERMISSIONS)
-        return Principal(claims["sub"], claims["tenant"], roles, key_id="jwt:" + claims["sub"])
+        # The tenant is part of the key: subjects are only unique within a tenant, and two tenants' "ann"
+        # must not share (and exhaust) one rate-limit bucket or be mixed up in audit records.
+        return Principal(claims["sub"], claims["tenant"], roles, key_id=f"jwt:{claims['tenant']}:{claims['sub']}")
 
 
 class RateLimiter:

@@ -45,3 +45,18 @@ def test_tampered_or_foreign_tokens_are_rejected():
     expired = ctx.tokens.issue(principal, now=0)
     with pytest.raises(jwt.ExpiredSignatureError):
         ctx.tokens.verify(expired)
+
+
+def test_same_subject_in_two_tenants_has_two_rate_limit_buckets():
+    from fastapi.testclient import TestClient
+
+    ctx = ServiceContext("trading", rate=0.001, burst=3)  # three requests per bucket, practically no refill
+    client = TestClient(create_trading_app(ctx, Exchange(["ACME"])), raise_server_exceptions=False)
+    tokens = {tenant: client.post("/auth/token", json={"api_key": ctx.keys.create("ann", tenant, ["trader"])})
+              .json()["access_token"] for tenant in ("t-a", "t-b")}
+    assert ctx.tokens.verify(tokens["t-a"]).key_id != ctx.tokens.verify(tokens["t-b"]).key_id
+    for _ in range(3):
+        assert client.get("/v1/instruments", headers={"Authorization": f"Bearer {tokens['t-b']}"}).status_code == 200
+    assert client.get("/v1/instruments", headers={"Authorization": f"Bearer {tokens['t-b']}"}).status_code == 429
+    # t-b's "ann" used up her bucket; t-a's "ann" is another user and still has all of hers
+    assert client.get("/v1/instruments", headers={"Authorization": f"Bearer {tokens['t-a']}"}).status_code == 200
