@@ -233,9 +233,10 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                           str(exc), exc.kind) from None
 
     def account_out(account) -> AccountOut:
-        return AccountOut(account_id=external(account.account_id), tenant=account.tenant,
-                          balances=[BalanceOut(asset=a, free=b.free, locked=b.locked)
-                                    for a, b in sorted(account.balances.items())])
+        with exchange.lock:  # a concurrent command may add an asset to the balances
+            balances = [BalanceOut(asset=a, free=b.free, locked=b.locked)
+                        for a, b in sorted(account.balances.items())]
+        return AccountOut(account_id=external(account.account_id), tenant=account.tenant, balances=balances)
 
     @app.post("/v1/accounts", status_code=201, response_model=AccountOut, tags=["accounts"])
     def open_account(body: AccountIn, principal: Principal = Depends(account_writer)):
@@ -274,8 +275,8 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def batch(body: BatchIn, principal: Principal = Depends(writer)):
         """Run many commands in order, journalled in one write; each succeeds or fails on its own."""
         results, refs = [], {}
-        first_trade = len(exchange.engine.trades)
-        with exchange.batch():
+        with exchange.batch():  # holds the exchange lock throughout: no other command interleaves
+            first_trade = len(exchange.engine.trades)
             for i, c in enumerate(body.commands):
                 try:
                     if c.op == "place":
@@ -297,11 +298,10 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                 except Problem as exc:
                     results.append(BatchResult(index=i, ref=c.ref, order_id=None, status=None, filled_quantity=None,
                                                error=exc.detail or exc.title))
-        mine = {exchange.accounts[a].account_id for a in exchange.accounts
-                if exchange.accounts[a].tenant == principal.tenant}
-        trades = [BatchTrade(trade_id=t[0], instrument=t[2], price_ticks=t[3], quantity=t[4], buy_order_id=t[5],
-                             sell_order_id=t[6], aggressor_side=SIDE_NAMES[t[9]])
-                  for t in exchange.engine.trades[first_trade:] if t[7] in mine or t[8] in mine]
+            mine = {a.account_id for a in exchange.accounts.values() if a.tenant == principal.tenant}
+            trades = [BatchTrade(trade_id=t[0], instrument=t[2], price_ticks=t[3], quantity=t[4], buy_order_id=t[5],
+                                 sell_order_id=t[6], aggressor_side=SIDE_NAMES[t[9]])
+                      for t in exchange.engine.trades[first_trade:] if t[7] in mine or t[8] in mine]
         return BatchOut(results=results, trades=trades)
 
     @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
@@ -312,9 +312,10 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(reader)):
         account = own_account(principal, account_id)
-        orders = [o for oid, o in exchange.engine.orders.items()
-                  if exchange.order_owner.get(oid) == account.account_id and (o.open_qty or not open_only)]
-        return [order_out(o) for o in orders[-limit:]]
+        with exchange.lock:  # other requests place orders concurrently: the dict must not change mid-iteration
+            orders = [o for oid, o in exchange.engine.orders.items()
+                      if exchange.order_owner.get(oid) == account.account_id and (o.open_qty or not open_only)]
+            return [order_out(o) for o in orders[-limit:]]
 
     @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
@@ -347,9 +348,11 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def book(symbol: Symbol, depth: Annotated[int, Query(ge=1, le=100)] = 10, principal: Principal = Depends(market)):
         if symbol not in exchange.engine.books:
             raise Problem(404, "Not Found", f"unknown instrument {symbol!r}", "unknown-instrument")
-        b = exchange.engine.books[symbol]
-        return BookOut(instrument=symbol, bids=[Level(price_ticks=p, quantity=q) for p, q in b.bids.depth(depth)],
-                       asks=[Level(price_ticks=p, quantity=q) for p, q in b.asks.depth(depth)])
+        with exchange.lock:  # a consistent book, not one changing under concurrent orders
+            b = exchange.engine.books[symbol]
+            bids, asks = b.bids.depth(depth), b.asks.depth(depth)
+        return BookOut(instrument=symbol, bids=[Level(price_ticks=p, quantity=q) for p, q in bids],
+                       asks=[Level(price_ticks=p, quantity=q) for p, q in asks])
 
     @app.get("/v1/instruments/{symbol}/trades", response_model=list[TapeTrade], tags=["market data"])
     def tape(symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(market)):

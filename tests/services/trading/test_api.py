@@ -1,5 +1,9 @@
 """Trading API over HTTP (ASGI in process): auth, roles, tenancy, problem+json, audit, metrics."""
 
+import sys
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -193,3 +197,42 @@ def test_batch_places_and_cancels_in_order(setup):
     assert [x["status"] for x in results[:3]] == ["NEW", "EXPIRED", "CANCELLED"]
     assert results[3]["error"] and results[3]["order_id"] is None
     assert len(exchange.journal.load()) == 6 + 3  # set-up commands + the three accepted ones, one write
+
+
+def test_reads_while_other_threads_trade_never_fail(setup):
+    """Listing orders and book depth iterate the engine's dicts: under the exchange lock, or a
+    concurrent place/cancel makes them fail ("dictionary changed size during iteration")."""
+    client, keys, exchange = setup
+    account = "t1/a1"
+    exchange.deposit(account, "USD", 10**15)
+    exchange.deposit(account, X, 10**9)
+    for i in range(20000):  # long iterations, so a race is likely to hit one
+        exchange.place(account, X, "BUY", 1, 1 + i % 300)
+    stop = threading.Event()
+
+    def trade():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            order = exchange.place(account, X, "BUY" if i % 2 else "SELL", 1, 1 + i % 300 if i % 2 else 400 + i % 300)
+            if i % 3 == 0:
+                exchange.cancel(account, order.order_id)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    writer = threading.Thread(target=trade, daemon=True)
+    writer.start()
+    statuses = []
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            statuses.append(client.get("/v1/orders", params={"account_id": "a1", "limit": 1},
+                                       headers=h(keys, "t1_trader")).status_code)
+            statuses.append(client.get(f"/v1/instruments/{X}/book", params={"depth": 100},
+                                       headers=h(keys, "t1_trader")).status_code)
+            statuses.append(client.get("/v1/accounts/a1", headers=h(keys, "t1_trader")).status_code)
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert statuses and set(statuses) == {200}
