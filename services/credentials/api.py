@@ -23,8 +23,8 @@
 
 Every domain ``CredentialError`` (a ``ValueError``) while issuing is a 422 problem
 carrying the core's message. A credential is checked (structure and canonicalisation)
-before a status index is allocated, so rejected requests do not use up the status
-list. Documents whose canonicalisation could take exponential time (see
+before a status index is allocated, and an index whose signing fails anyway is released,
+so rejected requests do not use up the status list. Documents whose canonicalisation could take exponential time (see
 ``document_problem``) are refused with a 422 by both issue and verify.
 """
 
@@ -224,6 +224,8 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
         unsigned.setdefault("issuer", issuer.id)
         if "credentialStatus" in unsigned:
             raise _invalid("credentialStatus is assigned by the issuer's status registry")
+        if "proof" in unsigned:
+            raise _invalid("the credential already carries a proof; send it unsigned (the issuer signs it)")
         if issuer_id(unsigned) != issuer.id:
             raise _invalid(f"issuer {issuer_id(unsigned)!r} is not this issuer ({issuer.id})")
         unsigned.setdefault("id", f"urn:uuid:{uuid.uuid4()}")

@@ -131,7 +131,14 @@ class Issuer:
         if self.status_registry is not None:
             if "credentialStatus" in unsigned:
                 raise InvalidCredentialError(["credentialStatus is assigned by the issuer's status registry"])
-            unsigned["credentialStatus"] = self.status_registry.allocate_entries()
+            index = self.status_registry.allocate()
+            unsigned["credentialStatus"] = self.status_registry.entries(index)
+            try:
+                return issue_credential(unsigned, self.key_pair, created=created, loader=self.loader)
+            except BaseException:
+                # No credential carries the index: give it back, or every failed issue shrinks the list.
+                self.status_registry.release(index)
+                raise
         return issue_credential(unsigned, self.key_pair, created=created, loader=self.loader)
 
 

@@ -275,6 +275,14 @@ class StatusRegistry:
                 self._allocated.add(index)
                 return index
 
+    def release(self, index: int) -> None:
+        """Give back an index no issued credential carries (its issuance failed after allocation)."""
+        if any(status_list.get(index) for status_list in self.lists.values()):
+            # A set bit means a credential with this index was revoked or suspended: reusing it would
+            # hand that status to the next credential.
+            raise StatusListError(f"index {index} has a status set and cannot be released")
+        self._allocated.discard(index)
+
     def entries(self, index: int) -> list[dict]:
         """``credentialStatus`` entries (one per purpose) for an allocated index."""
         if index not in self._allocated:

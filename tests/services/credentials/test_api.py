@@ -242,6 +242,18 @@ def test_invalid_input_is_a_422_problem_and_spends_no_status_index(setup, key_pa
     is_problem(set_status(client, keys, "urn:never-issued", "revoked"), 404)
 
 
+def test_repeatedly_rejected_signed_credentials_spend_no_status_index(setup):
+    client, keys = setup
+    registry = client.app.state.status_registry
+    signed = issue(client, keys, id="urn:uuid:00000000-0000-4000-8000-000000000001")
+    assert len(registry.allocated) == 1
+    for _ in range(5):  # resubmitting a credential that already carries a proof
+        r = client.post("/credentials/issue", json={"credential": {**model_credential(), "proof": signed["proof"]}},
+                        headers=h(keys, "t1_engineer"))
+        assert "already carries a proof" in is_problem(r, 422)["detail"]
+    assert len(registry.allocated) == 1
+
+
 def test_documents_that_would_canonicalise_in_exponential_time_are_refused_fast(setup):
     """RDFC-1.0 'poison graphs': a few indistinguishable blank nodes make pyld try every permutation."""
     client, keys = setup

@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from services.credentials import (
     CREDENTIALS_EXAMPLES_V2_URL,
     CREDENTIALS_V2_URL,
+    CredentialError,
     Ed25519KeyPair,
     InvalidCredentialError,
     Issuer,
+    StatusListError,
     StatusRegistry,
     bench,
     issue_credential,
@@ -161,6 +163,18 @@ def test_status_revoke_suspend_unsuspend_round_trip(issuer_with_status):
 
     registry.unsuspend(signed)  # unsuspending does not undo a revocation
     assert not verify().verified
+
+
+def test_an_issue_that_fails_after_allocation_releases_its_index(issuer_with_status):
+    issuer, registry = issuer_with_status
+    for _ in range(3):
+        with pytest.raises(CredentialError, match="already carries a proof"):
+            issuer.issue({**model_credential(), "proof": {"type": "DataIntegrityProof"}}, created=NOW)
+    assert registry.allocated == frozenset()
+    revoked = issuer.issue(model_credential(), created=NOW)
+    registry.revoke(revoked)
+    with pytest.raises(StatusListError, match="cannot be released"):  # a used index is never handed out again
+        registry.release(registry._index_of(revoked, "revocation"))
 
 
 def test_status_only_affects_its_own_index(issuer_with_status):
