@@ -23,8 +23,10 @@ class LandingFile:
         return self.path.name
 
     def fingerprint(self) -> str:
+        # ctime and inode as well as size and mtime: tools that keep the sender's mtime (rsync -t, cp -p,
+        # tar) can replace a file with new bytes of the same size, but every write or rename sets ctime.
         stat = self.path.stat()
-        return f"{stat.st_size}:{stat.st_mtime_ns}"
+        return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
 
     def sha256(self) -> str:
         digest = hashlib.sha256()

@@ -1,6 +1,6 @@
 """Landing-zone sensor: one run per new file, exactly once across restarts.
 
-The cursor remembers each file's size and mtime, so unchanged files cost no
+The cursor remembers each file's size, mtime, ctime and inode, so unchanged files cost no
 hashing on later ticks; the run key is the file's path and SHA-256, so Dagster
 never launches two runs for the same content even if the cursor is lost; and
 the ingestion step itself skips content its ledger already holds.

@@ -147,10 +147,19 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
     parsed = landing_reader.parse_file(landing.name, landing.path.read_bytes(), _table_types(lake, identifier))
     if not parsed.reconciles:  # a bug in the reader, never bad input: stop loudly
         raise RuntimeError(f"{landing.relpath}: read {parsed.records_read} != accepted + quarantined")
+    rows = None
+    if parsed.accepted:
+        try:
+            rows = _arrow_rows(parsed, lineage)
+        except (ValueError, TypeError, OverflowError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            # The reader accepted values the table cannot hold (a reader gap, not a lake fault): keep the
+            # whole file in quarantine with the reason instead of failing the batch it is part of.
+            parsed = landing_reader.file_problem(parsed.file_format, f"rows could not be converted for the "
+                                                 f"table ({type(exc).__name__}: {exc})", landing.path.read_bytes())
     same_file = EqualTo("_file_sha256", sha)
     same_source_file = And(EqualTo("source", landing.source), EqualTo("file_sha256", sha))
-    if parsed.accepted:
-        lake.replace_where(identifier, _arrow_rows(parsed, lineage), same_file)
+    if rows is not None:
+        lake.replace_where(identifier, rows, same_file)
     quarantine_id = ".".join(QUARANTINE_KEY.path)
     if parsed.quarantined or lake.table_exists(quarantine_id):
         lake.replace_where(quarantine_id, _quarantine_rows(parsed, lineage), same_source_file)
@@ -201,7 +210,7 @@ def build_landing_assets(sources: list[str]):
     )
     def landing_ingest(context: AssetExecutionContext, config: LandingConfig, lake: LakeResource,
                        landing_zone: LandingZoneResource):
-        from pyiceberg.expressions import EqualTo
+        from pyiceberg.expressions import And, EqualTo
 
         available = {f.relpath: f for f in landing_zone.list_files()}
         wanted = config.files or sorted(available)
@@ -250,7 +259,8 @@ def build_landing_assets(sources: list[str]):
             source = r["file"].split("/")[0]
             stored_ok = lake.read(".".join(source_keys[source].path), row_filter=EqualTo("_file_sha256", r["sha256"]),
                                   columns=("_line",)).num_rows if lake.table_exists(".".join(source_keys[source].path)) else 0
-            stored_q = lake.read(".".join(QUARANTINE_KEY.path), row_filter=EqualTo("file_sha256", r["sha256"]),
+            stored_q = lake.read(".".join(QUARANTINE_KEY.path),
+                                 row_filter=And(EqualTo("source", source), EqualTo("file_sha256", r["sha256"])),
                                  columns=("line",)).num_rows if r["rows_quarantined"] else 0
             if r["rows_read"] != stored_ok + stored_q or stored_ok != r["rows_accepted"]:
                 mismatches.append(f"{r['file']}: read {r['rows_read']}, lake holds {stored_ok} + {stored_q}")

@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from typing import Any
 
 SUPPORTED_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -29,6 +30,14 @@ INFER_ORDER = (LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING)
 # into strings. A single odd value in a small file therefore cannot decide a type.
 INFER_MIN_SHARE = 0.5
 RAW_LIMIT = 4000  # characters of a raw record kept in quarantine
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# The bronze tables' lineage columns: a file column with one of these names (or any leading "_")
+# would collide with them, so such a file is quarantined whole.
+RESERVED_PREFIX = "_"
+CSV_FIELD_LIMIT = 16 * 1024 * 1024  # characters in one CSV field (the csv module's default is 128 KiB)
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -75,17 +84,27 @@ def _cast(value: Any, kind: str) -> Any:
         if kind == LONG:
             if isinstance(value, bool):
                 raise CastError("boolean is not an integer")
-            if isinstance(value, int):
-                return value
             if isinstance(value, float):
-                if value.is_integer():
-                    return int(value)
-                raise CastError(f"{value!r} is not a whole number")
-            return int(str(value).strip())
+                if not value.is_integer():
+                    raise CastError(f"{value!r} is not a whole number")
+                value = int(value)
+            elif not isinstance(value, int):
+                text = str(value).strip()
+                if not _INTEGER.fullmatch(text):  # int() would also take "1_000" and " ٣ "
+                    raise CastError(f"{value!r} is not a long (a whole number)")
+                value = int(text)
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise CastError(f"{value} is outside the 64-bit integer range")
+            return value
         if kind == DOUBLE:
             if isinstance(value, bool):
                 raise CastError("boolean is not a number")
-            out = float(value if not isinstance(value, str) else value.strip())
+            if isinstance(value, str):
+                text = value.strip()
+                if not _DECIMAL.fullmatch(text):  # float() would also take "nan", "inf" and "1_0"
+                    raise CastError(f"{value!r} is not a double (a plain decimal number)")
+                value = text
+            out = float(value)
             if math.isinf(out):
                 raise CastError("infinite value")
             return out
@@ -136,7 +155,7 @@ def infer_type(values: list[Any]) -> str:
     return STRING
 
 
-def _file_problem(fmt: str, reason: str, raw: bytes | str = b"") -> ParsedFile:
+def file_problem(fmt: str, reason: str, raw: bytes | str = b"") -> ParsedFile:
     if isinstance(raw, bytes):
         raw_text = "base64:" + base64.b64encode(raw[:RAW_LIMIT]).decode()
     else:
@@ -155,27 +174,50 @@ def _decode(data: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def _physical_lines(text: str) -> list[str]:
+    """Lines split at \\n (and \\r\\n) only: str.splitlines would also split at U+2028, U+0085 and other
+    characters that JSON and CSV allow inside a value."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def _records_csv(data: bytes):
     text = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    # strict: an unterminated quote is an error, not a field that swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise CastError("file has no header and no rows") from None
+    except csv.Error as exc:
+        raise CastError(f"unreadable CSV header: {exc}") from None
     header = [h.strip() for h in header]
     if not any(header):
         raise CastError("header row is empty")
+    if not all(header):
+        raise CastError(f"header has a blank column name (column {header.index('') + 1})")
     if len(set(header)) != len(header):
         raise CastError(f"header has duplicate column names: {header}")
     records, problems = [], []
-    lines = text.splitlines()
-    for row in reader:
+    lines = _physical_lines(text)
+    while True:
+        first = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader cannot continue past a broken record: the rest is one record
+            problems.append(Quarantined(first, "\n".join(lines[first - 1:])[:RAW_LIMIT], f"malformed CSV: {exc}"))
+            break
         line = reader.line_num
-        raw = lines[line - 1] if 0 < line <= len(lines) else ",".join(row)
+        raw = "\n".join(lines[first - 1:line]) if 0 < first <= len(lines) else ",".join(row)
         if not row or all(cell == "" for cell in row):
             continue  # blank line: not a record
         if len(row) != len(header):
-            problems.append(Quarantined(line, raw, f"expected {len(header)} fields, found {len(row)}"))
+            problems.append(Quarantined(line, raw[:RAW_LIMIT], f"expected {len(header)} fields, found {len(row)}"))
             continue
         records.append((line, raw, dict(zip(header, row))))
     if not records and not problems:
@@ -187,7 +229,7 @@ def _records_jsonl(data: bytes):
     text = _decode(data)
     records, problems, header = [], [], []
     seen = set()
-    for i, raw in enumerate(text.splitlines(), start=1):
+    for i, raw in enumerate(_physical_lines(text), start=1):
         if not raw.strip():
             continue
         try:
@@ -245,16 +287,24 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     fmt = SUPPORTED_SUFFIXES.get(suffix)
     if fmt is None:
-        return _file_problem("unknown", f"unsupported file type {suffix or '(none)'}; "
+        return file_problem("unknown", f"unsupported file type {suffix or '(none)'}; "
                              f"expected one of {sorted(SUPPORTED_SUFFIXES)}", data)
     if len(data) == 0:
-        return _file_problem(fmt, "empty file (0 bytes)")
+        return file_problem(fmt, "empty file (0 bytes)")
     try:
         header, records, problems, *declared = {"csv": _records_csv, "jsonl": _records_jsonl,
                                                 "parquet": _records_parquet}[fmt](data)
     except CastError as exc:
-        return _file_problem(fmt, str(exc), data)
+        return file_problem(fmt, str(exc), data)
+    except Exception as exc:  # noqa: BLE001 - a file nobody foresaw is quarantined, not a failed batch
+        return file_problem(fmt, f"could not be read ({type(exc).__name__}: {exc})", data)
     declared_types = declared[0] if declared else {}
+    reserved = [c for c in header if str(c).startswith(RESERVED_PREFIX)]
+    if reserved:
+        return file_problem(fmt, f"column names starting with {RESERVED_PREFIX!r} are reserved for the lake's "
+                             f"lineage columns: {reserved}; rename them", data)
+    if any(str(c).strip() == "" for c in header):
+        return file_problem(fmt, "a column has a blank name; name every column", data)
 
     records_read = len(records) + len(problems)  # every record the file holds, good or bad
     columns: dict[str, str] = {}

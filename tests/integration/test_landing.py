@@ -88,6 +88,8 @@ def test_bad_files_are_quarantined_and_counts_reconcile(settings, lake):
         "partner_quotes/4_header_only.csv": b"symbol,price\n",
         "partner_quotes/5_latin1.csv": "symbol,price\nÉ,1.0\n".encode("latin-1"),
         "partner_quotes/6_truncated.parquet": truncated,
+        "partner_quotes/7_bigint.csv": b"symbol,price,volume\nG,7.0,10\nH,8.0,99999999999999999999\nJ,9.0,11\n",
+        "partner_quotes/8_reserved.jsonl": b'{"symbol": "I", "price": 9.0, "_line": 1}\n',
     }
     for relpath, data in files.items():
         drop(settings, relpath, data)
@@ -112,7 +114,36 @@ def test_bad_files_are_quarantined_and_counts_reconcile(settings, lake):
     assert "'not-a-price' is not a double" in quarantine[("partner_quotes/2_rows.csv", 3)]["reason"]
     assert quarantine[("partner_quotes/2_rows.csv", 3)]["raw_record"] == "E,not-a-price"
     assert "expected 2 fields, found 3" in quarantine[("partner_quotes/2_rows.csv", 4)]["reason"]
-    assert sorted(lake.read("bronze.partner_quotes").column("symbol").to_pylist()) == ["A", "B", "C", "D"]
+    assert "outside the 64-bit integer range" in quarantine[("partner_quotes/7_bigint.csv", 3)]["reason"]
+    assert "reserved for the lake's lineage columns" in quarantine[("partner_quotes/8_reserved.jsonl", None)]["reason"]
+    assert sorted(lake.read("bronze.partner_quotes").column("symbol").to_pylist()) == ["A", "B", "C", "D", "G", "J"]
+
+
+def test_same_bytes_in_two_sources_reconcile_per_source(settings, lake):
+    defs = definitions(settings)
+    data = b"symbol,price\nA,1.0\nB,oops\nC,2.0\n"
+    drop(settings, "partner_quotes/x.csv", data)
+    drop(settings, "kyc_events/x.csv", data)
+    requests, _ = tick(defs)
+    for request in sorted(requests, key=lambda r: r.run_key):
+        result = execute(defs, request)
+        assert result.success and all(c.passed for c in result.get_asset_check_evaluations()), request.run_key
+    assert {(r["source"], r["rows_quarantined"]) for r in lake.read("ops.landing_files").to_pylist()} == {
+        ("partner_quotes", 1), ("kyc_events", 1)}
+
+
+def test_sensor_sees_new_bytes_even_when_size_and_mtime_are_kept(settings, lake):
+    import os
+
+    defs = definitions(settings)
+    path = drop(settings, "partner_quotes/q.csv", b"symbol,price\nAAA,1.5\n")
+    first, cursor = tick(defs)
+    stat = path.stat()
+    path.write_bytes(b"symbol,price\nAAA,1.6\n")  # same size, then the sender's mtime restored (rsync -t, cp -p)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    second, _ = tick(defs, cursor)
+    assert len(first) == len(second) == 1 and first[0].run_key != second[0].run_key
 
 
 def test_new_columns_evolve_the_schema_and_cli_pass_uses_the_same_job(settings, lake):

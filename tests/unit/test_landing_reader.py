@@ -68,3 +68,41 @@ def test_parquet_rows_cast_against_table_types():
 def test_utf8_bom_and_crlf_are_fine():
     p = parse_file("b.csv", "\ufeffid,name\r\n1,Zoë\r\n".encode())
     assert p.accepted == [{"id": 1, "name": "Zoë"}]
+
+
+def test_values_a_bronze_column_cannot_hold_are_quarantined_not_fatal():
+    big = str(2**63).encode()
+    p = parse_file("q.csv", b"id,qty\n1,5\n2," + big + b"\n3,-9223372036854775808\n")
+    assert p.columns["qty"] == "long" and p.reconciles
+    assert [r["qty"] for r in p.accepted] == [5, -(2**63)]
+    assert "outside the 64-bit integer range" in p.quarantined[0].reason and p.quarantined[0].line == 3
+    # text float() or int() would take, but that is not a plain number
+    p = parse_file("q.csv", b"id,x\n1,2.5\n2,nan\n3,1_0\n4,inf\n5,-1e3\n", table_types={"x": "double"})
+    assert [r["x"] for r in p.accepted] == [2.5, -1000.0]
+    assert sorted(q.line for q in p.quarantined) == [3, 4, 5]
+    p = parse_file("q.csv", b"id\n1_000\n7\n", table_types={"id": "long"})
+    assert [r["id"] for r in p.accepted] == [7] and "is not a long" in p.quarantined[0].reason
+
+
+def test_csv_field_limit_unterminated_quote_and_reserved_columns():
+    p = parse_file("q.csv", b"id,note\n1," + b"x" * 200_000 + b"\n2,ok\n")  # over the csv module's 128 KiB default
+    assert p.reconciles and len(p.accepted) == 2 and len(p.accepted[0]["note"]) == 200_000
+    p = parse_file("q.csv", b'id,note\n1,fine\n2,"never closed\n3,lost\n')
+    assert p.reconciles and [r["id"] for r in p.accepted] == [1]
+    [bad] = p.quarantined
+    assert bad.line == 3 and "malformed CSV" in bad.reason and bad.raw == '2,"never closed\n3,lost'
+    for header in (b"id,_line", b"id,_source"):
+        p = parse_file("q.csv", header + b"\n1,2\n")
+        assert p.accepted == [] and p.quarantined[0].line is None and "reserved" in p.quarantined[0].reason
+    p = parse_file("q.csv", b"id,,x\n1,2,3\n")
+    assert p.accepted == [] and "blank column name" in p.quarantined[0].reason
+
+
+def test_line_separators_inside_values_do_not_split_records():
+    ls = "\u2028".encode()
+    p = parse_file("q.jsonl", b'{"id": 1, "t": "a' + ls + b'b"}\n{"id": 2, "t": "c\xc2\x85d"}\n')
+    assert p.records_read == 2 and [r["t"] for r in p.accepted] == ["a\u2028b", "c\u0085d"]
+    p = parse_file("q.csv", b"id,t\r\n1,a" + ls + b"b\r\n2,c\r\nx,d\r\n")
+    assert p.records_read == 3 and p.quarantined[0].line == 4 and p.quarantined[0].raw == "x,d"
+    p = parse_file("q.csv", b'id,t\n1,"two\nlines"\nx,y\n', table_types={"id": "long"})
+    assert p.accepted[0]["t"] == "two\nlines" and p.quarantined[0].raw == "x,y" and p.quarantined[0].line == 4
