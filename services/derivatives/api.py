@@ -79,10 +79,13 @@ Cents = Annotated[int, Field(ge=1, le=10**15, description="minor units (cents)")
 Contracts = Annotated[int, Field(ge=1, le=10**6)]
 SignedContracts = Annotated[int, Field(ge=-10**6, le=10**6, description="signed contracts: > 0 long, < 0 short")]
 ContractSize = Annotated[float, Field(gt=0, le=1e6)]
+# Dates arrive as ISO strings, which strict mode would refuse (FastAPI validates the parsed JSON).
+IsoDate = Annotated[dt.date, Field(strict=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: JSON true, "100" or 2.0 is not silently a quantity or an amount of money
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # ---------------------------------------------------------------- options
@@ -241,7 +244,7 @@ class SpanOut(BaseModel):
 
 class ContractIn(Strict):
     symbol: SymbolIn
-    expiry: dt.date
+    expiry: IsoDate
     contract_size: int = Field(default=100, ge=1, le=10**6, description="units of the underlying per contract")
     tick_size: TickSize = Field(default="0.01", description="price increment per unit of the underlying")
     initial_margin_cents: int = Field(default=5_000, ge=0, le=10**12, description="per contract")
@@ -302,7 +305,7 @@ class FuturesTradeOut(BaseModel):
 
 
 class SettlementIn(Strict):
-    day: dt.date
+    day: IsoDate
     settlement_price: DecimalPrice = Field(description="rounded to the nearest tick, ties to even")
 
 

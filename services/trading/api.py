@@ -26,7 +26,8 @@ MAX_TICKS = 10**12
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true, "100" or 2.0 is not silently a quantity or an amount of money
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class AccountIn(Strict):

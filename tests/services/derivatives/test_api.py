@@ -329,3 +329,28 @@ def test_audit_records_state_changes_per_tenant(setup):
     metrics = client.get("/metrics").text
     assert 'route="/v1/futures/{symbol}/accounts/{account_id}/deposits",status="200"' in metrics
 
+
+
+def test_quantities_and_money_must_be_json_integers(setup):
+    """No coercion: true, "2" or 2.0 is refused (422 problem), never booked as 1 or 2 contracts or cents."""
+    client, keys, _ = setup
+    ht, hv = h(keys, "t1_trader"), h(keys, "t1_viewer")
+
+    def state():
+        return ([client.get(f"/v1/futures/{X}/accounts/{a}", headers=hv).json() for a in ("a1", "a2")],
+                client.get("/v1/futures/contracts", headers=hv).json())
+
+    before = state()
+    trade = {"buyer_account_id": "a1", "seller_account_id": "a2", "contracts": 2, "price": "2.50"}
+    for wrong in (True, "2", 2.0):
+        for url, body in ((f"/v1/futures/{X}/trades", {**trade, "contracts": wrong}),
+                          (f"/v1/futures/{X}/accounts/a1/deposits", {"amount_cents": wrong}),
+                          (f"/v1/futures/{X}/accounts/a1/withdrawals", {"amount_cents": wrong}),
+                          (f"/v1/futures/{X}/accounts", {"account_id": "a3", "deposit_cents": wrong}),
+                          ("/v1/futures/contracts", {"symbol": "NEW1", "expiry": EXPIRY, "contract_size": wrong})):
+            r = client.post(url, json=body, headers=ht)
+            assert is_problem(r, 422)["errors"], (url, body)
+    assert state() == before
+    # dates stay ISO strings, prices decimal strings, and integral floats in float fields stay fine
+    assert client.post(f"/v1/futures/{X}/trades", json=trade, headers=ht).status_code == 201
+    assert client.post("/v1/options/price", json=BSM, headers=hv).status_code == 200

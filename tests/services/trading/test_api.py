@@ -236,3 +236,23 @@ def test_reads_while_other_threads_trade_never_fail(setup):
         writer.join()
         sys.setswitchinterval(interval)
     assert statuses and set(statuses) == {200}
+
+
+def test_quantities_and_money_must_be_json_integers(setup):
+    """No coercion: true, "1000000" or 5.0 is refused (422 problem), never deposited or traded as a number."""
+    client, keys, exchange = setup
+    ht = h(keys, "t1_trader")
+    before = exchange.state()
+    order = {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1, "price_ticks": 100}
+    for wrong in (True, "5", 5.0):
+        for url, body in (("/v1/accounts/a1/deposits", {"asset": "USD", "amount": wrong}),
+                          ("/v1/accounts/a1/withdrawals", {"asset": "USD", "amount": wrong}),
+                          ("/v1/orders", {**order, "quantity": wrong}),
+                          ("/v1/orders", {**order, "price_ticks": wrong}),
+                          ("/v1/orders/batch", {"commands": [{**order, "op": "place", "ref": "r", "quantity": wrong}]}),
+                          ("/v1/copy-trading/follows", {"follower_account_id": "a1", "leader_account_id": "a1",
+                                                        "max_exposure": wrong})):
+            r = client.post(url, json=body, headers=ht)
+            assert is_problem(r, 422)["errors"], (url, body)
+    assert exchange.state() == before and len(exchange.journal.load()) == 6
+    assert client.post("/v1/orders", json=order, headers=ht).status_code == 201
