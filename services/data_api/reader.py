@@ -5,6 +5,11 @@ returning a pyiceberg table (the platform's LakeResource qualifies). Filters
 and columns are validated against the table's schema; rows of tables that
 carry a ``tenant_id`` column are restricted to the caller's tenant; pages are
 pinned to one snapshot, so paging never mixes two versions of a table.
+
+Tenancy fails closed: a table without ``tenant_id`` is served only if it is in
+``SHARED_TABLES`` (market-wide data every tenant may see). Any other such table
+(per-account rows that do not say whose they are) is answered like a table that
+does not exist, to every tenant, in the catalog and on reads.
 """
 
 from __future__ import annotations
@@ -13,10 +18,17 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import math
 from typing import Any, Protocol
 
 READABLE_NAMESPACES = ("gold",)
 TENANT_COLUMN = "tenant_id"
+# Gold tables without a tenant_id that hold market-wide data only (rows per instrument, none per account).
+SHARED_TABLES = frozenset({
+    "gold.ohlcv_bars",  # per instrument and bar, from the public trade tape
+    "gold.price_direction_predictions",  # per instrument (features/repo.py ENTITY_KEYS)
+    "gold.snn_anomaly_scores",  # per instrument window (platformq_assets/neuromorphic/scores.py)
+})
 OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
 MAX_PAGE = 1000
 
@@ -73,12 +85,16 @@ def _iceberg_kind(field_type) -> str:
     return "string"
 
 
-def _cast(kind: str, column: str, raw: str):
+def _cast(field_type, column: str, raw: str):
+    kind = _iceberg_kind(field_type)
     try:
         if kind == "integer":
             return int(raw)
         if kind == "number":
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # pyiceberg refuses NaN literals; bounds must be real numbers alike
+                raise ValueError
+            return value
         if kind == "boolean":
             if raw.lower() not in ("true", "false"):
                 raise ValueError
@@ -86,7 +102,13 @@ def _cast(kind: str, column: str, raw: str):
         if kind == "date":
             return dt.date.fromisoformat(raw).isoformat()
         if kind == "timestamp":
-            return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).isoformat()
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            # pyiceberg refuses a literal whose zone-ness differs from the column's, so align it:
+            # a zone-less value on a timestamptz column is UTC, and an offset value on a timestamp
+            # column (which holds UTC wall times) becomes the naive UTC time.
+            if str(field_type).startswith("timestamptz"):
+                return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+            return (value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value).isoformat()
         return raw
     except ValueError:
         raise ReadError(f"filter value {raw!r} is not a valid {kind} for column {column!r}") from None
@@ -102,8 +124,10 @@ class LakeReader:
             if identifier.split(".")[0] not in READABLE_NAMESPACES:
                 continue
             table = self.lake.load_table(identifier)
-            snapshot = table.current_snapshot()
             fields = table.schema().fields
+            if not _servable(identifier, fields):
+                continue
+            snapshot = table.current_snapshot()
             out.append({
                 "table": identifier,
                 "snapshot_id": snapshot.snapshot_id if snapshot else None,
@@ -125,13 +149,18 @@ class LakeReader:
             LessThanOrEqual,
             NotEqualTo,
         )
+        from pyiceberg.expressions.visitors import bind
 
         if identifier.split(".")[0] not in READABLE_NAMESPACES or identifier not in self.lake.list_tables():
-            raise ReadError(f"unknown table {identifier!r}", 404, "unknown-table")
+            raise _unknown_table(identifier)
+        table = self.lake.load_table(identifier)
+        fields = table.schema().fields
+        if not _servable(identifier, fields):
+            raise _unknown_table(identifier)  # the same answer as a missing table: its existence is not revealed
         if not 1 <= page_size <= MAX_PAGE:
             raise ReadError(f"page_size must be between 1 and {MAX_PAGE}")
-        table = self.lake.load_table(identifier)
-        kinds = {f.name: _iceberg_kind(f.field_type) for f in table.schema().fields}
+        kinds = {f.name: _iceberg_kind(f.field_type) for f in fields}
+        types = {f.name: f.field_type for f in fields}
         offset = 0
         if page_token:
             token_snapshot, offset = _decode_token(page_token)
@@ -158,7 +187,15 @@ class LakeReader:
             column, op, value = parts
             if column not in kinds:
                 raise ReadError(f"cannot filter on unknown column {column!r}")
-            predicate = And(predicate, ops[op](column, _cast(kinds[column], column, value)))
+            literal = _cast(types[column], column, value)
+            try:
+                predicate = And(predicate, ops[op](column, literal))
+            except ValueError as exc:  # pyiceberg refuses some literals as it builds them
+                raise ReadError(f"filter {raw!r} is not valid: {exc}") from None
+        try:  # binding converts the literals to the columns' types: a value that does not fit is the caller's
+            bind(table.schema(), predicate, case_sensitive=True)
+        except ValueError as exc:
+            raise ReadError(f"filters do not fit the table's columns: {exc}") from None
         if TENANT_COLUMN in kinds:
             predicate = And(predicate, EqualTo(TENANT_COLUMN, tenant))
         if snapshot_id is None:
@@ -174,6 +211,14 @@ class LakeReader:
         next_offset = offset + page.num_rows
         token = _encode_token(snapshot_id, next_offset) if next_offset < data.num_rows else None
         return Page(identifier, snapshot_id, selected, rows, token, data.num_rows)
+
+
+def _servable(identifier: str, fields) -> bool:
+    return identifier in SHARED_TABLES or any(f.name == TENANT_COLUMN for f in fields)
+
+
+def _unknown_table(identifier: str) -> ReadError:
+    return ReadError(f"unknown table {identifier!r}", 404, "unknown-table")
 
 
 def _jsonable(value: Any):

@@ -13,6 +13,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from services.common.app import ServiceContext
 from services.data_api.api import create_data_app
+from tests.services.problems import is_problem
 
 DAY = dt.date(2024, 1, 2)
 
@@ -99,6 +100,46 @@ def test_filters_and_columns_are_validated(api):
     assert get(client, keys["acme"], "/v1/tables/silver/trades/rows").status_code == 404  # not a gold table
     assert get(client, keys["acme"], "/v1/tables/gold/missing/rows").status_code == 404
     assert client.get("/v1/catalog").status_code == 401
+
+
+def test_tables_without_tenant_id_are_unknown_unless_listed_as_shared(api):
+    client, keys, lake = api
+    # per-account rows with no tenant_id (shaped like platformq_assets/markets/futures.py's gold.futures_margin)
+    lake.replace_partition("gold.futures_margin", pa.table({
+        "account_id": [101, 202], "balance_cents": [98800, 101200],
+        "partition_date": pa.array([DAY] * 2, pa.date32())}), "partition_date", DAY)
+    missing = is_problem(get(client, keys["acme"], "/v1/tables/gold/no_such_table/rows"), 404)
+    for who in ("acme", "cygnus"):
+        for params in ({}, {"columns": "nope"}, {"snapshot_id": 1}, {"filter": "account_id:eq:101"}):
+            body = is_problem(get(client, keys[who], "/v1/tables/gold/futures_margin/rows", **params), 404)
+            # answered exactly like a table that does not exist
+            assert body["type"] == missing["type"] and body["detail"] == "unknown table 'gold.futures_margin'"
+        assert "gold.futures_margin" not in {t["table"] for t in get(client, keys[who], "/v1/catalog").json()}
+    # a listed market-wide table is served to every tenant, and tenant_id tables are still filtered
+    for who in ("acme", "cygnus"):
+        assert get(client, keys[who], "/v1/tables/gold/ohlcv_bars/rows").json()["total_rows"] == 2
+    rows = get(client, keys["cygnus"], "/v1/tables/gold/trader_leaderboard/rows", page_size=1000).json()["rows"]
+    assert len(rows) == 10 and {r["tenant_id"] for r in rows} == {"t-cygnus"}
+
+
+def test_timestamp_and_non_finite_filters_are_rows_or_422_never_500(api):
+    client, keys, lake = api
+    naive = [dt.datetime(2024, 1, 2, 10, m) for m in range(3)]
+    lake.replace_partition("gold.price_direction_predictions", pa.table({  # event_ts: timestamp (no zone)
+        "instrument": ["A"] * 3, "event_ts": pa.array(naive, pa.timestamp("us")), "score": [0.1, 0.5, 0.9],
+        "partition_date": pa.array([DAY] * 3, pa.date32())}), "partition_date", DAY)
+    lake.replace_partition("gold.snn_anomaly_scores", pa.table({  # window_start: timestamptz
+        "instrument": ["A"] * 3, "window_start": pa.array([t.replace(tzinfo=dt.timezone.utc) for t in naive],
+                                                           pa.timestamp("us", tz="UTC")),
+        "partition_date": pa.array([DAY] * 3, pa.date32())}), "partition_date", DAY)
+    for table, column in (("price_direction_predictions", "event_ts"), ("snn_anomaly_scores", "window_start")):
+        for value in ("2024-01-02T10:01:00", "2024-01-02T10:01:00Z", "2024-01-02T10:01:00+00:00",
+                      "2024-01-02T11:01:00+01:00"):  # all the same instant, read as UTC when it has no zone
+            r = get(client, keys["acme"], f"/v1/tables/gold/{table}/rows", filter=f"{column}:ge:{value}")
+            assert r.status_code == 200 and r.json()["total_rows"] == 2, (table, value, r.text)
+    for value in ("nan", "NaN", "inf", "-Infinity"):
+        r = get(client, keys["acme"], "/v1/tables/gold/price_direction_predictions/rows", filter=f"score:eq:{value}")
+        assert is_problem(r, 422)["type"].endswith("/invalid-read")
 
 
 @pytest.mark.slow
