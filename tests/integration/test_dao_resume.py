@@ -1,0 +1,52 @@
+"""dao_outcomes against a long-lived governance service (the production shape): a re-run resumes the
+day's proposal instead of proposing it again, so a crash after execution neither pays twice nor wedges."""
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance, materialize
+
+from platformq_assets.governance.dao import REWARD, TREASURY, dao_outcomes
+from resources.lake import LakeResource
+from resources.services import INTERNAL_TENANT, ServiceClientResource, build_local_app
+from tests.services.serving import serve
+
+pytestmark = pytest.mark.slow
+DAY = "2024-01-02"
+
+
+def test_a_crash_after_execution_is_resumed_and_the_reward_is_paid_once(settings, lake, monkeypatch):
+    board = pa.Table.from_pylist([
+        {"pnl_rank": 1, "account_id": 1, "traded_notional": 5000.0, "pnl": 100.0, "partition_date": dt.date(2024, 1, 2)},
+        {"pnl_rank": 2, "account_id": 2, "traded_notional": 3000.0, "pnl": 50.0, "partition_date": dt.date(2024, 1, 2)},
+    ])
+    lake.replace_partition("gold.trader_leaderboard", board, "partition_date", DAY)
+    app, ctx = build_local_app("governance", str(settings.home))
+    key = ctx.keys.create("ops", INTERNAL_TENANT, ["admin"])
+
+    real_replace = LakeResource.replace_partition
+    crash = {"once": True}
+
+    def crash_once(self, identifier, *args, **kwargs):
+        if identifier == "governance.dao_outcomes" and crash.pop("once", False):
+            raise OSError("simulated crash: the lake commit failed after the proposal was executed")
+        return real_replace(self, identifier, *args, **kwargs)
+
+    monkeypatch.setattr(LakeResource, "replace_partition", crash_once)
+    with serve(app) as url:
+        gov = ServiceClientResource(service="governance", base_url=url, api_key=key)
+        results = [materialize([dao_outcomes], partition_key=DAY, resources={"lake": lake, "governance": gov},
+                               instance=DagsterInstance.get(), raise_on_error=False) for _ in range(3)]
+        treasury = gov.request("GET", "/v1/dao")["treasury"]["USD"]
+        proposals = gov.request("GET", "/v1/dao/proposals")
+
+    assert [r.success for r in results] == [False, True, True]  # crashed, resumed, re-run as a no-op
+    for result in results[1:]:
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+    [proposal] = proposals
+    assert proposal["state"] == "Executed" and proposal["description"].startswith(DAY)
+    assert treasury == TREASURY - REWARD  # paid exactly once
+    [row] = lake.read("governance.dao_outcomes").to_pylist()
+    assert row["state"] == "Executed" and row["reward_usd"] == REWARD and row["proposal_id"] == proposal["id"]
+    assert row["voters"] == 2 and row["treasury_after_usd"] == treasury
