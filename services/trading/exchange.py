@@ -406,8 +406,8 @@ class Exchange:
             self.sell_locked[order.order_id] = locked
         self._settle(self.engine.trades[first_trade:])
         self._release(order)
-        if copy_of is None:
-            self._copy_fills(account_id, self.engine.trades[first_trade:], ts)
+        if copy_of is None:  # copies do not trigger copies
+            self._copy_all_fills(account_id, self.engine.trades[first_trade:], ts)
         return order
 
     def _amend(self, c):
@@ -431,7 +431,7 @@ class Exchange:
         self.engine.amend(order.order_id, c["quantity"], c["price"], c["ts"])
         self._settle(self.engine.trades[first_trade:])
         self._release(order)
-        self._copy_fills(c["account"], self.engine.trades[first_trade:], c["ts"])
+        self._copy_all_fills(c["account"], self.engine.trades[first_trade:], c["ts"])
         return order
 
     def _unlock(self, account: Account, instrument: str, side: int, amount: int) -> None:
@@ -487,6 +487,13 @@ class Exchange:
                 self.fills.append({"trade_id": trade_id, "ts": ts, "instrument": instrument, "price": price,
                                    "quantity": qty, "account_id": account_id, "order_id": order_id, "side": side,
                                    "fee": fee, "liquidity": "TAKER" if SIDES[side] == aggressor else "MAKER"})
+
+    def _copy_all_fills(self, aggressor_id: str, trades, ts: int) -> None:
+        """Copy the fills of every account in these trades: the aggressor's first, then the resting
+        (maker) orders' owners, in trade order. A leader's passive fills are trades too."""
+        accounts = dict.fromkeys([aggressor_id] + [a for t in trades for a in (t[7], t[8])])
+        for account_id in accounts:
+            self._copy_fills(account_id, trades, ts)
 
     def _copy_fills(self, leader_id: str, trades, ts: int) -> None:
         """Mirror a leader's fills into followers' accounts, after the leader's fill."""

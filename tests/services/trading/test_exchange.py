@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.trading.exchange import CASH, Exchange, ExchangeError, MemoryJournal, SqlJournal, copy_size
-from services.trading.engine import OrderStatus
+from services.trading.engine import BUY, SELL, OrderStatus
 
 X = "X"
 
@@ -88,6 +88,30 @@ def test_copy_trading_sizes_by_equity_and_links_to_the_leader_fill():
     assert follower_order.account == "d" and follower_order.filled_qty == 10  # 10 x 2 x 0.5
     assert follower_order.order_id > leader_order.order_id  # created after the leader's fill
     conserved(ex)
+
+
+def test_copy_trading_copies_the_leaders_resting_fills_too(tmp_path):
+    journal = SqlJournal(f"sqlite:///{tmp_path / 'journal.db'}")
+    ex = funded(journal)
+    ex.deposit("d", CASH, 1_000_000)  # ~2x the leader's equity, x 0.6: copies round down to the leader's lots
+    ex.follow("d", "a", multiplier=0.6, max_exposure=10_000_000)
+    ex.place("c", X, "SELL", 100, 400)  # liquidity for the copies
+    ex.place("c", X, "BUY", 100, 50)
+    bid = ex.place("a", X, "BUY", 10, 150)  # the leader rests a bid: no fill, no copy
+    assert not ex.copy_links
+    ex.place("b", X, "SELL", 4, 150)  # b hits it: the leader is filled as maker
+    ex.cancel("a", bid.order_id)
+    ask = ex.place("a", X, "SELL", 6, 300)
+    ex.amend("b", ex.place("b", X, "BUY", 3, 250).order_id, price=300)  # b's amendment lifts the leader's ask
+    maker_trades = [t for t in ex.engine.trades if t[5] == bid.order_id or t[6] == ask.order_id]
+    assert [(t[4], t[9]) for t in maker_trades] == [(4, SELL), (3, BUY)]  # 4 bought, 3 sold, never the aggressor
+    assert [link.leader_trade_id for link in ex.copy_links] == [t[0] for t in maker_trades]
+    copies = [ex.engine.orders[link.follower_order_id] for link in ex.copy_links]
+    assert [(o.account, o.side, o.filled_qty) for o in copies] == [("d", BUY, 4), ("d", SELL, 3)]
+    assert ex.position("d", X) == 1_000 + 4 - 3
+    conserved(ex)
+    assert Exchange.restore([X], journal).state() == ex.state()
+    journal.close()
 
 
 def test_copy_size_clamped_by_exposure_cap():
