@@ -62,8 +62,9 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     day = dt.date.fromisoformat(context.partition_key)
     seed = load_settings().sim_seed
     rng = random.Random(f"{seed}:gpu-hour-flow:{day.isoformat()}")
-    accounts = sorted(set(lake.read_partition("bronze.accounts", PARTITION_COLUMN, day)
-                          .column("account_id").to_pylist()))
+    roster = lake.read_partition("bronze.accounts", PARTITION_COLUMN, day)
+    tenant_of = dict(zip(roster.column("account_id").to_pylist(), roster.column("tenant_id").to_pylist()))
+    accounts = sorted(tenant_of)
     # one contract per run: a re-run of the day clears a fresh session and replaces the partition
     symbol = f"GPU{day:%y%m%d}-{context.run.run_id[:6].upper()}"
     derivatives.request("POST", "/v1/futures/contracts", json_body={
@@ -88,7 +89,8 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     rows = []
     for name, account_id in zip(names, accounts):
         state = derivatives.request("GET", f"/v1/futures/{symbol}/accounts/{name}")
-        rows.append({"account_id": account_id, "symbol": symbol, "position": state["position"],
+        rows.append({"account_id": account_id, "tenant_id": tenant_of[account_id],  # read API: per tenant
+                     "symbol": symbol, "position": state["position"],
                      "variation_margin_cents": vm.get(name, 0), "balance_cents": state["balance_cents"],
                      "margin_call_cents": calls.get(name, 0), "settlement_price": settle_price,
                      PARTITION_COLUMN: day})

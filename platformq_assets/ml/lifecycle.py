@@ -205,8 +205,9 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         estimator = load_sklearn(mlflow, model, CHAMPION)
         matrix = model_frame(frame, features)
         proba = estimator.predict_proba(matrix.to_numpy())[:, 1] if len(frame) else []
+        tenant = {"tenant_id": arrow["tenant_id"]} if "tenant_id" in arrow.column_names else {}  # per-tenant reads
         out = pa.table({
-            entity: arrow[entity], "event_ts": arrow["event_ts"],
+            entity: arrow[entity], **tenant, "event_ts": arrow["event_ts"],
             PARTITION_COLUMN: [context.partition_key] * len(frame),
             "score": pa.array(proba, pa.float64()), "prediction": pa.array([int(p >= 0.5) for p in proba], pa.int64()),
             "label": arrow[label].cast(pa.int64()),

@@ -38,6 +38,9 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     margin = lake.read("gold.futures_margin")
     assert margin.num_rows == lake.read("bronze.accounts").num_rows
     assert sum(margin.column("position").to_pylist()) == 0
+    accounts = lake.read("bronze.accounts", columns=("account_id", "tenant_id")).to_pylist()
+    assert {(r["account_id"], r["tenant_id"]) for r in margin.to_pylist()} == {
+        (r["account_id"], r["tenant_id"]) for r in accounts}  # each margin row says whose it is
     assert sum(margin.column("variation_margin_cents").to_pylist()) == 0
     assert any(v != 0 for v in margin.column("variation_margin_cents").to_pylist())
 
