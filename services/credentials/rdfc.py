@@ -2,7 +2,7 @@
 
 pyld's ``URDNA2015`` produces the RDFC-1.0 output for these documents. Before
 canonicalising we expand the document ourselves and refuse anything JSON-LD would
-silently drop (an undefined term, a relative ``@id`` or ``@type``): such data is not
+silently drop (an undefined term, a relative ``@id`` or ``@type``, ``@index``, ``@direction``): such data is not
 covered by the RDF the signature is computed over, so it could be changed at will.
 """
 
@@ -36,6 +36,12 @@ def _check_no_relative_iris(node, path: str = "$") -> None:
         return
     if not isinstance(node, dict):
         return
+    # @index (and @direction, with no rdfDirection mode) survive expansion but not the conversion to RDF:
+    # unsigned data a holder could add or change after signing
+    if "@index" in node:
+        raise CanonicalizationError(f"@index at {path} is not part of the signed RDF data")
+    if "@direction" in node:
+        raise CanonicalizationError(f"@direction at {path} is not part of the signed RDF data")
     if "@value" in node:
         datatype = node.get("@type")
         if datatype is not None and datatype != "@json" and not _ABSOLUTE_IRI.match(datatype):

@@ -48,6 +48,11 @@ TAMPERS = {
     "extra proof option": lambda d: d["proof"].update(domain="example.org"),
     "context dropped": lambda d: d.update({"@context": ["https://www.w3.org/ns/credentials/v2"]}),
     "proof removed": lambda d: d.pop("proof"),
+    # JSON-LD keywords that expansion keeps but RDF drops: refused, not silently unsigned
+    "subject @index": lambda d: d["credentialSubject"].update({"@index": "anything"}),
+    "top-level @index": lambda d: d.update({"@index": "anything"}),
+    "value @direction": lambda d: d["credentialSubject"].update(
+        alumniOf={"@value": d["credentialSubject"]["alumniOf"], "@direction": "rtl"}),
 }
 
 
