@@ -202,8 +202,7 @@ class Exchange:
         with self._lock:
             if self._batch is not None:
                 raise ExchangeError("batches do not nest")
-            # One deepcopy of all of it, so objects shared between them (orders) stay shared.
-            saved = copy.deepcopy({name: getattr(self, name) for name in _LIVE_STATE})
+            saved = self._snapshot()
             self._batch = []
             try:
                 yield
@@ -215,6 +214,16 @@ class Exchange:
                     for name, value in saved.items():
                         setattr(self, name, value)
                     raise
+
+    def _snapshot(self) -> dict:
+        """A copy of the live state, cheap in the history: orders that are no longer open never
+        change again and past trades, fills and links are only appended to, so those are shared
+        (the history lists copied shallowly); only open orders, books and balances are copied deeply.
+        One deepcopy of everything keeps the objects shared between them (open orders) shared."""
+        memo = {id(o): o for o in self.engine.orders.values() if not o.open_qty}
+        for history in (self.engine.trades, self.engine.journal, self.fills, self.copy_links):
+            memo[id(history)] = list(history)
+        return copy.deepcopy({name: getattr(self, name) for name in _LIVE_STATE}, memo)
 
     # -- commands ------------------------------------------------------------
     def open_account(self, tenant: str, account_id: str) -> Account:
