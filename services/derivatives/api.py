@@ -11,7 +11,8 @@
   neither reach nor detect another tenant's accounts (404), trades only between its
   own accounts, and sees only its own accounts in settlement results.
 * Settlement moves every tenant's cash in a contract (variation margin), so only the
-  tenant that listed the contract (its operator) may post daily settlement prices;
+  tenant that listed the contract (its operator) may post daily settlement prices
+  and the final settlement at expiry;
   any other tenant gets 403. Without that rule any trader of any tenant could mark a
   shared contract at an arbitrary price and drain other tenants' accounts.
 
@@ -322,6 +323,26 @@ class MarginCallOut(BaseModel):
     initial_requirement_cents: int
 
 
+class FinalSettlementIn(Strict):
+    final_price: DecimalPrice = Field(description="rounded to the nearest tick, ties to even")
+    day: IsoDate | None = Field(default=None, description="on or after expiry; default the expiry date")
+
+
+class ClosedPositionOut(BaseModel):
+    account_id: str
+    closed_position: int
+    variation_margin_cents: int
+    balance_cents: int = Field(description="all of it withdrawable: no position, no margin requirement")
+
+
+class FinalSettlementOut(BaseModel):
+    symbol: str
+    day: dt.date
+    final_price: str
+    final_price_ticks: int
+    accounts: list[ClosedPositionOut] = Field(description="the caller's tenant's accounts only")
+
+
 class SettlementOut(BaseModel):
     symbol: str
     day: dt.date
@@ -609,6 +630,29 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                                             maintenance_requirement_cents=c.maintenance_requirement_cents,
                                             initial_requirement_cents=c.initial_requirement_cents)
                               for c in result.margin_calls if _split(c.account)[0] == mine])
+
+    @app.post("/v1/futures/{symbol}/final-settlement", status_code=201, response_model=FinalSettlementOut,
+              tags=["futures"])
+    def final_settle(symbol: Symbol, body: FinalSettlementIn, principal: Principal = Depends(writer)):
+        """Cash settlement at expiry, once, by the contract's operator tenant: the last variation margin at the
+        final price, then every position closes and margins are released. Later trades and settlements are 422.
+
+        The response lists the caller's tenant's accounts only.
+        """
+        with markets.lock:
+            house = house_of(symbol)
+            if markets.operators.get(symbol) != principal.tenant:
+                raise Problem(403, "Forbidden", f"only the tenant that listed {symbol} posts its final settlement",
+                              "not-contract-operator")
+            result = _domain(house.final_settlement, body.final_price, body.day)
+            mine = principal.tenant
+            return FinalSettlementOut(
+                symbol=symbol, day=result.day, final_price_ticks=result.final_price_ticks,
+                final_price=str(house.contract.ticks_to_price(result.final_price_ticks)),
+                accounts=[ClosedPositionOut(account_id=_split(a)[1], closed_position=position,
+                                            variation_margin_cents=result.variation_margin.get(a, 0),
+                                            balance_cents=result.balances[a])
+                          for a, position in result.closed_positions.items() if _split(a)[0] == mine])
 
     return app
 

@@ -168,6 +168,38 @@ def test_futures_trade_settle_and_margin_call(setup):
     assert sum(a.balance_cents for a in markets.houses[X].accounts.values()) == 4 * 100_000 + 4_000 - 1_000
 
 
+def test_final_settlement_at_expiry_closes_positions_and_releases_margin(setup):
+    client, keys, markets = setup
+    ht, h2 = h(keys, "t1_trader"), h(keys, "t2_trader")
+    for body, headers in (({"buyer_account_id": "a1", "seller_account_id": "a2", "contracts": 2, "price": "2.50"}, ht),
+                          ({"buyer_account_id": "b1", "seller_account_id": "b2", "contracts": 1, "price": "2.40"}, h2)):
+        assert client.post(f"/v1/futures/{X}/trades", json=body, headers=headers).status_code == 201
+    early = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.6", "day": D1}, headers=ht)
+    assert "before expiry" in is_problem(early, 422)["detail"]
+    not_operator = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.6"}, headers=h2)
+    assert is_problem(not_operator, 403)["type"].endswith("not-contract-operator")
+    final = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.605"}, headers=ht)
+    assert final.status_code == 201, final.text
+    out = final.json()
+    assert out["day"] == EXPIRY and out["final_price"] == "2.60" and out["final_price_ticks"] == 260
+    accounts = {a["account_id"]: a for a in out["accounts"]}
+    assert set(accounts) == {"a1", "a2"}  # the caller's tenant only
+    assert accounts["a1"] == {"account_id": "a1", "closed_position": 2, "variation_margin_cents": 2_000,
+                              "balance_cents": 102_000}
+    assert accounts["a2"]["closed_position"] == -2 and accounts["a2"]["balance_cents"] == 98_000
+    b1 = client.get(f"/v1/futures/{X}/accounts/b1", headers=h2).json()
+    assert b1["position"] == 0 and b1["balance_cents"] == 100_000 + 20 * 100  # 2.40 -> 2.60, one contract
+    # everything is withdrawable now, and the contract takes no more trades or settlements
+    out_all = client.post(f"/v1/futures/{X}/accounts/a1/withdrawals", json={"amount_cents": 102_000}, headers=ht)
+    assert out_all.status_code == 200 and out_all.json()["balance_cents"] == 0
+    late = client.post(f"/v1/futures/{X}/trades", json={"buyer_account_id": "a1", "seller_account_id": "a2",
+                                                        "contracts": 1, "price": "2.50"}, headers=ht)
+    assert "expired" in is_problem(late, 422)["detail"]
+    again = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.6"}, headers=ht)
+    assert "already been finally settled" in is_problem(again, 422)["detail"]
+    assert sum(a.balance_cents for a in markets.houses[X].accounts.values()) == 4 * 100_000 - 102_000
+
+
 def test_futures_domain_errors_are_422_with_the_message(setup):
     client, keys, _ = setup
     ht = h(keys, "t1_trader")
@@ -252,7 +284,8 @@ def test_authentication_and_roles(setup):
               (f"/v1/futures/{X}/accounts/a1/withdrawals", {"amount_cents": 1}),
               (f"/v1/futures/{X}/trades", {"buyer_account_id": "a1", "seller_account_id": "a2", "contracts": 1,
                                            "price": "2.5"}),
-              (f"/v1/futures/{X}/settlements", {"day": D1, "settlement_price": "2.5"})]
+              (f"/v1/futures/{X}/settlements", {"day": D1, "settlement_price": "2.5"}),
+              (f"/v1/futures/{X}/final-settlement", {"final_price": "2.5"})]
     for url, body in writes:
         assert "derivatives:write" in is_problem(client.post(url, json=body, headers=h(keys, "t1_viewer")),
                                                  403)["detail"]
@@ -283,6 +316,8 @@ def test_tenant_isolation_on_every_route(setup):
         # settling moves every tenant's cash: only the tenant that listed the contract may do it
         ("POST", "/v1/futures/{symbol}/settlements"):
             (403, dict(url=f"/v1/futures/{X}/settlements", json={"day": D1, "settlement_price": "9.99"})),
+        ("POST", "/v1/futures/{symbol}/final-settlement"):
+            (403, dict(url=f"/v1/futures/{X}/final-settlement", json={"final_price": "9.99"})),
     }
     shared = {("POST", "/v1/futures/contracts"), ("GET", "/v1/futures/contracts"),  # market-wide listings
               ("POST", "/v1/futures/{symbol}/accounts")}  # creates in the caller's own tenant
