@@ -118,6 +118,11 @@ class Account:
     def balance(self, asset: str) -> Balance:
         return self.balances.setdefault(asset, Balance())
 
+    def free(self, asset: str) -> int:
+        """Free balance, read without creating a row: a refused command must leave no trace the journal lacks."""
+        held = self.balances.get(asset)
+        return held.free if held is not None else 0
+
 
 @dataclasses.dataclass
 class Follow:
@@ -280,7 +285,7 @@ class Exchange:
                 raise ExchangeError(f"unknown asset {c['asset']!r}")
             if type(c["amount"]) is not int or c["amount"] <= 0:
                 raise ExchangeError("amount must be a positive integer (minor units or lots)")
-            if op == "withdraw" and account.balance(c["asset"]).free < c["amount"]:
+            if op == "withdraw" and account.free(c["asset"]) < c["amount"]:
                 raise ExchangeError("insufficient free balance", 422, "insufficient-funds")
         elif op == "place":
             account = self._account(c["account"])
@@ -307,9 +312,9 @@ class Exchange:
                 raise ExchangeError("amendment changes nothing")
             if order.side == BUY:
                 extra = self._buy_reserve(price, qty) - self.reserved.get(order.order_id, 0)
-                if extra > account.balance(CASH).free:
+                if extra > account.free(CASH):
                     raise ExchangeError("insufficient free USD for the amended order", 422, "insufficient-funds")
-            elif qty > order.open_qty and qty - order.open_qty > account.balance(order.instrument).free:
+            elif qty > order.open_qty and qty - order.open_qty > account.free(order.instrument):
                 raise ExchangeError("insufficient free lots for the amended order", 422, "insufficient-funds")
         elif op == "follow":
             follower, leader = self._account(c["follower"]), self._account(c["leader"])
@@ -346,12 +351,12 @@ class Exchange:
             need = self._buy_reserve(price, qty) if price is not None else self._market_buy_cost(instrument, qty)
             if need is None:
                 raise ExchangeError("no liquidity for a market buy", 422, "no-liquidity")
-            if need > account.balance(CASH).free:
-                raise ExchangeError(f"insufficient free USD: need {need}, have {account.balance(CASH).free}",
+            if need > account.free(CASH):
+                raise ExchangeError(f"insufficient free USD: need {need}, have {account.free(CASH)}",
                                     422, "insufficient-funds")
-        elif qty > account.balance(instrument).free:
+        elif qty > account.free(instrument):
             raise ExchangeError(f"insufficient free {instrument} lots: need {qty}, have "
-                                f"{account.balance(instrument).free}", 422, "insufficient-funds")
+                                f"{account.free(instrument)}", 422, "insufficient-funds")
 
     # -- application (deterministic: replay runs exactly this) ------------------
     def _apply(self, c: dict):

@@ -235,3 +235,17 @@ def test_failed_batch_journal_write_leaves_the_live_state_as_before_the_batch():
     ex.place("b", X, "BUY", 8, 100)
     ex.withdraw("a", CASH, ex.accounts["a"].balance(CASH).free)
     assert Exchange.restore([X], journal).state() == ex.state()
+
+
+def test_refused_commands_leave_no_balance_row_a_restart_would_not_rebuild():
+    journal = MemoryJournal()
+    ex = Exchange([X], journal=journal)
+    ex.open_account("t1", "a")
+    ex.deposit("a", CASH, 1_000)
+    for refused in (lambda: ex.place("a", X, "SELL", 5, 100),  # holds no lots of X
+                    lambda: ex.withdraw("a", X, 1),
+                    lambda: ex.place("a", X, "BUY", 50, 100)):  # more cash than it has
+        with pytest.raises(ExchangeError):
+            refused()
+    assert set(ex.accounts["a"].balances) == {CASH}
+    assert Exchange.restore([X], journal).state() == ex.state()
