@@ -515,6 +515,14 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
             raise Problem(404, "Not Found", f"unknown contract {symbol!r}", "unknown-contract")
         return house
 
+    def operated_house(symbol: str, principal: Principal, what: str) -> FuturesClearingHouse:
+        """The contract's clearing house, for its operator tenant only (settling moves every tenant's cash)."""
+        house = house_of(symbol)
+        if markets.operators.get(symbol) != principal.tenant:
+            raise Problem(403, "Forbidden", f"only the tenant that listed {symbol} posts its {what}",
+                          "not-contract-operator")
+        return house
+
     # Account ids are per tenant: the clearing house sees "<tenant>/<account_id>".
     def internal(principal: Principal, account_id: str) -> str:
         return f"{principal.tenant}/{account_id}"
@@ -614,10 +622,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
         The response lists variation margin and margin calls of the caller's own accounts only.
         """
         with markets.lock:
-            house = house_of(symbol)
-            if markets.operators.get(symbol) != principal.tenant:
-                raise Problem(403, "Forbidden", f"only the tenant that listed {symbol} posts its settlements",
-                              "not-contract-operator")
+            house = operated_house(symbol, principal, "settlements")
             result = _domain(house.mark_to_market, body.day, body.settlement_price)
             mine = principal.tenant
             return SettlementOut(
@@ -640,10 +645,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
         The response lists the caller's tenant's accounts only.
         """
         with markets.lock:
-            house = house_of(symbol)
-            if markets.operators.get(symbol) != principal.tenant:
-                raise Problem(403, "Forbidden", f"only the tenant that listed {symbol} posts its final settlement",
-                              "not-contract-operator")
+            house = operated_house(symbol, principal, "final settlement")
             result = _domain(house.final_settlement, body.final_price, body.day)
             mine = principal.tenant
             return FinalSettlementOut(
