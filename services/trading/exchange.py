@@ -139,9 +139,9 @@ class CopyLink:
     leader_account: str
 
 
-# Everything commands change (the journal, clock and lock are not state).
-_LIVE_STATE = ("engine", "accounts", "order_owner", "reserved", "sell_locked", "fees_collected", "deposits",
-               "withdrawals", "follows", "copy_links", "fills")
+# What commands change besides the matching engine and the append-only history (fills, copy links):
+# small tables, one entry per account or per open order, copied whole when a batch starts.
+_SMALL_STATE = ("accounts", "reserved", "sell_locked", "fees_collected", "deposits", "withdrawals", "follows")
 
 
 class Exchange:
@@ -207,7 +207,7 @@ class Exchange:
         with self._lock:
             if self._batch is not None:
                 raise ExchangeError("batches do not nest")
-            saved = self._snapshot()
+            saved = self._checkpoint()
             self._batch = []
             try:
                 yield
@@ -216,19 +216,43 @@ class Exchange:
                 try:
                     self.journal.append_many(pending)
                 except BaseException:
-                    for name, value in saved.items():
-                        setattr(self, name, value)
+                    self._rollback(saved)
                     raise
 
-    def _snapshot(self) -> dict:
-        """A copy of the live state, cheap in the history: orders that are no longer open never
-        change again and past trades, fills and links are only appended to, so those are shared
-        (the history lists copied shallowly); only open orders, books and balances are copied deeply.
-        One deepcopy of everything keeps the objects shared between them (open orders) shared."""
-        memo = {id(o): o for o in self.engine.orders.values() if not o.open_qty}
-        for history in (self.engine.trades, self.engine.journal, self.fills, self.copy_links):
-            memo[id(history)] = list(history)
-        return copy.deepcopy({name: getattr(self, name) for name in _LIVE_STATE}, memo)
+    def _checkpoint(self) -> dict:
+        """What a batch may change, saved in time proportional to the open state, not the history.
+
+        Order and trade ids only grow, and the history (trades, fills, copy links, the engine's
+        journal, closed orders) is only appended to, so it is saved as lengths and next ids. Only
+        orders still resting in a book can change: they are copied with the books (one deepcopy,
+        so a book and the order table keep sharing the same copy). Balances and the small
+        per-account tables are copied whole."""
+        engine = self.engine
+        in_books = [o for book in engine.books.values() for side in (book.bids, book.asks)
+                    for level in side.levels.values() for o in level]
+        # cancelled orders a level still holds (removed lazily) never change again: shared, not copied
+        memo = {id(o): o for o in in_books if not o.open_qty}
+        resting = [o for o in in_books if o.open_qty]
+        books, orders = copy.deepcopy((engine.books, resting), memo)
+        return {
+            "books": books, "resting": {o.order_id: o for o in orders},
+            "next_order_id": engine._next_order_id, "next_trade_id": engine._next_trade_id,
+            "lengths": [len(x) for x in (engine.trades, engine.journal, self.fills, self.copy_links)],
+            "tables": copy.deepcopy({name: getattr(self, name) for name in _SMALL_STATE}),
+        }
+
+    def _rollback(self, saved: dict) -> None:
+        engine = self.engine
+        for order_id in range(saved["next_order_id"], engine._next_order_id):  # orders the batch added
+            engine.orders.pop(order_id, None)
+            self.order_owner.pop(order_id, None)
+        engine.orders.update(saved["resting"])
+        engine.books = saved["books"]
+        engine._next_order_id, engine._next_trade_id = saved["next_order_id"], saved["next_trade_id"]
+        for history, n in zip((engine.trades, engine.journal, self.fills, self.copy_links), saved["lengths"]):
+            del history[n:]
+        for name, value in saved["tables"].items():
+            setattr(self, name, value)
 
     # -- commands ------------------------------------------------------------
     def open_account(self, tenant: str, account_id: str) -> Account:

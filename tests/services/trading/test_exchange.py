@@ -249,3 +249,42 @@ def test_refused_commands_leave_no_balance_row_a_restart_would_not_rebuild():
             refused()
     assert set(ex.accounts["a"].balances) == {CASH}
     assert Exchange.restore([X], journal).state() == ex.state()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_failed_batch_rollback_matches_the_journal_after_random_history(seed):
+    """Random trading (fills, cancels, amends, copy trading) before and inside a batch whose journal write
+    fails: the live state equals the pre-batch state and a restart's, and later commands agree too."""
+    import random
+
+    rng = random.Random(seed)
+    journal = FailingJournal()
+    ex = funded(journal)
+    ex.follow("d", "a", multiplier=0.5)
+
+    def burst(n):
+        for _ in range(n):
+            who = rng.choice("abc")
+            open_ids = [o.order_id for o in ex.engine.orders.values() if o.open_qty and ex.order_owner[o.order_id] == who]
+            roll = rng.random()
+            try:
+                if open_ids and roll < 0.2:
+                    ex.cancel(who, rng.choice(open_ids))
+                elif open_ids and roll < 0.3:
+                    ex.amend(who, rng.choice(open_ids), quantity=rng.randint(1, 5))
+                else:
+                    ex.place(who, X, rng.choice(("BUY", "SELL")), rng.randint(1, 5), rng.randint(95, 105))
+            except ExchangeError:
+                pass
+
+    burst(150)
+    before = ex.state()
+    journal.fail = True
+    with pytest.raises(ConnectionError):
+        with ex.batch():
+            burst(60)
+    assert ex.state() == before
+    conserved(ex)
+    journal.fail = False
+    burst(40)
+    assert Exchange.restore([X], journal).state() == ex.state()
