@@ -313,10 +313,8 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(reader)):
         account = own_account(principal, account_id)
-        with exchange.lock:  # other requests place orders concurrently: the dict must not change mid-iteration
-            orders = [o for oid, o in exchange.engine.orders.items()
-                      if exchange.order_owner.get(oid) == account.account_id and (o.open_qty or not open_only)]
-            return [order_out(o) for o in orders[-limit:]]
+        with exchange.lock:  # orders change under concurrent requests: read them consistently
+            return [order_out(o) for o in exchange.orders_of(account.account_id, open_only, limit)]
 
     @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
@@ -335,7 +333,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def fills(account_id: Annotated[str, Query(max_length=64)], limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               principal: Principal = Depends(reader)):
         account = own_account(principal, account_id)
-        rows = [f for f in exchange.fills if f["account_id"] == account.account_id][-limit:]
+        rows = exchange.fills_of(account.account_id, limit)
         return [FillOut(trade_id=f["trade_id"], ts=f["ts"], instrument=f["instrument"], price_ticks=f["price"],
                         quantity=f["quantity"], account_id=external(f["account_id"]), order_id=f["order_id"],
                         side=f["side"],

@@ -155,6 +155,9 @@ class Exchange:
         self.engine = MatchingEngine(self.instruments)
         self.accounts: dict[str, Account] = {}
         self.order_owner: dict[int, str] = {}
+        # per-account indexes (ascending): an account's orders and fills without scanning the history
+        self.account_orders: dict[str, list[int]] = {}  # account -> its order ids
+        self.account_fills: dict[str, list[int]] = {}  # account -> positions in self.fills
         self.reserved: dict[int, int] = {}  # open buy order -> USD still locked for it
         self.sell_locked: dict[int, int] = {}  # open sell order -> lots still locked for it
         self.fees_collected: dict[str, int] = {}
@@ -243,9 +246,15 @@ class Exchange:
 
     def _rollback(self, saved: dict) -> None:
         engine = self.engine
-        for order_id in range(saved["next_order_id"], engine._next_order_id):  # orders the batch added
+        # orders and fills the batch added, newest first: each is the last entry of its account's index
+        for order_id in range(engine._next_order_id - 1, saved["next_order_id"] - 1, -1):
             engine.orders.pop(order_id, None)
-            self.order_owner.pop(order_id, None)
+            owner = self.order_owner.pop(order_id, None)
+            if owner is not None:
+                _pop_last(self.account_orders, owner, order_id)
+        n_fills = saved["lengths"][2]
+        for position in range(len(self.fills) - 1, n_fills - 1, -1):
+            _pop_last(self.account_fills, self.fills[position]["account_id"], position)
         engine.orders.update(saved["resting"])
         engine.books = saved["books"]
         engine._next_order_id, engine._next_trade_id = saved["next_order_id"], saved["next_trade_id"]
@@ -438,6 +447,7 @@ class Exchange:
             self._unlock(account, instrument, side, locked)
             raise
         self.order_owner[order.order_id] = account_id
+        self.account_orders.setdefault(account_id, []).append(order.order_id)
         if side == BUY:
             self.reserved[order.order_id] = locked
         else:
@@ -522,6 +532,7 @@ class Exchange:
             self.fees_collected[CASH] = self.fees_collected.get(CASH, 0) + buy_fee + sell_fee
             for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
                                                     (sell_acct, sell_id, "SELL", sell_fee)):
+                self.account_fills.setdefault(account_id, []).append(len(self.fills))
                 self.fills.append({"trade_id": trade_id, "ts": ts, "instrument": instrument, "price": price,
                                    "quantity": qty, "account_id": account_id, "order_id": order_id, "side": side,
                                    "fee": fee, "liquidity": "TAKER" if SIDES[side] == aggressor else "MAKER"})
@@ -559,6 +570,26 @@ class Exchange:
                 self.copy_links.append(CopyLink(order.order_id, trade_id, leader_id))
 
     # -- queries -------------------------------------------------------------
+    def orders_of(self, account_id: str, open_only: bool = False, limit: int | None = None) -> list[Order]:
+        """An account's orders, oldest first; the last ``limit`` of them (open ones only if asked).
+
+        Costs the account's own orders (newest first until ``limit``), not the venue's history."""
+        with self._lock:
+            out = []
+            for order_id in reversed(self.account_orders.get(account_id, ())):
+                if limit is not None and len(out) >= limit:
+                    break
+                order = self.engine.orders[order_id]
+                if order.open_qty or not open_only:
+                    out.append(order)
+            return out[::-1]
+
+    def fills_of(self, account_id: str, limit: int | None = None) -> list[dict]:
+        """An account's fills, oldest first; the last ``limit`` of them."""
+        with self._lock:
+            positions = self.account_fills.get(account_id, [])
+            return [self.fills[i] for i in positions[-limit if limit else 0:]]
+
     def cash_equity(self, account_id: str) -> int:
         cash = self.accounts[account_id].balance(CASH)
         return cash.free + cash.locked
@@ -585,7 +616,19 @@ class Exchange:
                          for a in sorted(self.accounts.values(), key=lambda a: a.account_id)},
             "fees": dict(self.fees_collected),
             "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
+            "fills": [tuple(f.values()) for f in self.fills],
+            "account_orders": {a: tuple(ids) for a, ids in sorted(self.account_orders.items())},
+            "account_fills": {a: tuple(ps) for a, ps in sorted(self.account_fills.items())},
         }
+
+
+def _pop_last(index: dict[str, list[int]], account_id: str, value: int) -> None:
+    entries = index[account_id]
+    if entries[-1] != value:  # pragma: no cover - an invariant, not an input error
+        raise AssertionError(f"index of {account_id!r} ends in {entries[-1]}, not {value}")
+    entries.pop()
+    if not entries:
+        del index[account_id]
 
 
 def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multiplier: float, position: int,

@@ -285,6 +285,18 @@ def test_failed_batch_rollback_matches_the_journal_after_random_history(seed):
             burst(60)
     assert ex.state() == before
     conserved(ex)
+    indexes_match_a_scan(ex)
     journal.fail = False
     burst(40)
     assert Exchange.restore([X], journal).state() == ex.state()
+    indexes_match_a_scan(ex)
+
+
+def indexes_match_a_scan(ex):
+    """The per-account order and fill indexes the API reads hold what a scan of the history finds."""
+    for account in ex.accounts:
+        assert ex.orders_of(account) == [o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account]
+        assert ex.orders_of(account, open_only=True, limit=3) == [
+            o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account and o.open_qty][-3:]
+        assert ex.fills_of(account) == [f for f in ex.fills if f["account_id"] == account]
+        assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f["account_id"] == account][-2:]
