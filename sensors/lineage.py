@@ -9,9 +9,14 @@ COMPLETE or FAIL), every asset check evaluation a COMPLETE run of the check's ow
   where the asset reports ``dagster/column_lineage``;
 * checks: the checked table is the input, with a ``dataQualityAssertions`` facet.
 
-Runs are read once they finish (any storage: per-run logs, no global event-log cursor needed); the
-cursor keeps the last run update time seen and the runs finished at that instant, so a restart
-neither repeats nor skips a run.
+Runs are read once they finish (any storage: per-run logs, no global event-log cursor needed). The
+cursor keeps the latest run end time emitted and the runs emitted in the minute before it: a run's
+end time never changes, so a finished run whose tags change later (the run-retry daemon tags a failed
+run when it launches the retry) is not read again, and a run whose end became visible a little late
+is still read; a restart neither repeats nor skips a run.
+
+Every START is closed: a step whose process died (run monitoring then fails the run) or whose run was
+cancelled never reports success or failure, so it gets FAIL (ABORT for a cancelled run) at the run's end.
 """
 
 import datetime as dt
@@ -32,8 +37,12 @@ from resources.lineage import PRODUCER, OpenLineageResource
 
 STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
                DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+RUN_END_EVENTS = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 BATCH = 50  # runs per evaluation
+# Runs that ended up to this long before the latest one emitted are still looked at (their end can become
+# visible after a later run's: concurrent commits, clocks of different run workers).
+LATE_S = 60.0
 
 
 def dataset_name(key: AssetKey) -> str:
@@ -60,17 +69,27 @@ class LineageBuilder:
 
     def run_events(self, run) -> list:
         """OpenLineage events for one finished run, in the order its steps and checks happened."""
-        entries = self.instance.all_logs(run.run_id, of_type=STEP_EVENTS)
+        entries = self.instance.all_logs(run.run_id, of_type=STEP_EVENTS | RUN_END_EVENTS)
         materialisations = [e for e in entries if e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION]
         events = []
+        started: dict[str, None] = {}  # steps whose START was emitted and not yet closed, in order
+        run_end = None
         for entry in entries:
             kind = entry.dagster_event.event_type
-            if kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            if kind in RUN_END_EVENTS:
+                run_end = entry
+            elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
                 events.append(self.check_event(run, entry))
             elif kind != DagsterEventType.ASSET_MATERIALIZATION:
                 event = self.step_event(run, entry, materialisations)
                 if event is not None:
                     events.append(event)
+                    if kind == DagsterEventType.STEP_START:
+                        started[entry.dagster_event.step_key] = None
+                    else:
+                        started.pop(entry.dagster_event.step_key, None)
+        for step in started:  # the step's process died, or the run was cancelled under it
+            events.append(self.unfinished_step_event(run, step, run_end or entries[-1]))
         return events
 
     def _parents(self, keys: set[AssetKey]) -> list[AssetKey]:
@@ -104,39 +123,67 @@ class LineageBuilder:
         return OutputDataset(namespace=self.lineage.dataset_namespace, name=dataset_name(key), facets=facets)
 
     def step_event(self, run, entry, materialisations):
-        from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent, RunState
-        from openlineage.client.generated import error_message_run, job_type_job, parent_run
+        from openlineage.client.event_v2 import RunState
+        from openlineage.client.generated import error_message_run
 
         event = entry.dagster_event
         step = event.step_key
         if step is None:
             return None
+        planned = self.step_assets.get(step.split("[")[0], set())
         if event.event_type == DagsterEventType.STEP_SUCCESS:
             materialised = {e.dagster_event.asset_key: e.asset_materialization.metadata for e in materialisations
                             if e.dagster_event.step_key == step}
             state = RunState.COMPLETE
+            if not materialised and not planned:
+                return None  # a plain op
         else:
-            materialised = {key: None for key in self.step_assets.get(step.split("[")[0], set())}
+            materialised = {key: None for key in planned}
             state = RunState.START if event.event_type == DagsterEventType.STEP_START else RunState.FAIL
-        if not materialised:
-            return None  # an op that builds no asset (a check-only step, a plain op)
-        keys = set(materialised)
-        run_facets = {"parent": parent_run.ParentRunFacet(
-            run=parent_run.Run(runId=entry.run_id), job=parent_run.Job(namespace=self.lineage.namespace,
-                                                                      name=run.job_name), producer=PRODUCER)}
+            if not materialised:
+                return None  # an op that builds no asset (a check-only step, a plain op)
+        error_facet = None
         if state == RunState.FAIL and event.event_specific_data and event.event_specific_data.error:
             error = event.event_specific_data.error
             while error.cause is not None:
                 error = error.cause
-            run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+            error_facet = error_message_run.ErrorMessageRunFacet(
                 message=f"{error.cls_name}: {error.message.strip()}"[:2000], programmingLanguage="python",
                 stackTrace="".join(error.stack)[-4000:] or None, producer=PRODUCER)
+        return self._step_run_event(run, step, state, entry.timestamp, materialised, error_facet)
+
+    def unfinished_step_event(self, run, step: str, run_end):
+        """FAIL (ABORT for a cancelled run) at the run's end for a step that started and never finished."""
+        from openlineage.client.event_v2 import RunState
+        from openlineage.client.generated import error_message_run
+
+        planned = {key: None for key in self.step_assets.get(step.split("[")[0], set())}
+        if run.status == DagsterRunStatus.CANCELED:
+            return self._step_run_event(run, step, RunState.ABORT, run_end.timestamp, planned)
+        if run.status == DagsterRunStatus.SUCCESS:
+            return self._step_run_event(run, step, RunState.COMPLETE, run_end.timestamp, {})
+        message = (run_end.message or "") if run_end.dagster_event.event_type in RUN_END_EVENTS else ""
+        error_facet = error_message_run.ErrorMessageRunFacet(
+            message=(f"step {step} did not finish: {message}" if message else f"step {step} did not finish")[:2000],
+            programmingLanguage="python", producer=PRODUCER)
+        return self._step_run_event(run, step, RunState.FAIL, run_end.timestamp, planned, error_facet)
+
+    def _step_run_event(self, run, step: str, state, timestamp: float, materialised: dict, error_facet=None):
+        from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent
+        from openlineage.client.generated import job_type_job, parent_run
+
+        keys = set(materialised)
+        run_facets = {"parent": parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=run.run_id), job=parent_run.Job(namespace=self.lineage.namespace,
+                                                                    name=run.job_name), producer=PRODUCER)}
+        if error_facet is not None:
+            run_facets["errorMessage"] = error_facet
         partition = run.tags.get("dagster/partition")
         job = Job(namespace=self.lineage.namespace, name=step, facets={"jobType": job_type_job.JobTypeJobFacet(
             processingType="BATCH", integration="DAGSTER", jobType="ASSET", producer=PRODUCER)})
         return RunEvent(
-            eventType=state, eventTime=_time(entry.timestamp), producer=PRODUCER, job=job,
-            run=Run(runId=_run_id(entry.run_id, step, partition or ""), facets=run_facets),
+            eventType=state, eventTime=_time(timestamp), producer=PRODUCER, job=job,
+            run=Run(runId=_run_id(run.run_id, step, partition or ""), facets=run_facets),
             inputs=[InputDataset(namespace=self.lineage.dataset_namespace, name=dataset_name(k))
                     for k in self._parents(keys)],
             outputs=[self._output(k, materialised[k]) for k in sorted(keys, key=lambda k: k.to_user_string())],
@@ -167,22 +214,35 @@ class LineageBuilder:
         )
 
 
+def _ended(record) -> float:
+    """When the run finished: fixed once it has, unlike the record's update time (tags change it)."""
+    return record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
+
+
 def collect(instance, repository_def, lineage: OpenLineageResource, cursor: dict) -> tuple[list, dict]:
-    """OpenLineage events of the runs that finished since ``cursor``; the cursor to store next."""
+    """OpenLineage events of the runs that finished since ``cursor``; the cursor to store next.
+
+    ``cursor``: ``after``, the latest end time emitted, and ``seen``, the runs emitted that ended within
+    ``LATE_S`` of it (run id -> end time)."""
     after = cursor.get("after")
-    seen = set(cursor.get("seen", []))
-    updated_after = dt.datetime.fromtimestamp(after, dt.timezone.utc) - dt.timedelta(microseconds=1) if after else None
+    seen = cursor.get("seen", {})
+    if isinstance(seen, list):  # a cursor from before end times were kept
+        seen = {run_id: after for run_id in seen}
+    floor = after - LATE_S if after is not None else None
+    # a run's record is updated when it ends (and later, when its tags change): never before its end time
+    updated_after = dt.datetime.fromtimestamp(floor, dt.timezone.utc) if floor is not None else None
     records = instance.get_run_records(filters=RunsFilter(statuses=FINISHED, updated_after=updated_after))
-    records = sorted((r for r in records if r.dagster_run.run_id not in seen),
-                     key=lambda r: r.update_timestamp.timestamp())[:BATCH]
+    records = sorted((r for r in records if r.dagster_run.run_id not in seen and (floor is None or _ended(r) >= floor)),
+                     key=_ended)[:BATCH]
     builder = LineageBuilder(instance, repository_def, lineage)
     events = []
     for record in records:
         events += builder.run_events(record.dagster_run)
     if records:
-        last = records[-1].update_timestamp.timestamp()
-        newest = {r.dagster_run.run_id for r in records if r.update_timestamp.timestamp() == last}
-        cursor = {"after": last, "seen": sorted(newest | (seen if last == after else set()))}
+        emitted = {r.dagster_run.run_id: _ended(r) for r in records}
+        latest = max(emitted.values()) if after is None else max(after, *emitted.values())
+        seen = {run_id: ended for run_id, ended in {**seen, **emitted}.items() if ended >= latest - LATE_S}
+        cursor = {"after": latest, "seen": seen}
     return events, cursor
 
 

@@ -1,0 +1,97 @@
+"""The OpenLineage sensor's cursor and run pairing on a real (SQLite) Dagster instance: a finished run
+is emitted once even when its tags change later, and every START gets a terminal event, even when
+the step's process died and run monitoring failed the run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from dagster import Definitions, asset, instance_for_test, materialize
+
+from resources.lineage import OpenLineageResource
+from sensors.lineage import collect
+from tests.conftest import ROOT
+
+
+@asset
+def broken():
+    raise ValueError("boom")
+
+
+@asset
+def fine():
+    return 1
+
+
+@asset
+def killed():
+    pass
+
+
+def names(events):
+    return [(e.job.name, e.eventType.value) for e in events]
+
+
+def test_a_finished_run_tagged_later_is_not_emitted_again(tmp_path):
+    resource = OpenLineageResource(file_path=str(tmp_path / "events.jsonl"))
+    with instance_for_test() as instance:
+        failed = materialize([broken], instance=instance, raise_on_error=False)
+        materialize([fine], instance=instance)  # a later run finishes after the failed one
+        repo = Definitions(assets=[broken, fine]).get_repository_def()
+        events, cursor = collect(instance, repo, resource, {})
+        assert names(events) == [("broken", "START"), ("broken", "FAIL"), ("fine", "START"), ("fine", "COMPLETE")]
+        cursor = json.loads(json.dumps(cursor))  # as the sensor stores it
+        # the run-retry daemon tags the failed run once it launches the retry (this moves its update time)
+        instance.add_run_tags(failed.run_id, {"dagster/auto_retry_run_id": "00000000-0000-0000-0000-000000000000"})
+        again, cursor = collect(instance, repo, resource, cursor)
+        assert again == []
+        # a run that finishes afterwards is still emitted, once
+        materialize([fine], instance=instance)
+        later, cursor = collect(instance, repo, resource, json.loads(json.dumps(cursor)))
+        assert names(later) == [("fine", "START"), ("fine", "COMPLETE")]
+        assert collect(instance, repo, resource, cursor)[0] == []
+
+
+def test_a_cursor_written_before_end_times_were_kept_still_works(tmp_path):
+    resource = OpenLineageResource(file_path=str(tmp_path / "events.jsonl"))
+    with instance_for_test() as instance:
+        result = materialize([fine], instance=instance)
+        repo = Definitions(assets=[fine]).get_repository_def()
+        [record] = instance.get_run_records()
+        old = {"after": record.update_timestamp.timestamp(), "seen": [result.run_id]}
+        assert collect(instance, repo, resource, old)[0] == []
+
+
+def test_a_step_whose_process_died_gets_a_fail_event(tmp_path, monkeypatch):
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    child = textwrap.dedent("""
+        import os
+        from dagster import DagsterInstance, asset, materialize
+
+        @asset
+        def killed():
+            os._exit(9)  # the process dies mid-step (OOM kill, node loss)
+
+        materialize([killed], instance=DagsterInstance.get())
+    """)
+    done = subprocess.run([sys.executable, "-c", child], env={**os.environ, "DAGSTER_HOME": str(home)}, cwd=ROOT,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 9
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        instance.report_run_failed(run, "the run worker is gone")  # what run monitoring does
+        events, _ = collect(instance, Definitions(assets=[killed]).get_repository_def(),
+                            OpenLineageResource(file_path=str(tmp_path / "events.jsonl")), {})
+    assert names(events) == [("killed", "START"), ("killed", "FAIL")]
+    start, fail = events
+    assert fail.run.runId == start.run.runId
+    assert "the run worker is gone" in fail.run.facets["errorMessage"].message
+    assert [o.name for o in fail.outputs] == ["killed"]
+    assert fail.eventTime >= start.eventTime
