@@ -38,8 +38,18 @@ def run_failure_alerts(context: RunFailureSensorContext, lake: LakeResource, ale
     schema = pa.schema([("run_id", pa.string()), ("job_name", pa.string()), ("partition", pa.string()),
                         ("failed_steps", pa.string()), ("error", pa.string()),
                         ("failed_at", pa.timestamp("us", tz="UTC"))])
-    lake.append("ops.run_failures", pa.Table.from_pylist([record], schema=schema))
-    payload = {**record, "failed_at": record["failed_at"].isoformat(),
-               "text": f"platformQ run {record['run_id'][:8]} of {record['job_name']} failed: {record['error'][:200]}"}
+    # The alert must not depend on the lake: runs often fail because the catalog or the object store is
+    # down, and Dagster moves this sensor's cursor past the run even when the sensor raises.
+    try:
+        lake.append("ops.run_failures", pa.Table.from_pylist([record], schema=schema))
+        recorded = None
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the alert went out
+        recorded = exc
+    payload = {**record, "failed_at": record["failed_at"].isoformat(), "recorded": recorded is None,
+               "text": f"platformQ run {record['run_id'][:8]} of {record['job_name']} failed: {record['error'][:200]}"
+                       + ("" if recorded is None else
+                          f" (not recorded in ops.run_failures: {type(recorded).__name__})")}
     posted = alerts.post(payload)
+    if recorded is not None:
+        raise recorded
     context.log.info(f"recorded failure of run {record['run_id']}; webhook {'accepted' if posted else 'not used'}")
