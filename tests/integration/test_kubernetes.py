@@ -84,3 +84,49 @@ def test_helm_values_use_the_k8s_run_launcher_and_external_postgres():
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "platformq_assets.definitions", "-a", "defs"]
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
     assert "platformq_assets.definitions" in dockerfile and "requirements/main.txt" in dockerfile
+
+
+def chart_instance_sections(values: dict) -> dict:
+    """What the official chart's configmap-instance template writes into the instance's dagster.yaml for
+    these sections: `concurrency` only when `concurrency.enabled`, run retries and run monitoring (and the
+    sensor/schedule workers) from `dagsterDaemon`, whatever else the values hold."""
+    daemon, out = values.get("dagsterDaemon", {}), {}
+    concurrency = values.get("concurrency", {})
+    if concurrency.get("enabled"):
+        pools, runs = concurrency.get("pools", {}), concurrency.get("runs", {})
+        out["concurrency"] = {
+            "pools": {"default_limit": pools.get("defaultLimit"), "granularity": pools.get("granularity")},
+            "runs": {"max_concurrent_runs": runs.get("maxConcurrentRuns"),
+                     "tag_concurrency_limits": runs.get("tagConcurrencyLimits", [])}}
+    if daemon.get("enabled") and daemon.get("runRetries", {}).get("enabled"):
+        out["run_retries"] = {"enabled": True, "max_retries": daemon["runRetries"].get("maxRetries")}
+    monitoring = daemon.get("runMonitoring", {})
+    if daemon.get("enabled") and monitoring.get("enabled"):
+        out["run_monitoring"] = {"enabled": True, "start_timeout_seconds": monitoring.get("startTimeoutSeconds"),
+                                 "max_resume_run_attempts": monitoring.get("maxResumeRunAttempts"),
+                                 "poll_interval_seconds": monitoring.get("pollIntervalSeconds")}
+    for kind in ("sensors", "schedules"):
+        if daemon.get("enabled") and daemon.get(kind, {}).get("useThreads"):
+            out[kind] = {"use_threads": True, "num_workers": daemon[kind].get("numWorkers")}
+    return out
+
+
+def test_the_chart_renders_the_production_instance_limits():
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    instance = yaml.safe_load((ROOT / "infra" / "dagster.production.yaml").read_text())
+    # the chart's values schema allows only these keys under `concurrency` (helm install fails otherwise)
+    assert set(values["concurrency"]) <= {"enabled", "pools", "runs"}
+    assert set(values["concurrency"]["pools"]) <= {"defaultLimit", "granularity", "opGranularityRunBuffer"}
+    assert set(values["concurrency"]["runs"]) <= {"maxConcurrentRuns", "tagConcurrencyLimits"}
+    rendered = chart_instance_sections(values)
+    for section in ("concurrency", "run_retries", "run_monitoring", "sensors", "schedules"):
+        assert rendered.get(section) == instance[section], section
+
+
+def test_the_chart_uses_the_deployments_postgres_password():
+    """The chart generates its own Postgres password secret unless told not to, from its default password
+    ("test"): the values must leave the password to the secret the deployment creates."""
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    assert values["generatePostgresqlPasswordSecret"] is False
+    assert "postgresqlPassword" not in values["postgresql"]  # no password in the values file
+    assert values["global"]["postgresqlSecretName"]
