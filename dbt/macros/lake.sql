@@ -4,11 +4,18 @@
     {{ column }} = date '{{ var("partition_date") }}'
 {%- endmacro %}
 
+{# The salt of PII tokens: PLATFORMQ_PII_SALT (each deployment's secret, passed through the environment so it
+   never appears on dbt's command line), else the `pii_salt` var, a public literal fit for local data only. #}
+{% macro pii_salt() -%}
+    {%- set salt = env_var('PLATFORMQ_PII_SALT', '') or var('pii_salt') -%}
+    {{- salt | replace("'", "''") -}}
+{%- endmacro %}
+
 {% macro tokenise(expr) -%}
     {%- if target.type == 'trino' -%}
-        lower(to_hex(sha256(to_utf8('{{ var("pii_salt") }}' || lower({{ expr }})))))
+        lower(to_hex(sha256(to_utf8('{{ pii_salt() }}' || lower({{ expr }})))))
     {%- else -%}
-        sha256('{{ var("pii_salt") }}' || lower({{ expr }}))
+        sha256('{{ pii_salt() }}' || lower({{ expr }}))
     {%- endif -%}
 {%- endmacro %}
 

@@ -144,6 +144,7 @@ def build_dbt_assets(manifest_path: Path):
         inputs = {manifest.identifier_for(dep) for uid in selected
                   for dep in manifest.models[uid]["depends_on"]["nodes"] if dep not in selected}
 
+        _require_pii_salt(manifest, selected, dbt.target)
         target_path = dbt.new_target_path()
         if dbt.stages_inputs:
             staged = dbt.stage_inputs(target_path, lake, inputs, PARTITION_COLUMN, partition)
@@ -193,6 +194,27 @@ def build_dbt_assets(manifest_path: Path):
         run.cleanup()
 
     return dbt_lake
+
+
+TOKENISE_MACRO = "macro.platformq.tokenise"
+
+
+def _require_pii_salt(manifest: DbtManifest, model_ids, target: str, environ=None) -> None:
+    """Production models that tokenise PII need the deployment's secret salt (PLATFORMQ_PII_SALT): without it
+    dbt would fall back to the public ``pii_salt`` literal of dbt_project.yml, whose tokens anyone with the
+    repository can reverse by hashing candidate emails. The salt travels in the environment, never in --vars
+    (dbt's command line is logged)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if target != "production" or environ.get("PLATFORMQ_PII_SALT"):
+        return
+    tokenising = sorted(manifest.models[uid]["name"] for uid in model_ids
+                        if TOKENISE_MACRO in manifest.models[uid]["depends_on"].get("macros", []))
+    if tokenising:
+        raise Failure(allow_retries=False, description=(
+            f"PLATFORMQ_PII_SALT is not set: production models {', '.join(tokenising)} tokenise PII and would be "
+            "salted with the public default of dbt_project.yml; set the deployment's secret salt"))
 
 
 def _column_lineage(result: dict, identifier: str, columns: list[str] | None, lake: LakeResource, target: str, log,

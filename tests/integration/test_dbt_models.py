@@ -1,0 +1,162 @@
+"""The dbt project run for real (dbt-duckdb) on hand-made bronze rows: time zones, the production (incremental)
+layout of every day in one table, and the salt of PII tokens."""
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from dagster import Failure
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+UTC = dt.timezone.utc
+DBT = str(ROOT / ".venv" / "bin" / "dbt")
+
+
+def _fills(day, trades):
+    """trades: (trade_id, ts, instrument, price_ticks, qty) -> the BUY and SELL fill of each."""
+    rows = []
+    for trade_id, ts, instrument, price, qty in trades:
+        for side, account, liquidity in (("BUY", 1, "TAKER"), ("SELL", 2, "MAKER")):
+            rows.append({"fill_id": len(rows) + 1, "trade_id": trade_id, "ts": ts, "instrument": instrument,
+                         "account_id": account, "order_id": trade_id * 10 + account, "side": side,
+                         "liquidity": liquidity, "price_ticks": price, "qty_lots": qty, "anomaly_type": None,
+                         "anomaly_id": None, "_batch_id": "b", "partition_date": day})
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("fill_id", pa.int64()), ("trade_id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")),
+        ("instrument", pa.string()), ("account_id", pa.int64()), ("order_id", pa.int64()), ("side", pa.string()),
+        ("liquidity", pa.string()), ("price_ticks", pa.int64()), ("qty_lots", pa.int64()),
+        ("anomaly_type", pa.string()), ("anomaly_id", pa.string()), ("_batch_id", pa.string()),
+        ("partition_date", pa.date32())]))
+
+
+def _accounts(day, emails=("ada.ivanova7@acme.example", "bo.chen2@acme.example")):
+    n = len(emails)
+    return pa.table({"account_id": list(range(1, n + 1)), "partition_date": pa.array([day] * n, pa.date32()),
+                     "tenant_id": ["t-acme"] * n, "tenant_name": ["Acme"] * n,
+                     "user_id": [f"u-{i}" for i in range(n)], "full_name": ["Ada Ivanova", "Bo Chen"][:n],
+                     "email": list(emails), "agent_type": ["noise"] * n, "initial_balance_minor": [100] * n})
+
+
+def _stage(target: Path, tables: dict) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(target / "lake.duckdb"))
+    try:
+        for identifier, table in tables.items():
+            schema, name = identifier.split(".")
+            con.execute(f'create schema if not exists "{schema}"')
+            con.register("staged", table)
+            con.execute(f'create table "{schema}"."{name}" as select * from staged')
+            con.unregister("staged")
+    finally:
+        con.close()
+
+
+def _build(project: Path, target: Path, select: str, day: str, env: dict | None = None) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != "PLATFORMQ_PII_SALT"}
+    environ.update({"DBT_TARGET_PATH": str(target), **(env or {})})
+    subprocess.run([DBT, "build", "--select", select, "--profiles-dir", ".", "--target-path", str(target),
+                    "--vars", json.dumps({"partition_date": day})], cwd=project, env=environ, capture_output=True,
+                   text=True)
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    return {r["unique_id"].split(".")[2]: r["status"] for r in results}
+
+
+def _query(target: Path, sql: str):
+    con = duckdb.connect(str(target / "lake.duckdb"), read_only=True)
+    try:
+        return con.sql(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_daily_bars_are_utc_days_whatever_the_machines_time_zone(tmp_path):
+    day = dt.date(2026, 11, 23)
+    fills = _fills(day, [(1, dt.datetime(2026, 11, 23, 14, 45, tzinfo=UTC), "AAPL", 10000, 5),
+                         (2, dt.datetime(2026, 11, 23, 20, 30, tzinfo=UTC), "AAPL", 10100, 5)])
+    target = tmp_path / "target"
+    _stage(target, {"bronze.fills": fills})
+    # 14:30 UTC is 23:30 in Tokyo: the session straddles local midnight
+    statuses = _build(ROOT / "dbt", target, "trades ohlcv_bars", day.isoformat(), env={"TZ": "Asia/Tokyo"})
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    bars = _query(target, "select strftime(bar_start at time zone 'UTC', '%Y-%m-%d %H:%M'), open, close, volume, "
+                          "trade_count from gold.ohlcv_bars where bar_interval = '1d'")
+    assert bars == [("2026-11-23 00:00", 100.0, 101.0, 10, 2)]
+    minutes = _query(target, "select strftime(bar_start at time zone 'UTC', '%H:%M') from gold.ohlcv_bars "
+                             "where bar_interval = '1m' order by 1")
+    assert minutes == [("14:45",), ("20:30",)]
+
+
+@pytest.fixture
+def incremental_project(tmp_path):
+    """The project as dbt-trino builds it (materialized 'incremental', delete+insert per partition_date: one
+    table holding every day), run on dbt-duckdb."""
+    project = tmp_path / "dbt"
+    shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs"))
+    config = project / "dbt_project.yml"
+    text = config.read_text()
+    trino_switch = "\"{{ 'incremental' if target.type == 'trino' else 'table' }}\""
+    assert trino_switch in text
+    config.write_text(text.replace(trino_switch, "incremental"))
+    return project
+
+
+def test_tests_hold_on_the_second_day_of_an_incremental_table(incremental_project, tmp_path):
+    days = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+    target = tmp_path / "inc-target"
+    _stage(target, {
+        "bronze.accounts": pa.concat_tables([_accounts(d) for d in days]),
+        "bronze.fills": pa.concat_tables([_fills(d, [(i + 1, dt.datetime.combine(d, dt.time(15), UTC), "AAPL",
+                                                       10000, 2)]) for i, d in enumerate(days)]),
+        "bronze.reference_prices": pa.table({
+            "ts": pa.array([dt.datetime.combine(d, dt.time(21), UTC) for d in days], pa.timestamp("us", tz="UTC")),
+            "instrument": ["AAPL", "AAPL"], "reference_price": [100.5, 101.5],
+            "partition_date": pa.array(days, pa.date32())}),
+    })
+    for day in days:
+        statuses = _build(incremental_project, target, "accounts positions_pnl trader_leaderboard", day.isoformat())
+        failed = {k: v for k, v in statuses.items() if v not in ("success", "pass")}
+        assert not failed, (day, failed)
+    assert _query(target, "select count(*), count(distinct partition_date) from silver.accounts") == [(4, 2)]
+    assert _query(target, "select count(*), count(distinct partition_date) from gold.trader_leaderboard") == [(4, 2)]
+
+
+def test_email_tokens_use_the_deployments_salt(tmp_path):
+    day = dt.date(2024, 1, 2)
+    email = "ada.ivanova7@acme.example"
+
+    def token(salt_env: dict, name: str) -> str:
+        target = tmp_path / name
+        _stage(target, {"bronze.accounts": _accounts(day, emails=(email,))})
+        statuses = _build(ROOT / "dbt", target, "accounts", day.isoformat(), env=salt_env)
+        assert set(statuses.values()) <= {"success", "pass"}, statuses
+        [(value,)] = _query(target, "select email_token from silver.accounts")
+        return value
+
+    secret = "deployment's-secret"  # a quote in the salt must not break the SQL
+    assert token({"PLATFORMQ_PII_SALT": secret}, "secret") == hashlib.sha256(
+        (secret + email).encode()).hexdigest()
+    # without a deployment salt (local data) the public default applies
+    assert token({}, "default") == hashlib.sha256(("platformq-local-salt" + email).encode()).hexdigest()
+
+
+def test_production_step_refuses_to_tokenise_with_the_public_salt():
+    from platformq_assets.lake.transform import DbtManifest, _require_pii_salt
+    from resources.dbt import ensure_manifest
+
+    manifest = DbtManifest.load(ensure_manifest(ROOT / "dbt"))
+    accounts = "model.platformq.accounts"
+    gold = ["model.platformq.ohlcv_bars", "model.platformq.trader_leaderboard"]
+    with pytest.raises(Failure, match="PLATFORMQ_PII_SALT is not set: production models accounts"):
+        _require_pii_salt(manifest, [accounts, *gold], "production", environ={})
+    _require_pii_salt(manifest, [accounts], "production", environ={"PLATFORMQ_PII_SALT": "s"})
+    _require_pii_salt(manifest, gold, "production", environ={})  # nothing tokenised
+    _require_pii_salt(manifest, [accounts], "local", environ={})  # local data: the public default is fine
