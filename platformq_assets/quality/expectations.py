@@ -24,7 +24,9 @@ def silver_trades_suite(gx):
             column_set=["trade_id", "ts", "instrument", "price", "quantity", "buy_account_id", "sell_account_id",
                         "aggressor_side"], exact_match=False),
         gx.expectations.ExpectColumnValuesToBeUnique(column="trade_id"),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="ts"),
+        # GX's column-value expectations skip nulls: without these a null key, price, quantity or side passes
+        *(gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
+          for column in ("trade_id", "ts", "instrument", "price", "quantity", "aggressor_side")),
         gx.expectations.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
         gx.expectations.ExpectColumnValuesToBeBetween(column="quantity", min_value=1),
         gx.expectations.ExpectColumnValuesToBeInSet(column="aggressor_side", value_set=["BUY", "SELL"]),

@@ -2,6 +2,11 @@
 
 Per column: null fraction, distinct count, min and max, rendered as a
 Markdown table in the UI, plus Dagster's standard column schema and row count.
+
+Min and max are given for numeric and temporal columns only. A string column's
+extremes are raw values (a name, an email, a KYC field of a landing file), and
+the metadata lands in Dagster's event log, which the lake's masking and erasure
+never reach, so a profile never quotes a string value.
 """
 
 from __future__ import annotations
@@ -40,8 +45,7 @@ def column_profile(table: "pa.Table") -> list[dict]:
             "max": None,
         }
         if rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                     or pa.types.is_temporal(col.type) or pa.types.is_string(col.type)
-                     or pa.types.is_large_string(col.type)):
+                     or pa.types.is_temporal(col.type)):
             mm = pc.min_max(col)
             entry["min"], entry["max"] = mm["min"].as_py(), mm["max"].as_py()
         out.append(entry)

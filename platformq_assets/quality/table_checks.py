@@ -49,6 +49,11 @@ def accepted_values(table: "pa.Table", column: str, values: Iterable, allow_null
 def all_positive(table: "pa.Table", column: str) -> tuple[bool, dict]:
     import pyarrow.compute as pc
 
+    import pyarrow as pa
+
     col = table.column(column)
-    bad = int(pc.sum(pc.fill_null(pc.less_equal(col, 0), True)).as_py() or 0)
+    bad_mask = pc.fill_null(pc.less_equal(col, 0), True)  # a null is not positive
+    if pa.types.is_floating(col.type):
+        bad_mask = pc.or_(bad_mask, pc.fill_null(pc.is_nan(col), False))  # NaN <= 0 is false, NaN is not positive
+    bad = int(pc.sum(bad_mask).as_py() or 0)
     return bad == 0, {"column": column, "non_positive_rows": bad}

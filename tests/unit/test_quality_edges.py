@@ -1,0 +1,69 @@
+"""Quality checks and profiles on edge cases: NaN, nulls GX skips, and PII in materialisation metadata."""
+
+import datetime as dt
+
+import pandas as pd
+import pyarrow as pa
+
+from platformq_assets.quality import table_checks
+from platformq_assets.quality.profiling import column_profile, profile_metadata
+
+
+def test_all_positive_rejects_nan_and_null():
+    ok = pa.table({"reference_price": [101.5, 99.0]})
+    assert table_checks.all_positive(ok, "reference_price")[0]
+    nan = pa.table({"reference_price": [101.5, float("nan"), 99.0]})
+    passed, meta = table_checks.all_positive(nan, "reference_price")
+    assert not passed and meta["non_positive_rows"] == 1
+    null = pa.table({"reference_price": pa.array([101.5, None], pa.float64())})
+    assert table_checks.all_positive(null, "reference_price") == (False, {"column": "reference_price",
+                                                                          "non_positive_rows": 1})
+    ints = pa.table({"qty": [3, 0]})
+    assert table_checks.all_positive(ints, "qty") == (False, {"column": "qty", "non_positive_rows": 1})
+
+
+def test_profile_of_bronze_accounts_quotes_no_name_or_email():
+    from services.trading.simulation import SimulationConfig, accounts
+
+    table = pa.Table.from_pylist([a.__dict__ for a in accounts(SimulationConfig())])
+    rendered = profile_metadata(table)["profile"].value
+    secrets = set(table.column("email").to_pylist()) | set(table.column("full_name").to_pylist())
+    assert not [value for value in secrets if value in rendered]
+    by_column = {p["column"]: p for p in column_profile(table)}
+    assert by_column["email"]["distinct"] == table.num_rows and by_column["email"]["min"] is None
+    # numeric columns keep their range
+    balances = table.column("initial_balance_minor").to_pylist()
+    assert (by_column["initial_balance_minor"]["min"], by_column["initial_balance_minor"]["max"]) == (
+        min(balances), max(balances))
+
+
+def test_profile_edges_empty_table_and_all_null_column():
+    empty = pa.table({"x": pa.array([], pa.float64()), "s": pa.array([], pa.string())})
+    assert [(p["null_fraction"], p["distinct"], p["min"], p["max"]) for p in column_profile(empty)] == [
+        (0.0, 0, None, None)] * 2
+    nulls = pa.table({"x": pa.array([None, None], pa.float64()), "t": pa.array(
+        [dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc), None], pa.timestamp("us", tz="UTC"))})
+    x, t = column_profile(nulls)
+    assert (x["null_fraction"], x["distinct"], x["min"], x["max"]) == (1.0, 0, None, None)
+    assert t["min"] == t["max"] == dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc) and t["null_fraction"] == 0.5
+
+
+def _trades(**overrides):
+    ts = pd.Timestamp("2024-01-02 14:31", tz="UTC")
+    rows = {"trade_id": [1, 2], "ts": [ts, ts], "instrument": ["AAPL", "AAPL"], "price": [100.0, 101.0],
+            "quantity": [5, 3], "buy_account_id": [1, 1], "sell_account_id": [2, 2],
+            "aggressor_side": ["BUY", "SELL"], "notional": [500.0, 303.0]}
+    for column, value in overrides.items():
+        rows[column] = [rows[column][0], value]
+    return pd.DataFrame(rows)
+
+
+def test_trades_suite_fails_on_null_key_price_quantity_or_side():
+    from platformq_assets.quality.expectations import run_suite, silver_trades_suite
+
+    passed, meta = run_suite(_trades(), silver_trades_suite)
+    assert passed, meta
+    for column in ("trade_id", "price", "quantity", "aggressor_side"):
+        passed, meta = run_suite(_trades(**{column: None}), silver_trades_suite)
+        assert not passed, (column, meta)
+        assert "expect_column_values_to_not_be_null" in meta["failed_expectations"]
