@@ -193,6 +193,22 @@ def encode_day(events: dict, config: EncodingConfig = EncodingConfig()) -> dict:
     return result
 
 
+def anomalies_in_windows(events: dict, windows: dict) -> set[str]:
+    """Ids of the labelled anomalies that overlap at least one window of their instrument.
+
+    A window carries one anomaly id (the first that overlaps it), so two anomalies of one instrument
+    in the same window leave only one id on the windows: coverage is decided from the overlaps.
+    """
+    window_us = int(windows["window_us"])
+    covered = set()
+    for symbol, a_id, s, e in zip(events["label_instrument"], events["label_id"], events["label_start"],
+                                  events["label_end"]):
+        starts = windows["window_start_us"][windows["instrument"] == symbol]
+        if ((starts < e) & (starts + window_us > s)).any():
+            covered.add(str(a_id))
+    return covered
+
+
 # What the Dagster side writes per trading day (np.savez, no pickled objects).
 EVENT_ARRAYS = ("trade_ts", "trade_instrument", "trade_price_ticks", "trade_qty", "order_ts", "order_instrument",
                 "order_side", "order_qty", "order_cancel_ts", "order_cancelled_lots", "label_instrument",

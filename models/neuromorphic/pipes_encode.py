@@ -11,7 +11,7 @@ import time
 import numpy as np
 from dagster_pipes import open_dagster_pipes
 
-from models.neuromorphic.encoding import EncodingConfig, encode_day, load_npz
+from models.neuromorphic.encoding import EncodingConfig, anomalies_in_windows, encode_day, load_npz
 from models.neuromorphic.reporting import pipes_metadata
 
 
@@ -27,7 +27,7 @@ def main() -> None:
         spikes, labels = windows["spikes"], windows["label"]
         kinds = windows["anomaly_type"][labels == 1]
         expected = set(events["label_id"].tolist())
-        covered = set(windows["anomaly_id"][labels == 1].tolist())
+        covered = anomalies_in_windows(events, windows)
         pipes.log.info(f"encoded {len(labels)} windows ({int(labels.sum())} anomalous) in {seconds:.2f}s")
         pipes.report_asset_materialization(metadata=pipes_metadata({
             "path": extras["out"],
