@@ -21,9 +21,14 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
         same = np.isclose(current, reference[0]).mean()
         ref_share, cur_share = np.array([1.0, 0.0]), np.array([same, 1 - same])
     else:
-        edges[0], edges[-1] = -np.inf, np.inf
-        ref_share = np.histogram(reference, edges)[0] / len(reference)
-        cur_share = np.histogram(current, edges)[0] / len(current)
+        # Right-closed bins (-inf, q0], (q0, q1], ..., (q_last-1, inf) over the distinct quantiles, the
+        # maximum dropped: a value holding many quantiles (a point mass such as a mostly-zero count or a
+        # 0/1 flag) keeps a bin of its own. Half-open [a, b) bins with the outer edges widened to +-inf
+        # merged such a reference into one bin, where every shift scored PSI 0.
+        edges = edges[:-1]
+        slots = len(edges) + 1
+        ref_share = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=slots) / len(reference)
+        cur_share = np.bincount(np.searchsorted(edges, current, side="left"), minlength=slots) / len(current)
     eps = 1e-4
     ref_share = np.clip(ref_share, eps, None)
     cur_share = np.clip(cur_share, eps, None)
