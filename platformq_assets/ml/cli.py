@@ -45,7 +45,10 @@ def history(name: str) -> None:
 @click.option("--reason", required=True, help="Recorded on the version and in the model's history.")
 def promote(name: str, version: str, reason: str) -> None:
     """Make VERSION of NAME the champion by hand (the gate normally does this)."""
-    result = _mlflow().promote(name, version, reason=f"manual: {reason}")
+    try:
+        result = _mlflow().promote(name, version, reason=f"manual: {reason}")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{name}: champion is v{result['champion']}" + (f" (was v{result['previous']})" if result.get("previous") else ""))
 
 

@@ -34,7 +34,7 @@ from pipelines.pools import table_pool
 from resources.compute import RayResource
 from resources.feast import FeastResource
 from resources.lake import LakeResource
-from resources.mlflow import CHALLENGER, CHAMPION, MlflowResource
+from resources.mlflow import CHALLENGER, CHAMPION, STAGE_TAG, MlflowResource
 
 ML = {"owners": ["team:ml-platform"]}
 PROMOTION_METRIC = "roc_auc"
@@ -185,6 +185,13 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         if challenger is None:
             return MaterializeResult(metadata={"champion": current.version if current else None,
                                                "promoted": False, "reason": "no challenger waiting"})
+        stage = challenger.tags.get(STAGE_TAG)
+        if stage != "staging":
+            # the blocking gate only guards its own run: materialised alone (UI, retry, another job) this
+            # asset must still never promote a version the gate has not passed (manual override: the CLI)
+            return MaterializeResult(metadata={
+                "champion": current.version if current else None, "promoted": False,
+                "reason": f"challenger v{challenger.version} has not passed the promotion gate (stage {stage})"})
         reason = challenger.tags.get("platformq.staging_reason") or "passed the promotion gate"
         result = mlflow.promote(model, challenger.version, reason=f"{reason} (dagster run {context.run.run_id})")
         return MaterializeResult(metadata={**{k_: v for k_, v in result.items() if v is not None}, "reason": reason})
@@ -202,7 +209,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             from dagster import Failure
 
             raise Failure(f"{model} has no champion yet: materialise ml/{model}_champion first")
-        estimator = load_sklearn(mlflow, model, CHAMPION)
+        estimator = load_sklearn(mlflow, model, version=str(champion_version.version))  # the version recorded below
         matrix = model_frame(frame, features)
         proba = estimator.predict_proba(matrix.to_numpy())[:, 1] if len(frame) else []
         tenant = {"tenant_id": arrow["tenant_id"]} if "tenant_id" in arrow.column_names else {}  # per-tenant reads
@@ -240,9 +247,14 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                               features)
         report = drift_report(model_frame(reference, features), current, features)
         scored = lake.read_partition(f"gold.{model}_predictions", PARTITION_COLUMN, context.partition_key).to_pandas()
-        estimator = load_sklearn(mlflow, model, CHAMPION)
-        reference_scores = estimator.predict_proba(model_frame(reference, features).to_numpy())[:, 1]
-        prediction_psi = psi(reference_scores, scored["score"].to_numpy()) if len(scored) else float("nan")
+        prediction_psi = float("nan")
+        if len(scored):
+            # the reference scores come from the version that scored the day, not today's champion: after a
+            # promotion a re-run or backfill would otherwise compare two different models' outputs
+            scored_by = scored["model_version"].astype(str).mode().iloc[0]
+            estimator = load_sklearn(mlflow, model, version=scored_by)
+            reference_scores = estimator.predict_proba(model_frame(reference, features).to_numpy())[:, 1]
+            prediction_psi = psi(reference_scores, scored["score"].to_numpy())
         labelled = scored[scored["label"].notna()]
         performance = {"labelled_rows": len(labelled)}
         if len(labelled):
@@ -314,11 +326,11 @@ def model_frame(frame, features: list[str]):
     return frame[features].astype("float64").fillna(0.0)
 
 
-def load_sklearn(mlflow: MlflowResource, model: str, alias: str):
+def load_sklearn(mlflow: MlflowResource, model: str, alias: str | None = None, version: str | None = None):
     mlflow._mlflow()
     from mlflow import sklearn as mlflow_sklearn
 
-    return mlflow_sklearn.load_model(f"models:/{model}@{alias}")
+    return mlflow_sklearn.load_model(f"models:/{model}/{version}" if version is not None else f"models:/{model}@{alias}")
 
 
 def evaluate_versions(mlflow: MlflowResource, model: str, data, label: str, min_metric: float, min_gain: float) -> dict:

@@ -1,0 +1,74 @@
+"""ml/<model>_drift on a real lake (Iceberg, SQLite catalog) and a real MLflow registry: the day's
+prediction drift is measured against the version that scored the day, whoever is champion now."""
+
+import numpy as np
+import pandas as pd
+from dagster import AssetKey, DagsterInstance, materialize
+
+MODEL, DAY = "price_direction", "2024-02-06"
+
+
+def feature_frame(rng, n, day):
+    from features.compute import INSTRUMENT_FEATURES
+
+    frame = pd.DataFrame({c: rng.normal(1.0, 1.0, n) for c in INSTRUMENT_FEATURES})
+    frame["instrument"] = [f"I{i % 5}" for i in range(n)]
+    start = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=15)
+    frame["event_ts"] = [start + pd.Timedelta(minutes=5 * i) for i in range(n)]
+    frame["label_up"] = (frame["ret_1"] > 1.0).astype("int64")
+    frame["partition_date"] = day
+    return frame
+
+
+def register(registry, rng, skewed: bool):
+    from mlflow import sklearn as mlflow_sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from features.repo import feature_columns
+
+    x = rng.normal(size=(200, len(feature_columns(MODEL))))
+    y = (x[:, 0] > 0).astype(int)
+    estimator = LogisticRegression().fit(x, y)
+    if skewed:  # a version whose scores sit near 1: a very different score distribution
+        estimator.intercept_ += 4.0
+    with registry.start_run("tests/drift"):
+        info = mlflow_sklearn.log_model(estimator, name="model")
+    return registry.register(info.model_uri, MODEL)
+
+
+def test_rerunning_a_days_drift_after_a_promotion_reports_the_same_prediction_drift(settings, lake):
+    from pyiceberg.expressions import AlwaysTrue
+
+    from platformq_assets.ml.lifecycle import keys, model_assets, to_arrow
+    from resources.mlflow import mlflow_resource
+
+    rng = np.random.default_rng(0)
+    registry = mlflow_resource(settings)
+    training = feature_frame(rng, 400, "2024-02-05").rename(columns={"event_ts": "event_timestamp"})
+    training = training.drop(columns=["partition_date"])
+    training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
+    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
+    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, 200, DAY)), "partition_date", DAY)
+
+    assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
+    k = keys(MODEL)
+
+    def run(*selection):
+        result = materialize([assets[key] for key in selection], partition_key=DAY, instance=DagsterInstance.get(),
+                             resources={"lake": lake, "mlflow": registry})
+        assert result.success
+        return {e.asset_key: {n: v.value for n, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}
+
+    first = register(registry, rng, skewed=False)
+    registry.promote(MODEL, first.version, "first")
+    before = run(k["predictions"], k["drift"])
+    assert before[k["predictions"]]["model_version"] == str(first.version)
+    assert before[k["drift"]]["prediction_psi"] < 0.25  # the day looks like training
+
+    second = register(registry, rng, skewed=True)
+    registry.promote(MODEL, second.version, "second")
+    after = run(k["drift"])  # the day's scores are still the first version's
+    assert after[k["drift"]]["prediction_psi"] == before[k["drift"]]["prediction_psi"]
+    stored = [r for r in lake.read("ml.drift_reports").to_pylist() if r["feature"] == "__prediction__"]
+    assert [r["severity"] for r in stored] == ["ok"]

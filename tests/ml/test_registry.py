@@ -1,0 +1,79 @@
+"""The registry's promotion rules on a real MLflow (SQLite backend, local artifacts): a bad manual
+promotion changes nothing, and the champion asset never promotes a version the gate did not pass."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from dagster import AssetKey, materialize
+
+from resources.mlflow import MlflowResource
+
+MODEL = "price_direction"
+
+
+@pytest.fixture
+def registry(settings):
+    from resources.mlflow import mlflow_resource
+
+    return mlflow_resource(settings)
+
+
+def new_version(registry: MlflowResource):
+    from mlflow import sklearn as mlflow_sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    with registry.start_run("tests/registry"):
+        info = mlflow_sklearn.log_model(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]), name="model")
+    return registry.register(info.model_uri, MODEL)
+
+
+def aliases(registry):
+    return {alias: (v.version if v is not None else None, v.tags.get("platformq.stage") if v is not None else None)
+            for alias in ("champion", "previous-champion", "challenger")
+            for v in [registry.version_for(MODEL, alias)]}
+
+
+def test_promoting_a_missing_version_leaves_the_registry_as_it_was(registry):
+    from platformq_assets.cli import main
+
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    before = aliases(registry)
+    assert before["champion"] == (first.version, "production") and before["previous-champion"] == (None, None)
+
+    with pytest.raises(ValueError, match="no version '99'"):
+        registry.promote(MODEL, 99, "typo")
+    assert aliases(registry) == before  # champion still production, no previous-champion pointing at itself
+
+    typo = CliRunner().invoke(main, ["models", "promote", MODEL, "--version", "42", "--reason", "typo"])
+    assert typo.exit_code != 0 and "no version '42'" in typo.output and "Traceback" not in typo.output
+    assert aliases(registry) == before
+    assert [e["event"] for e in registry.history(MODEL)][-1] == "promoted"
+
+
+def champion_asset():
+    from platformq_assets.ml.lifecycle import keys, model_assets
+
+    [asset] = [a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))
+               if a.key == keys(MODEL)["champion"]]
+    return asset
+
+
+def test_champion_asset_promotes_only_a_gated_challenger(registry):
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    rejected = new_version(registry)  # its evaluation failed the gate: still stage dev, alias challenger
+
+    alone = materialize([champion_asset()], resources={"mlflow": registry})
+    assert alone.success
+    assert aliases(registry)["champion"] == (first.version, "production")
+    assert aliases(registry)["challenger"] == (rejected.version, "dev")
+    [event] = alone.get_asset_materialization_events()
+    assert event.materialization.metadata["promoted"].value is False
+
+    registry.set_stage(MODEL, rejected.version, "staging", "passed the promotion gate")  # what evaluation does
+    gated = materialize([champion_asset()], resources={"mlflow": registry})
+    assert gated.success
+    assert aliases(registry)["champion"] == (rejected.version, "production")
+    assert aliases(registry)["previous-champion"] == (first.version, "archived")
+    assert aliases(registry)["challenger"] == (None, None)
