@@ -10,6 +10,7 @@ from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 
 DRIFT_KEYS = [AssetKey(["ml", "price_direction_drift"]), AssetKey(["ml", "account_anomaly_drift"])]
+MAX_EVENTS_PER_TICK = 500  # per drift asset
 
 
 def alert_record(event) -> dict | None:
@@ -40,13 +41,16 @@ def ml_drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResour
                         ("severity", pa.string()), ("detail", pa.string()), ("run_id", pa.string()),
                         ("raised_at", pa.timestamp("us", tz="UTC"))])
     records = []
-    for key, events in context.latest_materialization_records_by_key().items():
-        if events is None:
-            continue
-        record = alert_record(events.event_log_entry)
-        if record is not None:
-            records.append(record)
-        context.advance_cursor({key: events})
+    for key in DRIFT_KEYS:
+        # every materialisation since the cursor, oldest first (not only the latest: a backfill or a paused
+        # sensor leaves several partitions' reports between two ticks); the rest waits for the next tick
+        events = list(context.materialization_records_for_key(key, limit=MAX_EVENTS_PER_TICK))
+        for event in events:
+            record = alert_record(event.event_log_entry)
+            if record is not None:
+                records.append(record)
+        if events:
+            context.advance_cursor({key: events[-1]})
     if not records:
         return
     lake.append("ops.ml_alerts", pa.Table.from_pylist(records, schema=schema))

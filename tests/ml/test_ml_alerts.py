@@ -1,0 +1,42 @@
+"""The drift alert sensor on a real Dagster instance and lake: no alert is skipped or repeated."""
+
+from dagster import AssetMaterialization, DagsterInstance, build_multi_asset_sensor_context
+
+from resources.alerts import AlertsResource
+from sensors.ml_alerts import DRIFT_KEYS, ml_drift_alerts
+
+
+def report(instance, key, day, severity):
+    instance.report_runless_asset_event(AssetMaterialization(
+        asset_key=key, partition=day,
+        metadata={"severity": severity, "max_psi": 0.9 if severity != "ok" else 0.01, "max_psi_feature": "volume_1",
+                  "drifted_features": ["volume_1"] if severity != "ok" else [], "prediction_psi": 0.01}))
+
+
+def test_every_drifted_partition_since_the_last_tick_raises_an_alert(settings, lake):
+    """A backfill (or a paused sensor) leaves several drift reports between two ticks: each one that drifted
+    becomes an alert, not only the newest."""
+    from platformq_assets.definitions import build_definitions
+
+    instance = DagsterInstance.ephemeral()
+    report(instance, DRIFT_KEYS[0], "2024-02-05", "error")
+    report(instance, DRIFT_KEYS[0], "2024-02-06", "ok")
+    report(instance, DRIFT_KEYS[0], "2024-02-07", "warn")
+    report(instance, DRIFT_KEYS[1], "2024-02-05", "error")
+    report(instance, DRIFT_KEYS[1], "2024-02-06", "error")
+    with build_multi_asset_sensor_context(monitored_assets=DRIFT_KEYS, instance=instance,
+                                          definitions=build_definitions(settings),
+                                          resources={"lake": lake, "alerts": AlertsResource()}) as context:
+        ml_drift_alerts(context)
+        alerts = {(a["asset_key"], a["partition"], a["severity"]) for a in lake.read("ops.ml_alerts").to_pylist()}
+        assert alerts == {("ml/price_direction_drift", "2024-02-05", "error"),
+                          ("ml/price_direction_drift", "2024-02-07", "warn"),
+                          ("ml/account_anomaly_drift", "2024-02-05", "error"),
+                          ("ml/account_anomaly_drift", "2024-02-06", "error")}
+        ml_drift_alerts(context)  # nothing new: nothing repeated
+        assert lake.read("ops.ml_alerts").num_rows == 4
+        report(instance, DRIFT_KEYS[0], "2024-02-08", "error")
+        ml_drift_alerts(context)
+        rows = lake.read("ops.ml_alerts").to_pylist()
+        assert len(rows) == 5 and ("ml/price_direction_drift", "2024-02-08") in {
+            (r["asset_key"], r["partition"]) for r in rows}
