@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ class ModelSpec:
     features: tuple[str, ...]
     tenant_scoped: bool  # rows carry tenant_id: callers only see their own tenant's entities
     warm_up_entity: str | int = "platformq-warm-up"  # an entity of the join key's type, read once at start-up
+    join_key_type: str = "STRING"  # Feast value type of the join key (INT64 keys take integers only)
 
 
 def default_specs() -> dict[str, ModelSpec]:
@@ -45,8 +47,23 @@ def default_specs() -> dict[str, ModelSpec]:
         return -1 if JOIN_KEY_TYPES[key].startswith("INT") else "platformq-warm-up"
 
     return {name: ModelSpec(name, SERVICES[name], ENTITY_KEYS[name], tuple(feature_columns(name)),
-                            tenant_scoped=tenant_scoped(name), warm_up_entity=warm_up_entity(ENTITY_KEYS[name]))
+                            tenant_scoped=tenant_scoped(name), warm_up_entity=warm_up_entity(ENTITY_KEYS[name]),
+                            join_key_type=JOIN_KEY_TYPES[ENTITY_KEYS[name]])
             for name in SERVICES}
+
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def join_key_value(spec: ModelSpec, entity):
+    """The entity as the join key's type, or a 422: Feast raises (a 500) on an id it cannot convert."""
+    if not spec.join_key_type.startswith("INT"):
+        return str(entity)
+    text = str(entity)
+    value = int(text) if not isinstance(entity, bool) and re.fullmatch(r"-?[0-9]+", text) else None
+    if value is None or not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+        raise ScoringError(422, "invalid-entity", f"{spec.entity_key} must be a 64-bit integer, got {entity!r}")
+    return value
 
 
 def assign_variant(model: str, entity: str, challenger_share: float) -> str:
@@ -129,7 +146,7 @@ class ModelScorer:
         if champion is None:
             raise ScoringError(409, "no-champion", f"{model} has no champion yet (promote a version first)")
         challenger = self._version(model, "challenger")
-        rows = [{spec.entity_key: entity} for entity in entities]
+        rows = [{spec.entity_key: join_key_value(spec, entity)} for entity in entities]
         online = self.online_features(spec.service, rows)
         out = []
         for i, entity in enumerate(entities):
