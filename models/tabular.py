@@ -172,11 +172,12 @@ def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = Non
                                   failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
     results = tuner.fit()
-    best = results.get_best_result(metric=METRIC, mode="max", scope="last")
-    trials = []
-    errors = [str(r.error).splitlines()[0][:300] for r in results if r.error is not None]
+    # before get_best_result: with no successful trial it raises a message that hides the cause
+    errors = [_trial_error(r.error) for r in results if r.error is not None]
     if errors and len(errors) == len(results):
         raise RuntimeError(f"every trial failed; first error: {errors[0]}")
+    best = results.get_best_result(metric=METRIC, mode="max", scope="last")
+    trials = []
     for result in results:
         if result.metrics is None or result.error is not None:
             continue
@@ -187,3 +188,11 @@ def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = Non
     return {"best_config": {k: v for k, v in best.config.items()}, "best_score": float(best.metrics[METRIC]),
             "best_iterations": int(best.metrics.get("training_iteration") or MAX_ITERATIONS), "trials": trials,
             "failed_trials": errors}
+
+
+def _trial_error(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the trainable's own exception, not Ray's wrapper
+    (whose first line is only "ray::ImplicitFunc.train() (pid=..., ip=...)")."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:300]
