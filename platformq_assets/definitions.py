@@ -65,7 +65,7 @@ def airflow_definitions(settings: Settings) -> Definitions:
 
     dags = list(settings.airflow_dags)
     return Definitions(assets=airflow_dag_specs(dags), sensors=[build_airflow_sensor(dags)],
-                       resources={"airflow": airflow_resource(settings)})
+                       resources={"airflow": airflow_resource(settings, env_refs=True)})
 
 
 def select_executor(name: str):

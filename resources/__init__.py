@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
+import os
+
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.query import QueryEngineResource
 from resources.settings import Settings, load_settings
 
+# Settings that hold credentials (a key, a password, a token, a URL with a password or a capability in it).
+SECRET_SETTINGS = frozenset({
+    "catalog_uri", "s3_access_key", "s3_secret_key", "services_api_key", "airflow_password", "airflow_token",
+    "openlineage_api_key", "alert_webhook_url", "mlflow_tracking_uri", "feast_registry_uri", "feast_redis_url",
+})
 
-def lake_resource(settings: Settings) -> LakeResource:
+
+def setting(settings: Settings, name: str, env_refs: bool = False, value=None):
+    """A setting as a resource field gets it. With ``env_refs`` (the resources of the Dagster definitions), a
+    secret that came from its environment variable goes in as ``EnvVar``: Dagster shows configured resource
+    values on the UI's Resources page, and an ``EnvVar`` shows as the variable's name, resolved only in the
+    run's own process (whose pod gets the same secrets). Without (the CLI, a script): the value itself."""
+    value = getattr(settings, name) if value is None else value
+    env = f"PLATFORMQ_{name.upper()}"
+    if env_refs and name in SECRET_SETTINGS and value is not None and os.environ.get(env) == str(value):
+        from dagster import EnvVar
+
+        return EnvVar(env)
+    return value
+
+
+def lake_resource(settings: Settings, env_refs: bool = False) -> LakeResource:
     return LakeResource(
         catalog_name=settings.catalog_name,
         catalog_type=settings.catalog_type,
-        catalog_uri=settings.effective_catalog_uri,
+        catalog_uri=setting(settings, "catalog_uri", env_refs, settings.effective_catalog_uri),
         warehouse=settings.effective_warehouse,
         s3_endpoint=settings.s3_endpoint,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=settings.s3_secret_key,
+        s3_access_key=setting(settings, "s3_access_key", env_refs),
+        s3_secret_key=setting(settings, "s3_secret_key", env_refs),
         s3_region=settings.s3_region,
     )
 
 
-def object_store_resource(settings: Settings) -> ObjectStoreResource:
+def object_store_resource(settings: Settings, env_refs: bool = False) -> ObjectStoreResource:
     if settings.is_local:
         return ObjectStoreResource(kind="local", root=str(settings.object_store_root))
     return ObjectStoreResource(kind="s3", bucket=settings.object_store_bucket, endpoint=settings.s3_endpoint,
-                               access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
-                               region=settings.s3_region)
+                               access_key=setting(settings, "s3_access_key", env_refs),
+                               secret_key=setting(settings, "s3_secret_key", env_refs), region=settings.s3_region)
 
 
 def query_resource(settings: Settings) -> QueryEngineResource:
@@ -37,18 +59,22 @@ def query_resource(settings: Settings) -> QueryEngineResource:
                                trino_http_scheme=settings.trino_http_scheme)
 
 
-def service_resource(settings: Settings, service: str):
-    from resources.services import ServiceClientResource
+def service_resource(settings: Settings, service: str, env_refs: bool = False):
+    from resources.services import ServiceClientResource, env_ref
 
     if settings.effective_services_in_process:
-        lake = lake_resource(settings)
-        lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
-                                                      "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_region")}
+        lake = lake_resource(settings, env_refs)
+        # a plain dict field: Dagster resolves no EnvVar inside it, so secrets travel as {"env": NAME} references
+        # that the resource resolves in the run's process
+        lake_config = {k: env_ref(getattr(lake, k)) for k in ("catalog_name", "catalog_type", "catalog_uri",
+                                                              "warehouse", "s3_endpoint", "s3_access_key",
+                                                              "s3_secret_key", "s3_region")}
         return ServiceClientResource(service=service, home=str(settings.home), lake=lake_config)
     url = settings.service_urls.get(service)
     if not url:
         raise ValueError(f"PLATFORMQ_SERVICE_URLS has no URL for the {service!r} service")
-    return ServiceClientResource(service=service, base_url=url, api_key=settings.services_api_key)
+    return ServiceClientResource(service=service, base_url=url,
+                                 api_key=setting(settings, "services_api_key", env_refs))
 
 
 def build_resources(settings: Settings | None = None) -> dict:
@@ -62,23 +88,24 @@ def build_resources(settings: Settings | None = None) -> dict:
     from resources.mlflow import mlflow_resource
 
     return {
-        "lake": lake_resource(settings),
-        "object_store": object_store_resource(settings),
+        "lake": lake_resource(settings, env_refs=True),
+        "object_store": object_store_resource(settings, env_refs=True),
         "query_engine": query_resource(settings),
         "dbt": dbt_resource(settings),
         "landing_zone": LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources)),
-        "credentials": service_resource(settings, "credentials"),
-        "derivatives": service_resource(settings, "derivatives"),
-        "governance": service_resource(settings, "governance"),
-        "trading": service_resource(settings, "trading"),
-        "data_api": service_resource(settings, "data"),
-        "alerts": AlertsResource(webhook_url=settings.alert_webhook_url),
-        "mlflow": mlflow_resource(settings),
-        "feast": feast_resource(settings),
+        "credentials": service_resource(settings, "credentials", env_refs=True),
+        "derivatives": service_resource(settings, "derivatives", env_refs=True),
+        "governance": service_resource(settings, "governance", env_refs=True),
+        "trading": service_resource(settings, "trading", env_refs=True),
+        "data_api": service_resource(settings, "data", env_refs=True),
+        "alerts": AlertsResource(webhook_url=setting(settings, "alert_webhook_url", env_refs=True)),
+        "mlflow": mlflow_resource(settings, env_refs=True),
+        "feast": feast_resource(settings, env_refs=True),
         "ray": ray_resource(settings),
         "spark": spark_resource(settings),
-        "openlineage": lineage_resource(settings),
+        "openlineage": lineage_resource(settings, env_refs=True),
     }
 
 
-__all__ = ["LakeResource", "ObjectStoreResource", "QueryEngineResource", "Settings", "build_resources", "load_settings"]
+__all__ = ["SECRET_SETTINGS", "LakeResource", "ObjectStoreResource", "QueryEngineResource", "Settings", "build_resources",
+           "load_settings", "setting"]

@@ -110,8 +110,11 @@ def _run_dict(run) -> dict:
             "conf": run.conf or {}}
 
 
-def airflow_resource(settings) -> AirflowResource | None:
+def airflow_resource(settings, env_refs: bool = False) -> AirflowResource | None:
+    from resources import setting
+
     if not settings.airflow_url:
         return None
     return AirflowResource(base_url=settings.airflow_url, username=settings.airflow_username,
-                           password=settings.airflow_password, token=settings.airflow_token)
+                           password=setting(settings, "airflow_password", env_refs),
+                           token=setting(settings, "airflow_token", env_refs))

@@ -177,7 +177,9 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
-def feast_resource(settings) -> FeastResource:
+def feast_resource(settings, env_refs: bool = False) -> FeastResource:
+    from resources import setting
+
     spark = {}
     if settings.feast_offline_store == "spark":
         from resources.compute import spark_resource
@@ -189,8 +191,10 @@ def feast_resource(settings) -> FeastResource:
                              online_path=str(home / "online.db"), offline_root=str(home / "offline"),
                              repo_path=str(settings.feature_repo_dir), offline_store=settings.feast_offline_store,
                              spark_conf=spark)
-    return FeastResource(registry_uri=settings.feast_registry_uri, online_store="redis", redis_url=settings.feast_redis_url,
+    return FeastResource(registry_uri=setting(settings, "feast_registry_uri", env_refs), online_store="redis",
+                         redis_url=setting(settings, "feast_redis_url", env_refs),
                          offline_root=f"s3://{settings.object_store_bucket}/feast/offline",
                          repo_path=str(settings.feature_repo_dir), s3_endpoint=settings.s3_endpoint,
-                         s3_access_key=settings.s3_access_key, s3_secret_key=settings.s3_secret_key,
+                         s3_access_key=setting(settings, "s3_access_key", env_refs),
+                         s3_secret_key=setting(settings, "s3_secret_key", env_refs),
                          s3_region=settings.s3_region, offline_store=settings.feast_offline_store, spark_conf=spark)

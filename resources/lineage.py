@@ -41,9 +41,12 @@ class OpenLineageResource(ConfigurableResource):
         return len(events)
 
 
-def lineage_resource(settings) -> OpenLineageResource:
+def lineage_resource(settings, env_refs: bool = False) -> OpenLineageResource:
+    from resources import setting
+
     if settings.openlineage_url:
-        return OpenLineageResource(url=settings.openlineage_url, api_key=settings.openlineage_api_key,
+        return OpenLineageResource(url=settings.openlineage_url,
+                                   api_key=setting(settings, "openlineage_api_key", env_refs),
                                    dataset_namespace=settings.effective_warehouse)
     return OpenLineageResource(file_path=str(settings.home / "openlineage" / "events.jsonl"),
                                dataset_namespace=settings.effective_warehouse)

@@ -112,15 +112,24 @@ class MlflowResource(ConfigurableResource):
 
     def promote(self, name: str, version: str | int, reason: str) -> dict:
         """Make ``version`` the champion (dev/staging -> production) and keep the old one for rollback."""
+        from mlflow.exceptions import MlflowException
+
         client = self.client()
         version = str(version)
+        # look the version up before anything moves: a missing one must leave the champion as it was
+        try:
+            target = client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            raise ValueError(f"model {name!r} has no version {version!r} to promote") from exc
         current = self.version_for(name, CHAMPION)
         if current is not None and str(current.version) == version:
             return {"promoted": False, "champion": version, "reason": "already champion"}
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(current.version))
             client.set_model_version_tag(name, str(current.version), STAGE_TAG, "archived")
-        if client.get_model_version(name, version).tags.get(STAGE_TAG) == "dev":
+        if target.tags.get(STAGE_TAG) == "dev":
             self.set_stage(name, version, "staging", reason)
         client.set_registered_model_alias(name, CHAMPION, version)
         client.set_model_version_tag(name, version, STAGE_TAG, "production")
@@ -164,6 +173,9 @@ class MlflowResource(ConfigurableResource):
         client.set_registered_model_tag(name, "platformq.history", json.dumps(history))
 
 
-def mlflow_resource(settings) -> MlflowResource:
-    return MlflowResource(tracking_uri=settings.effective_mlflow_tracking_uri,
+def mlflow_resource(settings, env_refs: bool = False) -> MlflowResource:
+    from resources import setting
+
+    return MlflowResource(tracking_uri=setting(settings, "mlflow_tracking_uri", env_refs,
+                                               settings.effective_mlflow_tracking_uri),
                           artifact_location=settings.effective_mlflow_artifact_location)

@@ -146,12 +146,35 @@ def issuer_key_pair(path: Path):
     return pair
 
 
+def env_ref(value):
+    """A resource field's value for a plain dict: an ``EnvVar`` becomes ``{"env": NAME}``."""
+    from dagster import EnvVar
+
+    return {"env": value.env_var_name} if isinstance(value, EnvVar) else value
+
+
+def resolve_env_refs(config: dict | None) -> dict | None:
+    """The values of ``{"env": NAME}`` references, read from this process's environment."""
+    import os
+
+    if config is None:
+        return None
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"env"}:
+            if value["env"] not in os.environ:
+                raise ValueError(f"{key}: environment variable {value['env']} is not set in this process")
+            value = os.environ[value["env"]]
+        out[key] = value
+    return out
+
+
 class ServiceClientResource(ConfigurableResource):
     service: str
     base_url: str | None = None  # None: run the service in process (ASGI)
     api_key: str | None = None  # required with base_url
     home: str = ".platformq"  # state of in-process services
-    lake: dict | None = None  # LakeResource config for the in-process data service
+    lake: dict | None = None  # LakeResource config for the in-process data service ({"env": NAME}: a secret)
     session: str | None = None  # in-process trading only: a separate exchange (journal) per session
     timeout_s: float = 10.0
     max_retries: int = 3
@@ -180,7 +203,8 @@ class ServiceClientResource(ConfigurableResource):
                     sessions = Path(self.home) / "services" / "trading-sessions"
                     sessions.mkdir(parents=True, exist_ok=True)
                     journal = f"sqlite:///{sessions / (self.session + '.db')}"
-                app, ctx = build_local_app(self.service, self.home, self.lake, journal_url=journal)
+                app, ctx = build_local_app(self.service, self.home, resolve_env_refs(self.lake),
+                                           journal_url=journal)
                 # in a Dagster run the run's own logs tell the story; per-request lines would drown them
                 ctx.logger.setLevel(logging.WARNING)
                 self._key = ctx.keys.create(f"dagster-{self.service}", INTERNAL_TENANT, ["admin"])

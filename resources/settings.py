@@ -32,6 +32,7 @@ PRODUCTION_REQUIRED = (
     "feast_redis_url",
     "ray_address",
     "spark_master",
+    "pii_salt",
 )
 
 
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
 
     # Failed runs are posted here (JSON) by the run-failure sensor, besides ops.run_failures.
     alert_webhook_url: str | None = None
+
+    # Salt of the PII tokens silver.accounts carries (dbt's tokenise macro reads PLATFORMQ_PII_SALT from
+    # the environment). Locally unset: dbt_project.yml's public salt, fit for simulated data only. A
+    # deployment's secret: with the public salt anyone holding the repository reverses a token by hashing
+    # candidate e-mail addresses.
+    pii_salt: str | None = None
 
     # ML platform. Locally: MLflow on SQLite with artifacts under home, Feast with a SQLite
     # registry and online store, Ray started in process, Spark local[2]. Production names a

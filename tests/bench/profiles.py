@@ -72,7 +72,7 @@ def bench_profiles(report, reps: int = 3):
             "PLATFORMQ_PROFILE": "production", "PLATFORMQ_HOME": prod_home,
             "PLATFORMQ_LANDING_DIR": f"{prod_home}/landing", "PLATFORMQ_CATALOG_URI": PG_DSN.format(db=catalog),
             "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse", "PLATFORMQ_S3_ENDPOINT": s3,
-            "PLATFORMQ_S3_ACCESS_KEY": "test", "PLATFORMQ_S3_SECRET_KEY": "test",
+            "PLATFORMQ_S3_ACCESS_KEY": "test", "PLATFORMQ_S3_SECRET_KEY": "test", "PLATFORMQ_PII_SALT": "bench-salt",
             "PLATFORMQ_OBJECT_STORE_BUCKET": "objects", "PLATFORMQ_SQL_ENGINE": "duckdb",
             "PLATFORMQ_SERVICES_IN_PROCESS": "true", "PLATFORMQ_EXECUTOR": "in_process", **ML_PRODUCTION_ENV}, reps)
     for key in [k for k in os.environ if k.startswith("PLATFORMQ_")]:

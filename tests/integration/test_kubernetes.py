@@ -58,7 +58,7 @@ def test_production_profile_selects_the_k8s_job_executor(monkeypatch):
 
     for k, v in {"PLATFORMQ_PROFILE": "production", "PLATFORMQ_CATALOG_URI": "postgresql+psycopg2://u:p@db/c",
                  "PLATFORMQ_WAREHOUSE": "s3://lake/w", "PLATFORMQ_S3_ENDPOINT": "http://minio:9000",
-                 "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
+                 "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_PII_SALT": "salt", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
                  "PLATFORMQ_SQL_ENGINE": "duckdb", "PLATFORMQ_SERVICES_IN_PROCESS": "true",
                  **ML_PRODUCTION_ENV}.items():
         monkeypatch.setenv(k, v)

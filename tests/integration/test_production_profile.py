@@ -27,7 +27,7 @@ def production(platform_home, monkeypatch):
             "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse",
             "PLATFORMQ_S3_ENDPOINT": endpoint,
             "PLATFORMQ_S3_ACCESS_KEY": "test",
-            "PLATFORMQ_S3_SECRET_KEY": "test",
+            "PLATFORMQ_S3_SECRET_KEY": "test", "PLATFORMQ_PII_SALT": "test-deployment-salt",
             "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq-objects",
             "PLATFORMQ_SQL_ENGINE": "duckdb",
             "PLATFORMQ_SERVICES_IN_PROCESS": "true",

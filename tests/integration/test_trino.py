@@ -67,7 +67,7 @@ def test_trino_connector_reads_the_catalog_pyiceberg_writes():
 def test_query_resource_is_configured_for_trino_from_settings(monkeypatch):
     for k, v in {"PLATFORMQ_PROFILE": "production", "PLATFORMQ_CATALOG_URI": "postgresql+psycopg2://u:p@db/c",
                  "PLATFORMQ_WAREHOUSE": "s3://lake/w", "PLATFORMQ_S3_ENDPOINT": "http://minio:9000",
-                 "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
+                 "PLATFORMQ_S3_ACCESS_KEY": "k", "PLATFORMQ_S3_SECRET_KEY": "s", "PLATFORMQ_PII_SALT": "salt", "PLATFORMQ_OBJECT_STORE_BUCKET": "b",
                  "PLATFORMQ_TRINO_HOST": "trino.internal", "PLATFORMQ_TRINO_PORT": "8443",
                  "PLATFORMQ_TRINO_HTTP_SCHEME": "https", "PLATFORMQ_SERVICES_IN_PROCESS": "true", **ML_PRODUCTION_ENV}.items():
         monkeypatch.setenv(k, v)

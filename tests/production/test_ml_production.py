@@ -56,7 +56,7 @@ def production(platform_home, monkeypatch, tmp_path):
                 "PLATFORMQ_PROFILE": "production",
                 "PLATFORMQ_CATALOG_URI": PG_DSN.format(db=catalog),
                 "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse",
-                "PLATFORMQ_S3_ENDPOINT": s3, "PLATFORMQ_S3_ACCESS_KEY": "test", "PLATFORMQ_S3_SECRET_KEY": "test",
+                "PLATFORMQ_S3_ENDPOINT": s3, "PLATFORMQ_S3_ACCESS_KEY": "test", "PLATFORMQ_S3_SECRET_KEY": "test", "PLATFORMQ_PII_SALT": "test-salt",
                 "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq-objects",
                 "PLATFORMQ_SQL_ENGINE": "duckdb", "PLATFORMQ_SERVICES_IN_PROCESS": "true",
                 "PLATFORMQ_MLFLOW_TRACKING_URI": mlflow,

@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "PLATFORMQ_S3_ENDPOINT": "http://127.0.0.1:9000",
     "PLATFORMQ_S3_ACCESS_KEY": "key",
     "PLATFORMQ_S3_SECRET_KEY": "secret",
+    "PLATFORMQ_PII_SALT": "deployment-salt",
     "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq",
     "PLATFORMQ_TRINO_HOST": "trino.internal",
     "PLATFORMQ_SERVICE_URLS": '{"credentials": "http://creds.internal:8103", "derivatives": "http://d.internal:8101", "governance": "http://g.internal:8102", "trading": "http://t.internal:8100", "data": "http://data.internal:8104"}',
@@ -83,7 +84,8 @@ def test_production_profile_selects_production_backends(monkeypatch):
     resources = build_resources(s)
     assert resources["dbt"].target == "production"
     assert resources["credentials"].base_url == "http://creds.internal:8103"
-    assert resources["credentials"].api_key == "pq_secret"
+    # a secret from the environment reaches the definitions as a reference (the UI shows its name)
+    assert resources["credentials"].api_key.env_var_name == "PLATFORMQ_SERVICES_API_KEY"
 
 
 def test_importing_the_code_location_reads_no_environment():
