@@ -4,6 +4,14 @@
     {{ column }} = date '{{ var("partition_date") }}'
 {%- endmacro %}
 
+{# Pre-hook of the incremental (Trino) build: empty the run's partition first. delete+insert deletes only the
+   partitions its new rows name, so a day rebuilt with no rows would keep the previous build's rows. #}
+{% macro clear_partition() -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where {{ partition_filter() }}
+    {%- endif -%}
+{%- endmacro %}
+
 {# The salt of PII tokens: PLATFORMQ_PII_SALT (each deployment's secret, passed through the environment so it
    never appears on dbt's command line), else the `pii_salt` var, a public literal fit for local data only. #}
 {% macro pii_salt() -%}

@@ -160,3 +160,21 @@ def test_production_step_refuses_to_tokenise_with_the_public_salt():
     _require_pii_salt(manifest, [accounts], "production", environ={"PLATFORMQ_PII_SALT": "s"})
     _require_pii_salt(manifest, gold, "production", environ={})  # nothing tokenised
     _require_pii_salt(manifest, [accounts], "local", environ={})  # local data: the public default is fine
+
+
+def test_rebuilding_a_day_that_came_out_empty_removes_its_old_rows(incremental_project, tmp_path):
+    """delete+insert deletes only the partitions present in the new result: a day rebuilt with no rows (its
+    bronze rows were erased or quarantined) must not keep the previous build's rows."""
+    days = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+    target = tmp_path / "inc-target"
+    _stage(target, {"bronze.accounts": pa.concat_tables([_accounts(d) for d in days])})
+    for day in days:
+        assert set(_build(incremental_project, target, "accounts", day.isoformat()).values()) <= {"success", "pass"}
+    con = duckdb.connect(str(target / "lake.duckdb"))
+    try:
+        con.execute("delete from bronze.accounts where partition_date = date '2024-01-02'")
+    finally:
+        con.close()
+    assert set(_build(incremental_project, target, "accounts", "2024-01-02").values()) <= {"success", "pass"}
+    assert _query(target, "select partition_date, count(*) from silver.accounts group by 1 order by 1") == [
+        (dt.date(2024, 1, 3), 2)]
