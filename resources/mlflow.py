@@ -92,13 +92,18 @@ class MlflowResource(ConfigurableResource):
         return client.get_model_version(name, version.version)
 
     def version_for(self, name: str, alias: str):
-        """The model version holding ``alias``, or None."""
+        """The model version holding ``alias``, or None when the model or the alias does not exist. Any other
+        error (the tracking server is down) is raised: "no champion" must not stand in for "registry down" (a
+        promotion would skip recording the previous champion, serving would answer 409)."""
         from mlflow.exceptions import MlflowException
 
         try:
             return self.client().get_model_version_by_alias(name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # a missing model: RESOURCE_DOES_NOT_EXIST; a missing alias: INVALID_PARAMETER_VALUE
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
 
     def set_stage(self, name: str, version: str | int, stage: str, reason: str) -> None:
         if stage not in STAGES:

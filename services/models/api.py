@@ -47,11 +47,18 @@ def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
                              "Real-time scores from Feast online features and the MLflow champion (A/B with the challenger).")
     can_predict = ctx.require("models:predict")
 
+    def problem(exc: ScoringError) -> Problem:
+        titles = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Content", 503: "Service Unavailable"}
+        return Problem(exc.status, titles.get(exc.status, "Error"), str(exc), exc.kind)
+
     @app.get("/v1/models", response_model=list[ModelOut], tags=["models"])
     def models(principal: Principal = Depends(can_predict)):
-        return [ModelOut(name=name, champion=scorer._version(name, "champion"),
-                         challenger=scorer._version(name, "challenger"),
-                         challenger_share=scorer.challenger_share.get(name, 0.0)) for name in sorted(scorer.specs)]
+        try:
+            return [ModelOut(name=name, champion=scorer._version(name, "champion"),
+                             challenger=scorer._version(name, "challenger"),
+                             challenger_share=scorer.challenger_share.get(name, 0.0)) for name in sorted(scorer.specs)]
+        except ScoringError as exc:
+            raise problem(exc) from None
 
     # async on purpose: scoring one request is ~1 ms of CPU (features from the online store, one model
     # call), cheaper inline than a thread-pool hop; run more workers for more throughput
@@ -61,8 +68,7 @@ def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
         try:
             results = scorer.predict(name, list(body.entities), principal.tenant)
         except ScoringError as exc:
-            titles = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Content"}
-            raise Problem(exc.status, titles.get(exc.status, "Error"), str(exc), exc.kind) from None
+            raise problem(exc) from None
         return PredictOut(model=name, predictions=[PredictionOut(**r) for r in results])
 
     def warm_up() -> None:

@@ -98,7 +98,13 @@ class ModelScorer:
         cached = self._aliases.get((model, alias))
         if cached and now - cached[0] < self.alias_ttl_s:
             return cached[1]
-        found = self.registry.version_for(model, alias)
+        try:
+            found = self.registry.version_for(model, alias)
+        except Exception as exc:  # the registry is unreachable: keep serving what it last said, else 503
+            if cached:
+                return cached[1]
+            raise ScoringError(503, "registry-unavailable",
+                               f"the model registry is unavailable ({type(exc).__name__}); try again later") from exc
         version = str(found.version) if found is not None else None
         self._aliases[(model, alias)] = (now, version)
         return version

@@ -27,8 +27,9 @@ def serving(settings):
     registry.promote("account_anomaly", registry.register(info.model_uri, "account_anomaly").version, "test")
     ctx = ServiceContext("models")
     key = ctx.keys.create("alice", "t-acme", ["viewer"])
-    app = create_models_app(ctx, ModelScorer(registry, feast.online_features, default_specs()))
-    return TestClient(app, raise_server_exceptions=False), {"X-API-Key": key}
+    scorer = ModelScorer(registry, feast.online_features, default_specs())
+    app = create_models_app(ctx, scorer)
+    return TestClient(app, raise_server_exceptions=False), {"X-API-Key": key}, scorer
 
 
 CASES = [
@@ -42,7 +43,7 @@ CASES = [
 
 
 def test_account_ids_that_cannot_be_a_join_key_are_a_client_error(serving):
-    client, headers = serving
+    client, headers, _ = serving
     for entity, status in CASES:
         response = client.post("/v1/models/account_anomaly/predict", json={"entities": [entity]}, headers=headers)
         assert response.status_code == status, (entity, response.text)
@@ -55,3 +56,37 @@ def test_the_specs_know_each_join_key_type():
 
     for name, spec in default_specs().items():
         assert spec.join_key_type == JOIN_KEY_TYPES[ENTITY_KEYS[name]]
+
+
+def test_a_registry_outage_is_not_mistaken_for_no_champion(serving, monkeypatch):
+    """The tracking server down (a closed port): version_for raises instead of answering "no such alias";
+    the scorer keeps serving the champion it last saw, and a scorer that never saw one answers 503."""
+    from mlflow.exceptions import MlflowException
+
+    from resources.mlflow import MlflowResource
+    from services.models.api import create_models_app
+    from services.common.app import ServiceContext
+    from services.models.scorer import ModelScorer, default_specs
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    down = MlflowResource(tracking_uri="http://127.0.0.1:1")
+    with pytest.raises(MlflowException):
+        down.version_for("account_anomaly", "champion")
+
+    client, headers, scorer = serving
+    body = {"entities": [123]}
+    assert client.post("/v1/models/account_anomaly/predict", json=body, headers=headers).status_code == 404
+    # the same scorer, registry gone, alias cache expired: it keeps the champion it last saw (123 is unknown
+    # to the online store: 404, not 409 "no champion" and not 503)
+    scorer.registry, scorer.alias_ttl_s = down, 0
+    assert client.post("/v1/models/account_anomaly/predict", json=body, headers=headers).status_code == 404
+
+    ctx = ServiceContext("models")
+    key = ctx.keys.create("alice", "t-acme", ["viewer"])
+    cold = TestClient(create_models_app(ctx, ModelScorer(down, lambda *a: None, default_specs())),
+                      raise_server_exceptions=False)
+    response = cold.post("/v1/models/account_anomaly/predict", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 503 and response.json()["type"].endswith("registry-unavailable"), response.text
+    listing = cold.get("/v1/models", headers={"X-API-Key": key})
+    assert listing.status_code == 503, listing.text
