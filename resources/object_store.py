@@ -39,11 +39,22 @@ class ObjectStoreResource(ConfigurableResource):
         if self.kind == "s3":
             self._s3().put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
             return f"s3://{self.bucket}/{key}"
+        import os
+        import tempfile
+
         path = Path(self.root) / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        # a temporary file of this writer's own: concurrent writers of one key must not share it (the last
+        # rename wins, whole; a shared name failed the others and could publish a mix)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes it private)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path.resolve().as_uri()
 
     def get_bytes(self, key: str) -> bytes:
