@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     promotion_min_metric: float = 0.5
     # Real-time serving: share of entities routed to the challenger per model (A/B), and how long
     # the serving API trusts its view of the aliases before asking the registry again.
-    ab_challenger_share: dict[str, float] = Field(default_factory=dict)
+    ab_challenger_share: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
     serving_alias_ttl_s: float = 2.0
 
     # Federated learning: the simulation engine locally, a SuperLink's control API in production.

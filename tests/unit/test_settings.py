@@ -136,3 +136,13 @@ def test_environment_read_helper_detects_project_reads(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['PLATFORMQ_HOME']"
+
+
+@pytest.mark.parametrize("share,ok", [("0.25", True), ("1", True), ("0", True), ("1.5", False), ("-0.1", False)])
+def test_ab_challenger_share_is_a_fraction(monkeypatch, share, ok):
+    monkeypatch.setenv("PLATFORMQ_AB_CHALLENGER_SHARE", f'{{"price_direction": {share}}}')
+    if ok:
+        assert Settings().ab_challenger_share == {"price_direction": float(share)}
+    else:
+        with pytest.raises(ValueError, match="ab_challenger_share"):
+            Settings()
