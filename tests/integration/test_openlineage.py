@@ -112,18 +112,11 @@ def broken_report() -> None:
 
 def test_failed_step_emits_fail_with_its_error_over_http(settings):
     from dagster import Definitions, materialize
-    from fastapi import FastAPI, Request
 
     from resources.lineage import OpenLineageResource
-    from tests.services.serving import serve
+    from tests.services.serving import capturing_app, serve
 
-    received = []
-    backend = FastAPI()
-
-    @backend.post("/api/v1/lineage")
-    async def lineage(request: Request):
-        received.append(await request.json())
-        return {}
+    backend, received = capturing_app("/api/v1/lineage", reply={})
 
     result = materialize([broken_report], instance=DagsterInstance.get(), raise_on_error=False)
     assert not result.success

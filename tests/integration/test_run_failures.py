@@ -2,11 +2,10 @@
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance, asset, build_run_status_sensor_context, materialize
-from fastapi import FastAPI, Request
 
 from resources.alerts import AlertsResource
 from sensors.run_failures import run_failure_alerts
-from tests.services.serving import serve
+from tests.services.serving import capturing_app, serve
 
 pytestmark = pytest.mark.slow
 
@@ -17,13 +16,7 @@ def broken() -> None:
 
 
 def test_failed_run_is_recorded_and_posted(lake, platform_home):
-    received = []
-    hook = FastAPI()
-
-    @hook.post("/hook")
-    async def capture(request: Request):
-        received.append(await request.json())
-        return {"ok": True}
+    hook, received = capturing_app("/hook")
 
     instance = DagsterInstance.get()
     result = materialize([broken], instance=instance, raise_on_error=False)
@@ -53,13 +46,7 @@ def test_the_alert_goes_out_when_the_lake_is_down(platform_home):
     cursor past a run even when the sensor raises, so an alert not posted then is never posted)."""
     from resources.lake import LakeResource
 
-    received = []
-    hook = FastAPI()
-
-    @hook.post("/hook")
-    async def capture(request: Request):
-        received.append(await request.json())
-        return {"ok": True}
+    hook, received = capturing_app("/hook")
 
     instance = DagsterInstance.get()
     result = materialize([broken], instance=instance, raise_on_error=False)

@@ -114,19 +114,11 @@ def test_batch_scores_and_drift_fire_only_on_the_shifted_partition(ml_platform):
 
 
 def test_drift_alert_sensor_records_and_posts(ml_platform):
-    from fastapi import FastAPI, Request
-
     from resources.alerts import AlertsResource
     from sensors.ml_alerts import DRIFT_KEYS, ml_drift_alerts
-    from tests.services.serving import serve
+    from tests.services.serving import capturing_app, serve
 
-    received = []
-    hook = FastAPI()
-
-    @hook.post("/hook")
-    async def capture(request: Request):
-        received.append(await request.json())
-        return {"ok": True}
+    hook, received = capturing_app("/hook")
 
     defs, lake = ml_platform["defs"], ml_platform["lake"]
     with serve(hook) as url, build_multi_asset_sensor_context(

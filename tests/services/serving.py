@@ -30,3 +30,18 @@ def serve(app, port: int | None = None):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def capturing_app(path: str = "/hook", reply=None):
+    """A webhook/backend stand-in that records the JSON bodies POSTed to ``path``: (app, received)."""
+    from fastapi import FastAPI, Request
+
+    received = []
+    app = FastAPI()
+
+    @app.post(path)
+    async def capture(request: Request):
+        received.append(await request.json())
+        return {"ok": True} if reply is None else reply
+
+    return app, received
