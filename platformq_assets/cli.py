@@ -121,7 +121,7 @@ def tables() -> None:
 
 @main.command()
 @click.argument("sql")
-@click.option("--limit", default=50, show_default=True, help="Rows to print.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0), help="Rows to print.")
 def query(sql: str, limit: int) -> None:
     """Run SQL over the lake; name tables as layer.table (e.g. gold.ohlcv_bars)."""
     from resources import lake_resource, query_resource
@@ -202,6 +202,23 @@ def _date_range(start: dt.date, end: dt.date) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def _trading_days(start: dt.date, end: dt.date) -> list[str]:
+    """The daily partitions from START to END, refused up front when any day has no partition.
+
+    Checked before anything runs: a range that ran past the last complete day (today, UTC, is
+    not one yet) used to materialise every valid day and then die with a traceback.
+    """
+    from pipelines.partitions import LAKE_START_DATE, daily_partitions
+
+    days = _date_range(start, end)
+    if start < LAKE_START_DATE:
+        raise click.BadParameter(f"{start} is before the lake's first trading day, {LAKE_START_DATE}")
+    last = daily_partitions.get_last_partition_key()
+    if last is None or end > dt.date.fromisoformat(last):
+        raise click.BadParameter(f"{end} is not a complete trading day yet: the last one is {last} (UTC)")
+    return days
+
+
 def _echo_reports(reports: list[dict]) -> None:
     for r in reports:
         status = "ok" if r["success"] else "FAILED"
@@ -215,18 +232,15 @@ def _echo_reports(reports: list[dict]) -> None:
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
 def backfill(start, end) -> None:
     """Materialise bronze, silver and gold for every day from START to END (inclusive)."""
-    from pipelines.partitions import LAKE_START_DATE
-
-    if start.date() < LAKE_START_DATE:
-        raise click.BadParameter(f"the lake starts on {LAKE_START_DATE}")
-    reports = materialise_days(_date_range(start.date(), end.date()))
+    reports = materialise_days(_trading_days(start.date(), end.date()))
     _echo_reports(reports)
     if not all(r["success"] for r in reports):
         raise click.ClickException("some partitions failed: see the runs in the UI")
 
 
 @main.command()
-@click.option("--days", default=3, show_default=True, help="Trading days to simulate (ending yesterday).")
+@click.option("--days", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Trading days to simulate (ending yesterday).")
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies the venue's order arrival rates.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: yesterday, UTC).")
 def demo(days: int, scale: float, end) -> None:
@@ -236,7 +250,7 @@ def demo(days: int, scale: float, end) -> None:
 
     settings = _settings()
     end_day = end.date() if end else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    day_list = _date_range(end_day - dt.timedelta(days=days - 1), end_day)
+    day_list = _trading_days(end_day - dt.timedelta(days=days - 1), end_day)
     started = time.perf_counter()
     click.echo(f"platformQ demo: {days} trading day(s) {day_list[0]} .. {day_list[-1]} (scale {scale}), "
                f"profile {settings.profile}")
