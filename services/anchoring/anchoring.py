@@ -76,6 +76,7 @@ class AnchoredBatch:
     block_number: int
     anchored_at: int  # block timestamp recorded by the registry
     proofs: tuple[CredentialProof, ...]
+    resumed: bool = False  # the registry already held this batch's root under this batch id (a retry)
 
     def proof_for(self, credential_hash: str) -> CredentialProof:
         wanted = normalize_credential_hash(credential_hash)
@@ -121,9 +122,17 @@ def build_tree(credential_hashes: Iterable[str]) -> tuple[list[str], MerkleTree]
 def anchor_batch(
     credential_hashes: Iterable[str], chain: ChainAdapter, contract_address: str, batch_id: str
 ) -> AnchoredBatch:
-    """Anchor one batch's Merkle root and return a proof for every credential, in input order."""
+    """Anchor one batch's Merkle root and return a proof for every credential, in input order.
+
+    Idempotent per (root, batch id): when the registry already holds this root under this batch
+    id (a retried run that anchored before it failed), the existing anchor is reused instead of
+    being refused as "already anchored" forever. The same root under another batch id is still
+    refused by the registry.
+    """
     leaves, tree = build_tree(credential_hashes)
-    receipt = chain.anchor_root(contract_address, tree.root, batch_id)
+    existing = chain.find_anchor_receipt(contract_address, tree.root)
+    resumed = existing is not None and existing.batch_id == batch_id
+    receipt = existing if resumed else chain.anchor_root(contract_address, tree.root, batch_id)
     chain_id = chain.chain_id
     root = tree.root.hex()
     proofs = tuple(
@@ -150,6 +159,7 @@ def anchor_batch(
         block_number=receipt.block_number,
         anchored_at=receipt.timestamp,
         proofs=proofs,
+        resumed=resumed,
     )
 
 

@@ -109,6 +109,10 @@ class ChainAdapter(ABC):
         """The registry's record of ``root``, or None when it is not anchored there."""
 
     @abstractmethod
+    def find_anchor_receipt(self, contract_address: str, root: bytes) -> AnchorReceipt | None:
+        """The receipt of the transaction that anchored ``root`` in the registry, or None when it is not anchored."""
+
+    @abstractmethod
     def is_registry(self, contract_address: str) -> bool:
         """Whether the code at the address is exactly our AnchorRegistry."""
 
@@ -212,6 +216,31 @@ class Web3ChainAdapter(ChainAdapter):
             batch_id=fns.batch_of(root).call(block_identifier=at),
             timestamp=int(timestamp),
             block_number=int(fns.anchored_block(root).call(block_identifier=at)),
+        )
+
+    def find_anchor_receipt(self, contract_address: str, root: bytes) -> AnchorReceipt | None:
+        record = self.get_anchor(contract_address, root)
+        if record is None:
+            return None
+        registry = self._registry(contract_address)
+        # the registry records the block; its Anchored event (root is indexed) names the transaction
+        logs = [
+            log for log in registry.events.Anchored().get_logs(
+                argument_filters={"root": record.root}, from_block=record.block_number, to_block=record.block_number)
+            if bytes(log["args"]["root"]) == record.root
+        ]
+        if len(logs) != 1:
+            raise ChainError(f"block {record.block_number} holds {len(logs)} Anchored events for the root, expected 1")
+        tx_hash = logs[0]["transactionHash"].to_0x_hex()
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        return AnchorReceipt(
+            root=record.root,
+            batch_id=record.batch_id,
+            contract_address=registry.address,
+            tx_hash=tx_hash,
+            block_number=record.block_number,
+            timestamp=record.timestamp,
+            gas_used=int(receipt["gasUsed"]),
         )
 
     def is_registry(self, contract_address: str) -> bool:

@@ -34,7 +34,8 @@ def main() -> None:
         pipes.report_asset_materialization(metadata={
             "merkle_root": batch.root, "tree_size": batch.tree_size, "chain_id": batch.chain_id,
             "contract_address": batch.contract_address, "tx_hash": batch.tx_hash,
-            "block_number": batch.block_number, "chain": "in-process py-evm" if not extras.get("rpc_url") else "json-rpc",
+            "block_number": batch.block_number, "resumed_existing_anchor": batch.resumed,
+            "chain": "in-process py-evm" if not extras.get("rpc_url") else "json-rpc",
         })
         pipes.report_asset_check(check_name="anchored_proofs_verify", passed=not failed,
                                  metadata={"proofs": len(results), "failed": len(failed),

@@ -174,3 +174,29 @@ def test_rejected_anchor_leaves_no_batch(chain_a, registry_a, batch_a):
 
     with pytest.raises(AnchorRejected, match="already anchored"):
         anchor_batch(credential_hashes(13, "a"), chain_a, registry_a, "batch-a-again")
+
+
+def test_retried_batch_reuses_its_anchor_on_a_persistent_chain(chain_b):
+    """A retry of trust/credential_anchors (same hashes, same batch id, a JSON-RPC registry that kept the
+    first run's anchor) used to fail forever with "already anchored"; it reuses the anchor instead."""
+    from services.anchoring.chain import AnchorRejected
+    from tests.services.anchoring.test_chain import _json_rpc_chain_over
+
+    rpc = _json_rpc_chain_over(chain_b, chain_b.backend.account_keys[5].to_bytes(), expected_chain_id=chain_b.chain_id)
+    registry = rpc.deploy_registry()
+    hashes = credential_hashes(5, "retry")
+    first = anchor_batch(hashes, rpc, registry, "credentials-2024-01-04")
+    block_after_first = rpc.w3.eth.block_number
+
+    again = anchor_batch(hashes, rpc, registry, "credentials-2024-01-04")
+    assert again.resumed and not first.resumed
+    assert rpc.w3.eth.block_number == block_after_first  # nothing was sent: anchored once
+    assert (again.root, again.tx_hash, again.block_number, again.anchored_at) == (
+        first.root, first.tx_hash, first.block_number, first.anchored_at)
+    assert again.proofs == first.proofs
+    assert all(verify(p, rpc, contract_address=registry) for p in again.proofs)
+    # the same root under another batch id is still refused, and a changed batch anchors anew
+    with pytest.raises(AnchorRejected, match="already anchored"):
+        anchor_batch(hashes, rpc, registry, "credentials-2024-01-05")
+    other = anchor_batch(credential_hashes(4, "retry"), rpc, registry, "credentials-2024-01-04")
+    assert not other.resumed and other.root != first.root and verify(other.proofs[0], rpc)
