@@ -184,15 +184,19 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
     anomalies: dict[str, list] = {k: [] for k in (
         "anomaly_id", "anomaly_type", "instrument", "start_ts_us", "end_ts_us", "account_ids")}
 
-    def add_anomaly(kind: str, instrument: str, start_minute: float, end_minute: float, accts: list[int]) -> str:
+    def add_anomaly(kind: str, instrument: str, start_us: int, end_us: int, accts: list[int]) -> str:
         anomaly_id = f"{day.isoformat()}-{kind}-{len(anomalies['anomaly_id']) + 1}"
         anomalies["anomaly_id"].append(anomaly_id)
         anomalies["anomaly_type"].append(kind)
         anomalies["instrument"].append(instrument)
-        anomalies["start_ts_us"].append(open_us + int(start_minute * minute_us))
-        anomalies["end_ts_us"].append(open_us + int(end_minute * minute_us))
+        anomalies["start_ts_us"].append(start_us)
+        anomalies["end_ts_us"].append(end_us)
         anomalies["account_ids"].append(",".join(map(str, accts)))
         return anomaly_id
+
+    def end_anomaly(anomaly_id: str, end_us: int) -> None:
+        """The window closes at the anomaly's last event (known only once it has run)."""
+        anomalies["end_ts_us"][anomalies["anomaly_id"].index(anomaly_id)] = end_us
 
     for symbol in config.instruments:
         (m0, p0), (m1, p1) = reference_data.anchors(symbol, day_number)
@@ -216,7 +220,8 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
         symbol = rng.choice(config.instruments)
         start = rng.randrange(30, minutes - 30)
         jump = rng.choice((-1, 1)) * rng.uniform(0.03, 0.06)
-        anomaly_id = add_anomaly("flash_move", symbol, start, start + 7, [])
+        anomaly_id = add_anomaly("flash_move", symbol, open_us + start * minute_us, open_us + (start + 7) * minute_us,
+                                 [])
         flash_windows.setdefault(symbol, []).append((start, start + 7, anomaly_id))
         path = ref[symbol]
         base = config.instruments.index(symbol) * minutes
@@ -284,7 +289,7 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
 
     pending_wash: dict[str, list[int]] = {}
 
-    def wash_loop(ts, symbol, minute, account) -> bool:
+    def wash_loop(ts, symbol, account) -> bool:
         """Two accounts of one tenant trade back and forth inside the spread.
 
         Needs a spread of at least two ticks so the pair's price is strictly
@@ -296,7 +301,8 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
         if bid is None or ask is None or ask - bid < 2:
             return False
         partner = by_kind["wash_b"][0]
-        anomaly_id = add_anomaly("wash_trade", symbol, minute, minute + 0.2, [account, partner])
+        # the window is the loop's own timestamps (the event fires anywhere inside its minute)
+        anomaly_id = add_anomaly("wash_trade", symbol, ts, ts, [account, partner])
         label = ("wash_trade", anomaly_id)
         seller, buyer = account, partner
         for j in range(rng.randint(3, 6)):
@@ -310,6 +316,7 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             place(t + 1_000, symbol, buyer, BUY, qty, price, IOC, label)
             if resting.open_qty:
                 cancel(t + 2_000, resting.order_id)
+            end_anomaly(anomaly_id, t + 2_000)
             seller, buyer = buyer, seller
         return True
 
@@ -355,7 +362,7 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             if bid is None or ask is None:
                 continue
             side = rng.choice((BUY, SELL))
-            anomaly_id = add_anomaly("spoofing", symbol, minute, minute + 0.5, [account])
+            anomaly_id = add_anomaly("spoofing", symbol, ts, ts, [account])
             label = ("spoofing", anomaly_id)
             layered = []
             for j in range(rng.randint(5, 9)):
@@ -368,9 +375,10 @@ def simulate_day(day: dt.date, config: SimulationConfig = SimulationConfig()) ->
             place(ts + 20_000, symbol, account, opposite, rng.randint(2, 8), touch, IOC, label)
             for j, order_id in enumerate(layered):
                 cancel(ts + 2_000_000 + j * 1000, order_id)
+            end_anomaly(anomaly_id, ts + 2_000_000 + (len(layered) - 1) * 1000)
         elif kind == "wash":
             pending_wash.setdefault(symbol, []).append(account)
-        if pending_wash.get(symbol) and wash_loop(ts + 1_000, symbol, minute, pending_wash[symbol][0]):
+        if pending_wash.get(symbol) and wash_loop(ts + 1_000, symbol, pending_wash[symbol][0]):
             pending_wash[symbol].pop(0)
         trades = engine.trades
         if trades and trades[-1][2] == symbol:

@@ -74,3 +74,34 @@ def test_accounts_carry_pii_and_tenants():
     assert all("@" in a.email and " " in a.full_name for a in accts)
     wash = [a for a in accts if a.agent_type.startswith("wash")]
     assert wash[0].tenant_id == wash[1].tenant_id
+
+
+def test_anomaly_windows_contain_their_labelled_orders_and_fills():
+    """bronze.anomaly_labels' [start_ts, end_ts] must hold every order and fill the anomaly labelled
+    (the event fires anywhere inside its minute; the window used to be the minute's first 12 or 30 s)."""
+    checked = 0
+    for day in (DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)):
+        r = simulate_day(day, SimulationConfig())
+        window = {a: (s, e) for a, s, e in zip(r.anomalies["anomaly_id"], r.anomalies["start_ts_us"],
+                                                r.anomalies["end_ts_us"])}
+        assert all(s < e for s, e in window.values())
+        for aid, ts, cancelled in zip(r.orders["anomaly_id"], r.orders["ts_us"], r.orders["cancelled_ts_us"]):
+            if aid is None or "flash_move" in aid:  # flash labels are the reference's minutes, checked below
+                continue
+            start, end = window[aid]
+            assert start <= ts <= end, (aid, ts - start, end - start)
+            assert cancelled is None or cancelled <= end, (aid, cancelled - start, end - start)
+            checked += 1
+        for aid, ts in zip(r.fills["anomaly_id"], r.fills["ts_us"]):
+            if aid is not None and "flash_move" in aid:
+                continue
+            if aid is not None:
+                assert window[aid][0] <= ts <= window[aid][1], aid
+        minute = 60_000_000
+        for aid, kind, start, end in zip(r.anomalies["anomaly_id"], r.anomalies["anomaly_type"],
+                                         r.anomalies["start_ts_us"], r.anomalies["end_ts_us"]):
+            if kind == "flash_move":
+                assert end - start == 7 * minute and (start - r.reference_prices["ts_us"][0]) % minute == 0
+                flagged = [t for t, f in zip(r.reference_prices["ts_us"], r.reference_prices["flash_move"]) if f == aid]
+                assert min(flagged) == start and max(flagged) == end - minute
+    assert checked > 50
