@@ -18,10 +18,11 @@ def participants() -> None:
 @participants.command()
 @click.argument("tenants", nargs=-1)
 @click.option("--all", "all_tenants", is_flag=True, help="Every tenant found in silver.accounts.")
-@click.option("--consent/--no-consent", default=True, show_default=True,
-              help="Whether the tenant consents to its data being used for training.")
-def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool) -> None:
-    """Enrol TENANTS (or re-enrol suspended ones; spent ε is kept)."""
+@click.option("--consent/--no-consent", default=None,
+              help="Whether the tenant consents to its data being used for training. Default: a new participant "
+                   "consents; an existing one keeps its recorded consent (a withdrawal stays withdrawn).")
+def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool | None) -> None:
+    """Enrol TENANTS (or re-enrol suspended ones; spent ε and recorded consent are kept)."""
     from platformq_assets.federated import participants as registry
 
     lake = _lake()
@@ -29,9 +30,12 @@ def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool) -> None:
     if not chosen:
         raise click.UsageError("name at least one tenant, or pass --all")
     known = set(registry.known_tenants(lake))
-    for tenant in dict.fromkeys(chosen):
-        if known and tenant not in known:
-            raise click.BadParameter(f"{tenant} is not a tenant of the platform (known: {', '.join(sorted(known))})")
+    chosen = list(dict.fromkeys(chosen))
+    unknown = [tenant for tenant in chosen if known and tenant not in known]
+    if unknown:  # checked before any is enrolled: a typo must not leave the others half done
+        raise click.BadParameter(f"{', '.join(unknown)}: not a tenant of the platform "
+                                 f"(known: {', '.join(sorted(known))})")
+    for tenant in chosen:
         row = registry.enrol(lake, tenant, consent=consent)
         click.echo(f"{tenant}: {row['status']}, consent={'yes' if row['consent'] else 'no'}, "
                    f"ε spent {row['epsilon_spent']:.3f}")

@@ -2,10 +2,10 @@
 market-abuse episode (spoofing, wash trades, flash moves injected by the venue simulation)?
 
 Each order in ``bronze.orders`` becomes one example with features that need no other tenant's
-data (side, order type, size, fill and cancel ratios, time to cancel, distance from the
-instrument's median price that day, the account's order burst in that minute), labelled by
-``anomaly_type is not null``. Orders are grouped by their account's tenant (``silver.accounts``):
-each tenant is one participant and its file holds only its own orders.
+data (side, order type, size, fill and cancel ratios, time to cancel, distance from the median
+price of the tenant's own orders in that instrument that day, the account's order burst in that
+minute), labelled by ``anomaly_type is not null``. Orders are grouped by their account's tenant
+(``silver.accounts``): each tenant is one participant and its file holds only its own orders.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ FEATURE_SQL = """
 with acc as (select distinct account_id, tenant_id from accounts where tenant_id is not null),
 o as (
   select o.*, acc.tenant_id,
-         median(price_ticks) over (partition by instrument, partition_date) as median_price,
+         -- the tenant's own orders only: another tenant's prices must not shape this tenant's export
+         median(price_ticks) over (partition by acc.tenant_id, instrument, partition_date) as median_price,
          count(*) over (partition by o.account_id, date_trunc('minute', ts)) as burst
   from orders o join acc on o.account_id = acc.account_id
 )

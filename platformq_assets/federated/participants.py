@@ -56,11 +56,15 @@ def known_tenants(lake) -> list[str]:
     return []
 
 
-def enrol(lake, tenant_id: str, consent: bool = True) -> dict:
-    """Enrol (or re-enrol) a tenant; its spent ε is kept: privacy budgets never reset."""
+def enrol(lake, tenant_id: str, consent: bool | None = None) -> dict:
+    """Enrol (or re-enrol) a tenant; its spent ε is kept: privacy budgets never reset. ``consent`` None: a
+    new participant consents, an existing one keeps its recorded consent (re-enrolling, e.g. with
+    ``enrol --all``, never overrides a withdrawal; only an explicit ``consent=True`` does)."""
     current = get(lake, tenant_id)
     row = current or {"tenant_id": tenant_id, "enrolled_at": _now(), "last_seen": None, "epsilon_spent": 0.0,
-                      "rounds_joined": 0}
+                      "rounds_joined": 0, "consent": True}
+    if consent is None:
+        consent = bool(row["consent"])
     return _write(lake, {**row, "status": ENROLLED, "consent": consent, "suspended_reason": None})
 
 
@@ -87,15 +91,20 @@ def excluded(rows: list[dict]) -> list[str]:
 
 
 def record_run(lake, rows: list[dict], history: dict) -> None:
-    """After a run: last contact, rounds joined and the ε each participant has now spent."""
+    """After a run: last contact, rounds joined and the ε each participant has now spent.
+
+    ``rows`` (read when the run started) only names the participants; each is updated from its row as it
+    is now, so a suspension or consent withdrawal made while the run was going is kept."""
+    now = {row["tenant_id"]: row for row in list_participants(lake)}
     joined: dict[str, int] = {}
     for rnd in history["rounds"]:
         for tenant in rnd.get("accepted", []):
             joined[tenant] = joined.get(tenant, 0) + 1
     seen = set(history.get("participants", []))
-    for row in rows:
-        tenant = row["tenant_id"]
-        if tenant not in seen:
+    for started in rows:
+        tenant = started["tenant_id"]
+        row = now.get(tenant)
+        if tenant not in seen or row is None:
             continue
         update = {**row, "last_seen": _now(), "rounds_joined": (row["rounds_joined"] or 0) + joined.get(tenant, 0)}
         if tenant in history.get("epsilon", {}):
