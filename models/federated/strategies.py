@@ -67,7 +67,9 @@ class PlatformStrategy(FedAvg):
         self.participants: dict[int, str] = {}
         self.suspended = cfg.suspended_set
         self.spent_before = cfg.epsilon_spent_map
-        self.exhausted: set[str] = set()
+        # a participant whose lifetime budget was spent in earlier runs is never sampled, not even once to refuse
+        self.exhausted: set[str] = ({p for p, eps in self.spent_before.items() if eps >= cfg.epsilon_budget}
+                                    if cfg.dp == "client" and cfg.epsilon_budget > 0 else set())
         self.epsilon: dict[str, float] = {}
         self.rounds: dict[int, dict] = {}
         self.events: list[dict] = []
@@ -148,9 +150,8 @@ class PlatformStrategy(FedAvg):
                 record["failed"].append({"participant": who, "reason": "epsilon budget spent"})
                 continue
             reason = screen_update(from_record(msg.content["arrays"]), self._current, self.cfg.max_update_norm)
-            if reason is None and "control-delta" in msg.content.array_records:
-                deltas = from_record(msg.content["control-delta"])
-                reason = None if all(np.isfinite(d).all() for d in deltas) else "non-finite control variate"
+            if reason is None:
+                reason = self.screen_extra(msg)
             if reason is not None:
                 record["rejected"].append({"participant": who, "reason": reason})
                 log(WARNING, "round %d: update from %s rejected: %s", server_round, who, reason)
@@ -182,6 +183,10 @@ class PlatformStrategy(FedAvg):
         return to_record(averaged, names), MetricRecord({"train-loss": loss, "participants": len(accepted),
                                                          "epsilon-max": record["epsilon_max"]})
 
+    def screen_extra(self, msg: Message) -> str | None:
+        """Why a reply's strategy-specific records must be rejected, or None."""
+        return None
+
     def after_aggregate(self, accepted: list[Message]) -> None:
         pass
 
@@ -212,6 +217,18 @@ class Scaffold(PlatformStrategy):
         if self.server_control is None:
             self.server_control = [np.zeros_like(a) for a in from_record(arrays)]
         return {"control": to_record(self.server_control)}
+
+    def screen_extra(self, msg: Message) -> str | None:
+        # Δc_i is added to c for every participant: a missing, misshapen (a scalar would broadcast onto every
+        # entry) or non-finite one must be rejected like a bad model update, not crash or poison the run.
+        if "control-delta" not in msg.content.array_records:
+            return "no control-variate update"
+        deltas = from_record(msg.content["control-delta"])
+        if len(deltas) != len(self._current) or any(d.shape != c.shape for d, c in zip(deltas, self._current)):
+            return "control variate shape mismatch"
+        if not all(np.isfinite(d).all() for d in deltas):
+            return "non-finite control variate"
+        return None
 
     def after_aggregate(self, accepted: list[Message]) -> None:
         total = max(len([p for p in self.participants.values() if p not in self.suspended]), len(accepted))

@@ -19,8 +19,11 @@ from models.federated.model import from_record, to_record
 
 
 def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
-          crash_rounds: list[int] = ()) -> ClientApp:
+          crash_rounds: list[int] = (), control: dict | None = None) -> ClientApp:
+    """``control``: partition -> "missing" (no SCAFFOLD Δc in the reply), "scalar" (one scalar per array, which
+    would broadcast) or "inf" (an inf in Δc)."""
     sleep = {int(k): float(v) for k, v in (sleep or {}).items()}
+    control = {int(k): str(v) for k, v in (control or {}).items()}
     app = ClientApp()
     app.query()(handle_query)
     app.evaluate()(handle_evaluate)
@@ -42,6 +45,15 @@ def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), slee
             else:
                 arrays = [a + 1e4 for a in arrays]
             reply.content["arrays"] = to_record(arrays, names)
+        if pid in control:
+            deltas = from_record(reply.content["control-delta"])
+            if control[pid] == "missing":
+                del reply.content["control-delta"]
+            elif control[pid] == "scalar":
+                reply.content["control-delta"] = to_record([np.array(1e3, dtype=np.float32) for _ in deltas])
+            else:
+                deltas[0][0, 0] = np.inf
+                reply.content["control-delta"] = to_record(deltas)
         return reply
 
     return app

@@ -99,3 +99,31 @@ def test_a_timed_out_participant_is_dropped_and_too_few_replies_skip_the_round(t
     assert r[1]["failed"] == [{"participant": "p1", "reason": "no reply within 6s"}]
     assert r[2]["skipped"] and r[2]["accepted"] == ["p2", "p3"]
     assert r[2]["server_accuracy"] == r[1]["server_accuracy"]  # skipped: the global model did not move
+
+
+def test_scaffold_rejects_a_missing_or_misshapen_control_variate_update_instead_of_crashing(tmp_path):
+    # p0 sends no Δc (the server used to crash with KeyError), p1 one scalar per array (it used to broadcast onto
+    # every entry of c and get every participant's next update rejected), p2 an inf in Δc.
+    history = simulate(tmp_path, {**FAST, "num-rounds": 2, "local-epochs": 1, "strategy": "scaffold"},
+                       participants=5, chaos={"control": {"0": "missing", "1": "scalar", "2": "inf"}})
+    r = rounds(history)
+    for i in (1, 2):
+        assert r[i]["accepted"] == ["p3", "p4"] and not r[i]["skipped"]
+        assert {x["participant"]: x["reason"] for x in r[i]["rejected"]} == {
+            "p0": "no control-variate update", "p1": "control variate shape mismatch",
+            "p2": "non-finite control variate"}
+    assert r[2]["server_accuracy"] > r[0]["server_accuracy"] + 0.2
+
+
+def test_a_participant_whose_budget_was_spent_in_earlier_runs_is_never_sampled(tmp_path):
+    # ε 4 per run against a lifetime budget of 7.5: p1 spent 7.5 before, p2 5.0 (one more run would exceed it)
+    history = simulate(tmp_path, {**FAST, "num-rounds": 2, "local-epochs": 1, "strategy": "fedavg", "dp": "client",
+                                  "dp-target-epsilon": 4.0, "epsilon-budget": 7.5,
+                                  "epsilon-spent": "p1=7.5,p2=5.0", "min-participants": 1}, participants=3)
+    r = rounds(history)
+    assert r[1]["sampled"] == ["p0", "p2"] and r[2]["sampled"] == ["p0"]  # p1 never, p2 until it refuses
+    assert r[1]["accepted"] == ["p0"]
+    assert r[1]["failed"] == [{"participant": "p2", "reason": "epsilon budget spent"}]
+    assert "p1" not in r[1]["clients"] and r[1]["evaluated"] == 1 and r[2]["evaluated"] == 1
+    assert sorted(history["budget_exhausted"]) == ["p1", "p2"]
+    assert history["epsilon"]["p0"] < 4.0 + 1e-6 and "p1" not in history["epsilon"]
