@@ -105,6 +105,18 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         for name in [f"{i}.npz" for i in range(len(tenants))] + ["manifest.json"]:
             (data_dir / name).unlink(missing_ok=True)
 
+    output = workdir / "output"
+
+    def record_history() -> dict | None:
+        # The tenants spent ε once their updates left their nodes: a federation that wrote its history is recorded
+        # in the registry even when a later step (the baseline, MLflow, Pipes) fails.
+        path = output / "history.json"
+        if not path.exists():
+            return None
+        history = json.loads(path.read_text())
+        registry.record_run(lake, rows, history)
+        return history
+
     counts = write_tenant_files(examples, tenants, data_dir, seed=config.seed)
     run_config = {
         "strategy": config.strategy or settings.federated_strategy,
@@ -130,19 +142,22 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
                     "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
         results = list(invocation.get_results())
     except BaseException:
-        remove_exports()
+        try:
+            record_history()
+        finally:
+            remove_exports()
         raise
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
-    output = workdir / "output"
     try:
-        history = json.loads((output / "history.json").read_text())
+        history = record_history()
+        if history is None:
+            raise Failure("the federated run reported success but wrote no history.json")
         summary = json.loads((output / "summary.json").read_text())
         version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
     finally:
         remove_exports()
-    registry.record_run(lake, rows, history)
     extra = {"mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
              "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "examples_per_tenant": counts}
     for result in results:

@@ -146,3 +146,36 @@ def test_the_asset_trains_through_a_superlink_with_one_supernode_per_tenant(sett
     assert rows[third]["rounds_joined"] == 0
     assert not list(export.iterdir())  # the tenants' exported examples are gone
     assert not list(settings.home.glob("federated-*"))
+
+
+@pytest.mark.slow
+def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation(lake, monkeypatch):
+    """The tenants spent ε once their noised updates reached the server: a failure after the federation (here the
+    MLflow server is unreachable when the model is logged) must not lose it from the lifetime budget."""
+    import socket
+
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.federated import participants as registry
+    from resources.settings import load_settings
+
+    with socket.socket() as s:  # a loopback port nothing listens on: "the tracking server is down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PLATFORMQ_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    load_settings.cache_clear()
+    tenants = seed_lake(lake)
+    cli("enrol", "--all")
+    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
+        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
+            "rounds": 1, "local_epochs": 1, "strategy": "fedavg", "dp": "client", "dp_target_epsilon": 2.0}}}})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"127.0.0.1:{port}" in str(failure.event_specific_data.error)  # it failed at MLflow, after the run
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    for tenant in tenants:
+        assert 0 < rows[tenant]["epsilon_spent"] <= 2.0 + 1e-6
+        assert rows[tenant]["rounds_joined"] == 1 and rows[tenant]["last_seen"] is not None
+    assert not list(load_settings().home.glob("federated-*"))  # the exports are still removed
