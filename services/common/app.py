@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -126,7 +127,8 @@ class ServiceContext:
         allowed, retry_after = self.limiter.allow(principal.key_id)
         if not allowed:
             raise Problem(429, "Too Many Requests", "rate limit exceeded for this key", "rate-limited",
-                          headers={"Retry-After": str(max(1, round(retry_after)))})
+                          # rounded up: a client that waits exactly Retry-After seconds must find a token
+                          headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
         request.state.principal = principal
         return principal
 
@@ -217,7 +219,10 @@ class ObserveMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", correlation_id.encode())]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", correlation_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         started = time.perf_counter()

@@ -38,6 +38,9 @@ def problem_response(request: Request, status: int, title: str, detail: str | No
     correlation = getattr(request.state, "correlation_id", None)
     if correlation:
         body["correlation_id"] = correlation
+        # A 500 is sent by Starlette's outermost error middleware, past the one that stamps X-Request-ID
+        # on every other answer: carry the id here so that the failures, of all answers, can be correlated.
+        headers = {**(headers or {}), "X-Request-ID": correlation}
     body.update(extensions)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
