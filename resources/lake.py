@@ -52,6 +52,45 @@ def _same_iceberg_type(actual: "pa.DataType", target: "pa.DataType") -> bool:
     return False
 
 
+def lake_schema(schema: "pa.Schema") -> "pa.Schema":
+    """The Arrow schema as the lake stores it: timestamps in microseconds, zoned ones in UTC.
+
+    Iceberg keeps an instant (timestamptz) or a wall time (timestamp) in microseconds, and pyiceberg
+    only accepts UTC as the zone of an instant: a column zoned elsewhere (DuckDB hands out
+    TIMESTAMPTZ in the session's zone, i.e. the machine's) is the same instant in UTC.
+    """
+    import pyarrow as pa
+
+    fields = []
+    for field in schema:
+        if pa.types.is_timestamp(field.type) and (field.type.unit != "us" or field.type.tz not in (None, "UTC")):
+            field = field.with_type(pa.timestamp("us", tz=None if field.type.tz is None else "UTC"))
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _require_partition_rows(data: "pa.Table", column: str, value: Any) -> None:
+    """Refuse rows outside the partition being replaced: the delete only clears ``column == value``, so such
+    rows would land in another partition on top of what it holds, again on every re-run."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not data.num_rows:
+        return
+    if column not in data.column_names:
+        raise ValueError(f"cannot replace partition {column}={value}: the data has no column {column!r}")
+    values = data.column(column)
+    try:
+        expected = pa.scalar(value).cast(values.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return  # not comparable in Arrow: the catalog's own binding of the predicate decides
+    outside = pc.invert(pc.fill_null(pc.equal(values, expected), False))
+    if pc.any(outside).as_py():
+        stray = pc.unique(pc.filter(values, outside)).to_pylist()
+        raise ValueError(f"cannot replace partition {column}={value}: {pc.sum(outside).as_py()} row(s) have "
+                         f"{column} {sorted(stray, key=str)[:5]}, outside the partition")
+
+
 class LakeResource(ConfigurableResource):
     """Iceberg catalog access: create, evolve, write and read lake tables."""
 
@@ -117,7 +156,16 @@ class LakeResource(ConfigurableResource):
         return self.catalog().load_table(identifier)
 
     def ensure_table(self, identifier: str, schema: "pa.Schema", partition_by: str | None = None) -> "Table":
-        """Create the table (and namespace) if missing; add new columns if the data has them."""
+        """Create the table (and namespace) if missing; evolve it to take the data.
+
+        New columns are added, and a column whose type the data widens the way Iceberg
+        allows (int to long, float to double, a wider decimal) is promoted, so the data is
+        never cast down into the old type; required columns stay required. A change
+        Iceberg does not allow raises pyiceberg's ValidationError before anything is written.
+        """
+        import pyarrow as pa
+
+        schema = lake_schema(schema)
         catalog = self.catalog()
         namespace = identifier.split(".")[0]
         catalog.create_namespace_if_not_exists(namespace)
@@ -138,12 +186,17 @@ class LakeResource(ConfigurableResource):
 
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = catalog.load_table(identifier)
-            existing = {f.name for f in table.schema().fields}
-            if all(name in existing for name in schema.names):
-                return table
+            # a required column stays required (conform() refuses nulls in it), whatever the data's nullability
+            # (an all-null column of Arrow's null type fits any existing column: conform() casts it)
+            existing = {f.name: f for f in table.schema().fields}
+            wanted = pa.schema([f.with_nullable(False) if f.name in existing and existing[f.name].required else f
+                                for f in schema
+                                if f.name not in existing or not pa.types.is_null(f.type)])
             try:
+                # commits only when the data changes the schema (a new column, a promotion)
                 with table.update_schema() as update:
-                    update.union_by_name(schema)
+                    update.union_by_name(wanted)
+                return table
             except CommitFailedException:  # another writer evolved it first: look again
                 if attempt == COMMIT_ATTEMPTS:
                     raise
@@ -177,6 +230,7 @@ class LakeResource(ConfigurableResource):
         """
         from pyiceberg.expressions import EqualTo
 
+        _require_partition_rows(data, column, value)
         table = self.ensure_table(identifier, data.schema, partition_by=column)
         literal = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
         predicate = EqualTo(column, literal)

@@ -154,3 +154,65 @@ def test_concurrent_writers_of_one_table_lose_nothing(lake, platform_home):
     for day, v in zip(data.column("partition_date").to_pylist(), data.column("v").to_pylist()):
         by_day.setdefault(day, set()).add(v)
     assert all(values == {1.0} for day, values in by_day.items() if day != D1)  # the second pass won everywhere
+
+
+def test_a_widened_column_type_is_promoted_not_cast_down(lake):
+    """A day whose data widens a column (int -> long, float -> double) promotes the column the way Iceberg
+    allows, instead of casting the data down into the old type (an overflow error, or silently lost precision)."""
+    first = pa.table({"partition_date": pa.array([D1], pa.date32()), "n": pa.array([1], pa.int32()),
+                      "f": pa.array([0.5], pa.float32())})
+    lake.replace_partition("bronze.widen", first, "partition_date", D1)
+    wider = pa.table({"partition_date": pa.array([D2], pa.date32()), "n": pa.array([3_000_000_000], pa.int64()),
+                      "f": pa.array([0.1], pa.float64())})
+    lake.replace_partition("bronze.widen", wider, "partition_date", D2)
+    data = lake.read("bronze.widen").sort_by("partition_date")
+    assert data.column("n").to_pylist() == [1, 3_000_000_000]
+    assert data.column("f").to_pylist() == [0.5, 0.1]
+    assert str(lake.load_table("bronze.widen").schema().find_field("f").field_type) == "double"
+    # narrower data later is cast up into the wider column; the schema is left alone
+    lake.replace_partition("bronze.widen", first, "partition_date", D1)
+    table = lake.load_table("bronze.widen")
+    assert len(table.metadata.schemas) == 2 and lake.read_partition("bronze.widen", "partition_date", D1)["n"].to_pylist() == [1]
+
+
+def test_an_incompatible_type_change_fails_clearly_and_writes_nothing(lake):
+    from pyiceberg.exceptions import ValidationError
+
+    lake.replace_partition("bronze.incompat", rows(D1, 2), "partition_date", D1)
+    before = lake.describe("bronze.incompat")
+    bad = rows(D1, 2).set_column(1, "id", pa.array(["a", "b"]))
+    with pytest.raises(ValidationError, match="id"):
+        lake.replace_partition("bronze.incompat", bad, "partition_date", D1)
+    assert lake.describe("bronze.incompat")["snapshot_id"] == before["snapshot_id"]
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Etc/UTC"])
+def test_timestamps_zoned_outside_utc_are_written_as_the_same_instant(lake, tz):
+    """DuckDB hands TIMESTAMPTZ columns out in the session's (the machine's) zone: a dbt model read back on a
+    machine outside UTC must still create and write its table, keeping the instant to the microsecond."""
+    instant = dt.datetime(2024, 1, 1, 23, 30, 15, 123456, tzinfo=dt.timezone.utc)
+    zoned = pa.array([instant], pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz=tz))
+    data = pa.table({"partition_date": pa.array([D1], pa.date32()), "ts": zoned,
+                     "wall": pa.array([instant.replace(tzinfo=None)], pa.timestamp("ns"))})
+    lake.replace_partition("silver.zoned", data, "partition_date", D1)  # creates the table
+    lake.replace_partition("silver.zoned", data, "partition_date", D1)  # writes into the existing table
+    out = lake.read("silver.zoned")
+    assert out.num_rows == 1
+    assert out.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert out.column("ts").to_pylist() == [instant]
+    assert out.column("wall").to_pylist() == [instant.replace(tzinfo=None)]
+
+
+@pytest.mark.parametrize("value", [D1, "2024-01-01"])
+def test_replacing_a_partition_refuses_rows_of_other_days(lake, value):
+    """Rows outside the replaced partition would pile up in their own partition on every re-run."""
+    lake.replace_partition("bronze.stray", rows(D2, 2), "partition_date", D2)
+    before = lake.describe("bronze.stray")
+    stray = pa.concat_tables([rows(D1, 1, start=10), rows(D2, 1, start=20)])
+    for data in (stray, rows(D2, 1, start=20), rows(D1, 1).set_column(0, "partition_date", pa.nulls(1, pa.date32()))):
+        with pytest.raises(ValueError, match="outside the partition"):
+            lake.replace_partition("bronze.stray", data, "partition_date", value)
+    assert lake.describe("bronze.stray")["snapshot_id"] == before["snapshot_id"]
+    assert sorted(lake.read_partition("bronze.stray", "partition_date", D2)["id"].to_pylist()) == [0, 1]
+    lake.replace_partition("bronze.stray", rows(D1, 3), "partition_date", value)  # its own day is written
+    assert lake.read_partition("bronze.stray", "partition_date", D1).num_rows == 3
