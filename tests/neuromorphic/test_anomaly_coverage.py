@@ -2,7 +2,6 @@
 spoofing burst or a flash move): a window carries one anomaly id, yet both anomalies are in a window."""
 
 import numpy as np
-import pytest
 from dagster import AssetCheckSpec, AssetKey, DagsterInstance, asset, materialize
 
 from models.neuromorphic.encoding import EncodingConfig, encode_day
@@ -34,7 +33,6 @@ class _Settings:
     lava_python = str(PROJECT_ROOT / ".venv-lava" / "bin" / "python")
 
 
-@pytest.mark.skipif(not (PROJECT_ROOT / ".venv-lava" / "bin" / "python").exists(), reason="no .venv-lava")
 def test_encoder_check_passes_for_anomalies_sharing_a_window(tmp_path):
     np.savez(tmp_path / "events.npz", **DAY)
 
