@@ -75,15 +75,17 @@ def _require_partition_rows(data: "pa.Table", column: str, value: Any) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if column in data.column_names:  # an empty write clears the partition: its value must still be of the type
+        column_type = data.schema.field(column).type
+        try:
+            expected = pa.scalar(value).cast(column_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(f"cannot replace partition {column}={value!r}: the value is not a {column_type}") from exc
     if not data.num_rows:
         return
     if column not in data.column_names:
         raise ValueError(f"cannot replace partition {column}={value}: the data has no column {column!r}")
     values = data.column(column)
-    try:
-        expected = pa.scalar(value).cast(values.type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return  # not comparable in Arrow: the catalog's own binding of the predicate decides
     outside = pc.invert(pc.fill_null(pc.equal(values, expected), False))
     if pc.any(outside).as_py():
         stray = pc.unique(pc.filter(values, outside)).to_pylist()

@@ -216,3 +216,18 @@ def test_replacing_a_partition_refuses_rows_of_other_days(lake, value):
     assert sorted(lake.read_partition("bronze.stray", "partition_date", D2)["id"].to_pylist()) == [0, 1]
     lake.replace_partition("bronze.stray", rows(D1, 3), "partition_date", value)  # its own day is written
     assert lake.read_partition("bronze.stray", "partition_date", D1).num_rows == 3
+
+
+@pytest.mark.parametrize("value", ["not-a-date", "2024-13-01", "2024-01-01T10:00:00Z"])
+def test_replacing_a_partition_refuses_a_value_that_is_not_of_the_column_type(lake, value):
+    """A partition value Arrow cannot read as the column's type names the column, the value and the type
+    instead of skipping the check (the delete would then clear nothing, or fail far from the cause)."""
+    lake.replace_partition("bronze.badvalue", rows(D1, 2), "partition_date", D1)
+    before = lake.describe("bronze.badvalue")
+    for data in (rows(D1, 1, start=10), rows(D1, 0)):  # an empty write (clearing the partition) too
+        with pytest.raises(ValueError) as raised:
+            lake.replace_partition("bronze.badvalue", data, "partition_date", value)
+        assert str(raised.value) == (f"cannot replace partition partition_date={value!r}: "
+                                     f"the value is not a date32[day]")
+    assert lake.describe("bronze.badvalue")["snapshot_id"] == before["snapshot_id"]
+    assert sorted(lake.read("bronze.badvalue")["id"].to_pylist()) == [0, 1]
