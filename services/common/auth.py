@@ -125,8 +125,17 @@ class TokenIssuer:
     def verify(self, token: str) -> Principal:
         import jwt
 
+        # "sub" is checked here, not by PyJWT, so that every malformed claim fails with the same kind of message
         claims = jwt.decode(token, self._key.public_key(), algorithms=["ES256"], audience=self.audience,
-                            issuer=self.issuer, options={"require": ["exp", "iat", "sub", "tenant", "roles"]})
+                            issuer=self.issuer, options={"require": ["exp", "iat", "sub", "tenant", "roles"],
+                                                         "verify_sub": False})
+        # Claims of another type than issue() writes are an invalid token (a 401), not a principal whose tenant
+        # cannot key a dict (a 500), whose roles are a dict's keys, or who belongs to no tenant.
+        for claim in ("sub", "tenant"):
+            if not isinstance(claims[claim], str) or not claims[claim].strip():
+                raise jwt.InvalidTokenError(f"the {claim!r} claim must be a non-empty string")
+        if not isinstance(claims["roles"], list) or not all(isinstance(r, str) for r in claims["roles"]):
+            raise jwt.InvalidTokenError("the 'roles' claim must be a list of strings")
         roles = tuple(r for r in claims["roles"] if r in ROLE_PERMISSIONS)
         # The tenant is part of the key: subjects are only unique within a tenant, and two tenants' "ann"
         # must not share (and exhaust) one rate-limit bucket or be mixed up in audit records.

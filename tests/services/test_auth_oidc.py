@@ -60,3 +60,45 @@ def test_same_subject_in_two_tenants_has_two_rate_limit_buckets():
     assert client.get("/v1/instruments", headers={"Authorization": f"Bearer {tokens['t-b']}"}).status_code == 429
     # t-b's "ann" used up her bucket; t-a's "ann" is another user and still has all of hers
     assert client.get("/v1/instruments", headers={"Authorization": f"Bearer {tokens['t-a']}"}).status_code == 200
+
+
+def mint(ctx, **claims):
+    """A token signed with the service's own key, with ``claims`` in place of those it issues."""
+    import secrets
+    import time
+
+    now = int(time.time())
+    body = {"iss": ctx.tokens.issuer, "aud": ctx.tokens.audience, "sub": "alice", "tenant": "t1", "roles": ["trader"],
+            "iat": now, "nbf": now, "exp": now + 900, "jti": secrets.token_hex(8), **claims}
+    return jwt.encode(body, ctx.tokens._key, algorithm="ES256", headers={"kid": ctx.tokens.kid})
+
+
+MALFORMED_CLAIMS = [("tenant", ["t1"]), ("tenant", 7), ("tenant", ""), ("tenant", " "), ("tenant", {"t1": 1}),
+                    ("tenant", True), ("sub", ["alice"]), ("sub", 7), ("sub", ""), ("roles", "trader"),
+                    ("roles", 7), ("roles", {"admin": 1}), ("roles", ["trader", 5]), ("roles", [["admin"]])]
+
+
+@pytest.mark.parametrize(("claim", "value"), MALFORMED_CLAIMS, ids=[f"{c}={v!r}" for c, v in MALFORMED_CLAIMS])
+def test_a_signed_token_with_a_claim_of_the_wrong_type_is_a_401_problem(claim, value):
+    """A token the service signed itself, but whose sub, tenant or roles is not what it issues (a string, a
+    string, a list of strings), is an invalid token: a 401 problem like any other, never a 500 (the tenant
+    keys dicts and audit records), never a role read from a dict's keys, never a principal with no tenant."""
+    from fastapi.testclient import TestClient
+
+    from tests.services.problems import is_problem
+
+    ctx = ServiceContext("trading", rate=1000.0, burst=1000)
+    client = TestClient(create_trading_app(ctx, Exchange(["ACME"])), raise_server_exceptions=False)
+    token = mint(ctx, **{claim: value})
+    assert ctx.tokens.verify(mint(ctx)).tenant == "t1"  # the same token with good claims is valid
+    with pytest.raises(jwt.InvalidTokenError, match=claim):
+        ctx.tokens.verify(token)
+    headers = {"Authorization": f"Bearer {token}"}
+    for response in (client.get("/v1/instruments", headers=headers),
+                     client.post("/v1/accounts", json={"account_id": "a1"}, headers=headers)):
+        body = is_problem(response, 401)
+        assert body["title"] == "Unauthorized"
+        assert body["type"] == "https://platformq.dev/problems/invalid-token"
+        assert body["detail"].startswith("invalid bearer token: ") and claim in body["detail"]
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert ctx.audit.recent("t1", 10) == []  # nothing was done in any tenant's name
