@@ -8,6 +8,8 @@ turns into observations of the DAG's external asset. Authentication: a JWT from 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from typing import Any
 
@@ -18,7 +20,54 @@ FINAL_STATES = ("success", "failed")
 
 
 class AirflowError(Exception):
-    pass
+    """A call Airflow refused or failed. ``status`` is the HTTP status; ``title`` and ``detail`` are those of
+    Airflow's JSON error document (``detail`` is the body itself when that is not JSON)."""
+
+    def __init__(self, message: str, status: int | None = None, title: str | None = None,
+                 detail: str | None = None):
+        super().__init__(message)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def _problem(body: str | bytes | None) -> tuple[str | None, str | None]:
+    """(title, detail) of an Airflow error body: the fields of its JSON document, else the text itself."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = (body or "").strip()
+    if not text:
+        return None, None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None, text
+    if not isinstance(doc, dict) or ("detail" not in doc and "title" not in doc):
+        return None, text
+    title, detail = doc.get("title"), doc.get("detail")
+    if detail is not None and not isinstance(detail, str):  # a validation error's detail is a list of errors
+        detail = json.dumps(detail)
+    return (str(title) if title is not None else None), detail
+
+
+def _refused(what: str, status: int | None, reason: str | None, body: str | bytes | None) -> AirflowError:
+    """``what`` failed: HTTP status and reason, then Airflow's title and detail (its text, shortened)."""
+    title, detail = _problem(body)
+    message = f"{what}: HTTP {status}" + (f" {reason}" if reason else "")
+    if title and title != reason:
+        message += f": {title}"
+    if detail:
+        message += f": {detail if len(detail) <= 2000 else detail[:2000] + '...'}"
+    return AirflowError(message, status=status, title=title, detail=detail)
+
+
+@contextlib.contextmanager
+def _answered(what: str):
+    """Turn the REST client's error for an error status into an AirflowError that keeps Airflow's reason."""
+    from airflow_client.client.exceptions import ApiException
+
+    try:
+        yield
+    except ApiException as exc:
+        raise _refused(what, exc.status, exc.reason, exc.body) from None
 
 
 class AirflowResource(ConfigurableResource):
@@ -39,7 +88,8 @@ class AirflowResource(ConfigurableResource):
             response = httpx.post(f"{self.base_url.rstrip('/')}/auth/token", timeout=self.timeout_s,
                                   json={"username": self.username, "password": self.password or ""})
             if response.status_code >= 300:
-                raise AirflowError(f"Airflow refused the credentials of {self.username!r}: HTTP {response.status_code}")
+                raise _refused(f"Airflow refused the credentials of {self.username!r}", response.status_code,
+                               response.reason_phrase, response.text)
             self._token = response.json()["access_token"]
         return self._token
 
@@ -53,25 +103,21 @@ class AirflowResource(ConfigurableResource):
         import airflow_client.client as airflow
         from airflow_client.client.api.dag_api import DAGApi
 
-        with self._client() as client:
+        with self._client() as client, _answered(f"Airflow refused to unpause {dag_id}"):
             DAGApi(client).patch_dag(dag_id, airflow.DAGPatchBody(is_paused=False))
 
     def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
         import airflow_client.client as airflow
         from airflow_client.client.api.dag_run_api import DagRunApi
-        from airflow_client.client.exceptions import ApiException
 
         body = airflow.TriggerDAGRunPostBody(conf=conf or {}, dag_run_id=run_id, logical_date=None)
-        with self._client() as client:
-            try:
-                return DagRunApi(client).trigger_dag_run(dag_id, body).dag_run_id
-            except ApiException as exc:
-                raise AirflowError(f"Airflow refused to trigger {dag_id}: HTTP {exc.status} {exc.reason}") from None
+        with self._client() as client, _answered(f"Airflow refused to trigger {dag_id}"):
+            return DagRunApi(client).trigger_dag_run(dag_id, body).dag_run_id
 
     def state(self, dag_id: str, run_id: str) -> dict:
         from airflow_client.client.api.dag_run_api import DagRunApi
 
-        with self._client() as client:
+        with self._client() as client, _answered(f"Airflow did not give run {run_id} of {dag_id}"):
             run = DagRunApi(client).get_dag_run(dag_id, run_id)
         return _run_dict(run)
 
@@ -97,7 +143,7 @@ class AirflowResource(ConfigurableResource):
         kwargs = {"state": list(FINAL_STATES), "order_by": ["end_date"], "limit": limit}
         if ended_after:
             kwargs["end_date_gt"] = dt.datetime.fromisoformat(ended_after)
-        with self._client() as client:
+        with self._client() as client, _answered(f"Airflow did not list the runs of {dag_id}"):
             runs = DagRunApi(client).get_dag_runs(dag_id, **kwargs).dag_runs
         return [_run_dict(r) for r in runs]
 

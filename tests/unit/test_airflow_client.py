@@ -1,0 +1,103 @@
+"""AirflowResource's errors carry what Airflow said: a real HTTP server on loopback answers as Airflow's
+REST API does when it refuses a call (a JSON problem document), or as a proxy in front of it does (text)."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from resources.airflow import AirflowError, AirflowResource
+
+ERRORS = "https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html#section/Errors/"
+CONFLICT = {"detail": "DAG Run with dag_run_id 'nightly' already exists for DAG 'platformq_export'", "status": 409,
+            "title": "Conflict", "type": ERRORS + "AlreadyExists"}
+NOT_FOUND = {"detail": "DAG with dag_id: 'no_such_dag' not found", "status": 404, "title": "DAG not found",
+             "type": ERRORS + "NotFound"}
+BAD_GATEWAY = "<html><body><h1>502 Bad Gateway</h1>upstream airflow-api-server is unreachable</body></html>"
+
+# (path prefix) -> (status, content type, body); the first matching prefix answers
+ROUTES = {
+    "/auth/token": (401, "application/json", json.dumps({"detail": "Invalid username or password"})),
+    "/api/v2/dags/platformq_export/dagRuns/missing_run": (404, "application/json", json.dumps(
+        {"detail": "The DagRun with dag_id: `platformq_export` and run_id: `missing_run` was not found"})),
+    "/api/v2/dags/platformq_export/dagRuns": (409, "application/json", json.dumps(CONFLICT)),
+    "/api/v2/dags/no_such_dag": (404, "application/json", json.dumps(NOT_FOUND)),
+    "/api/v2/dags/behind_proxy": (502, "text/html", BAD_GATEWAY),
+}
+
+
+class FakeAirflow(BaseHTTPRequestHandler):
+    def answer(self):
+        if int(self.headers.get("content-length") or 0):
+            self.rfile.read(int(self.headers["content-length"]))
+        status, content_type, body = next(v for k, v in ROUTES.items() if self.path.startswith(k))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = answer
+
+    def log_message(self, *args):  # keep the test output quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAirflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def airflow(base_url):
+    return AirflowResource(base_url=base_url, token="a-token", timeout_s=5)
+
+
+def test_a_refused_trigger_carries_airflows_title_detail_and_status(airflow):
+    with pytest.raises(AirflowError) as conflict:
+        airflow.trigger("platformq_export", run_id="nightly")
+    message = str(conflict.value)
+    assert "HTTP 409" in message and "Conflict" in message and CONFLICT["detail"] in message
+    assert (conflict.value.status, conflict.value.title, conflict.value.detail) == (409, "Conflict", CONFLICT["detail"])
+
+    with pytest.raises(AirflowError) as missing:
+        airflow.trigger("no_such_dag")
+    message = str(missing.value)
+    assert "no_such_dag" in message and "HTTP 404" in message and "DAG not found" in message
+    assert NOT_FOUND["detail"] in message
+    assert (missing.value.status, missing.value.title) == (404, "DAG not found")
+
+
+def test_a_body_that_is_not_json_is_carried_as_text(airflow):
+    with pytest.raises(AirflowError) as bad_gateway:
+        airflow.trigger("behind_proxy")
+    message = str(bad_gateway.value)
+    assert "HTTP 502" in message and "upstream airflow-api-server is unreachable" in message
+    assert bad_gateway.value.status == 502 and bad_gateway.value.detail == BAD_GATEWAY
+
+
+def test_every_call_carries_airflows_detail(airflow):
+    """Not only trigger: reading a run, listing runs and unpausing answer with Airflow's reason too."""
+    with pytest.raises(AirflowError, match="HTTP 404.*`missing_run` was not found"):
+        airflow.state("platformq_export", "missing_run")
+    with pytest.raises(AirflowError, match="HTTP 404.*DAG not found.*'no_such_dag' not found"):
+        airflow.unpause("no_such_dag")
+    with pytest.raises(AirflowError, match="HTTP 502.*upstream airflow-api-server is unreachable"):
+        airflow.finished_runs("behind_proxy")
+    with pytest.raises(AirflowError, match="HTTP 502.*upstream airflow-api-server is unreachable"):
+        airflow.trigger_and_wait("behind_proxy", timeout_s=1, poll_s=0.1)
+
+
+def test_refused_credentials_carry_airflows_detail(base_url):
+    airflow = AirflowResource(base_url=base_url, username="admin", password="wrong", timeout_s=5)
+    with pytest.raises(AirflowError, match="'admin'.*HTTP 401.*Invalid username or password") as refused:
+        airflow.trigger("platformq_export")
+    assert refused.value.status == 401
