@@ -95,9 +95,10 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float = 180
     else:
         raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r})")
     history_path = Path(output_dir) / "history.json"
-    if not status.endswith("completed") or not history_path.exists():
-        raise RuntimeError(f"run {run_id} ended with status {status!r}")
-    history = json.loads(history_path.read_text())
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    if not status.endswith("completed") or not history.get("complete"):
+        raise RuntimeError(f"run {run_id} ended with status {status!r}"
+                           + ("" if history.get("complete") else " and an incomplete history"))
     history.update({"output_dir": output_dir, "run_id": run_id, "status": status})
     return history
 

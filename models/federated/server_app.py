@@ -47,33 +47,50 @@ def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:
             return MetricRecord({"accuracy": acc, "loss": loss})
 
     started = time.monotonic()
+    out = Path(cfg.output_dir) if cfg.output_dir else None
+
+    def history(complete: bool) -> dict:
+        return {
+            "complete": complete,
+            "config": run_config,
+            "seconds": time.monotonic() - started,
+            "rounds": [{k: v for k, v in base.rounds[r].items() if k != "started"} for r in sorted(base.rounds)],
+            "participants": sorted(set(base.participants.values())),
+            "suspended": sorted(base.suspended),
+            "epsilon": dict(base.epsilon),
+            "budget_exhausted": sorted(base.exhausted),
+            "events": list(base.events),
+            "num_features": num_features,
+            "num_classes": num_classes,
+        }
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        # After every round the history so far (complete: false) replaces the last one: the ε the participants
+        # have spent is on disk even if this process dies mid-run, for the caller to record in the registry.
+        base.on_round = lambda: _write_json(out / "history.json", history(complete=False))
     initial = to_record(to_numpy(model), names)
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg.num_rounds,
                             timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
     finished = time.monotonic()
+    base.on_round = None
     final = from_record(result.arrays) if len(result.arrays) else from_record(initial)
     # wall time of each round (train + evaluate), from one round's start to the next
     starts = [(r, base.rounds[r].pop("started")) for r in sorted(base.rounds) if "started" in base.rounds[r]]
     for (r, t0), (_, t1) in zip(starts, [*starts[1:], (None, finished)]):
         base.rounds[r]["seconds"] = t1 - t0
-    history = {
-        "config": run_config,
-        "seconds": time.monotonic() - started,
-        "rounds": [base.rounds[r] for r in sorted(base.rounds)],
-        "participants": sorted(set(base.participants.values())),
-        "suspended": sorted(base.suspended),
-        "epsilon": base.epsilon,
-        "budget_exhausted": sorted(base.exhausted),
-        "events": base.events,
-        "num_features": num_features,
-        "num_classes": num_classes,
-    }
-    if cfg.output_dir:
-        out = Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    done = history(complete=True)
+    if out is not None:
         np.savez(out / "model.npz", **{name: a for name, a in zip(names, final)})
-        (out / "history.json").write_text(json.dumps(history, indent=1, default=float))
-    return history
+        _write_json(out / "history.json", done)  # last: a complete history means the model is there
+    return done
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Write-then-rename: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=float))
+    tmp.replace(path)
 
 
 def make_server_app(defaults: dict | None = None) -> ServerApp:

@@ -34,11 +34,12 @@ def prepare_environment(tmp_root: str | None = None) -> str | None:
 
 
 def run(config: dict, num_participants: int, *, num_cpus: int = 2, client_cpus: float = 1.0,
-        client_app=None) -> dict:
+        client_app=None, server_app=None) -> dict:
     """Run a whole federation; returns the history the ServerApp wrote (plus where it wrote it)."""
     created = prepare_environment()
     try:
-        return _run(config, num_participants, num_cpus=num_cpus, client_cpus=client_cpus, client_app=client_app)
+        return _run(config, num_participants, num_cpus=num_cpus, client_cpus=client_cpus, client_app=client_app,
+                    server_app=server_app)
     finally:
         if created:
             import shutil
@@ -47,7 +48,9 @@ def run(config: dict, num_participants: int, *, num_cpus: int = 2, client_cpus: 
             del os.environ["RAY_TMPDIR"]
 
 
-def _run(config: dict, num_participants: int, *, num_cpus: int, client_cpus: float, client_app) -> dict:
+def _run(config: dict, num_participants: int, *, num_cpus: int, client_cpus: float, client_app,
+         server_app=None) -> dict:
+    """``server_app``: None (the platform's ServerApp) or a factory taking the run config and returning one."""
     from flwr.simulation import run_simulation
 
     from models.federated.client_app import app as default_client_app
@@ -58,23 +61,29 @@ def _run(config: dict, num_participants: int, *, num_cpus: int, client_cpus: flo
     run_config = {**cfg.to_run_config(), "output-dir": output_dir}
     backend = {"init_args": {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False},
                "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}}
-    run_simulation(server_app=make_server_app(run_config), client_app=client_app or default_client_app,
+    run_simulation(server_app=(server_app or make_server_app)(run_config), client_app=client_app or default_client_app,
                    num_supernodes=num_participants, backend_config=backend)
     history_path = Path(output_dir) / "history.json"
-    if not history_path.exists():
-        raise RuntimeError("the federated run ended without a history (the ServerApp failed: see the log above)")
-    history = json.loads(history_path.read_text())
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    if not history.get("complete"):
+        done = sum(1 for r in history.get("rounds", []) if r.get("round", 0) > 0)
+        raise RuntimeError(f"the federated run ended after {done} round(s) without completing (the ServerApp "
+                           "failed: see the log above)")
     history["output_dir"] = output_dir
     return history
 
 
-def _load_client_app(spec: str, kwargs: dict):
+def _load(spec: str):
     import importlib
 
     module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _load_client_app(spec: str, kwargs: dict):
     from flwr.clientapp import ClientApp
 
-    target = getattr(importlib.import_module(module), attr)
+    target = _load(spec)
     return target if isinstance(target, ClientApp) else target(**kwargs)
 
 
@@ -89,11 +98,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--client-app", default="", help="module:attr of a ClientApp or a factory returning one")
     parser.add_argument("--client-args", default="{}", help="JSON kwargs for a client-app factory")
+    parser.add_argument("--server-app", default="",
+                        help="module:attr of a factory (run_config, **server-args) -> ServerApp")
+    parser.add_argument("--server-args", default="{}", help="JSON kwargs for the server-app factory")
     args = parser.parse_args(argv)
     client_app = _load_client_app(args.client_app, json.loads(args.client_args)) if args.client_app else None
+    server_app = None
+    if args.server_app:
+        factory, server_kwargs = _load(args.server_app), json.loads(args.server_args)
+        server_app = lambda run_config: factory(run_config, **server_kwargs)  # noqa: E731
     configs = json.loads(args.config)
     for config in configs if isinstance(configs, list) else [configs]:
-        history = run(config, args.participants, num_cpus=args.num_cpus, client_app=client_app)
+        history = run(config, args.participants, num_cpus=args.num_cpus, client_app=client_app,
+                      server_app=server_app)
         print(json.dumps({"output_dir": history["output_dir"]}), flush=True)
 
 

@@ -75,6 +75,11 @@ class PlatformStrategy(FedAvg):
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
         self._current: list[np.ndarray] = []
+        self.on_round = None  # called after each aggregation (the ServerApp writes the history so far)
+
+    def _round_done(self) -> None:
+        if self.on_round is not None:
+            self.on_round()
 
     # -- participants ------------------------------------------------------
     def discover(self, grid: Grid) -> list[int]:
@@ -170,6 +175,7 @@ class PlatformStrategy(FedAvg):
             record["skipped"] = True
             log(WARNING, "round %d skipped: %d accepted updates, %d needed", server_round, len(accepted),
                 self.cfg.min_participants)
+            self._round_done()
             return None, None
         weights = np.array([float(m.content["metrics"]["num-examples"]) for m in accepted])
         weights = weights / weights.sum()
@@ -180,6 +186,7 @@ class PlatformStrategy(FedAvg):
         loss = float(sum(w * float(m.content["metrics"]["train-loss"]) for w, m in zip(weights, accepted)))
         record["train_loss"] = loss
         names = list(accepted[0].content["arrays"].keys())
+        self._round_done()
         return to_record(averaged, names), MetricRecord({"train-loss": loss, "participants": len(accepted),
                                                          "epsilon-max": record["epsilon_max"]})
 
@@ -207,6 +214,7 @@ class PlatformStrategy(FedAvg):
         loss = float((n * [float(m.content["metrics"]["loss"]) for m in ok]).sum() / n.sum())
         self.rounds.setdefault(server_round, {"round": server_round}).update(
             {"eval_accuracy": acc, "eval_loss": loss, "evaluated": len(ok)})
+        self._round_done()
         return MetricRecord({"accuracy": acc, "loss": loss})
 
 
@@ -228,6 +236,19 @@ class Scaffold(PlatformStrategy):
             return "control variate shape mismatch"
         if not all(np.isfinite(d).all() for d in deltas):
             return "non-finite control variate"
+        # Option II fixes Δc_i = (x − y_i)/(K·lr) − c from what the server already holds (x, c, the update y_i, the
+        # K local steps the participant reports, the lr it sent): a Δc_i of any other size is refused, so a
+        # participant cannot steer c for everyone (its size is bounded by max-update-norm / lr).
+        steps = msg.content["metrics"].get("steps")
+        if steps is None or int(steps) != steps or int(steps) < 0:
+            return "no local step count for the control variate"
+        scale = 1.0 / (max(int(steps), 1) * float(self.client_config["lr"]))
+        update = from_record(msg.content["arrays"])
+        expected = [(x.astype(np.float64) - y) * scale - c for x, y, c in zip(self._current, update, self.server_control)]
+        error = np.sqrt(sum(float(((d - e) ** 2).sum()) for d, e in zip(deltas, expected)))
+        size = np.sqrt(sum(float((e ** 2).sum()) for e in expected))
+        if error > 1e-3 * size + 1e-5:
+            return f"control variate update inconsistent with the model update ({error:.3g} off in {size:.3g})"
         return None
 
     def after_aggregate(self, accepted: list[Message]) -> None:

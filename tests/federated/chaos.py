@@ -1,4 +1,5 @@
-"""A ClientApp for robustness tests: the real handlers, with real faults injected per partition.
+"""A ClientApp for robustness tests: the real handlers, with real faults injected per partition; and a
+ServerApp (the real ``run_federation``) whose process fails after a given round.
 
 Nothing in Flower is mocked: a crash is an exception raised inside the ClientApp, a slow
 participant really sleeps past the round timeout, a poisoned update really carries NaN or a huge
@@ -11,8 +12,9 @@ import time
 
 import numpy as np
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, MessageType
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
 
 from models.federated.client_app import handle_evaluate, handle_query, handle_train
 from models.federated.model import from_record, to_record
@@ -21,7 +23,7 @@ from models.federated.model import from_record, to_record
 def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
           crash_rounds: list[int] = (), control: dict | None = None) -> ClientApp:
     """``control``: partition -> "missing" (no SCAFFOLD Δc in the reply), "scalar" (one scalar per array, which
-    would broadcast) or "inf" (an inf in Δc)."""
+    would broadcast), "scaled" (Δc × 1000) or "inf" (an inf in Δc)."""
     sleep = {int(k): float(v) for k, v in (sleep or {}).items()}
     control = {int(k): str(v) for k, v in (control or {}).items()}
     app = ClientApp()
@@ -49,11 +51,48 @@ def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), slee
             deltas = from_record(reply.content["control-delta"])
             if control[pid] == "missing":
                 del reply.content["control-delta"]
+            elif control[pid] == "scaled":  # right shape, finite, 1000 times too large
+                reply.content["control-delta"] = to_record([d * 1e3 for d in deltas])
             elif control[pid] == "scalar":
                 reply.content["control-delta"] = to_record([np.array(1e3, dtype=np.float32) for _ in deltas])
             else:
                 deltas[0][0, 0] = np.inf
                 reply.content["control-delta"] = to_record(deltas)
         return reply
+
+    return app
+
+
+class ServerCrashed(RuntimeError):
+    pass
+
+
+class _CrashingGrid:
+    """The real Grid, except that sending round ``after_round + 1``'s training messages raises."""
+
+    def __init__(self, grid: Grid, after_round: int):
+        self._grid, self._after, self._train_rounds = grid, after_round, 0
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *args, **kwargs):
+        messages = list(messages)
+        if any(m.metadata.message_type == MessageType.TRAIN for m in messages):
+            self._train_rounds += 1
+            if self._train_rounds > self._after:
+                raise ServerCrashed(f"server process failed after round {self._after}")
+        return self._grid.send_and_receive(messages, *args, **kwargs)
+
+
+def crashing_server(run_config: dict, after_round: int) -> ServerApp:
+    from models.federated.config import FederatedConfig
+    from models.federated.server_app import run_federation
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(_CrashingGrid(grid, after_round), FederatedConfig.from_mapping(run_config))
 
     return app

@@ -72,6 +72,20 @@ def test_dp_sgd_accounts_epsilon_per_participant_and_the_budget_stops_them(tmp_p
     assert r[2]["server_accuracy"] > r[0]["server_accuracy"] + 0.2
 
 
+def test_a_server_that_fails_mid_run_leaves_the_epsilon_its_completed_rounds_spent_on_disk(tmp_path):
+    # The history used to be written once, at the end: a server failure lost the ε the participants had spent,
+    # and the registry under-counted their lifetime budget.
+    history = simulate(tmp_path, {**FAST, "num-rounds": 4, "local-epochs": 1, "strategy": "fedavg", "dp": "client",
+                                  "dp-target-epsilon": 8.0}, participants=3, server_crash_after=2)
+    assert "ServerCrashed: server process failed after round 2" in history["log"]  # and the run failed
+    assert history["complete"] is False and not (tmp_path / "run" / "model.npz").exists()
+    r = rounds(history)
+    assert sorted(i for i in r if i > 0) == [1, 2]
+    assert r[2]["accepted"] == ["p0", "p1", "p2"] and r[2]["evaluated"] == 3
+    for p in ("p0", "p1", "p2"):
+        assert history["epsilon"][p] == r[2]["clients"][p]["epsilon"] > r[1]["clients"][p]["epsilon"] > 0
+
+
 def test_crashed_poisoned_and_suspended_participants_do_not_fail_the_round(tmp_path):
     history = simulate(tmp_path, {**FAST, "strategy": "fedavg", "suspended": "p3"}, participants=6,
                        chaos={"crash": [0], "nan": [1], "huge": [2]})
@@ -103,15 +117,17 @@ def test_a_timed_out_participant_is_dropped_and_too_few_replies_skip_the_round(t
 
 def test_scaffold_rejects_a_missing_or_misshapen_control_variate_update_instead_of_crashing(tmp_path):
     # p0 sends no Δc (the server used to crash with KeyError), p1 one scalar per array (it used to broadcast onto
-    # every entry of c and get every participant's next update rejected), p2 an inf in Δc.
+    # every entry of c and get every participant's next update rejected), p2 an inf in Δc, p3 a finite Δc of the
+    # right shape but 1000 times the size option II gives for its own model update (it would steer c for everyone).
     history = simulate(tmp_path, {**FAST, "num-rounds": 2, "local-epochs": 1, "strategy": "scaffold"},
-                       participants=5, chaos={"control": {"0": "missing", "1": "scalar", "2": "inf"}})
+                       participants=6, chaos={"control": {"0": "missing", "1": "scalar", "2": "inf", "3": "scaled"}})
     r = rounds(history)
     for i in (1, 2):
-        assert r[i]["accepted"] == ["p3", "p4"] and not r[i]["skipped"]
-        assert {x["participant"]: x["reason"] for x in r[i]["rejected"]} == {
-            "p0": "no control-variate update", "p1": "control variate shape mismatch",
-            "p2": "non-finite control variate"}
+        assert r[i]["accepted"] == ["p4", "p5"] and not r[i]["skipped"]
+        reasons = {x["participant"]: x["reason"] for x in r[i]["rejected"]}
+        assert reasons.pop("p3").startswith("control variate update inconsistent with the model update")
+        assert reasons == {"p0": "no control-variate update", "p1": "control variate shape mismatch",
+                           "p2": "non-finite control variate"}
     assert r[2]["server_accuracy"] > r[0]["server_accuracy"] + 0.2
 
 
