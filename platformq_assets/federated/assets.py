@@ -109,7 +109,8 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
 
     def record_history() -> dict | None:
         # The tenants spent ε once their updates left their nodes: a federation that wrote its history is recorded
-        # in the registry even when a later step (the baseline, MLflow, Pipes) fails.
+        # in the registry even when a later step (the baseline, MLflow, Pipes) fails. The ServerApp rewrites the
+        # history after every round, so a run that died mid-way still records the rounds it completed.
         path = output / "history.json"
         if not path.exists():
             return None
@@ -154,6 +155,7 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         history = record_history()
         if history is None:
             raise Failure("the federated run reported success but wrote no history.json")
+        refuse_untrained(history, run_config)
         summary = json.loads((output / "summary.json").read_text())
         version, run = log_and_register(context, mlflow, output, history, summary, run_config, counts, FEATURES)
     finally:
@@ -166,6 +168,21 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
                                     data_version=result.data_version)
         else:
             yield result
+
+
+def refuse_untrained(history: dict, run_config: dict) -> None:
+    """A run in which no round aggregated leaves the initial, untrained model: it must not become a challenger."""
+    done = [r for r in history["rounds"] if r["round"] > 0]
+    if any(not r.get("skipped") for r in done):
+        return
+    why = "; ".join(
+        f"round {r['round']}: accepted {r.get('accepted', [])}, "
+        f"rejected {[x['participant'] + ' (' + x['reason'] + ')' for x in r.get('rejected', [])]}, "
+        f"failed {[x['participant'] + ' (' + x['reason'] + ')' for x in r.get('failed', [])]}" for r in done[:3])
+    raise Failure(
+        description=f"no round of {len(done)} aggregated (each needs {run_config['min-participants']} accepted "
+                    f"updates): the global model is the untrained initial one and was not registered. {why}",
+        metadata={"rounds_skipped": len(done), "min_participants": run_config["min-participants"]})
 
 
 def log_and_register(context, mlflow: MlflowResource, output: Path, history: dict, summary: dict, run_config: dict,

@@ -179,3 +179,33 @@ def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation
         assert 0 < rows[tenant]["epsilon_spent"] <= 2.0 + 1e-6
         assert rows[tenant]["rounds_joined"] == 1 and rows[tenant]["last_seen"] is not None
     assert not list(load_settings().home.glob("federated-*"))  # the exports are still removed
+
+
+@pytest.mark.slow
+def test_a_run_in_which_no_round_aggregated_fails_and_registers_no_model(lake, monkeypatch):
+    """Every update is rejected (an update-norm ceiling no real update meets): every round is skipped and the global
+    model is the untrained initial one. It used to be registered as challenger all the same."""
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.federated import participants as registry
+    from resources.mlflow import mlflow_resource
+    from resources.settings import load_settings
+
+    monkeypatch.setenv("PLATFORMQ_FEDERATED_MAX_UPDATE_NORM", "1e-9")
+    load_settings.cache_clear()
+    tenants = seed_lake(lake)
+    cli("enrol", "--all")
+    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
+        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
+            "rounds": 1, "local_epochs": 1, "strategy": "fedavg"}}}})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error)
+    assert "no round of 1 aggregated" in message and "was not registered" in message
+    assert "update norm" in message and "above 1e-09" in message  # why each update was rejected
+    assert not result.get_asset_materialization_events()
+    assert mlflow_resource(load_settings()).version_for("federated_order_anomaly", "challenger") is None
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    for tenant in tenants:  # they took part (and are recorded as seen) but no update of theirs was used
+        assert rows[tenant]["last_seen"] is not None and rows[tenant]["rounds_joined"] == 0
+    assert not list(load_settings().home.glob("federated-*"))
