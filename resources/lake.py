@@ -173,12 +173,14 @@ class LakeResource(ConfigurableResource):
         catalog.create_namespace_if_not_exists(namespace)
         if not catalog.table_exists(identifier):
             try:
-                table = catalog.create_table(identifier, schema=schema, properties=TABLE_PROPERTIES)
-                if partition_by:
-                    with table.update_spec() as spec:
-                        spec.add_identity(partition_by)
-                    table = catalog.load_table(identifier)
-                return table
+                # schema and partition spec in the table's first metadata (one commit): a crash can never leave
+                # the table created but unpartitioned
+                with catalog.create_table_transaction(identifier, schema=schema,
+                                                      properties=TABLE_PROPERTIES) as create:
+                    if partition_by:
+                        with create.update_spec() as spec:
+                            spec.add_identity(partition_by)
+                return catalog.load_table(identifier)
             except Exception as exc:  # lost a creation race: fall through to load
                 from pyiceberg.exceptions import TableAlreadyExistsError
 

@@ -29,6 +29,16 @@ def test_replacing_a_partition_never_duplicates(lake):
     assert lake.describe("bronze.t")["rows"] == 12
 
 
+def test_a_new_partitioned_table_is_created_partitioned_in_one_commit(lake):
+    # The spec used to be added in a second commit: a crash in between left an unpartitioned table, whose
+    # partition replacements then rewrite every file. Now the first metadata file already has the spec.
+    table = lake.ensure_table("bronze.fresh", rows(D1, 1).schema, partition_by="partition_date")
+    assert table.metadata.metadata_log == []  # no earlier metadata: created as it is
+    [field] = table.spec().fields
+    assert table.schema().find_field(field.source_id).name == "partition_date"
+    assert str(field.transform) == "identity"
+
+
 def test_schema_evolves_by_adding_columns(lake):
     lake.replace_partition("bronze.e", rows(D1, 3), "partition_date", D1)
     wider = rows(D2, 2).append_column("note", pa.array(["a", "b"]))
