@@ -128,23 +128,38 @@ class MlflowResource(ConfigurableResource):
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
             raise ValueError(f"model {name!r} has no version {version!r} to promote") from exc
+        # MLflow has no multi-call transaction. The one move that matters, the champion alias, is a single call;
+        # everything before it leaves the old champion serving, and everything after it is finished by running
+        # the same promotion again (a champion that is not yet tagged production is completed, not skipped).
         current = self.version_for(name, CHAMPION)
         if current is not None and str(current.version) == version:
-            return {"promoted": False, "champion": version, "reason": "already champion"}
-        if current is not None:
-            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(current.version))
-            client.set_model_version_tag(name, str(current.version), STAGE_TAG, "archived")
+            if target.tags.get(STAGE_TAG) == "production":
+                return {"promoted": False, "champion": version, "reason": "already champion"}
+            previous = self.version_for(name, PREVIOUS_CHAMPION)
+            previous = str(previous.version) if previous is not None else None
+            self._finish_promotion(name, version, reason, previous)  # an earlier promotion stopped after the switch
+            self._record(name, {"event": "promoted", "version": version, "replaced": previous, "reason": reason,
+                                "resumed": True})
+            return {"promoted": True, "champion": version, "previous": previous, "resumed": True}
         if target.tags.get(STAGE_TAG) == "dev":
             self.set_stage(name, version, "staging", reason)
-        client.set_registered_model_alias(name, CHAMPION, version)
-        client.set_model_version_tag(name, version, STAGE_TAG, "production")
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(current.version))
+        client.set_registered_model_alias(name, CHAMPION, version)  # the switch
+        previous = str(current.version) if current is not None else None
+        self._finish_promotion(name, version, reason, previous)
+        self._record(name, {"event": "promoted", "version": version, "replaced": previous, "reason": reason})
+        return {"promoted": True, "champion": version, "previous": previous}
+
+    def _finish_promotion(self, name: str, version: str, reason: str, previous: str | None) -> None:
+        client = self.client()
+        if previous is not None and previous != version:
+            client.set_model_version_tag(name, previous, STAGE_TAG, "archived")
         client.set_model_version_tag(name, version, "platformq.production_reason", reason[:5000])
+        client.set_model_version_tag(name, version, STAGE_TAG, "production")
         challenger = self.version_for(name, CHALLENGER)
         if challenger is not None and str(challenger.version) == version:
             client.delete_registered_model_alias(name, CHALLENGER)
-        previous = str(current.version) if current is not None else None
-        self._record(name, {"event": "promoted", "version": version, "replaced": previous, "reason": reason})
-        return {"promoted": True, "champion": version, "previous": previous}
 
     def rollback(self, name: str, reason: str = "manual rollback") -> dict:
         """Give ``champion`` back to the version that held it before the last promotion."""
@@ -154,6 +169,11 @@ class MlflowResource(ConfigurableResource):
             raise ValueError(f"model {name!r} has no previous champion to roll back to")
         current = self.version_for(name, CHAMPION)
         back, replaced = str(previous.version), (str(current.version) if current is not None else None)
+        if replaced == back:
+            # an earlier rollback stopped after moving champion back: finish it, never archive the champion
+            replaced = next((str(v.version) for v in client.search_model_versions(f"name='{name}'")
+                             if v.tags.get("platformq.rolled_back") is None
+                             and v.tags.get(STAGE_TAG) == "production" and str(v.version) != back), None)
         client.set_registered_model_alias(name, CHAMPION, back)
         client.set_model_version_tag(name, back, STAGE_TAG, "production")
         client.set_model_version_tag(name, back, "platformq.production_reason", reason)

@@ -77,3 +77,35 @@ def test_champion_asset_promotes_only_a_gated_challenger(registry):
     assert aliases(registry)["champion"] == (rejected.version, "production")
     assert aliases(registry)["previous-champion"] == (first.version, "archived")
     assert aliases(registry)["challenger"] == (None, None)
+
+
+def test_a_promotion_interrupted_after_the_switch_is_finished_by_running_it_again(registry):
+    # MLflow has no transaction over several calls. Here the process died right after moving the champion alias:
+    # the re-run used to answer "already champion" and leave the new champion untagged and the old one production.
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    client = registry.client()
+    client.set_registered_model_alias(MODEL, "previous-champion", first.version)  # what promote had done
+    client.set_registered_model_alias(MODEL, "champion", second.version)  # ... when it died
+
+    outcome = registry.promote(MODEL, second.version, "second, again")
+    assert outcome["promoted"] and outcome["resumed"] and outcome["previous"] == str(first.version)
+    assert aliases(registry) == {"champion": (second.version, "production"),
+                                 "previous-champion": (first.version, "archived"), "challenger": (None, None)}
+    assert registry.promote(MODEL, second.version, "third time") == {
+        "promoted": False, "champion": str(second.version), "reason": "already champion"}
+
+
+def test_a_rollback_interrupted_after_the_switch_never_archives_the_champion(registry):
+    # The re-run used to see champion == previous-champion and archive the version it had just given back.
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    registry.promote(MODEL, second.version, "second")
+    registry.client().set_registered_model_alias(MODEL, "champion", first.version)  # rollback died after this
+
+    outcome = registry.rollback(MODEL, "bad model")
+    assert outcome == {"champion": str(first.version), "replaced": str(second.version)}
+    assert aliases(registry) == {"champion": (first.version, "production"), "previous-champion": (None, None),
+                                 "challenger": (None, None)}
+    rolled_back = registry.client().get_model_version(MODEL, second.version)
+    assert rolled_back.tags["platformq.stage"] == "archived" and rolled_back.tags["platformq.rolled_back"] == "bad model"
