@@ -148,13 +148,30 @@ def test_the_asset_trains_through_a_superlink_with_one_supernode_per_tenant(sett
     assert not list(settings.home.glob("federated-*"))
 
 
+def enrol_all_and_fail_one_round(lake, **config) -> tuple:
+    """Seed the lake, enrol every tenant and run one round of FedAvg (plus ``config``), which must fail: returns
+    the tenants, the result and the step's error."""
+    from platformq_assets.definitions import build_definitions
+    from resources.settings import load_settings
+
+    load_settings.cache_clear()
+    tenants = seed_lake(lake)
+    cli("enrol", "--all")
+    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
+        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
+            "rounds": 1, "local_epochs": 1, "strategy": "fedavg", **config}}}})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return tenants, result, str(failure.event_specific_data.error)
+
+
 @pytest.mark.slow
 def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation(lake, monkeypatch):
     """The tenants spent ε once their noised updates reached the server: a failure after the federation (here the
     MLflow server is unreachable when the model is logged) must not lose it from the lifetime budget."""
     import socket
 
-    from platformq_assets.definitions import build_definitions
     from platformq_assets.federated import participants as registry
     from resources.settings import load_settings
 
@@ -164,16 +181,8 @@ def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation
     monkeypatch.setenv("PLATFORMQ_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    load_settings.cache_clear()
-    tenants = seed_lake(lake)
-    cli("enrol", "--all")
-    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
-    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
-        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
-            "rounds": 1, "local_epochs": 1, "strategy": "fedavg", "dp": "client", "dp_target_epsilon": 2.0}}}})
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert f"127.0.0.1:{port}" in str(failure.event_specific_data.error)  # it failed at MLflow, after the run
+    tenants, result, error = enrol_all_and_fail_one_round(lake, dp="client", dp_target_epsilon=2.0)
+    assert f"127.0.0.1:{port}" in error  # it failed at MLflow, after the run
     rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
     for tenant in tenants:
         assert 0 < rows[tenant]["epsilon_spent"] <= 2.0 + 1e-6
@@ -185,22 +194,12 @@ def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation
 def test_a_run_in_which_no_round_aggregated_fails_and_registers_no_model(lake, monkeypatch):
     """Every update is rejected (an update-norm ceiling no real update meets): every round is skipped and the global
     model is the untrained initial one. It used to be registered as challenger all the same."""
-    from platformq_assets.definitions import build_definitions
     from platformq_assets.federated import participants as registry
     from resources.mlflow import mlflow_resource
     from resources.settings import load_settings
 
     monkeypatch.setenv("PLATFORMQ_FEDERATED_MAX_UPDATE_NORM", "1e-9")
-    load_settings.cache_clear()
-    tenants = seed_lake(lake)
-    cli("enrol", "--all")
-    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
-    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
-        **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
-            "rounds": 1, "local_epochs": 1, "strategy": "fedavg"}}}})
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = str(failure.event_specific_data.error)
+    tenants, result, message = enrol_all_and_fail_one_round(lake)
     assert "no round of 1 aggregated" in message and "was not registered" in message
     assert "update norm" in message and "above 1e-09" in message  # why each update was rejected
     assert not result.get_asset_materialization_events()
