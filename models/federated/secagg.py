@@ -23,7 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from flwr.app import Context
 from flwr.client import NumPyClient

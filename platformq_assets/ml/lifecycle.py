@@ -84,7 +84,6 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                                        description="No feature value is from after its row's event time.")],
            description=f"Point-in-time-correct training set for {model} from the Feast service {service}.")
     def training_set(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
-        import pyarrow as pa
 
         rows = lake.read(table, columns=(entity, "event_ts", label)).to_pandas()
         rows = rows[rows[label].notna()].rename(columns={"event_ts": "event_timestamp"})

@@ -221,7 +221,6 @@ def test_config_rejects_central_dp_with_scaffold_and_unknown_strategies():
 
 def test_the_flower_app_declares_every_config_key_with_the_same_defaults():
     import tomllib
-    from pathlib import Path
 
     from models.federated.deployment import APP_DIR
 

@@ -60,7 +60,7 @@ def test_training_tracks_every_trial_and_registers_a_promoted_champion(ml_platfo
     # signature and input example were logged with the model
     from mlflow.models import get_model_info
 
-    info = get_model_info(f"models:/price_direction@champion")
+    info = get_model_info("models:/price_direction@champion")
     assert info.signature is not None and [c.name for c in info.signature.inputs][:2] == ["ret_1", "ret_3"]
     assert info.saved_input_example_info is not None
     history = [e["event"] for e in mlflow.history("price_direction")]
