@@ -312,6 +312,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
 
     from resources import lake_resource
     from resources.services import SERVICES, build_local_app
+    from services.common.app import BOOTSTRAP_SUBJECT
     from services.common.auth import ApiKeyStore, TokenIssuer
 
     settings = _settings()
@@ -319,7 +320,11 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     unknown = set(only) - set(SERVICES)
     if unknown:
         raise click.BadParameter(f"unknown services {sorted(unknown)}; choose from {list(SERVICES)}")
-    keys = ApiKeyStore()  # one identity for every service: a key or token works on all of them
+    # one identity for every service: a key or token works on all of them; keys survive restarts
+    try:
+        keys = ApiKeyStore(settings.home / "api-keys.json")
+    except ValueError as exc:  # a damaged file: say so, rather than start with no keys
+        raise click.ClickException(str(exc)) from exc
     tokens = TokenIssuer(f"http://127.0.0.1:{port}")
     lake = lake_resource(settings)
     lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
@@ -332,7 +337,11 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
                                  burst=burst, journal_url=settings.trading_journal_url)
         servers.append((name, port + offset, uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port + offset, log_level="warning", access_log=False))))
-    admin_key = keys.create("bootstrap-admin", tenant, ["admin"])
+    admin_key, bootstrap = keys.create_with_record(BOOTSTRAP_SUBJECT, tenant, ["admin"])
+    for record in keys.list(tenant):  # each start's bootstrap key replaces the last one's
+        if (record["subject"] == BOOTSTRAP_SUBJECT and record["revoked_at"] is None
+                and record["key_id"] != bootstrap["key_id"]):
+            keys.revoke(tenant, record["key_id"])
     for name, p, _ in servers:
         click.echo(f"{name:<12} http://127.0.0.1:{p}  (docs: http://127.0.0.1:{p}/docs)")
     click.echo(f"admin API key for tenant {tenant} (shown once; send it as X-API-Key): {admin_key}")

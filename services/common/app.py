@@ -4,8 +4,9 @@
 for every failure, API-key and JWT authentication, per-endpoint permissions
 (``Depends(ctx.require("orders:write"))``), tenant scoping, per-key rate limits,
 a correlation id on every request and in every JSON log line, an audit record for
-every state-changing request, ``/health``, Prometheus ``/metrics``, and the JWKS
-and OIDC discovery documents.
+every state-changing request, ``/health``, Prometheus ``/metrics``, the JWKS
+and OIDC discovery documents, and ``/auth/keys`` to create, list and revoke the
+caller's tenant's API keys (admins only).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import math
 import threading
 import time
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.common.auth import ApiKeyStore, Principal, RateLimiter, TokenIssuer
+from services.common.auth import KEYS_ADMIN, ROLES, ApiKeyStore, Principal, RateLimiter, TokenIssuer
 from services.common.problems import Problem, install_problem_handlers
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -116,6 +118,11 @@ class ServiceContext:
             except Exception as exc:  # any JWT problem is a 401, with the reason
                 raise Problem(401, "Unauthorized", f"invalid bearer token: {exc}", "invalid-token",
                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+            # a token minted from an API key lives only as long as the key (a token naming no key is not
+            # tied to one); a key this store does not know counts as revoked
+            if principal.api_key_id is not None and not self.keys.is_active(principal.api_key_id):
+                raise Problem(401, "Unauthorized", "invalid bearer token: its API key has been revoked",
+                              "invalid-token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         elif api_key:
             principal = self.keys.lookup(api_key)
             if principal is None:
@@ -186,6 +193,41 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: str = "Bearer"
     expires_in: int
+
+
+BOOTSTRAP_SUBJECT = "bootstrap-admin"  # `platformq serve` revokes this subject's old keys at each start
+
+
+def _not_reserved(subject: str) -> str:
+    if subject == BOOTSTRAP_SUBJECT:
+        raise ValueError(f"the subject {BOOTSTRAP_SUBJECT!r} is reserved for `platformq serve`")
+    return subject
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:+/-]*$",
+                                  description="who or what uses the key (a user, a service)",
+                                  examples=["ci-pipeline"]),
+                       AfterValidator(_not_reserved)]
+    roles: list[Literal[ROLES]] = Field(min_length=1, max_length=len(ROLES), examples=[["viewer"]],
+                                        description="the key's roles; it belongs to the caller's tenant")
+
+
+class ApiKeyOut(BaseModel):
+    """An API key as an admin may see it: never the key, never its hash."""
+
+    key_id: str
+    subject: str
+    tenant: str
+    roles: list[str]
+    created_at: str
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    api_key: str = Field(description="the key itself: shown this once, kept nowhere (send it as X-API-Key)")
 
 
 class ObserveMiddleware:
@@ -281,6 +323,29 @@ def create_service_app(ctx: ServiceContext, title: str, description: str = "", v
         if principal is None:
             raise Problem(401, "Unauthorized", "unknown API key", "invalid-api-key")
         return TokenResponse(access_token=ctx.tokens.issue(principal), expires_in=ctx.tokens.ttl_s)
+
+    # API keys of the caller's tenant. The audit middleware records these calls like any other (method, path,
+    # status, who); the clear key exists only in the one response that creates it.
+    @app.post("/auth/keys", tags=["auth"], status_code=201, response_model=ApiKeyCreated)
+    def create_key(body: ApiKeyIn, response: Response,
+                   principal: Principal = Depends(ctx.require(KEYS_ADMIN))) -> ApiKeyCreated:
+        key, record = ctx.keys.create_with_record(body.subject, principal.tenant, body.roles)
+        response.headers["Cache-Control"] = "no-store"  # a secret: no cache may keep this answer
+        return ApiKeyCreated(**record, api_key=key)
+
+    @app.get("/auth/keys", tags=["auth"], response_model=list[ApiKeyOut])
+    def list_keys(principal: Principal = Depends(ctx.require(KEYS_ADMIN))) -> list[ApiKeyOut]:
+        return [ApiKeyOut(**record) for record in ctx.keys.list(principal.tenant)]
+
+    @app.delete("/auth/keys/{key_id}", tags=["auth"], response_model=ApiKeyOut)
+    def revoke_key(key_id: Annotated[str, Path(max_length=64, description="the key_id that created or listed it")],
+                   principal: Principal = Depends(ctx.require(KEYS_ADMIN))) -> ApiKeyOut:
+        """Revoke the key: it, and every token minted from it, stops working at once. Revoking a revoked key
+        answers the same record again."""
+        try:
+            return ApiKeyOut(**ctx.keys.revoke(principal.tenant, key_id))
+        except KeyError:  # another tenant's key is as unknown as one that never existed
+            raise Problem(404, "Not Found", f"unknown API key {key_id!r}", "unknown-api-key") from None
 
     @app.get("/audit", tags=["ops"])
     def audit(principal: Principal = Depends(ctx.require("audit:read")), limit: int = 100) -> list[dict]:

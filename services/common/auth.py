@@ -1,6 +1,7 @@
 """Authentication, roles and tenancy.
 
-* API keys: random 256-bit tokens shown once; only their SHA-256 is stored.
+* API keys: random 256-bit tokens shown once; only their SHA-256 is stored (in memory, or in a
+  0600 JSON file written atomically). A key can be revoked; tokens minted from it then stop working.
 * JWT bearer tokens: ES256 (ECDSA P-256), signed by the service's key; the
   public key is published as a JWKS and described by an OIDC discovery
   document, so any standard OIDC/JWT library can validate them.
@@ -10,9 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
+import json
+import os
 import secrets
+import tempfile
 import threading
 import time
 from typing import Iterable
@@ -31,6 +37,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
                           "credentials:read", "data:read"}),
 }
 ROLES = tuple(ROLE_PERMISSIONS)
+# Creating, listing and revoking a tenant's API keys. No role lists it: only "admin" ("*") holds it.
+KEYS_ADMIN = "keys:admin"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Principal:
     tenant: str
     roles: tuple[str, ...]
     key_id: str  # what rate limits and audit records are keyed by
+    # the API key this principal authenticated with, directly or through a token minted from it (None for a
+    # token that names no key): revoking that key ends the principal's access
+    api_key_id: str | None = None
 
     def can(self, permission: str) -> bool:
         return any("*" in ROLE_PERMISSIONS.get(r, ()) or permission in ROLE_PERMISSIONS.get(r, ())
@@ -49,29 +60,163 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ApiKeyStore:
-    """API keys by hash. Thread-safe; keys are never stored or logged in clear."""
+@dataclasses.dataclass(frozen=True)
+class ApiKeyRecord:
+    """What is kept of an API key: its hash, never the key."""
 
-    def __init__(self):
-        self._keys: dict[str, Principal] = {}
+    key_id: str
+    hash: str
+    subject: str
+    tenant: str
+    roles: tuple[str, ...]
+    created_at: str  # ISO 8601, UTC
+    revoked_at: str | None = None
+
+    def public(self) -> dict:
+        """The record without its hash: what an admin may list."""
+        return {"key_id": self.key_id, "subject": self.subject, "tenant": self.tenant, "roles": list(self.roles),
+                "created_at": self.created_at, "revoked_at": self.revoked_at}
+
+    def principal(self) -> Principal:
+        return Principal(self.subject, self.tenant, self.roles, key_id=self.key_id, api_key_id=self.key_id)
+
+
+class ApiKeyStore:
+    """API keys by hash. Thread-safe; keys are never stored or logged in clear.
+
+    With ``path`` the records persist as JSON (mode 0600, replaced atomically on every change, read at
+    construction); without it they live in memory only. Revoked keys stay listed, with ``revoked_at``.
+    One process writes the file: two processes sharing it would overwrite each other's changes.
+    """
+
+    FORMAT_VERSION = 1
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self._path = os.fspath(path) if path is not None else None
+        self._records: dict[str, ApiKeyRecord] = {}  # by key_id, in creation order
+        self._active: dict[str, Principal] = {}  # by hash: the lookup of every request
         self._lock = threading.Lock()
+        if self._path is not None and os.path.exists(self._path):
+            for record in self._load(self._path):
+                self._records[record.key_id] = record
+                if record.revoked_at is None:
+                    self._active[record.hash] = record.principal()
 
     def create(self, subject: str, tenant: str, roles: Iterable[str]) -> str:
-        roles = tuple(roles)
+        """A new key for ``subject`` in ``tenant``: the clear key, returned this once and kept nowhere."""
+        return self.create_with_record(subject, tenant, roles)[0]
+
+    def create_with_record(self, subject: str, tenant: str, roles: Iterable[str]) -> tuple[str, dict]:
+        """``create``, also returning the new key's public record (its ``key_id`` among others)."""
+        roles = tuple(dict.fromkeys(roles))
         unknown = [r for r in roles if r not in ROLE_PERMISSIONS]
         if unknown or not roles:
             raise ValueError(f"unknown or missing roles: {unknown or roles}")
+        for name, value in (("subject", subject), ("tenant", tenant)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"the {name} must be a non-empty string")
         key = "pq_" + secrets.token_urlsafe(32)
         digest = hash_key(key)
+        record = ApiKeyRecord(key_id=digest[:16], hash=digest, subject=subject, tenant=tenant, roles=roles,
+                              created_at=_now())
         with self._lock:
-            self._keys[digest] = Principal(subject, tenant, roles, key_id=digest[:16])
-        return key
+            if record.key_id in self._records:  # 2**-64 per pair of keys; never silently shadow one
+                raise RuntimeError("API key id collision; create the key again")
+            self._save({**self._records, record.key_id: record})
+            self._records[record.key_id] = record
+            self._active[digest] = record.principal()
+        return key, record.public()
 
     def lookup(self, key: str) -> Principal | None:
-        return self._keys.get(hash_key(key))
+        """The principal of an active key; None for an unknown or revoked one."""
+        return self._active.get(hash_key(key))
+
+    def is_active(self, key_id: str) -> bool:
+        """Whether ``key_id`` names a key of this store that is not revoked."""
+        record = self._records.get(key_id)
+        return record is not None and record.revoked_at is None
+
+    def list(self, tenant: str) -> list[dict]:
+        """The tenant's keys, revoked ones included, oldest first; no hashes, no secrets."""
+        with self._lock:
+            return [r.public() for r in self._records.values() if r.tenant == tenant]
+
+    def revoke(self, tenant: str, key_id: str) -> dict:
+        """Revoke the tenant's key ``key_id``, returning its record. Revoking a revoked key changes nothing
+        (the first ``revoked_at`` stays). KeyError if the tenant has no such key: another tenant's key is
+        treated exactly like an unknown one."""
+        with self._lock:
+            record = self._records.get(key_id)
+            if record is None or record.tenant != tenant:
+                raise KeyError(key_id)
+            if record.revoked_at is None:
+                revoked = dataclasses.replace(record, revoked_at=_now())
+                self._save({**self._records, key_id: revoked})
+                self._records[key_id] = record = revoked
+                self._active.pop(record.hash, None)
+            return record.public()
 
     def stored_hashes(self) -> list[str]:
-        return list(self._keys)
+        with self._lock:
+            return [r.hash for r in self._records.values()]
+
+    def _save(self, records: dict[str, ApiKeyRecord]) -> None:
+        """Write ``records`` to the file, atomically: a crash leaves the old file or the new one, never half."""
+        if self._path is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self._path))
+        os.makedirs(directory, exist_ok=True)
+        document = {"version": self.FORMAT_VERSION,
+                    "keys": [{**dataclasses.asdict(r), "roles": list(r.roles)} for r in records.values()]}
+        fd, tmp = tempfile.mkstemp(prefix=".api-keys-", suffix=".tmp", dir=directory)  # created 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                json.dump(document, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @classmethod
+    def _load(cls, path: str) -> list[ApiKeyRecord]:
+        """The records in ``path``; a file that is not what ``_save`` writes is an error, never an empty store
+        (starting with no keys, or with half of them, would hide the problem)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            if not isinstance(document, dict) or document.get("version") != cls.FORMAT_VERSION:
+                raise ValueError(f"expected a version {cls.FORMAT_VERSION} document")
+            records = []
+            for entry in document["keys"]:
+                record = ApiKeyRecord(**{**entry, "roles": tuple(entry["roles"])})
+                well_formed = (
+                    all(isinstance(v, str) and v for v in (record.key_id, record.hash, record.subject,
+                                                           record.tenant, record.created_at))
+                    and len(record.hash) == 64 and isinstance(entry["roles"], list)
+                    and all(isinstance(r, str) for r in record.roles)
+                    and isinstance(record.revoked_at, (str, type(None))))
+                if not well_formed:
+                    raise ValueError(f"malformed record {record.key_id!r}")
+                records.append(record)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"cannot read the API key store {path}: {exc}") from exc
+        if len({r.key_id for r in records}) != len(records):
+            raise ValueError(f"cannot read the API key store {path}: duplicate key ids")
+        return records
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 class TokenIssuer:
@@ -110,7 +255,7 @@ class TokenIssuer:
             "id_token_signing_alg_values_supported": ["ES256"],
             "subject_types_supported": ["public"],
             "response_types_supported": ["token"],
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "tenant", "roles"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "tenant", "roles", "key"],
         }
 
     def issue(self, principal: Principal, now: float | None = None) -> str:
@@ -120,6 +265,8 @@ class TokenIssuer:
         claims = {"iss": self.issuer, "aud": self.audience, "sub": principal.subject, "tenant": principal.tenant,
                   "roles": list(principal.roles), "iat": now, "nbf": now, "exp": now + self.ttl_s,
                   "jti": secrets.token_hex(8)}
+        if principal.api_key_id is not None:  # so that revoking the key ends the token too
+            claims["key"] = principal.api_key_id
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
     def verify(self, token: str) -> Principal:
@@ -136,10 +283,14 @@ class TokenIssuer:
                 raise jwt.InvalidTokenError(f"the {claim!r} claim must be a non-empty string")
         if not isinstance(claims["roles"], list) or not all(isinstance(r, str) for r in claims["roles"]):
             raise jwt.InvalidTokenError("the 'roles' claim must be a list of strings")
+        api_key_id = claims.get("key")
+        if api_key_id is not None and (not isinstance(api_key_id, str) or not api_key_id.strip()):
+            raise jwt.InvalidTokenError("the 'key' claim must be a non-empty string")
         roles = tuple(r for r in claims["roles"] if r in ROLE_PERMISSIONS)
         # The tenant is part of the key: subjects are only unique within a tenant, and two tenants' "ann"
         # must not share (and exhaust) one rate-limit bucket or be mixed up in audit records.
-        return Principal(claims["sub"], claims["tenant"], roles, key_id=f"jwt:{claims['tenant']}:{claims['sub']}")
+        return Principal(claims["sub"], claims["tenant"], roles, key_id=f"jwt:{claims['tenant']}:{claims['sub']}",
+                         api_key_id=api_key_id)
 
 
 class RateLimiter:

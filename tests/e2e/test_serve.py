@@ -81,6 +81,51 @@ def test_serve_applies_the_rate_limit_it_is_given(tmp_path):
         proc.wait(20)
 
 
+def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_path):
+    """Keys live in <home>/api-keys.json: a restart prints a new bootstrap admin key and revokes the last one, while
+    a key an admin created keeps working."""
+    import os
+    import stat
+
+    def started(proc, base):
+        url = f"http://127.0.0.1:{base + 1}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/health")
+                return url
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proc.kill()
+        raise AssertionError("the derivatives service did not answer")
+
+    proc, base, first = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
+    try:
+        url = started(proc, base)
+        created = httpx.post(f"{url}/auth/keys", json={"subject": "ci", "roles": ["viewer"]},
+                             headers={"X-API-Key": first})
+        assert created.status_code == 201, created.text
+        ci_key = created.json()["api_key"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    proc, base, second = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
+    try:
+        url = started(proc, base)
+        assert second != first
+        assert httpx.get(f"{url}/auth/keys", headers={"X-API-Key": first}).status_code == 401  # revoked
+        listed = httpx.get(f"{url}/auth/keys", headers={"X-API-Key": second})
+        assert listed.status_code == 200
+        active = sorted(k["subject"] for k in listed.json() if k["revoked_at"] is None)
+        assert active == ["bootstrap-admin", "ci"]
+        assert httpx.post(f"{url}/auth/token", json={"api_key": ci_key}).status_code == 200  # survived the restart
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    store = tmp_path / "home" / "api-keys.json"
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    assert first not in store.read_text() and ci_key not in store.read_text()
+
+
 def _busy(port: int) -> bool:
     import socket
 
