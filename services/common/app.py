@@ -99,8 +99,9 @@ class ServiceContext:
             handler = logging.StreamHandler()
             handler.setFormatter(JsonFormatter())
             self.logger.addHandler(handler)
-            self.logger.setLevel(logging.INFO)
             self.logger.propagate = False
+        if self.logger.level == logging.NOTSET:  # a logger someone else gave a handler first must still log INFO
+            self.logger.setLevel(logging.INFO)
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()

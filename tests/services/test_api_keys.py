@@ -166,6 +166,10 @@ def test_the_clear_key_is_in_no_log_line_and_no_audit_record(service, tmp_path):
     base, ctx, admin = service
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
+    # the logger is process-wide by name: another test's library (a logging config, a level) must not mute it here
+    level, disabled = ctx.logger.level, ctx.logger.disabled
+    ctx.logger.setLevel(logging.INFO)
+    ctx.logger.disabled = False
     ctx.logger.addHandler(handler)
     try:
         created = create(base, admin)
@@ -175,6 +179,8 @@ def test_the_clear_key_is_in_no_log_line_and_no_audit_record(service, tmp_path):
         httpx.post(f"{base}/auth/keys", json={"subject": "ci", "roles": ["nope"]}, headers=key_header(admin))
     finally:
         ctx.logger.removeHandler(handler)
+        ctx.logger.setLevel(level)
+        ctx.logger.disabled = disabled
     audit_file = (tmp_path / "audit.jsonl").read_text()
     records = [json.loads(line) for line in audit_file.splitlines()]
     assert [(r["method"], r["status"], r["tenant"], r["subject"])
