@@ -24,15 +24,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from models.federated import data as datasets
-from models.federated.model import accuracy_and_loss, build_model, from_record, load_numpy, to_record
-from models.federated.training import (
-    DPSpec,
-    dp_training_size,
-    epsilon_after,
-    noise_multiplier_for,
-    planned_history,
-    train_local,
-)
+
+# torch (through models.federated.model/training) is imported by the handlers that train or evaluate: on a
+# SuperNode every message starts a ClientApp process of its own, and a `query` needs no torch.
 
 STATE_CONTROL = "scaffold-client-control"
 STATE_CONTROL_ROUNDS = "scaffold-control-rounds"
@@ -63,6 +57,8 @@ def participant_split(config: ConfigRecord, context: Context) -> datasets.Split:
 
 
 def _model(config: ConfigRecord, arrays: ArrayRecord):
+    from models.federated.model import build_model, from_record, load_numpy
+
     model = build_model(int(config["num-features"]), int(config["num-classes"]), int(config["hidden"]))
     load_numpy(model, from_record(arrays))
     return model
@@ -91,6 +87,16 @@ def handle_query(msg: Message, context: Context) -> Message:
 
 
 def handle_train(msg: Message, context: Context) -> Message:
+    from models.federated.model import from_record, to_record
+    from models.federated.training import (
+        DPSpec,
+        dp_training_size,
+        epsilon_after,
+        noise_multiplier_for,
+        planned_history,
+        train_local,
+    )
+
     config = msg.content["config"]
     split = participant_split(config, context)
     model = _model(config, msg.content["arrays"])
@@ -156,6 +162,8 @@ def handle_train(msg: Message, context: Context) -> Message:
 
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
+    from models.federated.model import accuracy_and_loss
+
     config = msg.content["config"]
     split = participant_split(config, context)
     model = _model(config, msg.content["arrays"])

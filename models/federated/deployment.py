@@ -82,8 +82,19 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float = 180
     run_id = json.loads(submitted.stdout)["run-id"]
     log(f"submitted run {run_id} to the SuperLink at {control_address}")
     deadline = time.monotonic() + timeout
+    # `flwr log --stream` returns when the SuperLink has sent the whole log of a finished run: one process
+    # waits for the run (a `flwr ls` every few seconds would start a Python process each time).
+    server_log = workdir / "serverapp.log"
+    with open(server_log, "w") as handle:
+        streamer = subprocess.Popen([_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"], env=env,
+                                    stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            streamer.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            streamer.kill()
+            streamer.wait()
     status = ""
-    while time.monotonic() < deadline:
+    while True:  # the stream may also have ended early (a dropped connection): the status decides
         listed = subprocess.run([_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
                                 env=env, capture_output=True, text=True, timeout=60)
         if listed.returncode == 0 and listed.stdout.strip():
@@ -91,16 +102,23 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float = 180
             status = runs[0].get("status", "") if runs else ""
             if status.startswith(FINISHED):
                 break
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r}); "
+                               f"ServerApp log: {_tail(server_log)}")
         time.sleep(2)
-    else:
-        raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r})")
     history_path = Path(output_dir) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
     if not status.endswith("completed") or not history.get("complete"):
         raise RuntimeError(f"run {run_id} ended with status {status!r}"
-                           + ("" if history.get("complete") else " and an incomplete history"))
-    history.update({"output_dir": output_dir, "run_id": run_id, "status": status})
+                           + ("" if history.get("complete") else " and an incomplete history")
+                           + f"; ServerApp log: {_tail(server_log)}")
+    history.update({"output_dir": output_dir, "run_id": run_id, "status": status, "server_log": str(server_log)})
     return history
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-chars:] if text.strip() else "(empty)"
 
 
 @dataclass

@@ -261,3 +261,17 @@ def test_dp_noise_and_sampling_cannot_be_reproduced_from_the_run_seed():
     private = [train(spec) for _ in range(2)]
     assert not all(np.array_equal(a, b) for a, b in zip(private[0].arrays, private[1].arrays))
     assert private[0].epsilon == pytest.approx(private[1].epsilon)  # the accounting does not depend on the draw
+
+
+def test_loading_the_client_app_imports_no_torch():
+    """On a SuperNode every message starts a ClientApp process of its own; a `query` (who is this node?) must not
+    pay for importing torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, models.federated.client_app; "
+            "print(sorted(m for m in ('torch', 'opacus', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
