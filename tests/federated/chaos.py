@@ -20,10 +20,13 @@ from models.federated.client_app import handle_evaluate, handle_query, handle_tr
 from models.federated.model import from_record, to_record
 
 
-def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
-          crash_rounds: list[int] = (), control: dict | None = None) -> ClientApp:
-    """``control``: partition -> "missing" (no SCAFFOLD Δc in the reply), "scalar" (one scalar per array, which
+def build(crash: list[int] | dict = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
+          sleep_rounds: list[int] = (), control: dict | None = None) -> ClientApp:
+    """``crash``: partitions that crash in every round, or partition -> the rounds it crashes in (empty: every
+    round). ``sleep``: partition -> seconds it sleeps before training (in ``sleep_rounds``; empty: every round).
+    ``control``: partition -> "missing" (no SCAFFOLD Δc in the reply), "scalar" (one scalar per array, which
     would broadcast), "scaled" (Δc × 1000) or "inf" (an inf in Δc)."""
+    crash = {int(k): list(v) for k, v in crash.items()} if isinstance(crash, dict) else {int(k): [] for k in crash}
     sleep = {int(k): float(v) for k, v in (sleep or {}).items()}
     control = {int(k): str(v) for k, v in (control or {}).items()}
     app = ClientApp()
@@ -34,9 +37,9 @@ def build(crash: list[int] = (), nan: list[int] = (), huge: list[int] = (), slee
     def train(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
         rnd = int(msg.content["config"]["server-round"])
-        if pid in crash and (not crash_rounds or rnd in crash_rounds):
+        if pid in crash and (not crash[pid] or rnd in crash[pid]):
             raise RuntimeError(f"participant {pid} crashed mid-round")
-        if pid in sleep:
+        if pid in sleep and (not sleep_rounds or rnd in sleep_rounds):
             time.sleep(sleep[pid])
         reply = handle_train(msg, context)
         if pid in nan or pid in huge:

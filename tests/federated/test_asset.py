@@ -2,6 +2,7 @@
 simulation in a Pipes subprocess -> metadata, baseline check, MLflow registration, registry update."""
 
 import datetime as dt
+import socket
 import sys
 
 import pytest
@@ -30,6 +31,26 @@ def seed_lake(lake):
     lake.append("silver.accounts", pa.table({"account_id": [a.account_id for a in people],
                                              "tenant_id": [a.tenant_id for a in people]}))
     return sorted({a.tenant_id for a in people})
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+    import struct
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in list(handle)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                    continue
+                raw = bytes.fromhex(address)  # the kernel's words, each in host byte order
+                words = b"".join(struct.pack("<I", struct.unpack(">I", raw[i:i + 4])[0]) for i in range(0, len(raw), 4))
+                ip = ipaddress.ip_address(words)
+                found.add(str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip))
+    return found
 
 
 def cli(*args):
@@ -91,9 +112,11 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
 
 
 @pytest.mark.slow
-def test_the_asset_trains_through_a_superlink_with_one_supernode_per_tenant(settings, lake, tmp_path, monkeypatch):
-    """PLATFORMQ_FLOWER_SUPERLINK set: the asset submits the ServerApp with ``flwr run``; each tenant's
-    SuperNode names its data in --node-config (data-dir and its tenant id)."""
+def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(settings, lake, tmp_path, monkeypatch):
+    """The deployment engine, the production path: a SuperLink and three SuperNodes as separate processes on
+    127.0.0.1, one per tenant. With PLATFORMQ_FLOWER_SUPERLINK set the asset submits the same ServerApp the
+    simulation runs with ``flwr run`` (the app's code comes from the project, nothing is installed at run time);
+    each tenant's SuperNode names its data in --node-config (data-dir and its tenant id)."""
     from models.federated.deployment import LoopbackFederation
     from platformq_assets.definitions import build_definitions
     from platformq_assets.federated import participants as registry
@@ -110,6 +133,11 @@ def test_the_asset_trains_through_a_superlink_with_one_supernode_per_tenant(sett
                                     node_config={"dataset": "npz", "data-dir": str(export)},
                                     node_configs=[{"participant": t} for t in reversed(tenants)])
     with federation:
+        for port in federation.ports.values():  # every API listens, and on loopback only
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) == 0
+            assert listening_addresses(port) == {"127.0.0.1"}, port
+        assert len(federation.processes) == 4 and all(p.poll() is None for p, _ in federation.processes)
         monkeypatch.setenv("PLATFORMQ_FLOWER_SUPERLINK", federation.control_address)
         load_settings.cache_clear()
         assert load_settings().flower_superlink == federation.control_address
@@ -170,8 +198,6 @@ def enrol_all_and_fail_one_round(lake, **config) -> tuple:
 def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation(lake, monkeypatch):
     """The tenants spent ε once their noised updates reached the server: a failure after the federation (here the
     MLflow server is unreachable when the model is logged) must not lose it from the lifetime budget."""
-    import socket
-
     from platformq_assets.federated import participants as registry
     from resources.settings import load_settings
 
