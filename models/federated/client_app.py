@@ -110,6 +110,11 @@ def handle_train(msg: Message, context: Context) -> Message:
             saved = context.state.config_records[STATE_ACCOUNTANT]
             history = list(zip(saved["noise"], saved["rate"], saved["steps"]))
     participant = ConfigRecord({"participant": split.participant})
+    if epochs < int(config["local-epochs"]) and str(config.get("straggler-policy", "partial")) == "drop":
+        # A simulated straggler that must finish every epoch misses the round's deadline: no update is sent (and
+        # nothing leaves the device, so no ε is spent).
+        metrics = MetricRecord({"num-examples": 0, "straggler-dropped": 1, "epochs-done": epochs})
+        return Message(content=RecordDict({"metrics": metrics, "participant": participant}), reply_to=msg)
 
     budget = float(config.get("epsilon-budget", 0.0))
     spent_before = float(config.get("epsilon-spent-before", 0.0))

@@ -23,6 +23,10 @@ class FederatedConfig:
     discovery_timeout: float = 120.0  # seconds to wait for nodes to connect and say who they are
     local_epochs: int = 1
     straggler_fraction: float = 0.0  # simulated systems heterogeneity: see client_app.local_epochs
+    # what becomes of a straggler's work: "partial" (aggregated like any other update: FedProx's inexact local
+    # solutions) or "drop" (it missed the round's deadline: no update, recorded as failed, which is what FedAvg
+    # with a fixed number of local epochs and a round timeout does, and the FedProx paper's FedAvg baseline)
+    straggler_policy: str = "partial"
     batch_size: int = 32
     lr: float = 0.1
     proximal_mu: float = 0.0  # FedProx μ (the client adds μ/2·‖w − w_t‖²)
@@ -58,6 +62,8 @@ class FederatedConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.dp not in ("none", "client"):
             raise ValueError(f"dp must be 'none' or 'client', not {self.dp!r}")
+        if self.straggler_policy not in ("partial", "drop"):
+            raise ValueError(f"straggler-policy must be 'partial' or 'drop', not {self.straggler_policy!r}")
         if self.central_dp_noise > 0 and self.strategy == "scaffold":
             raise ValueError("central DP (Flower's clipping wrapper) does not compose with SCAFFOLD: it would clip "
                              "the control-variate updates as if they were model updates")

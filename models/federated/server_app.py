@@ -22,7 +22,8 @@ from models.federated.strategies import build_strategy
 
 CLIENT_KEYS = ("dataset", "data-dir", "partitioning", "alpha", "seed", "hidden", "local-epochs", "batch-size", "lr",
                "dp", "dp-target-epsilon", "dp-delta", "dp-max-grad-norm", "num-rounds", "epsilon-budget",
-               "balanced-loss", "validation", "straggler-fraction")
+               "balanced-loss", "validation", "straggler-fraction",
+               "straggler-policy")
 
 
 def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:

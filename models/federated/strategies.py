@@ -150,6 +150,10 @@ class PlatformStrategy(FedAvg):
             record.setdefault("clients", {})[who] = {k: v for k, v in dict(metrics).items()}
             if "epsilon" in metrics:
                 self.epsilon[who] = float(metrics["epsilon"])
+            if int(metrics.get("straggler-dropped", 0)):
+                record["failed"].append({"participant": who, "reason": "straggler: missed the round deadline after "
+                                         f"{int(metrics.get('epochs-done', 0))} of {self.cfg.local_epochs} epochs"})
+                continue
             if int(metrics.get("budget-exhausted", 0)):
                 self.exhausted.add(who)
                 record["failed"].append({"participant": who, "reason": "epsilon budget spent"})

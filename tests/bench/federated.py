@@ -138,12 +138,19 @@ def bench_noniid(report, pct, stragglers: float = 0.0) -> None:
     """``stragglers`` > 0: that share of participants per round completes only 1..E−1 local epochs (the FedProx
     paper's systems heterogeneity; their partial work is aggregated by every strategy alike)."""
     extra = {"straggler-fraction": stragglers} if stragglers else {}
-    acc = per_seed({"FedAvg": {"strategy": "fedavg", **extra},
-                    "FedProx": {"strategy": "fedprox", "proximal-mu": PROXIMAL_MU, **extra},
-                    "SCAFFOLD": {"strategy": "scaffold", **extra}})
+    configs = {"FedAvg": {"strategy": "fedavg", **extra},
+               "FedProx": {"strategy": "fedprox", "proximal-mu": PROXIMAL_MU, **extra},
+               "SCAFFOLD": {"strategy": "scaffold", **extra}}
+    if stragglers:  # the FedProx paper's FedAvg: a straggler misses the round deadline and its work is dropped
+        configs["FedAvg-drop"] = {"strategy": "fedavg", **extra, "straggler-policy": "drop"}
+    acc = per_seed(configs)
     fedavg = mean(acc["FedAvg"])
     label = f"FL Dir(0.3) {int(100 * stragglers)}%strag." if stragglers else "FL Dir(0.3)"
     report(f"{label} FedAvg", pct(fedavg), "% acc", pct(fedavg), "% FedAvg", 1.0, "(ref)", True)
+    if stragglers:
+        dropped = mean(acc["FedAvg-drop"])
+        report(f"{label} FedAvg drops", pct(dropped), "% acc", pct(fedavg), "% FedAvg", dropped / fedavg,
+               "(reported)", True)
     for name in ("FedProx", "SCAFFOLD"):
         value = mean(acc[name])
         report(f"{label} {name}", pct(value), "% acc", pct(fedavg), "% FedAvg", value / fedavg,

@@ -211,6 +211,8 @@ def test_a_node_that_names_its_participant_reads_that_participants_file(tmp_path
 
 
 def test_config_rejects_central_dp_with_scaffold_and_unknown_strategies():
+    with pytest.raises(ValueError, match="straggler-policy must be 'partial' or 'drop'"):
+        FederatedConfig.from_mapping({"straggler-policy": "wait"})
     with pytest.raises(ValueError, match="SCAFFOLD"):
         FederatedConfig(strategy="scaffold", central_dp_noise=1.0)
     with pytest.raises(ValueError, match="unknown strategy"):

@@ -41,6 +41,30 @@ def test_fedprox_sends_mu_and_clients_train_with_it_under_central_dp(tmp_path):
     assert 4 in epochs_seen and epochs_seen - {4}  # both full and partial work happened in this run
 
 
+def test_fedavg_that_drops_stragglers_records_them_as_failed_and_averages_the_others(tmp_path):
+    # The FedProx paper's FedAvg baseline: a participant that cannot finish its E epochs misses the round's
+    # deadline and its work is dropped (the same stragglers as the FedProx test above: same seed and draws).
+    stragglers = {"local-epochs": 4, "straggler-fraction": 0.5, "straggler-policy": "drop"}
+    history = simulate(tmp_path, {**FAST, **stragglers, "strategy": "fedavg", "min-participants": 1},
+                       participants=3)
+    dropped = accepted = 0
+    for number, record in rounds(history).items():
+        if number == 0:
+            continue
+        failed = {f["participant"]: f["reason"] for f in record["failed"]}
+        for participant in ("p0", "p1", "p2"):
+            epochs = local_epochs({**FAST, **stragglers, "seed": 0, "server-round": number}, participant)
+            if epochs < 4:
+                assert failed[participant] == f"straggler: missed the round deadline after {epochs} of 4 epochs"
+                assert participant not in record["accepted"]
+                dropped += 1
+            else:
+                assert participant in record["accepted"] and participant not in failed
+                accepted += 1
+    assert dropped and accepted  # both happened in this run
+    assert rounds(history)[3]["server_accuracy"] > rounds(history)[0]["server_accuracy"] + 0.3
+
+
 def test_dp_sgd_accounts_epsilon_per_participant_and_the_budget_stops_them(tmp_path):
     # noise calibrated for ε = 8 over 3 rounds (ε ≈ 5.4, 6.8, 8.0 after each), budget 7.5;
     # p1 already spent 2.0 in an earlier run.
