@@ -257,21 +257,16 @@ class ObserveMiddleware:
         state = scope.setdefault("state", {})
         state["correlation_id"] = correlation_id
         status = 500
-
-        async def send_with_id(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    headers.append((b"x-request-id", correlation_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
         started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
+        recorded = False
+
+        def record() -> None:
+            """The request's log line, metrics and audit record, once: before the response's last byte is sent
+            (a client holding its answer finds them written), or when the app ends without a response."""
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             elapsed = time.perf_counter() - started
             method = scope["method"]
             route_path = getattr(scope.get("route"), "path", "unmatched")
@@ -290,6 +285,23 @@ class ObserveMiddleware:
                     tenant=principal.tenant if principal else None,
                     subject=principal.subject if principal else None,
                     method=method, path=scope["path"], status=status))
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", correlation_id.encode()))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            record()
 
 
 def create_service_app(ctx: ServiceContext, title: str, description: str = "", version: str = "1.0.0") -> FastAPI:

@@ -84,9 +84,11 @@ class ApiKeyRecord:
 class ApiKeyStore:
     """API keys by hash. Thread-safe; keys are never stored or logged in clear.
 
-    With ``path`` the records persist as JSON (mode 0600, replaced atomically on every change, read at
-    construction); without it they live in memory only. Revoked keys stay listed, with ``revoked_at``.
-    One process writes the file: two processes sharing it would overwrite each other's changes.
+    With ``path`` the records persist as JSON (mode 0600, replaced atomically on every change); without it
+    they live in memory only. Revoked keys stay listed, with ``revoked_at``. Several processes may share
+    one file (several API workers on one host): a change is made under an exclusive lock on
+    ``<path>.lock`` and on the file as it is then, and every read first reloads the file if it changed,
+    so a key created or revoked by one process counts in the others at their next request.
     """
 
     FORMAT_VERSION = 1
@@ -95,12 +97,47 @@ class ApiKeyStore:
         self._path = os.fspath(path) if path is not None else None
         self._records: dict[str, ApiKeyRecord] = {}  # by key_id, in creation order
         self._active: dict[str, Principal] = {}  # by hash: the lookup of every request
-        self._lock = threading.Lock()
-        if self._path is not None and os.path.exists(self._path):
-            for record in self._load(self._path):
-                self._records[record.key_id] = record
-                if record.revoked_at is None:
-                    self._active[record.hash] = record.principal()
+        self._lock = threading.RLock()
+        self._seen: tuple | None = None  # the file's identity when last read (inode, size, times)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Reload the records if the file changed since it was last read (another process wrote it)."""
+        if self._path is None:
+            return
+        with self._lock:
+            seen = self._identity()
+            if seen == self._seen and (seen is not None or not self._records):
+                return
+            records = self._load(self._path) if seen is not None else []
+            self._records = {r.key_id: r for r in records}
+            self._active = {r.hash: r.principal() for r in records if r.revoked_at is None}
+            self._seen = seen
+
+    def _identity(self) -> tuple | None:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """Held while a change is made: this process's lock, then the file's (other processes), on fresh records."""
+        with self._lock:
+            if self._path is None:
+                yield
+                return
+            import fcntl
+
+            os.makedirs(os.path.dirname(os.path.abspath(self._path)), exist_ok=True)
+            fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._refresh()
+                yield
+            finally:
+                os.close(fd)  # releases the lock
 
     def create(self, subject: str, tenant: str, roles: Iterable[str]) -> str:
         """A new key for ``subject`` in ``tenant``: the clear key, returned this once and kept nowhere."""
@@ -119,7 +156,7 @@ class ApiKeyStore:
         digest = hash_key(key)
         record = ApiKeyRecord(key_id=digest[:16], hash=digest, subject=subject, tenant=tenant, roles=roles,
                               created_at=_now())
-        with self._lock:
+        with self._changing():
             if record.key_id in self._records:  # 2**-64 per pair of keys; never silently shadow one
                 raise RuntimeError("API key id collision; create the key again")
             self._save({**self._records, record.key_id: record})
@@ -129,15 +166,18 @@ class ApiKeyStore:
 
     def lookup(self, key: str) -> Principal | None:
         """The principal of an active key; None for an unknown or revoked one."""
+        self._refresh()
         return self._active.get(hash_key(key))
 
     def is_active(self, key_id: str) -> bool:
         """Whether ``key_id`` names a key of this store that is not revoked."""
+        self._refresh()
         record = self._records.get(key_id)
         return record is not None and record.revoked_at is None
 
     def list(self, tenant: str) -> list[dict]:
         """The tenant's keys, revoked ones included, oldest first; no hashes, no secrets."""
+        self._refresh()
         with self._lock:
             return [r.public() for r in self._records.values() if r.tenant == tenant]
 
@@ -145,7 +185,7 @@ class ApiKeyStore:
         """Revoke the tenant's key ``key_id``, returning its record. Revoking a revoked key changes nothing
         (the first ``revoked_at`` stays). KeyError if the tenant has no such key: another tenant's key is
         treated exactly like an unknown one."""
-        with self._lock:
+        with self._changing():
             record = self._records.get(key_id)
             if record is None or record.tenant != tenant:
                 raise KeyError(key_id)
@@ -157,6 +197,7 @@ class ApiKeyStore:
             return record.public()
 
     def stored_hashes(self) -> list[str]:
+        self._refresh()
         with self._lock:
             return [r.hash for r in self._records.values()]
 
@@ -176,6 +217,7 @@ class ApiKeyStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self._path)
+            self._seen = self._identity()  # our own write (other writers wait for the lock we hold)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

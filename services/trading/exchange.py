@@ -244,7 +244,7 @@ class Exchange:
         """Back to the checkpoint. Only runs when the journal write failed, so its cost (replaying the
         engine's commands up to the batch) is paid only then."""
         engine = self.engine
-        n_trades, n_journal, n_fills, n_links = saved["lengths"]
+        n_trades, n_journal, n_fills, _ = saved["lengths"]  # the copy links are cut back with the rest below
         rebuilt = MatchingEngine.replay(engine.journal[:n_journal], list(engine.books),
                                         self_trade_prevention=engine.stp)
         if (rebuilt._next_order_id, rebuilt._next_trade_id, len(rebuilt.trades)) != (

@@ -210,7 +210,7 @@ def test_a_store_on_the_same_path_sees_created_and_revoked_keys(tmp_path):
     text = path.read_text()
     for key in (kept, gone, other):
         assert key not in text and key[3:] not in text
-    assert sorted(os.listdir(path.parent)) == ["api-keys.json"]  # no temporary file left behind
+    assert sorted(os.listdir(path.parent)) == ["api-keys.json", "api-keys.json.lock"]  # no temporary file left
 
     again = ApiKeyStore(path)
     assert again.lookup(kept) == store.lookup(kept)
@@ -223,6 +223,36 @@ def test_a_store_on_the_same_path_sees_created_and_revoked_keys(tmp_path):
     # a change made through the second store persists too, still 0600
     again.revoke("t2", again.lookup(other).key_id)
     assert ApiKeyStore(path).lookup(other) is None and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_stores_sharing_a_file_see_each_others_changes_at_the_next_request(tmp_path):
+    path = tmp_path / "api-keys.json"
+    first, second = ApiKeyStore(path), ApiKeyStore(path)  # e.g. two API workers
+    key = second.create("alice", "t1", ["viewer"])
+    assert first.lookup(key).subject == "alice"  # created elsewhere: valid here without a restart
+    first.revoke("t1", first.lookup(key).key_id)
+    assert second.lookup(key) is None and not second.is_active(second.list("t1")[0]["key_id"])  # revoked elsewhere
+    other = first.create("bob", "t1", ["viewer"])
+    assert [e["subject"] for e in second.list("t1")] == ["alice", "bob"] and second.lookup(other) is not None
+
+
+def test_two_processes_creating_keys_at_once_on_one_file_lose_none(tmp_path):
+    """Each change is made under the file's lock on the records as they are then: no process overwrites
+    another's keys (it used to: each wrote its own view of the file)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "api-keys.json"
+    script = ("import sys\nfrom services.common.auth import ApiKeyStore\nstore = ApiKeyStore(sys.argv[1])\n"
+              "for i in range(40):\n    print(store.create(f'{sys.argv[2]}-{i}', 't1', ['viewer']), flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name], cwd=root, stdout=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    keys = [line for proc in procs for line in proc.communicate(timeout=120)[0].split()]
+    assert [proc.returncode for proc in procs] == [0, 0] and len(keys) == 80
+    store = ApiKeyStore(path)
+    assert len(store.list("t1")) == 80 and all(store.lookup(key) is not None for key in keys)
 
 
 def test_an_in_memory_store_writes_nothing_and_a_damaged_file_is_an_error(tmp_path, monkeypatch):
