@@ -55,10 +55,13 @@ def run_federation(grid: Grid, cfg: FederatedConfig) -> dict:
             "complete": complete,
             "config": run_config,
             "seconds": time.monotonic() - started,
-            "rounds": [{k: v for k, v in base.rounds[r].items() if k != "started"} for r in sorted(base.rounds)],
+            # a partial history (written after each round) holds the finished rounds only
+            "rounds": [{k: v for k, v in base.rounds[r].items() if k != "started"} for r in sorted(base.rounds)
+                       if complete or not base.rounds[r].get("in_progress")],
             "participants": sorted(set(base.participants.values())),
             "suspended": sorted(base.suspended),
             "epsilon": dict(base.epsilon),
+            "epsilon_in_flight": dict(base.in_flight),
             "budget_exhausted": sorted(base.exhausted),
             "events": list(base.events),
             "num_features": num_features,

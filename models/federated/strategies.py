@@ -71,6 +71,9 @@ class PlatformStrategy(FedAvg):
         self.exhausted: set[str] = ({p for p, eps in self.spent_before.items() if eps >= cfg.epsilon_budget}
                                     if cfg.dp == "client" and cfg.epsilon_budget > 0 else set())
         self.epsilon: dict[str, float] = {}
+        # participants sent a DP round's training message whose replies are not recorded yet, with the most ε
+        # they can have spent by then (see configure_train)
+        self.in_flight: dict[str, float] = {}
         self.rounds: dict[int, dict] = {}
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
@@ -130,13 +133,22 @@ class PlatformStrategy(FedAvg):
         config["server-round"] = server_round
         self.rounds[server_round] = {"round": server_round, "sampled": sorted(self._sampled.values()),
                                      "accepted": [], "failed": [], "rejected": [], "skipped": False,
-                                     "started": time.monotonic()}
+                                     "started": time.monotonic(), "in_progress": True}
         log(INFO, "configure_train: %d of %d eligible participants sampled (suspended: %s, budget spent: %s)",
             len(sampled), len(eligible), sorted(self.suspended), sorted(self.exhausted))
+        if self.cfg.dp == "client":
+            # Once these messages leave, each participant trains and sends a noised update, whether or not this
+            # server lives to record its reply. Its noise is calibrated so that the whole run costs at most
+            # dp-target-epsilon, so that (plus what it spent before) bounds what it has spent: on disk before
+            # the messages leave, so a server dying mid-round still has it charged (more, never less).
+            self.in_flight = {p: self.spent_before.get(p, 0.0) + self.cfg.dp_target_epsilon
+                              for p in self._sampled.values()}
+            self._round_done()
         return self._messages(sampled, arrays, config, MessageType.TRAIN, with_extra=True)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         record = self.rounds[server_round]
+        record.pop("in_progress", None)
         accepted: list[Message] = []
         replied = set()
         for msg in replies:
@@ -169,6 +181,7 @@ class PlatformStrategy(FedAvg):
         for node, who in self._sampled.items():
             if node not in replied:
                 record["failed"].append({"participant": who, "reason": f"no reply within {self.cfg.round_timeout:g}s"})
+        self.in_flight = {}  # every reply of the round is recorded (ε in self.epsilon), or none came
         # a fixed order (not arrival order) for the float sums below: the same inputs give the same model
         accepted.sort(key=lambda m: self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id)))
         record["accepted"] = [self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id))

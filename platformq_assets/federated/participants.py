@@ -107,6 +107,10 @@ def record_run(lake, rows: list[dict], history: dict) -> None:
         if tenant not in seen or row is None:
             continue
         update = {**row, "last_seen": _now(), "rounds_joined": (row["rounds_joined"] or 0) + joined.get(tenant, 0)}
-        if tenant in history.get("epsilon", {}):
-            update["epsilon_spent"] = max(float(row["epsilon_spent"] or 0.0), float(history["epsilon"][tenant]))
+        # ε its recorded replies report, or, for a round the server never finished (it died with the
+        # participant's noised update sent), the most that round can have cost: the larger counts
+        spent = [float(source[tenant]) for source in (history.get("epsilon", {}), history.get("epsilon_in_flight", {}))
+                 if tenant in source]
+        if spent:
+            update["epsilon_spent"] = max(float(row["epsilon_spent"] or 0.0), *spent)
         _write(lake, update)

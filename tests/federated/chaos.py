@@ -71,10 +71,11 @@ class ServerCrashed(RuntimeError):
 
 
 class _CrashingGrid:
-    """The real Grid, except that sending round ``after_round + 1``'s training messages raises."""
+    """The real Grid, except that round ``after_round + 1``'s training messages make it raise: before they are
+    sent, or (``mid_round``) once they were sent and the participants' replies are back."""
 
-    def __init__(self, grid: Grid, after_round: int):
-        self._grid, self._after, self._train_rounds = grid, after_round, 0
+    def __init__(self, grid: Grid, after_round: int, mid_round: bool = False):
+        self._grid, self._after, self._mid_round, self._train_rounds = grid, after_round, mid_round, 0
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -84,11 +85,14 @@ class _CrashingGrid:
         if any(m.metadata.message_type == MessageType.TRAIN for m in messages):
             self._train_rounds += 1
             if self._train_rounds > self._after:
+                if self._mid_round:
+                    self._grid.send_and_receive(messages, *args, **kwargs)
+                    raise ServerCrashed(f"server process failed in round {self._after + 1}, with the replies in")
                 raise ServerCrashed(f"server process failed after round {self._after}")
         return self._grid.send_and_receive(messages, *args, **kwargs)
 
 
-def crashing_server(run_config: dict, after_round: int) -> ServerApp:
+def crashing_server(run_config: dict, after_round: int, mid_round: bool = False) -> ServerApp:
     from models.federated.config import FederatedConfig
     from models.federated.server_app import run_federation
 
@@ -96,6 +100,6 @@ def crashing_server(run_config: dict, after_round: int) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(_CrashingGrid(grid, after_round), FederatedConfig.from_mapping(run_config))
+        run_federation(_CrashingGrid(grid, after_round, mid_round), FederatedConfig.from_mapping(run_config))
 
     return app

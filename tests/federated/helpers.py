@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def simulate(tmp_path: Path, config: dict, participants: int, chaos: dict | None = None, timeout: int = 240,
-             server_crash_after: int | None = None) -> dict:
-    """``server_crash_after`` k: the ServerApp fails once round k is done; the run must then fail."""
+             server_crash_after: int | None = None, mid_round: bool = False) -> dict:
+    """``server_crash_after`` k: the ServerApp fails once round k is done (``mid_round``: in round k + 1, once its
+    training replies are in); the run must then fail."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "models.federated.simulation", "--config",
                json.dumps({**config, "output-dir": str(out)}), "--participants", str(participants)]
@@ -23,7 +24,7 @@ def simulate(tmp_path: Path, config: dict, participants: int, chaos: dict | None
         command += ["--client-app", "tests.federated.chaos:build", "--client-args", json.dumps(chaos)]
     if server_crash_after is not None:
         command += ["--server-app", "tests.federated.chaos:crashing_server",
-                    "--server-args", json.dumps({"after_round": server_crash_after})]
+                    "--server-args", json.dumps({"after_round": server_crash_after, "mid_round": mid_round})]
     # Ray's unix socket paths must stay short (108 bytes): pytest's tmp_path is too deep.
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp,

@@ -36,6 +36,22 @@ def test_recording_a_run_keeps_a_suspension_and_a_consent_withdrawal_made_while_
     assert registry.eligible(list(rows.values())) == []
 
 
+def test_a_run_whose_server_died_mid_round_charges_the_in_flight_bound(lake):
+    """A DP round's training messages went out and the server died before recording the replies: the history
+    names what those participants can have spent at most, and the registry charges the larger value."""
+    from platformq_assets.federated import participants as registry
+
+    registry.enrol(lake, "t-a")
+    registry.enrol(lake, "t-b")
+    started = registry.list_participants(lake)
+    registry.record_run(lake, started, {"rounds": [{"round": 1, "accepted": ["t-a", "t-b"]}], "complete": False,
+                                        "participants": ["t-a", "t-b"], "epsilon": {"t-a": 1.2, "t-b": 1.3},
+                                        "epsilon_in_flight": {"t-a": 4.0}})
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    assert rows["t-a"]["epsilon_spent"] == 4.0 and rows["t-b"]["epsilon_spent"] == 1.3
+    assert rows["t-a"]["rounds_joined"] == 1  # the unfinished round is not a round joined
+
+
 def test_enrolling_again_never_overrides_a_consent_withdrawal(lake):
     from platformq_assets.federated import participants as registry
 

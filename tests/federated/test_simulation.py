@@ -138,14 +138,14 @@ def test_scaffold_keeps_control_variates_across_rounds_and_rejects_a_bad_control
 
 def test_a_budget_spent_in_earlier_runs_is_never_sampled_and_a_server_failure_keeps_the_epsilon_spent(tmp_path):
     # ε 4 per run of 3 rounds against a lifetime budget of 7.5: p1 spent 7.5 before, p2 6.5 (its first round would
-    # exceed the budget). The ServerApp's process fails once round 2 is done. The history used to be written
-    # once, at the end: a server failure lost the ε the participants had spent, and the registry under-counted
-    # their lifetime budget.
+    # exceed the budget). The ServerApp's process fails in round 3, after p0's noised update came back. The
+    # history used to be written once, at the end: a server failure lost the ε the participants had spent, and
+    # the registry under-counted their lifetime budget.
     history = simulate(tmp_path, {**FAST, "local-epochs": 1, "strategy": "fedavg", "dp": "client",
                                   "dp-target-epsilon": 4.0, "epsilon-budget": 7.5,
                                   "epsilon-spent": "p1=7.5,p2=6.5", "min-participants": 1}, participants=3,
-                       server_crash_after=2)
-    assert "ServerCrashed: server process failed after round 2" in history["log"]  # and the run failed
+                       server_crash_after=2, mid_round=True)
+    assert "ServerCrashed: server process failed in round 3, with the replies in" in history["log"]  # the run failed
     assert history["complete"] is False and not (tmp_path / "run" / "model.npz").exists()
     r = rounds(history)
     assert sorted(i for i in r if i > 0) == [1, 2]  # the rounds that finished, on disk
@@ -157,3 +157,5 @@ def test_a_budget_spent_in_earlier_runs_is_never_sampled_and_a_server_failure_ke
     assert "p1" not in history["epsilon"]
     assert history["epsilon"]["p0"] == r[2]["clients"]["p0"]["epsilon"] > r[1]["clients"]["p0"]["epsilon"] > 0
     assert history["epsilon"]["p0"] < 4.0
+    # round 3's reply never reached the record: p0 is charged the most the run can have cost it (0 before + 4)
+    assert history["epsilon_in_flight"] == {"p0": pytest.approx(4.0)}
