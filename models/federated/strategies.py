@@ -78,7 +78,7 @@ class PlatformStrategy(FedAvg):
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
         self._current: list[np.ndarray] = []
-        self.on_round = None  # called after each aggregation (the ServerApp writes the history so far)
+        self.on_round = None  # called when the history changed: after each aggregation, and before a DP round starts
 
     def _round_done(self) -> None:
         if self.on_round is not None:
