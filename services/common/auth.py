@@ -107,7 +107,7 @@ class ApiKeyStore:
             return
         with self._lock:
             seen = self._identity()
-            if seen == self._seen and (seen is not None or not self._records):
+            if seen == self._seen:  # (None twice: no file then and now, so no records either)
                 return
             records = self._load(self._path) if seen is not None else []
             self._records = {r.key_id: r for r in records}
@@ -205,8 +205,7 @@ class ApiKeyStore:
         """Write ``records`` to the file, atomically: a crash leaves the old file or the new one, never half."""
         if self._path is None:
             return
-        directory = os.path.dirname(os.path.abspath(self._path))
-        os.makedirs(directory, exist_ok=True)
+        directory = os.path.dirname(os.path.abspath(self._path))  # created by _changing, for the lock file
         document = {"version": self.FORMAT_VERSION,
                     "keys": [{**dataclasses.asdict(r), "roles": list(r.roles)} for r in records.values()]}
         fd, tmp = tempfile.mkstemp(prefix=".api-keys-", suffix=".tmp", dir=directory)  # created 0600
