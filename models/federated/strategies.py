@@ -72,8 +72,9 @@ class PlatformStrategy(FedAvg):
                                     if cfg.dp == "client" and cfg.epsilon_budget > 0 else set())
         self.epsilon: dict[str, float] = {}
         # participants sent a DP round's training message whose replies are not recorded yet, with the most ε
-        # they can have spent by then (see configure_train)
+        # they can have spent by then (see configure_train); and those that never answered one
         self.in_flight: dict[str, float] = {}
+        self.unanswered: set[str] = set()
         self.rounds: dict[int, dict] = {}
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
@@ -141,8 +142,8 @@ class PlatformStrategy(FedAvg):
             # server lives to record its reply. Its noise is calibrated so that the whole run costs at most
             # dp-target-epsilon, so that (plus what it spent before) bounds what it has spent: on disk before
             # the messages leave, so a server dying mid-round still has it charged (more, never less).
-            self.in_flight = {p: self.spent_before.get(p, 0.0) + self.cfg.dp_target_epsilon
-                              for p in self._sampled.values()}
+            self.in_flight.update({p: self.spent_before.get(p, 0.0) + self.cfg.dp_target_epsilon
+                                   for p in self._sampled.values()})
             self._round_done()
         return self._messages(sampled, arrays, config, MessageType.TRAIN, with_extra=True)
 
@@ -181,7 +182,10 @@ class PlatformStrategy(FedAvg):
         for node, who in self._sampled.items():
             if node not in replied:
                 record["failed"].append({"participant": who, "reason": f"no reply within {self.cfg.round_timeout:g}s"})
-        self.in_flight = {}  # every reply of the round is recorded (ε in self.epsilon), or none came
+                self.unanswered.add(who)
+        # A reply's ε is recorded (self.epsilon). A participant that did not reply in time may still have trained
+        # and sent its noised update, only late: it stays charged its bound for the rest of the run.
+        self.in_flight = {p: eps for p, eps in self.in_flight.items() if p in self.unanswered}
         # a fixed order (not arrival order) for the float sums below: the same inputs give the same model
         accepted.sort(key=lambda m: self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id)))
         record["accepted"] = [self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id))

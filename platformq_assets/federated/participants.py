@@ -108,7 +108,8 @@ def record_run(lake, rows: list[dict], history: dict) -> None:
             continue
         update = {**row, "last_seen": _now(), "rounds_joined": (row["rounds_joined"] or 0) + joined.get(tenant, 0)}
         # ε its recorded replies report, or, for a round the server never finished (it died with the
-        # participant's noised update sent), the most that round can have cost: the larger counts
+        # participant's noised update sent) or that the participant did not answer in time (it may have sent
+        # its update late), the most the run can have cost it: the larger counts
         spent = [float(source[tenant]) for source in (history.get("epsilon", {}), history.get("epsilon_in_flight", {}))
                  if tenant in source]
         if spent:

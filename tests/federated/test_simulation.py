@@ -67,22 +67,27 @@ def test_fedavg_that_drops_stragglers_records_them_as_failed_and_averages_the_ot
 
 def test_dp_sgd_accounts_epsilon_per_participant_and_the_budget_stops_them(tmp_path):
     # noise calibrated for ε = 8 over 3 rounds (ε ≈ 5.4, 6.8, 8.0 after each), budget 7.5;
-    # p1 already spent 2.0 in an earlier run.
+    # p1 already spent 2.0 in an earlier run. p2 answers round 3 after the round's timeout.
     history = simulate(tmp_path, {**FAST, "strategy": "fedavg", "dp": "client", "dp-target-epsilon": 8.0,
-                                  "epsilon-budget": 7.5, "epsilon-spent": "p1=2.0", "min-participants": 1},
-                       participants=3)
+                                  "epsilon-budget": 7.5, "epsilon-spent": "p1=2.0", "min-participants": 1,
+                                  "round-timeout": 12}, participants=3,
+                       chaos={"sleep": {"2": 13}, "sleep_rounds": [3]})
     r = rounds(history)
     assert r[1]["accepted"] == ["p0", "p1", "p2"]
     assert r[2]["accepted"] == ["p0", "p2"]
     assert {f["participant"]: f["reason"] for f in r[2]["failed"]} == {"p1": "epsilon budget spent"}
-    # round 3 would take p0 and p2 to ε ≈ 8 > 7.5: they refuse, the round is skipped
+    # round 3 would take p0 and p2 to ε ≈ 8 > 7.5: p0 refuses, p2 does not answer in time; the round is skipped
     assert r[3]["sampled"] == ["p0", "p2"] and r[3]["accepted"] == [] and r[3]["skipped"]
-    assert {f["reason"] for f in r[3]["failed"]} == {"epsilon budget spent"}
+    assert {f["participant"]: f["reason"] for f in r[3]["failed"]} == {"p0": "epsilon budget spent",
+                                                                       "p2": "no reply within 12s"}
+    # p2 may have trained and sent its noised update late: it stays charged the run's bound (0 before + 8)
+    assert history["epsilon_in_flight"] == {"p2": pytest.approx(8.0)}
     eps = history["epsilon"]
     assert 6.0 < eps["p0"] < 7.5 and 6.0 < eps["p2"] < 7.5
     assert eps["p1"] == pytest.approx(2.0 + r[1]["clients"]["p1"]["epsilon-run"])
     assert r[1]["clients"]["p0"]["epsilon"] < r[2]["clients"]["p0"]["epsilon"]
-    assert sorted(history["budget_exhausted"]) == ["p0", "p1", "p2"]
+    # the server never heard p2's refusal; the registry charges p2 its bound (8 > 7.5), which stops it there
+    assert sorted(history["budget_exhausted"]) == ["p0", "p1"]
     assert r[2]["server_accuracy"] > r[0]["server_accuracy"] + 0.2
 
 
