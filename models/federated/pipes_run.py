@@ -103,6 +103,7 @@ def main() -> None:
             "final_eval_accuracy": last.get("eval_accuracy"), "final_eval_loss": last.get("eval_loss"),
             "pooled_test_" + metric: fed[metric], "centralised_" + metric: central[metric],
             "epsilon_spent": history["epsilon"], "budget_exhausted": history["budget_exhausted"],
+            "central_dp_epsilon": max((r["central_epsilon"] for r in done if "central_epsilon" in r), default=None),
             "rejected_updates": sum(len(r.get("rejected", [])) for r in done),
             "failed_participants": sum(len(r.get("failed", [])) for r in done),
             "seconds": history["seconds"],

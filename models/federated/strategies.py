@@ -33,6 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
 
 from models.federated.config import FederatedConfig
 from models.federated.model import from_record, to_record
@@ -79,6 +80,7 @@ class PlatformStrategy(FedAvg):
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
         self._current: list[np.ndarray] = []
+        self.uniform_weights = False  # True under central DP: every accepted update weighs 1/m
         self.on_round = None  # called when the history changed: after each aggregation, and before a DP round starts
 
     def _round_done(self) -> None:
@@ -133,6 +135,7 @@ class PlatformStrategy(FedAvg):
         self._current = from_record(arrays)
         config["server-round"] = server_round
         self.rounds[server_round] = {"round": server_round, "sampled": sorted(self._sampled.values()),
+                                     "eligible": len(eligible),
                                      "accepted": [], "failed": [], "rejected": [], "skipped": False,
                                      "started": time.monotonic(), "in_progress": True}
         log(INFO, "configure_train: %d of %d eligible participants sampled (suspended: %s, budget spent: %s)",
@@ -198,8 +201,10 @@ class PlatformStrategy(FedAvg):
                 self.cfg.min_participants)
             self._round_done()
             return None, None
-        weights = np.array([float(m.content["metrics"]["num-examples"]) for m in accepted])
+        weights = np.array([1.0 if self.uniform_weights else float(m.content["metrics"]["num-examples"])
+                            for m in accepted])
         weights = weights / weights.sum()
+        record["weights"] = {who: float(w) for who, w in zip(record["accepted"], weights)}
         updates = [from_record(m.content["arrays"]) for m in accepted]
         averaged = [sum(w * u[i] for w, u in zip(weights, updates)).astype(np.float32)
                     for i in range(len(self._current))]
@@ -279,15 +284,49 @@ class Scaffold(PlatformStrategy):
 
 
 class CentralDP(DifferentialPrivacyServerSideFixedClipping):
-    """Flower's server-side fixed-clipping DP wrapper, told how many were actually sampled each round."""
+    """Flower's server-side fixed-clipping DP wrapper: each update w_i − w_t is clipped to norm C, and Gaussian
+    noise of std z·C/m is added to the average of the m updates. That calibration holds only when each
+    averaged update weighs 1/m, and m is the number actually averaged. Flower's wrapper leaves both to the
+    wrapped strategy: ours would weigh updates by example count (a large participant would move the average
+    by more than the C/m the noise covers), and Flower divides by the number sampled (fewer accepted: too
+    little noise) and skips every round in which any participant errored. Here the base strategy averages
+    uniformly, m is the number of updates it accepted, and a crashed, timed-out or rejected participant is
+    recorded like in any other round. The ε of the run (participant-level) is tracked with Opacus's RDP
+    accountant: one Gaussian mechanism of multiplier z per aggregated round, sampled at m_sampled/eligible."""
 
-    def configure_train(self, server_round, arrays, config, grid):
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self.num_sampled_clients = max(1, len(messages))
-        return messages
+    def __init__(self, strategy: PlatformStrategy, noise_multiplier: float, clipping_norm: float):
+        super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients=1)
+        strategy.uniform_weights = True
+        self._sample_rates: list[float] = []
 
     def aggregate_train(self, server_round, replies):
-        return super().aggregate_train(server_round, list(replies))
+        replies = list(replies)
+        current = self.current_arrays.to_numpy_ndarrays()
+        for reply in replies:
+            if reply.has_error() or "arrays" not in reply.content.array_records:
+                continue  # the base strategy records it
+            names = list(reply.content["arrays"].keys())
+            update = from_record(reply.content["arrays"])
+            compute_clip_model_update(update, current, self.clipping_norm)
+            reply.content["arrays"] = to_record(update, names)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is None:
+            return arrays, metrics  # skipped: the global model is unchanged, nothing was released
+        record = self.strategy.rounds[server_round]
+        self.num_sampled_clients = record["participants"]
+        self._sample_rates.append(len(record["sampled"]) / max(record.get("eligible", 1), 1))
+        record["central_noise_std"] = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
+        record["central_epsilon"] = self.epsilon()
+        return self._add_noise_to_aggregated_arrays(arrays), metrics
+
+    def epsilon(self) -> float:
+        """The run's ε so far at the configured δ."""
+        from opacus.accountants import RDPAccountant
+
+        accountant = RDPAccountant()
+        for rate in self._sample_rates:
+            accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=rate)
+        return float(accountant.get_epsilon(delta=self.strategy.cfg.dp_delta))
 
 
 def build_strategy(cfg: FederatedConfig, client_config: dict):
@@ -296,5 +335,5 @@ def build_strategy(cfg: FederatedConfig, client_config: dict):
     if cfg.strategy == "fedprox":
         client_config["proximal-mu"] = cfg.proximal_mu
     if cfg.central_dp_noise > 0:
-        return CentralDP(base, cfg.central_dp_noise, cfg.central_dp_clip, max(1, cfg.min_participants)), base
+        return CentralDP(base, cfg.central_dp_noise, cfg.central_dp_clip), base
     return base, base

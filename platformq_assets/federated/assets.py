@@ -204,7 +204,8 @@ def log_and_register(context, mlflow: MlflowResource, output: Path, history: dic
             step = int(r["round"])
             mlflow_lib.log_metrics({name: float(r[key]) for name, key in (
                 ("eval_accuracy", "eval_accuracy"), ("eval_loss", "eval_loss"), ("train_loss", "train_loss"),
-                ("epsilon_max", "epsilon_max"), ("participants", "participants")) if r.get(key) is not None}, step=step)
+                ("epsilon_max", "epsilon_max"), ("central_epsilon", "central_epsilon"),
+                ("participants", "participants")) if r.get(key) is not None}, step=step)
         comparison = summary["comparison"]
         mlflow_lib.log_metrics({f"pooled_test_{k}": v for k, v in comparison["federated"].items()})
         mlflow_lib.log_metrics({f"centralised_{k}": v for k, v in comparison["centralised"].items()})

@@ -19,20 +19,29 @@ def _learned(history, floor):
 
 
 def test_fedprox_sends_mu_and_clients_train_with_it_under_central_dp(tmp_path):
-    # 4 local epochs, half the participants per round straggling (1 to 3): more work per round than FAST's 2
+    # 4 local epochs, half the participants per round straggling (1 to 3): more work per round than FAST's 2.
+    # p0 crashes in round 2 (Flower's central-DP wrapper used to skip such a round, leaving it unrecorded).
     stragglers = {"local-epochs": 4, "straggler-fraction": 0.5}
     history = simulate(tmp_path, {**FAST, **stragglers, "strategy": "fedprox", "proximal-mu": 0.1,
-                                  "central-dp-noise": 0.01, "central-dp-clip": 5.0}, participants=3)
+                                  "central-dp-noise": 0.01, "central-dp-clip": 5.0}, participants=3,
+                       chaos={"crash": {"0": [2]}})
     last = _learned(history, 0.6)
     assert [c["proximal-mu"] for c in last["clients"].values()] == [pytest.approx(0.1)] * 3
     assert "central DP noise with" in history["log"]  # Flower's server-side clipping wrapper added noise
+    r = rounds(history)
+    assert r[2]["accepted"] == ["p1", "p2"] and "crashed" in r[2]["failed"][0]["reason"]
+    # the noise std z·C/m holds for an average in which each of the m updates weighs 1/m (not by examples)
+    for i, m in ((1, 3), (2, 2), (3, 3)):
+        assert r[i]["weights"] == {p: pytest.approx(1 / m) for p in r[i]["accepted"]}
+        assert r[i]["central_noise_std"] == pytest.approx(0.01 * 5.0 / m)
+    assert 0 < r[1]["central_epsilon"] < r[2]["central_epsilon"] < r[3]["central_epsilon"] < float("inf")
     # Simulated stragglers: each participant's local work per round is the one its seeded draw gives, and
-    # their partial updates are aggregated (every sampled participant accepted in every round).
+    # their partial updates are aggregated (every sampled participant accepted in every round but p0's crash).
     epochs_seen = set()
-    for number, record in rounds(history).items():
+    for number, record in r.items():
         if number == 0:
             continue
-        assert sorted(record["accepted"]) == sorted(record["clients"]) and len(record["clients"]) == 3
+        assert sorted(record["accepted"]) == sorted(record["clients"]) and len(record["clients"]) == 3 - (number == 2)
         for participant, metrics in record["clients"].items():
             epochs = local_epochs({**FAST, **stragglers, "seed": 0, "server-round": number}, participant)
             per_epoch = -(-metrics["num-examples"] // 32)  # batches of 32, the last one partial
@@ -61,6 +70,11 @@ def test_fedavg_that_drops_stragglers_records_them_as_failed_and_averages_the_ot
             else:
                 assert participant in record["accepted"] and participant not in failed
                 accepted += 1
+        if record["skipped"]:  # every participant dropped
+            assert not record["accepted"] and "weights" not in record
+            continue
+        examples = {p: record["clients"][p]["num-examples"] for p in record["accepted"]}  # weighted by examples
+        assert record["weights"] == {p: pytest.approx(n / sum(examples.values())) for p, n in examples.items()}
     assert dropped and accepted  # both happened in this run
     assert rounds(history)[3]["server_accuracy"] > rounds(history)[0]["server_accuracy"] + 0.3
 
