@@ -292,11 +292,15 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
     little noise) and skips every round in which any participant errored. Here the base strategy averages
     uniformly, m is the number of updates it accepted, and a crashed, timed-out or rejected participant is
     recorded like in any other round. The ε of the run (participant-level) is tracked with Opacus's RDP
-    accountant: one Gaussian mechanism of multiplier z per aggregated round, sampled at m_sampled/eligible."""
+    accountant: one Gaussian mechanism of multiplier z per aggregated round, sampled (secretly) at
+    sampled/eligible."""
 
     def __init__(self, strategy: PlatformStrategy, noise_multiplier: float, clipping_norm: float):
         super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients=1)
         strategy.uniform_weights = True
+        # the ε below counts on subsampling, which amplifies privacy only if no one can predict the sample: the
+        # run's seed travels in the run config, so the participants are drawn from the OS's entropy instead
+        strategy.rng = random.SystemRandom()
         self._sample_rates: list[float] = []
 
     def aggregate_train(self, server_round, replies):

@@ -265,6 +265,23 @@ def test_dp_noise_and_sampling_cannot_be_reproduced_from_the_run_seed():
     assert private[0].epsilon == pytest.approx(private[1].epsilon)  # the accounting does not depend on the draw
 
 
+def test_central_dp_samples_participants_secretly_and_averages_them_uniformly():
+    """Subsampling amplifies central DP only if no one can predict the sample: not from the run's seed."""
+    from models.federated.strategies import build_strategy
+
+    def samples(**settings):
+        return [build_strategy(FederatedConfig(seed=3, **settings), {})[1].rng.sample(range(1000), 10)
+                for _ in range(2)]
+
+    plain = samples()
+    assert plain[0] == plain[1]  # without DP the same seed samples the same participants (experiments repeat)
+    central = samples(central_dp_noise=1.0)
+    assert central[0] != central[1]
+    # the noise z·C/m covers an average in which each update weighs 1/m
+    assert build_strategy(FederatedConfig(central_dp_noise=1.0), {})[1].uniform_weights
+    assert not build_strategy(FederatedConfig(), {})[1].uniform_weights
+
+
 def test_loading_the_client_app_imports_no_torch():
     """On a SuperNode every message starts a ClientApp process of its own; a `query` (who is this node?) must not
     pay for importing torch."""
