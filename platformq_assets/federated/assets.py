@@ -46,7 +46,8 @@ class FederatedRunConfig(Config):
     rounds: int | None = None
     dp: str | None = None  # none | client
     dp_target_epsilon: float | None = None
-    central_dp_noise: float = 0.0
+    central_dp_noise: float = 0.0  # > 0: Flower's server-side clipping wrapper with this noise multiplier
+    central_dp_clip: float = 1.0  # the norm each participant's update is clipped to under central DP
     local_epochs: int = 2
     lr: float = 0.03  # class weights up to 50x make larger steps oscillate
     proximal_mu: float = 0.01
@@ -129,7 +130,8 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         "dp": config.dp or settings.federated_dp,
         "dp-target-epsilon": config.dp_target_epsilon or settings.federated_dp_epsilon,
         "dp-delta": settings.federated_dp_delta, "epsilon-budget": settings.federated_epsilon_budget,
-        "central-dp-noise": config.central_dp_noise, "max-update-norm": settings.federated_max_update_norm,
+        "central-dp-noise": config.central_dp_noise, "central-dp-clip": config.central_dp_clip,
+        "max-update-norm": settings.federated_max_update_norm,
         "round-timeout": settings.federated_round_timeout,
         "suspended": ",".join(suspended),
         "epsilon-spent": ",".join(f"{r['tenant_id']}={float(r['epsilon_spent'] or 0.0)}" for r in members),

@@ -145,7 +145,8 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
         result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config={
             **QUIET, "ops": {"federated__order_anomaly_model": {"config": {
-                "rounds": 2, "strategy": "fedprox", "dp": "none", "export_dir": str(export)}}}})
+                "rounds": 2, "strategy": "fedprox", "dp": "none", "central_dp_noise": 0.001, "central_dp_clip": 5.0,
+                "export_dir": str(export)}}}})
         assert all(p.poll() is None for p, _ in federation.processes)  # the federation outlives the run
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == KEY]
@@ -159,7 +160,10 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
         assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
         assert r["failed"] == [] and r["rejected"] == []
         assert r["train_loss"] > 0 and 0 < r["eval_accuracy"] <= 1 and r["evaluated"] == 2
+        # central DP: the two updates weigh the same, and the noise std is z·C/2
+        assert r["weights"] == {first: 0.5, second: 0.5} and r["central_noise_std"] == pytest.approx(0.001 * 5.0 / 2)
     assert "| 2 | 2 |" in meta["round_metrics"]
+    assert meta["central_dp_epsilon"] == meta["rounds_json"][1]["central_epsilon"] > meta["rounds_json"][0]["central_epsilon"]
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "matches_centralised_baseline"
 
@@ -167,6 +171,8 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
     assert version is not None and str(version.version) == meta["model_version"]
     assert version.tags["training"] == "federated" and version.tags["strategy"] == "fedprox"
     assert version.tags["participants"] == ",".join(tenants)
+    logged = mlflow_resource(settings).client().get_metric_history(version.tags["mlflow_run_id"], "central_epsilon")
+    assert [m.step for m in logged] == [1, 2] and logged[1].value == pytest.approx(meta["central_dp_epsilon"], rel=1e-3)
 
     rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
     for tenant in (first, second):
