@@ -13,6 +13,15 @@ from typing import Any, Mapping
 STRATEGIES = ("fedavg", "fedprox", "scaffold")
 
 
+# (field, lower bound, strict): every number a run can be given, with the least it may be
+_RANGES = (("num_rounds", 1, False), ("fraction_train", 0, True), ("min_participants", 1, False),
+           ("round_timeout", 0, True), ("discovery_timeout", 0, True), ("local_epochs", 1, False),
+           ("straggler_fraction", 0, False), ("batch_size", 1, False), ("lr", 0, True), ("proximal_mu", 0, False),
+           ("hidden", 1, False), ("alpha", 0, True), ("dp_target_epsilon", 0, True), ("dp_delta", 0, True),
+           ("dp_max_grad_norm", 0, True), ("epsilon_budget", 0, False), ("central_dp_noise", 0, False),
+           ("central_dp_clip", 0, True), ("max_update_norm", 0, True))
+
+
 @dataclasses.dataclass(frozen=True)
 class FederatedConfig:
     strategy: str = "fedavg"
@@ -64,6 +73,20 @@ class FederatedConfig:
             raise ValueError(f"dp must be 'none' or 'client', not {self.dp!r}")
         if self.straggler_policy not in ("partial", "drop"):
             raise ValueError(f"straggler-policy must be 'partial' or 'drop', not {self.straggler_policy!r}")
+        if self.dataset not in ("digits", "npz"):
+            raise ValueError(f"dataset must be 'digits' or 'npz', not {self.dataset!r}")
+        if self.partitioning not in ("iid", "dirichlet"):
+            raise ValueError(f"partitioning must be 'iid' or 'dirichlet', not {self.partitioning!r}")
+        # written as "not (x > bound)" so that NaN is refused too
+        for name, low, strict in _RANGES:
+            value = getattr(self, name)
+            if not (value > low if strict else value >= low):
+                raise ValueError(f"{name.replace('_', '-')} must be {'>' if strict else '>='} {low:g}, not {value!r}")
+        for name in ("fraction_train", "straggler_fraction"):
+            if not getattr(self, name) <= 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at most 1, not {getattr(self, name)!r}")
+        if not self.dp_delta < 1:
+            raise ValueError(f"dp-delta must be below 1, not {self.dp_delta!r}")
         if self.central_dp_noise > 0 and self.strategy == "scaffold":
             raise ValueError("central DP (Flower's clipping wrapper) does not compose with SCAFFOLD: it would clip "
                              "the control-variate updates as if they were model updates")

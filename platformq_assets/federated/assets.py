@@ -80,6 +80,7 @@ def subprocess_env(ray_tmp: str) -> dict:
 def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConfig, lake: LakeResource,
                         mlflow: MlflowResource):
     from platformq_assets.federated import participants as registry
+    from models.federated.config import FederatedConfig
     from platformq_assets.federated.datasets import FEATURES, order_examples, write_tenant_files
     from resources.settings import load_settings
 
@@ -97,7 +98,6 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
                       f"{settings.federated_min_participants} (enrol them with `platformq participants enrol`)")
 
     workdir = Path(tempfile.mkdtemp(prefix="federated-", dir=settings.home))
-    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
     data_dir = Path(config.export_dir) if config.export_dir else workdir / "data"
 
     def remove_exports() -> None:
@@ -119,7 +119,6 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         registry.record_run(lake, rows, history)
         return history
 
-    counts = write_tenant_files(examples, tenants, data_dir, seed=config.seed)
     run_config = {
         "strategy": config.strategy or settings.federated_strategy,
         "num-rounds": config.rounds or settings.federated_rounds,
@@ -136,6 +135,17 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         "suspended": ",".join(suspended),
         "epsilon-spent": ",".join(f"{r['tenant_id']}={float(r['epsilon_spent'] or 0.0)}" for r in members),
     }
+    try:  # refused here, before any tenant's data is exported, not by the ServerApp in a subprocess
+        FederatedConfig.from_mapping(run_config)
+    except ValueError as exc:
+        remove_exports()
+        raise Failure(f"invalid federated run config: {exc}") from exc
+    try:
+        counts = write_tenant_files(examples, tenants, data_dir, seed=config.seed)
+    except BaseException:
+        remove_exports()
+        raise
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
     context.log.info(f"federation of {tenants} (suspended: {suspended}); config {json.dumps(run_config)}")
     try:
         invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(

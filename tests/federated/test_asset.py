@@ -222,6 +222,19 @@ def test_spent_epsilon_is_recorded_even_when_mlflow_is_down_after_the_federation
     assert not list(load_settings().home.glob("federated-*"))  # the exports are still removed
 
 
+def test_an_invalid_run_config_is_refused_before_any_tenant_data_is_exported(lake):
+    """A negative noise multiplier used to switch central DP off without a word (noise > 0 turns it on)."""
+    from platformq_assets.federated import participants as registry
+    from resources.settings import load_settings
+
+    tenants, result, message = enrol_all_and_fail_one_round(lake, central_dp_noise=-1.0)
+    assert "invalid federated run config: central-dp-noise must be >= 0, not -1.0" in message
+    assert not result.get_asset_materialization_events()
+    assert not list(load_settings().home.glob("federated-*"))  # nothing was exported, or it is gone
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    assert all(rows[t]["last_seen"] is None and rows[t]["rounds_joined"] == 0 for t in tenants)
+
+
 @pytest.mark.slow
 def test_a_run_in_which_no_round_aggregated_fails_and_registers_no_model(lake, monkeypatch):
     """Every update is rejected (an update-norm ceiling no real update meets): every round is skipped and the global

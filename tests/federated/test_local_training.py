@@ -217,6 +217,14 @@ def test_config_rejects_central_dp_with_scaffold_and_unknown_strategies():
         FederatedConfig(strategy="scaffold", central_dp_noise=1.0)
     with pytest.raises(ValueError, match="unknown strategy"):
         FederatedConfig.from_mapping({"strategy": "fedsgd"})
+    for bad, message in ((("central-dp-noise", "-1"), "central-dp-noise must be >= 0"),
+                         (("central-dp-clip", "0"), "central-dp-clip must be > 0"),
+                         (("lr", "nan"), "lr must be > 0, not nan"), (("num-rounds", "0"), "num-rounds must be >= 1"),
+                         (("fraction-train", "1.5"), "fraction-train must be at most 1"),
+                         (("dp-delta", "1"), "dp-delta must be below 1"), (("proximal-mu", "-0.1"), "proximal-mu"),
+                         (("partitioning", "skewed"), "partitioning must be 'iid' or 'dirichlet'")):
+        with pytest.raises(ValueError, match=message):
+            FederatedConfig.from_mapping(dict([bad]))
     cfg = FederatedConfig.from_mapping({"num-rounds": "4", "suspended": "t-a, t-b", "epsilon-spent": "t-a=1.5"})
     assert cfg.num_rounds == 4 and cfg.suspended_set == {"t-a", "t-b"} and cfg.epsilon_spent_map == {"t-a": 1.5}
 
