@@ -76,15 +76,24 @@ def make_client_app(defaults: dict) -> ClientApp:
     return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
 
 
+def secagg_config(values: dict) -> FederatedConfig:
+    """The run's config, refused where SecAgg+ cannot honour it."""
+    cfg = FederatedConfig.from_mapping(values)
+    if cfg.strategy not in ("fedavg", "fedprox"):
+        raise ValueError(f"SecAgg+ composes with fedavg and fedprox only, not {cfg.strategy}")
+    if cfg.central_dp_noise > 0:  # it would otherwise run without the central DP it was asked for
+        raise ValueError("SecAgg+ does not compose with server-side central DP: the server never sees an "
+                         "individual update to clip (use client-side DP-SGD, dp='client')")
+    return cfg
+
+
 def make_server_app(defaults: dict, num_shares: int | float = 1.0, reconstruction_threshold: int | float = 0.67,
                     clipping_range: float = 8.0) -> ServerApp:
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = FederatedConfig.from_mapping({**defaults, **dict(context.run_config)})
-        if cfg.strategy not in ("fedavg", "fedprox"):
-            raise ValueError(f"SecAgg+ composes with fedavg and fedprox only, not {cfg.strategy}")
+        cfg = secagg_config({**defaults, **dict(context.run_config)})
         nf, nc = datasets.dataset_shape(cfg.dataset, cfg.data_dir)
         model = build_model(nf, nc, cfg.hidden, cfg.seed)
         history: dict[int, dict] = {}

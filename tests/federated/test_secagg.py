@@ -34,3 +34,13 @@ def test_secagg_plus_aggregates_masked_updates_into_a_better_model(tmp_path):
     rounds = {r["round"]: r for r in history["rounds"]}
     assert history["secure_aggregation"] == "secagg+"
     assert rounds[1]["server_accuracy"] > rounds[0]["server_accuracy"] + 0.4
+
+
+def test_secagg_plus_refuses_what_it_cannot_honour():
+    from models.federated.secagg import secagg_config
+
+    with pytest.raises(ValueError, match="fedavg and fedprox only, not scaffold"):
+        secagg_config({"strategy": "scaffold"})
+    with pytest.raises(ValueError, match="does not compose with server-side central DP"):
+        secagg_config({"strategy": "fedavg", "central-dp-noise": 0.5})
+    assert secagg_config({"strategy": "fedprox", "dp": "client"}).dp == "client"  # client-side DP-SGD composes
