@@ -23,6 +23,7 @@ from dagster import (
     MaterializeResult,
     multi_asset,
 )
+from pydantic import Field
 
 from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN, daily_partitions
 from pipelines.pools import group_pool
@@ -74,8 +75,8 @@ CHECK_SPECS = [
 
 
 class VenueConfig(Config):
-    seed: int | None = None  # defaults to the platform setting PLATFORMQ_SIM_SEED
-    scale: float | None = None  # multiplies every arrival rate (PLATFORMQ_SIM_SCALE)
+    seed: int | None = Field(default=None, ge=0)  # defaults to the platform setting PLATFORMQ_SIM_SEED
+    scale: float | None = Field(default=None, gt=0)  # multiplies every arrival rate (PLATFORMQ_SIM_SCALE)
 
 
 def _ingestion_columns(table, batch_id: str, ingested_at: dt.datetime, day: dt.date):

@@ -28,6 +28,7 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from pydantic import Field
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from pipelines.pools import table_pool
@@ -41,8 +42,8 @@ PROMOTION_METRIC = "roc_auc"
 
 
 class TrainingConfig(Config):
-    num_samples: int = 6  # AutoML budget: trials across the model families
-    time_budget_s: float = 300.0
+    num_samples: int = Field(default=6, ge=1)  # AutoML budget: trials across the model families
+    time_budget_s: float = Field(default=300.0, gt=0)
 
 
 class GateConfig(Config):

@@ -30,6 +30,7 @@ from dagster import (
     TimeWindowPartitionMapping,
     asset,
 )
+from pydantic import Field
 
 from pipelines.automation import derived_asset_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
@@ -50,20 +51,20 @@ SCORES_TABLE = "gold.snn_anomaly_scores"
 
 
 class SpikeEncodingConfig(Config):
-    window_seconds: int = 60
-    bins: int = 12  # time steps per window
+    window_seconds: int = Field(default=60, ge=1)
+    bins: int = Field(default=12, ge=1)  # time steps per window
 
 
 class SnnTrainingConfig(Config):
-    hidden: int = 16
-    epochs: int = 20
-    lr: float = 0.05
-    seed: int = 0
+    hidden: int = Field(default=16, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    seed: int = Field(default=0, ge=0)
 
 
 class ScoringConfig(Config):
-    pad: int = 2  # silent steps after each window before the network is reset
-    agreement_threshold: float = 0.95  # SLAYER (float) vs Lava (fixed point) decisions per window
+    pad: int = Field(default=2, ge=0)  # silent steps after each window before the network is reset
+    agreement_threshold: float = Field(default=0.95, ge=0, le=1)  # SLAYER (float) vs Lava (fixed point) decisions per window
 
 
 def _settings():
