@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # which then needs PLATFORMQ_TRINO_HOST.
     sql_engine: Literal["duckdb", "trino"] | None = None
     trino_host: str | None = None
-    trino_port: int = 8080
+    trino_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     trino_user: str = "platformq"
     trino_catalog: str = "iceberg"
     trino_http_scheme: Literal["http", "https"] = "http"
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
     # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.
-    chain_id: int = 1337
+    chain_id: Annotated[int, Field(ge=1)] = 1337
     chain_rpc_url: str | None = None
     chain_private_key: str | None = None
     chain_registry: str | None = None
@@ -122,31 +122,31 @@ class Settings(BaseSettings):
     # ray://head:10001 or head:6379 in production; unset (local profile) or "local" (an explicit
     # production choice) starts a single-node Ray inside the step process.
     ray_address: str | None = None
-    ray_num_cpus: int = 2
+    ray_num_cpus: Annotated[int, Field(ge=1)] = 2
     spark_master: str | None = None  # spark://master:7077 in production; local[2] locally
-    spark_job_timeout_s: float = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
+    spark_job_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     promotion_min_improvement: float = 0.0
     promotion_min_metric: float = 0.5
     # Real-time serving: share of entities routed to the challenger per model (A/B), and how long
     # the serving API trusts its view of the aliases before asking the registry again.
     ab_challenger_share: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
-    serving_alias_ttl_s: float = 2.0
+    serving_alias_ttl_s: Annotated[float, Field(ge=0)] = 2.0
 
     # Federated learning: the simulation engine locally, a SuperLink's control API in production.
     flower_superlink: str | None = None  # 127.0.0.1:9093 (control API) for `flwr run`
     federated_strategy: Literal["fedavg", "fedprox", "scaffold"] = "fedprox"
-    federated_rounds: int = 10
-    federated_min_participants: int = 2  # a round with fewer accepted updates is skipped
-    federated_round_timeout: float = 300.0  # seconds a round waits for participants' replies
-    federated_max_update_norm: float = 100.0  # ‖w_i − w_t‖ above this (or NaN/inf) is rejected
+    federated_rounds: Annotated[int, Field(ge=1)] = 10
+    federated_min_participants: Annotated[int, Field(ge=1)] = 2  # a round with fewer accepted updates is skipped
+    federated_round_timeout: Annotated[float, Field(gt=0)] = 300.0  # seconds a round waits for participants' replies
+    federated_max_update_norm: Annotated[float, Field(gt=0)] = 100.0  # ‖w_i − w_t‖ above this (or NaN/inf) is rejected
     # Opacus DP-SGD on every tenant ("client"). Off by default: on the rare-event order-anomaly task
     # DP-SGD at ε ≤ 8 collapses to the majority class (per-sample clipping cancels the class weights).
     federated_dp: Literal["none", "client"] = "none"
-    federated_dp_epsilon: float = 2.0  # ε one run is calibrated to (per tenant)
-    federated_dp_delta: float = 1e-5
-    federated_epsilon_budget: float = 8.0  # lifetime ε per tenant; a spent budget stops the tenant
-    federated_baseline_tolerance: float = 0.05  # allowed gap to the centralised baseline (check)
+    federated_dp_epsilon: Annotated[float, Field(gt=0)] = 2.0  # ε one run is calibrated to (per tenant)
+    federated_dp_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    federated_epsilon_budget: Annotated[float, Field(ge=0)] = 8.0  # lifetime ε per tenant; a spent budget stops the tenant
+    federated_baseline_tolerance: Annotated[float, Field(ge=0)] = 0.05  # allowed gap to the centralised baseline (check)
 
     # Neuromorphic side environment (Python 3.10 + lava-dl), created by `make setup`.
     lava_python: Path = Field(default=PROJECT_ROOT / ".venv-lava" / "bin" / "python")
@@ -165,8 +165,8 @@ class Settings(BaseSettings):
     lava_loihi_partition: str | None = None  # SLURM partition for loihi2_hw, e.g. oheogulch
 
     # Venue simulation
-    sim_seed: int = 7
-    sim_scale: float = 1.0
+    sim_seed: Annotated[int, Field(ge=0)] = 7
+    sim_scale: Annotated[float, Field(gt=0)] = 1.0
 
     @model_validator(mode="after")
     def _production_is_explicit(self) -> "Settings":
