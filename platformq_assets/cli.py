@@ -15,6 +15,7 @@ default), so they show up in the UI next to scheduled and sensor runs.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import sys
 import time
@@ -202,6 +203,12 @@ def _date_range(start: dt.date, end: dt.date) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def _finite(ctx, param, value: float) -> float:
+    if not math.isfinite(value):  # click's FloatRange lets NaN through (every comparison with it is false)
+        raise click.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
+    return value
+
+
 def _trading_days(start: dt.date, end: dt.date) -> list[str]:
     """The daily partitions from START to END, refused up front when any day has no partition.
 
@@ -241,7 +248,8 @@ def backfill(start, end) -> None:
 @main.command()
 @click.option("--days", default=3, show_default=True, type=click.IntRange(min=1),
               help="Trading days to simulate (ending yesterday).")
-@click.option("--scale", default=1.0, show_default=True, help="Multiplies the venue's order arrival rates.")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              callback=_finite, help="Multiplies the venue's order arrival rates.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: yesterday, UTC).")
 def demo(days: int, scale: float, end) -> None:
     """Set up sample landing files, build the whole graph for a few days, print a summary."""
@@ -296,12 +304,12 @@ def demo(days: int, scale: float, end) -> None:
 
 
 @main.command()
-@click.option("--port", default=8100, show_default=True,
+@click.option("--port", default=8100, show_default=True, type=click.IntRange(min=1, max=65535 - 4),
               help="First port: trading, derivatives, governance, credentials and data take consecutive ports.")
 @click.option("--only", multiple=True, help="Serve only these services (repeatable).")
 @click.option("--tenant", default="t-acme", show_default=True, help="Tenant of the bootstrap admin API key.")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Requests per second each API key may make (token bucket refill).")
+              callback=_finite, help="Requests per second each API key may make (token bucket refill).")
 @click.option("--burst", default=200, show_default=True, type=click.IntRange(min=1),
               help="Requests an API key may make at once before --rate applies.")
 def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int) -> None:

@@ -25,6 +25,10 @@ def today_utc() -> str:
     (["demo", "--days", "3", "--end", "2024-01-02"], "before the lake's first trading day"),
     (["demo", "--days", "1", "--end", "TODAY"], "not a complete trading day yet"),
     (["demo", "--days", "0", "--end", "2024-01-04"], "--days"),
+    (["demo", "--days", "1", "--scale", "-1", "--end", "2024-01-04"], "--scale"),  # used to seed, then fail a run
+    (["demo", "--days", "1", "--scale", "nan", "--end", "2024-01-04"], "--scale"),
+    (["serve", "--port", "65534"], "--port"),  # the five services take consecutive ports
+    (["serve", "--rate", "nan"], "--rate"),  # a token bucket refilling at NaN per second admits nothing
     (["backfill", "--start", "2099-01-01", "--end", "2099-01-02"], "not a complete trading day yet"),
     (["backfill", "--start", "2024-01-01", "--end", "2099-01-01"], "not a complete trading day yet"),
     (["backfill", "--start", "2023-12-30", "--end", "2024-01-01"], "before the lake's first trading day"),
