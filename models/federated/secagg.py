@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -34,6 +34,7 @@ from flwr.server.strategy import FedAvg, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from models.federated import data as datasets
+from models.federated.client_app import STATE_ACCOUNTANT
 from models.federated.config import FederatedConfig
 from models.federated.model import accuracy_and_loss, build_model, load_numpy, to_numpy
 from models.federated.training import DPSpec, train_local
@@ -42,6 +43,7 @@ from models.federated.training import DPSpec, train_local
 class SecAggParticipant(NumPyClient):
     def __init__(self, cfg: FederatedConfig, context: Context):
         self.cfg = cfg
+        self.state = context.state  # the node's state: the Opacus accountant history lives here across rounds
         pid, n = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
         self.split = datasets.load_split(cfg.dataset, pid, n, data_dir=str(context.node_config.get("data-dir", cfg.data_dir)),
                                          partitioning=cfg.partitioning, alpha=cfg.alpha, seed=cfg.seed)
@@ -54,14 +56,25 @@ class SecAggParticipant(NumPyClient):
 
     def fit(self, parameters, config):
         model = self._model(parameters)
-        dp = None
+        dp, history = None, []
         if self.cfg.dp == "client":
             dp = DPSpec(self.cfg.dp_target_epsilon, self.cfg.dp_delta, self.cfg.dp_max_grad_norm, self.cfg.num_rounds)
+            if STATE_ACCOUNTANT in self.state.config_records:
+                saved = self.state.config_records[STATE_ACCOUNTANT]
+                history = list(zip(saved["noise"], saved["rate"], saved["steps"]))
         result = train_local(model, self.split.x_train, self.split.y_train, self.num_classes,
                              epochs=self.cfg.local_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                             seed=self.cfg.seed, mu=float(config.get("proximal_mu", 0.0)), dp=dp,
-                             balanced=self.cfg.balanced_loss)
-        return result.arrays, result.num_examples, {"train_loss": result.loss, "epsilon": result.epsilon}
+                             seed=self.cfg.seed * 1000 + int(config.get("server_round", 0)),
+                             mu=float(config.get("proximal_mu", 0.0)), dp=dp, balanced=self.cfg.balanced_loss,
+                             accountant_history=history)
+        metrics = {"train_loss": result.loss}
+        if dp is not None:  # ε over every round this participant has trained in, as in the main path
+            self.state.config_records[STATE_ACCOUNTANT] = ConfigRecord({
+                "noise": [float(h[0]) for h in result.accountant_history],
+                "rate": [float(h[1]) for h in result.accountant_history],
+                "steps": [int(h[2]) for h in result.accountant_history]})
+            metrics["epsilon"] = result.epsilon
+        return result.arrays, result.num_examples, metrics
 
     def evaluate(self, parameters, config):
         acc, loss = accuracy_and_loss(self._model(parameters), self.split.x_test, self.split.y_test)
@@ -110,8 +123,21 @@ def make_server_app(defaults: dict, num_shares: int | float = 1.0, reconstructio
 
         common = dict(fraction_fit=cfg.fraction_train, fraction_evaluate=0.0, min_fit_clients=cfg.min_participants,
                       min_available_clients=cfg.min_participants, evaluate_fn=evaluate_fn,
+                      on_fit_config_fn=lambda server_round: {"server_round": server_round},
                       initial_parameters=ndarrays_to_parameters(to_numpy(model)))
-        strategy = FedProx(proximal_mu=cfg.proximal_mu, **common) if cfg.strategy == "fedprox" else FedAvg(**common)
+        base = FedProx if cfg.strategy == "fedprox" else FedAvg
+
+        class Recording(base):
+            """Records each round's participants and the largest ε they report (the masked sum hides the rest)."""
+
+            def aggregate_fit(self, server_round, results, failures):
+                spent = [float(r.metrics["epsilon"]) for _, r in results if "epsilon" in r.metrics]
+                history.setdefault(server_round, {"round": server_round}).update(
+                    participants=len(results), failures=len(failures),
+                    **({"epsilon_max": max(spent)} if spent else {}))
+                return super().aggregate_fit(server_round, results, failures)
+
+        strategy = Recording(proximal_mu=cfg.proximal_mu, **common) if cfg.strategy == "fedprox" else Recording(**common)
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.num_rounds,
                                                                     round_timeout=cfg.round_timeout),
                                strategy=strategy)

@@ -13,11 +13,12 @@ from tests.federated.helpers import ROOT
 
 
 @pytest.mark.slow
-def test_secagg_plus_aggregates_masked_updates_into_a_better_model(tmp_path):
+def test_secagg_plus_aggregates_masked_dp_sgd_updates_into_a_better_model(tmp_path):
+    # client-side DP-SGD composes with SecAgg+: Opacus runs on the client before masking
     out = tmp_path / "run"
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    config = {"strategy": "fedprox", "proximal-mu": 0.01, "num-rounds": 1, "lr": 0.5, "local-epochs": 3,
-              "min-participants": 3, "output-dir": str(out)}
+    config = {"strategy": "fedprox", "proximal-mu": 0.01, "num-rounds": 2, "lr": 0.5, "local-epochs": 3,
+              "min-participants": 3, "dp": "client", "dp-target-epsilon": 8.0, "output-dir": str(out)}
     try:
         proc = subprocess.run([sys.executable, "-m", "models.federated.secagg", "--config", json.dumps(config),
                                "--participants", "3"], cwd=ROOT, capture_output=True, text=True, timeout=240,
@@ -33,7 +34,10 @@ def test_secagg_plus_aggregates_masked_updates_into_a_better_model(tmp_path):
     history = json.loads((out / "history.json").read_text())
     rounds = {r["round"]: r for r in history["rounds"]}
     assert history["secure_aggregation"] == "secagg+"
-    assert rounds[1]["server_accuracy"] > rounds[0]["server_accuracy"] + 0.4
+    assert rounds[2]["server_accuracy"] > rounds[0]["server_accuracy"] + 0.4
+    assert rounds[1]["participants"] == rounds[2]["participants"] == 3
+    # each participant's accountant lives in its node state: round 2's ε composes round 1's (it used to restart)
+    assert 0 < rounds[1]["epsilon_max"] < rounds[2]["epsilon_max"] <= 8.0 + 1e-6
 
 
 def test_secagg_plus_refuses_what_it_cannot_honour():
