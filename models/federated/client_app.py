@@ -106,9 +106,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     if str(config.get("dp", "none")) == "client":
         dp = DPSpec(float(config["dp-target-epsilon"]), float(config["dp-delta"]), float(config["dp-max-grad-norm"]),
                     int(config["num-rounds"]))
-        if STATE_ACCOUNTANT in context.state.config_records:
-            saved = context.state.config_records[STATE_ACCOUNTANT]
-            history = list(zip(saved["noise"], saved["rate"], saved["steps"]))
+        history = load_accountant(context.state)
     participant = ConfigRecord({"participant": split.participant})
     if epochs < int(config["local-epochs"]) and str(config.get("straggler-policy", "partial")) == "drop":
         # A simulated straggler that must finish every epoch misses the round's deadline: no update is sent (and
@@ -148,10 +146,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     metrics = {"num-examples": result.num_examples, "train-loss": result.loss, "steps": result.steps,
                "budget-exhausted": 0, "proximal-mu": float(config.get("proximal-mu", 0.0))}
     if dp is not None:
-        context.state.config_records[STATE_ACCOUNTANT] = ConfigRecord({
-            "noise": [float(h[0]) for h in result.accountant_history],
-            "rate": [float(h[1]) for h in result.accountant_history],
-            "steps": [int(h[2]) for h in result.accountant_history]})
+        save_accountant(context.state, result.accountant_history)
         metrics.update({"epsilon": spent_before + result.epsilon, "epsilon-run": result.epsilon,
                         "noise-multiplier": result.noise_multiplier})
     if scaffold:
@@ -164,6 +159,20 @@ def handle_train(msg: Message, context: Context) -> Message:
         metrics["control-norm"] = float(np.sqrt(sum(float((c ** 2).sum()) for c in result.new_control)))
     content["metrics"] = MetricRecord(metrics)
     return Message(content=content, reply_to=msg)
+
+
+def load_accountant(state: RecordDict) -> list[tuple]:
+    """The participant's Opacus accountant history (noise, sample rate, steps) kept in its node state."""
+    if STATE_ACCOUNTANT not in state.config_records:
+        return []
+    saved = state.config_records[STATE_ACCOUNTANT]
+    return list(zip(saved["noise"], saved["rate"], saved["steps"]))
+
+
+def save_accountant(state: RecordDict, history: list[tuple]) -> None:
+    state.config_records[STATE_ACCOUNTANT] = ConfigRecord({
+        "noise": [float(h[0]) for h in history], "rate": [float(h[1]) for h in history],
+        "steps": [int(h[2]) for h in history]})
 
 
 def handle_evaluate(msg: Message, context: Context) -> Message:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -34,7 +34,7 @@ from flwr.server.strategy import FedAvg, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from models.federated import data as datasets
-from models.federated.client_app import STATE_ACCOUNTANT
+from models.federated.client_app import load_accountant, save_accountant
 from models.federated.config import FederatedConfig
 from models.federated.model import accuracy_and_loss, build_model, load_numpy, to_numpy
 from models.federated.training import DPSpec, train_local
@@ -59,9 +59,7 @@ class SecAggParticipant(NumPyClient):
         dp, history = None, []
         if self.cfg.dp == "client":
             dp = DPSpec(self.cfg.dp_target_epsilon, self.cfg.dp_delta, self.cfg.dp_max_grad_norm, self.cfg.num_rounds)
-            if STATE_ACCOUNTANT in self.state.config_records:
-                saved = self.state.config_records[STATE_ACCOUNTANT]
-                history = list(zip(saved["noise"], saved["rate"], saved["steps"]))
+            history = load_accountant(self.state)
         result = train_local(model, self.split.x_train, self.split.y_train, self.num_classes,
                              epochs=self.cfg.local_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
                              seed=self.cfg.seed * 1000 + int(config.get("server_round", 0)),
@@ -69,10 +67,7 @@ class SecAggParticipant(NumPyClient):
                              accountant_history=history)
         metrics = {"train_loss": result.loss}
         if dp is not None:  # ε over every round this participant has trained in, as in the main path
-            self.state.config_records[STATE_ACCOUNTANT] = ConfigRecord({
-                "noise": [float(h[0]) for h in result.accountant_history],
-                "rate": [float(h[1]) for h in result.accountant_history],
-                "steps": [int(h[2]) for h in result.accountant_history]})
+            save_accountant(self.state, result.accountant_history)
             metrics["epsilon"] = result.epsilon
         return result.arrays, result.num_examples, metrics
 
