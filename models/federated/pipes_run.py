@@ -57,15 +57,19 @@ def compare_with_centralised(config, history: dict) -> dict:
 
 
 def rounds_markdown(history: dict) -> str:
-    lines = ["| round | participants | train loss | eval loss | eval accuracy | ε max | rejected | failed |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in history["rounds"]:
-        if r["round"] == 0:
-            continue
-        fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "—"  # noqa: E731
-        lines.append(f"| {r['round']}{' (skipped)' if r.get('skipped') else ''} | {r.get('participants', 0)} | "
-                     f"{fmt(r.get('train_loss'))} | {fmt(r.get('eval_loss'))} | {fmt(r.get('eval_accuracy'))} | "
-                     f"{fmt(r.get('epsilon_max'))} | {len(r.get('rejected', []))} | {len(r.get('failed', []))} |")
+    """The round table shown in the UI. ε columns only for the DP that ran: without it ε is not 0 but unbounded."""
+    done = [r for r in history["rounds"] if r["round"] > 0]
+    columns = [("participants", "participants"), ("train loss", "train_loss"), ("eval loss", "eval_loss"),
+               ("eval accuracy", "eval_accuracy")]
+    columns += [(title, key) for title, key in (("ε max (DP-SGD)", "epsilon_max"), ("ε (central DP)", "central_epsilon"))
+                if any(key in r for r in done)]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "—" if v is None else str(v)  # noqa: E731
+    lines = ["| round | " + " | ".join(t for t, _ in columns) + " | rejected | failed |",
+             "|---" * (len(columns) + 3) + "|"]
+    for r in done:
+        lines.append(f"| {r['round']}{' (skipped)' if r.get('skipped') else ''} | "
+                     + " | ".join(fmt(r.get(key, 0 if key == "participants" else None)) for _, key in columns)
+                     + f" | {len(r.get('rejected', []))} | {len(r.get('failed', []))} |")
     return "\n".join(lines)
 
 

@@ -194,7 +194,8 @@ class PlatformStrategy(FedAvg):
         record["accepted"] = [self.participants.get(m.metadata.src_node_id, str(m.metadata.src_node_id))
                               for m in accepted]
         record["participants"] = len(accepted)
-        record["epsilon_max"] = max(self.epsilon.values(), default=0.0)
+        if self.cfg.dp == "client":  # without DP-SGD there is no ε to report (it is not 0: it is unbounded)
+            record["epsilon_max"] = max(self.epsilon.values(), default=0.0)
         if len(accepted) < self.cfg.min_participants:
             record["skipped"] = True
             log(WARNING, "round %d skipped: %d accepted updates, %d needed", server_round, len(accepted),
@@ -213,8 +214,10 @@ class PlatformStrategy(FedAvg):
         record["train_loss"] = loss
         names = list(accepted[0].content["arrays"].keys())
         self._round_done()
-        return to_record(averaged, names), MetricRecord({"train-loss": loss, "participants": len(accepted),
-                                                         "epsilon-max": record["epsilon_max"]})
+        metrics = {"train-loss": loss, "participants": len(accepted)}
+        if "epsilon_max" in record:
+            metrics["epsilon-max"] = record["epsilon_max"]
+        return to_record(averaged, names), MetricRecord(metrics)
 
     def screen_extra(self, msg: Message) -> str | None:
         """Why a reply's strategy-specific records must be rejected, or None."""

@@ -90,6 +90,7 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
         assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
         assert 0 < r["epsilon_max"] <= 2.0 + 1e-6
     assert "| 2 | 2 |" in meta["round_metrics"]
+    assert "ε max (DP-SGD)" in meta["round_metrics"] and "central DP" not in meta["round_metrics"]
     assert set(meta["epsilon_spent"]) == {first, second}
     assert all(v == round(v, 4) for v in meta["epsilon_spent"].values())  # shown rounded in the UI
     assert meta["alias"] == "challenger"
@@ -162,7 +163,9 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
         assert r["train_loss"] > 0 and 0 < r["eval_accuracy"] <= 1 and r["evaluated"] == 2
         # central DP: the two updates weigh the same, and the noise std is z·C/2
         assert r["weights"] == {first: 0.5, second: 0.5} and r["central_noise_std"] == pytest.approx(0.001 * 5.0 / 2)
+        assert "epsilon_max" not in r  # no DP-SGD ran: its ε is unbounded, not the 0 it used to be reported as
     assert "| 2 | 2 |" in meta["round_metrics"]
+    assert "ε (central DP)" in meta["round_metrics"] and "DP-SGD" not in meta["round_metrics"]
     assert meta["central_dp_epsilon"] == meta["rounds_json"][1]["central_epsilon"] > meta["rounds_json"][0]["central_epsilon"]
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "matches_centralised_baseline"
