@@ -8,16 +8,14 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, subprocess_env
-from tests.services.serving import free_port
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.slow
 
 
 def _start(tmp_path, *args: str, ports: int = 6) -> tuple[subprocess.Popen, int, str]:
     """`platformq serve ARGS` on free consecutive ports: the process, the first port and the admin key."""
-    base = free_port()
-    while any(_busy(base + i) for i in range(ports)):
-        base = free_port()
+    base = free_ports(ports)
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base), *args], cwd=ROOT,
                             env=subprocess_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -96,7 +94,8 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
             except httpx.TransportError:
                 time.sleep(0.2)
         proc.kill()
-        raise AssertionError("the derivatives service did not answer")
+        raise AssertionError(f"the derivatives service did not answer (exit code {proc.wait()}):\n"
+                             + proc.stdout.read()[-3000:])
 
     proc, base, first = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
     try:
@@ -124,10 +123,3 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
     store = tmp_path / "home" / "api-keys.json"
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
     assert first not in store.read_text() and ci_key not in store.read_text()
-
-
-def _busy(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -8,13 +8,9 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.ports import free_port
+
 PG_DSN = "postgresql+psycopg2://platformq:platformq@127.0.0.1:5432/{db}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

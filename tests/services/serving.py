@@ -1,15 +1,10 @@
 """Run an ASGI app on a real loopback port for the duration of a test."""
 
 import contextlib
-import socket
 import threading
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @contextlib.contextmanager
