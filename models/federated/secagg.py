@@ -132,7 +132,7 @@ def make_server_app(defaults: dict, num_shares: int | float = 1.0, reconstructio
                     **({"epsilon_max": max(spent)} if spent else {}))
                 return super().aggregate_fit(server_round, results, failures)
 
-        strategy = Recording(proximal_mu=cfg.proximal_mu, **common) if cfg.strategy == "fedprox" else Recording(**common)
+        strategy = Recording(**common, **({"proximal_mu": cfg.proximal_mu} if cfg.strategy == "fedprox" else {}))
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.num_rounds,
                                                                     round_timeout=cfg.round_timeout),
                                strategy=strategy)

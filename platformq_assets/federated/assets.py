@@ -79,8 +79,8 @@ def subprocess_env(ray_tmp: str) -> dict:
 )
 def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConfig, lake: LakeResource,
                         mlflow: MlflowResource):
-    from platformq_assets.federated import participants as registry
     from models.federated.config import FederatedConfig
+    from platformq_assets.federated import participants as registry
     from platformq_assets.federated.datasets import FEATURES, order_examples, write_tenant_files
     from resources.settings import load_settings
 
