@@ -23,11 +23,13 @@ from .did_key import Ed25519KeyPair, VerificationMethod, resolve_verification_me
 from .document_loader import DEFAULT_LOADER, BundledContextLoader
 from .errors import CredentialError, ProofError
 from .multibase import multibase_base58btc_decode, multibase_base58btc_encode
-from .rdfc import canonicalize
+from .rdfc import canonicalize, compacted_form_problems
 from .timestamps import format_timestamp, parse_timestamp, utc_now
 
 PROOF_TYPE = "DataIntegrityProof"
 CRYPTOSUITE = "eddsa-rdfc-2022"
+# "z" + base58btc of 64 bytes is at most 89 characters; longer is refused before decoding (quadratic)
+MAX_PROOF_VALUE_LENGTH = 89
 ASSERTION_METHOD = "assertionMethod"
 SIGNATURE_LENGTH = 64
 
@@ -135,7 +137,7 @@ def _context_list(value) -> list:
 
 
 def _check_proof(proof, expected_proof_purpose: str, now: datetime | None, domain, challenge) -> list[str]:
-    errors = []
+    errors = compacted_form_problems(proof, "proof")
     if proof.get("type") != PROOF_TYPE:
         errors.append(f"proof type is {proof.get('type')!r}, expected {PROOF_TYPE!r}")
     if proof.get("cryptosuite") != CRYPTOSUITE:
@@ -184,8 +186,12 @@ def verify_proof(
         return ProofVerification(False, ("document has no proof",))
 
     errors = _check_proof(proof, expected_proof_purpose, now, domain, challenge)
+    proof_value = proof.get("proofValue")
     try:
-        signature = multibase_base58btc_decode(proof.get("proofValue"))
+        if isinstance(proof_value, str) and len(proof_value) > MAX_PROOF_VALUE_LENGTH:
+            raise ProofError(f"it is {len(proof_value)} characters; an Ed25519 signature takes at most "
+                             f"{MAX_PROOF_VALUE_LENGTH}")
+        signature = multibase_base58btc_decode(proof_value)
         if len(signature) != SIGNATURE_LENGTH:
             errors.append(f"proofValue holds {len(signature)} bytes, an Ed25519 signature has 64")
     except CredentialError as exc:

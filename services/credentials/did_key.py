@@ -21,6 +21,7 @@ from .multibase import multibase_base58btc_decode, multibase_base58btc_encode, m
 ED25519_PUB_MULTICODEC = 0xED
 ED25519_PRIV_MULTICODEC = 0x1300
 ED25519_KEY_LENGTH = 32
+MAX_MULTIKEY_LENGTH = 64  # "z" + base58btc of a 2-byte multicodec and 32 key bytes is 48 or 49 characters
 DID_KEY_PREFIX = "did:key:"
 MULTIKEY_TYPE = "Multikey"
 DID_CONTEXT_V1 = "https://www.w3.org/ns/did/v1"
@@ -47,6 +48,8 @@ def _secret_bytes(secret_key: bytes | Ed25519PrivateKey) -> bytes:
 
 
 def _decode_multikey(value: str, expected_codec: int, what: str) -> bytes:
+    if isinstance(value, str) and len(value) > MAX_MULTIKEY_LENGTH:  # decoding base58 is quadratic
+        raise DidKeyError(f"{what} Multikey is {len(value)} characters; an Ed25519 one is 48")
     try:
         codec, key = multicodec_unwrap(multibase_base58btc_decode(value))
     except EncodingError as exc:

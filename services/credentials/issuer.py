@@ -23,6 +23,7 @@ from .data_integrity import (
 from .did_key import Ed25519KeyPair, resolve_verification_method
 from .document_loader import CREDENTIALS_V2_URL, DEFAULT_LOADER, BundledContextLoader
 from .errors import CredentialError, InvalidCredentialError
+from .rdfc import compacted_form_problems
 from .status_list import (
     REVOCATION,
     SUSPENSION,
@@ -54,7 +55,7 @@ def credential_problems(credential: Mapping) -> list[str]:
     """Every VC Data Model 2.0 rule the credential breaks (empty when it is well formed)."""
     if not isinstance(credential, Mapping):
         return ["a credential is a JSON object"]
-    problems = []
+    problems = compacted_form_problems(credential)
     contexts = _as_list(credential.get("@context"))
     if not contexts or contexts[0] != CREDENTIALS_V2_URL:
         problems.append(f"@context must start with {CREDENTIALS_V2_URL}")

@@ -8,6 +8,7 @@ covered by the RDF the signature is computed over, so it could be changed at wil
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -16,6 +17,7 @@ from pyld import jsonld
 from .document_loader import DEFAULT_LOADER, BundledContextLoader
 from .errors import CanonicalizationError, ContextNotAllowedError
 
+_TOO_LARGE = "a number is too large for RDF (larger than a double can hold)"
 _ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
 
 
@@ -58,6 +60,44 @@ def _check_no_relative_iris(node, path: str = "$") -> None:
             _check_no_relative_iris(value, f"{path}.{key}")
 
 
+# Keywords a compacted credential may use as keys; any other keyword, and any key that is an IRI,
+# means the JSON is not in the compacted form its @context gives.
+_COMPACT_KEYWORDS = frozenset({"@context", "@id", "@type", "@value", "@language", "@list", "@set"})
+
+
+def compacted_form_problems(document, path: str = "$") -> list[str]:
+    """Why ``document`` is not plain compacted JSON-LD (empty when it is).
+
+    A verifier reads ``validUntil``, ``credentialStatus`` or a proof's ``expires`` by their terms,
+    while the signature covers the RDF they expand to. The same RDF can be written with a full IRI
+    as the key (``https://www.w3.org/2018/credentials#validUntil``), which the JSON reader would not
+    see: so every key must be a term of the @context or one of a few keywords, and every number
+    must be one JSON can carry (NaN and Infinity are not JSON, and the signed value would not
+    survive serialisation).
+    """
+    problems: list[str] = []
+    stack = [(document, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            problems.append(f"{where} is {node!r}: JSON numbers are finite")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str) or ":" in key or (key.startswith("@") and key not in _COMPACT_KEYWORDS):
+                    problems.append(f"{where} has the key {key!r}: use the term its @context defines "
+                                    "(a credential must be in compacted form)")
+                elif key == "@language" and "@value" not in node:
+                    problems.append(f"{where} has @language outside a value object")
+                elif key == "@context" and not (isinstance(value, str) or (
+                        isinstance(value, list) and all(isinstance(c, str) for c in value))):
+                    problems.append(f"{where}.@context must be context URLs, not inline definitions")
+                elif key != "@context":
+                    stack.append((value, f"{where}.{key}"))
+    return sorted(problems)
+
+
 def expand(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) -> list:
     """JSON-LD expansion with only bundled contexts; raises on data that would be dropped."""
     dropped: list[str | None] = []
@@ -74,6 +114,8 @@ def expand(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) 
         if context_error is not None:
             raise ContextNotAllowedError(context_error.url) from None
         raise CanonicalizationError(f"invalid JSON-LD: {exc.args[0] if exc.args else exc}") from exc
+    except OverflowError:
+        raise CanonicalizationError(_TOO_LARGE) from None
     if dropped:
         names = ", ".join(sorted(repr(d) for d in dropped))
         raise CanonicalizationError(f"terms not defined by the @context would be dropped: {names}")
@@ -96,3 +138,5 @@ def canonicalize(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LO
         )
     except jsonld.JsonLdError as exc:
         raise CanonicalizationError(f"canonicalization failed: {exc.args[0] if exc.args else exc}") from exc
+    except OverflowError:  # pyld writes every number through float()
+        raise CanonicalizationError(_TOO_LARGE) from None

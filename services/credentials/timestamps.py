@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from .errors import CredentialError
 
 _DATETIME_STAMP = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})T(?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d{2}:\d{2})$"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]+))?(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -21,7 +21,7 @@ def format_timestamp(moment: datetime) -> str:
 
 def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
     """Parse an ``xsd:dateTimeStamp`` (timezone required); raises ``CredentialError`` naming ``field``."""
-    match = _DATETIME_STAMP.match(value) if isinstance(value, str) else None
+    match = _DATETIME_STAMP.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise CredentialError(f"{field} must be an XML Schema dateTimeStamp with a timezone, got {value!r}")
     frac = (match["frac"] or "")[:6].ljust(6, "0")

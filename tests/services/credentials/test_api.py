@@ -323,3 +323,60 @@ def test_audit_records_issuance(setup):
     records = client.get("/audit", headers=h(keys, "t1_auditor")).json()
     mine = [r for r in records if r["correlation_id"] == "vc-1"]
     assert mine and mine[0]["status"] == 201 and mine[0]["subject"] == "erin"
+
+
+def test_a_signed_credential_rewritten_with_full_iris_is_not_verified(setup):
+    """The same RDF with a full IRI as the key: the signature holds, so the JSON reader must refuse it."""
+    client, keys = setup
+    revoked = issue(client, keys)
+    assert set_status(client, keys, revoked["id"], "revoked").status_code == 200
+    expired = issue(client, keys, id="urn:uuid:00000000-0000-4000-8000-0000000000e1",
+                    validUntil="2025-02-01T00:00:00Z")
+    assert verify(client, keys, revoked)["revoked"] is True and verify(client, keys, expired)["verified"] is False
+    cred = "https://www.w3.org/2018/credentials#"
+    status_hidden = copy.deepcopy(revoked)
+    status_hidden[cred + "credentialStatus"] = status_hidden.pop("credentialStatus")
+    expiry_hidden = copy.deepcopy(expired)
+    expiry_hidden[cred + "validUntil"] = {"@value": expiry_hidden.pop("validUntil"),
+                                          "@type": "http://www.w3.org/2001/XMLSchema#dateTime"}
+    language_added = copy.deepcopy(issue(client, keys, id="urn:uuid:00000000-0000-4000-8000-0000000000e2"))
+    language_added["credentialSubject"]["@language"] = "en"
+    for vc, key in ((status_hidden, "credentialStatus"), (expiry_hidden, "validUntil"),
+                    (language_added, "@language")):
+        out = verify(client, keys, vc)
+        assert out["verified"] is False, key
+        assert any(key in e and "compacted form" in e or "@language outside" in e for e in out["errors"]), out
+    r = client.post("/credentials/issue", json={"credential": model_credential(**{cred + "validUntil": "x"})},
+                    headers=h(keys, "t1_engineer"))
+    assert "compacted form" in is_problem(r, 422)["detail"]
+
+
+def test_numbers_json_cannot_carry_are_refused_before_a_status_index_is_spent(setup):
+    client, keys = setup
+    registry = client.app.state.status_registry
+    he = {**h(keys, "t1_engineer"), "content-type": "application/json"}
+    body = '{"credential": {"@context": ["%s", "%s"], "type": ["VerifiableCredential"], ' \
+           '"credentialSubject": {"id": "urn:x:1", "score": %s}}}'
+    for number, message in (("NaN", "finite"), ("Infinity", "finite"), ("1e400", "finite"),
+                            ("1" + "0" * 309, "too large")):
+        r = client.post("/credentials/issue", content=body % (CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL, number),
+                        headers=he)
+        assert message in is_problem(r, 422)["detail"], number
+    assert registry.allocated == frozenset()
+    vc = issue(client, keys)
+    vc["credentialSubject"]["accuracy"] = 10**400
+    out = verify(client, keys, vc)  # a 200 with the reason, not a 500
+    assert out["verified"] is False and any("too large" in e for e in out["errors"])
+
+
+def test_a_huge_proof_value_is_refused_without_decoding_it(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    vc["proof"]["proofValue"] = "z" + "2" * 250_000  # base58 decoding is quadratic: ~8 s for this one
+    started = time.perf_counter()
+    out = verify(client, keys, vc)
+    assert out["verified"] is False and any("proofValue" in e and "250001 characters" in e for e in out["errors"])
+    vc["proof"]["verificationMethod"] = "did:key:z" + "6" * 250_000
+    out = verify(client, keys, vc)
+    assert out["verified"] is False
+    assert time.perf_counter() - started < 2

@@ -76,6 +76,9 @@ def test_issuer_object_form(key):
         ({"credentialSubject": None}, "credentialSubject"),
         ({"validFrom": "2025-01-01"}, "dateTimeStamp"),
         ({"validFrom": "2025-01-01T00:00:00"}, "dateTimeStamp"),
+        ({"validFrom": "2025-01-01T00:00:00Z\n"}, "dateTimeStamp"),
+        ({"validFrom": "２０２５-01-01T00:00:00Z"}, "dateTimeStamp"),  # full-width digits are not XML Schema's
+        ({"credentialSubject": {"id": "urn:x", "@vocab": "urn:v#"}}, "compacted form"),
         ({"validUntil": "2024-01-01T00:00:00Z"}, "before validFrom"),
         ({"id": "no-scheme"}, "id must be a URL"),
     ],

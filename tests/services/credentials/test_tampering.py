@@ -128,3 +128,16 @@ def test_data_outside_the_rdf_is_refused(subject, message):
     }
     with pytest.raises(CanonicalizationError, match=message):
         add_proof(credential, key)
+
+
+def test_an_expired_proof_renamed_to_its_full_iri_is_still_expired():
+    key = Ed25519KeyPair.generate()
+    credential = {"@context": ["https://www.w3.org/ns/credentials/v2", "https://www.w3.org/ns/credentials/examples/v2"],
+                  "type": ["VerifiableCredential"], "issuer": key.did, "credentialSubject": {"id": "urn:x:1"}}
+    signed = add_proof(credential, key, expires="2020-06-01T00:00:00Z")
+    assert any("proof expired" in e for e in verify_proof(signed).errors)
+    renamed = tampered(signed, lambda d: d["proof"].update(
+        {"https://w3id.org/security#expiration": {"@value": d["proof"].pop("expires"),
+                                                   "@type": "http://www.w3.org/2001/XMLSchema#dateTime"}}))
+    result = verify_proof(renamed)
+    assert not result.verified and any("security#expiration" in e and "compacted form" in e for e in result.errors)
