@@ -67,3 +67,11 @@ def test_trades_suite_fails_on_null_key_price_quantity_or_side():
         passed, meta = run_suite(_trades(**{column: None}), silver_trades_suite)
         assert not passed, (column, meta)
         assert "expect_column_values_to_not_be_null" in meta["failed_expectations"]
+
+
+def test_trades_suite_fails_on_a_partition_without_trades():
+    """Every column expectation passes vacuously on no rows: a day with no trades means the feed broke."""
+    from platformq_assets.quality.expectations import run_suite, silver_trades_suite
+
+    passed, meta = run_suite(_trades().iloc[0:0], silver_trades_suite)
+    assert not passed and "expect_table_row_count_to_be_between" in meta["failed_expectations"], meta
