@@ -2,9 +2,11 @@
 
 ``lake`` is anything with ``list_tables()`` and ``load_table(identifier)``
 returning a pyiceberg table (the platform's LakeResource qualifies). Filters
-and columns are validated against the table's schema; rows of tables that
-carry a ``tenant_id`` column are restricted to the caller's tenant; pages are
-pinned to one snapshot, so paging never mixes two versions of a table.
+and columns are validated against the schema of the snapshot being read; rows
+of tables that carry a ``tenant_id`` column are restricted to the caller's
+tenant; pages are pinned to one snapshot, so paging never mixes two versions of
+a table. A filter selects exactly the rows for which it is true: on a decimal
+column the value is compared as a decimal, never rounded to the column's scale.
 
 Tenancy fails closed: a table without ``tenant_id`` is served only if it is in
 ``SHARED_TABLES`` (market-wide data every tenant may see). Any other such table
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import decimal
 import json
 import math
 from typing import Any, Protocol
@@ -90,9 +93,10 @@ def _cast(field_type, column: str, raw: str):
     try:
         if kind == "integer":
             return int(raw)
-        if kind == "number":
-            value = float(raw)
-            if not math.isfinite(value):  # pyiceberg refuses NaN literals; bounds must be real numbers alike
+        if kind == "number":  # a decimal column's values are compared exactly, so its bounds are decimals too
+            value = decimal.Decimal(raw) if str(field_type).startswith("decimal") else float(raw)
+            # pyiceberg refuses NaN literals; bounds must be real numbers alike
+            if not (value.is_finite() if isinstance(value, decimal.Decimal) else math.isfinite(value)):
                 raise ValueError
             return value
         if kind == "boolean":
@@ -110,8 +114,47 @@ def _cast(field_type, column: str, raw: str):
                 return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
             return (value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value).isoformat()
         return raw
-    except ValueError:
+    except (ValueError, ArithmeticError):  # ArithmeticError: no such decimal, or a time outside datetime's range
         raise ReadError(f"filter value {raw!r} is not a valid {kind} for column {column!r}") from None
+
+
+def _condition(field_type, column: str, op: str, raw: str):
+    """The pyiceberg expression for ``column op raw``, holding for exactly the rows where that is true."""
+    from pyiceberg.expressions import (
+        AlwaysFalse,
+        EqualTo,
+        GreaterThan,
+        GreaterThanOrEqual,
+        LessThan,
+        LessThanOrEqual,
+        NotEqualTo,
+        NotNull,
+    )
+
+    ops = {"eq": EqualTo, "ne": NotEqualTo, "lt": LessThan, "le": LessThanOrEqual, "gt": GreaterThan,
+           "ge": GreaterThanOrEqual}
+    value = _cast(field_type, column, raw)
+    if isinstance(value, decimal.Decimal):
+        largest = decimal.Decimal((0, (9,) * field_type.precision, -field_type.scale))
+        if value.copy_abs() > largest:
+            raise ReadError(f"filter value {raw!r} is outside the range of column {column!r} ({field_type})")
+        # pyiceberg rounds a literal to the column's scale, to the nearest (gt 4.6 would become gt 5 and miss 5):
+        # a value between two that the column can hold is moved onto the one that keeps the same rows
+        up = op in ("gt", "ge")
+        bound = value.quantize(decimal.Decimal((0, (1,), -field_type.scale)),
+                               decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR,
+                               decimal.Context(prec=field_type.precision))
+        if bound != value:
+            if op == "eq":
+                return AlwaysFalse()
+            if op == "ne":
+                return NotNull(column)  # as ne on a value the column holds: every row but the nulls
+            op = "ge" if up else "le"  # on scale 0: gt/ge 4.6 are ge 5, lt/le 4.6 are le 4
+        value = bound
+    try:
+        return ops[op](column, value)
+    except ValueError as exc:  # pyiceberg refuses some literals as it builds them
+        raise ReadError(f"filter value {raw!r} is not valid for column {column!r}: {exc}") from None
 
 
 class LakeReader:
@@ -139,28 +182,16 @@ class LakeReader:
     def read(self, identifier: str, tenant: str, columns: list[str] | None = None,
              filters: list[str] | None = None, snapshot_id: int | None = None, page_size: int = 100,
              page_token: str | None = None) -> Page:
-        from pyiceberg.expressions import (
-            AlwaysTrue,
-            And,
-            EqualTo,
-            GreaterThan,
-            GreaterThanOrEqual,
-            LessThan,
-            LessThanOrEqual,
-            NotEqualTo,
-        )
+        from pyiceberg.expressions import AlwaysTrue, And, EqualTo
         from pyiceberg.expressions.visitors import bind
 
         if identifier.split(".")[0] not in READABLE_NAMESPACES or identifier not in self.lake.list_tables():
             raise _unknown_table(identifier)
         table = self.lake.load_table(identifier)
-        fields = table.schema().fields
-        if not _servable(identifier, fields):
+        if not _servable(identifier, table.schema().fields):
             raise _unknown_table(identifier)  # the same answer as a missing table: its existence is not revealed
         if not 1 <= page_size <= MAX_PAGE:
             raise ReadError(f"page_size must be between 1 and {MAX_PAGE}")
-        kinds = {f.name: _iceberg_kind(f.field_type) for f in fields}
-        types = {f.name: f.field_type for f in fields}
         offset = 0
         if page_token:
             token_snapshot, offset = _decode_token(page_token)
@@ -168,17 +199,22 @@ class LakeReader:
                 raise ReadError("page_token belongs to another snapshot")
             snapshot_id = token_snapshot
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
-            raise ReadError(f"table {identifier} has no snapshot {snapshot_id}", 404, "unknown-snapshot")
+            raise _unknown_snapshot(identifier, snapshot_id)
         if snapshot_id is None:
             current = table.current_snapshot()
             snapshot_id = current.snapshot_id if current else None
+        # columns, filters and tenancy follow the schema the snapshot was written with, which the scan reads:
+        # an older snapshot may lack columns added since, tenant_id among them
+        schema = table.scan(snapshot_id=snapshot_id).projection()
+        if not _servable(identifier, schema.fields):
+            raise _unknown_snapshot(identifier, snapshot_id)  # its rows do not say whose they are
+        kinds = {f.name: _iceberg_kind(f.field_type) for f in schema.fields}
+        types = {f.name: f.field_type for f in schema.fields}
 
         selected = columns or [c for c in kinds]
         unknown = [c for c in selected if c not in kinds]
         if unknown:
             raise ReadError(f"unknown columns {unknown}; the table has {sorted(kinds)}")
-        ops = {"eq": EqualTo, "ne": NotEqualTo, "lt": LessThan, "le": LessThanOrEqual, "gt": GreaterThan,
-               "ge": GreaterThanOrEqual}
         predicate = AlwaysTrue()
         for raw in filters or []:
             parts = raw.split(":", 2)
@@ -187,13 +223,9 @@ class LakeReader:
             column, op, value = parts
             if column not in kinds:
                 raise ReadError(f"cannot filter on unknown column {column!r}")
-            literal = _cast(types[column], column, value)
-            try:
-                predicate = And(predicate, ops[op](column, literal))
-            except ValueError as exc:  # pyiceberg refuses some literals as it builds them
-                raise ReadError(f"filter {raw!r} is not valid: {exc}") from None
+            predicate = And(predicate, _condition(types[column], column, op, value))
         try:  # binding converts the literals to the columns' types: a value that does not fit is the caller's
-            bind(table.schema(), predicate, case_sensitive=True)
+            bind(schema, predicate, case_sensitive=True)
         except ValueError as exc:
             raise ReadError(f"filters do not fit the table's columns: {exc}") from None
         if TENANT_COLUMN in kinds:
@@ -219,6 +251,10 @@ def _servable(identifier: str, fields) -> bool:
 
 def _unknown_table(identifier: str) -> ReadError:
     return ReadError(f"unknown table {identifier!r}", 404, "unknown-table")
+
+
+def _unknown_snapshot(identifier: str, snapshot_id: int) -> ReadError:
+    return ReadError(f"table {identifier} has no snapshot {snapshot_id}", 404, "unknown-snapshot")
 
 
 def _jsonable(value: Any):

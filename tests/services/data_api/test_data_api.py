@@ -1,6 +1,7 @@
 """Data API over a real Iceberg lake: tenancy, pagination pinned to a snapshot, validation."""
 
 import datetime as dt
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
@@ -140,6 +141,80 @@ def test_timestamp_and_non_finite_filters_are_rows_or_422_never_500(api):
     for value in ("nan", "NaN", "inf", "-Infinity"):
         r = get(client, keys["acme"], "/v1/tables/gold/price_direction_predictions/rows", filter=f"score:eq:{value}")
         assert is_problem(r, 422)["type"].endswith("/invalid-read")
+    for value in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # in UTC, outside datetime's range
+        r = get(client, keys["acme"], "/v1/tables/gold/price_direction_predictions/rows", filter=f"event_ts:ge:{value}")
+        assert is_problem(r, 422)["type"].endswith("/invalid-read")
+
+
+def test_decimal_filters_select_exactly_the_rows_they_describe(api):
+    """A bound between two values of the column's scale is moved onto the right one, never to the nearest."""
+    client, keys, lake = api
+    lake.replace_partition("gold.positions_pnl", pa.table({
+        "account_id": [1, 2, 3, 4], "tenant_id": ["t-acme"] * 4,
+        "volume": pa.array([Decimal(4), Decimal(5), Decimal(6), None], pa.decimal128(38, 0)),
+        "price": pa.array([Decimal("1.25"), Decimal("2.50"), None, Decimal("-1.00")], pa.decimal128(5, 2)),
+        "partition_date": pa.array([DAY] * 4, pa.date32())}), "partition_date", DAY)
+    expected = {  # volume: 4, 5, 6, null; price: 1.25, 2.50, null, -1.00
+        "volume:gt:4.6": {2, 3}, "volume:ge:4.6": {2, 3}, "volume:lt:4.6": {1}, "volume:le:4.6": {1},
+        "volume:eq:5.4": set(), "volume:ne:5.4": {1, 2, 3}, "volume:eq:5": {2}, "volume:eq:5.00": {2},
+        "volume:ne:5": {1, 3}, "volume:gt:5": {3}, "volume:ge:5": {2, 3}, "volume:lt:5": {1}, "volume:le:5": {1, 2},
+        "volume:gt:5E+0": {3}, "volume:gt:-0.5": {1, 2, 3}, "volume:lt:-0.5": set(), "volume:ge:1e30": set(),
+        "volume:lt:1e30": {1, 2, 3}, "volume:le:99999999999999999999999999999999999999": {1, 2, 3},
+        "price:gt:1.251": {2}, "price:ge:1.249": {1, 2}, "price:eq:1.250": {1}, "price:eq:1.2500001": set(),
+        "price:ne:1.2500001": {1, 2, 4}, "price:lt:-0.999": {4}, "price:le:-1.001": set(),
+        "price:ge:-1.001": {1, 2, 4}, "price:le:999.99": {1, 2, 4},
+    }
+    for condition, accounts in expected.items():
+        r = get(client, keys["acme"], "/v1/tables/gold/positions_pnl/rows", filter=condition)
+        assert r.status_code == 200, (condition, r.text)
+        assert {row["account_id"] for row in r.json()["rows"]} == accounts, condition
+    for condition in ("volume:ge:1e38", "volume:eq:-1e38", "price:lt:1000", "price:ge:999.995", "price:eq:1e999999999",
+                      "volume:eq:nan", "volume:gt:-inf", "volume:eq:sNaN", "volume:eq:abc"):
+        r = get(client, keys["acme"], "/v1/tables/gold/positions_pnl/rows", filter=condition)
+        assert is_problem(r, 422)["type"].endswith("/invalid-read"), condition
+
+
+def test_pages_and_time_travel_read_their_snapshots_schema(api):
+    client, keys, lake = api
+    path = "/v1/tables/gold/trader_leaderboard/rows"
+    first = get(client, keys["acme"], path, page_size=8).json()
+    old_columns = first["columns"]
+    # the model gains a column between pages
+    lake.replace_partition("gold.trader_leaderboard",
+                           leaderboard(5, lambda i: "t-acme").append_column("sharpe", pa.array([0.5] * 5)),
+                           "partition_date", DAY)
+    seen, token = list(first["rows"]), first["next_page_token"]
+    while token:
+        r = get(client, keys["acme"], path, page_size=8, page_token=token)
+        assert r.status_code == 200, r.text
+        assert r.json()["columns"] == old_columns and r.json()["snapshot_id"] == first["snapshot_id"]
+        seen += r.json()["rows"]
+        token = r.json()["next_page_token"]
+    assert len(seen) == 20 and {r["tenant_id"] for r in seen} == {"t-acme"}
+    old = get(client, keys["acme"], path, snapshot_id=first["snapshot_id"]).json()
+    assert old["columns"] == old_columns and old["total_rows"] == 20
+    for params in ({"columns": "pnl_rank,sharpe"}, {"filter": "sharpe:gt:0"}):  # not in that snapshot
+        r = get(client, keys["acme"], path, snapshot_id=first["snapshot_id"], **params)
+        assert is_problem(r, 422)["type"].endswith("/invalid-read"), params
+    assert get(client, keys["acme"], path, filter="sharpe:gt:0").json()["total_rows"] == 5
+
+
+def test_snapshots_from_before_a_table_had_tenant_id_are_never_served(api):
+    client, keys, lake = api
+    lake.replace_partition("gold.futures_margin", pa.table({
+        "account_id": [101, 202], "balance_cents": [98800, 101200],
+        "partition_date": pa.array([DAY] * 2, pa.date32())}), "partition_date", DAY)
+    before = lake.load_table("gold.futures_margin").current_snapshot().snapshot_id
+    lake.replace_partition("gold.futures_margin", pa.table({
+        "account_id": [101, 202], "balance_cents": [98800, 101200], "tenant_id": ["t-acme", "t-cygnus"],
+        "partition_date": pa.array([DAY] * 2, pa.date32())}), "partition_date", DAY)
+    path = "/v1/tables/gold/futures_margin/rows"
+    for who, account in (("acme", 101), ("cygnus", 202)):
+        assert [r["account_id"] for r in get(client, keys[who], path).json()["rows"]] == [account]
+        for params in ({}, {"columns": "account_id"}, {"filter": "account_id:gt:0"}):
+            # the rows of that snapshot say nothing of whose they are: answered like a snapshot that does not exist
+            body = is_problem(get(client, keys[who], path, snapshot_id=before, **params), 404)
+            assert body["type"].endswith("/unknown-snapshot"), body
 
 
 @pytest.mark.slow
