@@ -227,6 +227,7 @@ class FuturesClearingHouse:
             raise ValueError("account id must be non-empty")
         if account in self.accounts:
             raise ValueError(f"account {account!r} already exists")
+        _int("deposit", deposit_cents, minimum=0)  # before the account exists: a refused open leaves nothing
         self.accounts[account] = state = AccountState(account)
         if deposit_cents:
             self.deposit(account, deposit_cents)
@@ -317,13 +318,17 @@ class FuturesClearingHouse:
         prev = self.last_settlement_ticks or 0  # position_at_last_settlement is 0 before the first one
         return state.position * settle_ticks - state.position_at_last_settlement * prev + state.trade_cash_ticks
 
-    def _check_day(self, day: date) -> None:
+    def _check_day(self, day: date, final: bool = False) -> None:
         if self.final is not None:
             raise ValueError(f"{self.contract.symbol} has already been finally settled")
         if not isinstance(day, date):
             raise TypeError(f"day must be a date, got {day!r}")
-        if self.last_settlement_day is not None and day <= self.last_settlement_day:
-            raise ValueError(f"settlement day {day} is not after the last one {self.last_settlement_day}")
+        last = self.last_settlement_day
+        # The final settlement is the expiry day's settlement: it may follow that day's mark-to-market,
+        # and then pays variation margin only from that mark (and the later trades) to the final price.
+        replaces_expiry_mark = final and day == last == self.contract.expiry
+        if last is not None and day <= last and not replaces_expiry_mark:
+            raise ValueError(f"settlement day {day} is not after the last one {last}")
 
     def _pay_variation_margin(self, settle_ticks: int) -> dict[str, int]:
         tick_value = self.contract.tick_value_cents
@@ -364,9 +369,12 @@ class FuturesClearingHouse:
         return result
 
     def final_settlement(self, final_price: PriceLike, day: date | None = None) -> FinalSettlement:
-        """Cash-settle at expiry: last variation margin at the final price, then all positions close."""
+        """Cash-settle at expiry: last variation margin at the final price, then all positions close.
+
+        It is the expiry day's settlement: after a mark-to-market of that day it replaces its price, paying
+        variation margin only from that mark (and later trades) to the final price, never twice."""
         day = self.contract.expiry if day is None else day
-        self._check_day(day)
+        self._check_day(day, final=True)
         if day < self.contract.expiry:
             raise ValueError(f"final settlement on {day} is before expiry {self.contract.expiry}")
         final_ticks = self.contract.round_to_ticks(final_price)

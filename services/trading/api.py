@@ -8,10 +8,11 @@ carry no account identifiers.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Callable, Literal
 
 from fastapi import Depends, FastAPI, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
@@ -62,7 +63,9 @@ class OrderIn(Strict):
 
 
 class AmendIn(Strict):
-    quantity: int | None = Field(default=None, ge=1, le=MAX_LOTS)
+    quantity: int | None = Field(default=None, ge=1, le=MAX_LOTS, description=(
+        "new total quantity in lots, filled lots included (as a FIX cancel/replace's OrderQty): the order "
+        "keeps quantity - filled_quantity open; it must exceed filled_quantity"))
     price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
 
 
@@ -184,6 +187,13 @@ class LeaderboardRow(BaseModel):
     tenant_id: str | None = None
     pnl: float
     traded_notional: float | None = None
+
+
+def calendar_date(value: str | None) -> str | None:
+    """A YYYY-MM-DD that is a real day: 2024-02-30 is a 422, not a query the lake cannot answer."""
+    if value is not None:
+        dt.date.fromisoformat(value)  # its ValueError is a validation error
+    return value
 
 
 def external(account_id: str) -> str:
@@ -323,11 +333,19 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
 
     @app.patch("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def amend(order_id: Annotated[int, Path(ge=1, le=2**62)], body: AmendIn, principal: Principal = Depends(writer)):
+        """Change price and/or total quantity; the exchange amends the open quantity (total - filled)."""
         order = own_order(principal, order_id)
         if body.quantity is None and body.price_ticks is None:
             raise Problem(422, "Unprocessable Content", "give quantity and/or price_ticks", "empty-amendment")
-        return order_out(run(exchange.amend, exchange.order_owner[order.order_id], order_id, body.quantity,
-                             body.price_ticks))
+        with exchange.lock:  # no fill between reading the filled quantity and amending
+            open_qty = None
+            if body.quantity is not None:
+                if body.quantity <= order.filled_qty:
+                    raise Problem(422, "Unprocessable Content", f"quantity {body.quantity} does not exceed the "
+                                  f"{order.filled_qty} lots already filled", "quantity-not-above-filled")
+                open_qty = body.quantity - order.filled_qty
+            return order_out(run(exchange.amend, exchange.order_owner[order.order_id], order_id, open_qty,
+                                 body.price_ticks))
 
     @app.get("/v1/fills", response_model=list[FillOut], tags=["orders"])
     def fills(account_id: Annotated[str, Query(max_length=64)], limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -377,7 +395,8 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         run(exchange.unfollow, follower.account_id, internal(principal, leader_account_id))
 
     @app.get("/v1/leaderboard", response_model=list[LeaderboardRow], tags=["social"])
-    def get_leaderboard(date: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+    def get_leaderboard(date: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$"),
+                                        AfterValidator(calendar_date)] = None,
                         limit: Annotated[int, Query(ge=1, le=100)] = 10, principal: Principal = Depends(market)):
         if leaderboard is None:
             raise Problem(503, "Service Unavailable", "no leaderboard source configured", "no-leaderboard")

@@ -8,8 +8,9 @@ quantities integer lots.
 
 Balances per account and asset (``USD`` and one asset per instrument):
 ``free`` can be used, ``locked`` backs open orders. A buy locks its worst-case
-cost (limit price x quantity + taker fee + one unit per lot of rounding slack);
-a sell locks the lots. Fees (maker/taker, in basis points of notional, rounded
+cost (limit price x open quantity + the larger of the maker and taker fee + one
+unit per lot of rounding slack; what a fill below the limit saves is released at
+once); a sell locks the lots. Fees (maker/taker, in basis points of notional, rounded
 up) go to the venue. Conservation, per asset, holds after every command:
 sum(free + locked) + fees collected = deposits - withdrawals.
 """
@@ -141,7 +142,8 @@ class CopyLink:
 
 # What commands change besides the matching engine and the append-only history (fills, copy links):
 # small tables, one entry per account or per open order, copied whole when a batch starts.
-_SMALL_STATE = ("accounts", "reserved", "sell_locked", "fees_collected", "deposits", "withdrawals", "follows")
+_SMALL_STATE = ("accounts", "reserved", "sell_locked", "fees_collected", "deposits", "withdrawals", "follows",
+                "last_price")
 _NESTED_STATE = ("accounts", "follows")  # mutable values: copied deep; the others map to ints
 
 
@@ -166,6 +168,7 @@ class Exchange:
         self.withdrawals: dict[str, int] = {}
         self.follows: dict[str, dict[str, Follow]] = {}  # leader -> follower -> follow
         self.copy_links: list[CopyLink] = []
+        self.last_price: dict[str, int] = {}  # instrument -> price of its latest trade (marks positions)
         self.fills: list[dict] = []  # both sides of every trade, with fees
         self.journal = journal or MemoryJournal()
         self.clock = clock or (lambda: int(time.time() * 1_000_000))
@@ -365,8 +368,9 @@ class Exchange:
             raise ExchangeError(f"unknown command {op!r}")
 
     def _buy_reserve(self, price: int, qty: int) -> int:
+        """Most a buy of ``qty`` at ``price`` can cost: it may fill as taker or, resting, as maker."""
         notional = price * qty
-        return notional + -(-notional * self.taker_fee_bps // 10_000) + qty
+        return notional + self._fee(notional, max(self.maker_fee_bps, self.taker_fee_bps)) + qty
 
     def _market_buy_cost(self, instrument: str, qty: int) -> int | None:
         """Worst-case cost of a market buy: walk the asks (None if not enough liquidity)."""
@@ -453,10 +457,11 @@ class Exchange:
             self.reserved[order.order_id] = locked
         else:
             self.sell_locked[order.order_id] = locked
-        self._settle(self.engine.trades[first_trade:])
+        trades = self.engine.trades[first_trade:]
+        before = self._settle(trades)
         self._release(order)
-        if copy_of is None:  # copies do not trigger copies
-            self._copy_all_fills(account_id, self.engine.trades[first_trade:], ts)
+        # a copy's own fill is not copied, the fills of the resting orders it hit are
+        self._copy_all_fills(account_id if copy_of is None else None, trades, ts, before)
         return order
 
     def _amend(self, c):
@@ -478,9 +483,10 @@ class Exchange:
             self.sell_locked[order.order_id] += new_qty - order.open_qty
         first_trade = len(self.engine.trades)
         self.engine.amend(order.order_id, c["quantity"], c["price"], c["ts"])
-        self._settle(self.engine.trades[first_trade:])
+        trades = self.engine.trades[first_trade:]
+        before = self._settle(trades)
         self._release(order)
-        self._copy_all_fills(c["account"], self.engine.trades[first_trade:], c["ts"])
+        self._copy_all_fills(c["account"], trades, c["ts"], before)
         return order
 
     def _unlock(self, account: Account, instrument: str, side: int, amount: int) -> None:
@@ -489,33 +495,38 @@ class Exchange:
         bal.free += amount
 
     def _release(self, order: Order) -> None:
-        """Give back what an order no longer needs locked (after fills, cancels, expiry)."""
+        """Give back what an order no longer needs locked (after fills, cancels, expiry): a buy keeps
+        the reserve of its open quantity (fills below the limit leave a surplus), a sell its open lots."""
         account = self.accounts[self.order_owner[order.order_id]]
-        if order.side == BUY:
-            if order.open_qty == 0:
-                left = self.reserved.pop(order.order_id, 0)
-                if left:
-                    self._unlock(account, order.instrument, BUY, left)
-            return
-        locked = self.sell_locked.get(order.order_id, 0)
-        surplus = locked - order.open_qty
-        if surplus:
-            self._unlock(account, order.instrument, SELL, surplus)
+        held = self.reserved if order.side == BUY else self.sell_locked
+        need = 0
         if order.open_qty:
-            self.sell_locked[order.order_id] = order.open_qty
+            need = self._buy_reserve(order.price, order.open_qty) if order.side == BUY else order.open_qty
+        surplus = held.get(order.order_id, 0) - need
+        if surplus:
+            self._unlock(account, order.instrument, order.side, surplus)
+        if need:
+            held[order.order_id] = need
         else:
-            self.sell_locked.pop(order.order_id, None)
+            held.pop(order.order_id, None)
 
     def _fee(self, notional: int, bps: int) -> int:
         return -(-notional * bps // 10_000)
 
-    def _settle(self, trades) -> None:
+    def _settle(self, trades) -> dict[str, tuple[int, dict[str, int], dict[str, int]]]:
+        """Settle the trades; returns, for each leader in them, what copy sizing reads from before
+        its fills: its equity, its positions and the marks."""
+        marks = dict(self.last_price)
+        leaders = {a for t in trades for a in (t[7], t[8]) if self.follows.get(a)}
+        before = {a: (self.equity(a, marks), {i: self.position(a, i) for i in self.instruments}, marks)
+                  for a in leaders}
         touched = {}
         self._settle_trades(trades)
         for t in trades:  # resting orders that filled completely give back their surplus too
             touched[t[5]] = touched[t[6]] = None
         for order_id in touched:
             self._release(self.engine.orders[order_id])
+        return before
 
     def _settle_trades(self, trades) -> None:
         for trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor in trades:
@@ -531,6 +542,7 @@ class Exchange:
             self.sell_locked[sell_id] -= qty
             seller.balance(CASH).free += notional - sell_fee
             self.fees_collected[CASH] = self.fees_collected.get(CASH, 0) + buy_fee + sell_fee
+            self.last_price[instrument] = price
             for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
                                                     (sell_acct, sell_id, "SELL", sell_fee)):
                 self.account_fills.setdefault(account_id, []).append(len(self.fills))
@@ -538,28 +550,32 @@ class Exchange:
                                    "quantity": qty, "account_id": account_id, "order_id": order_id, "side": side,
                                    "fee": fee, "liquidity": "TAKER" if SIDES[side] == aggressor else "MAKER"})
 
-    def _copy_all_fills(self, aggressor_id: str, trades, ts: int) -> None:
-        """Copy the fills of every account in these trades: the aggressor's first, then the resting
-        (maker) orders' owners, in trade order. A leader's passive fills are trades too."""
-        accounts = dict.fromkeys([aggressor_id] + [a for t in trades for a in (t[7], t[8])])
-        for account_id in accounts:
-            self._copy_fills(account_id, trades, ts)
+    def _copy_all_fills(self, aggressor_id: str | None, trades, ts: int, before: dict) -> None:
+        """Copy the fills of every account in these trades: the aggressor's first (none for a copy
+        order), then the resting (maker) orders' owners, in trade order. A leader's passive fills are
+        trades too."""
+        makers = [t[8] if t[9] == BUY else t[7] for t in trades]
+        for account_id in dict.fromkeys([aggressor_id] + makers):
+            if account_id in before:  # a leader with fills here
+                self._copy_fills(account_id, trades, ts, before)
 
-    def _copy_fills(self, leader_id: str, trades, ts: int) -> None:
-        """Mirror a leader's fills into followers' accounts, after the leader's fill."""
-        followers = self.follows.get(leader_id)
-        if not followers:
-            return
-        leader_equity = self.cash_equity(leader_id)
+    def _copy_fills(self, leader_id: str, trades, ts: int, before: dict) -> None:
+        """Mirror a leader's fills into followers' accounts, after the leader's fill. Sizes use the
+        leader's equity and positions from before its fills (``before``, from :meth:`_settle`)."""
+        followers = self.follows[leader_id]
+        leader_equity, leader_positions, marks = before[leader_id]
         for trade in trades:
             trade_id, _, instrument, price, qty, _, _, buy_acct, sell_acct, _ = trade
             if leader_id not in (buy_acct, sell_acct):
                 continue
             side = BUY if buy_acct == leader_id else SELL
+            leader_position = leader_positions[instrument]
+            leader_positions[instrument] += qty if side == BUY else -qty
             for follower_id in sorted(followers):
                 follow = followers[follower_id]
-                copy_qty = copy_size(qty, self.cash_equity(follower_id), leader_equity, follow.multiplier,
-                                     self.position(follower_id, instrument), side, price, follow.max_exposure)
+                copy_qty = copy_size(qty, self.equity(follower_id, marks), leader_equity, follow.multiplier,
+                                     self.position(follower_id, instrument), side, price, follow.max_exposure,
+                                     leader_position)
                 if copy_qty <= 0:
                     continue
                 account = self.accounts[follower_id]
@@ -595,9 +611,15 @@ class Exchange:
         cash = self.accounts[account_id].balance(CASH)
         return cash.free + cash.locked
 
+    def equity(self, account_id: str, marks: dict[str, int] | None = None) -> int:
+        """Cash plus positions valued at ``marks`` (default: each instrument's last trade price; an
+        instrument that has not traded yet counts for nothing)."""
+        marks = self.last_price if marks is None else marks
+        return self.cash_equity(account_id) + sum(self.position(account_id, i) * marks.get(i, 0) for i in marks)
+
     def position(self, account_id: str, instrument: str) -> int:
-        lots = self.accounts[account_id].balance(instrument)
-        return lots.free + lots.locked
+        lots = self.accounts[account_id].balances.get(instrument)  # read without creating a row
+        return lots.free + lots.locked if lots is not None else 0
 
     def conservation(self) -> dict[str, tuple[int, int]]:
         """Per asset: (held by accounts + fees, deposits - withdrawals). Equal when books balance."""
@@ -633,18 +655,16 @@ def _pop_last(index: dict[str, list[int]], account_id: str, value: int) -> None:
 
 
 def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multiplier: float, position: int,
-              side: int, price: int, max_exposure: int) -> int:
-    """Lots a follower copies: leader's lots x equity ratio x multiplier, clamped by the exposure cap."""
+              side: int, price: int, max_exposure: int, leader_position: int = 0) -> int:
+    """Lots a follower copies. A buy: leader's lots x equity ratio x multiplier, clamped by the exposure
+    cap. A sell (positions are long only, so it closes part of one): the same fraction of the follower's
+    position as the leader's sell is of the leader's position before it."""
+    if side == SELL:
+        return position * leader_qty // leader_position if leader_position > 0 and position > 0 else 0
     if leader_equity <= 0 or follower_equity <= 0:
         return 0
     wanted = int(leader_qty * (follower_equity / leader_equity) * multiplier)
-    signed = wanted if side == BUY else -wanted
-    cap_lots = max_exposure // price
-    after = position + signed
-    if abs(after) > cap_lots:
-        allowed = cap_lots - abs(position) if (after > 0) == (position >= 0) else cap_lots + abs(position)
-        wanted = max(0, min(wanted, allowed))
-    return wanted
+    return max(0, min(wanted, max_exposure // price - position))
 
 
 __all__ = ["CASH", "Exchange", "ExchangeError", "MemoryJournal", "NotFound", "OrderStatus", "SqlJournal",

@@ -125,6 +125,36 @@ def test_final_settlement_cash_settles_and_closes_positions():
         ch.mark_to_market(EXPIRY, "3.00")
 
 
+def test_final_settlement_replaces_the_mark_to_market_of_the_expiry_day():
+    """The final settlement is the expiry day's settlement: after that day's mark it pays only the rest,
+    so the day's variation margin adds up to one settlement at the final price."""
+    marked, direct = house(a=50_000, b=50_000), house(a=50_000, b=50_000)
+    for ch in (marked, direct):
+        ch.trade("a", "b", 3, "2.50")
+        ch.mark_to_market(D1, "2.45")
+    marked.mark_to_market(EXPIRY, "2.80")
+    for ch in (marked, direct):
+        ch.trade("a", "b", 1, "2.90")  # after the expiry day's mark
+    final = marked.final_settlement("3.00")  # default day: the expiry
+    assert final.day == EXPIRY and final.closed_positions == {"a": 4, "b": -4}
+    assert final.variation_margin == {"a": (3 * 20 + 1 * 10) * 100, "b": -(3 * 20 + 1 * 10) * 100}
+    assert final.balances == direct.final_settlement("3.00").balances
+    assert final.balances == {"a": 50_000 + (3 * 50 + 1 * 10) * 100, "b": 50_000 - (3 * 50 + 1 * 10) * 100}
+    assert sum(final.balances.values()) == 100_000
+    with pytest.raises(ValueError, match="already been finally settled"):
+        marked.final_settlement("3.00")
+
+
+def test_open_account_refuses_a_bad_deposit_without_creating_the_account():
+    ch = house()
+    with pytest.raises(ValueError, match="deposit must be >= 0"):
+        ch.open_account("a", -5)
+    with pytest.raises(TypeError, match="deposit must be an integer"):
+        ch.open_account("a", 1.5)
+    assert ch.accounts == {}
+    assert ch.open_account("a", 100).balance_cents == 100
+
+
 ACCOUNTS = ["a", "b", "c", "d"]
 trade_st = st.tuples(st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS), st.integers(1, 20), st.integers(100, 900))
 day_st = st.tuples(st.lists(trade_st, max_size=6), st.integers(100, 900))

@@ -69,6 +69,26 @@ def test_amend_and_cancel(setup):
     assert is_problem(again, 409)["detail"].startswith("order")
 
 
+def test_amend_quantity_is_the_new_total_quantity_fix_style(setup):
+    """As in a FIX cancel/replace, PATCH quantity counts the lots already filled: open = quantity - filled."""
+    client, keys, _ = setup
+    t1, t2 = h(keys, "t1_trader"), h(keys, "t2_trader")
+    o = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "SELL", "quantity": 10,
+                                        "price_ticks": 1000}, headers=t1).json()
+    client.post("/v1/orders", json={"account_id": "b1", "instrument": X, "side": "BUY", "quantity": 4,
+                                    "price_ticks": 1000}, headers=t2)
+    url = f"/v1/orders/{o['order_id']}"
+    resent = client.patch(url, json={"quantity": 10, "price_ticks": 1001}, headers=t1).json()  # the shown quantity
+    assert (resent["quantity"], resent["open_quantity"], resent["filled_quantity"]) == (10, 6, 4)
+    assert resent["price_ticks"] == 1001
+    reduced = client.patch(url, json={"quantity": 7}, headers=t1).json()
+    assert (reduced["open_quantity"], reduced["filled_quantity"]) == (3, 4)
+    for not_above_filled in (4, 3):
+        r = client.patch(url, json={"quantity": not_above_filled}, headers=t1)
+        assert "filled" in is_problem(r, 422)["detail"]
+    assert client.get(url, headers=t1).json()["open_quantity"] == 3
+
+
 def test_authentication_and_roles(setup):
     client, keys, _ = setup
     body = {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1, "price_ticks": 1}
@@ -181,6 +201,17 @@ def test_leaderboard_and_health(setup):
     board = client.get("/v1/leaderboard", params={"limit": 1}, headers=h(keys, "t1_viewer")).json()
     assert board[0]["pnl_rank"] == 1
     is_problem(client.get("/v1/leaderboard", params={"date": "yesterday"}, headers=h(keys, "t1_viewer")), 422)
+
+
+def test_leaderboard_date_must_be_a_calendar_date(ctx):
+    asked = []
+    app = create_trading_app(ctx, Exchange([X]), leaderboard=lambda date, limit: asked.append(date) or [])
+    client = TestClient(app, raise_server_exceptions=False)
+    viewer = {"X-API-Key": ctx.keys.create("victor", "t1", ["viewer"])}
+    for wrong in ("2024-02-30", "2024-13-01", "2023-02-29", "20240102"):
+        is_problem(client.get("/v1/leaderboard", params={"date": wrong}, headers=viewer), 422)
+    assert client.get("/v1/leaderboard", params={"date": "2024-02-29"}, headers=viewer).json() == []
+    assert asked == ["2024-02-29"]  # only valid dates reach the source, as YYYY-MM-DD
 
 
 def test_batch_places_and_cancels_in_order(setup):

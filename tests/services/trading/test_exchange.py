@@ -4,15 +4,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.trading.exchange import CASH, Exchange, ExchangeError, MemoryJournal, SqlJournal, copy_size
+from services.trading.exchange import Balance, CASH, Exchange, ExchangeError, MemoryJournal, SqlJournal, copy_size
 from services.trading.engine import BUY, SELL, OrderStatus
 
 X = "X"
 
 
-def funded(journal=None):
+def exchange(journal=None, **fees):
     clock = iter(range(1, 10**9))
-    ex = Exchange([X], journal=journal or MemoryJournal(), clock=lambda: next(clock))
+    return Exchange([X], journal=journal or MemoryJournal(), clock=lambda: next(clock), **fees)
+
+
+def funded(journal=None, **fees):
+    ex = exchange(journal, **fees)
     for name, tenant in (("a", "t1"), ("b", "t1"), ("c", "t2"), ("d", "t1")):
         ex.open_account(tenant, name)
         ex.deposit(name, CASH, 1_000_000)
@@ -50,6 +54,42 @@ def test_open_orders_lock_funds_and_cancel_releases_them():
     assert ex.accounts["a"].balance(X).locked == 40
     ex.amend("a", sell.order_id, quantity=15)
     assert ex.accounts["a"].balance(X).locked == 15
+    conserved(ex)
+
+
+def test_a_partly_filled_buy_keeps_locked_only_what_its_open_lots_need():
+    """Filled below its limit, a buy gives back the surplus at once, not when it is done."""
+    ex = exchange()
+    ex.open_account("t1", "buyer")
+    ex.open_account("t1", "seller")
+    ex.deposit("buyer", CASH, 100_200)  # exactly the reserve of 100 lots @ 1000: 100_000 + 100 fee + 100 slack
+    ex.deposit("seller", X, 1_000)
+    ex.place("seller", X, "SELL", 99, 500)
+    order = ex.place("buyer", X, "BUY", 100, 1000)  # takes 99 @ 500 for 49_500 + 50 fee, 1 lot rests @ 1000
+    cash = ex.accounts["buyer"].balance(CASH)
+    assert order.open_qty == 1 and ex.reserved[order.order_id] == cash.locked == ex._buy_reserve(1000, 1) == 1002
+    assert cash.free == 100_200 - 49_550 - 1002
+    ex.withdraw("buyer", CASH, cash.free)  # the surplus is usable right away
+    assert cash == Balance(free=0, locked=1002)
+    conserved(ex)
+
+
+def test_a_resting_buy_reserves_the_larger_of_the_maker_and_taker_fee():
+    """With maker fees above taker fees a resting buy filled as maker must not overdraw its reserve."""
+    ex = exchange(maker_fee_bps=20, taker_fee_bps=10)
+    for name in ("a", "b"):
+        ex.open_account("t1", name)
+    ex.deposit("b", X, 1_000)
+    need = 1_000_000 + 2_000 + 10  # 10 lots @ 100_000: notional + 20 bps + one unit per lot
+    assert ex._buy_reserve(100_000, 10) == need
+    ex.deposit("a", CASH, need)
+    bid = ex.place("a", X, "BUY", 10, 100_000)
+    cash = ex.accounts["a"].balance(CASH)
+    ex.place("b", X, "SELL", 5, 100_000)  # a is filled as maker: 500_000 + 1_000 fee
+    assert cash.locked == ex.reserved[bid.order_id] == ex._buy_reserve(100_000, 5) == 501_005
+    assert cash.free == need - 501_000 - 501_005 == 5
+    ex.place("b", X, "SELL", 5, 100_000)
+    assert cash == Balance(free=10, locked=0) and bid.status == OrderStatus.FILLED
     conserved(ex)
 
 
@@ -114,10 +154,70 @@ def test_copy_trading_copies_the_leaders_resting_fills_too(tmp_path):
     journal.close()
 
 
+def copy_trading_venue(*names, cash=10**8, lots=1_000):
+    ex = exchange()
+    for name in names:
+        ex.open_account("t", name)
+        ex.deposit(name, CASH, cash)
+        if lots:
+            ex.deposit(name, X, lots)
+    return ex
+
+
+def test_a_leaders_resting_fill_is_copied_when_a_copy_order_hit_it():
+    ex = copy_trading_venue("A", "F", "H", "L", "G", "MM")
+    ex.follow("F", "A")  # F copies A
+    ex.follow("H", "F")  # H copies F: F's copies must not be copied
+    ex.follow("G", "L")  # G copies L
+    ex.place("MM", X, "SELL", 10, 1000)  # A's order takes this
+    ex.place("MM", X, "BUY", 100, 900)  # bids for the sell copies
+    ask = ex.place("L", X, "SELL", 10, 1001)  # L rests an ask at the next level
+    ex.place("A", X, "BUY", 10, None, "IOC")  # A lifts MM; F's copy (a market buy) lifts L's ask
+    [l_trade] = [t for t in ex.engine.trades if t[6] == ask.order_id]
+    assert ex.engine.orders[l_trade[5]].account == "F" and ex.position("L", X) == 990
+    assert sorted((link.leader_account, link.leader_trade_id) for link in ex.copy_links) == [("A", 1), ("L", l_trade[0])]
+    assert ex.position("G", X) == 990  # sold the same fraction (1%) of its position as L
+    assert ex.position("H", X) == 1_000  # the copier's own fill is not copied
+    conserved(ex)
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+
+
+def test_copies_are_sized_by_equity_before_the_leaders_fill_and_sells_close_the_same_fraction():
+    ex = copy_trading_venue("L", "F", cash=1_000_000, lots=0)
+    for name in ("MM", "MM2"):
+        ex.open_account("t", name)
+        ex.deposit(name, CASH, 10**9)
+    ex.deposit("MM", X, 10_000)
+    ex.follow("F", "L")
+    ex.place("MM", X, "SELL", 5_000, 1000)
+    ex.place("MM2", X, "BUY", 5_000, 999)
+    ex.place("L", X, "BUY", 333, None, "IOC")  # equal equity before the fill: F buys as many lots
+    assert ex.position("L", X) == ex.position("F", X) == 333
+    ex.place("L", X, "SELL", 111, None, "IOC")  # a third of L's position: a third of F's
+    assert ex.position("L", X) == ex.position("F", X) == 222
+    ex.place("L", X, "SELL", 222, None, "IOC")  # L closes: so does F
+    assert ex.position("L", X) == ex.position("F", X) == 0
+    conserved(ex)
+
+
+def test_copy_equity_counts_positions_at_the_mark():
+    ex = copy_trading_venue("L", "F", "MM", "MM2", cash=2_000_000, lots=0)
+    ex.deposit("L", X, 1_000)
+    ex.withdraw("L", CASH, 1_000_000)  # L: 1_000_000 cash + 1_000 lots; F: 2_000_000 cash
+    ex.deposit("MM", X, 10_000)
+    ex.follow("F", "L")
+    ex.place("MM", X, "SELL", 1_000, 1000)
+    ex.place("MM2", X, "BUY", 1, None, "IOC")  # the last trade marks X at 1000: L and F hold 2_000_000 each
+    ex.place("L", X, "BUY", 100, None, "IOC")
+    assert ex.position("F", X) == 100
+    conserved(ex)
+
+
 def test_copy_size_clamped_by_exposure_cap():
     assert copy_size(10, 200, 100, 1.0, position=0, side=1, price=100, max_exposure=1_000) == 10
     assert copy_size(10, 200, 100, 1.0, position=5, side=1, price=100, max_exposure=1_000) == 5
-    assert copy_size(10, 100, 100, 1.0, position=10, side=2, price=100, max_exposure=500) == 10
+    assert copy_size(10, 100, 100, 1.0, position=10, side=2, price=100, max_exposure=500, leader_position=10) == 10
+    assert copy_size(10, 100, 100, 1.0, position=30, side=2, price=100, max_exposure=500, leader_position=40) == 7
     assert copy_size(10, 0, 100, 1.0, position=0, side=1, price=100, max_exposure=10**9) == 0
 
 
@@ -152,10 +252,14 @@ commands = st.lists(st.tuples(
     st.integers(1, 40)), max_size=80)
 
 
+fee_schedules = st.sampled_from([{}, {"maker_fee_bps": 20, "taker_fee_bps": 10},
+                                  {"maker_fee_bps": -2, "taker_fee_bps": 10}, {"maker_fee_bps": 0, "taker_fee_bps": 0}])
+
+
 @settings(max_examples=60, deadline=None)
-@given(commands)
-def test_balances_are_conserved_under_any_command_stream(cmds):
-    ex = funded()
+@given(commands, fee_schedules)
+def test_balances_are_conserved_under_any_command_stream(cmds, fees):
+    ex = funded(**fees)
     ex.follow("d", "a", 1.5, 50_000)
     for account, op, side, qty, price, tif, ref in cmds:
         try:
@@ -173,14 +277,14 @@ def test_balances_are_conserved_under_any_command_stream(cmds):
         for acc in ex.accounts.values():
             for bal in acc.balances.values():
                 assert bal.free >= 0 and bal.locked >= 0
-    # locked balances are exactly what open orders need
-    for acc in ex.accounts.values():
-        open_sells = sum(o.open_qty for o in ex.engine.orders.values()
-                         if o.account == acc.account_id and o.side == 2)
-        assert acc.balance(X).locked == open_sells
-        open_buys = sum(ex.reserved.get(o.order_id, 0) for o in ex.engine.orders.values()
-                        if o.account == acc.account_id and o.side == 1 and o.open_qty)
-        assert acc.balance(CASH).locked == open_buys
+        # locked balances are exactly what open orders need: their lots, or the reserve of their open quantity
+        for acc in ex.accounts.values():
+            mine = [o for o in ex.engine.orders.values() if o.account == acc.account_id and o.open_qty]
+            assert acc.balance(X).locked == sum(o.open_qty for o in mine if o.side == SELL)
+            assert acc.balance(CASH).locked == sum(ex._buy_reserve(o.price, o.open_qty) for o in mine if o.side == BUY)
+        assert ex.reserved == {o.order_id: ex._buy_reserve(o.price, o.open_qty)
+                               for o in ex.engine.orders.values() if o.side == BUY and o.open_qty}
+    assert Exchange.restore([X], ex.journal, **fees).state() == ex.state()
 
 
 @pytest.mark.slow
