@@ -11,6 +11,7 @@ never ingested twice.
 """
 
 
+import collections
 import datetime as dt
 
 from dagster import (
@@ -154,8 +155,9 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
         except (ValueError, TypeError, OverflowError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             # The reader accepted values the table cannot hold (a reader gap, not a lake fault): keep the
             # whole file in quarantine with the reason instead of failing the batch it is part of.
-            parsed = landing_reader.file_problem(parsed.file_format, f"rows could not be converted for the "
-                                                 f"table ({type(exc).__name__}: {exc})", landing.path.read_bytes())
+            problem = f"rows could not be converted for the table ({type(exc).__name__})"
+            parsed = landing_reader.file_problem(parsed.file_format, f"{problem}: {exc}", landing.path.read_bytes(),
+                                                 problem)
     same_file = EqualTo("_file_sha256", sha)
     same_source_file = And(EqualTo("source", landing.source), EqualTo("file_sha256", sha))
     if rows is not None:
@@ -171,7 +173,7 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
     already.add((landing.source, sha))
     return {"file": landing.relpath, "status": status, "rows_read": parsed.records_read,
             "rows_accepted": len(parsed.accepted), "rows_quarantined": len(parsed.quarantined), "sha256": sha,
-            "reasons": sorted({q.reason for q in parsed.quarantined})[:5]}
+            "reasons": collections.Counter(q.summary for q in parsed.quarantined)}
 
 
 class LandingConfig(Config):
@@ -238,9 +240,11 @@ def build_landing_assets(sources: list[str]):
                                    passed=missing == 0, metadata={"null_lineage_values": missing})
         totals = {k: sum(r[k] for r in reports) for k in ("rows_read", "rows_accepted", "rows_quarantined")}
         if any(r["rows_quarantined"] for r in reports):
+            # summaries only: the event log is out of reach of masking and erasure, the values stay in the lake
+            reasons = sum((r.get("reasons", collections.Counter()) for r in reports), collections.Counter())
             yield MaterializeResult(asset_key=QUARANTINE_KEY, metadata={
                 "rows_quarantined_this_run": totals["rows_quarantined"],
-                "reasons": "\n".join(sorted({reason for r in reports for reason in r.get("reasons", [])}))})
+                "reasons": "\n".join(f"{n} record(s): {summary}" for summary, n in reasons.most_common())})
             quarantine = lake.read(".".join(QUARANTINE_KEY.path), columns=("file", "reason"))
             unexplained = sum(1 for f, r in zip(quarantine.column("file").to_pylist(),
                                                 quarantine.column("reason").to_pylist()) if not f or not r)

@@ -6,6 +6,8 @@ else, the raw record with its file, line and a reason a person can act on.
 Nothing is dropped: ``records_read == len(accepted) + len(quarantined)``.
 A problem with the whole file (empty, header only, wrong encoding, truncated
 Parquet, unknown format) is one quarantined record with ``line = None``.
+A reason may quote the offending values; its ``summary`` never does (values
+belong in the lake, where masking and erasure reach, not in Dagster's event log).
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ _FALSE = {"false", "f", "no", "n", "0"}
 class Quarantined:
     line: int | None
     raw: str
-    reason: str
+    reason: str  # what is wrong, quoting the offending values (kept in the lake with the raw record)
+    summary: str = ""  # the reason without any value from the file (the event log's); default: the reason
+
+    def __post_init__(self):
+        self.summary = self.summary or self.reason
 
 
 @dataclasses.dataclass
@@ -65,7 +71,12 @@ class ParsedFile:
 
 
 class CastError(ValueError):
-    pass
+    """``problem`` says what is wrong without quoting the file; ``str()`` adds the value and the detail."""
+
+    def __init__(self, problem: str, value: Any = None, detail: str | None = None):
+        message = problem if value is None else f"{value!r} is {problem}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.problem = problem
 
 
 def _cast(value: Any, kind: str) -> Any:
@@ -86,15 +97,15 @@ def _cast(value: Any, kind: str) -> Any:
                 raise CastError("boolean is not an integer")
             if isinstance(value, float):
                 if not value.is_integer():
-                    raise CastError(f"{value!r} is not a whole number")
+                    raise CastError("not a whole number", value)
                 value = int(value)
             elif not isinstance(value, int):
                 text = str(value).strip()
                 if not _INTEGER.fullmatch(text):  # int() would also take "1_000" and " ٣ "
-                    raise CastError(f"{value!r} is not a long (a whole number)")
+                    raise CastError("not a long (a whole number)", value)
                 value = int(text)
             if not INT64_MIN <= value <= INT64_MAX:
-                raise CastError(f"{value} is outside the 64-bit integer range")
+                raise CastError("outside the 64-bit integer range", value)
             return value
         if kind == DOUBLE:
             if isinstance(value, bool):
@@ -102,7 +113,7 @@ def _cast(value: Any, kind: str) -> Any:
             if isinstance(value, str):
                 text = value.strip()
                 if not _DECIMAL.fullmatch(text):  # float() would also take "nan", "inf" and "1_0"
-                    raise CastError(f"{value!r} is not a double (a plain decimal number)")
+                    raise CastError("not a double (a plain decimal number)", value)
                 value = text
             out = float(value)
             if math.isinf(out):
@@ -116,7 +127,7 @@ def _cast(value: Any, kind: str) -> Any:
                 return True
             if text in _FALSE:
                 return False
-            raise CastError(f"{value!r} is not a boolean")
+            raise CastError("not a boolean", value)
         if kind == TIMESTAMP:
             if isinstance(value, dt.datetime):
                 out = value
@@ -132,7 +143,7 @@ def _cast(value: Any, kind: str) -> Any:
     except CastError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
-        raise CastError(f"{value!r} is not a {kind}: {exc}") from None
+        raise CastError(f"not a {kind}", value, str(exc)) from None
     raise CastError(f"unknown type {kind}")
 
 
@@ -155,12 +166,12 @@ def infer_type(values: list[Any]) -> str:
     return STRING
 
 
-def file_problem(fmt: str, reason: str, raw: bytes | str = b"") -> ParsedFile:
+def file_problem(fmt: str, reason: str, raw: bytes | str = b"", summary: str = "") -> ParsedFile:
     if isinstance(raw, bytes):
         raw_text = "base64:" + base64.b64encode(raw[:RAW_LIMIT]).decode()
     else:
         raw_text = raw[:RAW_LIMIT]
-    return ParsedFile(fmt, 1, {}, [], [], [Quarantined(None, raw_text, reason)])
+    return ParsedFile(fmt, 1, {}, [], [], [Quarantined(None, raw_text, reason, summary)])
 
 
 def _decode(data: bytes) -> str:
@@ -256,7 +267,7 @@ def _records_parquet(data: bytes):
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several types for damaged files
-        raise CastError(f"unreadable Parquet file (truncated or corrupt): {exc}") from None
+        raise CastError("unreadable Parquet file (truncated or corrupt)", detail=str(exc)) from None
     if table.num_rows == 0:
         raise CastError("Parquet file has a schema but no rows")
     header = table.column_names
@@ -295,9 +306,10 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
         header, records, problems, *declared = {"csv": _records_csv, "jsonl": _records_jsonl,
                                                 "parquet": _records_parquet}[fmt](data)
     except CastError as exc:
-        return file_problem(fmt, str(exc), data)
+        return file_problem(fmt, str(exc), data, exc.problem)
     except Exception as exc:  # noqa: BLE001 - a file nobody foresaw is quarantined, not a failed batch
-        return file_problem(fmt, f"could not be read ({type(exc).__name__}: {exc})", data)
+        problem = f"could not be read ({type(exc).__name__})"
+        return file_problem(fmt, f"{problem}: {exc}", data, problem)
     declared_types = declared[0] if declared else {}
     reserved = [c for c in header if str(c).startswith(RESERVED_PREFIX)]
     if reserved:
@@ -313,15 +325,16 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
 
     accepted, accepted_lines = [], []
     for line, raw, record in records:
-        row, errors = {}, []
+        row, errors, summaries = {}, [], []
         for col, kind in columns.items():
             try:
                 row[col] = _cast(record.get(col), kind)
             except CastError as exc:
                 origin = "the table's column type" if col in table_types else "the type inferred for this file"
                 errors.append(f"column {col!r}: {exc} ({origin} is {kind})")
+                summaries.append(f"column {col!r}: {exc.problem} ({origin} is {kind})")
         if errors:
-            problems.append(Quarantined(line, raw[:RAW_LIMIT], "; ".join(errors)))
+            problems.append(Quarantined(line, raw[:RAW_LIMIT], "; ".join(errors), "; ".join(summaries)))
         else:
             accepted.append(row)
             accepted_lines.append(line)

@@ -160,3 +160,28 @@ def test_new_columns_evolve_the_schema_and_cli_pass_uses_the_same_job(settings, 
     assert run_landing_pass(DagsterInstance.get(), defs)["files"] == 0  # nothing pending: nothing run
     runs = DagsterInstance.get().get_runs()
     assert {r.job_name for r in runs} == {"ingest_landing"}
+
+
+def test_quarantined_values_stay_in_the_lake_never_in_the_event_log(settings, lake):
+    from dagster._serdes import serialize_value
+
+    defs = definitions(settings)
+    email = "jane.doe@example.com"
+    lines = [b'{"account_id": %d, "event": "kyc_reviewed"}' % i for i in range(1, 6)]
+    lines.append(b'{"account_id": "Jane Doe <%s>", "event": "kyc_reviewed"}' % email.encode())
+    drop(settings, "kyc_events/k.jsonl", b"\n".join(lines) + b"\n")
+    [request], _ = tick(defs)
+    result = execute(defs, request)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+
+    [row] = lake.read("quarantine.landing").to_pylist()
+    assert email in row["raw_record"] and email in row["reason"]  # the full reason stays in the lake
+    # the event log (metadata, check results, log lines) is out of reach of masking and erasure
+    logs = DagsterInstance.get().all_logs(result.run_id)
+    assert not [e for e in logs if email in serialize_value(e)]
+    [quarantine] = [e.materialization.metadata for e in result.get_asset_materialization_events()
+                    if e.asset_key.path == ["quarantine", "landing"]]
+    assert quarantine["reasons"].value == ("1 record(s): column 'account_id': not a long (a whole number) "
+                                          "(the type inferred for this file is long)")
+    assert quarantine["rows_quarantined_this_run"].value == 1
+    assert ledger(lake)["kyc_events/k.jsonl"]["rows_accepted"] == 5

@@ -106,3 +106,18 @@ def test_line_separators_inside_values_do_not_split_records():
     assert p.records_read == 3 and p.quarantined[0].line == 4 and p.quarantined[0].raw == "x,d"
     p = parse_file("q.csv", b'id,t\n1,"two\nlines"\nx,y\n', table_types={"id": "long"})
     assert p.accepted[0]["t"] == "two\nlines" and p.quarantined[0].raw == "x,y" and p.quarantined[0].line == 4
+
+
+def test_summaries_name_the_problem_without_the_values():
+    secret = "jane.doe@example.com"
+    data = (b"id,price,ts,flag\n1,2.5,2024-01-01,true\n2,3.5,2024-01-02,false\n3,4.5,2024-01-03,true\n"
+            b"%s,%s,%s,%s\n" % ((secret.encode(),) * 4))
+    p = parse_file("q.csv", data)
+    [bad] = p.quarantined
+    assert secret in bad.reason and secret not in bad.summary
+    assert bad.summary == ("column 'id': not a long (a whole number) (the type inferred for this file is long); "
+                           "column 'price': not a double (a plain decimal number) (the type inferred for this file "
+                           "is double); column 'ts': not a timestamp (the type inferred for this file is timestamp); "
+                           "column 'flag': not a boolean (the type inferred for this file is boolean)")
+    whole = parse_file("p.parquet", b"PAR1 " + secret.encode()).quarantined[0]
+    assert whole.summary == "unreadable Parquet file (truncated or corrupt)" and whole.reason.startswith(whole.summary)
