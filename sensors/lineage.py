@@ -4,9 +4,10 @@ COMPLETE or FAIL), every asset check evaluation a COMPLETE run of the check's ow
 * job: namespace ``platformq``, name = the Dagster step (``silver__trades``); the Dagster run is the
   parent run facet, so Marquez groups a run's steps under it;
 * datasets: named after the Iceberg tables (``bronze.orders``) in the warehouse's namespace; outputs
-  are the assets the step materialised (planned ones for START and FAIL), inputs their parents in
-  the asset graph; outputs carry the schema facet (from ``dagster/column_schema``) and column lineage
-  where the asset reports ``dagster/column_lineage``;
+  are the assets the step materialised (for START and FAIL, those the run planned for the step: the
+  selected ones of a subset multi-asset), inputs their parents in the asset graph; outputs carry the
+  schema facet (from ``dagster/column_schema``) and column lineage where the asset reports
+  ``dagster/column_lineage``;
 * checks: the checked table is the input, with a ``dataQualityAssertions`` facet.
 
 Runs are read once they finish (any storage: per-run logs, no global event-log cursor needed). The
@@ -37,6 +38,9 @@ from resources.lineage import PRODUCER, OpenLineageResource
 
 STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
                DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_MATERIALIZATION}
+# The assets a run selected, per step (logged when the run is created): a subset run of a multi-asset plans only
+# the selected ones, whether they are the run's asset_selection or the whole of an ephemeral job (materialize()).
+PLANNED = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 RUN_END_EVENTS = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 BATCH = 50  # runs per evaluation
@@ -53,6 +57,10 @@ def _time(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat()
 
 
+def _node(step_key: str) -> str:
+    return step_key.split("[")[0]
+
+
 def _run_id(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "platformq:" + ":".join(parts)))
 
@@ -62,15 +70,15 @@ class LineageBuilder:
         self.instance = instance
         self.lineage = lineage
         self.graph = repository_def.asset_graph
-        self.step_assets: dict[str, set[AssetKey]] = {}
-        for assets_def in repository_def.assets_defs_by_key.values():
-            if assets_def.is_executable:
-                self.step_assets.setdefault(assets_def.node_def.name, set()).update(assets_def.keys)
 
     def run_events(self, run) -> list:
         """OpenLineage events for one finished run, in the order its steps and checks happened."""
-        entries = self.instance.all_logs(run.run_id, of_type=STEP_EVENTS | RUN_END_EVENTS)
+        entries = self.instance.all_logs(run.run_id, of_type=STEP_EVENTS | RUN_END_EVENTS | {PLANNED})
         materialisations = [e for e in entries if e.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION]
+        planned: dict[str, set[AssetKey]] = {}  # node (a step key without its mapping key) -> assets
+        for entry in entries:
+            if entry.dagster_event.event_type == PLANNED:
+                planned.setdefault(_node(entry.dagster_event.step_key), set()).add(entry.dagster_event.asset_key)
         events = []
         started: dict[str, None] = {}  # steps whose START was emitted and not yet closed, in order
         run_end = None
@@ -80,8 +88,8 @@ class LineageBuilder:
                 run_end = entry
             elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
                 events.append(self.check_event(run, entry))
-            elif kind != DagsterEventType.ASSET_MATERIALIZATION:
-                event = self.step_event(run, entry, materialisations)
+            elif kind not in (DagsterEventType.ASSET_MATERIALIZATION, PLANNED):
+                event = self.step_event(run, entry, materialisations, planned)
                 if event is not None:
                     events.append(event)
                     if kind == DagsterEventType.STEP_START:
@@ -89,7 +97,7 @@ class LineageBuilder:
                     else:
                         started.pop(entry.dagster_event.step_key, None)
         for step in started:  # the step's process died, or the run was cancelled under it
-            events.append(self.unfinished_step_event(run, step, run_end or entries[-1]))
+            events.append(self.unfinished_step_event(run, step, run_end or entries[-1], planned))
         return events
 
     def _parents(self, keys: set[AssetKey]) -> list[AssetKey]:
@@ -122,7 +130,7 @@ class LineageBuilder:
             facets["columnLineage"] = column_lineage_dataset.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER)
         return OutputDataset(namespace=self.lineage.dataset_namespace, name=dataset_name(key), facets=facets)
 
-    def step_event(self, run, entry, materialisations):
+    def step_event(self, run, entry, materialisations, planned_by_node: dict[str, set[AssetKey]]):
         from openlineage.client.event_v2 import RunState
         from openlineage.client.generated import error_message_run
 
@@ -130,7 +138,7 @@ class LineageBuilder:
         step = event.step_key
         if step is None:
             return None
-        planned = self.step_assets.get(step.split("[")[0], set())
+        planned = planned_by_node.get(_node(step), set())
         if event.event_type == DagsterEventType.STEP_SUCCESS:
             materialised = {e.dagster_event.asset_key: e.asset_materialization.metadata for e in materialisations
                             if e.dagster_event.step_key == step}
@@ -152,12 +160,12 @@ class LineageBuilder:
                 stackTrace="".join(error.stack)[-4000:] or None, producer=PRODUCER)
         return self._step_run_event(run, step, state, entry.timestamp, materialised, error_facet)
 
-    def unfinished_step_event(self, run, step: str, run_end):
+    def unfinished_step_event(self, run, step: str, run_end, planned_by_node: dict[str, set[AssetKey]]):
         """FAIL (ABORT for a cancelled run) at the run's end for a step that started and never finished."""
         from openlineage.client.event_v2 import RunState
         from openlineage.client.generated import error_message_run
 
-        planned = {key: None for key in self.step_assets.get(step.split("[")[0], set())}
+        planned = {key: None for key in planned_by_node.get(_node(step), set())}
         if run.status == DagsterRunStatus.CANCELED:
             return self._step_run_event(run, step, RunState.ABORT, run_end.timestamp, planned)
         if run.status == DagsterRunStatus.SUCCESS:

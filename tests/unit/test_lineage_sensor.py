@@ -8,7 +8,8 @@ import subprocess
 import sys
 import textwrap
 
-from dagster import Definitions, asset, instance_for_test, materialize
+from dagster import (AssetKey, AssetSpec, Definitions, asset, define_asset_job, instance_for_test, materialize,
+                     multi_asset)
 
 from resources.lineage import OpenLineageResource
 from sensors.lineage import collect
@@ -28,6 +29,12 @@ def fine():
 @asset
 def killed():
     pass
+
+
+@multi_asset(specs=[AssetSpec(["bronze", "partner_quotes"], skippable=True),
+                     AssetSpec(["bronze", "kyc_events"], skippable=True)], can_subset=True)
+def landing(context):
+    raise ValueError("kyc file unreadable")
 
 
 def names(events):
@@ -95,3 +102,17 @@ def test_a_step_whose_process_died_gets_a_fail_event(tmp_path, monkeypatch):
     assert "the run worker is gone" in fail.run.facets["errorMessage"].message
     assert [o.name for o in fail.outputs] == ["killed"]
     assert fail.eventTime >= start.eventTime
+
+
+def test_a_subset_run_lists_only_its_selected_assets(tmp_path):
+    resource = OpenLineageResource(file_path=str(tmp_path / "events.jsonl"))
+    defs = Definitions(assets=[landing], jobs=[define_asset_job("landing_job", selection=[landing])])
+    kyc = AssetKey(["bronze", "kyc_events"])
+    with instance_for_test() as instance:
+        # a subset as an ephemeral job (materialize) and as the run's asset selection (a job's subset)
+        materialize([landing], selection=[kyc], instance=instance, raise_on_error=False)
+        defs.resolve_job_def("landing_job").execute_in_process(instance=instance, asset_selection=[kyc],
+                                                               raise_on_error=False)
+        events, _ = collect(instance, defs.get_repository_def(), resource, {})
+    assert names(events) == [("landing", "START"), ("landing", "FAIL")] * 2
+    assert [[o.name for o in e.outputs] for e in events] == [["bronze.kyc_events"]] * 4
