@@ -1,7 +1,7 @@
 """Airflow as a Dagster resource, through apache-airflow-client (REST API v2, Airflow 3).
 
 Teams keep existing DAGs: ``trigger_and_wait`` starts a DAG run (with a conf), polls it to a final
-state and returns it; ``finished_runs`` lists runs that ended after a time, which the Airflow sensor
+state and returns it; ``finished_runs`` lists runs that ended at or after a time, which the Airflow sensor
 turns into observations of the DAG's external asset. Authentication: a JWT from ``/auth/token``
 (username and password) or a token given directly.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from dagster import ConfigurableResource
@@ -134,18 +135,27 @@ class AirflowResource(ConfigurableResource):
                 raise AirflowError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def finished_runs(self, dag_id: str, ended_after: str | None = None, limit: int = 100) -> list[dict]:
-        """Runs of ``dag_id`` that reached a final state after ``ended_after`` (ISO time), oldest first."""
+    def finished_runs(self, dag_id: str, ended_since: str | None = None, skip: Collection[str] = (),
+                      limit: int = 100) -> list[dict]:
+        """Runs of ``dag_id`` that reached a final state at or after ``ended_since`` (ISO time), oldest first,
+        less the run ids in ``skip`` (those already observed that ended at ``ended_since``): the first page
+        (Airflow caps its size) that holds another run, read past pages that hold only skipped runs (runs
+        marked failed in one bulk action share their end time)."""
         import datetime as dt
 
         from airflow_client.client.api.dag_run_api import DagRunApi
 
         kwargs = {"state": list(FINAL_STATES), "order_by": ["end_date"], "limit": limit}
-        if ended_after:
-            kwargs["end_date_gt"] = dt.datetime.fromisoformat(ended_after)
+        if ended_since:
+            kwargs["end_date_gte"] = dt.datetime.fromisoformat(ended_since)
+        offset = 0
         with self._client() as client, _answered(f"Airflow did not list the runs of {dag_id}"):
-            runs = DagRunApi(client).get_dag_runs(dag_id, **kwargs).dag_runs
-        return [_run_dict(r) for r in runs]
+            while True:
+                page = DagRunApi(client).get_dag_runs(dag_id, offset=offset, **kwargs).dag_runs
+                runs = [_run_dict(r) for r in page if r.dag_run_id not in skip]
+                if runs or not page:
+                    return runs
+                offset += len(page)
 
 
 def _run_dict(run) -> dict:

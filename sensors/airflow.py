@@ -1,6 +1,8 @@
 """Existing Airflow DAGs in the asset graph: each configured DAG is an external asset
 (``airflow/<dag_id>``) and every finished DAG run becomes an observation of it (run id, state,
-start and end, conf). The cursor keeps, per DAG, the end time of the last run observed."""
+start and end, conf). The cursor keeps, per DAG, the end time of the last run observed and the runs observed
+that ended exactly then: the next tick asks for runs ending at or after that time and leaves those out, so runs
+sharing an end time (more of them than one page of Airflow's answer) are each observed once."""
 
 import json
 
@@ -28,7 +30,7 @@ def build_airflow_sensor(dag_ids: list[str]):
         for dag_id in dag_ids:
             state = cursor.get(dag_id, {})
             seen = set(state.get("seen", []))
-            runs = [r for r in airflow.finished_runs(dag_id, ended_after=state.get("after")) if r["run_id"] not in seen]
+            runs = airflow.finished_runs(dag_id, ended_since=state.get("after"), skip=seen)
             for run in runs:
                 observations.append(AssetObservation(
                     asset_key=dag_asset_key(dag_id),
@@ -37,7 +39,7 @@ def build_airflow_sensor(dag_ids: list[str]):
                               "airflow/conf": run["conf"]}))
             if runs:
                 last = runs[-1]["end_date"]
-                # the API filters end_date strictly after `after`: also remember the runs ending exactly then
+                # the next tick asks for runs ending at or after `last`: remember those it must leave out
                 same = {r["run_id"] for r in runs if r["end_date"] == last}
                 cursor[dag_id] = {"after": last, "seen": sorted(same | (seen if last == state.get("after") else set()))}
         if not observations:

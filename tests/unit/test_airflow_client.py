@@ -1,13 +1,18 @@
 """AirflowResource's errors carry what Airflow said: a real HTTP server on loopback answers as Airflow's
-REST API does when it refuses a call (a JSON problem document), or as a proxy in front of it does (text)."""
+REST API does when it refuses a call (a JSON problem document), or as a proxy in front of it does (text).
+It also lists the runs of one DAG as Airflow does (filters, order, pages), for the Airflow sensor."""
 
+import datetime as dt
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from dagster import SensorResult, build_sensor_context
 
 from resources.airflow import AirflowError, AirflowResource
+from sensors.airflow import build_airflow_sensor
 
 ERRORS = "https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html#section/Errors/"
 CONFLICT = {"detail": "DAG Run with dag_run_id 'nightly' already exists for DAG 'platformq_export'", "status": 409,
@@ -26,12 +31,41 @@ ROUTES = {
     "/api/v2/dags/behind_proxy": (502, "text/html", BAD_GATEWAY),
 }
 
+# The runs of the DAG "bulk_marked" (run id, end date), listed by GET .../dagRuns as Airflow does: final states,
+# end_date filters, ordered by end_date then id, and never more than MAX_PAGE a page (Airflow caps `limit` at
+# its [api] maximum_page_limit)
+BULK_RUNS: list[tuple[str, str]] = []
+MAX_PAGE = 2
+
+
+def bulk_runs_page(query: dict) -> str:
+    def ended(run):
+        return dt.datetime.fromisoformat(run[1])
+
+    runs = [(i, r) for i, r in enumerate(BULK_RUNS)]
+    if "end_date_gt" in query:
+        runs = [(i, r) for i, r in runs if ended(r) > dt.datetime.fromisoformat(query["end_date_gt"][0])]
+    if "end_date_gte" in query:
+        runs = [(i, r) for i, r in runs if ended(r) >= dt.datetime.fromisoformat(query["end_date_gte"][0])]
+    assert query["order_by"] == ["end_date"] and set(query["state"]) == {"success", "failed"}
+    runs.sort(key=lambda pair: (ended(pair[1]), pair[0]))
+    offset = int(query.get("offset", ["0"])[0])
+    page = runs[offset:offset + min(int(query["limit"][0]), MAX_PAGE)]
+    return json.dumps({"total_entries": len(runs), "dag_runs": [
+        {"dag_id": "bulk_marked", "dag_display_name": "bulk_marked", "dag_run_id": run_id, "dag_versions": [],
+         "run_after": end, "run_type": "manual", "state": "failed", "start_date": None, "end_date": end, "conf": {}}
+        for _, (run_id, end) in page]})
+
 
 class FakeAirflow(BaseHTTPRequestHandler):
     def answer(self):
         if int(self.headers.get("content-length") or 0):
             self.rfile.read(int(self.headers["content-length"]))
-        status, content_type, body = next(v for k, v in ROUTES.items() if self.path.startswith(k))
+        url = urlsplit(self.path)
+        if url.path == "/api/v2/dags/bulk_marked/dagRuns":
+            status, content_type, body = 200, "application/json", bulk_runs_page(parse_qs(url.query))
+        else:
+            status, content_type, body = next(v for k, v in ROUTES.items() if self.path.startswith(k))
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -101,3 +135,31 @@ def test_refused_credentials_carry_airflows_detail(base_url):
     with pytest.raises(AirflowError, match="'admin'.*HTTP 401.*Invalid username or password") as refused:
         airflow.trigger("platformq_export")
     assert refused.value.status == 401
+
+
+def test_the_sensor_observes_every_run_once_when_many_end_at_the_same_time(base_url):
+    """Runs marked failed in one bulk action share their end date: more of them than a page holds must still
+    each be observed, once, over the ticks that follow."""
+    t0, t1, t2 = "2025-01-01T00:00:00+00:00", "2025-01-01T01:00:00+00:00", "2025-01-01T02:00:00+00:00"
+    BULK_RUNS[:] = [("first", t0)] + [(f"bulk{i}", t1) for i in range(5)]
+    sensor = build_airflow_sensor(["bulk_marked"])
+    airflow = AirflowResource(base_url=base_url, token="a-token", timeout_s=5)
+    cursor, observed = None, []
+
+    def tick():
+        nonlocal cursor
+        with build_sensor_context(cursor=cursor, resources={"airflow": airflow}) as context:
+            result = sensor(context)
+        if isinstance(result, SensorResult):
+            cursor = result.cursor
+            observed.extend(e.metadata["airflow/run_id"].value for e in result.asset_events)
+            return True
+        return False
+
+    while tick():
+        assert len(observed) <= len(BULK_RUNS)
+    assert sorted(observed) == sorted(r for r, _ in BULK_RUNS)
+    BULK_RUNS.append(("later", t2))
+    assert tick() and not tick()
+    assert sorted(observed) == sorted(r for r, _ in BULK_RUNS)
+    assert json.loads(cursor)["bulk_marked"]["seen"] == ["later"]  # only the runs at the cursor's time
