@@ -160,7 +160,8 @@ class LakeResource(ConfigurableResource):
     def ensure_table(self, identifier: str, schema: "pa.Schema", partition_by: str | None = None) -> "Table":
         """Create the table (and namespace) if missing; evolve it to take the data.
 
-        New columns are added, and a column whose type the data widens the way Iceberg
+        New columns are added (as optional columns; one of Arrow's null type waits for data that gives it a
+        type), and a column whose type the data widens the way Iceberg
         allows (int to long, float to double, a wider decimal) is promoted, so the data is
         never cast down into the old type; required columns stay required. A change
         Iceberg does not allow raises pyiceberg's ValidationError before anything is written.
@@ -168,6 +169,9 @@ class LakeResource(ConfigurableResource):
         import pyarrow as pa
 
         schema = lake_schema(schema)
+        # A column of Arrow's null type (every value null, so no type) gives Iceberg nothing to store: it is
+        # left out until data gives it a type (an existing column takes such nulls: conform() casts them).
+        schema = pa.schema([f for f in schema if not pa.types.is_null(f.type)], metadata=schema.metadata)
         catalog = self.catalog()
         namespace = identifier.split(".")[0]
         catalog.create_namespace_if_not_exists(namespace)
@@ -190,12 +194,11 @@ class LakeResource(ConfigurableResource):
 
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             table = catalog.load_table(identifier)
-            # a required column stays required (conform() refuses nulls in it), whatever the data's nullability
-            # (an all-null column of Arrow's null type fits any existing column: conform() casts it)
+            # a required column stays required (conform() refuses nulls in it), whatever the data's nullability;
+            # a new column is optional, whatever the data declares (the rows already there have no value)
             existing = {f.name: f for f in table.schema().fields}
-            wanted = pa.schema([f.with_nullable(False) if f.name in existing and existing[f.name].required else f
-                                for f in schema
-                                if f.name not in existing or not pa.types.is_null(f.type)])
+            wanted = pa.schema([(f.with_nullable(not existing[f.name].required) if f.name in existing
+                                 else f.with_nullable(True)) for f in schema])
             try:
                 # commits only when the data changes the schema (a new column, a promotion)
                 with table.update_schema() as update:

@@ -166,6 +166,22 @@ def test_concurrent_writers_of_one_table_lose_nothing(lake, platform_home):
     assert all(values == {1.0} for day, values in by_day.items() if day != D1)  # the second pass won everywhere
 
 
+def test_a_new_column_declared_required_or_all_null_is_taken(lake):
+    """A column a table gains is optional (its earlier rows have no value), whatever the data declares; a column
+    of Arrow's null type (no value, so no type) is left out until data gives it a type."""
+    lake.replace_partition("bronze.grow", rows(D1, 2), "partition_date", D1)
+    required = rows(D2, 2).append_column(pa.field("note", pa.string(), nullable=False), pa.array(["a", "b"]))
+    lake.replace_partition("bronze.grow", required, "partition_date", D2)
+    assert not lake.load_table("bronze.grow").schema().find_field("note").required
+    lake.replace_partition("bronze.grow", rows(D2, 2).append_column("later", pa.nulls(2)), "partition_date", D2)
+    lake.replace_partition("bronze.fresh_nulls", rows(D1, 2).append_column("x", pa.nulls(2)), "partition_date", D1)
+    assert lake.read("bronze.grow").num_rows == 4 and lake.read("bronze.fresh_nulls").num_rows == 2
+    assert "later" not in lake.read("bronze.grow").column_names
+    typed = rows(D1, 2).append_column("x", pa.array([1.5, None]))  # the first values give the column its type
+    lake.replace_partition("bronze.fresh_nulls", typed, "partition_date", D1)
+    assert lake.read("bronze.fresh_nulls").column("x").to_pylist() == [1.5, None]
+
+
 def test_a_widened_column_type_is_promoted_not_cast_down(lake):
     """A day whose data widens a column (int -> long, float -> double) promotes the column the way Iceberg
     allows, instead of casting the data down into the old type (an overflow error, or silently lost precision)."""
