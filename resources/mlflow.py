@@ -109,6 +109,7 @@ class MlflowResource(ConfigurableResource):
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         client = self.client()
+        version = str(int(version)) if str(version).isdigit() else str(version)  # "02" is version 2
         client.set_model_version_tag(name, str(version), STAGE_TAG, stage)
         client.set_model_version_tag(name, str(version), f"platformq.{stage}_reason", reason[:5000])
         if stage == "staging":
@@ -128,6 +129,7 @@ class MlflowResource(ConfigurableResource):
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
             raise ValueError(f"model {name!r} has no version {version!r} to promote") from exc
+        version = str(target.version)  # as the registry writes it: "02" finds version 2, and aliases compare "2"
         # MLflow has no multi-call transaction. The one move that matters, the champion alias, is a single call;
         # everything before it leaves the old champion serving, and everything after it is finished by running
         # the same promotion again (a champion that is not yet tagged production is completed, not skipped).

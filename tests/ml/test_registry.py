@@ -109,3 +109,18 @@ def test_a_rollback_interrupted_after_the_switch_never_archives_the_champion(reg
                                  "challenger": (None, None)}
     rolled_back = registry.client().get_model_version(MODEL, second.version)
     assert rolled_back.tags["platformq.stage"] == "archived" and rolled_back.tags["platformq.rolled_back"] == "bad model"
+
+
+def test_a_version_typed_with_a_leading_zero_is_the_same_version(registry):
+    """MLflow finds version 2 for "02": the promotion must then clear the challenger alias on 2 (or a rollback
+    leaves the rolled-back version as challenger, taking the A/B share of live traffic)."""
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    registry.client().set_registered_model_alias(MODEL, "challenger", second.version)
+    out = registry.promote(MODEL, f"0{second.version}", "typed with a zero")
+    assert out == {"promoted": True, "champion": str(second.version), "previous": str(first.version)}
+    assert aliases(registry)["challenger"] == (None, None)
+    assert registry.history(MODEL)[-1]["version"] == str(second.version)
+    registry.rollback(MODEL, "bad")
+    assert aliases(registry) == {"champion": (first.version, "production"), "previous-champion": (None, None),
+                                 "challenger": (None, None)}
