@@ -10,6 +10,7 @@ deployed service (production).
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -121,6 +122,11 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         from services.models.api import create_models_app
         from services.models.scorer import ModelScorer, default_specs
 
+        # MLflow's HTTP defaults wait up to 120 s a try, 7 tries, for an answer from the registry. Serving keeps
+        # the champion it last saw when a lookup fails and asks again a TTL later, so it fails fast instead;
+        # set the variables to choose otherwise.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         settings = load_settings()
         feast = feast_resource(settings)
         scorer = ModelScorer(mlflow_resource(settings), feast.online_features, default_specs(),
@@ -134,8 +140,6 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
 
 def issuer_key_pair(path: Path):
     """The platform's credential-issuer key, created once and kept (0600) so its did:key is stable."""
-    import os
-
     from services.credentials.did_key import Ed25519KeyPair
 
     if path.exists():
@@ -155,8 +159,6 @@ def env_ref(value):
 
 def resolve_env_refs(config: dict | None) -> dict | None:
     """The values of ``{"env": NAME}`` references, read from this process's environment."""
-    import os
-
     if config is None:
         return None
     out = {}

@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Union
 
 from fastapi import Depends, FastAPI, Path
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from services.common.app import ServiceContext, create_service_app
@@ -61,12 +62,15 @@ def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
             raise problem(exc) from None
 
     # async on purpose: scoring one request is ~1 ms of CPU (features from the online store, one model
-    # call), cheaper inline than a thread-pool hop; run more workers for more throughput
+    # call), cheaper inline than a thread-pool hop; run more workers for more throughput. The registry lookup
+    # (every alias TTL) and a model load can wait on the network for seconds: they run in the thread pool,
+    # so an MLflow outage or a new version's load never holds up the other requests.
     @app.post("/v1/models/{name}/predict", response_model=PredictOut, tags=["models"])
     async def predict(body: PredictIn, name: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
                 principal: Principal = Depends(can_predict)):
         try:
-            results = scorer.predict(name, list(body.entities), principal.tenant)
+            resolved = scorer.resolved(name) or await run_in_threadpool(scorer.resolve, name)
+            results = scorer.score(*resolved, list(body.entities), principal.tenant)
         except ScoringError as exc:
             raise problem(exc) from None
         return PredictOut(model=name, predictions=[PredictionOut(**r) for r in results])

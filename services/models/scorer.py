@@ -101,7 +101,8 @@ class ModelScorer:
         try:
             found = self.registry.version_for(model, alias)
         except Exception as exc:  # the registry is unreachable: keep serving what it last said, else 503
-            if cached:
+            if cached:  # and ask again only after another TTL: an outage must not cost every request a timeout
+                self._aliases[(model, alias)] = (self.clock(), cached[1])
                 return cached[1]
             raise ScoringError(503, "registry-unavailable",
                                f"the model registry is unavailable ({type(exc).__name__}); try again later") from exc
@@ -115,7 +116,11 @@ class ModelScorer:
             from mlflow import sklearn as mlflow_sklearn
 
             self.registry._mlflow()
-            self._models[key] = mlflow_sklearn.load_model(f"models:/{model}/{version}")
+            try:
+                self._models[key] = mlflow_sklearn.load_model(f"models:/{model}/{version}")
+            except Exception as exc:  # the registry or its artifact store is unreachable
+                raise ScoringError(503, "model-unavailable", f"{model} version {version} could not be loaded "
+                                   f"({type(exc).__name__}); try again later") from exc
             self._threads = None  # the load may have brought a thread pool the controller has not seen
         return self._models[key]
 
@@ -144,7 +149,9 @@ class ModelScorer:
             loaded[name] = versions
         return loaded
 
-    def predict(self, model: str, entities: list, tenant: str) -> list[dict]:
+    def resolve(self, model: str) -> tuple[ModelSpec, str, str | None]:
+        """The model's spec and the versions answering for it (champion, challenger), loaded: a prediction's
+        registry and model-store I/O (the registry asked at most every ``alias_ttl_s`` seconds)."""
         spec = self.specs.get(model)
         if spec is None:
             raise ScoringError(404, "unknown-model", f"no model named {model!r}; models: {', '.join(sorted(self.specs))}")
@@ -152,6 +159,33 @@ class ModelScorer:
         if champion is None:
             raise ScoringError(409, "no-champion", f"{model} has no champion yet (promote a version first)")
         challenger = self._version(model, "challenger")
+        for version in (champion, challenger):
+            if version is not None:
+                self._load(model, version)
+        return spec, champion, challenger
+
+    def resolved(self, model: str) -> tuple[ModelSpec, str, str | None] | None:
+        """What :meth:`resolve` would return when that needs no I/O now (both aliases fresh, their versions
+        loaded), else None: the API calls resolve off its event loop only when it is due."""
+        now = self.clock()
+        versions = []
+        for alias in ("champion", "challenger"):
+            cached = self._aliases.get((model, alias))
+            if cached is None or now - cached[0] >= self.alias_ttl_s:
+                return None
+            versions.append(cached[1])
+        champion, challenger = versions
+        if model not in self.specs or champion is None or any(
+                (model, v) not in self._models for v in versions if v is not None):
+            return None
+        return self.specs[model], champion, challenger
+
+    def predict(self, model: str, entities: list, tenant: str) -> list[dict]:
+        return self.score(*self.resolve(model), entities, tenant)
+
+    def score(self, spec: ModelSpec, champion: str, challenger: str | None, entities: list, tenant: str) -> list[dict]:
+        """Scores with resolved versions: Feast's online store and the model, no registry call."""
+        model = spec.name
         rows = [{spec.entity_key: join_key_value(spec, entity)} for entity in entities]
         online = self.online_features(spec.service, rows)
         out = []
@@ -164,7 +198,9 @@ class ModelScorer:
             if as_of is None:  # nothing stored for it within the view's TTL (on-demand features don't count)
                 raise ScoringError(404, "unknown-entity", f"no online features for {spec.entity_key} {entity}")
             share = self.challenger_share.get(model, 0.0)
-            variant = assign_variant(model, str(entity), share) if challenger and challenger != champion else "champion"
+            # by the join key's value, not its spelling: "0196" and 196 are one account, on one side
+            key = str(rows[i][spec.entity_key])
+            variant = assign_variant(model, key, share) if challenger and challenger != champion else "champion"
             version = challenger if variant == "challenger" else champion
             estimator = self._load(model, version)
             row = np.array([[0.0 if v is None or v != v else float(v) for v in values]])
@@ -179,6 +215,7 @@ class ModelScorer:
 
     def _record(self, model: str, tenant: str, results: list[dict]) -> None:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        spec = self.specs[model]
         with self._lock:
             for r in results:
                 self.counts[(model, r["variant"])] = self.counts.get((model, r["variant"]), 0) + 1
@@ -187,5 +224,6 @@ class ModelScorer:
                     self._assignments = self.assignments_path.open("a", buffering=1)  # line-buffered
                 for r in results:
                     self._assignments.write(json.dumps({
-                        "ts": now, "model": model, "tenant": tenant, "entity": str(r["entity"]), "variant": r["variant"],
+                        "ts": now, "model": model, "tenant": tenant, "entity": str(join_key_value(spec, r["entity"])),
+                        "variant": r["variant"],
                         "model_version": r["model_version"], "score": r["score"]}) + "\n")

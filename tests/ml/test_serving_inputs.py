@@ -90,3 +90,90 @@ def test_a_registry_outage_is_not_mistaken_for_no_champion(serving, monkeypatch)
     assert response.status_code == 503 and response.json()["type"].endswith("registry-unavailable"), response.text
     listing = cold.get("/v1/models", headers={"X-API-Key": key})
     assert listing.status_code == 503, listing.text
+
+
+def test_an_account_gets_one_variant_however_its_id_is_spelled(serving):
+    """The A/B split hashes the join key's value: "07" and 7 are one account in the online store, so one side."""
+    import pandas as pd
+    from mlflow import sklearn as mlflow_sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from features.repo import ACCOUNT_VIEW, AS_OF, feature_columns
+
+    client, headers, scorer = serving
+    registry = scorer.registry
+    width = len(feature_columns("account_anomaly"))
+    with registry.start_run("tests/serving"):
+        info = mlflow_sklearn.log_model(LogisticRegression().fit(np.eye(width)[:2], [1, 0]), name="model")
+    challenger = registry.register(info.model_uri, "account_anomaly").version
+    registry.client().set_registered_model_alias("account_anomaly", "challenger", str(challenger))
+    scorer.challenger_share = {"account_anomaly": 0.5}
+    ids = list(range(1, 41))
+    now = pd.Timestamp.now(tz="UTC")
+    rows = pd.DataFrame({"account_id": ids, **{f: 0.5 for f in feature_columns("account_anomaly")},
+                         AS_OF: now.timestamp(), "tenant_id": "t-acme", "event_ts": now})
+    scorer.online_features.__self__.store().write_to_online_store(ACCOUNT_VIEW, rows)
+
+    def variants(spellings):
+        response = client.post("/v1/models/account_anomaly/predict", json={"entities": spellings}, headers=headers)
+        assert response.status_code == 200, response.text
+        return [p["variant"] for p in response.json()["predictions"]]
+
+    plain = variants(ids)
+    assert set(plain) == {"champion", "challenger"}  # the split does split these 40
+    assert variants([f"0{i}" for i in ids]) == plain
+    assert variants([str(i) for i in ids]) == plain
+
+
+def test_a_registry_that_hangs_holds_up_no_other_request(serving, monkeypatch):
+    """The tracking server accepts connections and never answers. The alias lookups wait out MLflow's timeout
+    in the thread pool, not on the event loop: /health answers meanwhile, the predictions keep the champion
+    they last saw, and the registry is asked again only after another TTL, not on every request."""
+    import asyncio
+    import socket
+    import time
+
+    import httpx
+
+    from resources.mlflow import MlflowResource
+    from tests.ports import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    client, headers, scorer = serving
+    clock = [0.0]
+    scorer.clock, scorer.alias_ttl_s = (lambda: clock[0]), 30.0
+    body = {"entities": [123]}
+    assert client.post("/v1/models/account_anomaly/predict", json=body, headers=headers).status_code == 404
+    with socket.socket() as hanging:
+        port = free_port()
+        hanging.bind(("127.0.0.1", port))
+        hanging.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+        scorer.registry = MlflowResource(tracking_uri=f"http://127.0.0.1:{port}")
+        clock[0] = 100.0  # the aliases are due for a lookup
+
+        async def later(request):
+            await asyncio.sleep(0.3)  # the predictions are waiting on the registry by now
+            return await request
+
+        async def concurrently():
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://models") as http:
+                started = time.perf_counter()
+
+                async def timed(request):
+                    response = await request
+                    return response.status_code, time.perf_counter() - started
+
+                return await asyncio.gather(
+                    timed(http.post("/v1/models/account_anomaly/predict", json=body, headers=headers)),
+                    timed(http.post("/v1/models/account_anomaly/predict", json=body, headers=headers)),
+                    timed(later(http.get("/health"))))
+
+        (first, t1), (second, t2), (health, t_health) = asyncio.run(concurrently())
+        assert (first, second, health) == (404, 404, 200)  # 404: 123 is unknown to the store, the champion kept
+        assert t1 >= 2 and t2 >= 2  # they did wait for the registry
+        assert t_health < 1.5, t_health  # and /health did not wait behind them
+        started = time.perf_counter()
+        assert client.post("/v1/models/account_anomaly/predict", json=body, headers=headers).status_code == 404
+        assert time.perf_counter() - started < 1.5  # the failed lookup counts for a TTL: not asked again
