@@ -6,6 +6,15 @@ import numpy as np
 
 PSI_WARN = 0.1
 PSI_ERROR = 0.25
+NO_DATA = "no-data"
+
+
+def severity(value: float) -> str:
+    """ok / warn / error from a PSI (as reported: rounded to 4 places, so the number shown and the verdict
+    agree); no-data when there was nothing to compare (NaN: an empty day)."""
+    if value != value:
+        return NO_DATA
+    return "error" if value >= PSI_ERROR else "warn" if value >= PSI_WARN else "ok"
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -46,12 +55,11 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
 
 
 def drift_report(reference, current, features: list[str]) -> dict[str, dict]:
-    """Per feature: PSI, KS statistic and p-value, and a severity (ok / warn / error) from PSI."""
+    """Per feature: PSI, KS statistic and p-value, and a severity (ok / warn / error, no-data) from PSI."""
     report = {}
     for feature in features:
-        value = psi(reference[feature].to_numpy(), current[feature].to_numpy())
+        value = round(psi(reference[feature].to_numpy(), current[feature].to_numpy()), 4)
         statistic, pvalue = ks(reference[feature].to_numpy(), current[feature].to_numpy())
-        severity = "error" if value >= PSI_ERROR else "warn" if value >= PSI_WARN else "ok"
-        report[feature] = {"psi": round(value, 4), "ks": round(statistic, 4), "ks_pvalue": round(pvalue, 6),
-                           "severity": severity}
+        report[feature] = {"psi": value, "ks": round(statistic, 4), "ks_pvalue": round(pvalue, 6),
+                           "severity": severity(value)}
     return report

@@ -215,10 +215,12 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         tenant = {"tenant_id": arrow["tenant_id"]} if "tenant_id" in arrow.column_names else {}  # per-tenant reads
         out = pa.table({
             entity: arrow[entity], **tenant, "event_ts": arrow["event_ts"],
-            PARTITION_COLUMN: [context.partition_key] * len(frame),
+            # typed: an empty day's columns would be Arrow's null type, which no partition value casts to
+            PARTITION_COLUMN: pa.array([context.partition_key] * len(frame), pa.string()),
             "score": pa.array(proba, pa.float64()), "prediction": pa.array([int(p >= 0.5) for p in proba], pa.int64()),
             "label": arrow[label].cast(pa.int64()),
-            "model_name": [model] * len(frame), "model_version": [str(champion_version.version)] * len(frame),
+            "model_name": pa.array([model] * len(frame), pa.string()),
+            "model_version": pa.array([str(champion_version.version)] * len(frame), pa.string()),
         })
         written = lake.replace_partition(f"gold.{model}_predictions", out, PARTITION_COLUMN, context.partition_key)
         return MaterializeResult(metadata={**written, "dagster/row_count": len(out),
@@ -239,7 +241,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
     def drift(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         import pyarrow as pa
 
-        from models.monitoring import PSI_ERROR, PSI_WARN, drift_report, psi
+        from models.monitoring import NO_DATA, drift_report, psi, severity
         from models.tabular import score
 
         reference = load_training_set(lake, model)
@@ -254,36 +256,41 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             scored_by = scored["model_version"].astype(str).mode().iloc[0]
             estimator = load_sklearn(mlflow, model, version=scored_by)
             reference_scores = estimator.predict_proba(model_frame(reference, features).to_numpy())[:, 1]
-            prediction_psi = psi(reference_scores, scored["score"].to_numpy())
+            prediction_psi = round(psi(reference_scores, scored["score"].to_numpy()), 4)
+        prediction_severity = severity(prediction_psi)
         labelled = scored[scored["label"].notna()]
         performance = {"labelled_rows": len(labelled)}
         if len(labelled):
             performance["roc_auc"] = round(score(labelled["label"].astype(int).to_numpy(), labelled["score"].to_numpy()), 4)
             performance["accuracy"] = round(float((labelled["prediction"] == labelled["label"]).mean()), 4)
-        worst = max(report.items(), key=lambda item: item[1]["psi"])
+        worst = max(report.items(), key=lambda item: item[1]["psi"] if item[1]["severity"] != NO_DATA else -1.0)
         rows = [{"model_name": model, PARTITION_COLUMN: context.partition_key, "feature": f, **v} for f, v in report.items()]
         rows.append({"model_name": model, PARTITION_COLUMN: context.partition_key, "feature": "__prediction__",
-                     "psi": round(prediction_psi, 4), "ks": None, "ks_pvalue": None,
-                     "severity": "error" if prediction_psi >= PSI_ERROR else "warn" if prediction_psi >= PSI_WARN else "ok"})
+                     "psi": prediction_psi, "ks": None, "ks_pvalue": None, "severity": prediction_severity})
         schema = pa.schema([("model_name", pa.string()), (PARTITION_COLUMN, pa.string()), ("feature", pa.string()),
                             ("psi", pa.float64()), ("ks", pa.float64()), ("ks_pvalue", pa.float64()),
                             ("severity", pa.string())])
         lake.replace_where("ml.drift_reports", pa.Table.from_pylist(rows, schema=schema),
                            _drift_rows(model, context.partition_key), partition_by=PARTITION_COLUMN)
-        warn = [f for f, v in report.items() if v["psi"] >= PSI_WARN]
-        error = [f for f, v in report.items() if v["psi"] >= PSI_ERROR]
+        # one verdict per value, the one stored above; a day without rows has no drift verdict: every check fails
+        error = [f for f, v in report.items() if v["severity"] == "error"]
+        warn = [f for f, v in report.items() if v["severity"] in ("warn", "error")]
+        no_data = [f for f, v in report.items() if v["severity"] == NO_DATA]
+        if prediction_severity == NO_DATA:
+            no_data.append("__prediction__")
+        overall = "error" if error else "warn" if warn else NO_DATA if no_data else "ok"
         return MaterializeResult(
-            metadata={"max_psi": worst[1]["psi"], "max_psi_feature": worst[0], "prediction_psi": round(prediction_psi, 4),
-                      "drifted_features": error or warn, "severity": "error" if error else "warn" if warn else "ok",
+            metadata={"max_psi": worst[1]["psi"], "max_psi_feature": worst[0], "prediction_psi": prediction_psi,
+                      "drifted_features": error or warn, "severity": overall, "rows": len(current),
                       **{f"performance/{k_}": v for k_, v in performance.items()},
                       "report": MetadataValue.json(report)},
             check_results=[
-                AssetCheckResult(check_name="feature_drift_warn", passed=not warn, severity=AssetCheckSeverity.WARN,
-                                 metadata={"features": warn}),
-                AssetCheckResult(check_name="feature_drift_error", passed=not error, severity=AssetCheckSeverity.ERROR,
-                                 metadata={"features": error}),
-                AssetCheckResult(check_name="prediction_drift", passed=not prediction_psi >= PSI_ERROR,
-                                 severity=AssetCheckSeverity.WARN, metadata={"psi": round(prediction_psi, 4)}),
+                AssetCheckResult(check_name="feature_drift_warn", passed=not warn and not no_data,
+                                 severity=AssetCheckSeverity.WARN, metadata={"features": warn, "no_data": no_data}),
+                AssetCheckResult(check_name="feature_drift_error", passed=not error and not no_data,
+                                 severity=AssetCheckSeverity.ERROR, metadata={"features": error, "no_data": no_data}),
+                AssetCheckResult(check_name="prediction_drift", passed=prediction_severity in ("ok", "warn"),
+                                 severity=AssetCheckSeverity.WARN, metadata={"psi": prediction_psi}),
             ],
         )
 

@@ -72,3 +72,35 @@ def test_rerunning_a_days_drift_after_a_promotion_reports_the_same_prediction_dr
     assert after[k["drift"]]["prediction_psi"] == before[k["drift"]]["prediction_psi"]
     stored = [r for r in lake.read("ml.drift_reports").to_pylist() if r["feature"] == "__prediction__"]
     assert [r["severity"] for r in stored] == ["ok"]
+
+
+def test_a_day_without_feature_rows_is_scored_empty_and_gets_no_drift_verdict(settings, lake):
+    """An empty day: its predictions partition is written (empty, clearing what it held) and every drift
+    check fails with no-data, instead of a crash in scoring and three green checks in drift."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    from platformq_assets.ml.lifecycle import keys, model_assets, to_arrow
+    from resources.mlflow import mlflow_resource
+
+    rng = np.random.default_rng(1)
+    registry = mlflow_resource(settings)
+    training = feature_frame(rng, 400, "2024-02-05").rename(columns={"event_ts": "event_timestamp"})
+    training = training.drop(columns=["partition_date"])
+    training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
+    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
+    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, 50, DAY)), "partition_date", DAY)
+    version = register(registry, rng, skewed=False)
+    registry.promote(MODEL, version.version, "first")
+    assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
+    k = keys(MODEL)
+    empty = "2024-02-07"
+    result = materialize([assets[k["predictions"]], assets[k["drift"]]], partition_key=empty,
+                         instance=DagsterInstance.get(), resources={"lake": lake, "mlflow": registry})
+    assert result.success
+    assert lake.read_partition(f"gold.{MODEL}_predictions", "partition_date", empty).num_rows == 0
+    [drift] = [e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == k["drift"]]
+    assert drift["severity"].value == "no-data" and drift["rows"].value == 0
+    verdicts = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert verdicts == {"feature_drift_warn": False, "feature_drift_error": False, "prediction_drift": False}
+    stored = {r["severity"] for r in lake.read("ml.drift_reports").to_pylist() if r["partition_date"] == empty}
+    assert stored == {"no-data"}

@@ -29,3 +29,18 @@ def test_psi_on_continuous_data_is_unchanged_in_kind():
     reference = rng.normal(0, 1, 4000)
     assert psi(reference, rng.normal(0, 1, 800)) < 0.1
     assert psi(reference, rng.normal(1, 1, 800)) >= PSI_ERROR
+
+
+def test_the_severity_is_the_one_of_the_psi_shown():
+    """A PSI of 0.09996 is shown as 0.1: its verdict is warn, the same the checks read from the shown value."""
+    reference = np.array([0.0] * 95 + [1.0] * 5)
+    current = np.array([0.0] * (100_000 - 13_911) + [1.0] * 13_911)
+    assert 0.09995 <= psi(reference, current) < 0.1
+    [entry] = drift_report(pd.DataFrame({"f": reference}), pd.DataFrame({"f": current}), ["f"]).values()
+    assert (entry["psi"], entry["severity"]) == (0.1, "warn")
+
+
+def test_a_day_without_rows_has_no_verdict_rather_than_ok():
+    reference = pd.DataFrame({"f": np.linspace(0, 1, 100)})
+    [entry] = drift_report(reference, reference.iloc[0:0], ["f"]).values()
+    assert entry["severity"] == "no-data" and entry["psi"] != entry["psi"]
