@@ -56,7 +56,8 @@ def main() -> None:
             forest_flag=forest_flag, label=labels, anomaly_type=windows["anomaly_type"],
             anomaly_id=windows["anomaly_id"], instrument=windows["instrument"],
             window_start_us=windows["window_start_us"], window_us=windows["window_us"],
-            time_steps=np.int64(spikes.shape[2]))
+            time_steps=np.int64(spikes.shape[2]),
+            counted_steps=np.int64(spikes.shape[2] + extras["pad"]))  # the counts cover the window and its pad
 
         events = int(spikes.sum())
         pipes.log.info(f"scored {len(labels)} windows on Lava ({lava_out['backend']}) in "

@@ -17,7 +17,7 @@ def scores_table(path: Path, day: str, model_version: str):
     n = len(s["label"])
     start = pa.array(s["window_start_us"].astype(np.int64)).cast(pa.timestamp("us", tz="UTC"))
     end = pa.array((s["window_start_us"] + int(s["window_us"])).astype(np.int64)).cast(pa.timestamp("us", tz="UTC"))
-    steps = float(s["time_steps"])
+    steps = float(s["counted_steps"])  # what the spike counts cover: the window and the pad steps after it
     blank = lambda a: pa.array([v or None for v in a.tolist()], pa.string())  # noqa: E731
     return pa.table({
         "instrument": pa.array(s["instrument"].tolist(), pa.string()),
@@ -26,7 +26,7 @@ def scores_table(path: Path, day: str, model_version: str):
         "label": pa.array(s["label"].astype(bool)),
         "anomaly_type": blank(s["anomaly_type"]),
         "anomaly_id": blank(s["anomaly_id"]),
-        "snn_score": pa.array(s["lava_counts"][:, 1] / steps),  # anomalous neuron's spike rate (Lava)
+        "snn_score": pa.array(s["lava_counts"][:, 1] / steps),  # anomalous neuron's spike rate (Lava), 0 to 1
         "snn_flag": pa.array(s["lava_flag"].astype(bool)),
         "lava_normal_spikes": pa.array(s["lava_counts"][:, 0].astype(np.int64)),
         "lava_anomaly_spikes": pa.array(s["lava_counts"][:, 1].astype(np.int64)),

@@ -82,6 +82,9 @@ def test_spike_trains_model_and_scores_through_pipes(settings, lake):
     assert scores.num_rows == meta["rows"] == meta["dagster/row_count"] == 975
     assert [c.name for c in meta["dagster/column_schema"].columns] == scores.column_names
     assert set(scores.column("model_version").to_pylist()) == {meta["model_version"]}
+    # the score is the anomaly neuron's spike rate over the steps its count covers (window + pad): 0 to 1
+    rate = np.array(scores.column("lava_anomaly_spikes").to_pylist()) / (12 + 2)
+    assert np.allclose(scores.column("snn_score").to_pylist(), rate) and rate.max() <= 1
     # the decision agreement the check reports is the one in the table
     same = pc.equal(scores.column("snn_flag"), scores.column("slayer_flag"))
     assert pc.mean(same.cast("int8")).as_py() == pytest.approx(agreement["decision_agreement"].value, abs=1e-4)
