@@ -127,7 +127,9 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
 
 def _find_proposal(governance: ServiceClientResource, description: str) -> str | None:
     """The id of the DAO's proposal with this description (the day's), if an earlier run made it."""
-    matches = [p["id"] for p in governance.request("GET", "/v1/dao/proposals", params={"limit": 1000})
+    # filtered by the service before its limit: the newest 1000 alone would miss an old day's (and pay it twice)
+    matches = [p["id"] for p in governance.request("GET", "/v1/dao/proposals",
+                                                   params={"description": description, "limit": 1000})
                if p["description"] == description]
     return matches[-1] if matches else None
 

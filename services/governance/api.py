@@ -378,16 +378,20 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
 
     @app.get("/v1/dao/proposals", response_model=list[ProposalSummary], tags=["proposals"])
     def list_proposals(state: StateName | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       description: Annotated[str | None, Query(max_length=MAX_DESCRIPTION)] = None,
                        principal: Principal = Depends(reader)):
-        """The most recent proposals (oldest first), optionally only those in ``state``."""
+        """The most recent proposals (oldest first), optionally only those in ``state`` or with exactly this
+        ``description`` (filtered before ``limit``: a client finds its proposal however many came after it)."""
         with lock:
             dao = own_dao(principal)
             gov = dao.governor
             rows = []
             for pid in gov.proposal_ids():
+                p = gov.proposal(pid)
+                if description is not None and p.description != description:
+                    continue
                 current = gov.state(pid).name
                 if state is None or current == state:
-                    p = gov.proposal(pid)
                     rows.append(ProposalSummary(id=pid, proposer=p.proposer, description=p.description,
                                                 state=current, snapshot=p.snapshot, deadline=p.deadline,
                                                 eta=p.eta))

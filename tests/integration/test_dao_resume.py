@@ -50,3 +50,21 @@ def test_a_crash_after_execution_is_resumed_and_the_reward_is_paid_once(settings
     [row] = lake.read("governance.dao_outcomes").to_pylist()
     assert row["state"] == "Executed" and row["reward_usd"] == REWARD and row["proposal_id"] == proposal["id"]
     assert row["voters"] == 2 and row["treasury_after_usd"] == treasury
+
+
+def test_the_days_proposal_is_found_however_many_proposals_came_after_it(settings):
+    """A long-lived service keeps every day's proposal: more than the 1000 a list returns. An old day's re-run
+    must still find its proposal (not propose and pay again)."""
+    from platformq_assets.governance.dao import _find_proposal
+
+    app, ctx = build_local_app("governance", str(settings.home))
+    key = ctx.keys.create("ops", INTERNAL_TENANT, ["admin"])
+    with serve(app) as url:
+        gov = ServiceClientResource(service="governance", base_url=url, api_key=key)
+        gov.request("POST", "/v1/daos", json_body={"holdings": {"acct-1": 10}, "treasury": {"USD": TREASURY}})
+        ids = [gov.request("POST", "/v1/dao/proposals", json_body={
+            "proposer": "acct-1", "description": f"2021-01-01 day {i} #proposer=acct-1",
+            "actions": [{"type": "transfer", "to": "acct-1", "amount": 1, "asset": "USD"}]})["id"] for i in range(1002)]
+        assert _find_proposal(gov, "2021-01-01 day 0 #proposer=acct-1") == ids[0]
+        assert _find_proposal(gov, "2021-01-01 day 1001 #proposer=acct-1") == ids[-1]
+        assert _find_proposal(gov, "2021-01-01 day 1002 #proposer=acct-1") is None
