@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from pipelines.pools import cli_run_tags
+from resources.services import SERVICES
 
 # In-process runs log to the console at WARNING: the CLI prints its own summary.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -40,6 +41,9 @@ def _instance():
 
     settings = _settings()
     if not os.environ.get("DAGSTER_HOME"):
+        if not settings.is_local:  # a local SQLite instance would hide the runs and bypass the table pools
+            raise click.ClickException("the production profile needs DAGSTER_HOME: the folder with the "
+                                       "dagster.yaml of the production (Postgres) instance")
         home = settings.home
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
@@ -99,7 +103,17 @@ def _numeric(text: str) -> bool:
         return False
 
 
-@click.group()
+class _Cli(click.Group):
+    def invoke(self, ctx):
+        from resources.settings import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:  # names the variables, never their values: an error line, not a traceback
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Cli)
 def main() -> None:
     """platformQ: the lake, the venue and the pipelines, from the shell."""
 
@@ -304,8 +318,8 @@ def demo(days: int, scale: float, end) -> None:
 
 
 @main.command()
-@click.option("--port", default=8100, show_default=True, type=click.IntRange(min=1, max=65535 - 4),
-              help="First port: trading, derivatives, governance, credentials and data take consecutive ports.")
+@click.option("--port", default=8100, show_default=True, type=click.IntRange(min=1, max=65535 - (len(SERVICES) - 1)),
+              help=f"First port: {', '.join(SERVICES)} take consecutive ports.")
 @click.option("--only", multiple=True, help="Serve only these services (repeatable).")
 @click.option("--tenant", default="t-acme", show_default=True, help="Tenant of the bootstrap admin API key.")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -315,11 +329,12 @@ def demo(days: int, scale: float, end) -> None:
 def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int) -> None:
     """Start the platform's HTTP services with uvicorn on 127.0.0.1 (OpenAPI docs at /docs)."""
     import asyncio
+    import socket
 
     import uvicorn
 
     from resources import lake_resource
-    from resources.services import SERVICES, build_local_app
+    from resources.services import build_local_app
     from services.common.app import BOOTSTRAP_SUBJECT
     from services.common.auth import ApiKeyStore, TokenIssuer
 
@@ -337,25 +352,40 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     lake = lake_resource(settings)
     lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
                                                   "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_region")}
-    servers = []
+    # every port is bound before anything changes: a serve that cannot start (a port in use, say by a serve
+    # already running) must not rotate the bootstrap key the running one handed out
+    sockets = []
     for offset, name in enumerate(SERVICES):
-        if name not in names:
-            continue
+        if name in names:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+                sock.listen(2048)  # listening now: no other process can bind it meanwhile, even with SO_REUSEADDR
+            except OSError as exc:
+                sock.close()
+                for _, _, bound in sockets:
+                    bound.close()
+                raise click.ClickException(f"{name} cannot listen on 127.0.0.1:{port + offset}: {exc.strerror}; "
+                                           "nothing was started or changed") from None
+            sockets.append((name, port + offset, sock))
+    servers = []
+    for name, service_port, sock in sockets:
         app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
                                  burst=burst, journal_url=settings.trading_journal_url)
-        servers.append((name, port + offset, uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=port + offset, log_level="warning", access_log=False))))
+        servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=service_port, log_level="warning", access_log=False))))
     admin_key, bootstrap = keys.create_with_record(BOOTSTRAP_SUBJECT, tenant, ["admin"])
     for record in keys.list(tenant):  # each start's bootstrap key replaces the last one's
         if (record["subject"] == BOOTSTRAP_SUBJECT and record["revoked_at"] is None
                 and record["key_id"] != bootstrap["key_id"]):
             keys.revoke(tenant, record["key_id"])
-    for name, p, _ in servers:
+    for name, p, _, _ in servers:
         click.echo(f"{name:<12} http://127.0.0.1:{p}  (docs: http://127.0.0.1:{p}/docs)")
     click.echo(f"admin API key for tenant {tenant} (shown once; send it as X-API-Key): {admin_key}")
 
     async def run_all():
-        await asyncio.gather(*(server.serve() for _, _, server in servers))
+        await asyncio.gather(*(server.serve(sockets=[sock]) for _, _, sock, server in servers))
 
     asyncio.run(run_all())
 

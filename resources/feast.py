@@ -166,7 +166,8 @@ def redis_connection_string(url: str) -> str:
 
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ValueError(f"PLATFORMQ_FEAST_REDIS_URL must look like redis://host:port/db, got {url!r}")
+        # the URL is not quoted: it may carry the password
+        raise ValueError("PLATFORMQ_FEAST_REDIS_URL must look like redis://[:password@]host:port/db")
     parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
     db = (parsed.path or "/0").lstrip("/") or "0"
     parts.append(f"db={int(db)}")

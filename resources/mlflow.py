@@ -187,7 +187,14 @@ class MlflowResource(ConfigurableResource):
         return {"champion": back, "replaced": replaced}
 
     def history(self, name: str) -> list[dict]:
-        model = self.client().get_registered_model(name)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client().get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ValueError(f"no registered model {name!r}") from None
         return json.loads(model.tags.get("platformq.history", "[]"))
 
     def _record(self, name: str, event: dict) -> None:

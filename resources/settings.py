@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     profile: Literal["local", "production"] = "local"
     home: Path = Field(default=PROJECT_ROOT / ".platformq", description="local state folder")
     landing_dir: Path = Field(default=PROJECT_ROOT / "data" / "landing")
+
+    @field_validator("home", "landing_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:  # file:// URIs (warehouse, MLflow artifacts) need absolute paths
+        return path.expanduser().absolute()
+
     # Each source is a folder data/landing/<source>/ feeding the table bronze.<source>.
     landing_sources: tuple[str, ...] = ("partner_quotes", "kyc_events")
     dbt_project_dir: Path = PROJECT_ROOT / "dbt"
@@ -249,7 +255,24 @@ class Settings(BaseSettings):
         return self.home / "dbt.duckdb"
 
 
+class SettingsError(ValueError):
+    """Missing or invalid ``PLATFORMQ_*`` settings: the variables and what is wrong, never their values."""
+
+
 @functools.lru_cache(maxsize=1)
 def load_settings() -> Settings:
-    """Read and validate the environment once per process."""
-    return Settings()
+    """Read and validate the environment once per process.
+
+    Raises :class:`SettingsError`, not pydantic's ValidationError: that one quotes every value read (API keys,
+    passwords in URLs) and would put them in a terminal, a log or the UI's code-location error.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append((f"PLATFORMQ_{field.upper()}: " if field else "") + error["msg"].removeprefix("Value error, "))
+        raise SettingsError("invalid platformQ settings: " + "; ".join(problems)) from None

@@ -35,7 +35,11 @@ def list_models() -> None:
 @click.argument("name")
 def history(name: str) -> None:
     """What happened to NAME's versions: registrations, stage moves, promotions, rollbacks."""
-    for event in _mlflow().history(name):
+    try:
+        events = _mlflow().history(name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for event in events:
         click.echo(f"{event['at']}  {event['event']:<16} v{event.get('version')}  {event.get('reason', '')}")
 
 

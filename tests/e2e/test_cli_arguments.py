@@ -27,7 +27,8 @@ def today_utc() -> str:
     (["demo", "--days", "0", "--end", "2024-01-04"], "--days"),
     (["demo", "--days", "1", "--scale", "-1", "--end", "2024-01-04"], "--scale"),  # used to seed, then fail a run
     (["demo", "--days", "1", "--scale", "nan", "--end", "2024-01-04"], "--scale"),
-    (["serve", "--port", "65534"], "--port"),  # the five services take consecutive ports
+    (["serve", "--port", "65534"], "--port"),  # the six services take consecutive ports
+    (["serve", "--port", "65531"], "--port"),  # models would get 65536
     (["serve", "--rate", "nan"], "--rate"),  # a token bucket refilling at NaN per second admits nothing
     (["backfill", "--start", "2099-01-01", "--end", "2099-01-02"], "not a complete trading day yet"),
     (["backfill", "--start", "2024-01-01", "--end", "2099-01-01"], "not a complete trading day yet"),
@@ -49,3 +50,17 @@ def test_query_limit_must_not_be_negative(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--limit" in out.stderr, out.stdout + out.stderr
     ok = run(tmp_path / "home", "query", "--limit", "0", "select 1 as a union all select 2")
     assert ok.returncode == 0 and "2 row(s), first 0 shown" in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_invalid_settings_are_one_error_line_without_their_values(tmp_path):
+    env = subprocess_env(tmp_path / "home", PLATFORMQ_PROFILE="production", PLATFORMQ_S3_SECRET_KEY="supersecret123")
+    out = subprocess.run([PLATFORMQ, "tables"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "invalid platformQ settings" in out.stderr and "PLATFORMQ_CATALOG_URI" in out.stderr
+    assert "supersecret123" not in out.stdout + out.stderr
+
+
+def test_the_history_of_an_unknown_model_is_an_error_line(tmp_path):
+    out = run(tmp_path / "home", "models", "history", "nosuchmodel")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "no registered model 'nosuchmodel'" in out.stderr

@@ -123,3 +123,28 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
     store = tmp_path / "home" / "api-keys.json"
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
     assert first not in store.read_text() and ci_key not in store.read_text()
+
+
+def test_a_serve_that_cannot_start_changes_no_key(tmp_path):
+    """A second serve on ports in use fails before it rotates the bootstrap key: the running one's admin key
+    keeps working (it was revoked by the failed start, and every service reloads the shared key file)."""
+    proc, base, key = _start(tmp_path, "--only", "derivatives")
+    try:
+        url = f"http://127.0.0.1:{base + 1}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"{url}/auth/keys", headers={"X-API-Key": key}).status_code == 200
+        again = subprocess.run([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base), "--only",
+                                "derivatives"], cwd=ROOT, env=subprocess_env(tmp_path / "home"), capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode == 1 and "Traceback" not in again.stderr, again.stdout + again.stderr
+        assert "cannot listen" in again.stderr and "admin API key" not in again.stdout
+        time.sleep(1.5)  # the key file is re-read on change: give a revocation the time it would need
+        assert httpx.get(f"{url}/auth/keys", headers={"X-API-Key": key}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -160,3 +160,50 @@ def test_a_number_out_of_its_range_fails_with_the_settings_name(monkeypatch, var
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("PLATFORMQ_").lower()):
         Settings()
+
+
+def test_a_settings_error_names_the_variables_and_quotes_no_value(monkeypatch):
+    """pydantic's message quotes every value read: a Redis password or an S3 secret would reach the terminal
+    and the UI's code-location error. load_settings names the variables and the problem only."""
+    from resources.settings import SettingsError, load_settings
+
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PLATFORMQ_FEAST_REDIS_URL", "redis://:Sup3rRedisPw@redis.internal:6379/0")
+    monkeypatch.setenv("PLATFORMQ_S3_SECRET_KEY", "supersecret123")
+    monkeypatch.delenv("PLATFORMQ_RAY_ADDRESS")
+    with pytest.raises(SettingsError) as missing:
+        load_settings()
+    load_settings.cache_clear()
+    monkeypatch.setenv("PLATFORMQ_RAY_ADDRESS", "127.0.0.1:6380")
+    monkeypatch.setenv("PLATFORMQ_TRINO_PORT", "eighty")
+    with pytest.raises(SettingsError) as malformed:
+        load_settings()
+    assert "PLATFORMQ_RAY_ADDRESS" in str(missing.value) and "PLATFORMQ_TRINO_PORT" in str(malformed.value)
+    for err in (missing, malformed):
+        message = str(err.value)
+        assert "Sup3rRedisPw" not in message and "supersecret123" not in message and "eighty" not in message
+        assert err.value.__cause__ is None and err.value.__suppress_context__  # no ValidationError chained on
+
+
+def test_the_cli_under_production_needs_the_production_instance(monkeypatch):
+    """Without DAGSTER_HOME the CLI used a local SQLite instance: runs the UI never shows, writes outside the
+    production instance's table pools."""
+    import click
+
+    from platformq_assets.cli import _instance
+
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(click.ClickException, match="DAGSTER_HOME"):
+        _instance()
+    assert "DAGSTER_HOME" not in os.environ
+
+
+def test_a_relative_home_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLATFORMQ_HOME", "relhome")
+    s = Settings()
+    assert s.home == tmp_path / "relhome"
+    assert s.effective_warehouse == (tmp_path / "relhome" / "warehouse").as_uri()
