@@ -19,11 +19,16 @@
     {{- salt | replace("'", "''") -}}
 {%- endmacro %}
 
+{# One person, one token: case and surrounding space do not make another email. #}
+{% macro normalised_email(expr) -%}
+    lower(trim({{ expr }}))
+{%- endmacro %}
+
 {% macro tokenise(expr) -%}
     {%- if target.type == 'trino' -%}
-        lower(to_hex(sha256(to_utf8('{{ pii_salt() }}' || lower({{ expr }})))))
+        lower(to_hex(sha256(to_utf8('{{ pii_salt() }}' || {{ normalised_email(expr) }}))))
     {%- else -%}
-        sha256('{{ pii_salt() }}' || lower({{ expr }}))
+        sha256('{{ pii_salt() }}' || {{ normalised_email(expr) }})
     {%- endif -%}
 {%- endmacro %}
 

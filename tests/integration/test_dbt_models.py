@@ -178,3 +178,70 @@ def test_rebuilding_a_day_that_came_out_empty_removes_its_old_rows(incremental_p
     assert set(_build(incremental_project, target, "accounts", "2024-01-02").values()) <= {"success", "pass"}
     assert _query(target, "select partition_date, count(*) from silver.accounts group by 1 order by 1") == [
         (dt.date(2024, 1, 3), 2)]
+
+
+def _trades_between(day, trades):
+    """trades: (trade_id, buyer, seller, instrument, price_ticks, qty) -> both fills of each, schema as _fills."""
+    table = _fills(day, [(t[0], dt.datetime.combine(day, dt.time(15, t[0] % 60), UTC), t[3], t[4], t[5])
+                         for t in trades])
+    buyers_sellers = [a for t in trades for a in (t[1], t[2])]
+    return table.set_column(table.schema.get_field_index("account_id"), "account_id",
+                            pa.array(buyers_sellers, pa.int64()))
+
+
+def _named_accounts(day, n):
+    return pa.table({"account_id": list(range(1, n + 1)), "partition_date": pa.array([day] * n, pa.date32()),
+                     "tenant_id": ["t-acme"] * n, "tenant_name": ["Acme"] * n,
+                     "user_id": [f"u-{i}" for i in range(n)], "full_name": [f"Trader {i}" for i in range(n)],
+                     "email": [f"t{i}@acme.example" for i in range(n)], "agent_type": ["noise"] * n,
+                     "initial_balance_minor": [100] * n})
+
+
+def _marks(day, prices):
+    return pa.table({"ts": pa.array([dt.datetime.combine(day, dt.time(21), UTC)] * len(prices),
+                                    pa.timestamp("us", tz="UTC")),
+                     "instrument": list(prices), "reference_price": list(prices.values()),
+                     "partition_date": pa.array([day] * len(prices), pa.date32())})
+
+
+def test_equal_pnl_is_one_rank_and_an_unmarked_open_position_blocks_the_leaderboard(tmp_path):
+    """PnL was summed in float dollars: two traders who each made exactly $0.30 got 0.30000000000001137 and
+    0.2999999999999545, ranks 2 and 3. And a position with no closing price dropped out of its trader's sum,
+    which ranked him on part of his book."""
+    day = dt.date(2024, 1, 2)
+    target = tmp_path / "ties"
+    _stage(target, {
+        "bronze.accounts": _named_accounts(day, 3),
+        "bronze.fills": _trades_between(day, [(1, 1, 3, "AAPL", 15007, 3), (2, 3, 1, "AAPL", 15017, 3),
+                                              (3, 2, 3, "MSFT", 10000, 3), (4, 3, 2, "MSFT", 10010, 3)]),
+        "bronze.reference_prices": _marks(day, {"AAPL": 150.2, "MSFT": 100.2}),
+    })
+    statuses = _build(ROOT / "dbt", target, "accounts positions_pnl trader_leaderboard", day.isoformat())
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    assert _query(target, "select account_id, pnl_rank, pnl from gold.trader_leaderboard order by account_id") == [
+        (1, 1, 0.3), (2, 1, 0.3), (3, 3, -0.6)]
+
+    unmarked = tmp_path / "unmarked"
+    _stage(unmarked, {
+        "bronze.accounts": _named_accounts(day, 3),
+        "bronze.fills": _trades_between(day, [(1, 1, 3, "AAPL", 15007, 3), (2, 3, 1, "AAPL", 15017, 3),
+                                              (3, 1, 3, "NVDA", 50000, 10)]),
+        "bronze.reference_prices": _marks(day, {"AAPL": 150.2}),  # no closing price for NVDA
+    })
+    statuses = _build(ROOT / "dbt", unmarked, "accounts positions_pnl trader_leaderboard", day.isoformat())
+    pnl_tests = {k: v for k, v in statuses.items() if k.startswith("not_null_positions_pnl_pnl")}
+    assert list(pnl_tests.values()) == ["fail"] and statuses["trader_leaderboard"] == "skipped", statuses
+    flat, open_ = _query(unmarked, "select pnl from gold.positions_pnl where account_id = 1 order by instrument")
+    assert flat == (0.3,) and open_ == (None,)  # a flat position's PnL needs no mark
+
+
+def test_email_tokens_and_domains_ignore_case_and_surrounding_space(tmp_path):
+    day = dt.date(2024, 1, 2)
+    target = tmp_path / "emails"
+    _stage(target, {"bronze.accounts": _accounts(day, emails=(" Bo.Chen@Acme.example ", "bo.chen@acme.example"))})
+    statuses = _build(ROOT / "dbt", target, "accounts", day.isoformat())
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    rows = _query(target, "select email_token, email_domain from silver.accounts")
+    token = hashlib.sha256(b"platformq-local-salt" + b"bo.chen@acme.example").hexdigest()
+    assert rows == [(token, "acme.example")] * 2
+

@@ -24,8 +24,9 @@ per_position as (
         sum(case when side = 'BUY' then qty_lots else 0 end) as bought_lots,
         sum(case when side = 'SELL' then qty_lots else 0 end) as sold_lots,
         sum(case when side = 'BUY' then qty_lots else -qty_lots end) as net_lots,
-        sum(case when side = 'BUY' then -1 else 1 end * {{ ticks_to_price('price_ticks') }} * qty_lots) as cash_flow,
-        sum({{ ticks_to_price('price_ticks') }} * qty_lots) as traded_notional,
+        -- money summed exactly in ticks, then converted once: summing dollar doubles made equal PnL unequal
+        {{ ticks_to_price("sum(case when side = 'BUY' then -price_ticks else price_ticks end * qty_lots)") }} as cash_flow,
+        {{ ticks_to_price('sum(price_ticks * qty_lots)') }} as traded_notional,
         count(*) as fill_count
     from fills
     group by account_id, instrument, partition_date
@@ -34,7 +35,9 @@ select
     p.*,
     acc.tenant_id,
     c.close_price,
-    p.cash_flow + p.net_lots * c.close_price as pnl
+    -- a flat position's PnL is its cash flow, mark or not; an open one without a mark has none (and the
+    -- blocking not_null test on pnl stops the leaderboard rather than rank a trader on part of his book)
+    case when p.net_lots = 0 then p.cash_flow else round(p.cash_flow + p.net_lots * c.close_price, 6) end as pnl
 from per_position p
 left join closing c on c.instrument = p.instrument
 left join {{ ref('accounts') }} acc

@@ -8,7 +8,7 @@ select
     user_id,
     substr(full_name, 1, 1) || '***' as display_name,
     {{ tokenise('email') }} as email_token,
-    split_part(email, '@', 2) as email_domain,
+    split_part({{ normalised_email('email') }}, '@', 2) as email_domain,
     agent_type,
     initial_balance_minor
 from {{ source('bronze', 'accounts') }}
