@@ -33,6 +33,20 @@ def _start(tmp_path, *args: str, ports: int = 6) -> tuple[subprocess.Popen, int,
     return proc, base, match.group(1)
 
 
+def _derivatives(proc: subprocess.Popen, base: int) -> str:
+    """The derivatives service's URL once it answers /health (serve's second port)."""
+    url = f"http://127.0.0.1:{base + 1}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/health")
+            return url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the derivatives service did not answer (exit code {proc.wait()}):\n"
+                         + proc.stdout.read()[-3000:])
+
+
 def test_serve_starts_every_service_on_loopback(tmp_path):
     proc, base, key = _start(tmp_path)
     try:
@@ -59,15 +73,9 @@ def test_serve_applies_the_rate_limit_it_is_given(tmp_path):
     """--rate/--burst set each key's token bucket: past the burst, one consistent 429 problem with Retry-After."""
     proc, base, key = _start(tmp_path, "--only", "derivatives", "--rate", "0.01", "--burst", "3")
     try:
-        url = f"http://127.0.0.1:{base + 1}/v1/options/price"
+        url = f"{_derivatives(proc, base)}/v1/options/price"
         body = {"model": "bsm", "option_type": "call", "underlying_price": 100, "strike": 100, "rate": 0.01, "vol": 0.2,
                 "time": 1}
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{base + 1}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
         statuses = [httpx.post(url, json=body, headers={"X-API-Key": key}) for _ in range(4)]
         assert [r.status_code for r in statuses[:3]] == [200, 200, 200], statuses[0].text
         limited = statuses[3]
@@ -85,21 +93,9 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
     import os
     import stat
 
-    def started(proc, base):
-        url = f"http://127.0.0.1:{base + 1}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/health")
-                return url
-            except httpx.TransportError:
-                time.sleep(0.2)
-        proc.kill()
-        raise AssertionError(f"the derivatives service did not answer (exit code {proc.wait()}):\n"
-                             + proc.stdout.read()[-3000:])
-
     proc, base, first = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
     try:
-        url = started(proc, base)
+        url = _derivatives(proc, base)
         created = httpx.post(f"{url}/auth/keys", json={"subject": "ci", "roles": ["viewer"]},
                              headers={"X-API-Key": first})
         assert created.status_code == 201, created.text
@@ -109,7 +105,7 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
         proc.wait(20)
     proc, base, second = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
     try:
-        url = started(proc, base)
+        url = _derivatives(proc, base)
         assert second != first
         assert httpx.get(f"{url}/auth/keys", headers={"X-API-Key": first}).status_code == 401  # revoked
         listed = httpx.get(f"{url}/auth/keys", headers={"X-API-Key": second})
@@ -130,13 +126,7 @@ def test_a_serve_that_cannot_start_changes_no_key(tmp_path):
     keeps working (it was revoked by the failed start, and every service reloads the shared key file)."""
     proc, base, key = _start(tmp_path, "--only", "derivatives")
     try:
-        url = f"http://127.0.0.1:{base + 1}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        url = _derivatives(proc, base)
         assert httpx.get(f"{url}/auth/keys", headers={"X-API-Key": key}).status_code == 200
         again = subprocess.run([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base), "--only",
                                 "derivatives"], cwd=ROOT, env=subprocess_env(tmp_path / "home"), capture_output=True,

@@ -20,6 +20,20 @@ def feature_frame(rng, n, day):
     return frame
 
 
+def seed_lake(lake, rng, day_rows: int) -> None:
+    """A training set (2024-02-05) and DAY's feature rows."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    from platformq_assets.ml.lifecycle import to_arrow
+
+    training = feature_frame(rng, 400, "2024-02-05").rename(columns={"event_ts": "event_timestamp"})
+    training = training.drop(columns=["partition_date"])
+    training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
+    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
+    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, day_rows, DAY)),
+                           "partition_date", DAY)
+
+
 def register(registry, rng, skewed: bool):
     from mlflow import sklearn as mlflow_sklearn
     from sklearn.linear_model import LogisticRegression
@@ -37,18 +51,12 @@ def register(registry, rng, skewed: bool):
 
 
 def test_rerunning_a_days_drift_after_a_promotion_reports_the_same_prediction_drift(settings, lake):
-    from pyiceberg.expressions import AlwaysTrue
-
-    from platformq_assets.ml.lifecycle import keys, model_assets, to_arrow
+    from platformq_assets.ml.lifecycle import keys, model_assets
     from resources.mlflow import mlflow_resource
 
     rng = np.random.default_rng(0)
     registry = mlflow_resource(settings)
-    training = feature_frame(rng, 400, "2024-02-05").rename(columns={"event_ts": "event_timestamp"})
-    training = training.drop(columns=["partition_date"])
-    training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
-    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
-    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, 200, DAY)), "partition_date", DAY)
+    seed_lake(lake, rng, day_rows=200)
 
     assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
     k = keys(MODEL)
@@ -77,18 +85,12 @@ def test_rerunning_a_days_drift_after_a_promotion_reports_the_same_prediction_dr
 def test_a_day_without_feature_rows_is_scored_empty_and_gets_no_drift_verdict(settings, lake):
     """An empty day: its predictions partition is written (empty, clearing what it held) and every drift
     check fails with no-data, instead of a crash in scoring and three green checks in drift."""
-    from pyiceberg.expressions import AlwaysTrue
-
-    from platformq_assets.ml.lifecycle import keys, model_assets, to_arrow
+    from platformq_assets.ml.lifecycle import keys, model_assets
     from resources.mlflow import mlflow_resource
 
     rng = np.random.default_rng(1)
     registry = mlflow_resource(settings)
-    training = feature_frame(rng, 400, "2024-02-05").rename(columns={"event_ts": "event_timestamp"})
-    training = training.drop(columns=["partition_date"])
-    training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
-    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
-    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, 50, DAY)), "partition_date", DAY)
+    seed_lake(lake, rng, day_rows=50)
     version = register(registry, rng, skewed=False)
     registry.promote(MODEL, version.version, "first")
     assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
