@@ -337,6 +337,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     from resources.services import build_local_app
     from services.common.app import BOOTSTRAP_SUBJECT
     from services.common.auth import ApiKeyStore, TokenIssuer
+    from services.trading.exchange import JournalRulesError
 
     settings = _settings()
     names = [s for s in SERVICES if not only or s in only]
@@ -371,8 +372,11 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
             sockets.append((name, port + offset, sock))
     servers = []
     for name, service_port, sock in sockets:
-        app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
-                                 burst=burst, journal_url=settings.trading_journal_url)
+        try:
+            app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
+                                     burst=burst, journal_url=settings.trading_journal_url)
+        except JournalRulesError as exc:  # the trading journal was written under other exchange rules
+            raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=service_port, log_level="warning", access_log=False))))
     admin_key, bootstrap = keys.create_with_record(BOOTSTRAP_SUBJECT, tenant, ["admin"])

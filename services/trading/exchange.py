@@ -40,6 +40,21 @@ class ExchangeError(ValueError):
         self.kind = kind
 
 
+# What a journal replays to depends on the rules that applied its commands: copy sizing and the buy reserve
+# changed in version 2. Each command records its rules; a journal written under other rules is refused on
+# restore, rather than replayed to other balances (or stopped half-way by a command the new state refuses).
+RULES_VERSION = 2
+
+
+class JournalRulesError(ExchangeError):
+    def __init__(self, found, seq: int):
+        super().__init__(
+            f"journal command {seq} was applied under exchange rules {found or 1}, this exchange applies rules "
+            f"{RULES_VERSION}: replaying it would not reach the same balances. Settle the venue with the version "
+            "that wrote the journal (cancel orders, unfollow, withdraw) and start a new journal.",
+            409, "journal-rules")
+
+
 class NotFound(ExchangeError):
     def __init__(self, message: str):
         super().__init__(message, 404, "not-found")
@@ -182,7 +197,9 @@ class Exchange:
         exchange = cls(instruments, journal=journal, **kwargs)
         exchange._replaying = True
         try:
-            for command in journal.load():
+            for seq, command in enumerate(journal.load(), start=1):
+                if command.get("rules") != RULES_VERSION:
+                    raise JournalRulesError(command.get("rules"), seq)
                 exchange._apply(command)
         finally:
             exchange._replaying = False
@@ -190,7 +207,7 @@ class Exchange:
 
     def _command(self, command: dict):
         with self._lock:
-            command = {"ts": self.clock(), **command}
+            command = {"ts": self.clock(), **command, "rules": RULES_VERSION}
             self._validate(command)
             if self._batch is not None:
                 self._batch.append(command)

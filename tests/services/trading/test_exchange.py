@@ -404,3 +404,20 @@ def indexes_match_a_scan(ex):
             o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account and o.open_qty][-3:]
         assert ex.fills_of(account) == [f for f in ex.fills if f["account_id"] == account]
         assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f["account_id"] == account][-2:]
+
+
+def test_a_journal_written_under_other_rules_is_refused_not_replayed_to_other_balances():
+    """Copy sizing and the buy reserve changed (rules 2): a journal whose commands carry no rules (version 1)
+    or others would replay to balances its venue never had."""
+    from services.trading.exchange import RULES_VERSION, JournalRulesError
+
+    ex = Exchange([X])
+    ex.open_account("t1", "a")
+    ex.deposit("a", CASH, 1_000_000)
+    commands = ex.journal.load()
+    assert {c["rules"] for c in commands} == {RULES_VERSION}
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+    older = MemoryJournal()
+    older.append_many([{k: v for k, v in c.items() if k != "rules"} for c in commands])
+    with pytest.raises(JournalRulesError, match="command 1 was applied under exchange rules 1"):
+        Exchange.restore([X], older)
