@@ -93,11 +93,17 @@ class ModelScorer:
         self._threads = None
         self._assignments = None
 
+    def _fresh(self, model: str, alias: str, now: float) -> tuple[float, str | None] | None:
+        """The alias's cached (time, version) while younger than ``alias_ttl_s``, else None."""
+        cached = self._aliases.get((model, alias))
+        return cached if cached and now - cached[0] < self.alias_ttl_s else None
+
     def _version(self, model: str, alias: str) -> str | None:
         now = self.clock()
+        fresh = self._fresh(model, alias, now)
+        if fresh:
+            return fresh[1]
         cached = self._aliases.get((model, alias))
-        if cached and now - cached[0] < self.alias_ttl_s:
-            return cached[1]
         try:
             found = self.registry.version_for(model, alias)
         except Exception as exc:  # the registry is unreachable: keep serving what it last said, else 503
@@ -138,15 +144,15 @@ class ModelScorer:
         libraries are imported on first use): look up its champion and challenger, load them and read the
         online store once. Returns the versions loaded per model; a model without a champion is skipped."""
         loaded = {}
-        for name, spec in self.specs.items():
-            versions = list(dict.fromkeys(v for v in (self._version(name, "champion"), self._version(name, "challenger"))
-                                          if v is not None))
-            if not versions:
-                continue
-            for version in versions:
-                self._load(name, version)
+        for name in self.specs:
+            try:
+                spec, champion, challenger = self.resolve(name)
+            except ScoringError as exc:
+                if exc.kind == "no-champion":
+                    continue
+                raise
             self.online_features(spec.service, [{spec.entity_key: spec.warm_up_entity}])
-            loaded[name] = versions
+            loaded[name] = list(dict.fromkeys(v for v in (champion, challenger) if v is not None))
         return loaded
 
     def resolve(self, model: str) -> tuple[ModelSpec, str, str | None]:
@@ -168,12 +174,10 @@ class ModelScorer:
         """What :meth:`resolve` would return when that needs no I/O now (both aliases fresh, their versions
         loaded), else None: the API calls resolve off its event loop only when it is due."""
         now = self.clock()
-        versions = []
-        for alias in ("champion", "challenger"):
-            cached = self._aliases.get((model, alias))
-            if cached is None or now - cached[0] >= self.alias_ttl_s:
-                return None
-            versions.append(cached[1])
+        fresh = [self._fresh(model, alias, now) for alias in ("champion", "challenger")]
+        if None in fresh:
+            return None
+        versions = [f[1] for f in fresh]
         champion, challenger = versions
         if model not in self.specs or champion is None or any(
                 (model, v) not in self._models for v in versions if v is not None):
@@ -210,20 +214,20 @@ class ModelScorer:
             out.append({"entity": entity, "score": score, "prediction": int(score >= 0.5), "variant": variant,
                         "model_version": version,
                         "features_as_of": dt.datetime.fromtimestamp(as_of, dt.timezone.utc).isoformat() if as_of else None})
-        self._record(model, tenant, out)
+        self._record(model, tenant, out, [row[spec.entity_key] for row in rows])
         return out
 
-    def _record(self, model: str, tenant: str, results: list[dict]) -> None:
+    def _record(self, model: str, tenant: str, results: list[dict], keys: list) -> None:
+        """Counts each result's variant and writes one assignment line per result (``keys``: the join key values)."""
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-        spec = self.specs[model]
         with self._lock:
             for r in results:
                 self.counts[(model, r["variant"])] = self.counts.get((model, r["variant"]), 0) + 1
             if self.assignments_path:
                 if self._assignments is None:  # kept open: one open() per request costs more than the write
                     self._assignments = self.assignments_path.open("a", buffering=1)  # line-buffered
-                for r in results:
+                for r, key in zip(results, keys):
                     self._assignments.write(json.dumps({
-                        "ts": now, "model": model, "tenant": tenant, "entity": str(join_key_value(spec, r["entity"])),
+                        "ts": now, "model": model, "tenant": tenant, "entity": str(key),
                         "variant": r["variant"],
                         "model_version": r["model_version"], "score": r["score"]}) + "\n")
