@@ -81,7 +81,8 @@ def gold_leaderboard(lake, date: str | None, limit: int) -> list[dict]:
 
 
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
-                    rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None):
+                    rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
+                    credentials_store_url: str | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
     from resources.lake import LakeResource
     from services.common.app import ServiceContext
@@ -109,8 +110,10 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         app = create_governance_app(ctx)
     elif service == "credentials":
         from services.credentials.api import create_credentials_app
+        from services.credentials.store import CredentialStore
 
-        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"))
+        store = CredentialStore(credentials_store_url or f"sqlite:///{state / 'credentials.db'}")
+        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"), store=store)
     elif service == "data":
         from services.data_api.api import create_data_app
 

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     services_api_key: str | None = None
     # The exchange's durable journal (SQLAlchemy URL): SQLite under home locally, Postgres in production.
     trading_journal_url: str | None = None
+    # The credential issuer's status store (each credential's status-list index, revocation, suspension).
+    credentials_store_url: str | None = None
 
     # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
     # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.

@@ -48,6 +48,7 @@ from services.credentials.errors import CredentialError, StatusListError
 from services.credentials.issuer import Issuer, issuer_id, validate_credential, verify_credential
 from services.credentials.rdfc import canonicalize
 from services.credentials.status_list import REVOCATION, SUSPENSION, StatusRegistry, status_entries, status_entry
+from services.credentials.store import CredentialStore, IndexTaken
 from services.credentials.timestamps import parse_timestamp
 
 ENTRY_TYPE = "BitstringStatusListEntry"
@@ -181,20 +182,37 @@ def document_problem(document: dict) -> str | None:
     return None
 
 
+def _store_unavailable(exc: Exception) -> Problem:
+    return Problem(503, "Service Unavailable", f"the issuer's status store is unavailable ({type(exc).__name__}); "
+                   "nothing was changed, try again", "status-store-unavailable")
+
+
 def _check_document(document: dict) -> None:
     problem = document_problem(document)
     if problem is not None:
         raise Problem(422, "Unprocessable Content", problem, "unsupported-document")
 
 
+ISSUE_ATTEMPTS = 5  # an index another process took meanwhile is skipped; five collisions in a row mean a fault
+
+
 def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair | None = None,
-                           base_url: str = "http://127.0.0.1") -> FastAPI:
+                           base_url: str = "http://127.0.0.1", store: CredentialStore | None = None) -> FastAPI:
+    """The credentials app. ``store`` keeps each credential's status index and status across restarts
+    (without one, they live as long as the app: tests and throw-away issuers only)."""
     app = create_service_app(ctx, "platformQ credentials",
                              "W3C Verifiable Credentials: issue, verify, revoke and suspend (VC API shaped).")
     key_pair = issuer_key_pair or Ed25519KeyPair.generate()
     registry = StatusRegistry(base_url.rstrip("/") + "/status-lists", key_pair)
     issuer = Issuer(key_pair, status_registry=registry)
     issued: dict[str, dict[str, int]] = {}  # tenant -> credential id -> status list index
+    for row in store.load() if store is not None else ():  # what earlier processes issued, revoked, suspended
+        registry.adopt(row.index)
+        issued.setdefault(row.tenant, {})[row.credential_id] = row.index
+        if row.revoked:
+            registry.revoke(row.index)
+        if row.suspended:
+            registry.suspend(row.index)
     signed_lists: dict[str, tuple[bytes, dict]] = {}  # purpose -> (bits it was signed for, credential)
     lock = threading.RLock()
     app.state.issuer = issuer
@@ -247,11 +265,29 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
             if credential_id in own:
                 raise Problem(409, "Conflict", f"this tenant already issued a credential with id {credential_id!r}",
                               "credential-exists")
-            try:
-                signed = issuer.issue(unsigned, created=body.options.created)
-            except CredentialError as exc:
-                raise _invalid(str(exc)) from None
-            own[credential_id] = int(status_entries(signed)[0]["statusListIndex"])
+            for _ in range(ISSUE_ATTEMPTS):
+                try:
+                    signed = issuer.issue(unsigned, created=body.options.created)
+                except CredentialError as exc:
+                    raise _invalid(str(exc)) from None
+                index = int(status_entries(signed)[0]["statusListIndex"])
+                try:
+                    if store is not None:  # durable before it is handed out
+                        store.add(principal.tenant, credential_id, index)
+                    break
+                except IndexTaken:  # another process holds it: keep it marked as held, sign with another
+                    continue
+                except KeyError:  # another process issued this id for the tenant meanwhile
+                    registry.release(index)
+                    raise Problem(409, "Conflict", f"this tenant already issued a credential with id "
+                                  f"{credential_id!r}", "credential-exists") from None
+                except Exception as exc:
+                    registry.release(index)
+                    raise _store_unavailable(exc) from None
+            else:
+                raise Problem(503, "Service Unavailable", "no free status-list index could be recorded; try again",
+                              "status-store-conflict")
+            own[credential_id] = index
         return IssueOut(verifiableCredential=signed)
 
     @app.post("/credentials/verify", response_model=VerifyOut, tags=["credentials"])
@@ -286,6 +322,11 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                                   "credential-revoked")
                 else:
                     suspended = False
+            if store is not None:  # durable first: a change the store did not take is not made
+                try:
+                    store.set_status(principal.tenant, body.credentialId, revoked, suspended)
+                except Exception as exc:
+                    raise _store_unavailable(exc) from None
             if revoked:
                 registry.revoke(index)
             if suspended:

@@ -275,6 +275,12 @@ class StatusRegistry:
                 self._allocated.add(index)
                 return index
 
+    def adopt(self, index: int) -> None:
+        """Mark ``index`` as held (a credential issued earlier, restored from the issuer's store)."""
+        if not 0 <= index < self.length:
+            raise StatusListError(f"index {index} is outside the status list (length {self.length})")
+        self._allocated.add(index)
+
     def release(self, index: int) -> None:
         """Give back an index no issued credential carries (its issuance failed after allocation)."""
         if any(status_list.get(index) for status_list in self.lists.values()):

@@ -1,0 +1,173 @@
+"""The issuer's status store: revocations, suspensions and held status-list indexes outlive the service process."""
+
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+
+from resources.services import build_local_app
+from services.common.app import ServiceContext
+from services.credentials import Ed25519KeyPair
+from services.credentials.api import create_credentials_app
+from services.credentials.store import CredentialStore
+from tests.services.credentials.test_api import model_credential
+from tests.services.problems import is_problem
+
+STATUS = "BitstringStatusListEntry"
+
+
+def app_on(store, key_pair):
+    ctx = ServiceContext("test", rate=1000.0, burst=1000)
+    app = create_credentials_app(ctx, issuer_key_pair=key_pair, store=store)
+    return app, TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("erin", "t1", ["engineer"])}
+
+
+def issue(client, key, credential_id):
+    r = client.post("/credentials/issue", json={"credential": model_credential(id=credential_id)}, headers=key)
+    assert r.status_code == 201, r.text
+    return r.json()["verifiableCredential"]
+
+
+def set_status(client, key, credential_id, status):
+    return client.post("/credentials/status", json={"credentialId": credential_id, "credentialStatus": [
+        {"type": STATUS, "status": status}]}, headers=key)
+
+
+def verify(client, key, vc):
+    r = client.post("/credentials/verify", json={"verifiableCredential": vc}, headers=key)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def index_of(vc) -> int:
+    return int(vc["credentialStatus"][0]["statusListIndex"])
+
+
+def test_a_revocation_outlives_a_restart_of_the_served_app(tmp_path):
+    """`platformq serve`'s credentials app (build_local_app): restarting it used to forget every status."""
+    def served():
+        app, ctx = build_local_app("credentials", str(tmp_path))
+        return TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("erin", "t1", ["engineer"])}
+
+    client, key = served()
+    revoked = issue(client, key, "urn:uuid:00000000-0000-4000-8000-000000000001")
+    suspended = issue(client, key, "urn:uuid:00000000-0000-4000-8000-000000000002")
+    active = issue(client, key, "urn:uuid:00000000-0000-4000-8000-000000000003")
+    assert set_status(client, key, revoked["id"], "revoked").status_code == 200
+    assert set_status(client, key, suspended["id"], "suspended").status_code == 200
+
+    client, key = served()  # a new process on the same home
+    assert verify(client, key, revoked)["revoked"] is True and not verify(client, key, revoked)["verified"]
+    out = verify(client, key, suspended)
+    assert out["suspended"] is True and not out["verified"]
+    assert verify(client, key, active)["verified"] is True
+    # the tenant still owns its credentials: they can be reinstated, and revocation stays permanent
+    assert set_status(client, key, suspended["id"], "active").json()["status"] == "active"
+    assert verify(client, key, suspended)["verified"] is True
+    assert "permanent" in is_problem(set_status(client, key, revoked["id"], "active"), 409)["detail"]
+    # an id issued before the restart is still taken for this tenant
+    r = client.post("/credentials/issue", json={"credential": model_credential(id=active["id"])}, headers=key)
+    is_problem(r, 409)
+
+
+def test_a_restarted_issuer_never_hands_out_a_held_index(tmp_path):
+    key_pair = Ed25519KeyPair.generate()
+    store = CredentialStore(f"sqlite:///{tmp_path / 'credentials.db'}")
+    app, client, key = app_on(store, key_pair)
+    first = issue(client, key, "urn:uuid:00000000-0000-4000-8000-00000000000a")
+    assert set_status(client, key, first["id"], "revoked").status_code == 200
+
+    app, client, key = app_on(store, key_pair)
+    registry = app.state.status_registry
+    assert index_of(first) in registry.allocated
+
+    class FirstThenAny(random.Random):  # draws the held index first: the registry must skip it
+        drawn = False
+
+        def randrange(self, n):
+            if not self.drawn:
+                self.drawn = True
+                return index_of(first)
+            return super().randrange(n)
+
+    registry._rng = FirstThenAny(1)
+    second = issue(client, key, "urn:uuid:00000000-0000-4000-8000-00000000000b")
+    assert index_of(second) != index_of(first)
+    assert verify(client, key, second)["verified"] is True  # not revoked along with the first
+    assert {(s.credential_id, s.index, s.revoked) for s in store.load()} == {
+        (first["id"], index_of(first), True), (second["id"], index_of(second), False)}
+
+
+def test_two_processes_on_one_store_never_share_an_index(tmp_path):
+    """Another process took the index this one drew (its lists in memory did not know): sign with another."""
+    key_pair = Ed25519KeyPair.generate()
+    url = f"sqlite:///{tmp_path / 'credentials.db'}"
+    app_a, client_a, key_a = app_on(CredentialStore(url), key_pair)
+    app_b, client_b, key_b = app_on(CredentialStore(url), key_pair)  # loaded before A issued
+    a = issue(client_a, key_a, "urn:uuid:00000000-0000-4000-8000-0000000000a1")
+
+    class SameAsA(random.Random):
+        drawn = False
+
+        def randrange(self, n):
+            if not self.drawn:
+                self.drawn = True
+                return index_of(a)
+            return super().randrange(n)
+
+    app_b.state.status_registry._rng = SameAsA(2)
+    b = issue(client_b, key_b, "urn:uuid:00000000-0000-4000-8000-0000000000b1")
+    assert index_of(b) != index_of(a)
+    assert index_of(b) in app_b.state.status_registry.allocated and index_of(a) in app_b.state.status_registry.allocated
+    assert sorted(s.index for s in CredentialStore(url).load()) == sorted([index_of(a), index_of(b)])
+
+
+class BrokenStore(CredentialStore):
+    broken = False
+
+    def set_status(self, *args):
+        if self.broken:
+            raise ConnectionError("status store down")
+        super().set_status(*args)
+
+    def add(self, *args):
+        if self.broken:
+            raise ConnectionError("status store down")
+        super().add(*args)
+
+
+def test_a_change_the_store_does_not_take_is_not_made(tmp_path):
+    store = BrokenStore(f"sqlite:///{tmp_path / 'credentials.db'}")
+    app, client, key = app_on(store, Ed25519KeyPair.generate())
+    vc = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000000c1")
+    held = set(app.state.status_registry.allocated)
+    store.broken = True
+    problem = is_problem(set_status(client, key, vc["id"], "revoked"), 503)
+    assert "nothing was changed" in problem["detail"] and "status store down" not in problem["detail"]
+    assert verify(client, key, vc)["verified"] is True  # not revoked in memory either: memory never runs ahead
+    r = client.post("/credentials/issue", json={"credential": model_credential(
+        id="urn:uuid:00000000-0000-4000-8000-0000000000c2")}, headers=key)
+    is_problem(r, 503)
+    assert set(app.state.status_registry.allocated) == held  # the index drawn for it was given back
+    store.broken = False
+    assert set_status(client, key, vc["id"], "revoked").status_code == 200
+    assert [s.revoked for s in store.load()] == [True]
+
+
+@pytest.mark.slow
+def test_the_status_store_on_postgres():
+    """The production store (Postgres, started by make test via infra/scripts/test-services.sh)."""
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    key_pair = Ed25519KeyPair.generate()
+    with postgres_database() as db:
+        url = PG_DSN.format(db=db)
+        store = CredentialStore(url)
+        _, client, key = app_on(store, key_pair)
+        vc = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000000d1")
+        assert set_status(client, key, vc["id"], "revoked").status_code == 200
+        store.close()
+        store = CredentialStore(url)
+        _, client, key = app_on(store, key_pair)
+        assert verify(client, key, vc)["revoked"] is True
+        store.close()
