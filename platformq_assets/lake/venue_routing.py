@@ -83,9 +83,14 @@ def _flush(trading, commands, refs, service_ids, engine_ids, trades) -> int:
             engine_ids[result["order_id"]] = sim_id
         if result["error"]:
             rejected += 1
+    # one entry per trade and side of ours: every simulated account is ours (one tenant), so a trade between two
+    # of them comes as its BUY and its SELL entry; a side that is not ours has no entry (and no order id here)
+    sides: dict[int, dict] = {}
     for t in response["trades"]:
-        trades.append((t["instrument"], t["price_ticks"], t["quantity"], engine_ids.get(t["buy_order_id"]),
-                       engine_ids.get(t["sell_order_id"])))
+        trade = sides.setdefault(t["trade_id"], {"key": (t["instrument"], t["price_ticks"], t["quantity"])})
+        trade[t["side"]] = engine_ids.get(t["order_id"])
+    for _, t in sorted(sides.items()):
+        trades.append((*t["key"], t.get("BUY"), t.get("SELL")))
     return rejected
 
 

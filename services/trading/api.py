@@ -170,14 +170,17 @@ class BatchTrade(BaseModel):
     instrument: str
     price_ticks: int
     quantity: int
-    buy_order_id: int
-    sell_order_id: int
+    order_id: int = Field(description="the caller's order in the trade (never the counterparty's: another "
+                                      "tenant's order ids are not revealed)")
+    side: str = Field(description="that order's side")
     aggressor_side: str
 
 
 class BatchOut(BaseModel):
     results: list[BatchResult]
-    trades: list[BatchTrade] = Field(description="trades this batch produced that involve the caller's orders")
+    trades: list[BatchTrade] = Field(description=(
+        "trades this batch produced that involve the caller's orders, one entry per order of the caller's in "
+        "each: a trade between two of the caller's own accounts appears twice (its BUY and its SELL order)"))
 
 
 class LeaderboardRow(BaseModel):
@@ -310,9 +313,11 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                     results.append(BatchResult(index=i, ref=c.ref, order_id=None, status=None, filled_quantity=None,
                                                error=exc.detail or exc.title))
             mine = {a.account_id for a in exchange.accounts.values() if a.tenant == principal.tenant}
-            trades = [BatchTrade(trade_id=t[0], instrument=t[2], price_ticks=t[3], quantity=t[4], buy_order_id=t[5],
-                                 sell_order_id=t[6], aggressor_side=SIDE_NAMES[t[9]])
-                      for t in exchange.engine.trades[first_trade:] if t[7] in mine or t[8] in mine]
+            # only the caller's own side(s) of each trade: the counterparty's order id belongs to its tenant
+            trades = [BatchTrade(trade_id=t[0], instrument=t[2], price_ticks=t[3], quantity=t[4], order_id=order_id,
+                                 side=side, aggressor_side=SIDE_NAMES[t[9]])
+                      for t in exchange.engine.trades[first_trade:]
+                      for order_id, account, side in ((t[5], t[7], "BUY"), (t[6], t[8], "SELL")) if account in mine]
         return BatchOut(results=results, trades=trades)
 
     @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])

@@ -111,3 +111,22 @@ def test_trading_leaderboard_reads_the_gold_table(tmp_path, lake):
     assert [r["pnl_rank"] for r in latest] == [1, 2, 3]
     older = client.request("GET", "/v1/leaderboard", params={"date": "2024-01-02"})
     assert [r["account_id"] for r in older] == [11, 12]
+
+
+def test_venue_routing_rebuilds_each_trade_from_the_batchs_own_order_sides(tmp_path):
+    """A batch names only the caller's own order of each trade (side and order id); every simulated account is
+    the platform's, so a trade comes as its BUY and its SELL entry, and routing pairs them again."""
+    from platformq_assets.lake.venue_routing import route_session, trades_match
+    from services.trading.engine import BUY, GTC, IOC, SELL, MatchingEngine
+
+    sim = MatchingEngine(["AAPL", "MSFT"])
+    for ts, (instrument, account, side, qty, price, tif) in enumerate([
+            ("AAPL", 1, SELL, 5, 10_000, GTC), ("AAPL", 2, BUY, 3, 10_010, GTC),  # 2 lifts 1's offer
+            ("MSFT", 3, BUY, 4, 5_000, GTC), ("MSFT", 2, SELL, 6, None, IOC),  # a market sell into 3's bid
+            ("AAPL", 3, BUY, 2, 10_000, GTC)]):
+        sim.submit(instrument, account, side, qty, price, tif, ts)
+    assert len(sim.trades) == 3
+    routed = route_session(ServiceClientResource(service="trading", home=str(tmp_path)), sim.journal,
+                           ["AAPL", "MSFT"], [1, 2, 3])
+    assert routed["rejected"] == 0 and len(routed["trades"]) == 3
+    assert trades_match(sim.trades, routed["trades"])[0], (sim.trades, routed["trades"])

@@ -287,3 +287,41 @@ def test_quantities_and_money_must_be_json_integers(setup):
             assert is_problem(r, 422)["errors"], (url, body)
     assert exchange.state() == before and len(exchange.journal.load()) == 6
     assert client.post("/v1/orders", json=order, headers=ht).status_code == 201
+
+
+def test_batch_trades_name_only_the_callers_own_orders(setup):
+    """A batch's trades showed both order ids: the counterparty's belongs to another tenant (GET on it is a 404,
+    the tape and /v1/fills leave it out). Each trade now names only the caller's own order, and its side."""
+    client, keys, _ = setup
+    theirs = client.post("/v1/orders", json={"account_id": "b1", "instrument": X, "side": "SELL", "quantity": 4,
+                                             "price_ticks": 1000}, headers=h(keys, "t2_trader")).json()
+    r = client.post("/v1/orders/batch", headers=h(keys, "t1_trader"), json={"commands": [
+        {"op": "place", "ref": "b", "account_id": "a1", "instrument": X, "side": "BUY", "quantity": 3,
+         "price_ticks": 1000}]})
+    mine = r.json()["results"][0]["order_id"]
+    [trade] = r.json()["trades"]
+    assert {k: v for k, v in trade.items() if "order" in k} == {"order_id": mine}  # not theirs["order_id"]
+    assert trade["side"] == "BUY" and trade["aggressor_side"] == "BUY"
+    is_problem(client.get(f"/v1/orders/{theirs['order_id']}", headers=h(keys, "t1_trader")), 404)
+    # the other way round: t2's batch sells into t1's resting bid, and sees only its own order, as the SELL
+    bid = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 2,
+                                          "price_ticks": 900}, headers=h(keys, "t1_trader")).json()
+    r = client.post("/v1/orders/batch", headers=h(keys, "t2_trader"), json={"commands": [
+        {"op": "place", "ref": "s", "account_id": "b1", "instrument": X, "side": "SELL", "quantity": 2,
+         "price_ticks": 900}]})
+    [trade] = r.json()["trades"]
+    assert (trade["order_id"], trade["side"]) == (r.json()["results"][0]["order_id"], "SELL")
+    assert {k: v for k, v in trade.items() if "order" in k} == {"order_id": r.json()["results"][0]["order_id"]}
+    assert bid["order_id"] != trade["order_id"]
+    # both sides the caller's (two of its own accounts): the trade names both its orders, one entry per side
+    assert client.post("/v1/accounts", json={"account_id": "a2"}, headers=h(keys, "t1_trader")).status_code == 201
+    client.post("/v1/accounts/a2/deposits", json={"asset": X, "amount": 10}, headers=h(keys, "t1_trader"))
+    r = client.post("/v1/orders/batch", headers=h(keys, "t1_trader"), json={"commands": [
+        {"op": "place", "ref": "s", "account_id": "a2", "instrument": X, "side": "SELL", "quantity": 1,
+         "price_ticks": 700},
+        {"op": "place", "ref": "b", "account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1,
+         "price_ticks": 700}]})
+    ids = {x["ref"]: x["order_id"] for x in r.json()["results"]}
+    trades = r.json()["trades"]
+    assert len({t["trade_id"] for t in trades}) == 1
+    assert sorted((t["side"], t["order_id"]) for t in trades) == [("BUY", ids["b"]), ("SELL", ids["s"])]
