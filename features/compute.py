@@ -7,6 +7,11 @@ union of the daily partitions (DuckDB): ``tests/ml/test_spark_features.py`` chec
 Time bucketing is done in Arrow before either engine sees the data (``bucket`` = epoch
 seconds floored to the interval), so the SQL needs only integer maths, joins and window
 functions that DuckDB and Spark SQL spell the same way.
+
+A feature row is known at its ``event_ts`` (the interval's end), so it may use only what had
+happened by then. ``bronze.orders`` holds each order's *final* state: its ``cancelled_lots``
+may come from a cancel minutes or hours after the window closed. A window therefore counts an
+order as cancelled only if the cancel happened before the window's end (``cancel_known``).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ FROM r
 ACCOUNT_SQL = """
 WITH o AS (
   SELECT account_id, partition_date, bucket, COUNT(*) AS orders,
-         SUM(CASE WHEN cancelled_lots > 0 THEN 1 ELSE 0 END) AS cancelled,
+         SUM(cancel_known) AS cancelled,  -- cancels that had happened by the window's end (event_ts)
          MAX(CASE WHEN anomaly_id IS NOT NULL THEN 1 ELSE 0 END) AS anomalous
   FROM orders GROUP BY account_id, partition_date, bucket
 ), f AS (
@@ -120,15 +125,46 @@ def instrument_inputs(bars_1m: "pa.Table") -> dict[str, "pa.Table"]:
     return {"bars": with_bucket(bars_1m.select(columns), "bar_start", INSTRUMENT_INTERVAL_S)}
 
 
+# Order states whose cancelled lots were cancelled as the order arrived (no cancelled_ts is recorded for them):
+# an IOC/market remainder that expired, a FOK order that could not fill completely.
+CANCELLED_ON_ARRIVAL = ("EXPIRED", "REJECTED")
+
+
+def _micros(column) -> "pa.Array":
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+
+
+def with_cancel_known(orders: "pa.Table", seconds: int) -> "pa.Table":
+    """Add ``cancel_known``: 1 where the order's cancel had happened before the end of its window
+    (``bucket + seconds``), else 0. The cancel time is ``cancelled_ts``; for orders cancelled on arrival
+    (``CANCELLED_ON_ARRIVAL``, which record none) it is the order's ``ts``. A cancelled order with
+    neither is not known to have been cancelled by then and does not count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    placed = _micros(orders["ts"])
+    on_arrival = pc.is_in(orders["status"], value_set=pa.array(CANCELLED_ON_ARRIVAL, pa.string()))
+    cancelled_at = pc.coalesce(_micros(orders["cancelled_ts"]),
+                               pc.if_else(on_arrival, placed, pa.scalar(None, pa.int64())))
+    window_end = pc.multiply(pc.add(orders["bucket"], seconds), 1_000_000)
+    known = pc.and_(pc.greater(orders["cancelled_lots"], 0), pc.less(cancelled_at, window_end))
+    return orders.append_column("cancel_known", pc.cast(pc.fill_null(known, False), pa.int64()))
+
+
 def account_inputs(orders: "pa.Table", fills: "pa.Table", accounts: "pa.Table") -> dict[str, "pa.Table"]:
-    orders = orders.select(["account_id", "partition_date", "ts", "cancelled_lots", "anomaly_id"])
+    orders = orders.select(["account_id", "partition_date", "ts", "cancelled_lots", "cancelled_ts", "status",
+                            "anomaly_id"])
     fills = fills.select(["account_id", "partition_date", "ts", "qty_lots", "price_ticks", "counterparty_account_id",
                           "anomaly_id"])
     accounts = accounts.select(["account_id", "tenant_id"])
     # bronze.accounts holds one row per account per day: keep one per account
     accounts = accounts.group_by(["account_id"]).aggregate([("tenant_id", "max")]).rename_columns(
         ["account_id", "tenant_id"])
-    return {"orders": with_bucket(orders, "ts", ACCOUNT_WINDOW_S), "fills": with_bucket(fills, "ts", ACCOUNT_WINDOW_S),
+    orders = with_cancel_known(with_bucket(orders, "ts", ACCOUNT_WINDOW_S), ACCOUNT_WINDOW_S)
+    return {"orders": orders, "fills": with_bucket(fills, "ts", ACCOUNT_WINDOW_S),
             "accounts": accounts}
 
 

@@ -51,11 +51,12 @@ def test_instrument_windows_are_computed_within_the_day():
 def test_account_windows_count_activity_and_labels():
     t0 = dt.datetime(2024, 3, 1, 15, 0)
     orders = pa.Table.from_pylist([
-        {"account_id": 1, "partition_date": "2024-03-01", "ts": t0, "cancelled_lots": 0, "anomaly_id": None},
+        {"account_id": 1, "partition_date": "2024-03-01", "ts": t0, "cancelled_lots": 0, "anomaly_id": None,
+         "status": "FILLED", "cancelled_ts": None},
         {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=1), "cancelled_lots": 5,
-         "anomaly_id": None},
+         "anomaly_id": None, "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=2)},
         {"account_id": 2, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=20), "cancelled_lots": 9,
-         "anomaly_id": "spoof-1"},
+         "anomaly_id": "spoof-1", "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=21)},
     ])
     fills = pa.Table.from_pylist([
         {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=2), "qty_lots": 3,
@@ -72,6 +73,72 @@ def test_account_windows_count_activity_and_labels():
     assert one["fills_per_counterparty"] == 2 and one["label_anomalous"] == 0 and one["tenant_id"] == "t-a"
     assert two["label_anomalous"] == 1 and two["cancel_ratio"] == 1.0 and two["fills"] == 0
     assert len(table) == 2  # one row per account and window, nothing duplicated by the outer join
+
+
+def test_a_cancel_counts_only_in_a_window_that_ends_after_it():
+    """cancel_ratio is known at the window's end (event_ts): an order placed in the window but cancelled after
+    it closed was still live then. Cancels have their time in ``cancelled_ts``; IOC/market remainders that
+    expire and FOK orders that are rejected have none, because that happens when the order arrives."""
+    t0 = dt.datetime(2024, 3, 1, 15, 0, tzinfo=dt.timezone.utc)
+    minute = dt.timedelta(minutes=1)
+
+    def order(placed, cancelled_lots=0, cancelled=None, status="NEW"):
+        return {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + placed * minute,
+                "cancelled_lots": cancelled_lots, "anomaly_id": None, "status": status,
+                "cancelled_ts": None if cancelled is None else t0 + cancelled * minute}
+
+    orders = pa.Table.from_pylist([
+        order(1, 5, cancelled=4, status="CANCELLED"),  # cancelled inside the window: counts
+        order(2, 5, cancelled=40, status="CANCELLED"),  # cancelled 25 minutes after the window closed
+        order(3, 5, cancelled=15, status="CANCELLED"),  # cancelled at the window's end: not before it
+        order(4, 3, status="EXPIRED"),  # IOC remainder, expired on arrival: counts
+        order(5, 2, status="REJECTED"),  # FOK that could not fill: counts
+        order(6, 4, status="CANCELLED"),  # cancelled at an unknown time: not known to have happened
+        order(7),
+        order(20, 5, cancelled=22, status="CANCELLED"),  # next window, cancelled inside it
+    ], schema=pa.schema([("account_id", pa.int64()), ("partition_date", pa.string()),
+                         ("ts", pa.timestamp("us", tz="UTC")), ("cancelled_lots", pa.int64()),
+                         ("anomaly_id", pa.string()), ("status", pa.string()),
+                         ("cancelled_ts", pa.timestamp("us", tz="UTC"))]))
+    fills = pa.Table.from_pylist([], schema=pa.schema([
+        ("account_id", pa.int64()), ("partition_date", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+        ("qty_lots", pa.int64()), ("price_ticks", pa.int64()), ("counterparty_account_id", pa.int64()),
+        ("anomaly_id", pa.string())]))
+    accounts = pa.Table.from_pylist([{"account_id": 1, "tenant_id": "t-a"}])
+    rows = {r["event_ts"]: r for r in account_features(orders, fills, accounts).to_pylist()}
+    assert sorted(rows) == [t0 + 15 * minute, t0 + 30 * minute]
+    first, second = rows[t0 + 15 * minute], rows[t0 + 30 * minute]
+    assert first["orders"] == 7 and first["cancel_ratio"] == pytest.approx(3 / 7)
+    assert second["orders"] == 1 and second["cancel_ratio"] == 1.0
+
+
+def test_account_features_use_nothing_from_after_event_ts_on_a_simulated_day():
+    """A simulated venue day (bronze tables as the venue asset writes them): every window's cancel_ratio
+    is the share of its orders whose cancel had happened before the window ended."""
+    import pandas as pd
+
+    from platformq_assets.lake.venue import BRONZE_ACCOUNTS, BRONZE_FILLS, BRONZE_ORDERS, venue_tables
+    from services.trading.simulation import SimulationConfig, accounts, simulate_day
+
+    config = SimulationConfig(scale=0.2, start_date=dt.date(2024, 1, 1))
+    result = simulate_day(dt.date(2024, 2, 5), config)
+    tables = venue_tables(result, accounts(config), "b", dt.datetime(2024, 2, 6, tzinfo=dt.timezone.utc))
+    orders = tables[BRONZE_ORDERS]
+    features = account_features(orders, tables[BRONZE_FILLS], tables[BRONZE_ACCOUNTS]).to_pandas()
+    o = orders.to_pandas()
+    o["event_ts"] = o["ts"].dt.floor("15min") + pd.Timedelta(minutes=15)
+    cancelled = o.cancelled_lots > 0
+    # a cancel with a time is an explicit or end-of-session cancel; one without is a remainder that expired
+    # (or an order rejected) on arrival
+    assert o[cancelled & o.cancelled_ts.isna()].status.isin(["EXPIRED", "REJECTED"]).all()
+    late = cancelled & (o.cancelled_ts >= o.event_ts)
+    assert late.sum() > 50  # the day has cancels that come after their order's window
+    o["known"] = (cancelled & ~late).astype(int)
+    expected = o.groupby(["account_id", "event_ts"]).agg(orders=("known", "size"), known=("known", "sum"))
+    expected = (expected.known / expected.orders).rename("expected").reset_index()
+    joined = features.merge(expected, on=["account_id", "event_ts"], how="inner")
+    assert len(joined) == len(expected) > 100
+    assert np.allclose(joined.cancel_ratio, joined.expected)
 
 
 @pytest.mark.slow
