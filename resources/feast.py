@@ -1,6 +1,7 @@
 """Feast as a Dagster resource, configured from the settings (no feature_store.yaml to drift).
 
-Local: SQL registry on SQLite and a SQLite online store under ``<home>/feast``; offline
+Local: SQL registry on SQLite and a SQLite online store under ``<home>/feast`` (which, like Redis,
+keeps an entity's newer row when an older day is materialised after it); offline
 sources are Parquet exports under ``<home>/feast/offline``. Production: the SQL registry on
 Postgres, Redis as the online store, offline exports under ``s3://<bucket>/feast/offline``.
 ``feast`` is imported only inside methods (10 s import).
@@ -46,9 +47,10 @@ class FeastResource(ConfigurableResource):
 
             online = RedisOnlineStoreConfig(connection_string=redis_connection_string(self.redis_url or ""))
         else:
-            from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+            # Feast's SQLite store, made to keep an entity's newer row as Redis does (features/sqlite_online.py)
+            from features.sqlite_online import NewerWinsSqliteOnlineStoreConfig
 
-            online = SqliteOnlineStoreConfig(path=self.online_path)
+            online = NewerWinsSqliteOnlineStoreConfig(path=self.online_path)
         if self.offline_store == "spark":
             from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
 

@@ -117,16 +117,30 @@ def feature_registry(context: AssetExecutionContext, feast: FeastResource):
     )
 
 
+ONLINE_WRITE_RULE = ("newer wins: an entity's online row is replaced only by a row with a later event_ts "
+                     "(Redis, and the local SQLite store alike)")
+
+
 @asset(key=ONLINE_KEY, deps=[REGISTRY_KEY, INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY],
        partitions_def=daily_partitions, kinds={"feast", "sqlite"}, **COMMON,
-       description="Feast materialize(start, end) for one trading day into the online store (never whole history).")
+       description="Feast materialize(start, end) for one trading day into the online store (never whole history). "
+                   "An entity keeps its newest features: re-materialising an older day after a newer one (a "
+                   "backfill, a retry) fills in only entities without newer values.")
 def online_store(context: AssetExecutionContext, feast: FeastResource):
     from features.repo import ACCOUNT_VIEW, INSTRUMENT_VIEW
 
-    start, end = _day_bounds(context.partition_key)
+    day = context.partition_key
+    newest = max(context.instance.get_materialized_partitions(ONLINE_KEY), default=None)
+    start, end = _day_bounds(day)
     feast.materialize(start, end, views=[INSTRUMENT_VIEW, ACCOUNT_VIEW])
-    return MaterializeResult(metadata={"window_start": start.isoformat(), "window_end": end.isoformat(),
-                                       "online_store": feast.online_store})
+    metadata = {"window_start": start.isoformat(), "window_end": end.isoformat(), "online_store": feast.online_store,
+                "online_write_rule": ONLINE_WRITE_RULE}
+    if newest is not None and newest > day:
+        note = (f"{day} is older than {newest}, already materialised: entities with newer online features kept "
+                f"them; only entities without a newer value took {day}'s.")
+        context.log.info(note)
+        metadata.update({"newest_day_online": newest, "older_day_note": note})
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(key=HISTORY_KEY, pool=table_pool("features.instrument_intervals_history"), deps=[AssetKey(["gold", "ohlcv_bars"])], kinds={"spark", "iceberg"}, **COMMON,
