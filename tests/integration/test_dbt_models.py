@@ -235,6 +235,29 @@ def test_equal_pnl_is_one_rank_and_an_unmarked_open_position_blocks_the_leaderbo
     assert flat == (0.3,) and open_ == (None,)  # a flat position's PnL needs no mark
 
 
+
+def test_traders_are_ranked_within_their_tenant(tmp_path):
+    """The leaderboard is per tenant (copy trading is within one): a platform-wide rank served to a tenant
+    reveals, by its gaps, how many other tenants' traders did better. Tenants trade with each other on the
+    venue; each one's traders are ranked 1..n among themselves."""
+    day = dt.date(2024, 1, 2)
+    target = tmp_path / "tenants"
+    accounts = _named_accounts(day, 4)
+    tenants = ["t-acme", "t-cygnus", "t-acme", "t-cygnus"]
+    accounts = accounts.set_column(accounts.schema.get_field_index("tenant_id"), "tenant_id", pa.array(tenants))
+    _stage(target, {
+        "bronze.accounts": accounts,
+        # acme's 1 makes $0.30 from cygnus's 2, acme's 3 makes $0.60 from cygnus's 4
+        "bronze.fills": _trades_between(day, [(1, 1, 2, "AAPL", 15007, 3), (2, 2, 1, "AAPL", 15017, 3),
+                                              (3, 3, 4, "MSFT", 10000, 3), (4, 4, 3, "MSFT", 10020, 3)]),
+        "bronze.reference_prices": _marks(day, {"AAPL": 150.2, "MSFT": 100.2}),
+    })
+    statuses = _build(ROOT / "dbt", target, "accounts positions_pnl trader_leaderboard", day.isoformat())
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    assert _query(target, "select tenant_id, account_id, pnl_rank, pnl from gold.trader_leaderboard "
+                          "order by tenant_id, pnl_rank") == [
+        ("t-acme", 3, 1, 0.6), ("t-acme", 1, 2, 0.3), ("t-cygnus", 2, 1, -0.3), ("t-cygnus", 4, 2, -0.6)]
+
 def test_email_tokens_and_domains_ignore_case_and_surrounding_space(tmp_path):
     day = dt.date(2024, 1, 2)
     target = tmp_path / "emails"

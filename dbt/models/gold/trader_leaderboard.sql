@@ -1,4 +1,6 @@
--- Daily ranking of traders by PnL, with masked identities only.
+-- Daily ranking of traders by PnL within their tenant, with masked identities only. The leaderboard is per
+-- tenant (copy trading is within one): a platform-wide rank would tell a tenant, by its gaps, how many
+-- other tenants' traders did better.
 with per_account as (
     select
         account_id,
@@ -12,7 +14,7 @@ with per_account as (
     group by account_id, partition_date
 )
 select
-    rank() over (order by a.pnl desc) as pnl_rank,
+    rank() over (partition by acc.tenant_id order by a.pnl desc) as pnl_rank,
     a.account_id,
     a.partition_date,
     acc.tenant_id,
