@@ -64,20 +64,29 @@ class CircuitBreaker:
                     self.opened_at = self.clock()
 
 
-def gold_leaderboard(lake, date: str | None, limit: int) -> list[dict]:
-    """The social leaderboard, read from gold.trader_leaderboard (latest day unless one is given)."""
-    from pyiceberg.expressions import EqualTo
+def gold_leaderboard(lake, tenant: str, date: str | None, limit: int) -> list[dict]:
+    """A tenant's social leaderboard, read from gold.trader_leaderboard: its own traders only, ranked among
+    themselves, on ``date`` or else the latest day that has rows of this tenant."""
+    from pyiceberg.expressions import And, EqualTo
 
-    if not lake.table_exists("gold.trader_leaderboard"):
+    table = "gold.trader_leaderboard"
+    if not lake.table_exists(table):
         return []
+    mine = EqualTo("tenant_id", tenant)
     if date is None:
-        days = lake.read("gold.trader_leaderboard", columns=("partition_date",)).column("partition_date")
+        days = lake.read(table, row_filter=mine, columns=("partition_date",)).column("partition_date")
         if len(days) == 0:
             return []
         date = max(days.to_pylist()).isoformat()
-    rows = lake.read("gold.trader_leaderboard", row_filter=EqualTo("partition_date", date),
-                     columns=("pnl_rank", "account_id", "display_name", "tenant_id", "pnl", "traded_notional"))
-    return sorted(rows.to_pylist(), key=lambda r: r["pnl_rank"])[:limit]
+    rows = lake.read(table, row_filter=And(mine, EqualTo("partition_date", date)),
+                     columns=("account_id", "display_name", "tenant_id", "pnl", "traded_notional")).to_pylist()
+    # Ranked here, within the tenant, as the model's rank() over its tenant does (equal PnL, one rank): a day
+    # built while the model still ranked platform-wide holds ranks whose gaps reveal other tenants' traders.
+    rows.sort(key=lambda r: (r["pnl"] is None, -(r["pnl"] or 0.0), r["account_id"]))
+    for i, row in enumerate(rows):
+        tied = i > 0 and rows[i - 1]["pnl"] == row["pnl"]
+        row["pnl_rank"] = rows[i - 1]["pnl_rank"] if tied else i + 1
+    return rows[:limit]
 
 
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
@@ -99,7 +108,8 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         journal_url = journal_url or f"sqlite:///{state / 'trading.db'}"
         exchange = Exchange.restore(list(SimulationConfig().instruments), SqlJournal(journal_url))
         lake = LakeResource(**lake_config) if lake_config else None
-        app = create_trading_app(ctx, exchange, leaderboard=(lambda d, n: gold_leaderboard(lake, d, n)) if lake else None)
+        app = create_trading_app(ctx, exchange,
+                                 leaderboard=(lambda t, d, n: gold_leaderboard(lake, t, d, n)) if lake else None)
     elif service == "derivatives":
         from services.derivatives.api import create_derivatives_app
 

@@ -1,9 +1,11 @@
 """Trading API: a thin FastAPI layer over :class:`services.trading.exchange.Exchange`.
 
 Accounts, orders, fills and follows belong to a tenant: another tenant's
-resources answer 404 (their existence is not revealed). Book depth and the
-public trade tape are market data, readable by any authenticated caller, and
-carry no account identifiers.
+resources answer 404 (their existence is not revealed). The social leaderboard
+is per tenant too (copy trading is within one): a caller sees its own tenant's
+traders, ranked among themselves. Book depth and the public trade tape are
+market data, readable by any authenticated caller, and carry no account
+identifiers.
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ def order_out(order: Order) -> OrderOut:
 
 
 def create_trading_app(ctx: ServiceContext, exchange: Exchange,
-                       leaderboard: Callable[[str | None, int], list[dict]] | None = None) -> FastAPI:
+                       leaderboard: Callable[[str, str | None, int], list[dict]] | None = None) -> FastAPI:
+    """``leaderboard(tenant, date, limit)``: that tenant's rows only, ranked within it (pnl_rank from 1)."""
     app = create_service_app(ctx, "platformQ trading", "Orders, accounts, market data and copy trading.")
     reader = ctx.require("orders:read")
     writer = ctx.require("orders:write")
@@ -403,9 +406,12 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def get_leaderboard(date: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$"),
                                         AfterValidator(calendar_date)] = None,
                         limit: Annotated[int, Query(ge=1, le=100)] = 10, principal: Principal = Depends(market)):
+        """The caller's tenant's traders by PnL on ``date`` (else the tenant's latest day), ranked within it."""
         if leaderboard is None:
             raise Problem(503, "Service Unavailable", "no leaderboard source configured", "no-leaderboard")
-        return [LeaderboardRow(**row) for row in leaderboard(date, limit)]
+        # fails closed: a row of another tenant (or of none) from the source is never served
+        return [LeaderboardRow(**row) for row in leaderboard(principal.tenant, date, limit)
+                if row.get("tenant_id") == principal.tenant]
 
     return app
 

@@ -94,24 +94,69 @@ def test_in_process_trading_service_through_the_resource(tmp_path):
     assert again.request("GET", f"/v1/orders/{order['order_id']}")["open_quantity"] == 2
 
 
-def test_trading_leaderboard_reads_the_gold_table(tmp_path, lake):
-    import datetime as dt
-
+def _board(day, rows):
+    """gold.trader_leaderboard rows of one day: (tenant_id, account_id, pnl, pnl_rank)."""
     import pyarrow as pa
 
-    for day, ranks in ((dt.date(2024, 1, 2), [1, 2]), (dt.date(2024, 1, 3), [1, 2, 3])):
-        lake.replace_partition("gold.trader_leaderboard", pa.table({
-            "pnl_rank": ranks, "account_id": [10 + r for r in ranks], "display_name": ["A***"] * len(ranks),
-            "tenant_id": ["t-acme"] * len(ranks), "pnl": [100.0 / r for r in ranks],
-            "traded_notional": [1.0] * len(ranks), "partition_date": pa.array([day] * len(ranks), pa.date32())}),
-            "partition_date", day)
-    config = {k: getattr(lake, k) for k in ("catalog_uri", "warehouse")}
-    client = ServiceClientResource(service="trading", home=str(tmp_path), lake=config)
-    latest = client.request("GET", "/v1/leaderboard", params={"limit": 10})
-    assert [r["pnl_rank"] for r in latest] == [1, 2, 3]
-    older = client.request("GET", "/v1/leaderboard", params={"date": "2024-01-02"})
-    assert [r["account_id"] for r in older] == [11, 12]
+    return pa.table({"pnl_rank": [r[3] for r in rows], "account_id": [r[1] for r in rows],
+                     "display_name": ["A***"] * len(rows), "tenant_id": [r[0] for r in rows],
+                     "pnl": [r[2] for r in rows], "traded_notional": [1.0] * len(rows),
+                     "partition_date": pa.array([day] * len(rows), pa.date32())})
 
+
+def _leaderboard_clients(tmp_path, lake, *tenants):
+    from fastapi.testclient import TestClient
+
+    from resources.services import build_local_app
+
+    app, ctx = build_local_app("trading", str(tmp_path), {k: getattr(lake, k) for k in ("catalog_uri", "warehouse")})
+    client = TestClient(app, raise_server_exceptions=False)
+
+    def board(tenant, **params):
+        key = ctx.keys.create(f"viewer-{tenant}", tenant, ["viewer"])
+        r = client.get("/v1/leaderboard", params=params, headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        return [(x["tenant_id"], x["account_id"], x["pnl_rank"]) for x in r.json()]
+
+    return board
+
+
+def test_trading_leaderboard_shows_each_tenant_only_its_own_traders(tmp_path, lake):
+    """The social leaderboard is per tenant (copy trading is within one): it served every tenant's traders, their
+    PnL and notional, to any caller. Each tenant sees its own rows, ranked 1..n among themselves, and its own
+    latest day."""
+    import datetime as dt
+
+    jan2, jan3 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+    lake.replace_partition("gold.trader_leaderboard", _board(jan2, [
+        ("t-acme", 1, 90.0, 1), ("t-cygnus", 2, 80.0, 1), ("t-acme", 4, 70.0, 2), ("t-cygnus", 5, -5.0, 2),
+        ("t-acme", 7, -9.0, 3)]), "partition_date", jan2)
+    lake.replace_partition("gold.trader_leaderboard", _board(jan3, [("t-acme", 1, 5.0, 2), ("t-acme", 4, 6.0, 1)]),
+                           "partition_date", jan3)
+    board = _leaderboard_clients(tmp_path, lake)
+    assert board("t-acme", date="2024-01-02") == [("t-acme", 1, 1), ("t-acme", 4, 2), ("t-acme", 7, 3)]
+    assert board("t-cygnus", date="2024-01-02") == [("t-cygnus", 2, 1), ("t-cygnus", 5, 2)]
+    assert board("t-acme") == [("t-acme", 4, 1), ("t-acme", 1, 2)]  # its latest day
+    # cygnus's latest day is the latest with its rows, not a day only other tenants traded on
+    assert board("t-cygnus") == [("t-cygnus", 2, 1), ("t-cygnus", 5, 2)]
+    assert board("t-cygnus", date="2024-01-03") == []
+    assert board("t-acme", date="2024-01-02", limit=2) == [("t-acme", 1, 1), ("t-acme", 4, 2)]
+    assert board("t-nobody") == [] and board("platform") == []
+
+
+def test_trading_leaderboard_ranks_within_the_tenant_on_days_ranked_platform_wide(tmp_path, lake):
+    """A day built before trader_leaderboard ranked per tenant holds platform-wide ranks: served as they are,
+    their gaps (1, 3, 5) would tell a tenant how many other tenants' traders did better."""
+    import datetime as dt
+
+    day = dt.date(2024, 1, 2)
+    lake.replace_partition("gold.trader_leaderboard", _board(day, [
+        ("t-acme", 1, 90.0, 1), ("t-cygnus", 2, 80.0, 2), ("t-acme", 4, 70.0, 3), ("t-cygnus", 5, 70.0, 3),
+        ("t-acme", 7, 70.0, 3), ("t-acme", 8, -1.0, 6)]), "partition_date", day)
+    board = _leaderboard_clients(tmp_path, lake)
+    # as SQL's rank(): equal PnL is one rank, and the next rank counts every trader above
+    assert board("t-acme") == [("t-acme", 1, 1), ("t-acme", 4, 2), ("t-acme", 7, 2), ("t-acme", 8, 4)]
+    assert board("t-cygnus") == [("t-cygnus", 2, 1), ("t-cygnus", 5, 2)]
 
 def test_venue_routing_rebuilds_each_trade_from_the_batchs_own_order_sides(tmp_path):
     """A batch names only the caller's own order of each trade (side and order id); every simulated account is

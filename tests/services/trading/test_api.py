@@ -17,8 +17,8 @@ X = "ACME"
 @pytest.fixture
 def setup(ctx):
     exchange = Exchange([X])
-    app = create_trading_app(ctx, exchange, leaderboard=lambda date, limit: [
-        {"pnl_rank": 1, "account_id": 7, "display_name": "A***", "tenant_id": "t1", "pnl": 12.5}][:limit])
+    boards = {"t1": [{"pnl_rank": 1, "account_id": 7, "display_name": "A***", "tenant_id": "t1", "pnl": 12.5}]}
+    app = create_trading_app(ctx, exchange, leaderboard=lambda tenant, date, limit: boards.get(tenant, [])[:limit])
     keys = {
         "t1_trader": ctx.keys.create("alice", "t1", ["trader"]),
         "t1_viewer": ctx.keys.create("victor", "t1", ["viewer"]),
@@ -145,15 +145,19 @@ def test_tenant_isolation_on_every_route(setup):
                                                    json={"follower_account_id": "b1", "leader_account_id": "a1"}),
         ("DELETE", "/v1/copy-trading/follows/{follower_account_id}/{leader_account_id}"):
             dict(url="/v1/copy-trading/follows/a1/b1"),
+        ("GET", "/v1/leaderboard"): dict(url="/v1/leaderboard"),
     }
     tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
-                     if r.path.startswith("/v1/") and not r.path.startswith(("/v1/instruments", "/v1/leaderboard"))
+                     if r.path.startswith("/v1/") and not r.path.startswith("/v1/instruments")  # market data
                      and (m, r.path) != ("POST", "/v1/accounts")}  # creates in the caller's own tenant
     assert tenant_routes == set(probes), "a new tenant-scoped route needs an isolation probe"
     for (method, path), kwargs in probes.items():
         r = client.request(method, **kwargs, headers=h(keys, "t2_trader"))
         if path == "/v1/orders/batch":  # per-command errors: every command refused as not found
             assert r.status_code == 200 and all(x["error"] and x["order_id"] is None for x in r.json()["results"])
+            continue
+        if path == "/v1/leaderboard":  # addressed by no id: the caller's own tenant's board, none of t1's traders
+            assert r.status_code == 200 and r.json() == []
             continue
         is_problem(r, 404)
     assert exchange.state() == before
@@ -199,19 +203,37 @@ def test_leaderboard_and_health(setup):
     client, keys, _ = setup
     assert client.get("/health").json()["status"] == "ok"
     board = client.get("/v1/leaderboard", params={"limit": 1}, headers=h(keys, "t1_viewer")).json()
-    assert board[0]["pnl_rank"] == 1
+    assert [(r["pnl_rank"], r["account_id"]) for r in board] == [(1, 7)]
     is_problem(client.get("/v1/leaderboard", params={"date": "yesterday"}, headers=h(keys, "t1_viewer")), 422)
 
 
 def test_leaderboard_date_must_be_a_calendar_date(ctx):
     asked = []
-    app = create_trading_app(ctx, Exchange([X]), leaderboard=lambda date, limit: asked.append(date) or [])
+    app = create_trading_app(ctx, Exchange([X]), leaderboard=lambda tenant, date, limit: asked.append(date) or [])
     client = TestClient(app, raise_server_exceptions=False)
     viewer = {"X-API-Key": ctx.keys.create("victor", "t1", ["viewer"])}
     for wrong in ("2024-02-30", "2024-13-01", "2023-02-29", "20240102"):
         is_problem(client.get("/v1/leaderboard", params={"date": wrong}, headers=viewer), 422)
     assert client.get("/v1/leaderboard", params={"date": "2024-02-29"}, headers=viewer).json() == []
     assert asked == ["2024-02-29"]  # only valid dates reach the source, as YYYY-MM-DD
+
+
+def test_leaderboard_asks_for_the_callers_tenant_and_serves_no_other(ctx):
+    """The source is asked for the caller's tenant; a row of another tenant that it returns anyway is not served
+    (fails closed, as the data API does)."""
+    asked = []
+
+    def source(tenant, date, limit):
+        asked.append((tenant, date, limit))
+        return [{"pnl_rank": 1, "account_id": 3, "tenant_id": "t2", "pnl": 9.0},
+                {"pnl_rank": 1, "account_id": 7, "tenant_id": tenant, "pnl": 5.0},
+                {"pnl_rank": 2, "account_id": 8, "tenant_id": None, "pnl": 1.0}]
+
+    client = TestClient(create_trading_app(ctx, Exchange([X]), leaderboard=source), raise_server_exceptions=False)
+    viewer = {"X-API-Key": ctx.keys.create("victor", "t1", ["viewer"])}
+    board = client.get("/v1/leaderboard", params={"limit": 5}, headers=viewer).json()
+    assert [(r["tenant_id"], r["account_id"]) for r in board] == [("t1", 7)]
+    assert asked == [("t1", None, 5)]
 
 
 def test_batch_places_and_cancels_in_order(setup):

@@ -16,7 +16,7 @@ from services.trading.exchange import Exchange
 
 CTX = ServiceContext("schemathesis", rate=10_000.0, burst=10_000)
 EXCHANGE = Exchange(["ACME"])
-APP = create_trading_app(CTX, EXCHANGE, leaderboard=lambda date, limit: [])
+APP = create_trading_app(CTX, EXCHANGE, leaderboard=lambda tenant, date, limit: [])
 KEY = CTX.keys.create("fuzzer", "t1", ["admin"])
 EXCHANGE.open_account("t1", "t1/a1")
 EXCHANGE.deposit("t1/a1", "USD", 10**9)
