@@ -162,22 +162,52 @@ class FeastResource(ConfigurableResource):
         return store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service)).to_df()
 
 
-def redis_connection_string(url: str) -> str:
-    """redis://[:password@]host:port/db -> Feast's "host:port,db=N[,password=...]"."""
-    from urllib.parse import urlparse
+REDIS_URL_FORM = "PLATFORMQ_FEAST_REDIS_URL must look like redis://[:password@]host:port/db"
 
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        # the URL is not quoted: it may carry the password
-        raise ValueError("PLATFORMQ_FEAST_REDIS_URL must look like redis://[:password@]host:port/db")
-    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
-    db = (parsed.path or "/0").lstrip("/") or "0"
-    parts.append(f"db={int(db)}")
+
+def redis_connection_string(url: str) -> str:
+    """redis://[:password@]host:port/db -> Feast's "host:port,db=N[,password=...]".
+
+    The URL's password is percent-decoded (``p%40ss`` is ``p@ss``). Feast splits its string on commas and
+    reads each value with ``json.loads`` when it parses: a password with a comma, or one that JSON would turn
+    into something else (``null``, ``true``, ``1e3``, ``"x"``), cannot reach Redis intact and is refused.
+    No error here shows the URL or the password (the settings never print secret values).
+    """
+    from urllib.parse import unquote, urlparse
+
+    try:
+        parsed = urlparse(url)
+        host, port, db = parsed.hostname, parsed.port or 6379, int((parsed.path or "/0").lstrip("/") or "0")
+    except ValueError:
+        raise ValueError(REDIS_URL_FORM) from None  # urllib's message (and the chained error) may quote the URL
+    if parsed.scheme not in ("redis", "rediss") or not host:
+        raise ValueError(REDIS_URL_FORM)
+    parts = [f"{host}:{port}", f"db={db}"]
     if parsed.password:
-        parts.append(f"password={parsed.password}")
+        password = unquote(parsed.password)
+        if "," in password:
+            raise ValueError("the password in PLATFORMQ_FEAST_REDIS_URL contains a comma, which Feast's Redis "
+                             "connection string cannot carry: choose a Redis password without ','")
+        if not _survives_json(password):
+            raise ValueError("the password in PLATFORMQ_FEAST_REDIS_URL parses as JSON (a keyword, a list, a quoted "
+                             "string or a number spelled unusually), which Feast's connection string would change on "
+                             "its way to Redis: choose another Redis password")
+        parts.append(f"password={password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
+
+
+def _survives_json(value: str) -> bool:
+    """Whether Feast's ``json.loads`` of a connection-string value leaves what redis-py sends unchanged: not JSON
+    at all, or a number that redis-py writes back the same way (``12345``)."""
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return True
+    return isinstance(parsed, (int, float)) and not isinstance(parsed, bool) and repr(parsed) == value
 
 
 def feast_resource(settings, env_refs: bool = False) -> FeastResource:
