@@ -310,7 +310,7 @@ def demo(days: int, scale: float, end) -> None:
     failed = sum(len(r["checks_failed"]) for r in reports + ml_reports) + landing.get("checks_failed", 0)
     click.echo(f"checks: {passed} passed, {failed} failed; {time.perf_counter() - started:.0f}s in all")
     click.echo("Next: `make ui` and open http://127.0.0.1:3000 (Assets -> Global asset lineage), or try\n"
-               "  platformq query \"select * from gold.trader_leaderboard order by pnl_rank limit 5\"")
+               "  platformq query \"select * from gold.trader_leaderboard order by pnl desc limit 5\"")
     ok = (all(r["success"] for r in reports) and all(r["success"] or r.get("gated") for r in ml_reports)
           and landing["success"])
     if not ok:

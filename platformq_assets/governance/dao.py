@@ -39,6 +39,12 @@ def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set
         time.sleep(0.2)
 
 
+def top_trader(board: list[dict]) -> dict:
+    """The day's best PnL across every tenant (``pnl_rank`` ranks within a tenant, so several rows hold rank 1);
+    equal PnL goes to the lower account id."""
+    return min(board, key=lambda r: (-r["pnl"], r["account_id"]))
+
+
 @asset(
     key=DAO_OUTCOMES,
     pool=table_pool(".".join(DAO_OUTCOMES.path)),
@@ -72,7 +78,7 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     # proposal and the lake write, or a plain re-materialisation) finds the day's proposal and carries on
     # from its state instead of proposing it again. The treasury is observed for this run only.
     treasury_before = governance.request("GET", "/v1/dao")["treasury"]["USD"]
-    top = board[0]
+    top = top_trader(board)
     description = f"{day}: reward the day's top trader (account {top['account_id']}, PnL {top['pnl']:.2f})"
     pid = _find_proposal(governance, description)
     if pid is None:
