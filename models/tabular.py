@@ -44,8 +44,15 @@ def time_split(frame, features: list[str], label: str, time_column: str, holdout
                  as_matrix(val, features), val[label].to_numpy(dtype=int))
 
 
+def model_inputs(frame, features: list[str]):
+    """The model's input columns as training, validation, batch scoring and the promotion gate all feed them:
+    float64 in ``features`` order, a missing value (no look-back yet, no data in the window) as 0.0 (online
+    serving fills a missing value with 0.0 too)."""
+    return frame[features].astype("float64").fillna(0.0)
+
+
 def as_matrix(frame, features: list[str]) -> np.ndarray:
-    return frame[features].astype("float64").fillna(0.0).to_numpy()
+    return model_inputs(frame, features).to_numpy()
 
 
 def score(y_true: np.ndarray, proba: np.ndarray) -> float:

@@ -167,7 +167,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         settings = load_settings()
         min_metric = config.min_metric if config.min_metric is not None else settings.promotion_min_metric
         min_gain = config.min_improvement if config.min_improvement is not None else settings.promotion_min_improvement
-        data = holdout(load_training_set(lake, model), model)[[*features, label]].astype({label: "int64"})
+        data = gate_data(holdout(load_training_set(lake, model), model), features, label)
         outcome = evaluate_versions(mlflow, model, data, label, min_metric, min_gain)
         if outcome["passed"] and outcome["challenger"]:
             mlflow.set_stage(model, outcome["challenger"], "staging", outcome["reason"])
@@ -320,8 +320,10 @@ def _frame(matrix, features):
 
 
 def model_frame(frame, features: list[str]):
-    """The model's input frame: stored features plus the on-demand ones (same code as Feast's ODFV)."""
+    """The model's input frame: stored features plus the on-demand ones (same code as Feast's ODFV), filled
+    as training fills them (:func:`models.tabular.model_inputs`). Batch scoring, drift and the gate use it."""
     from features.repo import derived_features
+    from models.tabular import model_inputs
 
     frame = frame.copy()
     missing = [f for f in ("risk_adjusted_return", "volume_ratio") if f in features and f not in frame.columns]
@@ -330,7 +332,15 @@ def model_frame(frame, features: list[str]):
                                     for c in ("ret_1", "vol_6", "volume_1", "volume_6")})
         for name in missing:
             frame[name] = derived[name]
-    return frame[features].astype("float64").fillna(0.0)
+    return model_inputs(frame, features)
+
+
+def gate_data(rows, features: list[str], label: str):
+    """What ``mlflow.models.evaluate`` gets: the rows' model inputs exactly as training and serving build them
+    (missing features 0.0: a linear or MLP model cannot take NaN, a GBM would route it elsewhere), the label."""
+    data = model_frame(rows, features)
+    data[label] = rows[label].astype("int64").to_numpy()
+    return data
 
 
 def load_sklearn(mlflow: MlflowResource, model: str, alias: str | None = None, version: str | None = None):
