@@ -1,7 +1,8 @@
 """The promotion gate on its own (no Ray, no Feast): a synthetic training set in a real Iceberg lake, versions
 in a real MLflow registry (SQLite), the ``ml/<model>_evaluation`` asset materialised by Dagster.
 
-What it proves: the gate feeds the models the inputs they train and serve on.
+What it proves: the gate feeds the models the inputs they train and serve on; the time split cuts between
+event times.
 """
 
 import numpy as np
@@ -127,3 +128,21 @@ def test_gate_feeds_the_models_the_inputs_they_train_and_serve_on(lake, registry
     assert graded[FEATURES].isna().any(axis=1).sum() > 0  # some of them without look-back
     assert meta["challenger/roc_auc"] == served_auc(linear, graded)
     assert meta["champion/roc_auc"] == served_auc(gbm, graded)
+
+
+def test_time_split_cuts_between_event_times():
+    """Three instruments share every event time and the row-count cut falls inside a group: no event time is
+    on both sides of a cut (ret_1 carries the event time's index so the matrices show it)."""
+    from models.tabular import time_split
+
+    frame = training_frame(days=1, per_day=101, gaps=False)
+    index = {t: i for i, t in enumerate(sorted(frame["event_timestamp"].unique()))}
+    frame["ret_1"] = frame["event_timestamp"].map(index).astype("float64")
+    assert len(frame) == 303
+    split = time_split(frame, FEATURES, LABEL, "event_timestamp")
+    column = FEATURES.index("ret_1")
+    train, validation = split.x_train[:, column], split.x_val[:, column]
+    assert train.max() < validation.min()
+    assert len(train) % 3 == 0 and len(validation) % 3 == 0
+    unseen = frame[frame["ret_1"] > validation.max()]
+    assert len(unseen) % 3 == 0 and len(train) + len(validation) + len(unseen) == len(frame)
