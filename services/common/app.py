@@ -2,9 +2,10 @@
 
 ``create_service_app(name, ...)`` returns a FastAPI app with: problem+json errors
 for every failure, API-key and JWT authentication, per-endpoint permissions
-(``Depends(ctx.require("orders:write"))``), tenant scoping, per-key rate limits,
-a correlation id on every request and in every JSON log line, an audit record for
-every state-changing request, ``/health``, Prometheus ``/metrics``, the JWKS
+(``Depends(ctx.require("orders:write"))``, checked before a malformed body's errors
+are shown), tenant scoping, per-key rate limits, a request body limit (413 before a
+larger body is read), a correlation id on every request and in every JSON log line,
+an audit record for every state-changing request, ``/health``, Prometheus ``/metrics``, the JWKS
 and OIDC discovery documents, and ``/auth/keys`` to create, list and revoke the
 caller's tenant's API keys (admins only).
 """
@@ -20,16 +21,23 @@ import math
 import threading
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Iterable, Literal
 
 from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.auth import KEYS_ADMIN, ROLES, ApiKeyStore, Principal, RateLimiter, TokenIssuer
-from services.common.problems import Problem, install_problem_handlers
+from services.common.problems import REQUIRES, Problem, install_problem_handlers, problem_response
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+# The largest request body a service reads. The largest legitimate one, a trading batch of MAX_BATCH commands,
+# is under half of it (tests/services/test_body_limit.py checks that).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# How require() reads credentials; the validation error handler reads them the same way (ServiceContext.authorize).
+_BEARER = HTTPBearer(auto_error=False)
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,8 +96,9 @@ class ServiceContext:
 
     def __init__(self, name: str, issuer_url: str = "http://127.0.0.1", keys: ApiKeyStore | None = None,
                  tokens: TokenIssuer | None = None, rate: float = 50.0, burst: int = 100,
-                 audit_path: str | None = None):
+                 audit_path: str | None = None, max_body_bytes: int = MAX_BODY_BYTES):
         self.name = name
+        self.max_body_bytes = max_body_bytes  # a larger request body is answered 413, unread
         self.keys = keys or ApiKeyStore()
         self.tokens = tokens or TokenIssuer(issuer_url)
         self.limiter = RateLimiter(rate, burst)
@@ -140,22 +149,37 @@ class ServiceContext:
         request.state.principal = principal
         return principal
 
+    @staticmethod
+    def check(principal: Principal, permission: str) -> None:
+        if not principal.can(permission):
+            raise Problem(403, "Forbidden", f"this endpoint needs the '{permission}' permission", "missing-permission")
+
     def require(self, permission: str):
         """Dependency: an authenticated principal holding ``permission``."""
-        bearer_scheme = HTTPBearer(auto_error=False)
-        key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
 
         # async: pure CPU work (a hash lookup or one signature check), so it runs on the event loop
         # instead of costing a thread-pool hop on every request
-        async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-                             api_key: str | None = Depends(key_scheme)) -> Principal:
+        async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(_BEARER),
+                             api_key: str | None = Depends(_API_KEY)) -> Principal:
             principal = self.authenticate(request, bearer, api_key)
-            if not principal.can(permission):
-                raise Problem(403, "Forbidden", f"this endpoint needs the '{permission}' permission",
-                              "missing-permission")
+            self.check(principal, permission)
             return principal
 
+        # FastAPI parses a JSON body before it runs dependencies: the validation error handler finds this mark on
+        # the route's dependencies and authorizes the request before it shows the body's errors
+        setattr(dependency, REQUIRES, (self, permission))
         return dependency
+
+    async def authorize(self, request: Request, permissions: Iterable[str]) -> Principal:
+        """What ``require`` checks, for a request refused before its dependencies ran (a malformed body): the
+        credentials, the rate limit, the permissions. A request whose dependency did run has its principal
+        already, and is not counted against the rate limit again."""
+        principal = getattr(request.state, "principal", None)
+        if principal is None:
+            principal = self.authenticate(request, await _BEARER(request), await _API_KEY(request))
+        for permission in permissions:
+            self.check(principal, permission)
+        return principal
 
 
 class ProblemOut(BaseModel):
@@ -180,6 +204,7 @@ ERROR_RESPONSES = {
     403: _problem_doc("The caller lacks the permission this endpoint needs"),
     404: _problem_doc("Not found (or belongs to another tenant)"),
     409: _problem_doc("Conflicts with the current state"),
+    413: _problem_doc("The request body is larger than the service's limit (2 MiB unless configured otherwise)"),
     422: _problem_doc("The request does not validate"),
     429: _problem_doc("Rate limit exceeded"),
     503: _problem_doc("A dependency is not available"),
@@ -229,6 +254,81 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     api_key: str = Field(description="the key itself: shown this once, kept nowhere (send it as X-API-Key)")
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised by receive() once a streamed body passes the limit. FastAPI re-raises an HTTPException met while it
+    reads the body (any other error there becomes a 400), so the problem handlers answer it."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, _too_large_detail(limit), headers={"Connection": "close"})
+
+
+def _too_large_detail(limit: int) -> str:
+    return f"the request body is larger than this service's limit of {limit} bytes"
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``ctx.max_body_bytes``, before anything parses it (or authenticates it: FastAPI
+    reads and parses a JSON body before it runs the auth dependency).
+
+    A Content-Length over the limit is answered at once, no byte read; one within it is all the server delivers,
+    so the request passes untouched. A body without one (chunked) is counted as it is received, and reading
+    stops at the first chunk past the limit. The 413 closes the connection: the rest of the body is never read.
+    A plain ASGI middleware, like ``ObserveMiddleware``, and inside it: the 413 is logged, counted and audited.
+    """
+
+    def __init__(self, app, ctx: "ServiceContext"):
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.ctx.max_body_bytes
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":  # (servers refuse both) then the length is not what bounds the body
+                declared = None
+                break
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                response = problem_response(Request(scope), 413, "Payload Too Large", _too_large_detail(limit),
+                                            "payload-too-large", headers={"Connection": "close"})
+                await response(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server delivers no more than Content-Length
+            return
+
+        received = 0
+        started = False
+
+        async def receive_within_limit():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def send_tracking(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_within_limit, send_tracking)
+        except _BodyTooLarge as exc:  # read where no problem handler catches it
+            if started:
+                raise
+            response = problem_response(Request(scope), 413, "Payload Too Large", exc.detail, "payload-too-large",
+                                        headers=exc.headers)
+            await response(scope, receive, send)
 
 
 class ObserveMiddleware:
@@ -310,6 +410,7 @@ def create_service_app(ctx: ServiceContext, title: str, description: str = "", v
     app.state.logger = ctx.logger
     install_problem_handlers(app)
 
+    app.add_middleware(BodyLimitMiddleware, ctx=ctx)  # added first: inside ObserveMiddleware, which sees its 413s
     app.add_middleware(ObserveMiddleware, ctx=ctx)
 
     @app.get("/health", tags=["ops"])
@@ -331,10 +432,13 @@ def create_service_app(ctx: ServiceContext, title: str, description: str = "", v
         return ctx.tokens.discovery()
 
     @app.post("/auth/token", tags=["auth"], response_model=TokenResponse)
-    def token(body: TokenRequest) -> TokenResponse:
+    def token(body: TokenRequest, response: Response) -> TokenResponse:
         principal = ctx.keys.lookup(body.api_key)
         if principal is None:
             raise Problem(401, "Unauthorized", "unknown API key", "invalid-api-key")
+        # a credential: no cache may keep it (RFC 6749 section 5.1; Pragma for HTTP/1.0 caches)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
         return TokenResponse(access_token=ctx.tokens.issue(principal), expires_in=ctx.tokens.ttl_s)
 
     # API keys of the caller's tenant. The audit middleware records these calls like any other (method, path,

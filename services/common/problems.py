@@ -9,6 +9,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://platformq.dev/problems/"
+# The mark ServiceContext.require leaves on its dependency: (the context, the permission it checks).
+REQUIRES = "platformq_requires"
 
 
 class Problem(Exception):
@@ -50,13 +52,52 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            422: "Unprocessable Content", 429: "Too Many Requests"}
 
 
+def _requirements(dependant) -> list[tuple]:
+    """The (context, permission) marks of ``ServiceContext.require`` among the dependencies, at any depth."""
+    found, stack = [], list(dependant.dependencies)
+    while stack:
+        dependency = stack.pop()
+        mark = getattr(dependency.call, REQUIRES, None)
+        if mark is not None:
+            found.append(mark)
+        stack.extend(dependency.dependencies)
+    return found
+
+
+async def _refused_first(request: Request):
+    """The 401/403/429 problem for a request to an endpoint that needs a permission and whose caller does not
+    pass (``None`` when it does, or when the endpoint needs none).
+
+    FastAPI reads and parses a JSON body before it runs the dependencies: a malformed body fails before the
+    auth dependency has run. Its errors are for callers allowed to send it; and the audit record of a caller
+    who is gets the caller's tenant. A request whose dependency ran is not authenticated (nor rate-limited) twice.
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    requirements = _requirements(dependant) if dependant is not None else []
+    if not requirements:
+        return None
+    ctx = requirements[0][0]
+    try:
+        await ctx.authorize(request, [permission for _, permission in requirements])
+    except Problem as exc:
+        return _from_problem(request, exc)
+    return None
+
+
+def _from_problem(request: Request, exc: Problem) -> JSONResponse:
+    return problem_response(request, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extensions)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
-        return problem_response(request, exc.status, exc.title, exc.detail, exc.type, exc.headers, **exc.extensions)
+        return _from_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        refused = await _refused_first(request)
+        if refused is not None:
+            return refused
         errors = [{"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
                   for e in exc.errors()]
         return problem_response(request, 422, "Unprocessable Content", "the request does not match the schema",
@@ -64,6 +105,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # a body FastAPI could not parse at all (JSON nested too deep): the same
+            refused = await _refused_first(request)
+            if refused is not None:
+                return refused
         title = _TITLES.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         return problem_response(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))

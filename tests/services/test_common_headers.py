@@ -44,3 +44,13 @@ def test_request_id_header_on_an_unexpected_500():
     problem = client.get("/audit", headers={"X-Request-ID": "req-44"})
     is_problem(problem, 401)
     assert problem.headers.get_list("x-request-id") == ["req-44"]
+
+
+def test_a_bearer_token_is_never_cached():
+    """RFC 6749 §5.1: the token response carries Cache-Control: no-store (and Pragma: no-cache)."""
+    ctx = ServiceContext("t")
+    client = TestClient(create_service_app(ctx, "t"))
+    r = client.post("/auth/token", json={"api_key": ctx.keys.create("ann", "t1", ["viewer"])})
+    assert r.status_code == 200 and r.json()["access_token"]
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["pragma"] == "no-cache"
