@@ -54,6 +54,7 @@ def redis_with_password(password: str):
         proc.wait(10)
 
 
+@pytest.mark.slow  # starts a redis-server
 def test_feast_authenticates_to_redis_with_the_decoded_password(tmp_path):
     """A real redis-server with that password: Feast materialises into it and reads the features back."""
     import redis

@@ -56,7 +56,7 @@ def _online_as_of(feast) -> dict:
     return dict(zip(out["instrument"], out["as_of_epoch"]))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.slow)])  # slow: a server
 def test_an_older_day_materialised_after_a_newer_one_does_not_roll_the_online_store_back(tmp_path, kind):
     from platformq_assets.ml.features import _day_bounds
 
