@@ -5,10 +5,14 @@
   (point-in-time joins), written to ``ml.<model>_training_set``; a blocking check proves no
   feature value is from after its row's event time.
 * ``ml/<model>``: Ray Tune AutoML (linear / gradient boosting / MLP, ASHA early stopping), every
-  trial a nested MLflow run; the best model logged with signature and input example, registered
-  as ``challenger`` with its feature service and training-set snapshot recorded on the version.
-* ``ml/<model>_evaluation``: MLflow evaluation of challenger and champion on the same holdout;
-  the blocking ``promotion_gate`` check applies the metric thresholds.
+  trial a nested MLflow run; the training set is cut by event time into train, validation (the
+  search chooses on it) and a test slice left for the gate; the best model logged with signature
+  and input example, registered as ``challenger`` with its feature service, training-set snapshot
+  and training cutoff (the last event time it trained or validated on) recorded on the version.
+* ``ml/<model>_evaluation``: MLflow evaluation of challenger and champion on the same rows: the
+  training set's rows after both versions' training cutoffs, which neither trained nor was chosen
+  on; the blocking ``promotion_gate`` check applies the metric thresholds (and fails when fewer
+  than ``min_rows`` such rows exist).
 * ``ml/<model>_champion``: promotion (dev -> staging -> production), the reason recorded.
 * ``gold/<model>_predictions``: daily batch scoring with the champion.
 * ``ml/<model>_drift``: PSI and KS per feature (training set vs the day), prediction drift and,
@@ -39,6 +43,10 @@ from resources.mlflow import CHALLENGER, CHAMPION, STAGE_TAG, MlflowResource
 
 ML = {"owners": ["team:ml-platform"]}
 PROMOTION_METRIC = "roc_auc"
+# Model-version tag: the last event time (ISO 8601) the version trained or validated on. The gate grades
+# versions only on rows after it; a version without it was registered before it was recorded.
+CUTOFF_TAG = "training_cutoff"
+MIN_GATE_ROWS = 50  # fewer unseen rows than this: no verdict (the gate fails), not a noisy pass
 
 
 class TrainingConfig(Config):
@@ -49,6 +57,7 @@ class TrainingConfig(Config):
 class GateConfig(Config):
     min_metric: float | None = None  # defaults from settings (PLATFORMQ_PROMOTION_MIN_METRIC)
     min_improvement: float | None = None  # over the champion (PLATFORMQ_PROMOTION_MIN_IMPROVEMENT)
+    min_rows: int = Field(default=MIN_GATE_ROWS, ge=1)  # rows after both versions' training cutoffs
 
 
 def keys(model: str) -> dict[str, AssetKey]:
@@ -66,10 +75,29 @@ def load_training_set(lake: LakeResource, model: str):
     return lake.read(f"ml.{model}_training_set").to_pandas()
 
 
-def holdout(frame, model: str):
-    """The latest quarter of the training set by event time: what every version is judged on."""
+def holdout(frame, after):
+    """The rows the gate grades: event time strictly after ``after`` (the later of the two versions' training
+    cutoffs), in time order. Neither version trained on them nor was chosen on them, whatever the training
+    set gained since (backfilled older days, a re-materialisation)."""
+    import pandas as pd
+
     frame = frame.sort_values("event_timestamp", kind="mergesort")
-    return frame.iloc[int(len(frame) * 0.75):]
+    return frame[pd.to_datetime(frame["event_timestamp"], utc=True) > after]
+
+
+def training_cutoff(version):
+    """A registered version's training cutoff (its ``training_cutoff`` tag) as a UTC timestamp; None for no
+    version or one registered before the tag was recorded."""
+    import pandas as pd
+
+    value = (version.tags or {}).get(CUTOFF_TAG) if version is not None else None
+    if not value:
+        return None
+    try:
+        cutoff = pd.Timestamp(value)
+    except ValueError as exc:
+        raise ValueError(f"version {version.version}'s {CUTOFF_TAG} tag {value!r} is not a timestamp") from exc
+    return cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
 
 
 def model_assets(model: str, feature_table_key: AssetKey) -> list:
@@ -119,7 +147,8 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         from models.tabular import SKOPS_TRUSTED_TYPES, METRIC, score, search, time_split, train_iterations
 
         frame = load_training_set(lake, model)
-        split = time_split(frame, features, label, "event_timestamp")
+        split = time_split(frame, features, label, "event_timestamp")  # the latest rows are left for the gate
+        cutoff = split.cutoff.isoformat()
         snapshot = lake.describe(f"ml.{model}_training_set").get("snapshot_id")
         experiment = f"platformq/{model}"
         with mlflow.start_run(experiment, run_name=f"{model}-{context.run.run_id[:8]}",
@@ -137,7 +166,8 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             mlflow_lib.log_metrics({METRIC: val_score, "trials": len(result["trials"]),
                                     "stopped_early": sum(t["stopped_early"] for t in result["trials"])})
             mlflow_lib.log_dict({"trials": result["trials"], "features": features}, "search.json")
-            mlflow_lib.set_tags({"training_set_snapshot": str(snapshot), "model_family": best["family"]})
+            mlflow_lib.set_tags({"training_set_snapshot": str(snapshot), "model_family": best["family"],
+                                 CUTOFF_TAG: cutoff})
             pipeline = final.pipeline()
             example = val_x.head(5)
             info = mlflow_sklearn.log_model(
@@ -146,35 +176,40 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                 skops_trusted_types=SKOPS_TRUSTED_TYPES)
         version = mlflow.register(info.model_uri, model, tags={
             "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
-            "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"]},
-            description=f"{best['family']} on {service}; {METRIC}={val_score:.4f} on the latest quarter.")
+            "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"],
+            CUTOFF_TAG: cutoff},
+            description=f"{best['family']} on {service}; {METRIC}={val_score:.4f} on the validation slice "
+                        f"(trained and validated on rows up to {cutoff}).")
         return MaterializeResult(metadata={
             "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
             "alias": CHALLENGER, "family": best["family"], METRIC: round(val_score, 4),
             "trials": len(result["trials"]), "trials_stopped_early": sum(t["stopped_early"] for t in result["trials"]),
             "ray": cluster["address"], "ray_cluster_cpus": float(cluster["resources"].get("CPU", 0)),
             "ray_nodes_used": len({t["node_id"] for t in result["trials"] if t.get("node_id")}),
-            "feature_service": service,
+            "feature_service": service, CUTOFF_TAG: cutoff, "train_rows": len(split.y_train),
+            "validation_rows": len(split.y_val), "test_rows": split.test_rows,
             "trial_table": MetadataValue.md(_trials_markdown(result["trials"]))})
 
     @asset(key=k["evaluation"], deps=[k["model"]], group_name="ml", kinds={"mlflow"}, **ML,
            check_specs=[AssetCheckSpec("promotion_gate", asset=k["evaluation"], blocking=True,
                                        description="Challenger meets the metric threshold and beats the champion.")],
-           description=f"Challenger vs champion for {model} on the same holdout (MLflow evaluation with thresholds).")
+           description=f"Challenger vs champion for {model} on the same rows, those after both versions' training "
+                       "cutoffs (MLflow evaluation with thresholds).")
     def evaluation(context: AssetExecutionContext, config: GateConfig, lake: LakeResource, mlflow: MlflowResource):
         from resources.settings import load_settings
 
         settings = load_settings()
         min_metric = config.min_metric if config.min_metric is not None else settings.promotion_min_metric
         min_gain = config.min_improvement if config.min_improvement is not None else settings.promotion_min_improvement
-        data = gate_data(holdout(load_training_set(lake, model), model), features, label)
-        outcome = evaluate_versions(mlflow, model, data, label, min_metric, min_gain)
+        outcome = evaluate_versions(mlflow, model, load_training_set(lake, model), features, label, min_metric,
+                                    min_gain, min_rows=config.min_rows)
         if outcome["passed"] and outcome["challenger"]:
             mlflow.set_stage(model, outcome["challenger"], "staging", outcome["reason"])
         return MaterializeResult(
             metadata={key: value for key, value in outcome.items() if key != "passed"},
             check_results=[AssetCheckResult(check_name="promotion_gate", passed=outcome["passed"],
-                                            metadata={"reason": outcome["reason"]})],
+                                            metadata={"reason": outcome["reason"],
+                                                      "holdout_rows": outcome["holdout_rows"]})],
         )
 
     @asset(key=k["champion"], deps=[k["evaluation"]], group_name="ml", kinds={"mlflow"}, **ML,
@@ -350,16 +385,43 @@ def load_sklearn(mlflow: MlflowResource, model: str, alias: str | None = None, v
     return mlflow_sklearn.load_model(f"models:/{model}/{version}" if version is not None else f"models:/{model}@{alias}")
 
 
-def evaluate_versions(mlflow: MlflowResource, model: str, data, label: str, min_metric: float, min_gain: float) -> dict:
-    """mlflow.models.evaluate for challenger and champion on the same data, then the thresholds."""
+def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[str], label: str, min_metric: float,
+                      min_gain: float, min_rows: int = MIN_GATE_ROWS) -> dict:
+    """mlflow.models.evaluate for challenger and champion on the same rows, then the thresholds.
+
+    The rows are those of ``frame`` (the training set) after the later of the two versions' training cutoffs
+    (a champion without one counts as trained up to the challenger's), fed to the models as training and
+    serving feed them (:func:`gate_data`). Fewer than ``min_rows`` of them: the gate fails and says why."""
     mlflow_lib = mlflow._mlflow()
     from mlflow.exceptions import MlflowException
     from mlflow.models import MetricThreshold
 
     challenger = mlflow.version_for(model, CHALLENGER)
     champion = mlflow.version_for(model, CHAMPION)
+    outcome = {"challenger": challenger.version if challenger else None,
+               "champion": champion.version if champion else None, "holdout_rows": 0,
+               "holdout_min_rows": min_rows, "metric_threshold": min_metric, "min_improvement": min_gain,
+               "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if challenger is None:
-        return {"passed": False, "challenger": None, "reason": "no challenger to evaluate"}
+        return {**outcome, "passed": False, "reason": "no challenger to evaluate"}
+    challenger_cutoff = training_cutoff(challenger)
+    if challenger_cutoff is None:
+        return {**outcome, "passed": False,
+                "reason": f"challenger v{challenger.version} has no {CUTOFF_TAG} tag (registered before training "
+                          f"cutoffs were recorded): the rows it trained on are unknown; materialise ml/{model} again"}
+    champion_cutoff = training_cutoff(champion)
+    after = max(challenger_cutoff, champion_cutoff or challenger_cutoff)
+    rows = holdout(frame, after)
+    outcome.update({"holdout_rows": len(rows), "holdout_after": after.isoformat(),
+                    "challenger_training_cutoff": challenger_cutoff.isoformat(),
+                    "champion_training_cutoff": champion_cutoff.isoformat() if champion_cutoff is not None else None})
+    if len(rows) < min_rows:
+        versions = f"challenger v{challenger.version}" + (f" and champion v{champion.version}" if champion else "")
+        return {**outcome, "passed": False,
+                "reason": f"only {len(rows)} rows after {after.isoformat()} (the latest training cutoff of "
+                          f"{versions}); the gate needs at least {min_rows} rows no version trained or was "
+                          f"chosen on: materialise newer feature days and the training set, then evaluate again"}
+    data = gate_data(rows, features, label)
     results = {}
     with mlflow.start_run(f"platformq/{model}", run_name=f"evaluate-v{challenger.version}",
                           tags={"evaluation_of": str(challenger.version)}) as parent:
@@ -384,11 +446,8 @@ def evaluate_versions(mlflow: MlflowResource, model: str, data, label: str, min_
                                      f"v{champion.version} {metric[CHAMPION]:.4f} by {min_gain}")
     except MlflowException as failure:  # ModelValidationFailedException is one
         passed, reason = False, str(failure).strip().splitlines()[0][:500]
-    return {"passed": passed, "reason": reason, "challenger": challenger.version,
-            "champion": champion.version if champion else None,
+    return {**outcome, "passed": passed, "reason": reason,
             **{f"{alias}/{PROMOTION_METRIC}": round(v, 4) for alias, v in metric.items()},
-            "holdout_rows": len(data), "metric_threshold": min_metric, "min_improvement": min_gain,
-            "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "metrics": MetadataValue.json({a: {m: float(v) for m, v in r.metrics.items() if isinstance(v, (int, float))}
                                            for a, r in results.items()})}
 

@@ -1,8 +1,9 @@
 """The promotion gate on its own (no Ray, no Feast): a synthetic training set in a real Iceberg lake, versions
 in a real MLflow registry (SQLite), the ``ml/<model>_evaluation`` asset materialised by Dagster.
 
-What it proves: the gate feeds the models the inputs they train and serve on; the time split cuts between
-event times.
+What it proves: the gate feeds the models the inputs they train and serve on; it grades both versions only on
+rows neither trained nor validated on (not the search's validation slice, not a champion's training rows after
+a backfill); too few such rows fail the gate with a reason; the time split cuts between event times.
 """
 
 import numpy as np
@@ -93,7 +94,8 @@ def gate(lake, mlflow, **config):
                              "min_metric": 0.0, "min_improvement": -1.0, **config}}}})
     failures = [e.event_specific_data.error.message for e in result.all_events
                 if e.is_step_failure and e.event_specific_data and e.event_specific_data.error]
-    assert result.success, failures
+    # a gate that says no fails its (blocking) check, and with it the step: anything else is a crash
+    assert all("blocking asset check failed" in f for f in failures), failures
     [check] = result.get_asset_check_evaluations()
     [event] = result.get_asset_materialization_events()
     meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
@@ -118,7 +120,7 @@ def served_auc(pipeline, rows):
 def test_gate_feeds_the_models_the_inputs_they_train_and_serve_on(lake, registry):
     """A linear challenger and a GBM champion, the holdout's first intervals without look-back (NaN): the gate
     neither crashes ("Input X contains NaN") nor scores the GBM on other inputs than it trains and serves on."""
-    frame = training_frame()
+    frame = training_frame(days=10, per_day=24)  # short days: the latest ones' starts are among the rows graded
     write_training_set(lake, frame)
     _, gbm, _ = register(registry, frame, family="gbm", champion=True)
     _, linear, _ = register(registry, frame, family="linear")
@@ -128,6 +130,72 @@ def test_gate_feeds_the_models_the_inputs_they_train_and_serve_on(lake, registry
     assert graded[FEATURES].isna().any(axis=1).sum() > 0  # some of them without look-back
     assert meta["challenger/roc_auc"] == served_auc(linear, graded)
     assert meta["champion/roc_auc"] == served_auc(gbm, graded)
+
+
+def test_the_search_never_sees_the_rows_the_gate_grades(lake, registry):
+    """time_split leaves the latest rows out of both train and validation; those rows, and only those, are
+    the gate's: the challenger was not chosen on them."""
+    from models.tabular import time_split
+
+    frame = training_frame(gaps=False)
+    split = time_split(frame, FEATURES, LABEL, "event_timestamp")
+    seen = seen_rows(frame, split)
+    assert len(seen) < len(frame), "the search's train + validation rows are the whole training set"
+    test_rows = ordered(frame).iloc[len(seen):]
+    assert test_rows["event_timestamp"].min() > seen["event_timestamp"].max()
+    assert len(test_rows) >= 0.15 * len(frame) and len(split.x_val) >= 0.15 * len(frame)
+
+    write_training_set(lake, frame)
+    _, challenger, _ = register(registry, frame)
+    passed, meta, reason = gate(lake, registry)
+    assert passed, reason
+    assert meta["holdout_rows"] == len(test_rows)
+    assert meta["challenger/roc_auc"] == served_auc(challenger, test_rows)
+
+
+def test_gate_never_grades_a_champion_on_rows_it_trained_on_after_a_backfill(lake, registry):
+    """The champion trained on the 4 latest days; older days are backfilled and a challenger trains on all 8.
+    The gate grades both only on rows after the later of their two training cutoffs."""
+    recent = training_frame(days=4, start="2024-03-08", seed=1, gaps=False)
+    _, champion, champion_split = register(registry, recent, champion=True)
+    champion_seen = seen_rows(recent, champion_split)
+
+    backfilled = pd.concat([training_frame(days=4, start="2024-03-04", seed=2, gaps=False), recent],
+                           ignore_index=True)
+    write_training_set(lake, backfilled)
+    register(registry, backfilled)
+    passed, meta, reason = gate(lake, registry)
+    graded = ordered(backfilled)[ordered(backfilled)["event_timestamp"] > champion_seen["event_timestamp"].max()]
+    assert passed, reason
+    assert meta["holdout_rows"] == len(graded) > 0
+    assert meta["champion/roc_auc"] == served_auc(champion, graded)
+
+
+def test_a_champion_without_a_recorded_cutoff_is_graded_after_the_challengers(lake, registry):
+    """A champion registered before cutoffs were recorded counts as trained up to the challenger's cutoff."""
+    frame = training_frame(gaps=False)
+    write_training_set(lake, frame)
+    register(registry, frame, champion=True, cutoff=False)
+    _, _, split = register(registry, frame)
+    passed, meta, reason = gate(lake, registry)
+    assert passed, reason
+    assert meta["holdout_rows"] == len(frame) - len(seen_rows(frame, split))
+
+
+def test_too_few_unseen_rows_fail_the_gate_with_a_reason(lake, registry):
+    """A champion trained up to (almost) the end of today's training set leaves the gate nothing fair to
+    grade on: it fails, says why, and the challenger stays in dev."""
+    frame = training_frame(gaps=False)
+    write_training_set(lake, frame)
+    champion, _, _ = register(registry, frame, champion=True)
+    late = ordered(frame)["event_timestamp"].iloc[-7]  # 2 event times (6 rows) after it
+    registry.client().set_model_version_tag(MODEL, champion.version, CUTOFF_TAG, late.isoformat())
+    challenger, _, _ = register(registry, frame)
+    passed, meta, reason = gate(lake, registry)
+    assert not passed
+    assert meta["holdout_rows"] == 6
+    assert "6 rows" in reason and "at least" in reason
+    assert registry.client().get_model_version(MODEL, challenger.version).tags["platformq.stage"] == "dev"
 
 
 def test_time_split_cuts_between_event_times():
