@@ -26,11 +26,17 @@ def build_airflow_sensor(dag_ids: list[str]):
             description="Observes finished runs of the configured Airflow DAGs (PLATFORMQ_AIRFLOW_DAGS).")
     def airflow_dag_runs(context: SensorEvaluationContext, airflow: AirflowResource):
         cursor = json.loads(context.cursor) if context.cursor else {}
-        observations = []
+        observations, failed = [], {}
         for dag_id in dag_ids:
             state = cursor.get(dag_id, {})
             seen = set(state.get("seen", []))
-            runs = airflow.finished_runs(dag_id, ended_since=state.get("after"), skip=seen)
+            try:
+                runs = airflow.finished_runs(dag_id, ended_since=state.get("after"), skip=seen)
+            except Exception as exc:  # one DAG Airflow refuses (renamed, deleted, not permitted) must not stop the rest
+                failed[dag_id] = f"{type(exc).__name__}: {exc}"
+                context.log.error(f"Airflow DAG {dag_id}: its runs could not be listed ({failed[dag_id]}); "
+                                  "it is skipped this tick, its cursor unchanged")
+                continue
             for run in runs:
                 observations.append(AssetObservation(
                     asset_key=dag_asset_key(dag_id),
@@ -42,8 +48,12 @@ def build_airflow_sensor(dag_ids: list[str]):
                 # the next tick asks for runs ending at or after `last`: remember those it must leave out
                 same = {r["run_id"] for r in runs if r["end_date"] == last}
                 cursor[dag_id] = {"after": last, "seen": sorted(same | (seen if last == state.get("after") else set()))}
+        if failed and len(failed) == len(dag_ids):
+            raise RuntimeError("no configured Airflow DAG could be listed: " + "; ".join(
+                f"{d}: {why}" for d, why in failed.items()))
         if not observations:
-            return SkipReason("no finished Airflow DAG runs since the last check")
+            return SkipReason("no finished Airflow DAG runs since the last check"
+                              + (f" (not listed: {', '.join(sorted(failed))})" if failed else ""))
         return SensorResult(asset_events=observations, cursor=json.dumps(cursor))
 
     return airflow_dag_runs

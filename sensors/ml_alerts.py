@@ -4,7 +4,7 @@ cursor, so a restart neither repeats nor skips an alert."""
 
 import datetime as dt
 
-from dagster import AssetKey, MultiAssetSensorEvaluationContext, multi_asset_sensor
+from dagster import AssetKey, MultiAssetSensorEvaluationContext, SkipReason, multi_asset_sensor
 
 from resources.alerts import AlertsResource
 from resources.lake import LakeResource
@@ -51,11 +51,14 @@ def ml_drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResour
                 records.append(record)
         if events:
             context.advance_cursor({key: events[-1]})
+    # Return a value, never None: Dagster's wrapper keeps the cursors advanced above only when the sensor
+    # function returns something (with None, every tick re-read and re-posted the same alerts).
     if not records:
-        return
+        return SkipReason("no drift alert since the last tick")
     lake.append("ops.ml_alerts", pa.Table.from_pylist(records, schema=schema))
     for record in records:
         alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
                      "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
                              f"[{record['partition']}] {record['detail']}"})
     context.log.info(f"raised {len(records)} ML alert(s)")
+    return SkipReason(f"raised {len(records)} ML alert(s); no run to start")

@@ -40,3 +40,25 @@ def test_every_drifted_partition_since_the_last_tick_raises_an_alert(settings, l
         rows = lake.read("ops.ml_alerts").to_pylist()
         assert len(rows) == 5 and ("ml/price_direction_drift", "2024-02-08") in {
             (r["asset_key"], r["partition"]) for r in rows}
+
+
+def test_the_daemons_ticks_keep_the_cursor_so_an_alert_is_raised_once(settings, lake):
+    """The daemon calls evaluate_tick: Dagster keeps a multi-asset sensor's advanced cursors only when the
+    function returns a value. Returning None re-read and re-posted every alert each minute."""
+    from dagster import build_sensor_context
+
+    from platformq_assets.definitions import build_definitions
+
+    instance = DagsterInstance.ephemeral()
+    report(instance, DRIFT_KEYS[0], "2024-02-05", "error")
+    definitions, cursor = build_definitions(settings), None
+    for _ in range(3):
+        with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
+                                  resources={"lake": lake, "alerts": AlertsResource()}) as context:
+            cursor = ml_drift_alerts.evaluate_tick(context).cursor
+        assert cursor is not None and lake.read("ops.ml_alerts").num_rows == 1
+    report(instance, DRIFT_KEYS[1], "2024-02-06", "warn")
+    with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
+                              resources={"lake": lake, "alerts": AlertsResource()}) as context:
+        ml_drift_alerts.evaluate_tick(context)
+    assert lake.read("ops.ml_alerts").num_rows == 2

@@ -163,3 +163,17 @@ def test_the_sensor_observes_every_run_once_when_many_end_at_the_same_time(base_
     assert tick() and not tick()
     assert sorted(observed) == sorted(r for r, _ in BULK_RUNS)
     assert json.loads(cursor)["bulk_marked"]["seen"] == ["later"]  # only the runs at the cursor's time
+
+
+def test_a_dag_airflow_refuses_does_not_stop_the_others_being_observed(base_url):
+    """A configured DAG that was renamed or deleted (404) used to make every tick raise: no DAG was observed."""
+    BULK_RUNS[:] = [("first", "2025-01-01T00:00:00+00:00")]
+    airflow = AirflowResource(base_url=base_url, token="a-token", timeout_s=5)
+    with build_sensor_context(resources={"airflow": airflow}) as context:
+        result = build_airflow_sensor(["no_such_dag", "bulk_marked"])(context)
+    assert isinstance(result, SensorResult)
+    assert [e.metadata["airflow/run_id"].value for e in result.asset_events] == ["first"]
+    assert set(json.loads(result.cursor)) == {"bulk_marked"}  # the refused DAG keeps its cursor (none) for later
+    with build_sensor_context(resources={"airflow": airflow}) as context, \
+            pytest.raises(RuntimeError, match="no configured Airflow DAG could be listed: no_such_dag: .*not found"):
+        build_airflow_sensor(["no_such_dag"])(context)
