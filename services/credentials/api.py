@@ -1,8 +1,9 @@
 """Credentials API: W3C VC API-shaped endpoints over the pure core in :mod:`services.credentials`.
 
-* ``POST /credentials/issue`` (``credentials:write``): the service issues under its own
-  ``did:key`` with an ``eddsa-rdfc-2022`` proof and gives every credential a
-  ``BitstringStatusListEntry`` for revocation and one for suspension (same index).
+* ``POST /credentials/issue`` (``credentials:write``): each tenant issues under its own
+  ``did:key`` (derived from the service's key, see ``tenant_key_pair``) with an ``eddsa-rdfc-2022``
+  proof, and every credential gets a ``BitstringStatusListEntry`` for revocation and one for
+  suspension (same index) in the tenant's own status lists.
   A credential without an ``id`` gets ``urn:uuid:<random>``: the id is the handle for
   status changes. The issuing tenant is recorded per credential id.
 * ``POST /credentials/verify`` (``credentials:read``): structure, proof, issuer binding,
@@ -17,9 +18,10 @@
   is all-or-nothing. Only the tenant that issued a credential may change its status:
   for any other tenant the id is unknown (404). Ids are per tenant, so two tenants may
   issue credentials with the same id; each changes only its own.
-* ``GET /status-lists/{purpose}`` (``credentials:read``): the signed
-  ``BitstringStatusListCredential``, published at ``{base_url}/status-lists/{purpose}``
-  (the URL the status entries carry). It is re-signed only when the list changed.
+* ``GET /status-lists/{issuer_key}/{purpose}`` (``credentials:read``, any tenant: verifiers read it):
+  the signed ``BitstringStatusListCredential`` of the issuer whose public Multikey is ``issuer_key``
+  (the URL its status entries carry); ``GET /status-lists/{purpose}`` is the caller's own tenant's.
+  A list is re-signed only when it changed.
 
 Every domain ``CredentialError`` (a ``ValueError``) while issuing is a 422 problem
 carrying the core's message. A credential is checked (structure and canonicalisation)
@@ -31,13 +33,14 @@ so rejected requests do not use up the status list. Documents whose canonicalisa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 import uuid
 from collections import Counter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
@@ -196,48 +199,84 @@ def _check_document(document: dict) -> None:
 ISSUE_ATTEMPTS = 5  # an index another process took meanwhile is skipped; five collisions in a row mean a fault
 
 
+def tenant_key_pair(master: Ed25519KeyPair, tenant: str) -> Ed25519KeyPair:
+    """The tenant's own issuer key, derived from the service's key (HKDF-SHA256): every tenant issues under its
+    own did:key, and keeping the service's one key keeps every tenant's identifier stable."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"platformq/credentials/tenant-issuer/v1",
+                info=tenant.encode()).derive(master.private_key.private_bytes_raw())
+    return Ed25519KeyPair.from_secret_bytes(seed)
+
+
+@dataclasses.dataclass
+class TenantIssuer:
+    """One tenant's issuer: its did:key, its status lists (signed with its key) and the issuer that signs."""
+
+    key_pair: Ed25519KeyPair
+    registry: StatusRegistry
+    issuer: Issuer
+    signed_lists: dict[str, tuple[bytes, dict]] = dataclasses.field(default_factory=dict)  # purpose -> (bits, VC)
+
+
 def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair | None = None,
                            base_url: str = "http://127.0.0.1", store: CredentialStore | None = None) -> FastAPI:
-    """The credentials app. ``store`` keeps each credential's status index and status across restarts
-    (without one, they live as long as the app: tests and throw-away issuers only)."""
+    """The credentials app. Each tenant issues under its own did:key, derived from ``issuer_key_pair`` (the
+    service's key), with its own status lists. ``store`` keeps each credential's status index and status across
+    restarts (without one, they live as long as the app: tests and throw-away issuers only)."""
     app = create_service_app(ctx, "platformQ credentials",
                              "W3C Verifiable Credentials: issue, verify, revoke and suspend (VC API shaped).")
-    key_pair = issuer_key_pair or Ed25519KeyPair.generate()
-    registry = StatusRegistry(base_url.rstrip("/") + "/status-lists", key_pair)
-    issuer = Issuer(key_pair, status_registry=registry)
+    master = issuer_key_pair or Ed25519KeyPair.generate()
+    lists_base = base_url.rstrip("/") + "/status-lists"
+    tenants: dict[str, TenantIssuer] = {}
+    by_key: dict[str, TenantIssuer] = {}  # the issuer's public Multikey (its status lists' path) -> issuer
     issued: dict[str, dict[str, int]] = {}  # tenant -> credential id -> status list index
+    lock = threading.RLock()
+
+    def issuer_for(tenant: str) -> TenantIssuer:
+        with lock:
+            found = tenants.get(tenant)
+            if found is None:
+                pair = tenant_key_pair(master, tenant)
+                registry = StatusRegistry(f"{lists_base}/{pair.public_key_multibase}", pair)
+                found = tenants[tenant] = by_key[pair.public_key_multibase] = TenantIssuer(
+                    pair, registry, Issuer(pair, status_registry=registry))
+            return found
+
     for row in store.load() if store is not None else ():  # what earlier processes issued, revoked, suspended
+        registry = issuer_for(row.tenant).registry
         registry.adopt(row.index)
         issued.setdefault(row.tenant, {})[row.credential_id] = row.index
         if row.revoked:
             registry.revoke(row.index)
         if row.suspended:
             registry.suspend(row.index)
-    signed_lists: dict[str, tuple[bytes, dict]] = {}  # purpose -> (bits it was signed for, credential)
-    lock = threading.RLock()
-    app.state.issuer = issuer
-    app.state.status_registry = registry
+    app.state.issuer_for = issuer_for
     app.state.issued = issued
     reader = ctx.require("credentials:read")
     writer = ctx.require("credentials:write")
 
-    def list_credential(purpose: str) -> dict:
+    def list_credential(own: TenantIssuer, purpose: str) -> dict:
         with lock:
-            bits = registry.lists[purpose].to_bytes()
-            cached = signed_lists.get(purpose)
+            bits = own.registry.lists[purpose].to_bytes()
+            cached = own.signed_lists.get(purpose)
             if cached is None or cached[0] != bits:
-                cached = signed_lists[purpose] = (bits, registry.status_list_credential(purpose))
+                cached = own.signed_lists[purpose] = (bits, own.registry.status_list_credential(purpose))
             return copy.deepcopy(cached[1])
 
     def fetch(url: str) -> dict:
-        for purpose in registry.lists:
-            if url == registry.list_url(purpose):
-                return list_credential(purpose)
+        key, _, purpose = url.removeprefix(lists_base + "/").partition("/")
+        own = by_key.get(key) if url.startswith(lists_base + "/") else None
+        if own is not None and purpose in own.registry.lists and url == own.registry.list_url(purpose):
+            return list_credential(own, purpose)
         raise StatusListError(f"status list {url} is not published by this service (nothing is fetched)")
 
     @app.post("/credentials/issue", status_code=201, response_model=IssueOut, tags=["credentials"])
     def issue(body: IssueIn, principal: Principal = Depends(writer)):
         _check_document(body.credential)
+        own = issuer_for(principal.tenant)
+        issuer, registry = own.issuer, own.registry
         unsigned = copy.deepcopy(body.credential)
         unsigned.setdefault("issuer", issuer.id)
         if "credentialStatus" in unsigned:
@@ -307,6 +346,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
 
     @app.post("/credentials/status", response_model=UpdateStatusOut, tags=["credentials"])
     def update_status(body: UpdateStatusIn, principal: Principal = Depends(writer)):
+        registry = issuer_for(principal.tenant).registry
         with lock:
             index = issued.get(principal.tenant, {}).get(body.credentialId)
             if index is None:
@@ -337,9 +377,20 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                                status="revoked" if revoked else "suspended" if suspended else "active")
 
     @app.get("/status-lists/{purpose}", response_model=dict[str, Any], tags=["status lists"])
-    def status_list(purpose: Purpose, principal: Principal = Depends(reader)):
-        """The signed BitstringStatusListCredential for ``purpose``."""
-        return list_credential(purpose)
+    def own_status_list(purpose: Purpose, principal: Principal = Depends(reader)):
+        """The caller's tenant's signed BitstringStatusListCredential for ``purpose`` (its ``id`` is the URL the
+        tenant's credentials carry)."""
+        return list_credential(issuer_for(principal.tenant), purpose)
+
+    @app.get("/status-lists/{issuer_key}/{purpose}", response_model=dict[str, Any], tags=["status lists"])
+    def status_list(issuer_key: Annotated[str, Path(pattern=r"^z[1-9A-HJ-NP-Za-km-z]{1,64}$")], purpose: Purpose,
+                    principal: Principal = Depends(reader)):
+        """The signed BitstringStatusListCredential ``purpose`` of the issuer whose public Multikey is
+        ``issuer_key``: the URL its credentials' status entries carry, readable by any verifier."""
+        own = by_key.get(issuer_key)
+        if own is None:
+            raise Problem(404, "Not Found", "no status list is published under this issuer key", "unknown-status-list")
+        return list_credential(own, purpose)
 
     return app
 

@@ -14,7 +14,7 @@ import datetime as dt
 
 
 class IndexTaken(Exception):
-    """The status-list index is already held by another credential in the store."""
+    """The status-list index is already held by another of the tenant's credentials in the store."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,11 @@ class CredentialStore:
             "credential_status", meta,
             sa.Column("tenant", sa.String(128), primary_key=True),
             sa.Column("credential_id", sa.Text, primary_key=True),
-            sa.Column("list_index", sa.Integer, nullable=False, unique=True),
+            sa.Column("list_index", sa.Integer, nullable=False),
             sa.Column("revoked", sa.Boolean, nullable=False, default=False),
             sa.Column("suspended", sa.Boolean, nullable=False, default=False),
             sa.Column("issued_at", sa.String(40), nullable=False),
+            sa.UniqueConstraint("tenant", "list_index"),  # each tenant has its own status lists
         )
         meta.create_all(self._engine)
 
@@ -53,13 +54,14 @@ class CredentialStore:
         return [StoredStatus(r[0], r[1], int(r[2]), bool(r[3]), bool(r[4])) for r in rows]
 
     def add(self, tenant: str, credential_id: str, index: int) -> None:
-        """Record a newly issued credential; :class:`IndexTaken` when another credential holds ``index``
-        (another process issued it), ``KeyError`` when the tenant already has ``credential_id``."""
+        """Record a newly issued credential; :class:`IndexTaken` when another of the tenant's credentials holds
+        ``index`` (another process issued it), ``KeyError`` when the tenant already has ``credential_id``."""
         import sqlalchemy as sa
 
         t = self._table
         with self._engine.begin() as conn:
-            if conn.execute(sa.select(t.c.list_index).where(t.c.list_index == index)).first() is not None:
+            if conn.execute(sa.select(t.c.list_index).where(t.c.tenant == tenant,
+                                                            t.c.list_index == index)).first() is not None:
                 raise IndexTaken(index)
             if conn.execute(sa.select(t.c.list_index).where(
                     t.c.tenant == tenant, t.c.credential_id == credential_id)).first() is not None:

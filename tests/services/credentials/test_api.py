@@ -14,7 +14,7 @@ from services.credentials import (
     StatusList,
     verify_credential,
 )
-from services.credentials.api import MAX_DEPTH, create_credentials_app
+from services.credentials.api import MAX_DEPTH, create_credentials_app, tenant_key_pair
 from tests.services.problems import is_problem
 
 BASE = "https://vc.platformq.test"
@@ -80,22 +80,23 @@ def set_status(client, keys, credential_id, *statuses, who="t1_engineer"):
 def test_issue_verify_round_trip(setup, key_pair):
     client, keys = setup
     vc = issue(client, keys)
-    assert vc["issuer"] == key_pair.did == client.app.state.issuer.id
+    t1 = tenant_key_pair(key_pair, "t1")  # the tenant's own did:key, derived from the service's key
+    assert vc["issuer"] == t1.did == client.app.state.issuer_for("t1").issuer.id != key_pair.did
     assert vc["proof"]["cryptosuite"] == "eddsa-rdfc-2022"
-    assert vc["proof"]["verificationMethod"] == key_pair.verification_method_id
+    assert vc["proof"]["verificationMethod"] == t1.verification_method_id
     entries = {e["statusPurpose"]: e for e in vc["credentialStatus"]}
     assert set(entries) == {"revocation", "suspension"} and all(e["type"] == STATUS for e in entries.values())
-    assert entries["revocation"]["statusListCredential"] == f"{BASE}/status-lists/revocation"
+    assert entries["revocation"]["statusListCredential"] == f"{BASE}/status-lists/{t1.public_key_multibase}/revocation"
     assert entries["revocation"]["statusListIndex"] == entries["suspension"]["statusListIndex"]
     out = verify(client, keys, vc)
     assert out["verified"] is True and out["errors"] == [] and not out["revoked"] and not out["suspended"]
-    assert out["issuer"] == key_pair.did and "status" in out["checks"]
+    assert out["issuer"] == t1.did and "status" in out["checks"]
     assert {(s["statusPurpose"], s["set"]) for s in out["status"]} == {("revocation", False), ("suspension", False)}
     # an independent verifier gets the same answer from the published status lists
     published = lambda url: client.get(url.removeprefix(BASE), headers=h(keys, "t1_viewer")).json()  # noqa: E731
     assert verify_credential(vc, fetch_status_list=published).verified
     # a credential without an id gets a urn:uuid (its handle for status changes); an issuer object works too
-    anonymous = model_credential(issuer={"id": key_pair.did, "name": "platformQ"})
+    anonymous = model_credential(issuer={"id": t1.did, "name": "platformQ"})
     del anonymous["id"]
     r = client.post("/credentials/issue", headers=h(keys, "t1_engineer"),
                     json={"credential": anonymous, "options": {"created": "2025-06-01T12:00:00Z"}})
@@ -173,7 +174,10 @@ def test_status_list_is_signed_and_cached_until_it_changes(setup, key_pair):
     first = client.get("/status-lists/suspension", headers=h(keys, "t1_auditor"))
     assert first.status_code == 200
     doc = first.json()
-    assert doc["id"] == f"{BASE}/status-lists/suspension" and doc["issuer"] == key_pair.did
+    t1 = tenant_key_pair(key_pair, "t1")
+    assert doc["id"] == f"{BASE}/status-lists/{t1.public_key_multibase}/suspension" and doc["issuer"] == t1.did
+    assert client.get(f"/status-lists/{t1.public_key_multibase}/suspension",  # the URL any verifier reads
+                      headers=h(keys, "t1_auditor")).json() == doc
     assert "BitstringStatusListCredential" in doc["type"]
     assert verify_credential(doc, check_status_entries=False).verified
     again = client.get("/status-lists/suspension", headers=h(keys, "t1_auditor")).json()
@@ -208,7 +212,7 @@ def test_authentication_and_roles(setup):
 
 def test_invalid_input_is_a_422_problem_and_spends_no_status_index(setup, key_pair):
     client, keys = setup
-    registry = client.app.state.status_registry
+    registry = client.app.state.issuer_for("t1").registry
     he = h(keys, "t1_engineer")
     cases = [
         (model_credential(credentialStatus={"type": STATUS}), "assigned by the issuer"),
@@ -244,7 +248,7 @@ def test_invalid_input_is_a_422_problem_and_spends_no_status_index(setup, key_pa
 
 def test_repeatedly_rejected_signed_credentials_spend_no_status_index(setup):
     client, keys = setup
-    registry = client.app.state.status_registry
+    registry = client.app.state.issuer_for("t1").registry
     signed = issue(client, keys, id="urn:uuid:00000000-0000-4000-8000-000000000001")
     assert len(registry.allocated) == 1
     for _ in range(5):  # resubmitting a credential that already carries a proof
@@ -284,6 +288,11 @@ def test_duplicate_ids_conflict_within_a_tenant_only(setup):
     assert "already issued" in is_problem(r, 409)["detail"]
     theirs = issue(client, keys, who="t2_engineer")  # the same id in another tenant is another credential
     assert theirs["id"] == vc["id"] and theirs["credentialStatus"] != vc["credentialStatus"]
+    # each tenant issues under its own did:key: a copy of another tenant's credential id is not its credential
+    assert theirs["issuer"] != vc["issuer"] and verify(client, keys, theirs)["issuer"] == theirs["issuer"]
+    r = client.post("/credentials/issue", headers=h(keys, "t2_engineer"),
+                    json={"credential": model_credential(id="urn:uuid:0d9a", issuer=vc["issuer"])})
+    assert "is not this issuer" in is_problem(r, 422)["detail"]  # nor can it issue under tenant 1's identifier
     set_status(client, keys, vc["id"], "revoked", who="t2_engineer")
     assert verify(client, keys, theirs)["revoked"] is True
     assert verify(client, keys, vc)["verified"] is True
@@ -293,7 +302,7 @@ def test_tenant_isolation_on_every_route(setup):
     """Tenant 2 probes every tenant-scoped route with tenant 1's credential id: always 404, nothing changes."""
     client, keys = setup
     vc = issue(client, keys)
-    registry = client.app.state.status_registry
+    registry = client.app.state.issuer_for("t1").registry
     before = {p: lst.to_bytes() for p, lst in registry.lists.items()}
     probes = {
         ("POST", "/credentials/status"): [dict(url="/credentials/status", json={
@@ -301,7 +310,9 @@ def test_tenant_isolation_on_every_route(setup):
             for s in ("revoked", "suspended", "active")],
     }
     public = {("POST", "/credentials/issue"),  # issues in the caller's own tenant
-              ("POST", "/credentials/verify"), ("GET", "/status-lists/{purpose}")}  # anyone may verify
+              ("POST", "/credentials/verify"),  # anyone may verify
+              ("GET", "/status-lists/{purpose}"),  # the caller's own tenant's lists
+              ("GET", "/status-lists/{issuer_key}/{purpose}")}  # an issuer's published lists, for any verifier
     tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
                      if r.path.startswith(("/credentials", "/status-lists")) and (m, r.path) not in public}
     assert tenant_routes == set(probes), "a new tenant-scoped route needs an isolation probe"
@@ -311,8 +322,14 @@ def test_tenant_isolation_on_every_route(setup):
             assert body["detail"] == f"unknown credential {vc['id']!r}"
     assert {p: lst.to_bytes() for p, lst in registry.lists.items()} == before
     assert verify(client, keys, vc)["verified"] is True
-    # verification itself is public: tenant 2 can check tenant 1's credential
+    # verification itself is public: tenant 2 can check tenant 1's credential, and read its published lists
     assert verify(client, keys, vc, who="t2_engineer")["verified"] is True
+    url = vc["credentialStatus"][0]["statusListCredential"].removeprefix(BASE)
+    theirs = client.get(url, headers=h(keys, "t2_engineer")).json()
+    assert theirs["issuer"] == vc["issuer"] != client.get("/status-lists/revocation",
+                                                          headers=h(keys, "t2_engineer")).json()["issuer"]
+    is_problem(client.get("/status-lists/z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK/revocation",
+                          headers=h(keys, "t2_engineer")), 404)  # no issuer of this service has that key
     assert client.app.state.issued == {"t1": {vc["id"]: int(vc["credentialStatus"][0]["statusListIndex"])}}
 
 
@@ -353,7 +370,7 @@ def test_a_signed_credential_rewritten_with_full_iris_is_not_verified(setup):
 
 def test_numbers_json_cannot_carry_are_refused_before_a_status_index_is_spent(setup):
     client, keys = setup
-    registry = client.app.state.status_registry
+    registry = client.app.state.issuer_for("t1").registry
     he = {**h(keys, "t1_engineer"), "content-type": "application/json"}
     body = '{"credential": {"@context": ["%s", "%s"], "type": ["VerifiableCredential"], ' \
            '"credentialSubject": {"id": "urn:x:1", "score": %s}}}'

@@ -78,7 +78,7 @@ def test_a_restarted_issuer_never_hands_out_a_held_index(tmp_path):
     assert set_status(client, key, first["id"], "revoked").status_code == 200
 
     app, client, key = app_on(store, key_pair)
-    registry = app.state.status_registry
+    registry = app.state.issuer_for("t1").registry
     assert index_of(first) in registry.allocated
 
     class FirstThenAny(random.Random):  # draws the held index first: the registry must skip it
@@ -115,10 +115,10 @@ def test_two_processes_on_one_store_never_share_an_index(tmp_path):
                 return index_of(a)
             return super().randrange(n)
 
-    app_b.state.status_registry._rng = SameAsA(2)
+    app_b.state.issuer_for("t1").registry._rng = SameAsA(2)
     b = issue(client_b, key_b, "urn:uuid:00000000-0000-4000-8000-0000000000b1")
     assert index_of(b) != index_of(a)
-    assert index_of(b) in app_b.state.status_registry.allocated and index_of(a) in app_b.state.status_registry.allocated
+    assert index_of(b) in app_b.state.issuer_for("t1").registry.allocated and index_of(a) in app_b.state.issuer_for("t1").registry.allocated
     assert sorted(s.index for s in CredentialStore(url).load()) == sorted([index_of(a), index_of(b)])
 
 
@@ -140,7 +140,7 @@ def test_a_change_the_store_does_not_take_is_not_made(tmp_path):
     store = BrokenStore(f"sqlite:///{tmp_path / 'credentials.db'}")
     app, client, key = app_on(store, Ed25519KeyPair.generate())
     vc = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000000c1")
-    held = set(app.state.status_registry.allocated)
+    held = set(app.state.issuer_for("t1").registry.allocated)
     store.broken = True
     problem = is_problem(set_status(client, key, vc["id"], "revoked"), 503)
     assert "nothing was changed" in problem["detail"] and "status store down" not in problem["detail"]
@@ -148,7 +148,7 @@ def test_a_change_the_store_does_not_take_is_not_made(tmp_path):
     r = client.post("/credentials/issue", json={"credential": model_credential(
         id="urn:uuid:00000000-0000-4000-8000-0000000000c2")}, headers=key)
     is_problem(r, 503)
-    assert set(app.state.status_registry.allocated) == held  # the index drawn for it was given back
+    assert set(app.state.issuer_for("t1").registry.allocated) == held  # the index drawn for it was given back
     store.broken = False
     assert set_status(client, key, vc["id"], "revoked").status_code == 200
     assert [s.revoked for s in store.load()] == [True]
