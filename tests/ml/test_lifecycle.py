@@ -43,6 +43,10 @@ def test_training_tracks_every_trial_and_registers_a_promoted_champion(ml_platfo
         meta = metadata(trained, f"ml/{model}")
         assert meta["trials"] == 3 and meta["family"] in ("linear", "gbm", "mlp")
         assert 0.0 <= meta["val_roc_auc"] <= 1.0
+        # the search saw train + validation; the latest rows (after the training cutoff) are the gate's alone
+        gate = metadata(trained, f"ml/{model}_evaluation")
+        assert meta["test_rows"] > 0 and meta["train_rows"] > meta["validation_rows"] > 0
+        assert gate["holdout_after"] == meta["training_cutoff"] and gate["holdout_rows"] == meta["test_rows"] >= 50
 
     mlflow = registry(ml_platform)
     client = mlflow.client()
@@ -56,6 +60,7 @@ def test_training_tracks_every_trial_and_registers_a_promoted_champion(ml_platfo
     assert champion is not None and champion.tags["platformq.stage"] == "production"
     assert champion.tags["feature_service"] == "price_direction_v1"
     assert champion.tags["training_set"].startswith("ml.price_direction_training_set@")
+    assert champion.tags["training_cutoff"] == metadata(trained, "ml/price_direction")["training_cutoff"]
     assert mlflow.version_for("price_direction", "challenger") is None  # consumed by the promotion
     # signature and input example were logged with the model
     from mlflow.models import get_model_info
