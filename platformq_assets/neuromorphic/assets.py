@@ -13,7 +13,10 @@ The asset functions only read the lake, hand files to the lava side, and write r
 """
 
 import datetime as dt
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 from dagster import (
     AssetCheckSpec,
@@ -123,6 +126,57 @@ def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, la
     yield from _results(invocation, **{f"source_{k}": v for k, v in rows.items()})
 
 
+STAGING_MARK = ".tmp-"  # models/<day>.tmp-<run_id>: a network being trained/registered, never scored
+RETIRED_MARK = ".old-"  # models/<day>.old-<run_id>: the previous network, removed once the new one is in place
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove_staging(models: Path, day: str) -> None:
+    for mark in (STAGING_MARK, RETIRED_MARK):
+        for leftover in models.glob(f"{day}{mark}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _publish(staged: Path, published: Path) -> None:
+    """Swap the registered network in: renames only, the previous folder removed once the new one is in place."""
+    retired = published.with_name(f"{published.name}{RETIRED_MARK}{staged.name.rsplit(STAGING_MARK, 1)[1]}")
+    if published.exists():
+        published.rename(retired)
+    try:
+        staged.rename(published)
+    except BaseException:
+        if retired.exists() and not published.exists():
+            retired.rename(published)  # put the previous network back
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _published_registry(model_dir: Path) -> dict:
+    """registry.json of the day's network, verified to describe the network.h5 next to it."""
+    path = model_dir / "registry.json"
+    if not path.exists():
+        raise Failure(allow_retries=False,
+                      description=f"{path} is missing: the network in {model_dir} was never registered in MLflow, "
+                      "so its scores would carry no model_version; re-materialise neuromorphic/snn_model")
+    registry = json.loads(path.read_text())
+    recorded, actual = registry.get("network_sha256"), _sha256(model_dir / "network.h5")
+    if not registry.get("version") or recorded != actual:
+        raise Failure(allow_retries=False,
+                      description=f"{path} (model_version {registry.get('version')!r}, network sha256 {recorded}) "
+                      f"does not match {model_dir / 'network.h5'} (sha256 {actual}): the network is not the "
+                      "registered one; re-materialise neuromorphic/snn_model",
+                      metadata={"registry_version": str(registry.get("version", "")),
+                                "registry_sha256": str(recorded), "network_sha256": actual})
+    return registry
+
+
 def _training_days(day: str) -> list[str]:
     start = dt.date.fromisoformat(day)
     return [(start - dt.timedelta(days=k)).isoformat() for k in range(TRAINING_DAYS, 0, -1)]
@@ -156,16 +210,28 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
         raise Failure(allow_retries=False,
                       description=f"no spike trains in the training window of {day} ({window[0]} .. {window[-1]}): "
                       "materialise neuromorphic/spike_trains for earlier days first")
-    out_dir = workdir / "models" / day
-    invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
-        "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
-        "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed})
-    results = list(invocation.get_results())
-    from platformq_assets.neuromorphic.registry import log_and_register
+    models = workdir / "models"
+    published = models / day
+    _remove_staging(models, day)  # leftovers of crashed earlier runs
+    # train aside (same volume as the published folder, so the lava pod sees it and the swap is a rename);
+    # the day's folder changes only once the new network is registered
+    out_dir = models / f"{day}{STAGING_MARK}{context.run_id}"
+    out_dir.mkdir(parents=True)
+    try:
+        invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
+            "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
+            "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed})
+        results = list(invocation.get_results())
+        from platformq_assets.neuromorphic.registry import log_and_register
 
-    materialized = next(r for r in results if isinstance(r, MaterializeResult))
-    registered = log_and_register(mlflow, out_dir, day, days, config.model_dump(), materialized.metadata or {})
-    (out_dir / "registry.json").write_text(json.dumps(registered))
+        materialized = next(r for r in results if isinstance(r, MaterializeResult))
+        registered = log_and_register(mlflow, out_dir, day, days, config.model_dump(), materialized.metadata or {})
+        registered["network_sha256"] = _sha256(out_dir / "network.h5")
+        (out_dir / "registry.json").write_text(json.dumps(registered))
+        _publish(out_dir, published)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     for result in results:
         if isinstance(result, MaterializeResult):
             yield MaterializeResult(metadata={
@@ -214,19 +280,22 @@ def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: 
         raise Failure(allow_retries=False,
                       description=f"scoring {day} needs neuromorphic/spike_trains and neuromorphic/snn_model for "
                       f"that day ({spikes}, {model_dir / 'network.h5'})")
+    registry = _published_registry(model_dir)
     out = workdir / "scores" / f"{day}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_score", {
         "spikes": str(spikes), "model_dir": str(model_dir), "out": str(out), "pad": config.pad,
         "backend": settings.lava_backend, "partition": settings.lava_loihi_partition,
         "agreement_threshold": config.agreement_threshold})
-    registry = json.loads((model_dir / "registry.json").read_text()) if (model_dir / "registry.json").exists() else {}
-    table = scores_table(out, day, str(registry.get("version", "")))
+    if _sha256(model_dir / "network.h5") != registry["network_sha256"]:  # replaced while scoring
+        raise Failure(allow_retries=True, description=f"{model_dir / 'network.h5'} changed while {day} was scored; "
+                      "re-run neuromorphic/anomaly_scores")
+    table = scores_table(out, day, str(registry["version"]))
     written = lake.replace_partition(SCORES_TABLE, table, PARTITION_COLUMN, day)
     schema = TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema])
     yield from _results(invocation, table=SCORES_TABLE, rows=table.num_rows, **{"dagster/row_count": table.num_rows},
                         **{"dagster/column_schema": schema}, snapshot_id=str(written["snapshot_id"]),
-                        model_version=str(registry.get("version", "")))
+                        model_version=str(registry["version"]))
 
 
 __all__ = ["anomaly_scores", "snn_model", "spike_trains"]
