@@ -182,6 +182,17 @@ def test_a_champion_without_a_recorded_cutoff_is_graded_after_the_challengers(la
     assert meta["holdout_rows"] == len(frame) - len(seen_rows(frame, split))
 
 
+def test_a_challenger_without_a_recorded_cutoff_is_not_graded(lake, registry):
+    """A challenger registered before cutoffs were recorded: which rows it trained on is unknown, so the gate
+    gives no verdict (it fails and says to train again) rather than grading it on rows it may have seen."""
+    frame = training_frame(gaps=False)
+    write_training_set(lake, frame)
+    challenger, _, _ = register(registry, frame, cutoff=False)
+    passed, meta, reason = gate(lake, registry)
+    assert not passed and CUTOFF_TAG in reason and f"materialise ml/{MODEL}" in reason
+    assert registry.client().get_model_version(MODEL, challenger.version).tags["platformq.stage"] == "dev"
+
+
 def test_too_few_unseen_rows_fail_the_gate_with_a_reason(lake, registry):
     """A champion trained up to (almost) the end of today's training set leaves the gate nothing fair to
     grade on: it fails, says why, and the challenger stays in dev."""
