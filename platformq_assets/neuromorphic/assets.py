@@ -35,7 +35,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipelines.automation import derived_asset_condition
+from pipelines.automation import derived_asset_condition, partial_history_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from pipelines.pools import table_pool
 from resources.lake import LakeResource
@@ -190,7 +190,7 @@ def _training_days(day: str) -> list[str]:
     group_name=GROUP,
     kinds={"lava", "pytorch", "mlflow"},
     owners=OWNERS,
-    automation_condition=derived_asset_condition(),
+    automation_condition=partial_history_condition(),
     retry_policy=RetryPolicy(max_retries=1, delay=5),
     check_specs=[AssetCheckSpec("netx_loads_export", asset=SNN_MODEL_KEY,
                                 description="lava-dl's netx loads the exported HDF5 with the trained layer shapes.")],
