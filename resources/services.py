@@ -91,7 +91,8 @@ def gold_leaderboard(lake, tenant: str, date: str | None, limit: int) -> list[di
 
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
-                    credentials_store_url: str | None = None):
+                    credentials_store_url: str | None = None,
+                    governance_store_url: str | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
     from resources.lake import LakeResource
     from services.common.app import ServiceContext
@@ -115,9 +116,11 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
 
         app = create_derivatives_app(ctx)
     elif service == "governance":
+        from services.common.state_store import StateStore
         from services.governance.api import create_governance_app
 
-        app = create_governance_app(ctx)
+        store = StateStore(governance_store_url or f"sqlite:///{state / 'governance.db'}", "governance")
+        app = create_governance_app(ctx, store=store)
     elif service == "credentials":
         from services.credentials.api import create_credentials_app
         from services.credentials.store import CredentialStore

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     trading_journal_url: str | None = None
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).
     credentials_store_url: str | None = None
+    # The governance service's DAOs, proposals, votes and treasury (SQLite under home locally).
+    governance_store_url: str | None = None
 
     # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
     # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.

@@ -58,6 +58,10 @@ class Action:
         canonical_json(frozen)  # validates serialisability now, not at hashing time
         object.__setattr__(self, "payload", MappingProxyType(frozen))
 
+    def __reduce__(self):
+        # the read-only payload view does not pickle: rebuild the action from a plain copy (and re-check it)
+        return (Action, (self.target, self.value, dict(self.payload)))
+
     @property
     def kind(self) -> str | None:
         return self.payload.get("type")

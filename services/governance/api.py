@@ -8,11 +8,16 @@ voters and proposers are accounts *inside* the tenant's DAO, named in the reques
 
 Every :class:`~services.governance.errors.GovernanceError` becomes a problem document carrying the error's
 message: state conflicts are 409, invalid input 422, and a nonexistent proposal 404 (see ``ERROR_STATUS``).
+
+The DAOs are durable when a :class:`~services.common.state_store.StateStore` is given (``platformq serve``: SQLite
+under home, or ``PLATFORMQ_GOVERNANCE_STORE_URL``): every change is saved before it is answered, and a change the
+store does not take answers 503 ``state-store-unavailable`` and is undone. Loaded DAOs run on the app's clock
+(not on the copy saved with them), so a proposal's time-based state goes on from where the clock now is.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import Depends, FastAPI, Path, Query
@@ -21,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
+from services.common.state_store import DurableState, StateStore, StateStoreError
 
 from . import errors as E
 from .actions import TREASURY, Action, set_parameter, transfer
@@ -37,6 +43,7 @@ MAX_ACTIONS = 50
 MAX_DESCRIPTION = 10_000
 MAX_REASON = 1_000
 MAX_TEXT_VALUE = 1_000
+STATE_FORMAT = 1  # the pickled DAO classes' layout: bump it when they change, so an old copy is refused at start
 
 
 def _encodable(text: str) -> str:
@@ -278,16 +285,44 @@ def action_in(a: TransferAction | SetParameterAction) -> Action:
 
 
 # ----------------------------------------------------------------------------- app
-def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> FastAPI:
+def attach_clock(dao: DAO, clock: Clock) -> None:
+    """Make ``clock`` the time of every part of ``dao`` (a loaded DAO carries the clock it was saved with)."""
+    dao.clock = dao.token.clock = dao.timelock.clock = dao.governor.clock = clock
+
+
+def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store: StateStore | None = None) -> FastAPI:
     app = create_service_app(ctx, "platformQ governance",
                              "One DAO per tenant: voting token, proposals, timelock and treasury.")
     clock = clock if clock is not None else SystemClock()
-    daos: dict[str, DAO] = {}
-    lock = threading.RLock()  # the domain core is not thread-safe; sync endpoints run in a thread pool
+    durable = DurableState(store, dict, format_version=STATE_FORMAT)
+    daos: dict[str, DAO] = durable.state
+    lock = durable.lock  # the domain core is not thread-safe; sync endpoints run in a thread pool
+
+    def attach_all() -> None:
+        for dao in daos.values():
+            attach_clock(dao, clock)
+
+    attach_all()
     app.state.daos = daos
+    app.state.durable = durable
     app.state.clock = clock
     reader = ctx.require("governance:read")
     writer = ctx.require("governance:write")
+
+    @contextlib.contextmanager
+    def changing():
+        """A state-changing request: saved before it is answered, undone (and 503) when the store refuses it."""
+        with lock:
+            try:
+                with durable.change():
+                    yield
+            except StateStoreError as exc:
+                attach_all()  # the DAOs were restored from the last saved copy
+                ctx.logger.error("governance state store: %s", exc)
+                raise Problem(503, "Service Unavailable", str(exc), "state-store-unavailable") from None
+            except BaseException:
+                attach_all()
+                raise
 
     def own_dao(principal: Principal) -> DAO:
         dao = daos.get(principal.tenant)
@@ -338,7 +373,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
     @app.post("/v1/daos", status_code=201, response_model=DaoOut, tags=["dao"])
     def create_dao(body: DaoIn, principal: Principal = Depends(writer)):
         """Create the caller tenant's DAO: mint the holdings, fund the treasury, set the governance settings."""
-        with lock:
+        with changing():
             if principal.tenant in daos:
                 raise Problem(409, "Conflict", "this tenant already has a DAO", "dao-exists")
             try:
@@ -361,7 +396,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
     @app.post("/v1/dao/delegations", response_model=DelegationOut, tags=["dao"])
     def delegate(body: DelegationIn, principal: Principal = Depends(writer)):
         """Point the delegator's whole balance (now and later) at the delegatee's voting power."""
-        with lock:
+        with changing():
             dao = own_dao(principal)
             run(dao.token.delegate, body.delegator, body.delegatee)
             return DelegationOut(delegator=body.delegator, delegatee=body.delegatee,
@@ -370,7 +405,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
 
     @app.post("/v1/dao/proposals", status_code=201, response_model=ProposalOut, tags=["proposals"])
     def propose(body: ProposalIn, principal: Principal = Depends(writer)):
-        with lock:
+        with changing():
             dao = own_dao(principal)
             actions = [run(action_in, a) for a in body.actions]
             proposal_id = run(dao.governor.propose, body.proposer, actions, body.description)
@@ -407,7 +442,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
               tags=["proposals"])
     def vote(proposal_id: ProposalId, body: VoteIn, principal: Principal = Depends(writer)):
         """Cast ``voter``'s votes at the proposal's snapshot (while Active; once per voter)."""
-        with lock:
+        with changing():
             dao = own_dao(principal)
             own_proposal(dao, proposal_id)
             weight = run(dao.governor.cast_vote, proposal_id, body.voter, SUPPORT[body.support], body.reason)
@@ -417,7 +452,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
     @app.post("/v1/dao/proposals/{proposal_id}/queue", response_model=ProposalOut, tags=["proposals"])
     def queue(proposal_id: ProposalId, principal: Principal = Depends(writer)):
         """Schedule a Succeeded proposal on the timelock (eta = now + min_delay)."""
-        with lock:
+        with changing():
             dao = own_dao(principal)
             run(dao.governor.queue, own_proposal(dao, proposal_id))
             return proposal_out(dao, proposal_id)
@@ -425,7 +460,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
     @app.post("/v1/dao/proposals/{proposal_id}/execute", response_model=ProposalOut, tags=["proposals"])
     def execute(proposal_id: ProposalId, principal: Principal = Depends(writer)):
         """Run a queued proposal's actions atomically, inside [eta, eta + grace period)."""
-        with lock:
+        with changing():
             dao = own_dao(principal)
             run(dao.governor.execute, own_proposal(dao, proposal_id))
             return proposal_out(dao, proposal_id)
@@ -433,7 +468,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None) -> Fa
     @app.post("/v1/dao/proposals/{proposal_id}/cancel", response_model=ProposalOut, tags=["proposals"])
     def cancel(proposal_id: ProposalId, body: CancelIn, principal: Principal = Depends(writer)):
         """The proposer withdraws a proposal, only while it is Pending."""
-        with lock:
+        with changing():
             dao = own_dao(principal)
             run(dao.governor.cancel, own_proposal(dao, proposal_id), body.caller)
             return proposal_out(dao, proposal_id)

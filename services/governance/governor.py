@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .actions import GOVERNOR, Action, as_action, hash_description, hash_proposal
 from .checkpoints import Checkpoints
@@ -156,12 +156,6 @@ class Governor(BoundTarget):
         self.clock = token.clock
         self.timelock = timelock
         self._quorum_denominator = quorum_denominator
-        self._settings = {
-            "voting_delay": lambda v: is_int(v) and v >= 0,
-            "voting_period": lambda v: is_int(v) and v > 0,
-            "proposal_threshold": lambda v: is_int(v) and v >= 0,
-            "quorum_numerator": lambda v: is_int(v) and 0 <= v <= self._quorum_denominator,
-        }
         if not self._settings["voting_delay"](voting_delay):
             raise ValueError(f"voting_delay must be an int >= 0, got {voting_delay!r}")
         if not self._settings["voting_period"](voting_period):
@@ -182,6 +176,16 @@ class Governor(BoundTarget):
         timelock.attach_governor(self)
 
     # ------------------------------------------------------------------ settings and clock
+    @property
+    def _settings(self) -> dict[str, Callable[[Any], bool]]:
+        """The settings a proposal may change, with their validators (built on use: the governor pickles)."""
+        return {
+            "voting_delay": lambda v: is_int(v) and v >= 0,
+            "voting_period": lambda v: is_int(v) and v > 0,
+            "proposal_threshold": lambda v: is_int(v) and v >= 0,
+            "quorum_numerator": lambda v: is_int(v) and 0 <= v <= self._quorum_denominator,
+        }
+
     @staticmethod
     def clock_mode() -> str:
         return CLOCK_MODE
