@@ -376,7 +376,8 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
             app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
                                      burst=burst, journal_url=settings.trading_journal_url,
                                      credentials_store_url=settings.credentials_store_url,
-                                     governance_store_url=settings.governance_store_url)
+                                     governance_store_url=settings.governance_store_url,
+                                     derivatives_store_url=settings.derivatives_store_url)
         except JournalRulesError as exc:  # the trading journal was written under other exchange rules
             raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(

@@ -92,7 +92,8 @@ def gold_leaderboard(lake, tenant: str, date: str | None, limit: int) -> list[di
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
                     credentials_store_url: str | None = None,
-                    governance_store_url: str | None = None):
+                    governance_store_url: str | None = None,
+                    derivatives_store_url: str | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
     from resources.lake import LakeResource
     from services.common.app import ServiceContext
@@ -112,9 +113,11 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         app = create_trading_app(ctx, exchange,
                                  leaderboard=(lambda t, d, n: gold_leaderboard(lake, t, d, n)) if lake else None)
     elif service == "derivatives":
+        from services.common.state_store import StateStore
         from services.derivatives.api import create_derivatives_app
 
-        app = create_derivatives_app(ctx)
+        store = StateStore(derivatives_store_url or f"sqlite:///{state / 'derivatives.db'}", "derivatives")
+        app = create_derivatives_app(ctx, store=store)
     elif service == "governance":
         from services.common.state_store import StateStore
         from services.governance.api import create_governance_app

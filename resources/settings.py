@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     credentials_store_url: str | None = None
     # The governance service's DAOs, proposals, votes and treasury (SQLite under home locally).
     governance_store_url: str | None = None
+    # The derivatives service's futures markets: contracts, accounts, trades, settlements (SQLite under home locally).
+    derivatives_store_url: str | None = None
 
     # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
     # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.

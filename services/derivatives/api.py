@@ -21,10 +21,17 @@ prices of futures are decimal strings (the core refuses floats: they would land 
 the tick grid), and a domain ``ValueError``/``TypeError``/``ArithmeticError`` is a 422
 problem carrying the core's message. A result that is not a finite number (possible
 only at the edges of the bounds, e.g. a CRR call whose tree overflows) is a 422 too.
+
+The futures markets are durable when a :class:`~services.common.state_store.StateStore`
+is given (``platformq serve``: SQLite under home, or ``PLATFORMQ_DERIVATIVES_STORE_URL``):
+every change (a listing, an account, cash, a trade, a settlement) is saved before it is
+answered, and a change the store does not take answers 503 ``state-store-unavailable``
+and is undone in memory. Reads and writes of the markets take one lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import math
@@ -39,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
+from services.common.state_store import DurableState, StateStore, StateStoreError
 from services.derivatives.futures import FuturesClearingHouse, FuturesContract
 from services.derivatives.options import (
     Greeks,
@@ -62,6 +70,7 @@ from services.derivatives.structured import (
 # ---------------------------------------------------------------- bounds
 
 MAX_PRICE = 1e9
+STATE_FORMAT = 1  # the pickled FuturesMarkets layout: bump it when the classes change, so an old copy is refused
 Price = Annotated[float, Field(gt=0, lt=MAX_PRICE)]
 Vol = Annotated[float, Field(gt=0, le=5, description="annualised volatility (0.2 = 20%)")]
 Years = Annotated[float, Field(gt=0, le=50, description="years to expiry")]
@@ -353,11 +362,21 @@ class SettlementOut(BaseModel):
 
 
 class FuturesMarkets:
-    """The clearing houses the API serves (one per listed contract) and the tenant operating each."""
+    """The clearing houses the API serves (one per listed contract) and the tenant operating each.
+
+    It pickles (the durable state of the API) without its lock: an unpickled copy gets a fresh one.
+    """
 
     def __init__(self):
         self.houses: dict[str, FuturesClearingHouse] = {}
         self.operators: dict[str, str] = {}
+        self.lock = threading.RLock()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
         self.lock = threading.RLock()
 
     def list_contract(self, contract: FuturesContract, operator_tenant: str) -> FuturesClearingHouse:
@@ -429,11 +448,19 @@ def _only(body: BaseModel, model: str, allowed: dict[str, tuple[str, ...]]) -> N
 # ---------------------------------------------------------------- app
 
 
-def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None = None) -> FastAPI:
+def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None = None,
+                           store: StateStore | None = None) -> FastAPI:
+    """``markets``: the initial state when ``store`` holds none (default: no contracts); a stored copy wins."""
     app = create_service_app(ctx, "platformQ derivatives",
                              "Option pricing, structured products, SPAN margin and futures clearing.")
-    markets = markets if markets is not None else FuturesMarkets()
+    durable = DurableState(store, lambda: markets if markets is not None else FuturesMarkets(),
+                           format_version=STATE_FORMAT)
+    markets = durable.state
+    # One lock for every read and write of the markets: the clearing houses are not thread-safe and sync
+    # endpoints run in a thread pool (a restore after a refused change replaces markets.lock; this one stays).
+    lock = durable.lock
     app.state.markets = markets
+    app.state.durable = durable
     reader = ctx.require("derivatives:read")
     writer = ctx.require("derivatives:write")
 
@@ -509,6 +536,16 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
     # -------------------------------------------------------- futures clearing
 
+    @contextlib.contextmanager
+    def changing():
+        """A state-changing request: saved before it is answered, undone (and 503) when the store refuses it."""
+        try:
+            with durable.change():
+                yield
+        except StateStoreError as exc:
+            ctx.logger.error("derivatives state store: %s", exc)
+            raise Problem(503, "Service Unavailable", str(exc), "state-store-unavailable") from None
+
     def house_of(symbol: str) -> FuturesClearingHouse:
         house = markets.houses.get(symbol)
         if house is None:
@@ -556,19 +593,19 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     def list_contract(body: ContractIn, principal: Principal = Depends(writer)):
         contract = _domain(FuturesContract, body.symbol, body.contract_size, Decimal(body.tick_size), body.expiry,
                            body.initial_margin_cents, body.maintenance_margin_cents, underlying=body.underlying)
-        with markets.lock:
+        with changing():
             if body.symbol in markets.houses:
                 raise Problem(409, "Conflict", f"contract {body.symbol!r} is already listed", "contract-exists")
             return contract_out(markets.list_contract(contract, principal.tenant))
 
     @app.get("/v1/futures/contracts", response_model=list[ContractOut], tags=["futures"])
     def contracts(principal: Principal = Depends(reader)):
-        with markets.lock:
+        with lock:
             return [contract_out(h) for _, h in sorted(markets.houses.items())]
 
     @app.post("/v1/futures/{symbol}/accounts", status_code=201, response_model=FuturesAccountOut, tags=["futures"])
     def open_account(symbol: Symbol, body: FuturesAccountIn, principal: Principal = Depends(writer)):
-        with markets.lock:
+        with changing():
             house = house_of(symbol)
             name = internal(principal, body.account_id)
             if name in house.accounts:
@@ -579,14 +616,14 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
     @app.get("/v1/futures/{symbol}/accounts/{account_id}", response_model=FuturesAccountOut, tags=["futures"])
     def get_account(symbol: Symbol, account_id: PathAccount, principal: Principal = Depends(reader)):
-        with markets.lock:
+        with lock:
             house = house_of(symbol)
             return account_out(house, own_account(principal, house, account_id))
 
     @app.post("/v1/futures/{symbol}/accounts/{account_id}/deposits", response_model=FuturesAccountOut,
               tags=["futures"])
     def deposit(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
-        with markets.lock:
+        with changing():
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.deposit, name, body.amount_cents)
@@ -596,7 +633,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
               tags=["futures"])
     def withdraw(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
         """Only the excess over the initial margin requirement may leave."""
-        with markets.lock:
+        with changing():
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.withdraw, name, body.amount_cents)
@@ -605,7 +642,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     @app.post("/v1/futures/{symbol}/trades", status_code=201, response_model=FuturesTradeOut, tags=["futures"])
     def trade(symbol: Symbol, body: FuturesTradeIn, principal: Principal = Depends(writer)):
         """Register a matched trade between two accounts of the caller's tenant."""
-        with markets.lock:
+        with changing():
             house = house_of(symbol)
             buyer = own_account(principal, house, body.buyer_account_id)
             seller = own_account(principal, house, body.seller_account_id)
@@ -621,7 +658,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
         The response lists variation margin and margin calls of the caller's own accounts only.
         """
-        with markets.lock:
+        with changing():
             house = operated_house(symbol, principal, "settlements")
             result = _domain(house.mark_to_market, body.day, body.settlement_price)
             mine = principal.tenant
@@ -644,7 +681,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
         The response lists the caller's tenant's accounts only.
         """
-        with markets.lock:
+        with changing():
             house = operated_house(symbol, principal, "final settlement")
             result = _domain(house.final_settlement, body.final_price, body.day)
             mine = principal.tenant
