@@ -337,6 +337,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     from resources.services import build_local_app
     from services.common.app import BOOTSTRAP_SUBJECT
     from services.common.auth import ApiKeyStore, TokenIssuer
+    from services.common.state_store import StateStoreError
     from services.trading.exchange import JournalRulesError
 
     settings = _settings()
@@ -378,7 +379,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
                                      credentials_store_url=settings.credentials_store_url,
                                      governance_store_url=settings.governance_store_url,
                                      derivatives_store_url=settings.derivatives_store_url)
-        except JournalRulesError as exc:  # the trading journal was written under other exchange rules
+        except (JournalRulesError, StateStoreError) as exc:  # a journal or state written by another version
             raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=service_port, log_level="warning", access_log=False))))

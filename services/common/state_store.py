@@ -3,7 +3,12 @@
 The whole domain state is saved after every change, in the same request, before the answer: a restart loads
 what the last answered change left. A change the store does not take is undone in memory too (the state is
 restored from the last saved copy), so memory never runs ahead of the store. SQLite locally, Postgres in
-production (a SQLAlchemy URL). One service process per store row.
+production (a SQLAlchemy URL).
+
+Several processes may share one store row (``platformq serve`` and the in-process services of Dagster runs on one
+home, or several API workers): every copy carries a generation; a process reloads the stored copy when it is
+newer before it reads or changes anything, and saves only over the generation it changed (compare and set), so
+no process overwrites a change it has not seen. A save that loses that race is undone and refused (try again).
 
 The state is pickled: it is read back only from this store, which the operator controls (like the trading
 journal); the stored copy carries a format version, and a copy written by another version is refused at start-up
@@ -34,50 +39,105 @@ class StateStore:
             "service_state", meta,
             sa.Column("name", sa.String(64), primary_key=True),
             sa.Column("format", sa.Integer, nullable=False),
+            sa.Column("generation", sa.Integer, nullable=False),
             sa.Column("state", sa.LargeBinary, nullable=False),
             sa.Column("saved_at", sa.String(40), nullable=False),
         )
         meta.create_all(self._engine)
 
-    def load(self) -> tuple[int, bytes] | None:
+    def generation(self) -> int:
+        """The stored copy's generation (0: nothing stored yet)."""
         import sqlalchemy as sa
 
         t = self._table
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(t.c.format, t.c.state).where(t.c.name == self.name)).first()
-        return (int(row[0]), bytes(row[1])) if row is not None else None
+            found = conn.execute(sa.select(t.c.generation).where(t.c.name == self.name)).scalar()
+        return int(found) if found is not None else 0
 
-    def save(self, format_version: int, data: bytes) -> None:
+    def load(self) -> tuple[int, int, bytes] | None:
+        """(format, generation, pickled state) of the stored copy, or None."""
         import sqlalchemy as sa
 
         t = self._table
-        values = {"format": format_version, "state": data,
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.format, t.c.generation, t.c.state).where(t.c.name == self.name)).first()
+        return (int(row[0]), int(row[1]), bytes(row[2])) if row is not None else None
+
+    def save(self, format_version: int, data: bytes, generation: int) -> bool:
+        """Store ``data`` as generation ``generation + 1`` if the stored copy is still ``generation``; False when
+        another process saved meanwhile (nothing is written)."""
+        import sqlalchemy as sa
+
+        t = self._table
+        values = {"format": format_version, "state": data, "generation": generation + 1,
                   "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
         with self._engine.begin() as conn:
-            done = conn.execute(sa.update(t).where(t.c.name == self.name).values(**values))
-            if done.rowcount == 0:
-                conn.execute(t.insert().values(name=self.name, **values))
+            if generation == 0:
+                try:
+                    conn.execute(t.insert().values(name=self.name, **values))
+                except sa.exc.IntegrityError:  # another process stored the first copy
+                    return False
+                return True
+            done = conn.execute(sa.update(t).where(t.c.name == self.name, t.c.generation == generation)
+                                .values(**values))
+            return done.rowcount == 1
 
     def close(self) -> None:
         self._engine.dispose()
 
 
+class _RefreshingLock:
+    """The state's lock: whoever takes it first (not re-entrantly) sees the latest stored copy."""
+
+    def __init__(self, durable: "DurableState"):
+        self._lock = threading.RLock()
+        self._durable = durable
+        self._depth = threading.local()
+
+    def __enter__(self):
+        self._lock.acquire()
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        if depth == 0:
+            try:
+                self._durable.refresh()
+            except StateStoreError:
+                self._depth.n -= 1
+                self._lock.release()
+                raise
+            except Exception:  # the store is unreachable: reads go on from memory; a change then fails to save
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        self._depth.n -= 1
+        self._lock.release()
+        return False
+
+
 class DurableState:
     """A service's domain state (a dict or an object), saved to ``store`` after each :meth:`change`.
 
-    Code that changes the state does so inside ``with durable.change():``; the state object keeps its identity
-    (a failed change restores its contents in place), so the app may hold references to it.
+    Code that changes the state does so inside ``with durable.change():``, and code that reads it inside
+    ``with durable.lock:`` (both see another process's newer copy first). The state object keeps its identity (a
+    reload or a failed change replaces its contents in place), so the app may hold references to it;
+    ``on_load`` is called after each such replacement (to re-attach what is not saved, like a clock).
     """
 
-    def __init__(self, store: StateStore | None, initial: Callable[[], Any], format_version: int):
-        self.store, self.format_version = store, format_version
-        self.lock = threading.RLock()
+    def __init__(self, store: StateStore | None, initial: Callable[[], Any], format_version: int,
+                 on_load: Callable[[], None] | None = None):
+        self.store, self.format_version, self.on_load = store, format_version, on_load
+        self.lock = _RefreshingLock(self)
         loaded = store.load() if store is not None else None
-        if loaded is not None and loaded[0] != format_version:
-            raise StateStoreError(f"the {store.name} state store holds format {loaded[0]}, this code reads "
-                                  f"format {format_version}: start it with the version that wrote it")
-        self.state = pickle.loads(loaded[1]) if loaded is not None else initial()
-        self._saved = loaded[1] if loaded is not None else pickle.dumps(self.state)
+        self._check_format(loaded)
+        self.state = pickle.loads(loaded[2]) if loaded is not None else initial()
+        self.generation = loaded[1] if loaded is not None else 0
+        self._saved = loaded[2] if loaded is not None else pickle.dumps(self.state)
+
+    def _check_format(self, loaded) -> None:
+        if loaded is not None and loaded[0] != self.format_version:
+            raise StateStoreError(f"the {self.store.name} state store holds format {loaded[0]}, this code reads "
+                                  f"format {self.format_version}: start it with the version that wrote it")
 
     def _restore(self) -> None:
         saved = pickle.loads(self._saved)
@@ -87,6 +147,17 @@ class DurableState:
         else:
             self.state.__dict__.clear()
             self.state.__dict__.update(saved.__dict__)
+        if self.on_load is not None:
+            self.on_load()
+
+    def refresh(self) -> None:
+        """Load the stored copy in place when another process saved a newer one."""
+        if self.store is None or self.store.generation() == self.generation:
+            return
+        loaded = self.store.load()
+        self._check_format(loaded)
+        self._saved, self.generation = loaded[2], loaded[1]
+        self._restore()
 
     @contextlib.contextmanager
     def change(self) -> Iterator[Any]:
@@ -102,9 +173,18 @@ class DurableState:
                 return
             if self.store is not None:
                 try:
-                    self.store.save(self.format_version, data)
+                    saved = self.store.save(self.format_version, data, self.generation)
                 except Exception as exc:
                     self._restore()
                     raise StateStoreError(f"the {self.store.name} state store did not take the change "
                                           f"({type(exc).__name__}); nothing was changed") from exc
+                if not saved:  # another process saved first: take its copy, refuse this change
+                    self._restore()
+                    try:
+                        self.refresh()
+                    except Exception:
+                        pass
+                    raise StateStoreError(f"the {self.store.name} state changed in another process meanwhile; "
+                                          "nothing was changed, try again")
+                self.generation += 1
             self._saved = data

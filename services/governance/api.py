@@ -303,6 +303,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
             attach_clock(dao, clock)
 
     attach_all()
+    durable.on_load = attach_all  # a reload (another process saved) or a restore brings DAOs with saved clocks
     app.state.daos = daos
     app.state.durable = durable
     app.state.clock = clock

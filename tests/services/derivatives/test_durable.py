@@ -24,7 +24,7 @@ class FlakyStore(StateStore):
     def save(self, *args):
         if self.fail:
             raise ConnectionError("database down")
-        super().save(*args)
+        return super().save(*args)
 
 
 def ok(response, status=200):

@@ -32,7 +32,7 @@ class FlakyStore(StateStore):
     def save(self, *args):
         if self.fail:
             raise ConnectionError("database down")
-        super().save(*args)
+        return super().save(*args)
 
 
 def app_on(store, clock):
