@@ -3,20 +3,12 @@
 import pytest
 
 from services.common.state_store import DurableState, StateStore, StateStoreError
+from tests.services.stores import FlakyStore
 
 
 class Book:
     def __init__(self):
         self.entries = []
-
-
-class FlakyStore(StateStore):
-    fail = False
-
-    def save(self, *args):
-        if self.fail:
-            raise ConnectionError("database down")
-        return super().save(*args)
 
 
 def test_state_outlives_the_process_and_keeps_its_identity(tmp_path):

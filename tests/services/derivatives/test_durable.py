@@ -10,21 +10,13 @@ from services.common.app import ServiceContext
 from services.common.state_store import StateStore
 from services.derivatives.api import create_derivatives_app
 from tests.services.problems import is_problem
+from tests.services.stores import FlakyStore
 
 X = "GPUH30"
 EXPIRY = "2030-06-05"
 D1, D2 = "2030-06-03", "2030-06-04"
 DEPOSIT = 100_000
 TICK_VALUE = 100  # cents per tick per contract: 0.01 USD x 100 GPU-hours
-
-
-class FlakyStore(StateStore):
-    fail = False
-
-    def save(self, *args):
-        if self.fail:
-            raise ConnectionError("database down")
-        return super().save(*args)
 
 
 def ok(response, status=200):

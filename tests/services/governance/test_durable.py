@@ -11,6 +11,7 @@ from services.common.state_store import StateStore
 from services.governance import ManualClock
 from services.governance.api import create_governance_app
 from tests.services.problems import is_problem
+from tests.services.stores import FlakyStore
 
 START = 1_000
 MIN_DELAY = 50
@@ -24,15 +25,6 @@ PAY_BOB = [{"type": "transfer", "to": "bob", "amount": 250, "asset": "USDC"},
            {"type": "set_parameter", "name": "ml/champion", "value": "v7"}]
 PAY_CAROL = [{"type": "transfer", "to": "carol", "amount": 40, "asset": "USDC"}]
 PAY_DAVE = [{"type": "transfer", "to": "dave", "amount": 7, "asset": "native"}]
-
-
-class FlakyStore(StateStore):
-    fail = False
-
-    def save(self, *args):
-        if self.fail:
-            raise ConnectionError("database down")
-        return super().save(*args)
 
 
 def app_on(store, clock):
