@@ -39,6 +39,18 @@ def verify(client, key, vc):
     return r.json()
 
 
+class DrawsFirst(random.Random):
+    """A status-list draw that yields ``index`` first, then random ones."""
+
+    def __init__(self, index: int):
+        super().__init__(1)
+        self.first = index
+
+    def randrange(self, n):
+        first, self.first = self.first, None
+        return first if first is not None else super().randrange(n)
+
+
 def index_of(vc) -> int:
     return int(vc["credentialStatus"][0]["statusListIndex"])
 
@@ -81,16 +93,7 @@ def test_a_restarted_issuer_never_hands_out_a_held_index(tmp_path):
     registry = app.state.issuer_for("t1").registry
     assert index_of(first) in registry.allocated
 
-    class FirstThenAny(random.Random):  # draws the held index first: the registry must skip it
-        drawn = False
-
-        def randrange(self, n):
-            if not self.drawn:
-                self.drawn = True
-                return index_of(first)
-            return super().randrange(n)
-
-    registry._rng = FirstThenAny(1)
+    registry._rng = DrawsFirst(index_of(first))  # the held index: the registry must skip it
     second = issue(client, key, "urn:uuid:00000000-0000-4000-8000-00000000000b")
     assert index_of(second) != index_of(first)
     assert verify(client, key, second)["verified"] is True  # not revoked along with the first
@@ -106,19 +109,11 @@ def test_two_processes_on_one_store_never_share_an_index(tmp_path):
     app_b, client_b, key_b = app_on(CredentialStore(url), key_pair)  # loaded before A issued
     a = issue(client_a, key_a, "urn:uuid:00000000-0000-4000-8000-0000000000a1")
 
-    class SameAsA(random.Random):
-        drawn = False
-
-        def randrange(self, n):
-            if not self.drawn:
-                self.drawn = True
-                return index_of(a)
-            return super().randrange(n)
-
-    app_b.state.issuer_for("t1").registry._rng = SameAsA(2)
+    registry_b = app_b.state.issuer_for("t1").registry
+    registry_b._rng = DrawsFirst(index_of(a))
     b = issue(client_b, key_b, "urn:uuid:00000000-0000-4000-8000-0000000000b1")
     assert index_of(b) != index_of(a)
-    assert index_of(b) in app_b.state.issuer_for("t1").registry.allocated and index_of(a) in app_b.state.issuer_for("t1").registry.allocated
+    assert index_of(b) in registry_b.allocated and index_of(a) in registry_b.allocated
     assert sorted(s.index for s in CredentialStore(url).load()) == sorted([index_of(a), index_of(b)])
 
 
