@@ -66,13 +66,15 @@ WITH o AS (
   SELECT account_id, partition_date, bucket, COUNT(*) AS orders,
          SUM(cancel_known) AS cancelled,  -- cancels that had happened by the window's end (event_ts)
          MAX(CASE WHEN anomaly_id IS NOT NULL THEN 1 ELSE 0 END) AS anomalous
-  FROM orders GROUP BY account_id, partition_date, bucket
+  FROM orders WHERE account_id IS NOT NULL  -- null: an erased account (its orders stay, unattributed)
+  GROUP BY account_id, partition_date, bucket
 ), f AS (
   SELECT account_id, partition_date, bucket, COUNT(*) AS fills,
          SUM(CAST(qty_lots AS DOUBLE) * price_ticks) / 100.0 AS traded_notional,
          COUNT(DISTINCT counterparty_account_id) AS counterparties,
          MAX(CASE WHEN anomaly_id IS NOT NULL THEN 1 ELSE 0 END) AS anomalous
-  FROM fills GROUP BY account_id, partition_date, bucket
+  FROM fills WHERE account_id IS NOT NULL
+  GROUP BY account_id, partition_date, bucket
 ), j AS (
   SELECT COALESCE(o.account_id, f.account_id) AS account_id,
          COALESCE(o.partition_date, f.partition_date) AS partition_date,

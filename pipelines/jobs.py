@@ -59,3 +59,10 @@ ml_training_job = define_asset_job(
     selection=AssetSelection.assets(*ML_TRAINING_KEYS),
     description="Retrain every model on the feature history and promote challengers that pass the gate.",
 )
+
+# Lake maintenance (not partitioned): erasure requests, then snapshot expiry.
+lake_maintenance_job = define_asset_job(
+    "lake_maintenance",
+    selection=AssetSelection.groups("maintenance"),
+    description="Carry out erasure requests and expire old snapshots (deleting the files only they reached).",
+)

@@ -20,3 +20,13 @@ def ml_schedules():
     weekly = ScheduleDefinition(name="ml_training_weekly", job=ml_training_job, cron_schedule="0 4 * * 1",
                                 execution_timezone="UTC", description="Retrain and gate every model each Monday.")
     return [daily, weekly]
+
+
+def maintenance_schedules():
+    from dagster import ScheduleDefinition
+
+    from pipelines.jobs import lake_maintenance_job
+
+    return [ScheduleDefinition(name="lake_maintenance_daily", job=lake_maintenance_job, cron_schedule="30 3 * * *",
+                               execution_timezone="UTC",
+                               description="Erasure requests, then snapshot expiry, every night.")]

@@ -400,8 +400,10 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
 
 def _register_groups() -> None:
     from platformq_assets.federated.cli import participants
+    from platformq_assets.lake.cli import erasure
     from platformq_assets.ml.cli import models
 
+    main.add_command(erasure)
     main.add_command(models)
     main.add_command(participants)
 

@@ -127,6 +127,66 @@ class FeastResource(ConfigurableResource):
         fs.move(tmp, final)
         return final
 
+    # -- erasure ---------------------------------------------------------------
+    def erase_entities(self, view: str, join_key: str, values: set[int]) -> dict:
+        """Remove entities from a view's offline exports and from the online store (an erasure request).
+
+        Feast has no per-entity delete: the offline Parquet exports are rewritten without the entities'
+        rows, and the online rows are deleted by key (SQLite: the view's table; Redis: the entity's hash,
+        which holds every view of that entity)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        ids = pa.array(sorted(values), pa.int64())
+        fs, root = self._filesystem()
+        offline_rows = 0
+        import pyarrow.fs as pafs
+
+        folder = f"{root.rstrip('/')}/{view}"
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        for info in infos:
+            name = info.base_name
+            if info.type != pafs.FileType.File or not (name.startswith("partition_date=") and name.endswith(".parquet")):
+                continue
+            table = pq.read_table(info.path, filesystem=fs)
+            hit = pc.fill_null(pc.is_in(table.column(join_key), value_set=ids), False)
+            hits = int(pc.sum(hit).as_py() or 0)
+            if hits:
+                partition = name.removeprefix("partition_date=").removesuffix(".parquet")
+                self.export_partition(view, partition, table.filter(pc.invert(hit)))
+                offline_rows += hits
+        return {"offline_rows": offline_rows, "online_entities": self._erase_online(view, join_key, values)}
+
+    def _erase_online(self, view: str, join_key: str, values: set[int]) -> int:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        keys = [EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=int(v))]) for v in sorted(values)]
+        config = self.repo_config()
+        version = config.entity_key_serialization_version
+        if self.online_store == "redis":
+            from feast.infra.online_stores.helpers import _redis_key
+
+            client = self.store()._get_provider().online_store._get_client(config.online_store)
+            return int(client.delete(*[_redis_key(self.project, k, version) for k in keys]) or 0)
+        import os
+        import sqlite3
+
+        if not self.online_path or not os.path.exists(self.online_path):
+            return 0
+        table = f"{self.project}_{view}"  # Feast's SQLite table name for an unversioned view
+        with sqlite3.connect(self.online_path) as conn:
+            if not conn.execute("select 1 from sqlite_master where type = 'table' and name = ?", (table,)).fetchone():
+                return 0
+            removed = 0
+            for key in keys:
+                cursor = conn.execute(f'delete from "{table}" where entity_key = ?',
+                                      (serialize_entity_key(key, entity_key_serialization_version=version),))
+                removed += cursor.rowcount > 0
+        return removed
+
     # -- materialisation and online reads ---------------------------------
     def _forget_listings(self) -> None:
         """fsspec keeps one s3fs instance per process with a cached directory listing: a partition

@@ -251,6 +251,15 @@ def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: Lak
                                    passed=matched, severity=AssetCheckSeverity.ERROR,
                                    metadata={**match_meta, "orders_sent": routed["orders"],
                                              "orders_refused": routed["rejected"]}))
+    # accounts whose erasure completed stay out of a day simulated again (after the checks, which compare the
+    # simulation with its own journal)
+    from platformq_assets.lake.erasure import erased_accounts, suppress
+
+    erased = erased_accounts(lake)
+    if erased:
+        suppressed, changed = suppress({".".join(key.path): table for key, table in tables.items()}, erased)
+        tables = {key: suppressed[".".join(key.path)] for key in tables}
+        context.log.info(f"erased accounts kept out: {sum(changed.values())} row(s) removed or pseudonymised")
     for key, table in tables.items():
         identifier = ".".join(key.path)
         written = lake.replace_partition(identifier, table, PARTITION_COLUMN, day)

@@ -29,6 +29,7 @@ per_position as (
         {{ ticks_to_price('sum(price_ticks * qty_lots)') }} as traded_notional,
         count(*) as fill_count
     from fills
+    where account_id is not null  -- an erased account's fills stay in bronze (and trades), unattributed
     group by account_id, instrument, partition_date
 )
 select

@@ -1,0 +1,326 @@
+"""Erasure requests: remove a data subject (one trading account) from the lake (no Dagster here).
+
+A request names a tenant and one of its accounts. It is recorded in ``governance.erasure_requests`` (the CLI,
+``platformq erasure request``) and carried out by the ``governance/erasure_log`` asset (daily schedule, or a
+materialisation from the UI), which writes one row per request to ``governance.erasure_log``:
+
+* rows that describe the subject (identity, KYC, per-account features, positions, ranks, scores, margin) are
+  deleted from every table in ``RULES``;
+* rows that record the subject's part in something shared (an order book, a trade with a counterparty) keep
+  the event and lose the subject: the account id is set to null there, so market data (bars, volumes) and the
+  counterparty's own history stay as they were;
+* then every snapshot of those tables older than the erasure is expired and the files that only those
+  snapshots reached are deleted (``resources.lake_maintenance``), so neither time travel nor the object store
+  still holds the rows;
+* a completed request keeps its account id in the log: the venue's bronze writer reads it to keep the subject
+  out of a day that is simulated again (``suppress``).
+
+A request is checked against ``bronze.accounts`` first: an account that is not the tenant's is rejected with
+the same reason whether or not it exists elsewhere (a tenant learns nothing of another's accounts).
+Processing is idempotent: a request is done when its log row exists; a run interrupted before that repeats the
+deletes (they match nothing the second time) and the expiry (which finishes the clean-up it had begun).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from resources.lake import LakeResource
+
+REQUESTS_TABLE = "governance.erasure_requests"
+LOG_TABLE = "governance.erasure_log"
+COMPLETED, REJECTED, IN_PROGRESS = "completed", "rejected", "in_progress"
+IDENTITY_TABLE = "bronze.accounts"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one table holds the subject: ``delete`` its rows, ``null`` the columns naming it, or remove it from a
+    comma-separated ``list`` column."""
+
+    table: str
+    action: str
+    columns: tuple[str, ...]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("bronze.accounts", "delete", ("account_id",)),
+    Rule("silver.accounts", "delete", ("account_id",)),
+    Rule("bronze.kyc_events", "delete", ("account_id",)),
+    Rule("gold.positions_pnl", "delete", ("account_id",)),
+    Rule("gold.trader_leaderboard", "delete", ("account_id",)),
+    Rule("gold.futures_margin", "delete", ("account_id",)),
+    Rule("gold.account_anomaly_predictions", "delete", ("account_id",)),
+    Rule("features.account_activity", "delete", ("account_id",)),
+    Rule("ml.account_anomaly_training_set", "delete", ("account_id",)),
+    Rule("bronze.orders", "null", ("account_id",)),
+    Rule("bronze.fills", "null", ("account_id", "counterparty_account_id")),
+    Rule("silver.trades", "null", ("buy_account_id", "sell_account_id")),
+    Rule("bronze.anomaly_labels", "list", ("account_ids",)),
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _requests_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([pa.field("request_id", pa.string(), nullable=False), ("tenant_id", pa.string()),
+                      ("account_id", pa.int64()), ("reason", pa.string()), ("requested_by", pa.string()),
+                      ("requested_at", pa.timestamp("us", tz="UTC"))])
+
+
+def _log_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([pa.field("request_id", pa.string(), nullable=False), ("tenant_id", pa.string()),
+                      ("account_id", pa.int64()), ("status", pa.string()), ("detail", pa.string()),
+                      ("rows_deleted", pa.int64()), ("rows_pseudonymised", pa.int64()), ("tables", pa.string()),
+                      ("snapshots_expired", pa.int64()), ("files_deleted", pa.int64()),
+                      ("completed_at", pa.timestamp("us", tz="UTC"))])
+
+
+# -- requests ---------------------------------------------------------------------------------------------
+def request_erasure(lake: "LakeResource", tenant_id: str, account_id: int, reason: str,
+                    requested_by: str) -> dict:
+    """Record a request (checked when it is processed, so that the check sees the lake as it is then)."""
+    import pyarrow as pa
+
+    if not tenant_id.strip():
+        raise ValueError("tenant_id is empty")
+    if not reason.strip():
+        raise ValueError("a reason is required (it is kept with the request)")
+    row = {"request_id": str(uuid.uuid4()), "tenant_id": tenant_id, "account_id": int(account_id),
+           "reason": reason, "requested_by": requested_by, "requested_at": _now()}
+    lake.append(REQUESTS_TABLE, pa.Table.from_pylist([row], schema=_requests_schema()))
+    return row
+
+
+def _rows(lake: "LakeResource", table: str) -> list[dict]:
+    return lake.read(table).to_pylist() if lake.table_exists(table) else []
+
+
+def list_requests(lake: "LakeResource") -> list[dict]:
+    """Every request with its outcome (``pending`` until processed)."""
+    log = {row["request_id"]: row for row in _rows(lake, LOG_TABLE)}
+    out = []
+    for row in sorted(_rows(lake, REQUESTS_TABLE), key=lambda r: (r["requested_at"], r["request_id"])):
+        done = log.get(row["request_id"])
+        out.append({**row, "status": done["status"] if done else "pending",
+                    "detail": done["detail"] if done else None,
+                    "completed_at": done["completed_at"] if done else None})
+    return out
+
+
+def erased_accounts(lake: "LakeResource") -> set[int]:
+    """Accounts whose erasure was accepted (under way or completed): kept out of anything written again."""
+    return {row["account_id"] for row in _rows(lake, LOG_TABLE) if row["status"] in (COMPLETED, IN_PROGRESS)}
+
+
+# -- rewriting ----------------------------------------------------------------------------------------------
+def _predicate(rule: Rule, account_ids: set[int]):
+    from pyiceberg.expressions import In, Or
+
+    if rule.action == "list":
+        from pyiceberg.expressions import NotEqualTo
+
+        return NotEqualTo(rule.columns[0], "")  # narrowed in memory: the ids sit inside a string
+    terms = [In(column, sorted(account_ids)) for column in rule.columns]
+    return terms[0] if len(terms) == 1 else Or(*terms)
+
+
+def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Table", int]:
+    """The table's rows with the subjects removed, and how many rows that changed or dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not account_ids or not data.num_rows or not set(rule.columns) <= set(data.column_names):
+        return data, 0
+    ids = pa.array(sorted(account_ids), pa.int64())
+    if rule.action == "delete":
+        hit = pc.fill_null(pc.is_in(data.column(rule.columns[0]), value_set=ids), False)
+        return data.filter(pc.invert(hit)), int(pc.sum(hit).as_py() or 0)
+    if rule.action == "null":
+        touched = None
+        for column in rule.columns:
+            index = data.schema.get_field_index(column)
+            hit = pc.fill_null(pc.is_in(data.column(column), value_set=ids), False)
+            touched = hit if touched is None else pc.or_(touched, hit)
+            field = data.schema.field(index)
+            data = data.set_column(index, field.with_nullable(True),
+                                   pc.if_else(hit, pa.scalar(None, field.type), data.column(column)))
+        return data, int(pc.sum(touched).as_py() or 0)
+    column = rule.columns[0]
+    index = data.schema.get_field_index(column)
+    wanted = {str(a) for a in account_ids}
+    changed, values = 0, []
+    for value in data.column(column).to_pylist():
+        if value:
+            kept = [part for part in value.split(",") if part.strip() not in wanted]
+            if len(kept) != len(value.split(",")):
+                changed += 1
+                value = ",".join(kept)
+        values.append(value)
+    return data.set_column(index, data.schema.field(index), pa.array(values, data.schema.field(index).type)), changed
+
+
+def suppress(tables: dict[str, "pa.Table"], account_ids: set[int]) -> tuple[dict[str, "pa.Table"], dict[str, int]]:
+    """Apply every rule to tables about to be written (identifier -> Arrow table): erased accounts stay out of
+    a day that is written again. Returns the tables and the rows changed per table."""
+    rules = {rule.table: rule for rule in RULES}
+    out, changed = {}, {}
+    for identifier, data in tables.items():
+        rule = rules.get(identifier)
+        if rule is None:
+            out[identifier] = data
+            continue
+        out[identifier], changed[identifier] = apply_rule(rule, data, account_ids)
+    return out, changed
+
+
+def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> int:
+    """Rewrite the rows of one table that name the subjects, in one commit (readers see before or after)."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    predicate = _predicate(rule, account_ids)
+    for attempt in range(1, 9):
+        table = lake.load_table(identifier := rule.table)
+        data = table.scan(row_filter=predicate).to_arrow()
+        rewritten, changed = apply_rule(rule, data, account_ids)
+        if not changed:
+            return 0
+        if rule.action != "delete" or rewritten.num_rows:
+            rewritten = lake.conform(table, rewritten)
+        try:
+            with table.transaction() as tx:
+                # every row the predicate matched goes; the rewritten ones (nulled ids, kept events) come back
+                if rewritten.num_rows:
+                    tx.overwrite(rewritten, overwrite_filter=predicate)
+                else:
+                    tx.delete(predicate)
+                # the snapshot that deletes a file lists it (status DELETED) with its column bounds, which can
+                # be the subject's values; an empty append on top leaves those manifests behind, so the
+                # current snapshot names no deleted file (the expiry then removes the one that did)
+                tx.append(table.schema().as_arrow().empty_table())
+            return changed
+        except CommitFailedException:
+            if attempt == 8:
+                raise
+    raise AssertionError(f"unreachable: {identifier}")
+
+
+# -- processing ---------------------------------------------------------------------------------------------
+def _owner_check(lake: "LakeResource", request: dict, completed: set[tuple[str, int]]) -> str | None:
+    """None when the tenant may erase the account; else the reason for rejecting (the same whether or not
+    the account exists in another tenant)."""
+    from pyiceberg.expressions import EqualTo
+
+    key = (request["tenant_id"], request["account_id"])
+    owners = set()
+    if lake.table_exists(IDENTITY_TABLE):
+        owners = set(lake.read(IDENTITY_TABLE, row_filter=EqualTo("account_id", request["account_id"]),
+                               columns=("tenant_id",)).column("tenant_id").to_pylist())
+    if owners == {request["tenant_id"]} or (not owners and key in completed):
+        return None
+    return f"account {request['account_id']} is not an account of tenant {request['tenant_id']}"
+
+
+def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None = None,
+                     log: Callable[[str], Any] = lambda _message: None) -> dict:
+    """Carry out every pending request; returns what was done (for the asset's metadata)."""
+    from resources.lake_maintenance import expire_snapshots
+
+    requests = [r for r in list_requests(lake) if r["status"] in ("pending", IN_PROGRESS)]
+    if not requests:
+        return {"requests": 0, "completed": 0, "rejected": 0, "rows_deleted": 0, "rows_pseudonymised": 0,
+                "snapshots_expired": 0, "files_deleted": 0, "online_rows_deleted": 0}
+    done = {(r["tenant_id"], r["account_id"]) for r in list_requests(lake) if r["status"] == COMPLETED}
+    # checked once: a request accepted by a run that did not finish is not checked again (its account may
+    # already be gone from bronze.accounts)
+    verdicts = {r["request_id"]: None if r["status"] == IN_PROGRESS else _owner_check(lake, r, done)
+                for r in requests}
+    accepted = [r for r in requests if verdicts[r["request_id"]] is None]
+    for request in accepted:
+        if request["status"] != IN_PROGRESS:
+            _write_log(lake, {**_log_row(request, IN_PROGRESS, "accepted; erasure under way", {}), "completed_at": None})
+    per_request: dict[str, dict[str, dict]] = {r["request_id"]: {} for r in accepted}
+    for rule in RULES:
+        if not lake.table_exists(rule.table):
+            continue
+        for request in accepted:  # one commit per table and request: the log can say what each request removed
+            changed = _erase_in_table(lake, rule, {request["account_id"]})
+            if changed:
+                verb = "deleted" if rule.action == "delete" else "pseudonymised"
+                per_request[request["request_id"]][rule.table] = {verb: changed}
+                log(f"{request['request_id']}: {rule.table}: {changed} row(s) {verb}")
+    online = online_eraser({r["account_id"] for r in accepted}) if (online_eraser and accepted) else 0
+
+    # history goes too: every snapshot older than now of every table that can hold a subject
+    cutoff = _now() + dt.timedelta(milliseconds=1)
+    expired = {rule.table: expire_snapshots(lake, rule.table, older_than=cutoff, retain_last=1)
+               for rule in RULES if accepted and lake.table_exists(rule.table)}
+    snapshots = sum(e.snapshots_expired for e in expired.values())
+    files = sum(e.files_deleted for e in expired.values())
+
+    rows = []
+    for request in requests:
+        reason = verdicts[request["request_id"]]
+        tables = per_request.get(request["request_id"], {})
+        if reason:
+            detail = reason
+        elif request["status"] == IN_PROGRESS:
+            detail = "finished after an interrupted run (the counts are this run's)"
+        else:
+            detail = f"{len(tables)} table(s) changed" if tables else "nothing left to erase"
+        row = _log_row(request, REJECTED if reason else COMPLETED, detail, tables)
+        if not reason:
+            row.update({"snapshots_expired": snapshots, "files_deleted": files})
+        rows.append(row)
+    for row in rows:
+        _write_log(lake, row)
+    return {"requests": len(requests), "completed": sum(r["status"] == COMPLETED for r in rows),
+            "rejected": sum(r["status"] == REJECTED for r in rows),
+            "rows_deleted": sum(r["rows_deleted"] for r in rows),
+            "rows_pseudonymised": sum(r["rows_pseudonymised"] for r in rows),
+            "snapshots_expired": snapshots, "files_deleted": files, "online_rows_deleted": online}
+
+
+def _log_row(request: dict, status: str, detail: str, tables: dict) -> dict:
+    return {"request_id": request["request_id"], "tenant_id": request["tenant_id"],
+            "account_id": request["account_id"], "status": status, "detail": detail,
+            "rows_deleted": sum(v.get("deleted", 0) for v in tables.values()),
+            "rows_pseudonymised": sum(v.get("pseudonymised", 0) for v in tables.values()),
+            "tables": json.dumps(tables, sort_keys=True), "snapshots_expired": 0, "files_deleted": 0,
+            "completed_at": _now()}
+
+
+def _write_log(lake: "LakeResource", row: dict) -> None:
+    """One row per request, replaced (a re-run after a crash writes the same key)."""
+    import pyarrow as pa
+    from pyiceberg.expressions import EqualTo
+
+    lake.replace_where(LOG_TABLE, pa.Table.from_pylist([row], schema=_log_schema()),
+                       EqualTo("request_id", row["request_id"]))
+
+
+def remaining_rows(lake: "LakeResource", account_ids: set[int]) -> dict[str, int]:
+    """Rows that still name one of the accounts, per table (empty when the erasure is complete)."""
+    if not account_ids:
+        return {}
+    out = {}
+    for rule in RULES:
+        if not lake.table_exists(rule.table):
+            continue
+        data = lake.read(rule.table, row_filter=_predicate(rule, account_ids), columns=rule.columns)
+        _, named = apply_rule(rule, data, account_ids)
+        if named:
+            out[rule.table] = named
+    return out

@@ -1,0 +1,283 @@
+"""Erasure requests and snapshot expiry on real Iceberg tables (local catalog and files).
+
+An erasure must leave no row naming the subject in the current tables, none reachable by time travel and
+none in a file still on disk; what others did with the subject (trades, orders in the book) stays, without it.
+"""
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+DAY1, DAY2 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+ACME, BOREALIS = "t-acme", "t-borealis"
+# account -> tenant; 2 is the subject (Acme), 3 belongs to Borealis
+TENANT_OF = {1: ACME, 2: ACME, 3: BOREALIS}
+# the subject's email sorts first: it is the lower bound in the column statistics Iceberg keeps in manifests
+EMAIL_OF = {1: "person1@example.org", 2: "a.subject@example.org", 3: "person3@example.org"}
+
+
+def _accounts(day):
+    ids = sorted(TENANT_OF)
+    return pa.table({"account_id": pa.array(ids, pa.int64()), "tenant_id": [TENANT_OF[i] for i in ids],
+                     "full_name": [f"Person {i}" for i in ids], "email": [EMAIL_OF[i] for i in ids],
+                     "partition_date": pa.array([day] * len(ids), pa.date32())})
+
+
+def _orders(day):
+    return pa.table({"order_id": pa.array([f"{day}-o{i}" for i in range(4)]),
+                     "account_id": pa.array([1, 2, 2, 3], pa.int64()), "qty_lots": pa.array([1, 2, 3, 4], pa.int64()),
+                     "partition_date": pa.array([day] * 4, pa.date32())})
+
+
+def _fills(day):
+    # trade 1: 2 buys from 1; trade 2: 3 buys from 1
+    return pa.table({"fill_id": [f"{day}-f{i}" for i in range(4)], "trade_id": pa.array([1, 1, 2, 2], pa.int64()),
+                     "account_id": pa.array([2, 1, 3, 1], pa.int64()),
+                     "counterparty_account_id": pa.array([1, 2, 1, 3], pa.int64()),
+                     "side": ["BUY", "SELL", "BUY", "SELL"], "partition_date": pa.array([day] * 4, pa.date32())})
+
+
+def _positions(day):
+    return pa.table({"account_id": pa.array([1, 2, 3], pa.int64()), "tenant_id": [ACME, ACME, BOREALIS],
+                     "pnl": [1.0, -2.0, 3.0], "partition_date": pa.array([day] * 3, pa.date32())})
+
+
+def _labels(day):
+    return pa.table({"anomaly_id": [f"{day}-a1", f"{day}-a2", f"{day}-a3"], "account_ids": ["2,3", "", "1"],
+                     "partition_date": pa.array([day] * 3, pa.date32())})
+
+
+BUILDERS = {"bronze.accounts": _accounts, "bronze.orders": _orders, "bronze.fills": _fills,
+            "gold.positions_pnl": _positions, "bronze.anomaly_labels": _labels}
+
+
+@pytest.fixture
+def small_lake(lake):
+    for day in (DAY1, DAY2):  # two days, each its own snapshot: history to expire
+        for identifier, build in BUILDERS.items():
+            lake.replace_partition(identifier, build(day), "partition_date", day)
+    lake.replace_partition("bronze.accounts", _accounts(DAY2), "partition_date", DAY2)  # a re-run: a third
+    return lake
+
+
+def _warehouse_files(settings) -> list[Path]:
+    root = Path(settings.home) / "warehouse"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files, f"no lake files under {root}"
+    return files
+
+
+def _rows_in_files(settings, table_dir: str) -> pa.Table:
+    """Every row of every Parquet file still on disk for a table (current or not)."""
+    parts = [pq.read_table(p) for p in _warehouse_files(settings)
+             if p.suffix == ".parquet" and f"/{table_dir}/" in str(p)]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _process(lake, **kwargs):
+    from platformq_assets.lake import erasure
+
+    return erasure.process_requests(lake, **kwargs)
+
+
+def test_an_erasure_removes_the_subject_everywhere_and_keeps_what_others_did(settings, small_lake):
+    from platformq_assets.lake import erasure
+
+    lake = small_lake
+    old_snapshots = {t: [s.snapshot_id for s in lake.load_table(t).snapshots()] for t in BUILDERS}
+    assert all(len(ids) >= 2 for ids in old_snapshots.values())
+    assert 2 in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
+
+    subject = erasure.request_erasure(lake, ACME, 2, "DSR-17", "dpo")
+    foreign = erasure.request_erasure(lake, ACME, 3, "not ours", "dpo")  # Borealis's account
+    unknown = erasure.request_erasure(lake, ACME, 99, "typo", "dpo")
+    assert [r["status"] for r in erasure.list_requests(lake)] == ["pending"] * 3
+    summary = _process(lake)
+    assert (summary["completed"], summary["rejected"]) == (1, 2)
+
+    # identity and per-account rows: gone; the others' untouched
+    assert sorted(lake.read("bronze.accounts").column("account_id").to_pylist()) == [1, 1, 3, 3]
+    assert sorted(lake.read("gold.positions_pnl").column("account_id").to_pylist()) == [1, 1, 3, 3]
+    # shared events: kept (counts reconcile), the subject's id nulled, the counterparty's kept
+    orders = lake.read("bronze.orders")
+    assert orders.num_rows == 8 and sorted(orders.column("qty_lots").to_pylist()) == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert sorted(orders.column("account_id").to_pylist(), key=str) == sorted([1, 1, 3, 3, None, None, None, None],
+                                                                            key=str)
+    fills = lake.read("bronze.fills").sort_by([("partition_date", "ascending"), ("fill_id", "ascending")]).to_pylist()
+    assert [(f["account_id"], f["counterparty_account_id"]) for f in fills] == [(None, 1), (1, None), (3, 1), (1, 3)] * 2
+    labels = {r["anomaly_id"][-2:]: r["account_ids"] for r in lake.read("bronze.anomaly_labels").to_pylist()}
+    assert labels == {"a1": "3", "a2": "", "a3": "1"}
+
+    # history: every older snapshot expired, time travel to one fails, and no file on disk holds the subject
+    for identifier, ids in old_snapshots.items():
+        table = lake.load_table(identifier)
+        assert len(table.snapshots()) == 1 and table.snapshots()[0].snapshot_id not in ids
+        with pytest.raises(ValueError):
+            table.scan(snapshot_id=ids[0]).to_arrow()
+    on_disk = _rows_in_files(settings, "accounts")
+    assert 2 not in set(on_disk.column("account_id").to_pylist())
+    assert not any(b"a.subject@" in p.read_bytes() for p in _warehouse_files(settings) if p.suffix != ".avro")
+    # manifests (deflated Avro) keep each file's column bounds, also for the files a snapshot deleted
+    for identifier in BUILDERS:
+        table = lake.load_table(identifier)
+        for entry in table.inspect.entries().to_pylist():
+            bounds = [v for pairs in (entry["data_file"]["lower_bounds"], entry["data_file"]["upper_bounds"])
+                      for _, v in (pairs or [])]
+            assert not any(b"a.subject@" in v for v in bounds), (identifier, entry["status"])
+        from resources.lake_maintenance import reachable_files
+
+        live = set().union(*reachable_files(table).values())
+        on_disk = {p.as_uri() for p in _warehouse_files(settings) if p.suffix == ".avro"
+                   and f"/{identifier.split('.')[1]}/" in str(p) and f"/{identifier.split('.')[0]}" in str(p)}
+        assert on_disk <= {u.replace("file:///", "file:/") for u in live} | live, identifier
+    assert set(_rows_in_files(settings, "orders").column("account_id").to_pylist()) == {1, 3, None}
+
+    log = {r["request_id"]: r for r in lake.read(erasure.LOG_TABLE).to_pylist()}
+    done = log[subject["request_id"]]
+    assert (done["status"], done["rows_deleted"], done["rows_pseudonymised"]) == ("completed", 4, 10)
+    assert done["snapshots_expired"] > 0 and done["files_deleted"] > 0
+    for rejected in (foreign, unknown):  # one reason, whether or not the account exists in another tenant
+        row = log[rejected["request_id"]]
+        assert row["status"] == "rejected"
+        assert row["detail"] == f"account {rejected['account_id']} is not an account of tenant {ACME}"
+    assert erasure.erased_accounts(lake) == {2}
+    assert erasure.remaining_rows(lake, {2}) == {}
+    assert erasure.remaining_rows(lake, {3}) == {"bronze.accounts": 2, "bronze.orders": 2, "bronze.fills": 4,
+                                                 "gold.positions_pnl": 2, "bronze.anomaly_labels": 2}
+
+    # idempotent: nothing pending, nothing changes; asking again completes with nothing left to erase
+    before = {t: lake.load_table(t).current_snapshot().snapshot_id for t in BUILDERS}
+    assert _process(lake)["requests"] == 0
+    assert {t: lake.load_table(t).current_snapshot().snapshot_id for t in BUILDERS} == before
+    again = erasure.request_erasure(lake, ACME, 2, "DSR-17 follow-up", "dpo")
+    _process(lake)
+    row = next(r for r in erasure.list_requests(lake) if r["request_id"] == again["request_id"])
+    assert (row["status"], row["detail"]) == ("completed", "nothing left to erase")
+
+
+def test_a_run_interrupted_after_the_deletes_is_finished_by_the_next(settings, small_lake, monkeypatch):
+    """A crash between the table rewrites and the log: the request stays pending, the next run repeats the
+    deletes (nothing left) and the expiry, and logs it."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    from platformq_assets.lake import erasure
+
+    lake = small_lake
+    request = erasure.request_erasure(lake, ACME, 2, "DSR-18", "dpo")
+    real_commit = ExpireSnapshots.commit
+    calls = []
+
+    def crash_on_third(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")  # what a killed step looks like to the code after it
+        return real_commit(self)
+
+    monkeypatch.setattr(ExpireSnapshots, "commit", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        _process(lake)
+    assert [r["status"] for r in erasure.list_requests(lake)] == ["in_progress"]
+    assert 2 not in lake.read("bronze.accounts").column("account_id").to_pylist()
+    assert erasure.erased_accounts(lake) == {2}  # accepted: kept out of new writes already
+    monkeypatch.setattr(ExpireSnapshots, "commit", real_commit)
+    _process(lake)
+    row = erasure.list_requests(lake)[0]
+    assert (row["request_id"], row["status"]) == (request["request_id"], "completed")
+    assert row["detail"] == "finished after an interrupted run (the counts are this run's)"
+    for identifier in BUILDERS:  # every table readable, and only its current snapshot left
+        table = lake.load_table(identifier)
+        assert len(table.snapshots()) == 1
+        table.scan().to_arrow()
+    assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
+
+
+def test_expiry_keeps_recent_snapshots_and_deletes_only_files_no_kept_snapshot_reaches(settings, lake):
+    from resources.lake_maintenance import expire_snapshots
+
+    day = DAY1
+    for n in range(4):  # four versions of one partition, each its own file (a replacement is two snapshots)
+        lake.replace_partition("bronze.orders", _orders(day).set_column(2, "qty_lots", pa.array([n] * 4, pa.int64())),
+                               "partition_date", day)
+    lake.replace_partition("bronze.orders", _orders(DAY2), "partition_date", DAY2)  # DAY2's file stays live
+    table = lake.load_table("bronze.orders")
+    snapshots = [s.snapshot_id for s in sorted(table.snapshots(), key=lambda s: s.timestamp_ms)]
+    second_last = table.scan(snapshot_id=snapshots[-2]).to_arrow()
+
+    now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    # nothing older than a week: nothing changes
+    assert expire_snapshots(lake, "bronze.orders", older_than=now - dt.timedelta(days=7)).snapshots_expired == 0
+    result = expire_snapshots(lake, "bronze.orders", older_than=now, retain_last=2)
+    assert (result.snapshots_expired, result.snapshots_kept) == (len(snapshots) - 2, 2)
+    table = lake.load_table("bronze.orders")
+    assert {s.snapshot_id for s in table.snapshots()} == set(snapshots[-2:])
+    # the kept snapshots still read in full (their files are all there), the current one too
+    assert table.scan(snapshot_id=snapshots[-2]).to_arrow().num_rows == second_last.num_rows
+    current = lake.read("bronze.orders")
+    assert sorted(current.column("qty_lots").to_pylist()) == [1, 2, 3, 3, 3, 3, 3, 4]
+    # the files of the three expired replacements of DAY1 (qty 0, 1 and 2) are gone from disk
+    left = _rows_in_files(settings, "orders")
+    assert set(left.column("qty_lots").to_pylist()) == {1, 2, 3, 4} and left.num_rows == 8
+    assert result.files_deleted >= 3 + 3  # three data files, their manifests and manifest lists
+    # a second run has nothing to do
+    assert expire_snapshots(lake, "bronze.orders", older_than=now, retain_last=2).snapshots_expired == 0
+
+
+def test_suppress_keeps_erased_accounts_out_of_tables_about_to_be_written():
+    from platformq_assets.lake.erasure import suppress
+
+    tables = {"bronze.accounts": _accounts(DAY1), "bronze.orders": _orders(DAY1), "bronze.fills": _fills(DAY1),
+              "bronze.anomaly_labels": _labels(DAY1), "bronze.reference_prices": pa.table({"x": [1]})}
+    out, changed = suppress(tables, {2})
+    assert out["bronze.accounts"].column("account_id").to_pylist() == [1, 3]
+    assert out["bronze.orders"].column("account_id").to_pylist() == [1, None, None, 3]
+    assert out["bronze.fills"].column("counterparty_account_id").to_pylist() == [1, None, 1, 3]
+    assert out["bronze.anomaly_labels"].column("account_ids").to_pylist() == ["3", "", "1"]
+    assert out["bronze.reference_prices"] is tables["bronze.reference_prices"]
+    assert changed == {"bronze.accounts": 1, "bronze.orders": 2, "bronze.fills": 2, "bronze.anomaly_labels": 1}
+    assert suppress(tables, set())[1] == {t: 0 for t in changed}
+
+
+def test_the_lake_maintenance_job_carries_out_requests_and_checks_nothing_names_the_subject(settings, small_lake):
+    """Through Dagster, as the nightly schedule runs it: the erasure asset, its blocking check, then expiry."""
+    from dagster import AssetKey, DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.lake import erasure
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-19", "dpo")
+    defs = build_definitions(settings)
+    assert {s.name for s in defs.schedules} >= {"lake_maintenance_daily"}
+    result = defs.resolve_job_def("lake_maintenance").execute_in_process(
+        instance=DagsterInstance.get(), run_config={"ops": {"maintenance__snapshot_expiry": {
+            "config": {"retention_days": 0, "retain_last": 1}}}})
+    assert result.success
+    meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    erased = meta[AssetKey(["governance", "erasure_log"])]
+    assert (erased["completed"].value, erased["rows_deleted"].value, erased["rows_pseudonymised"].value) == (1, 4, 10)
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "erased_subjects_absent" and check.passed
+    expiry = meta[AssetKey(["maintenance", "snapshot_expiry"])]
+    # the erasure left one snapshot per table it touched; the expiry trims the request and log tables
+    assert expiry["tables"].value == len(small_lake.list_tables())
+    assert all(len(small_lake.load_table(t).snapshots()) == 1 for t in small_lake.list_tables())
+
+
+def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(settings, small_lake):
+    """The check reads the tables, not the log: a day written back with the subject (here by hand, as a
+    writer that ignores the erasure would) fails it."""
+    from dagster import DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+    from platformq_assets.lake import erasure
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-20", "dpo")
+    erasure.process_requests(small_lake)
+    small_lake.replace_partition("bronze.accounts", _accounts(DAY1), "partition_date", DAY1)
+    job = build_definitions(settings).resolve_job_def("lake_maintenance")
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["tables_still_naming_them"].value == "bronze.accounts"
