@@ -281,3 +281,31 @@ def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(sett
     [check] = result.get_asset_check_evaluations()
     assert not check.passed
     assert check.metadata["tables_still_naming_them"].value == "bronze.accounts"
+
+
+def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, lake):
+    """The real daily graph (venue -> bronze -> dbt silver and gold): erase a trader, then rebuild the day;
+    the account is in no table, its trades still are (unattributed), and the dbt tests pass."""
+    from dagster import DagsterInstance
+
+    from platformq_assets.lake import erasure
+    from tests.integration.helpers import definitions, failed_checks, run_day
+
+    day = "2024-01-02"
+    defs = definitions(settings)
+    assert run_day(defs, day, job="medallion_daily").success
+    accounts = lake.read("bronze.accounts").to_pylist()
+    trades_before = lake.read("silver.trades").num_rows
+    ranked = {r["account_id"] for r in lake.read("gold.trader_leaderboard").to_pylist()}
+    subject = next(a for a in accounts if a["account_id"] in ranked)
+    erasure.request_erasure(lake, subject["tenant_id"], subject["account_id"], "DSR-21", "dpo")
+    maintenance = defs.resolve_job_def("lake_maintenance").execute_in_process(instance=DagsterInstance.get())
+    assert maintenance.success and all(c.passed for c in maintenance.get_asset_check_evaluations())
+    assert erasure.remaining_rows(lake, {subject["account_id"]}) == {}
+
+    rerun = run_day(defs, day, job="medallion_daily")
+    assert rerun.success and not failed_checks(rerun)
+    assert erasure.remaining_rows(lake, {subject["account_id"]}) == {}
+    assert lake.read("silver.trades").num_rows == trades_before
+    pnl = lake.read("gold.positions_pnl").column("account_id")
+    assert pnl.null_count == 0  # the unattributed fills make no position of their own

@@ -43,9 +43,11 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
     assert "silver/trades:unique_trades_trade_id" in checks  # dbt test as asset check
     assert "silver/trades:trades_expectation_suite" in checks  # GX suite
     assert "ops/landing_files:landing_counts_reconcile" in checks
-    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "ingest_landing", "ml_daily", "ml_training"}
+    assert {j.name for j in defs.jobs} >= {"venue_daily", "lake_daily", "ingest_landing", "ml_daily", "ml_training",
+                                           "lake_maintenance"}
     type(defs).validate_loadable(defs)  # what the webserver/daemon do: names unique, jobs resolvable
-    assert {s.name for s in defs.schedules} >= {"venue_daily_schedule", "ml_daily_schedule", "ml_training_weekly"}
+    assert {s.name for s in defs.schedules} >= {"venue_daily_schedule", "ml_daily_schedule", "ml_training_weekly",
+                                                "lake_maintenance_daily"}
     assert {s.name for s in defs.sensors} >= {"landing_zone_sensor", "freshness_checks_sensor", "ml_drift_alerts"}
     # model lineage: feature table -> training set -> model -> evaluation -> champion -> scores
     chain = ["features/instrument_intervals", "ml/price_direction_training_set", "ml/price_direction",
@@ -56,7 +58,7 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
         assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance",
-                                   "neuromorphic", "federated", "features", "ml"}
+                                   "neuromorphic", "federated", "features", "ml", "maintenance"}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):
