@@ -188,7 +188,7 @@ def suppress(tables: dict[str, "pa.Table"], account_ids: set[int]) -> tuple[dict
 
 def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> int:
     """Rewrite the rows of one table that name the subjects, in one commit (readers see before or after)."""
-    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     predicate = _predicate(rule, account_ids)
     for attempt in range(1, 9):
@@ -211,7 +211,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
                 # current snapshot names no deleted file (the expiry then removes the one that did)
                 tx.append(table.schema().as_arrow().empty_table())
             return changed
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):  # another writer first: read again, redo
             if attempt == 8:
                 raise
     raise AssertionError(f"unreachable: {identifier}")

@@ -101,7 +101,7 @@ def _quarantine_rows(parsed: landing_reader.ParsedFile, lineage: dict):
     })
 
 
-def _ledger_row(lineage: dict, status: str, read: int, accepted: int, quarantined: int, fmt: str):
+def _ledger_row(lineage: dict, status: str, read: int, accepted: int, quarantined: int, fmt: str, erased: int = 0):
     import pyarrow as pa
 
     return pa.table({
@@ -113,6 +113,8 @@ def _ledger_row(lineage: dict, status: str, read: int, accepted: int, quarantine
         "rows_read": pa.array([read], pa.int64()),
         "rows_accepted": pa.array([accepted], pa.int64()),
         "rows_quarantined": pa.array([quarantined], pa.int64()),
+        # records of accounts whose erasure was accepted: read, not stored (read = accepted + quarantined + erased)
+        "rows_erased": pa.array([erased], pa.int64()),
         "batch_id": pa.array([lineage["batch_id"]], pa.string()),
         "ingested_at": pa.array([lineage["ingested_at"]], pa.timestamp("us", tz="UTC")),
     })
@@ -127,8 +129,10 @@ def ingested_hashes(lake: LakeResource) -> set[tuple[str, str]]:
     return set(zip(ledger.column("source").to_pylist(), ledger.column("file_sha256").to_pylist()))
 
 
-def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already: set[tuple[str, str]]) -> dict:
-    """Ingest one file (idempotent per content hash). Returns its ledger counts."""
+def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already: set[tuple[str, str]],
+                erased: frozenset[int] | set[int] = frozenset()) -> dict:
+    """Ingest one file (idempotent per content hash). Returns its ledger counts. Accepted records of an
+    ``erased`` account (an accepted erasure request) are read and counted, not stored."""
     from pyiceberg.expressions import And, EqualTo
 
     sha = landing.sha256()
@@ -142,7 +146,7 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
     }
     if (landing.source, sha) in already:
         return {"file": landing.relpath, "status": "already_ingested", "rows_read": 0, "rows_accepted": 0,
-                "rows_quarantined": 0, "sha256": sha}
+                "rows_quarantined": 0, "rows_erased": 0, "sha256": sha}
 
     identifier = ".".join(landing_key(landing.source).path)
     parsed = landing_reader.parse_file(landing.name, landing.path.read_bytes(), _table_types(lake, identifier))
@@ -158,6 +162,13 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
             problem = f"rows could not be converted for the table ({type(exc).__name__})"
             parsed = landing_reader.file_problem(parsed.file_format, f"{problem}: {exc}", landing.path.read_bytes(),
                                                  problem)
+    erased_rows = 0
+    if rows is not None and erased:
+        from platformq_assets.lake.erasure import suppress
+
+        suppressed, changed = suppress({identifier: rows}, set(erased))
+        rows, erased_rows = suppressed[identifier], changed.get(identifier, 0)
+    accepted = len(parsed.accepted) - erased_rows
     same_file = EqualTo("_file_sha256", sha)
     same_source_file = And(EqualTo("source", landing.source), EqualTo("file_sha256", sha))
     if rows is not None:
@@ -167,12 +178,13 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
         lake.replace_where(quarantine_id, _quarantine_rows(parsed, lineage), same_source_file)
     status = "ingested" if not parsed.quarantined else ("quarantined" if not parsed.accepted else "partially_quarantined")
     lake.replace_where(".".join(LEDGER_KEY.path),
-                       _ledger_row(lineage, status, parsed.records_read, len(parsed.accepted),
-                                   len(parsed.quarantined), parsed.file_format),
+                       _ledger_row(lineage, status, parsed.records_read, accepted,
+                                   len(parsed.quarantined), parsed.file_format, erased_rows),
                        same_source_file)
     already.add((landing.source, sha))
     return {"file": landing.relpath, "status": status, "rows_read": parsed.records_read,
-            "rows_accepted": len(parsed.accepted), "rows_quarantined": len(parsed.quarantined), "sha256": sha,
+            "rows_accepted": accepted, "rows_quarantined": len(parsed.quarantined), "rows_erased": erased_rows,
+            "sha256": sha,
             "reasons": collections.Counter(q.summary for q in parsed.quarantined)}
 
 
@@ -199,8 +211,8 @@ def build_landing_assets(sources: list[str]):
         ],
         check_specs=[
             AssetCheckSpec("landing_counts_reconcile", asset=LEDGER_KEY, blocking=True,
-                           description="For every file of the run: rows read = accepted + quarantined, "
-                           "and the lake holds exactly those rows."),
+                           description="For every file of the run: rows read = accepted + quarantined (+ "
+                           "records of erased accounts, counted, not stored), and the lake holds exactly those rows."),
             AssetCheckSpec("quarantine_records_explained", asset=QUARANTINE_KEY, blocking=False,
                            description="Every quarantined record names its file and a reason."),
             *[AssetCheckSpec("lineage_columns_present", asset=key, blocking=True,
@@ -221,10 +233,14 @@ def build_landing_assets(sources: list[str]):
             raise FileNotFoundError(f"landing files not found under {landing_zone.root}: {missing}")
         already = ingested_hashes(lake)
         batch_id = context.run.run_id
-        reports = [ingest_file(lake, available[f], batch_id, already) for f in wanted]
+        from platformq_assets.lake.erasure import erased_accounts
+
+        erased = erased_accounts(lake)
+        reports = [ingest_file(lake, available[f], batch_id, already, erased) for f in wanted]
         for report in reports:
             context.log.info(f"{report['file']}: {report['status']} read={report['rows_read']} "
-                             f"accepted={report['rows_accepted']} quarantined={report['rows_quarantined']}")
+                             f"accepted={report['rows_accepted']} quarantined={report['rows_quarantined']} "
+                             f"erased={report['rows_erased']}")
 
         touched = sorted({r["file"].split("/")[0] for r in reports if r["rows_accepted"]})
         for source in touched:
@@ -238,7 +254,8 @@ def build_landing_assets(sources: list[str]):
             missing = sum(table.column(c).null_count for c in ("_source_file", "_file_sha256", "_line"))
             yield AssetCheckResult(asset_key=source_keys[source], check_name="lineage_columns_present",
                                    passed=missing == 0, metadata={"null_lineage_values": missing})
-        totals = {k: sum(r[k] for r in reports) for k in ("rows_read", "rows_accepted", "rows_quarantined")}
+        totals = {k: sum(r[k] for r in reports)
+                  for k in ("rows_read", "rows_accepted", "rows_quarantined", "rows_erased")}
         if any(r["rows_quarantined"] for r in reports):
             # summaries only: the event log is out of reach of masking and erasure, the values stay in the lake
             reasons = sum((r.get("reasons", collections.Counter()) for r in reports), collections.Counter())
@@ -266,8 +283,9 @@ def build_landing_assets(sources: list[str]):
             stored_q = lake.read(".".join(QUARANTINE_KEY.path),
                                  row_filter=And(EqualTo("source", source), EqualTo("file_sha256", r["sha256"])),
                                  columns=("line",)).num_rows if r["rows_quarantined"] else 0
-            if r["rows_read"] != stored_ok + stored_q or stored_ok != r["rows_accepted"]:
-                mismatches.append(f"{r['file']}: read {r['rows_read']}, lake holds {stored_ok} + {stored_q}")
+            if r["rows_read"] != stored_ok + stored_q + r["rows_erased"] or stored_ok != r["rows_accepted"]:
+                mismatches.append(f"{r['file']}: read {r['rows_read']}, lake holds {stored_ok} + {stored_q}"
+                                  + (f" (+ {r['rows_erased']} erased)" if r["rows_erased"] else ""))
         yield AssetCheckResult(asset_key=LEDGER_KEY, check_name="landing_counts_reconcile",
                                passed=not mismatches, severity=AssetCheckSeverity.ERROR,
                                metadata={**totals, "mismatches": "\n".join(mismatches) or "none"})

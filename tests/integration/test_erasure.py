@@ -309,3 +309,26 @@ def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, 
     assert lake.read("silver.trades").num_rows == trades_before
     pnl = lake.read("gold.positions_pnl").column("account_id")
     assert pnl.null_count == 0  # the unattributed fills make no position of their own
+
+
+def test_a_landing_file_naming_an_erased_account_is_read_counted_and_not_stored(settings, small_lake):
+    """KYC events keep arriving from the source system after an erasure: the erased account's records are
+    counted in the ledger (read = accepted + quarantined + erased) and never stored; the check reconciles."""
+    from dagster import DagsterInstance
+
+    from platformq_assets.lake import erasure
+    from tests.integration.helpers import QUIET, definitions
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-22", "dpo")
+    erasure.process_requests(small_lake)
+    path = settings.landing_dir / "kyc_events" / "k.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"account_id": 1, "event": "kyc"}\n{"account_id": 2, "event": "kyc"}\n'
+                     b'{"account_id": 3, "event": "kyc"}\n{"account_id": "x", "event": "kyc"}\n')
+    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
+        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == [1, 3]
+    [row] = small_lake.read("ops.landing_files").to_pylist()
+    assert (row["rows_read"], row["rows_accepted"], row["rows_quarantined"], row["rows_erased"]) == (4, 2, 1, 1)
