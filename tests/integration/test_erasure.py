@@ -332,3 +332,40 @@ def test_a_landing_file_naming_an_erased_account_is_read_counted_and_not_stored(
     assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == [1, 3]
     [row] = small_lake.read("ops.landing_files").to_pylist()
     assert (row["rows_read"], row["rows_accepted"], row["rows_quarantined"], row["rows_erased"]) == (4, 2, 1, 1)
+
+
+@pytest.mark.slow  # two servers
+def test_erasure_and_expiry_on_the_production_twins_postgres_catalog_and_s3(production):
+    """The same erasure with the catalog on Postgres and the files in an S3 bucket (moto_server): the files
+    only old snapshots reached are deleted from the bucket, and none left there holds the subject."""
+    import pyarrow.fs as pafs
+
+    from platformq_assets.lake import erasure
+    from resources import lake_resource
+
+    settings, endpoint, _db = production
+    lake = lake_resource(settings)
+    for day in (DAY1, DAY2):
+        for identifier, build in BUILDERS.items():
+            lake.replace_partition(identifier, build(day), "partition_date", day)
+    assert lake.load_table("bronze.accounts").location().startswith("s3://lake/")
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint, access_key="test", secret_key="test", scheme="http",
+                           region="us-east-1")
+
+    def objects() -> list[str]:
+        return [i.path for i in s3.get_file_info(pafs.FileSelector("lake/warehouse", recursive=True))
+                if i.type == pafs.FileType.File]
+
+    before = objects()
+    erasure.request_erasure(lake, ACME, 2, "DSR-23", "dpo")
+    summary = erasure.process_requests(lake)
+    assert summary["completed"] == 1 and summary["files_deleted"] > 0
+    after = objects()
+    # every accounts file written before held the subject: all deleted from the bucket itself
+    old_accounts = [p for p in before if "/bronze/accounts/data/" in p]
+    assert old_accounts and not set(old_accounts) & set(after)
+    for path in after:
+        if path.endswith(".parquet") and "/accounts/" in path:
+            assert 2 not in pq.read_table(path, filesystem=s3).column("account_id").to_pylist(), path
+    assert erasure.remaining_rows(lake, {2}) == {}
+    assert sorted(lake.read("bronze.accounts").column("account_id").to_pylist()) == [1, 1, 3, 3]

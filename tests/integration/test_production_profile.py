@@ -8,36 +8,9 @@ PLATFORMQ_SQL_ENGINE=duckdb: the same graph, catalog and storage, with dbt-duckd
 import pytest
 from dagster import DagsterInstance
 
-from resources.settings import load_settings
 from tests.integration.helpers import QUIET, SMALL_VENUE, definitions
-from tests.integration.servers import PG_DSN, create_bucket, moto_s3, postgres_database
-from tests.conftest import ML_PRODUCTION_ENV
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def production(platform_home, monkeypatch):
-    with moto_s3() as endpoint, postgres_database() as db:
-        create_bucket(endpoint, "lake")
-        create_bucket(endpoint, "platformq-objects")
-        env = {
-            "PLATFORMQ_PROFILE": "production",
-            "PLATFORMQ_CATALOG_URI": PG_DSN.format(db=db),
-            "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse",
-            "PLATFORMQ_S3_ENDPOINT": endpoint,
-            "PLATFORMQ_S3_ACCESS_KEY": "test",
-            "PLATFORMQ_S3_SECRET_KEY": "test", "PLATFORMQ_PII_SALT": "test-deployment-salt",
-            "PLATFORMQ_OBJECT_STORE_BUCKET": "platformq-objects",
-            "PLATFORMQ_SQL_ENGINE": "duckdb",
-            "PLATFORMQ_SERVICES_IN_PROCESS": "true",
-            **ML_PRODUCTION_ENV,
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        load_settings.cache_clear()
-        yield load_settings(), endpoint, db
-        load_settings.cache_clear()
 
 
 def test_lakehouse_graph_runs_on_postgres_catalog_and_s3(production, platform_home):
