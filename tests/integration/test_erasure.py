@@ -369,3 +369,30 @@ def test_erasure_and_expiry_on_the_production_twins_postgres_catalog_and_s3(prod
             assert 2 not in pq.read_table(path, filesystem=s3).column("account_id").to_pylist(), path
     assert erasure.remaining_rows(lake, {2}) == {}
     assert sorted(lake.read("bronze.accounts").column("account_id").to_pylist()) == [1, 1, 3, 3]
+
+
+def test_the_erasure_cli_records_lists_and_carries_out_requests(platform_home, small_lake):
+    """`platformq erasure request|list|process` in a subprocess, on the test's home."""
+    import subprocess
+
+    from tests.conftest import ROOT, subprocess_env
+
+    def cli(*args):
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "platformq"), "erasure", *args], cwd=ROOT,
+                              env=subprocess_env(platform_home), capture_output=True, text=True, timeout=300)
+
+    missing = cli("request", ACME, "2")
+    assert missing.returncode == 2 and "--reason" in missing.stderr
+    made = cli("request", ACME, "2", "--reason", "DSR-24", "--by", "dpo")
+    assert made.returncode == 0 and "(pending)" in made.stdout, made.stderr
+    assert cli("request", BOREALIS, "1", "--reason", "not theirs").returncode == 0
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in cli("list").stdout.splitlines()
+            if line.startswith("|")][1:]
+    assert [row[1:4] for row in rows] == [[ACME, "2", "pending"], [BOREALIS, "1", "pending"]]
+    done = cli("process")
+    assert done.returncode == 0, done.stderr
+    assert "requests 2: completed 1, rejected 1; rows deleted 4, pseudonymised 10" in done.stdout
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in cli("list").stdout.splitlines()
+            if line.startswith("|")][1:]
+    assert [row[3] for row in rows] == ["completed", "rejected"]
+    assert rows[1][4].startswith("account 1 is not an account of")
