@@ -133,7 +133,10 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
     elif service == "data":
         from services.data_api.api import create_data_app
 
-        app = create_data_app(ctx, LakeResource(**(lake_config or {})))
+        from resources.erasure import LakeErasureDesk
+
+        lake = LakeResource(**(lake_config or {}))
+        app = create_data_app(ctx, lake, erasure=LakeErasureDesk(lake))
     elif service == "models":
         from resources.feast import feast_resource
         from resources.mlflow import mlflow_resource

@@ -26,7 +26,7 @@ def erasure() -> None:
 def request(tenant: str, account_id: int, reason: str, requested_by: str | None) -> None:
     """Record a request to erase ACCOUNT_ID of TENANT (carried out by `platformq erasure process` or the nightly
     lake_maintenance job; an account that is not the tenant's is rejected then)."""
-    from platformq_assets.lake.erasure import request_erasure
+    from resources.erasure import request_erasure
 
     try:
         row = request_erasure(_lake(), tenant, account_id, reason, requested_by or getpass.getuser())
@@ -39,7 +39,7 @@ def request(tenant: str, account_id: int, reason: str, requested_by: str | None)
 def list_cmd() -> None:
     """Every request and its outcome."""
     from platformq_assets.cli import format_table
-    from platformq_assets.lake.erasure import list_requests
+    from resources.erasure import list_requests
 
     rows = [(r["request_id"][:8], r["tenant_id"], r["account_id"], r["status"], r["detail"] or "",
              r["requested_at"].isoformat(timespec="seconds")) for r in list_requests(_lake())]

@@ -164,7 +164,7 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
                                                  problem)
     erased_rows = 0
     if rows is not None and erased:
-        from platformq_assets.lake.erasure import suppress
+        from resources.erasure import suppress
 
         suppressed, changed = suppress({identifier: rows}, set(erased))
         rows, erased_rows = suppressed[identifier], changed.get(identifier, 0)
@@ -233,7 +233,7 @@ def build_landing_assets(sources: list[str]):
             raise FileNotFoundError(f"landing files not found under {landing_zone.root}: {missing}")
         already = ingested_hashes(lake)
         batch_id = context.run.run_id
-        from platformq_assets.lake.erasure import erased_accounts
+        from resources.erasure import erased_accounts
 
         erased = erased_accounts(lake)
         reports = [ingest_file(lake, available[f], batch_id, already, erased) for f in wanted]

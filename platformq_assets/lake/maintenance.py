@@ -39,7 +39,7 @@ COMMON = {"group_name": GROUP, "owners": ["team:lake"]}
                    "request (completed or rejected, with counts).")
 def erasure_log(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
     from features.repo import ACCOUNT_VIEW
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     def online(accounts: set[int]) -> int:
         done = feast.erase_entities(ACCOUNT_VIEW, "account_id", accounts)

@@ -253,7 +253,7 @@ def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: Lak
                                              "orders_refused": routed["rejected"]}))
     # accounts whose erasure completed stay out of a day simulated again (after the checks, which compare the
     # simulation with its own journal)
-    from platformq_assets.lake.erasure import erased_accounts, suppress
+    from resources.erasure import erased_accounts, suppress
 
     erased = erased_accounts(lake)
     if erased:

@@ -34,10 +34,11 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read", "market:read", "orders:read", "accounts:read", "data:read", "derivatives:read",
                          "governance:read", "credentials:read", "models:predict"}),
     "auditor": frozenset({"read", "audit:read", "market:read", "orders:read", "accounts:read", "governance:read",
-                          "credentials:read", "data:read"}),
+                          "credentials:read", "data:read", "erasure:read"}),
 }
 ROLES = tuple(ROLE_PERMISSIONS)
-# Creating, listing and revoking a tenant's API keys. No role lists it: only "admin" ("*") holds it.
+# Creating, listing and revoking a tenant's API keys. No role lists it: only "admin" ("*") holds it. The same
+# holds for "erasure:write" (filing an erasure request for one of the tenant's accounts, in the data API).
 KEYS_ADMIN = "keys:admin"
 
 

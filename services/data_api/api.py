@@ -1,11 +1,13 @@
-"""Data API: authenticated, tenant-scoped, paginated reads of the lake's gold tables."""
+"""Data API: authenticated, tenant-scoped, paginated reads of the lake's gold tables, and the tenant's erasure
+requests (filed here, carried out by the lake's maintenance job)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import datetime as dt
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
@@ -34,7 +36,37 @@ class PageOut(BaseModel):
     total_rows: int
 
 
-def create_data_app(ctx: ServiceContext, lake: Lake) -> FastAPI:
+class ErasureDesk(Protocol):
+    """Where erasure requests go (the lake's ``governance.erasure_requests``; injected, so no Dagster here)."""
+
+    def file(self, tenant: str, account_id: int, reason: str, requested_by: str) -> dict: ...
+    def of_tenant(self, tenant: str) -> list[dict]: ...
+
+
+class ErasureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "7" or true is not an account id
+    account_id: int = Field(ge=0, le=2**63 - 1, description="The tenant's account to erase.")
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S",
+                        description="Why (kept with the request, e.g. the data subject's ticket).")
+
+
+class ErasureOut(BaseModel):
+    request_id: str
+    tenant_id: str
+    account_id: int
+    reason: str
+    requested_by: str
+    requested_at: dt.datetime
+    status: str  # pending, in_progress, completed or rejected
+    detail: str | None = None
+    completed_at: dt.datetime | None = None
+
+
+def _erasure_out(row: dict) -> ErasureOut:
+    return ErasureOut(**{k: row.get(k) for k in ErasureOut.model_fields})
+
+
+def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None = None) -> FastAPI:
     app = create_service_app(ctx, "platformQ data API", "Reads of materialised gold tables, per tenant.")
     reader = LakeReader(lake)
     can_read = ctx.require("data:read")
@@ -62,5 +94,28 @@ def create_data_app(ctx: ServiceContext, lake: Lake) -> FastAPI:
             raise Problem(exc.status, "Not Found" if exc.status == 404 else "Unprocessable Content", str(exc),
                           exc.kind) from None
         return PageOut(**page.__dict__)
+
+    if erasure is not None:
+        can_file = ctx.require("erasure:write")
+        can_list = ctx.require("erasure:read")
+
+        @app.post("/v1/erasure-requests", response_model=ErasureOut, status_code=202, tags=["erasure"])
+        def file_erasure(body: ErasureIn, principal: Principal = Depends(can_file)):
+            """File a request to erase one of the caller's tenant's accounts (checked and carried out by the
+            nightly lake_maintenance job; an account of another tenant is rejected there)."""
+            row = erasure.file(principal.tenant, body.account_id, body.reason.strip(), principal.subject)
+            return _erasure_out({**row, "status": "pending"})
+
+        @app.get("/v1/erasure-requests", response_model=list[ErasureOut], tags=["erasure"])
+        def list_erasures(principal: Principal = Depends(can_list)):
+            return [_erasure_out(r) for r in erasure.of_tenant(principal.tenant)]
+
+        @app.get("/v1/erasure-requests/{request_id}", response_model=ErasureOut, tags=["erasure"])
+        def get_erasure(request_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
+                        principal: Principal = Depends(can_list)):
+            for row in erasure.of_tenant(principal.tenant):
+                if row["request_id"] == request_id:
+                    return _erasure_out(row)
+            raise Problem(404, "Not Found", f"no erasure request {request_id}", "unknown-erasure-request")
 
     return app

@@ -78,13 +78,13 @@ def _rows_in_files(settings, table_dir: str) -> pa.Table:
 
 
 def _process(lake, **kwargs):
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     return erasure.process_requests(lake, **kwargs)
 
 
 def test_an_erasure_removes_the_subject_everywhere_and_keeps_what_others_did(settings, small_lake):
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     lake = small_lake
     old_snapshots = {t: [s.snapshot_id for s in lake.load_table(t).snapshots()] for t in BUILDERS}
@@ -163,7 +163,7 @@ def test_a_run_interrupted_after_the_deletes_is_finished_by_the_next(settings, s
     deletes (nothing left) and the expiry, and logs it."""
     from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     lake = small_lake
     request = erasure.request_erasure(lake, ACME, 2, "DSR-18", "dpo")
@@ -226,7 +226,7 @@ def test_expiry_keeps_recent_snapshots_and_deletes_only_files_no_kept_snapshot_r
 
 
 def test_suppress_keeps_erased_accounts_out_of_tables_about_to_be_written():
-    from platformq_assets.lake.erasure import suppress
+    from resources.erasure import suppress
 
     tables = {"bronze.accounts": _accounts(DAY1), "bronze.orders": _orders(DAY1), "bronze.fills": _fills(DAY1),
               "bronze.anomaly_labels": _labels(DAY1), "bronze.reference_prices": pa.table({"x": [1]})}
@@ -245,7 +245,7 @@ def test_the_lake_maintenance_job_carries_out_requests_and_checks_nothing_names_
     from dagster import AssetKey, DagsterInstance
 
     from platformq_assets.definitions import build_definitions
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     erasure.request_erasure(small_lake, ACME, 2, "DSR-19", "dpo")
     defs = build_definitions(settings)
@@ -271,7 +271,7 @@ def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(sett
     from dagster import DagsterInstance
 
     from platformq_assets.definitions import build_definitions
-    from platformq_assets.lake import erasure
+    from resources import erasure
 
     erasure.request_erasure(small_lake, ACME, 2, "DSR-20", "dpo")
     erasure.process_requests(small_lake)
@@ -288,7 +288,7 @@ def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, 
     the account is in no table, its trades still are (unattributed), and the dbt tests pass."""
     from dagster import DagsterInstance
 
-    from platformq_assets.lake import erasure
+    from resources import erasure
     from tests.integration.helpers import definitions, failed_checks, run_day
 
     day = "2024-01-02"
@@ -316,7 +316,7 @@ def test_a_landing_file_naming_an_erased_account_is_read_counted_and_not_stored(
     counted in the ledger (read = accepted + quarantined + erased) and never stored; the check reconciles."""
     from dagster import DagsterInstance
 
-    from platformq_assets.lake import erasure
+    from resources import erasure
     from tests.integration.helpers import QUIET, definitions
 
     erasure.request_erasure(small_lake, ACME, 2, "DSR-22", "dpo")
@@ -340,7 +340,7 @@ def test_erasure_and_expiry_on_the_production_twins_postgres_catalog_and_s3(prod
     only old snapshots reached are deleted from the bucket, and none left there holds the subject."""
     import pyarrow.fs as pafs
 
-    from platformq_assets.lake import erasure
+    from resources import erasure
     from resources import lake_resource
 
     settings, endpoint, _db = production

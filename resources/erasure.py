@@ -1,7 +1,8 @@
 """Erasure requests: remove a data subject (one trading account) from the lake (no Dagster here).
 
 A request names a tenant and one of its accounts. It is recorded in ``governance.erasure_requests`` (the CLI,
-``platformq erasure request``) and carried out by the ``governance/erasure_log`` asset (daily schedule, or a
+``platformq erasure request``, or a tenant admin through the data API's ``POST /v1/erasure-requests``, which
+takes the tenant from the caller's credentials) and carried out by the ``governance/erasure_log`` asset (daily schedule, or a
 materialisation from the UI), which writes one row per request to ``governance.erasure_log``:
 
 * rows that describe the subject (identity, KYC, per-account features, positions, ranks, scores, margin) are
@@ -324,3 +325,17 @@ def remaining_rows(lake: "LakeResource", account_ids: set[int]) -> dict[str, int
         if named:
             out[rule.table] = named
     return out
+
+
+class LakeErasureDesk:
+    """The data API's view of erasure requests (``services.data_api.api.ErasureDesk``): file one for a tenant,
+    list a tenant's own."""
+
+    def __init__(self, lake: "LakeResource"):
+        self.lake = lake
+
+    def file(self, tenant: str, account_id: int, reason: str, requested_by: str) -> dict:
+        return request_erasure(self.lake, tenant, account_id, reason, requested_by)
+
+    def of_tenant(self, tenant: str) -> list[dict]:
+        return [row for row in list_requests(self.lake) if row["tenant_id"] == tenant]
