@@ -42,8 +42,8 @@ IDENTITY_TABLE = "bronze.accounts"
 
 @dataclass(frozen=True)
 class Rule:
-    """How one table holds the subject: ``delete`` its rows, ``null`` the columns naming it, or remove it from a
-    comma-separated ``list`` column."""
+    """How one table holds the subject: ``delete`` its rows, ``null`` the columns naming it, remove it from a
+    comma-separated ``list`` column, or delete the rows whose raw ``json`` record has its ``account_id``."""
 
     table: str
     action: str
@@ -64,6 +64,9 @@ RULES: tuple[Rule, ...] = (
     Rule("bronze.fills", "null", ("account_id", "counterparty_account_id")),
     Rule("silver.trades", "null", ("buy_account_id", "sell_account_id")),
     Rule("bronze.anomaly_labels", "list", ("account_ids",)),
+    # a quarantined record is kept raw; one that is a JSON object naming the account goes (a CSV line or a
+    # record that does not parse cannot be matched safely and stays)
+    Rule("quarantine.landing", "json", ("raw_record",)),
 )
 
 
@@ -134,6 +137,10 @@ def _predicate(rule: Rule, account_ids: set[int]):
         from pyiceberg.expressions import NotEqualTo
 
         return NotEqualTo(rule.columns[0], "")  # narrowed in memory: the ids sit inside a string
+    if rule.action == "json":
+        from pyiceberg.expressions import NotNull
+
+        return NotNull(rule.columns[0])  # narrowed in memory: the id sits inside the raw record
     terms = [In(column, sorted(account_ids)) for column in rule.columns]
     return terms[0] if len(terms) == 1 else Or(*terms)
 
@@ -160,6 +167,9 @@ def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa
                                    pc.if_else(hit, pa.scalar(None, field.type), data.column(column)))
         return data, int(pc.sum(touched).as_py() or 0)
     column = rule.columns[0]
+    if rule.action == "json":
+        named = pa.array([_json_names(value, account_ids) for value in data.column(column).to_pylist()], pa.bool_())
+        return data.filter(pc.invert(named)), int(pc.sum(named).as_py() or 0)
     index = data.schema.get_field_index(column)
     wanted = {str(a) for a in account_ids}
     changed, values = 0, []
@@ -171,6 +181,27 @@ def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa
                 value = ",".join(kept)
         values.append(value)
     return data.set_column(index, data.schema.field(index), pa.array(values, data.schema.field(index).type)), changed
+
+
+def _json_names(raw: str | None, account_ids: set[int]) -> bool:
+    """True when a raw record is a JSON object whose ``account_id`` is one of the accounts (as a number or a
+    string of digits)."""
+    if not raw or "account_id" not in raw:
+        return False
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    value = record.get("account_id")
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value in account_ids
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip()) in account_ids
+    return False
 
 
 def suppress(tables: dict[str, "pa.Table"], account_ids: set[int]) -> tuple[dict[str, "pa.Table"], dict[str, int]]:
@@ -259,7 +290,7 @@ def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], i
         for request in accepted:  # one commit per table and request: the log can say what each request removed
             changed = _erase_in_table(lake, rule, {request["account_id"]})
             if changed:
-                verb = "deleted" if rule.action == "delete" else "pseudonymised"
+                verb = "deleted" if rule.action in ("delete", "json") else "pseudonymised"
                 per_request[request["request_id"]][rule.table] = {verb: changed}
                 log(f"{request['request_id']}: {rule.table}: {changed} row(s) {verb}")
     online = online_eraser({r["account_id"] for r in accepted}) if (online_eraser and accepted) else 0

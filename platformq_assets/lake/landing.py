@@ -174,16 +174,25 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
     if rows is not None:
         lake.replace_where(identifier, rows, same_file)
     quarantine_id = ".".join(QUARANTINE_KEY.path)
+    quarantined = len(parsed.quarantined)
     if parsed.quarantined or lake.table_exists(quarantine_id):
-        lake.replace_where(quarantine_id, _quarantine_rows(parsed, lineage), same_source_file)
+        held = _quarantine_rows(parsed, lineage)
+        if erased and held.num_rows:  # a raw record naming an erased account is counted, not kept
+            from resources.erasure import suppress
+
+            suppressed, changed = suppress({quarantine_id: held}, set(erased))
+            held = suppressed[quarantine_id]
+            erased_rows += changed.get(quarantine_id, 0)
+            quarantined -= changed.get(quarantine_id, 0)
+        lake.replace_where(quarantine_id, held, same_source_file)
     status = "ingested" if not parsed.quarantined else ("quarantined" if not parsed.accepted else "partially_quarantined")
     lake.replace_where(".".join(LEDGER_KEY.path),
                        _ledger_row(lineage, status, parsed.records_read, accepted,
-                                   len(parsed.quarantined), parsed.file_format, erased_rows),
+                                   quarantined, parsed.file_format, erased_rows),
                        same_source_file)
     already.add((landing.source, sha))
     return {"file": landing.relpath, "status": status, "rows_read": parsed.records_read,
-            "rows_accepted": accepted, "rows_quarantined": len(parsed.quarantined), "rows_erased": erased_rows,
+            "rows_accepted": accepted, "rows_quarantined": quarantined, "rows_erased": erased_rows,
             "sha256": sha,
             "reasons": collections.Counter(q.summary for q in parsed.quarantined)}
 

@@ -60,7 +60,19 @@ def small_lake(lake):
         for identifier, build in BUILDERS.items():
             lake.replace_partition(identifier, build(day), "partition_date", day)
     lake.replace_partition("bronze.accounts", _accounts(DAY2), "partition_date", DAY2)  # a re-run: a third
+    lake.append("quarantine.landing", _quarantined())
     return lake
+
+
+QUARANTINED = ['{"account_id": 2, "risk_score": "high"}', '{"account_id": "2", "event": "kyc"}',
+               '{"account_id": 3, "risk_score": "low"}', '2,kyc_reviewed,not-a-date', '{"account_id": 2, "event": ',
+               '[2]', '{"account_id": true}']
+
+
+def _quarantined():
+    n = len(QUARANTINED)
+    return pa.table({"source": ["kyc_events"] * n, "file": ["kyc_events/old.jsonl"] * n, "line": list(range(1, n + 1)),
+                     "raw_record": QUARANTINED, "reason": ["bad value"] * n})
 
 
 def _warehouse_files(settings) -> list[Path]:
@@ -110,6 +122,9 @@ def test_an_erasure_removes_the_subject_everywhere_and_keeps_what_others_did(set
     assert [(f["account_id"], f["counterparty_account_id"]) for f in fills] == [(None, 1), (1, None), (3, 1), (1, 3)] * 2
     labels = {r["anomaly_id"][-2:]: r["account_ids"] for r in lake.read("bronze.anomaly_labels").to_pylist()}
     assert labels == {"a1": "3", "a2": "", "a3": "1"}
+    # quarantined raw records: a JSON object naming the account goes; a CSV line or broken JSON cannot be matched
+    assert sorted(lake.read("quarantine.landing").column("raw_record").to_pylist()) == sorted(
+        QUARANTINED[2:])
 
     # history: every older snapshot expired, time travel to one fails, and no file on disk holds the subject
     for identifier, ids in old_snapshots.items():
@@ -137,7 +152,7 @@ def test_an_erasure_removes_the_subject_everywhere_and_keeps_what_others_did(set
 
     log = {r["request_id"]: r for r in lake.read(erasure.LOG_TABLE).to_pylist()}
     done = log[subject["request_id"]]
-    assert (done["status"], done["rows_deleted"], done["rows_pseudonymised"]) == ("completed", 4, 10)
+    assert (done["status"], done["rows_deleted"], done["rows_pseudonymised"]) == ("completed", 6, 10)
     assert done["snapshots_expired"] > 0 and done["files_deleted"] > 0
     for rejected in (foreign, unknown):  # one reason, whether or not the account exists in another tenant
         row = log[rejected["request_id"]]
@@ -146,7 +161,8 @@ def test_an_erasure_removes_the_subject_everywhere_and_keeps_what_others_did(set
     assert erasure.erased_accounts(lake) == {2}
     assert erasure.remaining_rows(lake, {2}) == {}
     assert erasure.remaining_rows(lake, {3}) == {"bronze.accounts": 2, "bronze.orders": 2, "bronze.fills": 4,
-                                                 "gold.positions_pnl": 2, "bronze.anomaly_labels": 2}
+                                                 "gold.positions_pnl": 2, "bronze.anomaly_labels": 2,
+                                                 "quarantine.landing": 1}
 
     # idempotent: nothing pending, nothing changes; asking again completes with nothing left to erase
     before = {t: lake.load_table(t).current_snapshot().snapshot_id for t in BUILDERS}
@@ -256,7 +272,7 @@ def test_the_lake_maintenance_job_carries_out_requests_and_checks_nothing_names_
     assert result.success
     meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     erased = meta[AssetKey(["governance", "erasure_log"])]
-    assert (erased["completed"].value, erased["rows_deleted"].value, erased["rows_pseudonymised"].value) == (1, 4, 10)
+    assert (erased["completed"].value, erased["rows_deleted"].value, erased["rows_pseudonymised"].value) == (1, 6, 10)
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "erased_subjects_absent" and check.passed
     expiry = meta[AssetKey(["maintenance", "snapshot_expiry"])]
@@ -324,14 +340,17 @@ def test_a_landing_file_naming_an_erased_account_is_read_counted_and_not_stored(
     path = settings.landing_dir / "kyc_events" / "k.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b'{"account_id": 1, "event": "kyc"}\n{"account_id": 2, "event": "kyc"}\n'
-                     b'{"account_id": 3, "event": "kyc"}\n{"account_id": "x", "event": "kyc"}\n')
+                     b'{"account_id": 3, "event": "kyc"}\n{"account_id": "x", "event": "kyc"}\n'
+                     b'{"account_id": "2", "event": "kyc"}\n')
     result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
         run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
     assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == [1, 3]
     [row] = small_lake.read("ops.landing_files").to_pylist()
-    assert (row["rows_read"], row["rows_accepted"], row["rows_quarantined"], row["rows_erased"]) == (4, 2, 1, 1)
+    # the record naming the account as a string was quarantined (not an integer): counted, not kept either
+    assert (row["rows_read"], row["rows_accepted"], row["rows_quarantined"], row["rows_erased"]) == (5, 2, 1, 2)
+    assert "account_id\": \"2\"" not in "".join(small_lake.read("quarantine.landing").column("raw_record").to_pylist())
 
 
 @pytest.mark.slow  # two servers
@@ -391,7 +410,7 @@ def test_the_erasure_cli_records_lists_and_carries_out_requests(platform_home, s
     assert [row[1:4] for row in rows] == [[ACME, "2", "pending"], [BOREALIS, "1", "pending"]]
     done = cli("process")
     assert done.returncode == 0, done.stderr
-    assert "requests 2: completed 1, rejected 1; rows deleted 4, pseudonymised 10" in done.stdout
+    assert "requests 2: completed 1, rejected 1; rows deleted 6, pseudonymised 10" in done.stdout
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in cli("list").stdout.splitlines()
             if line.startswith("|")][1:]
     assert [row[3] for row in rows] == ["completed", "rejected"]
