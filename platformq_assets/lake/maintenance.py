@@ -20,13 +20,16 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines.pools import group_pool
 from resources.feast import FeastResource
 from resources.lake import LakeResource
 
 GROUP = "maintenance"
 ERASURE_KEY = AssetKey(["governance", "erasure_log"])
 EXPIRY_KEY = AssetKey(["maintenance", "snapshot_expiry"])
-COMMON = {"group_name": GROUP, "owners": ["team:lake"]}
+# One pool for both: they change other steps' tables through Iceberg's optimistic commits (re-read and redone
+# when another writer commits first, as for the CLI and the services) and never run at the same time.
+COMMON = {"group_name": GROUP, "owners": ["team:lake"], "pool": group_pool("lake.maintenance")}
 
 
 @asset(key=ERASURE_KEY, kinds={"iceberg", "feast"}, **COMMON,
