@@ -62,10 +62,12 @@ def _instance():
 def _definitions():
     import warnings
 
-    from dagster import BetaWarning, PreviewWarning
+    from dagster import BetaWarning, PreviewWarning, SupersessionWarning
 
     warnings.filterwarnings("ignore", category=PreviewWarning)
     warnings.filterwarnings("ignore", category=BetaWarning)
+    # the freshness-check builders are superseded by FreshnessPolicy: a warning on every command helps no user
+    warnings.filterwarnings("ignore", category=SupersessionWarning)
     from platformq_assets.definitions import build_definitions
 
     return build_definitions(_settings())
