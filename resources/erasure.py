@@ -222,8 +222,10 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
     """Rewrite the rows of one table that name the subjects, in one commit (readers see before or after)."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
+    from resources.lake import COMMIT_ATTEMPTS
+
     predicate = _predicate(rule, account_ids)
-    for attempt in range(1, 9):
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = lake.load_table(identifier := rule.table)
         data = table.scan(row_filter=predicate).to_arrow()
         rewritten, changed = apply_rule(rule, data, account_ids)
@@ -244,7 +246,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
                 tx.append(table.schema().as_arrow().empty_table())
             return changed
         except (CommitFailedException, ValidationException):  # another writer first: read again, redo
-            if attempt == 8:
+            if attempt == COMMIT_ATTEMPTS:
                 raise
     raise AssertionError(f"unreachable: {identifier}")
 

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
     from resources.lake import LakeResource
 
-COMMIT_ATTEMPTS = 8
-
 
 @dataclass
 class ExpiryResult:
@@ -36,11 +34,6 @@ class ExpiryResult:
     bytes_deleted: int = 0
     files_missing: int = 0  # already gone (a clean-up interrupted after its commit, then re-run)
     failed_deletes: list[str] = field(default_factory=list)
-
-    def as_metadata(self) -> dict:
-        return {"snapshots_expired": self.snapshots_expired, "snapshots_kept": self.snapshots_kept,
-                "files_deleted": self.files_deleted, "bytes_deleted": self.bytes_deleted,
-                "files_missing": self.files_missing, "failed_deletes": len(self.failed_deletes)}
 
 
 def reachable_files(table: "Table", snapshot_ids: set[int] | None = None, missing_ok: bool = False) -> dict[str, set[str]]:
@@ -90,6 +83,8 @@ def expire_snapshots(lake: "LakeResource", identifier: str, older_than: dt.datet
     current one) and delete the files only they reach. Safe to re-run: a run interrupted after deleting some
     files is finished by the next; a run with nothing to expire changes nothing."""
     from pyiceberg.exceptions import CommitFailedException
+
+    from resources.lake import COMMIT_ATTEMPTS
 
     result = ExpiryResult(table=identifier)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
