@@ -162,28 +162,24 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
             problem = f"rows could not be converted for the table ({type(exc).__name__})"
             parsed = landing_reader.file_problem(parsed.file_format, f"{problem}: {exc}", landing.path.read_bytes(),
                                                  problem)
-    erased_rows = 0
-    if rows is not None and erased:
+    quarantine_id = ".".join(QUARANTINE_KEY.path)
+    held = _quarantine_rows(parsed, lineage) if parsed.quarantined or lake.table_exists(quarantine_id) else None
+    erased_accepted = erased_quarantined = 0
+    if erased:  # records naming an erased account, accepted or quarantined raw, are counted, not kept
         from resources.erasure import suppress
 
-        suppressed, changed = suppress({identifier: rows}, set(erased))
-        rows, erased_rows = suppressed[identifier], changed.get(identifier, 0)
-    accepted = len(parsed.accepted) - erased_rows
+        present = {k: v for k, v in ((identifier, rows), (quarantine_id, held)) if v is not None}
+        suppressed, changed = suppress(present, set(erased))
+        rows, held = suppressed.get(identifier, rows), suppressed.get(quarantine_id, held)
+        erased_accepted, erased_quarantined = changed.get(identifier, 0), changed.get(quarantine_id, 0)
+    accepted = len(parsed.accepted) - erased_accepted
+    quarantined = len(parsed.quarantined) - erased_quarantined
+    erased_rows = erased_accepted + erased_quarantined
     same_file = EqualTo("_file_sha256", sha)
     same_source_file = And(EqualTo("source", landing.source), EqualTo("file_sha256", sha))
     if rows is not None:
         lake.replace_where(identifier, rows, same_file)
-    quarantine_id = ".".join(QUARANTINE_KEY.path)
-    quarantined = len(parsed.quarantined)
-    if parsed.quarantined or lake.table_exists(quarantine_id):
-        held = _quarantine_rows(parsed, lineage)
-        if erased and held.num_rows:  # a raw record naming an erased account is counted, not kept
-            from resources.erasure import suppress
-
-            suppressed, changed = suppress({quarantine_id: held}, set(erased))
-            held = suppressed[quarantine_id]
-            erased_rows += changed.get(quarantine_id, 0)
-            quarantined -= changed.get(quarantine_id, 0)
+    if held is not None:
         lake.replace_where(quarantine_id, held, same_source_file)
     status = "ingested" if not parsed.quarantined else ("quarantined" if not parsed.accepted else "partially_quarantined")
     lake.replace_where(".".join(LEDGER_KEY.path),
