@@ -222,7 +222,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
     """Rewrite the rows of one table that name the subjects, in one commit (readers see before or after)."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
-    from resources.lake import COMMIT_ATTEMPTS
+    from resources.lake import COMMIT_ATTEMPTS, commit_backoff
 
     predicate = _predicate(rule, account_ids)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -248,6 +248,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
         except (CommitFailedException, ValidationException):  # another writer first: read again, redo
             if attempt == COMMIT_ATTEMPTS:
                 raise
+            commit_backoff(attempt)
     raise AssertionError(f"unreachable: {identifier}")
 
 

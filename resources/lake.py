@@ -39,6 +39,15 @@ TABLE_PROPERTIES = {
 COMMIT_ATTEMPTS = 8
 
 
+def commit_backoff(attempt: int) -> None:
+    """Wait before redoing a commit that lost a race: exponential from 50 ms, at most 2 s, jittered so two
+    writers that collided do not collide again."""
+    import random
+    import time
+
+    time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+
+
 def _same_iceberg_type(actual: "pa.DataType", target: "pa.DataType") -> bool:
     """True when both Arrow types map to the same Iceberg type (no cast needed)."""
     import pyarrow as pa
@@ -276,8 +285,6 @@ class LakeResource(ConfigurableResource):
         writing step per table (pipelines/pools.py); this covers every other
         writer (the CLI, services, a second code location).
         """
-        import random
-        import time
         import uuid
 
         import pyarrow.parquet as pq
@@ -309,7 +316,7 @@ class LakeResource(ConfigurableResource):
                 if attempt == COMMIT_ATTEMPTS:
                     raise  # the table keeps its last committed snapshot; the unreferenced file is an orphan
                 self._commit_retries += 1
-                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+                commit_backoff(attempt)
                 table = self.load_table(identifier)
         return self.write_metadata(table, data.num_rows)
 

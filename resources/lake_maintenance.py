@@ -14,8 +14,6 @@ row values.
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -84,7 +82,7 @@ def expire_snapshots(lake: "LakeResource", identifier: str, older_than: dt.datet
     files is finished by the next; a run with nothing to expire changes nothing."""
     from pyiceberg.exceptions import CommitFailedException
 
-    from resources.lake import COMMIT_ATTEMPTS
+    from resources.lake import COMMIT_ATTEMPTS, commit_backoff
 
     result = ExpiryResult(table=identifier)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -109,7 +107,7 @@ def expire_snapshots(lake: "LakeResource", identifier: str, older_than: dt.datet
         except CommitFailedException:  # another writer committed first: look again (its files are kept)
             if attempt == COMMIT_ATTEMPTS:
                 raise
-            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+            commit_backoff(attempt)
     result.snapshots_expired = len(expired)
     result.snapshots_kept = len(lake.load_table(identifier).metadata.snapshots)
     return result
@@ -134,3 +132,210 @@ def _delete(table: "Table", path: str, result: ExpiryResult) -> None:
         return
     result.files_deleted += 1
     result.bytes_deleted += size
+
+
+# -- compaction -----------------------------------------------------------------------------------------------
+
+@dataclass
+class CompactionResult:
+    table: str
+    partitions_compacted: int = 0
+    files_rewritten: int = 0
+    files_written: int = 0
+    rows_rewritten: int = 0
+    skipped: list[str] = field(default_factory=list)  # partitions left alone, with the reason
+    snapshot_id: int | None = None
+
+
+def _small_file_groups(table: "Table", tasks, min_input_files: int, target_bytes: int):
+    """The current snapshot's small data files, by partition, bin-packed into groups of at most
+    ``target_bytes``; only groups of ``min_input_files`` or more files are worth a rewrite. A file with delete
+    files attached (a merge-on-read writer such as Spark or Trino) is left to that engine's compaction: its
+    delete files name it by path."""
+    small_below = int(target_bytes * 0.75)  # Iceberg's min-file-size-bytes default: 75 % of the target
+    by_partition: dict[tuple, list] = {}
+    skipped: list[str] = []
+    spec = table.metadata.spec()
+    for task in tasks:
+        data_file = task.file
+        if data_file.spec_id != spec.spec_id or data_file.file_size_in_bytes >= small_below:
+            continue
+        key = tuple(data_file.partition) if data_file.partition is not None else ()
+        if task.delete_files:
+            skipped.append(f"{_partition_name(spec, key)}: has delete files")
+            by_partition.setdefault(key, []).append(None)  # poisons the partition
+            continue
+        by_partition.setdefault(key, []).append(task)
+    groups = []
+    for key, partition_tasks in sorted(by_partition.items(), key=lambda kv: str(kv[0])):
+        if any(t is None for t in partition_tasks):
+            continue
+        bins, current, size = [], [], 0
+        for task in partition_tasks:
+            if current and size + task.file.file_size_in_bytes > target_bytes:
+                bins.append(current)
+                current, size = [], 0
+            current.append(task)
+            size += task.file.file_size_in_bytes
+        bins.append(current)
+        groups.extend((key, b) for b in bins if len(b) >= min_input_files)
+    return groups, sorted(set(skipped))
+
+
+def _partition_name(spec, key: tuple) -> str:
+    if not key:
+        return "(unpartitioned)"
+    return "/".join(f"{f.name}={v}" for f, v in zip(spec.fields, key))
+
+
+def compact_table(lake: "LakeResource", identifier: str, min_input_files: int = 5,
+                  target_bytes: int | None = None) -> CompactionResult:
+    """Rewrite each partition's small data files into as few files as the target size allows, one commit per
+    table that removes exactly the files read and adds the new ones (Iceberg's rewrite-data-files; pyiceberg
+    has none).
+
+    The commit is an explicit file swap, never a predicate, validated serializably (pyiceberg's default for
+    an overwrite): if another writer added or removed files meanwhile, the swap fails validation and the run
+    starts over from the new snapshot, so a row appended meanwhile is kept and a row deleted or replaced
+    meanwhile is never brought back. Rows are read through the table's schema, so files
+    written before a column was added come out with it (null). The replaced files stay reachable from the
+    older snapshots until snapshot expiry deletes them. An interrupted run leaves only an unreferenced file.
+    """
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan, parquet_file_to_data_file
+    from pyiceberg.table import TableProperties
+
+    from resources.lake import COMMIT_ATTEMPTS, commit_backoff
+
+    result = CompactionResult(table=identifier)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        table = lake.load_table(identifier)
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return result
+        target = target_bytes or int(table.metadata.properties.get(
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+        tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
+        groups, result.skipped = _small_file_groups(table, tasks, min_input_files, target)
+        if not groups:
+            return result
+        spec, schema = table.metadata.spec(), table.schema()
+        scan = ArrowScan(table.metadata, table.io, projected_schema=schema, row_filter=AlwaysTrue())
+        written: list[str] = []
+        rewritten = rows = 0
+        try:
+            with table.transaction() as tx:
+                with tx.update_snapshot(snapshot_properties={"platformq.operation": "compaction"}).overwrite() as swap:
+                    for key, group in groups:
+                        data = lake.conform(table, scan.to_table(group))
+                        expected = sum(t.file.record_count for t in group)
+                        if data.num_rows != expected:  # never swap files for a different set of rows
+                            raise ValueError(f"{identifier} {_partition_name(spec, key)}: read {data.num_rows} "
+                                             f"rows from files that record {expected}")
+                        folder = f"{table.location().rstrip('/')}/data"
+                        if key:
+                            folder = f"{folder}/{spec.partition_to_path(group[0].file.partition, schema)}"
+                        path = f"{folder}/{uuid.uuid4()}.parquet"
+                        with table.io.new_output(path).create(overwrite=False) as stream:
+                            pq.write_table(pa.Table.from_batches(data.to_batches(), schema=data.schema), stream,
+                                           compression="snappy")
+                        written.append(path)
+                        swap.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+                        for task in group:
+                            swap.delete_data_file(task.file)
+                        rewritten += len(group)
+                        rows += data.num_rows
+        except (CommitFailedException, ValidationException):
+            for path in written:  # never committed: nothing references them
+                _delete_quietly(table, path)
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            commit_backoff(attempt)
+            continue
+        result.partitions_compacted = len({key for key, _ in groups})
+        result.files_rewritten, result.files_written, result.rows_rewritten = rewritten, len(written), rows
+        result.snapshot_id = lake.load_table(identifier).current_snapshot().snapshot_id
+        return result
+    return result
+
+
+def _delete_quietly(table: "Table", path: str) -> None:
+    try:
+        table.io.delete(path)
+    except Exception:  # noqa: BLE001 - an orphan at worst
+        pass
+
+
+# -- retention ------------------------------------------------------------------------------------------------
+
+# Tables whose rows must outlive any retention policy: the landing ledger is what keeps a file from being
+# ingested twice, and the erasure requests and log are the tombstones that keep an erased account out.
+RETENTION_PROTECTED = frozenset({"ops.landing_files", "governance.erasure_requests", "governance.erasure_log"})
+
+
+@dataclass
+class RetentionResult:
+    table: str
+    column: str
+    cutoff: str
+    rows_deleted: int = 0
+    snapshot_id: int | None = None
+
+
+def apply_retention(lake: "LakeResource", identifier: str, column: str, days: float,
+                    now: dt.datetime | None = None) -> RetentionResult:
+    """Delete the table's rows whose ``column`` (a date or timestamp) is older than ``days``, in one commit.
+    Rows with no value in the column are kept (their age is unknown). Deleted rows stay reachable from older
+    snapshots until snapshot expiry removes them."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+    from pyiceberg.expressions import LessThan
+    from pyiceberg.types import DateType, TimestampType, TimestamptzType
+
+    from resources.lake import COMMIT_ATTEMPTS, commit_backoff
+
+    if identifier in RETENTION_PROTECTED:
+        raise ValueError(f"{identifier} is never subject to retention: {_PROTECTED_WHY}")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cutoff = now - dt.timedelta(days=days)
+    table = lake.load_table(identifier)
+    try:
+        field_type = table.schema().find_field(column).field_type
+    except ValueError:
+        raise ValueError(f"{identifier} has no column {column!r} to apply retention by") from None
+    if isinstance(field_type, DateType):
+        literal = cutoff.date().isoformat()
+    elif isinstance(field_type, TimestamptzType):
+        literal = cutoff.astimezone(dt.timezone.utc).isoformat()
+    elif isinstance(field_type, TimestampType):
+        literal = cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
+    else:
+        raise ValueError(f"{identifier}.{column} is a {field_type}, not a date or timestamp: retention needs one")
+    result = RetentionResult(table=identifier, column=column, cutoff=literal)
+    predicate = LessThan(column, literal)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        table = lake.load_table(identifier)
+        # pyiceberg plans the delete on this snapshot and keeps that plan if it has to re-base the commit onto
+        # another writer's, so these are the rows it deletes
+        doomed = table.scan(row_filter=predicate, selected_fields=(column,)).to_arrow().num_rows
+        if not doomed:
+            return result
+        try:
+            table.delete(predicate, snapshot_properties={"platformq.operation": "retention"})
+        except (CommitFailedException, ValidationException):
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            commit_backoff(attempt)
+            continue
+        result.rows_deleted = doomed
+        result.snapshot_id = lake.load_table(identifier).current_snapshot().snapshot_id
+        return result
+    return result
+
+
+_PROTECTED_WHY = ("the landing ledger keeps files from being ingested twice and the erasure requests and log "
+                  "keep erased accounts out")

@@ -1,8 +1,10 @@
-"""Lake maintenance as assets: erasure requests and snapshot expiry (the ``lake_maintenance`` job, daily).
+"""Lake maintenance as assets (the ``lake_maintenance`` job, daily): erasure requests, data retention,
+compaction of small files and snapshot expiry, in that order.
 
-Both rewrite other assets' tables rather than derive from them, so they declare no upstream assets: the
-tables they touch are listed in their descriptions and in each materialisation's metadata. Expiry runs after
-the erasure (a dependency), so the two never clean up the same table at once.
+They rewrite other assets' tables rather than derive from them, so they declare no upstream assets: the
+tables they touch are listed in their descriptions and in each materialisation's metadata. Each depends on
+the one before, so no two clean up the same table at once, and expiry comes last: it deletes the files that
+the erasure, the retention and the compaction left to older snapshots only.
 """
 
 import datetime as dt
@@ -26,6 +28,8 @@ from resources.lake import LakeResource
 
 GROUP = "maintenance"
 ERASURE_KEY = AssetKey(["governance", "erasure_log"])
+RETENTION_KEY = AssetKey(["maintenance", "data_retention"])
+COMPACTION_KEY = AssetKey(["maintenance", "compaction"])
 EXPIRY_KEY = AssetKey(["maintenance", "snapshot_expiry"])
 # One pool for both: they change other steps' tables through Iceberg's optimistic commits (re-read and redone
 # when another writer commits first, as for the CLI and the services) and never run at the same time.
@@ -63,12 +67,85 @@ def erasure_log(context: AssetExecutionContext, lake: LakeResource, feast: Feast
                                                   "rows": sum(remaining.values())})])
 
 
+class RetentionPolicy(Config):
+    table: str = Field(description="Lake table, `namespace.name`.")
+    column: str = Field(description="Date or timestamp column that dates a row.")
+    days: float = Field(gt=0, description="Rows dated older than this many days are deleted.")
+
+
+class RetentionConfig(Config):
+    policies: list[RetentionPolicy] = Field(
+        default_factory=lambda: [RetentionPolicy(table="quarantine.landing", column="quarantined_at", days=90)],
+        description="Per-table retention. By default only quarantined landing records (raw, possibly personal, "
+                    "values) go after 90 days; the landing ledger keeps their counts. The ledger and the erasure "
+                    "tables are refused.")
+
+
+@asset(key=RETENTION_KEY, kinds={"iceberg"}, deps=[ERASURE_KEY], **COMMON,
+       description="Deletes rows older than each table's retention policy (default: quarantined landing records "
+                   "after 90 days), one commit per table. The rows leave storage when snapshot expiry removes "
+                   "the snapshots that still reach them.")
+def data_retention(context: AssetExecutionContext, config: RetentionConfig, lake: LakeResource):
+    from resources.lake_maintenance import apply_retention
+
+    results = []
+    for policy in config.policies:
+        if not lake.table_exists(policy.table):
+            context.log.info(f"{policy.table}: no such table yet, nothing to retain")
+            continue
+        results.append(apply_retention(lake, policy.table, policy.column, policy.days))
+    for r in results:
+        context.log.info(f"{r.table}: {r.rows_deleted} row(s) with {r.column} before {r.cutoff} deleted")
+    return MaterializeResult(metadata={
+        "rows_deleted": sum(r.rows_deleted for r in results),
+        "policies": MetadataValue.md("\n".join(
+            f"- `{p.table}`: rows with `{p.column}` older than {p.days:g} days" for p in config.policies) or "none"),
+        "per_table": MetadataValue.md("\n".join(
+            f"- `{r.table}`: {r.rows_deleted} row(s) before {r.cutoff}" for r in results) or "no table yet"),
+    })
+
+
+class CompactionConfig(Config):
+    min_input_files: int = Field(default=5, ge=2, description="A partition's small files are rewritten once it "
+                                                              "has at least this many (Iceberg's default, 5).")
+    target_file_bytes: int | None = Field(default=None, gt=0, description="Size of the files written; default "
+                                          "the table's write.target-file-size-bytes (512 MiB).")
+
+
+@asset(key=COMPACTION_KEY, kinds={"iceberg"}, deps=[RETENTION_KEY], **COMMON,
+       description="Rewrites each partition's small data files (below 75 % of the target size, at least 5 of "
+                   "them) into one file per target size, in one commit per table that swaps exactly the files "
+                   "read: a writer appending meanwhile keeps its rows, one replacing them makes the rewrite start "
+                   "over. Append-heavy tables (the landing ledger and quarantine, logs, registries) stay few "
+                   "files to open per read.")
+def compaction(context: AssetExecutionContext, config: CompactionConfig, lake: LakeResource):
+    from resources.lake_maintenance import compact_table
+
+    results = [compact_table(lake, table, min_input_files=config.min_input_files,
+                             target_bytes=config.target_file_bytes) for table in lake.list_tables()]
+    for r in results:
+        if r.files_rewritten:
+            context.log.info(f"{r.table}: {r.files_rewritten} file(s) in {r.partitions_compacted} partition(s) "
+                             f"rewritten as {r.files_written} ({r.rows_rewritten} rows)")
+        for reason in r.skipped:
+            context.log.info(f"{r.table}: left {reason}")
+    return MaterializeResult(metadata={
+        "tables_compacted": sum(1 for r in results if r.files_rewritten),
+        "files_rewritten": sum(r.files_rewritten for r in results),
+        "files_written": sum(r.files_written for r in results),
+        "rows_rewritten": sum(r.rows_rewritten for r in results),
+        "per_table": MetadataValue.md("\n".join(
+            f"- `{r.table}`: {r.files_rewritten} → {r.files_written} file(s), {r.partitions_compacted} partition(s)"
+            for r in results if r.files_rewritten) or "no partition with enough small files"),
+    })
+
+
 class ExpiryConfig(Config):
     retention_days: float = Field(default=7.0, ge=0, description="Snapshots older than this many days expire.")
     retain_last: int = Field(default=5, ge=1, description="Snapshots kept per table whatever their age.")
 
 
-@asset(key=EXPIRY_KEY, kinds={"iceberg"}, deps=[ERASURE_KEY], **COMMON,
+@asset(key=EXPIRY_KEY, kinds={"iceberg"}, deps=[COMPACTION_KEY], **COMMON,
        description="Expires every lake table's snapshots older than the retention (default 7 days, keeping each "
                    "table's newest 5) and deletes the data files, manifests and manifest lists only they reached. "
                    "Time travel (the data API's `snapshot_id`) reaches back as far as the retention.")

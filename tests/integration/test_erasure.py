@@ -71,8 +71,10 @@ QUARANTINED = ['{"account_id": 2, "risk_score": "high"}', '{"account_id": "2", "
 
 def _quarantined():
     n = len(QUARANTINED)
+    at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)  # within the 90-day retention
     return pa.table({"source": ["kyc_events"] * n, "file": ["kyc_events/old.jsonl"] * n, "line": list(range(1, n + 1)),
-                     "raw_record": QUARANTINED, "reason": ["bad value"] * n})
+                     "raw_record": QUARANTINED, "reason": ["bad value"] * n,
+                     "quarantined_at": pa.array([at] * n, pa.timestamp("us", tz="UTC"))})
 
 
 def _warehouse_files(settings) -> list[Path]:

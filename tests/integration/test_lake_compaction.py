@@ -1,0 +1,283 @@
+"""Compaction of small files and data retention on real Iceberg tables (local catalog and files).
+
+Compaction must change how the rows are stored and nothing else: the same rows before and after, rows another
+writer adds meanwhile kept, rows another writer replaced meanwhile never brought back. Retention deletes by
+age and nothing else, and never touches the tables that keep the platform idempotent.
+"""
+
+import datetime as dt
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pytest
+
+DAY1, DAY2 = dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+TABLE = "ops.events"
+
+
+def _batch(start: int, day: dt.date, rows: int = 3, note: str | None = None) -> pa.Table:
+    columns = {"event_id": pa.array(range(start, start + rows), pa.int64()),
+               "partition_date": pa.array([day] * rows, pa.date32())}
+    if note is not None:
+        columns["note"] = pa.array([note] * rows)
+    return pa.table(columns)
+
+
+def _live_files(lake, identifier=TABLE) -> dict[str, int]:
+    """Live data files of the current snapshot by partition path."""
+    out: dict[str, int] = {}
+    for task in lake.load_table(identifier).scan().plan_files():
+        folder = task.file.file_path.rsplit("/", 2)[-2]
+        out[folder] = out.get(folder, 0) + 1
+    return out
+
+
+def _rows(lake, identifier=TABLE) -> list[tuple]:
+    table = lake.read(identifier)
+    return sorted(zip(*(table.column(c).to_pylist() for c in table.column_names)), key=repr)
+
+
+@pytest.fixture
+def appended_lake(lake):
+    """Six small appends to DAY1 (a column added after the third) and two to DAY2: the shape of a log or
+    ledger table after a week of small writes."""
+    for i in range(6):
+        lake.append(TABLE, _batch(10 * i, DAY1, note="late" if i >= 3 else None), partition_by="partition_date")
+    for i in range(2):
+        lake.append(TABLE, _batch(100 + 10 * i, DAY2), partition_by="partition_date")
+    return lake
+
+
+def test_compaction_rewrites_a_partitions_small_files_as_one_and_keeps_every_row(appended_lake):
+    from resources.lake_maintenance import compact_table, expire_snapshots
+
+    lake = appended_lake
+    before_rows, before_snapshots = _rows(lake), len(lake.load_table(TABLE).snapshots())
+    assert _live_files(lake) == {"partition_date=2024-01-02": 6, "partition_date=2024-01-03": 2}
+
+    result = compact_table(lake, TABLE)
+
+    assert (result.partitions_compacted, result.files_rewritten, result.files_written, result.rows_rewritten) == \
+        (1, 6, 1, 18)
+    # DAY2's two files are below the five worth a rewrite
+    assert _live_files(lake) == {"partition_date=2024-01-02": 1, "partition_date=2024-01-03": 2}
+    # the same rows, including the column the first three files never had (null there, as before)
+    assert _rows(lake) == before_rows
+    notes = dict(zip(*(lake.read(TABLE).column(c).to_pylist() for c in ("event_id", "note"))))
+    assert notes[0] is None and notes[30] == "late"
+    table = lake.load_table(TABLE)
+    assert len(table.snapshots()) == before_snapshots + 1
+    assert table.current_snapshot().summary["platformq.operation"] == "compaction"
+    # the new file is an ordinary partition file: a partition read prunes to it
+    assert lake.read_partition(TABLE, "partition_date", DAY1).num_rows == 18
+
+    # nothing left to do: a second run commits nothing
+    again = compact_table(lake, TABLE)
+    assert again.files_rewritten == 0 and len(lake.load_table(TABLE).snapshots()) == before_snapshots + 1
+
+    # the small files stay for time travel until expiry; then they leave the disk
+    folder = Path(urlparse(table.location()).path) / "data" / "partition_date=2024-01-02"
+    assert len(list(folder.glob("*.parquet"))) == 7
+    expire_snapshots(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1),
+                     retain_last=1)
+    assert len(list(folder.glob("*.parquet"))) == 1
+    assert _rows(lake) == before_rows
+
+
+def test_compaction_honours_its_thresholds(appended_lake):
+    from resources.lake_maintenance import compact_table
+
+    lake = appended_lake
+    assert compact_table(lake, TABLE, min_input_files=7).files_rewritten == 0
+    # files over 75 % of the target are not small: nothing to do
+    assert compact_table(lake, TABLE, target_bytes=1).files_rewritten == 0
+    # a target that holds three of these files: DAY1's six become two, DAY2's two (now enough) one
+    size = max(t.file.file_size_in_bytes for t in lake.load_table(TABLE).scan().plan_files())
+    result = compact_table(lake, TABLE, min_input_files=2, target_bytes=size * 3 + 1)
+    assert (result.partitions_compacted, result.files_rewritten, result.files_written) == (2, 8, 3)
+    assert _live_files(lake) == {"partition_date=2024-01-02": 2, "partition_date=2024-01-03": 1}
+
+
+def test_rows_appended_while_compaction_runs_are_kept(appended_lake, monkeypatch):
+    """Another writer appends to the partition being compacted after the rewrite read its files and before it
+    commits: the file swap fails validation (pyiceberg checks overwrites serializably) and the rewrite starts
+    over on the new snapshot, so the appended rows are kept, once."""
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    from resources.lake_maintenance import compact_table
+
+    lake = appended_lake
+    before = _rows(lake)
+    read = ArrowScan.to_table
+    raced = []
+
+    def read_then_race(self, tasks):
+        out = read(self, tasks)
+        if not raced:
+            raced.append(True)
+            lake.append(TABLE, _batch(500, DAY1), partition_by="partition_date")
+        return out
+
+    monkeypatch.setattr(ArrowScan, "to_table", read_then_race)
+    result = compact_table(lake, TABLE)
+    monkeypatch.setattr(ArrowScan, "to_table", read)
+
+    assert raced
+    assert _rows(lake) == sorted(before + [(500 + i, DAY1, None) for i in range(3)], key=repr)
+    # the second look found the racing writer's file too and took it into the rewrite
+    assert (result.files_rewritten, result.rows_rewritten) == (7, 21)
+    assert _live_files(lake)["partition_date=2024-01-02"] == 1
+
+
+def test_a_partition_replaced_while_compaction_runs_is_not_brought_back(appended_lake, monkeypatch):
+    """Another writer replaces the partition after the rewrite read it: the rewrite's files are gone, so its
+    commit fails validation and it starts over from the new snapshot; the old rows never return."""
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    from resources.lake_maintenance import compact_table
+
+    lake = appended_lake
+    read = ArrowScan.to_table
+    raced = []
+
+    def read_then_replace(self, tasks):
+        out = read(self, tasks)
+        if not raced:
+            raced.append(True)
+            lake.replace_partition(TABLE, _batch(900, DAY1, rows=2), "partition_date", DAY1)
+        return out
+
+    monkeypatch.setattr(ArrowScan, "to_table", read_then_replace)
+    result = compact_table(lake, TABLE)
+    monkeypatch.setattr(ArrowScan, "to_table", read)
+
+    assert raced
+    day1 = sorted(lake.read_partition(TABLE, "partition_date", DAY1).column("event_id").to_pylist())
+    assert day1 == [900, 901]
+    # on its second look the partition had one file: nothing to compact, no file left behind
+    assert result.files_rewritten == 0
+    folder = Path(urlparse(lake.load_table(TABLE).location()).path) / "data" / "partition_date=2024-01-02"
+    referenced = {Path(urlparse(p).path).name for s in lake.load_table(TABLE).snapshots()
+                  for p in _files_of(lake, s.snapshot_id)}
+    assert {p.name for p in folder.glob("*.parquet")} <= referenced
+
+
+def _files_of(lake, snapshot_id) -> list[str]:
+    return [t.file.file_path for t in lake.load_table(TABLE).scan(snapshot_id=snapshot_id).plan_files()]
+
+
+def _quarantine(ages_days: list[float | None], now: dt.datetime) -> pa.Table:
+    stamps = [None if a is None else now - dt.timedelta(days=a) for a in ages_days]
+    return pa.table({"raw_record": [f"r{i}" for i in range(len(stamps))],
+                     "quarantined_at": pa.array(stamps, pa.timestamp("us", tz="UTC"))})
+
+
+def test_retention_deletes_rows_older_than_the_policy_and_nothing_else(lake):
+    from resources.lake_maintenance import apply_retention
+
+    now = dt.datetime.now(dt.timezone.utc)
+    lake.append("quarantine.landing", _quarantine([200, 120, 91, 89, 1], now))
+    lake.append("quarantine.landing", _quarantine([95, None], now))  # undated: age unknown, kept
+
+    result = apply_retention(lake, "quarantine.landing", "quarantined_at", 90, now=now)
+
+    assert result.rows_deleted == 4
+    kept = lake.read("quarantine.landing")
+    assert sorted(kept.column("raw_record").to_pylist()) == ["r1", "r3", "r4"]  # 89 d, 1 d, undated
+    assert lake.load_table("quarantine.landing").current_snapshot().summary["platformq.operation"] == "retention"
+    # idempotent: nothing older is left, nothing is committed
+    snapshots = len(lake.load_table("quarantine.landing").snapshots())
+    assert apply_retention(lake, "quarantine.landing", "quarantined_at", 90, now=now).rows_deleted == 0
+    assert len(lake.load_table("quarantine.landing").snapshots()) == snapshots
+
+
+def test_retention_by_a_date_partition_drops_whole_partitions(lake):
+    from resources.lake_maintenance import apply_retention
+
+    for day in (DAY1, DAY2):
+        lake.replace_partition(TABLE, _batch(0 if day == DAY1 else 10, day), "partition_date", day)
+    # a day is older than one day once the day after it has passed: at noon on DAY2 neither day is
+    at_noon = dt.time(12, tzinfo=dt.timezone.utc)
+    assert apply_retention(lake, TABLE, "partition_date", 1, now=dt.datetime.combine(DAY2, at_noon)).rows_deleted == 0
+    result = apply_retention(lake, TABLE, "partition_date", 1,
+                             now=dt.datetime.combine(DAY2 + dt.timedelta(days=1), at_noon))
+    assert result.rows_deleted == 3 and result.cutoff == DAY2.isoformat()
+    assert _live_files(lake) == {"partition_date=2024-01-03": 1}
+
+
+def test_retention_refuses_protected_tables_and_columns_that_do_not_date_a_row(lake):
+    from resources.lake_maintenance import apply_retention
+
+    lake.append("ops.landing_files", pa.table({"file": ["a.csv"], "ingested_at": pa.array(
+        [dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))}))
+    with pytest.raises(ValueError, match="never subject to retention.*ingested twice"):
+        apply_retention(lake, "ops.landing_files", "ingested_at", 1)
+    assert lake.read("ops.landing_files").num_rows == 1
+    lake.append(TABLE, _batch(0, DAY1), partition_by="partition_date")
+    with pytest.raises(ValueError, match="not a date or timestamp"):
+        apply_retention(lake, TABLE, "event_id", 1)
+    with pytest.raises(ValueError, match="no column 'created'"):
+        apply_retention(lake, TABLE, "created", 1)
+
+
+def test_the_maintenance_job_runs_retention_and_compaction_before_expiry(settings, appended_lake):
+    """Through Dagster, as the nightly schedule runs it: erasure, retention, compaction, expiry, in order;
+    after it the compacted partition is one file on disk and the old quarantined records are gone."""
+    from dagster import AssetKey, DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+
+    lake = appended_lake
+    now = dt.datetime.now(dt.timezone.utc)
+    lake.append("quarantine.landing", _quarantine([120, 10], now))
+    rows = _rows(lake)
+    result = build_definitions(settings).resolve_job_def("lake_maintenance").execute_in_process(
+        instance=DagsterInstance.get(), run_config={"ops": {"maintenance__snapshot_expiry": {
+            "config": {"retention_days": 0, "retain_last": 1}}}})
+    assert result.success
+    order = [e.asset_key.path[-1] for e in result.get_asset_materialization_events()]
+    assert order == ["erasure_log", "data_retention", "compaction", "snapshot_expiry"]
+    meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta[AssetKey(["maintenance", "data_retention"])]["rows_deleted"].value == 1
+    assert meta[AssetKey(["maintenance", "compaction"])]["files_rewritten"].value == 6
+    assert lake.read("quarantine.landing").column("raw_record").to_pylist() == ["r1"]
+    assert _rows(lake) == rows
+    folder = Path(urlparse(lake.load_table(TABLE).location()).path) / "data" / "partition_date=2024-01-02"
+    assert len(list(folder.glob("*.parquet"))) == 1
+
+
+@pytest.mark.slow  # two servers
+def test_compaction_and_retention_on_the_production_twins_postgres_catalog_and_s3(production):
+    """The same rewrite with the catalog on Postgres and the files in an S3 bucket (moto_server): the new file
+    is written to the bucket, and expiry then deletes the small files from it."""
+    import pyarrow.fs as pafs
+
+    from resources import lake_resource
+    from resources.lake_maintenance import apply_retention, compact_table, expire_snapshots
+
+    settings, endpoint, _db = production
+    lake = lake_resource(settings)
+    for i in range(5):
+        lake.append(TABLE, _batch(10 * i, DAY1), partition_by="partition_date")
+    assert lake.load_table(TABLE).location().startswith("s3://lake/")
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint, access_key="test", secret_key="test", scheme="http",
+                           region="us-east-1")
+
+    def data_objects() -> set[str]:
+        return {i.path for i in s3.get_file_info(pafs.FileSelector("lake/warehouse", recursive=True))
+                if i.type == pafs.FileType.File and "/ops/events/data/" in i.path}
+
+    small = data_objects()
+    rows = _rows(lake)
+    assert len(small) == 5
+    assert compact_table(lake, TABLE).files_rewritten == 5
+    assert _rows(lake) == rows and _live_files(lake) == {"partition_date=2024-01-02": 1}
+    expire_snapshots(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1),
+                     retain_last=1)
+    remaining = data_objects()
+    assert len(remaining) == 1 and not remaining & small
+
+    lake.append("quarantine.landing", _quarantine([120, 10], dt.datetime.now(dt.timezone.utc)))
+    assert apply_retention(lake, "quarantine.landing", "quarantined_at", 90).rows_deleted == 1
+    assert lake.read("quarantine.landing").column("raw_record").to_pylist() == ["r1"]
