@@ -60,10 +60,10 @@ ml_training_job = define_asset_job(
     description="Retrain every model on the feature history and promote challengers that pass the gate.",
 )
 
-# Lake maintenance (not partitioned): erasure requests, retention, compaction, then snapshot expiry.
+# Lake maintenance (not partitioned): erasure requests, retention, compaction, snapshot expiry, orphan files.
 lake_maintenance_job = define_asset_job(
     "lake_maintenance",
     selection=AssetSelection.groups("maintenance"),
-    description="Carry out erasure requests, apply retention, compact small files and expire old snapshots "
-                "(deleting the files only they reached).",
+    description="Carry out erasure requests, apply retention, compact small files, expire old snapshots "
+                "(deleting the files only they reached) and delete orphan files.",
 )

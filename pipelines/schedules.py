@@ -29,4 +29,5 @@ def maintenance_schedules():
 
     return [ScheduleDefinition(name="lake_maintenance_daily", job=lake_maintenance_job, cron_schedule="30 3 * * *",
                                execution_timezone="UTC",
-                               description="Erasure requests, retention, compaction, then snapshot expiry, every night.")]
+                               description="Erasure requests, retention, compaction, snapshot expiry and orphan "
+                                           "files, every night.")]

@@ -339,3 +339,67 @@ def apply_retention(lake: "LakeResource", identifier: str, column: str, days: fl
 
 _PROTECTED_WHY = ("the landing ledger keeps files from being ingested twice and the erasure requests and log "
                   "keep erased accounts out")
+
+
+# -- orphan files ---------------------------------------------------------------------------------------------
+
+@dataclass
+class OrphanResult:
+    table: str
+    files_listed: int = 0
+    orphans_deleted: int = 0
+    bytes_deleted: int = 0
+    orphans_too_young: int = 0  # unreferenced but younger than the age limit: maybe a commit in flight
+
+
+def referenced_files(table: "Table") -> set[str]:
+    """Every file the table's metadata still points at: data and delete files, manifests and manifest lists of
+    every snapshot, statistics files, and the current and logged metadata files."""
+    reached = reachable_files(table)
+    out = reached["lists"] | reached["manifests"] | reached["data"]
+    out.add(table.metadata_location)
+    out.update(entry.metadata_file for entry in table.metadata.metadata_log)
+    out.update(s.statistics_path for s in table.metadata.statistics)
+    out.update(s.statistics_path for s in table.metadata.partition_statistics)
+    return out
+
+
+def remove_orphan_files(lake: "LakeResource", identifier: str, older_than: dt.datetime) -> OrphanResult:
+    """Delete files under the table's location that no snapshot or metadata file references and that were last
+    written before ``older_than`` (Iceberg's delete-orphan-files): what a writer left when it died between
+    writing a file and committing it, or a commit that failed for good. Such a file can hold rows that were
+    never visible, and so were never reached by an erasure either. Metadata JSON files are never touched.
+
+    The age limit protects writers in flight (a file is written seconds before its commit); the table's
+    snapshots are read after the listing, so a file committed while the listing runs is referenced by then.
+    """
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+    import pyarrow.fs as pafs
+
+    result = OrphanResult(table=identifier)
+    table = lake.load_table(identifier)
+    io = table.io
+    if not isinstance(io, PyArrowFileIO):
+        raise TypeError(f"{identifier}: listing files needs pyiceberg's PyArrowFileIO, not {type(io).__name__}")
+    scheme, netloc, root = io.parse_location(table.location())
+    fs = io.fs_by_scheme(scheme, netloc)
+    listed = [info for info in fs.get_file_info(pafs.FileSelector(root.rstrip("/"), recursive=True,
+                                                                  allow_not_found=True))
+              if info.type == pafs.FileType.File]
+    result.files_listed = len(listed)
+    table.refresh()  # after the listing: a file committed meanwhile is referenced now
+    referenced = {io.parse_location(path)[2] for path in referenced_files(table)}
+    cutoff = older_than.timestamp()
+    for info in listed:
+        if info.path in referenced or info.path.endswith(".metadata.json") or info.base_name == "version-hint.text":
+            continue
+        if info.mtime is None or info.mtime.timestamp() >= cutoff:
+            result.orphans_too_young += 1
+            continue
+        try:
+            fs.delete_file(info.path)
+        except FileNotFoundError:
+            continue
+        result.orphans_deleted += 1
+        result.bytes_deleted += info.size or 0
+    return result

@@ -1,10 +1,11 @@
 """Lake maintenance as assets (the ``lake_maintenance`` job, daily): erasure requests, data retention,
-compaction of small files and snapshot expiry, in that order.
+compaction of small files, snapshot expiry and removal of orphan files, in that order.
 
 They rewrite other assets' tables rather than derive from them, so they declare no upstream assets: the
 tables they touch are listed in their descriptions and in each materialisation's metadata. Each depends on
-the one before, so no two clean up the same table at once, and expiry comes last: it deletes the files that
-the erasure, the retention and the compaction left to older snapshots only.
+the one before, so no two clean up the same table at once; expiry then deletes the files that the erasure, the
+retention and the compaction left to older snapshots only, and the orphan sweep the files no snapshot ever
+referenced.
 """
 
 import datetime as dt
@@ -31,6 +32,7 @@ ERASURE_KEY = AssetKey(["governance", "erasure_log"])
 RETENTION_KEY = AssetKey(["maintenance", "data_retention"])
 COMPACTION_KEY = AssetKey(["maintenance", "compaction"])
 EXPIRY_KEY = AssetKey(["maintenance", "snapshot_expiry"])
+ORPHANS_KEY = AssetKey(["maintenance", "orphan_files"])
 # One pool for both: they change other steps' tables through Iceberg's optimistic commits (re-read and redone
 # when another writer commits first, as for the CLI and the services) and never run at the same time.
 COMMON = {"group_name": GROUP, "owners": ["team:lake"], "pool": group_pool("lake.maintenance")}
@@ -168,4 +170,34 @@ def snapshot_expiry(context: AssetExecutionContext, config: ExpiryConfig, lake: 
         "per_table": MetadataValue.md("\n".join(
             f"- `{r.table}`: {r.snapshots_expired} expired, {r.snapshots_kept} kept, {r.files_deleted} files deleted"
             for r in results if r.snapshots_expired) or "nothing older than the retention"),
+    })
+
+
+class OrphanConfig(Config):
+    older_than_days: float = Field(default=3.0, gt=0, description="Unreferenced files last written more recently "
+                                   "than this are kept: a writer may be about to commit them (Iceberg's "
+                                   "default, 3 days).")
+
+
+@asset(key=ORPHANS_KEY, kinds={"iceberg"}, deps=[EXPIRY_KEY], **COMMON,
+       description="Deletes files under each lake table's location that no snapshot or metadata file references "
+                   "and that are older than 3 days: what a writer left when it died between writing a file and "
+                   "committing it. Such files hold rows no reader ever saw, and no erasure reached.")
+def orphan_files(context: AssetExecutionContext, config: OrphanConfig, lake: LakeResource):
+    from resources.lake_maintenance import remove_orphan_files
+
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.older_than_days)
+    results = [remove_orphan_files(lake, table, older_than=cutoff) for table in lake.list_tables()]
+    for r in results:
+        if r.orphans_deleted:
+            context.log.info(f"{r.table}: {r.orphans_deleted} orphan file(s) ({r.bytes_deleted} bytes) deleted")
+    return MaterializeResult(metadata={
+        "cutoff": cutoff.isoformat(), "tables": len(results),
+        "files_listed": sum(r.files_listed for r in results),
+        "orphans_deleted": sum(r.orphans_deleted for r in results),
+        "bytes_deleted": sum(r.bytes_deleted for r in results),
+        "orphans_too_young": sum(r.orphans_too_young for r in results),
+        "per_table": MetadataValue.md("\n".join(
+            f"- `{r.table}`: {r.orphans_deleted} deleted" for r in results if r.orphans_deleted)
+            or "no orphan older than the limit"),
     })

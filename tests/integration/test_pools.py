@@ -35,12 +35,13 @@ def test_every_step_that_writes_the_lake_has_a_table_pool():
             pools.setdefault(pool, []).append(ad.node_def.name)
     # two steps share a pool only where they write the same table
     assert sorted(pools[POOL_PREFIX + "ml.drift_reports"]) == ["ml__account_anomaly_drift", "ml__price_direction_drift"]
-    # ... and the lake maintenance steps (erasure, retention, compaction, expiry), which rewrite other steps' tables through
+    # ... and the lake maintenance steps (erasure, retention, compaction, expiry, orphans), which rewrite other steps' tables through
     # optimistic commits that are redone when another writer commits first
     assert {p: sorted(names) for p, names in pools.items() if len(names) > 1} == {
         POOL_PREFIX + "ml.drift_reports": ["ml__account_anomaly_drift", "ml__price_direction_drift"],
         POOL_PREFIX + "lake.maintenance": ["governance__erasure_log", "maintenance__compaction",
-                                           "maintenance__data_retention", "maintenance__snapshot_expiry"]}
+                                           "maintenance__data_retention", "maintenance__orphan_files",
+                                           "maintenance__snapshot_expiry"]}
     assert pools[POOL_PREFIX + "bronze.venue"] == ["venue_session"]
     assert pools[POOL_PREFIX + "gold.price_direction_predictions"] == ["gold__price_direction_predictions"]
     # the federated model writes no table of its own but updates the participant registry
