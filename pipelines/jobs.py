@@ -67,3 +67,10 @@ lake_maintenance_job = define_asset_job(
     description="Carry out erasure requests, apply retention, compact small files, expire old snapshots "
                 "(deleting the files only they reached) and delete orphan files.",
 )
+
+# The services' audit trail into the lake (started by the audit_trail_sensor).
+governance_audit_job = define_asset_job(
+    "governance_audit",
+    selection=AssetSelection.assets(AssetKey(["governance", "audit_log"])),
+    description="Read the services' new audit lines into governance.audit_log.",
+)

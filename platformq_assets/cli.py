@@ -213,13 +213,14 @@ def materialise_days(days: list[str], instance=None, defs=None, run_config: dict
     return reports
 
 
-def run_maintenance(defs, instance) -> dict:
-    """The nightly lake_maintenance job once: pending erasure requests, then snapshot expiry."""
+def run_unpartitioned_job(defs, instance, job_name: str) -> dict:
+    """One run of a job of unpartitioned assets, as its sensor or schedule would start it (the services'
+    audit trail, ``governance_audit``; the nightly ``lake_maintenance``)."""
     started = time.perf_counter()
-    result = defs.resolve_job_def("lake_maintenance").execute_in_process(
+    result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, run_config=QUIET, tags=cli_run_tags(), raise_on_error=False)
     checks = result.get_asset_check_evaluations()
-    return {"step": "lake_maintenance", "partition": "-", "success": result.success, "run_id": result.run_id,
+    return {"step": job_name, "partition": "-", "success": result.success, "run_id": result.run_id,
             "seconds": round(time.perf_counter() - started, 1),
             "materializations": len(result.get_asset_materialization_events()),
             "checks_passed": sum(c.passed for c in checks),
@@ -309,7 +310,8 @@ def demo(days: int, scale: float, end) -> None:
     from platformq_assets.ml.runs import build_federated, build_ml, build_neuromorphic
 
     ml_reports = (build_ml(day_list, defs, instance) + build_federated(defs, instance)
-                  + build_neuromorphic(day_list, defs, instance) + [run_maintenance(defs, instance)])
+                  + build_neuromorphic(day_list, defs, instance)
+                  + [run_unpartitioned_job(defs, instance, job) for job in ("governance_audit", "lake_maintenance")])
     for r in ml_reports:
         failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
         status = "ok" if r["success"] else ("gated (a challenger did not pass promotion)" if r.get("gated")

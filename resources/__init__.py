@@ -80,6 +80,7 @@ def service_resource(settings: Settings, service: str, env_refs: bool = False):
 def build_resources(settings: Settings | None = None) -> dict:
     settings = settings or load_settings()
     from resources.alerts import AlertsResource
+    from resources.audit_trail import AuditTrailResource
     from resources.dbt import dbt_resource
     from resources.landing_zone import LandingZoneResource
     from resources.compute import ray_resource, spark_resource
@@ -98,6 +99,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "governance": service_resource(settings, "governance", env_refs=True),
         "trading": service_resource(settings, "trading", env_refs=True),
         "data_api": service_resource(settings, "data", env_refs=True),
+        "audit_trail": AuditTrailResource(directory=str(settings.effective_audit_dir)),
         "alerts": AlertsResource(webhook_url=setting(settings, "alert_webhook_url", env_refs=True)),
         "mlflow": mlflow_resource(settings, env_refs=True),
         "feast": feast_resource(settings, env_refs=True),

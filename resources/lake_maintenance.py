@@ -273,9 +273,11 @@ def _delete_quietly(table: "Table", path: str) -> None:
 
 # -- retention ------------------------------------------------------------------------------------------------
 
-# Tables whose rows must outlive any retention policy: the landing ledger is what keeps a file from being
-# ingested twice, and the erasure requests and log are the tombstones that keep an erased account out.
-RETENTION_PROTECTED = frozenset({"ops.landing_files", "governance.erasure_requests", "governance.erasure_log"})
+# Tables whose rows must outlive any retention policy: the landing ledger and the audit checkpoints are what
+# keep a file from being ingested twice, and the erasure requests and log are the tombstones that keep an
+# erased account out.
+RETENTION_PROTECTED = frozenset({"ops.landing_files", "ops.audit_files", "governance.erasure_requests",
+                                 "governance.erasure_log"})
 
 
 @dataclass
@@ -337,8 +339,8 @@ def apply_retention(lake: "LakeResource", identifier: str, column: str, days: fl
     return result
 
 
-_PROTECTED_WHY = ("the landing ledger keeps files from being ingested twice and the erasure requests and log "
-                  "keep erased accounts out")
+_PROTECTED_WHY = ("the landing ledger and the audit checkpoints keep files from being ingested twice and the "
+                  "erasure requests and log keep erased accounts out")
 
 
 # -- orphan files ---------------------------------------------------------------------------------------------

@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     lava_backend: Literal["loihi2_sim", "loihi2_hw"] = "loihi2_sim"
     lava_loihi_partition: str | None = None  # SLURM partition for loihi2_hw, e.g. oheogulch
 
+    # Where the services write their audit trails (<service>-audit.jsonl), read into governance.audit_log.
+    # Defaults to home/services (services in process or on this machine); in production, a volume the services
+    # and the user-code pods both mount.
+    audit_dir: Path | None = None
+
     # Venue simulation
     sim_seed: Annotated[int, Field(ge=0)] = 7
     sim_scale: Annotated[float, Field(gt=0)] = 1.0
@@ -217,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def effective_lava_workdir(self) -> Path:
         return self.lava_workdir or self.home / "neuromorphic"
+
+    @property
+    def effective_audit_dir(self) -> Path:
+        return self.audit_dir or self.home / "services"
 
     @property
     def effective_sql_engine(self) -> str:

@@ -1,5 +1,6 @@
-"""Data API: authenticated, tenant-scoped, paginated reads of the lake's gold tables, and the tenant's erasure
-requests (filed here, carried out by the lake's maintenance job)."""
+"""Data API: authenticated, tenant-scoped, paginated reads of the lake's gold tables and, for auditors, of the
+services' audit log; and the tenant's erasure requests (filed here, carried out by the lake's maintenance
+job)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
 from services.data_api.reader import MAX_PAGE, Lake, LakeReader, ReadError
+
+AUDIT_LOG = "governance.audit_log"  # resources/audit_trail.py writes it; no Dagster or lake code here
 
 
 class ColumnOut(BaseModel):
@@ -70,10 +73,24 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
     app = create_service_app(ctx, "platformQ data API", "Reads of materialised gold tables, per tenant.")
     reader = LakeReader(lake)
     can_read = ctx.require("data:read")
+    can_audit = ctx.require("audit:read")
 
     @app.get("/v1/catalog", response_model=list[TableOut], tags=["data"])
     def catalog(principal: Principal = Depends(can_read)):
         return reader.catalog()
+
+    def page(identifier: str, principal: Principal, columns, filter, snapshot_id, page_size, page_token,
+             namespaces: tuple[str, ...] | None = None) -> PageOut:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        if filter and any(len(f) > 300 for f in filter):
+            raise Problem(422, "Unprocessable Content", "a filter is too long", "invalid-read")
+        try:
+            read = reader.read(identifier, principal.tenant, wanted, filter, snapshot_id, page_size, page_token,
+                               **({"namespaces": namespaces} if namespaces else {}))
+        except ReadError as exc:
+            raise Problem(exc.status, "Not Found" if exc.status == 404 else "Unprocessable Content", str(exc),
+                          exc.kind) from None
+        return PageOut(**read.__dict__)
 
     @app.get("/v1/tables/{namespace}/{table}/rows", response_model=PageOut, tags=["data"])
     def rows(namespace: Annotated[str, Path(pattern=r"^[a-z_]{1,32}$")],
@@ -84,16 +101,20 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
              page_size: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
              page_token: Annotated[str | None, Query(max_length=200)] = None,
              principal: Principal = Depends(can_read)):
-        wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-        if filter and any(len(f) > 300 for f in filter):
-            raise Problem(422, "Unprocessable Content", "a filter is too long", "invalid-read")
-        try:
-            page = reader.read(f"{namespace}.{table}", principal.tenant, wanted, filter, snapshot_id, page_size,
-                               page_token)
-        except ReadError as exc:
-            raise Problem(exc.status, "Not Found" if exc.status == 404 else "Unprocessable Content", str(exc),
-                          exc.kind) from None
-        return PageOut(**page.__dict__)
+        return page(f"{namespace}.{table}", principal, columns, filter, snapshot_id, page_size, page_token)
+
+    @app.get("/v1/audit-log", response_model=PageOut, tags=["audit"])
+    def audit_log(columns: Annotated[str | None, Query(max_length=1000, description="comma-separated")] = None,
+                  filter: Annotated[list[str] | None, Query(max_length=20, description="column:op:value, e.g. "
+                                                            "ts:ge:2026-11-01T00:00:00+00:00")] = None,
+                  snapshot_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+                  page_size: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                  page_token: Annotated[str | None, Query(max_length=200)] = None,
+                  principal: Principal = Depends(can_audit)):
+        """The tenant's state-changing requests to every service, from the lake's ``governance.audit_log``
+        (read in from the services' audit files by the ``governance_audit`` job), paginated like a table."""
+        return page(AUDIT_LOG, principal, columns, filter, snapshot_id, page_size, page_token,
+                    namespaces=(AUDIT_LOG.split(".")[0],))
 
     if erasure is not None:
         can_file = ctx.require("erasure:write")

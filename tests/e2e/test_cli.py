@@ -28,6 +28,10 @@ def table_rows(home):
     return rows
 
 
+def audit_lines(home) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (home / "services").glob("*-audit.jsonl"))
+
+
 def test_demo_twice_builds_everything_without_duplicates(tmp_path):
     home = tmp_path / "home"
     empty = run(home, "tables").stdout
@@ -47,9 +51,16 @@ def test_demo_twice_builds_everything_without_duplicates(tmp_path):
                   "bronze.partner_quotes", "bronze.kyc_events", "quarantine.landing", "ops.landing_files"):
         assert after_first.get(table, 0) > 0, table
 
+    assert "governance_audit [-]: ok" in first.stdout
+    assert after_first["governance.audit_log"] == audit_lines(home)
+
     second = run(home, "demo", "--days", "1", "--scale", "0.3", "--end", "2024-01-04")
     assert "landing: nothing new" in second.stdout
-    assert table_rows(home) == after_first  # idempotent: no duplicate rows anywhere
+    after_second = table_rows(home)
+    # the audit log is the one table that grows: the second demo's requests to the services are new events,
+    # each taken once (every line of the services' audit files is one row, none twice)
+    assert after_second.pop("governance.audit_log") == audit_lines(home) > after_first.pop("governance.audit_log")
+    assert after_second == after_first  # idempotent: no duplicate rows anywhere else
 
     q = run(home, "query", "select count(*) as n, count(distinct trade_id) as d from silver.trades")
     n, d = [int(x) for x in q.stdout.splitlines()[3].strip("| ").split("|")]

@@ -86,6 +86,23 @@ def test_helm_values_use_the_k8s_run_launcher_and_external_postgres():
     assert "platformq_assets.definitions" in dockerfile and "requirements/main.txt" in dockerfile
 
 
+def test_the_services_audit_files_are_mounted_where_the_sensor_and_the_steps_read_them():
+    """The audit_trail_sensor runs in the code-location server, the governance_audit step in a run's pod: both
+    mount the services' state volume read-only, and the mounts validate as Kubernetes objects."""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for where in (deployment, launcher):
+        volumes = {v["name"]: client._ApiClient__deserialize(v, "V1Volume") for v in where["volumes"]}
+        mounts = {m["name"]: client._ApiClient__deserialize(m, "V1VolumeMount") for m in where["volumeMounts"]}
+        assert volumes["service-audit"].persistent_volume_claim.claim_name == "platformq-service-state"
+        assert (mounts["service-audit"].mount_path, mounts["service-audit"].read_only) == ("/mnt/service-audit", True)
+        assert set(mounts) <= set(volumes)
+
+
 def chart_instance_sections(values: dict) -> dict:
     """What the official chart's configmap-instance template writes into the instance's dagster.yaml for
     these sections: `concurrency` only when `concurrency.enabled`, run retries and run monitoring (and the

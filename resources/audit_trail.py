@@ -1,0 +1,234 @@
+"""The services' audit trail into the lake: ``governance.audit_log``.
+
+Every service appends one JSON line per state-changing request to ``<service>-audit.jsonl`` (services/common/
+app.py). This tails those files as a log shipper does: a checkpoint per file in ``ops.audit_files`` (the
+byte offset after the last complete line taken, and the line count), so each run takes only what was added;
+a line still being written (no newline yet) waits for the next run. A file is known by its service and the
+hash of its first line, so a file rotated or recreated under the same name is a new file, read from the start.
+
+Per file and run, the new lines' records and their quarantined lines replace whatever rows an earlier,
+interrupted attempt left for the same file from the same offset, and the checkpoint moves last: a crash at
+any point is repaired by the next run, never duplicated, never skipped. Lines that are not an audit record
+(bad JSON, a missing or mistyped field, a timestamp without a zone) go to ``quarantine.landing`` with the
+reason (source ``audit/<service>``); for every file and run, lines read = records accepted + quarantined.
+
+``AuditTrailResource`` names the folder the services write to: ``<home>/services`` where the services run in
+process or beside Dagster; in production a volume the services and the user-code pods both mount
+(``PLATFORMQ_AUDIT_DIR``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagster import ConfigurableResource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from resources.lake import LakeResource
+
+AUDIT_TABLE = "governance.audit_log"
+CHECKPOINTS = "ops.audit_files"
+QUARANTINE = "quarantine.audit_log"
+SUFFIX = "-audit.jsonl"
+# field -> (JSON type, may be null)
+FIELDS: dict[str, tuple[type, bool]] = {"ts": (str, False), "correlation_id": (str, False), "tenant": (str, True),
+                                        "subject": (str, True), "method": (str, False), "path": (str, False),
+                                        "status": (int, False)}
+_KIND = {str: "a string", int: "an integer"}
+
+
+@dataclass
+class FileReport:
+    service: str
+    file: str
+    file_id: str
+    start_offset: int
+    end_offset: int
+    lines_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.lines_read == self.accepted + self.quarantined
+
+
+def audit_files(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob(f"*{SUFFIX}") if p.is_file())
+
+
+def _file_id(service: str, first_line: bytes) -> str:
+    return hashlib.sha256(service.encode() + b"\n" + first_line).hexdigest()
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """One audit line as a row; ValueError with the reason when it is not a well-formed record."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but {type(record).__name__}")
+    row: dict[str, Any] = {}
+    for name, (kind, nullable) in FIELDS.items():
+        value = record.get(name)
+        if value is None:
+            if not nullable:
+                raise ValueError(f"missing {name}")
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{name} is not {_KIND[kind]}: {json.dumps(value)[:40]}")
+        row[name] = value
+    try:
+        ts = dt.datetime.fromisoformat(row["ts"])
+    except ValueError:
+        raise ValueError(f"ts is not an ISO 8601 time: {row['ts'][:40]}") from None
+    if ts.tzinfo is None:
+        raise ValueError("ts has no time zone")
+    row["ts"] = ts.astimezone(dt.timezone.utc)
+    if not 100 <= row["status"] <= 599:
+        raise ValueError(f"status {row['status']} is not an HTTP status")
+    unknown = sorted(set(record) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+    return row
+
+
+def _checkpoints(lake: "LakeResource") -> dict[str, dict]:
+    if not lake.table_exists(CHECKPOINTS):
+        return {}
+    return {row["file_id"]: row for row in lake.read(CHECKPOINTS).to_pylist()}
+
+
+def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete lines after ``offset`` with the offset each starts at, and the offset after the last."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
+    lines, position = [], 0
+    for raw in data[:end].split(b"\n")[:-1]:
+        lines.append((offset + position, raw))
+        position += len(raw) + 1
+    return lines, offset + end
+
+
+def ingest_audit_files(lake: "LakeResource", directory: Path, batch_id: str,
+                       now: dt.datetime | None = None) -> list[FileReport]:
+    """Take the lines added to every audit file since its checkpoint into ``governance.audit_log``."""
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    checkpoints = _checkpoints(lake)
+    reports = []
+    for path in audit_files(directory):
+        service = path.name[: -len(SUFFIX)]
+        with open(path, "rb") as handle:
+            first = handle.readline()
+        if not first.endswith(b"\n"):
+            continue  # not one complete line yet
+        fid = _file_id(service, first)
+        seen = checkpoints.get(fid, {"offset": 0, "lines": 0})
+        lines, end = _new_lines(path, seen["offset"])
+        if not lines:
+            continue
+        report = FileReport(service=service, file=path.name, file_id=fid, start_offset=seen["offset"],
+                            end_offset=end, lines_read=len(lines))
+        accepted, held = [], []
+        for number, (offset, raw) in enumerate(lines, start=seen["lines"] + 1):
+            text = raw.decode("utf-8", errors="replace")
+            try:
+                row = parse_record(text)
+            except ValueError as exc:
+                reason = str(exc)
+                report.reasons[reason.split(":")[0]] = report.reasons.get(reason.split(":")[0], 0) + 1
+                held.append({"line": number, "raw_record": text, "reason": reason})
+                continue
+            accepted.append({**row, "service": service, "_file_id": fid, "_offset": offset, "_line": number})
+        report.accepted, report.quarantined = len(accepted), len(held)
+        # a failed earlier attempt may have left rows from this offset on: they are replaced, not added to
+        redo = And(EqualTo("_file_id", fid), GreaterThanOrEqual("_offset", seen["offset"]))
+        lake.replace_where(AUDIT_TABLE, _audit_rows(accepted, batch_id, now), redo)
+        if held or lake.table_exists(QUARANTINE):
+            lake.replace_where(QUARANTINE, _quarantine_rows(held, service, path.name, fid, batch_id, now),
+                               And(And(EqualTo("source", f"audit/{service}"), EqualTo("file_sha256", fid)),
+                                   GreaterThanOrEqual("line", seen["lines"] + 1)))
+        lake.replace_where(CHECKPOINTS, _checkpoint_row(report, seen["lines"] + len(lines), now),
+                           EqualTo("file_id", fid))
+        reports.append(report)
+    return reports
+
+
+def _audit_rows(rows: list[dict], batch_id: str, now: dt.datetime) -> "pa.Table":
+    import pyarrow as pa
+
+    return pa.table({
+        "ts": pa.array([r["ts"] for r in rows], pa.timestamp("us", tz="UTC")),
+        "service": pa.array([r["service"] for r in rows], pa.string()),
+        "tenant_id": pa.array([r["tenant"] for r in rows], pa.string()),
+        "subject": pa.array([r["subject"] for r in rows], pa.string()),
+        "method": pa.array([r["method"] for r in rows], pa.string()),
+        "path": pa.array([r["path"] for r in rows], pa.string()),
+        "status": pa.array([r["status"] for r in rows], pa.int32()),
+        "correlation_id": pa.array([r["correlation_id"] for r in rows], pa.string()),
+        "_file_id": pa.array([r["_file_id"] for r in rows], pa.string()),
+        "_offset": pa.array([r["_offset"] for r in rows], pa.int64()),
+        "_line": pa.array([r["_line"] for r in rows], pa.int64()),
+        "_batch_id": pa.array([batch_id] * len(rows), pa.string()),
+        "_ingested_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+    })
+
+
+def _quarantine_rows(held: list[dict], service: str, name: str, fid: str, batch_id: str,
+                     now: dt.datetime) -> "pa.Table":
+    import pyarrow as pa
+
+    # the landing quarantine's columns, so one query reads every record the lake refused
+    return pa.table({
+        "source": pa.array([f"audit/{service}"] * len(held), pa.string()),
+        "file": pa.array([name] * len(held), pa.string()),
+        "file_sha256": pa.array([fid] * len(held), pa.string()),
+        "line": pa.array([h["line"] for h in held], pa.int64()),
+        "raw_record": pa.array([h["raw_record"] for h in held], pa.string()),
+        "reason": pa.array([h["reason"] for h in held], pa.string()),
+        "batch_id": pa.array([batch_id] * len(held), pa.string()),
+        "quarantined_at": pa.array([now] * len(held), pa.timestamp("us", tz="UTC")),
+    })
+
+
+def _checkpoint_row(report: FileReport, lines: int, now: dt.datetime) -> "pa.Table":
+    import pyarrow as pa
+
+    return pa.table({
+        "file_id": pa.array([report.file_id], pa.string()),
+        "service": pa.array([report.service], pa.string()),
+        "file": pa.array([report.file], pa.string()),
+        "offset": pa.array([report.end_offset], pa.int64()),
+        "lines": pa.array([lines], pa.int64()),
+        "updated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+    })
+
+
+class AuditTrailResource(ConfigurableResource):
+    """The folder of the services' ``<service>-audit.jsonl`` files."""
+
+    directory: str
+
+    def files(self) -> list[Path]:
+        return audit_files(Path(self.directory))
+
+    def sizes(self) -> dict[str, int]:
+        """File name -> size: what the sensor compares between ticks."""
+        out = {}
+        for path in self.files():
+            try:
+                out[path.name] = path.stat().st_size
+            except FileNotFoundError:  # rotated away between the listing and the stat
+                continue
+        return out

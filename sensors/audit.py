@@ -1,0 +1,30 @@
+"""Audit-trail sensor: a run of ``governance_audit`` when a service's audit file has grown.
+
+The cursor holds each file's size; the run key is the sizes' digest, so a lost cursor cannot start two
+runs for the same state of the files, and the run itself only takes what its checkpoints have not.
+"""
+
+import hashlib
+import json
+
+from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from resources.audit_trail import AuditTrailResource
+
+
+def build_audit_sensor(job):
+    @sensor(name="audit_trail_sensor", job=job, minimum_interval_seconds=60,
+            description="Reads the services' new audit lines into governance.audit_log when a file has grown.")
+    def audit_trail_sensor(context: SensorEvaluationContext, audit_trail: AuditTrailResource):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        current = audit_trail.sizes()
+        cursor = json.dumps(current, sort_keys=True)
+        grown = sorted(name for name, size in current.items() if size != seen.get(name))
+        if not grown:
+            return SensorResult(skip_reason=SkipReason("no new audit lines"), cursor=cursor)
+        key = hashlib.sha256(cursor.encode()).hexdigest()[:16]
+        return SensorResult(run_requests=[RunRequest(run_key=f"audit@{key}",
+                                                     tags={"platformq/audit_files": ",".join(grown)[:200]})],
+                            cursor=cursor)
+
+    return audit_trail_sensor
