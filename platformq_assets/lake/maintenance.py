@@ -79,8 +79,8 @@ class RetentionConfig(Config):
     policies: list[RetentionPolicy] = Field(
         default_factory=lambda: [RetentionPolicy(table="quarantine.landing", column="quarantined_at", days=90)],
         description="Per-table retention. By default only quarantined landing records (raw, possibly personal, "
-                    "values) go after 90 days; the landing ledger keeps their counts. The ledger and the erasure "
-                    "tables are refused.")
+                    "values) go after 90 days; the landing ledger keeps their counts. The landing ledger, the "
+                    "audit checkpoints and the erasure tables are refused.")
 
 
 @asset(key=RETENTION_KEY, kinds={"iceberg"}, deps=[ERASURE_KEY], **COMMON,
