@@ -25,7 +25,9 @@ from resources.lake import LakeResource
 AUDIT_KEY = AssetKey(["governance", "audit_log"])
 
 
-@asset(key=AUDIT_KEY, kinds={"iceberg"}, group_name="governance", owners=["team:governance"],
+# its own group: the daily jobs select whole groups (lake_daily takes "governance"), and the audit trail is
+# read when the services write to it, not once per trading day
+@asset(key=AUDIT_KEY, kinds={"iceberg"}, group_name="audit", owners=["team:governance"],
        pool=group_pool("governance.audit"),  # the log, its quarantine and its checkpoints
        check_specs=[
            AssetCheckSpec("audit_lines_reconcile", asset=AUDIT_KEY, blocking=True,

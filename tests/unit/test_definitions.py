@@ -58,7 +58,15 @@ def test_definitions_hold_the_whole_medallion_graph(settings):
         spec = graph.get(AssetKey.from_user_string(key))
         assert spec.owners, f"{key} has no owner"
         assert spec.group_name in {"bronze", "silver", "gold", "landing", "trust", "markets", "governance",
-                                   "neuromorphic", "federated", "features", "ml", "maintenance"}
+                                   "neuromorphic", "federated", "features", "ml", "maintenance", "audit"}
+    # unpartitioned work the sensors and the nightly schedule start stays out of the daily (partitioned) jobs
+    unpartitioned = {AssetKey(["governance", "audit_log"]), AssetKey(["governance", "erasure_log"]),
+                     AssetKey(["maintenance", "compaction"])}
+    for name in ("venue_daily", "lake_daily", "medallion_daily"):
+        assert not unpartitioned & set(defs.resolve_job_def(name).asset_layer.selected_asset_keys), name
+    assert defs.resolve_job_def("governance_audit").asset_layer.selected_asset_keys == {
+        AssetKey(["governance", "audit_log"])}
+    assert "audit_trail_sensor" in {s.name for s in defs.sensors}
 
 
 def test_dbt_error_tests_are_blocking_and_warn_tests_are_not(settings):
