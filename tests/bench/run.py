@@ -1,6 +1,7 @@
 """`make bench`: the issue's performance targets, each as a ratio against a baseline run alongside.
 
     bronze append throughput   platform bronze write vs pyarrow pq.write_table, 1M rows   target >= 0.8
+    read after compaction      full read of a table after compaction vs the same 200 small files before  (reported)
     definitions load time      load platformQ's Definitions vs `python -c "import dagster"`  target <= 1.5x
     cost growth                materialise day 30 of a 30-day history vs day 1             target <= 1.2x
     matching engine            orders/s on a mixed stream vs a naive sorted-list engine   target >= 300,000/s
@@ -83,6 +84,44 @@ def bench_bronze(rows: int, reps: int = 5):
     ratio = b / p
     report("bronze append (1M rows)", f"{rows / p / 1e6:.2f}", "M rows/s", f"{rows / b / 1e6:.2f}", "M rows/s",
            ratio, ">= 0.8", ratio >= 0.8)
+
+
+# ---------------------------------------------------------------- compaction
+def bench_compaction(files: int = 200, rows_per_file: int = 500, reps: int = 5):
+    """A table grown by small appends (an audit log, a ledger): a full read of its 200 files vs the same read
+    after compaction rewrote them as one (what the nightly maintenance job does)."""
+    import pyarrow as pa
+
+    from resources.lake import LakeResource
+    from resources.lake_maintenance import compact_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = LakeResource(catalog_uri=f"sqlite:///{tmp}/catalog.db", warehouse=f"file://{tmp}/warehouse")
+        for i in range(files):
+            start = i * rows_per_file
+            lake.append("governance.audit_log", pa.table({
+                "ts": pa.array([dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=n)
+                                for n in range(start, start + rows_per_file)], pa.timestamp("us", tz="UTC")),
+                "path": pa.array([f"/v1/orders/{n}" for n in range(start, start + rows_per_file)]),
+                "status": pa.array([201] * rows_per_file, pa.int32())}))
+
+        def read_s():
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                assert lake.read("governance.audit_log").num_rows == files * rows_per_file
+                times.append(time.perf_counter() - t)
+            return statistics.median(times)
+
+        before = read_s()
+        t = time.perf_counter()
+        result = compact_table(lake, "governance.audit_log")
+        took = time.perf_counter() - t
+        after = read_s()
+    assert (result.files_rewritten, result.files_written) == (files, 1)
+    print(f"  compaction: {files} files of {rows_per_file} rows rewritten as 1 in {took:.2f} s", flush=True)
+    report("read after compaction", f"{after * 1000:.0f}", "ms", f"{before * 1000:.0f}", f"ms ({files} files)",
+           before / after, "(reported)", True)
 
 
 # ---------------------------------------------------------------- definitions load
@@ -326,13 +365,14 @@ def bench_governance():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", choices=["bronze", "load", "growth", "engine", "batch", "http", "credentials",
+    parser.add_argument("--only", nargs="*", choices=["bronze", "compaction", "load", "growth", "engine", "batch", "http",
+                                                      "credentials",
                                                       "governance", "neuromorphic", "ml", "federated", "profiles"])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    chosen = args.only or ["engine", "batch", "http", "credentials", "governance", "bronze", "load", "growth", "profiles", "ml", "neuromorphic",
-                           "federated"]
+    chosen = args.only or ["engine", "batch", "http", "credentials", "governance", "bronze", "compaction", "load",
+                           "growth", "profiles", "ml", "neuromorphic", "federated"]
     print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if "engine" in chosen:
         bench_engine()
@@ -346,6 +386,8 @@ def main():
         bench_governance()
     if "bronze" in chosen:
         bench_bronze(args.rows)
+    if "compaction" in chosen:
+        bench_compaction()
     if "load" in chosen:
         bench_load()
     if "growth" in chosen:
