@@ -385,9 +385,11 @@ def remove_orphan_files(lake: "LakeResource", identifier: str, older_than: dt.da
         raise TypeError(f"{identifier}: listing files needs pyiceberg's PyArrowFileIO, not {type(io).__name__}")
     scheme, netloc, root = io.parse_location(table.location())
     fs = io.fs_by_scheme(scheme, netloc)
-    listed = [info for info in fs.get_file_info(pafs.FileSelector(root.rstrip("/"), recursive=True,
-                                                                  allow_not_found=True))
-              if info.type == pafs.FileType.File]
+    root = root.rstrip("/")
+    # only what lies under the table's own folder: a sibling whose name starts the same (ops.events_archive
+    # beside ops.events) is another table's, whatever a store's prefix listing returns
+    listed = [info for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+              if info.type == pafs.FileType.File and info.path.startswith(root + "/")]
     result.files_listed = len(listed)
     table.refresh()  # after the listing: a file committed meanwhile is referenced now
     referenced = {io.parse_location(path)[2] for path in referenced_files(table)}

@@ -289,11 +289,15 @@ def test_compaction_and_retention_on_the_production_twins_postgres_catalog_and_s
     # an object left in the bucket by a writer that never committed (moto cannot backdate it: the limit
     # is set past it instead)
     stray = "lake/warehouse/ops/events/data/partition_date=2024-01-02/stray.parquet"
-    with s3.open_output_stream(stray) as out:
-        out.write(b"PAR1 never committed")
+    # and an object of another prefix that starts the same: not this table's, never touched
+    neighbour = "lake/warehouse/ops/events_archive/data/kept.parquet"
+    for key in (stray, neighbour):
+        with s3.open_output_stream(key) as out:
+            out.write(b"PAR1 never committed")
     swept = remove_orphan_files(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
     assert swept.orphans_deleted == 1 and stray not in data_objects()
     assert data_objects() == remaining and _rows(lake) == rows
+    assert s3.get_file_info(neighbour).type == pafs.FileType.File
 
 
 def _age(path: Path, days: float) -> None:
@@ -351,6 +355,23 @@ def test_the_orphan_sweep_deletes_old_unreferenced_files_and_nothing_else(append
     # a second sweep finds nothing more to delete
     assert remove_orphan_files(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
                                ).orphans_deleted == 0
+
+
+def test_the_orphan_sweep_never_reaches_into_a_sibling_table(appended_lake):
+    """ops.events_archive lives beside ops.events, its folder name starting with the other's: sweeping
+    ops.events with no age limit leaves every file of the archive, referenced or not."""
+    from resources.lake_maintenance import remove_orphan_files
+
+    lake = appended_lake
+    lake.append("ops.events_archive", _batch(0, DAY1), partition_by="partition_date")
+    sibling = Path(urlparse(lake.load_table("ops.events_archive").location()).path)
+    assert sibling.name.startswith(Path(urlparse(lake.load_table(TABLE).location()).path).name)
+    stray = sibling / "data" / "stray.parquet"
+    stray.write_bytes(b"not referenced by ops.events_archive either")
+    before = {p for p in sibling.rglob("*") if p.is_file()}
+    swept = remove_orphan_files(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
+    assert swept.orphans_deleted == 0
+    assert {p for p in sibling.rglob("*") if p.is_file()} == before
 
 
 def _referenced(lake, snapshot_id=None) -> set[str]:
