@@ -156,3 +156,22 @@ def test_a_real_services_requests_reach_the_lake_through_the_sensor_and_the_job(
     assert rows[0]["subject"] == "admin-1" and rows[0]["service"] == "trading"
     with build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
         assert not sensor(context).run_requests
+
+
+@pytest.mark.slow  # two servers
+def test_the_audit_log_on_the_production_twins_postgres_catalog_and_s3(production, tmp_path):
+    """The same ingestion with the catalog on Postgres and the tables in an S3 bucket (moto_server)."""
+    from resources import lake_resource
+
+    settings, _endpoint, _db = production
+    lake = lake_resource(settings)
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    _write(folder / "trading-audit.jsonl", *(json.dumps(_record(i)) for i in range(3)), "{oops")
+    [first] = ingest_audit_files(lake, folder, batch_id="b1")
+    _write(folder / "trading-audit.jsonl", json.dumps(_record(3)))
+    [second] = ingest_audit_files(lake, folder, batch_id="b2")
+    assert (first.accepted, first.quarantined, second.start_offset, second.accepted) == (3, 1, first.end_offset, 1)
+    assert lake.load_table(AUDIT_TABLE).location().startswith("s3://lake/")
+    assert _ids(lake) == ["c0000", "c0001", "c0002", "c0003"]
+    assert lake.read(QUARANTINE).column("reason").to_pylist()[0].startswith("not JSON")
