@@ -121,18 +121,30 @@ def main() -> None:
 
 
 @main.command()
-def tables() -> None:
+@click.option("--storage", is_flag=True, help="Show how each table is stored instead: data files and bytes, small "
+                                             "files, partitions the next compaction rewrites, snapshots.")
+def tables(storage: bool) -> None:
     """List every lake table with row count, snapshot id and last update."""
     from resources import lake_resource
 
     lake = lake_resource(_settings())
-    rows = []
-    for identifier in lake.list_tables():
-        info = lake.describe(identifier)
-        rows.append((identifier, info["rows"], info["snapshot_id"], info["snapshots"], info["last_updated"]))
-    if not rows:
+    identifiers = lake.list_tables()
+    if not identifiers:
         click.echo("The lake is empty: run `make demo` (or `platformq demo`) first.")
         return
+    if storage:
+        from resources.lake_maintenance import storage_report
+
+        reports = [storage_report(lake, identifier) for identifier in identifiers]
+        click.echo(format_table(
+            ["table", "data_files", "MiB", "small_files", "partitions_to_compact", "snapshots", "oldest_snapshot (UTC)"],
+            [(r["table"], r["data_files"], round(r["data_bytes"] / 2**20, 2), r["small_files"],
+              r["partitions_to_compact"], r["snapshots"], r["oldest_snapshot"]) for r in reports]))
+        return
+    rows = []
+    for identifier in identifiers:
+        info = lake.describe(identifier)
+        rows.append((identifier, info["rows"], info["snapshot_id"], info["snapshots"], info["last_updated"]))
     click.echo(format_table(["table", "rows", "snapshot_id", "snapshots", "last_updated (UTC)"], rows))
 
 

@@ -407,3 +407,29 @@ def remove_orphan_files(lake: "LakeResource", identifier: str, older_than: dt.da
         result.orphans_deleted += 1
         result.bytes_deleted += info.size or 0
     return result
+
+
+# -- storage report -------------------------------------------------------------------------------------------
+
+def storage_report(lake: "LakeResource", identifier: str, min_input_files: int = 5) -> dict:
+    """How a table is stored now, for deciding on maintenance: live data files and bytes, small files and the
+    partitions the next compaction would rewrite, snapshots and the age of the oldest (what expiry trims)."""
+    from pyiceberg.table import TableProperties
+
+    table = lake.load_table(identifier)
+    snapshot = table.current_snapshot()
+    tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files()) if snapshot else []
+    target = int(table.metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                                               TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+    groups, _ = _small_file_groups(table, tasks, min_input_files, target)
+    oldest = min((s.timestamp_ms for s in table.metadata.snapshots), default=None)
+    return {
+        "table": identifier,
+        "data_files": len(tasks),
+        "data_bytes": sum(t.file.file_size_in_bytes for t in tasks),
+        "small_files": sum(1 for t in tasks if t.file.file_size_in_bytes < int(target * 0.75)),
+        "partitions_to_compact": len({key for key, _ in groups}),
+        "snapshots": len(table.metadata.snapshots),
+        "oldest_snapshot": (dt.datetime.fromtimestamp(oldest / 1000, tz=dt.timezone.utc)
+                            if oldest is not None else None),
+    }

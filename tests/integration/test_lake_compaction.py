@@ -88,6 +88,21 @@ def test_compaction_rewrites_a_partitions_small_files_as_one_and_keeps_every_row
     assert _rows(lake) == before_rows
 
 
+def test_the_storage_report_shows_what_compaction_and_expiry_would_do(appended_lake):
+    from resources.lake_maintenance import compact_table, expire_snapshots, storage_report
+
+    lake = appended_lake
+    before = storage_report(lake, TABLE)
+    assert (before["data_files"], before["small_files"], before["partitions_to_compact"], before["snapshots"]) == \
+        (8, 8, 1, 8)
+    assert before["data_bytes"] > 0 and before["oldest_snapshot"] <= dt.datetime.now(dt.timezone.utc)
+    compact_table(lake, TABLE)
+    expire_snapshots(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1),
+                     retain_last=1)
+    after = storage_report(lake, TABLE)
+    assert (after["data_files"], after["partitions_to_compact"], after["snapshots"]) == (3, 0, 1)
+
+
 def test_compaction_honours_its_thresholds(appended_lake):
     from resources.lake_maintenance import compact_table
 
