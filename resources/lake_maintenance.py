@@ -1,12 +1,15 @@
-"""Snapshot expiry with file clean-up for the lake's Iceberg tables (no Dagster here).
+"""Maintenance of the lake's Iceberg tables (no Dagster here): snapshot expiry with file clean-up, compaction
+of small files, retention by age, removal of orphan files, and a storage report. Each is what Iceberg's own
+action of that name does, where pyiceberg has none or only its metadata half.
 
-pyiceberg's ``expire_snapshots`` removes snapshots from the table's metadata only: the data files, manifests
+Expiry: pyiceberg's ``expire_snapshots`` removes snapshots from the table's metadata only: the data files, manifests
 and manifest lists that only those snapshots reached stay in storage, and so does every row a later commit
 deleted. ``expire_snapshots`` below also deletes the files that only the expired snapshots reach (what
 Iceberg's own ExpireSnapshots action does), data files first, then manifests, then manifest lists, and only
 then commits the expiry: a run interrupted at any point is finished by the next one, which still sees the
 snapshots and reads whatever of their manifests is left. Files that no snapshot ever referenced (a failed
-commit's data file, a writer's commit still in flight) are never touched, and the current snapshot is never
+commit's data file, a writer's commit still in flight) are never touched by expiry (the orphan sweep deletes
+them once they are old enough), and the current snapshot is never
 expired, so a writer racing with the clean-up cannot lose a file. Metadata JSON files are left to the table's
 ``write.metadata.delete-after-commit.enabled``: they hold the schema and snapshot summaries (counts), never
 row values.
