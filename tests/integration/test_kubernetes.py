@@ -93,6 +93,11 @@ def test_the_services_audit_files_are_mounted_where_the_sensor_and_the_steps_rea
 
     client = ApiClient()
     values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    claim = yaml.safe_load((ROOT / "infra" / "helm" / "service-state.yaml").read_text())
+    rebuilt = client._ApiClient__deserialize(claim, "V1PersistentVolumeClaim")
+    assert client.sanitize_for_serialization(rebuilt) == claim
+    assert claim["metadata"]["name"] == "platformq-service-state"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # the services write, Dagster's pods read
     [deployment] = values["dagster-user-deployments"]["deployments"]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     for where in (deployment, launcher):

@@ -111,11 +111,12 @@ def test_cluster_manifests_give_the_lava_pods_a_shared_volume_and_pod_rights():
     assert {"create", "get", "delete"} <= rules["pods"] and rules["pods/log"] == {"get"}
     values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    assert launcher["volumes"] == [{"name": "neuromorphic-workdir",
-                                    "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}]
+    volumes = {v["name"]: v for v in launcher["volumes"]}
+    assert volumes["neuromorphic-workdir"] == {"name": "neuromorphic-workdir",
+                                               "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
     assert docs["RoleBinding"]["subjects"][0]["name"] == values["global"]["serviceAccountName"]
-    [mount] = launcher["volumeMounts"]
-    assert mount == {"name": "neuromorphic-workdir", "mountPath": "/mnt/neuromorphic"}
+    mounts = {m["name"]: m for m in launcher["volumeMounts"]}
+    assert mounts["neuromorphic-workdir"] == {"name": "neuromorphic-workdir", "mountPath": "/mnt/neuromorphic"}
 
 
 def test_model_without_earlier_spike_trains_fails_with_what_to_materialise(settings):
