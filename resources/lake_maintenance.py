@@ -150,12 +150,17 @@ class CompactionResult:
     snapshot_id: int | None = None
 
 
+def small_file_limit(target_bytes: int) -> int:
+    """Files below this many bytes are small: Iceberg's min-file-size-bytes default, 75 % of the target."""
+    return int(target_bytes * 0.75)
+
+
 def _small_file_groups(table: "Table", tasks, min_input_files: int, target_bytes: int):
     """The current snapshot's small data files, by partition, bin-packed into groups of at most
     ``target_bytes``; only groups of ``min_input_files`` or more files are worth a rewrite. A file with delete
     files attached (a merge-on-read writer such as Spark or Trino) is left to that engine's compaction: its
     delete files name it by path."""
-    small_below = int(target_bytes * 0.75)  # Iceberg's min-file-size-bytes default: 75 % of the target
+    small_below = small_file_limit(target_bytes)
     by_partition: dict[tuple, list] = {}
     skipped: list[str] = []
     spec = table.metadata.spec()
@@ -430,7 +435,7 @@ def storage_report(lake: "LakeResource", identifier: str, min_input_files: int =
         "table": identifier,
         "data_files": len(tasks),
         "data_bytes": sum(t.file.file_size_in_bytes for t in tasks),
-        "small_files": sum(1 for t in tasks if t.file.file_size_in_bytes < int(target * 0.75)),
+        "small_files": sum(1 for t in tasks if t.file.file_size_in_bytes < small_file_limit(target)),
         "partitions_to_compact": len({key for key, _ in groups}),
         "snapshots": len(table.metadata.snapshots),
         "oldest_snapshot": (dt.datetime.fromtimestamp(oldest / 1000, tz=dt.timezone.utc)
