@@ -21,11 +21,11 @@ def _activity(day: str, accounts: list[int]) -> pa.Table:
     orders = pa.table({"account_id": pa.array(accounts, pa.int64()), "partition_date": [day] * n,
                        "ts": pa.array([placed] * n, TS), "cancelled_lots": [0] * n,
                        "cancelled_ts": pa.array([None] * n, TS), "status": ["NEW"] * n,
-                       "anomaly_id": pa.array([None] * n, pa.string())})
+                       "anomaly_type": pa.array([None] * n, pa.string())})
     fills = pa.table({"account_id": pa.array([], pa.int64()), "partition_date": pa.array([], pa.string()),
                       "ts": pa.array([], TS), "qty_lots": pa.array([], pa.int64()),
                       "price_ticks": pa.array([], pa.int64()), "counterparty_account_id": pa.array([], pa.int64()),
-                      "anomaly_id": pa.array([], pa.string())})
+                      "anomaly_type": pa.array([], pa.string())})
     tenants = pa.table({"account_id": pa.array(accounts, pa.int64()), "tenant_id": ["t-a"] * n})
     return _with_as_of(account_features(orders, fills, tenants))
 

@@ -51,28 +51,33 @@ def test_instrument_windows_are_computed_within_the_day():
 def test_account_windows_count_activity_and_labels():
     t0 = dt.datetime(2024, 3, 1, 15, 0)
     orders = pa.Table.from_pylist([
-        {"account_id": 1, "partition_date": "2024-03-01", "ts": t0, "cancelled_lots": 0, "anomaly_id": None,
+        {"account_id": 1, "partition_date": "2024-03-01", "ts": t0, "cancelled_lots": 0, "anomaly_type": None,
          "status": "FILLED", "cancelled_ts": None},
         {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=1), "cancelled_lots": 5,
-         "anomaly_id": None, "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=2)},
+         "anomaly_type": None, "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=2)},
         {"account_id": 2, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=20), "cancelled_lots": 9,
-         "anomaly_id": "spoof-1", "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=21)},
+         "anomaly_type": "spoofing", "status": "CANCELLED", "cancelled_ts": t0 + dt.timedelta(minutes=21)},
+        # an ordinary order placed while the instrument's price jumped: labelled flash_move, not the account's doing
+        {"account_id": 3, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=31), "cancelled_lots": 0,
+         "anomaly_type": "flash_move", "status": "FILLED", "cancelled_ts": None},
     ])
     fills = pa.Table.from_pylist([
         {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=2), "qty_lots": 3,
-         "price_ticks": 1000, "counterparty_account_id": 2, "anomaly_id": None},
+         "price_ticks": 1000, "counterparty_account_id": 2, "anomaly_type": None},
         {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + dt.timedelta(minutes=3), "qty_lots": 1,
-         "price_ticks": 1000, "counterparty_account_id": 2, "anomaly_id": None},
+         "price_ticks": 1000, "counterparty_account_id": 2, "anomaly_type": None},
     ])
     accounts = pa.Table.from_pylist([{"account_id": 1, "tenant_id": "t-a"}, {"account_id": 2, "tenant_id": "t-b"},
-                                     {"account_id": 1, "tenant_id": "t-a"}])
+                                     {"account_id": 1, "tenant_id": "t-a"}, {"account_id": 3, "tenant_id": "t-a"}])
     table = account_features(orders, fills, accounts).to_pylist()
     one = next(r for r in table if r["account_id"] == 1)
     two = next(r for r in table if r["account_id"] == 2)
+    three = next(r for r in table if r["account_id"] == 3)
+    assert three["label_anomalous"] == 0 and three["orders"] == 1
     assert (one["orders"], one["cancel_ratio"], one["fills"], one["traded_notional"]) == (2, 0.5, 2, 40.0)
     assert one["fills_per_counterparty"] == 2 and one["label_anomalous"] == 0 and one["tenant_id"] == "t-a"
     assert two["label_anomalous"] == 1 and two["cancel_ratio"] == 1.0 and two["fills"] == 0
-    assert len(table) == 2  # one row per account and window, nothing duplicated by the outer join
+    assert len(table) == 3  # one row per account and window, nothing duplicated by the outer join
 
 
 def test_a_cancel_counts_only_in_a_window_that_ends_after_it():
@@ -84,7 +89,7 @@ def test_a_cancel_counts_only_in_a_window_that_ends_after_it():
 
     def order(placed, cancelled_lots=0, cancelled=None, status="NEW"):
         return {"account_id": 1, "partition_date": "2024-03-01", "ts": t0 + placed * minute,
-                "cancelled_lots": cancelled_lots, "anomaly_id": None, "status": status,
+                "cancelled_lots": cancelled_lots, "anomaly_type": None, "status": status,
                 "cancelled_ts": None if cancelled is None else t0 + cancelled * minute}
 
     orders = pa.Table.from_pylist([
@@ -98,12 +103,12 @@ def test_a_cancel_counts_only_in_a_window_that_ends_after_it():
         order(20, 5, cancelled=22, status="CANCELLED"),  # next window, cancelled inside it
     ], schema=pa.schema([("account_id", pa.int64()), ("partition_date", pa.string()),
                          ("ts", pa.timestamp("us", tz="UTC")), ("cancelled_lots", pa.int64()),
-                         ("anomaly_id", pa.string()), ("status", pa.string()),
+                         ("anomaly_type", pa.string()), ("status", pa.string()),
                          ("cancelled_ts", pa.timestamp("us", tz="UTC"))]))
     fills = pa.Table.from_pylist([], schema=pa.schema([
         ("account_id", pa.int64()), ("partition_date", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
         ("qty_lots", pa.int64()), ("price_ticks", pa.int64()), ("counterparty_account_id", pa.int64()),
-        ("anomaly_id", pa.string())]))
+        ("anomaly_type", pa.string())]))
     accounts = pa.Table.from_pylist([{"account_id": 1, "tenant_id": "t-a"}])
     rows = {r["event_ts"]: r for r in account_features(orders, fills, accounts).to_pylist()}
     assert sorted(rows) == [t0 + 15 * minute, t0 + 30 * minute]
@@ -139,6 +144,37 @@ def test_account_features_use_nothing_from_after_event_ts_on_a_simulated_day():
     joined = features.merge(expected, on=["account_id", "event_ts"], how="inner")
     assert len(joined) == len(expected) > 100
     assert np.allclose(joined.cancel_ratio, joined.expected)
+
+
+def test_account_labels_are_the_abuse_the_venue_attributes_to_the_account():
+    """A window is anomalous when the account placed or filled an order of an anomaly that the venue's labels
+    (bronze.anomaly_labels) attribute to that account: spoofing and wash trades. A flash move names no account;
+    the ordinary orders placed while it lasted do not make their accounts' windows anomalous."""
+    import pandas as pd
+
+    from platformq_assets.lake.venue import (BRONZE_ACCOUNTS, BRONZE_ANOMALY_LABELS, BRONZE_FILLS, BRONZE_ORDERS,
+                                             venue_tables)
+    from services.trading.simulation import SimulationConfig, accounts, simulate_day
+
+    config = SimulationConfig(scale=0.2, start_date=dt.date(2024, 1, 1))
+    tables = venue_tables(simulate_day(dt.date(2024, 2, 5), config), accounts(config), "b",
+                          dt.datetime(2024, 2, 6, tzinfo=dt.timezone.utc))
+    labels = tables[BRONZE_ANOMALY_LABELS].to_pandas()
+    named = {(a, int(acct)) for a, accts in zip(labels.anomaly_id, labels.account_ids)
+             for acct in (accts or "").split(",") if acct}
+    events = pd.concat([tables[t].to_pandas()[["account_id", "ts", "anomaly_id", "anomaly_type"]]
+                        for t in (BRONZE_ORDERS, BRONZE_FILLS)])
+    assert (events.anomaly_type == "flash_move").sum() > 0  # the day has a flash move with orders in it
+    events["event_ts"] = events["ts"].dt.floor("15min") + pd.Timedelta(minutes=15)
+    attributed = events[[(a, acct) in named for a, acct in zip(events.anomaly_id, events.account_id)]]
+    expected = set(zip(attributed.account_id, attributed.event_ts))
+    features = account_features(tables[BRONZE_ORDERS], tables[BRONZE_FILLS], tables[BRONZE_ACCOUNTS]).to_pandas()
+    positive = set(zip(features[features.label_anomalous == 1].account_id,
+                       features[features.label_anomalous == 1].event_ts))
+    assert positive == expected and len(expected) >= 2
+    flash_windows = set(zip(events[events.anomaly_type == "flash_move"].account_id,
+                            events[events.anomaly_type == "flash_move"].event_ts))
+    assert flash_windows - expected and not (flash_windows - expected) & positive
 
 
 @pytest.mark.slow

@@ -88,11 +88,11 @@ def test_the_online_store_asset_notes_when_it_materialises_an_older_day(tmp_path
         placed = dt.datetime.fromisoformat(day).replace(hour=15, tzinfo=dt.timezone.utc)
         orders = pa.table({"account_id": [1], "partition_date": [day], "ts": pa.array([placed], ts),
                            "cancelled_lots": [0], "cancelled_ts": pa.array([None], ts), "status": ["NEW"],
-                           "anomaly_id": pa.array([None], pa.string())})
+                           "anomaly_type": pa.array([None], pa.string())})
         fills = pa.table({"account_id": pa.array([], pa.int64()), "partition_date": pa.array([], pa.string()),
                           "ts": pa.array([], ts), "qty_lots": pa.array([], pa.int64()),
                           "price_ticks": pa.array([], pa.int64()), "counterparty_account_id": pa.array([], pa.int64()),
-                          "anomaly_id": pa.array([], pa.string())})
+                          "anomaly_type": pa.array([], pa.string())})
         accounts = pa.table({"account_id": [1], "tenant_id": ["t-a"]})
         feast.export_partition("account_activity", day, _with_as_of(account_features(orders, fills, accounts)))
     with DagsterInstance.ephemeral() as instance:
