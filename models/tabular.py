@@ -33,6 +33,10 @@ METRIC = "val_roc_auc"
 # leave the gate ~150 rows of each model).
 VALIDATION_FRACTION = 0.2
 TEST_FRACTION = 0.2
+# A rare class (the account model's anomalous windows are ~1 % of rows) can leave a slice with none of its rows:
+# no ROC AUC to choose on or gate on. The validation and test slices then reach back in time until each holds at
+# least this many rows of every class, as long as the training slice keeps as many.
+MIN_CLASS_ROWS = 5
 
 
 @dataclass
@@ -46,21 +50,37 @@ class Split:
     test_rows: int = 0  # rows after the cutoff, left out of training and validation
 
 
-def time_cuts(times, validation: float = VALIDATION_FRACTION, test: float = TEST_FRACTION) -> tuple:
+def time_cuts(times, validation: float = VALIDATION_FRACTION, test: float = TEST_FRACTION, labels=None,
+              min_class_rows: int = MIN_CLASS_ROWS) -> tuple:
     """(validation_start, test_start): the event times at which the validation and the test slice begin.
 
     The cuts fall on event-time boundaries (rows sharing an event time are never on both sides): each cut is
     the event time of the row at that fraction of the rows in time order; rows before ``validation_start``
     train, rows from it up to ``test_start`` validate, rows at or after ``test_start`` are the test slice
-    (``test_start`` is None when ``test`` is 0)."""
+    (``test_start`` is None when ``test`` is 0).
+
+    With ``labels`` (aligned with ``times``), a cut moves earlier where its slice would hold fewer than
+    ``min_class_rows`` rows of a class: to the event time of that class's ``min_class_rows``-th latest row in the
+    slice's reach. A move that would leave the training slice fewer than ``min_class_rows`` rows of a class is
+    not made (the slice keeps its fractional cut, and the gate says when it cannot judge)."""
     import pandas as pd
 
     if not (0 < validation < 1 and 0 <= test < 1 and validation + test < 1):
         raise ValueError(f"validation ({validation}) and test ({test}) must be fractions leaving rows to train on")
-    ordered = pd.Series(times).sort_values(kind="mergesort").reset_index(drop=True)
+    frame = pd.DataFrame({"t": pd.Series(times).reset_index(drop=True)})
+    if labels is not None:
+        frame["y"] = pd.Series(labels).reset_index(drop=True)  # positionally aligned with times
+    frame = frame.sort_values("t", kind="mergesort").reset_index(drop=True)
+    ordered = frame["t"]
     n = len(ordered)
     test_start = ordered.iloc[int(n * (1 - test))] if test > 0 and n else None
     validation_start = ordered.iloc[int(n * (1 - test - validation))] if n else None
+    if labels is not None and n and min_class_rows > 0:
+        moved_test = _reach_back(frame, test_start, None, min_class_rows) if test_start is not None else None
+        moved_validation = _reach_back(frame, min(validation_start, moved_test) if moved_test is not None
+                                       else validation_start, moved_test, min_class_rows)
+        if moved_validation > ordered.iloc[0] and (moved_test is None or moved_validation < moved_test):
+            validation_start, test_start = moved_validation, moved_test
     if (validation_start is None or validation_start <= ordered.iloc[0]
             or (test_start is not None and validation_start >= test_start)):
         raise ValueError(f"{n} rows over {ordered.nunique()} event times are too few to split by time into train, "
@@ -68,11 +88,30 @@ def time_cuts(times, validation: float = VALIDATION_FRACTION, test: float = TEST
     return validation_start, test_start
 
 
+def _reach_back(frame, start, end, k: int):
+    """The earliest of ``start`` and, per class, the event time that gives the slice [start, end) ``k`` rows of
+    it; ``start`` unchanged where that would leave fewer than ``k`` rows of a class before the slice."""
+    cut = start
+    for value in frame["y"].dropna().unique():
+        rows = frame[frame["y"] == value]
+        in_reach = rows[rows["t"] < end] if end is not None else rows
+        if len(in_reach) < 2 * k or (in_reach["t"] >= start).sum() >= k:
+            continue  # too few of the class to keep k on both sides, or the slice already holds k
+        cut = min(cut, in_reach["t"].iloc[-k])
+    # a move is kept only if every class keeps k rows before the cut (the rows that train)
+    before = frame[frame["t"] < cut]
+    if cut != start and any((before["y"] == v).sum() < min(k, (frame["y"] == v).sum())
+                            for v in frame["y"].dropna().unique()):
+        return start
+    return cut
+
+
 def time_split(frame, features: list[str], label: str, time_column: str, validation: float = VALIDATION_FRACTION,
                test: float = TEST_FRACTION) -> Split:
     """Train on the earliest rows, validate on the next ones (no look-ahead), cut at event-time boundaries by
-    :func:`time_cuts`; the latest rows (the test slice) are left out for the promotion gate."""
-    validation_start, test_start = time_cuts(frame[time_column], validation, test)
+    :func:`time_cuts` (which keeps a rare class in every slice); the latest rows (the test slice) are left out
+    for the promotion gate."""
+    validation_start, test_start = time_cuts(frame[time_column], validation, test, labels=frame[label])
     frame = frame.sort_values(time_column, kind="mergesort")
     times = frame[time_column]
     train = frame[times < validation_start]

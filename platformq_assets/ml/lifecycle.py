@@ -391,7 +391,8 @@ def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[
 
     The rows are those of ``frame`` (the training set) after the later of the two versions' training cutoffs
     (a champion without one counts as trained up to the challenger's), fed to the models as training and
-    serving feed them (:func:`gate_data`). Fewer than ``min_rows`` of them: the gate fails and says why."""
+    serving feed them (:func:`gate_data`). Fewer than ``min_rows`` of them, or rows of one class only (no ROC AUC):
+    the gate fails and says why."""
     mlflow_lib = mlflow._mlflow()
     from mlflow.exceptions import MlflowException
     from mlflow.models import MetricThreshold
@@ -421,6 +422,13 @@ def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[
                 "reason": f"only {len(rows)} rows after {after.isoformat()} (the latest training cutoff of "
                           f"{versions}); the gate needs at least {min_rows} rows no version trained or was "
                           f"chosen on: materialise newer feature days and the training set, then evaluate again"}
+    classes = sorted(int(v) for v in rows[label].dropna().unique())
+    if len(classes) < 2:
+        return {**outcome, "passed": False,
+                "reason": f"the {len(rows)} rows after {after.isoformat()} hold only {label}={classes[0] if classes else None}"
+                          f": {PROMOTION_METRIC} cannot rank one class; the gate needs rows of both classes no version "
+                          f"trained or was chosen on: materialise newer feature days and the training set, then "
+                          f"evaluate again"}
     data = gate_data(rows, features, label)
     results = {}
     with mlflow.start_run(f"platformq/{model}", run_name=f"evaluate-v{challenger.version}",

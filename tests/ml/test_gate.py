@@ -225,3 +225,47 @@ def test_time_split_cuts_between_event_times():
     assert len(train) % 3 == 0 and len(validation) % 3 == 0
     unseen = frame[frame["ret_1"] > validation.max()]
     assert len(unseen) % 3 == 0 and len(train) + len(validation) + len(unseen) == len(frame)
+
+
+def test_a_holdout_of_one_class_fails_the_gate_with_a_reason(lake, registry):
+    """Rows no version saw, all of one label (a rare class that did not occur lately): no ROC AUC can judge
+    them, so the gate fails and says so (mlflow's evaluate raised on them: the step crashed)."""
+    frame = training_frame()
+    challenger, _, split = register(registry, frame)
+    unseen = ordered(frame)["event_timestamp"] > split.cutoff
+    quiet = ordered(frame)
+    quiet.loc[unseen, LABEL] = 0
+    write_training_set(lake, quiet)
+    passed, meta, reason = gate(lake, registry)
+    assert not passed and meta["holdout_rows"] == int(unseen.sum()) >= 50
+    assert f"hold only {LABEL}=0" in reason and "both classes" in reason
+    assert registry.client().get_model_version(MODEL, challenger.version).tags["platformq.stage"] == "dev"
+
+
+def test_time_split_keeps_a_rare_class_in_every_slice():
+    """17 positives among ~700 rows, none in the latest 40 % of event times: the validation and test slices reach
+    back until each holds 5 of them (the training slice keeps the other 7); the cuts stay on event-time boundaries.
+    With 3 positives there is nothing to share out: the fractional cuts stand."""
+    from models.tabular import MIN_CLASS_ROWS, time_split
+
+    frame = ordered(training_frame(days=4, per_day=60, gaps=False))
+    frame[LABEL] = 0
+    times = sorted(frame["event_timestamp"].unique())
+    rare = [times[i] for i in np.linspace(5, int(len(times) * 0.55), 17).astype(int)]
+    for t in rare:  # one positive row at each of 17 event times
+        frame.loc[frame.index[frame["event_timestamp"] == t][0], LABEL] = 1
+    index = {t: i for i, t in enumerate(times)}
+    frame["ret_1"] = frame["event_timestamp"].map(index).astype("float64")
+    column = FEATURES.index("ret_1")
+
+    split = time_split(frame, FEATURES, LABEL, "event_timestamp")
+    test = frame[frame["event_timestamp"] > split.cutoff]
+    assert (int(split.y_train.sum()), int(split.y_val.sum()), int(test[LABEL].sum())) == (7, MIN_CLASS_ROWS, MIN_CLASS_ROWS)
+    assert split.x_train[:, column].max() < split.x_val[:, column].min() and len(split.x_train) % 3 == 0
+    assert len(test) > 0.4 * len(frame)  # the test slice reached back past its 20 %
+
+    sparse = frame.copy()
+    sparse[LABEL] = 0
+    sparse.loc[sparse.index[:3], LABEL] = 1
+    plain = time_split(sparse, FEATURES, LABEL, "event_timestamp")
+    assert len(plain.y_train) == int(len(frame) * 0.6) and len(plain.y_val) == int(len(frame) * 0.2)
