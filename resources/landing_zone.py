@@ -36,9 +36,15 @@ class LandingFile:
         return digest.hexdigest()
 
 
+# How many bytes of new files one sensor tick hashes: a tick must end well inside Dagster's sensor timeout
+# (60 s), whatever lands at once; the files past the budget are hashed by the next ticks.
+HASH_BUDGET_BYTES = 1 << 30
+
+
 class LandingZoneResource(ConfigurableResource):
     root: str
     sources: list[str]
+    hash_budget_bytes: int = HASH_BUDGET_BYTES
 
     def list_files(self) -> list[LandingFile]:
         """Every complete file in the source folders, in a stable order."""

@@ -3,7 +3,10 @@
 The cursor remembers each file's size, mtime, ctime and inode, so unchanged files cost no
 hashing on later ticks; the run key is the file's path and SHA-256, so Dagster
 never launches two runs for the same content even if the cursor is lost; and
-the ingestion step itself skips content its ledger already holds.
+the ingestion step itself skips content its ledger already holds. A tick hashes new files up to
+the landing zone's ``hash_budget_bytes`` (at least one file) and leaves the rest out of its cursor, so a
+large drop is taken over several ticks instead of running a tick past the sensor timeout, where it would
+record nothing and start over every time.
 """
 
 
@@ -28,15 +31,22 @@ def build_landing_sensor(job, source_keys: dict[str, AssetKey], always: list[Ass
             description="Starts one ingestion run per new or changed file under data/landing/<source>/.")
     def landing_zone_sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
         seen = json.loads(context.cursor) if context.cursor else {}
-        current, requests = {}, []
+        current, requests, hashed, deferred = {}, [], 0, 0
         for landing_file in landing_zone.list_files():
             fingerprint = landing_file.fingerprint()
-            current[landing_file.relpath] = fingerprint
             if seen.get(landing_file.relpath) == fingerprint:
+                current[landing_file.relpath] = fingerprint
+                continue
+            if requests and hashed >= landing_zone.hash_budget_bytes:
+                deferred += 1  # not in the cursor: still new to the next tick
                 continue
             requests.append(landing_run_request(landing_file.relpath, landing_file.sha256(),
                                                 source_keys[landing_file.source], always))
+            hashed += int(fingerprint.split(":", 1)[0])
+            current[landing_file.relpath] = fingerprint
         cursor = json.dumps(current, sort_keys=True)
+        if deferred:
+            context.log.info(f"{deferred} new landing file(s) left for the next tick (hashed {hashed} bytes)")
         if not requests:
             return SensorResult(skip_reason=SkipReason("no new landing files"), cursor=cursor)
         return SensorResult(run_requests=requests, cursor=cursor)

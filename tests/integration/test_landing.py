@@ -8,6 +8,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 from pyiceberg.expressions import EqualTo
 
+from resources.landing_zone import LandingZoneResource
 from tests.integration.helpers import QUIET, definitions
 
 pytestmark = pytest.mark.slow
@@ -20,10 +21,10 @@ def drop(settings, relpath, data: bytes):
     return path
 
 
-def tick(defs, cursor=None):
+def tick(defs, cursor=None, landing_zone=None):
     sensor = defs.resolve_sensor_def("landing_zone_sensor")
     context = build_sensor_context(instance=DagsterInstance.get(), cursor=cursor,
-                                   resources={"landing_zone": defs.resources["landing_zone"]})
+                                   resources={"landing_zone": landing_zone or defs.resources["landing_zone"]})
     result = sensor.evaluate_tick(context)
     return result.run_requests, result.cursor
 
@@ -75,6 +76,37 @@ def test_sensor_ingests_each_file_exactly_once_across_restarts(settings, lake):
     assert [r.tags["platformq/landing_file"] for r in new] == ["partner_quotes/b.csv"]
     assert execute(defs, new[0]).success
     assert lake.read("bronze.partner_quotes").num_rows == 3
+
+
+def test_a_large_drop_is_hashed_over_several_ticks_within_the_budget(settings, lake):
+    """A tick hashes new files up to the landing zone's byte budget (at least one file) and leaves the rest
+    out of its cursor: every file is requested once, over as many ticks as the budget needs; a file that
+    changes while it waits is requested with its new bytes."""
+    defs = definitions(settings)
+    zone = defs.resources["landing_zone"]
+    small = LandingZoneResource(root=zone.root, sources=zone.sources, hash_budget_bytes=30)
+    for name in ("a", "b", "c", "d"):
+        drop(settings, f"partner_quotes/{name}.csv", b"symbol,price\nAAA,1.5\nBBB,2.5\n" + name.encode() * 3)
+    seen, cursor, per_tick = [], None, []
+    for _ in range(4):
+        requests, cursor = tick(defs, cursor, small)
+        per_tick.append(len(requests))
+        seen += [r.tags["platformq/landing_file"] for r in requests]
+        if len(seen) == 2:  # d changes while it waits for its tick
+            drop(settings, "partner_quotes/d.csv", b"symbol,price\nDDD,4.5\n")
+    assert per_tick == [1, 1, 1, 1]  # 32-byte files, a 30-byte budget: one file a tick
+    assert seen == ["partner_quotes/a.csv", "partner_quotes/b.csv", "partner_quotes/c.csv", "partner_quotes/d.csv"]
+    assert tick(defs, cursor, small)[0] == []
+    [d] = [r for r in tick(defs, None, zone)[0] if r.tags["platformq/landing_file"] == "partner_quotes/d.csv"]
+    assert d.tags["platformq/file_sha256"] == _sha(settings.landing_dir / "partner_quotes/d.csv")[:16]
+    # the default budget takes the whole drop in one tick
+    assert len(tick(defs, None, zone)[0]) == 4
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_bad_files_are_quarantined_and_counts_reconcile(settings, lake):
