@@ -36,6 +36,9 @@ AUDIT_TABLE = "governance.audit_log"
 CHECKPOINTS = "ops.audit_files"
 QUARANTINE = "quarantine.audit_log"
 SUFFIX = "-audit.jsonl"
+# A run takes a file's new bytes in pieces of about this size, each written and checkpointed before the next is
+# read: memory stays bounded however far behind the runs are (a paused sensor, a week of requests).
+CHUNK_BYTES = 32 << 20
 # field -> (JSON type, may be null)
 FIELDS: dict[str, tuple[type, bool]] = {"ts": (str, False), "correlation_id": (str, False), "tenant": (str, True),
                                         "subject": (str, True), "method": (str, False), "path": (str, False),
@@ -106,11 +109,14 @@ def _checkpoints(lake: "LakeResource") -> dict[str, dict]:
     return {row["file_id"]: row for row in lake.read(CHECKPOINTS).to_pylist()}
 
 
-def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, bytes]], int]:
-    """The complete lines after ``offset`` with the offset each starts at, and the offset after the last."""
+def _new_lines(path: Path, offset: int, max_bytes: int = CHUNK_BYTES) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete lines in about ``max_bytes`` after ``offset`` (at least one line, however long) with the
+    offset each starts at, and the offset after the last."""
     with open(path, "rb") as handle:
         handle.seek(offset)
-        data = handle.read()
+        data = handle.read(max_bytes)
+        if len(data) == max_bytes and b"\n" not in data:
+            data += handle.readline()  # one line longer than the chunk: read to its end
     end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
     lines, position = [], 0
     for raw in data[:end].split(b"\n")[:-1]:
@@ -120,10 +126,9 @@ def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, bytes]], int]:
 
 
 def ingest_audit_files(lake: "LakeResource", directory: Path, batch_id: str,
-                       now: dt.datetime | None = None) -> list[FileReport]:
-    """Take the lines added to every audit file since its checkpoint into ``governance.audit_log``."""
-    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual
-
+                       now: dt.datetime | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[FileReport]:
+    """Take the lines added to every audit file since its checkpoint into ``governance.audit_log``: in pieces of
+    about ``chunk_bytes``, each checkpointed; one report per file for all its pieces."""
     now = now or dt.datetime.now(dt.timezone.utc)
     checkpoints = _checkpoints(lake)
     reports = []
@@ -135,34 +140,50 @@ def ingest_audit_files(lake: "LakeResource", directory: Path, batch_id: str,
             continue  # not one complete line yet
         fid = _file_id(service, first)
         seen = checkpoints.get(fid, {"offset": 0, "lines": 0})
-        lines, end = _new_lines(path, seen["offset"])
-        if not lines:
-            continue
         report = FileReport(service=service, file=path.name, file_id=fid, start_offset=seen["offset"],
-                            end_offset=end, lines_read=len(lines))
-        accepted, held = [], []
-        for number, (offset, raw) in enumerate(lines, start=seen["lines"] + 1):
-            text = raw.decode("utf-8", errors="replace")
-            try:
-                row = parse_record(text)
-            except ValueError as exc:
-                reason = str(exc)
-                report.reasons[reason.split(":")[0]] = report.reasons.get(reason.split(":")[0], 0) + 1
-                held.append({"line": number, "raw_record": text, "reason": reason})
-                continue
-            accepted.append({**row, "service": service, "_file_id": fid, "_offset": offset, "_line": number})
-        report.accepted, report.quarantined = len(accepted), len(held)
-        # a failed earlier attempt may have left rows from this offset on: they are replaced, not added to
-        redo = And(EqualTo("_file_id", fid), GreaterThanOrEqual("_offset", seen["offset"]))
-        lake.replace_where(AUDIT_TABLE, _audit_rows(accepted, batch_id, now), redo)
-        if held or lake.table_exists(QUARANTINE):
-            lake.replace_where(QUARANTINE, _quarantine_rows(held, service, path.name, fid, batch_id, now),
-                               And(And(EqualTo("source", f"audit/{service}"), EqualTo("file_sha256", fid)),
-                                   GreaterThanOrEqual("line", seen["lines"] + 1)))
-        lake.replace_where(CHECKPOINTS, _checkpoint_row(report, seen["lines"] + len(lines), now),
-                           EqualTo("file_id", fid))
-        reports.append(report)
+                            end_offset=seen["offset"])
+        offset, done = seen["offset"], seen["lines"]
+        while True:
+            lines, end = _new_lines(path, offset, chunk_bytes)
+            if not lines:
+                break
+            _ingest_piece(lake, report, service, path.name, fid, lines, offset, done, end, batch_id, now)
+            offset, done = end, done + len(lines)
+        if report.lines_read:
+            reports.append(report)
     return reports
+
+
+def _ingest_piece(lake: "LakeResource", report: FileReport, service: str, name: str, fid: str,
+                  lines: list[tuple[int, bytes]], offset: int, done: int, end: int, batch_id: str,
+                  now: dt.datetime) -> None:
+    """One piece of a file (its lines from byte ``offset``, after ``done`` lines): records, quarantine, then the
+    checkpoint; added to ``report``."""
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual
+
+    accepted, held = [], []
+    for number, (start, raw) in enumerate(lines, start=done + 1):
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            row = parse_record(text)
+        except ValueError as exc:
+            reason = str(exc)
+            report.reasons[reason.split(":")[0]] = report.reasons.get(reason.split(":")[0], 0) + 1
+            held.append({"line": number, "raw_record": text, "reason": reason})
+            continue
+        accepted.append({**row, "service": service, "_file_id": fid, "_offset": start, "_line": number})
+    # a failed earlier attempt may have left rows from this offset on: they are replaced, not added to
+    redo = And(EqualTo("_file_id", fid), GreaterThanOrEqual("_offset", offset))
+    lake.replace_where(AUDIT_TABLE, _audit_rows(accepted, batch_id, now), redo)
+    if held or lake.table_exists(QUARANTINE):
+        lake.replace_where(QUARANTINE, _quarantine_rows(held, service, name, fid, batch_id, now),
+                           And(And(EqualTo("source", f"audit/{service}"), EqualTo("file_sha256", fid)),
+                               GreaterThanOrEqual("line", done + 1)))
+    report.lines_read += len(lines)
+    report.accepted += len(accepted)
+    report.quarantined += len(held)
+    report.end_offset = end
+    lake.replace_where(CHECKPOINTS, _checkpoint_row(report, done + len(lines), now), EqualTo("file_id", fid))
 
 
 def _audit_rows(rows: list[dict], batch_id: str, now: dt.datetime) -> "pa.Table":

@@ -118,6 +118,50 @@ def test_a_run_killed_before_its_checkpoint_is_repaired_without_duplicates(lake,
     assert set(lake.read(AUDIT_TABLE).column("_batch_id").to_pylist()) == {"b2"}
 
 
+def test_a_long_backlog_is_taken_in_checkpointed_pieces(lake, audit_dir, monkeypatch):
+    """A run reads a file's new bytes in pieces of about ``chunk_bytes`` (a line longer than a piece is read
+    whole), each written and checkpointed before the next: the lake ends as if read in one piece, and a crash in
+    a later piece keeps the pieces before it (the next run starts at their checkpoint)."""
+    from resources.lake import LakeResource
+
+    trading = audit_dir / "trading-audit.jsonl"
+    lines = [json.dumps(_record(i)) for i in range(12)]
+    lines[5] = json.dumps(_record(5, path="/v1/orders/" + "x" * 600))  # longer than a piece
+    lines[8] = "not json"
+    _write(trading, *lines)
+    piece = 3 * (len(lines[0]) + 1)  # three of the short lines
+    replace, checkpoints = LakeResource.replace_where, []
+
+    def recording(die_at=None):
+        def replace_where(self, identifier, table, *args, **kwargs):
+            if identifier == CHECKPOINTS:
+                checkpoints.append((table.column("offset")[0].as_py(), table.column("lines")[0].as_py()))
+                if len(checkpoints) == die_at:
+                    raise RuntimeError("killed")
+            return replace(self, identifier, table, *args, **kwargs)
+        return replace_where
+
+    monkeypatch.setattr(LakeResource, "replace_where", recording(die_at=3))
+    with pytest.raises(RuntimeError, match="killed"):
+        ingest_audit_files(lake, audit_dir, batch_id="b1", chunk_bytes=piece)
+    # 3 lines, then the 2 that fit before the long line; the third piece died at its checkpoint
+    assert [lines_ for _, lines_ in checkpoints] == [3, 5, 6]
+    [saved] = lake.read(CHECKPOINTS).to_pylist()
+    assert (saved["offset"], saved["lines"]) == checkpoints[1]
+
+    checkpoints.clear()
+    monkeypatch.setattr(LakeResource, "replace_where", recording())
+    [report] = ingest_audit_files(lake, audit_dir, batch_id="b2", chunk_bytes=piece)
+    monkeypatch.undo()
+    assert checkpoints[0][1] == 6  # the long line alone: read whole, though longer than a piece
+    assert (report.start_offset, report.end_offset) == (saved["offset"], trading.stat().st_size)
+    assert (report.lines_read, report.accepted, report.quarantined) == (7, 6, 1)
+    assert _ids(lake) == [f"c{i:04d}" for i in range(12) if i != 8]
+    assert lake.read(QUARANTINE).column("line").to_pylist() == [9]
+    [saved] = lake.read(CHECKPOINTS).to_pylist()
+    assert (saved["offset"], saved["lines"]) == (trading.stat().st_size, 12)
+
+
 def test_a_real_services_requests_reach_the_lake_through_the_sensor_and_the_job(settings, lake):
     """The trading service (its real app and audit writer) answers requests; the sensor sees the file grow
     and asks for one run; the job takes the records in and its checks pass; a second tick asks for nothing."""
