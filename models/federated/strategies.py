@@ -23,13 +23,14 @@ sends its control variate ``c`` with the model, clients keep ``c_i`` across roun
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
@@ -304,6 +305,10 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
         # the ε below counts on subsampling, which amplifies privacy only if no one can predict the sample: the
         # run's seed travels in the run config, so the participants are drawn from the OS's entropy instead
         strategy.rng = random.SystemRandom()
+        # Flower draws the noise from numpy's global generator, which any library in the process may seed (a fixed
+        # np.random.seed makes the noise predictable, and whoever predicts it subtracts it): a generator of our
+        # own, seeded from the OS's entropy, never stored or sent
+        self._noise = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
         self._sample_rates: list[float] = []
 
     def aggregate_train(self, server_round, replies):
@@ -325,6 +330,14 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
         record["central_noise_std"] = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
         record["central_epsilon"] = self.epsilon()
         return self._add_noise_to_aggregated_arrays(arrays), metrics
+
+    def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
+        """Gaussian noise of std z·C/m on every aggregated array, as Flower's wrapper adds it, from our generator."""
+        std = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
+        noised = {name: Array(np.asarray(value + self._noise.normal(0.0, std, np.shape(value)).astype(value.dtype)))
+                  for name, value in zip(aggregated_arrays.keys(), aggregated_arrays.to_numpy_ndarrays())}
+        log(INFO, "aggregate_train: central DP noise with %.4f stdev added", std)
+        return ArrayRecord(noised)
 
     def epsilon(self) -> float:
         """The run's ε so far at the configured δ."""

@@ -290,6 +290,27 @@ def test_central_dp_samples_participants_secretly_and_averages_them_uniformly():
     assert not build_strategy(FederatedConfig(), {})[1].uniform_weights
 
 
+def test_central_dp_noise_comes_from_a_generator_no_seed_reaches():
+    """Flower's wrapper drew the noise from numpy's global generator: a library seeding it with a fixed value made
+    the noise of two runs the same (so predictable, and subtractable). Ours is seeded from the OS's entropy: the
+    same aggregate noised after the same global seed differs, and the noise has the std z·C/m."""
+    from flwr.app import Array, ArrayRecord
+
+    from models.federated.strategies import build_strategy
+
+    def noised():
+        central = build_strategy(FederatedConfig(central_dp_noise=1.0, central_dp_clip=2.0), {})[0]
+        central.num_sampled_clients = 4
+        np.random.seed(0)
+        out = central._add_noise_to_aggregated_arrays(ArrayRecord({"w": Array(np.zeros(200_000, np.float32))}))
+        return out.to_numpy_ndarrays()[0]
+
+    first, second = noised(), noised()
+    assert first.dtype == np.float32 and first.shape == (200_000,)
+    assert not np.allclose(first, second)
+    assert first.std() == pytest.approx(1.0 * 2.0 / 4, rel=0.02)
+
+
 def test_loading_the_client_app_imports_no_torch():
     """On a SuperNode every message starts a ClientApp process of its own; a `query` (who is this node?) must not
     pay for importing torch."""
