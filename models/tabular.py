@@ -230,7 +230,17 @@ def tune_trainable(config: dict, split_ref=None) -> None:
 def search(split: Split, num_samples: int, mlflow_tracking_uri: str | None = None, experiment: str | None = None,
            parent_run_id: str | None = None, time_budget_s: float | None = None, storage_path: str | None = None,
            seed: int = 7, max_failures: int = 2) -> dict:
-    """Budgeted AutoML over the families with ASHA early stopping; every trial goes to MLflow."""
+    """Budgeted AutoML over the families with ASHA early stopping; every trial goes to MLflow.
+
+    Ray Tune's own trial files (state, per-trial result logs) go to ``storage_path``; without one, to a temporary
+    folder removed after the search (Ray's default, ``~/ray_results``, outside the platform's home, grew by every
+    search of every run and home). The search's record is the MLflow runs."""
+    import tempfile
+
+    if storage_path is None:
+        with tempfile.TemporaryDirectory(prefix="platformq-tune-") as scratch:
+            return search(split, num_samples, mlflow_tracking_uri, experiment, parent_run_id, time_budget_s,
+                          storage_path=scratch, seed=seed, max_failures=max_failures)
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler

@@ -1,6 +1,8 @@
-"""The AutoML search on real Ray (in process, loopback): a search in which no trial can train says why."""
+"""The AutoML search on real Ray (in process, loopback): a search in which no trial can train says why; a search
+leaves no Ray Tune files behind outside the folder it was given."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,3 +22,25 @@ def test_a_search_where_every_trial_fails_names_the_trials_error(tmp_path):
     message = str(failed.value)
     assert message.startswith("every trial failed; first error: ValueError")
     assert "classes" in message  # scikit-learn's own words, not Ray's wrapper or "No best trial found"
+
+
+def test_a_search_without_a_storage_path_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Ray Tune's default storage is ~/ray_results: every search of every run added to it. Without a storage path
+    the trial files live in a temporary folder for the search only; the result is the same search."""
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    y = (x[:, 0] > 0).astype(int)
+    split = Split(x[:60], y[:60], x[60:], y[60:])
+    default = Path(os.path.expanduser("~/ray_results")) / "platformq_search"
+    before = sorted(default.iterdir()) if default.exists() else None
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where this process makes its temporary folders
+    ray = RayResource(num_cpus=2, temp_dir=f"/tmp/pqray-test-{os.getpid()}")
+    with ray.session():
+        result = search(split, num_samples=2, max_failures=0)
+    assert len(result["trials"]) == 2 and result["best_score"] > 0.8
+    assert (sorted(default.iterdir()) if default.exists() else None) == before
+    assert list(scratch.iterdir()) == []  # the search's folder is gone
