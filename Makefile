@@ -15,6 +15,10 @@ PLATFORMQ_CACHE ?= $(HOME)/.cache/platformq
 LAVA_ENV := $(PLATFORMQ_CACHE)/venv-lava-$(shell sha256sum requirements/lava.txt | cut -c1-12)
 LAVA_VENV := .venv-lava
 AIRFLOW_ENV := $(PLATFORMQ_CACHE)/venv-airflow-$(shell sha256sum requirements/airflow.txt | cut -c1-12)
+# A real Ethereum JSON-RPC node for the anchoring tests (npm's hardhat: `hardhat node`), pinned; no lock
+# file (npm's records download addresses). Cached like the lava env; .test-chain links to it.
+HARDHAT_VERSION := 2.29.1
+TEST_CHAIN_ENV := $(PLATFORMQ_CACHE)/test-chain-hardhat-$(HARDHAT_VERSION)
 
 export PLATFORMQ_HOME ?= $(CURDIR)/.platformq
 export DAGSTER_HOME ?= $(PLATFORMQ_HOME)
@@ -70,6 +74,18 @@ $(STAMPS)/venv-lava: $(STAMPS)/uv requirements/lava.txt
 	ln -sfn $(LAVA_ENV) $(LAVA_VENV)
 	@touch $@
 
+$(STAMPS)/test-chain: infra/test-chain/hardhat.config.js
+	@if [ ! -f $(TEST_CHAIN_ENV)/.complete ]; then \
+	  command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }; \
+	  rm -rf $(TEST_CHAIN_ENV) && mkdir -p $(TEST_CHAIN_ENV) && \
+	  echo '{"name": "platformq-test-chain", "private": true}' > $(TEST_CHAIN_ENV)/package.json && \
+	  npm install --silent --no-audit --no-fund --no-save --no-package-lock --prefix $(TEST_CHAIN_ENV) \
+	    hardhat@$(HARDHAT_VERSION) && \
+	  touch $(TEST_CHAIN_ENV)/.complete; fi
+	cp infra/test-chain/hardhat.config.js $(TEST_CHAIN_ENV)/hardhat.config.js
+	ln -sfn $(TEST_CHAIN_ENV) .test-chain
+	@mkdir -p $(STAMPS) && touch $@
+
 # A real Airflow 3 for the Airflow integration test (test-production only), cached like the lava env.
 $(STAMPS)/venv-airflow: $(STAMPS)/uv requirements/airflow.txt
 	@if [ ! -f $(AIRFLOW_ENV)/.complete ]; then \
@@ -96,7 +112,7 @@ services:
 demo: setup
 	$(VENV)/bin/platformq demo $(DEMO_ARGS)
 
-test: setup services
+test: setup services $(STAMPS)/test-chain
 	$(PY) -m pytest -q --timeout=900 --ignore=tests/services/anchoring --ignore=tests/production $(PYTEST_ARGS)
 	$(CHAIN_VENV)/bin/python -m pytest -q -o filterwarnings= --timeout=300 tests/services/anchoring
 	$(MAKE) --no-print-directory validate
@@ -123,7 +139,7 @@ clean:
 	rm -rf .platformq dbt/target dbt/logs data/landing .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) .venv-airflow $(STAMPS)
+	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) .venv-airflow .test-chain $(STAMPS)
 
 lock: $(STAMPS)/uv
 	UV_FIND_LINKS="$(PIP_FIND_LINKS)" uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt

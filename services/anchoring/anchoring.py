@@ -127,9 +127,15 @@ def anchor_batch(
     Idempotent per (root, batch id): when the registry already holds this root under this batch
     id (a retried run that anchored before it failed), the existing anchor is reused instead of
     being refused as "already anchored" forever. The same root under another batch id is still
-    refused by the registry.
+    refused by the registry. An address whose code is not the AnchorRegistry's (an account, another
+    contract, a typo) is refused before anything is sent: an account would take the transaction and its gas.
     """
+    from services.anchoring.chain import ChainError
+
     leaves, tree = build_tree(credential_hashes)
+    if not chain.is_registry(contract_address):
+        raise ChainError(f"{contract_address} is not an anchor registry on chain {chain.chain_id} (its code is not "
+                         "AnchorRegistry's): check PLATFORMQ_CHAIN_REGISTRY")
     existing = chain.find_anchor_receipt(contract_address, tree.root)
     resumed = existing is not None and existing.batch_id == batch_id
     receipt = existing if resumed else chain.anchor_root(contract_address, tree.root, batch_id)
