@@ -7,6 +7,7 @@
     platformq demo                   what `make demo` runs
     platformq models list|history|promote|rollback NAME   the model registry
     platformq participants enrol|consent|suspend|list      federated-learning participants (tenants)
+    platformq chain deploy-registry|verify --day D          the credential anchors' chain
 
 Runs go to the Dagster instance in ``$DAGSTER_HOME`` (``.platformq/`` by
 default), so they show up in the UI next to scheduled and sensor runs.
@@ -431,7 +432,9 @@ def _register_groups() -> None:
     from platformq_assets.federated.cli import participants
     from platformq_assets.lake.cli import erasure
     from platformq_assets.ml.cli import models
+    from platformq_assets.trust.cli import chain
 
+    main.add_command(chain)
     main.add_command(erasure)
     main.add_command(models)
     main.add_command(participants)

@@ -196,6 +196,8 @@ class Settings(BaseSettings):
                                "(or PLATFORMQ_SERVICES_IN_PROCESS=true)")
             if self.chain_rpc_url and not self.chain_private_key:
                 missing.append("PLATFORMQ_CHAIN_PRIVATE_KEY")
+            if self.chain_rpc_url and not self.chain_registry:
+                missing.append("PLATFORMQ_CHAIN_REGISTRY (deploy one with `platformq chain deploy-registry`)")
             if missing:
                 raise ValueError(
                     "production profile needs these settings (no fallback to local): " + ", ".join(missing)

@@ -103,10 +103,6 @@ def dataset_credentials(context: AssetExecutionContext, lake: LakeResource, cred
                            metadata={"issued": len(rows), "verified": verified})
 
 
-def chain_python() -> Path:
-    return PROJECT_ROOT / ".venv-chain" / "bin" / "python"
-
-
 @asset(
     key=ANCHORS_KEY,
     pool=table_pool("trust.credential_anchors"),
@@ -123,25 +119,24 @@ def chain_python() -> Path:
 def credential_anchors(context: AssetExecutionContext, lake: LakeResource):
     import pyarrow as pa
 
+    from platformq_assets.trust.chain import chain_env, require_chain_python
     from resources.settings import load_settings
 
     settings = load_settings()
-    python = chain_python()
-    if not python.exists():
-        raise Failure(f"the chain environment is missing ({python}); create it with `make setup`")
+    try:
+        python = require_chain_python()
+    except RuntimeError as exc:
+        raise Failure(str(exc)) from exc
     partition = context.partition_key
     issued = lake.read_partition("trust.dataset_credentials", PARTITION_COLUMN, partition)
     hashes = sorted(set(issued.column("credential_sha256").to_pylist()))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "proofs.json"
-        extras = {"hashes": hashes, "batch_id": f"credentials-{partition}", "chain_id": settings.chain_id,
-                  "out": str(out)}
-        if settings.chain_rpc_url:
-            extras.update({"rpc_url": settings.chain_rpc_url, "private_key": settings.chain_private_key,
-                           "registry": settings.chain_registry})
+        # the chain (and its private key) goes in the child's environment; Pipes writes the extras to a file
+        extras = {"hashes": hashes, "batch_id": f"credentials-{partition}", "out": str(out)}
         invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
             context=context, command=[str(python), "-m", "services.anchoring.pipes_anchor"], extras=extras,
-            env={"PYTHONPATH": str(PROJECT_ROOT)})
+            env=chain_env(settings))
         proofs = json.loads(out.read_text())
     table = pa.Table.from_pylist([{**{k: v for k, v in p.items() if k != "audit_path"},
                                    "audit_path": json.dumps(p["audit_path"]),

@@ -2,29 +2,32 @@
 
 The chain libraries (web3, py-evm, vyper) cannot share the main environment
 (pycryptodome pins clash), so the Dagster asset launches this script with that
-environment's interpreter. Input (Pipes extras): ``hashes``, ``batch_id``,
-``chain_id``, ``out`` (where to write the proofs as JSON) and optionally
-``rpc_url``/``private_key``/``registry`` for a real chain. Reports the anchor as
-materialisation metadata and a check that every proof verifies on chain.
+environment's interpreter. Input (Pipes extras): ``hashes``, ``batch_id`` and
+``out`` (where to write the proofs as JSON); the chain comes from the environment
+(``services.anchoring.configured``: the private key is never in the extras, which
+Pipes writes to a file). Reports the anchor as materialisation metadata and a check
+that every proof verifies on chain.
 """
-
-import json
 
 from dagster_pipes import open_dagster_pipes
 
 from services.anchoring.anchoring import anchor_batch, verify
-from services.anchoring.chain import InProcessEthereumChain, JsonRpcChain
+from services.anchoring.configured import ChainConfig
 
 
 def main() -> None:
+    import json
+
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
-        if extras.get("rpc_url"):
-            chain = JsonRpcChain(extras["rpc_url"], extras["private_key"], expected_chain_id=extras["chain_id"])
-            registry = extras.get("registry") or chain.deploy_registry()
-        else:
-            chain = InProcessEthereumChain(chain_id=extras["chain_id"])
+        config = ChainConfig.from_env()
+        chain = config.chain()
+        registry = config.registry
+        if registry is None:
             registry = chain.deploy_registry()
+            if config.persistent:
+                pipes.log.warning(f"no PLATFORMQ_CHAIN_REGISTRY: deployed a new anchor registry {registry} for this "
+                                  "run; deploy one with `platformq chain deploy-registry` and configure it")
         batch = anchor_batch(extras["hashes"], chain, registry, extras["batch_id"])
         results = [verify(p, chain, contract_address=registry) for p in batch.proofs]
         failed = [r.reason for r in results if not r.valid]
@@ -35,7 +38,7 @@ def main() -> None:
             "merkle_root": batch.root, "tree_size": batch.tree_size, "chain_id": batch.chain_id,
             "contract_address": batch.contract_address, "tx_hash": batch.tx_hash,
             "block_number": batch.block_number, "resumed_existing_anchor": batch.resumed,
-            "chain": "in-process py-evm" if not extras.get("rpc_url") else "json-rpc",
+            "chain": "json-rpc" if config.persistent else "in-process py-evm",
         })
         pipes.report_asset_check(check_name="anchored_proofs_verify", passed=not failed,
                                  metadata={"proofs": len(results), "failed": len(failed),

@@ -63,6 +63,20 @@ def test_production_with_duckdb_engine_needs_no_trino(monkeypatch):
     assert query_resource(s).engine == "duckdb" and build_resources(s)["dbt"].target == "local"
 
 
+@pytest.mark.parametrize("missing", ["PLATFORMQ_CHAIN_PRIVATE_KEY", "PLATFORMQ_CHAIN_REGISTRY"])
+def test_production_json_rpc_chain_needs_its_key_and_a_deployed_registry(monkeypatch, missing):
+    """Without a configured registry every anchoring run deployed a new one on the persistent chain: a retry
+    could not find the day's anchor, and an auditor had no one registry to trust."""
+    for k, v in {**PRODUCTION_ENV, "PLATFORMQ_CHAIN_RPC_URL": "https://rpc.internal:8545",
+                 "PLATFORMQ_CHAIN_PRIVATE_KEY": "0x" + "11" * 32,
+                 "PLATFORMQ_CHAIN_REGISTRY": "0x" + "22" * 20}.items():
+        monkeypatch.setenv(k, v)
+    assert Settings().chain_registry == "0x" + "22" * 20
+    monkeypatch.delenv(missing)
+    with pytest.raises(ValidationError, match=missing):
+        Settings()
+
+
 def test_malformed_production_variable_fails_with_its_name(monkeypatch):
     for k, v in PRODUCTION_ENV.items():
         monkeypatch.setenv(k, v)
