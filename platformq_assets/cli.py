@@ -15,6 +15,7 @@ default), so they show up in the UI next to scheduled and sensor runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -205,8 +206,10 @@ def ingest_landing() -> None:
         raise click.ClickException("landing ingestion failed: see the run in the UI")
 
 
-def materialise_days(days: list[str], instance=None, defs=None, run_config: dict | None = None) -> list[dict]:
-    """Run the daily medallion job for each partition, in process."""
+def materialise_days(days: list[str], instance=None, defs=None, run_config: dict | None = None,
+                     on_report=None) -> list[dict]:
+    """Run the daily medallion job for each partition, in process (each report also given to ``on_report`` as
+    soon as its day is done)."""
     defs = defs or _definitions()
     instance = instance or _instance()
     job = defs.resolve_job_def("lake_daily")
@@ -223,6 +226,8 @@ def materialise_days(days: list[str], instance=None, defs=None, run_config: dict
             "checks_passed": sum(c.passed for c in checks),
             "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
         })
+        if on_report is not None:
+            on_report(reports[-1])
     return reports
 
 
@@ -269,12 +274,56 @@ def _trading_days(start: dt.date, end: dt.date) -> list[str]:
     return days
 
 
-def _echo_reports(reports: list[dict]) -> None:
+def _echo_reports(reports: list[dict], echo=click.echo) -> None:
     for r in reports:
         status = "ok" if r["success"] else "FAILED"
         failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
-        click.echo(f"  {r['partition']}: {status} in {r['seconds']}s, {r['materializations']} tables, "
-                   f"{r['checks_passed']} checks passed{failed}")
+        echo(f"  {r['partition']}: {status} in {r['seconds']}s, {r['materializations']} tables, "
+             f"{r['checks_passed']} checks passed{failed}")
+
+
+def _echo_step(r: dict, echo=click.echo) -> None:
+    failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
+    if r.get("skipped"):
+        echo(f"  {r['step']} [{r['partition']}]: {r['note']}")
+        return
+    status = "ok" if r["success"] else ("gated (a challenger did not pass promotion)" if r.get("gated") else "FAILED")
+    note = f" ({r['note']})" if r.get("note") else ""
+    echo(f"  {r['step']} [{r['partition']}]: {status}, {r['materializations']} assets, "
+         f"{r['checks_passed']} checks passed{failed}{note}")
+
+
+@contextlib.contextmanager
+def library_output_to(path: Path | None):
+    """While the block runs, everything written to this process's stdout and stderr, and to its children's (Ray
+    workers, Spark's JVM), goes to ``path``: the libraries' progress bars, banners and INFO lines. Yields an
+    ``echo`` that still reaches the terminal (and is copied to the file). ``path`` None: nothing is moved."""
+    if path is None:
+        yield click.echo
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    log = open(path, "ab", buffering=0)  # noqa: SIM115 (closed below, after the descriptors are restored)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+
+    def echo(message: str = "") -> None:
+        data = f"{message}\n".encode()
+        os.write(saved_out, data)
+        log.write(data)
+
+    try:
+        yield echo
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        log.close()
 
 
 @main.command()
@@ -294,7 +343,9 @@ def backfill(start, end) -> None:
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               callback=_finite, help="Multiplies the venue's order arrival rates.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: yesterday, UTC).")
-def demo(days: int, scale: float, end) -> None:
+@click.option("--verbose", is_flag=True, help="Show the libraries' own output (Ray, Spark, MLflow, Feast, Flower) "
+                                               "here instead of in the demo's log file.")
+def demo(days: int, scale: float, end, verbose: bool) -> None:
     """Set up sample landing files, build the whole graph for a few days, print a summary."""
     from platformq_assets.demo_data import seed_landing_zone
     from resources import lake_resource
@@ -307,31 +358,35 @@ def demo(days: int, scale: float, end) -> None:
                f"profile {settings.profile}")
     written = seed_landing_zone(settings.landing_dir)
     click.echo(f"landing zone: {len(written)} sample file(s) under {settings.landing_dir}")
+    log_path = None if verbose else (
+        settings.home / "logs" / f"demo-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.log")
+    if log_path is not None:
+        click.echo(f"the libraries' own output (Ray, Spark, MLflow, Feast, Flower): {log_path}")
 
-    defs = _definitions()
-    instance = _instance()
-    reports = materialise_days(day_list, instance, defs,
-                               run_config={"ops": {"venue_session": {"config": {"scale": scale}}}})
-    _echo_reports(reports)
-    landing = run_landing_pass(instance, defs)
-    if landing["files"]:
-        click.echo(f"  landing: {landing['files']} file(s) ingested, checks passed {landing['checks_passed']}, "
-                   f"failed {landing['checks_failed']}")
-    else:
-        click.echo("  landing: nothing new (already ingested)")
+    with library_output_to(log_path) as echo:
+        defs = _definitions()
+        instance = _instance()
+        reports = materialise_days(day_list, instance, defs,
+                                   run_config={"ops": {"venue_session": {"config": {"scale": scale}}}},
+                                   on_report=lambda r: _echo_reports([r], echo))
+        landing = run_landing_pass(instance, defs)
+        if landing["files"]:
+            echo(f"  landing: {landing['files']} file(s) ingested, checks passed {landing['checks_passed']}, "
+                 f"failed {landing['checks_failed']}")
+        else:
+            echo("  landing: nothing new (already ingested)")
 
-    from platformq_assets.ml.runs import build_federated, build_ml, build_neuromorphic
+        from platformq_assets.ml.runs import build_federated, build_ml, build_neuromorphic
 
-    ml_reports = (build_ml(day_list, defs, instance) + build_federated(defs, instance)
-                  + build_neuromorphic(day_list, defs, instance)
-                  + [run_unpartitioned_job(defs, instance, job) for job in ("governance_audit", "lake_maintenance")])
-    for r in ml_reports:
-        failed = f", failed checks: {', '.join(r['checks_failed'])}" if r["checks_failed"] else ""
-        status = "ok" if r["success"] else ("gated (a challenger did not pass promotion)" if r.get("gated")
-                                            else "FAILED")
-        note = f" ({r['note']})" if r.get("note") else ""
-        click.echo(f"  {r['step']} [{r['partition']}]: {status}, "
-                   f"{r['materializations']} assets, {r['checks_passed']} checks passed{failed}{note}")
+        def report(r: dict) -> None:
+            _echo_step(r, echo)
+
+        ml_reports = (build_ml(day_list, defs, instance, on_report=report)
+                      + build_federated(defs, instance, on_report=report)
+                      + build_neuromorphic(day_list, defs, instance, on_report=report))
+        for job in ("governance_audit", "lake_maintenance"):
+            ml_reports.append(run_unpartitioned_job(defs, instance, job))
+            report(ml_reports[-1])
 
     lake = lake_resource(settings)
     rows = [(t, lake.describe(t)["rows"]) for t in lake.list_tables()]
@@ -344,6 +399,8 @@ def demo(days: int, scale: float, end) -> None:
     ok = (all(r["success"] for r in reports) and all(r["success"] or r.get("gated") for r in ml_reports)
           and landing["success"])
     if not ok:
+        if log_path is not None:
+            click.echo(f"Something failed: the runs are in the UI (Runs), the libraries' output in {log_path}")
         sys.exit(1)
 
 

@@ -46,6 +46,16 @@ def test_demo_twice_builds_everything_without_duplicates(tmp_path):
     assert "federated/order_anomaly_model [-]: ok" in first.stdout
     assert "FAILED" not in first.stdout
     assert "make ui" in first.stdout
+    # the terminal shows the demo's own lines; the libraries' banners, progress and INFO lines go to its log
+    [log_line] = [line for line in first.stdout.splitlines() if line.startswith("the libraries' own output")]
+    log = (home / "logs").glob("demo-*.log")
+    [log_file] = list(log)
+    assert log_line.endswith(str(log_file))
+    logged = log_file.read_text(errors="replace")
+    for noise in ("Materializing", "mlflow", "Configuration for experiment", "Starting PlatformStrategy"):
+        assert noise not in first.stdout + first.stderr, noise
+        assert noise in logged, noise
+    assert "features/registry [-]: ok" in logged  # the demo's own lines are in the log too, for context
     after_first = table_rows(home)
     for table in ("bronze.orders", "bronze.fills", "silver.trades", "gold.ohlcv_bars", "gold.trader_leaderboard",
                   "bronze.partner_quotes", "bronze.kyc_events", "quarantine.landing", "ops.landing_files"):

@@ -126,7 +126,7 @@ def test_ml_graph_runs_on_the_production_twins(production):
     assert any(o.object_name.endswith("MLmodel") for o in artifacts)
 
     # Spark: the history rebuild ran on the standalone master and matches the daily tables
-    spark_meta = next(r for r in reports if "instrument_intervals_history" in r["step"])
+    spark_meta = next(r for r in reports if "features/instrument_intervals_history" in r["assets"])
     assert spark_meta["success"]
     from resources import lake_resource
 
