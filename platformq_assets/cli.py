@@ -42,11 +42,14 @@ def _instance():
     from dagster import DagsterInstance
 
     settings = _settings()
-    if not os.environ.get("DAGSTER_HOME"):
-        if not settings.is_local:  # a local SQLite instance would hide the runs and bypass the table pools
-            raise click.ClickException("the production profile needs DAGSTER_HOME: the folder with the "
-                                       "dagster.yaml of the production (Postgres) instance")
-        home = settings.home
+    if not os.environ.get("DAGSTER_HOME") and not settings.is_local:
+        # a local SQLite instance would hide the runs and bypass the table pools
+        raise click.ClickException("the production profile needs DAGSTER_HOME: the folder with the "
+                                   "dagster.yaml of the production (Postgres) instance")
+    if settings.is_local:
+        # the embedded instance: the project's dagster.yaml (run queue, one slot per table pool), also in a
+        # DAGSTER_HOME given without one (Dagster would run on its defaults: no pools, and warn)
+        home = Path(os.environ.get("DAGSTER_HOME") or settings.home)
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
         if not config.exists():

@@ -46,6 +46,9 @@ def test_demo_twice_builds_everything_without_duplicates(tmp_path):
     assert "federated/order_anomaly_model [-]: ok" in first.stdout
     assert "FAILED" not in first.stdout
     assert "make ui" in first.stdout
+    # a DAGSTER_HOME without a dagster.yaml gets the project's (run queue, table pools), not Dagster's defaults
+    assert (home / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
+    assert "No dagster instance configuration file" not in first.stderr
     # the terminal shows the demo's own lines; the libraries' banners, progress and INFO lines go to its log
     [log_line] = [line for line in first.stdout.splitlines() if line.startswith("the libraries' own output")]
     log = (home / "logs").glob("demo-*.log")

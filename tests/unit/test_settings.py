@@ -221,3 +221,19 @@ def test_a_relative_home_is_made_absolute(monkeypatch, tmp_path):
     s = Settings()
     assert s.home == tmp_path / "relhome"
     assert s.effective_warehouse == (tmp_path / "relhome" / "warehouse").as_uri()
+
+
+def test_the_cli_gives_a_bare_local_dagster_home_the_projects_instance_config(platform_home, monkeypatch, tmp_path):
+    """A DAGSTER_HOME given without a dagster.yaml ran the CLI's runs on Dagster's defaults (no table pools)."""
+    from platformq_assets.cli import _instance
+
+    bare = tmp_path / "dagster-home"
+    monkeypatch.setenv("DAGSTER_HOME", str(bare))
+    instance = _instance()
+    assert (bare / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
+    assert instance.root_directory == str(bare)
+    pools = instance.get_concurrency_config().pool_config
+    assert pools.default_pool_limit == 1
+    (bare / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # an operator's own file is kept
+    _instance()
+    assert (bare / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
