@@ -39,10 +39,10 @@ def deploy_registry() -> None:
 def day_audit(lake, day: dt.date) -> tuple[list[dict], list[dict]]:
     """The day's anchored proofs, and for each released credential whether its stored JSON still hashes to an
     anchored leaf (a credential edited after anchoring no longer does)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
     from pipelines.partitions import PARTITION_COLUMN
     from platformq_assets.trust.credentials import credential_hash
-
-    from pyiceberg.exceptions import NoSuchTableError
 
     try:
         anchors = lake.read_partition("trust.credential_anchors", PARTITION_COLUMN, day).to_pylist()
@@ -84,10 +84,16 @@ def verify(day: dt.datetime) -> None:
                 if not credential["matches"] else result["reason"] if result is not None else "no proof"))
         rows.append((credential["asset_key"], credential["leaf"][:16], "ok" if ok else "FAILED",
                      result["block_number"] if result and result["valid"] else ""))
+    # an anchored leaf no stored credential hashes to: a release removed from the lake or changed after anchoring
+    orphans = sorted({p["leaf"] for p in proofs} - {c["leaf"] for c in credentials if c["matches"]})
     click.echo(format_table(["asset", "leaf", "result", "block"], rows))
     for line in failures:
         click.echo(line)
+    for leaf in orphans:
+        click.echo(f"anchored leaf {leaf[:16]} matches no credential in trust.dataset_credentials (removed, or "
+                   "changed after anchoring)")
     trusted = settings.chain_registry or "none configured: each proof's own registry, if it runs AnchorRegistry"
     click.echo(f"chain {settings.chain_id}, registry trusted: {trusted}")
-    if failures:
-        raise click.ClickException(f"{len(failures)} of {len(rows)} credentials did not verify")
+    if failures or orphans:
+        raise click.ClickException(f"{len(failures)} of {len(rows)} credentials did not verify; {len(orphans)} "
+                                   "anchored leaves match no credential")

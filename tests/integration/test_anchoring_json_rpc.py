@@ -132,7 +132,14 @@ def test_anchors_on_a_json_rpc_chain_and_verifies_later_from_the_lake(on_node, l
     tampered = _cli("chain", "verify", "--day", DAY)
     assert tampered.exit_code == 1
     assert "gold/positions_pnl: the credential's JSON does not hash to an anchored leaf" in tampered.output
-    assert "1 of 3 credentials did not verify" in tampered.output
+    assert "1 of 3 credentials did not verify; 1 anchored leaves match no credential" in tampered.output
+    original = next(r["credential_sha256"] for r in released if r["asset_key"] == "gold/positions_pnl")
+    assert f"anchored leaf {original[:16]} matches no credential" in tampered.output
+
+    # a release removed from the lake: its anchored leaf is reported, the others still verify
+    lake.replace_partition("trust.dataset_credentials", pa.Table.from_pylist(released[:2]), PARTITION_COLUMN, DAY)
+    removed = _cli("chain", "verify", "--day", DAY)
+    assert removed.exit_code == 1 and "0 of 2 credentials did not verify; 1 anchored leaves" in removed.output
 
 
 def test_a_wrong_registry_fails_the_run_with_the_reason_and_sends_nothing(on_node, lake, monkeypatch):
