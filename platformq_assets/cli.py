@@ -439,7 +439,11 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
         keys = ApiKeyStore(settings.home / "api-keys.json")
     except ValueError as exc:  # a damaged file: say so, rather than start with no keys
         raise click.ClickException(str(exc)) from exc
-    tokens = TokenIssuer(f"http://127.0.0.1:{port}")
+    try:
+        tokens = TokenIssuer(settings.services_token_issuer or f"http://127.0.0.1:{port}",
+                             key_path=settings.services_jwt_key_file or settings.home / "jwt-signing-key.pem")
+    except ValueError as exc:  # a damaged key file: say so, rather than replace it (every token would die)
+        raise click.ClickException(str(exc)) from exc
     lake = lake_resource(settings)
     lake_config = {k: getattr(lake, k) for k in ("catalog_name", "catalog_type", "catalog_uri", "warehouse",
                                                   "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_region")}

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     services_in_process: bool | None = None
     service_urls: dict[str, str] = Field(default_factory=dict)
     services_api_key: str | None = None
+    # `platformq serve`: the ES256 key its JWTs are signed with (PKCS#8 PEM, created on first start; default
+    # <home>/jwt-signing-key.pem) and the issuer URL they name (default http://127.0.0.1:<port>). Processes
+    # behind one address share both, so a token minted by one verifies at every other and across restarts.
+    services_jwt_key_file: str | None = None
+    services_token_issuer: str | None = None
     # The exchange's durable journal (SQLAlchemy URL): SQLite under home locally, Postgres in production.
     trading_journal_url: str | None = None
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).

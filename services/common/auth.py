@@ -4,7 +4,9 @@
   0600 JSON file written atomically). A key can be revoked; tokens minted from it then stop working.
 * JWT bearer tokens: ES256 (ECDSA P-256), signed by the service's key; the
   public key is published as a JWKS and described by an OIDC discovery
-  document, so any standard OIDC/JWT library can validate them.
+  document, so any standard OIDC/JWT library can validate them. With a key file
+  the signing key is shared by every process that reads it and outlives restarts
+  (a token minted by one worker verifies at the others).
 * Roles map to permissions; every endpoint names the permission it needs.
 * Every principal belongs to exactly one tenant, and every request is scoped to it.
 """
@@ -262,15 +264,21 @@ def _now() -> str:
 
 
 class TokenIssuer:
-    """Signs and verifies ES256 JWTs; publishes the JWKS."""
+    """Signs and verifies ES256 JWTs; publishes the JWKS.
 
-    def __init__(self, issuer: str, audience: str = "platformq", ttl_s: int = 900):
+    ``key_path``: the signing key as a PKCS#8 PEM file (mode 0600), created on first use and read by every
+    later issuer, so processes sharing the file (several workers, a restart) sign and verify with one key.
+    Without it the key lives in this object only: its tokens die with the process and no other verifies them.
+    """
+
+    def __init__(self, issuer: str, audience: str = "platformq", ttl_s: int = 900,
+                 key_path: str | os.PathLike | None = None):
         from cryptography.hazmat.primitives.asymmetric import ec
 
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.ttl_s = ttl_s
-        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._key = signing_key(key_path) if key_path is not None else ec.generate_private_key(ec.SECP256R1())
         self.kid = hashlib.sha256(self._public_jwk_material()).hexdigest()[:16]
 
     def _public_jwk_material(self) -> bytes:
@@ -333,6 +341,41 @@ class TokenIssuer:
         # must not share (and exhaust) one rate-limit bucket or be mixed up in audit records.
         return Principal(claims["sub"], claims["tenant"], roles, key_id=f"jwt:{claims['tenant']}:{claims['sub']}",
                          api_key_id=api_key_id)
+
+
+def signing_key(path: str | os.PathLike):
+    """The ES256 key in ``path``; created (P-256, PKCS#8 PEM, mode 0600) when there is none. Creation is atomic
+    and first-wins: the key is written to a temporary file and linked into place, so processes starting at once
+    all end up with the one that got there first. A file that is not a P-256 private key is an error, never
+    silently replaced (every token minted with it would die)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd, tmp = tempfile.mkstemp(prefix=".jwt-key-", suffix=".tmp", dir=directory)  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+                os.link(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    try:
+        with open(path, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"cannot read the JWT signing key {path}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"the JWT signing key {path} is not an ECDSA P-256 private key (ES256 needs one)")
+    return key
 
 
 class RateLimiter:

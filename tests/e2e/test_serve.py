@@ -13,9 +13,10 @@ from tests.ports import free_ports
 pytestmark = pytest.mark.slow
 
 
-def _start(tmp_path, *args: str, ports: int = 6) -> tuple[subprocess.Popen, int, str]:
-    """`platformq serve ARGS` on free consecutive ports: the process, the first port and the admin key."""
-    base = free_ports(ports)
+def _start(tmp_path, *args: str, ports: int = 6, base: int | None = None) -> tuple[subprocess.Popen, int, str]:
+    """`platformq serve ARGS` on free consecutive ports (from ``base`` when given): the process, the first port
+    and the admin key."""
+    base = base if base is not None else free_ports(ports)
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "platformq"), "serve", "--port", str(base), *args], cwd=ROOT,
                             env=subprocess_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -100,10 +101,11 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
                              headers={"X-API-Key": first})
         assert created.status_code == 201, created.text
         ci_key = created.json()["api_key"]
+        token = httpx.post(f"{url}/auth/token", json={"api_key": ci_key}).json()["access_token"]
     finally:
         proc.terminate()
         proc.wait(20)
-    proc, base, second = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme")
+    proc, base, second = _start(tmp_path, "--only", "derivatives", "--tenant", "t-acme", base=base)  # same address
     try:
         url = _derivatives(proc, base)
         assert second != first
@@ -113,11 +115,15 @@ def test_serve_keeps_keys_across_restarts_and_replaces_the_bootstrap_key(tmp_pat
         active = sorted(k["subject"] for k in listed.json() if k["revoked_at"] is None)
         assert active == ["bootstrap-admin", "ci"]
         assert httpx.post(f"{url}/auth/token", json={"api_key": ci_key}).status_code == 200  # survived the restart
+        # so did a token minted before it: the signing key is <home>/jwt-signing-key.pem, not the process's
+        bearer = httpx.get(f"{url}/v1/futures/contracts", headers={"Authorization": f"Bearer {token}"})
+        assert bearer.status_code == 200, bearer.text
     finally:
         proc.terminate()
         proc.wait(20)
     store = tmp_path / "home" / "api-keys.json"
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "home" / "jwt-signing-key.pem").st_mode) == 0o600
     assert first not in store.read_text() and ci_key not in store.read_text()
 
 

@@ -102,3 +102,57 @@ def test_a_signed_token_with_a_claim_of_the_wrong_type_is_a_401_problem(claim, v
         assert body["detail"].startswith("invalid bearer token: ") and claim in body["detail"]
         assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     assert ctx.audit.recent("t1", 10) == []  # nothing was done in any tenant's name
+
+
+def test_issuers_sharing_a_key_file_verify_each_others_tokens(tmp_path):
+    """Several workers (or a restart) on one key file: one signing key, so a token minted by one verifies at the
+    others. A process's own key made every token minted elsewhere, or before a restart, a 401."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from services.common.auth import Principal, TokenIssuer
+
+    path = tmp_path / "keys" / "jwt-signing-key.pem"
+    first = TokenIssuer("http://127.0.0.1:8100", key_path=path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and b"PRIVATE KEY" in path.read_bytes()
+    token = first.issue(Principal("ann", "t1", ("viewer",), key_id="ann"))
+    # another process (a second worker, the service after a restart) reading the same file
+    script = ("import sys; from services.common.auth import TokenIssuer; "
+              "print(TokenIssuer('http://127.0.0.1:8100', key_path=sys.argv[1]).verify(sys.argv[2]).tenant)")
+    other = subprocess.run([sys.executable, "-c", script, str(path), token], capture_output=True, text=True,
+                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert other.returncode == 0 and other.stdout.strip() == "t1", other.stderr
+    assert TokenIssuer("http://127.0.0.1:8100", key_path=path).jwks() == first.jwks()
+    with pytest.raises(jwt.InvalidSignatureError):  # a process without the file is still another key
+        TokenIssuer("http://127.0.0.1:8100").verify(token)
+
+
+def test_issuers_starting_at_once_agree_on_one_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.common.auth import TokenIssuer
+
+    path = tmp_path / "jwt-signing-key.pem"
+    with ThreadPoolExecutor(8) as pool:
+        issuers = list(pool.map(lambda _: TokenIssuer("http://x", key_path=path), range(16)))
+    assert len({issuer.kid for issuer in issuers}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-signing-key.pem"]  # no temporary file left
+
+
+@pytest.mark.parametrize("content", [b"", b"not a key", b"RSA"])
+def test_a_damaged_or_foreign_key_file_is_an_error_not_replaced(tmp_path, content):
+    from services.common.auth import TokenIssuer
+
+    path = tmp_path / "jwt-signing-key.pem"
+    if content == b"RSA":
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        content = rsa.generate_private_key(65537, 2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="JWT signing key"):
+        TokenIssuer("http://x", key_path=path)
+    assert path.read_bytes() == content
