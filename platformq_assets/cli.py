@@ -425,7 +425,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     from resources import lake_resource
     from resources.services import build_local_app
     from services.common.app import BOOTSTRAP_SUBJECT
-    from services.common.auth import ApiKeyStore, TokenIssuer
+    from services.common.auth import ApiKeyStore, SqlApiKeyStore, TokenIssuer
     from services.common.state_store import StateStoreError
     from services.trading.exchange import JournalRulesError
 
@@ -436,9 +436,13 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
         raise click.BadParameter(f"unknown services {sorted(unknown)}; choose from {list(SERVICES)}")
     # one identity for every service: a key or token works on all of them; keys survive restarts
     try:
-        keys = ApiKeyStore(settings.home / "api-keys.json")
+        keys = (SqlApiKeyStore(settings.api_key_store_url) if settings.api_key_store_url
+                else ApiKeyStore(settings.home / "api-keys.json"))
     except ValueError as exc:  # a damaged file: say so, rather than start with no keys
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # the database of PLATFORMQ_API_KEY_STORE_URL is unreachable
+        raise click.ClickException(f"the API key store cannot be reached: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0]}") from None
     try:
         tokens = TokenIssuer(settings.services_token_issuer or f"http://127.0.0.1:{port}",
                              key_path=settings.services_jwt_key_file or settings.home / "jwt-signing-key.pem")

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # behind one address share both, so a token minted by one verifies at every other and across restarts.
     services_jwt_key_file: str | None = None
     services_token_issuer: str | None = None
+    # `platformq serve`'s API keys (hashes only): <home>/api-keys.json, or a database every host reaches (a
+    # SQLAlchemy URL; Postgres in production) when the service processes do not share a file system.
+    api_key_store_url: str | None = None
     # The exchange's durable journal (SQLAlchemy URL): SQLite under home locally, Postgres in production.
     trading_journal_url: str | None = None
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).

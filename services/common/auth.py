@@ -84,6 +84,21 @@ class ApiKeyRecord:
         return Principal(self.subject, self.tenant, self.roles, key_id=self.key_id, api_key_id=self.key_id)
 
 
+def _new_key(subject: str, tenant: str, roles: Iterable[str]) -> tuple[str, ApiKeyRecord]:
+    """A new random key and its record, after checking what describes it."""
+    roles = tuple(dict.fromkeys(roles))
+    unknown = [r for r in roles if r not in ROLE_PERMISSIONS]
+    if unknown or not roles:
+        raise ValueError(f"unknown or missing roles: {unknown or roles}")
+    for name, value in (("subject", subject), ("tenant", tenant)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"the {name} must be a non-empty string")
+    key = "pq_" + secrets.token_urlsafe(32)
+    digest = hash_key(key)
+    return key, ApiKeyRecord(key_id=digest[:16], hash=digest, subject=subject, tenant=tenant, roles=roles,
+                             created_at=_now())
+
+
 class ApiKeyStore:
     """API keys by hash. Thread-safe; keys are never stored or logged in clear.
 
@@ -148,17 +163,8 @@ class ApiKeyStore:
 
     def create_with_record(self, subject: str, tenant: str, roles: Iterable[str]) -> tuple[str, dict]:
         """``create``, also returning the new key's public record (its ``key_id`` among others)."""
-        roles = tuple(dict.fromkeys(roles))
-        unknown = [r for r in roles if r not in ROLE_PERMISSIONS]
-        if unknown or not roles:
-            raise ValueError(f"unknown or missing roles: {unknown or roles}")
-        for name, value in (("subject", subject), ("tenant", tenant)):
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"the {name} must be a non-empty string")
-        key = "pq_" + secrets.token_urlsafe(32)
-        digest = hash_key(key)
-        record = ApiKeyRecord(key_id=digest[:16], hash=digest, subject=subject, tenant=tenant, roles=roles,
-                              created_at=_now())
+        key, record = _new_key(subject, tenant, roles)
+        digest = record.hash
         with self._changing():
             if record.key_id in self._records:  # 2**-64 per pair of keys; never silently shadow one
                 raise RuntimeError("API key id collision; create the key again")
@@ -257,6 +263,87 @@ class ApiKeyStore:
         if len({r.key_id for r in records}) != len(records):
             raise ValueError(f"cannot read the API key store {path}: duplicate key ids")
         return records
+
+
+class SqlApiKeyStore:
+    """API keys by hash in a SQL database (a SQLAlchemy URL; Postgres in production): one store for every service
+    process on every host, where the file store needs a shared file system. The same interface as
+    ``ApiKeyStore``. Every request looks its key up in the database, so a key created or revoked anywhere counts
+    everywhere at the next request; a revocation is one conditional UPDATE (the first ``revoked_at`` stays)."""
+
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self._engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        meta = sa.MetaData()
+        self._table = sa.Table(
+            "api_keys", meta,
+            sa.Column("key_id", sa.String(16), primary_key=True),
+            sa.Column("hash", sa.String(64), nullable=False, unique=True),
+            sa.Column("subject", sa.Text, nullable=False),
+            sa.Column("tenant", sa.Text, nullable=False, index=True),
+            sa.Column("roles", sa.Text, nullable=False),  # a JSON list
+            sa.Column("created_at", sa.String(40), nullable=False),
+            sa.Column("revoked_at", sa.String(40)),
+        )
+        meta.create_all(self._engine)
+
+    @staticmethod
+    def _record(row) -> ApiKeyRecord:
+        return ApiKeyRecord(key_id=row.key_id, hash=row.hash, subject=row.subject, tenant=row.tenant,
+                            roles=tuple(json.loads(row.roles)), created_at=row.created_at, revoked_at=row.revoked_at)
+
+    def create(self, subject: str, tenant: str, roles: Iterable[str]) -> str:
+        return self.create_with_record(subject, tenant, roles)[0]
+
+    def create_with_record(self, subject: str, tenant: str, roles: Iterable[str]) -> tuple[str, dict]:
+        import sqlalchemy as sa
+
+        key, record = _new_key(subject, tenant, roles)
+        values = {**dataclasses.asdict(record), "roles": json.dumps(list(record.roles))}
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(self._table.insert().values(**values))
+        except sa.exc.IntegrityError:  # 2**-64 per pair of keys; never silently shadow one
+            raise RuntimeError("API key id collision; create the key again") from None
+        return key, record.public()
+
+    def _select(self, *where):
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(self._table).where(*where)).all()
+
+    def lookup(self, key: str) -> Principal | None:
+        t = self._table
+        rows = self._select(t.c.hash == hash_key(key), t.c.revoked_at.is_(None))
+        return self._record(rows[0]).principal() if rows else None
+
+    def is_active(self, key_id: str) -> bool:
+        t = self._table
+        return bool(self._select(t.c.key_id == key_id, t.c.revoked_at.is_(None)))
+
+    def list(self, tenant: str) -> list[dict]:
+        rows = sorted(self._select(self._table.c.tenant == tenant), key=lambda r: (r.created_at, r.key_id))
+        return [self._record(r).public() for r in rows]
+
+    def revoke(self, tenant: str, key_id: str) -> dict:
+        import sqlalchemy as sa
+
+        t = self._table
+        mine = (t.c.key_id == key_id, t.c.tenant == tenant)
+        with self._engine.begin() as conn:
+            conn.execute(sa.update(t).where(*mine, t.c.revoked_at.is_(None)).values(revoked_at=_now()))
+            row = conn.execute(sa.select(t).where(*mine)).first()
+        if row is None:  # another tenant's key is treated exactly like an unknown one
+            raise KeyError(key_id)
+        return self._record(row).public()
+
+    def stored_hashes(self) -> list[str]:
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            return list(conn.execute(sa.select(self._table.c.hash)).scalars())
 
 
 def _now() -> str:

@@ -144,3 +144,45 @@ def test_a_serve_that_cannot_start_changes_no_key(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_two_hosts_share_keys_and_tokens_through_a_database_and_one_signing_key(tmp_path, monkeypatch):
+    """Two serves with nothing on disk in common (two hosts behind one address): API keys in one database
+    (PLATFORMQ_API_KEY_STORE_URL, Postgres), one signing key file (a mounted secret) and one issuer, so a key
+    created on one works on the other, a token minted on one verifies on the other, and a revocation on one
+    ends both at the other at the next request."""
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    secret = tmp_path / "secret" / "jwt.pem"
+    with postgres_database() as db:
+        shared = {"PLATFORMQ_API_KEY_STORE_URL": PG_DSN.format(db=db), "PLATFORMQ_SERVICES_JWT_KEY_FILE": str(secret),
+                  "PLATFORMQ_SERVICES_TOKEN_ISSUER": "https://api.platformq.example"}
+        for key, value in shared.items():
+            monkeypatch.setenv(key, value)  # _start hands the environment on
+        a, base_a, admin = _start(tmp_path / "host-a", "--only", "derivatives", "--tenant", "t-acme")
+        b = None
+        try:
+            url_a = _derivatives(a, base_a)
+            created = httpx.post(f"{url_a}/auth/keys", json={"subject": "ci", "roles": ["viewer"]},
+                                 headers={"X-API-Key": admin})
+            assert created.status_code == 201, created.text
+            ci = created.json()
+            token = httpx.post(f"{url_a}/auth/token", json={"api_key": ci["api_key"]}).json()["access_token"]
+            b, base_b, admin_b = _start(tmp_path / "host-b", "--only", "derivatives", "--tenant", "t-acme")
+            url_b = _derivatives(b, base_b)
+            assert not (tmp_path / "host-b" / "home" / "api-keys.json").exists()  # nothing read from a file
+            contracts = f"{url_b}/v1/futures/contracts"
+            assert httpx.get(contracts, headers={"X-API-Key": ci["api_key"]}).status_code == 200
+            bearer = {"Authorization": f"Bearer {token}"}
+            assert httpx.get(contracts, headers=bearer).status_code == 200, "a token minted on A, at B"
+            assert httpx.delete(f"{url_b}/auth/keys/{ci['key_id']}",
+                                headers={"X-API-Key": admin_b}).status_code == 200
+            at_a = f"{url_a}/v1/futures/contracts"
+            assert httpx.get(at_a, headers={"X-API-Key": ci["api_key"]}).status_code == 401
+            assert httpx.get(at_a, headers=bearer).status_code == 401
+            assert httpx.get(at_a, headers={"X-API-Key": admin}).status_code == 401  # B's start replaced it
+        finally:
+            for proc in (a, b):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(20)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.common.app import ServiceContext
-from services.common.auth import ApiKeyStore, Principal
+from services.common.auth import ApiKeyStore, Principal, SqlApiKeyStore
 from services.trading.api import create_trading_app
 from services.trading.exchange import Exchange
 from tests.services.problems import is_problem
@@ -20,12 +20,28 @@ from tests.services.serving import free_port, serve
 PROBLEMS = "https://platformq.dev/problems/"
 
 
+@pytest.fixture(params=["file", "sqlite", "postgres"])
+def key_store(request, tmp_path):
+    """Each persistent key store: the 0600 file, and the SQL store on SQLite and on the local Postgres."""
+    if request.param == "file":
+        yield ApiKeyStore(tmp_path / "api-keys.json")
+    elif request.param == "sqlite":
+        yield SqlApiKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    else:
+        from tests.integration.servers import PG_DSN, postgres_database
+
+        with postgres_database() as db:
+            store = SqlApiKeyStore(PG_DSN.format(db=db))
+            yield store
+            store._engine.dispose()
+
+
 @pytest.fixture
-def service(tmp_path):
+def service(tmp_path, key_store):
     """The trading app on a real loopback port, with a persistent key store: (base url, ctx, t1 admin key)."""
     port = free_port()
     ctx = ServiceContext("trading", issuer_url=f"http://127.0.0.1:{port}", rate=1000.0, burst=1000,
-                         keys=ApiKeyStore(tmp_path / "api-keys.json"), audit_path=str(tmp_path / "audit.jsonl"))
+                         keys=key_store, audit_path=str(tmp_path / "audit.jsonl"))
     admin = ctx.keys.create("root", "t1", ["admin"])
     with serve(create_trading_app(ctx, Exchange(["ACME"])), port) as base:
         yield base, ctx, admin
@@ -265,3 +281,53 @@ def test_an_in_memory_store_writes_nothing_and_a_damaged_file_is_an_error(tmp_pa
     damaged.write_text('{"version": 1, "keys": [{"key_id": "x"}]}')
     with pytest.raises(ValueError, match="api-keys.json"):
         ApiKeyStore(damaged)
+
+
+def test_sql_stores_on_one_database_share_every_change(tmp_path):
+    """Two service processes on two hosts (no shared file system), one database: a key created or revoked through
+    one counts through the other at its next request; hashes only in the table."""
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    with postgres_database() as db:
+        url = PG_DSN.format(db=db)
+        first, second = SqlApiKeyStore(url), SqlApiKeyStore(url)
+        key = second.create("alice", "t1", ["viewer", "trader"])
+        assert first.lookup(key).subject == "alice" and first.lookup(key).roles == ("viewer", "trader")
+        key_id = first.lookup(key).key_id
+        with pytest.raises(KeyError):
+            first.revoke("t2", key_id)  # another tenant's key is an unknown one
+        revoked = first.revoke("t1", key_id)
+        assert second.lookup(key) is None and not second.is_active(key_id)
+        assert second.revoke("t1", key_id) == revoked  # the first revocation time stays
+        other = first.create("bob", "t1", ["viewer"])
+        assert [e["subject"] for e in second.list("t1")] == ["alice", "bob"] and second.lookup(other) is not None
+        assert second.list("t2") == []
+        import sqlalchemy as sa
+
+        with first._engine.connect() as conn:
+            stored = json.dumps([list(r) for r in conn.execute(sa.text("select * from api_keys"))])
+        assert key not in stored and other not in stored and key[3:] not in stored
+        for store in (first, second):
+            store._engine.dispose()
+
+
+def test_two_processes_creating_keys_at_once_in_one_database_lose_none(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    root = Path(__file__).resolve().parents[2]
+    script = ("import sys\nfrom services.common.auth import SqlApiKeyStore\nstore = SqlApiKeyStore(sys.argv[1])\n"
+              "for i in range(40):\n    print(store.create(f'{sys.argv[2]}-{i}', 't1', ['viewer']), flush=True)\n")
+    with postgres_database() as db:
+        url = PG_DSN.format(db=db)
+        SqlApiKeyStore(url)._engine.dispose()  # the table exists before both start
+        procs = [subprocess.Popen([sys.executable, "-c", script, url, name], cwd=root, stdout=subprocess.PIPE,
+                                  text=True) for name in ("a", "b")]
+        keys = [line for proc in procs for line in proc.communicate(timeout=120)[0].split()]
+        assert [proc.returncode for proc in procs] == [0, 0] and len(keys) == 80
+        store = SqlApiKeyStore(url)
+        assert len(store.list("t1")) == 80 and all(store.lookup(key) is not None for key in keys)
+        store._engine.dispose()
