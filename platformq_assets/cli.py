@@ -475,7 +475,8 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
                                      burst=burst, journal_url=settings.trading_journal_url,
                                      credentials_store_url=settings.credentials_store_url,
                                      governance_store_url=settings.governance_store_url,
-                                     derivatives_store_url=settings.derivatives_store_url)
+                                     derivatives_store_url=settings.derivatives_store_url,
+                                     rate_limit_redis_url=settings.rate_limit_redis_url)
         except (JournalRulesError, StateStoreError) as exc:  # a journal or state written by another version
             raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(

@@ -93,15 +93,21 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
                     credentials_store_url: str | None = None,
                     governance_store_url: str | None = None,
-                    derivatives_store_url: str | None = None):
-    """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services."""
+                    derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None):
+    """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services;
+    with ``rate_limit_redis_url`` each key's request budget is one bucket in Redis for every process."""
     from resources.lake import LakeResource
     from services.common.app import ServiceContext
 
     state = Path(home) / "services"
     state.mkdir(parents=True, exist_ok=True)
+    limiter = None
+    if rate_limit_redis_url:
+        from services.common.auth import RedisRateLimiter
+
+        limiter = RedisRateLimiter(rate_limit_redis_url, rate, burst, prefix=f"platformq:ratelimit:{service}")
     ctx = ServiceContext(service, keys=keys, tokens=tokens, rate=rate, burst=burst,
-                         audit_path=str(state / f"{service}-audit.jsonl"))
+                         audit_path=str(state / f"{service}-audit.jsonl"), limiter=limiter)
     if service == "trading":
         from services.trading.api import create_trading_app
         from services.trading.exchange import Exchange, SqlJournal

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # `platformq serve`'s API keys (hashes only): <home>/api-keys.json, or a database every host reaches (a
     # SQLAlchemy URL; Postgres in production) when the service processes do not share a file system.
     api_key_store_url: str | None = None
+    # `platformq serve`'s per-key rate limits (--rate/--burst): a bucket per process, or one per key for every
+    # process in this Redis (redis://…) when several sit behind one address.
+    rate_limit_redis_url: str | None = None
     # The exchange's durable journal (SQLAlchemy URL): SQLite under home locally, Postgres in production.
     trading_journal_url: str | None = None
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).

@@ -96,12 +96,14 @@ class ServiceContext:
 
     def __init__(self, name: str, issuer_url: str = "http://127.0.0.1", keys: ApiKeyStore | None = None,
                  tokens: TokenIssuer | None = None, rate: float = 50.0, burst: int = 100,
-                 audit_path: str | None = None, max_body_bytes: int = MAX_BODY_BYTES):
+                 audit_path: str | None = None, max_body_bytes: int = MAX_BODY_BYTES, limiter=None):
         self.name = name
         self.max_body_bytes = max_body_bytes  # a larger request body is answered 413, unread
         self.keys = keys or ApiKeyStore()
         self.tokens = tokens or TokenIssuer(issuer_url)
-        self.limiter = RateLimiter(rate, burst)
+        self.limiter = limiter or RateLimiter(rate, burst)
+        # a key store or limiter that waits on the network (a database, Redis) runs off the event loop
+        self.blocking_auth = bool(getattr(self.keys, "blocking", False) or getattr(self.limiter, "blocking", False))
         self.audit = AuditLog(audit_path)
         self.logger = logging.getLogger(f"platformq.{name}")
         if not self.logger.handlers:
@@ -149,6 +151,13 @@ class ServiceContext:
         request.state.principal = principal
         return principal
 
+    async def _authenticate(self, request: Request, bearer, api_key) -> Principal:
+        if self.blocking_auth:
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(self.authenticate, request, bearer, api_key)
+        return self.authenticate(request, bearer, api_key)
+
     @staticmethod
     def check(principal: Principal, permission: str) -> None:
         if not principal.can(permission):
@@ -157,11 +166,12 @@ class ServiceContext:
     def require(self, permission: str):
         """Dependency: an authenticated principal holding ``permission``."""
 
-        # async: pure CPU work (a hash lookup or one signature check), so it runs on the event loop
-        # instead of costing a thread-pool hop on every request
+        # async: with the file store and in-process buckets pure CPU work (a hash lookup or one signature check),
+        # so it runs on the event loop instead of costing a thread-pool hop on every request; a store or limiter
+        # that waits on the network goes to the thread pool, never blocking the loop
         async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(_BEARER),
                              api_key: str | None = Depends(_API_KEY)) -> Principal:
-            principal = self.authenticate(request, bearer, api_key)
+            principal = await self._authenticate(request, bearer, api_key)
             self.check(principal, permission)
             return principal
 
@@ -176,7 +186,7 @@ class ServiceContext:
         already, and is not counted against the rate limit again."""
         principal = getattr(request.state, "principal", None)
         if principal is None:
-            principal = self.authenticate(request, await _BEARER(request), await _API_KEY(request))
+            principal = await self._authenticate(request, await _BEARER(request), await _API_KEY(request))
         for permission in permissions:
             self.check(principal, permission)
         return principal

@@ -271,6 +271,8 @@ class SqlApiKeyStore:
     ``ApiKeyStore``. Every request looks its key up in the database, so a key created or revoked anywhere counts
     everywhere at the next request; a revocation is one conditional UPDATE (the first ``revoked_at`` stays)."""
 
+    blocking = True  # a lookup waits on the network: the services authenticate off the event loop
+
     def __init__(self, url: str):
         import sqlalchemy as sa
 
@@ -483,3 +485,63 @@ class RateLimiter:
                 return True, 0.0
             self._buckets[key] = (tokens, now)
             return False, (1 - tokens) / self.rate
+
+
+# One token bucket in Redis, changed atomically: refill by the time elapsed on Redis's clock (one clock for every
+# host), take a token if there is one, keep the bucket as long as a refill from empty takes.
+_BUCKET_SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed, wait = 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+class RedisRateLimiter:
+    """The token bucket of ``RateLimiter``, kept in Redis so that every process and host behind one address draws
+    on one bucket per key (with a bucket per process, N processes let a key through N times as often).
+
+    When Redis cannot be reached the limit falls back to this process's own bucket (logged once per outage):
+    requests go on, limited per process as without Redis, rather than failing or going unlimited."""
+
+    blocking = True  # one round trip per request: the services authenticate off the event loop
+
+    def __init__(self, url: str, rate: float, burst: int, prefix: str = "platformq:ratelimit"):
+        import redis
+
+        self.rate, self.burst, self.prefix = rate, burst, prefix
+        self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._client.register_script(_BUCKET_SCRIPT)
+        self._local = RateLimiter(rate, burst)
+        self._degraded = False
+
+    def allow(self, key: str, now: float | None = None) -> tuple[bool, float]:
+        import logging
+
+        import redis
+
+        try:
+            allowed, wait = self._script(keys=[f"{self.prefix}:{key}"], args=[repr(self.rate), self.burst])
+        except redis.RedisError as exc:
+            if not self._degraded:
+                logging.getLogger("platformq.ratelimit").warning(
+                    "rate limits fall back to this process's buckets: Redis is unreachable (%s)", type(exc).__name__)
+                self._degraded = True
+            return self._local.allow(key, now)
+        if self._degraded:
+            logging.getLogger("platformq.ratelimit").warning("rate limits are shared through Redis again")
+            self._degraded = False
+        return bool(int(allowed)), float(wait)

@@ -186,3 +186,29 @@ def test_two_hosts_share_keys_and_tokens_through_a_database_and_one_signing_key(
                 if proc is not None:
                     proc.terminate()
                     proc.wait(20)
+
+
+def test_two_serves_behind_one_address_share_each_keys_rate_limit_through_redis(tmp_path, monkeypatch):
+    """--rate/--burst per key across processes (PLATFORMQ_RATE_LIMIT_REDIS_URL): with a bucket per process, two
+    processes let a key through twice as often."""
+    from tests.integration.servers import PG_DSN, postgres_database, redis_server
+
+    with postgres_database() as db, redis_server() as redis_url:
+        monkeypatch.setenv("PLATFORMQ_API_KEY_STORE_URL", PG_DSN.format(db=db))
+        monkeypatch.setenv("PLATFORMQ_RATE_LIMIT_REDIS_URL", redis_url)
+        limits = ("--only", "derivatives", "--rate", "0.01", "--burst", "3")
+        a, base_a, _ = _start(tmp_path / "host-a", *limits)
+        b = None
+        try:
+            b, base_b, key = _start(tmp_path / "host-b", *limits)
+            urls = [_derivatives(a, base_a), _derivatives(b, base_b)]
+            answers = [httpx.get(f"{urls[i % 2]}/v1/futures/contracts", headers={"X-API-Key": key})
+                       for i in range(4)]
+            assert [r.status_code for r in answers] == [200, 200, 200, 429], [r.text for r in answers]
+            assert answers[3].headers["retry-after"] == "100"
+            assert httpx.get(f"{urls[0]}/v1/futures/contracts", headers={"X-API-Key": key}).status_code == 429
+        finally:
+            for proc in (a, b):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(20)

@@ -1,0 +1,43 @@
+"""Rate limits shared through Redis: every process behind one address draws on one bucket per key (a real
+redis-server on loopback); without Redis each process limits on its own."""
+
+import logging
+import time
+
+import pytest
+
+from services.common.auth import RedisRateLimiter
+from tests.integration.servers import redis_server
+from tests.ports import free_port
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+def test_two_processes_draw_on_one_bucket_per_key(redis_url):
+    first = RedisRateLimiter(redis_url, rate=0.01, burst=3, prefix="t1")
+    second = RedisRateLimiter(redis_url, rate=0.01, burst=3, prefix="t1")  # another worker, another host
+    assert [first.allow("ann")[0], second.allow("ann")[0], first.allow("ann")[0]] == [True, True, True]
+    allowed, wait = second.allow("ann")
+    assert not allowed and 99 < wait <= 100  # one token per 100 s at 0.01/s
+    assert first.allow("bob") == (True, 0.0)  # every key its own bucket
+    assert RedisRateLimiter(redis_url, rate=0.01, burst=3, prefix="other-service").allow("ann")[0]
+
+
+def test_a_bucket_refills_at_the_rate(redis_url):
+    limiter = RedisRateLimiter(redis_url, rate=20, burst=1, prefix="refill")
+    assert limiter.allow("ann")[0] and not limiter.allow("ann")[0]
+    time.sleep(0.08)
+    assert limiter.allow("ann")[0]
+
+
+def test_without_redis_each_process_limits_on_its_own(caplog):
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", rate=0.01, burst=2, prefix="down")
+    with caplog.at_level(logging.WARNING, logger="platformq.ratelimit"):
+        results = [limiter.allow("ann")[0] for _ in range(3)]
+    assert results == [True, True, False]  # this process's own bucket still limits
+    warnings = [r.getMessage() for r in caplog.records if r.name == "platformq.ratelimit"]
+    assert len(warnings) == 1 and "Redis is unreachable" in warnings[0]
