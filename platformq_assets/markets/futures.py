@@ -96,7 +96,7 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
                      PARTITION_COLUMN: day})
     table = pa.Table.from_pylist(rows)
     written = lake.replace_partition(".".join(FUTURES_MARGIN.path), table, PARTITION_COLUMN, day)
-    [contract] = [c for c in derivatives.request("GET", "/v1/futures/contracts") if c["symbol"] == symbol]
+    contract = derivatives.request("GET", f"/v1/futures/contracts/{symbol}")
     longs = sum(r["position"] for r in rows if r["position"] > 0)
     shorts = -sum(r["position"] for r in rows if r["position"] < 0)
     yield MaterializeResult(metadata={"symbol": symbol, "trades": trades, "open_price": open_price,

@@ -43,6 +43,15 @@ class StateStore:
             sa.Column("state", sa.LargeBinary, nullable=False),
             sa.Column("saved_at", sa.String(40), nullable=False),
         )
+        # A keyed state's parts (KeyedDurableState): the row above is then their header, whose generation counts
+        # every save of the name; a part carries the generation of the save that last wrote it.
+        self._parts = sa.Table(
+            "service_state_parts", meta,
+            sa.Column("name", sa.String(64), primary_key=True),
+            sa.Column("key", sa.Text, primary_key=True),  # a contract symbol, a tenant id (any length)
+            sa.Column("generation", sa.Integer, nullable=False),
+            sa.Column("state", sa.LargeBinary, nullable=False),
+        )
         meta.create_all(self._engine)
 
     def generation(self) -> int:
@@ -81,6 +90,48 @@ class StateStore:
             done = conn.execute(sa.update(t).where(t.c.name == self.name, t.c.generation == generation)
                                 .values(**values))
             return done.rowcount == 1
+
+    def load_parts(self, since: int = 0) -> tuple[int, int, list[tuple[str, bytes]]] | None:
+        """(format, generation, [(key, pickled part)]) of the parts saved after generation ``since``, or None.
+
+        The header is read before the parts: a part saved in between is read again at the next refresh, never
+        missed (reading them the other way round could record a generation whose parts were not read)."""
+        import sqlalchemy as sa
+
+        t, p = self._table, self._parts
+        with self._engine.connect() as conn:
+            header = conn.execute(sa.select(t.c.format, t.c.generation).where(t.c.name == self.name)).first()
+            if header is None:
+                return None
+            rows = conn.execute(sa.select(p.c.key, p.c.state).where(p.c.name == self.name,
+                                                                     p.c.generation > since)).all()
+        return int(header[0]), int(header[1]), [(str(k), bytes(v)) for k, v in rows]
+
+    def save_parts(self, format_version: int, parts: dict[str, bytes], generation: int) -> bool:
+        """Write ``parts`` as generation ``generation + 1`` if the header is still at ``generation`` (compare and
+        set over the whole name, as :meth:`save`), in one transaction; False when another process saved meanwhile.
+        Parts not named are not touched, so the cost of a save is that of the parts it writes."""
+        import sqlalchemy as sa
+
+        t, p = self._table, self._parts
+        header = {"format": format_version, "state": b"", "generation": generation + 1,
+                  "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+        with self._engine.begin() as conn:
+            if generation == 0:
+                try:
+                    conn.execute(t.insert().values(name=self.name, **header))
+                except sa.exc.IntegrityError:
+                    return False
+            elif conn.execute(sa.update(t).where(t.c.name == self.name, t.c.generation == generation)
+                              .values(**header)).rowcount != 1:
+                return False
+            # the header's row is now locked by this transaction: no other save of the name runs until it ends
+            for key, data in parts.items():
+                values = {"generation": generation + 1, "state": data}
+                if conn.execute(sa.update(p).where(p.c.name == self.name, p.c.key == key)
+                                .values(**values)).rowcount == 0:
+                    conn.execute(p.insert().values(name=self.name, key=key, **values))
+        return True
 
     def close(self) -> None:
         self._engine.dispose()
@@ -188,3 +239,119 @@ class DurableState:
                                           "nothing was changed, try again")
                 self.generation += 1
             self._saved = data
+
+
+class KeyedDurableState:
+    """A service's domain state as a dict of independent parts (one per contract, one per tenant), each part saved
+    in a row of its own: a change names the parts it may change and saves only those that did, so what a request
+    costs does not grow with the history the other parts hold (a whole-state save pickled and wrote every
+    contract ever listed on every trade).
+
+    Otherwise as :class:`DurableState`: ``with durable.change(key, ...):`` saves before the answer and undoes the
+    named parts in memory when the block or the save fails; ``with durable.lock:`` for reads; both first load the
+    parts another process saved since (one query for the header when nothing changed); saves are compare-and-set
+    over the whole name. A change that adds a part it did not name is refused (it would never be saved). ``state``
+    is the dict given (it keeps its identity); a stored copy replaces its contents, and contents given with an
+    empty store are saved at once. ``upgrade(format, pickled)`` turns a whole-state copy written by an older
+    version (one :class:`DurableState` row) into parts, which are then stored in their place.
+    """
+
+    def __init__(self, store: StateStore | None, format_version: int, state: dict | None = None,
+                 on_load: Callable[[], None] | None = None,
+                 upgrade: Callable[[int, bytes], dict[str, Any]] | None = None):
+        self.store, self.format_version, self.on_load = store, format_version, on_load
+        self.lock = _RefreshingLock(self)
+        self.state: dict = state if state is not None else {}
+        self._saved: dict[str, bytes] = {}
+        self.generation = 0
+        if store is None:
+            self._saved = {k: pickle.dumps(v) for k, v in self.state.items()}
+            return
+        header = store.load()
+        if header is not None and header[0] != format_version:
+            if upgrade is None or not header[2]:
+                raise StateStoreError(f"the {store.name} state store holds format {header[0]}, this code reads "
+                                      f"format {format_version}: start it with the version that wrote it")
+            parts = {k: pickle.dumps(v) for k, v in upgrade(header[0], header[2]).items()}
+            store.save_parts(format_version, parts, header[1])  # False: another process upgraded it first
+            header = store.load()
+        if header is None:
+            initial = {k: pickle.dumps(v) for k, v in self.state.items()}
+            if initial and store.save_parts(format_version, initial, 0):
+                self._saved, self.generation = initial, 1
+                return
+        self.state.clear()
+        self._apply(store.load_parts(0))
+
+    def _apply(self, loaded) -> None:
+        if loaded is None:
+            return
+        fmt, generation, parts = loaded
+        if fmt != self.format_version:
+            raise StateStoreError(f"the {self.store.name} state store holds format {fmt}, this code reads "
+                                  f"format {self.format_version}: start it with the version that wrote it")
+        for key, data in parts:
+            self.state[key] = pickle.loads(data)
+            self._saved[key] = data
+        self.generation = generation
+        if parts and self.on_load is not None:
+            self.on_load()
+
+    def refresh(self) -> None:
+        """Load the parts another process saved since this one last saw the store."""
+        if self.store is None or self.store.generation() == self.generation:
+            return
+        self._apply(self.store.load_parts(self.generation))
+
+    def _restore(self, keys) -> None:
+        """The named parts (and any added or removed) as last saved."""
+        for key in [k for k in self.state if k not in self._saved]:
+            del self.state[key]
+        for key in {*keys, *(k for k in self._saved if k not in self.state)}:
+            if key in self._saved:
+                self.state[key] = pickle.loads(self._saved[key])
+        if self.on_load is not None:
+            self.on_load()
+
+    @contextlib.contextmanager
+    def change(self, *keys: str) -> Iterator[dict]:
+        """Serialises changes; saves the named parts that changed after the block, or restores them when the
+        block or the save fails."""
+        with self.lock:
+            try:
+                yield self.state
+            except BaseException:
+                self._restore(keys)
+                raise
+            unnamed = sorted(k for k in self.state if k not in self._saved and k not in keys)
+            missing = sorted(k for k in self._saved if k not in self.state)
+            if unnamed or missing:
+                self._restore(keys)
+                raise StateStoreError(f"a change to the {self.store.name if self.store else 'in-memory'} state "
+                                      f"added parts it did not name {unnamed} or removed parts {missing}; "
+                                      "nothing was changed")
+            changed = {}
+            for key in keys:
+                if key in self.state:
+                    data = pickle.dumps(self.state[key])
+                    if data != self._saved.get(key):
+                        changed[key] = data
+            if not changed:
+                return
+            if self.store is not None:
+                try:
+                    saved = self.store.save_parts(self.format_version, changed, self.generation)
+                except Exception as exc:
+                    self._restore(keys)
+                    raise StateStoreError(f"the {self.store.name} state store did not take the change "
+                                          f"({type(exc).__name__}); nothing was changed") from exc
+                if not saved:
+                    self._restore(keys)
+                    try:
+                        self.refresh()
+                    except Exception:
+                        pass
+                    raise StateStoreError(f"the {self.store.name} state changed in another process meanwhile; "
+                                          "nothing was changed, try again")
+                self.generation += 1
+            self._saved.update(changed)

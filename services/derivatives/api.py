@@ -26,15 +26,19 @@ The futures markets are durable when a :class:`~services.common.state_store.Stat
 is given (``platformq serve``: SQLite under home, or ``PLATFORMQ_DERIVATIVES_STORE_URL``):
 every change (a listing, an account, cash, a trade, a settlement) is saved before it is
 answered, and a change the store does not take answers 503 ``state-store-unavailable``
-and is undone in memory. Reads and writes of the markets take one lock.
+and is undone in memory. Each contract is a part of its own in the store, and a request
+saves only its contract, so a request costs the same with one contract listed or a year
+of them. Reads and writes of the markets take one lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import datetime as dt
 import math
+import pickle
 import threading
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -46,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
-from services.common.state_store import DurableState, StateStore, StateStoreError
+from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
 from services.derivatives.futures import FuturesClearingHouse, FuturesContract
 from services.derivatives.options import (
     Greeks,
@@ -70,7 +74,9 @@ from services.derivatives.structured import (
 # ---------------------------------------------------------------- bounds
 
 MAX_PRICE = 1e9
-STATE_FORMAT = 1  # the pickled FuturesMarkets layout: bump it when the classes change, so an old copy is refused
+# The pickled layout of a contract's Listing: bump it when the classes change, so an old copy is refused (2: one
+# part per contract; 1, the whole markets in one row, is upgraded on start).
+STATE_FORMAT = 2
 Price = Annotated[float, Field(gt=0, lt=MAX_PRICE)]
 Vol = Annotated[float, Field(gt=0, le=5, description="annualised volatility (0.2 = 20%)")]
 Years = Annotated[float, Field(gt=0, le=50, description="years to expiry")]
@@ -361,37 +367,57 @@ class SettlementOut(BaseModel):
     margin_calls: list[MarginCallOut] = Field(description="the caller's tenant's accounts only")
 
 
+@dataclasses.dataclass
+class Listing:
+    """A listed contract: its clearing house and the tenant operating it (one part of the durable state)."""
+
+    house: FuturesClearingHouse
+    operator: str
+
+
 class FuturesMarkets:
     """The clearing houses the API serves (one per listed contract) and the tenant operating each.
 
-    It pickles (the durable state of the API) without its lock: an unpickled copy gets a fresh one.
+    ``listings`` is the durable state: one part per contract, so a request saves only its own contract.
     """
 
     def __init__(self):
-        self.houses: dict[str, FuturesClearingHouse] = {}
-        self.operators: dict[str, str] = {}
+        self.listings: dict[str, Listing] = {}
         self.lock = threading.RLock()
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "lock"}
-
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict) -> None:  # a format-1 copy: the whole markets pickled, read by upgrade
         self.__dict__.update(state)
         self.lock = threading.RLock()
 
+    @property
+    def houses(self) -> dict[str, FuturesClearingHouse]:
+        return {s: listing.house for s, listing in self.listings.items()}
+
+    @property
+    def operators(self) -> dict[str, str]:
+        return {s: listing.operator for s, listing in self.listings.items()}
+
     def list_contract(self, contract: FuturesContract, operator_tenant: str) -> FuturesClearingHouse:
         with self.lock:
-            if contract.symbol in self.houses:
+            if contract.symbol in self.listings:
                 raise ValueError(f"contract {contract.symbol!r} is already listed")
-            self.houses[contract.symbol] = house = FuturesClearingHouse(contract)
-            self.operators[contract.symbol] = operator_tenant
-            return house
+            self.listings[contract.symbol] = Listing(FuturesClearingHouse(contract), operator_tenant)
+            return self.listings[contract.symbol].house
 
     def state(self) -> dict:
         """A deep snapshot of every clearing house (tests compare them)."""
         with self.lock:
             return {s: (copy.deepcopy(h.accounts), len(h.trades), len(h.settlements), h.last_settlement_ticks)
                     for s, h in self.houses.items()}
+
+
+def upgrade_state(format_version: int, data: bytes) -> dict[str, Listing]:
+    """Format 1 (the whole FuturesMarkets in one row) as format 2's parts: one listing per contract."""
+    if format_version != 1:
+        raise StateStoreError(f"the derivatives state store holds format {format_version}, which this code "
+                              f"cannot read (it reads {STATE_FORMAT} and upgrades 1)")
+    old = pickle.loads(data).__dict__
+    return {s: Listing(house, old["operators"][s]) for s, house in old["houses"].items()}
 
 
 # ---------------------------------------------------------------- helpers
@@ -453,9 +479,8 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     """``markets``: the initial state when ``store`` holds none (default: no contracts); a stored copy wins."""
     app = create_service_app(ctx, "platformQ derivatives",
                              "Option pricing, structured products, SPAN margin and futures clearing.")
-    durable = DurableState(store, lambda: markets if markets is not None else FuturesMarkets(),
-                           format_version=STATE_FORMAT)
-    markets = durable.state
+    markets = markets if markets is not None else FuturesMarkets()
+    durable = KeyedDurableState(store, STATE_FORMAT, state=markets.listings, upgrade=upgrade_state)
     # One lock for every read and write of the markets: the clearing houses are not thread-safe and sync
     # endpoints run in a thread pool (a restore after a refused change replaces markets.lock; this one stays).
     lock = durable.lock
@@ -537,25 +562,29 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     # -------------------------------------------------------- futures clearing
 
     @contextlib.contextmanager
-    def changing():
-        """A state-changing request: saved before it is answered, undone (and 503) when the store refuses it."""
+    def changing(symbol: str):
+        """A change to one contract: saved before it is answered, undone (and 503) when the store refuses it."""
         try:
-            with durable.change():
+            with durable.change(symbol):
                 yield
         except StateStoreError as exc:
             ctx.logger.error("derivatives state store: %s", exc)
             raise Problem(503, "Service Unavailable", str(exc), "state-store-unavailable") from None
 
-    def house_of(symbol: str) -> FuturesClearingHouse:
-        house = markets.houses.get(symbol)
-        if house is None:
+    def listing_of(symbol: str) -> Listing:
+        listing = markets.listings.get(symbol)
+        if listing is None:
             raise Problem(404, "Not Found", f"unknown contract {symbol!r}", "unknown-contract")
-        return house
+        return listing
+
+    def house_of(symbol: str) -> FuturesClearingHouse:
+        return listing_of(symbol).house
 
     def operated_house(symbol: str, principal: Principal, what: str) -> FuturesClearingHouse:
         """The contract's clearing house, for its operator tenant only (settling moves every tenant's cash)."""
-        house = house_of(symbol)
-        if markets.operators.get(symbol) != principal.tenant:
+        listing = listing_of(symbol)
+        house = listing.house
+        if listing.operator != principal.tenant:
             raise Problem(403, "Forbidden", f"only the tenant that listed {symbol} posts its {what}",
                           "not-contract-operator")
         return house
@@ -593,19 +622,24 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     def list_contract(body: ContractIn, principal: Principal = Depends(writer)):
         contract = _domain(FuturesContract, body.symbol, body.contract_size, Decimal(body.tick_size), body.expiry,
                            body.initial_margin_cents, body.maintenance_margin_cents, underlying=body.underlying)
-        with changing():
-            if body.symbol in markets.houses:
+        with changing(body.symbol):
+            if body.symbol in markets.listings:
                 raise Problem(409, "Conflict", f"contract {body.symbol!r} is already listed", "contract-exists")
             return contract_out(markets.list_contract(contract, principal.tenant))
 
     @app.get("/v1/futures/contracts", response_model=list[ContractOut], tags=["futures"])
     def contracts(principal: Principal = Depends(reader)):
         with lock:
-            return [contract_out(h) for _, h in sorted(markets.houses.items())]
+            return [contract_out(listing.house) for _, listing in sorted(markets.listings.items())]
+
+    @app.get("/v1/futures/contracts/{symbol}", response_model=ContractOut, tags=["futures"])
+    def contract(symbol: Symbol, principal: Principal = Depends(reader)):
+        with lock:
+            return contract_out(house_of(symbol))
 
     @app.post("/v1/futures/{symbol}/accounts", status_code=201, response_model=FuturesAccountOut, tags=["futures"])
     def open_account(symbol: Symbol, body: FuturesAccountIn, principal: Principal = Depends(writer)):
-        with changing():
+        with changing(symbol):
             house = house_of(symbol)
             name = internal(principal, body.account_id)
             if name in house.accounts:
@@ -623,7 +657,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     @app.post("/v1/futures/{symbol}/accounts/{account_id}/deposits", response_model=FuturesAccountOut,
               tags=["futures"])
     def deposit(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
-        with changing():
+        with changing(symbol):
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.deposit, name, body.amount_cents)
@@ -633,7 +667,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
               tags=["futures"])
     def withdraw(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
         """Only the excess over the initial margin requirement may leave."""
-        with changing():
+        with changing(symbol):
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.withdraw, name, body.amount_cents)
@@ -642,7 +676,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     @app.post("/v1/futures/{symbol}/trades", status_code=201, response_model=FuturesTradeOut, tags=["futures"])
     def trade(symbol: Symbol, body: FuturesTradeIn, principal: Principal = Depends(writer)):
         """Register a matched trade between two accounts of the caller's tenant."""
-        with changing():
+        with changing(symbol):
             house = house_of(symbol)
             buyer = own_account(principal, house, body.buyer_account_id)
             seller = own_account(principal, house, body.seller_account_id)
@@ -658,7 +692,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
         The response lists variation margin and margin calls of the caller's own accounts only.
         """
-        with changing():
+        with changing(symbol):
             house = operated_house(symbol, principal, "settlements")
             result = _domain(house.mark_to_market, body.day, body.settlement_price)
             mine = principal.tenant
@@ -681,7 +715,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
         The response lists the caller's tenant's accounts only.
         """
-        with changing():
+        with changing(symbol):
             house = operated_house(symbol, principal, "final settlement")
             result = _domain(house.final_settlement, body.final_price, body.day)
             mine = principal.tenant

@@ -11,13 +11,15 @@ message: state conflicts are 409, invalid input 422, and a nonexistent proposal 
 
 The DAOs are durable when a :class:`~services.common.state_store.StateStore` is given (``platformq serve``: SQLite
 under home, or ``PLATFORMQ_GOVERNANCE_STORE_URL``): every change is saved before it is answered, and a change the
-store does not take answers 503 ``state-store-unavailable`` and is undone. Loaded DAOs run on the app's clock
+store does not take answers 503 ``state-store-unavailable`` and is undone. Each tenant's DAO is a part of its
+own in the store, so a request saves its tenant's DAO only. Loaded DAOs run on the app's clock
 (not on the copy saved with them), so a proposal's time-based state goes on from where the clock now is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import pickle
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import Depends, FastAPI, Path, Query
@@ -26,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
-from services.common.state_store import DurableState, StateStore, StateStoreError
+from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
 
 from . import errors as E
 from .actions import TREASURY, Action, set_parameter, transfer
@@ -43,7 +45,17 @@ MAX_ACTIONS = 50
 MAX_DESCRIPTION = 10_000
 MAX_REASON = 1_000
 MAX_TEXT_VALUE = 1_000
-STATE_FORMAT = 1  # the pickled DAO classes' layout: bump it when they change, so an old copy is refused at start
+# The pickled DAO classes' layout: bump it when they change, so an old copy is refused at start (2: one part per
+# tenant's DAO; 1, every DAO in one row, is upgraded on start).
+STATE_FORMAT = 2
+
+
+def upgrade_state(format_version: int, data: bytes) -> dict:
+    """Format 1 (every tenant's DAO in one row) as format 2's parts: one DAO per tenant."""
+    if format_version != 1:
+        raise StateStoreError(f"the governance state store holds format {format_version}, which this code cannot "
+                              f"read (it reads {STATE_FORMAT} and upgrades 1)")
+    return dict(pickle.loads(data))
 
 
 def _encodable(text: str) -> str:
@@ -294,7 +306,8 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     app = create_service_app(ctx, "platformQ governance",
                              "One DAO per tenant: voting token, proposals, timelock and treasury.")
     clock = clock if clock is not None else SystemClock()
-    durable = DurableState(store, dict, format_version=STATE_FORMAT)
+    # one part per tenant: a tenant's request saves its own DAO only
+    durable = KeyedDurableState(store, STATE_FORMAT, upgrade=upgrade_state)
     daos: dict[str, DAO] = durable.state
     lock = durable.lock  # the domain core is not thread-safe; sync endpoints run in a thread pool
 
@@ -311,11 +324,11 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     writer = ctx.require("governance:write")
 
     @contextlib.contextmanager
-    def changing():
-        """A state-changing request: saved before it is answered, undone (and 503) when the store refuses it."""
+    def changing(tenant: str):
+        """A change to ``tenant``'s DAO: saved before it is answered, undone (and 503) when the store refuses it."""
         with lock:
             try:
-                with durable.change():
+                with durable.change(tenant):
                     yield
             except StateStoreError as exc:
                 attach_all()  # the DAOs were restored from the last saved copy
@@ -374,7 +387,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/daos", status_code=201, response_model=DaoOut, tags=["dao"])
     def create_dao(body: DaoIn, principal: Principal = Depends(writer)):
         """Create the caller tenant's DAO: mint the holdings, fund the treasury, set the governance settings."""
-        with changing():
+        with changing(principal.tenant):
             if principal.tenant in daos:
                 raise Problem(409, "Conflict", "this tenant already has a DAO", "dao-exists")
             try:
@@ -397,7 +410,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/dao/delegations", response_model=DelegationOut, tags=["dao"])
     def delegate(body: DelegationIn, principal: Principal = Depends(writer)):
         """Point the delegator's whole balance (now and later) at the delegatee's voting power."""
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.token.delegate, body.delegator, body.delegatee)
             return DelegationOut(delegator=body.delegator, delegatee=body.delegatee,
@@ -406,7 +419,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     @app.post("/v1/dao/proposals", status_code=201, response_model=ProposalOut, tags=["proposals"])
     def propose(body: ProposalIn, principal: Principal = Depends(writer)):
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             actions = [run(action_in, a) for a in body.actions]
             proposal_id = run(dao.governor.propose, body.proposer, actions, body.description)
@@ -443,7 +456,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
               tags=["proposals"])
     def vote(proposal_id: ProposalId, body: VoteIn, principal: Principal = Depends(writer)):
         """Cast ``voter``'s votes at the proposal's snapshot (while Active; once per voter)."""
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             own_proposal(dao, proposal_id)
             weight = run(dao.governor.cast_vote, proposal_id, body.voter, SUPPORT[body.support], body.reason)
@@ -453,7 +466,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/dao/proposals/{proposal_id}/queue", response_model=ProposalOut, tags=["proposals"])
     def queue(proposal_id: ProposalId, principal: Principal = Depends(writer)):
         """Schedule a Succeeded proposal on the timelock (eta = now + min_delay)."""
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.governor.queue, own_proposal(dao, proposal_id))
             return proposal_out(dao, proposal_id)
@@ -461,7 +474,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/dao/proposals/{proposal_id}/execute", response_model=ProposalOut, tags=["proposals"])
     def execute(proposal_id: ProposalId, principal: Principal = Depends(writer)):
         """Run a queued proposal's actions atomically, inside [eta, eta + grace period)."""
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.governor.execute, own_proposal(dao, proposal_id))
             return proposal_out(dao, proposal_id)
@@ -469,7 +482,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/dao/proposals/{proposal_id}/cancel", response_model=ProposalOut, tags=["proposals"])
     def cancel(proposal_id: ProposalId, body: CancelIn, principal: Principal = Depends(writer)):
         """The proposer withdraws a proposal, only while it is Pending."""
-        with changing():
+        with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.governor.cancel, own_proposal(dao, proposal_id), body.caller)
             return proposal_out(dao, proposal_id)

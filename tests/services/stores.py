@@ -10,3 +10,8 @@ class FlakyStore(StateStore):
         if self.fail:
             raise ConnectionError("database down")
         return super().save(*args)
+
+    def save_parts(self, *args):
+        if self.fail:
+            raise ConnectionError("database down")
+        return super().save_parts(*args)

@@ -1,8 +1,14 @@
-"""DurableState: a change is saved before it counts; a failed change or save leaves memory as the store has it."""
+"""DurableState and KeyedDurableState: a change is saved before it counts; a failed change or save leaves memory as
+the store has it; a keyed state saves only the parts a change names."""
+
+import pickle
+import threading
 
 import pytest
+import sqlalchemy as sa
 
-from services.common.state_store import DurableState, StateStore, StateStoreError
+from services.common.state_store import DurableState, KeyedDurableState, StateStore, StateStoreError
+from tests.integration.servers import PG_DSN, postgres_database
 from tests.services.stores import FlakyStore
 
 
@@ -77,3 +83,143 @@ def test_a_save_that_loses_the_race_is_refused_and_undone(tmp_path):
     with pytest.raises(StateStoreError, match="changed in another process"), b.change() as state:
         state["t2"] = 2
     assert DurableState(StateStore(url, "daos"), dict, format_version=1).state == {"t1": 1}
+
+
+# ---------------------------------------------------------------- keyed state: one row per part
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        with postgres_database() as db:
+            yield PG_DSN.format(db=db)
+
+
+def part_generations(url: str, name: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT key, generation FROM service_state_parts WHERE name = :n"), {"n": name})
+        found = {key: generation for key, generation in rows}
+    engine.dispose()
+    return found
+
+
+def entries(durable) -> dict:
+    return {key: book.entries for key, book in durable.state.items()}
+
+
+def test_a_keyed_change_writes_only_the_parts_it_names(store_url):
+    durable = KeyedDurableState(StateStore(store_url, "markets"), 1)
+    markets = durable.state
+    for symbol in ("A", "B", "C"):
+        with durable.change(symbol) as state:
+            state[symbol] = Book()
+    with durable.change("A") as state:
+        state["A"].entries.append(1)
+    # B and C were not written again: what a change costs does not grow with the other parts
+    assert part_generations(store_url, "markets") == {"A": 4, "B": 2, "C": 3}
+    with durable.change("B"):  # nothing changed: nothing written
+        pass
+    assert durable.generation == 4 and StateStore(store_url, "markets").generation() == 4
+    assert durable.state is markets
+    assert entries(KeyedDurableState(StateStore(store_url, "markets"), 1)) == {"A": [1], "B": [], "C": []}
+
+
+def test_a_refused_keyed_change_undoes_its_parts_and_a_part_it_did_not_name_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = FlakyStore(url, "markets")
+    durable = KeyedDurableState(store, 1)
+    with durable.change("A") as state:
+        state["A"] = Book()
+    a = durable.state["A"]
+    with pytest.raises(ValueError), durable.change("A") as state:  # refused half-way (a 422)
+        state["A"].entries.append(2)
+        raise ValueError("refused")
+    assert entries(durable) == {"A": []}
+    store.fail = True
+    with pytest.raises(StateStoreError, match="did not take the change"), durable.change("A", "B") as state:
+        state["A"].entries.append(3)
+        state["B"] = Book()
+    assert entries(durable) == {"A": []}
+    store.fail = False
+    # a part added without being named would live in memory only: refused, and nothing of the change stays
+    with pytest.raises(StateStoreError, match=r"added parts it did not name \['C'\]"), \
+            durable.change("A") as state:
+        state["A"].entries.append(4)
+        state["C"] = Book()
+    with pytest.raises(StateStoreError, match=r"removed parts \['A'\]"), durable.change("B") as state:
+        del state["A"]
+    assert entries(durable) == {"A": []} and durable.state["A"] is not a  # restored from the saved copy
+    assert entries(KeyedDurableState(StateStore(url, "markets"), 1)) == {"A": []}
+
+
+def test_keyed_processes_see_each_others_parts_and_lose_none(store_url):
+    a = KeyedDurableState(StateStore(store_url, "markets"), 1)
+    b = KeyedDurableState(StateStore(store_url, "markets"), 1)
+    with a.change("X", "Y") as state:
+        state["X"], state["Y"] = Book(), Book()
+    with b.lock:
+        assert entries(b) == {"X": [], "Y": []}
+    y_in_b = b.state["Y"]
+    with a.change("X") as state:
+        state["X"].entries.append(1)
+    with b.change("Y") as state:  # b first loads a's X (only X: its Y is the object it had), then changes Y
+        assert state["X"].entries == [1] and state["Y"] is y_in_b
+        state["Y"].entries.append(2)
+    with a.lock:
+        assert entries(a) == {"X": [1], "Y": [2]}
+    b.refresh = lambda: None  # b does not look before it changes: the race the compare-and-set is for
+    with a.change("X") as state:
+        state["X"].entries.append(3)
+    with pytest.raises(StateStoreError, match="changed in another process"), b.change("Y") as state:
+        state["Y"].entries.append(4)
+    assert entries(KeyedDurableState(StateStore(store_url, "markets"), 1)) == {"X": [1, 3], "Y": [2]}
+
+
+def test_keyed_writers_in_parallel_lose_no_change(store_url):
+    """Two processes changing their own parts at once: a save refused by the race is retried, none is lost."""
+    durables = [KeyedDurableState(StateStore(store_url, "markets"), 1) for _ in range(2)]
+    for i, d in enumerate(durables):
+        with d.change(f"P{i}") as state:
+            state[f"P{i}"] = Book()
+
+    def write(i):
+        d, done = durables[i], 0
+        while done < 25:
+            try:
+                with d.change(f"P{i}") as state:
+                    state[f"P{i}"].entries.append(done)
+                done += 1
+            except StateStoreError:
+                pass
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert entries(KeyedDurableState(StateStore(store_url, "markets"), 1)) == {
+        "P0": list(range(25)), "P1": list(range(25))}
+
+
+def test_a_whole_state_copy_is_upgraded_to_parts_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    whole = DurableState(StateStore(url, "markets"), dict, format_version=1)
+    with whole.change() as state:
+        state["old"] = {"A": [1], "B": [2]}
+    calls = []
+
+    def upgrade(fmt, data):
+        calls.append(fmt)
+        return dict(pickle.loads(data)["old"])
+
+    keyed = KeyedDurableState(StateStore(url, "markets"), 2, upgrade=upgrade)
+    assert keyed.state == {"A": [1], "B": [2]} and calls == [1]
+    assert KeyedDurableState(StateStore(url, "markets"), 2, upgrade=upgrade).state == {"A": [1], "B": [2]}
+    assert calls == [1]  # stored as parts: not upgraded again
+    with pytest.raises(StateStoreError, match="holds format 2, this code reads format 1"):
+        DurableState(StateStore(url, "markets"), dict, format_version=1)  # the old code refuses the new copy
+    with pytest.raises(StateStoreError, match="holds format 2, this code reads format 3"):
+        KeyedDurableState(StateStore(url, "markets"), 3, upgrade=upgrade)  # parts in another format: no upgrade

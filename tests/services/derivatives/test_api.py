@@ -164,6 +164,8 @@ def test_futures_trade_settle_and_margin_call(setup):
                        "contract_size": 100, "tick_size": "0.01", "tick_value_cents": 100,
                        "initial_margin_cents": 5_000, "maintenance_margin_cents": 4_000, "open_interest": 2,
                        "last_settlement_price": "7.20", "last_settlement_day": D2}]
+    assert client.get(f"/v1/futures/contracts/{X}", headers=h(keys, "t2_trader")).json() == listed[0]
+    is_problem(client.get("/v1/futures/contracts/NOPE1", headers=ht), 404)
     # variation margin nets to zero: only the deposit and the withdrawal changed the total
     assert sum(a.balance_cents for a in markets.houses[X].accounts.values()) == 4 * 100_000 + 4_000 - 1_000
 
@@ -320,6 +322,7 @@ def test_tenant_isolation_on_every_route(setup):
             (403, dict(url=f"/v1/futures/{X}/final-settlement", json={"final_price": "9.99"})),
     }
     shared = {("POST", "/v1/futures/contracts"), ("GET", "/v1/futures/contracts"),  # market-wide listings
+              ("GET", "/v1/futures/contracts/{symbol}"),
               ("POST", "/v1/futures/{symbol}/accounts")}  # creates in the caller's own tenant
     tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
                      if r.path.startswith("/v1/futures") and (m, r.path) not in shared}

@@ -2,13 +2,15 @@
 saved in a StateStore after each change (SQLite under home for `platformq serve`, Postgres in production); a change
 the store does not take is answered 503 and undone in memory."""
 
+import pickle
+
 import pytest
 from fastapi.testclient import TestClient
 
 from resources.services import build_local_app
 from services.common.app import ServiceContext
 from services.common.state_store import StateStore
-from services.derivatives.api import create_derivatives_app
+from services.derivatives.api import STATE_FORMAT, FuturesMarkets, create_derivatives_app
 from tests.services.problems import is_problem
 from tests.services.stores import FlakyStore
 
@@ -168,3 +170,61 @@ def test_the_state_outlives_a_restart_on_postgres(tmp_path):
             for app in apps:
                 app.state.durable.store.close()
         assert not (tmp_path / "services" / "derivatives.db").exists()
+
+
+def part_generations(url: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = dict(conn.execute(sa.text("SELECT key, generation FROM service_state_parts")).all())
+    engine.dispose()
+    return found
+
+
+def test_a_request_saves_only_its_own_contract(tmp_path):
+    """Each contract is a row of its own: a day's trading writes that day's contract, not every contract listed
+    before it (the whole markets were pickled and written on every trade, so requests slowed with history)."""
+    url = f"sqlite:///{tmp_path / 'derivatives.db'}"
+    ctx = ServiceContext("test", rate=1000.0, burst=1000)
+    app = create_derivatives_app(ctx, store=StateStore(url, "derivatives"))
+    client, (t1, t2) = TestClient(app, raise_server_exceptions=False), keys_of(ctx)
+    trade_and_settle_a_day(client, t1, t2)  # lists X and trades it
+    ok(client.post("/v1/futures/contracts", json={"symbol": "GPUH31", "expiry": EXPIRY}, headers=t1), 201)
+    written = part_generations(url)
+    for account in ("c1", "c2"):
+        ok(client.post("/v1/futures/GPUH31/accounts", json={"account_id": account, "deposit_cents": DEPOSIT},
+                       headers=t1), 201)
+    ok(client.post("/v1/futures/GPUH31/trades", headers=t1, json={
+        "buyer_account_id": "c1", "seller_account_id": "c2", "contracts": 1, "price": "2.00"}), 201)
+    now = part_generations(url)
+    assert now[X] == written[X] and now["GPUH31"] == written["GPUH31"] + 3
+    # a refused request (422) writes nothing at all
+    is_problem(client.post("/v1/futures/GPUH31/trades", headers=t1, json={
+        "buyer_account_id": "c1", "seller_account_id": "c2", "contracts": 1, "price": "2.001"}), 422)
+    assert part_generations(url) == now
+
+
+def test_a_store_written_by_the_previous_version_is_upgraded_on_start(tmp_path):
+    """Format 1 held the whole FuturesMarkets in one row: the new code reads it, stores it as one part per
+    contract, and carries on from it (the copy is not refused, nothing is lost)."""
+    url = f"sqlite:///{tmp_path / 'derivatives.db'}"
+    ctx = ServiceContext("test", rate=1000.0, burst=1000)
+    app = create_derivatives_app(ctx, store=StateStore(url, "derivatives"))
+    client, (t1, t2) = TestClient(app, raise_server_exceptions=False), keys_of(ctx)
+    trade_and_settle_a_day(client, t1, t2)
+    before = snapshot(client, t1, t2, app.state.markets)
+    # what the previous version saved: the markets object (houses and operators, no lock) pickled in one row
+    old = FuturesMarkets.__new__(FuturesMarkets)
+    old.__dict__.update(houses=app.state.markets.houses, operators=app.state.markets.operators)
+    legacy = tmp_path / "legacy.db"
+    assert StateStore(f"sqlite:///{legacy}", "derivatives").save(1, pickle.dumps(old), 0)
+
+    upgraded = create_derivatives_app(ctx, store=StateStore(f"sqlite:///{legacy}", "derivatives"))
+    client = TestClient(upgraded, raise_server_exceptions=False)
+    assert snapshot(client, t1, t2, upgraded.state.markets) == before
+    assert StateStore(f"sqlite:///{legacy}", "derivatives").load()[:1] == (STATE_FORMAT,)
+    assert set(part_generations(f"sqlite:///{legacy}")) == {X}
+    assert ok(trade(client, t2, "b2", "b1", 1, "2.00"), 201)["trade_id"] == 3  # and it carries on
+    again = create_derivatives_app(ctx, store=StateStore(f"sqlite:///{legacy}", "derivatives"))
+    assert len(again.state.markets.houses[X].trades) == 3

@@ -17,12 +17,12 @@ from services.derivatives.api import FuturesMarkets, create_derivatives_app
 from services.derivatives.futures import gpu_hour_future
 
 CTX = ServiceContext("schemathesis", rate=10_000.0, burst=10_000)
-MARKETS = FuturesMarkets()
-APP = create_derivatives_app(CTX, MARKETS)
-KEY = CTX.keys.create("fuzzer", "t1", ["admin"])
+MARKETS = FuturesMarkets()  # the markets the app starts with: one contract, two funded accounts
 HOUSE = MARKETS.list_contract(gpu_hour_future("GPUH30", dt.date(2030, 12, 31)), "t1")
 HOUSE.open_account("t1/a1", 10**9)
 HOUSE.open_account("t1/a2", 10**9)
+APP = create_derivatives_app(CTX, MARKETS)
+KEY = CTX.keys.create("fuzzer", "t1", ["admin"])
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

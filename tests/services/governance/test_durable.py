@@ -2,6 +2,8 @@
 each change (SQLite under home for `platformq serve`, Postgres in production); a change the store does not take is
 answered 503 and undone in memory."""
 
+import pickle
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -191,3 +193,42 @@ def test_the_state_outlives_a_restart_on_postgres():
         finally:
             for store in stores:
                 store.close()
+
+
+def part_generations(url: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = dict(conn.execute(sa.text("SELECT key, generation FROM service_state_parts")).all())
+    engine.dispose()
+    return found
+
+
+def test_a_tenants_change_saves_only_its_own_dao_and_a_previous_versions_store_is_upgraded(tmp_path):
+    """One row per tenant's DAO: a vote in t2 does not write t1's DAO again. A store the previous version wrote
+    (every DAO in one row, format 1) is read, stored as parts and carried on from."""
+    clock = ManualClock(START)
+    url = f"sqlite:///{tmp_path / 'governance.db'}"
+    ctx = ServiceContext("test", rate=1000.0, burst=1000)
+    app = create_governance_app(ctx, clock, store=StateStore(url, "governance"))
+    client = TestClient(app, raise_server_exceptions=False)
+    t1, t2 = ({"X-API-Key": ctx.keys.create("ops", t, ["trader"])} for t in ("t1", "t2"))
+    for key in (t1, t2):
+        ok(client.post("/v1/daos", json=DAO_BODY, headers=key), 201)
+    clock.advance(1)
+    proposal = propose(client, t2, PAY_BOB, "pay bob")
+    written = part_generations(url)
+    clock.set(proposal["snapshot"] + 1)
+    ok(vote(client, t2, proposal["id"], "alice", "for"), 201)
+    now = part_generations(url)
+    assert now["t1"] == written["t1"] and now["t2"] == written["t2"] + 1
+    before = {"t1": snapshot(client, t1), "t2": snapshot(client, t2)}
+
+    legacy = f"sqlite:///{tmp_path / 'legacy.db'}"  # what the previous version saved: the DAOs dict in one row
+    assert StateStore(legacy, "governance").save(1, pickle.dumps(dict(app.state.daos)), 0)
+    client = TestClient(create_governance_app(ctx, clock, store=StateStore(legacy, "governance")),
+                        raise_server_exceptions=False)
+    assert {"t1": snapshot(client, t1), "t2": snapshot(client, t2)} == before
+    assert set(part_generations(legacy)) == {"t1", "t2"}
+    assert ok(vote(client, t2, proposal["id"], "bob", "for"), 201)["weight"] == 300
