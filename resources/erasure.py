@@ -43,11 +43,17 @@ IDENTITY_TABLE = "bronze.accounts"
 @dataclass(frozen=True)
 class Rule:
     """How one table holds the subject: ``delete`` its rows, ``null`` the columns naming it, remove it from a
-    comma-separated ``list`` column, or delete the rows whose raw ``json`` record has its ``account_id``."""
+    comma-separated ``list`` column, or delete the rows whose raw ``json`` record has its ``account_id``.
+
+    A ``list`` or ``json`` rule's filter cannot name the subject (the id sits inside a string), so every row it
+    reads is a candidate; ``narrow_by`` names a column whose values, taken from the rows that do name the
+    subject, bound what is rewritten (the landing file of a quarantined record, a label's id): the other rows
+    and their files stay as they are."""
 
     table: str
     action: str
     columns: tuple[str, ...]
+    narrow_by: str | None = None
 
 
 RULES: tuple[Rule, ...] = (
@@ -63,10 +69,10 @@ RULES: tuple[Rule, ...] = (
     Rule("bronze.orders", "null", ("account_id",)),
     Rule("bronze.fills", "null", ("account_id", "counterparty_account_id")),
     Rule("silver.trades", "null", ("buy_account_id", "sell_account_id")),
-    Rule("bronze.anomaly_labels", "list", ("account_ids",)),
+    Rule("bronze.anomaly_labels", "list", ("account_ids",), narrow_by="anomaly_id"),
     # a quarantined record is kept raw; one that is a JSON object naming the account goes (a CSV line or a
     # record that does not parse cannot be matched safely and stays)
-    Rule("quarantine.landing", "json", ("raw_record",)),
+    Rule("quarantine.landing", "json", ("raw_record",), narrow_by="file"),
 )
 
 
@@ -147,15 +153,23 @@ def _predicate(rule: Rule, account_ids: set[int]):
 
 def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Table", int]:
     """The table's rows with the subjects removed, and how many rows that changed or dropped."""
+    import pyarrow.compute as pc
+
+    out, touched = _apply(rule, data, account_ids)
+    return out, 0 if touched is None else int(pc.sum(touched).as_py() or 0)
+
+
+def _apply(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Table", "pa.Array | None"]:
+    """The table's rows with the subjects removed, and which input rows that changed or dropped (None: none)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not account_ids or not data.num_rows or not set(rule.columns) <= set(data.column_names):
-        return data, 0
+        return data, None
     ids = pa.array(sorted(account_ids), pa.int64())
     if rule.action == "delete":
         hit = pc.fill_null(pc.is_in(data.column(rule.columns[0]), value_set=ids), False)
-        return data.filter(pc.invert(hit)), int(pc.sum(hit).as_py() or 0)
+        return data.filter(pc.invert(hit)), hit
     if rule.action == "null":
         touched = None
         for column in rule.columns:
@@ -165,22 +179,42 @@ def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa
             field = data.schema.field(index)
             data = data.set_column(index, field.with_nullable(True),
                                    pc.if_else(hit, pa.scalar(None, field.type), data.column(column)))
-        return data, int(pc.sum(touched).as_py() or 0)
+        return data, touched
     column = rule.columns[0]
     if rule.action == "json":
         named = pa.array([_json_names(value, account_ids) for value in data.column(column).to_pylist()], pa.bool_())
-        return data.filter(pc.invert(named)), int(pc.sum(named).as_py() or 0)
+        return data.filter(pc.invert(named)), named
     index = data.schema.get_field_index(column)
     wanted = {str(a) for a in account_ids}
-    changed, values = 0, []
+    changed, values = [], []
     for value in data.column(column).to_pylist():
+        hit = False
         if value:
             kept = [part for part in value.split(",") if part.strip() not in wanted]
             if len(kept) != len(value.split(",")):
-                changed += 1
-                value = ",".join(kept)
+                hit, value = True, ",".join(kept)
+        changed.append(hit)
         values.append(value)
-    return data.set_column(index, data.schema.field(index), pa.array(values, data.schema.field(index).type)), changed
+    return (data.set_column(index, data.schema.field(index), pa.array(values, data.schema.field(index).type)),
+            pa.array(changed, pa.bool_()))
+
+
+def _narrowed(rule: Rule, data: "pa.Table", predicate, account_ids: set[int]):
+    """(rows, predicate) bounded by ``rule.narrow_by``: only the candidates sharing a value of that column with a
+    row that names the subject (all candidates when the column is absent or a named row has no value)."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import And, In
+
+    if rule.narrow_by is None or rule.narrow_by not in data.column_names:
+        return data, predicate
+    _, touched = _apply(rule, data, account_ids)
+    if touched is None:
+        return data, predicate
+    values = pc.unique(data.column(rule.narrow_by).filter(touched))
+    if not len(values) or values.null_count:
+        return data, predicate
+    narrow = In(rule.narrow_by, sorted(values.to_pylist()))
+    return data.filter(pc.is_in(data.column(rule.narrow_by), value_set=values)), And(predicate, narrow)
 
 
 def _json_names(raw: str | None, account_ids: set[int]) -> bool:
@@ -227,7 +261,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
     predicate = _predicate(rule, account_ids)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = lake.load_table(identifier := rule.table)
-        data = table.scan(row_filter=predicate).to_arrow()
+        data, bounded = _narrowed(rule, table.scan(row_filter=predicate).to_arrow(), predicate, account_ids)
         rewritten, changed = apply_rule(rule, data, account_ids)
         if not changed:
             return 0
@@ -237,9 +271,9 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
             with table.transaction() as tx:
                 # every row the predicate matched goes; the rewritten ones (nulled ids, kept events) come back
                 if rewritten.num_rows:
-                    tx.overwrite(rewritten, overwrite_filter=predicate)
+                    tx.overwrite(rewritten, overwrite_filter=bounded)
                 else:
-                    tx.delete(predicate)
+                    tx.delete(bounded)
                 # the snapshot that deletes a file lists it (status DELETED) with its column bounds, which can
                 # be the subject's values; an empty append on top leaves those manifests behind, so the
                 # current snapshot names no deleted file (the expiry then removes the one that did)

@@ -212,6 +212,46 @@ def test_a_run_interrupted_after_the_deletes_is_finished_by_the_next(settings, s
     assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
 
 
+def _data_files(lake, identifier: str) -> set[str]:
+    return {task.file.file_path for task in lake.load_table(identifier).scan().plan_files()}
+
+
+def test_an_erasure_rewrites_only_the_rows_near_the_subject_in_quarantine_and_labels(settings, small_lake):
+    """Quarantined raw records and label lists hold the id inside a string, so no filter can pick the subject's
+    rows: the erasure reads every candidate, and rewrites only the landing files' records (the labels) that name
+    the subject; the rest keep their data files (every candidate row was rewritten before, on every erasure)."""
+    from resources import erasure
+
+    lake = small_lake
+    day3 = dt.date(2024, 1, 4)
+    others = pa.table({"anomaly_id": [f"{day3}-a1", f"{day3}-a2"], "account_ids": ["1,3", "3"],
+                       "partition_date": pa.array([day3] * 2, pa.date32())})
+    lake.replace_partition("bronze.anomaly_labels", others, "partition_date", day3)
+    other_file = _quarantined().slice(2, 1)  # another landing file, naming account 3 only
+    other_file = other_file.set_column(1, "file", pa.array(["kyc_events/new.jsonl"]))
+    lake.append("quarantine.landing", other_file)
+
+    def files_of(identifier, column, values):
+        table = lake.load_table(identifier)
+        return {task.file.file_path for task in table.scan().plan_files()
+                if set(pq.read_table(task.file.file_path.removeprefix("file://"), columns=[column])
+                       .column(column).to_pylist()) <= values}
+
+    untouched = {"quarantine.landing": files_of("quarantine.landing", "file", {"kyc_events/new.jsonl"}),
+                 "bronze.anomaly_labels": files_of("bronze.anomaly_labels", "anomaly_id",
+                                                   {f"{day3}-a1", f"{day3}-a2"})}
+    assert all(len(files) == 1 for files in untouched.values())
+    erasure.request_erasure(lake, ACME, 2, "DSR-19", "dpo")
+    assert _process(lake)["completed"] == 1
+    for identifier, files in untouched.items():
+        assert files <= _data_files(lake, identifier), identifier
+    assert sorted(lake.read("quarantine.landing").column("raw_record").to_pylist()) == sorted(
+        QUARANTINED[2:] + [QUARANTINED[2]])
+    labels = sorted((r["anomaly_id"][-2:], r["account_ids"]) for r in lake.read("bronze.anomaly_labels").to_pylist())
+    assert labels == sorted([("a1", "3"), ("a2", ""), ("a3", "1")] * 2 + [("a1", "1,3"), ("a2", "3")])
+    assert erasure.remaining_rows(lake, {2}) == {}
+
+
 def test_expiry_keeps_recent_snapshots_and_deletes_only_files_no_kept_snapshot_reaches(settings, lake):
     from resources.lake_maintenance import expire_snapshots
 
