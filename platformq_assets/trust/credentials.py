@@ -26,13 +26,13 @@ from dagster import (
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from pipelines.pools import table_pool
+from platformq_assets.trust.chain import PROJECT_ROOT
 from resources.lake import LakeResource
 from resources.services import ServiceClientResource
 
 DATASETS = [AssetKey(["gold", "ohlcv_bars"]), AssetKey(["gold", "positions_pnl"]), AssetKey(["gold", "trader_leaderboard"])]
 CREDENTIALS_KEY = AssetKey(["trust", "dataset_credentials"])
 ANCHORS_KEY = AssetKey(["trust", "credential_anchors"])
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def credential_hash(credential: dict) -> str:

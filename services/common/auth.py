@@ -468,16 +468,28 @@ def signing_key(path: str | os.PathLike):
 
 
 class RateLimiter:
-    """Token bucket per key: ``rate`` requests per second, bursts up to ``burst``."""
+    """Token bucket per key: ``rate`` requests per second, bursts up to ``burst``.
+
+    A bucket that has refilled to ``burst`` is the same as none, so such buckets are dropped whenever the table
+    has doubled since the last sweep: a process that sees many keys (rotated keys, one-off tokens) keeps those
+    in use, not every key it ever saw."""
+
+    MIN_SWEEP = 1024
 
     def __init__(self, rate: float, burst: int):
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._sweep_at = self.MIN_SWEEP
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def allow(self, key: str, now: float | None = None) -> tuple[bool, float]:
         now = time.monotonic() if now is None else now
         with self._lock:
+            if len(self._buckets) >= self._sweep_at:
+                self._sweep(now)
             tokens, last = self._buckets.get(key, (float(self.burst), now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens >= 1:
@@ -485,6 +497,12 @@ class RateLimiter:
                 return True, 0.0
             self._buckets[key] = (tokens, now)
             return False, (1 - tokens) / self.rate
+
+    def _sweep(self, now: float) -> None:
+        full = [k for k, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
+        for key in full:
+            del self._buckets[key]
+        self._sweep_at = max(self.MIN_SWEEP, 2 * len(self._buckets))
 
 
 # One token bucket in Redis, changed atomically: refill by the time elapsed on Redis's clock (one clock for every
@@ -527,6 +545,13 @@ class RedisRateLimiter:
         self._script = self._client.register_script(_BUCKET_SCRIPT)
         self._local = RateLimiter(rate, burst)
         self._degraded = False
+        self._degraded_lock = threading.Lock()  # one warning per change of state, however many threads see it
+
+    def _degrade(self, degraded: bool) -> bool:
+        """Record the state; True when it changed (the caller then logs it)."""
+        with self._degraded_lock:
+            changed, self._degraded = self._degraded != degraded, degraded
+        return changed
 
     def allow(self, key: str, now: float | None = None) -> tuple[bool, float]:
         import logging
@@ -536,12 +561,10 @@ class RedisRateLimiter:
         try:
             allowed, wait = self._script(keys=[f"{self.prefix}:{key}"], args=[repr(self.rate), self.burst])
         except redis.RedisError as exc:
-            if not self._degraded:
+            if self._degrade(True):
                 logging.getLogger("platformq.ratelimit").warning(
                     "rate limits fall back to this process's buckets: Redis is unreachable (%s)", type(exc).__name__)
-                self._degraded = True
             return self._local.allow(key, now)
-        if self._degraded:
+        if self._degraded and self._degrade(False):
             logging.getLogger("platformq.ratelimit").warning("rate limits are shared through Redis again")
-            self._degraded = False
         return bool(int(allowed)), float(wait)

@@ -41,3 +41,24 @@ def test_without_redis_each_process_limits_on_its_own(caplog):
     assert results == [True, True, False]  # this process's own bucket still limits
     warnings = [r.getMessage() for r in caplog.records if r.name == "platformq.ratelimit"]
     assert len(warnings) == 1 and "Redis is unreachable" in warnings[0]
+
+
+def test_many_threads_meeting_an_outage_log_it_once(caplog):
+    import threading
+
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", rate=100.0, burst=100, prefix="down")
+    start = threading.Barrier(8)
+
+    def requests():
+        start.wait()
+        for _ in range(10):
+            limiter.allow("ann")
+
+    with caplog.at_level(logging.WARNING, logger="platformq.ratelimit"):
+        threads = [threading.Thread(target=requests) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "platformq.ratelimit"]
+    assert len(warnings) == 1 and "Redis is unreachable" in warnings[0]
