@@ -166,6 +166,31 @@ class _RefreshingLock:
         return False
 
 
+def _format_error(name: str, found: int, reads: int) -> StateStoreError:
+    return StateStoreError(f"the {name} state store holds format {found}, this code reads format {reads}: start it "
+                           "with the version that wrote it")
+
+
+def _save_or_undo(durable, save: Callable[[], bool], restore: Callable[[], None]) -> None:
+    """Save a change (``save`` is False when another process saved first); when the store fails or the race is
+    lost, put memory back as stored (``restore``; after a lost race, then load the other copy) and refuse."""
+    try:
+        saved = save()
+    except Exception as exc:
+        restore()
+        raise StateStoreError(f"the {durable.store.name} state store did not take the change "
+                              f"({type(exc).__name__}); nothing was changed") from exc
+    if not saved:
+        restore()
+        try:
+            durable.refresh()
+        except Exception:
+            pass
+        raise StateStoreError(f"the {durable.store.name} state changed in another process meanwhile; "
+                              "nothing was changed, try again")
+    durable.generation += 1
+
+
 class DurableState:
     """A service's domain state (a dict or an object), saved to ``store`` after each :meth:`change`.
 
@@ -187,8 +212,7 @@ class DurableState:
 
     def _check_format(self, loaded) -> None:
         if loaded is not None and loaded[0] != self.format_version:
-            raise StateStoreError(f"the {self.store.name} state store holds format {loaded[0]}, this code reads "
-                                  f"format {self.format_version}: start it with the version that wrote it")
+            raise _format_error(self.store.name, loaded[0], self.format_version)
 
     def _restore(self) -> None:
         saved = pickle.loads(self._saved)
@@ -223,21 +247,8 @@ class DurableState:
             if data == self._saved:
                 return
             if self.store is not None:
-                try:
-                    saved = self.store.save(self.format_version, data, self.generation)
-                except Exception as exc:
-                    self._restore()
-                    raise StateStoreError(f"the {self.store.name} state store did not take the change "
-                                          f"({type(exc).__name__}); nothing was changed") from exc
-                if not saved:  # another process saved first: take its copy, refuse this change
-                    self._restore()
-                    try:
-                        self.refresh()
-                    except Exception:
-                        pass
-                    raise StateStoreError(f"the {self.store.name} state changed in another process meanwhile; "
-                                          "nothing was changed, try again")
-                self.generation += 1
+                _save_or_undo(self, lambda: self.store.save(self.format_version, data, self.generation),
+                              self._restore)
             self._saved = data
 
 
@@ -270,8 +281,7 @@ class KeyedDurableState:
         header = store.load()
         if header is not None and header[0] != format_version:
             if upgrade is None or not header[2]:
-                raise StateStoreError(f"the {store.name} state store holds format {header[0]}, this code reads "
-                                      f"format {format_version}: start it with the version that wrote it")
+                raise _format_error(store.name, header[0], format_version)
             parts = {k: pickle.dumps(v) for k, v in upgrade(header[0], header[2]).items()}
             store.save_parts(format_version, parts, header[1])  # False: another process upgraded it first
             header = store.load()
@@ -288,8 +298,7 @@ class KeyedDurableState:
             return
         fmt, generation, parts = loaded
         if fmt != self.format_version:
-            raise StateStoreError(f"the {self.store.name} state store holds format {fmt}, this code reads "
-                                  f"format {self.format_version}: start it with the version that wrote it")
+            raise _format_error(self.store.name, fmt, self.format_version)
         for key, data in parts:
             self.state[key] = pickle.loads(data)
             self._saved[key] = data
@@ -339,19 +348,6 @@ class KeyedDurableState:
             if not changed:
                 return
             if self.store is not None:
-                try:
-                    saved = self.store.save_parts(self.format_version, changed, self.generation)
-                except Exception as exc:
-                    self._restore(keys)
-                    raise StateStoreError(f"the {self.store.name} state store did not take the change "
-                                          f"({type(exc).__name__}); nothing was changed") from exc
-                if not saved:
-                    self._restore(keys)
-                    try:
-                        self.refresh()
-                    except Exception:
-                        pass
-                    raise StateStoreError(f"the {self.store.name} state changed in another process meanwhile; "
-                                          "nothing was changed, try again")
-                self.generation += 1
+                _save_or_undo(self, lambda: self.store.save_parts(self.format_version, changed, self.generation),
+                              lambda: self._restore(keys))
             self._saved.update(changed)

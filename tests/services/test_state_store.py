@@ -5,11 +5,10 @@ import pickle
 import threading
 
 import pytest
-import sqlalchemy as sa
 
 from services.common.state_store import DurableState, KeyedDurableState, StateStore, StateStoreError
 from tests.integration.servers import PG_DSN, postgres_database
-from tests.services.stores import FlakyStore
+from tests.services.stores import FlakyStore, part_generations
 
 
 class Book:
@@ -95,15 +94,6 @@ def store_url(request, tmp_path):
     else:
         with postgres_database() as db:
             yield PG_DSN.format(db=db)
-
-
-def part_generations(url: str, name: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT key, generation FROM service_state_parts WHERE name = :n"), {"n": name})
-        found = {key: generation for key, generation in rows}
-    engine.dispose()
-    return found
 
 
 def entries(durable) -> dict:

@@ -12,7 +12,7 @@ from services.common.app import ServiceContext
 from services.common.state_store import StateStore
 from services.derivatives.api import STATE_FORMAT, FuturesMarkets, create_derivatives_app
 from tests.services.problems import is_problem
-from tests.services.stores import FlakyStore
+from tests.services.stores import FlakyStore, part_generations
 
 X = "GPUH30"
 EXPIRY = "2030-06-05"
@@ -171,15 +171,6 @@ def test_the_state_outlives_a_restart_on_postgres(tmp_path):
                 app.state.durable.store.close()
         assert not (tmp_path / "services" / "derivatives.db").exists()
 
-
-def part_generations(url: str) -> dict[str, int]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        found = dict(conn.execute(sa.text("SELECT key, generation FROM service_state_parts")).all())
-    engine.dispose()
-    return found
 
 
 def test_a_request_saves_only_its_own_contract(tmp_path):

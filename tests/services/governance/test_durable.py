@@ -13,7 +13,7 @@ from services.common.state_store import StateStore
 from services.governance import ManualClock
 from services.governance.api import create_governance_app
 from tests.services.problems import is_problem
-from tests.services.stores import FlakyStore
+from tests.services.stores import FlakyStore, part_generations
 
 START = 1_000
 MIN_DELAY = 50
@@ -194,15 +194,6 @@ def test_the_state_outlives_a_restart_on_postgres():
             for store in stores:
                 store.close()
 
-
-def part_generations(url: str) -> dict[str, int]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        found = dict(conn.execute(sa.text("SELECT key, generation FROM service_state_parts")).all())
-    engine.dispose()
-    return found
 
 
 def test_a_tenants_change_saves_only_its_own_dao_and_a_previous_versions_store_is_upgraded(tmp_path):
