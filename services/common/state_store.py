@@ -261,11 +261,15 @@ class KeyedDurableState:
     Otherwise as :class:`DurableState`: ``with durable.change(key, ...):`` saves before the answer and undoes the
     named parts in memory when the block or the save fails; ``with durable.lock:`` for reads; both first load the
     parts another process saved since (one query for the header when nothing changed); saves are compare-and-set
-    over the whole name. A change that adds a part it did not name is refused (it would never be saved). ``state``
+    over the whole name, and a save that finds another process saved first takes that process's parts and saves
+    again on top of them, unless they include a part the change named (then it is refused and undone, as a whole
+    state's is). A change that adds a part it did not name is refused (it would never be saved). ``state``
     is the dict given (it keeps its identity); a stored copy replaces its contents, and contents given with an
     empty store are saved at once. ``upgrade(format, pickled)`` turns a whole-state copy written by an older
     version (one :class:`DurableState` row) into parts, which are then stored in their place.
     """
+
+    REBASES = 5  # saves on top of other processes' parts before giving up (each is one lost race)
 
     def __init__(self, store: StateStore | None, format_version: int, state: dict | None = None,
                  on_load: Callable[[], None] | None = None,
@@ -348,6 +352,18 @@ class KeyedDurableState:
             if not changed:
                 return
             if self.store is not None:
-                _save_or_undo(self, lambda: self.store.save_parts(self.format_version, changed, self.generation),
-                              lambda: self._restore(keys))
+                _save_or_undo(self, lambda: self._save_on_top(changed, keys), lambda: self._restore(keys))
             self._saved.update(changed)
+
+    def _save_on_top(self, changed: dict[str, bytes], keys) -> bool:
+        """Save ``changed``; when another process saved meanwhile, but none of the parts this change named (it
+        read nothing they wrote), take their parts and save again on top of them: changes to different contracts
+        from different processes do not refuse each other. False when they wrote a named part (a real conflict)."""
+        for _ in range(self.REBASES):
+            if self.store.save_parts(self.format_version, changed, self.generation):
+                return True
+            loaded = self.store.load_parts(self.generation)
+            if loaded is None or loaded[0] != self.format_version or any(key in keys for key, _ in loaded[2]):
+                return False
+            self._apply(loaded)  # only parts this change did not name
+        return False

@@ -163,13 +163,23 @@ def test_keyed_processes_see_each_others_parts_and_lose_none(store_url):
     b.refresh = lambda: None  # b does not look before it changes: the race the compare-and-set is for
     with a.change("X") as state:
         state["X"].entries.append(3)
-    with pytest.raises(StateStoreError, match="changed in another process"), b.change("Y") as state:
+    with b.change("Y") as state:  # a wrote X only: b's change to Y is saved on top of it, and b now has a's X
         state["Y"].entries.append(4)
-    assert entries(KeyedDurableState(StateStore(store_url, "markets"), 1)) == {"X": [1, 3], "Y": [2]}
+    assert entries(b) == {"X": [1, 3], "Y": [2, 4]}
+    with a.change("X") as state:
+        state["X"].entries.append(5)
+    with pytest.raises(StateStoreError, match="changed in another process"), b.change("X") as state:
+        state["X"].entries.append(6)  # a wrote the part b changes: refused and undone
+    assert entries(b) == {"X": [1, 3], "Y": [2, 4]}  # undone: X as b last saw it
+    del b.refresh  # b looks again: a's X
+    with b.lock:
+        assert entries(b) == {"X": [1, 3, 5], "Y": [2, 4]}
+    assert entries(KeyedDurableState(StateStore(store_url, "markets"), 1)) == {"X": [1, 3, 5], "Y": [2, 4]}
 
 
 def test_keyed_writers_in_parallel_lose_no_change(store_url):
-    """Two processes changing their own parts at once: a save refused by the race is retried, none is lost."""
+    """Two processes changing their own parts at once: every change is kept (a save that loses the race is saved
+    again on top of the other's parts; one that still fails after the rebases is retried here)."""
     durables = [KeyedDurableState(StateStore(store_url, "markets"), 1) for _ in range(2)]
     for i, d in enumerate(durables):
         with d.change(f"P{i}") as state:

@@ -219,3 +219,40 @@ def test_a_store_written_by_the_previous_version_is_upgraded_on_start(tmp_path):
     assert ok(trade(client, t2, "b2", "b1", 1, "2.00"), 201)["trade_id"] == 3  # and it carries on
     again = create_derivatives_app(ctx, store=StateStore(f"sqlite:///{legacy}", "derivatives"))
     assert len(again.state.markets.houses[X].trades) == 3
+
+
+def test_two_processes_trading_different_contracts_at_once_are_never_refused(tmp_path):
+    """Two API processes on one store (workers of `platformq serve`, a Dagster run's in-process service), each
+    trading its own contract at the same time: a save that finds the other's newer save of another contract is
+    made on top of it instead of answering 503; both contracts keep every trade."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'derivatives.db'}"
+    ctx = ServiceContext("test", rate=10_000.0, burst=10_000)
+    key = {"X-API-Key": ctx.keys.create("ops", "t1", ["trader"])}
+    clients = [TestClient(create_derivatives_app(ctx, store=StateStore(url, "derivatives")),
+                          raise_server_exceptions=False) for _ in range(2)]
+    symbols = ["GPUA", "GPUB"]
+    for client, symbol in zip(clients, symbols):
+        ok(client.post("/v1/futures/contracts", json={"symbol": symbol, "expiry": EXPIRY}, headers=key), 201)
+        for account in ("a1", "a2"):
+            ok(client.post(f"/v1/futures/{symbol}/accounts", json={"account_id": account, "deposit_cents": DEPOSIT},
+                           headers=key), 201)
+    statuses = [[], []]
+    start = threading.Barrier(2)
+
+    def trade_many(i):
+        start.wait()
+        for n in range(40):  # back and forth: positions stay within the margin
+            buyer, seller = ("a1", "a2") if n % 2 == 0 else ("a2", "a1")
+            statuses[i].append(clients[i].post(f"/v1/futures/{symbols[i]}/trades", headers=key, json={
+                "buyer_account_id": buyer, "seller_account_id": seller, "contracts": 1, "price": "2.00"}).status_code)
+
+    threads = [threading.Thread(target=trade_many, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [[201] * 40, [201] * 40]
+    restarted = create_derivatives_app(ctx, store=StateStore(url, "derivatives"))
+    assert [len(restarted.state.markets.houses[s].trades) for s in symbols] == [40, 40]
