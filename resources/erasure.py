@@ -63,6 +63,7 @@ RULES: tuple[Rule, ...] = (
     Rule("gold.positions_pnl", "delete", ("account_id",)),
     Rule("gold.trader_leaderboard", "delete", ("account_id",)),
     Rule("gold.futures_margin", "delete", ("account_id",)),
+    Rule("gold.futures_final_settlement", "delete", ("account_id",)),
     Rule("gold.account_anomaly_predictions", "delete", ("account_id",)),
     Rule("features.account_activity", "delete", ("account_id",)),
     Rule("ml.account_anomaly_training_set", "delete", ("account_id",)),

@@ -4,6 +4,6 @@ from dagster import Definitions
 
 
 def markets_definitions() -> Definitions:
-    from platformq_assets.markets.futures import futures_margin
+    from platformq_assets.markets.futures import futures_final_settlement, futures_margin
 
-    return Definitions(assets=[futures_margin])
+    return Definitions(assets=[futures_margin, futures_final_settlement])

@@ -1,10 +1,15 @@
 """Markets: a daily GPU-hour futures session cleared by the derivatives service.
 
-Each trading day lists a GPU-hour futures contract, the venue's accounts trade
-it (a seeded order flow around a GPU-hour reference price), and the clearing
-house marks every position to the day's settlement price: variation margin is
-paid, margin calls are raised. The day's margin statement lands in
-``gold.futures_margin``; two blocking checks guard the clearing arithmetic.
+Each trading day lists a GPU-hour futures contract expiring ``TENOR_DAYS`` later,
+the venue's accounts trade it (a seeded order flow around a GPU-hour reference
+price), and the clearing house marks every position to the day's settlement
+price: variation margin is paid, margin calls are raised. The day's margin
+statement lands in ``gold.futures_margin``.
+
+The same day then cash-settles every contract the platform listed that has
+expired by that day, at its expiry day's settlement price: the last variation
+margin is paid and every position closes. The closing statement lands in
+``gold.futures_final_settlement``. Blocking checks guard the clearing arithmetic.
 """
 
 import datetime as dt
@@ -27,7 +32,9 @@ from resources.lake import LakeResource
 from resources.services import ServiceClientResource
 
 FUTURES_MARGIN = AssetKey(["gold", "futures_margin"])
+FUTURES_FINAL = AssetKey(["gold", "futures_final_settlement"])
 DEPOSIT_CENTS = 1_000_000
+TENOR_DAYS = 2  # a contract listed on day D expires on D + 2 and is settled by day D + 2's run
 
 
 def gpu_hour_prices(day: dt.date, seed: int) -> tuple[float, float]:
@@ -68,7 +75,7 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     # one contract per run: a re-run of the day clears a fresh session and replaces the partition
     symbol = f"GPU{day:%y%m%d}-{context.run.run_id[:6].upper()}"
     derivatives.request("POST", "/v1/futures/contracts", json_body={
-        "symbol": symbol, "expiry": (day + dt.timedelta(days=7)).isoformat(), "contract_size": 100})
+        "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100})
     names = [f"acct-{a}" for a in accounts]
     for name in names:
         derivatives.request("POST", f"/v1/futures/{symbol}/accounts",
@@ -108,3 +115,105 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     yield AssetCheckResult(check_name="open_interest_long_equals_short",
                            passed=longs == shorts == contract["open_interest"],
                            metadata={"long": longs, "short": shorts, "open_interest": contract["open_interest"]})
+
+
+def _contracts(derivatives: ServiceClientResource, **filters) -> list[dict]:
+    """Every listed contract matching the filters, page by page."""
+    found, token = [], None
+    while True:
+        page = derivatives.request("GET", "/v1/futures/contracts",
+                                   params={**filters, "page_size": 1000, **({"page_token": token} if token else {})})
+        found += page["contracts"]
+        token = page["next_page_token"]
+        if token is None:
+            return found
+
+
+def _settle(derivatives: ServiceClientResource, contract: dict, day: dt.date, seed: int) -> None:
+    """Cash-settle at the expiry day's settlement price; settled on ``day`` (the expiry, or later when a run
+    missed it). An answer lost after the service settled is seen when the contract says it is settled."""
+    from resources.services import ServiceError
+
+    expiry = dt.date.fromisoformat(contract["expiry"])
+    _, final_price = gpu_hour_prices(expiry, seed)
+    try:
+        derivatives.request("POST", f"/v1/futures/{contract['symbol']}/final-settlement",
+                            json_body={"day": day.isoformat(), "final_price": f"{final_price:.2f}"})
+    except ServiceError as exc:
+        if exc.status != 422 or derivatives.request(
+                "GET", f"/v1/futures/contracts/{contract['symbol']}")["status"] != "settled":
+            raise
+
+
+FINAL_SCHEMA_FIELDS = (("account_id", "int64"), ("tenant_id", "string"), ("symbol", "string"), ("expiry", "date32"),
+                       ("closed_position", "int64"), ("variation_margin_cents", "int64"),
+                       ("balance_cents", "int64"), ("final_price", "float64"), (PARTITION_COLUMN, "date32"))
+
+
+@asset(
+    key=FUTURES_FINAL,
+    pool=table_pool(".".join(FUTURES_FINAL.path)),
+    deps=[FUTURES_MARGIN, AssetKey(["bronze", "accounts"])],
+    partitions_def=daily_partitions,
+    group_name="markets",
+    kinds={"python", "iceberg"},
+    owners=["team:markets"],
+    check_specs=[
+        AssetCheckSpec("final_variation_margin_sums_to_zero", asset=FUTURES_FINAL, blocking=True,
+                       description="Each contract settled today: final variation margin paid equals received, "
+                                   "and the positions it closed net to zero."),
+        AssetCheckSpec("no_open_contract_past_expiry", asset=FUTURES_FINAL, blocking=True,
+                       description="No contract the platform listed is still open on or after its expiry day."),
+    ],
+    description="Cash settlement at expiry: every platform-listed GPU-hour contract that has expired by the day "
+                "pays its last variation margin at the expiry day's settlement price and closes its positions.",
+)
+def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
+                             derivatives: ServiceClientResource):
+    import pyarrow as pa
+    from pyiceberg.expressions import In
+
+    from resources.settings import load_settings
+
+    day = dt.date.fromisoformat(context.partition_key)
+    seed = load_settings().sim_seed
+    due = _contracts(derivatives, status="open", expires_by=day.isoformat(), operated="true")
+    for contract in due:
+        _settle(derivatives, contract, day, seed)
+    # the statement is every contract settled on this day, by this run or an earlier run of it: a re-run
+    # settles nothing new and writes the same rows
+    settled = _contracts(derivatives, status="settled", settled_on=day.isoformat(), operated="true")
+    statements = {c["symbol"]: (c, derivatives.request("GET", f"/v1/futures/{c['symbol']}/final-settlement"))
+                  for c in settled}
+    ids = sorted({int(a["account_id"].removeprefix("acct-")) for _, s in statements.values() for a in s["accounts"]
+                  if a["account_id"].startswith("acct-")})
+    tenant_of = {}
+    if ids:
+        roster = lake.read("bronze.accounts", row_filter=In("account_id", ids), columns=("account_id", "tenant_id"))
+        tenant_of = dict(zip(roster.column("account_id").to_pylist(), roster.column("tenant_id").to_pylist()))
+    rows, unknown = [], 0
+    for symbol, (contract, statement) in sorted(statements.items()):
+        for a in statement["accounts"]:
+            account_id = int(a["account_id"].removeprefix("acct-")) if a["account_id"].startswith("acct-") else None
+            if account_id not in tenant_of:  # not a lake account (or erased from it): nothing to say whose it is
+                unknown += 1
+                continue
+            rows.append({"account_id": account_id, "tenant_id": tenant_of[account_id], "symbol": symbol,
+                         "expiry": dt.date.fromisoformat(contract["expiry"]),
+                         "closed_position": a["closed_position"], "variation_margin_cents": a["variation_margin_cents"],
+                         "balance_cents": a["balance_cents"], "final_price": float(statement["final_price"]),
+                         PARTITION_COLUMN: day})
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in FINAL_SCHEMA_FIELDS])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    written = lake.replace_partition(".".join(FUTURES_FINAL.path), table, PARTITION_COLUMN, day)
+    still_open = _contracts(derivatives, status="open", expires_by=day.isoformat(), operated="true")
+    yield MaterializeResult(metadata={
+        "contracts_settled": len(statements), "settled_by_this_run": len(due), "symbols": ", ".join(sorted(statements)),
+        "accounts_not_in_lake": unknown, "snapshot_id": str(written["snapshot_id"]), **profile_metadata(table)})
+    totals = {symbol: (sum(a["variation_margin_cents"] for a in s["accounts"]),
+                      sum(a["closed_position"] for a in s["accounts"])) for symbol, (_, s) in statements.items()}
+    unbalanced = sorted(symbol for symbol, total in totals.items() if total != (0, 0))
+    yield AssetCheckResult(check_name="final_variation_margin_sums_to_zero", passed=not unbalanced,
+                           metadata={"contracts": len(totals), "unbalanced": ", ".join(unbalanced) or "none"})
+    yield AssetCheckResult(check_name="no_open_contract_past_expiry", passed=not still_open,
+                           metadata={"open_past_expiry": ", ".join(c["symbol"] for c in still_open) or "none"})

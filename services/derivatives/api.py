@@ -44,14 +44,14 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, Path
+from fastapi import Depends, FastAPI, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
-from services.derivatives.futures import FuturesClearingHouse, FuturesContract
+from services.derivatives.futures import FinalSettlement, FuturesClearingHouse, FuturesContract
 from services.derivatives.options import (
     Greeks,
     black76_greeks,
@@ -74,6 +74,7 @@ from services.derivatives.structured import (
 # ---------------------------------------------------------------- bounds
 
 MAX_PRICE = 1e9
+MAX_CONTRACT_PAGE = 1000
 # The pickled layout of a contract's Listing: bump it when the classes change, so an old copy is refused (2: one
 # part per contract; 1, the whole markets in one row, is upgraded on start).
 STATE_FORMAT = 2
@@ -281,6 +282,14 @@ class ContractOut(BaseModel):
     open_interest: int = Field(description="long contracts (= short contracts) across the clearing house")
     last_settlement_price: str | None
     last_settlement_day: dt.date | None
+    status: Literal["open", "settled"] = Field(description="settled: finally settled, every position closed")
+    final_settlement_day: dt.date | None
+    final_price: str | None
+
+
+class ContractPage(BaseModel):
+    contracts: list[ContractOut] = Field(description="in symbol order")
+    next_page_token: str | None = Field(description="pass as page_token for the next page; null on the last")
 
 
 class FuturesAccountIn(Strict):
@@ -608,7 +617,20 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                            maintenance_margin_cents=c.maintenance_margin_cents,
                            open_interest=house.open_interest()[0],
                            last_settlement_price=None if last is None else str(c.ticks_to_price(last)),
-                           last_settlement_day=house.last_settlement_day)
+                           last_settlement_day=house.last_settlement_day,
+                           status="open" if house.final is None else "settled",
+                           final_settlement_day=None if house.final is None else house.final.day,
+                           final_price=None if house.final is None else
+                           str(c.ticks_to_price(house.final.final_price_ticks)))
+
+    def final_out(house: FuturesClearingHouse, result: FinalSettlement, principal: Principal) -> FinalSettlementOut:
+        return FinalSettlementOut(
+            symbol=house.contract.symbol, day=result.day, final_price_ticks=result.final_price_ticks,
+            final_price=str(house.contract.ticks_to_price(result.final_price_ticks)),
+            accounts=[ClosedPositionOut(account_id=_split(a)[1], closed_position=position,
+                                        variation_margin_cents=result.variation_margin.get(a, 0),
+                                        balance_cents=result.balances[a])
+                      for a, position in result.closed_positions.items() if _split(a)[0] == principal.tenant])
 
     def account_out(house: FuturesClearingHouse, name: str) -> FuturesAccountOut:
         state = house.accounts[name]
@@ -627,10 +649,35 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                 raise Problem(409, "Conflict", f"contract {body.symbol!r} is already listed", "contract-exists")
             return contract_out(markets.list_contract(contract, principal.tenant))
 
-    @app.get("/v1/futures/contracts", response_model=list[ContractOut], tags=["futures"])
-    def contracts(principal: Principal = Depends(reader)):
+    @app.get("/v1/futures/contracts", response_model=ContractPage, tags=["futures"])
+    def contracts(principal: Principal = Depends(reader),
+                  status: Literal["open", "settled"] | None = None,
+                  expires_by: Annotated[dt.date | None, Query(description="expiry on or before this day")] = None,
+                  settled_on: Annotated[dt.date | None, Query(description="finally settled on this day")] = None,
+                  operated: Annotated[bool, Query(description="only the contracts the caller's tenant "
+                                                          "listed (and so settles)")] = False,
+                  page_size: Annotated[int, Query(ge=1, le=MAX_CONTRACT_PAGE)] = 100,
+                  page_token: Annotated[str | None, Query(min_length=1, max_length=16,
+                                                          pattern=r"^[A-Z0-9_.-]+$")] = None):
+        """Listed contracts (market-wide), in symbol order, a page at a time; the filters combine."""
+        def wanted(listing: Listing) -> bool:
+            house, final = listing.house, listing.house.final
+            return ((status is None or status == ("open" if final is None else "settled"))
+                    and (expires_by is None or house.contract.expiry <= expires_by)
+                    and (settled_on is None or (final is not None and final.day == settled_on))
+                    and (not operated or listing.operator == principal.tenant))
+
         with lock:
-            return [contract_out(listing.house) for _, listing in sorted(markets.listings.items())]
+            symbols = sorted(s for s in markets.listings if page_token is None or s > page_token)
+            page: list[ContractOut] = []
+            for symbol in symbols:
+                listing = markets.listings[symbol]
+                if not wanted(listing):
+                    continue
+                if len(page) == page_size:  # one more matches: there is a next page
+                    return ContractPage(contracts=page, next_page_token=page[-1].symbol)
+                page.append(contract_out(listing.house))
+            return ContractPage(contracts=page, next_page_token=None)
 
     @app.get("/v1/futures/contracts/{symbol}", response_model=ContractOut, tags=["futures"])
     def contract(symbol: Symbol, principal: Principal = Depends(reader)):
@@ -717,15 +764,16 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
         """
         with changing(symbol):
             house = operated_house(symbol, principal, "final settlement")
-            result = _domain(house.final_settlement, body.final_price, body.day)
-            mine = principal.tenant
-            return FinalSettlementOut(
-                symbol=symbol, day=result.day, final_price_ticks=result.final_price_ticks,
-                final_price=str(house.contract.ticks_to_price(result.final_price_ticks)),
-                accounts=[ClosedPositionOut(account_id=_split(a)[1], closed_position=position,
-                                            variation_margin_cents=result.variation_margin.get(a, 0),
-                                            balance_cents=result.balances[a])
-                          for a, position in result.closed_positions.items() if _split(a)[0] == mine])
+            return final_out(house, _domain(house.final_settlement, body.final_price, body.day), principal)
+
+    @app.get("/v1/futures/{symbol}/final-settlement", response_model=FinalSettlementOut, tags=["futures"])
+    def final_settlement(symbol: Symbol, principal: Principal = Depends(reader)):
+        """The contract's final settlement, for the caller's tenant's accounts; 404 while it is open."""
+        with lock:
+            house = house_of(symbol)
+            if house.final is None:
+                raise Problem(404, "Not Found", f"{symbol} has not been finally settled", "not-settled")
+            return final_out(house, house.final, principal)
 
     return app
 

@@ -366,8 +366,8 @@ def bench_governance():
 
 
 def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions: int = 5):
-    """The futures asset's day over HTTP (list a contract, open its accounts, 4 trades per account, settle) on the
-    SQLite store `platformq serve` uses: on a store holding a year of contracts vs on an empty one, the two
+    """The futures assets' day over HTTP (list a contract, open its accounts, 4 trades per account, settle; settle
+    the contracts that expired, read their statements) on the SQLite store `platformq serve` uses: on a store holding a year of contracts vs on an empty one, the two
     interleaved (best of ``sessions`` each). Each contract is a part of its own, so a request must not pay for the
     history (it did while the whole markets were saved: 4.0x by day 100)."""
     import datetime as dt
@@ -375,6 +375,7 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
 
     from fastapi.testclient import TestClient
 
+    from platformq_assets.markets.futures import TENOR_DAYS
     from resources.services import build_local_app
     from services.derivatives.futures import gpu_hour_future
 
@@ -393,7 +394,7 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
             symbol = f"GPU{day:%y%m%d}"
             t = time.perf_counter()
             client.post("/v1/futures/contracts", headers=key, json={
-                "symbol": symbol, "expiry": (day + dt.timedelta(days=7)).isoformat(), "contract_size": 100})
+                "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100})
             for name in names:
                 client.post(f"/v1/futures/{symbol}/accounts", headers=key,
                             json={"account_id": name, "deposit_cents": 1_000_000})
@@ -405,6 +406,17 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
             r = client.post(f"/v1/futures/{symbol}/settlements", headers=key,
                             json={"day": day.isoformat(), "settlement_price": "2.05"})
             assert r.status_code == 201, r.text
+            # the final-settlement asset: settle what expired by today, read back today's statements
+            due = client.get("/v1/futures/contracts", headers=key, params={
+                "status": "open", "expires_by": day.isoformat(), "operated": "true", "page_size": 1000}).json()
+            for contract in due["contracts"]:
+                r = client.post(f"/v1/futures/{contract['symbol']}/final-settlement", headers=key,
+                                json={"day": day.isoformat(), "final_price": "2.10"})
+                assert r.status_code == 201, r.text
+            settled = client.get("/v1/futures/contracts", headers=key, params={
+                "status": "settled", "settled_on": day.isoformat(), "operated": "true", "page_size": 1000}).json()
+            for contract in settled["contracts"]:
+                client.get(f"/v1/futures/{contract['symbol']}/final-settlement", headers=key).raise_for_status()
             return time.perf_counter() - t
 
         app = served[1][0]
@@ -412,14 +424,18 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
             day = start + dt.timedelta(days=i)
             symbol = f"GPU{day:%y%m%d}"
             with app.state.durable.change(symbol):
-                house = app.state.markets.list_contract(gpu_hour_future(symbol, day + dt.timedelta(days=7)),
-                                                        "platform")
+                house = app.state.markets.list_contract(
+                    gpu_hour_future(symbol, day + dt.timedelta(days=TENOR_DAYS)), "platform")
                 for name in names:
                     house.open_account(f"platform/{name}", 1_000_000)
                 for _ in range(4 * accounts):
                     buyer, seller = rng.sample(names, 2)
                     house.trade(f"platform/{buyer}", f"platform/{seller}", rng.randint(1, 5), "2.00")
                 house.mark_to_market(day, "2.05")
+            expired = start + dt.timedelta(days=i - TENOR_DAYS)
+            if i >= TENOR_DAYS:  # settled at expiry, as the final-settlement asset does
+                with app.state.durable.change(f"GPU{expired:%y%m%d}"):
+                    app.state.markets.listings[f"GPU{expired:%y%m%d}"].house.final_settlement("2.10", day)
         times = {0: [], 1: []}
         for i in range(sessions):
             day = start + dt.timedelta(days=history_days + i)

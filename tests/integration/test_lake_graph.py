@@ -26,7 +26,7 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     defs = definitions(settings)
     result = run_day(defs, DAY)
     assert result.success and failed_checks(result) == []
-    assert len(result.get_asset_materialization_events()) == 14
+    assert len(result.get_asset_materialization_events()) == 15
     ran = {c.check_name for c in result.get_asset_check_evaluations()}
     assert {"trades_reconcile_with_bronze_fills", "trades_expectation_suite", "unique_trades_trade_id",
             "fills_match_journal_replay", "credentials_verify", "anchored_proofs_verify",

@@ -12,7 +12,7 @@ EXPECTED_ASSETS = {
     "bronze/orders", "bronze/fills", "bronze/reference_prices", "bronze/accounts", "bronze/anomaly_labels",
     "silver/trades", "silver/accounts", "gold/ohlcv_bars", "gold/positions_pnl", "gold/trader_leaderboard",
     "bronze/partner_quotes", "bronze/kyc_events", "quarantine/landing", "ops/landing_files",
-    "trust/dataset_credentials", "trust/credential_anchors", "gold/futures_margin",
+    "trust/dataset_credentials", "trust/credential_anchors", "gold/futures_margin", "gold/futures_final_settlement",
     "governance/dao_outcomes",
     "federated/order_anomaly_model",
     "neuromorphic/spike_trains", "neuromorphic/snn_model", "neuromorphic/anomaly_scores",

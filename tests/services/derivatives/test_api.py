@@ -160,14 +160,57 @@ def test_futures_trade_settle_and_margin_call(setup):
     too_much = client.post(f"/v1/futures/{X}/accounts/a2/withdrawals", json={"amount_cents": 1}, headers=ht)
     assert "exceeds excess margin" in is_problem(too_much, 422)["detail"]
     listed = client.get("/v1/futures/contracts", headers=h(keys, "t2_trader")).json()
+    assert listed["next_page_token"] is None
+    listed = listed["contracts"]
     assert listed == [{"symbol": X, "underlying": "GPU-hour", "currency": "USD", "expiry": EXPIRY,
                        "contract_size": 100, "tick_size": "0.01", "tick_value_cents": 100,
                        "initial_margin_cents": 5_000, "maintenance_margin_cents": 4_000, "open_interest": 2,
-                       "last_settlement_price": "7.20", "last_settlement_day": D2}]
+                       "last_settlement_price": "7.20", "last_settlement_day": D2, "status": "open",
+                       "final_settlement_day": None, "final_price": None}]
     assert client.get(f"/v1/futures/contracts/{X}", headers=h(keys, "t2_trader")).json() == listed[0]
     is_problem(client.get("/v1/futures/contracts/NOPE1", headers=ht), 404)
     # variation margin nets to zero: only the deposit and the withdrawal changed the total
     assert sum(a.balance_cents for a in markets.houses[X].accounts.values()) == 4 * 100_000 + 4_000 - 1_000
+
+
+def test_contract_listing_filters_and_pages(setup):
+    """The listing pages in symbol order and filters by state, expiry, settlement day and operator."""
+    client, keys, _ = setup
+    ht, h2 = h(keys, "t1_trader"), h(keys, "t2_trader")
+    expiries = {"GPUA1": "2030-01-05", "GPUA2": "2030-01-06", "GPUA3": "2030-01-07", "GPUB1": "2030-01-05"}
+    for symbol, expiry in expiries.items():
+        who = h2 if symbol.startswith("GPUB") else ht
+        assert client.post("/v1/futures/contracts", json={"symbol": symbol, "expiry": expiry},
+                           headers=who).status_code == 201
+    assert client.post("/v1/futures/GPUA1/final-settlement", json={"final_price": "2.10", "day": "2030-01-08"},
+                       headers=ht).status_code == 201
+
+    def symbols(headers=ht, **params):
+        body = client.get("/v1/futures/contracts", params=params, headers=headers)
+        assert body.status_code == 200, body.text
+        return [c["symbol"] for c in body.json()["contracts"]], body.json()["next_page_token"]
+
+    assert symbols() == (["GPUA1", "GPUA2", "GPUA3", "GPUB1", X], None)
+    assert symbols(status="open", expires_by="2030-01-06") == (["GPUA2", "GPUB1"], None)
+    assert symbols(status="settled") == (["GPUA1"], None)
+    assert symbols(settled_on="2030-01-08") == (["GPUA1"], None)
+    assert symbols(settled_on="2030-01-07") == ([], None)
+    assert symbols(operated="true") == (["GPUA1", "GPUA2", "GPUA3", X], None)
+    assert symbols(h2, operated="true") == (["GPUB1"], None)
+    # pages: each ends where the next starts, the last says so; filters apply before paging
+    seen, token, pages = [], None, 0
+    while True:
+        page, token = symbols(page_size=2, **({"page_token": token} if token else {}))
+        seen, pages = seen + page, pages + 1
+        if token is None:
+            break
+    assert seen == ["GPUA1", "GPUA2", "GPUA3", "GPUB1", X] and pages == 3
+    assert symbols(page_size=2, operated="true") == (["GPUA1", "GPUA2"], "GPUA2")
+    assert symbols(page_size=2, operated="true", page_token="GPUA2") == (["GPUA3", X], None)
+    assert symbols(page_size=4, operated="true") == (["GPUA1", "GPUA2", "GPUA3", X], None)  # exactly full: no token
+    for bad in ({"page_size": 0}, {"page_size": 1001}, {"status": "closed"}, {"expires_by": "soon"},
+                {"page_token": "not a symbol"}):
+        is_problem(client.get("/v1/futures/contracts", params=bad, headers=ht), 422)
 
 
 def test_final_settlement_at_expiry_closes_positions_and_releases_margin(setup):
@@ -180,12 +223,20 @@ def test_final_settlement_at_expiry_closes_positions_and_releases_margin(setup):
     assert "before expiry" in is_problem(early, 422)["detail"]
     not_operator = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.6"}, headers=h2)
     assert is_problem(not_operator, 403)["type"].endswith("not-contract-operator")
+    assert is_problem(client.get(f"/v1/futures/{X}/final-settlement", headers=ht), 404)["type"].endswith("not-settled")
     final = client.post(f"/v1/futures/{X}/final-settlement", json={"final_price": "2.605"}, headers=ht)
     assert final.status_code == 201, final.text
     out = final.json()
     assert out["day"] == EXPIRY and out["final_price"] == "2.60" and out["final_price_ticks"] == 260
     accounts = {a["account_id"]: a for a in out["accounts"]}
     assert set(accounts) == {"a1", "a2"}  # the caller's tenant only
+    assert client.get(f"/v1/futures/{X}/final-settlement", headers=ht).json() == out  # read back, as answered
+    theirs = client.get(f"/v1/futures/{X}/final-settlement", headers=h2).json()
+    assert [a["account_id"] for a in theirs["accounts"]] == ["b1", "b2"] and theirs["day"] == EXPIRY
+    contract = client.get(f"/v1/futures/contracts/{X}", headers=h2).json()
+    assert (contract["status"], contract["final_settlement_day"], contract["final_price"]) == ("settled", EXPIRY,
+                                                                                               "2.60")
+    assert contract["open_interest"] == 0
     assert accounts["a1"] == {"account_id": "a1", "closed_position": 2, "variation_margin_cents": 2_000,
                               "balance_cents": 102_000}
     assert accounts["a2"]["closed_position"] == -2 and accounts["a2"]["balance_cents"] == 98_000
@@ -323,6 +374,8 @@ def test_tenant_isolation_on_every_route(setup):
     }
     shared = {("POST", "/v1/futures/contracts"), ("GET", "/v1/futures/contracts"),  # market-wide listings
               ("GET", "/v1/futures/contracts/{symbol}"),
+              # the final price is market-wide; its accounts are the caller's own (test_final_settlement_...)
+              ("GET", "/v1/futures/{symbol}/final-settlement"),
               ("POST", "/v1/futures/{symbol}/accounts")}  # creates in the caller's own tenant
     tenant_routes = {(m, r.path) for r in client.app.routes for m in getattr(r, "methods", ())
                      if r.path.startswith("/v1/futures") and (m, r.path) not in shared}

@@ -39,7 +39,7 @@ def trade(client, key, buyer, seller, contracts, price):
 def snapshot(client, t1, t2, markets):
     """Everything the API shows of the markets, and the clearing houses' own record (trades, settlements)."""
     house = markets.houses[X]
-    return {"contracts": ok(client.get("/v1/futures/contracts", headers=t1)),
+    return {"contracts": ok(client.get("/v1/futures/contracts", headers=t1))["contracts"],
             "t1": [ok(client.get(f"/v1/futures/{X}/accounts/{a}", headers=t1)) for a in ("a1", "a2")],
             "t2": [ok(client.get(f"/v1/futures/{X}/accounts/{b}", headers=t2)) for b in ("b1", "b2")],
             "trades": list(house.trades), "settlements": list(house.settlements), "operators": dict(markets.operators),
@@ -131,7 +131,7 @@ def test_a_change_the_store_does_not_take_answers_503_and_is_undone(tmp_path):
     assert app.state.markets is markets
     assert snapshot(client, t1, t2, markets) == before  # no trade recorded, no cash moved, nothing settled
     is_problem(client.get(f"/v1/futures/{X}/accounts/a3", headers=t1), 404)
-    assert [c["symbol"] for c in ok(client.get("/v1/futures/contracts", headers=t2))] == [X]
+    assert [c["symbol"] for c in ok(client.get("/v1/futures/contracts", headers=t2))["contracts"]] == [X]
     # a refused domain change (422) is still a 422, and leaves nothing behind either
     is_problem(trade(client, t1, "a1", "a2", 1, "2.001"), 422)
     assert snapshot(client, t1, t2, markets) == before

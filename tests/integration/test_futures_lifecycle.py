@@ -1,0 +1,92 @@
+"""GPU-hour futures from listing to cash settlement at expiry, through the Dagster assets and the real service."""
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from platformq_assets.markets.futures import FUTURES_FINAL, FUTURES_MARGIN, TENOR_DAYS, gpu_hour_prices
+from pipelines.partitions import PARTITION_COLUMN
+from tests.integration.helpers import definitions, failed_checks, run_day
+
+pytestmark = pytest.mark.slow
+D1 = dt.date(2024, 1, 2)
+DAYS = [D1 + dt.timedelta(days=n) for n in range(5)]
+ACCOUNTS = {101: "t-acme", 102: "t-acme", 201: "t-cygnus", 202: "t-cygnus", 203: "t-cygnus"}
+
+
+def roster(lake, day):
+    lake.replace_partition("bronze.accounts", pa.table({
+        "account_id": pa.array(list(ACCOUNTS), pa.int64()), "tenant_id": list(ACCOUNTS.values()),
+        PARTITION_COLUMN: pa.array([day] * len(ACCOUNTS), pa.date32())}), PARTITION_COLUMN, day)
+
+
+def materialise(defs, day):
+    result = run_day(defs, day.isoformat(), selection=[FUTURES_MARGIN, FUTURES_FINAL], run_config={})
+    assert result.success and failed_checks(result) == []
+    [final] = [m for m in result.get_asset_materialization_events() if m.asset_key == FUTURES_FINAL]
+    return {k: v.value for k, v in final.materialization.metadata.items()}
+
+
+def statement(lake, table, day):
+    return sorted(lake.read_partition(table, PARTITION_COLUMN, day).to_pylist(),
+                  key=lambda r: (r["symbol"], r["account_id"]))
+
+
+def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settings, lake):
+    defs = definitions(settings)
+    for day in DAYS:
+        roster(lake, day)
+    assert TENOR_DAYS == 2  # the days below are laid out for it
+    listed = {}
+    for day in DAYS[:2]:
+        meta = materialise(defs, day)
+        assert meta["contracts_settled"] == 0  # nothing has expired yet
+        [listed[day]] = {r["symbol"] for r in statement(lake, "gold.futures_margin", day)}
+        assert statement(lake, "gold.futures_final_settlement", day) == []
+
+    # day 3: day 1's contract expires and is settled at day 3's settlement price, every position closed
+    meta = materialise(defs, DAYS[2])
+    assert (meta["contracts_settled"], meta["settled_by_this_run"], meta["symbols"]) == (1, 1, listed[DAYS[0]])
+    final = statement(lake, "gold.futures_final_settlement", DAYS[2])
+    opened = {r["account_id"]: r for r in statement(lake, "gold.futures_margin", DAYS[0])}
+    assert {r["account_id"] for r in final} == set(ACCOUNTS) == set(opened)
+    price = gpu_hour_prices(DAYS[2], settings.sim_seed)[1]
+    tick_value = 100  # cents per 1-cent tick on a 100 GPU-hour contract
+    for row in final:
+        before = opened[row["account_id"]]
+        assert row["tenant_id"] == ACCOUNTS[row["account_id"]] and row["expiry"] == DAYS[2]
+        assert row["final_price"] == price and row["closed_position"] == before["position"]
+        # the last mark: from day 1's settlement price to the final price, on the position carried
+        moved = round((price - before["settlement_price"]) * 100)
+        assert row["variation_margin_cents"] == before["position"] * moved * tick_value
+        assert row["balance_cents"] == before["balance_cents"] + row["variation_margin_cents"]
+    assert sum(r["variation_margin_cents"] for r in final) == 0 and any(r["closed_position"] for r in final)
+
+    # a re-run of the day settles nothing again and writes the same statement; it lists a fresh contract of
+    # its own (expiring day 5), and the first run's stays listed, open, in the service
+    first_day3 = {r["symbol"] for r in statement(lake, "gold.futures_margin", DAYS[2])}
+    again = materialise(defs, DAYS[2])
+    assert (again["contracts_settled"], again["settled_by_this_run"]) == (1, 0)
+    assert statement(lake, "gold.futures_final_settlement", DAYS[2]) == final
+    rerun_day3 = {r["symbol"] for r in statement(lake, "gold.futures_margin", DAYS[2])}
+    assert len(first_day3 | rerun_day3) == 2
+
+    # day 4 is missed: day 5 settles day 2's contract (expired on day 4) at day 4's price, and both of day 3's
+    meta = materialise(defs, DAYS[4])
+    assert meta["settled_by_this_run"] == 3
+    late = statement(lake, "gold.futures_final_settlement", DAYS[4])
+    by_symbol = {s: [r for r in late if r["symbol"] == s] for s in {r["symbol"] for r in late}}
+    assert set(by_symbol) == {listed[DAYS[1]]} | first_day3 | rerun_day3
+    day2 = by_symbol[listed[DAYS[1]]]
+    assert {r["final_price"] for r in day2} == {gpu_hour_prices(DAYS[3], settings.sim_seed)[1]}
+    assert {r["expiry"] for r in day2} == {DAYS[3]}
+    for symbol in first_day3 | rerun_day3:
+        assert {r["final_price"] for r in by_symbol[symbol]} == {gpu_hour_prices(DAYS[4], settings.sim_seed)[1]}
+    for rows in by_symbol.values():
+        assert {r["account_id"] for r in rows} == set(ACCOUNTS)
+        assert sum(r["variation_margin_cents"] for r in rows) == 0 and sum(r["closed_position"] for r in rows) == 0
+    table = lake.read("gold.futures_final_settlement")
+    # days 1, 2 and both of day 3 settled, each once, in one partition; day 5's own is open until day 7
+    assert pc.count_distinct(table.column("symbol")).as_py() == table.num_rows // len(ACCOUNTS) == 4
