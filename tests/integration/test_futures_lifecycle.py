@@ -90,3 +90,35 @@ def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settin
     table = lake.read("gold.futures_final_settlement")
     # days 1, 2 and both of day 3 settled, each once, in one partition; day 5's own is open until day 7
     assert pc.count_distinct(table.column("symbol")).as_py() == table.num_rows // len(ACCOUNTS) == 4
+
+
+def test_a_run_that_dies_after_settling_loses_nothing(settings, lake, monkeypatch):
+    """Settled in the service, then the lake write fails: the retry settles nothing twice and writes the whole
+    statement, read back from the service."""
+    from resources.lake import LakeResource
+
+    defs = definitions(settings)
+    for day in DAYS[:3]:
+        roster(lake, day)
+    for day in DAYS[:2]:
+        materialise(defs, day)
+    real = LakeResource.replace_partition
+
+    def crash(self, identifier, *args, **kwargs):
+        if identifier == "gold.futures_final_settlement":
+            raise OSError("disk full")
+        return real(self, identifier, *args, **kwargs)
+
+    monkeypatch.setattr(LakeResource, "replace_partition", crash)
+    died = run_day(defs, DAYS[2].isoformat(), selection=[FUTURES_MARGIN, FUTURES_FINAL], run_config={})
+    assert not died.success
+    monkeypatch.setattr(LakeResource, "replace_partition", real)
+    assert statement(lake, "gold.futures_final_settlement", DAYS[2]) == []
+    retried = run_day(defs, DAYS[2].isoformat(), selection=[FUTURES_FINAL], run_config={})
+    assert retried.success and failed_checks(retried) == []
+    [event] = retried.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert (meta["contracts_settled"], meta["settled_by_this_run"]) == (1, 0)
+    rows = statement(lake, "gold.futures_final_settlement", DAYS[2])
+    assert {r["account_id"] for r in rows} == set(ACCOUNTS)
+    assert sum(r["variation_margin_cents"] for r in rows) == 0 and any(r["variation_margin_cents"] for r in rows)
