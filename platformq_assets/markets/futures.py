@@ -108,7 +108,8 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     shorts = -sum(r["position"] for r in rows if r["position"] < 0)
     yield MaterializeResult(metadata={"symbol": symbol, "trades": trades, "open_price": open_price,
                                       "settlement_price": settle_price, "margin_calls": len(calls),
-                                      "snapshot_id": str(written["snapshot_id"]), **profile_metadata(table)})
+                                      "snapshot_id": str(written["snapshot_id"]),
+                                      **profile_metadata(table, COLUMNS)})
     total_vm = sum(r["variation_margin_cents"] for r in rows)
     yield AssetCheckResult(check_name="variation_margin_sums_to_zero", passed=total_vm == 0,
                            metadata={"sum_cents": total_vm, "accounts": len(rows)})
@@ -144,6 +145,18 @@ def _settle(derivatives: ServiceClientResource, contract: dict, day: dt.date, se
                 "GET", f"/v1/futures/contracts/{contract['symbol']}")["status"] != "settled":
             raise
 
+
+COLUMNS = {
+    "account_id": "the venue account (bronze.accounts)", "tenant_id": "the account's tenant",
+    "symbol": "the futures contract", "position": "signed contracts held after the day's trades (> 0 long)",
+    "variation_margin_cents": "cash paid (+) or taken (-) at this settlement, in cents",
+    "balance_cents": "the clearing account's cash after this settlement, in cents",
+    "margin_call_cents": "cash owed to bring equity back to the initial requirement",
+    "settlement_price": "the day's settlement price, USD per GPU-hour",
+    "expiry": "the contract's expiry day", "closed_position": "the position the final settlement closed",
+    "final_price": "the expiry day's settlement price the contract was cash-settled at, USD per GPU-hour",
+    PARTITION_COLUMN: "the trading day whose run settled it (the partition)",
+}
 
 FINAL_SCHEMA_FIELDS = (("account_id", "int64"), ("tenant_id", "string"), ("symbol", "string"), ("expiry", "date32"),
                        ("closed_position", "int64"), ("variation_margin_cents", "int64"),
@@ -209,7 +222,8 @@ def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
     still_open = _contracts(derivatives, status="open", expires_by=day.isoformat(), operated="true")
     yield MaterializeResult(metadata={
         "contracts_settled": len(statements), "settled_by_this_run": len(due), "symbols": ", ".join(sorted(statements)),
-        "accounts_not_in_lake": unknown, "snapshot_id": str(written["snapshot_id"]), **profile_metadata(table)})
+        "accounts_not_in_lake": unknown, "snapshot_id": str(written["snapshot_id"]),
+        **profile_metadata(table, COLUMNS)})
     totals = {symbol: (sum(a["variation_margin_cents"] for a in s["accounts"]),
                       sum(a["closed_position"] for a in s["accounts"])) for symbol, (_, s) in statements.items()}
     unbalanced = sorted(symbol for symbol, total in totals.items() if total != (0, 0))

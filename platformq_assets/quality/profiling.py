@@ -52,7 +52,9 @@ def column_profile(table: "pa.Table") -> list[dict]:
     return out
 
 
-def profile_metadata(table: "pa.Table") -> dict:
+def profile_metadata(table: "pa.Table", descriptions: dict[str, str] | None = None) -> dict:
+    """Row count, column schema (with ``descriptions`` by column name, shown in the UI) and a profile table."""
+    descriptions = descriptions or {}
     profile = column_profile(table)
     lines = ["| column | type | null % | distinct | min | max |", "|---|---|---|---|---|---|"]
     for p in profile:
@@ -63,7 +65,8 @@ def profile_metadata(table: "pa.Table") -> dict:
     return {
         "dagster/row_count": table.num_rows,
         "dagster/column_schema": TableSchema(
-            columns=[TableColumn(name=f.name, type=str(f.type)) for f in table.schema]
+            columns=[TableColumn(name=f.name, type=str(f.type), description=descriptions.get(f.name))
+                     for f in table.schema]
         ),
         "profile": MetadataValue.md("\n".join(lines)),
     }

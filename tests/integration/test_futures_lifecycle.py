@@ -49,6 +49,8 @@ def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settin
     # day 3: day 1's contract expires and is settled at day 3's settlement price, every position closed
     meta = materialise(defs, DAYS[2])
     assert (meta["contracts_settled"], meta["settled_by_this_run"], meta["symbols"]) == (1, 1, listed[DAYS[0]])
+    described = {c.name: c.description for c in meta["dagster/column_schema"].columns}  # what the UI shows
+    assert described["closed_position"] == "the position the final settlement closed" and all(described.values())
     final = statement(lake, "gold.futures_final_settlement", DAYS[2])
     opened = {r["account_id"]: r for r in statement(lake, "gold.futures_margin", DAYS[0])}
     assert {r["account_id"] for r in final} == set(ACCOUNTS) == set(opened)
