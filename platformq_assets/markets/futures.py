@@ -34,6 +34,7 @@ from resources.services import ServiceClientResource
 FUTURES_MARGIN = AssetKey(["gold", "futures_margin"])
 FUTURES_FINAL = AssetKey(["gold", "futures_final_settlement"])
 DEPOSIT_CENTS = 1_000_000
+UNDERLYING = "GPU-hour"
 TENOR_DAYS = 2  # a contract listed on day D expires on D + 2 and is settled by day D + 2's run
 
 
@@ -75,7 +76,8 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     # one contract per run: a re-run of the day clears a fresh session and replaces the partition
     symbol = f"GPU{day:%y%m%d}-{context.run.run_id[:6].upper()}"
     derivatives.request("POST", "/v1/futures/contracts", json_body={
-        "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100})
+        "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100,
+        "underlying": UNDERLYING})
     names = [f"acct-{a}" for a in accounts]
     for name in names:
         derivatives.request("POST", f"/v1/futures/{symbol}/accounts",
@@ -119,12 +121,13 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
 
 
 def _contracts(derivatives: ServiceClientResource, **filters) -> list[dict]:
-    """Every listed contract matching the filters, page by page."""
+    """Every GPU-hour contract the platform's tenant listed that matches the filters, page by page (another
+    underlying listed by the same tenant is not this asset's: its final price is not the GPU-hour index)."""
     found, token = [], None
     while True:
-        page = derivatives.request("GET", "/v1/futures/contracts",
-                                   params={**filters, "page_size": 1000, **({"page_token": token} if token else {})})
-        found += page["contracts"]
+        page = derivatives.request("GET", "/v1/futures/contracts", params={
+            **filters, "operated": "true", "page_size": 1000, **({"page_token": token} if token else {})})
+        found += [c for c in page["contracts"] if c["underlying"] == UNDERLYING]
         token = page["next_page_token"]
         if token is None:
             return found
@@ -190,12 +193,12 @@ def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
 
     day = dt.date.fromisoformat(context.partition_key)
     seed = load_settings().sim_seed
-    due = _contracts(derivatives, status="open", expires_by=day.isoformat(), operated="true")
+    due = _contracts(derivatives, status="open", expires_by=day.isoformat())
     for contract in due:
         _settle(derivatives, contract, day, seed)
     # the statement is every contract settled on this day, by this run or an earlier run of it: a re-run
     # settles nothing new and writes the same rows
-    settled = _contracts(derivatives, status="settled", settled_on=day.isoformat(), operated="true")
+    settled = _contracts(derivatives, status="settled", settled_on=day.isoformat())
     statements = {c["symbol"]: (c, derivatives.request("GET", f"/v1/futures/{c['symbol']}/final-settlement"))
                   for c in settled}
     ids = sorted({int(a["account_id"].removeprefix("acct-")) for _, s in statements.values() for a in s["accounts"]
@@ -219,7 +222,7 @@ def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in FINAL_SCHEMA_FIELDS])
     table = pa.Table.from_pylist(rows, schema=schema)
     written = lake.replace_partition(".".join(FUTURES_FINAL.path), table, PARTITION_COLUMN, day)
-    still_open = _contracts(derivatives, status="open", expires_by=day.isoformat(), operated="true")
+    still_open = _contracts(derivatives, status="open", expires_by=day.isoformat())
     yield MaterializeResult(metadata={
         "contracts_settled": len(statements), "settled_by_this_run": len(due), "symbols": ", ".join(sorted(statements)),
         "accounts_not_in_lake": unknown, "snapshot_id": str(written["snapshot_id"]),

@@ -46,8 +46,15 @@ def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settin
         [listed[day]] = {r["symbol"] for r in statement(lake, "gold.futures_margin", day)}
         assert statement(lake, "gold.futures_final_settlement", day) == []
 
+    # the platform's tenant also lists a contract on another underlying, already expired: its final price is not
+    # the GPU-hour index, so the asset leaves it to whoever settles it
+    service = defs.resources["derivatives"]
+    service.request("POST", "/v1/futures/contracts", json_body={"symbol": "H100X", "expiry": DAYS[0].isoformat(),
+                                                                "underlying": "H100-hour"})
+
     # day 3: day 1's contract expires and is settled at day 3's settlement price, every position closed
     meta = materialise(defs, DAYS[2])
+    assert service.request("GET", "/v1/futures/contracts/H100X")["status"] == "open"
     assert (meta["contracts_settled"], meta["settled_by_this_run"], meta["symbols"]) == (1, 1, listed[DAYS[0]])
     described = {c.name: c.description for c in meta["dagster/column_schema"].columns}  # what the UI shows
     assert described["closed_position"] == "the position the final settlement closed" and all(described.values())
