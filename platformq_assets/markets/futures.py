@@ -149,6 +149,12 @@ def _settle(derivatives: ServiceClientResource, contract: dict, day: dt.date, se
             raise
 
 
+def _lake_account(name: str) -> int | None:
+    """The lake's account id of a clearing account this asset opened (``acct-<id>``); None for any other."""
+    digits = name.removeprefix("acct-")
+    return int(digits) if name.startswith("acct-") and digits.isdigit() and digits.isascii() else None
+
+
 COLUMNS = {
     "account_id": "the venue account (bronze.accounts)", "tenant_id": "the account's tenant",
     "symbol": "the futures contract", "position": "signed contracts held after the day's trades (> 0 long)",
@@ -201,8 +207,8 @@ def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
     settled = _contracts(derivatives, status="settled", settled_on=day.isoformat())
     statements = {c["symbol"]: (c, derivatives.request("GET", f"/v1/futures/{c['symbol']}/final-settlement"))
                   for c in settled}
-    ids = sorted({int(a["account_id"].removeprefix("acct-")) for _, s in statements.values() for a in s["accounts"]
-                  if a["account_id"].startswith("acct-")})
+    ids = sorted({i for _, s in statements.values() for a in s["accounts"]
+                  if (i := _lake_account(a["account_id"])) is not None})
     tenant_of = {}
     if ids:
         roster = lake.read("bronze.accounts", row_filter=In("account_id", ids), columns=("account_id", "tenant_id"))
@@ -210,7 +216,7 @@ def futures_final_settlement(context: AssetExecutionContext, lake: LakeResource,
     rows, unknown = [], 0
     for symbol, (contract, statement) in sorted(statements.items()):
         for a in statement["accounts"]:
-            account_id = int(a["account_id"].removeprefix("acct-")) if a["account_id"].startswith("acct-") else None
+            account_id = _lake_account(a["account_id"])
             if account_id not in tenant_of:  # not a lake account (or erased from it): nothing to say whose it is
                 unknown += 1
                 continue

@@ -51,11 +51,14 @@ def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settin
     service = defs.resources["derivatives"]
     service.request("POST", "/v1/futures/contracts", json_body={"symbol": "H100X", "expiry": DAYS[0].isoformat(),
                                                                 "underlying": "H100-hour"})
+    # and an account of its own in day 1's contract that is no lake account: settled, but no row says whose it is
+    service.request("POST", f"/v1/futures/{listed[DAYS[0]]}/accounts", json_body={"account_id": "acct-ops"})
 
     # day 3: day 1's contract expires and is settled at day 3's settlement price, every position closed
     meta = materialise(defs, DAYS[2])
     assert service.request("GET", "/v1/futures/contracts/H100X")["status"] == "open"
     assert (meta["contracts_settled"], meta["settled_by_this_run"], meta["symbols"]) == (1, 1, listed[DAYS[0]])
+    assert meta["accounts_not_in_lake"] == 1
     described = {c.name: c.description for c in meta["dagster/column_schema"].columns}  # what the UI shows
     assert described["closed_position"] == "the position the final settlement closed" and all(described.values())
     final = statement(lake, "gold.futures_final_settlement", DAYS[2])
