@@ -121,13 +121,15 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
 
 
 def _contracts(derivatives: ServiceClientResource, **filters) -> list[dict]:
-    """Every GPU-hour contract the platform's tenant listed that matches the filters, page by page (another
-    underlying listed by the same tenant is not this asset's: its final price is not the GPU-hour index)."""
+    """Every GPU-hour contract the platform's tenant listed that matches the filters, page by page (the service
+    filters by underlying: a contract on another one listed by the same tenant is not this asset's, its final
+    price is not the GPU-hour index)."""
     found, token = [], None
     while True:
         page = derivatives.request("GET", "/v1/futures/contracts", params={
-            **filters, "operated": "true", "page_size": 1000, **({"page_token": token} if token else {})})
-        found += [c for c in page["contracts"] if c["underlying"] == UNDERLYING]
+            **filters, "operated": "true", "underlying": UNDERLYING, "page_size": 1000,
+            **({"page_token": token} if token else {})})
+        found += page["contracts"]
         token = page["next_page_token"]
         if token is None:
             return found

@@ -656,6 +656,8 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                   settled_on: Annotated[dt.date | None, Query(description="finally settled on this day")] = None,
                   operated: Annotated[bool, Query(description="only the contracts the caller's tenant "
                                                           "listed (and so settles)")] = False,
+                  underlying: Annotated[str | None, Query(min_length=1, max_length=64,
+                                                          description="only contracts on this underlying")] = None,
                   page_size: Annotated[int, Query(ge=1, le=MAX_CONTRACT_PAGE)] = 100,
                   page_token: Annotated[str | None, Query(min_length=1, max_length=16,
                                                           pattern=r"^[A-Z0-9_.-]+$")] = None):
@@ -665,7 +667,8 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
             return ((status is None or status == ("open" if final is None else "settled"))
                     and (expires_by is None or house.contract.expiry <= expires_by)
                     and (settled_on is None or (final is not None and final.day == settled_on))
-                    and (not operated or listing.operator == principal.tenant))
+                    and (not operated or listing.operator == principal.tenant)
+                    and (underlying is None or house.contract.underlying == underlying))
 
         with lock:
             symbols = sorted(s for s in markets.listings if page_token is None or s > page_token)

@@ -308,7 +308,8 @@ def bench_batch(resting: int = 30_000, reps: int = 300):
         ex.deposit(account, "ACME", 10**12)
     for i in range(resting):  # a book that never crosses: every order rests
         buy = i % 2 == 0
-        ex.place("maker", "ACME", "BUY" if buy else "SELL", 1, rng.randint(100, 999) if buy else rng.randint(1001, 1900))
+        price = rng.randint(100, 999) if buy else rng.randint(1001, 1900)
+        ex.place("maker", "ACME", "BUY" if buy else "SELL", 1, price)
 
     def alone():
         ex.place("taker", "ACME", "BUY", 1, 500)
@@ -367,9 +368,10 @@ def bench_governance():
 
 def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions: int = 5):
     """The futures assets' day over HTTP (list a contract, open its accounts, 4 trades per account, settle; settle
-    the contracts that expired, read their statements) on the SQLite store `platformq serve` uses: on a store holding a year of contracts vs on an empty one, the two
-    interleaved (best of ``sessions`` each). Each contract is a part of its own, so a request must not pay for the
-    history (it did while the whole markets were saved: 4.0x by day 100)."""
+    the contracts that expired, read their statements, look for any still open) on the SQLite store `platformq
+    serve` uses: on a store holding a year of contracts vs on an empty one, the two interleaved (best of
+    ``sessions`` each). Each contract is a part of its own, so a request must not pay for the history (it did
+    while the whole markets were saved: 4.0x by day 100)."""
     import datetime as dt
     import logging
 
@@ -407,16 +409,20 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
                             json={"day": day.isoformat(), "settlement_price": "2.05"})
             assert r.status_code == 201, r.text
             # the final-settlement asset: settle what expired by today, read back today's statements
+            mine = {"operated": "true", "underlying": "GPU-hour", "page_size": 1000}
             due = client.get("/v1/futures/contracts", headers=key, params={
-                "status": "open", "expires_by": day.isoformat(), "operated": "true", "page_size": 1000}).json()
+                "status": "open", "expires_by": day.isoformat(), **mine}).json()
             for contract in due["contracts"]:
                 r = client.post(f"/v1/futures/{contract['symbol']}/final-settlement", headers=key,
                                 json={"day": day.isoformat(), "final_price": "2.10"})
                 assert r.status_code == 201, r.text
             settled = client.get("/v1/futures/contracts", headers=key, params={
-                "status": "settled", "settled_on": day.isoformat(), "operated": "true", "page_size": 1000}).json()
+                "status": "settled", "settled_on": day.isoformat(), **mine}).json()
             for contract in settled["contracts"]:
                 client.get(f"/v1/futures/{contract['symbol']}/final-settlement", headers=key).raise_for_status()
+            still_open = client.get("/v1/futures/contracts", headers=key, params={
+                "status": "open", "expires_by": day.isoformat(), **mine}).json()
+            assert still_open["contracts"] == [], still_open
             return time.perf_counter() - t
 
         app = served[1][0]
@@ -450,14 +456,14 @@ def bench_futures_history(history_days: int = 365, accounts: int = 21, sessions:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", choices=["bronze", "compaction", "load", "growth", "engine", "batch", "http",
-                                                      "credentials",
-                                                      "governance", "futures", "neuromorphic", "ml", "federated", "profiles"])
+    parser.add_argument("--only", nargs="*", choices=[
+        "bronze", "compaction", "load", "growth", "engine", "batch", "http", "credentials", "governance", "futures",
+        "neuromorphic", "ml", "federated", "profiles"])
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    chosen = args.only or ["engine", "batch", "http", "credentials", "governance", "futures", "bronze", "compaction", "load",
-                           "growth", "profiles", "ml", "neuromorphic", "federated"]
+    chosen = args.only or ["engine", "batch", "http", "credentials", "governance", "futures", "bronze", "compaction",
+                           "load", "growth", "profiles", "ml", "neuromorphic", "federated"]
     print(f"platformQ benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if "engine" in chosen:
         bench_engine()

@@ -182,6 +182,8 @@ def test_contract_listing_filters_and_pages(setup):
         who = h2 if symbol.startswith("GPUB") else ht
         assert client.post("/v1/futures/contracts", json={"symbol": symbol, "expiry": expiry},
                            headers=who).status_code == 201
+    assert client.post("/v1/futures/contracts", json={"symbol": "CPUA1", "expiry": "2030-01-05",
+                                                       "underlying": "CPU-hour"}, headers=ht).status_code == 201
     assert client.post("/v1/futures/GPUA1/final-settlement", json={"final_price": "2.10", "day": "2030-01-08"},
                        headers=ht).status_code == 201
 
@@ -190,12 +192,15 @@ def test_contract_listing_filters_and_pages(setup):
         assert body.status_code == 200, body.text
         return [c["symbol"] for c in body.json()["contracts"]], body.json()["next_page_token"]
 
-    assert symbols() == (["GPUA1", "GPUA2", "GPUA3", "GPUB1", X], None)
-    assert symbols(status="open", expires_by="2030-01-06") == (["GPUA2", "GPUB1"], None)
+    assert symbols() == (["CPUA1", "GPUA1", "GPUA2", "GPUA3", "GPUB1", X], None)
+    assert symbols(underlying="CPU-hour") == (["CPUA1"], None)
+    assert symbols(underlying="GPU-hour", status="open", expires_by="2030-01-06") == (["GPUA2", "GPUB1"], None)
+    assert symbols(status="open", expires_by="2030-01-06") == (["CPUA1", "GPUA2", "GPUB1"], None)
     assert symbols(status="settled") == (["GPUA1"], None)
     assert symbols(settled_on="2030-01-08") == (["GPUA1"], None)
     assert symbols(settled_on="2030-01-07") == ([], None)
-    assert symbols(operated="true") == (["GPUA1", "GPUA2", "GPUA3", X], None)
+    assert symbols(operated="true") == (["CPUA1", "GPUA1", "GPUA2", "GPUA3", X], None)
+    assert symbols(operated="true", underlying="GPU-hour") == (["GPUA1", "GPUA2", "GPUA3", X], None)
     assert symbols(h2, operated="true") == (["GPUB1"], None)
     # pages: each ends where the next starts, the last says so; filters apply before paging
     seen, token, pages = [], None, 0
@@ -204,12 +209,13 @@ def test_contract_listing_filters_and_pages(setup):
         seen, pages = seen + page, pages + 1
         if token is None:
             break
-    assert seen == ["GPUA1", "GPUA2", "GPUA3", "GPUB1", X] and pages == 3
-    assert symbols(page_size=2, operated="true") == (["GPUA1", "GPUA2"], "GPUA2")
-    assert symbols(page_size=2, operated="true", page_token="GPUA2") == (["GPUA3", X], None)
-    assert symbols(page_size=4, operated="true") == (["GPUA1", "GPUA2", "GPUA3", X], None)  # exactly full: no token
+    assert seen == ["CPUA1", "GPUA1", "GPUA2", "GPUA3", "GPUB1", X] and pages == 3
+    gpu = {"operated": "true", "underlying": "GPU-hour"}
+    assert symbols(page_size=2, **gpu) == (["GPUA1", "GPUA2"], "GPUA2")
+    assert symbols(page_size=2, page_token="GPUA2", **gpu) == (["GPUA3", X], None)
+    assert symbols(page_size=4, **gpu) == (["GPUA1", "GPUA2", "GPUA3", X], None)  # exactly full: no token
     for bad in ({"page_size": 0}, {"page_size": 1001}, {"status": "closed"}, {"expires_by": "soon"},
-                {"page_token": "not a symbol"}):
+                {"page_token": "not a symbol"}, {"underlying": ""}, {"underlying": "x" * 65}):
         is_problem(client.get("/v1/futures/contracts", params=bad, headers=ht), 422)
 
 
