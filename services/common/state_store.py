@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import pickle
 import threading
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Callable, Iterator
 
 
@@ -107,10 +108,12 @@ class StateStore:
                                                                      p.c.generation > since)).all()
         return int(header[0]), int(header[1]), [(str(k), bytes(v)) for k, v in rows]
 
-    def save_parts(self, format_version: int, parts: dict[str, bytes], generation: int) -> bool:
+    def save_parts(self, format_version: int, parts: dict[str, bytes], generation: int,
+                   remove: tuple[str, ...] = ()) -> bool:
         """Write ``parts`` as generation ``generation + 1`` if the header is still at ``generation`` (compare and
         set over the whole name, as :meth:`save`), in one transaction; False when another process saved meanwhile.
-        Parts not named are not touched, so the cost of a save is that of the parts it writes."""
+        Parts not named are not touched, so the cost of a save is that of the parts it writes; the parts named in
+        ``remove`` are deleted (an upgrade whose new layout has no such part)."""
         import sqlalchemy as sa
 
         t, p = self._table, self._parts
@@ -126,6 +129,8 @@ class StateStore:
                               .values(**header)).rowcount != 1:
                 return False
             # the header's row is now locked by this transaction: no other save of the name runs until it ends
+            for key in remove:
+                conn.execute(sa.delete(p).where(p.c.name == self.name, p.c.key == key))
             for key, data in parts.items():
                 values = {"generation": generation + 1, "state": data}
                 if conn.execute(sa.update(p).where(p.c.name == self.name, p.c.key == key)
@@ -266,28 +271,42 @@ class KeyedDurableState:
     state's is). A change that adds a part it did not name is refused (it would never be saved). ``state``
     is the dict given (it keeps its identity); a stored copy replaces its contents, and contents given with an
     empty store are saved at once. ``upgrade(format, pickled)`` turns a whole-state copy written by an older
-    version (one :class:`DurableState` row) into parts, which are then stored in their place.
+    version (one :class:`DurableState` row) into parts, and ``upgrade_parts(format, {key: pickled})`` the parts
+    an older version wrote in another layout; the result is stored in their place (a part it has no more is
+    deleted).
+
+    A part may hold :class:`PartMap` s (bound with :meth:`bind`): their items are parts of their own, and a
+    change saves each item it looked at (read or wrote) that changed, without naming them.
     """
 
     REBASES = 5  # saves on top of other processes' parts before giving up (each is one lost race)
 
     def __init__(self, store: StateStore | None, format_version: int, state: dict | None = None,
                  on_load: Callable[[], None] | None = None,
-                 upgrade: Callable[[int, bytes], dict[str, Any]] | None = None):
+                 upgrade: Callable[[int, bytes], dict[str, Any]] | None = None,
+                 upgrade_parts: Callable[[int, dict[str, bytes]], dict[str, Any]] | None = None):
         self.store, self.format_version, self.on_load = store, format_version, on_load
         self.lock = _RefreshingLock(self)
         self.state: dict = state if state is not None else {}
         self._saved: dict[str, bytes] = {}
+        self._touched: set[str] | None = None  # the parts a PartMap handed out during the open change
         self.generation = 0
         if store is None:
             self._saved = {k: pickle.dumps(v) for k, v in self.state.items()}
             return
         header = store.load()
         if header is not None and header[0] != format_version:
-            if upgrade is None or not header[2]:
+            if header[2] and upgrade is not None:  # a whole-state copy
+                old_keys, new = (), upgrade(header[0], header[2])
+            elif not header[2] and upgrade_parts is not None:  # parts in an older layout
+                old = dict(store.load_parts(0)[2])
+                new = upgrade_parts(header[0], old)
+                old_keys = tuple(k for k in old if k not in new)
+            else:
                 raise _format_error(store.name, header[0], format_version)
-            parts = {k: pickle.dumps(v) for k, v in upgrade(header[0], header[2]).items()}
-            store.save_parts(format_version, parts, header[1])  # False: another process upgraded it first
+            parts = {k: pickle.dumps(v) for k, v in new.items()}
+            # False: another process upgraded it first
+            store.save_parts(format_version, parts, header[1], remove=old_keys)
             header = store.load()
         if header is None:
             initial = {k: pickle.dumps(v) for k, v in self.state.items()}
@@ -326,16 +345,29 @@ class KeyedDurableState:
         if self.on_load is not None:
             self.on_load()
 
+    def touch(self, key: str) -> None:
+        """A :class:`PartMap` handed out part ``key``: the open change (if any) saves it if it changed."""
+        if self._touched is not None:
+            self._touched.add(key)
+
+    def bind(self, parts: "PartMap", prefix: str) -> None:
+        """Keep ``parts``' items in this state, each a part of its own under ``prefix`` + its key."""
+        parts.bind(self.state, prefix, self.touch)
+
     @contextlib.contextmanager
     def change(self, *keys: str) -> Iterator[dict]:
-        """Serialises changes; saves the named parts that changed after the block, or restores them when the
-        block or the save fails."""
+        """Serialises changes; saves the named parts (and those bound PartMaps handed out) that changed after
+        the block, or restores them when the block or the save fails."""
         with self.lock:
+            outer, self._touched = self._touched, set()
             try:
                 yield self.state
             except BaseException:
-                self._restore(keys)
+                self._restore({*keys, *self._touched})
                 raise
+            finally:
+                touched, self._touched = self._touched, outer
+            keys = (*keys, *sorted(touched - set(keys)))
             unnamed = sorted(k for k in self.state if k not in self._saved and k not in keys)
             missing = sorted(k for k in self._saved if k not in self.state)
             if unnamed or missing:
@@ -367,3 +399,85 @@ class KeyedDurableState:
                 return False
             self._apply(loaded)  # only parts this change did not name
         return False
+
+
+class PartMap(MutableMapping):
+    """A dict whose items are parts of a :class:`KeyedDurableState` once bound to it (``durable.bind(map,
+    prefix)``): each item is saved in its own row, so a change to one item does not write the others, and the
+    object holding the map (itself a part) pickles without them. A change saves every item it was handed (read or
+    written) that changed; code must reach items through the map (not keep them across changes).
+
+    Unbound (a new map, or an object used without a store) it is a plain dict and pickles its items; binding
+    moves them into the state. A bound map pickles as a placeholder: loaded again it refuses to be used until it
+    is bound (its items are in the store's other parts, not in it).
+    """
+
+    def __init__(self, items: Mapping | None = None):
+        self._own: dict | None = dict(items or {})
+        self._parts: dict | None = None
+        self._prefix = ""
+        self._touch: Callable[[str], None] | None = None
+
+    def bind(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """Keep the items in ``parts`` under ``prefix`` + key (a :class:`KeyedDurableState`'s ``state``, with its
+        ``touch``; or a dict of parts being built); items this map held unbound move there."""
+        touch = touch if touch is not None else (lambda key: None)
+        if self._own:
+            for key, value in self._own.items():
+                parts[prefix + key] = value
+                touch(prefix + key)
+        self._own, self._parts, self._prefix, self._touch = None, parts, prefix, touch
+
+    def _where(self) -> dict:
+        if self._own is not None:
+            return self._own
+        if self._parts is None:
+            raise StateStoreError("a PartMap loaded from a store is used before it was bound to its state")
+        return self._parts
+
+    def __getitem__(self, key: str) -> Any:
+        if self._own is not None:
+            return self._own[key]
+        value = self._where()[self._prefix + key]
+        self._touch(self._prefix + key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self._own is not None:
+            self._own[key] = value
+            return
+        self._where()[self._prefix + key] = value
+        self._touch(self._prefix + key)
+
+    def __delitem__(self, key: str) -> None:
+        if self._own is not None:
+            del self._own[key]
+            return
+        del self._where()[self._prefix + key]
+        self._touch(self._prefix + key)
+
+    def __contains__(self, key: object) -> bool:
+        if self._own is not None:
+            return key in self._own
+        return isinstance(key, str) and self._prefix + key in self._where()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._own is not None:
+            return iter(list(self._own))
+        n = len(self._prefix)
+        return iter([k[n:] for k in self._where() if k.startswith(self._prefix)])
+
+    def __len__(self) -> int:
+        if self._own is not None:
+            return len(self._own)
+        return sum(1 for k in self._where() if k.startswith(self._prefix))
+
+    def __getstate__(self) -> dict:
+        return {"items": self._own}  # None when bound: the items are parts of their own
+
+    def __setstate__(self, state: dict) -> None:
+        self._own, self._parts, self._prefix, self._touch = state["items"], None, "", None
+
+    def __repr__(self) -> str:
+        where = "unbound" if self._own is not None else f"bound at {self._prefix!r}" if self._parts else "detached"
+        return f"PartMap({where}, {len(self) if self._own is not None or self._parts is not None else '?'} items)"

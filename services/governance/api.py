@@ -12,8 +12,10 @@ message: state conflicts are 409, invalid input 422, and a nonexistent proposal 
 The DAOs are durable when a :class:`~services.common.state_store.StateStore` is given (``platformq serve``: SQLite
 under home, or ``PLATFORMQ_GOVERNANCE_STORE_URL``): every change is saved before it is answered, and a change the
 store does not take answers 503 ``state-store-unavailable`` and is undone. Each tenant's DAO is a part of its
-own in the store, so a request saves its tenant's DAO only. Loaded DAOs run on the app's clock
-(not on the copy saved with them), so a proposal's time-based state goes on from where the clock now is.
+own in the store, and so are each of its proposals' records (ballots, events), timelock operations, treasury
+transfers and parameter changes: a request saves what it changed (a vote: its proposal's record), so its cost
+does not grow with the DAO's history. Loaded DAOs run on the app's clock (not on the copy saved with them), so a
+proposal's time-based state goes on from where the clock now is.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from services.common.state_store import KeyedDurableState, StateStore, StateStor
 from . import errors as E
 from .actions import TREASURY, Action, set_parameter, transfer
 from .clock import Clock, SystemClock
-from .dao import DAO, build_dao
+from .dao import DAO, PART_SEP, build_dao
 from .governor import DAY, VoteType
 
 MAX_AMOUNT = 10**30
@@ -45,17 +47,34 @@ MAX_ACTIONS = 50
 MAX_DESCRIPTION = 10_000
 MAX_REASON = 1_000
 MAX_TEXT_VALUE = 1_000
-# The pickled DAO classes' layout: bump it when they change, so an old copy is refused at start (2: one part per
-# tenant's DAO; 1, every DAO in one row, is upgraded on start).
-STATE_FORMAT = 2
+# The pickled DAO classes' layout: bump it when they change, so an old copy is refused at start (3: a part per
+# tenant's DAO and one per proposal record and timelock operation; 2, one part per tenant's DAO holding all of
+# them, and 1, every DAO in one row, are upgraded on start).
+STATE_FORMAT = 3
+
+
+def _as_parts(daos: dict[str, DAO]) -> dict:
+    parts: dict = {}
+    for tenant, dao in daos.items():  # unpickled from an older layout: each keeps its records unbound
+        parts[tenant] = dao
+        dao.bind_parts(parts, tenant + PART_SEP)
+    return parts
 
 
 def upgrade_state(format_version: int, data: bytes) -> dict:
-    """Format 1 (every tenant's DAO in one row) as format 2's parts: one DAO per tenant."""
+    """Format 1 (every tenant's DAO in one row) as format 3's parts."""
     if format_version != 1:
         raise StateStoreError(f"the governance state store holds format {format_version}, which this code cannot "
-                              f"read (it reads {STATE_FORMAT} and upgrades 1)")
-    return dict(pickle.loads(data))
+                              f"read (it reads {STATE_FORMAT} and upgrades 1 and 2)")
+    return _as_parts(dict(pickle.loads(data)))
+
+
+def upgrade_parts(format_version: int, parts: dict[str, bytes]) -> dict:
+    """Format 2 (one part per tenant's DAO, its proposals inside) as format 3's parts."""
+    if format_version != 2:
+        raise StateStoreError(f"the governance state store holds format {format_version}, which this code cannot "
+                              f"read (it reads {STATE_FORMAT} and upgrades 1 and 2)")
+    return _as_parts({tenant: pickle.loads(data) for tenant, data in parts.items()})
 
 
 def _encodable(text: str) -> str:
@@ -306,14 +325,17 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     app = create_service_app(ctx, "platformQ governance",
                              "One DAO per tenant: voting token, proposals, timelock and treasury.")
     clock = clock if clock is not None else SystemClock()
-    # one part per tenant: a tenant's request saves its own DAO only
-    durable = KeyedDurableState(store, STATE_FORMAT, upgrade=upgrade_state)
-    daos: dict[str, DAO] = durable.state
+    # one part per tenant's DAO (under the tenant id), one per proposal record and timelock operation (under
+    # tenant, kind and id joined by PART_SEP): a request saves what it changed, nothing of other tenants
+    durable = KeyedDurableState(store, STATE_FORMAT, upgrade=upgrade_state, upgrade_parts=upgrade_parts)
+    daos: dict[str, Any] = durable.state
     lock = durable.lock  # the domain core is not thread-safe; sync endpoints run in a thread pool
 
     def attach_all() -> None:
-        for dao in daos.values():
-            attach_clock(dao, clock)
+        for key, dao in list(daos.items()):
+            if isinstance(dao, DAO):
+                attach_clock(dao, clock)
+                dao.bind_parts(daos, key + PART_SEP, durable.touch)
 
     attach_all()
     durable.on_load = attach_all  # a reload (another process saved) or a restore brings DAOs with saved clocks
@@ -340,7 +362,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     def own_dao(principal: Principal) -> DAO:
         dao = daos.get(principal.tenant)
-        if dao is None:
+        if not isinstance(dao, DAO):  # none, or a tenant id naming another part
             raise Problem(404, "Not Found", "this tenant has no DAO (create one with POST /v1/daos)", "unknown-dao")
         return dao
 
@@ -370,7 +392,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
                                  grace_period=tl.grace_period),
             parameters=dao.parameters.as_dict(), native_asset=dao.treasury.native_asset,
             treasury=dict(sorted(dao.treasury.balances().items())), total_supply=token.total_supply,
-            holders=holders, proposals=len(gov.proposal_ids()))
+            holders=holders, proposals=gov.proposal_count())
 
     def proposal_out(dao: DAO, proposal_id: str) -> ProposalOut:
         gov = dao.governor
@@ -387,6 +409,9 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/daos", status_code=201, response_model=DaoOut, tags=["dao"])
     def create_dao(body: DaoIn, principal: Principal = Depends(writer)):
         """Create the caller tenant's DAO: mint the holdings, fund the treasury, set the governance settings."""
+        if PART_SEP in principal.tenant:
+            raise Problem(422, "Unprocessable Content", "this tenant's id cannot name a DAO (it holds a control "
+                          "character)", "invalid-tenant")
         with changing(principal.tenant):
             if principal.tenant in daos:
                 raise Problem(409, "Conflict", "this tenant already has a DAO", "dao-exists")
@@ -400,6 +425,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
             except ValueError as exc:  # build_dao's own argument checks (the bounds above should pre-empt them)
                 raise Problem(422, "Unprocessable Content", str(exc), "invalid-dao") from None
             daos[principal.tenant] = dao
+            dao.bind_parts(daos, principal.tenant + PART_SEP, durable.touch)
             return dao_out(principal.tenant, dao)
 
     @app.get("/v1/dao", response_model=DaoOut, tags=["dao"])

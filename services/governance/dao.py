@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .actions import PARAMETERS, TREASURY
 from .clock import Clock, ManualClock
@@ -21,6 +21,18 @@ class DAO:
     parameters: ParameterStore
     timelock: Timelock
     governor: Governor
+
+    def bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """Keep what grows with the DAO's history (each proposal's record, timelock operation, treasury transfer
+        and parameter change) as items of ``parts`` under ``prefix`` (a durable store's parts, each saved in its
+        own row), not inside the DAO."""
+        self.governor.bind_parts(parts, prefix + "proposal" + PART_SEP, touch)
+        self.timelock.bind_parts(parts, prefix + "operation" + PART_SEP, touch)
+        self.treasury._bind_parts(parts, prefix + "transfer" + PART_SEP, touch)
+        self.parameters._bind_parts(parts, prefix + "parameter-change" + PART_SEP, touch)
+
+
+PART_SEP = "\x1f"  # between a part key's fields (unit separator: in no tenant id, proposal id or operation id)
 
 
 def build_dao(clock: Clock | None = None, *, holdings: Mapping[str, int] | None = None, self_delegate: bool = True,

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, MutableMapping, Sequence
+
+from services.common.state_store import PartMap
 
 from .actions import GOVERNOR, Action, as_action, hash_description, hash_proposal
 from .checkpoints import Checkpoints
@@ -139,6 +141,18 @@ class _Counts:
     ballots: dict[str, Ballot] = field(default_factory=dict)
 
 
+@dataclass
+class ProposalRecord:
+    """A proposal with everything that changes with it (counters and ballots, its events, its timelock operation's
+    id): a part of its own when the DAO is durable, so a vote writes its proposal's record and nothing else."""
+
+    seq: int  # 1 for the governor's first proposal: the order proposals are listed in
+    proposal: Proposal
+    counts: _Counts = field(default_factory=_Counts)
+    events: list[GovernorEvent] = field(default_factory=list)
+    timelock_id: str | None = None
+
+
 _PROPOSER_MARKER = "#proposer="
 
 
@@ -169,11 +183,26 @@ class Governor(BoundTarget):
         self._proposal_threshold = proposal_threshold
         self._quorum_numerators = Checkpoints()
         self._quorum_numerators.push(self.clock.now(), quorum_numerator)
-        self._proposals: dict[str, Proposal] = {}
-        self._counts: dict[str, _Counts] = {}
-        self._timelock_ids: dict[str, str] = {}
-        self._events: list[GovernorEvent] = []
+        self._records: MutableMapping[str, ProposalRecord] = PartMap()  # a part each when the DAO is durable
+        self._proposal_seq = 0
         timelock.attach_governor(self)
+
+    def __setstate__(self, state: dict) -> None:
+        if "_records" not in state:  # pickled before a proposal's record was kept apart (state store format 2)
+            events: dict[str, list[GovernorEvent]] = {}
+            for event in state.pop("_events"):
+                events.setdefault(event.proposal_id, []).append(event)
+            counts, ids, proposals = state.pop("_counts"), state.pop("_timelock_ids"), state.pop("_proposals")
+            state["_records"] = PartMap({pid: ProposalRecord(seq, p, counts[pid], events.get(pid, []), ids.get(pid))
+                                         for seq, (pid, p) in enumerate(proposals.items(), 1)})
+            state["_proposal_seq"] = len(proposals)
+        self.__dict__.update(state)
+
+    def bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """Keep each proposal's record in ``parts`` under ``prefix`` (see :meth:`PartMap.bind`): a durable DAO saves
+        a record as a part of its own, so the governor pickles without them (its size no longer grows with the
+        proposals)."""
+        self._records.bind(parts, prefix, touch)
 
     # ------------------------------------------------------------------ settings and clock
     @property
@@ -224,25 +253,35 @@ class Governor(BoundTarget):
 
     @property
     def events(self) -> tuple[GovernorEvent, ...]:
-        return tuple(self._events)
+        """Every proposal's events in time order (events in the same second: by proposal, then as emitted)."""
+        records = [self._records[pid] for pid in self._records]
+        return tuple(e for _, _, _, e in sorted((e.timepoint, r.seq, i, e) for r in records
+                                                for i, e in enumerate(r.events)))
 
     # ------------------------------------------------------------------ proposal views
     @staticmethod
     def hash_proposal(actions: Sequence[Action | Sequence | Mapping], description: str) -> str:
         return hash_proposal(actions, description)
 
-    def _get(self, proposal_id: str) -> Proposal:
-        p = self._proposals.get(proposal_id)
-        if p is None:
+    def _record(self, proposal_id: str) -> ProposalRecord:
+        record = self._records.get(proposal_id)
+        if record is None:
             raise GovernorNonexistentProposal(proposal_id)
-        return p
+        return record
+
+    def _get(self, proposal_id: str) -> Proposal:
+        return self._record(proposal_id).proposal
 
     def proposal(self, proposal_id: str) -> Proposal:
         """A copy of the proposal's core record."""
         return replace(self._get(proposal_id))
 
+    def proposal_count(self) -> int:
+        return len(self._records)
+
     def proposal_ids(self) -> list[str]:
-        return list(self._proposals)
+        """In the order they were proposed."""
+        return sorted(self._records, key=lambda pid: self._records[pid].seq)
 
     def proposal_snapshot(self, proposal_id: str) -> int:
         return self._get(proposal_id).vote_start
@@ -260,28 +299,26 @@ class Governor(BoundTarget):
         return True
 
     def timelock_operation_id(self, proposal_id: str) -> str | None:
-        return self._timelock_ids.get(proposal_id)
+        record = self._records.get(proposal_id)
+        return record.timelock_id if record is not None else None
 
     def has_voted(self, proposal_id: str, account: str) -> bool:
-        self._get(proposal_id)
-        return account in self._counts[proposal_id].ballots
+        return account in self._record(proposal_id).counts.ballots
 
     def proposal_votes(self, proposal_id: str) -> tuple[int, int, int]:
         """``(against, for, abstain)``, maintained incrementally as votes are cast."""
-        self._get(proposal_id)
-        c = self._counts[proposal_id]
+        c = self._record(proposal_id).counts
         return c.against, c.for_, c.abstain
 
     def ballots(self, proposal_id: str) -> tuple[Ballot, ...]:
-        self._get(proposal_id)
-        return tuple(self._counts[proposal_id].ballots.values())
+        return tuple(self._record(proposal_id).counts.ballots.values())
 
     def _quorum_reached(self, p: Proposal) -> bool:
-        c = self._counts[p.id]
+        c = self._record(p.id).counts
         return self.quorum(p.vote_start) <= c.for_ + c.abstain
 
     def _vote_succeeded(self, p: Proposal) -> bool:
-        c = self._counts[p.id]
+        c = self._record(p.id).counts
         return c.for_ > c.against
 
     def state(self, proposal_id: str) -> ProposalState:
@@ -300,7 +337,7 @@ class Governor(BoundTarget):
         if p.eta is None:
             return ProposalState.Succeeded
         # GovernorTimelockControl.state: the timelock is the authority on a queued proposal
-        op_state = self.timelock.get_operation_state(self._timelock_ids[proposal_id])
+        op_state = self.timelock.get_operation_state(self._record(proposal_id).timelock_id)
         if op_state in (OperationState.WAITING, OperationState.READY):
             return ProposalState.Queued
         if op_state is OperationState.EXPIRED:
@@ -345,15 +382,15 @@ class Governor(BoundTarget):
         if not acts:
             raise GovernorInvalidProposalLength(0)
         proposal_id = hash_proposal(acts, description)
-        if proposal_id in self._proposals:
+        if proposal_id in self._records:
             raise GovernorUnexpectedProposalState(proposal_id, self.state(proposal_id), (), "propose")
         self.timelock.validate_actions(acts)
         snapshot = now + self._voting_delay
         p = Proposal(proposal_id, proposer, acts, description, now, snapshot, self._voting_period)
-        self._proposals[proposal_id] = p
-        self._counts[proposal_id] = _Counts()
-        self._events.append(GovernorEvent("ProposalCreated", now, proposal_id, {
-            "proposer": proposer, "vote_start": snapshot, "vote_end": p.deadline, "description": description}))
+        self._proposal_seq += 1
+        self._records[proposal_id] = ProposalRecord(self._proposal_seq, p, events=[GovernorEvent(
+            "ProposalCreated", now, proposal_id,
+            {"proposer": proposer, "vote_start": snapshot, "vote_end": p.deadline, "description": description})])
         return proposal_id
 
     # ------------------------------------------------------------------ vote
@@ -362,8 +399,8 @@ class Governor(BoundTarget):
         if not isinstance(voter, str) or not voter:
             raise ERC20InvalidAccount("voter", voter)
         self._validate_state(proposal_id, {ProposalState.Active}, "cast_vote")
-        p = self._proposals[proposal_id]
-        c = self._counts[proposal_id]
+        record = self._record(proposal_id)
+        p, c = record.proposal, record.counts
         if voter in c.ballots:
             raise GovernorAlreadyCastVote(voter, proposal_id)
         if not is_int(support) or support not in (0, 1, 2):
@@ -378,7 +415,7 @@ class Governor(BoundTarget):
             c.abstain += weight
         now = self.clock.now()
         c.ballots[voter] = Ballot(voter, support, weight, reason, now)
-        self._events.append(GovernorEvent("VoteCast", now, proposal_id, {
+        record.events.append(GovernorEvent("VoteCast", now, proposal_id, {
             "voter": voter, "support": int(support), "weight": weight, "reason": reason}))
         return weight
 
@@ -390,8 +427,8 @@ class Governor(BoundTarget):
         when it was cast; the per-support sums must equal the incremental counters. O(voters x log
         checkpoints): 10,000 voters take a few milliseconds.
         """
-        p = self._get(proposal_id)
-        c = self._counts[proposal_id]
+        record = self._record(proposal_id)
+        p, c = record.proposal, record.counts
         snapshot = p.vote_start
         ballots = c.ballots
         if snapshot >= self.clock.now():  # Pending: nobody can have voted, quorum not yet defined
@@ -417,11 +454,12 @@ class Governor(BoundTarget):
     def queue(self, proposal_id: str) -> int:
         """Schedule a Succeeded proposal on the timelock; returns its eta (now + min_delay)."""
         self._validate_state(proposal_id, {ProposalState.Succeeded}, "queue")
-        p = self._proposals[proposal_id]
+        record = self._record(proposal_id)
+        p = record.proposal
         op = self.timelock.schedule(p.actions, caller=self, salt=self._salt(proposal_id), proposal_id=proposal_id)
-        self._timelock_ids[proposal_id] = op.id
+        record.timelock_id = op.id
         p.eta = op.eta
-        self._events.append(GovernorEvent("ProposalQueued", self.clock.now(), proposal_id, {"eta": op.eta}))
+        record.events.append(GovernorEvent("ProposalQueued", self.clock.now(), proposal_id, {"eta": op.eta}))
         return op.eta
 
     def execute(self, proposal_id: str) -> str:
@@ -432,18 +470,18 @@ class Governor(BoundTarget):
         treasury's balance) changes nothing and leaves the proposal Queued.
         """
         self._validate_state(proposal_id, {ProposalState.Succeeded, ProposalState.Queued}, "execute")
-        p = self._proposals[proposal_id]
-        op_id = self._timelock_ids.get(proposal_id) or self.timelock.hash_operation(
-            p.actions, "", self._salt(proposal_id))
+        record = self._record(proposal_id)
+        p = record.proposal
+        op_id = record.timelock_id or self.timelock.hash_operation(p.actions, "", self._salt(proposal_id))
         self.timelock.execute(op_id, caller=self)
         p.executed = True
-        self._events.append(GovernorEvent("ProposalExecuted", self.clock.now(), proposal_id))
+        record.events.append(GovernorEvent("ProposalExecuted", self.clock.now(), proposal_id))
         return proposal_id
 
     def cancel(self, proposal_id: str, caller: str) -> str:
         """The proposer withdraws a proposal; only while Pending (OZ 5.x)."""
         self._validate_state(proposal_id, {ProposalState.Pending}, "cancel")
-        if caller != self._proposals[proposal_id].proposer:
+        if caller != self._get(proposal_id).proposer:
             raise GovernorOnlyProposer(caller)
         return self._cancel(proposal_id)
 
@@ -453,11 +491,12 @@ class Governor(BoundTarget):
             ALL_STATES - {ProposalState.Canceled, ProposalState.Expired, ProposalState.Executed},
             "cancel",
         )
-        op_id = self._timelock_ids.get(proposal_id)
+        record = self._record(proposal_id)
+        op_id = record.timelock_id
         if op_id is not None and self.timelock.is_operation_pending(op_id):
             self.timelock.cancel(op_id, caller=self)
-        self._proposals[proposal_id].canceled = True
-        self._events.append(GovernorEvent("ProposalCanceled", self.clock.now(), proposal_id))
+        record.proposal.canceled = True
+        record.events.append(GovernorEvent("ProposalCanceled", self.clock.now(), proposal_id))
         return proposal_id
 
     # ------------------------------------------------------------------ governance-only settings (onlyGovernance)

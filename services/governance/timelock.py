@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
+
+from services.common.state_store import PartMap
 
 from .actions import GOVERNOR, TIMELOCK, TREASURY, Action, hash_operation
 from .clock import Clock
@@ -45,6 +47,7 @@ class Operation:
     expires_at: int  # eta + the grace period in force when scheduled
     done: bool = False
     executed_at: int | None = None
+    canceled: bool = False  # as if never scheduled (UNSET); kept, so a durable store never deletes a part
 
 
 _SETTINGS = {
@@ -67,7 +70,7 @@ class Timelock(BoundTarget):
         self._grace_period = grace_period
         self.__key = object()  # capability handed to bound targets
         self._targets: dict[str, ExecutionTarget] = {}
-        self._ops: dict[str, Operation] = {}
+        self._ops: MutableMapping[str, Operation] = PartMap()  # a part each when the DAO is durable
         self._governor: Any = None
         self._register(TIMELOCK, self)
         for name, target in (targets or {}).items():
@@ -130,11 +133,22 @@ class Timelock(BoundTarget):
     def hash_operation(actions: Sequence[Action], predecessor: str = "", salt: str = "") -> str:
         return hash_operation(actions, predecessor, salt)
 
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("_ops"), dict):  # pickled before operations were kept in a PartMap
+            state["_ops"] = PartMap(state["_ops"])
+        self.__dict__.update(state)
+
+    def bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """Keep each operation in ``parts`` under ``prefix`` (see :meth:`PartMap.bind`): a durable DAO saves an
+        operation as a part of its own, so the timelock pickles without them."""
+        self._ops.bind(parts, prefix, touch)
+
     def get_operation(self, operation_id: str) -> Operation | None:
-        return self._ops.get(operation_id)
+        op = self._ops.get(operation_id)
+        return None if op is None or op.canceled else op
 
     def get_operation_state(self, operation_id: str) -> OperationState:
-        op = self._ops.get(operation_id)
+        op = self.get_operation(operation_id)
         if op is None:
             return OperationState.UNSET
         if op.done:
@@ -180,7 +194,7 @@ class Timelock(BoundTarget):
         self._only_governor(caller, "EXECUTOR_ROLE")
         state = self.get_operation_state(operation_id)
         if state is not OperationState.READY:
-            op = self._ops.get(operation_id)
+            op = self.get_operation(operation_id)
             hint = {
                 OperationState.UNSET: "not scheduled: queue it first",
                 OperationState.WAITING: f"eta is {op.eta if op else '?'}, now is {self.clock.now()}",
@@ -208,7 +222,7 @@ class Timelock(BoundTarget):
         if state not in (OperationState.WAITING, OperationState.READY):
             raise TimelockUnexpectedOperationState(operation_id, state,
                                                    {OperationState.WAITING, OperationState.READY})
-        del self._ops[operation_id]
+        self._ops[operation_id].canceled = True
 
     # ------------------------------------------------------------------ self-governed settings (updateDelay)
     def validate_action(self, action: Action) -> None:

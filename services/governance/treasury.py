@@ -7,11 +7,40 @@ timelock bound them, and every change is appended to an audit log.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from services.common.state_store import PartMap
 
 from .actions import PARAMETERS, TREASURY, Action
 from .errors import InvalidAction, TreasuryInsufficientBalance
 from .targets import BoundTarget, Commit, ExecutionContext, is_int, read_set_parameter
+
+
+class AuditLog:
+    """An append-only log whose entries are :class:`PartMap` items: a part each when the DAO is durable, so the
+    log's owner pickles without its history and an execution saves only the entries it appended."""
+
+    def __init__(self, entries: Sequence = ()):
+        self._entries = PartMap({self._key(i): e for i, e in enumerate(entries)})
+        self._length = len(entries)
+
+    @staticmethod
+    def _key(i: int) -> str:
+        return f"{i:012d}"
+
+    def append(self, make: Callable[[int], Any]) -> None:
+        """Append ``make(seq)``."""
+        self._entries[self._key(self._length)] = make(self._length)
+        self._length += 1
+
+    def bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        self._entries.bind(parts, prefix, touch)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator:
+        return (self._entries[self._key(i)] for i in range(self._length))
 
 
 @dataclass(frozen=True)
@@ -38,7 +67,17 @@ class Treasury(BoundTarget):
         self.native_asset = native_asset
         self._initial = dict(balances)
         self._balances = dict(balances)
-        self._audit: list[TransferRecord] = []
+        self._audit = AuditLog()
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("_audit"), list):  # pickled before the log kept its entries apart
+            state["_audit"] = AuditLog(state["_audit"])
+        self.__dict__.update(state)
+
+    def _bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """(Wiring, by :meth:`DAO.bind_parts`; not public: the treasury has no public method that changes it.)
+        Keep the audit log's entries in ``parts`` under ``prefix`` (see :meth:`PartMap.bind`)."""
+        self._audit.bind_parts(parts, prefix, touch)
 
     # ------------------------------------------------------------------ views
     def balance_of(self, asset: str) -> int:
@@ -104,8 +143,8 @@ class Treasury(BoundTarget):
         def commit() -> None:
             for asset, to, amount in transfers:
                 self._balances[asset] -= amount
-                self._audit.append(TransferRecord(len(self._audit), ctx.proposal_id, ctx.operation_id,
-                                                  ctx.timepoint, asset, to, amount))
+                self._audit.append(lambda seq: TransferRecord(seq, ctx.proposal_id, ctx.operation_id,
+                                                              ctx.timepoint, asset, to, amount))
 
         return commit
 
@@ -129,7 +168,17 @@ class ParameterStore(BoundTarget):
 
     def __init__(self, initial: Mapping[str, Any] | None = None):
         self._values: dict[str, Any] = dict(initial or {})
-        self._history: list[ParameterChange] = []
+        self._history = AuditLog()
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("_history"), list):  # pickled before the log kept its entries apart
+            state["_history"] = AuditLog(state["_history"])
+        self.__dict__.update(state)
+
+    def _bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """(Wiring, by :meth:`DAO.bind_parts`.) Keep the history's entries in ``parts`` under ``prefix`` (see
+        :meth:`PartMap.bind`)."""
+        self._history.bind_parts(parts, prefix, touch)
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name, default)
@@ -158,7 +207,7 @@ class ParameterStore(BoundTarget):
             for name, value in changes:
                 old = self._values.get(name)
                 self._values[name] = value
-                self._history.append(ParameterChange(len(self._history), ctx.proposal_id, ctx.operation_id,
-                                                     ctx.timepoint, name, old, value))
+                self._history.append(lambda seq: ParameterChange(seq, ctx.proposal_id, ctx.operation_id,
+                                                                 ctx.timepoint, name, old, value))
 
         return commit

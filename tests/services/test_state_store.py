@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from services.common.state_store import DurableState, KeyedDurableState, StateStore, StateStoreError
+from services.common.state_store import DurableState, KeyedDurableState, PartMap, StateStore, StateStoreError
 from tests.integration.servers import PG_DSN, postgres_database
 from tests.services.stores import FlakyStore, part_generations
 
@@ -143,6 +143,54 @@ def test_a_refused_keyed_change_undoes_its_parts_and_a_part_it_did_not_name_is_r
         del state["A"]
     assert entries(durable) == {"A": []} and durable.state["A"] is not a  # restored from the saved copy
     assert entries(KeyedDurableState(StateStore(url, "markets"), 1)) == {"A": []}
+
+
+class Ledger:
+    """A part whose history is a PartMap: the ledger pickles without its entries once bound."""
+
+    def __init__(self):
+        self.total = 0
+        self.entries = PartMap()
+
+
+def test_a_part_map_keeps_its_items_as_parts_and_a_change_saves_those_it_handed_out(store_url):
+    def opened():
+        durable = KeyedDurableState(StateStore(store_url, "ledgers"), 1)
+
+        def bind():
+            for key, ledger in list(durable.state.items()):
+                if isinstance(ledger, Ledger):
+                    durable.bind(ledger.entries, key + "/")
+        durable.on_load = bind
+        bind()
+        return durable
+
+    durable = opened()
+    ledger = Ledger()
+    ledger.entries["e1"] = [1]  # unbound: a plain dict, which binding empties into the state
+    with durable.change("L") as state:
+        state["L"] = ledger
+        durable.bind(ledger.entries, "L/")
+    assert part_generations(store_url, "ledgers") == {"L": 1, "L/e1": 1}
+    with durable.change("L") as state:
+        state["L"].entries["e2"] = []
+        state["L"].total += 1
+    with durable.change("L") as state:  # an item changed in place, reached through the map: saved, alone
+        state["L"].entries["e2"].append(7)
+    assert part_generations(store_url, "ledgers") == {"L": 2, "L/e1": 1, "L/e2": 3}
+    assert len(pickle.dumps(durable.state["L"])) < 200 and sorted(ledger.entries) == ["e1", "e2"]
+    with pytest.raises(ValueError), durable.change("L") as state:  # refused: the items it touched are undone
+        state["L"].entries["e1"].append(2)
+        state["L"].entries["e3"] = [3]
+        raise ValueError("refused")
+    with pytest.raises(StateStoreError, match=r"removed parts \['L/e1'\]"), durable.change("L") as state:
+        del state["L"].entries["e1"]
+    assert dict(durable.state["L"].entries) == {"e1": [1], "e2": [7]} and "e3" not in durable.state["L"].entries
+    again = opened().state["L"]  # another process: the ledger and its entries, bound on load
+    assert (again.total, dict(again.entries)) == (1, {"e1": [1], "e2": [7]})
+    loose = pickle.loads(pickle.dumps(durable.state["L"]))  # loaded but never bound: its items are elsewhere
+    with pytest.raises(StateStoreError, match="before it was bound"):
+        loose.entries["e1"]
 
 
 def test_keyed_processes_see_each_others_parts_and_lose_none(store_url):

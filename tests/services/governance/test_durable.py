@@ -196,9 +196,35 @@ def test_the_state_outlives_a_restart_on_postgres():
 
 
 
-def test_a_tenants_change_saves_only_its_own_dao_and_a_previous_versions_store_is_upgraded(tmp_path):
-    """One row per tenant's DAO: a vote in t2 does not write t1's DAO again. A store the previous version wrote
-    (every DAO in one row, format 1) is read, stored as parts and carried on from."""
+def old_layout(app, tenant):
+    """The tenant's DAO as versions before format 3 pickled it: the governor holding its proposals, counters,
+    operation ids and events, the timelock its operations, the treasury and parameter store their logs (the same
+    classes, attributes laid out as then)."""
+    live = app.state.daos[tenant]
+    dao = pickle.loads(pickle.dumps(live))  # its PartMaps come back detached: replaced below
+    records = {pid: pickle.loads(pickle.dumps(live.governor._records[pid])) for pid in live.governor.proposal_ids()}
+    gov = dao.governor.__dict__
+    del gov["_records"], gov["_proposal_seq"]
+    gov.update(_proposals={pid: r.proposal for pid, r in records.items()},
+               _counts={pid: r.counts for pid, r in records.items()},
+               _timelock_ids={pid: r.timelock_id for pid, r in records.items() if r.timelock_id},
+               _events=list(live.governor.events))
+    ops = {}
+    for op_id in live.timelock._ops:
+        op = pickle.loads(pickle.dumps(live.timelock._ops[op_id]))
+        del op.__dict__["canceled"]  # the field came with format 3
+        ops[op_id] = op
+    dao.timelock.__dict__["_ops"] = ops
+    dao.treasury.__dict__["_audit"] = list(live.treasury.audit_log)
+    dao.parameters.__dict__["_history"] = list(live.parameters.history)
+    return dao
+
+
+def test_a_vote_saves_only_its_proposal_and_older_stores_are_upgraded(tmp_path):
+    """A DAO's part holds neither its proposals nor its operations: a vote writes its proposal's record and
+    nothing else (not the DAO, not another tenant's), so a request's cost does not grow with the DAO's history.
+    Stores the previous versions wrote (format 2: one part per tenant's DAO holding its proposals; format 1: every
+    DAO in one row) are read, stored in the new layout and carried on from."""
     clock = ManualClock(START)
     url = f"sqlite:///{tmp_path / 'governance.db'}"
     ctx = ServiceContext("test", rate=1000.0, burst=1000)
@@ -208,18 +234,53 @@ def test_a_tenants_change_saves_only_its_own_dao_and_a_previous_versions_store_i
     for key in (t1, t2):
         ok(client.post("/v1/daos", json=DAO_BODY, headers=key), 201)
     clock.advance(1)
-    proposal = propose(client, t2, PAY_BOB, "pay bob")
+    paid = propose(client, t2, PAY_BOB, "pay bob")
+    other = propose(client, t2, PAY_CAROL, "pay carol")
+    clock.set(paid["snapshot"] + 1)
+    ok(vote(client, t2, other["id"], "alice", "against"), 201)
     written = part_generations(url)
-    clock.set(proposal["snapshot"] + 1)
-    ok(vote(client, t2, proposal["id"], "alice", "for"), 201)
+    record = "t2\x1fproposal\x1f" + paid["id"]
+    assert set(written) == {"t1", "t2", record, "t2\x1fproposal\x1f" + other["id"]}
+    ok(vote(client, t2, paid["id"], "alice", "for"), 201)
     now = part_generations(url)
-    assert now["t1"] == written["t1"] and now["t2"] == written["t2"] + 1
+    assert {k for k in now if now[k] != written[k]} == {record}  # the DAO and the other proposal: not written
+    clock.set(paid["deadline"] + 1)
+    ok(client.post(f"/v1/dao/proposals/{paid['id']}/queue", headers=t2))
+    clock.advance(MIN_DELAY)
+    ok(client.post(f"/v1/dao/proposals/{other['id']}/cancel", json={"caller": "alice"}, headers=t2), 409)
+    ok(client.post(f"/v1/dao/proposals/{paid['id']}/execute", headers=t2))
+    pending = propose(client, t1, PAY_DAVE, "pay dave")
+    ok(vote(client, t1, pending["id"], "bob", "for"), 409)  # still pending
     before = {"t1": snapshot(client, t1), "t2": snapshot(client, t2)}
+    def history(daos):
+        return {t: (daos[t].governor.events, daos[t].treasury.audit_log, daos[t].parameters.history)
+                for t in ("t1", "t2")}
 
-    legacy = f"sqlite:///{tmp_path / 'legacy.db'}"  # what the previous version saved: the DAOs dict in one row
-    assert StateStore(legacy, "governance").save(1, pickle.dumps(dict(app.state.daos)), 0)
-    client = TestClient(create_governance_app(ctx, clock, store=StateStore(legacy, "governance")),
-                        raise_server_exceptions=False)
-    assert {"t1": snapshot(client, t1), "t2": snapshot(client, t2)} == before
-    assert set(part_generations(legacy)) == {"t1", "t2"}
-    assert ok(vote(client, t2, proposal["id"], "bob", "for"), 201)["weight"] == 300
+    events = history(app.state.daos)
+    assert [(r.to, r.amount) for r in events["t2"][1]] == [("bob", 250)] and len(events["t2"][2]) == 1
+    assert [e.name for e in events["t2"][0]] == ["ProposalCreated", "ProposalCreated", "VoteCast", "VoteCast",
+                                              "ProposalQueued", "ProposalExecuted"]
+    old = {t: pickle.dumps(old_layout(app, t)) for t in ("t1", "t2")}
+
+    for fmt in (2, 1):
+        clock = ManualClock(app.state.clock.now())  # each store's apps start where the first one stopped
+        legacy = f"sqlite:///{tmp_path / f'format{fmt}.db'}"
+        if fmt == 2:
+            assert StateStore(legacy, "governance").save_parts(2, old, 0)
+        else:
+            whole = {t: pickle.loads(data) for t, data in old.items()}
+            assert StateStore(legacy, "governance").save(1, pickle.dumps(whole), 0)
+        upgraded = create_governance_app(ctx, clock, store=StateStore(legacy, "governance"))
+        client = TestClient(upgraded, raise_server_exceptions=False)
+        assert {"t1": snapshot(client, t1), "t2": snapshot(client, t2)} == before, fmt
+        assert history(upgraded.state.daos) == events
+        operation = app.state.daos["t2"].governor.timelock_operation_id(paid["id"])
+        assert set(part_generations(legacy)) == set(written) | {
+            "t1\x1fproposal\x1f" + pending["id"], "t2\x1foperation\x1f" + operation,
+            "t2\x1ftransfer\x1f000000000000", "t2\x1fparameter-change\x1f000000000000"}
+        # carried on from: a restart reads the upgraded store as it is; alice's ballot still counts
+        client, key = app_on(StateStore(legacy, "governance"), clock)
+        assert snapshot(client, key) == before["t1"]
+        clock.set(pending["snapshot"] + 1)
+        assert ok(vote(client, key, pending["id"], "bob", "for"), 201)["weight"] == 300
+        assert is_problem(vote(client, key, pending["id"], "bob", "for"), 409)["error"] == "GovernorAlreadyCastVote"

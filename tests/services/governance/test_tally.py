@@ -39,7 +39,7 @@ def test_tally_detects_a_tampered_ballot():
     to_active(dao, pid)
     gov.cast_vote(pid, "bob", VoteType.For)
     assert gov.tally(pid).for_votes == 300
-    counts = gov._counts[pid]
+    counts = gov._records[pid].counts
     counts.ballots["bob"] = replace(counts.ballots["bob"], weight=301)  # white-box corruption
     with pytest.raises(TallyIntegrityError, match="'bob' voted with 301 but holds 300"):
         gov.tally(pid)
