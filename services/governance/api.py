@@ -316,15 +316,34 @@ def action_in(a: TransferAction | SetParameterAction) -> Action:
 
 
 # ----------------------------------------------------------------------------- app
+class AppClock:
+    """The app's clock as its DAOs hold it: pickled without the clock (a loaded DAO is given the app's again), so a
+    saved DAO does not differ from its last copy only because time passed (a SystemClock remembers the last
+    second it told), and a change that did not touch the DAO does not write it."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, clock: Clock | None = None):
+        self.clock = clock
+
+    def now(self) -> int:
+        if self.clock is None:
+            raise StateStoreError("a DAO loaded from the store has no clock until the app attaches its own")
+        return self.clock.now()
+
+    def __reduce__(self):
+        return (AppClock, ())
+
+
 def attach_clock(dao: DAO, clock: Clock) -> None:
-    """Make ``clock`` the time of every part of ``dao`` (a loaded DAO carries the clock it was saved with)."""
+    """Make ``clock`` the time of every part of ``dao`` (a loaded DAO carries no clock, or an older version's)."""
     dao.clock = dao.token.clock = dao.timelock.clock = dao.governor.clock = clock
 
 
 def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store: StateStore | None = None) -> FastAPI:
     app = create_service_app(ctx, "platformQ governance",
                              "One DAO per tenant: voting token, proposals, timelock and treasury.")
-    clock = clock if clock is not None else SystemClock()
+    clock = AppClock(clock if clock is not None else SystemClock())
     # one part per tenant's DAO (under the tenant id), one per proposal record and timelock operation (under
     # tenant, kind and id joined by PART_SEP): a request saves what it changed, nothing of other tenants
     durable = KeyedDurableState(store, STATE_FORMAT, upgrade=upgrade_state, upgrade_parts=upgrade_parts)
@@ -341,7 +360,7 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     durable.on_load = attach_all  # a reload (another process saved) or a restore brings DAOs with saved clocks
     app.state.daos = daos
     app.state.durable = durable
-    app.state.clock = clock
+    app.state.clock = clock.clock
     reader = ctx.require("governance:read")
     writer = ctx.require("governance:write")
 

@@ -284,3 +284,42 @@ def test_a_vote_saves_only_its_proposal_and_older_stores_are_upgraded(tmp_path):
         clock.set(pending["snapshot"] + 1)
         assert ok(vote(client, key, pending["id"], "bob", "for"), 201)["weight"] == 300
         assert is_problem(vote(client, key, pending["id"], "bob", "for"), 409)["error"] == "GovernorAlreadyCastVote"
+
+
+def test_two_processes_voting_on_different_proposals_of_one_dao_at_once_are_never_refused(tmp_path):
+    """Two API processes on one store, each taking ballots on another proposal of the same DAO at the same time: a
+    vote writes its proposal's record only, so a save that finds the other's newer save (the other proposal's
+    record) is made on top of it instead of answering 503; both proposals keep every ballot."""
+    import threading
+
+    clock = ManualClock(START)
+    url = f"sqlite:///{tmp_path / 'governance.db'}"
+    ctx = ServiceContext("test", rate=10_000.0, burst=10_000)
+    key = {"X-API-Key": ctx.keys.create("ops", "t1", ["trader"])}
+    clients = [TestClient(create_governance_app(ctx, clock, store=StateStore(url, "governance")),
+                          raise_server_exceptions=False) for _ in range(2)]
+    voters = [f"v{i}" for i in range(60)]
+    ok(clients[0].post("/v1/daos", json={**DAO_BODY, "holdings": {v: 10 + i for i, v in enumerate(voters)}},
+                       headers=key), 201)
+    clock.advance(1)
+    pids = [propose(client, key, actions, description)["id"]
+            for client, actions, description in zip(clients, (PAY_BOB, PAY_CAROL), ("pay bob", "pay carol"))]
+    clock.advance(DAO_BODY["voting_delay"] + 1)
+    statuses = [[], []]
+    start = threading.Barrier(2)
+
+    def vote_many(i):
+        start.wait()
+        for voter in voters[i::2]:
+            statuses[i].append(vote(clients[i], key, pids[i], voter, "for").status_code)
+
+    threads = [threading.Thread(target=vote_many, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [[201] * 30, [201] * 30]
+    client, key = app_on(StateStore(url, "governance"), clock)
+    tallies = [ok(client.get(f"/v1/dao/proposals/{pid}/tally", headers=key)) for pid in pids]
+    assert [t["voters"] for t in tallies] == [30, 30]
+    assert [t["for_votes"] for t in tallies] == [sum(10 + i for i in range(j, 60, 2)) for j in (0, 1)]
