@@ -48,8 +48,8 @@ MAX_DESCRIPTION = 10_000
 MAX_REASON = 1_000
 MAX_TEXT_VALUE = 1_000
 # The pickled DAO classes' layout: bump it when they change, so an old copy is refused at start (3: a part per
-# tenant's DAO and one per proposal record and timelock operation; 2, one part per tenant's DAO holding all of
-# them, and 1, every DAO in one row, are upgraded on start).
+# tenant's DAO and one per proposal record, timelock operation, treasury transfer and parameter change; 2, one
+# part per tenant's DAO holding all of them, and 1, every DAO in one row, are upgraded on start).
 STATE_FORMAT = 3
 
 
@@ -344,8 +344,8 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     app = create_service_app(ctx, "platformQ governance",
                              "One DAO per tenant: voting token, proposals, timelock and treasury.")
     clock = AppClock(clock if clock is not None else SystemClock())
-    # one part per tenant's DAO (under the tenant id), one per proposal record and timelock operation (under
-    # tenant, kind and id joined by PART_SEP): a request saves what it changed, nothing of other tenants
+    # one part per tenant's DAO (under the tenant id), one per proposal record, timelock operation, transfer and
+    # parameter change (under tenant, kind and id joined by PART_SEP): a request saves what it changed
     durable = KeyedDurableState(store, STATE_FORMAT, upgrade=upgrade_state, upgrade_parts=upgrade_parts)
     daos: dict[str, Any] = durable.state
     lock = durable.lock  # the domain core is not thread-safe; sync endpoints run in a thread pool
