@@ -43,6 +43,22 @@ class AuditLog:
         return (self._entries[self._key(i)] for i in range(self._length))
 
 
+class LoggedTarget(BoundTarget):
+    """A target that appends each change to the :class:`AuditLog` in its attribute ``_log_attribute``."""
+
+    _log_attribute: str
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get(self._log_attribute), list):  # pickled before the log kept its entries apart
+            state[self._log_attribute] = AuditLog(state[self._log_attribute])
+        self.__dict__.update(state)
+
+    def _bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
+        """(Wiring, by :meth:`DAO.bind_parts`; not public: a target has no public method that changes it.)
+        Keep the log's entries in ``parts`` under ``prefix`` (see :meth:`PartMap.bind`)."""
+        getattr(self, self._log_attribute).bind_parts(parts, prefix, touch)
+
+
 @dataclass(frozen=True)
 class TransferRecord:
     seq: int
@@ -54,8 +70,9 @@ class TransferRecord:
     amount: int
 
 
-class Treasury(BoundTarget):
+class Treasury(LoggedTarget):
     _target_label = "treasury"
+    _log_attribute = "_audit"
 
     def __init__(self, balances: Mapping[str, int] | None = None, native_asset: str = "native"):
         balances = dict(balances or {})
@@ -68,16 +85,6 @@ class Treasury(BoundTarget):
         self._initial = dict(balances)
         self._balances = dict(balances)
         self._audit = AuditLog()
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state.get("_audit"), list):  # pickled before the log kept its entries apart
-            state["_audit"] = AuditLog(state["_audit"])
-        self.__dict__.update(state)
-
-    def _bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
-        """(Wiring, by :meth:`DAO.bind_parts`; not public: the treasury has no public method that changes it.)
-        Keep the audit log's entries in ``parts`` under ``prefix`` (see :meth:`PartMap.bind`)."""
-        self._audit.bind_parts(parts, prefix, touch)
 
     # ------------------------------------------------------------------ views
     def balance_of(self, asset: str) -> int:
@@ -161,24 +168,15 @@ class ParameterChange:
 
 
 
-class ParameterStore(BoundTarget):
+class ParameterStore(LoggedTarget):
     """Named platform parameters (e.g. ``"ml/price_direction_model.champion"``) set only by governance."""
 
     _target_label = "parameters"
+    _log_attribute = "_history"
 
     def __init__(self, initial: Mapping[str, Any] | None = None):
         self._values: dict[str, Any] = dict(initial or {})
         self._history = AuditLog()
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state.get("_history"), list):  # pickled before the log kept its entries apart
-            state["_history"] = AuditLog(state["_history"])
-        self.__dict__.update(state)
-
-    def _bind_parts(self, parts: dict, prefix: str, touch: Callable[[str], None] | None = None) -> None:
-        """(Wiring, by :meth:`DAO.bind_parts`.) Keep the history's entries in ``parts`` under ``prefix`` (see
-        :meth:`PartMap.bind`)."""
-        self._history.bind_parts(parts, prefix, touch)
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name, default)
