@@ -476,7 +476,8 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
                                      credentials_store_url=settings.credentials_store_url,
                                      governance_store_url=settings.governance_store_url,
                                      derivatives_store_url=settings.derivatives_store_url,
-                                     rate_limit_redis_url=settings.rate_limit_redis_url)
+                                     rate_limit_redis_url=settings.rate_limit_redis_url,
+                                     data_page_cache_bytes=settings.data_api_cache_mb * 2**20)
         except (JournalRulesError, StateStoreError) as exc:  # a journal or state written by another version
             raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(

@@ -93,7 +93,8 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
                     credentials_store_url: str | None = None,
                     governance_store_url: str | None = None,
-                    derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None):
+                    derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None,
+                    data_page_cache_bytes: int | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services;
     with ``rate_limit_redis_url`` each key's request budget is one bucket in Redis for every process."""
     from resources.lake import LakeResource
@@ -142,7 +143,8 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         from resources.erasure import LakeErasureDesk
 
         lake = LakeResource(**(lake_config or {}))
-        app = create_data_app(ctx, lake, erasure=LakeErasureDesk(lake))
+        app = create_data_app(ctx, lake, erasure=LakeErasureDesk(lake),
+                              **({} if data_page_cache_bytes is None else {"page_cache_bytes": data_page_cache_bytes}))
     elif service == "models":
         from resources.feast import feast_resource
         from resources.mlflow import mlflow_resource

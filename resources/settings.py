@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     governance_store_url: str | None = None
     # The derivatives service's futures markets: contracts, accounts, trades, settlements (SQLite under home locally).
     derivatives_store_url: str | None = None
+    # The data API keeps the rows of recent reads (one snapshot never changes), so the next pages of a read are
+    # slices of them rather than scans of the whole table: at most this many MiB per process (0: no cache).
+    data_api_cache_mb: Annotated[int, Field(ge=0, le=1_000_000)] = 256
 
     # Chain for anchoring credential batches: an in-process py-evm chain by default, or a
     # JSON-RPC endpoint with a funded key and (optionally) an already deployed registry.

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
-from services.data_api.reader import MAX_PAGE, Lake, LakeReader, ReadError
+from services.data_api.reader import DEFAULT_CACHE_BYTES, MAX_PAGE, Lake, LakeReader, ReadError
 
 AUDIT_LOG = "governance.audit_log"  # resources/audit_trail.py writes it; no Dagster or lake code here
 
@@ -69,9 +69,12 @@ def _erasure_out(row: dict) -> ErasureOut:
     return ErasureOut(**{k: row.get(k) for k in ErasureOut.model_fields})
 
 
-def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None = None) -> FastAPI:
+def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None = None,
+                    page_cache_bytes: int = DEFAULT_CACHE_BYTES) -> FastAPI:
+    """``page_cache_bytes``: how much of recent reads' rows to keep, so that the next pages of a read are
+    slices of them instead of scans of the whole table (0: none, every page scans)."""
     app = create_service_app(ctx, "platformQ data API", "Reads of materialised gold tables, per tenant.")
-    reader = LakeReader(lake)
+    reader = app.state.data_reader = LakeReader(lake, page_cache_bytes)
     can_read = ctx.require("data:read")
     can_audit = ctx.require("audit:read")
 

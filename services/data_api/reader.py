@@ -12,6 +12,12 @@ Tenancy fails closed: a table without ``tenant_id`` is served only if it is in
 ``SHARED_TABLES`` (market-wide data every tenant may see). Any other such table
 (per-account rows that do not say whose they are) is answered like a table that
 does not exist, to every tenant, in the catalog and on reads.
+
+A snapshot never changes, so the rows a read selects from one (filtered, scoped
+and sorted) are kept in a byte-bounded LRU cache: the next pages of the same read
+are slices of them, not scans of the whole table again. An entry is dropped as
+soon as a read of its table finds its snapshot gone (expired, e.g. after an
+erasure), so nothing outlives its snapshot for longer than that.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import datetime as dt
 import decimal
 import json
 import math
+import threading
+from collections import OrderedDict
 from typing import Any, Protocol
 
 READABLE_NAMESPACES = ("gold",)
@@ -34,6 +42,7 @@ SHARED_TABLES = frozenset({
 })
 OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
 MAX_PAGE = 1000
+DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
 class ReadError(ValueError):
@@ -157,9 +166,59 @@ def _condition(field_type, column: str, op: str, raw: str):
         raise ReadError(f"filter value {raw!r} is not valid for column {column!r}: {exc}") from None
 
 
+class PageCache:
+    """The rows of recent reads (Arrow tables), least recently used first out, at most ``max_bytes`` in all;
+    a read larger than that is not kept."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.hits = self.misses = 0
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple):
+        with self._lock:
+            data = self._entries.get(key)
+            if data is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data) -> None:
+        size = data.nbytes
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = data
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def keep_only(self, identifier: str, table_uuid: str, snapshots: set[int]) -> None:
+        """Drop the table's entries of snapshots it no longer has (or of an earlier table of that name)."""
+        with self._lock:
+            stale = [k for k in self._entries if k[0] == identifier and (k[1] != table_uuid or k[2] not in snapshots)]
+            for key in stale:
+                self._bytes -= self._entries.pop(key).nbytes
+
+
 class LakeReader:
-    def __init__(self, lake: Lake):
+    def __init__(self, lake: Lake, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.lake = lake
+        self.cache = PageCache(cache_bytes)
 
     def catalog(self) -> list[dict]:
         out = []
@@ -184,12 +243,16 @@ class LakeReader:
              page_token: str | None = None, namespaces: tuple[str, ...] = READABLE_NAMESPACES) -> Page:
         """A page of the table's rows of the tenant. ``namespaces`` are the ones the calling route serves
         (the gold tables by default; the audit route names the audit log's)."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
         from pyiceberg.expressions import AlwaysTrue, And, EqualTo
         from pyiceberg.expressions.visitors import bind
 
-        if identifier.split(".")[0] not in namespaces or identifier not in self.lake.list_tables():
+        if identifier.split(".")[0] not in namespaces:
             raise _unknown_table(identifier)
-        table = self.lake.load_table(identifier)
+        try:
+            table = self.lake.load_table(identifier)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            raise _unknown_table(identifier) from None
         if not _servable(identifier, table.schema().fields):
             raise _unknown_table(identifier)  # the same answer as a missing table: its existence is not revealed
         if not 1 <= page_size <= MAX_PAGE:
@@ -234,14 +297,23 @@ class LakeReader:
             predicate = And(predicate, EqualTo(TENANT_COLUMN, tenant))
         if snapshot_id is None:
             return Page(identifier, None, selected, [], None, 0)
-        data = table.scan(row_filter=predicate, selected_fields=tuple(selected), snapshot_id=snapshot_id).to_arrow()
-        data = data.select(selected)
-        if data.num_rows and set(selected) & set(kinds):
-            sort_keys = [(c, "ascending") for c in selected if kinds[c] in ("integer", "date", "string", "timestamp")][:3]
-            if sort_keys:  # a stable order makes offsets meaningful across pages
-                data = data.sort_by(sort_keys)
+        table_uuid = str(table.metadata.table_uuid)
+        self.cache.keep_only(identifier, table_uuid, {s.snapshot_id for s in table.snapshots()})
+        # everything the selected rows depend on (a shared table's rows are the same for every tenant)
+        key = (identifier, table_uuid, snapshot_id, tenant if TENANT_COLUMN in kinds else None, tuple(selected),
+               tuple(filters or ()))
+        data = self.cache.get(key)
+        if data is None:
+            data = table.scan(row_filter=predicate, selected_fields=tuple(selected),
+                              snapshot_id=snapshot_id).to_arrow().select(selected)
+            if data.num_rows:
+                sort_keys = [(c, "ascending") for c in selected
+                             if kinds[c] in ("integer", "date", "string", "timestamp")][:3]
+                if sort_keys:  # a stable order makes offsets meaningful across pages
+                    data = data.sort_by(sort_keys)
+            self.cache.put(key, data)
         page = data.slice(offset, page_size)
-        rows = [{k: _jsonable(v) for k, v in row.items()} for row in page.to_pylist()]
+        rows = _json_rows(page)
         next_offset = offset + page.num_rows
         token = _encode_token(snapshot_id, next_offset) if next_offset < data.num_rows else None
         return Page(identifier, snapshot_id, selected, rows, token, data.num_rows)
@@ -257,6 +329,21 @@ def _unknown_table(identifier: str) -> ReadError:
 
 def _unknown_snapshot(identifier: str, snapshot_id: int) -> ReadError:
     return ReadError(f"table {identifier} has no snapshot {snapshot_id}", 404, "unknown-snapshot")
+
+
+def _json_rows(page) -> list[dict]:
+    """The page's rows as JSON-ready dicts, converted a column at a time: only dates, times, decimals and floats
+    need a look at each value (integers, strings and booleans come out of Arrow as they are served)."""
+    import pyarrow as pa
+
+    columns = []
+    for field, column in zip(page.schema, page.columns):
+        values = column.to_pylist()
+        kind = field.type
+        if pa.types.is_temporal(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind):
+            values = [_jsonable(v) for v in values]
+        columns.append(values)
+    return [dict(zip(page.column_names, row)) for row in zip(*columns)]
 
 
 def _jsonable(value: Any):

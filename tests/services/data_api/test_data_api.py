@@ -234,3 +234,119 @@ def test_data_api_conforms_to_its_schema(api):
             case.call_and_validate(headers={"X-API-Key": keys["acme"]}, checks=checks)
 
         check()
+
+
+class CountingLake:
+    """The lake, counting the scans that read rows (not the schema lookups)."""
+
+    def __init__(self, lake):
+        self.lake, self.scans = lake, 0
+
+    def list_tables(self):
+        return self.lake.list_tables()
+
+    def load_table(self, identifier):
+        table, lake = self.lake.load_table(identifier), self
+
+        class Counted:
+            def __getattr__(self, name):
+                return getattr(table, name)
+
+            def scan(self, **kwargs):
+                lake.scans += "row_filter" in kwargs
+                return table.scan(**kwargs)
+
+        return Counted()
+
+
+def read_all(client, key, path, **params):
+    r = get(client, key, path, **params).json()
+    rows, token = list(r["rows"]), r["next_page_token"]
+    while token:
+        r = get(client, key, path, page_token=token, **params).json()
+        rows, token = rows + r["rows"], r["next_page_token"]
+    return rows, r["snapshot_id"]
+
+
+def test_the_pages_of_a_read_scan_the_table_once(api):
+    _, _, lake = api
+    path = "/v1/tables/gold/trader_leaderboard/rows"
+    apps, ctx_keys = {}, {}
+    for name, cache in (("cached", 1 << 20), ("uncached", 0)):
+        ctx, counting = ServiceContext("data", rate=1000.0, burst=1000), CountingLake(lake)
+        apps[name] = TestClient(create_data_app(ctx, counting, page_cache_bytes=cache)), counting
+        ctx_keys[name] = {"acme": ctx.keys.create("ann", "t-acme", ["viewer"]),
+                          "cygnus": ctx.keys.create("cy", "t-cygnus", ["viewer"])}
+    (cached, counted), (uncached, plain) = apps["cached"], apps["uncached"]
+    rows, snapshot = read_all(cached, ctx_keys["cached"]["acme"], path, page_size=3)
+    assert len(rows) == 20 and counted.scans == 1  # 7 pages, one scan
+    same, _ = read_all(uncached, ctx_keys["uncached"]["acme"], path, page_size=3)
+    assert same == rows and plain.scans == 7  # the same rows in the same order as a scan per page
+    # another tenant's read is its own: its rows only
+    theirs, _ = read_all(cached, ctx_keys["cached"]["cygnus"], path, page_size=3)
+    assert len(theirs) == 10 and {r["tenant_id"] for r in theirs} == {"t-cygnus"} and counted.scans == 2
+    # a new snapshot: the latest is read again, the old one stays readable by its id
+    lake.replace_partition("gold.trader_leaderboard", leaderboard(5, lambda i: "t-acme"), "partition_date", DAY)
+    latest, new_snapshot = read_all(cached, ctx_keys["cached"]["acme"], path, page_size=3)
+    assert len(latest) == 5 and new_snapshot != snapshot and counted.scans == 3
+    again, _ = read_all(cached, ctx_keys["cached"]["acme"], path, page_size=3, snapshot_id=snapshot)
+    assert again == rows and counted.scans == 3
+    # other columns or filters are other reads
+    narrow, _ = read_all(cached, ctx_keys["cached"]["acme"], path, page_size=3, columns="pnl_rank,pnl")
+    assert [set(r) for r in narrow] == [{"pnl_rank", "pnl"}] * 5 and counted.scans == 4
+    top, _ = read_all(cached, ctx_keys["cached"]["acme"], path, filter="pnl_rank:le:2")
+    assert [r["pnl_rank"] for r in top] == [1, 2] and counted.scans == 5
+
+
+def test_reads_of_an_expired_snapshot_are_dropped_from_memory(api):
+    from resources.lake_maintenance import expire_snapshots
+
+    _, _, lake = api
+    ctx = ServiceContext("data", rate=1000.0, burst=1000)
+    client = TestClient(create_data_app(ctx, lake), raise_server_exceptions=False)
+    key = ctx.keys.create("ann", "t-acme", ["viewer"])
+    path = "/v1/tables/gold/trader_leaderboard/rows"
+    old = get(client, key, path, page_size=3).json()
+    lake.replace_partition("gold.trader_leaderboard", leaderboard(5, lambda i: "t-acme"), "partition_date", DAY)
+    cache = client.app.state.data_reader.cache
+    assert {k[2] for k in cache._entries} == {old["snapshot_id"]}
+    expire_snapshots(lake, "gold.trader_leaderboard", dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
+    latest = get(client, key, path, page_size=3).json()
+    assert latest["total_rows"] == 5 and {k[2] for k in cache._entries} == {latest["snapshot_id"]}
+    body = is_problem(get(client, key, path, page_token=old["next_page_token"]), 404)
+    assert body["type"].endswith("/unknown-snapshot")
+
+
+def test_the_page_cache_keeps_at_most_its_bytes_least_recently_used_out():
+    from services.data_api.reader import PageCache
+
+    def rows(n):
+        return pa.table({"x": pa.array(range(n), pa.int64())})
+
+    a, b, c, d = (("gold.t", "uuid-1", snapshot) for snapshot in (1, 2, 3, 4))
+    cache = PageCache(max_bytes=2 * rows(100).nbytes)
+    cache.put(a, rows(100))
+    cache.put(b, rows(100))
+    assert cache.get(a) is not None  # a is now the most recently used
+    cache.put(c, rows(100))
+    assert cache.get(b) is None and cache.get(a) is not None and cache.get(c) is not None
+    assert cache.nbytes == 2 * rows(100).nbytes and len(cache) == 2
+    cache.put(d, rows(1000))  # larger than the whole cache: not kept, nothing evicted for it
+    assert cache.get(d) is None and len(cache) == 2
+    cache.keep_only("gold.t", "uuid-1", {3})  # snapshot 1 is gone
+    assert cache.get(a) is None and cache.get(c) is not None and cache.nbytes == rows(100).nbytes
+    cache.keep_only("gold.t", "uuid-2", {3})  # the table was dropped and made again under its name
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_the_served_data_api_takes_its_cache_size_from_the_settings(lake, tmp_path, monkeypatch):
+    from resources.services import build_local_app
+    from resources.settings import Settings
+
+    config = {k: getattr(lake, k) for k in ("catalog_uri", "warehouse")}
+    monkeypatch.setenv("PLATFORMQ_DATA_API_CACHE_MB", "3")
+    app, _ = build_local_app("data", str(tmp_path), config,
+                             data_page_cache_bytes=Settings().data_api_cache_mb * 2**20)
+    assert app.state.data_reader.cache.max_bytes == 3 * 2**20
+    app, _ = build_local_app("data", str(tmp_path), config)
+    assert app.state.data_reader.cache.max_bytes == 256 * 2**20
