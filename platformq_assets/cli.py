@@ -456,8 +456,12 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     sockets = []
     for offset, name in enumerate(SERVICES):
         if name in names:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+            # without it a keep-alive client waited ~40 ms per response (Nagle on the server's second write
+            # against the client's delayed ACK). Accepted connections inherit TCP_NODELAY from this socket too.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 sock.bind(("127.0.0.1", port + offset))
                 sock.listen(2048)  # listening now: no other process can bind it meanwhile, even with SO_REUSEADDR
