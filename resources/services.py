@@ -143,8 +143,10 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         from resources.erasure import LakeErasureDesk
 
         lake = LakeResource(**(lake_config or {}))
-        app = create_data_app(ctx, lake, erasure=LakeErasureDesk(lake),
-                              **({} if data_page_cache_bytes is None else {"page_cache_bytes": data_page_cache_bytes}))
+        from services.data_api.reader import DEFAULT_CACHE_BYTES
+
+        cache_bytes = DEFAULT_CACHE_BYTES if data_page_cache_bytes is None else data_page_cache_bytes
+        app = create_data_app(ctx, lake, erasure=LakeErasureDesk(lake), page_cache_bytes=cache_bytes)
     elif service == "models":
         from resources.feast import feast_resource
         from resources.mlflow import mlflow_resource

@@ -172,7 +172,6 @@ class PageCache:
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
         self.max_bytes = max_bytes
-        self.hits = self.misses = 0
         self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -187,11 +186,8 @@ class PageCache:
     def get(self, key: tuple):
         with self._lock:
             data = self._entries.get(key)
-            if data is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._entries.move_to_end(key)
+            if data is not None:
+                self._entries.move_to_end(key)
             return data
 
     def put(self, key: tuple, data) -> None:
