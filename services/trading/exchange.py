@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import json
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from services.trading.engine import BUY, FOK, GTC, IOC, SELL, MatchingEngine, Order, OrderStatus, RejectedOrder
 
@@ -64,6 +64,7 @@ class JournalStore(Protocol):
     def append(self, command: dict) -> int: ...
     def append_many(self, commands: list[dict]) -> None: ...
     def load(self) -> list[dict]: ...
+    def stream(self) -> Iterator[dict]: ...  # the commands in order, as restore reads them
 
 
 class MemoryJournal:
@@ -79,6 +80,9 @@ class MemoryJournal:
 
     def load(self) -> list[dict]:
         return list(self.commands)
+
+    def stream(self) -> Iterator[dict]:
+        return iter(self.load())
 
 
 class SqlJournal:
@@ -109,11 +113,19 @@ class SqlJournal:
             conn.execute(self._table.insert(), [{"command": json.dumps(c, sort_keys=True)} for c in commands])
 
     def load(self) -> list[dict]:
+        return list(self.stream())
+
+    def stream(self, batch: int = 1000) -> Iterator[dict]:
+        """The commands in order, fetched ``batch`` rows at a time. A restart replays through this: the parsed
+        journal is ~2x the state it replays to (a venue day: 16 MiB of commands for 8 MiB of state), so
+        holding all of it beside the state would triple a long-lived service's memory at every start."""
         import sqlalchemy as sa
 
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(self._table.c.command).order_by(self._table.c.seq)).all()
-        return [json.loads(r[0]) for r in rows]
+            rows = conn.execution_options(yield_per=batch).execute(
+                sa.select(self._table.c.command).order_by(self._table.c.seq))
+            for (text,) in rows:
+                yield json.loads(text)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -196,13 +208,16 @@ class Exchange:
     def restore(cls, instruments: list[str], journal: JournalStore, **kwargs) -> "Exchange":
         exchange = cls(instruments, journal=journal, **kwargs)
         exchange._replaying = True
+        commands = journal.stream()
         try:
-            for seq, command in enumerate(journal.load(), start=1):
+            for seq, command in enumerate(commands, start=1):
                 if command.get("rules") != RULES_VERSION:
                     raise JournalRulesError(command.get("rules"), seq)
                 exchange._apply(command)
         finally:
             exchange._replaying = False
+            if hasattr(commands, "close"):  # a refused journal: end the read now (its connection), not at GC
+                commands.close()
         return exchange
 
     def _command(self, command: dict):
