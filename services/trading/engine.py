@@ -14,8 +14,9 @@ place and skipped when it reaches the front of its level.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Iterable
 
 BUY = 1
@@ -177,6 +178,20 @@ class Book:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class RestingBooks:
+    """The books at one moment without the history that led there: every live order, level by level in priority
+    order, and the id sequences. ``MatchingEngine.from_resting`` rebuilds an engine from it that behaves exactly as
+    the one it was taken from; its size is the resting orders', not the venue's history."""
+
+    next_order_id: int
+    next_trade_id: int
+    trades: int  # trades executed before this moment
+    # (instrument, side, price, (order state, ...)); an order's state is Order.__slots__'s values in that order
+    levels: tuple
+    orders: int  # live orders
+
+
 class MatchingEngine:
     """A venue: one book per instrument, a shared order-id and trade-id sequence.
 
@@ -278,6 +293,48 @@ class MatchingEngine:
                self_trade_prevention: bool = True) -> "MatchingEngine":
         """Rebuild an engine from a journal: same ids, books and trades."""
         engine = cls(instruments, on_trade=on_trade, self_trade_prevention=self_trade_prevention)
+        engine.apply_journal(journal)
+        return engine
+
+    def resting(self) -> RestingBooks:
+        """The books as they stand (see :class:`RestingBooks`); costs the levels and the orders in them."""
+        levels, count = [], 0
+        for instrument, book in self.books.items():
+            for side, half in ((BUY, book.bids), (SELL, book.asks)):
+                for price, level in half.levels.items():
+                    live = tuple(tuple(getattr(o, name) for name in Order.__slots__) for o in level if o.open_qty)
+                    levels.append((instrument, side, price, live))
+                    count += len(live)
+        return RestingBooks(self._next_order_id, self._next_trade_id, len(self.trades), tuple(levels), count)
+
+    @classmethod
+    def from_resting(cls, resting: RestingBooks, instruments: Iterable[str], on_trade=None,
+                     self_trade_prevention: bool = True) -> "MatchingEngine":
+        """An engine whose books, live orders and id sequences are ``resting``'s (no trades, no closed orders, an
+        empty journal): replaying the commands that followed reaches the same books as the engine it came from."""
+        engine = cls(instruments, on_trade=on_trade, self_trade_prevention=self_trade_prevention)
+        engine._next_order_id, engine._next_trade_id = resting.next_order_id, resting.next_trade_id
+        for instrument, side, price, states in resting.levels:
+            book = engine.books[instrument]
+            half = book.bids if side == BUY else book.asks
+            level = deque()
+            for state in states:
+                order = Order.__new__(Order)
+                for name, value in zip(Order.__slots__, state):
+                    setattr(order, name, value)
+                level.append(order)
+                engine.orders[order.order_id] = order
+            half.levels[price] = level
+            half.level_qty[price] = sum(o.open_qty for o in level)
+            half.heap.append(price * half.sign)
+        for book in engine.books.values():
+            heapify(book.bids.heap)
+            heapify(book.asks.heap)
+        return engine
+
+    def apply_journal(self, journal: Iterable[tuple]) -> None:
+        """Run journalled commands (``(code, ts, *args)``) on this engine, in order."""
+        engine = self
         for event in journal:
             code = event[0]
             if code == CMD_NEW:
@@ -290,7 +347,6 @@ class MatchingEngine:
                 engine.amend(order_id, qty, price, ts)
             else:
                 raise ValueError(f"unknown journal event {event!r}")
-        return engine
 
     # -- internals ------------------------------------------------------
     def _submit(self, book, instrument, account, side, qty, price, tif, ts):
