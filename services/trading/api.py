@@ -383,7 +383,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     def tape(symbol: Symbol, limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(market)):
         if symbol not in exchange.engine.books:
             raise Problem(404, "Not Found", f"unknown instrument {symbol!r}", "unknown-instrument")
-        trades = [t for t in exchange.engine.trades if t[2] == symbol][-limit:]
+        trades = exchange.trades_of(symbol, limit)
         return [TapeTrade(trade_id=t[0], ts=t[1], price_ticks=t[3], quantity=t[4],
                           aggressor_side=SIDE_NAMES[t[9]]) for t in trades]
 

@@ -199,6 +199,7 @@ class Exchange:
         # per-account indexes (ascending): an account's orders and fills without scanning the history
         self.account_orders: dict[str, list[int]] = {}  # account -> its order ids
         self.account_fills: dict[str, list[int]] = {}  # account -> positions in self.fills
+        self.instrument_trades: dict[str, list[tuple]] = {}  # instrument -> its trades (the engine's tuples)
         self.reserved: dict[int, int] = {}  # open buy order -> USD still locked for it
         self.sell_locked: dict[int, int] = {}  # open sell order -> lots still locked for it
         self.fees_collected: dict[str, int] = {}
@@ -325,6 +326,8 @@ class Exchange:
                 _pop_last(self.account_orders, owner, order_id)
         for position in range(len(self.fills) - 1, n_fills - 1, -1):
             _pop_last(self.account_fills, self.fills[position]["account_id"], position)
+        for trade in reversed(engine.trades[n_trades:]):
+            _pop_last(self.instrument_trades, trade[2], trade)
         # the orders the batch placed go; every order the replay rebuilt (resting at its start, or placed since)
         # takes its state from before the batch, in its place in the dict (its order is the orders' ids'); an order
         # closed before the replay's start is unchanged: a closed order takes no command
@@ -600,7 +603,8 @@ class Exchange:
         return before
 
     def _settle_trades(self, trades) -> None:
-        for trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor in trades:
+        for trade in trades:
+            trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor = trade
             notional = price * qty
             buyer, seller = self.accounts[buy_acct], self.accounts[sell_acct]
             buy_fee = self._fee(notional, self.taker_fee_bps if aggressor == BUY else self.maker_fee_bps)
@@ -614,6 +618,7 @@ class Exchange:
             seller.balance(CASH).free += notional - sell_fee
             self.fees_collected[CASH] = self.fees_collected.get(CASH, 0) + buy_fee + sell_fee
             self.last_price[instrument] = price
+            self.instrument_trades.setdefault(instrument, []).append(trade)
             for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
                                                     (sell_acct, sell_id, "SELL", sell_fee)):
                 self.account_fills.setdefault(account_id, []).append(len(self.fills))
@@ -672,6 +677,11 @@ class Exchange:
                     out.append(order)
             return out[::-1]
 
+    def trades_of(self, instrument: str, limit: int) -> list[tuple]:
+        """The instrument's last ``limit`` trades, oldest first (the tape); costs ``limit``, not the history."""
+        with self._lock:
+            return self.instrument_trades.get(instrument, [])[-limit:]
+
     def fills_of(self, account_id: str, limit: int | None = None) -> list[dict]:
         """An account's fills, oldest first; the last ``limit`` of them."""
         with self._lock:
@@ -713,16 +723,18 @@ class Exchange:
             "fills": [tuple(f.values()) for f in self.fills],
             "account_orders": {a: tuple(ids) for a, ids in sorted(self.account_orders.items())},
             "account_fills": {a: tuple(ps) for a, ps in sorted(self.account_fills.items())},
+            "tape": {i: tuple(t[0] for t in trades) for i, trades in sorted(self.instrument_trades.items())},
         }
 
 
-def _pop_last(index: dict[str, list[int]], account_id: str, value: int) -> None:
-    entries = index[account_id]
+def _pop_last(index: dict[str, list], key: str, value) -> None:
+    """Take ``value`` off the end of ``index[key]`` (an account's orders or fills, an instrument's trades)."""
+    entries = index[key]
     if entries[-1] != value:  # pragma: no cover - an invariant, not an input error
-        raise AssertionError(f"index of {account_id!r} ends in {entries[-1]}, not {value}")
+        raise AssertionError(f"index of {key!r} ends in {entries[-1]}, not {value}")
     entries.pop()
     if not entries:
-        del index[account_id]
+        del index[key]
 
 
 def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multiplier: float, position: int,

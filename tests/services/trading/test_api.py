@@ -347,3 +347,32 @@ def test_batch_trades_name_only_the_callers_own_orders(setup):
     trades = r.json()["trades"]
     assert len({t["trade_id"] for t in trades}) == 1
     assert sorted((t["side"], t["order_id"]) for t in trades) == [("BUY", ids["b"]), ("SELL", ids["s"])]
+
+
+def test_the_tape_is_each_instruments_own_and_never_scans_the_venues_trades(ctx):
+    """GET /v1/instruments/{symbol}/trades reads the instrument's own trades: it used to filter every trade the
+    venue ever made on each request (a tape polled every second on a year of trades: ~1.6 M tuples a call)."""
+    exchange = Exchange([X, "OTHR"])
+    app = create_trading_app(ctx, exchange)
+    key = {"X-API-Key": ctx.keys.create("alice", "t1", ["trader"])}
+    client = TestClient(app, raise_server_exceptions=False)
+    for account in ("a1", "a2"):
+        assert client.post("/v1/accounts", json={"account_id": account}, headers=key).status_code == 201
+        for asset in ("USD", X, "OTHR"):
+            client.post(f"/v1/accounts/{account}/deposits", json={"asset": asset, "amount": 10_000_000}, headers=key)
+    for i in range(12):  # X trades at 1000..1011, OTHR at 50 and 51 (every sixth)
+        symbol, price = ("OTHR", 50 + i // 6) if i % 6 == 5 else (X, 1000 + i)
+        for account, side in (("a1", "SELL"), ("a2", "BUY")):
+            assert client.post("/v1/orders", json={"account_id": account, "instrument": symbol, "side": side,
+                                                   "quantity": 1, "price_ticks": price}, headers=key).status_code == 201
+
+    class NoScan(list):  # the venue's trades, which the tape must not iterate
+        def __iter__(self):
+            raise AssertionError("the tape scanned every trade of the venue")
+
+    exchange.engine.trades = NoScan(exchange.engine.trades)
+    tape = client.get(f"/v1/instruments/{X}/trades", params={"limit": 3}, headers=key)
+    assert tape.status_code == 200, tape.text
+    assert [t["price_ticks"] for t in tape.json()] == [1008, 1009, 1010]  # the last 3, oldest first
+    other = client.get("/v1/instruments/OTHR/trades", headers=key).json()
+    assert [t["price_ticks"] for t in other] == [50, 51]

@@ -436,6 +436,9 @@ def indexes_match_a_scan(ex):
             o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account and o.open_qty][-3:]
         assert ex.fills_of(account) == [f for f in ex.fills if f["account_id"] == account]
         assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f["account_id"] == account][-2:]
+    for instrument in ex.instruments:  # the tape
+        assert ex.instrument_trades.get(instrument, []) == [t for t in ex.engine.trades if t[2] == instrument]
+        assert ex.trades_of(instrument, 3) == [t for t in ex.engine.trades if t[2] == instrument][-3:]
 
 
 def test_a_journal_written_under_other_rules_is_refused_not_replayed_to_other_balances():
