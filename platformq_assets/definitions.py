@@ -5,7 +5,9 @@ process), so this module and everything it imports at the top stay light:
 domain modules import their heavy libraries inside the functions that run.
 """
 
-from dagster import Definitions, definitions, in_process_executor, multiprocess_executor
+import warnings
+
+from dagster import Definitions, PreviewWarning, definitions, in_process_executor, multiprocess_executor
 
 from resources.settings import Settings, load_settings
 
@@ -54,9 +56,12 @@ def build_definitions(settings: Settings) -> Definitions:
     if settings.airflow_url and settings.airflow_dags:
         merged = Definitions.merge(merged, airflow_definitions(settings))
     # Global policy, applied once: every asset carries the profile it was built under.
-    return merged.map_resolved_asset_specs(
-        func=lambda spec: spec.merge_attributes(tags={"platformq/profile": settings.profile}),
-    )
+    # (map_resolved_asset_specs is a preview API; its warning is silenced here only.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return merged.map_resolved_asset_specs(
+            func=lambda spec: spec.merge_attributes(tags={"platformq/profile": settings.profile}),
+        )
 
 
 def airflow_definitions(settings: Settings) -> Definitions:

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from dagster import (
@@ -23,6 +24,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    BetaWarning,
     Config,
     Failure,
     MaterializeResult,
@@ -177,6 +179,15 @@ def _published_registry(model_dir: Path) -> dict:
     return registry
 
 
+# The model for day D trains on the TRAINING_DAYS days before it, of which the first days of the
+# partition range have fewer: that needs allow_nonexistent_upstream_partitions, a beta parameter
+# (its warning silenced here only: every step process loads the location).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    TRAINING_WINDOW = TimeWindowPartitionMapping(start_offset=-TRAINING_DAYS, end_offset=-1,
+                                                 allow_nonexistent_upstream_partitions=True)
+
+
 def _training_days(day: str) -> list[str]:
     start = dt.date.fromisoformat(day)
     return [(start - dt.timedelta(days=k)).isoformat() for k in range(TRAINING_DAYS, 0, -1)]
@@ -184,8 +195,7 @@ def _training_days(day: str) -> list[str]:
 
 @asset(
     key=SNN_MODEL_KEY,
-    deps=[AssetDep(SPIKE_TRAINS_KEY, partition_mapping=TimeWindowPartitionMapping(
-        start_offset=-TRAINING_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True))],
+    deps=[AssetDep(SPIKE_TRAINS_KEY, partition_mapping=TRAINING_WINDOW)],
     partitions_def=daily_partitions,
     group_name=GROUP,
     kinds={"lava", "pytorch", "mlflow"},

@@ -8,9 +8,9 @@ to disk, analytics off) over the partition's rows read from Iceberg.
 
 import os
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetKey, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetKey
 
-from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.partitions import PARTITION_COLUMN, daily_asset_check
 from resources.lake import LakeResource
 
 SILVER_TRADES = AssetKey(["silver", "trades"])
@@ -64,10 +64,9 @@ def run_suite(dataframe, suite_factory) -> tuple[bool, dict]:
     }
 
 
-@asset_check(
+@daily_asset_check(
     asset=SILVER_TRADES,
     name="trades_expectation_suite",
-    partitions_def=daily_partitions,
     description="Great Expectations suite `silver_trades` over the partition's rows.",
     blocking=False,
 )

@@ -1,15 +1,14 @@
 """Cross-layer reconciliation checks (bronze -> silver), independent of dbt's own tests."""
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey
 
-from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.partitions import PARTITION_COLUMN, daily_asset_check
 from resources.lake import LakeResource
 
 
-@asset_check(
+@daily_asset_check(
     asset=AssetKey(["silver", "trades"]),
     name="trades_reconcile_with_bronze_fills",
-    partitions_def=daily_partitions,
     additional_deps=[AssetKey(["bronze", "fills"])],
     blocking=True,
     description="Every bronze fill pair is one silver trade: 2 x trades = fills, and traded lots agree.",

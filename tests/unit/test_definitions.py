@@ -1,9 +1,11 @@
 """The code location loads, has the whole graph, and stays light to import."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from dagster import AssetKey
 
 from tests.conftest import ROOT
@@ -87,3 +89,29 @@ def test_loading_definitions_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_loading_definitions_prints_no_warning(profile):
+    """Every step process loads the location: Dagster's API-status warnings (preview, beta, superseded)
+    for the APIs chosen on purpose are silenced where each is used, so a run's logs stay clean."""
+    from tests.unit.test_secrets_in_ui import PRODUCTION
+
+    code = (
+        "from platformq_assets.definitions import defs\n"
+        "from dagster._core.definitions.definitions_load_context import (DefinitionsLoadContext,\n"
+        "    DefinitionsLoadType)\n"
+        "DefinitionsLoadContext.set(DefinitionsLoadContext(load_type=DefinitionsLoadType.INITIALIZATION,\n"
+        "    repository_load_data=None))\n"
+        "loaded = defs()\n"
+        "graph = loaded.resolve_asset_graph()\n"
+        "print(len(graph.get_all_asset_keys()), len(graph.asset_check_keys), len(loaded.sensors))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATFORMQ_") and k != "PYTHONWARNINGS"}
+    if profile == "production":
+        env.update(PRODUCTION, PLATFORMQ_SERVICES_IN_PROCESS="true")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assets, checks, sensors = map(int, out.stdout.split())
+    assert assets >= len(EXPECTED_ASSETS) and checks > 0 and sensors > 0
+    assert "Warning" not in out.stderr, out.stderr
