@@ -218,6 +218,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                        leaderboard: Callable[[str, str | None, int], list[dict]] | None = None) -> FastAPI:
     """``leaderboard(tenant, date, limit)``: that tenant's rows only, ranked within it (pnl_rank from 1)."""
     app = create_service_app(ctx, "platformQ trading", "Orders, accounts, market data and copy trading.")
+    app.state.exchange = exchange  # the venue this app serves (for the process that runs it)
     reader = ctx.require("orders:read")
     writer = ctx.require("orders:write")
     account_reader = ctx.require("accounts:read")

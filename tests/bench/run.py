@@ -7,6 +7,9 @@
     matching engine            orders/s on a mixed stream vs a naive sorted-list engine   target >= 300,000/s
     order placement over HTTP  POST /v1/orders on loopback vs a bare no-op FastAPI endpoint   target >= 0.5
     batch overhead             a one-order batch with 30,000 orders resting vs the same order alone  target <= 1 ms
+    failed batch               undo after 200,000 commands vs after 10,000                    target <= 1.5x
+    full GC                    Python's full collection in the trading process after 200,000 commands, heap
+                               frozen at the log's cuts vs not frozen                         target <= 0.1x
     credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
     governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
     futures history            the futures asset's day of requests after 365 days of contracts vs on an empty
@@ -339,10 +342,12 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
     command log, which is cut every REBASE_COMMANDS commands (or twice the resting orders): the undo must cost the
     same after a long history as after a short one. Mean undo over a stretch of trading that spans a whole cut cycle
     (a probe every few commands), after ``long`` vs ``short`` commands of the same order flow (the same depth of
-    book: 2,000 resting orders at most)."""
+    book: 2,000 resting orders at most). The heap is frozen at each cut, as `platformq serve` runs the service
+    (services.common.heap), and unfrozen after."""
     import collections
     import gc
 
+    from services.common import heap
     from services.trading.exchange import REBASE_COMMANDS, Exchange, MemoryJournal
 
     class DownAtWill(MemoryJournal):
@@ -356,7 +361,7 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
     def mean_undo(history: int, probes: int = probes, **exchange_args) -> tuple[float, int]:
         rng = random.Random(5)
         journal = DownAtWill()
-        ex = Exchange(["ACME"], journal=journal, **exchange_args)
+        ex = Exchange(["ACME"], journal=journal, on_cut=heap.settle, **exchange_args)
         accounts = [f"acct{i}" for i in range(8)]
         for account in accounts:
             ex.open_account("t1", account)
@@ -390,6 +395,7 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
             except ConnectionError:
                 undo.append(time.perf_counter() - started)
             journal.down = False
+        gc.unfreeze()  # the benchmarks that follow run on an ordinary heap
         return sum(undo) / len(undo), len(ex.engine.open_orders())
 
     after_short, _ = mean_undo(short)
@@ -398,10 +404,32 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
     print(f"  failed batch undo, mean over a cut cycle: {after_long * 1000:.1f} ms after {long:,} commands "
           f"({resting:,} resting) vs {after_short * 1000:.1f} ms after {short:,}; with the log never cut "
           f"{uncut * 1000:.0f} ms after {long:,}", flush=True)
-    # Python's periodic full collections scan a heap that holds the history: whichever request they land in pays
-    # for them (without the collection before each probe: 12.8 vs 5.7 ms; with the collector off: 5.0 vs 4.4 ms)
+    # Not frozen, the collection before each probe walks the whole history (row "full GC") and leaves the undo a
+    # cold cache: 8.1 vs 5.4 ms; in a service, whichever request a full collection lands in pays for it
     report(f"failed batch, {long // 1000}k history", f"{after_long * 1000:.1f}", "ms", f"{after_short * 1000:.1f}",
            f"ms ({short // 1000}k)", after_long / after_short, "<= 1.5x", after_long <= 1.5 * after_short)
+
+
+def bench_gc_pause(short: int = 10_000, long: int = 200_000):
+    """Python's full garbage collection in the trading service's process after a long history: it walks every
+    object the process holds while every request waits (services.common.heap). Frozen at each cut of the engine's
+    log, as `platformq serve` runs it, vs not frozen, the same history; each in its own interpreter."""
+    import json
+    import subprocess
+
+    def pauses(mode: str) -> dict[int, dict[str, float]]:
+        out = subprocess.run([sys.executable, "-m", "tests.bench.gc_pause", mode, str(short), str(long)],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
+        return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+    settled, plain = pauses("settle"), pauses("plain")
+    print(f"  full collection, mean (longest) over a cut cycle: frozen at the cuts {settled[short]['mean'] * 1000:.2f} "
+          f"({settled[short]['max'] * 1000:.2f}) ms after {short:,} commands, {settled[long]['mean'] * 1000:.2f} "
+          f"({settled[long]['max'] * 1000:.2f}) ms after {long:,}; not frozen {plain[short]['mean'] * 1000:.1f} ms "
+          f"and {plain[long]['mean'] * 1000:.1f} ms", flush=True)
+    ratio = settled[long]["max"] / plain[long]["mean"]
+    report(f"full GC, {long // 1000}k history", f"{settled[long]['max'] * 1000:.2f}", "ms (max)",
+           f"{plain[long]['mean'] * 1000:.1f}", "ms (no freeze)", ratio, "<= 0.1x", ratio <= 0.1)
 
 
 def bench_credentials(n: int = 200):
@@ -679,6 +707,7 @@ def main():
     if "batch" in chosen:
         bench_batch()
         bench_failed_batch()
+        bench_gc_pause()
     if "http" in chosen:
         bench_http_orders()
     if "credentials" in chosen:
