@@ -129,8 +129,10 @@ validate: setup
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 ## ---- everything else -------------------------------------------------------
+# `dagster dev` is marked superseded by `dg dev` (the dagster-dg-cli package, not installed here); it is still
+# Dagster's documented local server, so that one notice is not printed on every start.
 ui: setup
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: setup
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
