@@ -157,6 +157,16 @@ def serving_client(ml_platform, share=None, ttl=0.0):
     return TestClient(create_models_app(ctx, scorer), raise_server_exceptions=False), keys, scorer
 
 
+def test_the_models_api_conforms_to_its_schema(ml_platform):
+    """Schemathesis against the models service's own OpenAPI schema, on the trained models: no 500s, statuses,
+    content types and bodies as the schema says (every error an application/problem+json)."""
+    from tests.services.conformance import check_every_operation
+
+    client, keys, _ = serving_client(ml_platform)
+    paths = check_every_operation(client.app, {"X-API-Key": keys["acme"]}, max_examples=40)
+    assert paths >= {"/v1/models", "/v1/models/{name}/predict"}
+
+
 def test_online_predictions_validate_input_and_isolate_tenants(ml_platform):
     client, keys, _ = serving_client(ml_platform)
     acme = {"X-API-Key": keys["acme"]}

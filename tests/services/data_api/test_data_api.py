@@ -5,12 +5,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, \
-    status_code_conformance
 
 from services.common.app import ServiceContext
 from services.data_api.api import create_data_app
@@ -220,20 +215,10 @@ def test_snapshots_from_before_a_table_had_tenant_id_are_never_served(api):
 @pytest.mark.slow
 def test_data_api_conforms_to_its_schema(api):
     """Schemathesis over every operation (the lake fixture is per test, so the loop runs inside it)."""
-    from hypothesis import given
+    from tests.services.conformance import check_every_operation
 
     client, keys, _ = api
-    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 8
-    for operation in operations:
-        @given(operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-        def check(case):
-            case.call_and_validate(headers={"X-API-Key": keys["acme"]}, checks=checks)
-
-        check()
+    assert len(check_every_operation(client.app, {"X-API-Key": keys["acme"]})) >= 8
 
 
 class CountingLake:
