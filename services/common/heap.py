@@ -17,8 +17,14 @@ before); measured per cut at well under 1 % of the history the cut adds.
 
 Settling is process-wide, so only a process that is a service (``platformq serve``) turns it on;
 tests and the in-process services of a Dagster run do not.
+
+``collector_paused()`` is for a replay that only builds long-lived state (a trading service's start):
+the heap grows by a quarter again and again, and each time the collector walks all of it, finding
+nothing; paused, a start is ~28 % shorter (1.1 M commands: 10.7 s against 14.9 s, the young collection
+that follows the replay included).
 """
 
+import contextlib
 import gc
 
 
@@ -29,4 +35,17 @@ def settle() -> int:
     return gc.get_freeze_count()
 
 
-__all__ = ["settle"]
+@contextlib.contextmanager
+def collector_paused():
+    """No automatic collection inside the block; afterwards the collector is as it was (a process that had
+    it off keeps it off). Garbage made meanwhile waits for the next collection."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+__all__ = ["collector_paused", "settle"]

@@ -24,6 +24,7 @@ import json
 import threading
 from typing import Callable, Iterator, Protocol
 
+from services.common import heap
 from services.trading.engine import (BUY, FOK, GTC, IOC, SELL, MatchingEngine, Order, OrderStatus, RejectedOrder,
                                      RestingBooks)
 
@@ -227,11 +228,13 @@ class Exchange:
         exchange._replaying = True
         commands = journal.stream()
         try:
-            for seq, command in enumerate(commands, start=1):
-                if command.get("rules") != RULES_VERSION:
-                    raise JournalRulesError(command.get("rules"), seq)
-                exchange._apply(command)
-                exchange._maybe_rebase()
+            # a replay only builds state that lives on: the collector, walking the growing heap, would find nothing
+            with heap.collector_paused():
+                for seq, command in enumerate(commands, start=1):
+                    if command.get("rules") != RULES_VERSION:
+                        raise JournalRulesError(command.get("rules"), seq)
+                    exchange._apply(command)
+                    exchange._maybe_rebase()
         finally:
             exchange._replaying = False
             if hasattr(commands, "close"):  # a refused journal: end the read now (its connection), not at GC
