@@ -361,10 +361,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
               principal: Principal = Depends(reader)):
         account = own_account(principal, account_id)
         rows = exchange.fills_of(account.account_id, limit)
-        return [FillOut(trade_id=f["trade_id"], ts=f["ts"], instrument=f["instrument"], price_ticks=f["price"],
-                        quantity=f["quantity"], account_id=external(f["account_id"]), order_id=f["order_id"],
-                        side=f["side"],
-                        fee=f["fee"], liquidity=f["liquidity"]) for f in rows]
+        return [FillOut(trade_id=f.trade_id, ts=f.ts, instrument=f.instrument, price_ticks=f.price,
+                        quantity=f.quantity, account_id=external(f.account_id), order_id=f.order_id, side=f.side,
+                        fee=f.fee, liquidity=f.liquidity) for f in rows]
 
     @app.get("/v1/instruments", response_model=list[str], tags=["market data"])
     def instruments(principal: Principal = Depends(market)):

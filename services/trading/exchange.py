@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import json
 import threading
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from services.common import heap
 from services.trading.engine import (BUY, FOK, GTC, IOC, SELL, MatchingEngine, Order, OrderStatus, RejectedOrder,
@@ -169,6 +169,22 @@ class CopyLink:
     leader_account: str
 
 
+class Fill(NamedTuple):
+    """One side of a trade, with its fee. A tuple, not a dict: the service keeps every fill in memory, and a
+    dict per fill was a third of a venue day's state (a tuple is under half its size)."""
+
+    trade_id: int
+    ts: int
+    instrument: str
+    price: int
+    quantity: int
+    account_id: str
+    order_id: int
+    side: str
+    fee: int
+    liquidity: str  # MAKER or TAKER
+
+
 # What commands change besides the matching engine and the append-only history (fills, copy links):
 # small tables, one entry per account or per open order, copied whole when a batch starts.
 _SMALL_STATE = ("accounts", "reserved", "sell_locked", "fees_collected", "deposits", "withdrawals", "follows",
@@ -210,7 +226,7 @@ class Exchange:
         self.follows: dict[str, dict[str, Follow]] = {}  # leader -> follower -> follow
         self.copy_links: list[CopyLink] = []
         self.last_price: dict[str, int] = {}  # instrument -> price of its latest trade (marks positions)
-        self.fills: list[dict] = []  # both sides of every trade, with fees
+        self.fills: list[Fill] = []  # both sides of every trade, with fees
         self.journal = journal or MemoryJournal()
         self.clock = clock or (lambda: int(time.time() * 1_000_000))
         self._lock = threading.RLock()
@@ -332,7 +348,7 @@ class Exchange:
             if owner is not None:
                 _pop_last(self.account_orders, owner, order_id)
         for position in range(len(self.fills) - 1, n_fills - 1, -1):
-            _pop_last(self.account_fills, self.fills[position]["account_id"], position)
+            _pop_last(self.account_fills, self.fills[position].account_id, position)
         for trade in reversed(engine.trades[n_trades:]):
             _pop_last(self.instrument_trades, trade[2], trade)
         # the orders the batch placed go; every order the replay rebuilt (resting at its start, or placed since)
@@ -629,9 +645,8 @@ class Exchange:
             for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
                                                     (sell_acct, sell_id, "SELL", sell_fee)):
                 self.account_fills.setdefault(account_id, []).append(len(self.fills))
-                self.fills.append({"trade_id": trade_id, "ts": ts, "instrument": instrument, "price": price,
-                                   "quantity": qty, "account_id": account_id, "order_id": order_id, "side": side,
-                                   "fee": fee, "liquidity": "TAKER" if SIDES[side] == aggressor else "MAKER"})
+                self.fills.append(Fill(trade_id, ts, instrument, price, qty, account_id, order_id, side, fee,
+                                       "TAKER" if SIDES[side] == aggressor else "MAKER"))
 
     def _copy_all_fills(self, aggressor_id: str | None, trades, ts: int, before: dict) -> None:
         """Copy the fills of every account in these trades: the aggressor's first (none for a copy
@@ -689,7 +704,7 @@ class Exchange:
         with self._lock:
             return self.instrument_trades.get(instrument, [])[-limit:]
 
-    def fills_of(self, account_id: str, limit: int | None = None) -> list[dict]:
+    def fills_of(self, account_id: str, limit: int | None = None) -> list[Fill]:
         """An account's fills, oldest first; the last ``limit`` of them."""
         with self._lock:
             positions = self.account_fills.get(account_id, [])
@@ -727,7 +742,7 @@ class Exchange:
                          for a in sorted(self.accounts.values(), key=lambda a: a.account_id)},
             "fees": dict(self.fees_collected),
             "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
-            "fills": [tuple(f.values()) for f in self.fills],
+            "fills": [tuple(f) for f in self.fills],
             "account_orders": {a: tuple(ids) for a, ids in sorted(self.account_orders.items())},
             "account_fills": {a: tuple(ps) for a, ps in sorted(self.account_fills.items())},
             "tape": {i: tuple(t[0] for t in trades) for i, trades in sorted(self.instrument_trades.items())},

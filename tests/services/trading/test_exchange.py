@@ -434,8 +434,8 @@ def indexes_match_a_scan(ex):
         assert ex.orders_of(account) == [o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account]
         assert ex.orders_of(account, open_only=True, limit=3) == [
             o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account and o.open_qty][-3:]
-        assert ex.fills_of(account) == [f for f in ex.fills if f["account_id"] == account]
-        assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f["account_id"] == account][-2:]
+        assert ex.fills_of(account) == [f for f in ex.fills if f.account_id == account]
+        assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f.account_id == account][-2:]
     for instrument in ex.instruments:  # the tape
         assert ex.instrument_trades.get(instrument, []) == [t for t in ex.engine.trades if t[2] == instrument]
         assert ex.trades_of(instrument, 3) == [t for t in ex.engine.trades if t[2] == instrument][-3:]
