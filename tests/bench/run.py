@@ -349,6 +349,7 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
 
     from services.common import heap
     from services.trading.exchange import REBASE_COMMANDS, Exchange, MemoryJournal
+    from tests.bench.gc_pause import trade
 
     class DownAtWill(MemoryJournal):
         down = False
@@ -369,23 +370,13 @@ def bench_failed_batch(short: int = 10_000, long: int = 200_000, probes: int = 6
             ex.deposit(account, "ACME", 10**12)
 
         queue = collections.deque()
-
-        def trade(n):  # limit orders around 100; the book holds 2,000 resting at most (the oldest are cancelled)
-            for _ in range(n):
-                who = rng.choice(accounts)
-                order = ex.place(who, "ACME", rng.choice(("BUY", "SELL")), rng.randint(1, 5), rng.randint(95, 105))
-                if order.open_qty:
-                    queue.append(order.order_id)
-                while len(queue) > 2000:
-                    oldest = ex.engine.orders[queue.popleft()]  # by id: an undo replaces the Order objects
-                    if oldest.open_qty:
-                        ex.cancel(oldest.account, oldest.order_id)
-
-        trade(history)
+        # limit orders around 100; the book holds 2,000 resting at most (the oldest are cancelled, by id: an undo
+        # replaces the Order objects)
+        trade(ex, accounts, rng, queue, history, keep=2000)
         cycle = max(REBASE_COMMANDS, 2 * len(ex.engine.open_orders()))
         undo = []
         for _ in range(probes):
-            trade(cycle // probes)
+            trade(ex, accounts, rng, queue, cycle // probes, keep=2000)
             journal.down = True
             gc.collect()  # the heap's periodic full collection is not charged to the probe it happens to land in
             started = time.perf_counter()
