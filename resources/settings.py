@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     rate_limit_redis_url: str | None = None
     # The exchange's durable journal (SQLAlchemy URL): SQLite under home locally, Postgres in production.
     trading_journal_url: str | None = None
+    # How much closed history the exchange keeps in memory: each account's last N orders (older open ones too) and
+    # fills, each instrument's last N trades; older history stays in the journal and the lake. At least the API's
+    # largest page (1,000), so every page is whole.
+    trading_history: Annotated[int, Field(ge=1000, le=10_000_000)] = 1000
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).
     credentials_store_url: str | None = None
     # The governance service's DAOs, proposals, votes and treasury (SQLite under home locally).

@@ -237,9 +237,8 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         return account
 
     def own_order(principal: Principal, order_id: int) -> Order:
-        order = exchange.engine.orders.get(order_id)
-        owner = exchange.order_owner.get(order_id)
-        if order is None or owner is None or exchange.accounts[owner].tenant != principal.tenant:
+        order = exchange.engine.orders.get(order_id)  # a closed order older than the kept history is gone too
+        if order is None or exchange.accounts[order.account].tenant != principal.tenant:
             raise Problem(404, "Not Found", f"unknown order {order_id}", "unknown-order")
         return order
 
@@ -310,7 +309,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                         if order_id is None:
                             raise Problem(422, "Unprocessable Content", "cancel needs a known ref or an order_id")
                         order = own_order(principal, order_id)
-                        order = run(exchange.cancel, exchange.order_owner[order.order_id], order_id)
+                        order = run(exchange.cancel, order.account, order_id)
                     results.append(BatchResult(index=i, ref=c.ref, order_id=order.order_id, status=order.status,
                                                filled_quantity=order.filled_qty))
                 except Problem as exc:
@@ -338,7 +337,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
         order = own_order(principal, order_id)
-        return order_out(run(exchange.cancel, exchange.order_owner[order.order_id], order_id))
+        return order_out(run(exchange.cancel, order.account, order_id))
 
     @app.patch("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def amend(order_id: Annotated[int, Path(ge=1, le=2**62)], body: AmendIn, principal: Principal = Depends(writer)):
@@ -353,7 +352,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                     raise Problem(422, "Unprocessable Content", f"quantity {body.quantity} does not exceed the "
                                   f"{order.filled_qty} lots already filled", "quantity-not-above-filled")
                 open_qty = body.quantity - order.filled_qty
-            return order_out(run(exchange.amend, exchange.order_owner[order.order_id], order_id, open_qty,
+            return order_out(run(exchange.amend, order.account, order_id, open_qty,
                                  body.price_ticks))
 
     @app.get("/v1/fills", response_model=list[FillOut], tags=["orders"])

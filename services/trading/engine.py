@@ -532,6 +532,28 @@ class MatchingEngine:
             del own.levels[price]
             del own.level_qty[price]
 
+    def compact(self) -> int:
+        """Drop the cancelled orders still queued in their levels, and the heap entries of levels that are gone.
+
+        A cancel leaves its order in the level, to be skipped when it reaches the front (O(1) on the hot path); a
+        level that lives on while the orders at its back are cancelled (deep in the book, away from the trading)
+        keeps them all: ~12,000 dead orders per 80,000 commands of the bench's order flow. Likewise a level that
+        empties and comes back pushes its price on the heap again. Matching skips both, so dropping them changes
+        nothing a command sees. Costs the orders in the books; returns how many went."""
+        dropped = 0
+        for book in self.books.values():
+            for half in (book.bids, book.asks):
+                levels = half.levels
+                for price, level in levels.items():
+                    live = [order for order in level if order.open_qty]
+                    if len(live) < len(level):
+                        dropped += len(level) - len(live)
+                        levels[price] = deque(live)
+                if len(half.heap) > len(levels):
+                    half.heap = [price * half.sign for price in levels]
+                    heapify(half.heap)
+        return dropped
+
     # -- queries --------------------------------------------------------
     def open_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.open_qty]

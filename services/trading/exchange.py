@@ -201,22 +201,33 @@ _NESTED_STATE = ("accounts", "follows")  # mutable values: copied deep; the othe
 # heap at each cut (on_cut, services.common.heap), so Python's full collections do not walk the history.
 REBASE_COMMANDS = 5_000
 
+# What the exchange keeps of closed history: per account its last HISTORY orders (and any older one still open)
+# and its last HISTORY fills, per instrument its last HISTORY trades — the API's largest page, so every page it
+# serves is whole. What is older is trimmed at each cut of the engine's log (outside any batch), so a served
+# exchange's memory is bounded by its accounts, instruments and open orders, not by the days it has run. The
+# full history is the journal's, and the lake's (bronze orders and fills, silver trades). ``history=None``
+# keeps everything (the exchange before this bound; the bench's baseline).
+HISTORY = 1000
+
 
 class Exchange:
     def __init__(self, instruments: list[str], maker_fee_bps: int = 5, taker_fee_bps: int = 10,
                  journal: JournalStore | None = None, clock: Callable[[], int] | None = None,
-                 rebase_commands: int = REBASE_COMMANDS, on_cut: Callable[[], object] | None = None):
+                 rebase_commands: int = REBASE_COMMANDS, on_cut: Callable[[], object] | None = None,
+                 history: int | None = HISTORY):
         import time
+
+        if history is not None and (type(history) is not int or history < 1):
+            raise ValueError(f"history must be a positive number of entries or None (keep all), got {history!r}")
 
         self.instruments = list(instruments)
         self.maker_fee_bps = maker_fee_bps
         self.taker_fee_bps = taker_fee_bps
         self.engine = MatchingEngine(self.instruments)
         self.accounts: dict[str, Account] = {}
-        self.order_owner: dict[int, str] = {}
-        # per-account indexes (ascending): an account's orders and fills without scanning the history
-        self.account_orders: dict[str, list[int]] = {}  # account -> its order ids
-        self.account_fills: dict[str, list[int]] = {}  # account -> positions in self.fills
+        # per-account history (ascending), trimmed to ``history`` at each cut: an order's owner is Order.account
+        self.account_orders: dict[str, list[int]] = {}  # account -> its order ids (in engine.orders)
+        self.account_fills: dict[str, list[Fill]] = {}  # account -> its fills (both sides of a trade, with fees)
         self.instrument_trades: dict[str, list[tuple]] = {}  # instrument -> its trades (the engine's tuples)
         self.reserved: dict[int, int] = {}  # open buy order -> USD still locked for it
         self.sell_locked: dict[int, int] = {}  # open sell order -> lots still locked for it
@@ -226,7 +237,7 @@ class Exchange:
         self.follows: dict[str, dict[str, Follow]] = {}  # leader -> follower -> follow
         self.copy_links: list[CopyLink] = []
         self.last_price: dict[str, int] = {}  # instrument -> price of its latest trade (marks positions)
-        self.fills: list[Fill] = []  # both sides of every trade, with fees
+        self.history = history
         self.journal = journal or MemoryJournal()
         self.clock = clock or (lambda: int(time.time() * 1_000_000))
         self._lock = threading.RLock()
@@ -311,7 +322,7 @@ class Exchange:
         engine = self.engine
         return {
             "next_order_id": engine._next_order_id, "next_trade_id": engine._next_trade_id,
-            "lengths": [len(x) for x in (engine.trades, engine.journal, self.fills, self.copy_links)],
+            "lengths": [len(x) for x in (engine.trades, engine.journal, self.copy_links)],
             "tables": {name: (copy.deepcopy(getattr(self, name)) if name in _NESTED_STATE else dict(getattr(self, name)))
                        for name in _SMALL_STATE},
         }
@@ -322,17 +333,54 @@ class Exchange:
         engine = self.engine
         if len(engine.journal) < self._rebase_at:
             return
+        self._trim_history()
+        engine.compact()
         self._base = engine.resting()
         engine.journal.clear()
         self._rebase_at = max(self.rebase_commands, 2 * self._base.orders)
         if self.on_cut is not None and not self._replaying:
             self.on_cut()
 
+    def _trim_history(self) -> None:
+        """Forget what is older than the kept history (see HISTORY); costs the accounts, instruments and what goes.
+
+        The engine's trade list is only read for the trades of the command (or batch) in progress, so it restarts
+        at each cut; the tape is ``instrument_trades``. A copy link goes with its follower's order."""
+        keep, engine = self.history, self.engine
+        engine.trades.clear()
+        if keep is None:
+            return
+        orders, gone = engine.orders, False
+        for ids in self.account_orders.values():
+            if len(ids) > keep:
+                older = ids[:-keep]
+                still_open = [order_id for order_id in older if orders[order_id].open_qty]
+                if len(still_open) < len(older):
+                    for order_id in older:
+                        if not orders[order_id].open_qty:
+                            del orders[order_id]
+                    ids[:-keep] = still_open
+                    gone = True
+        for index in (self.account_fills, self.instrument_trades):
+            for entries in index.values():
+                if len(entries) > keep:
+                    del entries[:-keep]
+        if gone and self.copy_links:
+            self.copy_links = [link for link in self.copy_links if link.follower_order_id in orders]
+
+    def _kept(self, ids: list[int]) -> tuple[int, ...]:
+        """The part of an account's order ids that is always kept (its last ``history``, and older open ones)."""
+        keep = self.history
+        if keep is None or len(ids) <= keep:
+            return tuple(ids)
+        orders = self.engine.orders
+        return tuple(order_id for order_id in ids[:-keep] if orders[order_id].open_qty) + tuple(ids[-keep:])
+
     def _rollback(self, saved: dict) -> None:
         """Back to the checkpoint. Only runs when the journal write failed, so its cost (the books saved when
         the engine's journal was last cut, and the engine's commands since, up to the batch) is paid only then."""
         engine = self.engine
-        n_trades, n_journal, n_fills, _ = saved["lengths"]  # the copy links are cut back with the rest below
+        n_trades, n_journal, _ = saved["lengths"]  # the copy links are cut back with the rest below
         base = self._base
         if base is None:
             rebuilt = MatchingEngine(list(engine.books), self_trade_prevention=engine.stp)
@@ -344,12 +392,12 @@ class Exchange:
             raise RuntimeError("replaying the engine's journal did not reach the state before the batch")
         # orders and fills the batch added, newest first: each is the last entry of its account's index
         for order_id in range(engine._next_order_id - 1, saved["next_order_id"] - 1, -1):
-            owner = self.order_owner.pop(order_id, None)
-            if owner is not None:
-                _pop_last(self.account_orders, owner, order_id)
-        for position in range(len(self.fills) - 1, n_fills - 1, -1):
-            _pop_last(self.account_fills, self.fills[position].account_id, position)
-        for trade in reversed(engine.trades[n_trades:]):
+            order = engine.orders.get(order_id)
+            if order is not None:
+                _pop_last(self.account_orders, order.account, order_id)
+        for trade in reversed(engine.trades[n_trades:]):  # each trade added the buyer's fill, then the seller's
+            for account_id in (trade[8], trade[7]):
+                _pop_last(self.account_fills, account_id, trade[0], key=lambda fill: fill.trade_id)
             _pop_last(self.instrument_trades, trade[2], trade)
         # the orders the batch placed go; every order the replay rebuilt (resting at its start, or placed since)
         # takes its state from before the batch, in its place in the dict (its order is the orders' ids'); an order
@@ -359,7 +407,7 @@ class Exchange:
         engine.orders.update(rebuilt.orders)
         engine.books = rebuilt.books
         engine._next_order_id, engine._next_trade_id = saved["next_order_id"], saved["next_trade_id"]
-        for history, n in zip((engine.trades, engine.journal, self.fills, self.copy_links), saved["lengths"]):
+        for history, n in zip((engine.trades, engine.journal, self.copy_links), saved["lengths"]):
             del history[n:]
         for name, value in saved["tables"].items():
             setattr(self, name, value)
@@ -402,7 +450,7 @@ class Exchange:
 
     def _open_order(self, account_id: str, order_id: int) -> Order:
         order = self.engine.orders.get(order_id)
-        if order is None or self.order_owner.get(order_id) != account_id:
+        if order is None or order.account != account_id:
             raise NotFound(f"unknown order {order_id} for account {account_id!r}")
         if not order.open_qty:
             raise ExchangeError(f"order {order_id} is not open (status {order.status})", 409, "order-not-open")
@@ -548,7 +596,6 @@ class Exchange:
         except RejectedOrder:
             self._unlock(account, instrument, side, locked)
             raise
-        self.order_owner[order.order_id] = account_id
         self.account_orders.setdefault(account_id, []).append(order.order_id)
         if side == BUY:
             self.reserved[order.order_id] = locked
@@ -594,7 +641,7 @@ class Exchange:
     def _release(self, order: Order) -> None:
         """Give back what an order no longer needs locked (after fills, cancels, expiry): a buy keeps
         the reserve of its open quantity (fills below the limit leave a surplus), a sell its open lots."""
-        account = self.accounts[self.order_owner[order.order_id]]
+        account = self.accounts[order.account]
         held = self.reserved if order.side == BUY else self.sell_locked
         need = 0
         if order.open_qty:
@@ -644,9 +691,9 @@ class Exchange:
             self.instrument_trades.setdefault(instrument, []).append(trade)
             for account_id, order_id, side, fee in ((buy_acct, buy_id, "BUY", buy_fee),
                                                     (sell_acct, sell_id, "SELL", sell_fee)):
-                self.account_fills.setdefault(account_id, []).append(len(self.fills))
-                self.fills.append(Fill(trade_id, ts, instrument, price, qty, account_id, order_id, side, fee,
-                                       "TAKER" if SIDES[side] == aggressor else "MAKER"))
+                self.account_fills.setdefault(account_id, []).append(
+                    Fill(trade_id, ts, instrument, price, qty, account_id, order_id, side, fee,
+                         "TAKER" if SIDES[side] == aggressor else "MAKER"))
 
     def _copy_all_fills(self, aggressor_id: str | None, trades, ts: int, before: dict) -> None:
         """Copy the fills of every account in these trades: the aggressor's first (none for a copy
@@ -707,8 +754,7 @@ class Exchange:
     def fills_of(self, account_id: str, limit: int | None = None) -> list[Fill]:
         """An account's fills, oldest first; the last ``limit`` of them."""
         with self._lock:
-            positions = self.account_fills.get(account_id, [])
-            return [self.fills[i] for i in positions[-limit if limit else 0:]]
+            return self.account_fills.get(account_id, [])[-limit if limit else 0:]
 
     def cash_equity(self, account_id: str) -> int:
         cash = self.accounts[account_id].balance(CASH)
@@ -736,27 +782,38 @@ class Exchange:
         return out
 
     def state(self) -> dict:
+        """What a restart must reproduce, as far as it is kept (see HISTORY): trimming happens at the cuts of the
+        engine's log, which a live exchange and a restarted one reach at other commands, so this is the kept part
+        only (what was trimmed differs, what is kept does not)."""
+        keep = self.history
+        engine = self.engine
+        kept = {account: self._kept(ids) for account, ids in sorted(self.account_orders.items())}
+        kept_orders = sorted(order_id for ids in kept.values() for order_id in ids)
+        kept_set = set(kept_orders)
         return {
-            "engine": self.engine.state(),
+            "books": {name: book.snapshot() for name, book in sorted(engine.books.items())},
+            "next_ids": (engine._next_order_id, engine._next_trade_id),
+            "orders": tuple(engine.orders[order_id].as_tuple() for order_id in kept_orders),
             "balances": {a.account_id: {k: (b.free, b.locked) for k, b in sorted(a.balances.items())}
                          for a in sorted(self.accounts.values(), key=lambda a: a.account_id)},
             "fees": dict(self.fees_collected),
-            "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
-            "fills": [tuple(f) for f in self.fills],
-            "account_orders": {a: tuple(ids) for a, ids in sorted(self.account_orders.items())},
-            "account_fills": {a: tuple(ps) for a, ps in sorted(self.account_fills.items())},
-            "tape": {i: tuple(t[0] for t in trades) for i, trades in sorted(self.instrument_trades.items())},
+            "copy_links": [dataclasses.astuple(link) for link in self.copy_links
+                           if link.follower_order_id in kept_set],
+            "account_orders": kept,
+            "fills": {a: tuple(fills[-keep if keep else 0:]) for a, fills in sorted(self.account_fills.items())},
+            "tape": {i: tuple(trades[-keep if keep else 0:]) for i, trades in sorted(self.instrument_trades.items())},
         }
 
 
-def _pop_last(index: dict[str, list], key: str, value) -> None:
-    """Take ``value`` off the end of ``index[key]`` (an account's orders or fills, an instrument's trades)."""
-    entries = index[key]
-    if entries[-1] != value:  # pragma: no cover - an invariant, not an input error
-        raise AssertionError(f"index of {key!r} ends in {entries[-1]}, not {value}")
+def _pop_last(index: dict[str, list], name: str, value, key: Callable = lambda entry: entry) -> None:
+    """Take the entry ``value`` (or whose ``key`` is ``value``) off the end of ``index[name]`` (an account's orders
+    or fills, an instrument's trades)."""
+    entries = index[name]
+    if key(entries[-1]) != value:  # pragma: no cover - an invariant, not an input error
+        raise AssertionError(f"index of {name!r} ends in {entries[-1]}, not {value}")
     entries.pop()
     if not entries:
-        del index[key]
+        del index[name]
 
 
 def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multiplier: float, position: int,

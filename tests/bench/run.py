@@ -10,6 +10,8 @@
     failed batch               undo after 200,000 commands vs after 10,000                    target <= 1.5x
     full GC                    Python's full collection in the trading process after 200,000 commands, heap
                                frozen at the log's cuts vs not frozen                         target <= 0.1x
+    trading memory             the trading service's memory after 200,000 commands vs after 20,000 (closed
+                               history trimmed to each account's last 1,000)                  target <= 1.2x
     credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
     governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
     futures history            the futures asset's day of requests after 365 days of contracts vs on an empty
@@ -423,6 +425,30 @@ def bench_gc_pause(short: int = 10_000, long: int = 200_000):
            f"{plain[long]['mean'] * 1000:.1f}", "ms (no freeze)", ratio, "<= 0.1x", ratio <= 0.1)
 
 
+def bench_trading_memory(short: int = 20_000, long: int = 200_000):
+    """What the trading service holds in memory after a long history vs a short one of the same order flow (8
+    accounts, 2,000 orders resting at most): each cut of the engine's log trims the closed history to each account's
+    last HISTORY orders and fills and each instrument's last HISTORY trades, and drops the cancelled orders still
+    queued in the books. Traced with tracemalloc, each mode in its own interpreter; the journal is a database's."""
+    import json
+    import subprocess
+
+    def traced(mode: str) -> dict[int, dict[str, int]]:
+        out = subprocess.run([sys.executable, "-m", "tests.bench.trading_memory", mode, str(short), str(long)],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
+        return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+    kept, everything = traced("kept"), traced("all")
+    mib = 2**20
+    print(f"  trading service memory: {kept[short]['bytes'] / mib:.1f} MiB after {short:,} commands, "
+          f"{kept[long]['bytes'] / mib:.1f} MiB after {long:,} ({kept[long]['orders']:,} orders kept); keeping "
+          f"everything {everything[short]['bytes'] / mib:.1f} and {everything[long]['bytes'] / mib:.1f} MiB "
+          f"({everything[long]['orders']:,} orders)", flush=True)
+    ratio = kept[long]["bytes"] / kept[short]["bytes"]
+    report(f"trading memory, {long // 1000}k", f"{kept[long]['bytes'] / mib:.1f}", "MiB", f"{kept[short]['bytes'] / mib:.1f}",
+           f"MiB ({short // 1000}k)", ratio, "<= 1.2x", ratio <= 1.2)
+
+
 def bench_credentials(n: int = 200):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -699,6 +725,7 @@ def main():
         bench_batch()
         bench_failed_batch()
         bench_gc_pause()
+        bench_trading_memory()
     if "http" in chosen:
         bench_http_orders()
     if "credentials" in chosen:

@@ -239,3 +239,38 @@ def test_resting_books_and_the_commands_after_them_rebuild_the_same_engine(befor
         oid: e.orders[oid].as_tuple() + (e.orders[oid].ts,) for oid in rebuilt.orders}
     # every order it does not know was closed before the cut: nothing after it could have changed it
     assert all(not e.orders[oid].open_qty for oid in set(e.orders) - set(rebuilt.orders) if oid < resting.next_order_id)
+
+
+@settings(max_examples=100, deadline=None)
+@given(commands, commands)
+def test_compacting_the_books_changes_nothing_a_command_sees(before, after):
+    """What a long-lived venue does at each cut of its log: the cancelled orders still queued in their levels and
+    the stale heap entries go. The same commands after it give the same trades, books and orders as without it."""
+    plain, compacted = run(before), run(before)
+    queued = sum(len(level) for half in (compacted.books[X].bids, compacted.books[X].asks)
+                 for level in half.levels.values())
+    dropped = compacted.compact()
+    for half in (compacted.books[X].bids, compacted.books[X].asks):
+        assert all(order.open_qty for level in half.levels.values() for order in level)
+        assert sorted(half.heap) == sorted(price * half.sign for price in half.levels)  # one entry per level
+    assert dropped == queued - len(compacted.open_orders())
+    run(after, e=plain)
+    run(after, e=compacted)
+    assert compacted.state() == plain.state()
+    assert compacted.trades == plain.trades
+
+
+def test_a_deep_level_whose_orders_are_cancelled_keeps_no_dead_orders_after_compaction():
+    """A level away from the trading whose oldest orders are cancelled as new ones join it never empties, so
+    the lazy removal (at the front, when matching reaches it) never comes: the cancelled orders stayed queued."""
+    e = engine()
+    ids = [e.submit(X, 1, BUY, 1, 90).order_id for _ in range(50)]
+    for order_id in ids[:-1]:
+        e.cancel(order_id)
+        e.submit(X, 1, BUY, 1, 90)
+    level = e.books[X].bids.levels[90]
+    assert len(level) == 99 and e.books[X].bids.level_qty[90] == 50  # 49 dead orders still queued
+    assert e.compact() == 49
+    assert len(e.books[X].bids.levels[90]) == 50 and e.compact() == 0
+    assert e.submit(X, 2, SELL, 50, 90).filled_qty == 50  # the 50 live ones, in their order
+    assert 90 not in e.books[X].bids.levels

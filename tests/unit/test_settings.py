@@ -168,7 +168,7 @@ def test_ab_challenger_share_is_a_fraction(monkeypatch, share, ok):
     ("PLATFORMQ_SERVING_ALIAS_TTL_S", "-2"), ("PLATFORMQ_FEDERATED_ROUNDS", "0"),
     ("PLATFORMQ_FEDERATED_MIN_PARTICIPANTS", "0"), ("PLATFORMQ_FEDERATED_DP_DELTA", "1"),
     ("PLATFORMQ_FEDERATED_DP_EPSILON", "-3"), ("PLATFORMQ_FEDERATED_EPSILON_BUDGET", "-1"),
-    ("PLATFORMQ_DATA_API_CACHE_MB", "-1"),
+    ("PLATFORMQ_DATA_API_CACHE_MB", "-1"), ("PLATFORMQ_TRADING_HISTORY", "999"),
 ])
 def test_a_number_out_of_its_range_fails_with_the_settings_name(monkeypatch, variable, value):
     # each used to be taken as given: a negative venue scale, a Ray of no CPUs, a federation of no rounds

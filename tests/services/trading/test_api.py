@@ -376,3 +376,41 @@ def test_the_tape_is_each_instruments_own_and_never_scans_the_venues_trades(ctx)
     assert [t["price_ticks"] for t in tape.json()] == [1008, 1009, 1010]  # the last 3, oldest first
     other = client.get("/v1/instruments/OTHR/trades", headers=key).json()
     assert [t["price_ticks"] for t in other] == [50, 51]
+
+
+def test_a_closed_order_older_than_the_kept_history_answers_404_and_pages_stay_whole(ctx):
+    """The service keeps each account's last ``history`` orders and fills (the API's largest page by default): an
+    older closed order is gone from memory (it is in the journal and the lake) and reads like any unknown order;
+    an old order still resting is kept, readable and cancellable; pages up to ``history`` are whole."""
+    exchange = Exchange([X], rebase_commands=10, history=4)
+    app = create_trading_app(ctx, exchange)
+    key = {"X-API-Key": ctx.keys.create("alice", "t1", ["trader"])}
+    client = TestClient(app, raise_server_exceptions=False)
+    for account in ("a1", "a2"):
+        assert client.post("/v1/accounts", json={"account_id": account}, headers=key).status_code == 201
+        for asset in ("USD", X):
+            client.post(f"/v1/accounts/{account}/deposits", json={"asset": asset, "amount": 10_000_000}, headers=key)
+
+    def place(account, side, price):
+        response = client.post("/v1/orders", json={"account_id": account, "instrument": X, "side": side,
+                                                    "quantity": 1, "price_ticks": price}, headers=key)
+        assert response.status_code == 201, response.text
+        return response.json()["order_id"]
+
+    resting = place("a1", "BUY", 10)  # far below the market: rests throughout
+    first_filled = place("a2", "SELL", 1000)
+    place("a1", "BUY", 1000)
+    for i in range(30):
+        place("a2", "SELL", 1000 + i)
+        place("a1", "BUY", 1000 + i)
+    gone = client.get(f"/v1/orders/{first_filled}", headers=key)
+    assert is_problem(gone, 404)["type"].endswith("unknown-order")
+    assert client.get(f"/v1/orders/{resting}", headers=key).json()["status"] == "NEW"
+    orders = client.get("/v1/orders", params={"account_id": "a1", "limit": 4}, headers=key).json()
+    assert [o["price_ticks"] for o in orders] == [1026, 1027, 1028, 1029]
+    fills = client.get("/v1/fills", params={"account_id": "a2", "limit": 4}, headers=key).json()
+    assert [f["price_ticks"] for f in fills] == [1026, 1027, 1028, 1029]
+    tape = client.get(f"/v1/instruments/{X}/trades", params={"limit": 4}, headers=key).json()
+    assert [t["price_ticks"] for t in tape] == [1026, 1027, 1028, 1029]
+    assert client.delete(f"/v1/orders/{resting}", headers=key).json()["status"] == "CANCELLED"
+    assert len(exchange.engine.orders) < 20  # of 63 placed

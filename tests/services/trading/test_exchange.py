@@ -383,23 +383,27 @@ def test_refused_commands_leave_no_balance_row_a_restart_would_not_rebuild():
     assert Exchange.restore([X], journal).state() == ex.state()
 
 
-@pytest.mark.parametrize("rebase", [None, 8], ids=["log-from-start", "log-cut-often"])
+@pytest.mark.parametrize("rebase,history", [(None, None), (8, None), (8, 4)],  # history None: all kept
+                         ids=["log-from-start", "log-cut-often", "log-cut-often-history-trimmed"])
 @pytest.mark.parametrize("seed", range(8))
-def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, rebase):
+def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, rebase, history):
     """Random trading (fills, cancels, amends, copy trading) before and inside a batch whose journal write
     fails: the live state equals the pre-batch state and a restart's, and later commands agree too. Also when
-    the engine's command log has been cut (the books saved, the log restarted) many times before the batch."""
+    the engine's command log has been cut (the books saved, the log restarted) many times before the batch, and
+    when each cut also trims the history to each account's last 4 orders and fills (a restart trims at other
+    commands than the live exchange did: what is kept agrees)."""
     import random
 
     rng = random.Random(seed)
     journal = FailingJournal()
-    ex = funded(journal, **({"rebase_commands": rebase} if rebase else {}))
+    kept = {"history": history}
+    ex = funded(journal, **({"rebase_commands": rebase} if rebase else {}), **kept)
     ex.follow("d", "a", multiplier=0.5)
 
     def burst(n):
         for _ in range(n):
             who = rng.choice("abc")
-            open_ids = [o.order_id for o in ex.engine.orders.values() if o.open_qty and ex.order_owner[o.order_id] == who]
+            open_ids = [o.order_id for o in ex.engine.orders.values() if o.open_qty and o.account == who]
             roll = rng.random()
             try:
                 if open_ids and roll < 0.2:
@@ -424,21 +428,37 @@ def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, re
     indexes_match_a_scan(ex)
     journal.fail = False
     burst(40)
-    assert Exchange.restore([X], journal).state() == ex.state()
+    restored = Exchange.restore([X], journal, **kept)
+    assert restored.state() == ex.state()
     indexes_match_a_scan(ex)
+    indexes_match_a_scan(restored)
+    if history:  # trimmed (at each cut; here once more): bounded by the accounts, not by the 250 commands
+        before = ex.state()
+        ex._trim_history()
+        assert ex.state() == before  # trimming changes nothing that is kept
+        for account in ex.accounts:  # beyond its last 4 orders, an account keeps only open ones
+            assert all(order.open_qty for order in ex.orders_of(account)[:-history])
+            assert len(ex.fills_of(account)) <= history
+        assert len(ex.engine.orders) < 150 and len(ex.instrument_trades[X]) == history
 
 
 def indexes_match_a_scan(ex):
-    """The per-account order and fill indexes the API reads hold what a scan of the history finds."""
+    """The per-account order and fill indexes the API reads hold what a scan of the kept orders and trades finds."""
+    orders = list(ex.engine.orders.values())
+    tape = ex.instrument_trades.get(X, [])
     for account in ex.accounts:
-        assert ex.orders_of(account) == [o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account]
-        assert ex.orders_of(account, open_only=True, limit=3) == [
-            o for oid, o in ex.engine.orders.items() if ex.order_owner[oid] == account and o.open_qty][-3:]
-        assert ex.fills_of(account) == [f for f in ex.fills if f.account_id == account]
-        assert ex.fills_of(account, limit=2) == [f for f in ex.fills if f.account_id == account][-2:]
-    for instrument in ex.instruments:  # the tape
-        assert ex.instrument_trades.get(instrument, []) == [t for t in ex.engine.trades if t[2] == instrument]
-        assert ex.trades_of(instrument, 3) == [t for t in ex.engine.trades if t[2] == instrument][-3:]
+        mine = [o for o in orders if o.account == account]
+        assert ex.orders_of(account) == mine
+        assert ex.orders_of(account, open_only=True, limit=3) == [o for o in mine if o.open_qty][-3:]
+        # the account's sides of the trades on the tape, as its fills have them (older fills may be kept too)
+        sides = [(t[0], order_id, side) for t in tape
+                 for order_id, owner, side in ((t[5], t[7], "BUY"), (t[6], t[8], "SELL")) if owner == account]
+        fills = ex.fills_of(account)
+        assert [(f.trade_id, f.order_id, f.side) for f in fills if tape and f.trade_id >= tape[0][0]] == sides
+        assert ex.fills_of(account, limit=2) == fills[-2:]
+    assert ex.trades_of(X, 3) == tape[-3:] and [t[0] for t in tape] == sorted({t[0] for t in tape})
+    if ex.history is None and ex._base is None:  # nothing was ever cut: the engine's trades are every trade
+        assert tape == [t for t in ex.engine.trades if t[2] == X]
 
 
 def test_a_journal_written_under_other_rules_is_refused_not_replayed_to_other_balances():
@@ -456,3 +476,70 @@ def test_a_journal_written_under_other_rules_is_refused_not_replayed_to_other_ba
     older.append_many([{k: v for k, v in c.items() if k != "rules"} for c in commands])
     with pytest.raises(JournalRulesError, match="command 1 was applied under exchange rules 1"):
         Exchange.restore([X], older)
+
+
+def test_a_long_running_exchange_keeps_a_bounded_history_and_serves_the_same_pages():
+    """A served exchange runs for months: each cut of its log trims the closed history to each account's last
+    ``history`` orders and fills and each instrument's last ``history`` trades. What it keeps is bounded by the
+    accounts, not by the commands; every page up to ``history`` equals an exchange that keeps everything; old
+    resting orders stay (readable, cancellable); a closed order older than the kept history is gone."""
+    import collections
+    import random
+
+    from tests.bench.gc_pause import trade  # the bench's order flow: random limit orders on ACME around 100
+
+    A = "ACME"
+
+    def venue(history):
+        ticks = iter(range(1, 10**9))
+        ex = Exchange([A], rebase_commands=300, history=history, clock=lambda: next(ticks))
+        for account in ("a", "b", "c"):
+            ex.open_account("t1", account)
+            ex.deposit(account, CASH, 10**12)
+            ex.deposit(account, A, 10**9)
+        ex.place("a", A, "BUY", 1, 50)  # rests far below the market for the whole run
+        return ex
+
+    kept, everything = venue(history=40), venue(history=None)
+    sizes = []
+    for ex in (kept, everything):
+        rng, resting = random.Random(11), collections.deque()
+        for _ in range(4):
+            trade(ex, ["a", "b", "c"], rng, resting, 1500, keep=30)
+            if ex is kept:
+                book = ex.engine.books[A]
+                queued = sum(len(level) for half in (book.bids, book.asks) for level in half.levels.values())
+                sizes.append((len(ex.engine.orders), sum(map(len, ex.account_fills.values())),
+                              len(ex.instrument_trades[A]), len(ex.engine.trades), queued))
+    for part in ("balances", "books", "next_ids"):
+        assert kept.state()[part] == everything.state()[part]
+    assert len(everything.engine.orders) > 6000 and len(everything.instrument_trades[A]) > 2000
+    for orders, fills, tape, engine_trades, queued in sizes:  # each round as small as the first, whatever the history
+        # 3 accounts' 40 and the resting ones, plus what the commands since the last cut (at most ~300) added
+        assert orders <= 3 * 40 + 31 + 300 and fills <= 3 * 40 + 2 * 300 and tape <= 40 + 300, sizes
+        assert engine_trades <= 300  # the engine's own list restarts at each cut (the tape is the exchange's)
+        assert queued <= 31 + 300  # the books hold their resting orders, and what was cancelled since the cut
+    for account in ("a", "b", "c"):
+        for limit in (1, 17, 40):
+            for open_only in (False, True):
+                page = [o.as_tuple() for o in kept.orders_of(account, open_only, limit)]
+                assert len(page) == limit or open_only
+                assert page == [o.as_tuple() for o in everything.orders_of(account, open_only, limit)]
+            assert kept.fills_of(account, limit=limit) == everything.fills_of(account, limit=limit)
+    assert kept.trades_of(A, 40) == everything.trades_of(A, 40)
+    # the first order still rests: kept, and it can be cancelled; an old closed one is gone, as if never known
+    first = kept.orders_of("a", open_only=True)[0]
+    assert first.order_id == 1 and first.open_qty == 1
+    assert kept.cancel("a", 1).status == OrderStatus.CANCELLED
+    closed = next(o.order_id for o in everything.orders_of("b") if not o.open_qty)
+    assert closed not in kept.engine.orders
+    with pytest.raises(ExchangeError, match="unknown order"):
+        kept.cancel("b", closed)
+    with pytest.raises(ExchangeError, match="not open"):
+        everything.cancel("b", closed)
+
+
+def test_the_kept_history_is_a_positive_size_or_none():
+    for bad in (0, -1, 2.5, "1000"):
+        with pytest.raises(ValueError, match="history"):
+            Exchange([X], history=bad)
