@@ -473,6 +473,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
             app, _ = build_local_app(name, str(settings.home), lake_config, keys=keys, tokens=tokens, rate=rate,
                                      burst=burst, journal_url=settings.trading_journal_url,
                                      trading_history=settings.trading_history,
+                                     trading_snapshot_commands=settings.trading_snapshot_commands,
                                      credentials_store_url=settings.credentials_store_url,
                                      governance_store_url=settings.governance_store_url,
                                      derivatives_store_url=settings.derivatives_store_url,

@@ -95,12 +95,13 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
                     governance_store_url: str | None = None,
                     derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None,
                     data_page_cache_bytes: int | None = None, settle_heap: bool = False,
-                    trading_history: int | None = None):
+                    trading_history: int | None = None, trading_snapshot_commands: int | None = None):
     """The service's FastAPI app with state under ``home``; ``keys``/``tokens`` share one identity across services;
     with ``rate_limit_redis_url`` each key's request budget is one bucket in Redis for every process. With
     ``settle_heap`` (a process that is a service: ``platformq serve``) the trading service freezes the heap at
     each cut of its command log (services.common.heap). ``trading_history``: how much closed history the exchange keeps
-    in memory (services.trading.exchange.HISTORY by default)."""
+    in memory (services.trading.exchange.HISTORY by default); ``trading_snapshot_commands``: how often it saves a
+    snapshot for starts to load (SNAPSHOT_COMMANDS by default)."""
     from resources.lake import LakeResource
     from services.common.app import ServiceContext
 
@@ -123,7 +124,9 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
 
         exchange = Exchange.restore(list(SimulationConfig().instruments), SqlJournal(journal_url),
                                     on_cut=heap.settle if settle_heap else None,
-                                    **({"history": trading_history} if trading_history else {}))
+                                    **({"history": trading_history} if trading_history else {}),
+                                    **({"snapshot_commands": trading_snapshot_commands}
+                                       if trading_snapshot_commands is not None else {}))
         lake = LakeResource(**lake_config) if lake_config else None
         app = create_trading_app(ctx, exchange,
                                  leaderboard=(lambda t, d, n: gold_leaderboard(lake, t, d, n)) if lake else None)

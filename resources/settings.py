@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # fills, each instrument's last N trades; older history stays in the journal and the lake. At least the API's
     # largest page (1,000), so every page is whole.
     trading_history: Annotated[int, Field(ge=1000, le=10_000_000)] = 1000
+    # A snapshot of the exchange's state is saved beside the journal every this many commands (0: never), and a
+    # start loads the newest and replays only the commands after it.
+    trading_snapshot_commands: Annotated[int, Field(ge=0, le=100_000_000)] = 100_000
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).
     credentials_store_url: str | None = None
     # The governance service's DAOs, proposals, votes and treasury (SQLite under home locally).

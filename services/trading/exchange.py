@@ -21,7 +21,11 @@ import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import threading
+import zlib
+from collections import deque
+from heapq import heapify
 from typing import Callable, Iterator, NamedTuple, Protocol
 
 from services.common import heap
@@ -62,16 +66,24 @@ class NotFound(ExchangeError):
         super().__init__(message, 404, "not-found")
 
 
+log = logging.getLogger("platformq.trading")
+
+
 class JournalStore(Protocol):
     def append(self, command: dict) -> int: ...
     def append_many(self, commands: list[dict]) -> None: ...
     def load(self) -> list[dict]: ...
-    def stream(self) -> Iterator[dict]: ...  # the commands in order, as restore reads them
+    def stream(self, after: int = 0) -> Iterator[dict]: ...  # the commands in order from the (after+1)-th
+    # Optional (a journal without them never snapshots): a snapshot of the state after the first ``commands``
+    # commands; the newest one, or None.
+    # def save_snapshot(self, commands: int, data: bytes) -> None: ...
+    # def latest_snapshot(self) -> tuple[int, bytes] | None: ...
 
 
 class MemoryJournal:
     def __init__(self):
         self.commands: list[dict] = []
+        self.snapshots: list[tuple[int, bytes]] = []
 
     def append(self, command: dict) -> int:
         self.commands.append(command)
@@ -83,8 +95,14 @@ class MemoryJournal:
     def load(self) -> list[dict]:
         return list(self.commands)
 
-    def stream(self) -> Iterator[dict]:
-        return iter(self.load())
+    def stream(self, after: int = 0) -> Iterator[dict]:
+        return iter(self.commands[after:])
+
+    def save_snapshot(self, commands: int, data: bytes) -> None:
+        self.snapshots = [*self.snapshots[-1:], (commands, data)]
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        return self.snapshots[-1] if self.snapshots else None
 
 
 class SqlJournal:
@@ -99,6 +117,13 @@ class SqlJournal:
             "exchange_journal", meta,
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("command", sa.Text, nullable=False),
+        )
+        # A snapshot: the state after the journal's first ``commands`` commands, the last of which is ``seq``.
+        self._snapshots = sa.Table(
+            "exchange_snapshot", meta,
+            sa.Column("commands", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("data", sa.LargeBinary, nullable=False),
         )
         meta.create_all(self._engine)
 
@@ -117,17 +142,46 @@ class SqlJournal:
     def load(self) -> list[dict]:
         return list(self.stream())
 
-    def stream(self, batch: int = 1000) -> Iterator[dict]:
-        """The commands in order, fetched ``batch`` rows at a time. A restart replays through this: the parsed
-        journal is ~2x the state it replays to (a venue day: 16 MiB of commands for 7 MiB of state), so
-        holding all of it beside the state would triple a long-lived service's memory at every start."""
+    def stream(self, after: int = 0, batch: int = 1000) -> Iterator[dict]:
+        """The commands in order from the ``after``+1-th, fetched ``batch`` rows at a time. A restart replays
+        through this: the parsed journal is ~2x the state it replays to (a venue day: 16 MiB of commands for
+        7 MiB of state), so holding all of it beside the state would triple a long-lived service's memory at
+        every start. After a snapshot, the read starts past the snapshot's last command (by its seq)."""
         import sqlalchemy as sa
 
+        query = sa.select(self._table.c.command).order_by(self._table.c.seq)
         with self._engine.connect() as conn:
-            rows = conn.execution_options(yield_per=batch).execute(
-                sa.select(self._table.c.command).order_by(self._table.c.seq))
+            if after:
+                last = conn.execute(sa.select(self._snapshots.c.seq).where(
+                    self._snapshots.c.commands == after)).scalar()
+                query = query.where(self._table.c.seq > last) if last is not None else query.offset(after)
+            rows = conn.execution_options(yield_per=batch).execute(query)
             for (text,) in rows:
                 yield json.loads(text)
+
+    def save_snapshot(self, commands: int, data: bytes) -> None:
+        """Keep this snapshot and the one before it (one transaction: a crash leaves the previous ones)."""
+        import sqlalchemy as sa
+
+        t = self._snapshots
+        with self._engine.begin() as conn:
+            # the exchange is the journal's only writer and has journalled every command it applied: its last is
+            # the journal's last (an index lookup, where counting rows would read the whole journal)
+            seq = conn.execute(sa.select(sa.func.max(self._table.c.seq))).scalar()
+            if seq is None:
+                raise ValueError("a snapshot of an empty journal")
+            conn.execute(t.delete().where(t.c.commands >= commands))
+            conn.execute(t.insert().values(commands=commands, seq=seq, data=data))
+            kept = conn.execute(sa.select(t.c.commands).order_by(t.c.commands.desc()).limit(2)).scalars().all()
+            conn.execute(t.delete().where(t.c.commands < min(kept)))
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        import sqlalchemy as sa
+
+        t = self._snapshots
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.commands, t.c.data).order_by(t.c.commands.desc()).limit(1)).first()
+        return (int(row[0]), bytes(row[1])) if row else None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -209,12 +263,21 @@ REBASE_COMMANDS = 5_000
 # keeps everything (the exchange before this bound; the bench's baseline).
 HISTORY = 1000
 
+# A start loads the newest snapshot of the state and replays only the commands after it, instead of the whole
+# journal. The exchange saves one at a cut of its log once this many commands were journalled since the last (and
+# after a start that replayed as many): the state is bounded (HISTORY), so a snapshot costs the accounts and the
+# open orders, not the history. 0: never. SNAPSHOT_FORMAT names the layout; a snapshot of another layout (or
+# rules, instruments, fees or kept history) is passed over and the whole journal replayed, as is one that does not
+# load or does not balance.
+SNAPSHOT_COMMANDS = 100_000
+SNAPSHOT_FORMAT = 1
+
 
 class Exchange:
     def __init__(self, instruments: list[str], maker_fee_bps: int = 5, taker_fee_bps: int = 10,
                  journal: JournalStore | None = None, clock: Callable[[], int] | None = None,
                  rebase_commands: int = REBASE_COMMANDS, on_cut: Callable[[], object] | None = None,
-                 history: int | None = HISTORY):
+                 history: int | None = HISTORY, snapshot_commands: int = SNAPSHOT_COMMANDS):
         import time
 
         if history is not None and (type(history) is not int or history < 1):
@@ -247,26 +310,138 @@ class Exchange:
         self._base: RestingBooks | None = None  # where the engine's command log starts (None: at the beginning)
         self._rebase_at = rebase_commands
         self.on_cut = on_cut  # called after each cut of the engine's log outside a restart (services.common.heap)
+        self.journaled = 0  # commands in the journal (all applied)
+        self.snapshot_commands = snapshot_commands
+        self._snapshot_at = 0  # journalled commands at the last snapshot (saved or loaded)
 
     # -- persistence -------------------------------------------------------
     @classmethod
     def restore(cls, instruments: list[str], journal: JournalStore, **kwargs) -> "Exchange":
+        """The exchange the journal replays to: from its newest usable snapshot, and the commands after it."""
         exchange = cls(instruments, journal=journal, **kwargs)
         exchange._replaying = True
-        commands = journal.stream()
         try:
             # a replay only builds state that lives on: the collector, walking the growing heap, would find nothing
             with heap.collector_paused():
-                for seq, command in enumerate(commands, start=1):
-                    if command.get("rules") != RULES_VERSION:
-                        raise JournalRulesError(command.get("rules"), seq)
-                    exchange._apply(command)
-                    exchange._maybe_rebase()
+                snapshot = journal.latest_snapshot() if hasattr(journal, "latest_snapshot") else None
+                if snapshot is not None and not exchange._load_snapshot(*snapshot):
+                    exchange = cls(instruments, journal=journal, **kwargs)  # passed over: the whole journal
+                    exchange._replaying = True
+                commands = journal.stream(exchange.journaled) if exchange.journaled else journal.stream()
+                try:
+                    for seq, command in enumerate(commands, start=exchange.journaled + 1):
+                        if command.get("rules") != RULES_VERSION:
+                            raise JournalRulesError(command.get("rules"), seq)
+                        exchange._apply(command)
+                        exchange.journaled = seq
+                        exchange._maybe_rebase()
+                finally:
+                    if hasattr(commands, "close"):  # a refused journal: end the read now (its connection), not at GC
+                        commands.close()
         finally:
             exchange._replaying = False
-            if hasattr(commands, "close"):  # a refused journal: end the read now (its connection), not at GC
-                commands.close()
+        if exchange.journaled - exchange._snapshot_at >= exchange.snapshot_commands > 0:
+            exchange.snapshot()  # the next start replays from here
         return exchange
+
+    # -- snapshots -----------------------------------------------------------
+    def _snapshot_header(self) -> dict:
+        return {"format": SNAPSHOT_FORMAT, "rules": RULES_VERSION, "instruments": self.instruments,
+                "fees_bps": [self.maker_fee_bps, self.taker_fee_bps], "history": self.history}
+
+    def snapshot(self) -> bool:
+        """Save the state as it stands to the journal's store (see SNAPSHOT_COMMANDS); outside a batch only.
+        A snapshot that cannot be saved is logged and skipped: the journal alone restores the exchange."""
+        save = getattr(self.journal, "save_snapshot", None)
+        if save is None:
+            return False
+        with self._lock:
+            if self._batch is not None:
+                raise ExchangeError("no snapshot inside a batch")
+            if not self.journaled:
+                return False
+            engine = self.engine
+            engine.compact()  # the books hold their live orders only
+            levels = [[instrument, side, price, [order.order_id for order in level]]
+                      for instrument, book in engine.books.items()
+                      for side, half in ((BUY, book.bids), (SELL, book.asks)) for price, level in half.levels.items()]
+            state = {
+                **self._snapshot_header(), "commands": self.journaled,
+                "next_ids": [engine._next_order_id, engine._next_trade_id],
+                "orders": [[getattr(order, name) for name in Order.__slots__] for order in engine.orders.values()],
+                "levels": levels,
+                "accounts": [[a.account_id, a.tenant, {k: [b.free, b.locked] for k, b in a.balances.items()}]
+                             for a in self.accounts.values()],
+                "account_orders": self.account_orders, "account_fills": self.account_fills,
+                "tape": self.instrument_trades,
+                "reserved": list(self.reserved.items()), "sell_locked": list(self.sell_locked.items()),
+                "fees_collected": self.fees_collected, "deposits": self.deposits, "withdrawals": self.withdrawals,
+                "follows": [dataclasses.astuple(f) for by_leader in self.follows.values() for f in by_leader.values()],
+                "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
+                "last_price": self.last_price,
+            }
+            data = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 1)
+            commands = self.journaled
+            try:  # with the lock held: the journal's last command must be the snapshot's
+                save(commands, data)
+            except Exception as exc:  # the journal is what restores; a snapshot only shortens the replay
+                log.warning("trading: the snapshot after %d commands was not saved (%s); the next start replays "
+                            "from the one before", commands, exc)
+                return False
+            self._snapshot_at = commands
+            return True
+
+    def _load_snapshot(self, commands: int, data: bytes) -> bool:
+        """Take the state from a snapshot; False (and a log line) when it is passed over."""
+        try:
+            state = json.loads(zlib.decompress(data))
+        except (zlib.error, ValueError) as exc:
+            log.warning("trading: the snapshot after %d commands does not load (%s); replaying the whole journal",
+                        commands, exc)
+            return False
+        header = {k: state.get(k) for k in self._snapshot_header()}
+        if header != json.loads(json.dumps(self._snapshot_header())) or state.get("commands") != commands:
+            log.info("trading: the snapshot after %d commands was written by another version or configuration "
+                     "(%s); replaying the whole journal", commands, header)
+            return False
+        engine = self.engine
+        engine._next_order_id, engine._next_trade_id = state["next_ids"]
+        orders = engine.orders
+        for values in state["orders"]:
+            order = Order.__new__(Order)
+            for name, value in zip(Order.__slots__, values):
+                setattr(order, name, value)
+            orders[order.order_id] = order
+        for instrument, side, price, ids in state["levels"]:
+            half = engine.books[instrument].bids if side == BUY else engine.books[instrument].asks
+            level = half.levels[price] = deque(orders[order_id] for order_id in ids)
+            half.level_qty[price] = sum(order.open_qty for order in level)
+            half.heap.append(price * half.sign)
+        for book in engine.books.values():
+            heapify(book.bids.heap)
+            heapify(book.asks.heap)
+        for account_id, tenant, balances in state["accounts"]:
+            self.accounts[account_id] = Account(account_id, tenant, {k: Balance(*v) for k, v in balances.items()})
+        self.account_orders = state["account_orders"]
+        self.account_fills = {a: [Fill(*f) for f in fills] for a, fills in state["account_fills"].items()}
+        self.instrument_trades = {i: [tuple(t) for t in trades] for i, trades in state["tape"].items()}
+        self.reserved, self.sell_locked = dict(state["reserved"]), dict(state["sell_locked"])
+        self.fees_collected, self.deposits = state["fees_collected"], state["deposits"]
+        self.withdrawals, self.last_price = state["withdrawals"], state["last_price"]
+        for values in state["follows"]:
+            follow = Follow(*values)
+            self.follows.setdefault(follow.leader, {})[follow.follower] = follow
+        self.copy_links = [CopyLink(*values) for values in state["copy_links"]]
+        unbalanced = {asset: sides for asset, sides in self.conservation().items() if sides[0] != sides[1]}
+        if unbalanced:
+            log.warning("trading: the snapshot after %d commands does not balance (%s); replaying the whole journal",
+                        commands, unbalanced)
+            return False
+        # as after a cut: the engine's log starts at these books
+        self._base = engine.resting()
+        self._rebase_at = max(self.rebase_commands, 2 * self._base.orders)
+        self.journaled = self._snapshot_at = commands
+        return True
 
     def _command(self, command: dict):
         with self._lock:
@@ -278,6 +453,7 @@ class Exchange:
                 self._batch.append(command)
             else:
                 self.journal.append(command)
+                self.journaled += 1
             return self._apply(command)
 
     @property
@@ -307,6 +483,7 @@ class Exchange:
                 except BaseException:
                     self._rollback(saved)
                     raise
+                self.journaled += len(pending)
 
     def _checkpoint(self) -> dict:
         """What a batch may change, saved in time independent of the books' depth.
@@ -338,7 +515,11 @@ class Exchange:
         self._base = engine.resting()
         engine.journal.clear()
         self._rebase_at = max(self.rebase_commands, 2 * self._base.orders)
-        if self.on_cut is not None and not self._replaying:
+        if self._replaying:
+            return
+        if self.journaled - self._snapshot_at >= self.snapshot_commands > 0:
+            self.snapshot()
+        if self.on_cut is not None:
             self.on_cut()
 
     def _trim_history(self) -> None:

@@ -12,6 +12,8 @@
                                frozen at the log's cuts vs not frozen                         target <= 0.1x
     trading memory             the trading service's memory after 200,000 commands vs after 20,000 (closed
                                history trimmed to each account's last 1,000)                  target <= 1.2x
+    trading start              a start after 250,000 commands from the newest snapshot and the commands after it
+                               vs replaying the whole journal                                 target <= 0.5x
     credentials                VCs issued+verified/s vs raw Ed25519 sign+verify/s             (reported)
     governance tally           tally of 10,000 voters vs a plain sum over the same ballots    (reported)
     futures history            the futures asset's day of requests after 365 days of contracts vs on an empty
@@ -449,6 +451,62 @@ def bench_trading_memory(short: int = 20_000, long: int = 200_000):
            f"MiB ({short // 1000}k)", ratio, "<= 1.2x", ratio <= 1.2)
 
 
+def bench_trading_restart(commands: int = 250_000, batch: int = 500):
+    """A start of the trading service after ``commands`` commands journalled in SQLite (the bench's order flow, in
+    batches of ``batch`` orders): from the newest snapshot the venue saved (every SNAPSHOT_COMMANDS) and the
+    commands after it, vs replaying the whole journal (what every start did before snapshots)."""
+    import collections
+    import shutil
+
+    from services.trading.exchange import SNAPSHOT_COMMANDS, Exchange, MemoryJournal, SqlJournal
+    from tests.bench.gc_pause import trade
+
+    class NoSnapshots(SqlJournal):
+        def latest_snapshot(self):
+            return None
+
+    folder = Path(tempfile.mkdtemp(prefix="platformq-bench-restart-"))
+    try:
+        url = f"sqlite:///{folder / 'journal.db'}"
+        ex = Exchange(["ACME"], journal=SqlJournal(url))
+        accounts = [f"acct{i}" for i in range(8)]
+        for account in accounts:
+            ex.open_account("t1", account)
+            ex.deposit(account, "USD", 10**15)
+            ex.deposit(account, "ACME", 10**12)
+        rng, resting = random.Random(5), collections.deque()
+        while ex.journaled < commands:
+            with ex.batch():
+                trade(ex, accounts, rng, resting, batch, keep=2000)
+        latest = SqlJournal(url).latest_snapshot()[0]
+        # what a request waits for when it lands on a snapshot (the exchange's lock is held): the state to
+        # compressed JSON (here into memory, not this journal, whose start from its own snapshot is measured below)
+        journal, ex.journal = ex.journal, MemoryJournal()
+        started = time.perf_counter()
+        ex.snapshot()
+        taking = time.perf_counter() - started
+        size, ex.journal = len(ex.journal.latest_snapshot()[1]), journal
+
+        def start(journal) -> float:
+            started = time.perf_counter()
+            restored = Exchange.restore(["ACME"], journal, snapshot_commands=0)
+            elapsed = time.perf_counter() - started
+            assert restored.state() == ex.state()
+            return elapsed
+
+        from_snapshot = min(start(SqlJournal(url)) for _ in range(3))
+        whole = min(start(NoSnapshots(url)) for _ in range(2))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"  trading start after {ex.journaled:,} commands: {from_snapshot:.2f} s from the snapshot after "
+          f"{latest:,} (saved every {SNAPSHOT_COMMANDS:,}) and the {ex.journaled - latest:,} commands since, vs "
+          f"{whole:.2f} s replaying the whole journal; taking a snapshot {taking * 1000:.0f} ms ({size / 2**20:.1f} MiB"
+          f" compressed)", flush=True)
+    ratio = from_snapshot / whole
+    report(f"trading start, {commands // 1000}k", f"{from_snapshot:.2f}", "s", f"{whole:.2f}", "s (replay all)",
+           ratio, "<= 0.5x", ratio <= 0.5)
+
+
 def bench_credentials(n: int = 200):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -726,6 +784,7 @@ def main():
         bench_failed_batch()
         bench_gc_pause()
         bench_trading_memory()
+        bench_trading_restart()
     if "http" in chosen:
         bench_http_orders()
     if "credentials" in chosen:

@@ -169,6 +169,7 @@ def test_ab_challenger_share_is_a_fraction(monkeypatch, share, ok):
     ("PLATFORMQ_FEDERATED_MIN_PARTICIPANTS", "0"), ("PLATFORMQ_FEDERATED_DP_DELTA", "1"),
     ("PLATFORMQ_FEDERATED_DP_EPSILON", "-3"), ("PLATFORMQ_FEDERATED_EPSILON_BUDGET", "-1"),
     ("PLATFORMQ_DATA_API_CACHE_MB", "-1"), ("PLATFORMQ_TRADING_HISTORY", "999"),
+    ("PLATFORMQ_TRADING_SNAPSHOT_COMMANDS", "-1"),
 ])
 def test_a_number_out_of_its_range_fails_with_the_settings_name(monkeypatch, variable, value):
     # each used to be taken as given: a negative venue scale, a Ray of no CPUs, a federation of no rounds

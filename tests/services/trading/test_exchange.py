@@ -332,6 +332,11 @@ def test_restart_replays_from_a_postgres_journal():
         restored = Exchange.restore([X], SqlJournal(url))
         assert restored.state() == ex.state()
         conserved(restored)
+        # a snapshot in Postgres (a bytea), and a start from it and the commands after it
+        assert ex.snapshot() and journal.latest_snapshot()[0] == ex.journaled == 16
+        ex.place("c", X, "BUY", 3, 101)
+        from_snapshot = Exchange.restore([X], SqlJournal(url))
+        assert from_snapshot.state() == ex.state() and from_snapshot.journaled == 17
         journal.close()
 
 
@@ -383,20 +388,22 @@ def test_refused_commands_leave_no_balance_row_a_restart_would_not_rebuild():
     assert Exchange.restore([X], journal).state() == ex.state()
 
 
-@pytest.mark.parametrize("rebase,history", [(None, None), (8, None), (8, 4)],  # history None: all kept
-                         ids=["log-from-start", "log-cut-often", "log-cut-often-history-trimmed"])
+@pytest.mark.parametrize("rebase,history,snapshots", [  # history None: all kept; snapshots 0: none
+    (None, None, 0), (8, None, 0), (8, 4, 0), (8, 4, 20)],
+    ids=["log-from-start", "log-cut-often", "log-cut-often-history-trimmed", "trimmed-and-snapshots"])
 @pytest.mark.parametrize("seed", range(8))
-def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, rebase, history):
+def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, rebase, history, snapshots):
     """Random trading (fills, cancels, amends, copy trading) before and inside a batch whose journal write
     fails: the live state equals the pre-batch state and a restart's, and later commands agree too. Also when
     the engine's command log has been cut (the books saved, the log restarted) many times before the batch, and
     when each cut also trims the history to each account's last 4 orders and fills (a restart trims at other
-    commands than the live exchange did: what is kept agrees)."""
+    commands than the live exchange did: what is kept agrees), and when a snapshot is saved every 20 commands (a
+    restart loads the newest and replays the commands after it)."""
     import random
 
     rng = random.Random(seed)
     journal = FailingJournal()
-    kept = {"history": history}
+    kept = {"history": history, "snapshot_commands": snapshots}
     ex = funded(journal, **({"rebase_commands": rebase} if rebase else {}), **kept)
     ex.follow("d", "a", multiplier=0.5)
 
@@ -432,6 +439,12 @@ def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, re
     assert restored.state() == ex.state()
     indexes_match_a_scan(ex)
     indexes_match_a_scan(restored)
+    if snapshots:  # restored from a snapshot taken after the failed batch; a whole replay agrees
+        assert journal.snapshots and ex.journaled - snapshots - 60 < journal.latest_snapshot()[0] <= ex.journaled
+        whole = MemoryJournal()
+        whole.commands = journal.commands
+        assert Exchange.restore([X], whole, **kept).state() == ex.state()
+        assert Exchange.restore([X], whole, **kept).journaled == ex.journaled == len(journal.commands)
     if history:  # trimmed (at each cut; here once more): bounded by the accounts, not by the 250 commands
         before = ex.state()
         ex._trim_history()
@@ -543,3 +556,127 @@ def test_the_kept_history_is_a_positive_size_or_none():
     for bad in (0, -1, 2.5, "1000"):
         with pytest.raises(ValueError, match="history"):
             Exchange([X], history=bad)
+
+
+def _venue_with_snapshots(url: str, commands: int, **kwargs):
+    """The bench's order flow on ACME over a SQLite journal, with a snapshot every 500 commands."""
+    import collections
+    import random
+
+    from tests.bench.gc_pause import trade
+
+    ticks = iter(range(1, 10**9))
+    ex = Exchange(["ACME"], journal=SqlJournal(url), rebase_commands=100, clock=lambda: next(ticks),
+                  **{"snapshot_commands": 500, **kwargs})
+    for account in ("a", "b", "c"):
+        ex.open_account("t1", account)
+        ex.deposit(account, CASH, 10**12)
+        ex.deposit(account, "ACME", 10**9)
+    ex.follow("c", "a", multiplier=0.5)
+    trade(ex, ["a", "b"], random.Random(2), collections.deque(), commands, keep=40)
+    return ex
+
+
+class CountingJournal(SqlJournal):
+    """Counts the commands a start reads."""
+
+    read = 0
+
+    def stream(self, after: int = 0, batch: int = 1000):
+        for command in super().stream(after, batch):
+            self.read += 1
+            yield command
+
+
+def test_a_start_loads_the_newest_snapshot_and_replays_only_the_commands_after_it(tmp_path):
+    """A venue's journal grows every day; a start replayed all of it (a year of the demo's flow: over a minute).
+    The exchange saves a snapshot of its (bounded) state every N journalled commands; a start loads the newest
+    and replays what came after it, and reaches the state a replay of the whole journal does."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ex = _venue_with_snapshots(url, 3000)
+    with sa.create_engine(url).connect() as conn:
+        kept = conn.execute(sa.text("select commands from exchange_snapshot order by commands")).scalars().all()
+    assert len(kept) == 2 and kept[1] - kept[0] >= 500 and ex.journaled - 600 < kept[1] <= ex.journaled, kept
+    journal = CountingJournal(url)
+    restored = Exchange.restore(["ACME"], journal)
+    assert journal.read == ex.journaled - kept[1] < 600
+    assert restored.state() == ex.state() and restored.journaled == ex.journaled
+    conserved(restored)
+    whole = MemoryJournal()
+    whole.commands = SqlJournal(url).load()
+    assert len(whole.commands) == ex.journaled
+    assert Exchange.restore(["ACME"], whole).state() == restored.state()
+    # the restored exchange goes on as the original would (the same commands, the same answers)
+    for venue in (ex, restored):
+        venue.clock = iter(range(10**9, 2 * 10**9)).__next__
+        venue.place("b", "ACME", "SELL", 7, 95)
+        venue.place("a", "ACME", "BUY", 9, 105)
+    assert restored.state() == ex.state()
+
+
+@pytest.mark.parametrize("spoil", ["corrupt", "other-format", "other-history", "unbalanced"])
+def test_a_snapshot_that_cannot_be_used_is_passed_over_for_the_whole_journal(tmp_path, caplog, monkeypatch, spoil):
+    import json
+    import zlib
+
+    import sqlalchemy as sa
+
+    from services.trading import exchange as exchange_module
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ex = _venue_with_snapshots(url, 1200)
+    commands, data = SqlJournal(url).latest_snapshot()
+    kwargs = {}
+    if spoil == "corrupt":
+        data = data[: len(data) // 2]
+    elif spoil == "unbalanced":
+        state = json.loads(zlib.decompress(data))
+        state["accounts"][0][2]["USD"][0] += 1  # one cent more than was deposited
+        data = zlib.compress(json.dumps(state).encode())
+    elif spoil == "other-format":
+        monkeypatch.setattr(exchange_module, "SNAPSHOT_FORMAT", exchange_module.SNAPSHOT_FORMAT + 1)
+    else:
+        kwargs = {"history": 2000}
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("update exchange_snapshot set data = :data where commands = :commands"),
+                     {"data": data, "commands": commands})
+    journal = CountingJournal(url)
+    with caplog.at_level("INFO", logger="platformq.trading"):
+        restored = Exchange.restore(["ACME"], journal, snapshot_commands=0, **kwargs)
+    assert journal.read == ex.journaled  # the whole journal
+    assert f"snapshot after {commands} commands" in caplog.text and "replaying the whole journal" in caplog.text
+    if spoil != "other-history":
+        assert restored.state() == ex.state()
+    conserved(restored)
+
+
+def test_a_snapshot_that_cannot_be_saved_is_logged_and_trading_goes_on(tmp_path, caplog):
+    class NoRoom(SqlJournal):
+        def save_snapshot(self, commands, data):
+            raise OSError("disk full")
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ticks = iter(range(1, 10**9))
+    ex = Exchange([X], journal=NoRoom(url), rebase_commands=10, snapshot_commands=20, clock=lambda: next(ticks))
+    with caplog.at_level("WARNING", logger="platformq.trading"):
+        for account in ("a", "b"):
+            ex.open_account("t1", account)
+            ex.deposit(account, CASH, 10**9)
+            ex.deposit(account, X, 10**6)
+        for i in range(40):
+            ex.place("ab"[i % 2], X, "BUY" if i % 2 else "SELL", 1, 100)
+    assert "was not saved (disk full)" in caplog.text and ex.journaled == 46
+    assert SqlJournal(url).latest_snapshot() is None
+    assert Exchange.restore([X], SqlJournal(url), snapshot_commands=0).state() == ex.state()
+
+
+def test_a_start_that_replayed_a_long_journal_saves_a_snapshot_for_the_next(tmp_path):
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ex = _venue_with_snapshots(url, 1500, snapshot_commands=0)  # written by a version without snapshots
+    assert SqlJournal(url).latest_snapshot() is None
+    first = Exchange.restore(["ACME"], SqlJournal(url), snapshot_commands=1000)
+    assert SqlJournal(url).latest_snapshot()[0] == ex.journaled == first.journaled
+    journal = CountingJournal(url)
+    assert Exchange.restore(["ACME"], journal).state() == ex.state() and journal.read == 0
