@@ -78,6 +78,7 @@ class JournalStore(Protocol):
     # commands; the newest one, or None.
     # def save_snapshot(self, commands: int, data: bytes) -> None: ...
     # def latest_snapshot(self) -> tuple[int, bytes] | None: ...
+    # def holds(self, commands: int) -> bool: ...  # the journal still holds the snapshot's commands
 
 
 class MemoryJournal:
@@ -103,6 +104,9 @@ class MemoryJournal:
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         return self.snapshots[-1] if self.snapshots else None
+
+    def holds(self, commands: int) -> bool:
+        return len(self.commands) >= commands
 
 
 class SqlJournal:
@@ -174,6 +178,16 @@ class SqlJournal:
             conn.execute(t.insert().values(commands=commands, seq=seq, data=data))
             kept = conn.execute(sa.select(t.c.commands).order_by(t.c.commands.desc()).limit(2)).scalars().all()
             conn.execute(t.delete().where(t.c.commands < min(kept)))
+
+    def holds(self, commands: int) -> bool:
+        """Does the journal still hold the snapshot's commands (its last command is there)?"""
+        import sqlalchemy as sa
+
+        t = self._snapshots
+        with self._engine.connect() as conn:
+            last = conn.execute(sa.select(t.c.seq).where(t.c.commands == commands)).scalar()
+            return last is not None and conn.execute(
+                sa.select(self._table.c.seq).where(self._table.c.seq == last)).scalar() is not None
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         import sqlalchemy as sa
@@ -398,6 +412,10 @@ class Exchange:
         except (zlib.error, ValueError) as exc:
             log.warning("trading: the snapshot after %d commands does not load (%s); replaying the whole journal",
                         commands, exc)
+            return False
+        if not self.journal.holds(commands):
+            log.warning("trading: the journal no longer holds the %d commands of its snapshot; replaying the whole "
+                        "journal", commands)
             return False
         header = {k: state.get(k) for k in self._snapshot_header()}
         if header != json.loads(json.dumps(self._snapshot_header())) or state.get("commands") != commands:

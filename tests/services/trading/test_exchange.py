@@ -616,7 +616,7 @@ def test_a_start_loads_the_newest_snapshot_and_replays_only_the_commands_after_i
     assert restored.state() == ex.state()
 
 
-@pytest.mark.parametrize("spoil", ["corrupt", "other-format", "other-history", "unbalanced"])
+@pytest.mark.parametrize("spoil", ["corrupt", "other-format", "other-history", "unbalanced", "journal-emptied"])
 def test_a_snapshot_that_cannot_be_used_is_passed_over_for_the_whole_journal(tmp_path, caplog, monkeypatch, spoil):
     import json
     import zlib
@@ -637,16 +637,21 @@ def test_a_snapshot_that_cannot_be_used_is_passed_over_for_the_whole_journal(tmp
         data = zlib.compress(json.dumps(state).encode())
     elif spoil == "other-format":
         monkeypatch.setattr(exchange_module, "SNAPSHOT_FORMAT", exchange_module.SNAPSHOT_FORMAT + 1)
-    else:
+    elif spoil == "other-history":
         kwargs = {"history": 2000}
     with sa.create_engine(url).begin() as conn:
+        if spoil == "journal-emptied":  # by hand, the snapshots kept
+            conn.execute(sa.text("delete from exchange_journal"))
         conn.execute(sa.text("update exchange_snapshot set data = :data where commands = :commands"),
                      {"data": data, "commands": commands})
+    if spoil == "journal-emptied":  # and a new venue journals there
+        ex = Exchange(["ACME"], journal=SqlJournal(url))
+        ex.open_account("t1", "z")
     journal = CountingJournal(url)
     with caplog.at_level("INFO", logger="platformq.trading"):
         restored = Exchange.restore(["ACME"], journal, snapshot_commands=0, **kwargs)
     assert journal.read == ex.journaled  # the whole journal
-    assert f"snapshot after {commands} commands" in caplog.text and "replaying the whole journal" in caplog.text
+    assert f" {commands} commands" in caplog.text and "replaying the whole journal" in caplog.text
     if spoil != "other-history":
         assert restored.state() == ex.state()
     conserved(restored)
