@@ -330,6 +330,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     @app.get("/v1/orders", response_model=list[OrderOut], tags=["orders"])
     def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Depends(reader)):
+        """The account's last ``limit`` orders, oldest first (open ones only if asked). The service keeps each
+        account's last 1,000 orders (PLATFORMQ_TRADING_HISTORY) and any older one still open; older closed orders
+        are in the lake (bronze.orders)."""
         account = own_account(principal, account_id)
         with exchange.lock:  # orders change under concurrent requests: read them consistently
             return [order_out(o) for o in exchange.orders_of(account.account_id, open_only, limit)]
@@ -358,6 +361,8 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     @app.get("/v1/fills", response_model=list[FillOut], tags=["orders"])
     def fills(account_id: Annotated[str, Query(max_length=64)], limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               principal: Principal = Depends(reader)):
+        """The account's last ``limit`` fills, oldest first. The service keeps each account's last 1,000
+        (PLATFORMQ_TRADING_HISTORY); older fills are in the lake (bronze.fills)."""
         account = own_account(principal, account_id)
         rows = exchange.fills_of(account.account_id, limit)
         return [FillOut(trade_id=f.trade_id, ts=f.ts, instrument=f.instrument, price_ticks=f.price,
