@@ -19,6 +19,17 @@ def mean_full_collection(reps: int = 3) -> float:
     return (time.perf_counter() - started) / reps
 
 
+class Database:
+    """A served exchange's journal is a database table: nothing of it stays in the process (a MemoryJournal would
+    hold every command, which the service never does)."""
+
+    def append(self, command: dict) -> int:
+        return 0
+
+    def append_many(self, commands: list[dict]) -> None:
+        pass
+
+
 def trade(exchange, accounts: list[str], rng: random.Random, resting: collections.deque, orders: int,
           keep: int) -> int:
     """``orders`` limit orders around 100 from random accounts; at most ``keep`` rest (the oldest are cancelled).
@@ -43,7 +54,7 @@ def main(mode: str, short: int, long: int) -> dict:
     from services.common import heap
     from services.trading.exchange import REBASE_COMMANDS, Exchange
 
-    exchange = Exchange(["ACME"], on_cut=heap.settle if mode == "settle" else None)
+    exchange = Exchange(["ACME"], journal=Database(), on_cut=heap.settle if mode == "settle" else None)
     accounts = [f"acct{i}" for i in range(8)]
     for account in accounts:
         exchange.open_account("t1", account)

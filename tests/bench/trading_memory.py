@@ -13,14 +13,7 @@ import tracemalloc
 
 def main(mode: str, short: int, long: int) -> dict:
     from services.trading.exchange import Exchange
-    from tests.bench.gc_pause import trade
-
-    class Database:  # a served exchange's journal is a database table: nothing of it stays in the process
-        def append(self, command: dict) -> int:
-            return 0
-
-        def append_many(self, commands: list[dict]) -> None:
-            pass
+    from tests.bench.gc_pause import Database, trade
 
     tracemalloc.start()
     exchange = Exchange(["ACME"], journal=Database(), **({} if mode == "kept" else {"history": None}))
