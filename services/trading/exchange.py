@@ -122,11 +122,13 @@ class SqlJournal:
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("command", sa.Text, nullable=False),
         )
-        # A snapshot: the state after the journal's first ``commands`` commands, the last of which is ``seq``.
+        # A snapshot: the state after the journal's first ``commands`` commands, the last of which is ``seq`` (its
+        # text kept too: SQLite reuses the seqs of an emptied table, so the seq alone does not name the command).
         self._snapshots = sa.Table(
             "exchange_snapshot", meta,
             sa.Column("commands", sa.BigInteger, primary_key=True, autoincrement=False),
             sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("last_command", sa.Text, nullable=False),
             sa.Column("data", sa.LargeBinary, nullable=False),
         )
         meta.create_all(self._engine)
@@ -171,23 +173,24 @@ class SqlJournal:
         with self._engine.begin() as conn:
             # the exchange is the journal's only writer and has journalled every command it applied: its last is
             # the journal's last (an index lookup, where counting rows would read the whole journal)
-            seq = conn.execute(sa.select(sa.func.max(self._table.c.seq))).scalar()
-            if seq is None:
+            last = conn.execute(sa.select(self._table.c.seq, self._table.c.command)
+                                .order_by(self._table.c.seq.desc()).limit(1)).first()
+            if last is None:
                 raise ValueError("a snapshot of an empty journal")
             conn.execute(t.delete().where(t.c.commands >= commands))
-            conn.execute(t.insert().values(commands=commands, seq=seq, data=data))
+            conn.execute(t.insert().values(commands=commands, seq=last[0], last_command=last[1], data=data))
             kept = conn.execute(sa.select(t.c.commands).order_by(t.c.commands.desc()).limit(2)).scalars().all()
             conn.execute(t.delete().where(t.c.commands < min(kept)))
 
     def holds(self, commands: int) -> bool:
-        """Does the journal still hold the snapshot's commands (its last command is there)?"""
+        """Does the journal still hold the snapshot's commands (its last command is there, where it was)?"""
         import sqlalchemy as sa
 
         t = self._snapshots
         with self._engine.connect() as conn:
-            last = conn.execute(sa.select(t.c.seq).where(t.c.commands == commands)).scalar()
+            last = conn.execute(sa.select(t.c.seq, t.c.last_command).where(t.c.commands == commands)).first()
             return last is not None and conn.execute(
-                sa.select(self._table.c.seq).where(self._table.c.seq == last)).scalar() is not None
+                sa.select(self._table.c.command).where(self._table.c.seq == last[0])).scalar() == last[1]
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         import sqlalchemy as sa

@@ -644,9 +644,11 @@ def test_a_snapshot_that_cannot_be_used_is_passed_over_for_the_whole_journal(tmp
             conn.execute(sa.text("delete from exchange_journal"))
         conn.execute(sa.text("update exchange_snapshot set data = :data where commands = :commands"),
                      {"data": data, "commands": commands})
-    if spoil == "journal-emptied":  # and a new venue journals there
+    if spoil == "journal-emptied":  # and a new venue journals there, past the old snapshot's seq (SQLite reuses them)
         ex = Exchange(["ACME"], journal=SqlJournal(url))
-        ex.open_account("t1", "z")
+        with ex.batch():
+            for i in range(commands + 10):
+                ex.open_account("t1", f"z{i}")
     journal = CountingJournal(url)
     with caplog.at_level("INFO", logger="platformq.trading"):
         restored = Exchange.restore(["ACME"], journal, snapshot_commands=0, **kwargs)
