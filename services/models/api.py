@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
+from services.common.compat import serialize_ast_parsing
 from services.common.problems import Problem
 from services.models.scorer import ModelScorer, ScoringError
 
@@ -44,6 +45,9 @@ class ModelOut(BaseModel):
 
 
 def create_models_app(ctx: ServiceContext, scorer: ModelScorer) -> FastAPI:
+    # models load on a warm-up thread and on request threads at once, and numpy parses each array's header into an
+    # AST: on a Python with gh-106905 two threads doing that can raise SystemError (services.common.compat)
+    serialize_ast_parsing()
     app = create_service_app(ctx, "platformQ model serving",
                              "Real-time scores from Feast online features and the MLflow champion (A/B with the challenger).")
     can_predict = ctx.require("models:predict")
