@@ -82,6 +82,18 @@ class Order:
     def is_market(self) -> bool:
         return self.price is None
 
+    def state(self) -> tuple:
+        """Every field, in ``__slots__`` order: what a snapshot keeps of an order."""
+        return tuple(getattr(self, name) for name in Order.__slots__)
+
+    @classmethod
+    def from_state(cls, state) -> "Order":
+        """The order :meth:`state` was taken from."""
+        order = cls.__new__(cls)
+        for name, value in zip(cls.__slots__, state):
+            setattr(order, name, value)
+        return order
+
     def as_tuple(self) -> tuple:
         return (
             self.order_id,
@@ -302,7 +314,7 @@ class MatchingEngine:
         for instrument, book in self.books.items():
             for side, half in ((BUY, book.bids), (SELL, book.asks)):
                 for price, level in half.levels.items():
-                    live = tuple(tuple(getattr(o, name) for name in Order.__slots__) for o in level if o.open_qty)
+                    live = tuple(o.state() for o in level if o.open_qty)
                     levels.append((instrument, side, price, live))
                     count += len(live)
         return RestingBooks(self._next_order_id, self._next_trade_id, len(self.trades), tuple(levels), count)
@@ -314,23 +326,26 @@ class MatchingEngine:
         empty journal): replaying the commands that followed reaches the same books as the engine it came from."""
         engine = cls(instruments, on_trade=on_trade, self_trade_prevention=self_trade_prevention)
         engine._next_order_id, engine._next_trade_id = resting.next_order_id, resting.next_trade_id
+        levels = []
         for instrument, side, price, states in resting.levels:
-            book = engine.books[instrument]
+            level = [Order.from_state(state) for state in states]
+            engine.orders.update((order.order_id, order) for order in level)
+            levels.append((instrument, side, price, level))
+        engine.load_books(levels)
+        return engine
+
+    def load_books(self, levels: Iterable[tuple]) -> None:
+        """Fill empty books with resting orders: ``(instrument, side, price, orders in priority order)`` per level.
+        The orders must already be in ``self.orders``; the level quantities and price heaps are derived."""
+        for instrument, side, price, orders in levels:
+            book = self.books[instrument]
             half = book.bids if side == BUY else book.asks
-            level = deque()
-            for state in states:
-                order = Order.__new__(Order)
-                for name, value in zip(Order.__slots__, state):
-                    setattr(order, name, value)
-                level.append(order)
-                engine.orders[order.order_id] = order
-            half.levels[price] = level
-            half.level_qty[price] = sum(o.open_qty for o in level)
+            level = half.levels[price] = deque(orders)
+            half.level_qty[price] = sum(order.open_qty for order in level)
             half.heap.append(price * half.sign)
-        for book in engine.books.values():
+        for book in self.books.values():
             heapify(book.bids.heap)
             heapify(book.asks.heap)
-        return engine
 
     def apply_journal(self, journal: Iterable[tuple]) -> None:
         """Run journalled commands (``(code, ts, *args)``) on this engine, in order."""

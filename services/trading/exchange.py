@@ -24,8 +24,6 @@ import json
 import logging
 import threading
 import zlib
-from collections import deque
-from heapq import heapify
 from typing import Callable, Iterator, NamedTuple, Protocol
 
 from services.common import heap
@@ -385,7 +383,7 @@ class Exchange:
             state = {
                 **self._snapshot_header(), "commands": self.journaled,
                 "next_ids": [engine._next_order_id, engine._next_trade_id],
-                "orders": [[getattr(order, name) for name in Order.__slots__] for order in engine.orders.values()],
+                "orders": [order.state() for order in engine.orders.values()],
                 "levels": levels,
                 "accounts": [[a.account_id, a.tenant, {k: [b.free, b.locked] for k, b in a.balances.items()}]
                              for a in self.accounts.values()],
@@ -429,18 +427,10 @@ class Exchange:
         engine._next_order_id, engine._next_trade_id = state["next_ids"]
         orders = engine.orders
         for values in state["orders"]:
-            order = Order.__new__(Order)
-            for name, value in zip(Order.__slots__, values):
-                setattr(order, name, value)
+            order = Order.from_state(values)
             orders[order.order_id] = order
-        for instrument, side, price, ids in state["levels"]:
-            half = engine.books[instrument].bids if side == BUY else engine.books[instrument].asks
-            level = half.levels[price] = deque(orders[order_id] for order_id in ids)
-            half.level_qty[price] = sum(order.open_qty for order in level)
-            half.heap.append(price * half.sign)
-        for book in engine.books.values():
-            heapify(book.bids.heap)
-            heapify(book.asks.heap)
+        engine.load_books((instrument, side, price, [orders[order_id] for order_id in ids])
+                          for instrument, side, price, ids in state["levels"])
         for account_id, tenant, balances in state["accounts"]:
             self.accounts[account_id] = Account(account_id, tenant, {k: Balance(*v) for k, v in balances.items()})
         self.account_orders = state["account_orders"]
