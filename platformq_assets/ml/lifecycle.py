@@ -19,7 +19,9 @@
   where labels have arrived, performance; warn and error checks.
 """
 
+import contextlib
 import datetime as dt
+import warnings
 
 from dagster import (
     AssetCheckResult,
@@ -170,10 +172,11 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                                  CUTOFF_TAG: cutoff})
             pipeline = final.pipeline()
             example = val_x.head(5)
-            info = mlflow_sklearn.log_model(
-                pipeline, name="model", signature=infer_signature(example, pipeline.predict(example.to_numpy())),
-                input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"],
-                skops_trusted_types=SKOPS_TRUSTED_TYPES)
+            with mlflow_frames():  # MLflow checks the input example by predicting it
+                info = mlflow_sklearn.log_model(
+                    pipeline, name="model", signature=infer_signature(example, pipeline.predict(example.to_numpy())),
+                    input_example=example, pip_requirements=["scikit-learn", "numpy", "pandas"],
+                    skops_trusted_types=SKOPS_TRUSTED_TYPES)
         version = mlflow.register(info.model_uri, model, tags={
             "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
             "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"],
@@ -378,6 +381,21 @@ def gate_data(rows, features: list[str], label: str):
     return data
 
 
+@contextlib.contextmanager
+def mlflow_frames():
+    """Around MLflow calls that hand our models a frame (an input example's check, an evaluation), two warnings
+    that do not apply here: the models are fitted on arrays (batch scoring and serving pass arrays, a pandas row
+    costs ~1 ms) and MLflow passes frames whose columns are the features in their order (the signature's,
+    :func:`gate_data`'s), so scikit-learn's "X has feature names, but ... was fitted without feature names" has
+    no mismatch to report (the gate tests compare each graded AUC with the served one); and MLflow's hint that
+    an integer column cannot hold a missing value concerns the label and the predicted class, which never miss
+    (rows without a label never reach the gate: ``gate_data`` casts it to int64)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "X has feature names, but .* was fitted without feature names", UserWarning)
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column", UserWarning)
+        yield
+
+
 def load_sklearn(mlflow: MlflowResource, model: str, alias: str | None = None, version: str | None = None):
     mlflow._mlflow()
     from mlflow import sklearn as mlflow_sklearn
@@ -437,7 +455,7 @@ def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[
             if version is None:
                 continue
             with mlflow_lib.start_run(run_name=f"{alias}-v{version.version}", nested=True,
-                                      experiment_id=parent.info.experiment_id):
+                                      experiment_id=parent.info.experiment_id), mlflow_frames():
                 results[alias] = mlflow_lib.models.evaluate(
                     f"models:/{model}/{version.version}", data, targets=label, model_type="classifier",
                     evaluators=["default"], evaluator_config={"default": {"log_model_explainability": False}})
