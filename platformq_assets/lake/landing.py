@@ -13,6 +13,7 @@ never ingested twice.
 
 import collections
 import datetime as dt
+import hashlib
 
 from dagster import (
     AssetCheckResult,
@@ -40,6 +41,7 @@ _ARROW_TYPES = {
     landing_reader.DOUBLE: "float64",
     landing_reader.BOOLEAN: "bool",
     landing_reader.STRING: "string",
+    landing_reader.EMPTY: "null",  # no value yet: the table takes the column once a file gives it a type
 }
 
 
@@ -135,7 +137,10 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
     ``erased`` account (an accepted erasure request) are read and counted, not stored."""
     from pyiceberg.expressions import And, EqualTo
 
-    sha = landing.sha256()
+    # one read: the bytes hashed are the bytes parsed (a feed that renames a new version over the file between
+    # two reads would store the new rows under the old version's hash)
+    data = landing.path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
     lineage = {
         "source": f"landing:{landing.source}",
         "source_name": landing.source,
@@ -149,7 +154,7 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
                 "rows_quarantined": 0, "rows_erased": 0, "sha256": sha}
 
     identifier = ".".join(landing_key(landing.source).path)
-    parsed = landing_reader.parse_file(landing.name, landing.path.read_bytes(), _table_types(lake, identifier))
+    parsed = landing_reader.parse_file(landing.name, data, _table_types(lake, identifier))
     if not parsed.reconciles:  # a bug in the reader, never bad input: stop loudly
         raise RuntimeError(f"{landing.relpath}: read {parsed.records_read} != accepted + quarantined")
     rows = None
@@ -160,8 +165,7 @@ def ingest_file(lake: LakeResource, landing: LandingFile, batch_id: str, already
             # The reader accepted values the table cannot hold (a reader gap, not a lake fault): keep the
             # whole file in quarantine with the reason instead of failing the batch it is part of.
             problem = f"rows could not be converted for the table ({type(exc).__name__})"
-            parsed = landing_reader.file_problem(parsed.file_format, f"{problem}: {exc}", landing.path.read_bytes(),
-                                                 problem)
+            parsed = landing_reader.file_problem(parsed.file_format, f"{problem}: {exc}", data, problem)
     quarantine_id = ".".join(QUARANTINE_KEY.path)
     held = _quarantine_rows(parsed, lineage) if parsed.quarantined or lake.table_exists(quarantine_id) else None
     erased_accepted = erased_quarantined = 0
@@ -232,10 +236,22 @@ def build_landing_assets(sources: list[str]):
         from pyiceberg.expressions import And, EqualTo
 
         available = {f.relpath: f for f in landing_zone.list_files()}
-        wanted = config.files or sorted(available)
+        # a subset (the sensor's runs, a selection in the UI) ingests the selected sources' files only; every
+        # ingestion writes the quarantine and the ledger, so those two come with any source
+        selected = context.selected_asset_keys
+        chosen = {source for source, key in source_keys.items() if key in selected}
+        wanted = config.files or sorted(f for f, landing in available.items() if landing.source in chosen)
         missing = [f for f in wanted if f not in available]
         if missing:
             raise FileNotFoundError(f"landing files not found under {landing_zone.root}: {missing}")
+        unselected = sorted({available[f].source for f in wanted} - chosen)
+        if unselected:
+            raise ValueError(f"config.files names files of landing sources not selected in this run: "
+                             f"{[landing_key(s).to_user_string() for s in unselected]}; select those assets too")
+        needed = [k.to_user_string() for k in (QUARANTINE_KEY, LEDGER_KEY) if k not in selected]
+        if wanted and needed:
+            raise ValueError(f"every landing ingestion writes the quarantine and the ledger: select {needed} "
+                             f"with {[source_keys[s].to_user_string() for s in sorted(chosen)]}")
         already = ingested_hashes(lake)
         batch_id = context.run.run_id
         from resources.erasure import erased_accounts

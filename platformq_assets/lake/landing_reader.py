@@ -27,10 +27,17 @@ SUPPORTED_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".js
 # Column types, in the order inference tries them (most specific first).
 LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING = "long", "double", "boolean", "timestamp", "string"
 INFER_ORDER = (LONG, DOUBLE, BOOLEAN, TIMESTAMP, STRING)
+# A new column with no value in the file yet: no type is decided (it would stay with the table for good); its
+# nulls are stored once a file gives the column a type (LakeResource.ensure_table leaves Arrow's null type out)
+EMPTY = "empty"
 # A new column takes the most specific type that most (> half) of its non-empty
 # values fit; the rest are quarantined rather than silently turning the column
 # into strings. A single odd value in a small file therefore cannot decide a type.
+# Two exceptions keep bronze raw: digits written with a leading zero or a plus sign ("00123", "+4930...") are
+# codes, not numbers (a number column would drop the zero or the sign), so the column is text; and whole
+# numbers mixed with decimals make a double column, not a long one that quarantines the decimals.
 INFER_MIN_SHARE = 0.5
+_CODE = re.compile(r"\s*(\+|-?0[0-9])")
 RAW_LIMIT = 4000  # characters of a raw record kept in quarantine
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -147,22 +154,40 @@ def _cast(value: Any, kind: str) -> Any:
     raise CastError(f"unknown type {kind}")
 
 
+def _fits(value: Any, kind: str) -> bool:
+    if kind == LONG and isinstance(value, float):
+        return False  # 2.0 in JSON is a double column, even though it casts to 2
+    try:
+        _cast(value, kind)
+    except CastError:
+        return False
+    return True
+
+
+def _is_decimal(value: Any) -> bool:
+    """A number written with a fraction or exponent (not a whole number too large for a long: that stays a long
+    column's quarantined value, since a double would round it)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        text = value.strip()
+        return bool(_DECIMAL.fullmatch(text)) and not _INTEGER.fullmatch(text)
+    return False
+
+
 def infer_type(values: list[Any]) -> str:
     present = [v for v in values if not (v is None or (isinstance(v, str) and v.strip() == ""))]
     if not present:
-        return STRING
+        return EMPTY
+    if any(isinstance(v, str) and _CODE.match(v) and _fits(v, DOUBLE) for v in present):
+        return STRING  # "00123", "+4930...": a number column would lose the zero or the sign
     for kind in INFER_ORDER:
-        fits = 0
-        for v in present:
-            if kind == LONG and isinstance(v, float):
-                continue  # 2.0 in JSON is a double column, even though it casts to 2
-            try:
-                _cast(v, kind)
-                fits += 1
-            except CastError:
-                pass
-        if fits / len(present) > INFER_MIN_SHARE:
-            return kind
+        fits = [_fits(v, kind) for v in present]
+        if sum(fits) / len(present) <= INFER_MIN_SHARE:
+            continue
+        if kind == LONG and any(not fit and _is_decimal(v) for v, fit in zip(present, fits)):
+            continue  # whole numbers and decimals: a double column takes them all
+        return kind
     return STRING
 
 
@@ -187,11 +212,17 @@ def _decode(data: bytes) -> str:
 
 def _physical_lines(text: str) -> list[str]:
     """Lines split at \\n (and \\r\\n) only: str.splitlines would also split at U+2028, U+0085 and other
-    characters that JSON and CSV allow inside a value."""
+    characters that JSON allows inside a value."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
+
+
+def _csv_lines(text: str) -> list[str]:
+    """Lines as the csv reader counts them: it also ends a line at a lone \\r (old Mac files), so its line
+    numbers are these lines'."""
+    return [line.removesuffix("\n").removesuffix("\r") for line in io.StringIO(text, newline="").readlines()]
 
 
 def _records_csv(data: bytes):
@@ -213,7 +244,7 @@ def _records_csv(data: bytes):
     if len(set(header)) != len(header):
         raise CastError(f"header has duplicate column names: {header}")
     records, problems = [], []
-    lines = _physical_lines(text)
+    lines = _csv_lines(text)
     while True:
         first = reader.line_num + 1
         try:
@@ -225,8 +256,8 @@ def _records_csv(data: bytes):
             break
         line = reader.line_num
         raw = "\n".join(lines[first - 1:line]) if 0 < first <= len(lines) else ",".join(row)
-        if not row or all(cell == "" for cell in row):
-            continue  # blank line: not a record
+        if not row:
+            continue  # blank line: not a record (",," is one, with no values: parse_file quarantines it)
         if len(row) != len(header):
             problems.append(Quarantined(line, raw[:RAW_LIMIT], f"expected {len(header)} fields, found {len(row)}"))
             continue
@@ -325,6 +356,9 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
 
     accepted, accepted_lines = [], []
     for line, raw, record in records:
+        if all(_cast(value, STRING) is None for value in record.values()):  # ",,", {}, {"a": null}
+            problems.append(Quarantined(line, raw[:RAW_LIMIT], "record has no values (every field is empty)"))
+            continue
         row, errors, summaries = {}, [], []
         for col, kind in columns.items():
             try:

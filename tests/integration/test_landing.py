@@ -217,3 +217,72 @@ def test_quarantined_values_stay_in_the_lake_never_in_the_event_log(settings, la
                                           "(the type inferred for this file is long)")
     assert quarantine["rows_quarantined_this_run"].value == 1
     assert ledger(lake)["kyc_events/k.jsonl"]["rows_accepted"] == 5
+
+
+def test_a_column_blank_in_the_first_file_takes_the_type_of_its_first_values(settings, lake):
+    """The first file of a new table has no account_id values: the column waits for data instead of becoming
+    text for good (a text account_id refused later numbers and broke erasure's id filters)."""
+    from resources.erasure import RULES, apply_rule
+
+    defs = definitions(settings)
+    drop(settings, "kyc_events/1.jsonl", b'{"event": "opened", "account_id": null}\n')
+    [first], cursor = tick(defs)
+    assert execute(defs, first).success
+    assert "account_id" not in lake.read("bronze.kyc_events").column_names
+    drop(settings, "kyc_events/2.jsonl", b'{"event": "kyc", "account_id": 7}\n{"event": "kyc", "account_id": 8}\n')
+    [second], _ = tick(defs, cursor)
+    assert execute(defs, second).success
+    table = lake.read("bronze.kyc_events").sort_by("_line")
+    assert pa.types.is_int64(table.schema.field("account_id").type)
+    assert sorted(table.column("account_id").to_pylist(), key=str) == [7, 8, None]
+    [rule] = [r for r in RULES if r.table == "bronze.kyc_events"]
+    kept, erased = apply_rule(rule, table, {7})  # an accepted erasure's ids filter the column
+    assert erased == 1 and 7 not in kept.column("account_id").to_pylist()
+
+
+def test_a_run_of_one_source_ingests_only_its_files(settings, lake):
+    """A selection (the sensor's runs, or one source in the UI) ingests the selected sources' pending files;
+    one that leaves out the ledger fails before anything is written, saying what to select."""
+    from dagster import AssetKey
+
+    defs = definitions(settings)
+    drop(settings, "partner_quotes/a.csv", b"symbol,price\nAAA,1.5\n")
+    drop(settings, "kyc_events/k.jsonl", b'{"account_id": 1, "event": "opened"}\n')
+    job = defs.resolve_job_def("ingest_landing")
+    quotes, quarantine, files = AssetKey(["bronze", "partner_quotes"]), AssetKey(["quarantine", "landing"]), \
+        AssetKey(["ops", "landing_files"])
+    failed = job.execute_in_process(run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False,
+                                    asset_selection=[quotes])
+    assert not failed.success
+    [error] = [e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure]
+    assert "writes the quarantine and the ledger" in error and "ops/landing_files" in error
+    assert not lake.table_exists("ops.landing_files") and not lake.table_exists("bronze.partner_quotes")
+    result = job.execute_in_process(run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False,
+                                    asset_selection=[quotes, quarantine, files])
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {quotes, files}
+    assert set(ledger(lake)) == {"partner_quotes/a.csv"} and not lake.table_exists("bronze.kyc_events")
+
+
+def test_the_rows_stored_are_those_of_the_hash_recorded(settings, lake, monkeypatch):
+    """A feed that renames a new version over a file at any moment: the rows and the hash that records them come
+    from one read, so the ledger never marks one version while the table holds another's rows."""
+    import hashlib
+
+    from resources.landing_zone import LandingFile
+
+    defs = definitions(settings)
+    path = drop(settings, "partner_quotes/q.csv", b"symbol,price\nOLD,1.0\n")
+    [request], _ = tick(defs)
+    hashed = LandingFile.sha256
+
+    def hash_then_replace(self):
+        digest = hashed(self)
+        path.write_bytes(b"symbol,price\nNEW,2.0\n")  # the next version lands right after any hash
+        return digest
+
+    monkeypatch.setattr(LandingFile, "sha256", hash_then_replace)
+    assert execute(defs, request).success
+    [row] = lake.read("bronze.partner_quotes").to_pylist()
+    assert row["_file_sha256"] == hashlib.sha256(f"symbol,price\n{row['symbol']},{row['price']}\n".encode()).hexdigest()
+    assert ledger(lake)["partner_quotes/q.csv"]["file_sha256"] == row["_file_sha256"]

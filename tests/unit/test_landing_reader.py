@@ -121,3 +121,51 @@ def test_summaries_name_the_problem_without_the_values():
                            "column 'flag': not a boolean (the type inferred for this file is boolean)")
     whole = parse_file("p.parquet", b"PAR1 " + secret.encode()).quarantined[0]
     assert whole.summary == "unreadable Parquet file (truncated or corrupt)" and whole.reason.startswith(whole.summary)
+
+
+def test_csv_line_numbers_and_raw_records_follow_lone_carriage_returns():
+    """The csv reader ends a line at a lone CR (old Mac files, or one inside a quoted value): the line number and
+    raw record a quarantined row keeps are its own, not a neighbour's."""
+    p = parse_file("q.csv", b'id,t\n1,"a\rb"\nx,y\n2,z\n')
+    assert p.accepted == [{"id": 1, "t": "a\rb"}, {"id": 2, "t": "z"}] and p.accepted_lines == [3, 5]
+    [bad] = p.quarantined
+    assert (bad.line, bad.raw) == (4, "x,y") and "'x' is not a long" in bad.reason
+    p = parse_file("q.csv", b"id,t\r1,a\r2,b\rx,c\r")  # CR-only line ends
+    assert p.accepted == [{"id": 1, "t": "a"}, {"id": 2, "t": "b"}]
+    assert [(q.line, q.raw) for q in p.quarantined] == [(4, "x,c")]
+
+
+@pytest.mark.parametrize("name, data, lines", [
+    ("q.csv", b"a,b\n1,2\n,\n3,4\n , \n", [3, 5]),
+    ("q.jsonl", b'{"a": 1, "b": 2}\n{}\n{"a": null, "b": ""}\n', [2, 3]),
+])
+def test_records_without_values_are_quarantined_not_dropped(name, data, lines):
+    p = parse_file(name, data)
+    assert p.reconciles and p.records_read == len(p.accepted) + len(lines)
+    assert [q.line for q in p.quarantined] == lines
+    assert all(q.reason == "record has no values (every field is empty)" for q in p.quarantined)
+
+
+def test_codes_written_as_digits_keep_their_zeros_and_signs():
+    p = parse_file("q.csv", b"zip,phone,qty\n02139,+4930123,5\n10001,+4930124,-7\n")
+    assert p.columns == {"zip": "string", "phone": "string", "qty": "long"}
+    assert [(r["zip"], r["phone"]) for r in p.accepted] == [("02139", "+4930123"), ("10001", "+4930124")]
+
+
+def test_whole_numbers_mixed_with_decimals_make_a_double_column():
+    for name, data in (("q.jsonl", b'{"px": 100}\n{"px": 101}\n{"px": 100.5}\n'),
+                       ("q.csv", b"px\n100\n101\n100.5\n")):
+        p = parse_file(name, data)
+        assert p.columns == {"px": "double"} and [r["px"] for r in p.accepted] == [100.0, 101.0, 100.5], name
+    # a whole number too large for a long stays a long column's quarantined value (a double would round it)
+    assert parse_file("q.csv", b"n\n1\n2\n99999999999999999999\n").columns == {"n": "long"}
+
+
+def test_a_column_without_values_is_left_untyped():
+    """A column blank in a new table's first file gets no type from it (a string column would stay for good and
+    refuse the numbers later files bring); its nulls are an Arrow null column the table leaves out."""
+    p = parse_file("q.jsonl", b'{"event": "opened", "account_id": null}\n{"event": "kyc", "account_id": ""}\n')
+    assert p.columns == {"event": "string", "account_id": "empty"}
+    assert [r["account_id"] for r in p.accepted] == [None, None]
+    later = parse_file("q.jsonl", b'{"event": "kyc", "account_id": 42}\n', table_types={"event": "string"})
+    assert later.columns == {"event": "string", "account_id": "long"}
