@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING
 
@@ -34,10 +35,12 @@ class QueryEngineResource(ConfigurableResource):
         if self.engine == "trino":
             import pyarrow as pa
 
-            cursor = self.trino_connection().cursor()
-            cursor.execute(sql)
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.description]
+            # closed when done: each connection holds an HTTP session and its pooled sockets
+            with contextlib.closing(self.trino_connection()) as connection:
+                with contextlib.closing(connection.cursor()) as cursor:
+                    cursor.execute(sql)
+                    rows = cursor.fetchall()
+                    names = [d[0] for d in cursor.description]
             return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
         return self._duckdb(sql, lake)
 

@@ -1,6 +1,7 @@
 """Trino, tested honestly without a Trino server: dbt compiles every model for the trino target
 offline, the generated SQL parses as Trino SQL (sqlglot), and the connector/client configuration
-matches the catalog pyiceberg writes. No query is sent to a Trino server here (none can run)."""
+matches the catalog pyiceberg writes. No Trino server can run here: the query path runs against a stand-in
+coordinator on 127.0.0.1 that speaks the client's HTTP statement protocol (rows as Arrow, connection closed)."""
 
 import os
 import subprocess
@@ -75,3 +76,83 @@ def test_query_resource_is_configured_for_trino_from_settings(monkeypatch):
     connection = engine.trino_connection()
     assert (connection.host, connection.port, connection.http_scheme, connection.catalog) == (
         "trino.internal", 8443, "https", "iceberg")
+
+
+class _Coordinator:
+    """A stand-in Trino coordinator on 127.0.0.1 that speaks the client's statement protocol (POST the statement,
+    follow nextUri to the rows): enough to run QueryEngineResource.query's Trino path end to end."""
+
+    COLUMNS = [{"name": "symbol", "type": "varchar", "typeSignature": {"rawType": "varchar",
+                                                                   "arguments": [{"kind": "LONG", "value": 2147483647}]}},
+               {"name": "n", "type": "bigint", "typeSignature": {"rawType": "bigint", "arguments": []}}]
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+
+        from tests.ports import free_port
+
+        self.statements, self.open, self.lock = [], 0, threading.Lock()
+        coordinator, port = self, free_port()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a coordinator does: the client pools the socket
+
+            def _send(self, body):
+                data = json.dumps({"id": "q1", "infoUri": f"http://127.0.0.1:{port}/ui/q1", **body}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):  # noqa: N802
+                coordinator.statements.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                self._send({"nextUri": f"http://127.0.0.1:{port}/v1/statement/q1/1", "stats": {"state": "QUEUED"}})
+
+            def do_GET(self):  # noqa: N802
+                self._send({"columns": coordinator.COLUMNS, "data": [["AAA", 2], ["BBB", 3]],
+                            "stats": {"state": "FINISHED"}})
+
+            def handle(self):  # one client connection, its requests until the client closes it
+                with coordinator.lock:
+                    coordinator.open += 1
+                try:
+                    super().handle()
+                finally:
+                    with coordinator.lock:
+                        coordinator.open -= 1
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_trino_query_returns_arrow_and_closes_its_connection():
+    import gc
+    import time
+
+    from resources.query import QueryEngineResource
+
+    coordinator = _Coordinator()
+    try:
+        engine = QueryEngineResource(engine="trino", trino_host="127.0.0.1", trino_port=coordinator.port)
+        gc.disable()  # what the client leaves open stays open until a collection: none runs here
+        try:
+            table = engine.query("SELECT symbol, count(*) AS n FROM silver.trades GROUP BY 1", lake=None)
+            assert coordinator.statements == ["SELECT symbol, count(*) AS n FROM silver.trades GROUP BY 1"]
+            assert table.to_pylist() == [{"symbol": "AAA", "n": 2}, {"symbol": "BBB", "n": 3}]
+            # the connection's HTTP session is closed with the query, not left to the collector with its socket
+            deadline = time.monotonic() + 5
+            while coordinator.open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert coordinator.open == 0
+        finally:
+            gc.enable()
+    finally:
+        coordinator.server.shutdown()
+        coordinator.server.server_close()
