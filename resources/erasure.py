@@ -137,7 +137,8 @@ def erased_accounts(lake: "LakeResource") -> set[int]:
 
 
 # -- rewriting ----------------------------------------------------------------------------------------------
-def _predicate(rule: Rule, account_ids: set[int]):
+def _predicate(rule: Rule, account_ids: set[int], schema=None):
+    """The rows a rule reads; ``schema`` (the Iceberg table's): a text id column is matched by the ids' digits."""
     from pyiceberg.expressions import In, Or
 
     if rule.action == "list":
@@ -148,8 +149,25 @@ def _predicate(rule: Rule, account_ids: set[int]):
         from pyiceberg.expressions import NotNull
 
         return NotNull(rule.columns[0])  # narrowed in memory: the id sits inside the raw record
-    terms = [In(column, sorted(account_ids)) for column in rule.columns]
+    from pyiceberg.types import StringType
+
+    def ids(column):
+        field = next((f for f in schema.fields if f.name == column), None) if schema is not None else None
+        text = field is not None and isinstance(field.field_type, StringType)
+        return sorted(str(a) for a in account_ids) if text else sorted(account_ids)
+
+    terms = [In(column, ids(column)) for column in rule.columns]
     return terms[0] if len(terms) == 1 else Or(*terms)
+
+
+def _ids(account_ids: set[int], column_type: "pa.DataType") -> "pa.Array":
+    """The ids as the column holds them: numbers, or their digits in a text column (a source whose ids arrived
+    as text; such a column cannot be compared with numbers)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
+        return pa.array(sorted(str(a) for a in account_ids), column_type)
+    return pa.array(sorted(account_ids), pa.int64())
 
 
 def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Table", int]:
@@ -167,15 +185,16 @@ def _apply(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Tab
 
     if not account_ids or not data.num_rows or not set(rule.columns) <= set(data.column_names):
         return data, None
-    ids = pa.array(sorted(account_ids), pa.int64())
     if rule.action == "delete":
-        hit = pc.fill_null(pc.is_in(data.column(rule.columns[0]), value_set=ids), False)
+        values = data.column(rule.columns[0])
+        hit = pc.fill_null(pc.is_in(values, value_set=_ids(account_ids, values.type)), False)
         return data.filter(pc.invert(hit)), hit
     if rule.action == "null":
         touched = None
         for column in rule.columns:
             index = data.schema.get_field_index(column)
-            hit = pc.fill_null(pc.is_in(data.column(column), value_set=ids), False)
+            hit = pc.fill_null(pc.is_in(data.column(column), value_set=_ids(account_ids, data.column(column).type)),
+                               False)
             touched = hit if touched is None else pc.or_(touched, hit)
             field = data.schema.field(index)
             data = data.set_column(index, field.with_nullable(True),
@@ -259,9 +278,9 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
 
     from resources.lake import COMMIT_ATTEMPTS, commit_backoff
 
-    predicate = _predicate(rule, account_ids)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = lake.load_table(identifier := rule.table)
+        predicate = _predicate(rule, account_ids, table.schema())
         data, bounded = _narrowed(rule, table.scan(row_filter=predicate).to_arrow(), predicate, account_ids)
         rewritten, changed = apply_rule(rule, data, account_ids)
         if not changed:
@@ -389,7 +408,8 @@ def remaining_rows(lake: "LakeResource", account_ids: set[int]) -> dict[str, int
     for rule in RULES:
         if not lake.table_exists(rule.table):
             continue
-        data = lake.read(rule.table, row_filter=_predicate(rule, account_ids), columns=rule.columns)
+        schema = lake.load_table(rule.table).schema()
+        data = lake.read(rule.table, row_filter=_predicate(rule, account_ids, schema), columns=rule.columns)
         _, named = apply_rule(rule, data, account_ids)
         if named:
             out[rule.table] = named

@@ -457,3 +457,33 @@ def test_the_erasure_cli_records_lists_and_carries_out_requests(platform_home, s
             if line.startswith("|")][1:]
     assert [row[3] for row in rows] == ["completed", "rejected"]
     assert rows[1][4].startswith("account 1 is not an account of")
+
+
+def test_an_erasure_matches_account_ids_a_source_stored_as_text(settings, small_lake):
+    """A source whose account ids arrived as text (its table made so by an older version or by the source): the
+    erasure filters, rewrite, check and the landing suppression compare the ids' digits, not numbers with text
+    (which raised in the Iceberg filter and in Arrow, stopping every erasure and every ingestion of the source)."""
+    from dagster import DagsterInstance
+
+    from resources import erasure
+    from tests.integration.helpers import QUIET, definitions
+
+    at = dt.datetime.now(dt.timezone.utc)
+    small_lake.append("bronze.kyc_events", pa.table({  # as an ingestion that typed the ids as text wrote them
+        "account_id": ["1", "2", "3"], "event": ["kyc"] * 3, "_source": ["landing:kyc_events"] * 3,
+        "_batch_id": ["b0"] * 3, "_ingested_at": pa.array([at] * 3, pa.timestamp("us", tz="UTC")),
+        "_source_file": ["kyc_events/old.jsonl"] * 3, "_file_sha256": ["0" * 64] * 3, "_line": [1, 2, 3]}))
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-23", "dpo")
+    outcome = _process(small_lake)
+    assert (outcome["requests"], outcome["completed"]) == (1, 1), outcome
+    assert small_lake.read("bronze.kyc_events").column("account_id").to_pylist() == ["1", "3"]
+    assert erasure.remaining_rows(small_lake, {2}) == {}
+    path = settings.landing_dir / "kyc_events" / "k.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"account_id": "2", "event": "kyc"}\n{"account_id": "4", "event": "kyc"}\n')
+    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
+        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == ["1", "3", "4"]
+    [row] = small_lake.read("ops.landing_files").to_pylist()
+    assert (row["rows_read"], row["rows_accepted"], row["rows_erased"]) == (2, 1, 1)
