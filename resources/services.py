@@ -182,15 +182,14 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
 
 
 def issuer_key_pair(path: Path):
-    """The platform's credential-issuer key, created once and kept (0600) so its did:key is stable."""
+    """The platform's credential-issuer key, created once and kept (0600) so its did:key is stable; processes
+    starting at once all sign with the first one written (see ``create_secret_file``)."""
+    from services.common.auth import create_secret_file
     from services.credentials.did_key import Ed25519KeyPair
 
-    if path.exists():
-        return Ed25519KeyPair.from_multikey(json.loads(path.read_text())["secretKeyMultibase"])
-    pair = Ed25519KeyPair.generate()
-    path.write_text(json.dumps({"secretKeyMultibase": pair.secret_key_multibase}))
-    os.chmod(path, 0o600)
-    return pair
+    create_secret_file(path, lambda: json.dumps(
+        {"secretKeyMultibase": Ed25519KeyPair.generate().secret_key_multibase}).encode())
+    return Ed25519KeyPair.from_multikey(json.loads(path.read_text())["secretKeyMultibase"])
 
 
 def env_ref(value):

@@ -23,7 +23,7 @@ import secrets
 import tempfile
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
@@ -432,31 +432,40 @@ class TokenIssuer:
                          api_key_id=api_key_id)
 
 
+def create_secret_file(path: str | os.PathLike, generate: Callable[[], bytes]) -> None:
+    """Create ``path`` holding ``generate()`` unless it exists. The bytes go to a temporary file created 0600
+    (never readable by others, not even briefly) that is linked into place: creation is atomic and first-wins,
+    so processes starting at once all end up with the one that got there first; each caller then reads ``path``
+    (a loser's secret is discarded, never used)."""
+    path = os.fspath(path)
+    if os.path.exists(path):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    secret = generate()
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=directory)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def signing_key(path: str | os.PathLike):
-    """The ES256 key in ``path``; created (P-256, PKCS#8 PEM, mode 0600) when there is none. Creation is atomic
-    and first-wins: the key is written to a temporary file and linked into place, so processes starting at once
-    all end up with the one that got there first. A file that is not a P-256 private key is an error, never
+    """The ES256 key in ``path``; created (P-256, PKCS#8 PEM, mode 0600, first-wins: see
+    :func:`create_secret_file`) when there is none. A file that is not a P-256 private key is an error, never
     silently replaced (every token minted with it would die)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd, tmp = tempfile.mkstemp(prefix=".jwt-key-", suffix=".tmp", dir=directory)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
-                os.link(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    create_secret_file(path, lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     try:
         with open(path, "rb") as handle:
             key = serialization.load_pem_private_key(handle.read(), password=None)

@@ -50,7 +50,14 @@ from services.credentials.did_key import Ed25519KeyPair
 from services.credentials.errors import CredentialError, StatusListError
 from services.credentials.issuer import Issuer, issuer_id, validate_credential, verify_credential
 from services.credentials.rdfc import canonicalize
-from services.credentials.status_list import REVOCATION, SUSPENSION, StatusRegistry, status_entries, status_entry
+from services.credentials.status_list import (
+    REVOCATION,
+    SUSPENSION,
+    StatusList,
+    StatusRegistry,
+    status_entries,
+    status_entry,
+)
 from services.credentials.store import CredentialStore, IndexTaken
 from services.credentials.timestamps import parse_timestamp
 
@@ -190,10 +197,27 @@ def _store_unavailable(exc: Exception) -> Problem:
                    "nothing was changed, try again", "status-store-unavailable")
 
 
+def _unknown_credential(credential_id: str) -> Problem:
+    return Problem(404, "Not Found", f"unknown credential {credential_id!r}", "unknown-credential")
+
+
 def _check_document(document: dict) -> None:
     problem = document_problem(document)
     if problem is not None:
         raise Problem(422, "Unprocessable Content", problem, "unsupported-document")
+
+
+NOT_UNICODE = "the credential holds text that is not valid Unicode (a lone surrogate)"
+
+
+def _encodable(document: Any) -> bool:
+    """Whether every key and string is valid Unicode: JSON escapes can carry lone surrogates ("\\ud800"), which
+    have no UTF-8 bytes, so such a document could be neither hashed for a proof nor echoed in an answer."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 ISSUE_ATTEMPTS = 5  # an index another process took meanwhile is skipped; five collisions in a row mean a fault
@@ -214,6 +238,7 @@ def tenant_key_pair(master: Ed25519KeyPair, tenant: str) -> Ed25519KeyPair:
 class TenantIssuer:
     """One tenant's issuer: its did:key, its status lists (signed with its key) and the issuer that signs."""
 
+    tenant: str
     key_pair: Ed25519KeyPair
     registry: StatusRegistry
     issuer: Issuer
@@ -224,7 +249,9 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                            base_url: str = "http://127.0.0.1", store: CredentialStore | None = None) -> FastAPI:
     """The credentials app. Each tenant issues under its own did:key, derived from ``issuer_key_pair`` (the
     service's key), with its own status lists. ``store`` keeps each credential's status index and status across
-    restarts (without one, they live as long as the app: tests and throw-away issuers only)."""
+    restarts and is the source of truth for every process sharing it: a status change starts from the stored
+    status and the lists are rebuilt from it before they are served (without one, they live as long as the app:
+    tests and throw-away issuers only)."""
     app = create_service_app(ctx, "platformQ credentials",
                              "W3C Verifiable Credentials: issue, verify, revoke and suspend (VC API shaped).")
     master = issuer_key_pair or Ed25519KeyPair.generate()
@@ -241,8 +268,20 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                 pair = tenant_key_pair(master, tenant)
                 registry = StatusRegistry(f"{lists_base}/{pair.public_key_multibase}", pair)
                 found = tenants[tenant] = by_key[pair.public_key_multibase] = TenantIssuer(
-                    pair, registry, Issuer(pair, status_registry=registry))
+                    tenant, pair, registry, Issuer(pair, status_registry=registry))
             return found
+
+    def issuer_with_key(key: str) -> TenantIssuer | None:
+        found = by_key.get(key)
+        if found is None and store is not None:  # a tenant whose first credential another process issued
+            try:
+                known = store.tenants()
+            except Exception as exc:
+                raise _store_unavailable(exc) from None
+            for tenant in known:
+                issuer_for(tenant)
+            found = by_key.get(key)
+        return found
 
     for row in store.load() if store is not None else ():  # what earlier processes issued, revoked, suspended
         registry = issuer_for(row.tenant).registry
@@ -257,8 +296,22 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     reader = ctx.require("credentials:read")
     writer = ctx.require("credentials:write")
 
+    def refresh(own: TenantIssuer, purpose: str) -> None:
+        """Rebuild the list from the store: it holds every process's changes, this process's memory only its own."""
+        try:
+            held = store.indexes_set(own.tenant, purpose)
+        except Exception as exc:  # fail closed: a list that may miss a revocation is not served
+            raise _store_unavailable(exc) from None
+        fresh = StatusList(purpose, own.registry.length)
+        for index in held:
+            own.registry.adopt(index)
+            fresh.set(index)
+        own.registry.lists[purpose] = fresh
+
     def list_credential(own: TenantIssuer, purpose: str) -> dict:
         with lock:
+            if store is not None:
+                refresh(own, purpose)
             bits = own.registry.lists[purpose].to_bytes()
             cached = own.signed_lists.get(purpose)
             if cached is None or cached[0] != bits:
@@ -267,7 +320,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
 
     def fetch(url: str) -> dict:
         key, _, purpose = url.removeprefix(lists_base + "/").partition("/")
-        own = by_key.get(key) if url.startswith(lists_base + "/") else None
+        own = issuer_with_key(key) if url.startswith(lists_base + "/") else None
         if own is not None and purpose in own.registry.lists and url == own.registry.list_url(purpose):
             return list_credential(own, purpose)
         raise StatusListError(f"status list {url} is not published by this service (nothing is fetched)")
@@ -275,6 +328,8 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     @app.post("/credentials/issue", status_code=201, response_model=IssueOut, tags=["credentials"])
     def issue(body: IssueIn, principal: Principal = Depends(writer)):
         _check_document(body.credential)
+        if not _encodable(body.credential):
+            raise _invalid(NOT_UNICODE)
         own = issuer_for(principal.tenant)
         issuer, registry = own.issuer, own.registry
         unsigned = copy.deepcopy(body.credential)
@@ -333,6 +388,9 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     def verify(body: VerifyIn, principal: Principal = Depends(reader)):
         credential = body.verifiableCredential
         _check_document(credential)
+        if not _encodable(credential):  # like any other malformed credential: not verified, and why
+            return VerifyOut(verified=False, checks=["structure"], warnings=[], errors=[NOT_UNICODE], revoked=False,
+                             suspended=False, status=[])
         result = verify_credential(credential, fetch_status_list=fetch)
         method = result.proof.verification_method if result.proof is not None else None
         checks = ["structure", "proof", "issuer", "validity"] + (["status"] if status_entries(credential) else [])
@@ -348,10 +406,23 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     def update_status(body: UpdateStatusIn, principal: Principal = Depends(writer)):
         registry = issuer_for(principal.tenant).registry
         with lock:
-            index = issued.get(principal.tenant, {}).get(body.credentialId)
-            if index is None:
-                raise Problem(404, "Not Found", f"unknown credential {body.credentialId!r}", "unknown-credential")
-            revoked, suspended = registry.is_set(index, REVOCATION), registry.is_set(index, SUSPENSION)
+            if store is not None:  # start from the stored status: another process may have issued or changed it
+                if not _encodable(body.credentialId):
+                    raise _unknown_credential(body.credentialId)  # never issued: issue refuses such text
+                try:
+                    stored = store.get(principal.tenant, body.credentialId)
+                except Exception as exc:
+                    raise _store_unavailable(exc) from None
+                if stored is None:
+                    raise _unknown_credential(body.credentialId)
+                index, revoked, suspended = stored.index, stored.revoked, stored.suspended
+                registry.adopt(index)
+                issued.setdefault(principal.tenant, {})[body.credentialId] = index
+            else:
+                index = issued.get(principal.tenant, {}).get(body.credentialId)
+                if index is None:
+                    raise _unknown_credential(body.credentialId)
+                revoked, suspended = registry.is_set(index, REVOCATION), registry.is_set(index, SUSPENSION)
             for entry in body.credentialStatus:  # all-or-nothing: work out the end state, then apply it
                 if entry.status == "revoked":
                     revoked = True
@@ -387,7 +458,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                     principal: Principal = Depends(reader)):
         """The signed BitstringStatusListCredential ``purpose`` of the issuer whose public Multikey is
         ``issuer_key``: the URL its credentials' status entries carry, readable by any verifier."""
-        own = by_key.get(issuer_key)
+        own = issuer_with_key(issuer_key)
         if own is None:
             raise Problem(404, "Not Found", "no status list is published under this issuer key", "unknown-status-list")
         return list_credential(own, purpose)

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from .did_key import Ed25519KeyPair, VerificationMethod, resolve_verification_method
 from .document_loader import DEFAULT_LOADER, BundledContextLoader
-from .errors import CredentialError, ProofError
+from .errors import CanonicalizationError, CredentialError, ProofError
 from .multibase import multibase_base58btc_decode, multibase_base58btc_encode
 from .rdfc import canonicalize, compacted_form_problems
 from .timestamps import format_timestamp, parse_timestamp, utc_now
@@ -74,10 +74,14 @@ def proof_configuration(proof_options: Mapping, unsecured_document: Mapping) -> 
 
 def hash_data(canonical_proof_config: str, canonical_document: str) -> bytes:
     """Spec 3.3.4: SHA-256 of the proof configuration, then SHA-256 of the document (64 bytes)."""
-    return (
-        hashlib.sha256(canonical_proof_config.encode("utf-8")).digest()
-        + hashlib.sha256(canonical_document.encode("utf-8")).digest()
-    )
+    try:
+        return (
+            hashlib.sha256(canonical_proof_config.encode("utf-8")).digest()
+            + hashlib.sha256(canonical_document.encode("utf-8")).digest()
+        )
+    except UnicodeEncodeError:
+        # JSON escapes can carry lone surrogates ("\ud800"): valid Python text, but no UTF-8 bytes to hash
+        raise CanonicalizationError("the document holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def signing_input(

@@ -1,10 +1,12 @@
 """Durable issuer state: which status-list index each tenant's credential holds, and whether it is revoked or
 suspended.
 
-The status lists a verifier reads are rebuilt from this at start-up, so a revocation outlives the process and
-an index is never handed to a second credential. SQLite locally, Postgres in production (a SQLAlchemy URL).
-One service process per store: the process keeps the lists in memory and writes each change here before
-answering (a change that cannot be written is not made).
+The store is the source of truth, shared by every service process on it: a process writes each change here
+before answering (a change that cannot be written is not made), reads a credential's stored status before
+changing it, and rebuilds a status list from here before serving it, so a process started earlier never serves
+or writes back a view older than another process's change. A revocation is monotonic in the write itself and
+outlives every process; an index is never handed to a second credential. SQLite locally, Postgres in production
+(a SQLAlchemy URL).
 """
 
 from __future__ import annotations
@@ -73,13 +75,42 @@ class CredentialStore:
             except sa.exc.IntegrityError:  # a concurrent writer took the index or the id between the reads
                 raise IndexTaken(index) from None
 
+    def get(self, tenant: str, credential_id: str) -> StoredStatus | None:
+        """The credential's stored status (whichever process issued or changed it); ``None`` when never issued."""
+        import sqlalchemy as sa
+
+        t = self._table
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.list_index, t.c.revoked, t.c.suspended).where(
+                t.c.tenant == tenant, t.c.credential_id == credential_id)).first()
+        return None if row is None else StoredStatus(tenant, credential_id, int(row[0]), bool(row[1]), bool(row[2]))
+
+    def indexes_set(self, tenant: str, purpose: str) -> list[int]:
+        """The tenant's status-list indexes whose ``purpose`` bit ("revocation" / "suspension") is set."""
+        import sqlalchemy as sa
+
+        t = self._table
+        flag = {"revocation": t.c.revoked, "suspension": t.c.suspended}[purpose]
+        with self._engine.connect() as conn:
+            return [int(i) for i in conn.execute(sa.select(t.c.list_index).where(t.c.tenant == tenant, flag)).scalars()]
+
+    def tenants(self) -> list[str]:
+        """Every tenant that issued a credential (through any process)."""
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            return list(conn.execute(sa.select(self._table.c.tenant).distinct()).scalars())
+
     def set_status(self, tenant: str, credential_id: str, revoked: bool, suspended: bool) -> None:
+        """Store the credential's status. ``revoked`` is OR-ed into the row in the same statement: a process whose
+        view predates another's revocation cannot write it back to False."""
         import sqlalchemy as sa
 
         t = self._table
         with self._engine.begin() as conn:
             done = conn.execute(sa.update(t).where(t.c.tenant == tenant, t.c.credential_id == credential_id)
-                                .values(revoked=revoked, suspended=suspended))
+                                .values(revoked=sa.or_(t.c.revoked, sa.literal(revoked, sa.Boolean)),
+                                        suspended=suspended))
             if done.rowcount != 1:
                 raise KeyError(credential_id)
 

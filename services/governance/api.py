@@ -37,9 +37,9 @@ from .actions import TREASURY, Action, set_parameter, transfer
 from .clock import Clock, SystemClock
 from .dao import DAO, PART_SEP, build_dao
 from .governor import DAY, VoteType
+from .timelock import MAX_TIME
 
 MAX_AMOUNT = 10**30
-MAX_TIME = 10 * 365 * DAY  # delays and periods: at most ten years
 MAX_HOLDERS = 1000
 MAX_ASSETS = 50
 MAX_PARAMETERS = 100

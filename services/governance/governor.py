@@ -43,7 +43,7 @@ from .errors import (
     TallyIntegrityError,
 )
 from .targets import BoundTarget, Commit, ExecutionContext, is_int, read_set_parameter
-from .timelock import OperationState, Timelock
+from .timelock import MAX_TIME, OperationState, Timelock
 from .votes import VotesToken
 
 DAY = 24 * 3600
@@ -171,7 +171,7 @@ class Governor(BoundTarget):
         self.timelock = timelock
         self._quorum_denominator = quorum_denominator
         if not self._settings["voting_delay"](voting_delay):
-            raise ValueError(f"voting_delay must be an int >= 0, got {voting_delay!r}")
+            raise ValueError(f"voting_delay must be an int in 0..{MAX_TIME}, got {voting_delay!r}")
         if not self._settings["voting_period"](voting_period):
             raise GovernorInvalidVotingPeriod(voting_period)
         if not self._settings["proposal_threshold"](proposal_threshold):
@@ -209,8 +209,8 @@ class Governor(BoundTarget):
     def _settings(self) -> dict[str, Callable[[Any], bool]]:
         """The settings a proposal may change, with their validators (built on use: the governor pickles)."""
         return {
-            "voting_delay": lambda v: is_int(v) and v >= 0,
-            "voting_period": lambda v: is_int(v) and v > 0,
+            "voting_delay": lambda v: is_int(v) and 0 <= v <= MAX_TIME,
+            "voting_period": lambda v: is_int(v) and 0 < v <= MAX_TIME,
             "proposal_threshold": lambda v: is_int(v) and v >= 0,
             "quorum_numerator": lambda v: is_int(v) and 0 <= v <= self._quorum_denominator,
         }

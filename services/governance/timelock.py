@@ -27,6 +27,9 @@ from .errors import (
 from .targets import BoundTarget, Commit, ExecutionContext, ExecutionTarget, is_int, read_set_parameter
 
 DEFAULT_GRACE_PERIOD = 14 * 24 * 3600  # Compound Timelock.GRACE_PERIOD
+# Delays and periods, the governor's too: at most ten years, whether set when the DAO is created or by a proposal
+# (a proposal setting 10**30 would lock the DAO for good).
+MAX_TIME = 10 * 365 * 24 * 3600
 
 
 class OperationState(IntEnum):
@@ -51,8 +54,8 @@ class Operation:
 
 
 _SETTINGS = {
-    "min_delay": lambda v: is_int(v) and v >= 0,
-    "grace_period": lambda v: is_int(v) and v > 0,
+    "min_delay": lambda v: is_int(v) and 0 <= v <= MAX_TIME,
+    "grace_period": lambda v: is_int(v) and 0 < v <= MAX_TIME,
 }
 
 
@@ -62,9 +65,9 @@ class Timelock(BoundTarget):
     def __init__(self, clock: Clock, min_delay: int = 2 * 24 * 3600, grace_period: int = DEFAULT_GRACE_PERIOD,
                  targets: Mapping[str, ExecutionTarget] | None = None):
         if not _SETTINGS["min_delay"](min_delay):
-            raise ValueError(f"min_delay must be an int >= 0, got {min_delay!r}")
+            raise ValueError(f"min_delay must be an int in 0..{MAX_TIME}, got {min_delay!r}")
         if not _SETTINGS["grace_period"](grace_period):
-            raise ValueError(f"grace_period must be an int > 0, got {grace_period!r}")
+            raise ValueError(f"grace_period must be an int in 1..{MAX_TIME}, got {grace_period!r}")
         self.clock = clock
         self._min_delay = min_delay
         self._grace_period = grace_period
