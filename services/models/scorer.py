@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+log = logging.getLogger("platformq.models")
 
 
 class ScoringError(Exception):
@@ -92,6 +95,10 @@ class ModelScorer:
         # OpenMP runtime is loaded with the model: made after a load, never before (see _one_thread)
         self._threads = None
         self._assignments = None
+        # (model, version) -> when its load last failed: a challenger that does not load is passed over (the
+        # champion answers) and tried again after ``load_retry_s``, not on every request
+        self._failed: dict[tuple[str, str], float] = {}
+        self.load_retry_s = 30.0
 
     def _fresh(self, model: str, alias: str, now: float) -> tuple[float, str | None] | None:
         """The alias's cached (time, version) while younger than ``alias_ttl_s``, else None."""
@@ -141,8 +148,8 @@ class ModelScorer:
 
     def warm(self) -> dict[str, list[str]]:
         """What each model's first request would otherwise wait for (seconds: MLflow, Feast and the model's
-        libraries are imported on first use): look up its champion and challenger, load them and read the
-        online store once. Returns the versions loaded per model; a model without a champion is skipped."""
+        libraries are imported on first use): look up its champion and challenger, load the versions that answer
+        (the challenger when a share goes to it) and read the online store once. Returns the versions loaded per model; a model without a champion is skipped."""
         loaded = {}
         for name in self.specs:
             try:
@@ -165,10 +172,35 @@ class ModelScorer:
         if champion is None:
             raise ScoringError(409, "no-champion", f"{model} has no champion yet (promote a version first)")
         challenger = self._version(model, "challenger")
-        for version in (champion, challenger):
-            if version is not None:
-                self._load(model, version)
-        return spec, champion, challenger
+        self._load(model, champion)
+        self._evict(model, {champion, challenger})
+        served = self._served_challenger(model, champion, challenger, self.clock())
+        if served is not None and (model, served) not in self._models:
+            try:
+                self._load(model, served)
+            except ScoringError as exc:  # the champion answers meanwhile: a challenger is never worth an outage
+                self._failed[(model, served)] = self.clock()
+                log.warning("%s: challenger version %s is passed over, the champion (version %s) answers every "
+                            "request; loading it again in %.0f s (%s)", model, served, champion, self.load_retry_s,
+                            exc)
+                served = None
+        return spec, champion, served
+
+    def _served_challenger(self, model: str, champion: str, challenger: str | None, now: float) -> str | None:
+        """The challenger that takes a share of the requests: none when there is none, it is the champion, no
+        share goes to it, or its load failed less than ``load_retry_s`` ago."""
+        if challenger is None or challenger == champion or self.challenger_share.get(model, 0.0) <= 0:
+            return None
+        failed = self._failed.get((model, challenger))
+        if failed is not None and now - failed < self.load_retry_s:
+            return None
+        return challenger
+
+    def _evict(self, model: str, live: set[str | None]) -> None:
+        """Drop the model's loaded versions that no alias holds any more (one more a week for the process's life);
+        an alias moved back loads its version again."""
+        for key in [k for k in list(self._models) if k[0] == model and k[1] not in live]:
+            self._models.pop(key, None)
 
     def resolved(self, model: str) -> tuple[ModelSpec, str, str | None] | None:
         """What :meth:`resolve` would return when that needs no I/O now (both aliases fresh, their versions
@@ -177,12 +209,13 @@ class ModelScorer:
         fresh = [self._fresh(model, alias, now) for alias in ("champion", "challenger")]
         if None in fresh:
             return None
-        versions = [f[1] for f in fresh]
-        champion, challenger = versions
-        if model not in self.specs or champion is None or any(
-                (model, v) not in self._models for v in versions if v is not None):
+        champion, challenger = (f[1] for f in fresh)
+        if model not in self.specs or champion is None or (model, champion) not in self._models:
             return None
-        return self.specs[model], champion, challenger
+        served = self._served_challenger(model, champion, challenger, now)
+        if served is not None and (model, served) not in self._models:
+            return None
+        return self.specs[model], champion, served
 
     def predict(self, model: str, entities: list, tenant: str) -> list[dict]:
         return self.score(*self.resolve(model), entities, tenant)
@@ -206,7 +239,7 @@ class ModelScorer:
             key = str(rows[i][spec.entity_key])
             variant = assign_variant(model, key, share) if challenger and challenger != champion else "champion"
             version = challenger if variant == "challenger" else champion
-            estimator = self._load(model, version)
+            estimator = self._models.get((model, version)) or self._load(model, version)
             row = np.array([[0.0 if v is None or v != v else float(v) for v in values]])
             # one row: OpenMP worker threads cost more than they save (p99 4.6 ms -> 0.5 ms on 2 cores)
             with self._one_thread():

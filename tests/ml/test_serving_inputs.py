@@ -92,27 +92,40 @@ def test_a_registry_outage_is_not_mistaken_for_no_champion(serving, monkeypatch)
     assert listing.status_code == 503, listing.text
 
 
-def test_an_account_gets_one_variant_however_its_id_is_spelled(serving):
-    """The A/B split hashes the join key's value: "07" and 7 are one account in the online store, so one side."""
-    import pandas as pd
+def with_challenger(scorer, share: float) -> str:
+    """A second version of account_anomaly under the challenger alias, ``share`` of the entities sent to it."""
     from mlflow import sklearn as mlflow_sklearn
     from sklearn.linear_model import LogisticRegression
 
-    from features.repo import ACCOUNT_VIEW, AS_OF, feature_columns
+    from features.repo import feature_columns
 
-    client, headers, scorer = serving
     registry = scorer.registry
     width = len(feature_columns("account_anomaly"))
     with registry.start_run("tests/serving"):
         info = mlflow_sklearn.log_model(LogisticRegression().fit(np.eye(width)[:2], [1, 0]), name="model")
-    challenger = registry.register(info.model_uri, "account_anomaly").version
-    registry.client().set_registered_model_alias("account_anomaly", "challenger", str(challenger))
-    scorer.challenger_share = {"account_anomaly": 0.5}
-    ids = list(range(1, 41))
+    challenger = str(registry.register(info.model_uri, "account_anomaly").version)
+    registry.client().set_registered_model_alias("account_anomaly", "challenger", challenger)
+    scorer.challenger_share = {"account_anomaly": share}
+    return challenger
+
+
+def online_rows(scorer, ids):
+    import pandas as pd
+
+    from features.repo import ACCOUNT_VIEW, AS_OF, feature_columns
+
     now = pd.Timestamp.now(tz="UTC")
     rows = pd.DataFrame({"account_id": ids, **{f: 0.5 for f in feature_columns("account_anomaly")},
                          AS_OF: now.timestamp(), "tenant_id": "t-acme", "event_ts": now})
     scorer.online_features.__self__.store().write_to_online_store(ACCOUNT_VIEW, rows)
+
+
+def test_an_account_gets_one_variant_however_its_id_is_spelled(serving):
+    """The A/B split hashes the join key's value: "07" and 7 are one account in the online store, so one side."""
+    client, headers, scorer = serving
+    with_challenger(scorer, share=0.5)
+    ids = list(range(1, 41))
+    online_rows(scorer, ids)
 
     def variants(spellings):
         response = client.post("/v1/models/account_anomaly/predict", json={"entities": spellings}, headers=headers)
@@ -177,3 +190,48 @@ def test_a_registry_that_hangs_holds_up_no_other_request(serving, monkeypatch):
         started = time.perf_counter()
         assert client.post("/v1/models/account_anomaly/predict", json=body, headers=headers).status_code == 404
         assert time.perf_counter() - started < 1.5  # the failed lookup counts for a TTL: not asked again
+
+
+def test_a_challenger_that_does_not_load_leaves_the_champion_answering(serving, monkeypatch, caplog):
+    """Training registers a challenger the service cannot load (its artifact store down, a library it lacks):
+    the champion answers every request (no 503 for a version that takes a share at most), the load is tried
+    again after a back-off, not on every request, and then the challenger takes its share; a version no alias
+    holds any more is dropped from memory."""
+    import logging
+
+    from mlflow import sklearn as mlflow_sklearn
+
+    client, headers, scorer = serving
+    champion = scorer.registry.version_for("account_anomaly", "champion").version
+    challenger = with_challenger(scorer, share=0.5)
+    ids = list(range(1, 41))
+    online_rows(scorer, ids)
+    clock, attempts, load = [0.0], [], mlflow_sklearn.load_model
+    scorer.clock = lambda: clock[0]
+
+    def broken(uri, *args, **kwargs):
+        if uri.endswith(f"/{challenger}"):
+            attempts.append(uri)
+            raise OSError("artifact store unreachable")
+        return load(uri, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow_sklearn, "load_model", broken)
+
+    def answers():
+        response = client.post("/v1/models/account_anomaly/predict", json={"entities": ids}, headers=headers)
+        assert response.status_code == 200, response.text
+        return {(p["variant"], p["model_version"]) for p in response.json()["predictions"]}
+
+    with caplog.at_level(logging.WARNING, logger="platformq.models"):
+        assert answers() == {("champion", str(champion))}
+    assert f"challenger version {challenger} is passed over" in caplog.text
+    clock[0] += 10  # aliases looked up again (TTL 2 s), the load not retried within its back-off
+    assert answers() == {("champion", str(champion))} and len(attempts) == 1
+    monkeypatch.setattr(mlflow_sklearn, "load_model", load)  # the store is back
+    clock[0] += scorer.load_retry_s
+    assert answers() == {("champion", str(champion)), ("challenger", challenger)}
+
+    scorer.registry.client().delete_registered_model_alias("account_anomaly", "challenger")
+    clock[0] += 10
+    assert answers() == {("champion", str(champion))}
+    assert set(scorer._models) == {("account_anomaly", str(champion))}
