@@ -298,8 +298,9 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         prediction_severity = severity(prediction_psi)
         labelled = scored[scored["label"].notna()]
         performance = {"labelled_rows": len(labelled)}
-        if len(labelled):
+        if labelled["label"].nunique() == 2:  # a day of one class has no ROC AUC (not 0.5: that reads as chance)
             performance["roc_auc"] = round(score(labelled["label"].astype(int).to_numpy(), labelled["score"].to_numpy()), 4)
+        if len(labelled):
             performance["accuracy"] = round(float((labelled["prediction"] == labelled["label"]).mean()), 4)
         worst = max(report.items(), key=lambda item: item[1]["psi"] if item[1]["severity"] != NO_DATA else -1.0)
         rows = [{"model_name": model, PARTITION_COLUMN: context.partition_key, "feature": f, **v} for f, v in report.items()]

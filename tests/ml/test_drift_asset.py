@@ -20,8 +20,8 @@ def feature_frame(rng, n, day):
     return frame
 
 
-def seed_lake(lake, rng, day_rows: int) -> None:
-    """A training set (2024-02-05) and DAY's feature rows."""
+def seed_lake(lake, rng, day_rows: int, day_labels: int | None = None) -> None:
+    """A training set (2024-02-05) and DAY's feature rows (``day_labels``: every one of DAY's labels)."""
     from pyiceberg.expressions import AlwaysTrue
 
     from platformq_assets.ml.lifecycle import to_arrow
@@ -30,8 +30,10 @@ def seed_lake(lake, rng, day_rows: int) -> None:
     training = training.drop(columns=["partition_date"])
     training["as_of_epoch"] = training["event_timestamp"].astype("int64") // 10**9
     lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
-    lake.replace_partition("features.instrument_intervals", to_arrow(feature_frame(rng, day_rows, DAY)),
-                           "partition_date", DAY)
+    day = feature_frame(rng, day_rows, DAY)
+    if day_labels is not None:
+        day["label_up"] = day_labels
+    lake.replace_partition("features.instrument_intervals", to_arrow(day), "partition_date", DAY)
 
 
 def register(registry, rng, skewed: bool):
@@ -73,6 +75,7 @@ def test_rerunning_a_days_drift_after_a_promotion_reports_the_same_prediction_dr
     before = run(k["predictions"], k["drift"])
     assert before[k["predictions"]]["model_version"] == str(first.version)
     assert before[k["drift"]]["prediction_psi"] < 0.25  # the day looks like training
+    assert 0.5 < before[k["drift"]]["performance/roc_auc"] <= 1.0  # labels of both classes arrived
 
     second = register(registry, rng, skewed=True)
     registry.promote(MODEL, second.version, "second")
@@ -106,3 +109,24 @@ def test_a_day_without_feature_rows_is_scored_empty_and_gets_no_drift_verdict(se
     assert verdicts == {"feature_drift_warn": False, "feature_drift_error": False, "prediction_drift": False}
     stored = {r["severity"] for r in lake.read("ml.drift_reports").to_pylist() if r["partition_date"] == empty}
     assert stored == {"no-data"}
+
+
+def test_a_day_whose_labels_are_all_one_class_reports_no_roc_auc(settings, lake):
+    """No ROC AUC ranks one class: a day without a single positive reports accuracy and no AUC, not 0.5 (which
+    reads as a model at chance)."""
+    from platformq_assets.ml.lifecycle import keys, model_assets
+    from resources.mlflow import mlflow_resource
+
+    rng = np.random.default_rng(2)
+    registry = mlflow_resource(settings)
+    seed_lake(lake, rng, day_rows=120, day_labels=0)
+    version = register(registry, rng, skewed=False)
+    registry.promote(MODEL, version.version, "first")
+    assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
+    k = keys(MODEL)
+    result = materialize([assets[k["predictions"]], assets[k["drift"]]], partition_key=DAY,
+                         instance=DagsterInstance.get(), resources={"lake": lake, "mlflow": registry})
+    assert result.success
+    [drift] = [e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == k["drift"]]
+    assert drift["performance/labelled_rows"].value == 120 and "performance/accuracy" in drift
+    assert "performance/roc_auc" not in drift
