@@ -26,6 +26,7 @@ CHALLENGER = "challenger"
 STAGING = "staging"
 PREVIOUS_CHAMPION = "previous-champion"
 STAGE_TAG = "platformq.stage"
+STAGED_AGAINST_TAG = "platformq.staged_against"  # the champion version a staged version's gate compared it with
 STAGES = ("dev", "staging", "production", "archived")
 
 
@@ -105,7 +106,10 @@ class MlflowResource(ConfigurableResource):
                 return None
             raise
 
-    def set_stage(self, name: str, version: str | int, stage: str, reason: str) -> None:
+    def set_stage(self, name: str, version: str | int, stage: str, reason: str, against: str | None = None) -> None:
+        """Tag ``version`` with ``stage`` and why. ``against``: for staging, the champion version the gate compared
+        it with ("" for none), which the champion asset checks before promoting. A version leaving staging loses
+        the staging alias."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         client = self.client()
@@ -113,7 +117,13 @@ class MlflowResource(ConfigurableResource):
         client.set_model_version_tag(name, str(version), STAGE_TAG, stage)
         client.set_model_version_tag(name, str(version), f"platformq.{stage}_reason", reason[:5000])
         if stage == "staging":
+            if against is not None:
+                client.set_model_version_tag(name, str(version), STAGED_AGAINST_TAG, str(against))
             client.set_registered_model_alias(name, STAGING, str(version))
+        else:
+            staged = self.version_for(name, STAGING)
+            if staged is not None and str(staged.version) == str(version):
+                client.delete_registered_model_alias(name, STAGING)
         self._record(name, {"event": f"stage:{stage}", "version": str(version), "reason": reason})
 
     def promote(self, name: str, version: str | int, reason: str) -> dict:

@@ -41,7 +41,7 @@ from pipelines.pools import table_pool
 from resources.compute import RayResource
 from resources.feast import FeastResource
 from resources.lake import LakeResource
-from resources.mlflow import CHALLENGER, CHAMPION, STAGE_TAG, MlflowResource
+from resources.mlflow import CHALLENGER, CHAMPION, STAGE_TAG, STAGED_AGAINST_TAG, MlflowResource
 
 ML = {"owners": ["team:ml-platform"]}
 PROMOTION_METRIC = "roc_auc"
@@ -206,8 +206,13 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         min_gain = config.min_improvement if config.min_improvement is not None else settings.promotion_min_improvement
         outcome = evaluate_versions(mlflow, model, load_training_set(lake, model), features, label, min_metric,
                                     min_gain, min_rows=config.min_rows)
-        if outcome["passed"] and outcome["challenger"]:
-            mlflow.set_stage(model, outcome["challenger"], "staging", outcome["reason"])
+        challenger = outcome["challenger"]
+        if outcome["passed"] and challenger:
+            mlflow.set_stage(model, challenger, "staging", outcome["reason"], against=outcome["champion"] or "")
+        elif challenger and (graded := mlflow.version_for(model, CHALLENGER)) is not None \
+                and str(graded.version) == str(challenger) and graded.tags.get(STAGE_TAG) == "staging":
+            # it passed an earlier evaluation (another champion, other rows, a lower threshold): not any more
+            mlflow.set_stage(model, challenger, "dev", f"no longer passes the promotion gate: {outcome['reason']}")
         return MaterializeResult(
             metadata={key: value for key, value in outcome.items() if key != "passed"},
             check_results=[AssetCheckResult(check_name="promotion_gate", passed=outcome["passed"],
@@ -230,6 +235,15 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             return MaterializeResult(metadata={
                 "champion": current.version if current else None, "promoted": False,
                 "reason": f"challenger v{challenger.version} has not passed the promotion gate (stage {stage})"})
+        against = challenger.tags.get(STAGED_AGAINST_TAG)  # absent on versions staged before it was recorded
+        now = str(current.version) if current is not None else ""
+        if against is not None and against != now:
+            # the gate compared it with another champion (one promoted by hand since, or a rollback)
+            return MaterializeResult(metadata={
+                "champion": current.version if current else None, "promoted": False,
+                "reason": f"challenger v{challenger.version} passed the promotion gate against "
+                          f"{'champion v' + against if against else 'no champion'}; the champion is now "
+                          f"{'v' + now if now else 'none'}: materialise ml/{model}_evaluation again"})
         reason = challenger.tags.get("platformq.staging_reason") or "passed the promotion gate"
         result = mlflow.promote(model, challenger.version, reason=f"{reason} (dagster run {context.run.run_id})")
         return MaterializeResult(metadata={**{k_: v for k_, v in result.items() if v is not None}, "reason": reason})

@@ -278,3 +278,23 @@ def test_time_split_keeps_a_rare_class_in_every_slice():
     sparse.loc[sparse.index[:3], LABEL] = 1
     plain = time_split(sparse, FEATURES, LABEL, "event_timestamp")
     assert len(plain.y_train) == int(len(frame) * 0.6) and len(plain.y_val) == int(len(frame) * 0.2)
+
+
+def test_a_challenger_that_no_longer_passes_the_gate_leaves_staging(lake, registry):
+    """Evaluated again (a stricter threshold here; other rows or another champion in practice) and failed: the
+    stage it reached before is withdrawn, so the champion asset cannot promote it on the earlier verdict."""
+    frame = training_frame(days=10, per_day=24)
+    write_training_set(lake, frame)
+    champion, _, _ = register(registry, frame, family="gbm", champion=True)
+    challenger, _, _ = register(registry, frame, family="linear")
+    passed, _, reason = gate(lake, registry)
+    assert passed, reason
+    staged = registry.version_for(MODEL, "challenger")
+    assert staged.tags["platformq.stage"] == "staging"
+    assert staged.tags["platformq.staged_against"] == str(champion.version)
+    assert str(registry.version_for(MODEL, "staging").version) == str(challenger.version)
+    passed, _, reason = gate(lake, registry, min_metric=0.999)
+    assert not passed
+    withdrawn = registry.version_for(MODEL, "challenger")
+    assert withdrawn.tags["platformq.stage"] == "dev" and "no longer passes" in withdrawn.tags["platformq.dev_reason"]
+    assert registry.version_for(MODEL, "staging") is None

@@ -124,3 +124,28 @@ def test_a_version_typed_with_a_leading_zero_is_the_same_version(registry):
     registry.rollback(MODEL, "bad")
     assert aliases(registry) == {"champion": (first.version, "production"), "previous-champion": (None, None),
                                  "challenger": (None, None)}
+
+
+def test_the_champion_asset_refuses_a_challenger_gated_against_another_champion(registry):
+    """v2 passed the gate against champion v1, then v3 was promoted by hand before v2's promotion ran (a failed
+    champion step, a hotfix): v2 was never compared with v3, so the asset does not promote it and says why."""
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    staged = new_version(registry)
+    registry.set_stage(MODEL, staged.version, "staging", "passed the promotion gate", against=first.version)
+    hotfix = new_version(registry)
+    registry.promote(MODEL, hotfix.version, "hotfix by hand")
+    registry.client().set_registered_model_alias(MODEL, "challenger", staged.version)
+
+    refused = materialize([champion_asset()], resources={"mlflow": registry})
+    assert refused.success
+    [event] = refused.get_asset_materialization_events()
+    assert event.materialization.metadata["promoted"].value is False
+    assert (f"against champion v{first.version}; the champion is now v{hotfix.version}"
+            in event.materialization.metadata["reason"].value)
+    assert aliases(registry)["champion"] == (hotfix.version, "production")
+
+    # graded against the champion it would replace: promoted
+    registry.set_stage(MODEL, staged.version, "staging", "passed the promotion gate", against=hotfix.version)
+    assert materialize([champion_asset()], resources={"mlflow": registry}).success
+    assert aliases(registry)["champion"] == (staged.version, "production")
