@@ -1,7 +1,10 @@
 """Audit-trail sensor: a run of ``governance_audit`` when a service's audit file has grown.
 
-The cursor holds each file's size; the run key is the sizes' digest, so a lost cursor cannot start two
-runs for the same state of the files, and the run itself only takes what its checkpoints have not.
+The cursor holds each file's size; the run key is the digest of the change (the sizes before and after), so
+a lost cursor cannot start two runs for the same change, while files that come back to sizes seen before (a
+file rotated or recreated under its name, lines of one fixed length) still start one: a key of the sizes alone
+was taken already, and Dagster skips a run request whose key was used. The run itself only takes what its
+checkpoints have not, so a repeated change costs one run that finds nothing.
 """
 
 import hashlib
@@ -22,7 +25,7 @@ def build_audit_sensor(job):
         grown = sorted(name for name, size in current.items() if size != seen.get(name))
         if not grown:
             return SensorResult(skip_reason=SkipReason("no new audit lines"), cursor=cursor)
-        key = hashlib.sha256(cursor.encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([seen, current], sort_keys=True).encode()).hexdigest()[:16]
         return SensorResult(run_requests=[RunRequest(run_key=f"audit@{key}",
                                                      tags={"platformq/audit_files": ",".join(grown)[:200]})],
                             cursor=cursor)
