@@ -162,7 +162,39 @@ def test_the_sensor_observes_every_run_once_when_many_end_at_the_same_time(base_
     BULK_RUNS.append(("later", t2))
     assert tick() and not tick()
     assert sorted(observed) == sorted(r for r, _ in BULK_RUNS)
-    assert json.loads(cursor)["bulk_marked"]["seen"] == ["later"]  # only the runs at the cursor's time
+    # only the runs within the look-back of the cursor's time (the bulk ones ended an hour before)
+    assert json.loads(cursor)["bulk_marked"]["seen"] == {"later": t2}
+
+
+def test_a_run_that_ended_earlier_but_became_visible_later_is_observed_once(base_url):
+    """Two runs end at 00:00:10 and 00:00:30, but the first one's end is committed after a tick saw the second
+    (concurrent runs, schedulers in HA): a cursor at the latest end never asked for it again."""
+    from sensors.airflow import LATE_S
+
+    BULK_RUNS[:] = [("a", "2025-01-01T00:00:00+00:00"), ("c", "2025-01-01T00:00:30+00:00")]
+    sensor = build_airflow_sensor(["bulk_marked"])
+    airflow = AirflowResource(base_url=base_url, token="a-token", timeout_s=5)
+
+    def tick(cursor):
+        with build_sensor_context(cursor=cursor, resources={"airflow": airflow}) as context:
+            result = sensor(context)
+        if not isinstance(result, SensorResult):
+            return [], cursor
+        return [e.metadata["airflow/run_id"].value for e in result.asset_events], result.cursor
+
+    first, cursor = tick(None)
+    BULK_RUNS.append(("b", "2025-01-01T00:00:10+00:00"))  # visible only now
+    second, cursor = tick(cursor)
+    third, cursor = tick(cursor)
+    assert (first, second, third) == (["a", "c"], ["b"], [])
+    assert LATE_S >= 20
+    # a cursor from before the look-back (the runs at its time) repeats nothing it did not record, then looks back
+    legacy = json.dumps({"bulk_marked": {"after": "2025-01-01T00:00:30+00:00", "seen": ["c"]}})
+    assert tick(legacy)[0] == []
+    BULK_RUNS.append(("d", "2025-01-01T00:00:40+00:00"))
+    upgraded, cursor = tick(legacy)
+    assert upgraded == ["d"] and json.loads(cursor)["bulk_marked"]["seen"] == {
+        "c": "2025-01-01T00:00:30+00:00", "d": "2025-01-01T00:00:40+00:00"}
 
 
 def test_a_dag_airflow_refuses_does_not_stop_the_others_being_observed(base_url):
