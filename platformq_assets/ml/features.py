@@ -57,12 +57,30 @@ def _store_partition(context, lake: LakeResource, feast: FeastResource, identifi
     return {**written, **profile_metadata(table), "feast/offline_path": path, "dagster/row_count": len(table)}
 
 
+BARS_KEY = AssetKey(["gold", "ohlcv_bars"])
+ACCOUNT_INPUT_KEYS = [AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["bronze", "accounts"])]
+
+
+def _require_inputs(context: AssetExecutionContext, keys: list[AssetKey]) -> None:
+    """A day's inputs must have been built: a partition never materialised reads as an empty table, and the day's
+    features would be replaced by nothing (the Feast export deleted, the predictions and drift of the day empty)
+    when ``ml_daily`` runs before the venue's day landed (a late or failed ``venue_daily``). Fail, saying what
+    to build; the day is built by running it again once its inputs are there."""
+    from dagster import Failure
+
+    day = context.partition_key
+    missing = [k.to_user_string() for k in keys if day not in context.instance.get_materialized_partitions(k)]
+    if missing:
+        raise Failure(description=f"{', '.join(missing)} for {day} not materialised yet: build the day "
+                                  f"(venue_daily) first, then materialise this partition again; nothing was written")
+
+
 def _nonempty_check(key: AssetKey, rows: int, labelled: int) -> AssetCheckResult:
     return AssetCheckResult(asset_key=key, check_name="has_labelled_rows", passed=rows > 0 and labelled > 0,
                             metadata={"rows": rows, "labelled_rows": labelled})
 
 
-@asset(key=INSTRUMENT_FEATURES_KEY, pool=table_pool(".".join(INSTRUMENT_FEATURES_KEY.path)), deps=[AssetKey(["gold", "ohlcv_bars"])], partitions_def=daily_partitions,
+@asset(key=INSTRUMENT_FEATURES_KEY, pool=table_pool(".".join(INSTRUMENT_FEATURES_KEY.path)), deps=[BARS_KEY], partitions_def=daily_partitions,
        kinds={"duckdb", "iceberg", "feast"}, **COMMON,
        check_specs=[AssetCheckSpec("has_labelled_rows", asset=INSTRUMENT_FEATURES_KEY,
                                    description="The day produced feature rows with a next-interval label.")],
@@ -74,6 +92,7 @@ def instrument_intervals(context: AssetExecutionContext, lake: LakeResource, fea
     from features.compute import instrument_features
     from features.repo import INSTRUMENT_VIEW
 
+    _require_inputs(context, [BARS_KEY])
     bars = lake.read_partition("gold.ohlcv_bars", PARTITION_COLUMN, context.partition_key)
     bars = bars.filter(pc.equal(bars["bar_interval"], "1m"))
     table = instrument_features(bars)
@@ -84,8 +103,7 @@ def instrument_intervals(context: AssetExecutionContext, lake: LakeResource, fea
 
 
 @asset(key=ACCOUNT_FEATURES_KEY, pool=table_pool(".".join(ACCOUNT_FEATURES_KEY.path)),
-       deps=[AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["bronze", "accounts"])],
-       partitions_def=daily_partitions, kinds={"duckdb", "iceberg", "feast"}, **COMMON,
+       deps=ACCOUNT_INPUT_KEYS, partitions_def=daily_partitions, kinds={"duckdb", "iceberg", "feast"}, **COMMON,
        check_specs=[AssetCheckSpec("has_labelled_rows", asset=ACCOUNT_FEATURES_KEY,
                                    description="The day produced account windows, some labelled anomalous.")],
        description="Order, cancel, fill and counterparty activity per account over 15-minute windows, labelled "
@@ -94,6 +112,7 @@ def account_activity(context: AssetExecutionContext, lake: LakeResource, feast: 
     from features.compute import account_features
     from features.repo import ACCOUNT_VIEW
 
+    _require_inputs(context, ACCOUNT_INPUT_KEYS)
     day = context.partition_key
     table = account_features(lake.read_partition("bronze.orders", PARTITION_COLUMN, day),
                              lake.read_partition("bronze.fills", PARTITION_COLUMN, day),

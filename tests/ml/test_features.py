@@ -317,3 +317,42 @@ def test_the_model_service_specs_agree_with_the_feast_definitions(tmp_path):
         expected = int if entity_type[spec.entity_key] == ValueType.INT64 else str
         assert type(spec.warm_up_entity) is expected, spec.name
     assert specs["account_anomaly"].tenant_scoped and not specs["price_direction"].tenant_scoped
+
+
+def test_a_day_whose_inputs_were_never_built_fails_and_writes_nothing(settings, lake):
+    """ml_daily at 02:00 before the venue's day landed (venue_daily late or failed): the gold partition reads as
+    empty, and the day's features, Feast export, scores and drift were replaced by nothing. The feature step fails
+    saying what to build; the day's earlier features and export stay. Built once its inputs are, it succeeds."""
+    import os
+
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance, materialize
+
+    from platformq_assets.ml.features import instrument_intervals
+    from resources.feast import feast_resource
+
+    day = "2024-03-04"
+    feast = feast_resource(settings)
+    instance = DagsterInstance.get()
+    minute_bars = bars(days=(day,))
+    minute_bars = minute_bars.append_column("bar_interval", pa.array(["1m"] * len(minute_bars)))
+    lake.replace_partition("gold.ohlcv_bars", minute_bars, "partition_date", day)
+    lake.replace_partition("features.instrument_intervals", instrument_features(bars(days=(day,))),
+                           "partition_date", day)  # a run before the inputs were re-built: what it wrote stays
+    export = feast.export_partition("instrument_intervals", day, lake.read("features.instrument_intervals"))
+    before = lake.read("features.instrument_intervals").num_rows
+
+    def build():
+        return materialize([instrument_intervals], partition_key=day, instance=instance, raise_on_error=False,
+                           resources={"lake": lake, "feast": feast})
+
+    failed = build()
+    assert not failed.success
+    [error] = [e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure]
+    assert f"gold/ohlcv_bars for {day} not materialised yet" in error, error
+    assert lake.read("features.instrument_intervals").num_rows == before and before > 0
+    assert os.path.exists(export)
+
+    instance.report_runless_asset_event(AssetMaterialization(AssetKey(["gold", "ohlcv_bars"]), partition=day))
+    built = build()  # the venue's day is built: so are its features
+    assert built.success, [e.event_specific_data.error.to_string() for e in built.all_events if e.is_step_failure]
+    assert lake.read_partition("features.instrument_intervals", "partition_date", day).num_rows == before
