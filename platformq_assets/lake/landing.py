@@ -249,7 +249,7 @@ def build_landing_assets(sources: list[str]):
             raise ValueError(f"config.files names files of landing sources not selected in this run: "
                              f"{[landing_key(s).to_user_string() for s in unselected]}; select those assets too")
         needed = [k.to_user_string() for k in (QUARANTINE_KEY, LEDGER_KEY) if k not in selected]
-        if wanted and needed:
+        if chosen and needed:
             raise ValueError(f"every landing ingestion writes the quarantine and the ledger: select {needed} "
                              f"with {[source_keys[s].to_user_string() for s in sorted(chosen)]}")
         already = ingested_hashes(lake)
