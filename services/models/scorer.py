@@ -239,7 +239,9 @@ class ModelScorer:
             key = str(rows[i][spec.entity_key])
             variant = assign_variant(model, key, share) if challenger and challenger != champion else "champion"
             version = challenger if variant == "challenger" else champion
-            estimator = self._models.get((model, version)) or self._load(model, version)
+            estimator = self._models.get((model, version))
+            if estimator is None:  # dropped meanwhile (its alias moved): load it again
+                estimator = self._load(model, version)
             row = np.array([[0.0 if v is None or v != v else float(v) for v in values]])
             # one row: OpenMP worker threads cost more than they save (p99 4.6 ms -> 0.5 ms on 2 cores)
             with self._one_thread():
