@@ -50,7 +50,10 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
 
     reference = np.asarray(reference, dtype="float64")
     current = np.asarray(current, dtype="float64")
-    result = ks_2samp(reference[np.isfinite(reference)], current[np.isfinite(current)])
+    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
+    if not len(reference) or not len(current):  # no sample to compare (a day without values): undefined
+        return float("nan"), float("nan")
+    result = ks_2samp(reference, current)
     return float(result.statistic), float(result.pvalue)
 
 

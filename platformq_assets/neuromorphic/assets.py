@@ -225,7 +225,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     _remove_staging(models, day)  # leftovers of crashed earlier runs
     # train aside (same volume as the published folder, so the lava pod sees it and the swap is a rename);
     # the day's folder changes only once the new network is registered
-    out_dir = models / f"{day}{STAGING_MARK}{context.run_id}"
+    out_dir = models / f"{day}{STAGING_MARK}{context.run.run_id}"
     out_dir.mkdir(parents=True)
     try:
         invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {

@@ -97,7 +97,7 @@ def test_a_tenants_exported_features_do_not_depend_on_another_tenants_orders():
         con = duckdb.connect()
         con.register("orders", orders)
         con.register("accounts", pa.table({"account_id": ["acc-t-a", "acc-t-b"], "tenant_id": ["t-a", "t-b"]}))
-        return [r for r in con.execute(FEATURE_SQL).to_arrow_table().to_pylist() if r["tenant_id"] == "t-a"]
+        return [r for r in con.sql(FEATURE_SQL).to_arrow_table().to_pylist() if r["tenant_id"] == "t-a"]
 
     assert features(100) == features(200)
     assert [round(r["price_deviation"], 3) for r in features(200)] == [-0.99, 0.99]  # from t-a's own median, 101

@@ -253,6 +253,13 @@ def test_psi_and_ks_separate_shifted_from_resampled_data():
     assert all(v["severity"] == "error" and v["ks"] > 0.3 and v["ks_pvalue"] < 1e-6 for v in loud.values())
     assert psi(np.ones(100), np.ones(50)) == pytest.approx(0.0, abs=1e-6)
     assert psi(np.ones(100), np.full(50, 2.0)) > 0.25  # a constant feature that moved is drift
+    import warnings
+
+    from models.monitoring import ks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty sample is undefined, said quietly: no SciPy warning per feature
+        assert all(np.isnan(v) for v in ks(np.ones(10), np.array([np.nan])) + ks(np.array([]), np.ones(3)))
 
 
 @pytest.mark.slow
