@@ -30,15 +30,20 @@ online = lambda service, rows: {"a": [0.5] * len(rows), "b": [1.5] * len(rows), 
 registry = Registry(sys.argv[1])
 seen = []
 
-class Probe(ModelScorer):  # records the threads scikit-learn's tree predictor would use
+class Recording:  # records the threads scikit-learn's tree predictor would use
+    def __init__(self, estimator):
+        self.estimator = estimator
+    def predict_proba(self, row):
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+        seen.append(_openmp_effective_n_threads())
+        return self.estimator.predict_proba(row)
+
+class Probe(ModelScorer):  # the loaded model, as the scorer keeps it, wrapped in the recorder
     def _load(self, model, version):
         estimator = super()._load(model, version)
-        class Recording:
-            def predict_proba(self, row):
-                from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-                seen.append(_openmp_effective_n_threads())
-                return estimator.predict_proba(row)
-        return Recording()
+        if not isinstance(estimator, Recording):
+            estimator = self._models[(model, version)] = Recording(estimator)
+        return estimator
 
 scorer = Probe(registry, online, {"m": spec})
 sklearn_loaded_before = "sklearn" in sys.modules
