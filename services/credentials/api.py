@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
+from services.common.text import is_unicode
 from services.credentials.did_key import Ed25519KeyPair
 from services.credentials.errors import CredentialError, StatusListError
 from services.credentials.issuer import Issuer, issuer_id, validate_credential, verify_credential
@@ -209,17 +210,6 @@ def _check_document(document: dict) -> None:
 
 NOT_UNICODE = "the credential holds text that is not valid Unicode (a lone surrogate)"
 
-
-def _encodable(document: Any) -> bool:
-    """Whether every key and string is valid Unicode: JSON escapes can carry lone surrogates ("\\ud800"), which
-    have no UTF-8 bytes, so such a document could be neither hashed for a proof nor echoed in an answer."""
-    try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 ISSUE_ATTEMPTS = 5  # an index another process took meanwhile is skipped; five collisions in a row mean a fault
 
 
@@ -328,7 +318,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     @app.post("/credentials/issue", status_code=201, response_model=IssueOut, tags=["credentials"])
     def issue(body: IssueIn, principal: Principal = Depends(writer)):
         _check_document(body.credential)
-        if not _encodable(body.credential):
+        if not is_unicode(body.credential):
             raise _invalid(NOT_UNICODE)
         own = issuer_for(principal.tenant)
         issuer, registry = own.issuer, own.registry
@@ -388,7 +378,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
     def verify(body: VerifyIn, principal: Principal = Depends(reader)):
         credential = body.verifiableCredential
         _check_document(credential)
-        if not _encodable(credential):  # like any other malformed credential: not verified, and why
+        if not is_unicode(credential):  # like any other malformed credential: not verified, and why
             return VerifyOut(verified=False, checks=["structure"], warnings=[], errors=[NOT_UNICODE], revoked=False,
                              suspended=False, status=[])
         result = verify_credential(credential, fetch_status_list=fetch)
@@ -407,7 +397,7 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
         registry = issuer_for(principal.tenant).registry
         with lock:
             if store is not None:  # start from the stored status: another process may have issued or changed it
-                if not _encodable(body.credentialId):
+                if not is_unicode(body.credentialId):
                     raise _unknown_credential(body.credentialId)  # never issued: issue refuses such text
                 try:
                     stored = store.get(principal.tenant, body.credentialId)

@@ -31,6 +31,7 @@ from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
+from services.common.text import unicode_text
 
 from . import errors as E
 from .actions import TREASURY, Action, set_parameter, transfer
@@ -77,15 +78,6 @@ def upgrade_parts(format_version: int, parts: dict[str, bytes]) -> dict:
     return _as_parts({tenant: pickle.loads(data) for tenant, data in parts.items()})
 
 
-def _encodable(text: str) -> str:
-    """Reject lone surrogates (valid in JSON escapes, not in UTF-8): they could be neither hashed nor sent back."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-    return text
-
-
 def _bounded_number(value: Any) -> Any:
     # an int out of range must not slip through the float branch of ParamValue as a lossy float
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_AMOUNT:
@@ -99,7 +91,7 @@ AssetId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-
 ParamName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 Amount = Annotated[int, Field(ge=1, le=MAX_AMOUNT, description="an integer amount, at most 10**30")]
 Balance = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
-Text = Annotated[str, AfterValidator(_encodable)]
+Text = Annotated[str, AfterValidator(unicode_text)]
 ParamValue = Annotated[
     Union[StrictBool, Annotated[int, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)],
           Annotated[float, Field(allow_inf_nan=False)], Annotated[Text, Field(max_length=MAX_TEXT_VALUE)]],
