@@ -408,8 +408,9 @@ def remaining_rows(lake: "LakeResource", account_ids: set[int]) -> dict[str, int
     for rule in RULES:
         if not lake.table_exists(rule.table):
             continue
-        schema = lake.load_table(rule.table).schema()
-        data = lake.read(rule.table, row_filter=_predicate(rule, account_ids, schema), columns=rule.columns)
+        table = lake.load_table(rule.table)  # once: the filter is built for its schema, and the scan reads it
+        data = table.scan(row_filter=_predicate(rule, account_ids, table.schema()),
+                          selected_fields=rule.columns or ("*",)).to_arrow()
         _, named = apply_rule(rule, data, account_ids)
         if named:
             out[rule.table] = named
