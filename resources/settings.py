@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     # Iceberg catalog
     catalog_name: str = "platformq"
-    catalog_uri: str | None = None  # sqlite:///... locally, postgresql+psycopg://... in production
+    catalog_uri: str | None = None  # sqlite:///... locally, postgresql+psycopg2://... in production (psycopg2 is the driver installed)
     catalog_type: Literal["sql", "rest"] = "sql"
     warehouse: str | None = None  # file:///... locally, s3://bucket/prefix in production
 
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # tracking server, a Postgres registry + Redis online store, a Ray cluster and a Spark master.
     mlflow_tracking_uri: str | None = None  # http://mlflow:5000 in production
     mlflow_artifact_location: str | None = None  # only for experiments this platform creates locally
-    feast_registry_uri: str | None = None  # postgresql+psycopg://... (SQL registry) in production
+    feast_registry_uri: str | None = None  # postgresql+psycopg2://... (SQL registry) in production
     feast_redis_url: str | None = None  # redis://host:6379/0 in production (Feast's "host:port,db=0" is derived)
     # where point-in-time joins run: Feast's file store over the Parquet exports, or its Spark store
     # on PLATFORMQ_SPARK_MASTER (s3:// exports are read as s3a://: the cluster needs hadoop-aws)

@@ -13,7 +13,7 @@ from tests.conftest import ML_PRODUCTION_ENV, ROOT
 
 PRODUCTION_ENV = {
     "PLATFORMQ_PROFILE": "production",
-    "PLATFORMQ_CATALOG_URI": "postgresql+psycopg://pq:pq@127.0.0.1:5432/catalog",
+    "PLATFORMQ_CATALOG_URI": "postgresql+psycopg2://pq:pq@127.0.0.1:5432/catalog",
     "PLATFORMQ_WAREHOUSE": "s3://lake/warehouse",
     "PLATFORMQ_S3_ENDPOINT": "http://127.0.0.1:9000",
     "PLATFORMQ_S3_ACCESS_KEY": "key",
@@ -90,7 +90,7 @@ def test_production_profile_selects_production_backends(monkeypatch):
         monkeypatch.setenv(k, v)
     s = Settings()
     lake = lake_resource(s)
-    assert lake.catalog_uri.startswith("postgresql+psycopg://") and lake.warehouse == "s3://lake/warehouse"
+    assert lake.catalog_uri.startswith("postgresql+psycopg2://") and lake.warehouse == "s3://lake/warehouse"
     assert lake.catalog_properties()["s3.endpoint"] == "http://127.0.0.1:9000"
     assert query_resource(s).engine == "trino" and query_resource(s).trino_host == "trino.internal"
     store = object_store_resource(s)
@@ -239,3 +239,18 @@ def test_the_cli_gives_a_bare_local_dagster_home_the_projects_instance_config(pl
     (bare / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # an operator's own file is kept
     _instance()
     assert (bare / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_documented_postgres_urls_name_an_installed_driver():
+    """Every `postgresql+<driver>://` the docs and the settings show names a driver that is installed
+    (psycopg2-binary; psycopg 3 is not), so a URL copied from them connects."""
+    import importlib.util
+    import re
+
+    texts = {p: (ROOT / p).read_text() for p in ("README.md", "resources/settings.py", "infra/production.env.example",
+                                                  "infra/dagster.production.yaml", "infra/dagster.compose.yaml")
+             if (ROOT / p).exists()}
+    drivers = {(p, d) for p, text in texts.items() for d in re.findall(r"postgresql\+(\w+)://", text)}
+    assert drivers
+    for path, driver in drivers:
+        assert importlib.util.find_spec(driver) is not None, f"{path} names postgresql+{driver}://, not installed"
