@@ -22,10 +22,19 @@ TEST_CHAIN_ENV := $(PLATFORMQ_CACHE)/test-chain-hardhat-$(HARDHAT_VERSION)
 
 export PLATFORMQ_HOME ?= $(CURDIR)/.platformq
 export DAGSTER_HOME ?= $(PLATFORMQ_HOME)
+# The local (SQLite) instance file is copied into the local home only, and only while DAGSTER_HOME is that home:
+# a DAGSTER_HOME set elsewhere (the compose or production instance) is never written by `make`.
+LOCAL_INSTANCE := $(if $(filter $(abspath $(PLATFORMQ_HOME)),$(abspath $(DAGSTER_HOME))),$(PLATFORMQ_HOME)/dagster.yaml)
 # Compile bytecode at install: every Dagster step process re-imports the libraries.
 export UV_COMPILE_BYTECODE := 1
-# The CPU torch wheel lies on local disk; uv only looks there when told.
+# requirements/main.txt pins the CPU build of torch (`+cpu`), which PyPI does not host. Where PIP_FIND_LINKS names
+# a folder holding the wheel (the build machine: no index but PyPI is reachable), uv looks there; otherwise the
+# main environment also uses the PyTorch CPU index, each pin taken from whichever index has that version.
 export UV_FIND_LINKS := $(PIP_FIND_LINKS)
+TORCH_INDEX := $(if $(strip $(PIP_FIND_LINKS)),,--index https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+# Without uv on PATH, `make setup` installs it into its own venv here (no system pip: PEP 668 distributions refuse it).
+UV_VENV := $(PLATFORMQ_CACHE)/uv
+export PATH := $(PATH):$(UV_VENV)/bin
 export UV_LINK_MODE := copy
 # Nothing phones home (no internet here anyway; this avoids slow timeouts).
 export GX_ANALYTICS_ENABLED := False
@@ -49,15 +58,16 @@ help:
 	@echo "make lock       recompile requirements/*.txt from requirements/*.in"
 
 ## ---- setup (idempotent; a no-op when nothing changed) ----------------------
-setup: $(STAMPS)/venv $(STAMPS)/venv-chain $(STAMPS)/venv-lava $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+setup: $(STAMPS)/venv $(STAMPS)/venv-chain $(STAMPS)/venv-lava $(MANIFEST) $(LOCAL_INSTANCE)
 
 $(STAMPS)/uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || { python3 -m venv $(UV_VENV) && $(UV_VENV)/bin/python -m pip install --quiet uv; } \
+	  || { echo "uv is missing and could not be installed: install uv, or python3-venv (Debian/Ubuntu)" >&2; exit 1; }
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/venv: $(STAMPS)/uv requirements/main.txt requirements/dev.txt pyproject.toml
 	@test -x $(PY) || uv venv --quiet --python $(PYTHON_VERSION) $(VENV)
-	uv pip sync --quiet --python $(PY) requirements/main.txt requirements/dev.txt
+	uv pip sync --quiet --python $(PY) $(TORCH_INDEX) requirements/main.txt requirements/dev.txt
 	uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
@@ -99,9 +109,10 @@ $(MANIFEST): $(STAMPS)/venv $(DBT_SOURCES)
 	cd dbt && ../$(VENV)/bin/dbt parse --profiles-dir . --quiet
 	@touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	@mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+$(PLATFORMQ_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(PLATFORMQ_HOME)
+	@if [ -f $@ ] && ! grep -q '^# The embedded (local) Dagster instance' $@; then \
+	  echo "$@ is not the local instance file: left alone" >&2; else cp dagster.yaml $@; fi
 
 # Production twins the tests use (Postgres from Debian, on 127.0.0.1; moto_server is
 # started by the tests themselves). Needs root for apt-get on a fresh machine.
@@ -144,7 +155,7 @@ distclean: clean
 	rm -rf $(VENV) $(CHAIN_VENV) $(LAVA_VENV) .venv-airflow .test-chain $(STAMPS)
 
 lock: $(STAMPS)/uv
-	UV_FIND_LINKS="$(PIP_FIND_LINKS)" uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt
+	UV_FIND_LINKS="$(PIP_FIND_LINKS)" uv pip compile --quiet $(TORCH_INDEX) --python-version $(PYTHON_VERSION) requirements/main.in -o requirements/main.txt
 	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/dev.in -o requirements/dev.txt
 	uv pip compile --quiet --python-version 3.10 requirements/lava.in -o requirements/lava.txt
 	uv pip compile --quiet --python-version $(PYTHON_VERSION) requirements/airflow.in -o requirements/airflow.txt

@@ -401,6 +401,9 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on: loopback by default; 0.0.0.0 (or ::) for every interface, as behind a "
+                   "load balancer or in a pod.")
 @click.option("--port", default=8100, show_default=True, type=click.IntRange(min=1, max=65535 - (len(SERVICES) - 1)),
               help=f"First port: {', '.join(SERVICES)} take consecutive ports.")
 @click.option("--only", multiple=True, help="Serve only these services (repeatable).")
@@ -409,8 +412,8 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
               callback=_finite, help="Requests per second each API key may make (token bucket refill).")
 @click.option("--burst", default=200, show_default=True, type=click.IntRange(min=1),
               help="Requests an API key may make at once before --rate applies.")
-def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int) -> None:
-    """Start the platform's HTTP services with uvicorn on 127.0.0.1 (OpenAPI docs at /docs)."""
+def serve(host: str, port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int) -> None:
+    """Start the platform's HTTP services with uvicorn on --host, 127.0.0.1 by default (OpenAPI docs at /docs)."""
     import asyncio
     import socket
 
@@ -454,17 +457,18 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
             # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
             # without it a keep-alive client waited ~40 ms per response (Nagle on the server's second write
             # against the client's delayed ACK). Accepted connections inherit TCP_NODELAY from this socket too.
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 literal such as ::
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                sock.bind(("127.0.0.1", port + offset))
+                sock.bind((host, port + offset))
                 sock.listen(2048)  # listening now: no other process can bind it meanwhile, even with SO_REUSEADDR
-            except OSError as exc:
+            except OSError as exc:  # also an address that is not this host's (socket.gaierror is an OSError)
                 sock.close()
                 for _, _, bound in sockets:
                     bound.close()
-                raise click.ClickException(f"{name} cannot listen on 127.0.0.1:{port + offset}: {exc.strerror}; "
+                raise click.ClickException(f"{name} cannot listen on {host}:{port + offset}: {exc.strerror}; "
                                            "nothing was started or changed") from None
             sockets.append((name, port + offset, sock))
     servers = []
@@ -483,7 +487,7 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
         except (JournalRulesError, StateStoreError) as exc:  # a journal or state written by another version
             raise click.ClickException(f"{name}: {exc}") from None
         servers.append((name, service_port, sock, uvicorn.Server(uvicorn.Config(
-            app, host="127.0.0.1", port=service_port, log_level="warning", access_log=False))))
+            app, host=host, port=service_port, log_level="warning", access_log=False))))
     admin_key, bootstrap = keys.create_with_record(BOOTSTRAP_SUBJECT, tenant, ["admin"])
     for record in keys.list(tenant):  # each start's bootstrap key replaces the last one's
         if (record["subject"] == BOOTSTRAP_SUBJECT and record["revoked_at"] is None
@@ -492,8 +496,10 @@ def serve(port: int, only: tuple[str, ...], tenant: str, rate: float, burst: int
     # Everything alive now (modules, restored state) lives as long as the process: freeze it, so Python's
     # full collections stop walking it (~40 ms each with the modules alone; growing with a venue's history)
     heap.settle()
+    # a wildcard address is reached on loopback from here; an IPv6 literal goes in brackets in a URL
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     for name, p, _, _ in servers:
-        click.echo(f"{name:<12} http://127.0.0.1:{p}  (docs: http://127.0.0.1:{p}/docs)")
+        click.echo(f"{name:<12} http://{shown}:{p}  (docs: http://{shown}:{p}/docs)")
     click.echo(f"admin API key for tenant {tenant} (shown once; send it as X-API-Key): {admin_key}")
 
     async def run_all():
