@@ -18,7 +18,7 @@ PRODUCTION_YAML = ROOT / "infra" / "dagster.production.yaml"
 
 def pg_env(monkeypatch, db):
     for k, v in {"PLATFORMQ_DAGSTER_PG_URL": f"postgresql+psycopg2://platformq:platformq@127.0.0.1:5432/{db}",
-                 "PLATFORMQ_K8S_NAMESPACE": "platformq"}.items():
+                 "PLATFORMQ_K8S_NAMESPACE": "platformq", "PLATFORMQ_USER_CODE_IMAGE": "platformq/user-code:test"}.items():
         monkeypatch.setenv(k, v)
 
 

@@ -152,3 +152,39 @@ def test_the_chart_uses_the_deployments_postgres_password():
     assert values["generatePostgresqlPasswordSecret"] is False
     assert "postgresqlPassword" not in values["postgresql"]  # no password in the values file
     assert values["global"]["postgresqlSecretName"]
+
+
+def test_run_pods_get_the_user_code_image_without_the_chart(tmp_path, monkeypatch):
+    """Self-managed (infra/dagster.production.yaml): the launcher's job_image comes from PLATFORMQ_USER_CODE_IMAGE,
+    the image dagster-k8s falls back to when the code location reports none (no DAGSTER_CURRENT_IMAGE in the
+    server's environment); the Job it renders runs that image. A missing variable is an error naming it."""
+    import shutil
+    from types import SimpleNamespace
+
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+
+    for k, v in {"PLATFORMQ_DAGSTER_PG_URL": "postgresql+psycopg2://u:p@db:5432/dagster",
+                 "PLATFORMQ_K8S_NAMESPACE": "platformq", "PLATFORMQ_USER_CODE_IMAGE": IMAGE}.items():
+        monkeypatch.setenv(k, v)
+    shutil.copy(ROOT / "infra" / "dagster.production.yaml", tmp_path / "dagster.yaml")
+    config, _ = dagster_instance_config(str(tmp_path))
+    launcher_config = config["run_launcher"]["config"]
+    processed = process_config(K8sRunLauncher.config_type(), launcher_config)
+    assert processed.success, processed.errors
+    values = processed.value
+    assert values["job_image"] == IMAGE
+    # the launcher's attributes its Job config reads (constructing K8sRunLauncher needs a cluster to connect to)
+    launcher = SimpleNamespace(job_image=values["job_image"], dagster_home="/opt/dagster/dagster_home",
+                               instance_config_map=values["instance_config_map"], postgres_password_secret=None)
+    # as _launch_k8s_job_with_args builds the run's Job: the origin's image first (none here), then job_image
+    job_config = K8sContainerContext().get_k8s_job_config(job_image=None, run_launcher=launcher)
+    from dagster_k8s import construct_dagster_k8s_job
+
+    job = construct_dagster_k8s_job(job_config, args=["dagster", "api", "execute_run"], job_name="dagster-run-x")
+    assert job.spec.template.spec.containers[0].image == IMAGE
+    monkeypatch.delenv("PLATFORMQ_USER_CODE_IMAGE")
+    missing = process_config(K8sRunLauncher.config_type(), launcher_config)
+    assert not missing.success and "PLATFORMQ_USER_CODE_IMAGE" in str(missing.errors)
