@@ -33,6 +33,16 @@ def alert_record(event) -> dict | None:
     }
 
 
+def recorded_alerts(lake: LakeResource, alert_ids: list[str]) -> set[str]:
+    """Which of these alerts ``ops.ml_alerts`` already holds."""
+    from pyiceberg.expressions import In
+
+    if not alert_ids or not lake.table_exists("ops.ml_alerts"):
+        return set()
+    found = lake.read("ops.ml_alerts", row_filter=In("alert_id", set(alert_ids)), columns=("alert_id",))
+    return set(found.column("alert_id").to_pylist())
+
+
 def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource, alerts: AlertsResource):
     import pyarrow as pa
 
@@ -54,7 +64,12 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
     # function returns something (with None, every tick re-read and re-posted the same alerts).
     if not records:
         return SkipReason("no drift alert since the last tick")
-    lake.append("ops.ml_alerts", pa.Table.from_pylist(records, schema=schema))
+    # A tick that is cut off (a slow webhook past the sensor's time limit) keeps no cursor, and the next one reads
+    # the same events again: an alert already in the table is not appended twice (its post is repeated: delivery
+    # to the webhook is at least once).
+    new = [r for r in records if r["alert_id"] not in recorded_alerts(lake, [r["alert_id"] for r in records])]
+    if new:
+        lake.append("ops.ml_alerts", pa.Table.from_pylist(new, schema=schema))
     for record in records:
         alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
                      "text": f"platformQ drift {record['severity']}: {record['asset_key']} "

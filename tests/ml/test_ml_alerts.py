@@ -62,3 +62,22 @@ def test_the_daemons_ticks_keep_the_cursor_so_an_alert_is_raised_once(settings, 
                               resources={"lake": lake, "alerts": AlertsResource()}) as context:
         ml_drift_alerts.evaluate_tick(context)
     assert lake.read("ops.ml_alerts").num_rows == 2
+
+
+def test_a_tick_cut_off_before_its_cursor_was_kept_records_no_alert_twice(settings, lake):
+    """A tick that runs past the sensor's time limit (a webhook that times out) keeps no cursor: the next tick
+    reads the same events. The table had the alerts appended again on every such tick."""
+    from dagster import build_sensor_context
+
+    from platformq_assets.definitions import build_definitions
+
+    instance = DagsterInstance.ephemeral()
+    report(instance, DRIFT_KEYS[0], "2024-02-05", "error")
+    report(instance, DRIFT_KEYS[1], "2024-02-05", "warn")
+    definitions = build_definitions(settings)
+    for _ in range(2):  # both ticks start from no cursor, as after a tick whose cursor was lost
+        with build_sensor_context(instance=instance, cursor=None, definitions=definitions,
+                                  resources={"lake": lake, "alerts": AlertsResource()}) as context:
+            ml_drift_alerts.evaluate_tick(context)
+    rows = lake.read("ops.ml_alerts").to_pylist()
+    assert len(rows) == 2 and len({r["alert_id"] for r in rows}) == 2
