@@ -32,6 +32,11 @@ def group_pool(group: str) -> str:
     return f"{POOL_PREFIX}{group}"
 
 
+# The Feast online store's writes: its newer-wins rule reads each entity's stored time, then writes, so two
+# materialisations at once (a backfill's days) could each pass the check and the older day land last.
+ONLINE_STORE_POOL = "feast/online_store"
+
+
 def cli_run_tags() -> dict[str, str]:
     """Tags of a run the ``platformq`` CLI executes in its own process (see free_abandoned_slots)."""
     return {"platformq/trigger": "cli", "platformq/pid": str(os.getpid()), "platformq/host": socket.gethostname()}

@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
-from pipelines.pools import table_pool
+from pipelines.pools import ONLINE_STORE_POOL, table_pool
 from platformq_assets.quality.profiling import profile_metadata
 from resources.compute import SparkResource
 from resources.feast import FeastResource
@@ -140,7 +140,7 @@ ONLINE_WRITE_RULE = ("newer wins: an entity's online row is replaced only by a r
                      "(Redis, and the local SQLite store alike)")
 
 
-@asset(key=ONLINE_KEY, deps=[REGISTRY_KEY, INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY],
+@asset(key=ONLINE_KEY, pool=ONLINE_STORE_POOL, deps=[REGISTRY_KEY, INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY],
        partitions_def=daily_partitions, kinds={"feast", "sqlite"}, **COMMON,
        description="Feast materialize(start, end) for one trading day into the online store (never whole history). "
                    "An entity keeps its newest features: re-materialising an older day after a newer one (a "

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance
 
-from pipelines.pools import POOL_PREFIX
+from pipelines.pools import ONLINE_STORE_POOL, POOL_PREFIX
 from tests.conftest import ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,8 @@ def test_every_step_that_writes_the_lake_has_a_table_pool():
     assert pools[POOL_PREFIX + "gold.price_direction_predictions"] == ["gold__price_direction_predictions"]
     # the federated model writes no table of its own but updates the participant registry
     assert pools[POOL_PREFIX + "federated.participants"] == ["federated__order_anomaly_model"]
+    # the online store's newer-wins rule reads then writes: one materialisation at a time
+    assert pools[ONLINE_STORE_POOL] == ["features__online_store"]
 
 
 @pytest.mark.parametrize("config,max_runs", [("dagster.yaml", 2), ("infra/dagster.production.yaml", 20)])
