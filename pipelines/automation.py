@@ -9,7 +9,8 @@ def derived_asset_condition() -> AutomationCondition:
     ``eager()`` fires once per upstream update of the latest partition (it is
     latched by ``since_last_handled``) and never while a run is in flight, so a
     failing asset does not relaunch on every tick: it waits for new upstream
-    data. Each launch retries at most once (the assets' ``RetryPolicy``). An
+    data. Each launch retries a failed step once (the assets' ``RetryPolicy``) and the
+    instance relaunches a failed run once (``run_retries`` in dagster.yaml). An
     upstream blocking check that failed holds the asset back entirely.
     """
     return (
