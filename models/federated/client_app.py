@@ -30,6 +30,8 @@ from models.federated import data as datasets
 
 STATE_CONTROL = "scaffold-client-control"
 STATE_CONTROL_ROUNDS = "scaffold-control-rounds"
+STATE_PENDING_CONTROL = "scaffold-pending-control"
+STATE_PENDING_ROUND = "scaffold-pending-round"
 STATE_ACCOUNTANT = "dp-accountant"
 
 
@@ -79,11 +81,31 @@ def local_epochs(config: ConfigRecord, participant: str) -> int:
 
 def handle_query(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
-    split = participant_split(config, context)
     pid, _ = partition_of(context)
+    named = str(context.node_config.get("participant", ""))
+    try:
+        split = participant_split(config, context)
+    except (FileNotFoundError, KeyError, ValueError):
+        if not named:
+            raise
+        # a tenant's node says who it is even when this run exported none of its data (a suspended tenant's)
+        content = RecordDict({"participant": ConfigRecord({"participant": named, "partition-id": pid}),
+                              "metrics": MetricRecord({"num-examples": 0})})
+        return Message(content=content, reply_to=msg)
     content = RecordDict({"participant": ConfigRecord({"participant": split.participant, "partition-id": pid}),
                           "metrics": MetricRecord({"num-examples": len(split.y_train)})})
     return Message(content=content, reply_to=msg)
+
+
+def run_history(config: ConfigRecord, state: RecordDict) -> list[tuple]:
+    """The participant's accountant history in this run: its own, or the server's record of it when that holds
+    more steps (this node lost its state: a SuperNode restarted mid-run, and must not start again from zero)."""
+    own = load_accountant(state)
+    sent = list(zip(config.get("dp-history-noise", []), config.get("dp-history-rate", []),
+                    config.get("dp-history-steps", [])))
+    if sum(int(h[2]) for h in sent) > sum(int(h[2]) for h in own):
+        return [(float(z), float(q), int(k)) for z, q, k in sent]
+    return own
 
 
 def handle_train(msg: Message, context: Context) -> Message:
@@ -106,7 +128,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     if str(config.get("dp", "none")) == "client":
         dp = DPSpec(float(config["dp-target-epsilon"]), float(config["dp-delta"]), float(config["dp-max-grad-norm"]),
                     int(config["num-rounds"]))
-        history = load_accountant(context.state)
+        history = run_history(config, context.state)
     participant = ConfigRecord({"participant": split.participant})
     if epochs < int(config["local-epochs"]) and str(config.get("straggler-policy", "partial")) == "drop":
         # A simulated straggler that must finish every epoch misses the round's deadline: no update is sent (and
@@ -131,6 +153,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     server_control = client_control = None
     if scaffold:
         server_control = from_record(msg.content["control"])
+        commit_pending_control(context.state, int(config.get("control-accepted-round", 0)))
         if STATE_CONTROL in context.state.array_records:
             client_control = from_record(context.state.array_records[STATE_CONTROL])
         else:
@@ -148,17 +171,38 @@ def handle_train(msg: Message, context: Context) -> Message:
     if dp is not None:
         save_accountant(context.state, result.accountant_history)
         metrics.update({"epsilon": spent_before + result.epsilon, "epsilon-run": result.epsilon,
-                        "noise-multiplier": result.noise_multiplier})
+                        "noise-multiplier": result.noise_multiplier,
+                        "dp-history-noise": [float(h[0]) for h in result.accountant_history],
+                        "dp-history-rate": [float(h[1]) for h in result.accountant_history],
+                        "dp-history-steps": [int(h[2]) for h in result.accountant_history]})
     if scaffold:
-        context.state.array_records[STATE_CONTROL] = to_record(result.new_control)
-        rounds = ConfigRecord({"n": int(context.state.config_records[STATE_CONTROL_ROUNDS]["n"]) + 1
-                               if STATE_CONTROL_ROUNDS in context.state.config_records else 1})
-        context.state.config_records[STATE_CONTROL_ROUNDS] = rounds
-        metrics["control-rounds"] = int(rounds["n"])
+        # c_i becomes the new one only once the server has used this update (it says so in a later round's
+        # config): an update it rejected, or a round it skipped, leaves c_i as c's sum counts it
+        context.state.array_records[STATE_PENDING_CONTROL] = to_record(result.new_control)
+        context.state.config_records[STATE_PENDING_ROUND] = ConfigRecord({"round": int(config["server-round"])})
+        rounds = int(context.state.config_records[STATE_CONTROL_ROUNDS]["n"]) \
+            if STATE_CONTROL_ROUNDS in context.state.config_records else 0
+        metrics["control-rounds"] = rounds + 1
         content["control-delta"] = to_record(result.control_delta)
         metrics["control-norm"] = float(np.sqrt(sum(float((c ** 2).sum()) for c in result.new_control)))
     content["metrics"] = MetricRecord(metrics)
     return Message(content=content, reply_to=msg)
+
+
+def commit_pending_control(state: RecordDict, accepted_round: int) -> None:
+    """Make the control variate of the last update c_i if the server aggregated that update (round
+    ``accepted_round``); either way the pending one is dropped."""
+    if STATE_PENDING_ROUND not in state.config_records:
+        return
+    pending_round = int(state.config_records[STATE_PENDING_ROUND]["round"])
+    if pending_round == accepted_round and STATE_PENDING_CONTROL in state.array_records:
+        state.array_records[STATE_CONTROL] = state.array_records[STATE_PENDING_CONTROL]
+        rounds = int(state.config_records[STATE_CONTROL_ROUNDS]["n"]) if STATE_CONTROL_ROUNDS in state.config_records \
+            else 0
+        state.config_records[STATE_CONTROL_ROUNDS] = ConfigRecord({"n": rounds + 1})
+    del state.config_records[STATE_PENDING_ROUND]
+    if STATE_PENDING_CONTROL in state.array_records:
+        del state.array_records[STATE_PENDING_CONTROL]
 
 
 def load_accountant(state: RecordDict) -> list[tuple]:

@@ -22,7 +22,8 @@ def pooled(config) -> tuple:
     from models.federated import data as datasets
 
     if config.dataset == "digits":
-        return datasets.digits_train_test(config.seed)
+        # the split the participants train on and the server tests with (seed 0), not one drawn with the run's seed
+        return datasets.digits_fit_validation() if config.validation else datasets.digits_train_test()
     manifest = json.loads((__import__("pathlib").Path(config.data_dir) / "manifest.json").read_text())
     parts = [datasets.npz_partition(config.data_dir, i) for i in range(len(manifest["participants"]))]
     return (np.concatenate([p.x_train for p in parts]), np.concatenate([p.y_train for p in parts]),

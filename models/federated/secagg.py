@@ -19,6 +19,7 @@ weighted average. Participants drop out up to ``num_shares − reconstruction_th
 
 from __future__ import annotations
 
+import os
 import json
 import time
 from pathlib import Path
@@ -158,19 +159,26 @@ def run(config: dict, num_participants: int, *, num_cpus: int = 2) -> dict:
 
     from models.federated.simulation import prepare_environment
 
-    created = prepare_environment()
     cfg = FederatedConfig.from_mapping(config)
+    if not cfg.output_dir:
+        raise ValueError("a SecAgg+ run needs output-dir: its history is read from there")
+    history_path = Path(cfg.output_dir) / "history.json"
+    history_path.unlink(missing_ok=True)  # an earlier run's history must not pass for this one's
     run_config = cfg.to_run_config()
-    run_simulation(server_app=make_server_app(run_config), client_app=make_client_app(run_config),
-                   num_supernodes=num_participants,
-                   backend_config={"init_args": {"num_cpus": num_cpus, "include_dashboard": False,
-                                                 "log_to_driver": False},
-                                   "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0}})
-    if created:
-        import shutil
+    created = prepare_environment()
+    try:
+        run_simulation(server_app=make_server_app(run_config), client_app=make_client_app(run_config),
+                       num_supernodes=num_participants,
+                       backend_config={"init_args": {"num_cpus": num_cpus, "include_dashboard": False,
+                                                     "log_to_driver": False},
+                                       "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0}})
+    finally:
+        if created:
+            import shutil
 
-        shutil.rmtree(created, ignore_errors=True)
-    return json.loads((Path(cfg.output_dir) / "history.json").read_text())
+            shutil.rmtree(created, ignore_errors=True)
+            del os.environ["RAY_TMPDIR"]
+    return json.loads(history_path.read_text())
 
 
 if __name__ == "__main__":

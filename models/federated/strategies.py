@@ -34,7 +34,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
-from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
+from flwr.supercore.differential_privacy import compute_stdv
 
 from models.federated.config import FederatedConfig
 from models.federated.model import from_record, to_record
@@ -50,6 +50,32 @@ def screen_update(update: list[np.ndarray], current: list[np.ndarray], max_norm:
     if norm > max_norm:
         return f"update norm {norm:.3g} above {max_norm:g}"
     return None
+
+
+def _finite_metrics(msg: Message, names: tuple[str, ...]) -> bool:
+    if "metrics" not in msg.content.metric_records:
+        return False
+    metrics = msg.content["metrics"]
+    return all(name in metrics and isinstance(metrics[name], (int, float)) and np.isfinite(float(metrics[name]))
+               for name in names)
+
+
+def malformed_reply(msg: Message) -> str | None:
+    """Why a training reply cannot be used at all (its records missing), or None: rejected like a bad update."""
+    if "metrics" not in msg.content.metric_records:
+        return "no metrics in the reply"
+    metrics = msg.content["metrics"]
+    if int(metrics.get("straggler-dropped", 0)) or int(metrics.get("budget-exhausted", 0)):
+        return None  # no update expected
+    if "arrays" not in msg.content.array_records:
+        return "no model update in the reply"
+    if not _finite_metrics(msg, ("num-examples", "train-loss")) or float(metrics["num-examples"]) <= 0:
+        return "no finite example count and training loss"
+    return None
+
+
+def _steps(history: list) -> int:
+    return sum(int(h[2]) for h in history)
 
 
 def error_summary(reason: str) -> str:
@@ -69,10 +95,15 @@ class PlatformStrategy(FedAvg):
         self.participants: dict[int, str] = {}
         self.suspended = cfg.suspended_set
         self.spent_before = cfg.epsilon_spent_map
-        # a participant whose lifetime budget was spent in earlier runs is never sampled, not even once to refuse
+        # a participant whose lifetime budget was spent in earlier runs is never sampled, not even once to refuse,
+        # whatever this run's privacy: a run without DP-SGD would have it train with no bound at all
         self.exhausted: set[str] = ({p for p, eps in self.spent_before.items() if eps >= cfg.epsilon_budget}
-                                    if cfg.dp == "client" and cfg.epsilon_budget > 0 else set())
+                                    if cfg.epsilon_budget > 0 else set())
         self.epsilon: dict[str, float] = {}
+        # each participant's DP-SGD accountant history in this run (noise, sample rate, steps), as its replies
+        # report it: sent back with every round, so a node that lost its state (a SuperNode restarted) goes on
+        # from it instead of from nothing, and its ε is computed here too (the larger counts)
+        self.dp_history: dict[str, list[tuple[float, float, int]]] = {}
         # participants sent a DP round's training message whose replies are not recorded yet, with the most ε
         # they can have spent by then (see configure_train); and those that never answered one
         self.in_flight: dict[str, float] = {}
@@ -81,6 +112,7 @@ class PlatformStrategy(FedAvg):
         self.events: list[dict] = []
         self._sampled: dict[int, str] = {}
         self._current: list[np.ndarray] = []
+        self._round = 0
         self.uniform_weights = False  # True under central DP: every accepted update weighs 1/m
         self.on_round = None  # called when the history changed: after each aggregation, and before a DP round starts
 
@@ -108,8 +140,26 @@ class PlatformStrategy(FedAvg):
         return [n for n in nodes if n in self.participants]
 
     def eligible(self, grid: Grid) -> list[int]:
-        return [n for n in self.discover(grid)
-                if self.participants[n] not in self.suspended and self.participants[n] not in self.exhausted]
+        nodes, claimed = [], {}
+        for n in sorted(self.discover(grid)):
+            who = self.participants[n]
+            if who in claimed:  # two nodes naming one tenant would train on its data twice, under one ε
+                event = {"event": "duplicate-participant", "participant": who, "node": n, "kept": claimed[who]}
+                if event not in self.events:
+                    self.events.append(event)
+                    log(WARNING, "node %d also claims participant %s (node %d): left out", n, who, claimed[who])
+                continue
+            claimed[who] = n
+            if who not in self.suspended and who not in self.exhausted:
+                nodes.append(n)
+        return nodes
+
+    def node_config(self, participant: str) -> dict:
+        """Per-participant entries of the round's config."""
+        history = self.dp_history.get(participant, [])
+        return {"epsilon-spent-before": float(self.spent_before.get(participant, 0.0)),
+                "dp-history-noise": [float(h[0]) for h in history], "dp-history-rate": [float(h[1]) for h in history],
+                "dp-history-steps": [int(h[2]) for h in history]}
 
     def extra_records(self, arrays: ArrayRecord) -> dict:
         return {}
@@ -120,8 +170,7 @@ class PlatformStrategy(FedAvg):
         messages = []
         for node in node_ids:
             participant = self.participants[node]
-            node_config = ConfigRecord({**dict(config), **self.client_config,
-                                        "epsilon-spent-before": float(self.spent_before.get(participant, 0.0))})
+            node_config = ConfigRecord({**dict(config), **self.client_config, **self.node_config(participant)})
             messages.append(Message(content=RecordDict({"arrays": arrays, "config": node_config, **extra}),
                                     message_type=kind, dst_node_id=node))
         return messages
@@ -134,6 +183,7 @@ class PlatformStrategy(FedAvg):
         sampled = sorted(self.rng.sample(eligible, size))
         self._sampled = {n: self.participants[n] for n in sampled}
         self._current = from_record(arrays)
+        self._round = server_round
         config["server-round"] = server_round
         self.rounds[server_round] = {"round": server_round, "sampled": sorted(self._sampled.values()),
                                      "eligible": len(eligible),
@@ -163,10 +213,15 @@ class PlatformStrategy(FedAvg):
             if msg.has_error():
                 record["failed"].append({"participant": who, "reason": error_summary(msg.error.reason)})
                 continue
+            malformed = malformed_reply(msg)
+            if malformed is not None:
+                record["rejected"].append({"participant": who, "reason": malformed})
+                log(WARNING, "round %d: reply from %s rejected: %s", server_round, who, malformed)
+                continue
             metrics = msg.content["metrics"]
-            record.setdefault("clients", {})[who] = {k: v for k, v in dict(metrics).items()}
-            if "epsilon" in metrics:
-                self.epsilon[who] = float(metrics["epsilon"])
+            record.setdefault("clients", {})[who] = {k: v for k, v in dict(metrics).items()
+                                                     if not k.startswith("dp-history-")}
+            self.record_epsilon(who, metrics)
             if int(metrics.get("straggler-dropped", 0)):
                 record["failed"].append({"participant": who, "reason": "straggler: missed the round deadline after "
                                          f"{int(metrics.get('epochs-done', 0))} of {self.cfg.local_epochs} epochs"})
@@ -220,6 +275,23 @@ class PlatformStrategy(FedAvg):
             metrics["epsilon-max"] = record["epsilon_max"]
         return to_record(averaged, names), MetricRecord(metrics)
 
+    def record_epsilon(self, who: str, metrics: MetricRecord) -> None:
+        """The ε a reply reports, never less than its accountant history gives or than recorded before: a node
+        that restarted reports from a shorter history, and two replies must not lower what was spent."""
+        spent = [self.epsilon.get(who, 0.0)]
+        if "epsilon" in metrics:
+            spent.append(float(metrics["epsilon"]))
+        if "dp-history-steps" in metrics:
+            reported = list(zip(metrics["dp-history-noise"], metrics["dp-history-rate"], metrics["dp-history-steps"]))
+            if _steps(reported) >= _steps(self.dp_history.get(who, [])):
+                self.dp_history[who] = [(float(z), float(q), int(k)) for z, q, k in reported]
+            if self.dp_history.get(who):
+                from models.federated.training import epsilon_after
+
+                spent.append(self.spent_before.get(who, 0.0) + epsilon_after(self.dp_history[who], self.cfg.dp_delta))
+        if len(spent) > 1 or who in self.epsilon:
+            self.epsilon[who] = max(spent)
+
     def screen_extra(self, msg: Message) -> str | None:
         """Why a reply's strategy-specific records must be rejected, or None."""
         return None
@@ -236,7 +308,10 @@ class PlatformStrategy(FedAvg):
         return self._messages(self.eligible(grid), arrays, config, MessageType.EVALUATE, with_extra=False)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        ok = [m for m in replies if not m.has_error()]
+        # a participant without held-out examples (a small tenant) has nothing to say: its NaN would make the
+        # round's accuracy NaN; a reply without finite metrics is left out likewise
+        ok = [m for m in replies if not m.has_error() and _finite_metrics(m, ("num-examples", "accuracy", "loss"))
+              and float(m.content["metrics"]["num-examples"]) > 0]
         if not ok:
             return None
         n = np.array([float(m.content["metrics"]["num-examples"]) for m in ok])
@@ -250,6 +325,14 @@ class PlatformStrategy(FedAvg):
 
 class Scaffold(PlatformStrategy):
     server_control: list[np.ndarray] | None = None
+
+    def __init__(self, cfg: FederatedConfig, client_config: dict):
+        super().__init__(cfg, client_config)
+        # the last round whose update of each participant went into c: its node makes that update's c_i its own
+        self.control_accepted: dict[str, int] = {}
+
+    def node_config(self, participant: str) -> dict:
+        return {**super().node_config(participant), "control-accepted-round": self.control_accepted.get(participant, 0)}
 
     def extra_records(self, arrays: ArrayRecord) -> dict:
         if self.server_control is None:
@@ -285,6 +368,8 @@ class Scaffold(PlatformStrategy):
         total = max(len([p for p in self.participants.values() if p not in self.suspended]), len(accepted))
         deltas = [from_record(m.content["control-delta"]) for m in accepted]
         self.server_control = [c + sum(d[i] for d in deltas) / total for i, c in enumerate(self.server_control)]
+        for m in accepted:
+            self.control_accepted[self.participants[m.metadata.src_node_id]] = int(self._round)
 
 
 class CentralDP(DifferentialPrivacyServerSideFixedClipping):
@@ -315,12 +400,13 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
         replies = list(replies)
         current = self.current_arrays.to_numpy_ndarrays()
         for reply in replies:
-            if reply.has_error() or "arrays" not in reply.content.array_records:
+            if reply.has_error() or malformed_reply(reply) is not None or "arrays" not in reply.content.array_records:
                 continue  # the base strategy records it
             names = list(reply.content["arrays"].keys())
             update = from_record(reply.content["arrays"])
-            compute_clip_model_update(update, current, self.clipping_norm)
-            reply.content["arrays"] = to_record(update, names)
+            if screen_update(update, current, float("inf")) is not None:
+                continue  # misshapen or not finite: left as it came, for the base strategy to reject and record
+            reply.content["arrays"] = to_record(clip_update(update, current, self.clipping_norm), names)
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is None:
             return arrays, metrics  # skipped: the global model is unchanged, nothing was released
@@ -347,6 +433,15 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
         for rate in self._sample_rates:
             accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=rate)
         return float(accountant.get_epsilon(delta=self.strategy.cfg.dp_delta))
+
+
+def clip_update(update: list[np.ndarray], current: list[np.ndarray], clip: float) -> list[np.ndarray]:
+    """w_t + (w_i − w_t)·min(1, C/‖w_i − w_t‖): Flower's fixed clipping, with an unchanged model (norm 0, a
+    participant sending the global model back) kept as it is instead of dividing by zero."""
+    deltas = [(u.astype(np.float64) - c) for u, c in zip(update, current)]
+    norm = float(np.sqrt(sum(float((d ** 2).sum()) for d in deltas)))
+    scale = min(1.0, clip / norm) if norm > 0 else 1.0
+    return [(c + d * scale).astype(u.dtype) for u, c, d in zip(update, current, deltas)]
 
 
 def build_strategy(cfg: FederatedConfig, client_config: dict):

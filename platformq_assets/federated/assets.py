@@ -88,14 +88,21 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
     rows = registry.list_participants(lake)
     examples = order_examples(lake)
     with_data = set(examples.column("tenant_id").to_pylist())
-    # Tenants without consent take no part at all: their data is never exported.
+    # Tenants without consent take no part at all. Only the tenants that may train have their data exported:
+    # a suspended tenant's (or one whose ε budget is spent) is neither trained on nor pooled for the baseline;
+    # its node (deployment engine) still says who it is, and the server never samples it.
     members = [r for r in rows if r["consent"] and r["tenant_id"] in with_data]
     tenants = [r["tenant_id"] for r in members]
     suspended = [r["tenant_id"] for r in members if r["status"] != registry.ENROLLED]
-    active = len(tenants) - len(suspended)
-    if active < settings.federated_min_participants:
-        raise Failure(f"{active} enrolled, consenting tenants with data; the federation needs "
-                      f"{settings.federated_min_participants} (enrol them with `platformq participants enrol`)")
+    budget = settings.federated_epsilon_budget
+    spent = [r["tenant_id"] for r in members if r["tenant_id"] not in suspended and budget > 0
+             and float(r["epsilon_spent"] or 0.0) >= budget]
+    training = [t for t in tenants if t not in suspended and t not in spent]
+    if len(training) < settings.federated_min_participants:
+        raise Failure(f"{len(training)} enrolled, consenting tenants with data and ε budget left "
+                      f"(suspended: {suspended or 'none'}; budget of {budget:g} spent: {spent or 'none'}); the "
+                      f"federation needs {settings.federated_min_participants} (enrol them with "
+                      f"`platformq participants enrol`)")
 
     workdir = Path(tempfile.mkdtemp(prefix="federated-", dir=settings.home))
     data_dir = Path(config.export_dir) if config.export_dir else workdir / "data"
@@ -103,7 +110,7 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
     def remove_exports() -> None:
         # the tenants' exported examples and the run's files do not outlive it (the model is in MLflow)
         shutil.rmtree(workdir, ignore_errors=True)
-        for name in [f"{i}.npz" for i in range(len(tenants))] + ["manifest.json"]:
+        for name in [f"{i}.npz" for i in range(len(training))] + ["manifest.json"]:
             (data_dir / name).unlink(missing_ok=True)
 
     output = workdir / "output"
@@ -141,17 +148,18 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         remove_exports()
         raise Failure(f"invalid federated run config: {exc}") from exc
     try:
-        counts = write_tenant_files(examples, tenants, data_dir, seed=config.seed)
+        counts = write_tenant_files(examples, training, data_dir, seed=config.seed)
     except BaseException:
         remove_exports()
         raise
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
-    context.log.info(f"federation of {tenants} (suspended: {suspended}); config {json.dumps(run_config)}")
+    context.log.info(f"federation of {training} (suspended: {suspended}; budget spent: {spent}); "
+                     f"config {json.dumps(run_config)}")
     try:
         invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
             context=context, command=[sys.executable, "-m", "models.federated.pipes_run"],
             env=subprocess_env(ray_tmp),
-            extras={"config": run_config, "participants": len(tenants), "superlink": settings.flower_superlink or "",
+            extras={"config": run_config, "participants": len(training), "superlink": settings.flower_superlink or "",
                     "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
         results = list(invocation.get_results())
     except BaseException:
@@ -173,13 +181,20 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
     finally:
         remove_exports()
     extra = {"mlflow_run_id": run.info.run_id, "mlflow_run": mlflow.run_url(run), "model_version": str(version.version),
-             "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "examples_per_tenant": counts}
+             "alias": CHALLENGER, "tenants": tenants, "suspended": suspended, "budget_spent": spent,
+             "trained_by": trained_by(history), "examples_per_tenant": counts}
     for result in results:
         if isinstance(result, MaterializeResult):
             yield MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra},
                                     data_version=result.data_version)
         else:
             yield result
+
+
+def trained_by(history: dict) -> list[str]:
+    """The participants whose updates went into the model (an aggregated round accepted them)."""
+    return sorted({p for r in history["rounds"] if r["round"] > 0 and not r.get("skipped")
+                   for p in r.get("accepted", [])})
 
 
 def refuse_untrained(history: dict, run_config: dict) -> None:
@@ -223,13 +238,14 @@ def log_and_register(context, mlflow: MlflowResource, output: Path, history: dic
         mlflow_lib.log_metrics({f"centralised_{k}": v for k, v in comparison["centralised"].items()})
         mlflow_lib.log_dict({"history": history, "examples_per_tenant": counts, "features": list(features)},
                             "federated_history.json")
-        with np.load(Path(run_config["data-dir"]) / "0.npz") as first_tenant:
-            example = first_tenant["x_test"][:5].astype(np.float32)
+        # the input example (the traced format needs one, and the signature comes from it) is a row of zeros,
+        # not a tenant's rows: it is stored with the model, for anyone who can read the registry, and no DP covers it
+        example = np.zeros((1, history["num_features"]), dtype=np.float32)
         info = mlflow_pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch"])
     version = mlflow.register(info.model_uri, f"federated_{MODEL}", tags={
         "training": "federated", "strategy": run_config["strategy"], "dp": run_config["dp"],
         "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id,
-        "participants": ",".join(history["participants"])},
-        description=f"Flower {run_config['strategy']} over {len(history['participants'])} tenants, "
+        "participants": ",".join(trained_by(history))},
+        description=f"Flower {run_config['strategy']} over {len(trained_by(history))} tenants, "
                     f"{run_config['num-rounds']} rounds, dp={run_config['dp']}.")
     return version, run

@@ -98,6 +98,8 @@ def record_run(lake, rows: list[dict], history: dict) -> None:
     now = {row["tenant_id"]: row for row in list_participants(lake)}
     joined: dict[str, int] = {}
     for rnd in history["rounds"]:
+        if rnd.get("skipped"):
+            continue  # its accepted updates were not aggregated: the participant did not join that round
         for tenant in rnd.get("accepted", []):
             joined[tenant] = joined.get(tenant, 0) + 1
     seen = set(history.get("participants", []))

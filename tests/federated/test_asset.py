@@ -5,6 +5,7 @@ import datetime as dt
 import socket
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance
@@ -86,7 +87,9 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
     meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
     assert meta["strategy"] == "fedprox" and meta["rounds"] == 2 and meta["rounds_skipped"] == 0
     assert meta["tenants"] == tenants and meta["suspended"] == [third]
-    for r in meta["rounds_json"]:  # the suspended tenant's node exists but is never sampled
+    # the suspended tenant's data is not exported: no node trains on it, the baseline does not pool it
+    assert set(meta["examples_per_tenant"]) == {first, second} and meta["trained_by"] == [first, second]
+    for r in meta["rounds_json"]:
         assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
         assert 0 < r["epsilon_max"] <= 2.0 + 1e-6
     assert "| 2 | 2 |" in meta["round_metrics"]
@@ -101,6 +104,13 @@ def test_tenants_train_the_order_anomaly_model_as_flower_participants(settings, 
     version = mlflow_resource(settings).version_for("federated_order_anomaly", "challenger")
     assert version is not None and str(version.version) == meta["model_version"]
     assert version.tags["training"] == "federated" and version.tags["platformq.stage"] == "dev"
+    assert version.tags["participants"] == f"{first},{second}"
+    mlflow = mlflow_resource(settings)._mlflow()  # the tracking and registry URIs set
+    path = mlflow.artifacts.download_artifacts(f"models:/federated_order_anomaly/{version.version}")
+    logged = mlflow.models.Model.load(path)
+    # the input example stored with the model is a row of zeros, not rows of a tenant's data
+    example = np.asarray(logged.load_input_example(path))
+    assert logged.signature is not None and example.shape[0] == 1 and example.size > 1 and not example.any()
 
     rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
     for tenant in (first, second):
@@ -155,7 +165,8 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
     assert meta["engine"] == "superlink" and meta["flower_run_id"]
     assert meta["strategy"] == "fedprox" and meta["rounds"] == 2 and meta["rounds_skipped"] == 0
     assert meta["tenants"] == tenants and meta["suspended"] == [third]
-    assert meta["participants"] == tenants  # every node said which tenant it is
+    assert meta["participants"] == tenants  # every node said which tenant it is, the suspended one's too
+    assert set(meta["examples_per_tenant"]) == {first, second} and meta["trained_by"] == [first, second]
     assert [r["round"] for r in meta["rounds_json"]] == [1, 2]
     for r in meta["rounds_json"]:  # the suspended tenant's SuperNode is connected but never sampled
         assert r["sampled"] == [first, second] and r["accepted"] == [first, second]
@@ -173,7 +184,7 @@ def test_superlink_and_three_supernodes_run_the_assets_server_app_to_completion(
     version = mlflow_resource(settings).version_for("federated_order_anomaly", "challenger")
     assert version is not None and str(version.version) == meta["model_version"]
     assert version.tags["training"] == "federated" and version.tags["strategy"] == "fedprox"
-    assert version.tags["participants"] == ",".join(tenants)
+    assert version.tags["participants"] == f"{first},{second}"  # the tenants whose updates made the model
     logged = mlflow_resource(settings).client().get_metric_history(version.tags["mlflow_run_id"], "central_epsilon")
     assert [m.step for m in logged] == [1, 2] and logged[1].value == pytest.approx(meta["central_dp_epsilon"], rel=1e-3)
 

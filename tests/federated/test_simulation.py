@@ -150,8 +150,11 @@ def test_scaffold_keeps_control_variates_across_rounds_and_rejects_a_bad_control
         assert reasons.pop("p3").startswith("control variate update inconsistent with the model update")
         assert reasons == {"p0": "no control-variate update", "p1": "control variate shape mismatch",
                            "p2": "non-finite control variate"}
-        # each participant's c_i was updated once per round it took part in: the node state persisted
-        assert {c["control-rounds"] for c in r[i]["clients"].values()} == {i}
+        # an accepted participant's c_i was updated once per round it took part in (the node state persisted); a
+        # rejected one's new c_i never became its own (the server did not add its Δc_i to c): it counts 0 + this one
+        clients = r[i]["clients"]
+        assert clients["p4"]["control-rounds"] == clients["p5"]["control-rounds"] == i
+        assert {clients[p]["control-rounds"] for p in ("p0", "p1", "p2", "p3")} == {1}
     assert all(r[3]["clients"][p]["control-norm"] > 0 for p in ("p4", "p5"))
 
 

@@ -1,0 +1,191 @@
+"""The server strategy's participant rules, fed Flower messages directly (no simulation engine): who may be
+sampled, which replies are used, and what ε is recorded. The simulation tests run the same code end to end."""
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from models.federated.config import FederatedConfig
+from models.federated.model import from_record, to_record
+from models.federated.strategies import PlatformStrategy, Scaffold, build_strategy
+
+
+class Grid:
+    """A grid of nodes that answer discovery queries with the participant each names (what the ClientApp's
+    ``query`` handler answers); training replies are made by the tests."""
+
+    def __init__(self, participants: dict[int, str]):
+        self.names = participants
+
+    def get_node_ids(self):
+        return list(self.names)
+
+    def send_and_receive(self, messages, timeout=None):
+        return [Message(content=RecordDict({"participant": ConfigRecord({"participant": self.names[m.metadata.dst_node_id]})}),
+                        reply_to=m) for m in messages]
+
+
+WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(3, np.float32)]
+
+
+def arrays(values=WEIGHTS) -> ArrayRecord:
+    return to_record([np.asarray(v, np.float32) for v in values], ["w", "b"])
+
+
+def reply(to: Message, update=None, **metrics) -> Message:
+    content = RecordDict({"metrics": MetricRecord({"num-examples": 10, "train-loss": 0.5, **metrics})})
+    if update is not False:
+        content["arrays"] = arrays(update if update is not None else [w + 0.1 for w in WEIGHTS])
+    return Message(content=content, reply_to=to)
+
+
+def start_round(strategy, grid, server_round=1):
+    messages = list(strategy.configure_train(server_round, arrays(), ConfigRecord(), grid))
+    return {m.metadata.dst_node_id: m for m in messages}
+
+
+def config(**settings) -> FederatedConfig:
+    return FederatedConfig(**{"min_participants": 1, "fraction_train": 1.0, **settings})
+
+
+def test_a_spent_budget_keeps_the_participant_out_of_runs_without_dp_sgd():
+    """The budget was only applied to DP-SGD runs: a tenant that had spent it trained with no bound at all in the
+    next run without DP."""
+    for dp in ("none", "client"):
+        strategy = PlatformStrategy(config(dp=dp, epsilon_budget=8.0, epsilon_spent="t-a=8.0,t-b=7.5"), {})
+        assert strategy.exhausted == {"t-a"}
+        sent = start_round(strategy, Grid({1: "t-a", 2: "t-b"}))
+        assert [strategy.participants[n] for n in sent] == ["t-b"]
+
+
+def test_two_nodes_naming_one_participant_train_once():
+    strategy = PlatformStrategy(config(), {})
+    sent = start_round(strategy, Grid({3: "t-b", 1: "t-a", 2: "t-a"}))
+    assert sorted(sent) == [1, 3]
+    assert {"event": "duplicate-participant", "participant": "t-a", "node": 2, "kept": 1} in strategy.events
+    start_round(strategy, Grid({3: "t-b", 1: "t-a", 2: "t-a"}), 2)
+    assert sum(e["event"] == "duplicate-participant" for e in strategy.events) == 1  # recorded once
+
+
+def test_replies_without_records_are_rejected_not_raised():
+    strategy = PlatformStrategy(config(), {})
+    sent = start_round(strategy, Grid({1: "t-a", 2: "t-b", 3: "t-c", 4: "t-d"}))
+    no_metrics = Message(content=RecordDict({"arrays": arrays()}), reply_to=sent[2])
+    nan_loss = reply(sent[4], **{"train-loss": float("nan")})
+    model, _ = strategy.aggregate_train(1, [reply(sent[1]), no_metrics, reply(sent[3], update=False), nan_loss])
+    record = strategy.rounds[1]
+    assert record["accepted"] == ["t-a"]
+    assert {r["participant"]: r["reason"] for r in record["rejected"]} == {
+        "t-b": "no metrics in the reply", "t-c": "no model update in the reply",
+        "t-d": "no finite example count and training loss"}
+    assert np.allclose(from_record(model)[0], 0.1)
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the smallest alpha")  # tiny noise: a huge ε, as meant
+def test_central_dp_records_a_zero_or_misshapen_update_instead_of_crashing():
+    """Flower's clipping divides by the update's norm (a participant sending the global model back: division by
+    zero) and zips the arrays strictly (one array too few: ValueError): either ended the whole run."""
+    central, base = build_strategy(config(central_dp_noise=0.01, central_dp_clip=1.0), {})
+    sent = start_round(central, Grid({1: "t-a", 2: "t-b", 3: "t-c"}))
+    unchanged = reply(sent[1], update=WEIGHTS)
+    short = Message(content=RecordDict({"arrays": to_record([WEIGHTS[0]], ["w"]),
+                                        "metrics": MetricRecord({"num-examples": 10, "train-loss": 0.5})}),
+                    reply_to=sent[2])
+    large = reply(sent[3], update=[w + 10.0 for w in WEIGHTS])
+    model, _ = central.aggregate_train(1, [unchanged, short, large])
+    record = base.rounds[1]
+    assert record["accepted"] == ["t-a", "t-c"]
+    assert record["rejected"] == [{"participant": "t-b", "reason": "shape mismatch"}]
+    # t-c's update was clipped to norm 1 before averaging (the noise is tiny): the average moves by ~1/2
+    delta = np.sqrt(sum(float((a ** 2).sum()) for a in from_record(model)))
+    assert delta == pytest.approx(0.5, abs=0.1)
+
+
+def test_a_participant_without_held_out_examples_leaves_the_round_accuracy_finite():
+    strategy = PlatformStrategy(config(), {})
+    start_round(strategy, Grid({1: "t-a", 2: "t-b"}))
+    evaluations = list(strategy.configure_evaluate(1, arrays(), ConfigRecord(), Grid({1: "t-a", 2: "t-b"})))
+    replies = [Message(content=RecordDict({"metrics": MetricRecord({"num-examples": n, "accuracy": acc, "loss": loss})}),
+                       reply_to=m) for m, (n, acc, loss) in zip(evaluations, [(20, 0.75, 0.4),
+                                                                               (0, float("nan"), float("nan"))])]
+    metrics = strategy.aggregate_evaluate(1, replies)
+    assert metrics["accuracy"] == 0.75 and metrics["loss"] == pytest.approx(0.4)
+    assert strategy.rounds[1]["evaluated"] == 1
+
+
+def test_epsilon_is_never_recorded_lower_than_the_accountant_history_gives():
+    """A SuperNode that restarted mid-run lost its accountant history: it reported ε from the rounds after the
+    restart only, and that smaller value replaced the one recorded. The server keeps each participant's history,
+    sends it back with each round (the node goes on from it) and records the larger ε."""
+    from models.federated.client_app import run_history
+    from models.federated.training import epsilon_after
+
+    strategy = PlatformStrategy(config(dp="client", epsilon_spent="t-a=0.5"), {})
+    grid = Grid({1: "t-a"})
+    history = [(1.1, 0.05, 40)]
+    sent = start_round(strategy, grid)
+    strategy.aggregate_train(1, [reply(sent[1], epsilon=0.5 + epsilon_after(history, 1e-5), **{
+        "dp-history-noise": [1.1], "dp-history-rate": [0.05], "dp-history-steps": [40]})])
+    first = strategy.epsilon["t-a"]
+    assert first == pytest.approx(0.5 + epsilon_after(history, 1e-5))
+    # round 2: the config carries the history, and a node without state takes it
+    sent = start_round(strategy, grid, 2)
+    node_config = sent[1].content["config"]
+    assert list(node_config["dp-history-steps"]) == [40]
+    assert run_history(node_config, RecordDict()) == history
+    # a node that restarted and did not get the history reports one round's worth only: ε does not go down
+    strategy.aggregate_train(2, [reply(sent[1], epsilon=0.5 + epsilon_after(history, 1e-5) / 2, **{
+        "dp-history-noise": [1.1], "dp-history-rate": [0.05], "dp-history-steps": [20]})])
+    assert strategy.epsilon["t-a"] == pytest.approx(first)
+    assert strategy.dp_history["t-a"] == history
+
+
+def test_scaffold_client_keeps_a_control_variate_only_once_the_server_used_its_update():
+    """The client made its new c_i its own before the server had decided: after a rejected update (or a skipped
+    round) c = mean(c_i) no longer held for the rest of the run."""
+    from models.federated.client_app import STATE_CONTROL, STATE_PENDING_CONTROL, STATE_PENDING_ROUND, \
+        commit_pending_control
+
+    state = RecordDict()
+    state.array_records[STATE_PENDING_CONTROL] = to_record([np.ones(2, np.float32)])
+    state.config_records[STATE_PENDING_ROUND] = ConfigRecord({"round": 3})
+    commit_pending_control(state, accepted_round=2)  # round 3's update was not used
+    assert STATE_CONTROL not in state.array_records and STATE_PENDING_CONTROL not in state.array_records
+    state.array_records[STATE_PENDING_CONTROL] = to_record([np.ones(2, np.float32)])
+    state.config_records[STATE_PENDING_ROUND] = ConfigRecord({"round": 4})
+    commit_pending_control(state, accepted_round=4)
+    assert np.array_equal(from_record(state.array_records[STATE_CONTROL])[0], np.ones(2))
+
+    # the server tells each participant the last round whose update went into c
+    strategy = Scaffold(config(min_participants=2, max_update_norm=5.0), {"lr": 0.1})
+    grid = Grid({1: "t-a", 2: "t-b"})
+    sent = start_round(strategy, grid)
+    assert {m.content["config"]["control-accepted-round"] for m in sent.values()} == {0}
+
+    def scaffold_reply(message, update):
+        x = WEIGHTS
+        delta = [(xi - yi) / (1 * 0.1) for xi, yi in zip(x, update)]  # c and c_i are zero in round 1
+        answer = reply(message, update=update, steps=1)
+        answer.content["control-delta"] = to_record(delta)
+        return answer
+
+    strategy.aggregate_train(1, [scaffold_reply(sent[1], [w + 0.1 for w in WEIGHTS]),
+                                 scaffold_reply(sent[2], [w + 100.0 for w in WEIGHTS])])  # t-b's norm: rejected
+    assert strategy.rounds[1]["skipped"]  # one accepted, two needed: c unchanged, no one's update used
+    sent = start_round(strategy, grid, 2)
+    assert {m.content["config"]["control-accepted-round"] for m in sent.values()} == {0}
+    assert all(not c.any() for c in strategy.server_control)
+    strategy.aggregate_train(2, [scaffold_reply(sent[1], [w + 0.1 for w in WEIGHTS]),
+                                 scaffold_reply(sent[2], [w + 0.2 for w in WEIGHTS])])
+    sent = start_round(strategy, grid, 3)
+    assert {m.content["config"]["control-accepted-round"] for m in sent.values()} == {2}
+
+
+def test_rounds_joined_count_aggregated_rounds_only(lake):
+    from platformq_assets.federated import participants as registry
+
+    registry.enrol(lake, "t-a")
+    rows = registry.list_participants(lake)
+    registry.record_run(lake, rows, {"participants": ["t-a"], "rounds": [
+        {"round": 1, "accepted": ["t-a"], "skipped": True}, {"round": 2, "accepted": ["t-a"]}]})
+    assert {r["tenant_id"]: r["rounds_joined"] for r in registry.list_participants(lake)} == {"t-a": 1}
