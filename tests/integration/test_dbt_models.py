@@ -129,6 +129,24 @@ def test_tests_hold_on_the_second_day_of_an_incremental_table(incremental_projec
     assert _query(target, "select count(*), count(distinct partition_date) from gold.trader_leaderboard") == [(4, 2)]
 
 
+def test_a_bad_day_fails_its_own_tests_not_every_later_days(incremental_project, tmp_path):
+    """On Trino a table holds every day: tests over the whole table re-checked every earlier day on each run, so a
+    day with an unmarked open position (pnl null, a blocking test) failed the build of every later day too."""
+    days = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]
+    target = tmp_path / "inc-target"
+    _stage(target, {
+        "bronze.accounts": pa.concat_tables([_accounts(d) for d in days]),
+        "bronze.fills": pa.concat_tables([_fills(d, [(i + 1, dt.datetime.combine(d, dt.time(15), UTC), "AAPL",
+                                                       10000, 2)]) for i, d in enumerate(days)]),
+        "bronze.reference_prices": _marks(days[1], {"AAPL": 101.5}),  # no mark on the first day
+    })
+    first = _build(incremental_project, target, "accounts positions_pnl trader_leaderboard", days[0].isoformat())
+    assert first["not_null_positions_pnl_pnl"] == "fail"
+    second = _build(incremental_project, target, "accounts positions_pnl trader_leaderboard", days[1].isoformat())
+    assert not {k: v for k, v in second.items() if v not in ("success", "pass")}, second
+    assert "not_null_trader_leaderboard_tenant_id" in second and "not_null_positions_pnl_tenant_id" in second
+
+
 def test_email_tokens_use_the_deployments_salt(tmp_path):
     day = dt.date(2024, 1, 2)
     email = "ada.ivanova7@acme.example"
