@@ -6,7 +6,9 @@ labelled anomaly of the day falls inside at least one window.
 """
 
 import dataclasses
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from dagster_pipes import open_dagster_pipes
@@ -23,7 +25,12 @@ def main() -> None:
         started = time.perf_counter()
         windows = encode_day(events, config)
         seconds = time.perf_counter() - started
-        np.savez_compressed(extras["out"], **windows)
+        # written beside it, then renamed: a crash mid-write leaves no half file that training would pick up
+        out = Path(extras["out"])
+        partial = out.with_name(f".{out.name}.partial")
+        with open(partial, "wb") as handle:
+            np.savez_compressed(handle, **windows)
+        os.replace(partial, out)
         spikes, labels = windows["spikes"], windows["label"]
         kinds = windows["anomaly_type"][labels == 1]
         expected = set(events["label_id"].tolist())

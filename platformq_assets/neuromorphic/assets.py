@@ -112,7 +112,7 @@ def _results(invocation, **metadata):
 )
 def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, lake: LakeResource):
     from platformq_assets.neuromorphic.events import write_day_events
-    from platformq_assets.neuromorphic.runner import run_lava_script
+    from platformq_assets.neuromorphic.runner import lava_writable_dir, run_lava_script
 
     settings = _settings()
     _preflight(settings)
@@ -120,7 +120,7 @@ def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, la
     workdir = settings.effective_lava_workdir
     events = workdir / "events" / f"{day}.npz"
     out = workdir / "spike_trains" / f"{day}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    lava_writable_dir(out.parent)
     rows = write_day_events(lake, day, events)
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_encode", {
         "events": str(events), "out": str(out),
@@ -208,7 +208,7 @@ def _training_days(day: str) -> list[str]:
                 "with netx to HDF5, logged to MLflow and registered as challenger.",
 )
 def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow: MlflowResource):
-    from platformq_assets.neuromorphic.runner import run_lava_script
+    from platformq_assets.neuromorphic.runner import lava_writable_dir, run_lava_script
 
     settings = _settings()
     _preflight(settings)
@@ -226,7 +226,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     # train aside (same volume as the published folder, so the lava pod sees it and the swap is a rename);
     # the day's folder changes only once the new network is registered
     out_dir = models / f"{day}{STAGING_MARK}{context.run.run_id}"
-    out_dir.mkdir(parents=True)
+    lava_writable_dir(out_dir, exist_ok=False)
     try:
         invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
             "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
@@ -277,7 +277,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
                 f"(via Pipes); scores in {SCORES_TABLE}.",
 )
 def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: LakeResource):
-    from platformq_assets.neuromorphic.runner import run_lava_script
+    from platformq_assets.neuromorphic.runner import lava_writable_dir, run_lava_script
     from platformq_assets.neuromorphic.scores import scores_table
 
     settings = _settings()
@@ -292,7 +292,7 @@ def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: 
                       f"that day ({spikes}, {model_dir / 'network.h5'})")
     registry = _published_registry(model_dir)
     out = workdir / "scores" / f"{day}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    lava_writable_dir(out.parent)
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_score", {
         "spikes": str(spikes), "model_dir": str(model_dir), "out": str(out), "pad": config.pad,
         "backend": settings.lava_backend, "partition": settings.lava_loihi_partition,

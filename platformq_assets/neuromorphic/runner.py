@@ -30,13 +30,29 @@ def require_lava_python(settings) -> Path:
     return python
 
 
+def lava_writable_dir(path: Path, *, exist_ok: bool = True) -> Path:
+    """A folder the lava side writes into: on Kubernetes the step pod (root) makes it and the lava pod (uid 1000,
+    group 0) writes there, so it is group-writable, and setgid so what is made inside keeps the group."""
+    import os
+
+    path.mkdir(parents=True, exist_ok=exist_ok)
+    try:
+        os.chmod(path, 0o2775)
+    except PermissionError:  # made by someone else (who set its mode); the lava side's own access is theirs
+        pass
+    return path
+
+
 def lava_pod_spec(settings) -> dict:
     """The base pod spec of a lava pod: resources, the shared work directory, no restarts."""
     container = {
         "name": "lava",
         "workingDir": IMAGE_WORKDIR,
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False},
+        # uid 1000 (the image's user), in group 0: the folders the step pod (root) makes for it on the shared
+        # volume are group-writable (lava_writable_dir), so it can write there on any storage, NFS included
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 0,
+                            "allowPrivilegeEscalation": False},
     }
     spec = {"restartPolicy": "Never", "containers": [container]}
     if settings.lava_workdir_claim:

@@ -71,6 +71,8 @@ def test_production_runs_the_lava_side_in_its_own_pod(monkeypatch):
     assert container["volumeMounts"] == [{"mountPath": "/mnt/neuromorphic", "name": "neuromorphic-workdir"}]
     assert spec["volumes"] == [{"name": "neuromorphic-workdir", "persistentVolumeClaim": {"claimName": "nm-work"}}]
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    # the image's user, in group 0: it writes into the folders the step pod (root) made group-writable for it
+    assert container["securityContext"]["runAsUser"] == 1000 and container["securityContext"]["runAsGroup"] == 0
     assert body["metadata"]["labels"]["platformq/domain"] == "neuromorphic"
 
 
@@ -131,3 +133,17 @@ def test_model_without_earlier_spike_trains_fails_with_what_to_materialise(setti
     message = str(failure.event_specific_data.error)
     assert "no spike trains in the training window of 2024-01-09 (2024-01-04 .. 2024-01-08)" in message
     assert "neuromorphic/spike_trains" in message
+
+
+def test_folders_the_lava_side_writes_into_are_group_writable_and_keep_their_group(tmp_path):
+    """On the shared volume the step pod (root) makes the folders and the lava pod (uid 1000, group 0) writes in
+    them: with the default 0755 it could not, on storage that keeps permissions (NFS, CephFS)."""
+    import stat
+
+    from platformq_assets.neuromorphic.runner import lava_writable_dir
+
+    made = lava_writable_dir(tmp_path / "spike_trains")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o2775
+    assert lava_writable_dir(made) == made  # again: fine
+    with pytest.raises(FileExistsError):
+        lava_writable_dir(made, exist_ok=False)  # a training run's staging folder is its own
