@@ -17,6 +17,7 @@ def ml_definitions() -> Definitions:
     from pipelines.schedules import ml_schedules
     from platformq_assets.ml.lifecycle import model_assets
     from sensors.ml_alerts import ml_drift_alerts
+    from sensors.ml_catch_up import build_ml_catch_up_sensor
 
     return Definitions(
         assets=[instrument_intervals, account_activity, feature_registry, online_store, instrument_intervals_history,
@@ -24,5 +25,5 @@ def ml_definitions() -> Definitions:
                 *model_assets("account_anomaly", ACCOUNT_FEATURES_KEY)],
         jobs=[ml_daily_job, ml_training_job],
         schedules=ml_schedules(),
-        sensors=[ml_drift_alerts],
+        sensors=[ml_drift_alerts, build_ml_catch_up_sensor(ml_daily_job)],
     )
