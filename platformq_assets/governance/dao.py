@@ -78,10 +78,15 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     # proposal and the lake write, or a plain re-materialisation) finds the day's proposal and carries on
     # from its state instead of proposing it again. The treasury is observed for this run only.
     treasury_before = governance.request("GET", "/v1/dao")["treasury"]["USD"]
-    top = top_trader(board)
-    description = f"{day}: reward the day's top trader (account {top['account_id']}, PnL {top['pnl']:.2f})"
-    pid = _find_proposal(governance, description)
-    if pid is None:
+    # The day's proposal is found by the day (the description's first part), not by whom it rewards: a
+    # leaderboard changed since (an erasure removed the top trader, a rebuilt gold day) must not make a second
+    # proposal that pays the day again.
+    found = _find_proposal(governance, day_proposal_prefix(day))
+    if found is not None:
+        pid, description = found
+    else:
+        top = top_trader(board)
+        description = f"{day_proposal_prefix(day)} (account {top['account_id']}, PnL {top['pnl']:.2f})"
         pid = governance.request("POST", "/v1/dao/proposals", json_body={
             "proposer": f"acct-{top['account_id']}",
             "actions": [{"type": "transfer", "to": f"acct-{top['account_id']}", "amount": REWARD, "asset": "USD"}],
@@ -131,13 +136,18 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
                                      "executed_this_run": executed_here})
 
 
-def _find_proposal(governance: ServiceClientResource, description: str) -> str | None:
-    """The id of the DAO's proposal with this description (the day's), if an earlier run made it."""
+def day_proposal_prefix(day: str) -> str:
+    return f"{day}: reward the day's top trader"
+
+
+def _find_proposal(governance: ServiceClientResource, prefix: str) -> tuple[str, str] | None:
+    """(id, description) of the DAO's first proposal whose description starts with ``prefix`` (the day's), if
+    an earlier run made it."""
     # filtered by the service before its limit: the newest 1000 alone would miss an old day's (and pay it twice)
-    matches = [p["id"] for p in governance.request("GET", "/v1/dao/proposals",
-                                                   params={"description": description, "limit": 1000})
-               if p["description"] == description]
-    return matches[-1] if matches else None
+    matches = [(p["id"], p["description"]) for p in governance.request(
+        "GET", "/v1/dao/proposals", params={"description_prefix": prefix, "limit": 1000})
+        if p["description"].startswith(prefix)]
+    return matches[0] if matches else None
 
 
 def _vote_once(governance: ServiceClientResource, pid: str, voter: str, support: str) -> None:

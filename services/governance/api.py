@@ -465,9 +465,11 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.get("/v1/dao/proposals", response_model=list[ProposalSummary], tags=["proposals"])
     def list_proposals(state: StateName | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        description: Annotated[str | None, Query(max_length=MAX_DESCRIPTION)] = None,
+                       description_prefix: Annotated[str | None, Query(min_length=1, max_length=MAX_DESCRIPTION)] = None,
                        principal: Principal = Depends(reader)):
-        """The most recent proposals (oldest first), optionally only those in ``state`` or with exactly this
-        ``description`` (filtered before ``limit``: a client finds its proposal however many came after it)."""
+        """The most recent proposals (oldest first), optionally only those in ``state``, with exactly this
+        ``description``, or whose description starts with ``description_prefix`` (filtered before ``limit``: a
+        client finds its proposal however many came after it)."""
         with lock:
             dao = own_dao(principal)
             gov = dao.governor
@@ -475,6 +477,8 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
             for pid in gov.proposal_ids():
                 p = gov.proposal(pid)
                 if description is not None and p.description != description:
+                    continue
+                if description_prefix is not None and not p.description.startswith(description_prefix):
                     continue
                 current = gov.state(pid).name
                 if state is None or current == state:

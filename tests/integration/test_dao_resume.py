@@ -65,6 +65,39 @@ def test_the_days_proposal_is_found_however_many_proposals_came_after_it(setting
         ids = [gov.request("POST", "/v1/dao/proposals", json_body={
             "proposer": "acct-1", "description": f"2021-01-01 day {i} #proposer=acct-1",
             "actions": [{"type": "transfer", "to": "acct-1", "amount": 1, "asset": "USD"}]})["id"] for i in range(1002)]
-        assert _find_proposal(gov, "2021-01-01 day 0 #proposer=acct-1") == ids[0]
-        assert _find_proposal(gov, "2021-01-01 day 1001 #proposer=acct-1") == ids[-1]
+        assert _find_proposal(gov, "2021-01-01 day 0 #proposer=acct-1") == (ids[0], "2021-01-01 day 0 #proposer=acct-1")
+        assert _find_proposal(gov, "2021-01-01 day 1001 #")[0] == ids[-1]
         assert _find_proposal(gov, "2021-01-01 day 1002 #proposer=acct-1") is None
+        # the service filters by prefix before its limit too (1002 proposals start with the day)
+        listed = gov.request("GET", "/v1/dao/proposals", params={"description_prefix": "2021-01-01 day 100",
+                                                                  "limit": 1000})
+        assert [p["id"] for p in listed] == [ids[100], *ids[1000:1002]]
+
+
+def test_a_rerun_after_the_leaderboard_changed_pays_the_day_once(settings, lake):
+    """The day's proposal was found by its whole description, which names the top trader and its PnL: after the
+    leaderboard changed (an erasure removed the top trader, the gold day was rebuilt) a re-run proposed, passed
+    and executed a second reward for the same day."""
+    def board(*rows):
+        return pa.Table.from_pylist([{"pnl_rank": rank, "account_id": account, "traded_notional": 1000.0 * account,
+                                      "pnl": pnl, "partition_date": dt.date(2024, 1, 2)}
+                                     for rank, (account, pnl) in enumerate(rows, 1)])
+
+    lake.replace_partition("gold.trader_leaderboard", board((1, 100.0), (2, 50.0), (3, 20.0)), "partition_date", DAY)
+    app, ctx = build_local_app("governance", str(settings.home))
+    key = ctx.keys.create("ops", INTERNAL_TENANT, ["admin"])
+    with serve(app) as url:
+        gov = ServiceClientResource(service="governance", base_url=url, api_key=key)
+        first = materialize([dao_outcomes], partition_key=DAY, resources={"lake": lake, "governance": gov},
+                            instance=DagsterInstance.get())
+        lake.replace_partition("gold.trader_leaderboard", board((2, 50.0), (3, 20.0)), "partition_date", DAY)
+        again = materialize([dao_outcomes], partition_key=DAY, resources={"lake": lake, "governance": gov},
+                            instance=DagsterInstance.get())
+        treasury = gov.request("GET", "/v1/dao")["treasury"]["USD"]
+        proposals = gov.request("GET", "/v1/dao/proposals")
+    assert first.success and again.success
+    [proposal] = proposals
+    assert "account 1," in proposal["description"] and proposal["state"] == "Executed"
+    assert treasury == TREASURY - REWARD  # paid once
+    [row] = lake.read("governance.dao_outcomes").to_pylist()
+    assert row["proposal_id"] == proposal["id"] and row["description"] == proposal["description"]
