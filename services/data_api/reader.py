@@ -83,6 +83,12 @@ def _decode_token(token: str) -> tuple[int | None, int]:
 
 
 def _iceberg_kind(field_type) -> str:
+    from pyiceberg.types import ListType
+
+    if isinstance(field_type, ListType):
+        return "array"
+    if not field_type.is_primitive:
+        return "object"  # a map or a struct
     name = str(field_type)
     if name in ("long", "int"):
         return "integer"
@@ -162,7 +168,7 @@ def _condition(field_type, column: str, op: str, raw: str):
         value = bound
     try:
         return ops[op](column, value)
-    except ValueError as exc:  # pyiceberg refuses some literals as it builds them
+    except (ValueError, TypeError) as exc:  # pyiceberg refuses some literals as it builds them
         raise ReadError(f"filter value {raw!r} is not valid for column {column!r}: {exc}") from None
 
 
@@ -276,6 +282,9 @@ class LakeReader:
         unknown = [c for c in selected if c not in kinds]
         if unknown:
             raise ReadError(f"unknown columns {unknown}; the table has {sorted(kinds)}")
+        repeated = sorted({c for c in selected if selected.count(c) > 1})
+        if repeated:
+            raise ReadError(f"columns named more than once: {repeated}")
         predicate = AlwaysTrue()
         for raw in filters or []:
             parts = raw.split(":", 2)
@@ -284,10 +293,13 @@ class LakeReader:
             column, op, value = parts
             if column not in kinds:
                 raise ReadError(f"cannot filter on unknown column {column!r}")
+            if not types[column].is_primitive:
+                raise ReadError(f"cannot filter on column {column!r} of type {types[column]}: filters compare one "
+                                f"value (number, text, date or time)")
             predicate = And(predicate, _condition(types[column], column, op, value))
         try:  # binding converts the literals to the columns' types: a value that does not fit is the caller's
             bind(schema, predicate, case_sensitive=True)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # TypeError: a literal for a list, map or struct column
             raise ReadError(f"filters do not fit the table's columns: {exc}") from None
         if TENANT_COLUMN in kinds:
             predicate = And(predicate, EqualTo(TENANT_COLUMN, tenant))

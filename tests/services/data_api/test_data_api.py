@@ -98,6 +98,24 @@ def test_filters_and_columns_are_validated(api):
     assert client.get("/v1/catalog").status_code == 401
 
 
+def test_a_repeated_column_or_a_list_column_is_a_422_or_served_never_a_500(api):
+    """All three ended in a 500: Arrow refuses to sort a table with two columns of one name, or by a list column,
+    and pyiceberg raises TypeError (not ValueError) for a literal compared with a list column."""
+    client, keys, lake = api
+    lake.replace_partition("gold.tagged_accounts", pa.table({
+        "account_id": [1], "tags": pa.array([["vip"]], pa.list_(pa.string())), "tenant_id": ["t-acme"],
+        "partition_date": pa.array([DAY], pa.date32())}), "partition_date", DAY)
+    for path, params, says in (
+            ("/v1/tables/gold/trader_leaderboard/rows", {"columns": "pnl_rank,pnl,pnl_rank"}, "more than once"),
+            ("/v1/tables/gold/tagged_accounts/rows", {"filter": "tags:eq:vip"}, "tags")):
+        assert says in is_problem(get(client, keys["acme"], path, **params), 422)["detail"]
+    # and such a table is served (the list column is not a sort key), its column typed as what it is
+    assert get(client, keys["acme"], "/v1/tables/gold/tagged_accounts/rows").json()["rows"] == [
+        {"account_id": 1, "tags": ["vip"], "tenant_id": "t-acme", "partition_date": "2024-01-02"}]
+    [tagged] = [t for t in get(client, keys["acme"], "/v1/catalog").json() if t["table"] == "gold.tagged_accounts"]
+    assert {"name": "tags", "type": "array"} in tagged["columns"]
+
+
 def test_tables_without_tenant_id_are_unknown_unless_listed_as_shared(api):
     client, keys, lake = api
     # per-account rows with no tenant_id (shaped like platformq_assets/markets/futures.py's gold.futures_margin)
