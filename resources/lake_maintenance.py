@@ -249,9 +249,11 @@ def compact_table(lake: "LakeResource", identifier: str, min_input_files: int = 
                         if key:
                             folder = f"{folder}/{spec.partition_to_path(group[0].file.partition, schema)}"
                         path = f"{folder}/{uuid.uuid4()}.parquet"
+                        # with the schema's field ids (in the Parquet schema): a table written by pyiceberg's own
+                        # append has files with ids and no name mapping, and a file without them is unreadable there
                         with table.io.new_output(path).create(overwrite=False) as stream:
-                            pq.write_table(pa.Table.from_batches(data.to_batches(), schema=data.schema), stream,
-                                           compression="snappy")
+                            pq.write_table(pa.Table.from_batches(data.to_batches(), schema=data.schema)
+                                           .cast(schema.as_arrow()), stream, compression="snappy")
                         written.append(path)
                         swap.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
                         for task in group:
