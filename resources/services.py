@@ -284,10 +284,16 @@ class ServiceClientResource(ConfigurableResource):
         import httpx
 
         client = self._http()
+        # A POST (or PATCH) is not idempotent: it is sent again only when it surely did nothing (the connection
+        # was never made; 429; 503, which the services answer when they undid the change). After a timeout
+        # waiting for the answer, a 500 or a gateway's 502/504 it may have been applied: it fails instead of
+        # applying orders, trades or deposits twice.
+        idempotent = method.upper() in IDEMPOTENT_METHODS
         attempt = 0
         while True:
             self._breaker.before_call()
             retry_after = None
+            retryable = True
             try:
                 extra = {"timeout": self.timeout_s} if self.base_url else {}
                 response = client.request(method, path, json=json_body, params=params,
@@ -295,6 +301,7 @@ class ServiceClientResource(ConfigurableResource):
             except (httpx.TransportError, OSError) as exc:
                 self._breaker.record(False)
                 failure = ServiceError(self.service, 0, None, f"{self.service}: {method} {path} failed: {exc}")
+                retryable = idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             else:
                 if response.status_code < 400:
                     self._breaker.record(True)
@@ -308,13 +315,17 @@ class ServiceClientResource(ConfigurableResource):
                     raise failure
                 self._breaker.record(False)
                 retry_after = response.headers.get("Retry-After")
-            if attempt >= self.max_retries:
+                retryable = idempotent or response.status_code in (429, 503)
+            if attempt >= self.max_retries or not retryable:
                 raise failure
             delay = self.backoff_s * (2 ** attempt)
             if retry_after and retry_after.isdigit():
                 delay = max(delay, float(retry_after))
             time.sleep(delay)
             attempt += 1
+
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _problem(response) -> dict:

@@ -69,6 +69,45 @@ def test_connection_refused_is_retried_then_reported():
         client.request("GET", "/thing")
 
 
+def test_a_post_is_sent_again_only_when_it_surely_did_nothing():
+    """A POST whose answer timed out, or that got a 500 or a gateway's 502/504, may have been applied: sending it
+    again applied orders, trades or deposits twice. It is repeated only after 429 and 503 (the services' answer
+    when they undid the change) or a connection never made; a GET is repeated as before."""
+    app = FastAPI()
+    app.state.applied = 0
+    answers = {"slow": 0, "500": 0, "503": 0}
+
+    @app.post("/slow")
+    def slow():
+        app.state.applied += 1  # applied, but the answer comes too late
+        time.sleep(0.6)
+        return {"ok": True}
+
+    @app.post("/status/{code}")
+    def status(code: int):
+        answers[str(code)] += 1
+        if answers[str(code)] == 1:
+            return Response(status_code=code, headers={"Retry-After": "0"})
+        return {"ok": True, "attempts": answers[str(code)]}
+
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.0, max_retries=3,
+                                       timeout_s=0.2)
+        with pytest.raises(ServiceError, match="failed"):
+            client.request("POST", "/slow")
+        time.sleep(0.7)
+        assert app.state.applied == 1
+        with pytest.raises(ServiceError) as err:
+            client.request("POST", "/status/500")
+        assert err.value.status == 500 and answers["500"] == 1
+        assert client.request("POST", "/status/503") == {"ok": True, "attempts": 2}
+    refused = ServiceClientResource(service="x", base_url="http://127.0.0.1:9", api_key="k", backoff_s=0.0,
+                                    max_retries=2, timeout_s=1, breaker_threshold=10)
+    with pytest.raises(ServiceError, match="failed"):
+        refused.request("POST", "/thing")  # never connected: sent three times, then reported
+    assert refused.breaker.failures == 3
+
+
 def test_breaker_half_opens_after_reset():
     now = [0.0]
     breaker = CircuitBreaker(2, 10, clock=lambda: now[0])
