@@ -70,6 +70,7 @@ def release_credential(asset_key: AssetKey, partition: str, snapshot_id: int | N
 )
 def dataset_credentials(context: AssetExecutionContext, lake: LakeResource, credentials: ServiceClientResource):
     import pyarrow as pa
+    from pyiceberg.expressions import EqualTo
 
     from platformq_assets.lake.transform import DbtManifest
     from resources.dbt import ensure_manifest
@@ -82,8 +83,12 @@ def dataset_credentials(context: AssetExecutionContext, lake: LakeResource, cred
     verified = 0
     for key in DATASETS:
         identifier = ".".join(key.path)
-        data = lake.read_partition(identifier, PARTITION_COLUMN, partition)
+        # the rows counted are read at the snapshot the credential names: a commit between two loads of the table
+        # (an erasure, a rebuilt day) would make it claim a count its snapshot does not hold
         snapshot = lake.describe(identifier)["snapshot_id"]
+        data = lake.read(identifier, row_filter=EqualTo(PARTITION_COLUMN, partition), columns=(PARTITION_COLUMN,),
+                         snapshot_id=snapshot) if snapshot is not None else lake.read_partition(
+            identifier, PARTITION_COLUMN, partition)
         lineage = upstream.get(key, [])
         issued = credentials.request("POST", "/credentials/issue", json_body={
             "credential": release_credential(key, partition, snapshot, data.num_rows, lineage), "options": {}})
