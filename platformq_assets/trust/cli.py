@@ -48,14 +48,21 @@ def day_audit(lake, day: dt.date) -> tuple[list[dict], list[dict]]:
         anchors = lake.read_partition("trust.credential_anchors", PARTITION_COLUMN, day).to_pylist()
     except NoSuchTableError:
         return [], []
-    proofs = [{**{k: v for k, v in row.items() if k != PARTITION_COLUMN}, "audit_path": json.loads(row["audit_path"])}
-              for row in anchors]
-    leaves = {p["leaf"] for p in proofs}
+    # the day's partitions must hold the day's anchors and credentials: a proof of another batch, or a credential
+    # about another day (a backfill that wrote the wrong partition, an edited lake) verifies nothing about this day
+    batch = f"credentials-{day.isoformat()}"
+    proofs = [{**{k: v for k, v in row.items() if k != PARTITION_COLUMN}, "audit_path": json.loads(row["audit_path"]),
+               "of_the_day": row.get("batch_id") == batch} for row in anchors]
+    leaves = {p["leaf"] for p in proofs if p["of_the_day"]}
     credentials = []
     for row in lake.read_partition("trust.dataset_credentials", PARTITION_COLUMN, day).to_pylist():
-        recomputed = credential_hash(json.loads(row["credential_json"]))
-        credentials.append({"asset_key": row["asset_key"], "leaf": recomputed,
-                            "matches": recomputed == row["credential_sha256"] and recomputed in leaves})
+        document = json.loads(row["credential_json"])
+        recomputed = credential_hash(document)
+        subject = document.get("credentialSubject") if isinstance(document, dict) else None
+        about = subject.get("partition") if isinstance(subject, dict) else None
+        credentials.append({"asset_key": row["asset_key"], "leaf": recomputed, "about": about,
+                            "matches": recomputed == row["credential_sha256"] and recomputed in leaves
+                            and about == day.isoformat()})
     return proofs, credentials
 
 
@@ -80,12 +87,18 @@ def verify(day: dt.datetime) -> None:
         ok = credential["matches"] and result is not None and result["valid"]
         if not ok:
             failures.append(f"{credential['asset_key']}: " + (
-                "the credential's JSON does not hash to an anchored leaf (changed after anchoring?)"
-                if not credential["matches"] else result["reason"] if result is not None else "no proof"))
+                f"the credential is about {credential['about']!r}, not {day.date()}"
+                if credential["about"] != day.date().isoformat() else
+                "the credential's JSON does not hash to an anchored leaf of the day's batch (changed after "
+                "anchoring?)" if not credential["matches"] else result["reason"] if result is not None else "no proof"))
         rows.append((credential["asset_key"], credential["leaf"][:16], "ok" if ok else "FAILED",
                      result["block_number"] if result and result["valid"] else ""))
+    for proof in proofs:
+        if not proof["of_the_day"]:
+            failures.append(f"anchor of leaf {proof['leaf'][:16]} is in batch {proof.get('batch_id')!r}, not "
+                            f"credentials-{day.date()}")
     # an anchored leaf no stored credential hashes to: a release removed from the lake or changed after anchoring
-    orphans = sorted({p["leaf"] for p in proofs} - {c["leaf"] for c in credentials if c["matches"]})
+    orphans = sorted({p["leaf"] for p in proofs if p["of_the_day"]} - {c["leaf"] for c in credentials if c["matches"]})
     click.echo(format_table(["asset", "leaf", "result", "block"], rows))
     for line in failures:
         click.echo(line)

@@ -141,6 +141,19 @@ def test_anchors_on_a_json_rpc_chain_and_verifies_later_from_the_lake(on_node, l
     removed = _cli("chain", "verify", "--day", DAY)
     assert removed.exit_code == 1 and "0 of 2 credentials did not verify; 1 anchored leaves" in removed.output
 
+    # another day's partitions holding this day's anchors and credentials (a backfill that wrote the wrong
+    # partition): every proof verifies on the chain, but none of it is about that day
+    other = "2026-11-28"
+    moved = lake.read_partition("trust.credential_anchors", PARTITION_COLUMN, DAY).to_pylist()
+    lake.replace_partition("trust.credential_anchors", pa.Table.from_pylist(
+        [{**r, PARTITION_COLUMN: dt.date.fromisoformat(other)} for r in moved]), PARTITION_COLUMN, other)
+    lake.replace_partition("trust.dataset_credentials", pa.Table.from_pylist(
+        [{**r, PARTITION_COLUMN: dt.date.fromisoformat(other)} for r in released]), PARTITION_COLUMN, other)
+    misplaced = _cli("chain", "verify", "--day", other)
+    assert misplaced.exit_code == 1, misplaced.output
+    assert f"gold/ohlcv_bars: the credential is about '{DAY}', not {other}" in misplaced.output
+    assert f"is in batch 'credentials-{DAY}', not credentials-{other}" in misplaced.output
+
 
 def test_a_wrong_registry_fails_the_run_with_the_reason_and_sends_nothing(on_node, lake, monkeypatch):
     from resources.settings import load_settings
