@@ -63,12 +63,15 @@ def _refused(what: str, status: int | None, reason: str | None, body: str | byte
 @contextlib.contextmanager
 def _answered(what: str):
     """Turn the REST client's error for an error status into an AirflowError that keeps Airflow's reason."""
+    import urllib3
     from airflow_client.client.exceptions import ApiException
 
     try:
         yield
     except ApiException as exc:
         raise _refused(what, exc.status, exc.reason, exc.body) from None
+    except urllib3.exceptions.HTTPError as exc:  # no answer: a timeout, a refused or dropped connection
+        raise AirflowError(f"{what}: no answer from Airflow ({exc})") from None
 
 
 class AirflowResource(ConfigurableResource):
@@ -76,7 +79,7 @@ class AirflowResource(ConfigurableResource):
     username: str | None = None
     password: str | None = None
     token: str | None = None
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # per HTTP call (the token and every REST call): a hung API server fails the call
 
     _token: Any = PrivateAttr(default=None)
 
@@ -105,7 +108,8 @@ class AirflowResource(ConfigurableResource):
         from airflow_client.client.api.dag_api import DAGApi
 
         with self._client() as client, _answered(f"Airflow refused to unpause {dag_id}"):
-            DAGApi(client).patch_dag(dag_id, airflow.DAGPatchBody(is_paused=False))
+            DAGApi(client).patch_dag(dag_id, airflow.DAGPatchBody(is_paused=False),
+                                     _request_timeout=self.timeout_s)
 
     def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
         import airflow_client.client as airflow
@@ -113,13 +117,13 @@ class AirflowResource(ConfigurableResource):
 
         body = airflow.TriggerDAGRunPostBody(conf=conf or {}, dag_run_id=run_id, logical_date=None)
         with self._client() as client, _answered(f"Airflow refused to trigger {dag_id}"):
-            return DagRunApi(client).trigger_dag_run(dag_id, body).dag_run_id
+            return DagRunApi(client).trigger_dag_run(dag_id, body, _request_timeout=self.timeout_s).dag_run_id
 
     def state(self, dag_id: str, run_id: str) -> dict:
         from airflow_client.client.api.dag_run_api import DagRunApi
 
         with self._client() as client, _answered(f"Airflow did not give run {run_id} of {dag_id}"):
-            run = DagRunApi(client).get_dag_run(dag_id, run_id)
+            run = DagRunApi(client).get_dag_run(dag_id, run_id, _request_timeout=self.timeout_s)
         return _run_dict(run)
 
     def trigger_and_wait(self, dag_id: str, conf: dict | None = None, run_id: str | None = None,
@@ -151,7 +155,8 @@ class AirflowResource(ConfigurableResource):
         offset = 0
         with self._client() as client, _answered(f"Airflow did not list the runs of {dag_id}"):
             while True:
-                page = DagRunApi(client).get_dag_runs(dag_id, offset=offset, **kwargs).dag_runs
+                page = DagRunApi(client).get_dag_runs(dag_id, offset=offset, _request_timeout=self.timeout_s,
+                                                 **kwargs).dag_runs
                 runs = [_run_dict(r) for r in page if r.dag_run_id not in skip]
                 if runs or not page:
                     return runs

@@ -5,6 +5,7 @@ It also lists the runs of one DAG as Airflow does (filters, order, pages), for t
 import datetime as dt
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -62,6 +63,8 @@ class FakeAirflow(BaseHTTPRequestHandler):
         if int(self.headers.get("content-length") or 0):
             self.rfile.read(int(self.headers["content-length"]))
         url = urlsplit(self.path)
+        if url.path.startswith("/api/v2/dags/hung/"):
+            time.sleep(2)  # an API server that accepts the call and does not answer in time
         if url.path == "/api/v2/dags/bulk_marked/dagRuns":
             status, content_type, body = 200, "application/json", bulk_runs_page(parse_qs(url.query))
         else:
@@ -128,6 +131,16 @@ def test_every_call_carries_airflows_detail(airflow):
         airflow.finished_runs("behind_proxy")
     with pytest.raises(AirflowError, match="HTTP 502.*upstream airflow-api-server is unreachable"):
         airflow.trigger_and_wait("behind_proxy", timeout_s=1, poll_s=0.1)
+
+
+def test_a_call_airflow_does_not_answer_fails_after_the_timeout(base_url):
+    """Only the token request had a timeout: a REST call to an API server that accepted the connection and
+    hung waited for ever (a sensor tick's thread stuck in the code server, trigger_and_wait past its deadline)."""
+    airflow = AirflowResource(base_url=base_url, token="a-token", timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(AirflowError, match="no answer from Airflow"):
+        airflow.state("hung", "a-run")
+    assert time.monotonic() - started < 1.5
 
 
 def test_refused_credentials_carry_airflows_detail(base_url):
