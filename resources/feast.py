@@ -110,6 +110,8 @@ class FeastResource(ConfigurableResource):
 
     def export_partition(self, view: str, partition: str, table: "pa.Table") -> str:
         """Replace one partition's Parquet file (write to a temporary name, then move)."""
+        import uuid
+
         import pyarrow.parquet as pq
 
         fs, root = self._filesystem()
@@ -122,9 +124,18 @@ class FeastResource(ConfigurableResource):
             except (FileNotFoundError, OSError):
                 pass
             return final
-        tmp = f"{folder}/.partition_date={partition}.parquet.tmp"
-        pq.write_table(table, tmp, filesystem=fs)
-        fs.move(tmp, final)
+        # a temporary name of this writer's own: two writers of one day (the features step, an erasure) shared
+        # one, truncating each other's file and moving a mix (or nothing) into place
+        tmp = f"{folder}/.partition_date={partition}.parquet.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, tmp, filesystem=fs)
+            fs.move(tmp, final)
+        except BaseException:
+            try:
+                fs.delete_file(tmp)
+            except (FileNotFoundError, OSError):
+                pass
+            raise
         return final
 
     # -- erasure ---------------------------------------------------------------

@@ -363,3 +363,38 @@ def test_a_day_whose_inputs_were_never_built_fails_and_writes_nothing(settings, 
     built = build()  # the venue's day is built: so are its features
     assert built.success, [e.event_specific_data.error.to_string() for e in built.all_events if e.is_step_failure]
     assert lake.read_partition("features.instrument_intervals", "partition_date", day).num_rows == before
+
+
+def test_each_export_writes_under_a_temporary_name_of_its_own_and_leaves_none_behind(settings, monkeypatch):
+    """Two writers of one day's export (the features step and an erasure) shared one temporary file name: each
+    truncated the other's file, and a mix of both (or nothing) was moved into place."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from resources.feast import feast_resource
+
+    feast = feast_resource(settings)
+    day = "2024-03-04"
+    table = instrument_features(bars(days=(day,)))
+    written, real_write = [], pq.write_table
+
+    def record(data, where, **kwargs):
+        written.append(where)
+        return real_write(data, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", record)
+    final = feast.export_partition("instrument_intervals", day, table)
+    feast.export_partition("instrument_intervals", day, table)
+    assert len(written) == 2 and written[0] != written[1]
+
+    def fail(data, where, **kwargs):
+        real_write(data.slice(0, 1), where, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", fail)
+    with pytest.raises(OSError, match="disk full"):
+        feast.export_partition("instrument_intervals", day, table)
+    folder = os.path.dirname(final)
+    assert sorted(os.listdir(folder)) == [os.path.basename(final)]  # no temporary file left, the export intact
+    assert pq.read_table(final).num_rows == len(table)
