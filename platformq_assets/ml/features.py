@@ -75,6 +75,21 @@ def _require_inputs(context: AssetExecutionContext, keys: list[AssetKey]) -> Non
                                   f"(venue_daily) first, then materialise this partition again; nothing was written")
 
 
+def _without_erased(lake: LakeResource, table):
+    """The feature rows of accounts whose erasure was accepted left out, and how many there were."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from resources.erasure import erased_accounts
+
+    erased = erased_accounts(lake)
+    if not erased or not len(table):
+        return table, 0
+    keep = pc.invert(pc.is_in(table["account_id"], pa.array(sorted(erased), table["account_id"].type)))
+    kept = table.filter(keep)
+    return kept, len(table) - len(kept)
+
+
 def _nonempty_check(key: AssetKey, rows: int, labelled: int) -> AssetCheckResult:
     return AssetCheckResult(asset_key=key, check_name="has_labelled_rows", passed=rows > 0 and labelled > 0,
                             metadata={"rows": rows, "labelled_rows": labelled})
@@ -117,7 +132,12 @@ def account_activity(context: AssetExecutionContext, lake: LakeResource, feast: 
     table = account_features(lake.read_partition("bronze.orders", PARTITION_COLUMN, day),
                              lake.read_partition("bronze.fills", PARTITION_COLUMN, day),
                              lake.read_partition("bronze.accounts", PARTITION_COLUMN, day))
+    # an erasure accepted while the inputs were read and the windows computed (it runs in another pool) removed
+    # the account from the feature table and exports already: its windows must not be written back
+    table, withheld = _without_erased(lake, table)
     metadata = _store_partition(context, lake, feast, "features.account_activity", ACCOUNT_VIEW, table)
+    if withheld:
+        metadata["erased_rows_withheld"] = withheld
     positives = int(sum(table["label_anomalous"].to_pylist()))
     return MaterializeResult(metadata={**metadata, "anomalous_windows": positives},
                              check_results=[_nonempty_check(ACCOUNT_FEATURES_KEY, len(table), positives)])

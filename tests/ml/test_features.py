@@ -398,3 +398,45 @@ def test_each_export_writes_under_a_temporary_name_of_its_own_and_leaves_none_be
     folder = os.path.dirname(final)
     assert sorted(os.listdir(folder)) == [os.path.basename(final)]  # no temporary file left, the export intact
     assert pq.read_table(final).num_rows == len(table)
+
+
+def test_windows_of_an_account_erased_while_they_were_computed_are_not_written(settings, lake, monkeypatch):
+    """The erasure runs in another pool than the feature step: accepted after the step read its inputs, it removed
+    the account from the feature table and the exports, and the step then wrote the account's windows back."""
+    import datetime as dt
+
+    from dagster import AssetMaterialization, DagsterInstance, materialize
+
+    import features.compute
+    from pipelines.partitions import PARTITION_COLUMN
+    from platformq_assets.lake.venue import BRONZE_ACCOUNTS, BRONZE_FILLS, BRONZE_ORDERS, venue_tables
+    from platformq_assets.ml.features import ACCOUNT_INPUT_KEYS, account_activity
+    from resources import erasure
+    from resources.feast import feast_resource
+    from services.trading.simulation import SimulationConfig, accounts, simulate_day
+
+    day = dt.date(2024, 3, 4)
+    config = SimulationConfig(seed=7, scale=0.3, start_date=day)
+    tables = venue_tables(simulate_day(day, config), accounts(config), "seed", dt.datetime.now(dt.timezone.utc))
+    for key in (BRONZE_ORDERS, BRONZE_FILLS, BRONZE_ACCOUNTS):
+        lake.replace_partition(".".join(key.path), tables[key], PARTITION_COLUMN, day)
+    instance = DagsterInstance.get()
+    for key in ACCOUNT_INPUT_KEYS:
+        instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=day.isoformat()))
+    real, erased = features.compute.account_features, []
+
+    def compute_then_erasure_accepted(*args):
+        table = real(*args)
+        erased.append(table["account_id"][0].as_py())
+        erasure._write_log(lake, erasure._log_row({"request_id": "r-1", "tenant_id": "t", "account_id": erased[0]},
+                                                 erasure.COMPLETED, "done", {}))
+        return table
+
+    monkeypatch.setattr(features.compute, "account_features", compute_then_erasure_accepted)
+    result = materialize([account_activity], partition_key=day.isoformat(), instance=instance,
+                         resources={"lake": lake, "feast": feast_resource(settings)})
+    assert result.success
+    written = lake.read("features.account_activity")
+    assert written.num_rows > 0 and erased[0] not in set(written.column("account_id").to_pylist())
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["erased_rows_withheld"].value > 0
