@@ -174,9 +174,10 @@ def run_landing_pass(instance=None, defs=None) -> dict:
     lake = lake_resource(settings)
     zone = LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources))
     done = ingested_hashes(lake)
-    pending = [f.relpath for f in zone.list_files() if (f.source, f.sha256()) not in done]
+    misnamed: list[str] = []
+    pending = [f.relpath for f in zone.list_files(misnamed) if (f.source, f.sha256()) not in done]
     if not pending:
-        return {"files": 0, "success": True}
+        return {"files": 0, "success": True, "misnamed": misnamed}
     defs = defs or _definitions()
     job = defs.resolve_job_def("ingest_landing")
     result = job.execute_in_process(
@@ -186,7 +187,7 @@ def run_landing_pass(instance=None, defs=None) -> dict:
         raise_on_error=False,
     )
     checks = result.get_asset_check_evaluations()
-    return {"files": len(pending), "success": result.success, "run_id": result.run_id,
+    return {"files": len(pending), "success": result.success, "run_id": result.run_id, "misnamed": misnamed,
             "checks_passed": sum(c.passed for c in checks), "checks_failed": sum(not c.passed for c in checks)}
 
 
@@ -194,6 +195,8 @@ def run_landing_pass(instance=None, defs=None) -> dict:
 def ingest_landing() -> None:
     """Ingest pending landing-zone files once (no daemon needed)."""
     report = run_landing_pass()
+    for name in report["misnamed"]:
+        click.echo(f"left in place: {name} (its name is not UTF-8: rename it)", err=True)
     if not report["files"]:
         click.echo("No new landing files.")
         return

@@ -46,8 +46,10 @@ class LandingZoneResource(ConfigurableResource):
     sources: list[str]
     hash_budget_bytes: int = HASH_BUDGET_BYTES
 
-    def list_files(self) -> list[LandingFile]:
-        """Every complete file in the source folders, in a stable order."""
+    def list_files(self, misnamed: list[str] | None = None) -> list[LandingFile]:
+        """Every complete file in the source folders, in a stable order. A file whose name is not UTF-8 (bytes
+        Python keeps as surrogate escapes) is left where it is and named in ``misnamed``: its name could be stored
+        nowhere (the run's tags, the ledger, the quarantine), and its run would fail on every retry."""
         out = []
         for source in self.sources:
             folder = Path(self.root) / source
@@ -55,5 +57,11 @@ class LandingZoneResource(ConfigurableResource):
                 continue
             for path in sorted(folder.iterdir()):
                 if path.is_file() and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES):
+                    try:
+                        path.name.encode("utf-8")
+                    except UnicodeEncodeError:
+                        if misnamed is not None:
+                            misnamed.append(f"{source}/{path.name.encode('utf-8', 'backslashreplace').decode()}")
+                        continue
                     out.append(LandingFile(source, f"{source}/{path.name}", path))
         return out

@@ -31,8 +31,8 @@ def build_landing_sensor(job, source_keys: dict[str, AssetKey], always: list[Ass
             description="Starts one ingestion run per new or changed file under data/landing/<source>/.")
     def landing_zone_sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
         seen = json.loads(context.cursor) if context.cursor else {}
-        current, requests, hashed, deferred = {}, [], 0, 0
-        for landing_file in landing_zone.list_files():
+        current, requests, hashed, deferred, misnamed = {}, [], 0, 0, []
+        for landing_file in landing_zone.list_files(misnamed):
             fingerprint = landing_file.fingerprint()
             if seen.get(landing_file.relpath) == fingerprint:
                 current[landing_file.relpath] = fingerprint
@@ -44,6 +44,8 @@ def build_landing_sensor(job, source_keys: dict[str, AssetKey], always: list[Ass
                                                 source_keys[landing_file.source], always))
             hashed += int(fingerprint.split(":", 1)[0])
             current[landing_file.relpath] = fingerprint
+        if misnamed:
+            context.log.warning(f"landing files left in place, their names are not UTF-8 (rename them): {misnamed}")
         cursor = json.dumps(current, sort_keys=True)
         if deferred:
             context.log.info(f"{deferred} new landing file(s) left for the next tick (hashed {hashed} bytes)")

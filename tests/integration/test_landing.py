@@ -289,3 +289,30 @@ def test_the_rows_stored_are_those_of_the_hash_recorded(settings, lake, monkeypa
     [row] = lake.read("bronze.partner_quotes").to_pylist()
     assert row["_file_sha256"] == hashlib.sha256(f"symbol,price\n{row['symbol']},{row['price']}\n".encode()).hexdigest()
     assert ledger(lake)["partner_quotes/q.csv"]["file_sha256"] == row["_file_sha256"]
+
+
+def test_a_file_whose_name_is_not_utf8_is_left_in_place_and_named(settings, lake):
+    """A Latin-1 name (b"caf\xe9.csv") comes out of the folder listing as a surrogate escape: its run's tags,
+    the ledger and the quarantine could not store it, and the run failed on every retry. It is left where it
+    is, and the sensor's log and the CLI say which file to rename; the other files are ingested."""
+    import os
+
+    from click.testing import CliRunner
+
+    from platformq_assets.cli import main
+    from resources.landing_zone import LandingZoneResource
+
+    drop(settings, "partner_quotes/a.csv", b"symbol,price\nAAA,1.5\n")
+    folder = os.fsencode(settings.landing_dir / "partner_quotes")
+    with open(os.path.join(folder, b"caf\xe9.csv"), "wb") as handle:
+        handle.write(b"symbol,price\nBBB,2.5\n")
+    zone = LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources))
+    misnamed = []
+    assert [f.relpath for f in zone.list_files(misnamed)] == ["partner_quotes/a.csv"]
+    assert misnamed == ["partner_quotes/caf\\udce9.csv"]
+    result = CliRunner().invoke(main, ["ingest-landing"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "left in place: partner_quotes/caf\\udce9.csv (its name is not UTF-8: rename it)" in result.output
+    assert "Ingested 1 file(s)" in result.output
+    assert lake.read("bronze.partner_quotes").num_rows == 1
+    assert os.path.exists(os.path.join(folder, b"caf\xe9.csv"))
