@@ -54,7 +54,7 @@ class FeastResource(ConfigurableResource):
         if self.offline_store == "spark":
             from feast.infra.offline_stores.contrib.spark_offline_store.spark import SparkOfflineStoreConfig
 
-            offline = SparkOfflineStoreConfig(spark_conf=self.spark_conf)
+            offline = SparkOfflineStoreConfig(spark_conf=self.spark_session_conf())
         else:
             offline = DaskOfflineStoreConfig()
         return RepoConfig(
@@ -62,6 +62,22 @@ class FeastResource(ConfigurableResource):
             registry=SqlRegistryConfig(registry_type="sql", path=self.registry_uri, cache_ttl_seconds=5),
             online_store=online, offline_store=offline, entity_key_serialization_version=3,
         )
+
+    def spark_session_conf(self) -> dict[str, str]:
+        """The Spark offline store's session settings: the configured ones, and with an S3 endpoint the S3A
+        connector's (endpoint, path-style addressing, keys, ``s3://`` served by S3A) so Spark reads the exports
+        where this resource wrote them, with its keys (not AWS's endpoint and default credential chain). Built when
+        the store is, so the keys never sit in the resource's config that the UI shows."""
+        conf = dict(self.spark_conf)
+        if self.s3_endpoint:
+            conf.update({"spark.hadoop.fs.s3a.endpoint": self.s3_endpoint,
+                         "spark.hadoop.fs.s3a.path.style.access": "true",
+                         "spark.hadoop.fs.s3a.endpoint.region": self.s3_region,
+                         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"})
+            if self.s3_access_key:
+                conf["spark.hadoop.fs.s3a.access.key"] = self.s3_access_key
+                conf["spark.hadoop.fs.s3a.secret.key"] = self.s3_secret_key or ""
+        return conf
 
     def store(self):
         if self._store is None:
