@@ -143,7 +143,7 @@ class ServiceContext:
         if principal is None:
             raise Problem(401, "Unauthorized", "send an X-API-Key header or a Bearer token", "missing-credentials",
                           headers={"WWW-Authenticate": "Bearer"})
-        allowed, retry_after = self.limiter.allow(principal.key_id)
+        allowed, retry_after = self.limiter.allow(principal.rate_key)
         if not allowed:
             raise Problem(429, "Too Many Requests", "rate limit exceeded for this key", "rate-limited",
                           # rounded up: a client that waits exactly Retry-After seconds must find a token

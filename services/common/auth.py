@@ -49,10 +49,16 @@ class Principal:
     subject: str
     tenant: str
     roles: tuple[str, ...]
-    key_id: str  # what rate limits and audit records are keyed by
+    key_id: str  # what audit records are keyed by (rate limits: rate_key)
     # the API key this principal authenticated with, directly or through a token minted from it (None for a
     # token that names no key): revoking that key ends the principal's access
     api_key_id: str | None = None
+
+    @property
+    def rate_key(self) -> str:
+        """The rate-limit bucket: the API key, whether it is sent as is or as a token minted from it (a key used
+        both ways had two buckets, twice its rate); a token naming no key has its subject's."""
+        return self.api_key_id or self.key_id
 
     def can(self, permission: str) -> bool:
         return any("*" in ROLE_PERMISSIONS.get(r, ()) or permission in ROLE_PERMISSIONS.get(r, ())

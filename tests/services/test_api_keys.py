@@ -331,3 +331,20 @@ def test_two_processes_creating_keys_at_once_in_one_database_lose_none(tmp_path)
         store = SqlApiKeyStore(url)
         assert len(store.list("t1")) == 80 and all(store.lookup(key) is not None for key in keys)
         store._engine.dispose()
+
+
+def test_a_key_and_the_tokens_minted_from_it_share_one_rate_limit(tmp_path):
+    """Requests with the key counted in the key's bucket and requests with a token minted from it in the
+    subject's: alternating the two doubled the key's rate."""
+    port = free_port()
+    ctx = ServiceContext("trading", issuer_url=f"http://127.0.0.1:{port}", rate=0.001, burst=4,
+                         keys=ApiKeyStore(tmp_path / "api-keys.json"), audit_path=str(tmp_path / "audit.jsonl"))
+    key = ctx.keys.create("ann", "t1", ["viewer"])
+    other = ctx.keys.create("bob", "t1", ["viewer"])
+    with serve(create_trading_app(ctx, Exchange(["ACME"])), port) as base:
+        token = httpx.post(f"{base}/auth/token", json={"api_key": key}).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        codes = [httpx.get(f"{base}/v1/instruments", headers=headers).status_code
+                 for headers in (key_header(key), bearer, key_header(key), bearer, key_header(key), bearer)]
+        assert codes == [200, 200, 200, 200, 429, 429]
+        assert httpx.get(f"{base}/v1/instruments", headers=key_header(other)).status_code == 200  # its own bucket
