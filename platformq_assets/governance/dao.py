@@ -1,7 +1,8 @@
 """Governance: the platform DAO decides each day's trader reward, through the governance service.
 
-Token holders are the venue's accounts, weighted by the day's traded notional
-(gold.trader_leaderboard). A proposal pays the day's top trader from the DAO
+Token holders are the venue's accounts, weighted by their traded notional on the day the DAO was
+created (gold.trader_leaderboard; holdings are minted once, then move only by transfers, so an account first
+seen on a later day votes with weight 0). A proposal pays the day's top trader from the DAO
 treasury; every holder votes by a published rule (for when its own day was
 profitable, against when not, abstain at zero); the proposal is queued in the
 timelock and executed if it passed. The outcome lands in
