@@ -24,6 +24,26 @@ Margin rules (exchange style):
   equity to the *initial* requirement (not just to maintenance, which would
   re-trigger on the next small move).
 
+Between settlements an account's equity is its cash balance plus its *pending*
+variation margin: what the next settlement would pay or take for its trades
+since the last one (realised P&L of positions closed since then included) and
+for its open position. Pending variation margin is valued at two marks, the
+last settlement price (before the first settlement the listing's reference
+price, if it has one) and the latest trade price since the last settlement,
+and the *lower* of the two counts, so summed over accounts it is never
+positive: no account can spend a gain another account has not yet paid. The
+initial-margin check of a trade uses the equity the account would have after
+the trade; a withdrawal may take only ``min(balance, equity) - initial
+requirement`` (``excess_cents``): a loss not yet settled stays, and a gain not
+yet settled cannot leave before it is paid.
+
+Price band: a trade's price must lie within ``price_band_pct`` percent
+(default 10) of the last settlement price, or before the first settlement of
+the listing's ``reference_price``; a contract listed without a reference price
+has no band until its first settlement. Trading ends at expiry: a trade dated
+(``day``) after the contract's expiry, or before its last settlement day, is
+refused, as is any trade once the final settlement is posted.
+
 Errors: a value of the wrong type (a float price, a non-integer contract
 count, a non-date day) raises ``TypeError``; a well-typed but invalid value
 (off-grid price, insufficient margin, a day out of order) raises
@@ -32,6 +52,7 @@ count, a non-date day) raises ``TypeError``; a well-typed but invalid value
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -42,12 +63,14 @@ __all__ = [
     "FinalSettlement",
     "FuturesClearingHouse",
     "FuturesContract",
+    "DEFAULT_PRICE_BAND_PCT",
     "MarginCall",
     "Trade",
     "gpu_hour_future",
 ]
 
 PriceLike = Decimal | str | int
+DEFAULT_PRICE_BAND_PCT = 10  # a trade may be at most 10% away from the last settlement (or reference) price
 
 
 def _int(name: str, value: int, *, minimum: int | None = None) -> int:
@@ -81,6 +104,10 @@ class FuturesContract:
     ``contract_size`` the units per contract (e.g. 100 GPU-hours), so one
     tick on one contract is worth ``tick_size * contract_size * 100`` cents,
     which must be a whole number of cents.
+
+    ``reference_price`` (optional, on the tick grid) centres the price band
+    before the first settlement; ``price_band_pct`` (an integer 1..100) is the
+    band's half-width in percent of the last settlement (or reference) price.
     """
 
     symbol: str
@@ -92,6 +119,8 @@ class FuturesContract:
     underlying: str = "GPU-hour"
     currency: str = "USD"
     minor_units_per_unit: int = 100
+    reference_price: Decimal | None = None
+    price_band_pct: int = DEFAULT_PRICE_BAND_PCT
 
     def __post_init__(self) -> None:
         if not self.symbol:
@@ -114,6 +143,16 @@ class FuturesContract:
             raise ValueError(f"maintenance margin {mm} must not exceed initial margin {im}")
         if not isinstance(self.expiry, date):
             raise TypeError(f"expiry must be a date, got {self.expiry!r}")
+        band = _int("price_band_pct", self.price_band_pct, minimum=1)
+        if band > 100:
+            raise ValueError(f"price_band_pct must be <= 100, got {band}")
+        if self.reference_price is not None:
+            object.__setattr__(self, "reference_price", _decimal("reference_price", self.reference_price))
+            self.price_to_ticks(self.reference_price)  # on the grid and positive
+
+    @property
+    def reference_price_ticks(self) -> int | None:
+        return None if self.reference_price is None else self.price_to_ticks(self.reference_price)
 
     @property
     def tick_value_cents(self) -> int:
@@ -146,10 +185,15 @@ class FuturesContract:
 
 
 def gpu_hour_future(symbol: str, expiry: date, *, contract_size: int = 100, tick_size: PriceLike = "0.01",
-                    initial_margin_cents: int = 5_000, maintenance_margin_cents: int = 4_000) -> FuturesContract:
+                    initial_margin_cents: int = 5_000, maintenance_margin_cents: int = 4_000,
+                    reference_price: PriceLike | None = None,
+                    price_band_pct: int = DEFAULT_PRICE_BAND_PCT) -> FuturesContract:
     """A GPU-hour futures contract: 100 GPU-hours, priced in dollars per GPU-hour, 1-cent ticks."""
     return FuturesContract(symbol, contract_size, Decimal(tick_size), expiry, initial_margin_cents,
-                           maintenance_margin_cents, underlying="GPU-hour")
+                           maintenance_margin_cents, underlying="GPU-hour",
+                           reference_price=None if reference_price is None else _decimal("reference_price",
+                                                                                         reference_price),
+                           price_band_pct=price_band_pct)
 
 
 @dataclass(frozen=True)
@@ -159,6 +203,7 @@ class Trade:
     seller: str
     contracts: int
     price_ticks: int
+    day: date | None = None  # the trade date, when the caller gave one
 
 
 @dataclass(frozen=True)
@@ -219,6 +264,7 @@ class FuturesClearingHouse:
     last_settlement_ticks: int | None = None
     last_settlement_day: date | None = None
     final: FinalSettlement | None = None
+    last_trade_ticks: int | None = None  # price of the latest trade since the last settlement
 
     # ------------------------------------------------------------ accounts
 
@@ -248,7 +294,7 @@ class FuturesClearingHouse:
         return state.balance_cents
 
     def withdraw(self, account: str, cents: int) -> int:
-        """Remove cash; only the excess over the initial requirement may leave."""
+        """Remove cash; only the excess over the initial requirement may leave (see :meth:`excess_cents`)."""
         _int("withdrawal", cents, minimum=1)
         excess = self.excess_cents(account)
         if cents > excess:
@@ -268,9 +314,27 @@ class FuturesClearingHouse:
         shorts = -sum(a.position for a in self.accounts.values() if a.position < 0)
         return longs, shorts
 
+    def _marks(self, last_trade_ticks: int | None) -> set[int]:
+        """Prices pending variation margin is valued at: the last settlement (or reference) price, the latest trade."""
+        settled = self.last_settlement_ticks
+        if settled is None:
+            settled = self.contract.reference_price_ticks
+        return {m for m in (settled, last_trade_ticks) if m is not None}
+
+    def _pending_ticks(self, position: int, carried: int, trade_cash_ticks: int, marks: set[int]) -> int:
+        prev = self.last_settlement_ticks or 0  # carried is 0 before the first settlement
+        return min((position * m - carried * prev + trade_cash_ticks for m in marks), default=0)
+
+    def pending_variation_margin_cents(self, account: str) -> int:
+        """What the next settlement would pay (+) or take (-), at the lower of the two marks (see module doc)."""
+        state = self._account(account)
+        ticks = self._pending_ticks(state.position, state.position_at_last_settlement, state.trade_cash_ticks,
+                                    self._marks(self.last_trade_ticks))
+        return ticks * self.contract.tick_value_cents
+
     def equity_cents(self, account: str) -> int:
-        """Cash balance (variation margin is paid daily, so there is no unrealised leg)."""
-        return self._account(account).balance_cents
+        """Cash balance plus pending variation margin (zero right after a settlement)."""
+        return self._account(account).balance_cents + self.pending_variation_margin_cents(account)
 
     def initial_requirement_cents(self, account: str) -> int:
         return abs(self._account(account).position) * self.contract.initial_margin_cents
@@ -279,36 +343,73 @@ class FuturesClearingHouse:
         return abs(self._account(account).position) * self.contract.maintenance_margin_cents
 
     def excess_cents(self, account: str) -> int:
-        return self.equity_cents(account) - self.initial_requirement_cents(account)
+        """What may be withdrawn: ``min(balance, equity) - initial requirement`` (an unsettled gain is not cash yet)."""
+        balance = self._account(account).balance_cents
+        return min(balance, self.equity_cents(account)) - self.initial_requirement_cents(account)
+
+    def price_band_ticks(self) -> tuple[int, int] | None:
+        """(lowest, highest) tradable price in ticks: ``price_band_pct`` around the last settlement price, or the
+        reference price before the first settlement; None while there is neither."""
+        centre = self.last_settlement_ticks
+        if centre is None:
+            centre = self.contract.reference_price_ticks
+        if centre is None:
+            return None
+        width = Decimal(centre) * self.contract.price_band_pct / 100
+        return max(1, math.ceil(centre - width)), math.floor(centre + width)
 
     def outstanding_margin_call_cents(self, account: str) -> int:
         return self._account(account).margin_call_cents
 
     # ------------------------------------------------------------ trading
 
-    def trade(self, buyer: str, seller: str, contracts: int, price: PriceLike) -> Trade:
-        """Register a matched trade; rejects a risk-increasing side lacking initial margin."""
+    def trade(self, buyer: str, seller: str, contracts: int, price: PriceLike, day: date | None = None) -> Trade:
+        """Register a matched trade; rejects a risk-increasing side lacking initial margin.
+
+        ``day`` is the trade date: after the contract's expiry (or before its last settlement day) it is refused.
+        The price must lie within the price band (see :meth:`price_band_ticks`). The margin check uses the
+        equity each side would have after the trade, pending variation margin included."""
         if self.final is not None:
             raise ValueError(f"{self.contract.symbol} has expired and been settled; no more trades")
+        if day is not None:
+            if not isinstance(day, date):
+                raise TypeError(f"day must be a date, got {day!r}")
+            if day > self.contract.expiry:
+                raise ValueError(f"trade date {day} is after expiry {self.contract.expiry} of "
+                                 f"{self.contract.symbol}: trading has ended")
+            if self.last_settlement_day is not None and day < self.last_settlement_day:
+                raise ValueError(f"trade date {day} is before the last settlement day {self.last_settlement_day}")
         if buyer == seller:
             raise ValueError("buyer and seller must differ (a self-trade changes nothing but open interest)")
         _int("contracts", contracts, minimum=1)
         ticks = self.contract.price_to_ticks(price)
+        band = self.price_band_ticks()
+        if band is not None and not band[0] <= ticks <= band[1]:
+            low, high = (self.contract.ticks_to_price(t) for t in band)
+            centre = "last settlement" if self.last_settlement_ticks is not None else "reference"
+            raise ValueError(f"price {price} is outside the price band {low}..{high} ({self.contract.price_band_pct}% "
+                             f"around the {centre} price)")
         b, s = self._account(buyer), self._account(seller)
+        marks = self._marks(ticks)  # this trade is the latest one once it is made
         for state, signed in ((b, contracts), (s, -contracts)):
             new_pos = state.position + signed
             if abs(new_pos) > abs(state.position):
                 needed = abs(new_pos) * self.contract.initial_margin_cents
-                if state.balance_cents < needed:
+                pending = self._pending_ticks(new_pos, state.position_at_last_settlement,
+                                              state.trade_cash_ticks - signed * ticks, marks)
+                equity = state.balance_cents + pending * self.contract.tick_value_cents
+                if equity < needed:
                     raise ValueError(
-                        f"account {state.account!r} has equity {state.balance_cents} < initial margin "
+                        f"account {state.account!r} has equity {equity} (balance {state.balance_cents}, pending "
+                        f"variation margin {equity - state.balance_cents}) < initial margin "
                         f"{needed} required for a position of {new_pos}"
                     )
         b.position += contracts
         b.trade_cash_ticks -= contracts * ticks
         s.position -= contracts
         s.trade_cash_ticks += contracts * ticks
-        trade = Trade(len(self.trades) + 1, buyer, seller, contracts, ticks)
+        self.last_trade_ticks = ticks
+        trade = Trade(len(self.trades) + 1, buyer, seller, contracts, ticks, day)
         self.trades.append(trade)
         return trade
 
@@ -338,6 +439,7 @@ class FuturesClearingHouse:
             state.balance_cents += vm[name]
             state.position_at_last_settlement = state.position
             state.trade_cash_ticks = 0
+        self.last_trade_ticks = None
         total = sum(vm.values())
         if total != 0:  # impossible unless the state was edited by hand
             raise AssertionError(f"variation margin does not net to zero: {total}")

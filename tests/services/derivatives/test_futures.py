@@ -13,9 +13,10 @@ EXPIRY = date(2024, 3, 29)
 D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 5)
 
 
-def house(initial=5_000, maintenance=4_000, **accounts):
+def house(initial=5_000, maintenance=4_000, band=None, reference=None, **accounts):
+    listing = {k: v for k, v in (("price_band_pct", band), ("reference_price", reference)) if v is not None}
     ch = FuturesClearingHouse(gpu_hour_future("GPUH24", EXPIRY, initial_margin_cents=initial,
-                                              maintenance_margin_cents=maintenance))
+                                              maintenance_margin_cents=maintenance, **listing))
     for name, cash in accounts.items():
         ch.open_account(name, cash)
     return ch
@@ -128,7 +129,7 @@ def test_final_settlement_cash_settles_and_closes_positions():
 def test_final_settlement_replaces_the_mark_to_market_of_the_expiry_day():
     """The final settlement is the expiry day's settlement: after that day's mark it pays only the rest,
     so the day's variation margin adds up to one settlement at the final price."""
-    marked, direct = house(a=50_000, b=50_000), house(a=50_000, b=50_000)
+    marked, direct = house(band=20, a=50_000, b=50_000), house(band=20, a=50_000, b=50_000)
     for ch in (marked, direct):
         ch.trade("a", "b", 3, "2.50")
         ch.mark_to_market(D1, "2.45")
@@ -160,6 +161,17 @@ trade_st = st.tuples(st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS), st.in
 day_st = st.tuples(st.lists(trade_st, max_size=6), st.integers(100, 900))
 
 
+def pending_cents(name, day_fills, carried, last_settle, last_price):
+    """Variation margin the next settlement would pay ``name`` for its carried position and the day's fills, at
+    the lower of the last settlement price and the latest trade price (an oracle without the house's state)."""
+    def at(mark):
+        ticks = carried[name] * (mark - (last_settle or 0))
+        for buyer, seller, qty, price in day_fills:
+            ticks += qty * (mark - price) * ((name == buyer) - (name == seller))
+        return ticks * 100
+    return min(at(m) for m in {last_settle, last_price} - {None})
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(day_st, min_size=1, max_size=12), st.integers(1, 2_000))
 def test_conservation_open_interest_margin_calls_and_final_pnl(days, final_ticks):
@@ -176,22 +188,34 @@ def test_conservation_open_interest_margin_calls_and_final_pnl(days, final_ticks
     expected_pnl_ticks = dict.fromkeys(ACCOUNTS, 0)
     fills = []
     day = date(2024, 3, 1)
+    last_settle = None
+    carried = dict.fromkeys(ACCOUNTS, 0)
     for trades, settle in days:
+        todays = []
         for buyer, seller, qty, price in trades:
             if buyer == seller:
                 continue
             try:
                 ch.trade(buyer, seller, qty, price * Decimal("0.01"))
-            except ValueError as exc:  # a big loser may no longer afford more risk: check the refusal is right
+            except ValueError as exc:  # out of the band, or a big loser may no longer afford more risk
+                if "price band" in str(exc):
+                    assert last_settle is not None and abs(price - last_settle) * 10 > last_settle
+                    continue
                 assert "initial margin" in str(exc)
+                # the refusal is right: equity after the trade (cash + pending variation margin at the lower of
+                # the last settlement and this trade's price, recomputed from today's fills) is short of margin
+                day_fills = todays + [(buyer, seller, qty, price)]
                 assert any(
                     abs(ch.position(n) + sign * qty) > abs(ch.position(n))
-                    and ch.equity_cents(n) < abs(ch.position(n) + sign * qty) * 500
+                    and ch.accounts[n].balance_cents + pending_cents(n, day_fills, carried, last_settle, price)
+                    < abs(ch.position(n) + sign * qty) * 500
                     for n, sign in ((buyer, 1), (seller, -1))
                 )
                 continue
             fills.append((buyer, seller, qty, price))
+            todays.append((buyer, seller, qty, price))
         result = ch.mark_to_market(day, settle * Decimal("0.01"))
+        last_settle, carried = settle, {n: ch.position(n) for n in ACCOUNTS}
         assert sum(result.variation_margin.values()) == 0
         longs, shorts = ch.open_interest()
         assert longs == shorts
@@ -228,3 +252,110 @@ def test_margin_call_iff_below_maintenance_with_thin_accounts(qty, extra, settle
             if name in calls:
                 assert calls[name].amount_cents == qty * 5_000 - equity > 0
         day += timedelta(days=1)
+
+
+# ---------------------------------------------------------------- review findings: pending variation margin,
+# price band, trading ends at expiry
+
+
+def test_withdrawal_counts_the_loss_of_a_position_closed_since_the_last_settlement():
+    ch = house(a=50_000, b=1_000_000, c=1_000_000)
+    ch.trade("a", "b", 10, "2.00")
+    ch.mark_to_market(D1, "2.00")
+    ch.trade("c", "a", 10, "1.80")  # a closes at a loss of 20 ticks * 10 contracts * $1 = 20,000 cents, unpaid
+    with pytest.raises(ValueError, match="exceeds excess margin 30000"):
+        ch.withdraw("a", 50_000)  # the whole balance would leave before the loss is paid
+    assert ch.position("a") == 0 and ch.pending_variation_margin_cents("a") == -20_000
+    assert ch.equity_cents("a") == 30_000 and ch.excess_cents("a") == 30_000
+    assert ch.withdraw("a", 30_000) == 20_000
+    settled = ch.mark_to_market(D2, "1.80")
+    assert settled.variation_margin["a"] == -20_000 and ch.accounts["a"].balance_cents == 0  # never negative
+
+
+def test_withdrawal_counts_the_unsettled_loss_of_an_open_position_at_the_latest_trade():
+    ch = house(a=60_000, b=1_000_000, c=1_000_000, d=1_000_000)
+    ch.trade("a", "b", 10, "2.00")  # before the first settlement: marked at the trade price
+    assert ch.excess_cents("a") == 10_000
+    ch.trade("c", "d", 1, "1.90")  # the market moved: a's long is 10 ticks * 10 contracts down
+    assert ch.pending_variation_margin_cents("a") == -10_000 and ch.excess_cents("a") == 0
+    with pytest.raises(ValueError, match="exceeds excess"):
+        ch.withdraw("a", 1)
+
+
+def test_an_unsettled_gain_counts_for_margin_but_cannot_be_withdrawn_before_it_is_paid():
+    ch = house(a=50_000, b=1_000_000, c=1_000_000)
+    ch.trade("b", "a", 10, "2.00")  # a short 10
+    ch.mark_to_market(D1, "2.00")
+    ch.trade("a", "c", 10, "1.80")  # a buys back 20 ticks lower: +20,000, paid at the next settlement
+    assert ch.pending_variation_margin_cents("a") == 20_000 and ch.equity_cents("a") == 70_000
+    assert ch.excess_cents("a") == 50_000  # the balance, not the gain
+    ch.trade("a", "b", 14, "1.80")  # 14 * 5,000 = 70,000 of initial margin: the gain counts
+    assert ch.position("a") == 14
+
+
+def test_trade_margin_check_counts_pending_variation_margin():
+    ch = house(a=50_000, b=1_000_000, c=1_000_000)
+    ch.trade("a", "b", 10, "2.00")
+    ch.mark_to_market(D1, "2.00")
+    ch.trade("c", "a", 10, "1.80")  # flat, 20,000 lost and not yet paid: equity 30,000
+    with pytest.raises(ValueError, match=r"equity 30000 .*pending variation margin -20000.* < initial margin 35000"):
+        ch.trade("a", "b", 7, "1.80")
+    ch.trade("a", "b", 6, "1.80")  # 30,000 needed
+    # a trade's own price counts at the last settlement price: buying above it is a loss from the start
+    ch2 = house(a=50_000, b=1_000_000)
+    ch2.trade("a", "b", 1, "2.00")
+    ch2.mark_to_market(D1, "2.00")
+    with pytest.raises(ValueError, match="initial margin"):
+        ch2.trade("a", "b", 9, "2.20")  # 10 * 5,000 needed, 9 * 20 ticks * $1 = 18,000 lost at 2.00
+    ch2.trade("a", "b", 9, "2.00")
+    assert ch2.position("a") == 10
+
+
+def test_wash_trade_at_an_absurd_price_is_outside_the_price_band():
+    ch = house(reference="2.00", x=20_000, y=20_000)
+    assert ch.price_band_ticks() == (180, 220)
+    with pytest.raises(ValueError, match=r"outside the price band 1.80..2.20 \(10% around the reference price\)"):
+        ch.trade("x", "y", 1, "999999999")
+    with pytest.raises(ValueError, match="outside the price band"):
+        ch.trade("x", "y", 1, "2.21")
+    ch.trade("x", "y", 1, "2.20")
+    ch.trade("y", "x", 1, "1.80")
+    ch.mark_to_market(D1, "2.50")  # the band follows the last settlement price
+    assert ch.price_band_ticks() == (225, 275)
+    with pytest.raises(ValueError, match="around the last settlement price"):
+        ch.trade("x", "y", 1, "2.20")
+    ch.trade("x", "y", 1, "2.75")
+    assert all(a.balance_cents >= 0 for a in ch.accounts.values())
+
+
+def test_price_band_after_the_first_settlement_without_a_reference_and_its_width_is_configurable():
+    ch = house(x=1_000_000, y=1_000_000)
+    assert ch.price_band_ticks() is None  # no reference price: no band until the first settlement
+    ch.trade("x", "y", 1, "2.00")
+    ch.mark_to_market(D1, "2.00")
+    with pytest.raises(ValueError, match="outside the price band"):
+        ch.trade("x", "y", 1, "999999999")
+    wide = house(band=50, x=1_000_000, y=1_000_000)
+    wide.trade("x", "y", 1, "2.00")
+    wide.mark_to_market(D1, "2.00")
+    assert wide.price_band_ticks() == (100, 300)
+    wide.trade("x", "y", 1, "3.00")
+    with pytest.raises(ValueError, match="price_band_pct must be <= 100"):
+        gpu_hour_future("X", EXPIRY, price_band_pct=101)
+    with pytest.raises(ValueError, match="multiple of tick"):
+        gpu_hour_future("X", EXPIRY, reference_price="2.005")
+
+
+def test_trades_are_refused_after_expiry_even_before_the_final_settlement():
+    ch = house(a=100_000, b=100_000)
+    ch.trade("a", "b", 1, "2.00", day=EXPIRY)  # the expiry day is the last trading day
+    assert ch.trades[-1].day == EXPIRY
+    with pytest.raises(ValueError, match="after expiry 2024-03-29 of GPUH24: trading has ended"):
+        ch.trade("a", "b", 1, "2.00", day=EXPIRY + timedelta(days=1))
+    with pytest.raises(TypeError, match="day must be a date"):
+        ch.trade("a", "b", 1, "2.00", day="2024-03-01")
+    ch.mark_to_market(D2, "2.00")
+    with pytest.raises(ValueError, match="before the last settlement day"):
+        ch.trade("a", "b", 1, "2.00", day=D1)
+    ch.trade("a", "b", 1, "2.00", day=D2)
+    assert ch.position("a") == 2 and len(ch.trades) == 2
