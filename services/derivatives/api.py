@@ -51,7 +51,12 @@ from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
-from services.derivatives.futures import FinalSettlement, FuturesClearingHouse, FuturesContract
+from services.derivatives.futures import (
+    DEFAULT_PRICE_BAND_PCT,
+    FinalSettlement,
+    FuturesClearingHouse,
+    FuturesContract,
+)
 from services.derivatives.options import (
     Greeks,
     black76_greeks,
@@ -267,6 +272,12 @@ class ContractIn(Strict):
     initial_margin_cents: int = Field(default=5_000, ge=0, le=10**12, description="per contract")
     maintenance_margin_cents: int = Field(default=4_000, ge=0, le=10**12, description="per contract")
     underlying: str = Field(default="GPU-hour", min_length=1, max_length=64)
+    reference_price: DecimalPrice | None = Field(
+        default=None, description="centre of the price band until the first settlement (without one, trades "
+                                  "have no band until then)")
+    price_band_pct: int = Field(default=DEFAULT_PRICE_BAND_PCT, ge=1, le=100,
+                                description="a trade's price may be at most this many percent away from the last "
+                                            "settlement price (before it, the reference price)")
 
 
 class ContractOut(BaseModel):
@@ -285,6 +296,10 @@ class ContractOut(BaseModel):
     status: Literal["open", "settled"] = Field(description="settled: finally settled, every position closed")
     final_settlement_day: dt.date | None
     final_price: str | None
+    reference_price: str | None
+    price_band_pct: int
+    price_band_low: str | None = Field(description="lowest price a trade may have now; null: no band yet")
+    price_band_high: str | None = Field(description="highest price a trade may have now; null: no band yet")
 
 
 class ContractPage(BaseModel):
@@ -304,11 +319,13 @@ class CashIn(Strict):
 class FuturesAccountOut(BaseModel):
     account_id: str
     symbol: str
-    balance_cents: int = Field(description="equity: variation margin is paid daily, there is no unrealised leg")
+    balance_cents: int = Field(description="cash, variation margin paid up to the last settlement")
+    equity_cents: int = Field(description="balance plus the variation margin the next settlement would pay or "
+                                          "take (at the lower of the last settlement and the latest trade price)")
     position: int
     initial_requirement_cents: int
     maintenance_requirement_cents: int
-    excess_cents: int
+    excess_cents: int = Field(description="withdrawable: min(balance, equity) - initial requirement")
     margin_call_cents: int
 
 
@@ -317,6 +334,8 @@ class FuturesTradeIn(Strict):
     seller_account_id: AccountId
     contracts: Contracts
     price: DecimalPrice
+    day: IsoDate | None = Field(default=None, description="the trade date: after the contract's expiry (or before "
+                                                          "its last settlement day) the trade is refused")
 
 
 class FuturesTradeOut(BaseModel):
@@ -327,6 +346,7 @@ class FuturesTradeOut(BaseModel):
     contracts: int
     price: str
     price_ticks: int
+    day: dt.date | None
 
 
 class SettlementIn(Strict):
@@ -611,6 +631,7 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     def contract_out(house: FuturesClearingHouse) -> ContractOut:
         c = house.contract
         last = house.last_settlement_ticks
+        band = house.price_band_ticks()
         return ContractOut(symbol=c.symbol, underlying=c.underlying, currency=c.currency, expiry=c.expiry,
                            contract_size=c.contract_size, tick_size=str(c.tick_size),
                            tick_value_cents=c.tick_value_cents, initial_margin_cents=c.initial_margin_cents,
@@ -621,7 +642,11 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                            status="open" if house.final is None else "settled",
                            final_settlement_day=None if house.final is None else house.final.day,
                            final_price=None if house.final is None else
-                           str(c.ticks_to_price(house.final.final_price_ticks)))
+                           str(c.ticks_to_price(house.final.final_price_ticks)),
+                           reference_price=None if c.reference_price is None else str(c.reference_price),
+                           price_band_pct=c.price_band_pct,
+                           price_band_low=None if band is None else str(c.ticks_to_price(band[0])),
+                           price_band_high=None if band is None else str(c.ticks_to_price(band[1])))
 
     def final_out(house: FuturesClearingHouse, result: FinalSettlement, principal: Principal) -> FinalSettlementOut:
         return FinalSettlementOut(
@@ -635,7 +660,8 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     def account_out(house: FuturesClearingHouse, name: str) -> FuturesAccountOut:
         state = house.accounts[name]
         return FuturesAccountOut(account_id=_split(name)[1], symbol=house.contract.symbol,
-                                 balance_cents=state.balance_cents, position=state.position,
+                                 balance_cents=state.balance_cents, equity_cents=house.equity_cents(name),
+                                 position=state.position,
                                  initial_requirement_cents=house.initial_requirement_cents(name),
                                  maintenance_requirement_cents=house.maintenance_requirement_cents(name),
                                  excess_cents=house.excess_cents(name), margin_call_cents=state.margin_call_cents)
@@ -643,7 +669,9 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     @app.post("/v1/futures/contracts", status_code=201, response_model=ContractOut, tags=["futures"])
     def list_contract(body: ContractIn, principal: Principal = Depends(writer)):
         contract = _domain(FuturesContract, body.symbol, body.contract_size, Decimal(body.tick_size), body.expiry,
-                           body.initial_margin_cents, body.maintenance_margin_cents, underlying=body.underlying)
+                           body.initial_margin_cents, body.maintenance_margin_cents, underlying=body.underlying,
+                           reference_price=None if body.reference_price is None else Decimal(body.reference_price),
+                           price_band_pct=body.price_band_pct)
         with changing(body.symbol):
             if body.symbol in markets.listings:
                 raise Problem(409, "Conflict", f"contract {body.symbol!r} is already listed", "contract-exists")
@@ -716,7 +744,8 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     @app.post("/v1/futures/{symbol}/accounts/{account_id}/withdrawals", response_model=FuturesAccountOut,
               tags=["futures"])
     def withdraw(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
-        """Only the excess over the initial margin requirement may leave."""
+        """Only the excess over the initial margin requirement may leave: ``min(balance, equity)`` less the
+        requirement, so a loss not yet settled stays and a gain not yet settled is not paid out before it is."""
         with changing(symbol):
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
@@ -725,16 +754,20 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
     @app.post("/v1/futures/{symbol}/trades", status_code=201, response_model=FuturesTradeOut, tags=["futures"])
     def trade(symbol: Symbol, body: FuturesTradeIn, principal: Principal = Depends(writer)):
-        """Register a matched trade between two accounts of the caller's tenant."""
+        """Register a matched trade between two accounts of the caller's tenant.
+
+        Refused (422) when its price is outside the contract's price band, when a side that adds risk lacks the
+        initial margin (equity, pending variation margin included, after the trade), or when ``day`` (the trade
+        date, like a settlement's ``day``) is after the contract's expiry."""
         with changing(symbol):
             house = house_of(symbol)
             buyer = own_account(principal, house, body.buyer_account_id)
             seller = own_account(principal, house, body.seller_account_id)
-            t = _domain(house.trade, buyer, seller, body.contracts, body.price)
+            t = _domain(house.trade, buyer, seller, body.contracts, body.price, body.day)
             return FuturesTradeOut(trade_id=t.trade_id, symbol=symbol, buyer_account_id=_split(t.buyer)[1],
                                    seller_account_id=_split(t.seller)[1], contracts=t.contracts,
                                    price=str(house.contract.ticks_to_price(t.price_ticks)),
-                                   price_ticks=t.price_ticks)
+                                   price_ticks=t.price_ticks, day=t.day)
 
     @app.post("/v1/futures/{symbol}/settlements", status_code=201, response_model=SettlementOut, tags=["futures"])
     def settle(symbol: Symbol, body: SettlementIn, principal: Principal = Depends(writer)):

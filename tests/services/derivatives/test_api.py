@@ -137,7 +137,7 @@ def test_futures_trade_settle_and_margin_call(setup):
                                                          "contracts": 2, "price": "2.50"}, headers=ht)
     assert trade.status_code == 201, trade.text
     assert trade.json() == {"trade_id": 1, "symbol": X, "buyer_account_id": "a1", "seller_account_id": "a2",
-                            "contracts": 2, "price": "2.50", "price_ticks": 250}
+                            "contracts": 2, "price": "2.50", "price_ticks": 250, "day": None}
     s1 = client.post(f"/v1/futures/{X}/settlements", json={"day": D1, "settlement_price": "2.605"}, headers=ht)
     assert s1.status_code == 201, s1.text
     s1 = s1.json()
@@ -145,7 +145,7 @@ def test_futures_trade_settle_and_margin_call(setup):
     assert {v["account_id"]: v["variation_margin_cents"] for v in s1["variation_margin"]} == {"a1": 2_000,
                                                                                               "a2": -2_000}
     a2 = client.get(f"/v1/futures/{X}/accounts/a2", headers=h(keys, "t1_viewer")).json()
-    assert a2 == {"account_id": "a2", "symbol": X, "balance_cents": 98_000, "position": -2,
+    assert a2 == {"account_id": "a2", "symbol": X, "balance_cents": 98_000, "equity_cents": 98_000, "position": -2,
                   "initial_requirement_cents": 10_000, "maintenance_requirement_cents": 8_000,
                   "excess_cents": 88_000, "margin_call_cents": 0}
     # a big rally puts the short under maintenance: the call restores the initial requirement
@@ -166,7 +166,8 @@ def test_futures_trade_settle_and_margin_call(setup):
                        "contract_size": 100, "tick_size": "0.01", "tick_value_cents": 100,
                        "initial_margin_cents": 5_000, "maintenance_margin_cents": 4_000, "open_interest": 2,
                        "last_settlement_price": "7.20", "last_settlement_day": D2, "status": "open",
-                       "final_settlement_day": None, "final_price": None}]
+                       "final_settlement_day": None, "final_price": None, "reference_price": None,
+                       "price_band_pct": 10, "price_band_low": "6.48", "price_band_high": "7.92"}]
     assert client.get(f"/v1/futures/contracts/{X}", headers=h(keys, "t2_trader")).json() == listed[0]
     is_problem(client.get("/v1/futures/contracts/NOPE1", headers=ht), 404)
     # variation margin nets to zero: only the deposit and the withdrawal changed the total
@@ -451,3 +452,70 @@ def test_quantities_and_money_must_be_json_integers(setup):
     # dates stay ISO strings, prices decimal strings, and integral floats in float fields stay fine
     assert client.post(f"/v1/futures/{X}/trades", json=trade, headers=ht).status_code == 201
     assert client.post("/v1/options/price", json=BSM, headers=hv).status_code == 200
+
+
+# ---------------------------------------------------------------- review findings: pending variation margin,
+# price band, trading ends at expiry
+
+
+def test_withdrawal_after_a_losing_close_keeps_the_unsettled_loss(setup):
+    client, keys, markets = setup
+    ht = h(keys, "t1_trader")
+    opened = client.post(f"/v1/futures/{X}/trades", json={"buyer_account_id": "a1", "seller_account_id": "a2",
+                                                          "contracts": 10, "price": "2.00"}, headers=ht)
+    assert opened.status_code == 201
+    assert client.post(f"/v1/futures/{X}/settlements", json={"day": D1, "settlement_price": "2.00"},
+                       headers=ht).status_code == 201
+    close = client.post(f"/v1/futures/{X}/trades", json={"buyer_account_id": "a2", "seller_account_id": "a1",
+                                                         "contracts": 10, "price": "1.80"}, headers=ht)
+    assert close.status_code == 201, close.text  # a1 flat, 20 ticks * 10 contracts * $1 lost, not yet paid
+    too_much = client.post(f"/v1/futures/{X}/accounts/a1/withdrawals", json={"amount_cents": 100_000}, headers=ht)
+    assert "exceeds excess margin 80000" in is_problem(too_much, 422)["detail"]
+    a1 = client.get(f"/v1/futures/{X}/accounts/a1", headers=ht).json()
+    assert (a1["position"], a1["balance_cents"], a1["equity_cents"], a1["excess_cents"]) == (0, 100_000, 80_000,
+                                                                                           80_000)
+    out = client.post(f"/v1/futures/{X}/accounts/a1/withdrawals", json={"amount_cents": 80_000}, headers=ht)
+    assert out.status_code == 200 and out.json()["balance_cents"] == 20_000
+    client.post(f"/v1/futures/{X}/settlements", json={"day": D2, "settlement_price": "1.80"}, headers=ht)
+    assert client.get(f"/v1/futures/{X}/accounts/a1", headers=ht).json()["balance_cents"] == 0  # not negative
+
+
+def test_trades_outside_the_price_band_are_refused(setup):
+    client, keys, markets = setup
+    ht = h(keys, "t1_trader")
+    listed = client.post("/v1/futures/contracts", json={"symbol": "GPUREF", "expiry": EXPIRY,
+                                                        "reference_price": "2.00", "price_band_pct": 5}, headers=ht)
+    assert listed.status_code == 201, listed.text
+    assert {k: listed.json()[k] for k in ("reference_price", "price_band_pct", "price_band_low",
+                                          "price_band_high")} == {"reference_price": "2.00", "price_band_pct": 5,
+                                                                  "price_band_low": "1.90", "price_band_high": "2.10"}
+    for account in ("x", "y"):
+        client.post("/v1/futures/GPUREF/accounts", json={"account_id": account, "deposit_cents": 5_000}, headers=ht)
+    wash = {"buyer_account_id": "x", "seller_account_id": "y", "contracts": 1, "price": "999999999"}
+    refused = is_problem(client.post("/v1/futures/GPUREF/trades", json=wash, headers=ht), 422)
+    assert "outside the price band 1.90..2.10 (5% around the reference price)" in refused["detail"]
+    assert client.post("/v1/futures/GPUREF/trades", json={**wash, "price": "2.00"}, headers=ht).status_code == 201
+    # without a reference price the band starts at the first settlement
+    assert client.post(f"/v1/futures/{X}/settlements", json={"day": D1, "settlement_price": "2.00"},
+                       headers=ht).status_code == 201
+    late = client.post(f"/v1/futures/{X}/trades", json={**wash, "buyer_account_id": "a1", "seller_account_id": "a2"},
+                       headers=ht)
+    assert "outside the price band 1.80..2.20" in is_problem(late, 422)["detail"]
+    for bad in ({"price_band_pct": 0}, {"price_band_pct": 101}, {"reference_price": 2.0},
+                {"reference_price": "2.005"}):
+        is_problem(client.post("/v1/futures/contracts", json={"symbol": "BADREF", "expiry": EXPIRY, **bad},
+                               headers=ht), 422)
+    assert "BADREF" not in markets.listings
+    assert markets.houses["GPUREF"].accounts["t1/x"].balance_cents == 5_000
+
+
+def test_trades_dated_after_expiry_are_refused_before_the_final_settlement(setup):
+    client, keys, markets = setup
+    ht = h(keys, "t1_trader")
+    body = {"buyer_account_id": "a1", "seller_account_id": "a2", "contracts": 1, "price": "2.00"}
+    on_expiry = client.post(f"/v1/futures/{X}/trades", json={**body, "day": EXPIRY}, headers=ht)
+    assert on_expiry.status_code == 201 and on_expiry.json()["day"] == EXPIRY  # the last trading day
+    late = client.post(f"/v1/futures/{X}/trades", json={**body, "day": "2031-01-01"}, headers=ht)
+    assert "after expiry 2030-12-31 of GPUH30: trading has ended" in is_problem(late, 422)["detail"]
+    is_problem(client.post(f"/v1/futures/{X}/trades", json={**body, "day": "someday"}, headers=ht), 422)
+    assert len(markets.houses[X].trades) == 1
