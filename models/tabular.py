@@ -48,6 +48,7 @@ class Split:
     # the last event time trained or validated on (a pandas Timestamp): the gate grades only rows after it
     cutoff: Any = None
     test_rows: int = 0  # rows after the cutoff, left out of training and validation
+    fit_cutoff: Any = None  # the last event time of the training slice (what the model was fitted on)
 
 
 def time_cuts(times, validation: float = VALIDATION_FRACTION, test: float = TEST_FRACTION, labels=None,
@@ -119,7 +120,8 @@ def time_split(frame, features: list[str], label: str, time_column: str, validat
         frame[(times >= validation_start) & (times < test_start)]
     return Split(as_matrix(train, features), train[label].to_numpy(dtype=int),
                  as_matrix(val, features), val[label].to_numpy(dtype=int),
-                 cutoff=val[time_column].max(), test_rows=len(frame) - len(train) - len(val))
+                 cutoff=val[time_column].max(), test_rows=len(frame) - len(train) - len(val),
+                 fit_cutoff=train[time_column].max())
 
 
 def model_inputs(frame, features: list[str]):

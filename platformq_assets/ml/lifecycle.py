@@ -48,6 +48,9 @@ PROMOTION_METRIC = "roc_auc"
 # Model-version tag: the last event time (ISO 8601) the version trained or validated on. The gate grades
 # versions only on rows after it; a version without it was registered before it was recorded.
 CUTOFF_TAG = "training_cutoff"
+# Model-version tag: the last event time in the version's training slice (what it was fitted on). Prediction drift
+# takes its reference scores from rows after it (out-of-sample, as a scored day's are).
+FIT_CUTOFF_TAG = "fit_cutoff"
 MIN_GATE_ROWS = 50  # fewer unseen rows than this: no verdict (the gate fails), not a noisy pass
 
 
@@ -87,19 +90,44 @@ def holdout(frame, after):
     return frame[pd.to_datetime(frame["event_timestamp"], utc=True) > after]
 
 
-def training_cutoff(version):
-    """A registered version's training cutoff (its ``training_cutoff`` tag) as a UTC timestamp; None for no
-    version or one registered before the tag was recorded."""
+def training_cutoff(version, tag: str = CUTOFF_TAG):
+    """A registered version's training cutoff (its ``training_cutoff`` tag, or ``tag``) as a UTC timestamp; None
+    for no version or one registered before the tag was recorded."""
     import pandas as pd
 
-    value = (version.tags or {}).get(CUTOFF_TAG) if version is not None else None
+    value = (version.tags or {}).get(tag) if version is not None else None
     if not value:
         return None
     try:
         cutoff = pd.Timestamp(value)
     except ValueError as exc:
-        raise ValueError(f"version {version.version}'s {CUTOFF_TAG} tag {value!r} is not a timestamp") from exc
+        raise ValueError(f"version {version.version}'s {tag} tag {value!r} is not a timestamp") from exc
     return cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+
+
+def drift_references(training, day: str, version) -> tuple:
+    """(feature reference, prediction reference): the training-set rows a day's drift is judged against, for the
+    version that scored the day (``version``; None for none). Neither holds the judged day's own rows.
+
+    * features: the rows the version trained or validated on (event time up to its ``training_cutoff``), the
+      distribution it learned;
+    * predictions: the rows it was not fitted on (event time after its ``fit_cutoff``, the end of its training
+      slice: its validation and test slices and anything newer), whose scores are out-of-sample like the day's
+      (scores on rows a model was fitted on are wider, for an overfit GBM much wider: a false drift error).
+      A version registered before ``fit_cutoff`` was recorded: after its ``training_cutoff`` (the test slice on).
+
+    A version without a ``training_cutoff`` (registered before it was recorded): the whole training set for both,
+    the judged day left out."""
+    import pandas as pd
+
+    times = pd.to_datetime(training["event_timestamp"], utc=True)
+    start = pd.Timestamp(day, tz="UTC")
+    outside = (times < start) | (times >= start + pd.Timedelta(days=1))
+    learned_until = training_cutoff(version)
+    if learned_until is None:
+        return training[outside], training[outside]
+    fitted_until = training_cutoff(version, FIT_CUTOFF_TAG) or learned_until
+    return training[outside & (times <= learned_until)], training[outside & (times > fitted_until)]
 
 
 def model_assets(model: str, feature_table_key: AssetKey) -> list:
@@ -150,7 +178,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
 
         frame = load_training_set(lake, model)
         split = time_split(frame, features, label, "event_timestamp")  # the latest rows are left for the gate
-        cutoff = split.cutoff.isoformat()
+        cutoff, fit_cutoff = split.cutoff.isoformat(), split.fit_cutoff.isoformat()
         snapshot = lake.describe(f"ml.{model}_training_set").get("snapshot_id")
         experiment = f"platformq/{model}"
         with mlflow.start_run(experiment, run_name=f"{model}-{context.run.run_id[:8]}",
@@ -169,7 +197,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                                     "stopped_early": sum(t["stopped_early"] for t in result["trials"])})
             mlflow_lib.log_dict({"trials": result["trials"], "features": features}, "search.json")
             mlflow_lib.set_tags({"training_set_snapshot": str(snapshot), "model_family": best["family"],
-                                 CUTOFF_TAG: cutoff})
+                                 CUTOFF_TAG: cutoff, FIT_CUTOFF_TAG: fit_cutoff})
             pipeline = final.pipeline()
             example = val_x.head(5)
             with mlflow_frames():  # MLflow checks the input example by predicting it
@@ -180,7 +208,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         version = mlflow.register(info.model_uri, model, tags={
             "feature_service": service, "training_set": f"ml.{model}_training_set@{snapshot}",
             "mlflow_run_id": run.info.run_id, "dagster_run_id": context.run.run_id, "family": best["family"],
-            CUTOFF_TAG: cutoff},
+            CUTOFF_TAG: cutoff, FIT_CUTOFF_TAG: fit_cutoff},
             description=f"{best['family']} on {service}; {METRIC}={val_score:.4f} on the validation slice "
                         f"(trained and validated on rows up to {cutoff}).")
         return MaterializeResult(metadata={
@@ -189,7 +217,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
             "trials": len(result["trials"]), "trials_stopped_early": sum(t["stopped_early"] for t in result["trials"]),
             "ray": cluster["address"], "ray_cluster_cpus": float(cluster["resources"].get("CPU", 0)),
             "ray_nodes_used": len({t["node_id"] for t in result["trials"] if t.get("node_id")}),
-            "feature_service": service, CUTOFF_TAG: cutoff, "train_rows": len(split.y_train),
+            "feature_service": service, CUTOFF_TAG: cutoff, FIT_CUTOFF_TAG: fit_cutoff, "train_rows": len(split.y_train),
             "validation_rows": len(split.y_val), "test_rows": split.test_rows,
             "trial_table": MetadataValue.md(_trials_markdown(result["trials"]))})
 
@@ -296,18 +324,21 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         from models.monitoring import NO_DATA, drift_report, psi, severity
         from models.tabular import score
 
-        reference = load_training_set(lake, model)
+        training = load_training_set(lake, model)
         current = model_frame(lake.read_partition(table, PARTITION_COLUMN, context.partition_key).to_pandas(),
                               features)
-        report = drift_report(model_frame(reference, features), current, features)
         scored = lake.read_partition(f"gold.{model}_predictions", PARTITION_COLUMN, context.partition_key).to_pandas()
+        # the version the references belong to: the one that scored the day, not today's champion (after a promotion
+        # a re-run or backfill would otherwise compare two different models' outputs); no scores: the champion
+        scored_by = scored["model_version"].astype(str).mode().iloc[0] if len(scored) else None
+        version = mlflow.client().get_model_version(model, scored_by) if scored_by is not None \
+            else mlflow.version_for(model, CHAMPION)
+        feature_reference, prediction_reference = drift_references(training, context.partition_key, version)
+        report = drift_report(model_frame(feature_reference, features), current, features)
         prediction_psi = float("nan")
-        if len(scored):
-            # the reference scores come from the version that scored the day, not today's champion: after a
-            # promotion a re-run or backfill would otherwise compare two different models' outputs
-            scored_by = scored["model_version"].astype(str).mode().iloc[0]
+        if len(scored) and len(prediction_reference):
             estimator = load_sklearn(mlflow, model, version=scored_by)
-            reference_scores = estimator.predict_proba(model_frame(reference, features).to_numpy())[:, 1]
+            reference_scores = estimator.predict_proba(model_frame(prediction_reference, features).to_numpy())[:, 1]
             prediction_psi = round(psi(reference_scores, scored["score"].to_numpy()), 4)
         prediction_severity = severity(prediction_psi)
         labelled = scored[scored["label"].notna()]
@@ -328,12 +359,14 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         # one verdict per value, the one stored above; a day without rows has no drift verdict: every check fails
         error = [f for f, v in report.items() if v["severity"] == "error"]
         warn = [f for f, v in report.items() if v["severity"] in ("warn", "error")]
+        # no-data of the features fails the feature checks; no prediction PSI (no scores, or no rows the version was
+        # not fitted on outside the day) fails the prediction check only
         no_data = [f for f, v in report.items() if v["severity"] == NO_DATA]
-        if prediction_severity == NO_DATA:
-            no_data.append("__prediction__")
-        overall = "error" if error else "warn" if warn else NO_DATA if no_data else "ok"
+        overall = "error" if error else "warn" if warn else NO_DATA if no_data or prediction_severity == NO_DATA else "ok"
         return MaterializeResult(
             metadata={"max_psi": worst[1]["psi"], "max_psi_feature": worst[0], "prediction_psi": prediction_psi,
+                      "reference_rows": len(feature_reference), "prediction_reference_rows": len(prediction_reference),
+                      "reference_version": str(version.version) if version is not None else None,
                       "drifted_features": error or warn, "severity": overall, "rows": len(current),
                       **{f"performance/{k_}": v for k_, v in performance.items()},
                       "report": MetadataValue.json(report)},
@@ -343,7 +376,8 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
                 AssetCheckResult(check_name="feature_drift_error", passed=not error and not no_data,
                                  severity=AssetCheckSeverity.ERROR, metadata={"features": error, "no_data": no_data}),
                 AssetCheckResult(check_name="prediction_drift", passed=prediction_severity in ("ok", "warn"),
-                                 severity=AssetCheckSeverity.WARN, metadata={"psi": prediction_psi}),
+                                 severity=AssetCheckSeverity.WARN,
+                                 metadata={"psi": prediction_psi, "reference_rows": len(prediction_reference)}),
             ],
         )
 

@@ -13,8 +13,8 @@ def feature_frame(rng, n, day):
 
     frame = pd.DataFrame({c: rng.normal(1.0, 1.0, n) for c in INSTRUMENT_FEATURES})
     frame["instrument"] = [f"I{i % 5}" for i in range(n)]
-    start = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=15)
-    frame["event_ts"] = [start + pd.Timedelta(minutes=5 * i) for i in range(n)]
+    start = pd.Timestamp(day, tz="UTC")  # every row within its day
+    frame["event_ts"] = [start + pd.Timedelta(days=1) * i / n for i in range(n)]
     frame["label_up"] = (frame["ret_1"] > 1.0).astype("int64")
     frame["partition_date"] = day
     return frame
@@ -130,3 +130,52 @@ def test_a_day_whose_labels_are_all_one_class_reports_no_roc_auc(settings, lake)
     [drift] = [e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == k["drift"]]
     assert drift["performance/labelled_rows"].value == 120 and "performance/accuracy" in drift
     assert "performance/roc_auc" not in drift
+
+
+def test_drift_references_are_rows_the_scoring_version_learned_from_and_rows_it_never_fitted_on(settings, lake):
+    """Feature drift compares the day with the rows the version that scored it trained or validated on (event time
+    up to its ``training_cutoff``), never with the judged day itself; prediction drift compares the day's scores
+    with that version's scores on rows it was not fitted on (after its ``fit_cutoff``; the judged day left out):
+    in-sample scores of an overfit model are wider than any unseen day's, a false prediction-drift error."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    from features.repo import feature_columns
+    from models.monitoring import psi
+    from platformq_assets.ml.lifecycle import keys, load_sklearn, model_assets, model_frame, to_arrow
+    from resources.mlflow import mlflow_resource
+
+    rng = np.random.default_rng(5)
+    registry = mlflow_resource(settings)
+    learned = feature_frame(rng, 400, "2024-02-05")  # trained (first 300) and validated on
+    judged = feature_frame(rng, 200, DAY)
+    judged["ret_1"] += 3.0  # the day drifted
+    later = feature_frame(rng, 200, "2024-02-07")  # never seen by the version
+    later["ret_1"] -= 1.5
+    training = pd.concat([learned, judged, later]).rename(columns={"event_ts": "event_timestamp"})
+    training = training.drop(columns=["partition_date"]).reset_index(drop=True)
+    training["as_of_epoch"] = (training["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1s")
+    lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
+    lake.replace_partition("features.instrument_intervals", to_arrow(judged), "partition_date", DAY)
+    version = register(registry, rng, skewed=False)
+    client = registry.client()
+    client.set_model_version_tag(MODEL, version.version, "training_cutoff", learned["event_ts"].max().isoformat())
+    client.set_model_version_tag(MODEL, version.version, "fit_cutoff", learned["event_ts"].iloc[299].isoformat())
+    registry.promote(MODEL, version.version, "first")
+
+    assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
+    k = keys(MODEL)
+    result = materialize([assets[k["predictions"]], assets[k["drift"]]], partition_key=DAY,
+                         instance=DagsterInstance.get(), resources={"lake": lake, "mlflow": registry})
+    assert result.success
+    [drift] = [{n: v.value for n, v in e.materialization.metadata.items()}
+               for e in result.get_asset_materialization_events() if e.asset_key == k["drift"]]
+    features = feature_columns(MODEL)
+    expected_feature_psi = round(psi(learned["ret_1"].to_numpy(), judged["ret_1"].to_numpy()), 4)
+    assert drift["report"]["ret_1"]["psi"] == expected_feature_psi
+    assert drift["reference_rows"] == 400
+    estimator = load_sklearn(registry, MODEL, version=str(version.version))
+    unseen = pd.concat([learned.iloc[300:], later]).rename(columns={"event_ts": "event_timestamp"})
+    reference_scores = estimator.predict_proba(model_frame(unseen, features).to_numpy())[:, 1]
+    day_scores = estimator.predict_proba(model_frame(judged, features).to_numpy())[:, 1]
+    assert drift["prediction_psi"] == round(psi(reference_scores, day_scores), 4)
+    assert drift["prediction_reference_rows"] == 300

@@ -153,6 +153,8 @@ def test_the_search_never_sees_the_rows_the_gate_grades(lake, registry):
     test_rows = ordered(frame).iloc[len(seen):]
     assert test_rows["event_timestamp"].min() > seen["event_timestamp"].max()
     assert len(test_rows) >= 0.15 * len(frame) and len(split.x_val) >= 0.15 * len(frame)
+    # the end of the training slice (prediction drift's reference starts after it): the last row fitted on
+    assert split.fit_cutoff == ordered(frame)["event_timestamp"].iloc[len(split.y_train) - 1] < split.cutoff
 
     write_training_set(lake, frame)
     _, challenger, _ = register(registry, frame)
