@@ -91,7 +91,8 @@ def _cast(value: Any, kind: str) -> Any:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
     if isinstance(value, float) and math.isnan(value):
-        return None
+        # a JSON NaN literal or a Parquet NaN is not a missing value: quarantined, as "nan" in a CSV and inf are
+        raise CastError("NaN (not a number)")
     try:
         if kind == STRING:
             if isinstance(value, (dict, list)):
@@ -251,9 +252,13 @@ def _records_csv(data: bytes):
             row = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:  # the reader cannot continue past a broken record: the rest is one record
-            problems.append(Quarantined(first, "\n".join(lines[first - 1:])[:RAW_LIMIT], f"malformed CSV: {exc}"))
-            break
+        except csv.Error as exc:
+            # the reader drops the rest of the line it failed on and goes on with the next one: the broken
+            # record's lines are quarantined and the file's later records read as usual (an unterminated quote
+            # runs to the end of the file: then the rest is that one record)
+            end = max(reader.line_num, first)
+            problems.append(Quarantined(first, "\n".join(lines[first - 1:end])[:RAW_LIMIT], f"malformed CSV: {exc}"))
+            continue
         line = reader.line_num
         raw = "\n".join(lines[first - 1:line]) if 0 < first <= len(lines) else ",".join(row)
         if not row:
@@ -277,10 +282,10 @@ def _records_jsonl(data: bytes):
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            problems.append(Quarantined(i, raw, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            problems.append(Quarantined(i, raw[:RAW_LIMIT], f"invalid JSON: {exc.msg} at column {exc.colno}"))
             continue
         if not isinstance(value, dict):
-            problems.append(Quarantined(i, raw, f"record is a JSON {type(value).__name__}, not an object"))
+            problems.append(Quarantined(i, raw[:RAW_LIMIT], f"record is a JSON {type(value).__name__}, not an object"))
             continue
         for k in value:
             if k not in seen:
@@ -349,10 +354,25 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
     if any(str(c).strip() == "" for c in header):
         return file_problem(fmt, "a column has a blank name; name every column", data)
 
+    # Column names are matched without regard to case (DuckDB and Trino read them so, and a second column that
+    # differs only in case would hide from the erasure rules and from queries): a file's name takes the table's
+    # spelling; a new column is stored in lower case; two names of one file that differ only in case are refused.
+    seen: dict[str, str] = {}
+    for col in header:
+        other = seen.setdefault(str(col).lower(), col)
+        if other != col:
+            return file_problem(fmt, f"columns {other!r} and {col!r} differ only in case; rename one", data)
+    spelling = {name.lower(): name for name in table_types}
+    names = {col: spelling.get(str(col).lower(), str(col).lower()) for col in header}  # file's -> stored name
+
     records_read = len(records) + len(problems)  # every record the file holds, good or bad
     columns: dict[str, str] = {}
+    source: dict[str, str] = {}  # stored name -> the file's
     for col in header:
-        columns[col] = table_types.get(col) or declared_types.get(col) or infer_type([r[2].get(col) for r in records])
+        name = names[col]
+        source[name] = col
+        columns[name] = (table_types.get(name) or declared_types.get(col)
+                         or infer_type([r[2].get(col) for r in records]))
 
     accepted, accepted_lines = [], []
     for line, raw, record in records:
@@ -362,7 +382,7 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
         row, errors, summaries = {}, [], []
         for col, kind in columns.items():
             try:
-                row[col] = _cast(record.get(col), kind)
+                row[col] = _cast(record.get(source[col]), kind)
             except CastError as exc:
                 origin = "the table's column type" if col in table_types else "the type inferred for this file"
                 errors.append(f"column {col!r}: {exc} ({origin} is {kind})")

@@ -169,3 +169,30 @@ def test_a_column_without_values_is_left_untyped():
     assert [r["account_id"] for r in p.accepted] == [None, None]
     later = parse_file("q.jsonl", b'{"event": "kyc", "account_id": 42}\n', table_types={"event": "string"})
     assert later.columns == {"event": "string", "account_id": "long"}
+
+
+def test_a_broken_csv_record_is_quarantined_and_the_rest_of_the_file_read():
+    body = b"".join(b"%d,ok\n" % i for i in range(3, 2001))
+    p = parse_file("q.csv", b'id,note\n1,fine\n2,"bad"x\n' + body)
+    assert p.reconciles and p.records_read == 2000
+    assert len(p.accepted) == 1999 and [r["id"] for r in p.accepted][:2] == [1, 3]
+    [bad] = p.quarantined
+    assert bad.line == 3 and bad.raw == '2,"bad"x' and "malformed CSV" in bad.reason
+    # a broken record spanning lines: its lines go together, the next line is read
+    p = parse_file("q.csv", b'id,note\n1,"two\nlines"x,\n2,ok\n')
+    assert p.reconciles and [r["id"] for r in p.accepted] == [2]
+    assert p.quarantined[0].line == 2 and p.quarantined[0].raw == '1,"two\nlines"x,'
+
+
+def test_nan_is_quarantined_in_every_format_and_raw_lines_are_cut():
+    p = parse_file("q.jsonl", b'{"id": 1, "risk": NaN}\n{"id": 2, "risk": 0.5}\n{"id": 3, "risk": Infinity}\n',
+                   table_types={"risk": "double"})
+    assert [r["id"] for r in p.accepted] == [2] and p.reconciles
+    assert {q.line: "NaN" in q.reason for q in p.quarantined} == {1: True, 3: False}
+    table = pa.table({"id": [1, 2], "risk": pa.array([float("nan"), 1.5], pa.float64())})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    p = parse_file("q.parquet", buffer.getvalue())
+    assert [r["id"] for r in p.accepted] == [2] and "NaN" in p.quarantined[0].reason
+    p = parse_file("q.jsonl", b'{"id": 1}\n{"id": "' + b"x" * 100_000 + b'"\n[1, 2' + b", 3" * 50_000 + b"]\n")
+    assert p.reconciles and all(len(q.raw) <= 4000 for q in p.quarantined) and len(p.quarantined) == 2
