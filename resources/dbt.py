@@ -136,6 +136,13 @@ class DbtRunnerResource(ConfigurableResource):
     def new_target_path(self) -> Path:
         return Path(self.runs_dir) / uuid.uuid4().hex
 
+    @staticmethod
+    def drop_scratch_data(target_path: Path) -> None:
+        """Delete a run's scratch database (its staged copy of the lake's inputs: identities, emails), keeping
+        the compiled SQL and logs of a failed run for diagnosis."""
+        for name in ("lake.duckdb", "lake.duckdb.wal"):
+            (Path(target_path) / name).unlink(missing_ok=True)
+
 
 def dbt_resource(settings: "Settings") -> DbtRunnerResource:
     return DbtRunnerResource(

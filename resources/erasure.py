@@ -2,19 +2,20 @@
 
 A request names a tenant and one of its accounts. It is recorded in ``governance.erasure_requests`` (the CLI,
 ``platformq erasure request``, or a tenant admin through the data API's ``POST /v1/erasure-requests``, which
-takes the tenant from the caller's credentials) and carried out by the ``governance/erasure_log`` asset (daily schedule, or a
-materialisation from the UI), which writes one row per request to ``governance.erasure_log``:
+takes the tenant from the caller's credentials) and carried out by the ``governance/erasure_log`` asset (daily
+schedule, or a materialisation from the UI), which writes one row per request to ``governance.erasure_log``:
 
 * rows that describe the subject (identity, KYC, per-account features, positions, ranks, scores, margin) are
   deleted from every table in ``RULES``;
 * rows that record the subject's part in something shared (an order book, a trade with a counterparty) keep
   the event and lose the subject: the account id is set to null there, so market data (bars, volumes) and the
   counterparty's own history stay as they were;
-* then every snapshot of those tables older than the erasure is expired and the files that only those
-  snapshots reached are deleted (``resources.lake_maintenance``), so neither time travel nor the object store
-  still holds the rows;
-* a completed request keeps its account id in the log: the venue's bronze writer reads it to keep the subject
-  out of a day that is simulated again (``suppress``).
+* then every snapshot of those tables but the current one is expired (whatever the snapshots' clocks say) and
+  the files that only those snapshots reached are deleted (``resources.lake_maintenance``), so neither time
+  travel nor the object store still holds the rows;
+* a completed request keeps its account id in the log: the venue, landing and dbt writers read it to keep the
+  subject out of a day written again (``suppress``); a write that read it before the erasure committed and
+  committed after is found by every later run of the asset and erased again (``sweep_residue``).
 
 A request is checked against ``bronze.accounts`` first: an account that is not the tenant's is rejected with
 the same reason whether or not it exists elsewhere (a tenant learns nothing of another's accounts).
@@ -137,8 +138,9 @@ def erased_accounts(lake: "LakeResource") -> set[int]:
 
 
 # -- rewriting ----------------------------------------------------------------------------------------------
-def _predicate(rule: Rule, account_ids: set[int], schema=None):
-    """The rows a rule reads; ``schema`` (the Iceberg table's): a text id column is matched by the ids' digits."""
+def _predicate(rule: Rule, account_ids: set[int], schema=None, text_values: dict[str, list[str]] | None = None):
+    """The rows a rule reads; ``schema`` (the Iceberg table's): a text id column is matched by the ids' digits
+    and by ``text_values`` (its values that spell an id otherwise, see ``_text_values``)."""
     from pyiceberg.expressions import In, Or
 
     if rule.action == "list":
@@ -153,21 +155,50 @@ def _predicate(rule: Rule, account_ids: set[int], schema=None):
 
     def ids(column):
         field = next((f for f in schema.fields if f.name == column), None) if schema is not None else None
-        text = field is not None and isinstance(field.field_type, StringType)
-        return sorted(str(a) for a in account_ids) if text else sorted(account_ids)
+        if field is not None and isinstance(field.field_type, StringType):
+            # the exact strings: "17", and "0017" or " 17" where the column holds them (text_values)
+            return sorted({str(a) for a in account_ids} | set((text_values or {}).get(column, ())))
+        return sorted(account_ids)
 
     terms = [In(column, ids(column)) for column in rule.columns]
     return terms[0] if len(terms) == 1 else Or(*terms)
 
 
-def _ids(account_ids: set[int], column_type: "pa.DataType") -> "pa.Array":
-    """The ids as the column holds them: numbers, or their digits in a text column (a source whose ids arrived
-    as text; such a column cannot be compared with numbers)."""
-    import pyarrow as pa
+def _text_values(table, rule: Rule, account_ids: set[int]) -> dict[str, list[str]]:
+    """For each text id column of a delete/null rule: the distinct values of the table that name one of the
+    accounts by their digits ("0017", " 17 "), read from that column alone, so the filter can name them."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import NotNull
+    from pyiceberg.types import StringType
 
-    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
-        return pa.array(sorted(str(a) for a in account_ids), column_type)
-    return pa.array(sorted(account_ids), pa.int64())
+    if rule.action not in ("delete", "null"):
+        return {}
+    out = {}
+    for column in rule.columns:
+        field = next((f for f in table.schema().fields if f.name == column), None)
+        if field is None or not isinstance(field.field_type, StringType):
+            continue
+        values = pc.unique(table.scan(row_filter=NotNull(column), selected_fields=(column,)).to_arrow()
+                           .column(column).combine_chunks())
+        out[column] = [v for v in values.to_pylist() if _names_account(v, account_ids)]
+    return out
+
+
+def _names_account(value: str | None, account_ids: set[int]) -> bool:
+    """A text id names an account when it is that number's digits (leading zeros and spaces aside)."""
+    text = (value or "").strip()
+    return text.isascii() and text.isdigit() and int(text) in account_ids
+
+
+def _hits(values: "pa.ChunkedArray | pa.Array", account_ids: set[int]) -> "pa.Array":
+    """Which values name one of the accounts: numbers equal to an id, or, in a text column (a source whose ids
+    arrived as text), strings of an id's digits, "0017" as well as "17"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return pa.array([_names_account(v, account_ids) for v in values.to_pylist()], pa.bool_())
+    return pc.fill_null(pc.is_in(values, value_set=pa.array(sorted(account_ids), pa.int64())), False)
 
 
 def apply_rule(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Table", int]:
@@ -186,15 +217,13 @@ def _apply(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Tab
     if not account_ids or not data.num_rows or not set(rule.columns) <= set(data.column_names):
         return data, None
     if rule.action == "delete":
-        values = data.column(rule.columns[0])
-        hit = pc.fill_null(pc.is_in(values, value_set=_ids(account_ids, values.type)), False)
+        hit = _hits(data.column(rule.columns[0]), account_ids)
         return data.filter(pc.invert(hit)), hit
     if rule.action == "null":
         touched = None
         for column in rule.columns:
             index = data.schema.get_field_index(column)
-            hit = pc.fill_null(pc.is_in(data.column(column), value_set=_ids(account_ids, data.column(column).type)),
-                               False)
+            hit = _hits(data.column(column), account_ids)
             touched = hit if touched is None else pc.or_(touched, hit)
             field = data.schema.field(index)
             data = data.set_column(index, field.with_nullable(True),
@@ -205,12 +234,11 @@ def _apply(rule: Rule, data: "pa.Table", account_ids: set[int]) -> tuple["pa.Tab
         named = pa.array([_json_names(value, account_ids) for value in data.column(column).to_pylist()], pa.bool_())
         return data.filter(pc.invert(named)), named
     index = data.schema.get_field_index(column)
-    wanted = {str(a) for a in account_ids}
     changed, values = [], []
     for value in data.column(column).to_pylist():
         hit = False
         if value:
-            kept = [part for part in value.split(",") if part.strip() not in wanted]
+            kept = [part for part in value.split(",") if not _names_account(part, account_ids)]
             if len(kept) != len(value.split(",")):
                 hit, value = True, ",".join(kept)
         changed.append(hit)
@@ -248,7 +276,7 @@ def _json_names(raw: str | None, account_ids: set[int]) -> bool:
         return False
     if not isinstance(record, dict):
         return False
-    value = record.get("account_id")
+    value = next((v for k, v in record.items() if isinstance(k, str) and k.lower() == "account_id"), None)
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -280,7 +308,7 @@ def _erase_in_table(lake: "LakeResource", rule: Rule, account_ids: set[int]) -> 
 
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = lake.load_table(identifier := rule.table)
-        predicate = _predicate(rule, account_ids, table.schema())
+        predicate = _predicate(rule, account_ids, table.schema(), _text_values(table, rule, account_ids))
         data, bounded = _narrowed(rule, table.scan(row_filter=predicate).to_arrow(), predicate, account_ids)
         rewritten, changed = apply_rule(rule, data, account_ids)
         if not changed:
@@ -322,11 +350,49 @@ def _owner_check(lake: "LakeResource", request: dict, completed: set[tuple[str, 
     return f"account {request['account_id']} is not an account of tenant {request['tenant_id']}"
 
 
-def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None = None,
-                     log: Callable[[str], Any] = lambda _message: None) -> dict:
-    """Carry out every pending request; returns what was done (for the asset's metadata)."""
+def _expire_history(lake: "LakeResource", tables) -> tuple[int, int]:
+    """Expire every snapshot of the tables but their current ones (and any branch or tag head), whatever the
+    snapshots' timestamps say (a writer whose clock ran ahead dates its snapshot after the erasure), and delete
+    the files only they reached. Returns (snapshots expired, files deleted)."""
     from resources.lake_maintenance import expire_snapshots
 
+    results = [expire_snapshots(lake, identifier, older_than=_END_OF_TIME, retain_last=0) for identifier in tables]
+    return sum(r.snapshots_expired for r in results), sum(r.files_deleted for r in results)
+
+
+_END_OF_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None = None,
+                     log: Callable[[str], Any] = lambda _message: None) -> dict:
+    """Carry out every pending request, then erase again what was written about completed erasures since
+    (``sweep_residue``); returns what was done (for the asset's metadata)."""
+    summary = _process_pending(lake, online_eraser, log)
+    residue = sweep_residue(lake, log)
+    summary["snapshots_expired"] += residue.pop("snapshots_expired")
+    summary["files_deleted"] += residue.pop("files_deleted")
+    return {**summary, **residue}
+
+
+def sweep_residue(lake: "LakeResource", log: Callable[[str], Any] = lambda _message: None) -> dict:
+    """Rows naming an account whose erasure completed that a writer committed after the erasure (a dbt build,
+    a venue or landing run that read its inputs or the erased list before the erasure committed) are erased
+    again, with the history that holds them. Without this nothing would remove them: the request is done."""
+    erased = {row["account_id"] for row in _rows(lake, LOG_TABLE) if row["status"] == COMPLETED}
+    remaining = remaining_rows(lake, erased)
+    rows = {}
+    for rule in RULES:
+        if rule.table in remaining:
+            rows[rule.table] = _erase_in_table(lake, rule, erased)
+            log(f"{rule.table}: {rows[rule.table]} row(s) naming erased accounts, written after their erasure, "
+                f"erased again")
+    snapshots, files = _expire_history(lake, sorted(remaining))
+    return {"residue_rows": sum(rows.values()), "residue_tables": ", ".join(sorted(rows)) or "none",
+            "snapshots_expired": snapshots, "files_deleted": files}
+
+
+def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None,
+                     log: Callable[[str], Any]) -> dict:
     requests = [r for r in list_requests(lake) if r["status"] in ("pending", IN_PROGRESS)]
     if not requests:
         return {"requests": 0, "completed": 0, "rejected": 0, "rows_deleted": 0, "rows_pseudonymised": 0,
@@ -339,7 +405,8 @@ def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], i
     accepted = [r for r in requests if verdicts[r["request_id"]] is None]
     for request in accepted:
         if request["status"] != IN_PROGRESS:
-            _write_log(lake, {**_log_row(request, IN_PROGRESS, "accepted; erasure under way", {}), "completed_at": None})
+            _write_log(lake, {**_log_row(request, IN_PROGRESS, "accepted; erasure under way", {}),
+                              "completed_at": None})
     per_request: dict[str, dict[str, dict]] = {r["request_id"]: {} for r in accepted}
     for rule in RULES:
         if not lake.table_exists(rule.table):
@@ -352,12 +419,9 @@ def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], i
                 log(f"{request['request_id']}: {rule.table}: {changed} row(s) {verb}")
     online = online_eraser({r["account_id"] for r in accepted}) if (online_eraser and accepted) else 0
 
-    # history goes too: every snapshot older than now of every table that can hold a subject
-    cutoff = _now() + dt.timedelta(milliseconds=1)
-    expired = {rule.table: expire_snapshots(lake, rule.table, older_than=cutoff, retain_last=1)
-               for rule in RULES if accepted and lake.table_exists(rule.table)}
-    snapshots = sum(e.snapshots_expired for e in expired.values())
-    files = sum(e.files_deleted for e in expired.values())
+    # history goes too: every snapshot but the current one of every table that can hold a subject
+    snapshots, files = _expire_history(lake, [rule.table for rule in RULES
+                                              if accepted and lake.table_exists(rule.table)])
 
     rows = []
     for request in requests:
@@ -409,7 +473,8 @@ def remaining_rows(lake: "LakeResource", account_ids: set[int]) -> dict[str, int
         if not lake.table_exists(rule.table):
             continue
         table = lake.load_table(rule.table)  # once: the filter is built for its schema, and the scan reads it
-        data = table.scan(row_filter=_predicate(rule, account_ids, table.schema()),
+        data = table.scan(row_filter=_predicate(rule, account_ids, table.schema(),
+                                                _text_values(table, rule, account_ids)),
                           selected_fields=rule.columns or ("*",)).to_arrow()
         _, named = apply_rule(rule, data, account_ids)
         if named:

@@ -38,6 +38,7 @@ from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from pipelines.pools import group_pool
 from platformq_assets.quality.profiling import profile_metadata
 from resources.dbt import DbtRunnerResource
+from resources.erasure import erased_accounts, suppress
 from resources.lake import LakeResource
 
 
@@ -166,51 +167,64 @@ def build_dbt_assets(manifest_path: Path):
 
         _require_pii_salt(manifest, selected, dbt.target)
         target_path = dbt.new_target_path()
-        if dbt.stages_inputs:
-            staged = dbt.stage_inputs(target_path, lake, inputs, PARTITION_COLUMN, partition)
-            context.log.info(f"staged inputs for {partition}: {staged}")
-        run = dbt.build(names, {"partition_date": partition}, target_path=target_path, log=context.log)
-
-        failed = []
-        schemas: dict[str, list[str] | None] = {}  # lake columns by table, looked up once per step
-        for uid in selected:
-            result = run.results.get(uid, {"status": "not run"})
-            key = manifest.key_for(uid)
-            if result["status"] != "success":
-                failed.append(f"{manifest.identifier_for(uid)}: {result['status']} {result.get('message') or ''}")
-                continue
-            identifier = manifest.identifier_for(uid)
-            metadata = {"dbt/unique_id": uid, "dbt/execution_time_s": round(result.get("execution_time", 0.0), 3)}
-            columns = None
+        try:
             if dbt.stages_inputs:
-                table = run.read_model(*key.path)
-                written = lake.replace_partition(identifier, table, PARTITION_COLUMN, partition)
-                metadata.update({"table": identifier, "snapshot_id": str(written["snapshot_id"]),
-                                 "table_total_rows": written["total_rows"], **profile_metadata(table)})
-                columns = table.column_names
-            lineage = _column_lineage(result, identifier, columns, lake, dbt.target, context.log, schemas)
-            if lineage is not None:
-                metadata["dagster/column_lineage"] = lineage
-            yield MaterializeResult(asset_key=key, metadata=metadata)
+                staged = dbt.stage_inputs(target_path, lake, inputs, PARTITION_COLUMN, partition)
+                context.log.info(f"staged inputs for {partition}: {staged}")
+            run = dbt.build(names, {"partition_date": partition}, target_path=target_path, log=context.log)
 
-        for uid in sorted(selected_checks):
-            result = run.results.get(uid)
-            if result is None or result["status"] == "skipped":
-                continue  # its model failed: the step fails below
-            spec_key = next(k for k, v in check_uid.items() if v == uid)
-            status = result["status"]
-            yield AssetCheckResult(
-                asset_key=spec_key.asset_key,
-                check_name=spec_key.name,
-                passed=status == "pass",
-                severity=AssetCheckSeverity.WARN if status == "warn" or manifest.tests[uid]["config"].get(
-                    "severity", "error").lower() == "warn" else AssetCheckSeverity.ERROR,
-                metadata={"dbt/status": status, "failures": result.get("failures") or 0,
-                          "message": result.get("message") or ""},
-            )
-        if failed:
-            raise Failure(description="dbt models did not build:\n" + "\n".join(failed),
-                          metadata={"dbt_target_path": str(run.target_path)})
+            failed = []
+            schemas: dict[str, list[str] | None] = {}  # lake columns by table, looked up once per step
+            # read after the build: the inputs were staged before an erasure that committed while dbt ran, and a
+            # written-back model would bring the account back (the erasure's sweep erases what still slips through)
+            erased = erased_accounts(lake) if dbt.stages_inputs else set()
+            for uid in selected:
+                result = run.results.get(uid, {"status": "not run"})
+                key = manifest.key_for(uid)
+                if result["status"] != "success":
+                    failed.append(f"{manifest.identifier_for(uid)}: {result['status']} "
+                                  f"{result.get('message') or ''}")
+                    continue
+                identifier = manifest.identifier_for(uid)
+                metadata = {"dbt/unique_id": uid,
+                            "dbt/execution_time_s": round(result.get("execution_time", 0.0), 3)}
+                columns = None
+                if dbt.stages_inputs:
+                    table = run.read_model(*key.path)
+                    if erased:
+                        table = suppress({identifier: table}, erased)[0][identifier]
+                    written = lake.replace_partition(identifier, table, PARTITION_COLUMN, partition)
+                    metadata.update({"table": identifier, "snapshot_id": str(written["snapshot_id"]),
+                                     "table_total_rows": written["total_rows"], **profile_metadata(table)})
+                    columns = table.column_names
+                lineage = _column_lineage(result, identifier, columns, lake, dbt.target, context.log, schemas)
+                if lineage is not None:
+                    metadata["dagster/column_lineage"] = lineage
+                yield MaterializeResult(asset_key=key, metadata=metadata)
+
+            for uid in sorted(selected_checks):
+                result = run.results.get(uid)
+                if result is None or result["status"] == "skipped":
+                    continue  # its model failed: the step fails below
+                spec_key = next(k for k, v in check_uid.items() if v == uid)
+                status = result["status"]
+                yield AssetCheckResult(
+                    asset_key=spec_key.asset_key,
+                    check_name=spec_key.name,
+                    passed=status == "pass",
+                    severity=AssetCheckSeverity.WARN if status == "warn" or manifest.tests[uid]["config"].get(
+                        "severity", "error").lower() == "warn" else AssetCheckSeverity.ERROR,
+                    metadata={"dbt/status": status, "failures": result.get("failures") or 0,
+                              "message": result.get("message") or ""},
+                )
+            if failed:
+                raise Failure(description="dbt models did not build:\n" + "\n".join(failed),
+                              metadata={"dbt_target_path": str(run.target_path)})
+        except BaseException:
+            # the scratch database holds the staged inputs (identities and emails when silver.accounts is
+            # built), which no erasure reaches: it goes; the compiled SQL and the logs stay for the diagnosis
+            dbt.drop_scratch_data(target_path)
+            raise
         run.cleanup()
 
     return dbt_lake

@@ -323,9 +323,35 @@ def test_the_lake_maintenance_job_carries_out_requests_and_checks_nothing_names_
     assert all(len(small_lake.load_table(t).snapshots()) == 1 for t in small_lake.list_tables())
 
 
-def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(settings, small_lake):
-    """The check reads the tables, not the log: a day written back with the subject (here by hand, as a
-    writer that ignores the erasure would) fails it."""
+def test_a_write_that_brings_an_erased_account_back_is_erased_again_by_the_next_run(settings, small_lake):
+    """A writer that read its inputs (or the erased list) before the erasure committed and committed after (here
+    by hand): the request is done, so only the tables can say so; the next run finds the rows, erases them again
+    with the history that holds them, and its check passes."""
+    from dagster import AssetKey, DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+    from resources import erasure
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-20", "dpo")
+    erasure.process_requests(small_lake)
+    small_lake.replace_partition("bronze.accounts", _accounts(DAY1), "partition_date", DAY1)
+    assert erasure.remaining_rows(small_lake, {2}) == {"bronze.accounts": 1}
+    job = build_definitions(settings).resolve_job_def("lake_maintenance")
+    result = job.execute_in_process(instance=DagsterInstance.get())
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    erased = meta[AssetKey(["governance", "erasure_log"])]
+    assert (erased["requests"].value, erased["residue_rows"].value, erased["residue_tables"].value) == (
+        0, 1, "bronze.accounts")
+    assert erasure.remaining_rows(small_lake, {2}) == {}
+    assert len(small_lake.load_table("bronze.accounts").snapshots()) == 1
+    assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
+
+
+def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(settings, small_lake, monkeypatch):
+    """The check reads the tables, not the log: a row that survives the run (here: the sweep is taken out, as
+    if the row had been committed between the sweep and the check) fails it."""
     from dagster import DagsterInstance
 
     from platformq_assets.definitions import build_definitions
@@ -334,11 +360,27 @@ def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(sett
     erasure.request_erasure(small_lake, ACME, 2, "DSR-20", "dpo")
     erasure.process_requests(small_lake)
     small_lake.replace_partition("bronze.accounts", _accounts(DAY1), "partition_date", DAY1)
+    monkeypatch.setattr(erasure, "sweep_residue", lambda lake, log=None: {
+        "residue_rows": 0, "residue_tables": "none", "snapshots_expired": 0, "files_deleted": 0})
     job = build_definitions(settings).resolve_job_def("lake_maintenance")
     result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
     [check] = result.get_asset_check_evaluations()
     assert not check.passed
     assert check.metadata["tables_still_naming_them"].value == "bronze.accounts"
+
+
+def test_the_erasure_expires_history_whatever_the_clocks_say(settings, small_lake, monkeypatch):
+    """Snapshots dated after the erasure host's clock (a writer whose clock runs ahead, or this host's behind)
+    still go: the erasure keeps only each table's current snapshot."""
+    from resources import erasure
+
+    behind = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    monkeypatch.setattr(erasure, "_now", lambda: behind)
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-24", "dpo")
+    assert _process(small_lake)["completed"] == 1
+    for identifier in BUILDERS:
+        assert len(small_lake.load_table(identifier).snapshots()) == 1, identifier
+    assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
 
 
 def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, lake):
@@ -367,6 +409,54 @@ def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, 
     assert lake.read("silver.trades").num_rows == trades_before
     pnl = lake.read("gold.positions_pnl").column("account_id")
     assert pnl.null_count == 0  # the unattributed fills make no position of their own
+
+
+def test_dbt_keeps_out_an_account_erased_while_it_ran_and_a_failed_build_leaves_no_staged_copy(
+        settings, lake, monkeypatch):
+    """An erasure that commits while dbt builds (its inputs were staged before): the models written back leave
+    the account out. A build that fails keeps its compiled SQL and logs but not the staged inputs (identities
+    and emails that no erasure reaches)."""
+    from pathlib import Path
+
+    from resources import erasure
+    from resources.dbt import DbtRunnerResource
+    from resources.lake import LakeResource
+    from tests.integration.helpers import definitions, run_day
+
+    day = "2024-01-02"
+    defs = definitions(settings)
+    assert run_day(defs, day, job="medallion_daily").success
+    ranked = {r["account_id"] for r in lake.read("gold.trader_leaderboard").to_pylist()}
+    subject = next(a for a in lake.read("bronze.accounts").to_pylist() if a["account_id"] in ranked)
+    real_build = DbtRunnerResource.build
+
+    def erased_during_the_build(self, *args, **kwargs):
+        run = real_build(self, *args, **kwargs)
+        erasure.request_erasure(lake, subject["tenant_id"], subject["account_id"], "DSR-26", "dpo")
+        assert erasure.process_requests(lake)["completed"] == 1
+        return run
+
+    monkeypatch.setattr(DbtRunnerResource, "build", erased_during_the_build)
+    rerun = run_day(defs, day, job="medallion_daily")
+    assert rerun.success
+    assert erasure.remaining_rows(lake, {subject["account_id"]}) == {}
+
+    monkeypatch.setattr(DbtRunnerResource, "build", real_build)
+    real_replace = LakeResource.replace_partition
+
+    def broken_gold(self, identifier, *args, **kwargs):
+        if identifier.startswith("gold."):
+            raise OSError("object store unavailable")
+        return real_replace(self, identifier, *args, **kwargs)
+
+    monkeypatch.setattr(LakeResource, "replace_partition", broken_gold)
+    runs = Path(settings.home) / "dbt-runs"
+    before = set(runs.iterdir())
+    assert not run_day(defs, day, job="medallion_daily").success
+    failed = set(runs.iterdir()) - before
+    assert failed  # kept for the diagnosis (two tries: the step retries once)
+    for folder in failed:
+        assert not (folder / "lake.duckdb").exists() and (folder / "run_results.json").exists()
 
 
 def test_a_landing_file_naming_an_erased_account_is_read_counted_and_not_stored(settings, small_lake):
@@ -487,3 +577,35 @@ def test_an_erasure_matches_account_ids_a_source_stored_as_text(settings, small_
     assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == ["1", "3", "4"]
     [row] = small_lake.read("ops.landing_files").to_pylist()
     assert (row["rows_read"], row["rows_accepted"], row["rows_erased"]) == (2, 1, 1)
+
+
+def test_erasure_matches_zero_padded_text_ids_and_columns_named_in_another_case(settings, small_lake):
+    """"0002" and " 2" in a text id column name account 2; a landing file whose header says ACCOUNT_ID fills the
+    table's account_id column (a second column differing only in case hid from the rules and from queries)."""
+    from dagster import DagsterInstance
+
+    from resources import erasure
+    from tests.integration.helpers import QUIET, definitions
+
+    at = dt.datetime.now(dt.timezone.utc)
+    small_lake.append("bronze.kyc_events", pa.table({
+        "account_id": ["1", "0002", " 2", "3"], "event": ["kyc"] * 4, "_source": ["landing:kyc_events"] * 4,
+        "_batch_id": ["b0"] * 4, "_ingested_at": pa.array([at] * 4, pa.timestamp("us", tz="UTC")),
+        "_source_file": ["kyc_events/old.jsonl"] * 4, "_file_sha256": ["0" * 64] * 4, "_line": [1, 2, 3, 4]}))
+    assert erasure.remaining_rows(small_lake, {2})["bronze.kyc_events"] == 2
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-25", "dpo")
+    assert _process(small_lake)["completed"] == 1
+    assert small_lake.read("bronze.kyc_events").column("account_id").to_pylist() == ["1", "3"]
+    assert erasure.remaining_rows(small_lake, {2}) == {}
+    path = settings.landing_dir / "kyc_events" / "k.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"ACCOUNT_ID,Event\n002,kyc\n4,kyc\n")
+    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
+        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    table = small_lake.read("bronze.kyc_events")
+    assert [n for n in table.column_names if n.lower() in ("account_id", "event")] == ["account_id", "event"]
+    assert sorted(table.column("account_id").to_pylist()) == ["1", "3", "4"]
+    [row] = small_lake.read("ops.landing_files").to_pylist()
+    assert (row["rows_read"], row["rows_accepted"], row["rows_erased"]) == (2, 1, 1)
+    assert erasure.remaining_rows(small_lake, {2}) == {}
