@@ -25,23 +25,31 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     current = current[np.isfinite(current)]
     if len(reference) == 0 or len(current) == 0:
         return float("nan")
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    quantiles = np.quantile(reference, np.linspace(0, 1, bins + 1))
+    edges, held = np.unique(quantiles, return_counts=True)
     if len(edges) < 2:  # constant reference: any change of value is all drift
         same = np.isclose(current, reference[0]).mean()
         ref_share, cur_share = np.array([1.0, 0.0]), np.array([same, 1 - same])
     else:
-        # Right-closed bins (-inf, q0], (q0, q1], ..., (q_last-1, inf) over the distinct quantiles, the
-        # maximum dropped: a value holding many quantiles (a point mass such as a mostly-zero count or a
-        # 0/1 flag) keeps a bin of its own. Half-open [a, b) bins with the outer edges widened to +-inf
-        # merged such a reference into one bin, where every shift scored PSI 0.
-        edges = edges[:-1]
-        slots = len(edges) + 1
-        ref_share = np.bincount(np.searchsorted(edges, reference, side="left"), minlength=slots) / len(reference)
-        cur_share = np.bincount(np.searchsorted(edges, current, side="left"), minlength=slots) / len(current)
+        # Bins over the distinct quantiles q0 < ... < q_max: per edge the interval up to it, (q_{j-1}, q_j], and
+        # (q_max, inf) for values beyond the reference's maximum. A value holding several quantiles (a point mass:
+        # a mostly-zero count, a 0/1 flag, a score capped at 1.0) is a bin of its own, [q_j], with the interval
+        # below it open, (q_{j-1}, q_j): a shift off the mass, down or up, changes bins wherever the mass sits.
+        ref_share = _bin_shares(reference, edges, held > 1)
+        cur_share = _bin_shares(current, edges, held > 1)
     eps = 1e-4
     ref_share = np.clip(ref_share, eps, None)
     cur_share = np.clip(cur_share, eps, None)
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def _bin_shares(values: np.ndarray, edges: np.ndarray, atom: np.ndarray) -> np.ndarray:
+    """Shares of ``values`` in the bins of :func:`psi`: slot 2j is (edges[j-1], edges[j]] (open at edges[j] when
+    it is an atom), slot 2j+1 the atom edges[j] alone (empty for other edges), slot 2k beyond the last edge."""
+    j = np.searchsorted(edges, values, side="left")  # the first edge >= value (len(edges): beyond the maximum)
+    on_atom = (j < len(edges)) & (values == edges[np.minimum(j, len(edges) - 1)]) & atom[np.minimum(j, len(edges) - 1)]
+    slots = 2 * j + on_atom
+    return np.bincount(slots, minlength=2 * len(edges) + 1) / len(values)
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.monitoring import PSI_ERROR, drift_report, psi
+from models.monitoring import PSI_ERROR, PSI_WARN, drift_report, psi
 
 
 @pytest.mark.parametrize("reference, current", [
@@ -44,3 +44,19 @@ def test_a_day_without_rows_has_no_verdict_rather_than_ok():
     reference = pd.DataFrame({"f": np.linspace(0, 1, 100)})
     [entry] = drift_report(reference, reference.iloc[0:0], ["f"]).values()
     assert entry["severity"] == "no-data" and entry["psi"] != entry["psi"]
+
+
+def test_psi_sees_a_point_mass_at_the_top_move_and_values_beyond_the_reference_maximum():
+    """The top of the reference's range keeps bins of its own: a point mass at the maximum (one value holding
+    several quantiles) is its own bin, and values beyond the maximum are one more. With the maximum dropped from
+    the edges, 15 % of the rows moving from 1.0 to 0.97, or a 0/1 count now reaching 5, scored PSI 0."""
+    rng = np.random.default_rng(3)
+    uniform = rng.uniform(0, 1, 8500)
+    reference = np.concatenate([uniform, np.ones(1500)])
+    moved = np.concatenate([rng.uniform(0, 1, 8500), np.full(1500, 0.97)])
+    assert psi(reference, moved) >= PSI_ERROR
+    assert psi(reference, np.concatenate([rng.uniform(0, 1, 8500), np.ones(1500)])) < 0.01
+    counts = np.array([0.0] * 95 + [1.0] * 5)
+    assert psi(counts, np.array([0.0] * 95 + [5.0] * 5)) >= PSI_WARN
+    assert psi(counts, np.array([0.0] * 80 + [5.0] * 20)) >= PSI_ERROR
+    assert psi(counts, counts.copy()) == pytest.approx(0.0, abs=1e-9)
