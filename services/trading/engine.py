@@ -269,7 +269,7 @@ class MatchingEngine:
         return order
 
     def amend(self, order_id: int, qty: int | None = None, price: int | None = None, ts: int = 0) -> Order:
-        """Change a resting order's open quantity and/or price.
+        """Change a resting order's open quantity and/or price (its ``qty`` becomes filled + the new open quantity).
 
         Reducing the quantity at the same price keeps the order's place in the
         queue; a price change or a quantity increase loses it (the order moves to
@@ -420,9 +420,12 @@ class MatchingEngine:
         else:
             own, contra = book.asks, book.bids
         old_price, open_qty = order.price, order.open_qty
+        # The order's quantity becomes its new total (filled + the new open quantity), as after a FIX
+        # cancel/replace: a reduction is not a cancel (cancelled_qty counts cancels and expiry only), so the total
+        # an amendment answers with can be sent again without reopening lots.
         if new_price == old_price and new_qty < open_qty:  # keeps priority
             order.open_qty = new_qty
-            order.cancelled_qty += open_qty - new_qty
+            order.qty -= open_qty - new_qty
             own.level_qty[old_price] -= open_qty - new_qty
             return
         # loses priority: take it out of its level, then treat it as arriving now
@@ -434,10 +437,7 @@ class MatchingEngine:
         else:
             del own.levels[old_price]
             del own.level_qty[old_price]
-        if new_qty > open_qty:
-            order.qty += new_qty - open_qty
-        else:
-            order.cancelled_qty += open_qty - new_qty
+        order.qty += new_qty - open_qty  # the new total (see above)
         order.open_qty = 0
         order.price = new_price
         order.ts = ts

@@ -182,7 +182,7 @@ def test_amend_down_keeps_priority_and_price_change_loses_it():
     a = e.submit(X, 1, SELL, 10, 100)
     b = e.submit(X, 2, SELL, 10, 100)
     e.amend(a.order_id, qty=4)  # reduce: stays first
-    assert (a.open_qty, a.cancelled_qty, a.qty) == (4, 6, 10)
+    assert (a.open_qty, a.cancelled_qty, a.qty) == (4, 0, 4)  # the new total: a reduction cancels nothing
     e.submit(X, 3, BUY, 4, 100)
     assert e.trades[-1][6] == a.order_id
     c = e.submit(X, 4, SELL, 5, 100)
