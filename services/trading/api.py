@@ -25,6 +25,7 @@ from services.trading.exchange import CASH, Exchange, ExchangeError
 AccountId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Symbol = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Z0-9_.-]+$")]
 MAX_LOTS = 10**9
+TITLES = {404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}
 MAX_TICKS = 10**12
 
 
@@ -242,12 +243,16 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
             raise Problem(404, "Not Found", f"unknown order {order_id}", "unknown-order")
         return order
 
+    def problem(exc: ExchangeError) -> Problem:
+        # 503 (journal-unavailable, journal-conflict): the command was undone, nothing applied; a client may send
+        # it again (services' clients retry a POST on 503 only)
+        return Problem(exc.status, TITLES.get(exc.status, "Unprocessable Content"), str(exc), exc.kind)
+
     def run(fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ExchangeError as exc:
-            raise Problem(exc.status, {404: "Not Found", 409: "Conflict"}.get(exc.status, "Unprocessable Content"),
-                          str(exc), exc.kind) from None
+            raise problem(exc) from None
 
     def account_out(account) -> AccountOut:
         with exchange.lock:  # a concurrent command may add an asset to the balances
@@ -291,6 +296,12 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
     @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
     def batch(body: BatchIn, principal: Principal = Depends(writer)):
         """Run many commands in order, journalled in one write; each succeeds or fails on its own."""
+        try:
+            return run_batch(principal, body)
+        except ExchangeError as exc:  # the journal did not take the batch (it was undone), or this process is fenced
+            raise problem(exc) from None
+
+    def run_batch(principal: Principal, body: BatchIn) -> BatchOut:
         results, refs = [], {}
         with exchange.batch():  # holds the exchange lock throughout: no other command interleaves
             first_trade = len(exchange.engine.trades)

@@ -1,9 +1,11 @@
 """The exchange: matching engine + accounts, balances, fees, copy trading, durable journal.
 
 Pure domain code (no HTTP, no Dagster). Every state-changing command is
-validated, appended to the journal store, then applied; restoring from the
-journal replays the same commands and reaches the identical books, orders and
-balances. Money is integer minor units (cents: one tick of price times one lot),
+validated, applied, then appended to the journal store (undone if it fails while
+applied or the store does not take it: the journal holds exactly what was
+applied); restoring from the journal replays the same commands and reaches the
+identical books, orders and balances. One process owns a journal (SqlJournal
+refuses a write after another writer's, JournalConflict). Money is integer minor units (cents: one tick of price times one lot),
 quantities integer lots.
 
 Balances per account and asset (``USD`` and one asset per instrument):
@@ -45,18 +47,38 @@ class ExchangeError(ValueError):
 
 
 # What a journal replays to depends on the rules that applied its commands: copy sizing and the buy reserve
-# changed in version 2. Each command records its rules; a journal written under other rules is refused on
-# restore, rather than replayed to other balances (or stopped half-way by a command the new state refuses).
-RULES_VERSION = 2
+# changed in version 2; in version 3 a copy is an IOC limit at the leader's fill price (it was a market order, which
+# could pay far more than the exposure cap was computed at) and copies go one level deep (the trades a copy order
+# makes are not copied again: a leader's deep book of resting orders hit by copies made copies of copies without
+# end). Each command records its rules and is replayed under them (SUPPORTED_RULES); a journal written under other
+# rules is refused on restore, rather than replayed to other balances (or stopped half-way by a command the new
+# state refuses).
+RULES_VERSION = 3
+SUPPORTED_RULES = (2, 3)
 
 
 class JournalRulesError(ExchangeError):
     def __init__(self, found, seq: int):
         super().__init__(
-            f"journal command {seq} was applied under exchange rules {found or 1}, this exchange applies rules "
-            f"{RULES_VERSION}: replaying it would not reach the same balances. Settle the venue with the version "
-            "that wrote the journal (cancel orders, unfollow, withdraw) and start a new journal.",
-            409, "journal-rules")
+            f"journal command {seq} was applied under exchange rules {found or 1}, this exchange replays rules "
+            f"{', '.join(map(str, SUPPORTED_RULES))}: replaying it would not reach the same balances. Settle the "
+            "venue with the version that wrote the journal (cancel orders, unfollow, withdraw) and start a new "
+            "journal.", 409, "journal-rules")
+
+
+class JournalUnavailable(ExchangeError):
+    """The journal store did not take a command (or a batch): it was undone, nothing is applied; try again."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 503, "journal-unavailable")
+
+
+class JournalConflict(ExchangeError):
+    """Another process wrote to this exchange's journal: this one's state is no longer the journal's, so it takes
+    no more commands (one process owns a trading journal; a restart reads what the other wrote)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 503, "journal-conflict")
 
 
 class NotFound(ExchangeError):
@@ -108,11 +130,17 @@ class MemoryJournal:
 
 
 class SqlJournal:
-    """Journal in a SQL database: SQLite locally, Postgres in production (SQLAlchemy URL)."""
+    """Journal in a SQL database: SQLite locally, Postgres in production (SQLAlchemy URL).
+
+    One process owns a journal. Each write names its sequence number: the one after the last command this
+    journal object read (on restore) or wrote, inserted only if the journal holds nothing from there on (and the
+    sequence number is the table's primary key). A write that finds another writer's command there raises
+    :class:`JournalConflict` instead of appending a command the other process's state never saw."""
 
     def __init__(self, url: str):
         import sqlalchemy as sa
 
+        self._last_seq = 0  # the seq of the last command read (stream) or written by this object
         self._engine = sa.create_engine(url, future=True)
         meta = sa.MetaData()
         self._table = sa.Table(
@@ -132,16 +160,38 @@ class SqlJournal:
         meta.create_all(self._engine)
 
     def append(self, command: dict) -> int:
-        with self._engine.begin() as conn:
-            result = conn.execute(self._table.insert().values(command=json.dumps(command, sort_keys=True)))
-            return int(result.inserted_primary_key[0])
+        self._insert([command])
+        return self._last_seq
 
     def append_many(self, commands: list[dict]) -> None:
         """One transaction for a whole batch: it is in the journal entirely or not at all."""
-        if not commands:
-            return
-        with self._engine.begin() as conn:
-            conn.execute(self._table.insert(), [{"command": json.dumps(c, sort_keys=True)} for c in commands])
+        if commands:
+            self._insert(commands)
+
+    def _insert(self, commands: list[dict]) -> None:
+        import sqlalchemy as sa
+
+        t, first = self._table, self._last_seq + 1
+        texts = [json.dumps(c, sort_keys=True) for c in commands]
+        conflict = (f"another process wrote to the trading journal after its command {first - 1}: this process's "
+                    "state is not the journal's any more (one process owns a trading journal); restart it to read "
+                    "what the other wrote")
+        try:
+            with self._engine.begin() as conn:
+                # the first command goes in only where the journal holds nothing from its seq on; the others follow
+                # it in the same transaction (the primary key refuses a concurrent writer's same seqs)
+                guarded = t.insert().from_select(
+                    ["seq", "command"],
+                    sa.select(sa.literal(first, sa.Integer), sa.literal(texts[0], sa.Text))
+                    .where(~sa.exists().where(t.c.seq >= first)))
+                if conn.execute(guarded).rowcount != 1:
+                    raise JournalConflict(conflict)
+                if len(texts) > 1:
+                    conn.execute(t.insert(), [{"seq": first + i, "command": text}
+                                              for i, text in enumerate(texts[1:], start=1)])
+        except sa.exc.IntegrityError as exc:
+            raise JournalConflict(conflict) from exc
+        self._last_seq = first + len(texts) - 1
 
     def load(self) -> list[dict]:
         return list(self.stream())
@@ -153,14 +203,22 @@ class SqlJournal:
         every start. After a snapshot, the read starts past the snapshot's last command (by its seq)."""
         import sqlalchemy as sa
 
-        query = sa.select(self._table.c.command).order_by(self._table.c.seq)
+        t = self._table
+        query = sa.select(t.c.seq, t.c.command).order_by(t.c.seq)
         with self._engine.connect() as conn:
+            start = 0
             if after:
                 last = conn.execute(sa.select(self._snapshots.c.seq).where(
                     self._snapshots.c.commands == after)).scalar()
-                query = query.where(self._table.c.seq > last) if last is not None else query.offset(after)
+                if last is not None:
+                    query, start = query.where(t.c.seq > last), last
+                else:
+                    query = query.offset(after)
+                    start = conn.execute(sa.select(t.c.seq).order_by(t.c.seq).offset(after - 1).limit(1)).scalar()
+            self._last_seq = start or 0  # what this object has seen: its next write follows it
             rows = conn.execution_options(yield_per=batch).execute(query)
-            for (text,) in rows:
+            for seq, text in rows:
+                self._last_seq = seq
                 yield json.loads(text)
 
     def save_snapshot(self, commands: int, data: bytes) -> None:
@@ -169,10 +227,10 @@ class SqlJournal:
 
         t = self._snapshots
         with self._engine.begin() as conn:
-            # the exchange is the journal's only writer and has journalled every command it applied: its last is
-            # the journal's last (an index lookup, where counting rows would read the whole journal)
+            # the exchange's last command is the last this object read or wrote (another writer's later commands
+            # are not in the exchange's state; its next write will find them and stop it)
             last = conn.execute(sa.select(self._table.c.seq, self._table.c.command)
-                                .order_by(self._table.c.seq.desc()).limit(1)).first()
+                                .where(self._table.c.seq == self._last_seq)).first()
             if last is None:
                 raise ValueError("a snapshot of an empty journal")
             conn.execute(t.delete().where(t.c.commands >= commands))
@@ -321,6 +379,12 @@ class Exchange:
         self._lock = threading.RLock()
         self._replaying = False
         self._batch: list[dict] | None = None
+        self._batch_broken = False  # a command of the batch in progress failed while being applied
+        self._fenced: str | None = None  # why this exchange takes no more commands (another journal writer)
+        # a command in progress outside a batch: the balances of the accounts it touched (None: opened by it) and
+        # what its orders had reserved or locked, as before it (what _undo_command puts back)
+        self._undo: dict[str, dict | None] | None = None
+        self._undo_orders: dict[int, tuple] | None = None
         self.rebase_commands = rebase_commands
         self._base: RestingBooks | None = None  # where the engine's command log starts (None: at the beginning)
         self._rebase_at = rebase_commands
@@ -345,7 +409,7 @@ class Exchange:
                 commands = journal.stream(exchange.journaled) if exchange.journaled else journal.stream()
                 try:
                     for seq, command in enumerate(commands, start=exchange.journaled + 1):
-                        if command.get("rules") != RULES_VERSION:
+                        if command.get("rules") not in SUPPORTED_RULES:
                             raise JournalRulesError(command.get("rules"), seq)
                         exchange._apply(command)
                         exchange.journaled = seq
@@ -455,17 +519,119 @@ class Exchange:
         return True
 
     def _command(self, command: dict):
+        """Validate, apply, then journal. A command whose application fails (a bug, or an error no validation
+        foresaw) or that the journal does not take is undone: the live state never holds what the journal lacks,
+        and the journal never holds a command that does not apply (a restart would fail on it every time)."""
         with self._lock:
+            self._refuse_if_fenced()
             if self._batch is None:
                 self._maybe_rebase()
+            elif self._batch_broken:
+                raise ExchangeError("a command of this batch failed: the batch is undone, send it again", 409,
+                                    "batch-undone")
             command = {"ts": self.clock(), **command, "rules": RULES_VERSION}
             self._validate(command)
             if self._batch is not None:
+                try:
+                    result = self._apply(command)
+                except BaseException:
+                    self._batch_broken = True  # the batch is undone as it ends, nothing of it journalled
+                    raise
                 self._batch.append(command)
-            else:
-                self.journal.append(command)
-                self.journaled += 1
-            return self._apply(command)
+                return result
+            saved = self._begin_undo(command)
+            try:
+                result = self._apply(command)
+                self._undo = self._undo_orders = None
+                self._journal_write(self.journal.append, command)
+            except BaseException:
+                self._undo_command(saved)
+                raise
+            self.journaled += 1
+            return result
+
+    def _refuse_if_fenced(self) -> None:
+        if self._fenced is not None:
+            raise JournalConflict(self._fenced)
+
+    def _journal_write(self, write: Callable, arg) -> None:
+        """Write to the journal; its store's errors become JournalUnavailable (503: nothing applied, try again)
+        and another writer's command JournalConflict, after which this exchange takes no more commands."""
+        try:
+            write(arg)
+        except JournalConflict as exc:
+            self._fenced = str(exc)
+            log.error("trading: %s", exc)
+            raise
+        except Exception as exc:
+            log.warning("trading: the journal did not take a command (%s: %s); it was undone", type(exc).__name__,
+                        exc)
+            raise JournalUnavailable(f"the trading journal is unavailable ({type(exc).__name__}); nothing was "
+                                     "applied: try again") from exc
+
+    # -- undoing one command (outside a batch) --------------------------------
+    _MISSING = object()
+
+    def _begin_undo(self, c: dict) -> dict:
+        """What undoing the command will need, taken in constant time: the engine's lengths and next ids, the
+        per-asset totals; the accounts and orders the command touches are recorded as it touches them
+        (_touch, _touch_order)."""
+        engine = self.engine
+        self._undo, self._undo_orders = {}, {}
+        return {
+            "next_order_id": engine._next_order_id, "next_trade_id": engine._next_trade_id,
+            "lengths": [len(engine.trades), len(engine.journal), len(self.copy_links)],
+            "totals": {name: dict(getattr(self, name))
+                       for name in ("fees_collected", "deposits", "withdrawals", "last_price")},
+            "follows": copy.deepcopy(self.follows) if c["op"] in ("follow", "unfollow") else None,
+            "accounts": self._undo, "orders": self._undo_orders,
+        }
+
+    def _touch(self, account_id: str) -> Account:
+        """The account a command changes; its balances are recorded first when the command can be undone."""
+        account = self.accounts[account_id]
+        undo = self._undo
+        if undo is not None and account_id not in undo:
+            undo[account_id] = {asset: (b.free, b.locked) for asset, b in account.balances.items()}
+        return account
+
+    def _touch_order(self, order_id: int) -> None:
+        undo = self._undo_orders
+        if undo is not None and order_id not in undo:
+            undo[order_id] = (self.reserved.get(order_id, self._MISSING), self.sell_locked.get(order_id, self._MISSING))
+
+    def _undo_command(self, saved: dict) -> None:
+        """Back to before the command: the engine and the history as in a batch's rollback (only when the command
+        reached the engine), the balances and reserves it touched from their records."""
+        self._undo = self._undo_orders = None
+        engine = self.engine
+        n_trades, n_journal, n_links = saved["lengths"]
+        if len(engine.journal) != n_journal or engine._next_order_id != saved["next_order_id"]:
+            self._rollback_engine(saved)
+        del self.copy_links[n_links:]
+        for account_id, balances in saved["accounts"].items():
+            if balances is None:  # opened by the command
+                self.accounts.pop(account_id, None)
+                continue
+            held = self.accounts[account_id].balances
+            for asset in [a for a in held if a not in balances]:
+                del held[asset]
+            for asset, (free, locked) in balances.items():
+                balance = held.setdefault(asset, Balance())
+                balance.free, balance.locked = free, locked
+        for order_id, values in saved["orders"].items():
+            for table, value in zip((self.reserved, self.sell_locked), values):
+                if value is self._MISSING:
+                    table.pop(order_id, None)
+                else:
+                    table[order_id] = value
+        for order_id in range(saved["next_order_id"], engine._next_order_id):
+            self.reserved.pop(order_id, None)
+            self.sell_locked.pop(order_id, None)
+        for name, value in saved["totals"].items():
+            setattr(self, name, value)
+        if saved["follows"] is not None:
+            self.follows = saved["follows"]
 
     @property
     def lock(self) -> threading.RLock:
@@ -483,18 +649,23 @@ class Exchange:
         with self._lock:
             if self._batch is not None:
                 raise ExchangeError("batches do not nest")
+            self._refuse_if_fenced()
             saved = self._checkpoint()
-            self._batch = []
+            self._batch, self._batch_broken = [], False
             try:
                 yield
             finally:
                 pending, self._batch = self._batch, None
-                try:
-                    self.journal.append_many(pending)
-                except BaseException:
+                if self._batch_broken:  # a command failed half-applied: undo the batch, journal none of it
+                    self._batch_broken = False
                     self._rollback(saved)
-                    raise
-                self.journaled += len(pending)
+                else:
+                    try:
+                        self._journal_write(self.journal.append_many, pending)
+                    except BaseException:
+                        self._rollback(saved)
+                        raise
+                    self.journaled += len(pending)
 
     def _checkpoint(self) -> dict:
         """What a batch may change, saved in time independent of the books' depth.
@@ -569,10 +740,20 @@ class Exchange:
         return tuple(order_id for order_id in ids[:-keep] if orders[order_id].open_qty) + tuple(ids[-keep:])
 
     def _rollback(self, saved: dict) -> None:
-        """Back to the checkpoint. Only runs when the journal write failed, so its cost (the books saved when
-        the engine's journal was last cut, and the engine's commands since, up to the batch) is paid only then."""
+        """Back to the checkpoint. Only runs when the journal write failed (or a command failed while applied),
+        so its cost (the books saved when the engine's journal was last cut, and the engine's commands since, up
+        to the batch) is paid only then."""
+        self._rollback_engine(saved)
+        del self.copy_links[saved["lengths"][2]:]
+        for name, value in saved["tables"].items():
+            setattr(self, name, value)
+
+    def _rollback_engine(self, saved: dict) -> None:
+        """The engine, and the orders, fills and trades it made, back to ``saved``'s next ids and lengths; also
+        after a command that failed half-way (an order the engine made but the exchange never indexed, a trade
+        not settled)."""
         engine = self.engine
-        n_trades, n_journal, _ = saved["lengths"]  # the copy links are cut back with the rest below
+        n_trades, n_journal, _ = saved["lengths"]
         base = self._base
         if base is None:
             rebuilt = MatchingEngine(list(engine.books), self_trade_prevention=engine.stp)
@@ -582,7 +763,8 @@ class Exchange:
         if (rebuilt._next_order_id, rebuilt._next_trade_id, (base.trades if base else 0) + len(rebuilt.trades)) != (
                 saved["next_order_id"], saved["next_trade_id"], n_trades):
             raise RuntimeError("replaying the engine's journal did not reach the state before the batch")
-        # orders and fills the batch added, newest first: each is the last entry of its account's index
+        # orders and fills the batch added, newest first: each is the last entry of its account's index (if it
+        # got there: a command that failed half-way may have left it out)
         for order_id in range(engine._next_order_id - 1, saved["next_order_id"] - 1, -1):
             order = engine.orders.get(order_id)
             if order is not None:
@@ -599,10 +781,8 @@ class Exchange:
         engine.orders.update(rebuilt.orders)
         engine.books = rebuilt.books
         engine._next_order_id, engine._next_trade_id = saved["next_order_id"], saved["next_trade_id"]
-        for history, n in zip((engine.trades, engine.journal, self.copy_links), saved["lengths"]):
-            del history[n:]
-        for name, value in saved["tables"].items():
-            setattr(self, name, value)
+        del engine.trades[n_trades:]
+        del engine.journal[n_journal:]
 
     # -- commands ------------------------------------------------------------
     def open_account(self, tenant: str, account_id: str) -> Account:
@@ -633,7 +813,7 @@ class Exchange:
     def unfollow(self, follower: str, leader: str) -> None:
         return self._command({"op": "unfollow", "follower": follower, "leader": leader})
 
-    # -- validation (before journalling: a journalled command always applies) --
+    # -- validation (before applying: a refused command changes nothing) --
     def _account(self, account_id: str) -> Account:
         account = self.accounts.get(account_id)
         if account is None:
@@ -696,6 +876,9 @@ class Exchange:
                 raise ExchangeError("an account cannot follow itself")
             if follower.tenant != leader.tenant:
                 raise NotFound(f"unknown account {c['leader']!r}")  # other tenants' accounts are invisible
+            if self._copies(leader.account_id, follower.account_id):
+                raise ExchangeError(f"{c['leader']!r} already copies {c['follower']!r} (directly or through "
+                                    "others): this follow would close a cycle", 409, "follow-cycle")
             if not (0 < float(c["multiplier"]) <= 10) or type(c["max_exposure"]) is not int or c["max_exposure"] <= 0:
                 raise ExchangeError("multiplier must be in (0, 10] and max_exposure a positive integer")
         elif op == "unfollow":
@@ -703,6 +886,18 @@ class Exchange:
                 raise NotFound("no such follow")
         else:
             raise ExchangeError(f"unknown command {op!r}")
+
+    def _copies(self, account_id: str, leader_id: str) -> bool:
+        """Does ``account_id`` copy ``leader_id``, directly or through a chain of follows? (costs the follows)"""
+        seen, todo = {leader_id}, [leader_id]
+        while todo:
+            for follower in self.follows.get(todo.pop(), ()):
+                if follower == account_id:
+                    return True
+                if follower not in seen:
+                    seen.add(follower)
+                    todo.append(follower)
+        return False
 
     def _buy_reserve(self, price: int, qty: int) -> int:
         """Most a buy of ``qty`` at ``price`` can cost: it may fill as taker or, resting, as maker."""
@@ -737,22 +932,25 @@ class Exchange:
     def _apply(self, c: dict):
         op = c["op"]
         if op == "open_account":
+            if self._undo is not None:
+                self._undo[c["account"]] = None
             account = self.accounts[c["account"]] = Account(c["account"], c["tenant"])
             return account
         if op == "deposit":
-            account = self.accounts[c["account"]]
+            account = self._touch(c["account"])
             account.balance(c["asset"]).free += c["amount"]
             self.deposits[c["asset"]] = self.deposits.get(c["asset"], 0) + c["amount"]
             return account
         if op == "withdraw":
-            account = self.accounts[c["account"]]
+            account = self._touch(c["account"])
             account.balance(c["asset"]).free -= c["amount"]
             self.withdrawals[c["asset"]] = self.withdrawals.get(c["asset"], 0) + c["amount"]
             return account
         if op == "place":
             return self._place(c["account"], c["instrument"], SIDES[c["side"]], c["quantity"], c["price"],
-                               TIFS[c["tif"]], c["ts"], copy_of=None)
+                               TIFS[c["tif"]], c["ts"], copy_of=None, rules=c["rules"])
         if op == "cancel":
+            self._touch_order(c["order_id"])
             order = self.engine.cancel(c["order_id"], c["ts"])
             self._release(order)
             return order
@@ -779,8 +977,8 @@ class Exchange:
         lots.locked += qty
         return qty
 
-    def _place(self, account_id, instrument, side, qty, price, tif, ts, copy_of):
-        account = self.accounts[account_id]
+    def _place(self, account_id, instrument, side, qty, price, tif, ts, copy_of, rules=RULES_VERSION):
+        account = self._touch(account_id)
         locked = self._lock_for(account, instrument, side, qty, price)
         first_trade = len(self.engine.trades)
         try:
@@ -794,15 +992,19 @@ class Exchange:
         else:
             self.sell_locked[order.order_id] = locked
         trades = self.engine.trades[first_trade:]
-        before = self._settle(trades)
+        # copies go one level deep (rules 3): a copy's trades are not copied, neither side of them; under rules 2 a
+        # copy's own fill was not copied, the fills of the resting orders it hit were
+        copied = copy_of is None or rules < 3
+        before = self._settle(trades, copied)
         self._release(order)
-        # a copy's own fill is not copied, the fills of the resting orders it hit are
-        self._copy_all_fills(account_id if copy_of is None else None, trades, ts, before)
+        if copied:
+            self._copy_all_fills(account_id if copy_of is None else None, trades, ts, before, rules)
         return order
 
     def _amend(self, c):
         order = self.engine.orders[c["order_id"]]
-        account = self.accounts[c["account"]]
+        account = self._touch(c["account"])
+        self._touch_order(order.order_id)
         new_qty = c["quantity"] if c["quantity"] is not None else order.open_qty
         new_price = c["price"] if c["price"] is not None else order.price
         if order.side == BUY:
@@ -822,7 +1024,7 @@ class Exchange:
         trades = self.engine.trades[first_trade:]
         before = self._settle(trades)
         self._release(order)
-        self._copy_all_fills(c["account"], trades, c["ts"], before)
+        self._copy_all_fills(c["account"], trades, c["ts"], before, c["rules"])
         return order
 
     def _unlock(self, account: Account, instrument: str, side: int, amount: int) -> None:
@@ -833,7 +1035,8 @@ class Exchange:
     def _release(self, order: Order) -> None:
         """Give back what an order no longer needs locked (after fills, cancels, expiry): a buy keeps
         the reserve of its open quantity (fills below the limit leave a surplus), a sell its open lots."""
-        account = self.accounts[order.account]
+        account = self._touch(order.account)
+        self._touch_order(order.order_id)
         held = self.reserved if order.side == BUY else self.sell_locked
         need = 0
         if order.open_qty:
@@ -849,13 +1052,19 @@ class Exchange:
     def _fee(self, notional: int, bps: int) -> int:
         return -(-notional * bps // 10_000)
 
-    def _settle(self, trades) -> dict[str, tuple[int, dict[str, int], dict[str, int]]]:
-        """Settle the trades; returns, for each leader in them, what copy sizing reads from before
-        its fills: its equity, its positions and the marks."""
-        marks = dict(self.last_price)
-        leaders = {a for t in trades for a in (t[7], t[8]) if self.follows.get(a)}
-        before = {a: (self.equity(a, marks), {i: self.position(a, i) for i in self.instruments}, marks)
-                  for a in leaders}
+    def _settle(self, trades, copied: bool = True) -> dict[str, tuple[int, dict[str, int], dict[str, int]]]:
+        """Settle the trades; returns, for each leader in them (if they are ``copied``), what copy sizing reads
+        from before its fills: its equity, its positions and the marks."""
+        before = {}
+        if copied:
+            marks = dict(self.last_price)
+            leaders = {a for t in trades for a in (t[7], t[8]) if self.follows.get(a)}
+            before = {a: (self.equity(a, marks), {i: self.position(a, i) for i in self.instruments}, marks)
+                      for a in leaders}
+        if self._undo_orders is not None:
+            for t in trades:
+                self._touch_order(t[5])
+                self._touch_order(t[6])
         touched = {}
         self._settle_trades(trades)
         for t in trades:  # resting orders that filled completely give back their surplus too
@@ -868,7 +1077,7 @@ class Exchange:
         for trade in trades:
             trade_id, ts, instrument, price, qty, buy_id, sell_id, buy_acct, sell_acct, aggressor = trade
             notional = price * qty
-            buyer, seller = self.accounts[buy_acct], self.accounts[sell_acct]
+            buyer, seller = self._touch(buy_acct), self._touch(sell_acct)
             buy_fee = self._fee(notional, self.taker_fee_bps if aggressor == BUY else self.maker_fee_bps)
             sell_fee = self._fee(notional, self.taker_fee_bps if aggressor == SELL else self.maker_fee_bps)
             cost = notional + buy_fee
@@ -887,18 +1096,20 @@ class Exchange:
                     Fill(trade_id, ts, instrument, price, qty, account_id, order_id, side, fee,
                          "TAKER" if SIDES[side] == aggressor else "MAKER"))
 
-    def _copy_all_fills(self, aggressor_id: str | None, trades, ts: int, before: dict) -> None:
+    def _copy_all_fills(self, aggressor_id: str | None, trades, ts: int, before: dict, rules: int) -> None:
         """Copy the fills of every account in these trades: the aggressor's first (none for a copy
         order), then the resting (maker) orders' owners, in trade order. A leader's passive fills are
         trades too."""
         makers = [t[8] if t[9] == BUY else t[7] for t in trades]
         for account_id in dict.fromkeys([aggressor_id] + makers):
             if account_id in before:  # a leader with fills here
-                self._copy_fills(account_id, trades, ts, before)
+                self._copy_fills(account_id, trades, ts, before, rules)
 
-    def _copy_fills(self, leader_id: str, trades, ts: int, before: dict) -> None:
+    def _copy_fills(self, leader_id: str, trades, ts: int, before: dict, rules: int) -> None:
         """Mirror a leader's fills into followers' accounts, after the leader's fill. Sizes use the
-        leader's equity and positions from before its fills (``before``, from :meth:`_settle`)."""
+        leader's equity and positions from before its fills (``before``, from :meth:`_settle`). A copy is an
+        IOC limit order at the leader's fill price (rules 3; a market order under rules 2): it fills there or
+        better, or not at all, so the exposure cap, computed at that price, holds."""
         followers = self.follows[leader_id]
         leader_equity, leader_positions, marks = before[leader_id]
         for trade in trades:
@@ -916,11 +1127,13 @@ class Exchange:
                 if copy_qty <= 0:
                     continue
                 account = self.accounts[follower_id]
+                limit = price if rules >= 3 else None
                 try:
-                    self._check_funds(account, instrument, side, copy_qty, None)
+                    self._check_funds(account, instrument, side, copy_qty, limit)
                 except ExchangeError:
                     continue  # the follower cannot afford it: no copy, nothing half-done
-                order = self._place(follower_id, instrument, side, copy_qty, None, IOC, ts, copy_of=trade_id)
+                order = self._place(follower_id, instrument, side, copy_qty, limit, IOC, ts, copy_of=trade_id,
+                                    rules=rules)
                 self.copy_links.append(CopyLink(order.order_id, trade_id, leader_id))
 
     # -- queries -------------------------------------------------------------
@@ -949,8 +1162,8 @@ class Exchange:
             return self.account_fills.get(account_id, [])[-limit if limit else 0:]
 
     def cash_equity(self, account_id: str) -> int:
-        cash = self.accounts[account_id].balance(CASH)
-        return cash.free + cash.locked
+        cash = self.accounts[account_id].balances.get(CASH)  # read without creating a row
+        return cash.free + cash.locked if cash is not None else 0
 
     def equity(self, account_id: str, marks: dict[str, int] | None = None) -> int:
         """Cash plus positions valued at ``marks`` (default: each instrument's last trade price; an
@@ -999,10 +1212,11 @@ class Exchange:
 
 def _pop_last(index: dict[str, list], name: str, value, key: Callable = lambda entry: entry) -> None:
     """Take the entry ``value`` (or whose ``key`` is ``value``) off the end of ``index[name]`` (an account's orders
-    or fills, an instrument's trades)."""
-    entries = index[name]
-    if key(entries[-1]) != value:  # pragma: no cover - an invariant, not an input error
-        raise AssertionError(f"index of {name!r} ends in {entries[-1]}, not {value}")
+    or fills, an instrument's trades), if it is there: a command that failed half-way may not have added it (the
+    entries added after the point to undo are taken off newest first, so an older one is never at the end)."""
+    entries = index.get(name)
+    if not entries or key(entries[-1]) != value:
+        return
     entries.pop()
     if not entries:
         del index[name]

@@ -414,3 +414,58 @@ def test_a_closed_order_older_than_the_kept_history_answers_404_and_pages_stay_w
     assert [t["price_ticks"] for t in tape] == [1026, 1027, 1028, 1029]
     assert client.delete(f"/v1/orders/{resting}", headers=key).json()["status"] == "CANCELLED"
     assert len(exchange.engine.orders) < 20  # of 63 placed
+
+
+def test_an_amended_quantity_is_the_total_shown_back_and_resending_it_reopens_nothing(setup):
+    """A reduction shows the new total as ``quantity`` (cancelled counts cancels and expiry only), so sending the
+    shown quantity back with a new price keeps the lots it had, as a FIX cancel/replace would."""
+    client, keys, exchange = setup
+    t1 = h(keys, "t1_trader")
+    o = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "SELL", "quantity": 10,
+                                        "price_ticks": 1000}, headers=t1).json()
+    url = f"/v1/orders/{o['order_id']}"
+    shown = lambda r: (r["quantity"], r["open_quantity"], r["cancelled_quantity"])  # noqa: E731
+    reduced = client.patch(url, json={"quantity": 6}, headers=t1).json()
+    assert shown(reduced) == (6, 6, 0)
+    moved = client.patch(url, json={"quantity": reduced["quantity"], "price_ticks": 1001}, headers=t1).json()
+    assert shown(moved) == (6, 6, 0) and moved["price_ticks"] == 1001
+    assert shown(client.patch(url, json={"quantity": 8}, headers=t1).json()) == (8, 8, 0)
+    assert shown(client.delete(url, headers=t1).json()) == (8, 0, 8)
+    assert Exchange.restore([X], exchange.journal).state() == exchange.state()
+
+
+def test_a_journal_outage_answers_503_and_applies_nothing(ctx):
+    from services.trading.exchange import MemoryJournal
+
+    class Down(MemoryJournal):
+        down = False
+
+        def append(self, command):
+            if self.down:
+                raise OSError("database is locked")
+            return super().append(command)
+
+        def append_many(self, commands):
+            if self.down:
+                raise OSError("database is locked")
+            return super().append_many(commands)
+
+    journal = Down()
+    exchange = Exchange([X], journal=journal)
+    client = TestClient(create_trading_app(ctx, exchange), raise_server_exceptions=False)
+    t1 = {"X-API-Key": ctx.keys.create("alice", "t1", ["trader"])}
+    client.post("/v1/accounts", json={"account_id": "a1"}, headers=t1)
+    client.post("/v1/accounts/a1/deposits", json={"asset": "USD", "amount": 10_000}, headers=t1)
+    before = exchange.state()
+    journal.down = True
+    for path, body in (("/v1/accounts/a1/deposits", {"asset": "USD", "amount": 5}),
+                       ("/v1/orders", {"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 1,
+                                       "price_ticks": 10}),
+                       ("/v1/orders/batch", {"commands": [{"op": "place", "ref": "r", "account_id": "a1",
+                                                           "instrument": X, "side": "BUY", "quantity": 1,
+                                                           "price_ticks": 10}]})):
+        problem = is_problem(client.post(path, json=body, headers=t1), 503)
+        assert problem["type"].endswith("journal-unavailable")
+        assert exchange.state() == before
+    journal.down = False
+    assert client.post("/v1/accounts/a1/deposits", json={"asset": "USD", "amount": 5}, headers=t1).status_code == 200

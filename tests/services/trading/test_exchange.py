@@ -135,14 +135,14 @@ def test_copy_trading_copies_the_leaders_resting_fills_too(tmp_path):
     ex = funded(journal)
     ex.deposit("d", CASH, 1_000_000)  # ~2x the leader's equity, x 0.6: copies round down to the leader's lots
     ex.follow("d", "a", multiplier=0.6, max_exposure=10_000_000)
-    ex.place("c", X, "SELL", 100, 400)  # liquidity for the copies
+    ex.place("c", X, "SELL", 100, 400)  # liquidity away from the leader's prices: copies do not reach it
     ex.place("c", X, "BUY", 100, 50)
-    bid = ex.place("a", X, "BUY", 10, 150)  # the leader rests a bid: no fill, no copy
+    bid = ex.place("a", X, "BUY", 4, 150)  # the leader rests a bid: no fill, no copy
     assert not ex.copy_links
-    ex.place("b", X, "SELL", 4, 150)  # b hits it: the leader is filled as maker
-    ex.cancel("a", bid.order_id)
-    ask = ex.place("a", X, "SELL", 6, 300)
-    ex.amend("b", ex.place("b", X, "BUY", 3, 250).order_id, price=300)  # b's amendment lifts the leader's ask
+    ex.place("b", X, "SELL", 8, 150)  # b hits it: the leader is filled as maker; b's other 4 rest at 150
+    ask = ex.place("a", X, "SELL", 3, 300)
+    ex.amend("b", ex.place("b", X, "BUY", 6, 250).order_id, price=300)  # b's amendment lifts the leader's ask
+    # (and rests 3 at 300): each copy is an IOC limit at the leader's fill price, filled by b's rest
     maker_trades = [t for t in ex.engine.trades if t[5] == bid.order_id or t[6] == ask.order_id]
     assert [(t[4], t[9]) for t in maker_trades] == [(4, SELL), (3, BUY)]  # 4 bought, 3 sold, never the aggressor
     assert [link.leader_trade_id for link in ex.copy_links] == [t[0] for t in maker_trades]
@@ -164,22 +164,47 @@ def copy_trading_venue(*names, cash=10**8, lots=1_000):
     return ex
 
 
-def test_a_leaders_resting_fill_is_copied_when_a_copy_order_hit_it():
+def test_a_copy_orders_trades_are_not_copied_copies_go_one_level_deep():
     ex = copy_trading_venue("A", "F", "H", "L", "G", "MM")
     ex.follow("F", "A")  # F copies A
     ex.follow("H", "F")  # H copies F: F's copies must not be copied
-    ex.follow("G", "L")  # G copies L
+    ex.follow("G", "L")  # G copies L: L's fill against F's copy must not be copied either
     ex.place("MM", X, "SELL", 10, 1000)  # A's order takes this
     ex.place("MM", X, "BUY", 100, 900)  # bids for the sell copies
-    ask = ex.place("L", X, "SELL", 10, 1001)  # L rests an ask at the next level
-    ex.place("A", X, "BUY", 10, None, "IOC")  # A lifts MM; F's copy (a market buy) lifts L's ask
+    ask = ex.place("L", X, "SELL", 10, 1000)  # L rests an ask behind MM's at the same level
+    ex.place("A", X, "BUY", 10, None, "IOC")  # A lifts MM; F's copy (an IOC limit at 1000) lifts L's ask
     [l_trade] = [t for t in ex.engine.trades if t[6] == ask.order_id]
     assert ex.engine.orders[l_trade[5]].account == "F" and ex.position("L", X) == 990
-    assert sorted((link.leader_account, link.leader_trade_id) for link in ex.copy_links) == [("A", 1), ("L", l_trade[0])]
-    assert ex.position("G", X) == 990  # sold the same fraction (1%) of its position as L
+    assert [(link.leader_account, link.leader_trade_id) for link in ex.copy_links] == [("A", 1)]
+    assert ex.position("G", X) == 1_000  # L's fill came from a copy: one level, no copy of it
     assert ex.position("H", X) == 1_000  # the copier's own fill is not copied
     conserved(ex)
     assert Exchange.restore([X], ex.journal).state() == ex.state()
+
+
+def test_a_journal_of_rules_2_replays_its_copies_as_they_were_made():
+    """Rules 2 made copies market orders and copied the resting fills a copy hit: a journal of rules 2 replays to
+    the balances its venue had (each command under the rules it records), and its next commands follow rules 3."""
+    ex = copy_trading_venue("A", "F", "L", "G", "MM")
+    ex.follow("F", "A")
+    ex.follow("G", "L")
+    ex.place("MM", X, "SELL", 10, 1000)
+    ex.place("MM", X, "BUY", 100, 900)
+    ex.place("L", X, "SELL", 10, 1001)  # the next level: only a market copy reaches it
+    old = MemoryJournal()
+    old.append_many([{**c, "rules": 2} for c in ex.journal.load()])
+    old.append({**ex.journal.load()[-1], "op": "place", "account": "A", "instrument": X, "side": "BUY",
+                "quantity": 10, "price": None, "tif": "IOC", "rules": 2})
+    replayed = Exchange.restore([X], old)
+    assert replayed.position("F", X) == 1_010 and replayed.position("L", X) == 990  # F's market copy lifted L
+    assert replayed.position("G", X) == 990  # and L's fill was copied, as rules 2 did
+    conserved(replayed)
+    replayed.place("MM", X, "SELL", 20, 1001)
+    replayed.place("A", X, "BUY", 5, 1001)  # rules 3 from here: F's copy is a limit at 1001
+    last_copy = replayed.engine.orders[replayed.copy_links[-1].follower_order_id]
+    assert (last_copy.account, last_copy.price, last_copy.filled_qty > 0) == ("F", 1001, True)
+    assert replayed.position("G", X) == 990
+    assert Exchange.restore([X], replayed.journal).state() == replayed.state()
 
 
 def test_copies_are_sized_by_equity_before_the_leaders_fill_and_sells_close_the_same_fraction():
@@ -359,7 +384,7 @@ def test_failed_batch_journal_write_leaves_the_live_state_as_before_the_batch():
     ex.place("b", X, "BUY", 5, 90)
     before = ex.state()
     journal.fail = True
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ExchangeError, match="journal"):  # 503 journal-unavailable
         with ex.batch():
             ex.place("b", X, "BUY", 8, 100)  # trades against a's ask
             ex.cancel("b", 3)
@@ -427,7 +452,7 @@ def test_failed_batch_rollback_matches_the_journal_after_random_history(seed, re
         assert ex._base is not None and len(ex.engine.journal) < max(8, 2 * ex._base.orders) + 1
     before = ex.state()
     journal.fail = True
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ExchangeError, match="journal"):
         with ex.batch():
             burst(60)
     assert ex.state() == before
@@ -608,8 +633,10 @@ def test_a_start_loads_the_newest_snapshot_and_replays_only_the_commands_after_i
     whole.commands = SqlJournal(url).load()
     assert len(whole.commands) == ex.journaled
     assert Exchange.restore(["ACME"], whole).state() == restored.state()
-    # the restored exchange goes on as the original would (the same commands, the same answers)
+    # the restored exchange goes on as the original would (the same commands, the same answers); each in a journal
+    # of its own: one process owns a journal, the second writer on one would be fenced off
     for venue in (ex, restored):
+        venue.journal = MemoryJournal()
         venue.clock = iter(range(10**9, 2 * 10**9)).__next__
         venue.place("b", "ACME", "SELL", 7, 95)
         venue.place("a", "ACME", "BUY", 9, 105)
@@ -687,3 +714,188 @@ def test_a_start_that_replayed_a_long_journal_saves_a_snapshot_for_the_next(tmp_
     assert SqlJournal(url).latest_snapshot()[0] == ex.journaled == first.journaled
     journal = CountingJournal(url)
     assert Exchange.restore(["ACME"], journal).state() == ex.state() and journal.read == 0
+
+
+# -- review findings: copy-trading cycles and depth, amend totals, copy limits, one writer, journal outages --------
+
+def ladder_venue(levels=400):
+    """L rests ``levels`` one-lot asks at 101 and bids at 100 (the best of each side); F and T trade with it."""
+    ex = Exchange([X], journal=MemoryJournal(), maker_fee_bps=0, taker_fee_bps=0)
+    for name in ("L", "F", "T"):
+        ex.open_account("t", name)
+        ex.deposit(name, CASH, 2 * 10**9 if name == "F" else 10**9)
+        ex.deposit(name, X, 10_000)
+    for _ in range(levels):
+        ex.place("L", X, "SELL", 1, 101)
+        ex.place("L", X, "BUY", 1, 100)
+    return ex
+
+
+@pytest.mark.parametrize("chain", [("F", "L"), ("A", "B", "C")], ids=["two", "three"])
+def test_a_follow_that_closes_a_cycle_is_refused(chain):
+    ex = copy_trading_venue(*chain)
+    for follower, leader in zip(chain, chain[1:]):
+        ex.follow(follower, leader)
+    journalled = ex.journaled
+    with pytest.raises(ExchangeError, match="cycle") as refused:
+        ex.follow(chain[-1], chain[0])  # the last would copy the first, who copies (through others) the last
+    assert (refused.value.status, refused.value.kind) == (409, "follow-cycle")
+    assert ex.journaled == journalled and chain[-1] not in ex.follows.get(chain[0], {})
+    with pytest.raises(ExchangeError, match="itself"):
+        ex.follow(chain[0], chain[0])
+
+
+def test_copies_are_one_level_so_a_leaders_deep_book_cannot_recurse_or_poison_the_journal():
+    """A copy order that hits the leader's resting orders is not copied again (copies go one level deep): a
+    market buy against 400 of the leader's one-lot asks used to copy the copy's trade with the leader, back and
+    forth, until RecursionError, with the command already journalled (so no restart could replay it)."""
+    ex = ladder_venue()
+    ex.follow("F", "L", 1.0, 10**15)
+    ex.place("T", X, "BUY", 1, None)
+    leader_trades = {t[0] for t in ex.engine.trades}
+    assert len(ex.copy_links) == 1 and {link.leader_trade_id for link in ex.copy_links} <= leader_trades
+    [copy_order] = [ex.engine.orders[link.follower_order_id] for link in ex.copy_links]
+    assert copy_order.account == "F" and copy_order.side == SELL
+    conserved(ex)
+    assert Exchange.restore([X], ex.journal, maker_fee_bps=0, taker_fee_bps=0).state() == ex.state()
+
+
+def test_a_command_that_fails_while_applied_is_undone_and_never_journalled(monkeypatch):
+    """Apply, then journal: a command whose application raises (a bug, or RecursionError) leaves the live state
+    and the journal as before it, so the exchange and its restarts go on."""
+    ex = funded()
+    ex.follow("d", "a", multiplier=1.0, max_exposure=10**9)
+    ex.place("c", X, "SELL", 50, 100)
+    ex.place("b", X, "BUY", 5, 90)
+    before, journalled = ex.state(), len(ex.journal.commands)
+    calls = []
+
+    def broken_copy(*args):  # the leader's trade is settled, then the copy fails half-way
+        calls.append(args)
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ex, "_copy_fills", broken_copy)
+    with pytest.raises(RecursionError):
+        ex.place("a", X, "BUY", 10, 100)
+    assert calls and ex.state() == before and len(ex.journal.commands) == journalled == ex.journaled
+    conserved(ex)
+    with pytest.raises(RecursionError):  # also inside a batch: the whole batch is undone, nothing journalled
+        with ex.batch():
+            ex.deposit("a", CASH, 7)
+            ex.place("a", X, "BUY", 10, 100)
+    assert ex.state() == before and len(ex.journal.commands) == journalled
+    monkeypatch.undo()
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+    ex.place("a", X, "BUY", 10, 100)
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+
+
+def test_a_copy_is_a_limit_at_the_leaders_fill_price_so_the_exposure_cap_holds():
+    ex = copy_trading_venue("L", "F", "M", cash=10**9, lots=0)
+    ex.deposit("M", X, 10**6)
+    ex.follow("F", "L", 1.0, max_exposure=10_000)  # F: at most 10,000 cents of X
+    ex.place("M", X, "SELL", 10, 100)  # a thin ask at 100 ...
+    ex.place("M", X, "SELL", 1000, 5000)  # ... and the next 50x higher
+    ex.place("L", X, "BUY", 10, 100)  # the leader takes the whole level at 100
+    fills = ex.fills_of("F")
+    assert all(f.price <= 100 for f in fills)  # the copy found nothing at 100: it expired, unfilled
+    assert ex.position("F", X) * 5000 <= 10_000 or not fills
+    [copy_order] = [ex.engine.orders[link.follower_order_id] for link in ex.copy_links]
+    assert copy_order.price == 100 and copy_order.status == OrderStatus.EXPIRED
+    # with liquidity at the leader's price, the copy fills there, within the cap
+    ex.place("M", X, "SELL", 30, 100)
+    ex.place("L", X, "BUY", 10, 100)
+    assert [(f.price, f.quantity) for f in ex.fills_of("F")] == [(100, 10)]
+    assert ex.position("F", X) * 100 <= 10_000
+    conserved(ex)
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+
+
+def test_an_amend_reports_the_new_total_quantity_and_cancels_nothing():
+    ex = funded()
+    sell = ex.place("a", X, "SELL", 10, 100)
+    ex.amend("a", sell.order_id, quantity=6)  # open lots 6 (exchange amends the open quantity)
+    assert (sell.qty, sell.open_qty, sell.cancelled_qty) == (6, 6, 0)
+    ex.place("b", X, "BUY", 2, 100)
+    ex.amend("a", sell.order_id, quantity=1, price=101)  # 2 filled, 1 open: the order is now of 3 lots
+    assert (sell.qty, sell.open_qty, sell.filled_qty, sell.cancelled_qty) == (3, 1, 2, 0)
+    ex.cancel("a", sell.order_id)
+    assert (sell.qty, sell.cancelled_qty) == (3, 1)
+    assert ex.accounts["a"].balance(X).locked == 0
+    conserved(ex)
+    assert Exchange.restore([X], ex.journal).state() == ex.state()
+
+
+def two_writers(url):
+    first, second = Exchange.restore([X], SqlJournal(url)), Exchange.restore([X], SqlJournal(url))  # two replicas
+    first.open_account("t", "a")
+    first.deposit("a", CASH, 1000)
+    return first, second
+
+
+def assert_second_writer_is_fenced(url):
+    from services.trading.exchange import JournalConflict
+
+    first, second = two_writers(url)
+    with pytest.raises(JournalConflict) as refused:  # its first write finds the journal moved on
+        second.open_account("t", "b")
+    assert refused.value.status == 503 and refused.value.kind == "journal-conflict"
+    assert "b" not in second.accounts and second.journaled == 0
+    with pytest.raises(JournalConflict):  # and it takes no command any more, whatever the journal holds next
+        second.open_account("t", "c")
+    with pytest.raises(JournalConflict):
+        with second.batch():
+            second.open_account("t", "d")
+    order = first.place("a", X, "BUY", 1, 10)  # the first writer goes on
+    assert order.order_id == 1
+    restored = Exchange.restore([X], SqlJournal(url))
+    assert restored.state() == first.state() and set(restored.accounts) == {"a"}
+    # a restart after the other's writes reads them and writes on top
+    restored.open_account("t", "b")
+    assert Exchange.restore([X], SqlJournal(url)).state() == restored.state()
+    with pytest.raises(JournalConflict):
+        first.cancel("a", order.order_id)  # the first is now the stale one
+    assert restored.engine.orders[order.order_id].open_qty == 1
+
+
+def test_a_second_writer_on_a_journal_is_fenced_off_sqlite(tmp_path):
+    assert_second_writer_is_fenced(f"sqlite:///{tmp_path / 'journal.db'}")
+
+
+@pytest.mark.slow
+def test_a_second_writer_on_a_journal_is_fenced_off_postgres():
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    with postgres_database() as db:
+        assert_second_writer_is_fenced(PG_DSN.format(db=db))
+
+
+def test_a_journal_outage_undoes_the_command_and_answers_unavailable():
+    from services.trading.exchange import JournalUnavailable
+
+    class Down(FailingJournal):
+        def append(self, command):
+            if self.fail:
+                raise ConnectionError("journal database unavailable")
+            return super().append(command)
+
+    journal = Down()
+    ex = funded(journal)
+    ex.follow("d", "a")
+    ex.place("c", X, "SELL", 50, 100)
+    before = ex.state()
+    journal.fail = True
+    for command in (lambda: ex.place("a", X, "BUY", 10, 100), lambda: ex.deposit("a", CASH, 5),
+                    lambda: ex.open_account("t1", "e"), lambda: ex.follow("b", "a"), lambda: ex.cancel("c", 1)):
+        with pytest.raises(JournalUnavailable) as refused:
+            command()
+        assert (refused.value.status, refused.value.kind) == (503, "journal-unavailable")
+        assert ex.state() == before and "e" not in ex.accounts and "b" not in ex.follows["a"]
+    with pytest.raises(JournalUnavailable):
+        with ex.batch():
+            ex.place("a", X, "BUY", 10, 100)
+    assert ex.state() == before
+    conserved(ex)
+    journal.fail = False
+    ex.place("a", X, "BUY", 10, 100)
+    assert Exchange.restore([X], journal).state() == ex.state()
