@@ -87,7 +87,9 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
         pid, description = found
     else:
         top = top_trader(board)
-        description = f"{day_proposal_prefix(day)} (account {top['account_id']}, PnL {top['pnl']:.2f})"
+        # the description names neither the account nor its PnL: it is stored in governance.dao_outcomes and
+        # the event log, which an erasure does not rewrite (the proposal's transfer names the account)
+        description = day_proposal_prefix(day)
         pid = governance.request("POST", "/v1/dao/proposals", json_body={
             "proposer": f"acct-{top['account_id']}",
             "actions": [{"type": "transfer", "to": f"acct-{top['account_id']}", "amount": REWARD, "asset": "USD"}],
