@@ -41,7 +41,8 @@ class QueryEngineResource(ConfigurableResource):
                     cursor.execute(sql)
                     rows = cursor.fetchall()
                     names = [d[0] for d in cursor.description]
-            return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+            # by position: a name the query repeats (select a.id, b.id) keeps both columns, as DuckDB's does
+            return pa.Table.from_arrays([pa.array([r[i] for r in rows]) for i in range(len(names))], names=names)
         return self._duckdb(sql, lake)
 
     @staticmethod

@@ -169,7 +169,7 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
     add(BRONZE_ORDERS, "orders_accepted_values",
         (all(p for p, _ in value_checks), {m["column"]: m["unexpected_rows"] for _, m in value_checks}))
     leftover = pc.subtract(orders.column("qty_lots"), pc.add(orders.column("filled_lots"), orders.column("cancelled_lots")))
-    bad = int(pc.sum(pc.not_equal(leftover, 0)).as_py() or 0)
+    bad = int(pc.sum(pc.fill_null(pc.not_equal(leftover, 0), True)).as_py() or 0)  # a null lot count is one too
     add(BRONZE_ORDERS, "orders_quantity_conserved", (bad == 0, {"violations": bad}))
 
     add(BRONZE_FILLS, "fills_key_unique", table_checks.unique_not_null(fills, ["fill_id"]))

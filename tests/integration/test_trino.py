@@ -94,6 +94,7 @@ class _Coordinator:
         from tests.ports import free_port
 
         self.statements, self.open, self.lock = [], 0, threading.Lock()
+        self.rows = [["AAA", 2], ["BBB", 3]]
         coordinator, port = self, free_port()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -112,7 +113,7 @@ class _Coordinator:
                 self._send({"nextUri": f"http://127.0.0.1:{port}/v1/statement/q1/1", "stats": {"state": "QUEUED"}})
 
             def do_GET(self):  # noqa: N802
-                self._send({"columns": coordinator.COLUMNS, "data": [["AAA", 2], ["BBB", 3]],
+                self._send({"columns": coordinator.COLUMNS, "data": coordinator.rows,
                             "stats": {"state": "FINISHED"}})
 
             def handle(self):  # one client connection, its requests until the client closes it
@@ -146,6 +147,11 @@ def test_a_trino_query_returns_arrow_and_closes_its_connection():
             table = engine.query("SELECT symbol, count(*) AS n FROM silver.trades GROUP BY 1", lake=None)
             assert coordinator.statements == ["SELECT symbol, count(*) AS n FROM silver.trades GROUP BY 1"]
             assert table.to_pylist() == [{"symbol": "AAA", "n": 2}, {"symbol": "BBB", "n": 3}]
+            coordinator.COLUMNS = [coordinator.COLUMNS[0], {**coordinator.COLUMNS[0]}]  # select a.symbol, b.symbol
+            coordinator.rows = [["AAA", "BBB"]]
+            twice = engine.query("SELECT a.symbol, b.symbol FROM silver.trades a, silver.trades b", lake=None)
+            assert twice.column_names == ["symbol", "symbol"] and [c.to_pylist() for c in twice.columns] == [
+                ["AAA"], ["BBB"]]  # both columns, by position (a dict of names kept the last)
             # the connection's HTTP session is closed with the query, not left to the collector with its socket
             deadline = time.monotonic() + 5
             while coordinator.open and time.monotonic() < deadline:

@@ -47,3 +47,17 @@ def test_fills_that_differ_from_the_replayed_trades_fail_the_replay_check(day, c
     tampered = {**tables, BRONZE_FILLS: fills.set_column(index, column, pa.array(values, fills.schema.field(column).type))}
     check = replay_check(tampered, journal, config)
     assert not check.passed and check.metadata["mismatched_trades"].value == 1
+
+
+def test_an_order_with_a_null_lot_count_fails_the_quantity_check(day):
+    from platformq_assets.lake.venue import BRONZE_ORDERS, _venue_checks
+
+    tables, journal, config = day
+    orders = tables[BRONZE_ORDERS]
+    index = orders.schema.get_field_index("filled_lots")
+    values = orders.column("filled_lots").to_pylist()
+    values[0] = None
+    tampered = {**tables, BRONZE_ORDERS: orders.set_column(index, orders.schema.field(index).with_nullable(True),
+                                                           pa.array(values, orders.schema.field(index).type))}
+    [check] = [c for c in _venue_checks(tampered, journal, config) if c.check_name == "orders_quantity_conserved"]
+    assert not check.passed and check.metadata["violations"].value == 1
