@@ -75,21 +75,23 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
     accounts = sorted(tenant_of)
     # one contract per run: a re-run of the day clears a fresh session and replaces the partition
     symbol = f"GPU{day:%y%m%d}-{context.run.run_id[:6].upper()}"
+    open_price, settle_price = gpu_hour_prices(day, seed)
+    # the open is the listing's reference price: trades before the first settlement are held to the service's
+    # price band around it
     derivatives.request("POST", "/v1/futures/contracts", json_body={
         "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100,
-        "underlying": UNDERLYING})
+        "underlying": UNDERLYING, "reference_price": f"{open_price:.2f}"})
     names = [f"acct-{a}" for a in accounts]
     for name in names:
         derivatives.request("POST", f"/v1/futures/{symbol}/accounts",
                             json_body={"account_id": name, "deposit_cents": DEPOSIT_CENTS})
-    open_price, settle_price = gpu_hour_prices(day, seed)
     trades = 0
     for _ in range(4 * len(names)):
         buyer, seller = rng.sample(names, 2)
         price = round(open_price * (1 + rng.gauss(0, 0.01)), 2)
         derivatives.request("POST", f"/v1/futures/{symbol}/trades", json_body={
             "buyer_account_id": buyer, "seller_account_id": seller, "contracts": rng.randint(1, 5),
-            "price": f"{price:.2f}"})
+            "price": f"{price:.2f}", "day": day.isoformat()})
         trades += 1
     settlement = derivatives.request("POST", f"/v1/futures/{symbol}/settlements",
                                      json_body={"day": day.isoformat(), "settlement_price": f"{settle_price:.2f}"})

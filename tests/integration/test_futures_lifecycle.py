@@ -49,6 +49,9 @@ def test_contracts_are_cash_settled_at_expiry_once_and_late_days_catch_up(settin
     # the platform's tenant also lists a contract on another underlying, already expired: its final price is not
     # the GPU-hour index, so the asset leaves it to whoever settles it
     service = defs.resources["derivatives"]
+    # the day's open is the listing's reference price, so trades before the first settlement were held to a band
+    contract = service.request("GET", f"/v1/futures/contracts/{listed[DAYS[0]]}")
+    assert contract["reference_price"] == f"{gpu_hour_prices(DAYS[0], settings.sim_seed)[0]:.2f}"
     service.request("POST", "/v1/futures/contracts", json_body={"symbol": "H100X", "expiry": DAYS[0].isoformat(),
                                                                 "underlying": "H100-hour"})
     # and an account of its own in day 1's contract that is no lake account: settled, but no row says whose it is
