@@ -18,6 +18,7 @@ process or beside Dagster; in production a volume the services and the user-code
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -163,7 +164,14 @@ def _ingest_piece(lake: "LakeResource", report: FileReport, service: str, name: 
 
     accepted, held = [], []
     for number, (start, raw) in enumerate(lines, start=done + 1):
-        text = raw.decode("utf-8", errors="replace")
+        try:
+            # strictly: a replacement character would make a record that differs from the service's line
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"line is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+            report.reasons["line is not UTF-8"] = report.reasons.get("line is not UTF-8", 0) + 1
+            held.append({"line": number, "raw_record": "base64:" + base64.b64encode(raw).decode(), "reason": reason})
+            continue
         try:
             row = parse_record(text)
         except ValueError as exc:

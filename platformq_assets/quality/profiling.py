@@ -36,10 +36,15 @@ def column_profile(table: "pa.Table") -> list[dict]:
     out = []
     for name in table.column_names:
         col = table.column(name)
+        missing = col.null_count
+        if rows and pa.types.is_floating(col.type):  # NaN is a missing value here, not a distinct one
+            nan = pc.fill_null(pc.is_nan(col), False)
+            missing += int(pc.sum(nan).as_py() or 0)
+            col = col.filter(pc.invert(nan))
         entry = {
             "column": name,
             "type": str(col.type),
-            "null_fraction": (col.null_count / rows) if rows else 0.0,
+            "null_fraction": (missing / rows) if rows else 0.0,
             "distinct": int(pc.count_distinct(col, mode="only_valid").as_py()) if rows else 0,
             "min": None,
             "max": None,

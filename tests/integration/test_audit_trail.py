@@ -219,3 +219,17 @@ def test_the_audit_log_on_the_production_twins_postgres_catalog_and_s3(productio
     assert lake.load_table(AUDIT_TABLE).location().startswith("s3://lake/")
     assert _ids(lake) == ["c0000", "c0001", "c0002", "c0003"]
     assert lake.read(QUARANTINE).column("reason").to_pylist()[0].startswith("not JSON")
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_as_it_was_written(lake, audit_dir):
+    """Decoded with replacement characters it was accepted as a record that differs from the service's line."""
+    import base64
+
+    raw = json.dumps(_record(1, path="/v1/accounts/XX/deposits")).encode().replace(b"XX", b"\xff\xfe")
+    with open(audit_dir / "trading-audit.jsonl", "ab") as handle:
+        handle.write(json.dumps(_record(0)).encode() + b"\n" + raw + b"\n")
+    [report] = ingest_audit_files(lake, audit_dir, batch_id="b1")
+    assert (report.lines_read, report.accepted, report.quarantined) == (2, 1, 1) and report.reconciles
+    [held] = lake.read(QUARANTINE).to_pylist()
+    assert held["line"] == 2 and held["reason"].startswith("line is not UTF-8 (byte 0xff")
+    assert base64.b64decode(held["raw_record"].removeprefix("base64:")) == raw

@@ -48,6 +48,13 @@ def test_profile_edges_empty_table_and_all_null_column():
     assert t["min"] == t["max"] == dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc) and t["null_fraction"] == 0.5
 
 
+def test_profile_counts_nan_as_missing_not_as_a_value():
+    x, = column_profile(pa.table({"x": pa.array([float("nan"), float("nan"), 2.0, None], pa.float64())}))
+    assert (x["null_fraction"], x["distinct"], x["min"], x["max"]) == (0.75, 1, 2.0, 2.0)
+    x, = column_profile(pa.table({"x": pa.array([float("nan")] * 3, pa.float64())}))
+    assert (x["null_fraction"], x["distinct"], x["min"], x["max"]) == (1.0, 0, None, None)
+
+
 def _trades(**overrides):
     ts = pd.Timestamp("2024-01-02 14:31", tz="UTC")
     rows = {"trade_id": [1, 2], "ts": [ts, ts], "instrument": ["AAPL", "AAPL"], "price": [100.0, 101.0],
