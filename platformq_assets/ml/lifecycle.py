@@ -237,8 +237,10 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         challenger = outcome["challenger"]
         if outcome["passed"] and challenger:
             mlflow.set_stage(model, challenger, "staging", outcome["reason"], against=outcome["champion"] or "")
-        elif challenger and (graded := mlflow.version_for(model, CHALLENGER)) is not None \
-                and str(graded.version) == str(challenger) and graded.tags.get(STAGE_TAG) == "staging":
+        elif challenger and str(challenger) != str(outcome["champion"]) \
+                and (graded := mlflow.version_for(model, CHALLENGER)) is not None \
+                and str(graded.version) == str(challenger) and graded.tags.get(STAGE_TAG) == "staging" \
+                and not _holds_champion(mlflow, model, challenger):
             # it passed an earlier evaluation (another champion, other rows, a lower threshold): not any more
             mlflow.set_stage(model, challenger, "dev", f"no longer passes the promotion gate: {outcome['reason']}")
         return MaterializeResult(
@@ -256,6 +258,12 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         if challenger is None:
             return MaterializeResult(metadata={"champion": current.version if current else None,
                                                "promoted": False, "reason": "no challenger waiting"})
+        if current is not None and str(challenger.version) == str(current.version):
+            # a promotion that stopped after the champion alias moved (tags, aliases left): finish it
+            result = mlflow.promote(model, challenger.version,
+                                    reason=challenger.tags.get("platformq.staging_reason") or "passed the promotion gate")
+            return MaterializeResult(metadata={**{k_: v for k_, v in result.items() if v is not None},
+                                               "reason": result.get("reason") or "finished an interrupted promotion"})
         stage = challenger.tags.get(STAGE_TAG)
         if stage != "staging":
             # the blocking gate only guards its own run: materialised alone (UI, retry, another job) this
@@ -472,6 +480,11 @@ def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[
                "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if challenger is None:
         return {**outcome, "passed": False, "reason": "no challenger to evaluate"}
+    if champion is not None and str(challenger.version) == str(champion.version):
+        # a promotion that stopped after the champion alias moved (ml/<model>_champion finishes it): no new version
+        return {**outcome, "passed": False,
+                "reason": f"challenger v{challenger.version} is already the champion (a promotion stopped part-way; "
+                          f"materialising ml/{model}_champion finishes it): nothing to evaluate"}
     challenger_cutoff = training_cutoff(challenger)
     if challenger_cutoff is None:
         return {**outcome, "passed": False,
@@ -525,6 +538,12 @@ def evaluate_versions(mlflow: MlflowResource, model: str, frame, features: list[
             **{f"{alias}/{PROMOTION_METRIC}": round(v, 4) for alias, v in metric.items()},
             "metrics": MetadataValue.json({a: {m: float(v) for m, v in r.metrics.items() if isinstance(v, (int, float))}
                                            for a, r in results.items()})}
+
+
+def _holds_champion(mlflow: MlflowResource, model: str, version) -> bool:
+    """Whether ``version`` holds the champion alias now (read again: the champion may have moved since the gate)."""
+    champion = mlflow.version_for(model, CHAMPION)
+    return champion is not None and str(champion.version) == str(version)
 
 
 def _trials_markdown(trials: list[dict]) -> str:

@@ -149,3 +149,49 @@ def test_the_champion_asset_refuses_a_challenger_gated_against_another_champion(
     registry.set_stage(MODEL, staged.version, "staging", "passed the promotion gate", against=hotfix.version)
     assert materialize([champion_asset()], resources={"mlflow": registry}).success
     assert aliases(registry)["champion"] == (staged.version, "production")
+
+
+class OneDayLake:
+    """The evaluation asset's lake: a training set of three rows (the gate never gets as far as grading them)."""
+
+    def read(self, name, **kwargs):
+        import pandas as pd
+        import pyarrow as pa
+
+        return pa.table({"event_timestamp": pd.to_datetime(["2024-02-01"] * 3, utc=True), "label_up": [0, 1, 0]})
+
+
+def evaluation_asset():
+    from platformq_assets.ml.lifecycle import keys, model_assets
+
+    [asset] = [a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))
+               if a.key == keys(MODEL)["evaluation"]]
+    return asset
+
+
+def test_a_promotion_interrupted_after_the_switch_is_finished_by_the_champion_asset_and_never_demoted(registry):
+    """The champion asset's promotion died after moving the champion alias: the challenger is the champion, still
+    tagged staging (against the champion it replaced). The next evaluation has nothing to evaluate and leaves the
+    serving champion's stage alone (it tagged it dev); the champion asset finishes the promotion (it refused:
+    "gated against v1, the champion is now v2")."""
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    second = new_version(registry)
+    registry.set_stage(MODEL, second.version, "staging", "passed the promotion gate", against=first.version)
+    client = registry.client()
+    client.set_registered_model_alias(MODEL, "previous-champion", first.version)  # what promote had done
+    client.set_registered_model_alias(MODEL, "champion", second.version)  # ... when it died
+
+    evaluated = materialize([evaluation_asset()], resources={"mlflow": registry, "lake": OneDayLake()},
+                            raise_on_error=False)
+    [gate] = evaluated.get_asset_check_evaluations()
+    assert not gate.passed and "already the champion" in gate.metadata["reason"].value
+    assert aliases(registry)["champion"] == (second.version, "staging")
+
+    resumed = materialize([champion_asset()], resources={"mlflow": registry})
+    assert resumed.success
+    [event] = resumed.get_asset_materialization_events()
+    assert event.materialization.metadata["promoted"].value is True
+    assert event.materialization.metadata["resumed"].value is True
+    assert aliases(registry) == {"champion": (second.version, "production"),
+                                 "previous-champion": (first.version, "archived"), "challenger": (None, None)}
