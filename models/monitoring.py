@@ -17,6 +17,13 @@ def severity(value: float) -> str:
     return "error" if value >= PSI_ERROR else "warn" if value >= PSI_WARN else "ok"
 
 
+def overall_severity(feature_severities, prediction_severity: str) -> str:
+    """A day's severity over its features' and its predictions' verdicts: error, else warn, else no-data (a value
+    with nothing to compare), else ok."""
+    found = {*feature_severities, prediction_severity}
+    return next((level for level in ("error", "warn", NO_DATA) if level in found), "ok")
+
+
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """Population stability index over the reference's quantile bins (eps-smoothed)."""
     reference = np.asarray(reference, dtype="float64")

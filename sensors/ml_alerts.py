@@ -1,6 +1,6 @@
-"""ML alert sensor: every drift materialisation with a warn or error severity becomes a row in
-``ops.ml_alerts`` and a webhook post. The cursor is the multi-asset sensor's per-asset event
-cursor, so a restart neither repeats nor skips an alert."""
+"""ML alert sensor: every drift materialisation with a warn or error severity (features or predictions) becomes
+a row in ``ops.ml_alerts`` and a webhook post; ok and no-data (a day without rows) are none. The cursor is the
+multi-asset sensor's per-asset event cursor, so a restart neither repeats nor skips an alert."""
 
 import datetime as dt
 import warnings
@@ -18,13 +18,15 @@ def alert_record(event) -> dict | None:
     materialization = event.asset_materialization
     metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
     severity = metadata.get("severity", "ok")
-    if severity == "ok" and not (metadata.get("prediction_psi") or 0) >= 0.25:
+    if severity == "ok" and (metadata.get("prediction_psi") or 0) >= 0.25:
+        severity = "error"  # recorded before a day's severity counted its prediction drift
+    if severity not in ("warn", "error"):  # ok, or no-data (a day without rows: its failed checks say so)
         return None
     return {
         "alert_id": f"{event.run_id}:{materialization.asset_key.to_user_string()}:{materialization.partition}",
         "asset_key": materialization.asset_key.to_user_string(),
         "partition": materialization.partition,
-        "severity": severity if severity != "ok" else "warn",
+        "severity": severity,
         "detail": (f"max PSI {metadata.get('max_psi')} on {metadata.get('max_psi_feature')}; "
                    f"drifted: {', '.join(metadata.get('drifted_features') or []) or 'none'}; "
                    f"prediction PSI {metadata.get('prediction_psi')}"),

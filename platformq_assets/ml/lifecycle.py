@@ -329,7 +329,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
     def drift(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         import pyarrow as pa
 
-        from models.monitoring import NO_DATA, drift_report, psi, severity
+        from models.monitoring import NO_DATA, drift_report, overall_severity, psi, severity
         from models.tabular import score
 
         training = load_training_set(lake, model)
@@ -370,7 +370,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         # no-data of the features fails the feature checks; no prediction PSI (no scores, or no rows the version was
         # not fitted on outside the day) fails the prediction check only
         no_data = [f for f, v in report.items() if v["severity"] == NO_DATA]
-        overall = "error" if error else "warn" if warn else NO_DATA if no_data or prediction_severity == NO_DATA else "ok"
+        overall = overall_severity([v["severity"] for v in report.values()], prediction_severity)
         return MaterializeResult(
             metadata={"max_psi": worst[1]["psi"], "max_psi_feature": worst[0], "prediction_psi": prediction_psi,
                       "reference_rows": len(feature_reference), "prediction_reference_rows": len(prediction_reference),

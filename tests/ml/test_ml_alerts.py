@@ -6,11 +6,11 @@ from resources.alerts import AlertsResource
 from sensors.ml_alerts import DRIFT_KEYS, ml_drift_alerts
 
 
-def report(instance, key, day, severity):
+def report(instance, key, day, severity, prediction_psi=0.01):
     instance.report_runless_asset_event(AssetMaterialization(
         asset_key=key, partition=day,
         metadata={"severity": severity, "max_psi": 0.9 if severity != "ok" else 0.01, "max_psi_feature": "volume_1",
-                  "drifted_features": ["volume_1"] if severity != "ok" else [], "prediction_psi": 0.01}))
+                  "drifted_features": ["volume_1"] if severity != "ok" else [], "prediction_psi": prediction_psi}))
 
 
 def test_every_drifted_partition_since_the_last_tick_raises_an_alert(settings, lake):
@@ -81,3 +81,21 @@ def test_a_tick_cut_off_before_its_cursor_was_kept_records_no_alert_twice(settin
             ml_drift_alerts.evaluate_tick(context)
     rows = lake.read("ops.ml_alerts").to_pylist()
     assert len(rows) == 2 and len({r["alert_id"] for r in rows}) == 2
+
+
+def test_only_warn_and_error_days_are_alerted(settings, lake):
+    """The sensor records and posts warn and error drift (README, module docstring): a day without rows (severity
+    no-data, its checks failed) is no drift alert; a day whose scores drifted (in the severity now) is one."""
+    from platformq_assets.definitions import build_definitions
+
+    instance = DagsterInstance.ephemeral()
+    report(instance, DRIFT_KEYS[0], "2024-02-05", "no-data", prediction_psi=float("nan"))
+    report(instance, DRIFT_KEYS[0], "2024-02-06", "error", prediction_psi=0.4)
+    report(instance, DRIFT_KEYS[1], "2024-02-05", "ok")
+    alerts = AlertsResource()
+    with build_multi_asset_sensor_context(monitored_assets=DRIFT_KEYS, instance=instance,
+                                          definitions=build_definitions(settings),
+                                          resources={"lake": lake, "alerts": alerts}) as context:
+        ml_drift_alerts(context)
+    rows = {(r["partition"], r["severity"]) for r in lake.read("ops.ml_alerts").to_pylist()}
+    assert rows == {("2024-02-06", "error")}

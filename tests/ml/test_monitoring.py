@@ -60,3 +60,17 @@ def test_psi_sees_a_point_mass_at_the_top_move_and_values_beyond_the_reference_m
     assert psi(counts, np.array([0.0] * 95 + [5.0] * 5)) >= PSI_WARN
     assert psi(counts, np.array([0.0] * 80 + [5.0] * 20)) >= PSI_ERROR
     assert psi(counts, counts.copy()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_overall_severity_counts_the_predictions_too():
+    """A day whose features look like training but whose scores drifted is an error day: its severity (what the
+    alert sensor reads) said ok, and the prediction drift was never alerted as such."""
+    from models.monitoring import NO_DATA, overall_severity
+
+    assert overall_severity(["ok", "ok"], "error") == "error"
+    assert overall_severity(["ok", "warn"], "error") == "error"
+    assert overall_severity(["ok"], "warn") == "warn"
+    assert overall_severity(["error"], "ok") == "error"
+    assert overall_severity(["ok"], NO_DATA) == NO_DATA
+    assert overall_severity([NO_DATA], "warn") == "warn"
+    assert overall_severity(["ok"], "ok") == "ok"
