@@ -80,6 +80,16 @@ def load_training_set(lake: LakeResource, model: str):
     return lake.read(f"ml.{model}_training_set").to_pandas()
 
 
+def epoch_seconds(times):
+    """Whole seconds since the Unix epoch of a datetime column, whatever its unit (ns, us, ms, s) and with or
+    without a time zone (naive is UTC), as the Feast views' ``as_of_epoch`` counts them. (``astype("int64") //
+    10**9`` assumed nanoseconds: a microsecond column read 1000 times too early.)"""
+    import pandas as pd
+
+    epoch = pd.Timestamp(0, tz="UTC") if times.dt.tz is not None else pd.Timestamp(0)
+    return (times - epoch) // pd.Timedelta("1s")
+
+
 def holdout(frame, after):
     """The rows the gate grades: event time strictly after ``after`` (the later of the two versions' training
     cutoffs), in time order. Neither version trained on them nor was chosen on them, whatever the training
@@ -149,7 +159,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         frame = feast.historical_features(service, rows)
         frame = frame[frame[AS_OF].notna()]
         dropped = len(rows) - len(frame)
-        event_epoch = frame["event_timestamp"].astype("int64") // 10**9
+        event_epoch = epoch_seconds(frame["event_timestamp"])
         late = int((frame[AS_OF] > event_epoch).sum())
         frame[label] = frame[label].astype("int64")
         frame = frame.sort_values(["event_timestamp", entity], kind="mergesort").reset_index(drop=True)
