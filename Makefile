@@ -142,7 +142,14 @@ validate: setup
 ## ---- everything else -------------------------------------------------------
 # `dagster dev` is marked superseded by `dg dev` (the dagster-dg-cli package, not installed here); it is still
 # Dagster's documented local server, so that one notice is not printed on every start.
+# Schedules and sensors are declared stopped (Dagster's default: a deployment starts nothing it was not told
+# to); the local UI starts them all in the local instance first, unless UI_AUTOMATION=off.
+UI_AUTOMATION ?= on
 ui: setup
+ifneq ($(UI_AUTOMATION),off)
+	$(VENV)/bin/dagster schedule start --start-all -w workspace.yaml
+	$(VENV)/bin/dagster sensor start --start-all -w workspace.yaml
+endif
 	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: setup

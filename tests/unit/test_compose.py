@@ -4,6 +4,8 @@ settings are what can be checked honestly."""
 
 import re
 
+import pytest
+
 import yaml
 
 from tests.conftest import ROOT
@@ -124,6 +126,43 @@ def test_make_finds_the_cpu_torch_wheel_without_a_local_wheel_folder():
     index = "--index https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match"
     assert index in make_dry_run(".make/venv", PIP_FIND_LINKS=None)
     assert "download.pytorch.org" not in make_dry_run(".make/venv", PIP_FIND_LINKS="/opt/wheels")
+
+
+@pytest.mark.slow
+def test_make_ui_starts_every_schedule_and_sensor_in_the_local_instance(tmp_path):
+    """The definitions declare them stopped (a deployment starts nothing it was not told to); `make ui` starts
+    them all before `dagster dev` (UI_AUTOMATION=off leaves them stopped). The commands it would run are run
+    here against a fresh instance, and the instance then holds every one of them running."""
+    import os
+    import shutil
+    import subprocess
+
+    from dagster import DagsterInstance
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {"DAGSTER_HOME": str(home), "PLATFORMQ_HOME": str(home)}
+    lines = make_dry_run("ui", **env).splitlines()
+    starts = [line for line in lines if " start --start-all " in line]
+    assert len(starts) == 2 and lines.index(starts[-1]) < next(i for i, x in enumerate(lines) if " dev " in x)
+    assert not [line for line in make_dry_run("ui", UI_AUTOMATION="off", **env).splitlines() if "--start-all" in line]
+    for line in starts:
+        subprocess.run(line, shell=True, cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
+                       timeout=120)
+    from platformq_assets.definitions import build_definitions
+    from resources.settings import Settings
+
+    repository = build_definitions(Settings(home=home)).get_repository_def()
+    declared = {d.name for d in [*repository.schedule_defs, *repository.sensor_defs]}
+    assert {"venue_daily_schedule", "lake_maintenance_daily", "landing_zone_sensor",
+            "default_automation_condition_sensor"} <= declared
+    assert all(d.default_status.value == "STOPPED" for d in [*repository.schedule_defs, *repository.sensor_defs])
+    with DagsterInstance.from_config(str(home)) as instance:
+        running = {state.name for state in instance.all_instigator_state()
+                   if state.status == InstigatorStatus.RUNNING}
+    assert running == declared
 
 
 def test_serve_listens_on_the_host_it_is_given(platform_home):
