@@ -51,6 +51,9 @@ def test_env_example_satisfies_the_production_settings(monkeypatch):
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert settings.profile == "production" and settings.effective_sql_engine == "trino"
+    # on one host: steps in processes, Lava in .venv-lava (the k8s runner needs a cluster and a volume claim,
+    # and the demo's neuromorphic step failed without them)
+    assert (settings.effective_executor, settings.effective_lava_runner) == ("multiprocess", "subprocess")
     resources = build_resources(settings)
     assert resources["feast"].online_store == "redis" and resources["openlineage"].url == "http://127.0.0.1:5002"
     # every database the URLs name is created by the compose init script, with the compose credentials
