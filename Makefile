@@ -133,7 +133,7 @@ test: setup services $(STAMPS)/test-chain
 test-production: setup services $(STAMPS)/venv-airflow
 	$(PY) -m pytest -q --timeout=1200 tests/production $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup services
 	$(PY) -m pytest -q -m "not slow" --timeout=300 --ignore=tests/services/anchoring $(PYTEST_ARGS)
 
 validate: setup
@@ -152,7 +152,7 @@ ifneq ($(UI_AUTOMATION),off)
 endif
 	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-bench: setup
+bench: setup services
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 clean:
