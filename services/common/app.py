@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -73,16 +74,39 @@ class AuditLog:
         self._recent: dict[str, collections.deque[AuditRecord]] = {}
         self._path = path
         self._handle = None  # kept open, line-buffered: one open() per request costs more than the write
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the open file
         self._lock = threading.Lock()
+
+    def _current_handle(self):
+        """The open file, reopened when the path no longer names it (logging's WatchedFileHandler semantics).
+
+        A rotation renames the file away (logrotate's default) or deletes it; writing on to the open handle
+        would put every later record in the renamed file, which the ingester never reads, or in a deleted
+        inode. One stat per record (a microsecond) notices; the caller holds the lock."""
+        if self._handle is not None:
+            try:
+                st = os.stat(self._path)
+                moved = (st.st_dev, st.st_ino) != self._identity
+            except FileNotFoundError:
+                moved = True
+            if not moved:
+                return self._handle
+            try:
+                self._handle.close()
+            except OSError:
+                pass
+            self._handle = None
+        handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
+        st = os.fstat(handle.fileno())
+        self._handle, self._identity = handle, (st.st_dev, st.st_ino)
+        return handle
 
     def append(self, record: AuditRecord) -> None:
         with self._lock:
             if record.tenant is not None:  # unauthenticated requests have no tenant to show them to
                 self._recent.setdefault(record.tenant, collections.deque(maxlen=self.keep)).append(record)
             if self._path:
-                if self._handle is None:
-                    self._handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
-                self._handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+                self._current_handle().write(json.dumps(dataclasses.asdict(record)) + "\n")
 
     def recent(self, tenant: str, limit: int) -> list[AuditRecord]:
         """The tenant's latest ``limit`` records (at most ``keep``), oldest first."""

@@ -25,3 +25,64 @@ def test_file_has_every_record_and_memory_stays_bounded_per_tenant(tmp_path):
     assert [r.correlation_id for r in log.recent("t2", 3)] == ["c388", "c392", "c396"]
     assert log.recent("t3", 10) == [] and log.recent("t1", 0) == []
     assert sum(len(d) for d in log._recent.values()) == 100  # 50 per tenant, not 400
+
+
+def _ids(path) -> list[str]:
+    return [json.loads(line)["correlation_id"] for line in path.read_text().splitlines()]
+
+
+def test_records_after_a_rename_rotation_go_to_the_new_file(tmp_path):
+    """logrotate's default: rename the file away, create a new one; the ingester reads only *-audit.jsonl."""
+    path = tmp_path / "trading-audit.jsonl"
+    log = AuditLog(str(path))
+    log.append(record(1, "t1"))
+    path.rename(tmp_path / "trading-audit.jsonl.1")
+    path.touch()
+    log.append(record(2, "t1"))
+    log.append(record(3, None))
+    assert _ids(tmp_path / "trading-audit.jsonl.1") == ["c1"]
+    assert _ids(path) == ["c2", "c3"]
+    # renamed away and nothing created in its place: the next record creates the file again
+    path.rename(tmp_path / "trading-audit.jsonl.2")
+    log.append(record(4, "t1"))
+    assert _ids(tmp_path / "trading-audit.jsonl.2") == ["c2", "c3"] and _ids(path) == ["c4"]
+
+
+def test_records_after_the_file_is_deleted_go_to_a_new_file(tmp_path):
+    path = tmp_path / "trading-audit.jsonl"
+    log = AuditLog(str(path))
+    log.append(record(1, "t1"))
+    path.unlink()
+    log.append(record(2, "t1"))  # not to the deleted inode
+    assert _ids(path) == ["c2"]
+    path.unlink()
+    path.write_text("")  # deleted and recreated (copy-less rotation by another tool)
+    log.append(record(3, "t1"))
+    assert _ids(path) == ["c3"]
+
+
+def test_rotation_under_concurrent_writers_loses_and_duplicates_nothing(tmp_path):
+    import threading
+
+    path = tmp_path / "trading-audit.jsonl"
+    log = AuditLog(str(path))
+    per_thread, threads = 200, 4
+
+    def write(t: int) -> None:
+        for i in range(per_thread):
+            log.append(record(t * per_thread + i, "t1"))
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    rotated = []
+    for n in range(5):  # rotate while they write
+        target = tmp_path / f"trading-audit.jsonl.{n}"
+        if path.exists():
+            path.rename(target)
+            rotated.append(target)
+            path.touch()
+    for worker in workers:
+        worker.join()
+    ids = [i for p in [*rotated, path] for i in _ids(p)]
+    assert sorted(ids) == sorted(f"c{i}" for i in range(per_thread * threads))
