@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pyld import jsonld
 
 from .document_loader import DEFAULT_LOADER, BundledContextLoader
-from .errors import CanonicalizationError, ContextNotAllowedError
+from .errors import CanonicalizationError, ContextNotAllowedError, CredentialError
 
 _TOO_LARGE = "a number is too large for RDF (larger than a double can hold)"
 _ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
@@ -98,8 +98,32 @@ def compacted_form_problems(document, path: str = "$") -> list[str]:
     return sorted(problems)
 
 
+def _check_contexts(document, urls: frozenset[str]) -> None:
+    """Refuse every ``@context`` URL (at the top or nested at any depth) that ``urls`` does not hold, before pyld
+    sees it: pyld resolves a relative one against the (absent) base and raises a plain ``ValueError``, and an
+    unknown context must fail closed whatever form it takes."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "@context":
+                    for entry in value if isinstance(value, list) else [value]:
+                        if isinstance(entry, str) and entry not in urls:
+                            raise ContextNotAllowedError(entry)
+                        if isinstance(entry, Mapping):
+                            stack.append(entry)  # an inline context may @import or scope further URLs
+                elif key == "@import" and isinstance(value, str) and value not in urls:
+                    raise ContextNotAllowedError(value)
+                else:
+                    stack.append(value)
+
+
 def expand(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) -> list:
     """JSON-LD expansion with only bundled contexts; raises on data that would be dropped."""
+    _check_contexts(document, loader.urls)
     dropped: list[str | None] = []
     processor = jsonld.JsonLdProcessor(on_property_dropped=dropped.append)
     try:
@@ -116,6 +140,10 @@ def expand(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LOADER) 
         raise CanonicalizationError(f"invalid JSON-LD: {exc.args[0] if exc.args else exc}") from exc
     except OverflowError:
         raise CanonicalizationError(_TOO_LARGE) from None
+    except CredentialError:
+        raise
+    except (ValueError, TypeError) as exc:  # pyld raises plain ones too (an invalid IRI): still invalid JSON-LD
+        raise CanonicalizationError(f"invalid JSON-LD: {exc}") from None
     if dropped:
         names = ", ".join(sorted(repr(d) for d in dropped))
         raise CanonicalizationError(f"terms not defined by the @context would be dropped: {names}")
@@ -140,3 +168,7 @@ def canonicalize(document: Mapping, *, loader: BundledContextLoader = DEFAULT_LO
         raise CanonicalizationError(f"canonicalization failed: {exc.args[0] if exc.args else exc}") from exc
     except OverflowError:  # pyld writes every number through float()
         raise CanonicalizationError(_TOO_LARGE) from None
+    except CredentialError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CanonicalizationError(f"canonicalization failed: {exc}") from None

@@ -397,3 +397,29 @@ def test_a_huge_proof_value_is_refused_without_decoding_it(setup):
     out = verify(client, keys, vc)
     assert out["verified"] is False
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("where", ["top", "subject", "proof"])
+def test_a_context_that_is_not_bundled_is_a_422_on_issue_and_not_verified(setup, where):
+    """A relative @context URL (pyld raises a plain ValueError for it) or any other unbundled one fails closed:
+    a 422 on issue, verified:false with the reason on verify, never a 500 (review item 1)."""
+    client, keys = setup
+    registry = client.app.state.issuer_for("t1").registry
+    for bad in ("relative-ctx", "x", "./ctx.jsonld", "https://elsewhere.example/ctx"):
+        credential = model_credential()
+        if where == "top":
+            credential["@context"] = [CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL, bad]
+        else:
+            credential["credentialSubject"] = {**credential["credentialSubject"], "extra": {"@context": bad}}
+        if where != "proof":
+            r = client.post("/credentials/issue", json={"credential": credential}, headers=h(keys, "t1_engineer"))
+            assert "not bundled" in is_problem(r, 422)["detail"], (bad, r.text)
+        vc = issue(client, keys, id=f"urn:uuid:{where}-{len(registry.allocated)}")
+        if where == "top":
+            vc["@context"] = credential["@context"]
+        elif where == "subject":
+            vc["credentialSubject"] = credential["credentialSubject"]
+        else:  # the proof's @context (the document's must start with it)
+            vc["@context"] = vc["proof"]["@context"] = [CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL, bad]
+        out = verify(client, keys, vc)
+        assert out["verified"] is False and any("not bundled" in e for e in out["errors"]), (bad, out)

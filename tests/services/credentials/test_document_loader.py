@@ -68,3 +68,21 @@ def test_package_imports_no_dagster_or_http_framework():
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_relative_or_unknown_context_anywhere_fails_closed_before_pyld():
+    """pyld answers a relative context URL with a plain ValueError (base is None): the canonicaliser refuses every
+    context that is not the loader's, at the top or nested, as ContextNotAllowedError (review item 1)."""
+    from services.credentials.rdfc import canonicalize
+
+    subject = {"id": "did:example:1"}
+    for doc in (
+        {"@context": [CREDENTIALS_V2_URL, "x"], "type": ["VerifiableCredential"], "credentialSubject": subject},
+        {"@context": "relative", "type": ["VerifiableCredential"]},
+        {"@context": [CREDENTIALS_V2_URL], "type": ["VerifiableCredential"],
+         "credentialSubject": {**subject, "n": {"@context": "x"}}},
+        {"@context": [CREDENTIALS_V2_URL], "type": ["VerifiableCredential"],
+         "credentialSubject": [subject, {"id": "did:example:2", "@context": ["https://other.example/ctx"]}]},
+    ):
+        with pytest.raises(ContextNotAllowedError):
+            canonicalize(doc)
