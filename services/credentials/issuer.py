@@ -241,6 +241,9 @@ def verify_credential(
         except CredentialError as exc:
             errors.append(f"status: {exc}")
             continue
+        except Exception as exc:  # any other failure of one entry's check: not verified, and why (never a crash)
+            errors.append(f"status: the entry could not be checked ({type(exc).__name__})")
+            continue
         checks.append(check)
         if check.is_set:
             state = "revoked" if check.purpose == REVOCATION else "suspended"

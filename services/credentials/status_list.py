@@ -172,9 +172,15 @@ def status_entries(credential: Mapping) -> list[Mapping]:
     return list(status) if isinstance(status, list) else [status]
 
 
+MAX_INDEX_DIGITS = 10  # far beyond any list (a 16 MiB list has 134217728 bits); int() of 4300+ digits raises
+
+
 def _parse_index(value) -> int:
     if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise StatusListError(f"statusListIndex must be a string of decimal digits, got {value!r}")
+        raise StatusListError(f"statusListIndex must be a string of decimal digits, got {repr(value)[:60]}")
+    if len(value) > MAX_INDEX_DIGITS:
+        raise StatusListError(f"statusListIndex has {len(value)} digits; at most {MAX_INDEX_DIGITS} digits "
+                              "are accepted")
     return int(value)
 
 

@@ -423,3 +423,29 @@ def test_a_context_that_is_not_bundled_is_a_422_on_issue_and_not_verified(setup,
             vc["@context"] = vc["proof"]["@context"] = [CREDENTIALS_V2_URL, CREDENTIALS_EXAMPLES_V2_URL, bad]
         out = verify(client, keys, vc)
         assert out["verified"] is False and any("not bundled" in e for e in out["errors"]), (bad, out)
+
+
+def test_a_huge_status_list_index_is_not_verified_not_a_500(setup):
+    client, keys = setup
+    vc = issue(client, keys)
+    for index in ("9" * 5000, "9" * 11):
+        bad = copy.deepcopy(vc)
+        bad["credentialStatus"][0]["statusListIndex"] = index
+        out = verify(client, keys, bad)
+        assert out["verified"] is False and any("statusListIndex" in e for e in out["errors"]), out
+        unsigned = {k: v for k, v in bad.items() if k != "proof"}
+        out = verify(client, keys, unsigned)
+        assert out["verified"] is False and any("statusListIndex" in e for e in out["errors"]), out
+
+
+def test_a_status_entry_check_that_fails_unexpectedly_is_a_reason_not_a_500(setup, monkeypatch):
+    import services.credentials.issuer as issuer_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    client, keys = setup
+    vc = issue(client, keys)
+    monkeypatch.setattr(issuer_module, "check_status", broken)
+    out = verify(client, keys, vc)
+    assert out["verified"] is False and any(e.startswith("status:") for e in out["errors"]), out

@@ -152,3 +152,20 @@ def test_check_status_rejects_bad_entries(registry):
         check_status(revocation, lambda url: (_ for _ in ()).throw(OSError("down")), ok)
     with pytest.raises(StatusListError, match="issued by"):
         check_status(revocation, registry.fetch, ok, expected_issuer="did:example:someone-else")
+
+
+def test_a_status_list_index_of_too_many_digits_is_refused_before_parsing(registry):
+    """int() of more than 4300 digits raises a plain ValueError (a 500 on verify): more than 10 digits, far
+    beyond any list, is a StatusListError before anything is parsed or fetched (review item 2)."""
+    revocation, _ = registry.entries(registry.allocate())
+    fetched = []
+
+    def fetch(url):
+        fetched.append(url)
+        return registry.fetch(url)
+
+    for index in ("9" * 5000, "1" * 11, "0" * 11 + "1"):
+        with pytest.raises(StatusListError, match="at most 10 digits"):
+            check_status({**revocation, "statusListIndex": index}, fetch, lambda credential: [])
+    assert fetched == []
+    assert check_status({**revocation, "statusListIndex": "0000000001"}, fetch, lambda c: []).index == 1
