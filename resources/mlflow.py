@@ -5,8 +5,8 @@ life cycle, written down here once:
 
 * a new version is registered with the alias ``challenger`` and the tag ``platformq.stage=dev``;
 * an evaluation passes its gate -> ``staging`` (alias ``staging``);
-* promotion makes it ``champion`` (stage ``production``); the champion it replaces keeps the
-  alias ``previous-champion`` (stage ``archived``) so a rollback is one call;
+* promotion makes it ``champion`` (stage ``production``; the ``challenger`` and ``staging`` aliases leave it);
+  the champion it replaces keeps the alias ``previous-champion`` (stage ``archived``) so a rollback is one call;
 * every move records who/why in version tags and in the model's ``platformq.history`` tag.
 
 ``mlflow`` is imported inside the methods (3 s import; Feast's MLflow plugin adds more).
@@ -114,11 +114,13 @@ class MlflowResource(ConfigurableResource):
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         client = self.client()
         version = str(int(version)) if str(version).isdigit() else str(version)  # "02" is version 2
-        client.set_model_version_tag(name, str(version), STAGE_TAG, stage)
+        # what the stage depends on first, the stage last: dying in between leaves the old stage, never a staged
+        # version without the champion its gate compared it with (the champion asset would promote it anyway)
+        if stage == "staging" and against is not None:
+            client.set_model_version_tag(name, str(version), STAGED_AGAINST_TAG, str(against))
         client.set_model_version_tag(name, str(version), f"platformq.{stage}_reason", reason[:5000])
+        client.set_model_version_tag(name, str(version), STAGE_TAG, stage)
         if stage == "staging":
-            if against is not None:
-                client.set_model_version_tag(name, str(version), STAGED_AGAINST_TAG, str(against))
             client.set_registered_model_alias(name, STAGING, str(version))
         else:
             staged = self.version_for(name, STAGING)
@@ -146,6 +148,7 @@ class MlflowResource(ConfigurableResource):
         current = self.version_for(name, CHAMPION)
         if current is not None and str(current.version) == version:
             if target.tags.get(STAGE_TAG) == "production":
+                self._clear_waiting_aliases(name, version)  # a promotion that died just before this
                 return {"promoted": False, "champion": version, "reason": "already champion"}
             previous = self.version_for(name, PREVIOUS_CHAMPION)
             previous = str(previous.version) if previous is not None else None
@@ -169,9 +172,15 @@ class MlflowResource(ConfigurableResource):
             client.set_model_version_tag(name, previous, STAGE_TAG, "archived")
         client.set_model_version_tag(name, version, "platformq.production_reason", reason[:5000])
         client.set_model_version_tag(name, version, STAGE_TAG, "production")
-        challenger = self.version_for(name, CHALLENGER)
-        if challenger is not None and str(challenger.version) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
+        self._clear_waiting_aliases(name, version)
+
+    def _clear_waiting_aliases(self, name: str, version: str) -> None:
+        """The champion is neither waiting (``challenger``) nor staged (``staging``) any more."""
+        client = self.client()
+        for alias in (CHALLENGER, STAGING):
+            holder = self.version_for(name, alias)
+            if holder is not None and str(holder.version) == version:
+                client.delete_registered_model_alias(name, alias)
 
     def rollback(self, name: str, reason: str = "manual rollback") -> dict:
         """Give ``champion`` back to the version that held it before the last promotion."""

@@ -195,3 +195,54 @@ def test_a_promotion_interrupted_after_the_switch_is_finished_by_the_champion_as
     assert event.materialization.metadata["resumed"].value is True
     assert aliases(registry) == {"champion": (second.version, "production"),
                                  "previous-champion": (first.version, "archived"), "challenger": (None, None)}
+
+
+def test_a_staging_move_that_dies_part_way_never_leaves_a_staged_version_without_its_gates_champion(registry,
+                                                                                                  monkeypatch):
+    """set_stage wrote the stage before the champion the gate compared with: dying between the two left a staged
+    version without ``staged_against``, which the champion asset reads as "staged before it was recorded" and
+    promotes whoever is champion now."""
+    from resources.mlflow import STAGED_AGAINST_TAG
+
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    candidate = new_version(registry)
+    real_client = MlflowResource.client
+
+    class Dies:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def set_model_version_tag(self, name, version, key, value):
+            if key == STAGED_AGAINST_TAG:
+                raise RuntimeError("process died")
+            return self.inner.set_model_version_tag(name, version, key, value)
+
+    monkeypatch.setattr(MlflowResource, "client", lambda self: Dies(real_client(self)))
+    with pytest.raises(RuntimeError):
+        registry.set_stage(MODEL, candidate.version, "staging", "passed the promotion gate", against=first.version)
+    monkeypatch.setattr(MlflowResource, "client", real_client)
+    assert aliases(registry)["challenger"] == (candidate.version, "dev")
+    assert materialize([champion_asset()], resources={"mlflow": registry}).success
+    assert aliases(registry)["champion"] == (first.version, "production")
+
+
+def test_a_promotion_takes_the_staging_alias_off_the_new_champion(registry):
+    first = new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    staged = new_version(registry)
+    registry.set_stage(MODEL, staged.version, "staging", "passed the promotion gate", against=first.version)
+    assert registry.version_for(MODEL, "staging").version == staged.version
+    assert materialize([champion_asset()], resources={"mlflow": registry}).success
+    assert aliases(registry)["champion"] == (staged.version, "production")
+    assert registry.version_for(MODEL, "staging") is None
+    registry.client().set_registered_model_alias(MODEL, "staging", staged.version)  # a promotion that died just
+    registry.client().set_registered_model_alias(MODEL, "challenger", staged.version)  # before clearing them
+    assert registry.promote(MODEL, staged.version, "again")["reason"] == "already champion"
+    assert registry.version_for(MODEL, "staging") is None and aliases(registry)["challenger"] == (None, None)
+    hotfix = new_version(registry)  # by hand, straight from dev
+    registry.promote(MODEL, hotfix.version, "hotfix")
+    assert registry.version_for(MODEL, "staging") is None
