@@ -63,6 +63,8 @@ from services.credentials.store import CredentialStore, IndexTaken
 from services.credentials.timestamps import parse_timestamp
 
 ENTRY_TYPE = "BitstringStatusListEntry"
+# the longest credential id: what /credentials/status accepts, so every credential issued can be revoked
+MAX_CREDENTIAL_ID_LENGTH = 2048
 Purpose = Literal["revocation", "suspension"]
 
 
@@ -120,7 +122,7 @@ class StatusEntryIn(Strict):
 
 
 class UpdateStatusIn(Strict):
-    credentialId: str = Field(min_length=1, max_length=2048)
+    credentialId: str = Field(min_length=1, max_length=MAX_CREDENTIAL_ID_LENGTH)
     credentialStatus: list[StatusEntryIn] = Field(min_length=1, max_length=2)
 
 
@@ -331,6 +333,9 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
         if issuer_id(unsigned) != issuer.id:
             raise _invalid(f"issuer {issuer_id(unsigned)!r} is not this issuer ({issuer.id})")
         unsigned.setdefault("id", f"urn:uuid:{uuid.uuid4()}")
+        if isinstance(unsigned["id"], str) and len(unsigned["id"]) > MAX_CREDENTIAL_ID_LENGTH:
+            raise _invalid(f"id has {len(unsigned['id'])} characters; at most {MAX_CREDENTIAL_ID_LENGTH} are "
+                           "accepted (the status endpoint could not name it to revoke it)")
         if body.options.created is not None:
             try:
                 parse_timestamp(body.options.created, "options.created")

@@ -449,3 +449,19 @@ def test_a_status_entry_check_that_fails_unexpectedly_is_a_reason_not_a_500(setu
     monkeypatch.setattr(issuer_module, "check_status", broken)
     out = verify(client, keys, vc)
     assert out["verified"] is False and any(e.startswith("status:") for e in out["errors"]), out
+
+
+def test_a_credential_id_status_changes_cannot_name_is_refused_at_issue(setup):
+    """/credentials/status takes ids of at most 2048 characters: a longer one issued could never be revoked
+    (review item 3). Issue refuses it with a 422 and spends no status index; 2048 characters issue and revoke."""
+    client, keys = setup
+    registry = client.app.state.issuer_for("t1").registry
+    too_long = "urn:platformq:dataset:" + "x" * (2049 - len("urn:platformq:dataset:"))
+    r = client.post("/credentials/issue", json={"credential": model_credential(id=too_long)},
+                    headers=h(keys, "t1_engineer"))
+    assert "2048" in is_problem(r, 422)["detail"]
+    assert registry.allocated == frozenset()
+    longest = too_long[:-1]
+    vc = issue(client, keys, id=longest)
+    assert set_status(client, keys, longest, "revoked").status_code == 200
+    assert verify(client, keys, vc)["revoked"] is True
