@@ -1,6 +1,7 @@
 """Compute resources: Ray (Tune) and Spark, local by default, clusters in production.
 
-Ray: with no address, a single-node Ray starts in the step process and stays on loopback
+Ray: with no address, a single-node Ray starts in the step process (``RAY_ADDRESS`` in the environment
+is not joined) and stays on loopback
 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; Ray otherwise binds the machine's address) with
 its own temp folder; with ``PLATFORMQ_RAY_ADDRESS`` the step connects to that cluster.
 Spark: dagster-pyspark's ``LazyPySparkResource`` (the session starts on first use) with
@@ -18,7 +19,7 @@ from dagster import ConfigurableResource
 
 
 class RayResource(ConfigurableResource):
-    address: str | None = None  # None or "local": start Ray in this process; else a cluster address
+    address: str | None = None  # None, "" or "local": start Ray in this process (never $RAY_ADDRESS); else a cluster
     num_cpus: int = 2
     temp_dir: str = "/tmp/platformq-ray"
 
@@ -39,7 +40,9 @@ class RayResource(ConfigurableResource):
             if not local:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
+                # "local": a new single-node Ray, always (address=None would join $RAY_ADDRESS, or the cluster
+                # started last on this machine, when there is one)
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
                          log_to_driver=False, configure_logging=False)
         try:
             yield {"address": self.address or "local", "resources": ray.cluster_resources()}
