@@ -15,8 +15,9 @@
   than ``min_rows`` such rows exist).
 * ``ml/<model>_champion``: promotion (dev -> staging -> production), the reason recorded.
 * ``gold/<model>_predictions``: daily batch scoring with the champion.
-* ``ml/<model>_drift``: PSI and KS per feature (training set vs the day), prediction drift and,
-  where labels have arrived, performance; warn and error checks.
+* ``ml/<model>_drift``: PSI and KS per feature (the training-set rows the scoring version learned from vs the
+  day), prediction drift (its scores on rows it was not fitted on vs the day's) and, where labels have arrived,
+  performance; warn and error checks (:func:`drift_references`).
 """
 
 import contextlib
