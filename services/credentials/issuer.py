@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,10 +82,20 @@ def credential_problems(credential: Mapping) -> list[str]:
                 problems.append(str(exc))
     if len(moments) == 2 and moments["validUntil"] < moments["validFrom"]:
         problems.append("validUntil is before validFrom")
-    for entry in status_entries(credential):
+    entries = status_entries(credential)
+    for entry in entries:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
             problems.append("each credentialStatus entry must be an object with a type")
+    problems.extend(status_entry_problems(entries))
     return problems
+
+
+def status_entry_problems(entries: list) -> list[str]:
+    """More than one ``credentialStatus`` entry for a ``statusPurpose`` (each would be checked against its list:
+    hundreds of entries cost hundreds of list verifications, and two answers for one purpose mean nothing)."""
+    purposes = Counter(repr(entry.get("statusPurpose")) for entry in entries if isinstance(entry, Mapping))
+    return [f"credentialStatus has {count} entries with statusPurpose {purpose[:60]}; at most one per "
+            "statusPurpose is accepted" for purpose, count in sorted(purposes.items()) if count > 1]
 
 
 def validate_credential(credential: Mapping) -> None:
@@ -215,11 +226,31 @@ def verify_credential(
     if entries and fetch_status_list is None:
         errors.append("status: the credential has credentialStatus but no status list fetcher was given")
         entries = []
+    if status_entry_problems(entries):  # already reported by credential_problems: fetch nothing for them
+        entries = []
+
+    # One verification fetches and verifies each status list once, however many entries point at it.
+    fetched: dict[str, tuple[Mapping | None, Exception | None]] = {}
+    judged: dict[int, tuple[Mapping, list[str]]] = {}
+
+    def fetch_once(url: str) -> Mapping:
+        if url not in fetched:
+            try:
+                fetched[url] = (fetch_status_list(url), None)
+            except Exception as exc:
+                fetched[url] = (None, exc)
+        list_credential, failure = fetched[url]
+        if failure is not None:
+            raise failure
+        return list_credential
 
     def verify_list_credential(list_credential: Mapping) -> list[str]:
+        known = judged.get(id(list_credential))
+        if known is not None and known[0] is list_credential:
+            return list(known[1])
         # A status list is fetched (and may be signed, validFrom = its signing time) after this
         # verification read the clock: judge it at the time it arrived unless the caller pinned "now".
-        return list(
+        problems = list(
             verify_credential(
                 list_credential,
                 now=now if pinned else utc_now(),
@@ -229,12 +260,14 @@ def verify_credential(
                 loader=loader,
             ).errors
         )
+        judged[id(list_credential)] = (list_credential, problems)  # the object is held: its id stays its own
+        return list(problems)
 
     for entry in entries:
         try:
             check = check_status(
                 entry,
-                fetch_status_list,
+                fetch_once,
                 verify_list_credential,
                 expected_issuer=issuer if status_issuer_must_match else None,
             )

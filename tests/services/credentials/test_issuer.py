@@ -253,3 +253,52 @@ def test_a_status_list_signed_after_verification_began_is_judged_when_it_arrived
     # a caller that pins the time still gets the strict answer for that instant
     pinned = verify_credential(signed, now=started, fetch_status_list=fetch_in_the_next_second)
     assert not pinned.verified and any("not yet valid" in e for e in pinned.errors)
+
+
+def test_at_most_one_status_entry_per_purpose(issuer_with_status, key):
+    """Each status entry re-fetched and re-verified its list: 300 entries cost 300 verifications. More than one
+    entry for a statusPurpose is refused on issue and not verified, without fetching anything (review item 4)."""
+    issuer, registry = issuer_with_status
+    signed = issuer.issue(model_credential(), created=NOW)
+    revocation = signed["credentialStatus"][0]
+    many = {**model_credential(issuer=key.did), "credentialStatus": [
+        {**revocation, "statusListIndex": str(i)} for i in range(300)]}
+    with pytest.raises(InvalidCredentialError, match="at most one per statusPurpose"):
+        issue_credential(many, key, created=NOW)
+    fetched = []
+
+    def fetch(url):
+        fetched.append(url)
+        return registry.fetch(url)
+
+    forged = {**signed, "credentialStatus": signed["credentialStatus"] + [revocation]}
+    for credential in (forged, {k: v for k, v in many.items()}):
+        result = verify_credential(credential, now=NOW, fetch_status_list=fetch)
+        assert not result.verified and any("at most one per statusPurpose" in e for e in result.errors)
+    assert fetched == []
+
+
+def test_a_status_list_is_fetched_and_verified_once_per_verification(key, monkeypatch):
+    """Entries of several purposes on one list (a list may carry several purposes) fetch and verify it once."""
+    import services.credentials.issuer as issuer_module
+    from services.credentials import add_proof, status_entry, status_list_credential
+
+    url = "https://status.example/platformq/both"
+    bits = StatusList("revocation")
+    bits.set(5)
+    unsigned = status_list_credential(url, key.did, bits, valid_from=NOW)
+    unsigned["credentialSubject"]["statusPurpose"] = ["revocation", "suspension"]
+    list_credential = add_proof(unsigned, key, created=NOW)
+    credential = issue_credential({**model_credential(issuer=key.did), "credentialStatus": [
+        status_entry(url, 5, "revocation"), status_entry(url, 6, "suspension")]}, key, created=NOW)
+    fetched, proofs = [], []
+    verify_proof = issuer_module.verify_proof
+    monkeypatch.setattr(issuer_module, "verify_proof", lambda *a, **k: proofs.append(1) or verify_proof(*a, **k))
+
+    def fetch(u):
+        fetched.append(u)
+        return copy.deepcopy(list_credential)
+
+    result = verify_credential(credential, now=NOW, fetch_status_list=fetch)
+    assert result.revoked and not result.suspended and len(result.status) == 2, result.errors
+    assert fetched == [url] and len(proofs) == 2  # the credential's proof, then the list's once
