@@ -45,6 +45,11 @@ def run_chain_command(settings, command: str, payload=None, timeout_s: float = 6
         input=json.dumps(payload) if payload is not None else "", capture_output=True, text=True,
         timeout=timeout_s, env={**os.environ, **chain_env(settings)})
     if done.returncode != 0:
+        from services.anchoring.configured import redact_rpc_url
+
         message = done.stderr.strip().splitlines()
-        raise ChainCommandError(message[-1] if message else f"exit status {done.returncode}")
+        # the CLI redacts the RPC URL (a provider's API key in its path or query) already; a crash before its
+        # handler (a traceback's last line) may not have
+        raise ChainCommandError(redact_rpc_url(message[-1], settings.chain_rpc_url) if message
+                                else f"exit status {done.returncode}")
     return json.loads(done.stdout)

@@ -7,9 +7,10 @@ Errors go to stderr with exit status 1; the main environment turns them into the
 """
 
 import json
+import os
 import sys
 
-from services.anchoring.configured import ChainConfig
+from services.anchoring.configured import ENV_RPC_URL, ChainConfig, redact_rpc_url
 
 
 def deploy(config: ChainConfig) -> dict:
@@ -44,7 +45,8 @@ def main(argv: list[str]) -> int:
         config = ChainConfig.from_env()
         result = deploy(config) if argv[0] == "deploy" else verify_proofs(config, json.load(sys.stdin))
     except Exception as exc:  # one line for the operator, not a traceback through web3
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        # web3/requests/urllib3 name the RPC URL (a provider's API key in its path or query): shown without it
+        print(redact_rpc_url(f"{type(exc).__name__}: {exc}", os.environ.get(ENV_RPC_URL)), file=sys.stderr)
         return 1
     json.dump(result, sys.stdout)
     return 0

@@ -11,11 +11,54 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 ENV_RPC_URL = "PLATFORMQ_CHAIN_RPC_URL"
 ENV_PRIVATE_KEY = "PLATFORMQ_CHAIN_PRIVATE_KEY"
 ENV_CHAIN_ID = "PLATFORMQ_CHAIN_ID"
 ENV_REGISTRY = "PLATFORMQ_CHAIN_REGISTRY"
+REDACTED = "<redacted>"
+
+
+def redact_rpc_url(text: str, url: str | None) -> str:
+    """``text`` (an error message) without the secret parts of the JSON-RPC URL ``url``.
+
+    A provider's URL carries its API key in the path (``/v3/<key>``) or the query, and sometimes credentials in
+    its userinfo; web3, requests and urllib3 put the whole URL, or its path and query (urllib3's ``url: /v3/...``),
+    into their exception messages. The whole URL becomes ``scheme://host:port/<redacted>``; the path with its
+    query, the path, the query, the fragment, the userinfo, the password and every path segment or query value of
+    8 characters or more (plain and percent-encoded) become ``<redacted>``. The host and port stay: they say
+    which node failed."""
+    if not text or not url:
+        return text
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a URL we can take apart (a bad port): hide it whole
+        return text.replace(url, REDACTED)
+    host = parts.hostname or ""
+    whole = f"{parts.scheme}://{host}{port}/{REDACTED}" if parts.scheme and host else REDACTED
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    userinfo = parts.netloc.rpartition("@")[0]
+    pieces = {parts.path + query + fragment, parts.path + query, parts.path, query, parts.query, fragment,
+              parts.fragment, userinfo, parts.password or ""}
+    pieces |= {segment for segment in parts.path.split("/") if len(segment) >= 8}
+    pieces |= {value for _, value in parse_qsl(parts.query, keep_blank_values=True) if len(value) >= 8}
+    # requests and urllib3 may show a piece percent-encoded or decoded
+    pieces |= {variant for piece in list(pieces) for variant in (quote(piece, safe=""), quote(piece),
+                                                                   unquote(piece))}
+    # a piece like "/" or "/v3" hides nothing and would mangle every message
+    secret = sorted((p for p in pieces if len(p.strip("/?#:@")) >= 4), key=len, reverse=True)
+    for candidate in (url, url.rstrip("/")):
+        text = text.replace(candidate, whole)
+    for piece in secret:
+        text = text.replace(piece, ("/" if piece.startswith("/") else "") + REDACTED)
+    return text
+
+
+class ChainFailed(RuntimeError):
+    """A chain command's failure, its message redacted (``redact_rpc_url``) and nothing chained to it."""
 
 
 @dataclass(frozen=True)
