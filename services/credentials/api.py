@@ -212,7 +212,9 @@ def _check_document(document: dict) -> None:
 
 NOT_UNICODE = "the credential holds text that is not valid Unicode (a lone surrogate)"
 
-ISSUE_ATTEMPTS = 5  # an index another process took meanwhile is skipped; five collisions in a row mean a fault
+# an index another process took meanwhile is skipped (and the taken ones are read from the store);
+# five collisions in a row mean a fault
+ISSUE_ATTEMPTS = 5
 
 
 def tenant_key_pair(master: Ed25519KeyPair, tenant: str) -> Ed25519KeyPair:
@@ -365,6 +367,11 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                         store.add(principal.tenant, credential_id, index)
                     break
                 except IndexTaken:  # another process holds it: keep it marked as held, sign with another
+                    try:  # and learn every index the other processes took, so the next draw is a free one
+                        for held in store.indexes(principal.tenant):
+                            registry.adopt(held)
+                    except Exception as exc:
+                        raise _store_unavailable(exc) from None
                     continue
                 except KeyError:  # another process issued this id for the tenant meanwhile
                     registry.release(index)

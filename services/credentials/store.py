@@ -94,6 +94,14 @@ class CredentialStore:
         with self._engine.connect() as conn:
             return [int(i) for i in conn.execute(sa.select(t.c.list_index).where(t.c.tenant == tenant, flag)).scalars()]
 
+    def indexes(self, tenant: str) -> list[int]:
+        """Every status-list index the tenant's credentials hold (whichever process issued them)."""
+        import sqlalchemy as sa
+
+        t = self._table
+        with self._engine.connect() as conn:
+            return [int(i) for i in conn.execute(sa.select(t.c.list_index).where(t.c.tenant == tenant)).scalars()]
+
     def tenants(self) -> list[str]:
         """Every tenant that issued a credential (through any process)."""
         import sqlalchemy as sa

@@ -166,3 +166,32 @@ def test_the_status_store_on_postgres():
         _, client, key = app_on(store, key_pair)
         assert verify(client, key, vc)["revoked"] is True
         store.close()
+
+
+class DrawsThese(random.Random):
+    """A status-list draw that yields ``indexes`` in order, then random ones."""
+
+    def __init__(self, indexes):
+        super().__init__(2)
+        self.queue = list(indexes)
+
+    def randrange(self, n):
+        return self.queue.pop(0) if self.queue else super().randrange(n)
+
+
+def test_an_index_taken_by_another_process_refreshes_the_taken_indexes_from_the_store(tmp_path):
+    """On IndexTaken the retry drew from this process's own view, which never learnt the other processes' indexes:
+    as the list filled, five collisions in a row answered 503 (review item 5). The first collision reads the
+    tenant's taken indexes from the store, so the retry draws a free one."""
+    key_pair = Ed25519KeyPair.generate()
+    url = f"sqlite:///{tmp_path / 'credentials.db'}"
+    app_a, client_a, key_a = app_on(CredentialStore(url), key_pair)
+    app_b, client_b, key_b = app_on(CredentialStore(url), key_pair)  # loaded before A issued
+    taken = [index_of(issue(client_a, key_a, f"urn:uuid:00000000-0000-4000-8000-0000000001{i:02d}"))
+             for i in range(8)]
+    registry_b = app_b.state.issuer_for("t1").registry
+    registry_b._rng = DrawsThese(taken)  # B's draws hit every index A holds, in turn
+    b = issue(client_b, key_b, "urn:uuid:00000000-0000-4000-8000-0000000002b1")
+    assert index_of(b) not in taken
+    assert set(taken) <= registry_b.allocated
+    assert verify(client_b, key_b, b)["verified"] is True
