@@ -40,8 +40,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 ROLES = tuple(ROLE_PERMISSIONS)
 # Creating, listing and revoking a tenant's API keys. No role lists it: only "admin" ("*") holds it. The same
-# holds for "erasure:write" (filing an erasure request for one of the tenant's accounts, in the data API).
+# holds for "erasure:write" (filing an erasure request for one of the tenant's accounts, in the data API) and for
+# "governance:proxy" (below).
 KEYS_ADMIN = "keys:admin"
+# Acting in the governance service for any account of the caller's tenant's DAO: delegating its votes, proposing,
+# voting and cancelling as it. Without it a "governance:write" caller acts only as the account named like its own
+# subject. No role lists it: only "admin" ("*") holds it (the Dagster governance asset votes for every holder).
+GOVERNANCE_PROXY = "governance:proxy"
 
 
 @dataclasses.dataclass(frozen=True)

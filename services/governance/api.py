@@ -3,8 +3,12 @@
 Each tenant owns at most one DAO (token, treasury, parameter store, timelock and governor); another
 tenant's DAO, holders, proposals and treasury answer 404 (their existence is not revealed). Token holders,
 voters and proposers are accounts *inside* the tenant's DAO, named in the request body; the API caller needs
-``governance:write`` to change anything and ``governance:read`` to look. Time comes from the injected clock
-(``SystemClock`` by default; tests pass a ``ManualClock`` and advance it).
+``governance:write`` to change anything and ``governance:read`` to look. An account the caller acts as (the
+``delegator``, ``proposer``, ``voter`` and cancelling ``caller``) must be the caller's own, the account named like
+its subject, unless it holds ``governance:proxy`` (only admins do; the Dagster asset votes for every holder with an
+admin key): otherwise 403 ``not-your-account``, naming the account it may act as. Queueing and executing a
+Succeeded proposal stay open to every ``governance:write`` caller, as in the Governor (they act for no account).
+Time comes from the injected clock (``SystemClock`` by default; tests pass a ``ManualClock`` and advance it).
 
 Every :class:`~services.governance.errors.GovernanceError` becomes a problem document carrying the error's
 message: state conflicts are 409, invalid input 422, and a nonexistent proposal 404 (see ``ERROR_STATUS``).
@@ -28,7 +32,7 @@ from fastapi import Depends, FastAPI, Path, Query
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from services.common.app import ServiceContext, create_service_app
-from services.common.auth import Principal
+from services.common.auth import GOVERNANCE_PROXY, Principal
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
 from services.common.text import unicode_text
@@ -98,6 +102,8 @@ ParamValue = Annotated[
     BeforeValidator(_bounded_number)]
 ProposalId = Annotated[str, Path(pattern=r"^0x[0-9a-f]{64}$", description="the proposal id (sha256 hex)")]
 StateName = Literal["Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed"]
+# what the description of a body's acting account adds (see act_as in create_governance_app)
+ACTING = f" (the caller's own, the account named like its subject, unless it holds {GOVERNANCE_PROXY})"
 SUPPORT = {"against": VoteType.Against, "for": VoteType.For, "abstain": VoteType.Abstain}
 
 # Every GovernanceError subclass, by the status it answers with: the tests check this table is complete.
@@ -200,7 +206,7 @@ class DaoOut(BaseModel):
 
 
 class DelegationIn(Strict):
-    delegator: AccountId
+    delegator: AccountId = Field(description="the account whose votes move" + ACTING)
     delegatee: AccountId
 
 
@@ -230,7 +236,7 @@ ActionIn = Annotated[Union[TransferAction, SetParameterAction], Field(discrimina
 
 
 class ProposalIn(Strict):
-    proposer: AccountId
+    proposer: AccountId = Field(description="the proposing account" + ACTING)
     actions: list[ActionIn] = Field(min_length=1, max_length=MAX_ACTIONS)
     description: Text = Field(min_length=1, max_length=MAX_DESCRIPTION)
 
@@ -262,7 +268,7 @@ class ProposalSummary(BaseModel):
 
 
 class VoteIn(Strict):
-    voter: AccountId
+    voter: AccountId = Field(description="the voting account" + ACTING)
     support: Literal["for", "against", "abstain"]
     reason: Text = Field(default="", max_length=MAX_REASON)
 
@@ -277,7 +283,7 @@ class BallotOut(BaseModel):
 
 
 class CancelIn(Strict):
-    caller: AccountId = Field(description="must be the proposer")
+    caller: AccountId = Field(description="must be the proposer" + ACTING)
 
 
 class TallyOut(BaseModel):
@@ -377,6 +383,15 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
             raise Problem(404, "Not Found", "this tenant has no DAO (create one with POST /v1/daos)", "unknown-dao")
         return dao
 
+    def act_as(principal: Principal, account: str, role: str) -> str:
+        """``account``, which the caller acts as (``role``: the body's field): its own (its subject), or any with
+        governance:proxy. Checked before the DAO is looked at, so a refusal tells nothing of the DAO."""
+        if account != principal.subject and not principal.can(GOVERNANCE_PROXY):
+            raise Problem(403, "Forbidden", f"this key acts only as the account {principal.subject!r}: the {role} "
+                          f"{account!r} is another account (acting for any account of the tenant's DAO needs the "
+                          f"'{GOVERNANCE_PROXY}' permission)", "not-your-account", may_act_as=principal.subject)
+        return account
+
     def own_proposal(dao: DAO, proposal_id: str) -> str:
         run(dao.governor.proposal_snapshot, proposal_id)  # GovernorNonexistentProposal -> 404
         return proposal_id
@@ -446,7 +461,9 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     @app.post("/v1/dao/delegations", response_model=DelegationOut, tags=["dao"])
     def delegate(body: DelegationIn, principal: Principal = Depends(writer)):
-        """Point the delegator's whole balance (now and later) at the delegatee's voting power."""
+        """Point the delegator's whole balance (now and later) at the delegatee's voting power. The delegator is the
+        caller's own account (any account with governance:proxy)."""
+        act_as(principal, body.delegator, "delegator")
         with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.token.delegate, body.delegator, body.delegatee)
@@ -456,6 +473,8 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     @app.post("/v1/dao/proposals", status_code=201, response_model=ProposalOut, tags=["proposals"])
     def propose(body: ProposalIn, principal: Principal = Depends(writer)):
+        """Propose ``actions`` as ``proposer``: the caller's own account (any account with governance:proxy)."""
+        act_as(principal, body.proposer, "proposer")
         with changing(principal.tenant):
             dao = own_dao(principal)
             actions = [run(action_in, a) for a in body.actions]
@@ -496,7 +515,9 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
     @app.post("/v1/dao/proposals/{proposal_id}/votes", status_code=201, response_model=BallotOut,
               tags=["proposals"])
     def vote(proposal_id: ProposalId, body: VoteIn, principal: Principal = Depends(writer)):
-        """Cast ``voter``'s votes at the proposal's snapshot (while Active; once per voter)."""
+        """Cast ``voter``'s votes at the proposal's snapshot (while Active; once per voter). The voter is the caller's
+        own account (any account with governance:proxy)."""
+        act_as(principal, body.voter, "voter")
         with changing(principal.tenant):
             dao = own_dao(principal)
             own_proposal(dao, proposal_id)
@@ -522,7 +543,9 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     @app.post("/v1/dao/proposals/{proposal_id}/cancel", response_model=ProposalOut, tags=["proposals"])
     def cancel(proposal_id: ProposalId, body: CancelIn, principal: Principal = Depends(writer)):
-        """The proposer withdraws a proposal, only while it is Pending."""
+        """The proposer withdraws a proposal, only while it is Pending. The caller is the API caller's own account (any
+        account with governance:proxy)."""
+        act_as(principal, body.caller, "caller")
         with changing(principal.tenant):
             dao = own_dao(principal)
             run(dao.governor.cancel, own_proposal(dao, proposal_id), body.caller)

@@ -566,7 +566,8 @@ def bench_governance_history(history_days: int = 365, voters: int = 21, sessions
             ctx.logger.setLevel(logging.WARNING)  # the per-request log lines
             clock = ManualClock(1_700_000_000)
             app = create_governance_app(ctx, clock, store=StateStore(f"sqlite:///{home}/governance.db", "governance"))
-            client, key = TestClient(app), {"X-API-Key": ctx.keys.create("ops", "platform", ["trader"])}
+            # an admin key: it proposes and votes for every account (governance:proxy), as the DAO asset does
+            client, key = TestClient(app), {"X-API-Key": ctx.keys.create("ops", "platform", ["admin"])}
             assert client.post("/v1/daos", headers=key, json=dao).status_code == 201
             served.append((app, client, key, clock))
 

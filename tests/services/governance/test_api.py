@@ -31,11 +31,17 @@ def setup(ctx):
     clock = ManualClock(START)
     app = create_governance_app(ctx, clock)
     keys = {
+        # acts for every account of its tenant's DAO (governance:proxy, through "*")
+        "t1_admin": ctx.keys.create("ops", "t1", ["admin"]),
+        # a trader acts only as the account named like its subject: alice-ops is none of the DAO's
         "t1_trader": ctx.keys.create("alice-ops", "t1", ["trader"]),
+        "t1_alice": ctx.keys.create("alice", "t1", ["trader"]),
+        "t1_bob": ctx.keys.create("bob", "t1", ["trader"]),
         "t1_viewer": ctx.keys.create("victor", "t1", ["viewer"]),
         "t1_engineer": ctx.keys.create("erin", "t1", ["engineer"]),
         "t1_auditor": ctx.keys.create("audrey", "t1", ["auditor"]),
         "t2_trader": ctx.keys.create("bob-ops", "t2", ["trader"]),
+        "t2_admin": ctx.keys.create("ops", "t2", ["admin"]),
     }
     client = TestClient(app, raise_server_exceptions=False)
     return client, keys, clock
@@ -51,7 +57,7 @@ def create_dao(client, keys, who="t1_trader", **overrides):
     return r.json()
 
 
-def propose(client, keys, actions=PAY_BOB, description="Pay bob, promote v7", proposer="alice", who="t1_trader"):
+def propose(client, keys, actions=PAY_BOB, description="Pay bob, promote v7", proposer="alice", who="t1_admin"):
     r = client.post("/v1/dao/proposals", json={"proposer": proposer, "actions": actions, "description": description},
                     headers=h(keys, who))
     assert r.status_code == 201, r.text
@@ -60,7 +66,7 @@ def propose(client, keys, actions=PAY_BOB, description="Pay bob, promote v7", pr
 
 def test_full_lifecycle_over_http(setup):
     client, keys, clock = setup
-    w, r = h(keys, "t1_trader"), h(keys, "t1_viewer")
+    w, r = h(keys, "t1_admin"), h(keys, "t1_viewer")
     dao = create_dao(client, keys, self_delegate=False)
     assert dao["tenant"] == "t1" and dao["total_supply"] == 1_000 and dao["treasury"] == {"USDC": 1_000, "native": 50}
     assert dao["settings"]["voting_period"] == VOTING_PERIOD and dao["parameters"]["ml/champion"] == "v6"
@@ -127,7 +133,7 @@ def test_full_lifecycle_over_http(setup):
 
 def test_governance_changes_its_own_settings(setup):
     client, keys, clock = setup
-    w = h(keys, "t1_trader")
+    w = h(keys, "t1_admin")
     create_dao(client, keys)
     clock.advance(1)
     p = propose(client, keys, [{"type": "set_parameter", "name": "voting_period", "value": 500, "target": "governor"},
@@ -146,7 +152,7 @@ def test_governance_changes_its_own_settings(setup):
 
 def test_cancel_defeat_expiry_and_failed_execution(setup):
     client, keys, clock = setup
-    w = h(keys, "t1_trader")
+    w = h(keys, "t1_admin")
     create_dao(client, keys)
     clock.advance(1)
     p = propose(client, keys, description="to be withdrawn")
@@ -187,7 +193,7 @@ def test_proposal_threshold_is_a_conflict(setup):
     clock.advance(1)
     r = is_problem(client.post("/v1/dao/proposals", json={"proposer": "carol", "actions": PAY_BOB,
                                                            "description": "carol has 100 votes"},
-                               headers=h(keys, "t1_trader")), 409)
+                               headers=h(keys, "t1_admin")), 409)
     assert r["error"] == "GovernorInsufficientProposerVotes" and "threshold is 200" in r["detail"]
     assert propose(client, keys, proposer="bob")["state"] == "Pending"
 
@@ -204,7 +210,7 @@ def test_every_governance_error_has_a_status():
 
 def test_unknown_proposal_and_missing_or_duplicate_dao(setup):
     client, keys, _ = setup
-    w = h(keys, "t1_trader")
+    w = h(keys, "t1_admin")
     is_problem(client.get("/v1/dao", headers=w), 404)
     is_problem(client.get("/v1/dao/proposals", headers=w), 404)
     create_dao(client, keys)
@@ -232,15 +238,105 @@ def test_authentication_and_roles(setup):
         assert client.get("/v1/dao", headers=h(keys, who)).status_code == 200
         is_problem(client.post("/v1/dao/delegations", json={"delegator": "bob", "delegatee": "alice"},
                                headers=h(keys, who)), 403)
-    token = client.post("/auth/token", json={"api_key": keys["t1_trader"]}).json()["access_token"]
+    token = client.post("/auth/token", json={"api_key": keys["t1_bob"]}).json()["access_token"]  # bob's own votes
     ok = client.post("/v1/dao/delegations", json={"delegator": "bob", "delegatee": "alice"},
                      headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and ok.json()["delegatee_votes"] == 900
 
 
+def test_a_trader_acts_only_as_its_own_account(setup):
+    """A governance:write key acts for the account named like its subject: it delegates, proposes, votes and cancels
+    as itself; naming any other account is a 403 that names the account it may act as, and changes nothing."""
+    client, keys, clock = setup
+    alice, bob = h(keys, "t1_alice"), h(keys, "t1_bob")
+    create_dao(client, keys, self_delegate=False)
+    daos = client.app.state.daos
+
+    def refused(r, account, field, other):
+        p = is_problem(r, 403)
+        assert p["type"].endswith("/not-your-account") and p["may_act_as"] == account
+        assert repr(account) in p["detail"] and f"{field} {other!r}" in p["detail"]
+        assert "governance:proxy" in p["detail"]
+        return p
+
+    # delegations: her own, yes; bob's or carol's, no (to herself or to anyone)
+    refused(client.post("/v1/dao/delegations", json={"delegator": "bob", "delegatee": "alice"}, headers=alice),
+            "alice", "delegator", "bob")
+    refused(client.post("/v1/dao/delegations", json={"delegator": "carol", "delegatee": "carol"}, headers=alice),
+            "alice", "delegator", "carol")
+    assert daos["t1"].token.delegates("bob") is None and daos["t1"].token.delegates("carol") is None
+    d = client.post("/v1/dao/delegations", json={"delegator": "alice", "delegatee": "alice"}, headers=alice)
+    assert d.status_code == 200 and d.json()["delegatee_votes"] == 600
+    assert client.post("/v1/dao/delegations", json={"delegator": "bob", "delegatee": "bob"},
+                       headers=bob).status_code == 200
+    clock.advance(1)
+
+    # proposals: as herself, yes; as bob, no
+    refused(client.post("/v1/dao/proposals", json={"proposer": "bob", "actions": PAY_BOB, "description": "as bob"},
+                        headers=alice), "alice", "proposer", "bob")
+    assert client.get("/v1/dao", headers=alice).json()["proposals"] == 0
+    mine = propose(client, keys, description="alice's own", who="t1_alice")
+    assert mine["proposer"] == "alice"
+    withdrawn = propose(client, keys, description="to withdraw", who="t1_alice")
+
+    # cancel: bob may not cancel as alice (nor she as bob); she cancels her own
+    refused(client.post(f"/v1/dao/proposals/{withdrawn['id']}/cancel", json={"caller": "alice"}, headers=bob),
+            "bob", "caller", "alice")
+    assert client.get(f"/v1/dao/proposals/{withdrawn['id']}", headers=bob).json()["state"] == "Pending"
+    cancelled = client.post(f"/v1/dao/proposals/{withdrawn['id']}/cancel", json={"caller": "alice"}, headers=alice)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "Canceled"
+
+    # votes: each as itself; alice may not cast bob's ballot
+    clock.set(mine["snapshot"] + 1)
+    refused(client.post(f"/v1/dao/proposals/{mine['id']}/votes", json={"voter": "bob", "support": "for"},
+                        headers=alice), "alice", "voter", "bob")
+    assert client.get(f"/v1/dao/proposals/{mine['id']}/tally", headers=alice).json()["voters"] == 0
+    ballot = client.post(f"/v1/dao/proposals/{mine['id']}/votes", json={"voter": "alice", "support": "for"},
+                         headers=alice)
+    assert ballot.status_code == 201 and ballot.json()["weight"] == 600
+    against = client.post(f"/v1/dao/proposals/{mine['id']}/votes", json={"voter": "bob", "support": "against"},
+                          headers=bob)
+    assert against.status_code == 201 and against.json()["weight"] == 300
+    # a token minted from a trader's key is that trader, too
+    token = client.post("/auth/token", json={"api_key": keys["t1_bob"]}).json()["access_token"]
+    refused(client.post("/v1/dao/delegations", json={"delegator": "carol", "delegatee": "bob"},
+                        headers={"Authorization": f"Bearer {token}"}), "bob", "delegator", "carol")
+
+    # queueing and executing act for no account: any governance:write caller may
+    clock.set(mine["deadline"] + 1)
+    eta = client.post(f"/v1/dao/proposals/{mine['id']}/queue", headers=bob).json()["eta"]
+    clock.set(eta)
+    assert client.post(f"/v1/dao/proposals/{mine['id']}/execute", headers=bob).json()["state"] == "Executed"
+
+
+def test_a_trader_holding_no_tokens_cannot_drain_the_treasury(setup, ctx):
+    """The review's attack: a trader key with no tokens moves every holder's votes to itself, proposes paying the
+    whole treasury to itself, votes, queues and executes. Each step that acts for another account is refused."""
+    client, keys, clock = setup
+    mallory, me = {"X-API-Key": ctx.keys.create("mallory", "t1", ["trader"])}, "mallory"
+    create_dao(client, keys)
+    for holder in ("alice", "bob", "carol"):
+        is_problem(client.post("/v1/dao/delegations", json={"delegator": holder, "delegatee": me}, headers=mallory),
+                   403)
+    clock.advance(1)
+    p = client.post("/v1/dao/proposals", headers=mallory, json={
+        "proposer": me, "description": "pay me", "actions": [{"type": "transfer", "to": me, "amount": 1_000,
+                                                               "asset": "USDC"}]}).json()
+    clock.set(p["snapshot"] + 1)
+    own = client.post(f"/v1/dao/proposals/{p['id']}/votes", json={"voter": me, "support": "for"}, headers=mallory)
+    assert own.status_code == 201 and own.json()["weight"] == 0  # her own ballot: she holds nothing
+    for voter in ("alice", "bob"):
+        is_problem(client.post(f"/v1/dao/proposals/{p['id']}/votes", json={"voter": voter, "support": "for"},
+                               headers=mallory), 403)
+    clock.set(p["deadline"] + 1)
+    assert client.get(f"/v1/dao/proposals/{p['id']}", headers=mallory).json()["state"] == "Defeated"
+    is_problem(client.post(f"/v1/dao/proposals/{p['id']}/queue", headers=mallory), 409)
+    assert client.get("/v1/dao", headers=mallory).json()["treasury"] == {"USDC": 1_000, "native": 50}
+
+
 def test_bad_input_is_422_never_500(setup):
     client, keys, clock = setup
-    w = h(keys, "t1_trader")
+    w = h(keys, "t1_admin")
     for body in ({**DAO_BODY, "holdings": {}}, {**DAO_BODY, "holdings": {"bad name!": 5}},
                  {**DAO_BODY, "holdings": {"alice": 10**30 + 1}}, {**DAO_BODY, "voting_period": 0},
                  {**DAO_BODY, "quorum_numerator": 101}, {**DAO_BODY, "extra": 1},
@@ -293,7 +389,7 @@ def test_bad_input_is_422_never_500(setup):
 def test_tenant_isolation_on_every_route(setup):
     """Tenant 2 probes every tenant-scoped route with tenant 1's ids: always 404, nothing of tenant 1 changes."""
     client, keys, clock = setup
-    t1, t2 = h(keys, "t1_trader"), h(keys, "t2_trader")
+    t1, t2 = h(keys, "t1_admin"), h(keys, "t2_admin")
     create_dao(client, keys)
     clock.advance(1)
     active = propose(client, keys, description="will be active")
@@ -336,6 +432,10 @@ def test_tenant_isolation_on_every_route(setup):
         is_problem(client.request(method, **kwargs, headers=t2), 404)
     assert t1_state() == before
     # tenant 2 with its own DAO (same account names): tenant 1's proposals stay invisible...
+    # (and a trader of tenant 2, acting as accounts that are not its own, changes nothing of tenant 1's either)
+    for (method, _), kwargs in probes.items():
+        assert client.request(method, **kwargs, headers=h(keys, "t2_trader")).status_code in (403, 404)
+    assert t1_state() == before
     mine = create_dao(client, keys, who="t2_trader", holdings={"alice": 5, "zed": 7}, treasury={"USDC": 1})
     assert mine["tenant"] == "t2" and mine["total_supply"] == 12
     for (method, route), kwargs in probes.items():

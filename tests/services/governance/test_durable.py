@@ -29,10 +29,12 @@ PAY_CAROL = [{"type": "transfer", "to": "carol", "amount": 40, "asset": "USDC"}]
 PAY_DAVE = [{"type": "transfer", "to": "dave", "amount": 7, "asset": "native"}]
 
 
+# The keys below act for several of the DAO's accounts (alice, bob, carol...): admin keys (governance:proxy); a
+# trader's key acts only as its own account (tests/services/governance/test_api.py).
 def app_on(store, clock):
     ctx = ServiceContext("test", rate=1000.0, burst=1000)
     app = create_governance_app(ctx, clock, store=store)
-    return TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("ops", "t1", ["trader"])}
+    return TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("ops", "t1", ["admin"])}
 
 
 def ok(response, status=200):
@@ -119,7 +121,7 @@ def test_the_served_governance_app_keeps_its_state_across_a_restart(tmp_path, mo
     def served():
         app, ctx = build_local_app("governance", str(tmp_path))
         return (TestClient(app, raise_server_exceptions=False),
-                {"X-API-Key": ctx.keys.create("alice-ops", "t1", ["trader"])})
+                {"X-API-Key": ctx.keys.create("alice-ops", "t1", ["admin"])})
 
     restart_keeps_everything(served, clock)
     assert (tmp_path / "services" / "governance.db").exists()
@@ -130,7 +132,7 @@ def test_a_change_the_store_does_not_take_answers_503_and_is_undone(tmp_path):
     store = FlakyStore(f"sqlite:///{tmp_path / 'governance.db'}", "governance")
     ctx = ServiceContext("test", rate=1000.0, burst=1000)
     client = TestClient(create_governance_app(ctx, clock, store=store), raise_server_exceptions=False)
-    key = {"X-API-Key": ctx.keys.create("alice-ops", "t1", ["trader"])}
+    key = {"X-API-Key": ctx.keys.create("alice-ops", "t1", ["admin"])}
     ok(client.post("/v1/daos", json=DAO_BODY, headers=key), 201)
     clock.advance(1)
     paid = propose(client, key, PAY_BOB, "pay bob")
@@ -230,7 +232,7 @@ def test_a_vote_saves_only_its_proposal_and_older_stores_are_upgraded(tmp_path):
     ctx = ServiceContext("test", rate=1000.0, burst=1000)
     app = create_governance_app(ctx, clock, store=StateStore(url, "governance"))
     client = TestClient(app, raise_server_exceptions=False)
-    t1, t2 = ({"X-API-Key": ctx.keys.create("ops", t, ["trader"])} for t in ("t1", "t2"))
+    t1, t2 = ({"X-API-Key": ctx.keys.create("ops", t, ["admin"])} for t in ("t1", "t2"))
     for key in (t1, t2):
         ok(client.post("/v1/daos", json=DAO_BODY, headers=key), 201)
     clock.advance(1)
@@ -295,7 +297,7 @@ def test_two_processes_voting_on_different_proposals_of_one_dao_at_once_are_neve
     clock = ManualClock(START)
     url = f"sqlite:///{tmp_path / 'governance.db'}"
     ctx = ServiceContext("test", rate=10_000.0, burst=10_000)
-    key = {"X-API-Key": ctx.keys.create("ops", "t1", ["trader"])}
+    key = {"X-API-Key": ctx.keys.create("ops", "t1", ["admin"])}
     clients = [TestClient(create_governance_app(ctx, clock, store=StateStore(url, "governance")),
                           raise_server_exceptions=False) for _ in range(2)]
     voters = [f"v{i}" for i in range(60)]

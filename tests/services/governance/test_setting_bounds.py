@@ -19,6 +19,7 @@ SETTINGS = [("governor", "voting_delay"), ("governor", "voting_period"),
 @pytest.fixture
 def setup(ctx):
     keys = {"t1_trader": ctx.keys.create("alice-ops", "t1", ["trader"]),
+            "t1_admin": ctx.keys.create("ops", "t1", ["admin"]),  # proposes as alice (governance:proxy)
             "t1_viewer": ctx.keys.create("victor", "t1", ["viewer"])}
     return TestClient(create_governance_app(ctx, ManualClock(START)), raise_server_exceptions=False), keys
 
@@ -29,7 +30,7 @@ def test_a_proposal_cannot_set_a_time_beyond_the_bound(setup, target, name):
     before = create_dao(client, keys)["settings"]
     for value in (10**30, MAX_TIME + 1):
         action = {"type": "set_parameter", "name": name, "value": value, "target": target}
-        r = client.post("/v1/dao/proposals", headers=h(keys, "t1_trader"),
+        r = client.post("/v1/dao/proposals", headers=h(keys, "t1_admin"),
                         json={"proposer": "alice", "actions": [action], "description": f"{name}={value}"})
         problem = is_problem(r, 422)
         assert problem["error"] == "InvalidAction" and f"invalid value {value!r} for parameter {name!r}" in \
