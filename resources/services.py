@@ -20,6 +20,7 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
 SERVICES = ("trading", "derivatives", "governance", "credentials", "data", "models")
+CREDENTIALS_LOCAL_PORT = 8100 + SERVICES.index("credentials")  # `platformq serve`'s default port for it
 INTERNAL_TENANT = "platform"
 
 
@@ -91,7 +92,7 @@ def gold_leaderboard(lake, tenant: str, date: str | None, limit: int) -> list[di
 
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
-                    credentials_store_url: str | None = None,
+                    credentials_store_url: str | None = None, credentials_public_url: str | None = None,
                     governance_store_url: str | None = None,
                     derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None,
                     data_page_cache_bytes: int | None = None, settle_heap: bool = False,
@@ -143,11 +144,18 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         store = StateStore(governance_store_url or f"sqlite:///{state / 'governance.db'}", "governance")
         app = create_governance_app(ctx, store=store)
     elif service == "credentials":
-        from services.credentials.api import create_credentials_app
+        from services.credentials.api import LEGACY_BASE_URL, create_credentials_app
         from services.credentials.store import CredentialStore
 
+        from resources.settings import load_settings
+
         store = CredentialStore(credentials_store_url or f"sqlite:///{state / 'credentials.db'}")
-        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"), store=store)
+        # the address issued credentials' status-list URLs name (PLATFORMQ_CREDENTIALS_PUBLIC_URL); lists under the
+        # local default and the old prefix (LEGACY_BASE_URL: every credential issued before pointed at it) resolve
+        local_url = f"http://127.0.0.1:{CREDENTIALS_LOCAL_PORT}"
+        public_url = credentials_public_url or load_settings().credentials_public_url or local_url
+        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"), store=store,
+                                     base_url=public_url, also_resolve=(LEGACY_BASE_URL, local_url))
     elif service == "data":
         from services.data_api.api import create_data_app
 

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     trading_snapshot_commands: Annotated[int, Field(ge=0, le=100_000_000)] = 100_000
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).
     credentials_store_url: str | None = None
+    # The address verifiers reach the credentials service at (https://vc.example.com): issued credentials'
+    # status-list URLs are <it>/status-lists/<issuer key>/<purpose>. Default http://127.0.0.1:8103 (`platformq
+    # serve`'s credentials port); credentials issued under that or the old http://127.0.0.1 prefix still verify.
+    credentials_public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = None
     # The governance service's DAOs, proposals, votes and treasury (SQLite under home locally).
     governance_store_url: str | None = None
     # The derivatives service's futures markets: contracts, accounts, trades, settlements (SQLite under home locally).

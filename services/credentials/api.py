@@ -236,20 +236,31 @@ class TenantIssuer:
     key_pair: Ed25519KeyPair
     registry: StatusRegistry
     issuer: Issuer
-    signed_lists: dict[str, tuple[bytes, dict]] = dataclasses.field(default_factory=dict)  # purpose -> (bits, VC)
+    # (list URL, purpose) -> (bits, signed VC)
+    signed_lists: dict[tuple[str, str], tuple[bytes, dict]] = dataclasses.field(default_factory=dict)
+
+
+# The address every credential's status-list URLs began with before the public address could be configured
+# (no port, no public host): credentials issued under it still resolve.
+LEGACY_BASE_URL = "http://127.0.0.1"
 
 
 def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair | None = None,
-                           base_url: str = "http://127.0.0.1", store: CredentialStore | None = None) -> FastAPI:
+                           base_url: str = LEGACY_BASE_URL, store: CredentialStore | None = None,
+                           also_resolve: tuple[str, ...] = (LEGACY_BASE_URL,)) -> FastAPI:
     """The credentials app. Each tenant issues under its own did:key, derived from ``issuer_key_pair`` (the
     service's key), with its own status lists. ``store`` keeps each credential's status index and status across
     restarts and is the source of truth for every process sharing it: a status change starts from the stored
     status and the lists are rebuilt from it before they are served (without one, they live as long as the app:
-    tests and throw-away issuers only)."""
+    tests and throw-away issuers only). ``base_url`` is the public address verifiers reach the service at: the
+    status-list URLs issued credentials carry begin with it; lists under the ``also_resolve`` addresses (where
+    earlier credentials point) are still resolved when verifying."""
     app = create_service_app(ctx, "platformQ credentials",
                              "W3C Verifiable Credentials: issue, verify, revoke and suspend (VC API shaped).")
     master = issuer_key_pair or Ed25519KeyPair.generate()
     lists_base = base_url.rstrip("/") + "/status-lists"
+    resolvable = [lists_base] + [b.rstrip("/") + "/status-lists" for b in also_resolve
+                                 if b.rstrip("/") + "/status-lists" != lists_base]
     tenants: dict[str, TenantIssuer] = {}
     by_key: dict[str, TenantIssuer] = {}  # the issuer's public Multikey (its status lists' path) -> issuer
     issued: dict[str, dict[str, int]] = {}  # tenant -> credential id -> status list index
@@ -302,21 +313,26 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
             fresh.set(index)
         own.registry.lists[purpose] = fresh
 
-    def list_credential(own: TenantIssuer, purpose: str) -> dict:
+    def list_credential(own: TenantIssuer, purpose: str, url: str | None = None) -> dict:
+        """The signed list; ``url`` (its id) is one of the addresses earlier credentials point at, default now's."""
+        url = url or own.registry.list_url(purpose)
         with lock:
             if store is not None:
                 refresh(own, purpose)
             bits = own.registry.lists[purpose].to_bytes()
-            cached = own.signed_lists.get(purpose)
+            cached = own.signed_lists.get((url, purpose))
             if cached is None or cached[0] != bits:
-                cached = own.signed_lists[purpose] = (bits, own.registry.status_list_credential(purpose))
+                cached = own.signed_lists[(url, purpose)] = (
+                    bits, own.registry.status_list_credential(purpose, url=url))
             return copy.deepcopy(cached[1])
 
     def fetch(url: str) -> dict:
-        key, _, purpose = url.removeprefix(lists_base + "/").partition("/")
-        own = issuer_with_key(key) if url.startswith(lists_base + "/") else None
-        if own is not None and purpose in own.registry.lists and url == own.registry.list_url(purpose):
-            return list_credential(own, purpose)
+        for base in resolvable:
+            if url.startswith(base + "/"):
+                key, _, purpose = url.removeprefix(base + "/").partition("/")
+                own = issuer_with_key(key)
+                if own is not None and purpose in own.registry.lists and url == f"{base}/{key}/{purpose}":
+                    return list_credential(own, purpose, url)
         raise StatusListError(f"status list {url} is not published by this service (nothing is fetched)")
 
     @app.post("/credentials/issue", status_code=201, response_model=IssueOut, tags=["credentials"])

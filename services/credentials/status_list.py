@@ -336,12 +336,14 @@ class StatusRegistry:
         return self._list(purpose).get(self._index_of(credential_or_index, purpose))
 
     def status_list_credential(
-        self, purpose: str, *, valid_from: str | datetime | None = None, valid_until: str | datetime | None = None
+        self, purpose: str, *, valid_from: str | datetime | None = None, valid_until: str | datetime | None = None,
+        url: str | None = None,
     ) -> dict:
-        """The current list for ``purpose`` as a signed ``BitstringStatusListCredential``."""
+        """The current list for ``purpose`` as a signed ``BitstringStatusListCredential``; ``url`` (its id) is
+        another address the list is published at (where earlier credentials point), default ``list_url``."""
         now = self._clock()
         unsigned = status_list_credential(
-            self.list_url(purpose),
+            url or self.list_url(purpose),
             self.issuer,
             self._list(purpose),
             valid_from=valid_from if valid_from is not None else now,

@@ -254,3 +254,11 @@ def test_documented_postgres_urls_name_an_installed_driver():
     assert drivers
     for path, driver in drivers:
         assert importlib.util.find_spec(driver) is not None, f"{path} names postgresql+{driver}://, not installed"
+
+
+def test_credentials_public_url_is_an_http_address(monkeypatch):
+    monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "https://vc.platformq.example")
+    assert Settings().credentials_public_url == "https://vc.platformq.example"
+    monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "vc.platformq.example")
+    with pytest.raises(Exception):
+        Settings()

@@ -195,3 +195,39 @@ def test_an_index_taken_by_another_process_refreshes_the_taken_indexes_from_the_
     assert index_of(b) not in taken
     assert set(taken) <= registry_b.allocated
     assert verify(client_b, key_b, b)["verified"] is True
+
+
+def test_issued_status_list_urls_use_the_configured_public_url_and_old_ones_still_verify(tmp_path, monkeypatch):
+    """build_local_app (platformq serve, in-process services) never passed base_url: every credential pointed at
+    http://127.0.0.1/status-lists/... (no port, no public address; review item 6). PLATFORMQ_CREDENTIALS_PUBLIC_URL
+    names the address; credentials issued under the old prefix still resolve and verify."""
+    from resources.settings import load_settings
+    from services.credentials.api import LEGACY_BASE_URL
+
+    def served(**kwargs):
+        app, ctx = build_local_app("credentials", str(tmp_path), **kwargs)
+        return TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("erin", "t1", ["engineer"])}
+
+    client, key = served(credentials_public_url=LEGACY_BASE_URL)  # what every earlier start issued under
+    old = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000003a1")
+    assert old["credentialStatus"][0]["statusListCredential"].startswith("http://127.0.0.1/status-lists/")
+
+    monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "https://vc.platformq.example/")
+    load_settings.cache_clear()
+    try:
+        client, key = served()
+    finally:
+        load_settings.cache_clear()
+    new = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000003a2")
+    urls = [e["statusListCredential"] for e in new["credentialStatus"]]
+    assert all(u.startswith("https://vc.platformq.example/status-lists/z") for u in urls), urls
+    assert verify(client, key, new)["verified"] is True
+    assert verify(client, key, old)["verified"] is True  # the old prefix still resolves
+    assert set_status(client, key, old["id"], "revoked").status_code == 200
+    out = verify(client, key, old)
+    assert out["revoked"] is True and out["verified"] is False
+    assert verify(client, key, new)["verified"] is True
+
+    client, key = served(credentials_public_url="https://creds.example:8443")  # the explicit argument wins
+    assert issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000003a3")["credentialStatus"][0][
+        "statusListCredential"].startswith("https://creds.example:8443/status-lists/")
