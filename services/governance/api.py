@@ -434,7 +434,12 @@ def create_governance_app(ctx: ServiceContext, clock: Clock | None = None, store
 
     @app.post("/v1/daos", status_code=201, response_model=DaoOut, tags=["dao"])
     def create_dao(body: DaoIn, principal: Principal = Depends(writer)):
-        """Create the caller tenant's DAO: mint the holdings, fund the treasury, set the governance settings."""
+        """Create the caller tenant's DAO: mint the holdings, fund the treasury, set the governance settings.
+        Minting every account's holdings is acting for every account: it needs governance:proxy (a trader's key
+        creating the DAO first could hold all the votes)."""
+        if not principal.can(GOVERNANCE_PROXY):
+            raise Problem(403, "Forbidden", f"creating the tenant's DAO mints every holder's tokens: it needs the "
+                          f"'{GOVERNANCE_PROXY}' permission", "not-your-account", may_act_as=principal.subject)
         if PART_SEP in principal.tenant:
             raise Problem(422, "Unprocessable Content", "this tenant's id cannot name a DAO (it holds a control "
                           "character)", "invalid-tenant")

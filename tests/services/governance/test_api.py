@@ -51,7 +51,7 @@ def h(keys, who):
     return {"X-API-Key": keys[who]}
 
 
-def create_dao(client, keys, who="t1_trader", **overrides):
+def create_dao(client, keys, who="t1_admin", **overrides):
     r = client.post("/v1/daos", json={**DAO_BODY, **overrides}, headers=h(keys, who))
     assert r.status_code == 201, r.text
     return r.json()
@@ -233,6 +233,9 @@ def test_authentication_and_roles(setup):
     for who in ("t1_viewer", "t1_engineer", "t1_auditor"):
         forbidden = is_problem(client.post("/v1/daos", json=DAO_BODY, headers=h(keys, who)), 403)
         assert "governance:write" in forbidden["detail"]
+    # minting every holder's tokens is acting for every account: a trader's key cannot create the DAO
+    forbidden = is_problem(client.post("/v1/daos", json=DAO_BODY, headers=h(keys, "t1_alice")), 403)
+    assert "governance:proxy" in forbidden["detail"] and forbidden["may_act_as"] == "alice"
     create_dao(client, keys)
     for who in ("t1_viewer", "t1_engineer", "t1_auditor"):  # they all hold governance:read
         assert client.get("/v1/dao", headers=h(keys, who)).status_code == 200
@@ -436,7 +439,7 @@ def test_tenant_isolation_on_every_route(setup):
     for (method, _), kwargs in probes.items():
         assert client.request(method, **kwargs, headers=h(keys, "t2_trader")).status_code in (403, 404)
     assert t1_state() == before
-    mine = create_dao(client, keys, who="t2_trader", holdings={"alice": 5, "zed": 7}, treasury={"USDC": 1})
+    mine = create_dao(client, keys, who="t2_admin", holdings={"alice": 5, "zed": 7}, treasury={"USDC": 1})
     assert mine["tenant"] == "t2" and mine["total_supply"] == 12
     for (method, route), kwargs in probes.items():
         r = client.request(method, **kwargs, headers=t2)
@@ -452,8 +455,8 @@ def test_tenant_isolation_on_every_route(setup):
 
 def test_audit_and_metrics(setup):
     client, keys, _ = setup
-    client.post("/v1/daos", json=DAO_BODY, headers={**h(keys, "t1_trader"), "X-Request-ID": "dao-1"})
+    client.post("/v1/daos", json=DAO_BODY, headers={**h(keys, "t1_admin"), "X-Request-ID": "dao-1"})
     records = client.get("/audit", headers=h(keys, "t1_auditor")).json()
     mine = [r for r in records if r["correlation_id"] == "dao-1"]
-    assert mine and mine[0]["status"] == 201 and mine[0]["subject"] == "alice-ops" and mine[0]["path"] == "/v1/daos"
+    assert mine and mine[0]["status"] == 201 and mine[0]["subject"] == "ops" and mine[0]["path"] == "/v1/daos"
     assert 'http_requests_total{method="POST",route="/v1/daos",status="201"}' in client.get("/metrics").text

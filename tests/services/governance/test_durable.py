@@ -156,7 +156,7 @@ def test_a_change_the_store_does_not_take_answers_503_and_is_undone(tmp_path):
         problem = is_problem(r, 503)
         assert problem["type"].endswith("/state-store-unavailable") and "nothing was changed" in problem["detail"]
     assert snapshot(client, key) == before  # the vote is not counted, the transfer not made, nothing proposed
-    other = {"X-API-Key": ctx.keys.create("bob-ops", "t2", ["trader"])}
+    other = {"X-API-Key": ctx.keys.create("ops", "t2", ["admin"])}
     is_problem(client.post("/v1/daos", json=DAO_BODY, headers=other), 503)  # no DAO is created either
     is_problem(client.get("/v1/dao", headers=other), 404)
     # a refused domain change (409) is still a 409, and leaves nothing behind either
