@@ -59,6 +59,11 @@ def query_resource(settings: Settings) -> QueryEngineResource:
                                trino_http_scheme=settings.trino_http_scheme)
 
 
+# the setting naming each service's state store (a URL that can carry a password: an env reference in Dagster)
+IN_PROCESS_STORES = {"trading": "trading_journal_url", "credentials": "credentials_store_url",
+                     "governance": "governance_store_url", "derivatives": "derivatives_store_url"}
+
+
 def service_resource(settings: Settings, service: str, env_refs: bool = False):
     from resources.services import ServiceClientResource, env_ref
 
@@ -69,7 +74,13 @@ def service_resource(settings: Settings, service: str, env_refs: bool = False):
         lake_config = {k: env_ref(getattr(lake, k)) for k in ("catalog_name", "catalog_type", "catalog_uri",
                                                               "warehouse", "s3_endpoint", "s3_access_key",
                                                               "s3_secret_key", "s3_region")}
-        return ServiceClientResource(service=service, home=str(settings.home), lake=lake_config)
+        # the service's own state store where one is configured (Postgres in production), as `platformq serve`
+        # uses it: without it an in-process service kept its state in SQLite under home, which a pod loses
+        field = IN_PROCESS_STORES.get(service)
+        store = None
+        if field and getattr(settings, field):
+            store = {"url": {"env": f"PLATFORMQ_{field.upper()}"} if env_refs else getattr(settings, field)}
+        return ServiceClientResource(service=service, home=str(settings.home), lake=lake_config, store=store)
     url = settings.service_urls.get(service)
     if not url:
         raise ValueError(f"PLATFORMQ_SERVICE_URLS has no URL for the {service!r} service")

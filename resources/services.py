@@ -228,6 +228,9 @@ class ServiceClientResource(ConfigurableResource):
     home: str = ".platformq"  # state of in-process services
     lake: dict | None = None  # LakeResource config for the in-process data service ({"env": NAME}: a secret)
     session: str | None = None  # in-process trading only: a separate exchange (journal) per session
+    # in-process only: {"url": ...} (or {"url": {"env": NAME}}), the service's state store (trading journal,
+    # credentials, governance or derivatives store) instead of SQLite under home; a session's journal stays its own
+    store: dict | None = None
     timeout_s: float = 10.0
     max_retries: int = 3
     backoff_s: float = 0.2
@@ -250,13 +253,16 @@ class ServiceClientResource(ConfigurableResource):
             else:
                 from fastapi.testclient import TestClient
 
-                journal = None
+                store_url = (resolve_env_refs(self.store) or {}).get("url")
+                journal = store_url if self.service == "trading" else None
                 if self.session:
                     sessions = Path(self.home) / "services" / "trading-sessions"
                     sessions.mkdir(parents=True, exist_ok=True)
                     journal = f"sqlite:///{sessions / (self.session + '.db')}"
+                stores = {f"{self.service}_store_url": store_url} if store_url and self.service in (
+                    "credentials", "governance", "derivatives") else {}
                 app, ctx = build_local_app(self.service, self.home, resolve_env_refs(self.lake),
-                                           journal_url=journal)
+                                           journal_url=journal, **stores)
                 # in a Dagster run the run's own logs tell the story; per-request lines would drown them
                 ctx.logger.setLevel(logging.WARNING)
                 self._key = ctx.keys.create(f"dagster-{self.service}", INTERNAL_TENANT, ["admin"])

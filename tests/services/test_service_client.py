@@ -214,3 +214,24 @@ def test_venue_routing_rebuilds_each_trade_from_the_batchs_own_order_sides(tmp_p
                            ["AAPL", "MSFT"], [1, 2, 3])
     assert routed["rejected"] == 0 and len(routed["trades"]) == 3
     assert trades_match(sim.trades, routed["trades"])[0], (sim.trades, routed["trades"])
+
+
+def test_in_process_services_keep_state_in_the_configured_stores(tmp_path, monkeypatch):
+    """PLATFORMQ_GOVERNANCE_STORE_URL (and the credentials, derivatives and trading ones) reach a service run in
+    process by a Dagster step, as they reach `platformq serve`: the state was kept in SQLite under home, which a
+    step's pod loses. In Dagster's resources the URL travels as an environment reference (it can hold a password)."""
+    from resources import build_resources
+    from resources.settings import Settings
+
+    store = tmp_path / "elsewhere" / "governance.db"
+    store.parent.mkdir()
+    monkeypatch.setenv("PLATFORMQ_GOVERNANCE_STORE_URL", f"sqlite:///{store}")
+    settings = Settings(home=tmp_path / "home", governance_store_url=f"sqlite:///{store}")
+    governance = build_resources(settings)["governance"]
+    assert governance.store == {"url": {"env": "PLATFORMQ_GOVERNANCE_STORE_URL"}}  # no URL in the run config
+    governance.request("POST", "/v1/daos", json_body={"holdings": {"acct-1": 10}, "treasury": {"USD": 5}})
+    assert store.exists() and not (tmp_path / "home" / "services" / "governance.db").exists()
+    again = build_resources(settings)["governance"]  # another step's process: the DAO is there
+    assert again.request("GET", "/v1/dao")["treasury"] == {"USD": 5}
+    monkeypatch.delenv("PLATFORMQ_GOVERNANCE_STORE_URL")
+    assert build_resources(Settings(home=tmp_path / "home"))["governance"].store is None
