@@ -128,4 +128,5 @@ def spark_resource(settings) -> SparkResource:
     if settings.is_local:
         config["spark.driver.host"] = "127.0.0.1"
         config["spark.driver.bindAddress"] = "127.0.0.1"
+    config.update(settings.spark_conf)  # PLATFORMQ_SPARK_CONF: a k8s:// master's image and namespace, sizes
     return SparkResource(spark_config=config, job_timeout_s=settings.spark_job_timeout_s)

@@ -161,6 +161,17 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_num_cpus: Annotated[int, Field(ge=1)] = 2
     spark_master: str | None = None  # spark://master:7077 in production; local[2] locally
+    # more Spark settings, JSON ({"spark.kubernetes.container.image": "…", "spark.executor.memory": "4g"}): a
+    # k8s:// master needs its image and namespace; they win over the defaults. Shown in the UI: no secrets.
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
+        wrong = sorted(key for key in conf if not key.startswith("spark."))
+        if wrong:
+            raise ValueError(f"Spark settings are named spark.*: {wrong}")
+        return conf
     spark_job_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     promotion_min_improvement: float = 0.0

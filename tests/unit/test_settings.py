@@ -262,3 +262,19 @@ def test_credentials_public_url_is_an_http_address(monkeypatch):
     monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "vc.platformq.example")
     with pytest.raises(Exception):
         Settings()
+
+
+def test_spark_conf_reaches_the_spark_session_settings(monkeypatch):
+    """PLATFORMQ_SPARK_CONF: what a k8s:// master needs (image, namespace) and sizes, over the defaults."""
+    from resources.compute import spark_resource
+
+    monkeypatch.setenv("PLATFORMQ_SPARK_MASTER", "k8s://https://kubernetes.default.svc")
+    monkeypatch.setenv("PLATFORMQ_SPARK_CONF", '{"spark.kubernetes.container.image": "platformq/spark:1", '
+                                               '"spark.kubernetes.namespace": "lake", "spark.executor.memory": "4g"}')
+    config = spark_resource(Settings()).spark_config
+    assert config["spark.master"] == "k8s://https://kubernetes.default.svc"
+    assert (config["spark.kubernetes.container.image"], config["spark.kubernetes.namespace"],
+            config["spark.executor.memory"]) == ("platformq/spark:1", "lake", "4g")
+    monkeypatch.setenv("PLATFORMQ_SPARK_CONF", '{"executor.memory": "4g"}')
+    with pytest.raises(ValidationError, match="spark"):
+        Settings()
