@@ -330,7 +330,8 @@ def library_output_to(path: Path | None):
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
 def backfill(start, end) -> None:
-    """Materialise bronze, silver and gold for every day from START to END (inclusive)."""
+    """Run the lake_daily job for every day from START to END (inclusive): venue, bronze, silver, gold and the
+    day's markets, trust and governance assets."""
     reports = materialise_days(_trading_days(start.date(), end.date()), on_report=lambda r: _echo_reports([r]))
     if not all(r["success"] for r in reports):
         raise click.ClickException("some partitions failed: see the runs in the UI")
