@@ -86,6 +86,11 @@ class CastError(ValueError):
         self.problem = problem
 
 
+def _is_empty(value: Any) -> bool:
+    """No value: None or blank text (a NaN is a value, quarantined by its column's cast)."""
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
 def _cast(value: Any, kind: str) -> Any:
     """Convert one value to a column type or raise CastError."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
@@ -376,7 +381,7 @@ def parse_file(name: str, data: bytes, table_types: dict[str, str] | None = None
 
     accepted, accepted_lines = [], []
     for line, raw, record in records:
-        if all(_cast(value, STRING) is None for value in record.values()):  # ",,", {}, {"a": null}
+        if all(_is_empty(value) for value in record.values()):  # ",,", {}, {"a": null}
             problems.append(Quarantined(line, raw[:RAW_LIMIT], "record has no values (every field is empty)"))
             continue
         row, errors, summaries = {}, [], []

@@ -296,6 +296,11 @@ def test_suppress_keeps_erased_accounts_out_of_tables_about_to_be_written():
     assert out["bronze.reference_prices"] is tables["bronze.reference_prices"]
     assert changed == {"bronze.accounts": 1, "bronze.orders": 2, "bronze.fills": 2, "bronze.anomaly_labels": 1}
     assert suppress(tables, set())[1] == {t: 0 for t in changed}
+    # a quarantined JSON record names the account under any case of the key (landing matches columns so)
+    held = pa.table({"raw_record": ['{"ACCOUNT_ID": 2}', '{"Account_Id": "0002"}', '{"account_id": 3}']})
+    kept, count = suppress({"quarantine.landing": held}, {2})
+    assert kept["quarantine.landing"].column("raw_record").to_pylist() == ['{"account_id": 3}'] and count == {
+        "quarantine.landing": 2}
 
 
 def test_the_lake_maintenance_job_carries_out_requests_and_checks_nothing_names_the_subject(settings, small_lake):

@@ -194,5 +194,12 @@ def test_nan_is_quarantined_in_every_format_and_raw_lines_are_cut():
     pq.write_table(table, buffer)
     p = parse_file("q.parquet", buffer.getvalue())
     assert [r["id"] for r in p.accepted] == [2] and "NaN" in p.quarantined[0].reason
+    # a NaN first (or after empty values only) is a value too: its row is quarantined, the file read on
+    p = parse_file("q.jsonl", b'{"a": NaN, "b": 2}\n{"a": 1, "b": 3}\n', table_types={"a": "double"})
+    assert p.reconciles and [r["b"] for r in p.accepted] == [3] and "NaN" in p.quarantined[0].reason
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1.0, float("nan")], "b": [1, 2]}), buffer)
+    p = parse_file("q.parquet", buffer.getvalue())
+    assert p.reconciles and [r["b"] for r in p.accepted] == [1] and p.quarantined[0].line == 2
     p = parse_file("q.jsonl", b'{"id": 1}\n{"id": "' + b"x" * 100_000 + b'"\n[1, 2' + b", 3" * 50_000 + b"]\n")
     assert p.reconciles and all(len(q.raw) <= 4000 for q in p.quarantined) and len(p.quarantined) == 2
