@@ -75,6 +75,7 @@ class AuditLog:
         self._path = path
         self._handle = None  # kept open, line-buffered: one open() per request costs more than the write
         self._identity: tuple[int, int] | None = None  # (device, inode) of the open file
+        self._reopen_failed = False  # logged once until a reopen succeeds
         self._lock = threading.Lock()
 
     def _current_handle(self):
@@ -92,11 +93,24 @@ class AuditLog:
             if not moved:
                 return self._handle
             try:
+                handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
+            except OSError as exc:
+                # the new file cannot be made (its folder gone, a rotation that created it with an owner this
+                # process cannot write as): the records go on into the old file, where they are not lost,
+                # rather than failing requests whose change is already applied
+                if not self._reopen_failed:
+                    logging.getLogger("platformq.audit").error(
+                        "audit file %s could not be reopened after a rotation (%s); writing on to the old file",
+                        self._path, exc)
+                    self._reopen_failed = True
+                return self._handle
+            try:
                 self._handle.close()
             except OSError:
                 pass
-            self._handle = None
-        handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
+        else:
+            handle = open(self._path, "a", buffering=1)  # noqa: SIM115 (lives with the service)
+        self._reopen_failed = False
         st = os.fstat(handle.fileno())
         self._handle, self._identity = handle, (st.st_dev, st.st_ino)
         return handle

@@ -86,3 +86,22 @@ def test_rotation_under_concurrent_writers_loses_and_duplicates_nothing(tmp_path
         worker.join()
     ids = [i for p in [*rotated, path] for i in _ids(p)]
     assert sorted(ids) == sorted(f"c{i}" for i in range(per_thread * threads))
+
+
+def test_a_file_that_cannot_be_reopened_after_a_rotation_fails_no_request(tmp_path, caplog):
+    """The folder renamed away (or a new file this process may not write): the records go on into the old file,
+    logged once, instead of raising in the middle of a response whose change is already applied."""
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    path = folder / "trading-audit.jsonl"
+    log = AuditLog(str(path))
+    log.append(record(1, "t1"))
+    folder.rename(tmp_path / "audit.old")
+    with caplog.at_level("ERROR", logger="platformq.audit"):
+        log.append(record(2, "t1"))
+        log.append(record(3, "t1"))
+    assert _ids(tmp_path / "audit.old" / "trading-audit.jsonl") == ["c1", "c2", "c3"]
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1 and "reopened" in caplog.text
+    folder.mkdir()  # back: the next record goes to the path again
+    log.append(record(4, "t1"))
+    assert _ids(path) == ["c4"]
