@@ -93,6 +93,7 @@ def gold_leaderboard(lake, tenant: str, date: str | None, limit: int) -> list[di
 def build_local_app(service: str, home: str, lake_config: dict | None = None, keys=None, tokens=None,
                     rate: float = 10_000.0, burst: int = 10_000, journal_url: str | None = None,
                     credentials_store_url: str | None = None, credentials_public_url: str | None = None,
+                    credentials_issuer_key_file: str | None = None,
                     governance_store_url: str | None = None,
                     derivatives_store_url: str | None = None, rate_limit_redis_url: str | None = None,
                     data_page_cache_bytes: int | None = None, settle_heap: bool = False,
@@ -154,7 +155,10 @@ def build_local_app(service: str, home: str, lake_config: dict | None = None, ke
         # local default and the old prefix (LEGACY_BASE_URL: every credential issued before pointed at it) resolve
         local_url = f"http://127.0.0.1:{CREDENTIALS_LOCAL_PORT}"
         public_url = credentials_public_url or load_settings().credentials_public_url or local_url
-        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(state / "issuer-key.json"), store=store,
+        # one issuer key for every process issuing into a shared store (PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE)
+        key_file = credentials_issuer_key_file or load_settings().credentials_issuer_key_file or (
+            state / "issuer-key.json")
+        app = create_credentials_app(ctx, issuer_key_pair=issuer_key_pair(Path(key_file)), store=store,
                                      base_url=public_url, also_resolve=(LEGACY_BASE_URL, local_url))
     elif service == "data":
         from services.data_api.api import create_data_app

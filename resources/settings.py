@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     trading_snapshot_commands: Annotated[int, Field(ge=0, le=100_000_000)] = 100_000
     # The credential issuer's status store (each credential's status-list index, revocation, suspension).
     credentials_store_url: str | None = None
+    # The issuer's Ed25519 key (a mounted secret, JSON {"secretKeyMultibase": ...}, created at first start when the
+    # file is missing): every process issuing into one shared store must sign with one key, or each names its own
+    # status lists and a credential's status is unreadable by the others. Default <home>/services/issuer-key.json.
+    credentials_issuer_key_file: Path | None = None
     # The address verifiers reach the credentials service at (https://vc.example.com): issued credentials'
     # status-list URLs are <it>/status-lists/<issuer key>/<purpose>. Default http://127.0.0.1:8103 (`platformq
     # serve`'s credentials port); credentials issued under that or the old http://127.0.0.1 prefix still verify.
@@ -238,6 +242,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production profile needs these settings (no fallback to local): " + ", ".join(missing)
                 )
+        if (self.credentials_store_url and not self.credentials_store_url.startswith("sqlite")
+                and not self.credentials_issuer_key_file):
+            raise ValueError("PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE is required with a shared credentials store "
+                             "(PLATFORMQ_CREDENTIALS_STORE_URL): every process issuing into it must sign with the "
+                             "same issuer key")
         return self
 
     # -- derived locations (local profile) -----------------------------

@@ -231,3 +231,31 @@ def test_issued_status_list_urls_use_the_configured_public_url_and_old_ones_stil
     client, key = served(credentials_public_url="https://creds.example:8443")  # the explicit argument wins
     assert issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000003a3")["credentialStatus"][0][
         "statusListCredential"].startswith("https://creds.example:8443/status-lists/")
+
+
+def test_processes_sharing_a_store_sign_with_one_issuer_key(tmp_path):
+    """Two processes (homes) issuing into one store: each made its own issuer key under its home, so each named
+    its own status lists and one could not check the other's credentials. With one key file they are one issuer;
+    a shared store without one is refused at load."""
+    import pytest
+
+    from resources.settings import Settings
+
+    store = f"sqlite:///{tmp_path / 'shared-credentials.db'}"
+    key_file = tmp_path / "secrets" / "issuer-key.json"
+
+    def served(home):
+        app, ctx = build_local_app("credentials", str(tmp_path / home), credentials_store_url=store,
+                                   credentials_issuer_key_file=str(key_file))
+        return TestClient(app, raise_server_exceptions=False), {"X-API-Key": ctx.keys.create("erin", "t1", ["engineer"])}
+
+    (one, key1), (two, key2) = served("host-1"), served("host-2")
+    vc = issue(one, key1, "urn:uuid:00000000-0000-4000-8000-0000000004a1")
+    assert verify(two, key2, vc)["verified"] is True
+    assert set_status(two, key2, vc["id"], "revoked").status_code == 200
+    out = verify(one, key1, vc)
+    assert out["revoked"] is True and out["verified"] is False
+    with pytest.raises(ValueError, match="PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE"):
+        Settings(credentials_store_url="postgresql+psycopg2://pq:pq@127.0.0.1:5432/services")
+    assert Settings(credentials_store_url="postgresql+psycopg2://pq:pq@127.0.0.1:5432/services",
+                    credentials_issuer_key_file=key_file).credentials_issuer_key_file == key_file
