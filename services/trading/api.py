@@ -360,6 +360,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         if body.quantity is None and body.price_ticks is None:
             raise Problem(422, "Unprocessable Content", "give quantity and/or price_ticks", "empty-amendment")
         with exchange.lock:  # no fill between reading the filled quantity and amending
+            # read again under the lock: an undone command (a journal outage) rebuilds the engine's orders, so the
+            # object read before it may no longer be the order's, and its filled quantity stale
+            order = own_order(principal, order_id)
             open_qty = None
             if body.quantity is not None:
                 if body.quantity <= order.filled_qty:

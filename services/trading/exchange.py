@@ -135,12 +135,17 @@ class SqlJournal:
     One process owns a journal. Each write names its sequence number: the one after the last command this
     journal object read (on restore) or wrote, inserted only if the journal holds nothing from there on (and the
     sequence number is the table's primary key). A write that finds another writer's command there raises
-    :class:`JournalConflict` instead of appending a command the other process's state never saw."""
+    :class:`JournalConflict` instead of appending a command the other process's state never saw. A write that
+    fails is read back (its reply may be lost after the store committed it): its own commands found there are
+    written, not another writer's."""
 
     def __init__(self, url: str):
         import sqlalchemy as sa
 
         self._last_seq = 0  # the seq of the last command read (stream) or written by this object
+        # a write whose outcome is unknown (it failed and the journal could not be read after it): its first seq
+        # and its texts, resolved by the next write
+        self._in_doubt: tuple[int, list[str]] | None = None
         self._engine = sa.create_engine(url, future=True)
         meta = sa.MetaData()
         self._table = sa.Table(
@@ -160,22 +165,40 @@ class SqlJournal:
         meta.create_all(self._engine)
 
     def append(self, command: dict) -> int:
-        self._insert([command])
+        self._write([command])
         return self._last_seq
 
     def append_many(self, commands: list[dict]) -> None:
         """One transaction for a whole batch: it is in the journal entirely or not at all."""
         if commands:
+            self._write(commands)
+
+    def _write(self, commands: list[dict]) -> None:
+        first = self._last_seq + 1
+        try:
             self._insert(commands)
+        except JournalConflict:
+            raise
+        except Exception:
+            # the store's reply was lost: the write may have committed all the same (Postgres committed, the
+            # connection dropped before the answer). Read what the journal holds there, on another connection:
+            # our commands there mean they are written (the command stays applied and is answered); nothing
+            # there, that they are not (undone, journal-unavailable); no read, unknown until the next write
+            texts = [json.dumps(c, sort_keys=True) for c in commands]
+            found = self._found(first, len(texts))
+            if found == texts:
+                log.warning("trading: the journal's reply to commands %d..%d was lost, but they are written",
+                            first, first + len(texts) - 1)
+                self._in_doubt, self._last_seq = None, first + len(texts) - 1
+                return
+            self._in_doubt = (first, texts) if found is None else None
+            raise
 
     def _insert(self, commands: list[dict]) -> None:
         import sqlalchemy as sa
 
         t, first = self._table, self._last_seq + 1
         texts = [json.dumps(c, sort_keys=True) for c in commands]
-        conflict = (f"another process wrote to the trading journal after its command {first - 1}: this process's "
-                    "state is not the journal's any more (one process owns a trading journal); restart it to read "
-                    "what the other wrote")
         try:
             with self._engine.begin() as conn:
                 # the first command goes in only where the journal holds nothing from its seq on; the others follow
@@ -184,14 +207,45 @@ class SqlJournal:
                     ["seq", "command"],
                     sa.select(sa.literal(first, sa.Integer), sa.literal(texts[0], sa.Text))
                     .where(~sa.exists().where(t.c.seq >= first)))
-                if conn.execute(guarded).rowcount != 1:
-                    raise JournalConflict(conflict)
-                if len(texts) > 1:
+                inserted = conn.execute(guarded).rowcount == 1
+                if inserted and len(texts) > 1:
                     conn.execute(t.insert(), [{"seq": first + i, "command": text}
                                               for i, text in enumerate(texts[1:], start=1)])
-        except sa.exc.IntegrityError as exc:
-            raise JournalConflict(conflict) from exc
+        except sa.exc.IntegrityError:
+            inserted = False
+        if not inserted:
+            # what holds the seqs: our own commands (a write whose reply was lost, see _write), or another writer's
+            found = self._found(first, len(texts))
+            if found != texts:
+                doubt, self._in_doubt = self._in_doubt, None
+                if doubt is not None and found and doubt[0] == first and found == doubt[1][:len(found)]:
+                    # an earlier write of this process, answered "not written" (journal-unavailable) when neither
+                    # it nor the read after it came back, is in the journal after all: the live state lacks it
+                    raise JournalConflict(
+                        f"the trading journal holds commands from {first} on that this process answered as not "
+                        "written (the journal's reply and the read after it were lost): this process's state is "
+                        "not the journal's any more; restart it to read them")
+                raise JournalConflict(
+                    f"another process wrote to the trading journal after its command {first - 1}: this process's "
+                    "state is not the journal's any more (one process owns a trading journal); restart it to read "
+                    "what the other wrote")
+        self._in_doubt = None
         self._last_seq = first + len(texts) - 1
+
+    def _found(self, first: int, count: int, tries: int = 2) -> list[str] | None:
+        """The journal's commands' texts from seq ``first`` on (at most ``count``), read on a fresh connection
+        (a dropped one is discarded by the pool); None when the journal cannot be read."""
+        import sqlalchemy as sa
+
+        t = self._table
+        query = sa.select(t.c.command).where(t.c.seq >= first).order_by(t.c.seq).limit(count)
+        for _ in range(tries):
+            try:
+                with self._engine.connect() as conn:
+                    return list(conn.execute(query).scalars())
+            except Exception as exc:
+                log.warning("trading: reading the journal after a failed write: %s: %s", type(exc).__name__, exc)
+        return None
 
     def load(self) -> list[dict]:
         return list(self.stream())
@@ -606,6 +660,8 @@ class Exchange:
         self._undo = self._undo_orders = None
         engine = self.engine
         n_trades, n_journal, n_links = saved["lengths"]
+        placed = range(saved["next_order_id"], engine._next_order_id)  # the orders the command made (the rollback
+        # takes the engine's next id back, so they are read first)
         if len(engine.journal) != n_journal or engine._next_order_id != saved["next_order_id"]:
             self._rollback_engine(saved)
         del self.copy_links[n_links:]
@@ -625,7 +681,7 @@ class Exchange:
                     table.pop(order_id, None)
                 else:
                     table[order_id] = value
-        for order_id in range(saved["next_order_id"], engine._next_order_id):
+        for order_id in placed:  # recorded by _touch_order only after _place had reserved for them: they go
             self.reserved.pop(order_id, None)
             self.sell_locked.pop(order_id, None)
         for name, value in saved["totals"].items():
@@ -1202,6 +1258,7 @@ class Exchange:
             "balances": {a.account_id: {k: (b.free, b.locked) for k, b in sorted(a.balances.items())}
                          for a in sorted(self.accounts.values(), key=lambda a: a.account_id)},
             "fees": dict(self.fees_collected),
+            "reserved": dict(sorted(self.reserved.items())), "sell_locked": dict(sorted(self.sell_locked.items())),
             "copy_links": [dataclasses.astuple(link) for link in self.copy_links
                            if link.follower_order_id in kept_set],
             "account_orders": kept,

@@ -469,3 +469,59 @@ def test_a_journal_outage_answers_503_and_applies_nothing(ctx):
         assert exchange.state() == before
     journal.down = False
     assert client.post("/v1/accounts/a1/deposits", json={"asset": "USD", "amount": 5}, headers=t1).status_code == 200
+
+
+def test_an_amend_reads_the_filled_quantity_of_the_order_as_it_is_under_the_lock(ctx):
+    """An undone command rebuilds the engine's orders: the order object the amend read before taking the lock
+    may be replaced, its filled quantity stale (here 0 where 4 lots filled since)."""
+    from services.trading.exchange import JournalUnavailable, MemoryJournal
+
+    class Down(MemoryJournal):
+        down = False
+
+        def append(self, command):
+            if self.down:
+                raise OSError("database is locked")
+            return super().append(command)
+
+    journal = Down()
+    exchange = Exchange([X], journal=journal)
+    client = TestClient(create_trading_app(ctx, exchange), raise_server_exceptions=False)
+    t1 = {"X-API-Key": ctx.keys.create("alice", "t1", ["trader"])}
+    for account in ("a1", "a2"):
+        client.post("/v1/accounts", json={"account_id": account}, headers=t1)
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": "USD", "amount": 10**6}, headers=t1)
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": X, "amount": 100}, headers=t1)
+    sell = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "SELL", "quantity": 10,
+                                           "price_ticks": 100}, headers=t1).json()
+
+    ran = []
+
+    def meanwhile():  # between the amend's first read of the order and its taking the lock
+        journal.down = True
+        with pytest.raises(JournalUnavailable):
+            exchange.place("t1/a2", X, "BUY", 1, 100)  # reached the engine, undone: the orders are rebuilt
+        journal.down = False
+        filled = exchange.place("t1/a2", X, "BUY", 4, 100)  # fills 4 of the rebuilt order
+        assert filled.filled_qty == 4 and exchange.engine.orders[sell["order_id"]].filled_qty == 4
+        ran.append(True)
+
+    class Interleaved:
+        def __init__(self, lock):
+            self.lock, self.hook = lock, None
+
+        def __enter__(self):
+            hook, self.hook = self.hook, None
+            if hook is not None:
+                hook()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    exchange._lock = Interleaved(exchange._lock)
+    exchange._lock.hook = meanwhile
+    amended = client.patch(f"/v1/orders/{sell['order_id']}", json={"quantity": 6}, headers=t1)
+    assert ran and amended.status_code == 200, amended.text
+    assert (amended.json()["quantity"], amended.json()["open_quantity"]) == (6, 2)
+    assert Exchange.restore([X], journal).state() == exchange.state()

@@ -899,3 +899,177 @@ def test_a_journal_outage_undoes_the_command_and_answers_unavailable():
     journal.fail = False
     ex.place("a", X, "BUY", 10, 100)
     assert Exchange.restore([X], journal).state() == ex.state()
+
+
+def lose_replies(monkeypatch, journal, commit: bool, read: bool = True, times: int = 1):
+    """The journal's next ``times`` writes fail as a dropped connection does: after committing (the reply is
+    lost) or before; ``read=False``: the journal cannot be read after them either."""
+    import contextlib
+
+    import sqlalchemy as sa
+
+    engine, begin, connect = journal._engine, journal._engine.begin, journal._engine.connect
+    left, writing = [times], [False]
+
+    @contextlib.contextmanager
+    def written():
+        writing[0] = True
+        try:
+            with begin() as conn:
+                writing[0] = False
+                yield conn
+        finally:
+            writing[0] = False
+
+    @contextlib.contextmanager
+    def dropped():
+        if left[0] <= 0:
+            with written() as conn:
+                yield conn
+            return
+        left[0] -= 1
+        with written() as conn:
+            yield conn
+            if not commit:
+                conn.rollback()
+        raise sa.exc.OperationalError("COMMIT", {}, OSError("server closed the connection unexpectedly"))
+
+    def unreadable():
+        if left[0] < times and not read and not writing[0]:
+            raise sa.exc.OperationalError("SELECT", {}, OSError("could not connect to server"))
+        return connect()
+
+    monkeypatch.setattr(engine, "begin", dropped)
+    monkeypatch.setattr(engine, "connect", unreadable)
+
+
+def test_a_journal_write_whose_reply_is_lost_but_committed_stays_applied(tmp_path, monkeypatch):
+    """Postgres committed, the connection dropped before the answer: the journal is read again, finds the
+    command written, and the exchange keeps it applied and answers it (it answered 503 'nothing applied', fenced
+    itself on the client's retry, and a restart then applied the command the client was told never happened)."""
+    assert_a_lost_reply_of_a_write_is_checked(f"sqlite:///{tmp_path / 'journal.db'}", monkeypatch)
+
+
+@pytest.mark.slow
+def test_a_journal_write_whose_reply_is_lost_but_committed_stays_applied_postgres(monkeypatch):
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    with postgres_database() as db:
+        assert_a_lost_reply_of_a_write_is_checked(PG_DSN.format(db=db), monkeypatch)
+
+
+def assert_a_lost_reply_of_a_write_is_checked(url, monkeypatch):
+    from services.trading.exchange import JournalUnavailable
+
+    ex = funded(SqlJournal(url))
+    lose_replies(monkeypatch, ex.journal, commit=True)
+    ex.deposit("a", CASH, 500)  # answered, not 503
+    assert ex.accounts["a"].balance(CASH).free == 1_000_500 and ex.journaled == len(SqlJournal(url).load())
+    lose_replies(monkeypatch, ex.journal, commit=True)
+    with ex.batch():  # a batch too
+        ex.deposit("a", CASH, 1)
+        ex.place("a", X, "BUY", 2, 100)
+    ex.place("b", X, "SELL", 1, 100)  # not fenced: the next write follows it
+    assert Exchange.restore([X], SqlJournal(url)).state() == ex.state()
+    # not committed: undone, 503, and the retry is taken (nothing of it is in the journal)
+    lose_replies(monkeypatch, ex.journal, commit=False)
+    before = ex.state()
+    with pytest.raises(JournalUnavailable):
+        ex.deposit("a", CASH, 7)
+    assert ex.state() == before
+    ex.deposit("a", CASH, 7)
+    assert Exchange.restore([X], SqlJournal(url)).state() == ex.state()
+    conserved(ex)
+    ex.journal.close()
+
+
+def test_a_lost_reply_that_cannot_be_checked_is_resolved_by_the_next_write(tmp_path, monkeypatch):
+    """Neither the reply nor the read after it came back: the command is undone (503); the next write finds it
+    written after all and the exchange stops (its state lacks a journalled command; a restart applies it) rather
+    than calling it another writer's or writing past it."""
+    from services.trading.exchange import JournalConflict, JournalUnavailable
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    ex = funded(SqlJournal(url))
+    lose_replies(monkeypatch, ex.journal, commit=True, read=False)
+    with pytest.raises(JournalUnavailable):
+        ex.deposit("a", CASH, 500)
+    monkeypatch.undo()
+    with pytest.raises(JournalConflict, match="answered as not written"):
+        ex.deposit("a", CASH, 500)
+    assert Exchange.restore([X], SqlJournal(url)).accounts["a"].balance(CASH).free == 1_000_500
+    # the same, not committed: the next write goes in where it would have
+    lose_replies(monkeypatch, ex.journal, commit=False, read=False)
+    ex = Exchange.restore([X], SqlJournal(url))
+    lose_replies(monkeypatch, ex.journal, commit=False, read=False)
+    with pytest.raises(JournalUnavailable):
+        ex.deposit("a", CASH, 1)
+    monkeypatch.undo()
+    ex.deposit("a", CASH, 2)
+    assert Exchange.restore([X], SqlJournal(url)).state() == ex.state()
+
+
+@pytest.mark.parametrize("rebase", [3, 1000])
+def test_undone_commands_leave_the_state_a_restart_reaches(rebase):
+    """Every kind of command, undone by a journal outage, leaves the live state as before it, its reserves too
+    (an undone place left its order's reserve behind, under the id the next order then got), and equal to what
+    the journal replays to."""
+    from services.trading.exchange import JournalUnavailable
+
+    class Down(MemoryJournal):
+        fail = False
+
+        def append(self, command):
+            if self.fail:
+                raise ConnectionError("journal database unavailable")
+            return super().append(command)
+
+    journal = Down()
+    clock = iter(range(1, 10**9))
+    ex = Exchange([X], journal=journal, clock=lambda: next(clock), rebase_commands=rebase)
+    for name in "abcd":
+        ex.open_account("t", name)
+        ex.deposit(name, CASH, 1_000_000)
+        ex.deposit(name, X, 1_000)
+    ex.follow("d", "a", multiplier=1.0, max_exposure=10**6)
+
+    def newest(account):
+        return max((o.order_id for o in ex.engine.orders.values() if o.account == account and o.open_qty),
+                   default=10**6)
+
+    commands = [
+        lambda: ex.place("a", X, "BUY", 5, 100),  # rests: a reserve
+        lambda: ex.place("b", X, "SELL", 3, 101),  # rests: locked lots
+        lambda: ex.place("c", X, "SELL", 2, 100, "IOC"),  # trades with a's buy
+        lambda: ex.place("c", X, "BUY", 4, None, "IOC"),  # market: takes b's ask
+        lambda: ex.place("a", X, "BUY", 9, 102),  # takes b's ask, copied by d
+        lambda: ex.amend("a", newest("a"), quantity=8, price=99),
+        lambda: ex.amend("b", newest("b"), quantity=6),
+        lambda: ex.place("b", X, "SELL", 5, 99),  # takes a's amended buy
+        lambda: ex.cancel("a", newest("a")),
+        lambda: ex.cancel("b", newest("b")),
+        lambda: ex.follow("c", "b", multiplier=2.0, max_exposure=10**5),
+        lambda: ex.unfollow("d", "a"),
+        lambda: ex.withdraw("c", CASH, 10),
+    ]
+    undone = 0
+    for step in range(3):
+        for command in commands:
+            before, reserves = ex.state(), (dict(ex.reserved), dict(ex.sell_locked))
+            journal.fail = True
+            try:
+                command()
+            except JournalUnavailable:
+                undone += 1
+            except ExchangeError:
+                pass  # refused before it was applied (an order no longer open)
+            finally:
+                journal.fail = False
+            assert ex.state() == before and (ex.reserved, ex.sell_locked) == reserves
+            try:  # and then applied, so the next one is undone on top of it
+                command()
+            except ExchangeError:
+                pass  # refused by the state (an order closed by an earlier step)
+            assert Exchange.restore([X], journal, rebase_commands=rebase).state() == ex.state()
+    assert undone >= 30
+    conserved(ex)
