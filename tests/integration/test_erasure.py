@@ -554,31 +554,42 @@ def test_the_erasure_cli_records_lists_and_carries_out_requests(platform_home, s
     assert rows[1][4].startswith("account 1 is not an account of")
 
 
+def _append_text_ids(lake, ids: list[str]) -> None:
+    """kyc_events rows whose account ids are text, as an ingestion that typed them so wrote them."""
+    n, at = len(ids), dt.datetime.now(dt.timezone.utc)
+    lake.append("bronze.kyc_events", pa.table({
+        "account_id": ids, "event": ["kyc"] * n, "_source": ["landing:kyc_events"] * n, "_batch_id": ["b0"] * n,
+        "_ingested_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
+        "_source_file": ["kyc_events/old.jsonl"] * n, "_file_sha256": ["0" * 64] * n, "_line": list(range(1, n + 1))}))
+
+
+def _land_and_ingest(settings, name: str, data: bytes):
+    """Drop a kyc_events landing file and run the ingestion job; it must succeed with every check passing."""
+    from dagster import DagsterInstance
+
+    from tests.integration.helpers import QUIET, definitions
+
+    path = settings.landing_dir / "kyc_events" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
+        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+
+
 def test_an_erasure_matches_account_ids_a_source_stored_as_text(settings, small_lake):
     """A source whose account ids arrived as text (its table made so by an older version or by the source): the
     erasure filters, rewrite, check and the landing suppression compare the ids' digits, not numbers with text
     (which raised in the Iceberg filter and in Arrow, stopping every erasure and every ingestion of the source)."""
-    from dagster import DagsterInstance
-
     from resources import erasure
-    from tests.integration.helpers import QUIET, definitions
 
-    at = dt.datetime.now(dt.timezone.utc)
-    small_lake.append("bronze.kyc_events", pa.table({  # as an ingestion that typed the ids as text wrote them
-        "account_id": ["1", "2", "3"], "event": ["kyc"] * 3, "_source": ["landing:kyc_events"] * 3,
-        "_batch_id": ["b0"] * 3, "_ingested_at": pa.array([at] * 3, pa.timestamp("us", tz="UTC")),
-        "_source_file": ["kyc_events/old.jsonl"] * 3, "_file_sha256": ["0" * 64] * 3, "_line": [1, 2, 3]}))
+    _append_text_ids(small_lake, ["1", "2", "3"])
     erasure.request_erasure(small_lake, ACME, 2, "DSR-23", "dpo")
     outcome = _process(small_lake)
     assert (outcome["requests"], outcome["completed"]) == (1, 1), outcome
     assert small_lake.read("bronze.kyc_events").column("account_id").to_pylist() == ["1", "3"]
     assert erasure.remaining_rows(small_lake, {2}) == {}
-    path = settings.landing_dir / "kyc_events" / "k.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b'{"account_id": "2", "event": "kyc"}\n{"account_id": "4", "event": "kyc"}\n')
-    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
-        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
-    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    _land_and_ingest(settings, "k.jsonl", b'{"account_id": "2", "event": "kyc"}\n{"account_id": "4", "event": "kyc"}\n')
     assert sorted(small_lake.read("bronze.kyc_events").column("account_id").to_pylist()) == ["1", "3", "4"]
     [row] = small_lake.read("ops.landing_files").to_pylist()
     assert (row["rows_read"], row["rows_accepted"], row["rows_erased"]) == (2, 1, 1)
@@ -587,27 +598,15 @@ def test_an_erasure_matches_account_ids_a_source_stored_as_text(settings, small_
 def test_erasure_matches_zero_padded_text_ids_and_columns_named_in_another_case(settings, small_lake):
     """"0002" and " 2" in a text id column name account 2; a landing file whose header says ACCOUNT_ID fills the
     table's account_id column (a second column differing only in case hid from the rules and from queries)."""
-    from dagster import DagsterInstance
-
     from resources import erasure
-    from tests.integration.helpers import QUIET, definitions
 
-    at = dt.datetime.now(dt.timezone.utc)
-    small_lake.append("bronze.kyc_events", pa.table({
-        "account_id": ["1", "0002", " 2", "3"], "event": ["kyc"] * 4, "_source": ["landing:kyc_events"] * 4,
-        "_batch_id": ["b0"] * 4, "_ingested_at": pa.array([at] * 4, pa.timestamp("us", tz="UTC")),
-        "_source_file": ["kyc_events/old.jsonl"] * 4, "_file_sha256": ["0" * 64] * 4, "_line": [1, 2, 3, 4]}))
+    _append_text_ids(small_lake, ["1", "0002", " 2", "3"])
     assert erasure.remaining_rows(small_lake, {2})["bronze.kyc_events"] == 2
     erasure.request_erasure(small_lake, ACME, 2, "DSR-25", "dpo")
     assert _process(small_lake)["completed"] == 1
     assert small_lake.read("bronze.kyc_events").column("account_id").to_pylist() == ["1", "3"]
     assert erasure.remaining_rows(small_lake, {2}) == {}
-    path = settings.landing_dir / "kyc_events" / "k.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"ACCOUNT_ID,Event\n002,kyc\n4,kyc\n")
-    result = definitions(settings).resolve_job_def("ingest_landing").execute_in_process(
-        run_config=QUIET, instance=DagsterInstance.get(), raise_on_error=False)
-    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    _land_and_ingest(settings, "k.csv", b"ACCOUNT_ID,Event\n002,kyc\n4,kyc\n")
     table = small_lake.read("bronze.kyc_events")
     assert [n for n in table.column_names if n.lower() in ("account_id", "event")] == ["account_id", "event"]
     assert sorted(table.column("account_id").to_pylist()) == ["1", "3", "4"]
