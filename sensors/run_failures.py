@@ -1,4 +1,5 @@
-"""Run-failure sensor: every failed run is recorded in ``ops.run_failures`` and posted to the webhook."""
+"""Run-failure sensor: every failed run of the instance (launched by the daemon or run in process by the CLI) is
+recorded in ``ops.run_failures`` and posted to the webhook."""
 
 import datetime as dt
 
@@ -29,8 +30,12 @@ def failure_record(context: RunFailureSensorContext) -> dict:
     }
 
 
-@run_failure_sensor(name="run_failure_alerts", description="Records failed runs in ops.run_failures and posts "
-                    "them to the configured webhook (PLATFORMQ_ALERT_WEBHOOK_URL).")
+# Every run of the instance, not only those the daemon launched from this code location: runs the ``platformq``
+# CLI executes in process (``backfill``, ``ingest-landing``, ``make demo``) have no code-location origin, and a
+# sensor watching its own location passes over them (their failures were never recorded nor posted).
+@run_failure_sensor(name="run_failure_alerts", monitor_all_code_locations=True,
+                    description="Records failed runs in ops.run_failures and posts them to the configured webhook "
+                                "(PLATFORMQ_ALERT_WEBHOOK_URL).")
 def run_failure_alerts(context: RunFailureSensorContext, lake: LakeResource, alerts: AlertsResource):
     import pyarrow as pa
 
