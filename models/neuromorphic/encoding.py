@@ -57,6 +57,16 @@ class EncodingConfig:
         return names
 
 
+def overlaps(starts: np.ndarray, window_us: int, start: int, end: int) -> np.ndarray:
+    """Windows ``[w, w + window_us)`` that overlap the labelled anomaly ``[start, end)``.
+
+    The end is exclusive (a flash move ends where the next minute begins), but an anomaly with one timestamp
+    (``start == end``: a wash trade or spoofing burst of one instant) is that instant, so it lands in the
+    window that contains it, also when it falls exactly on a window's start.
+    """
+    return (starts < max(int(end), int(start) + 1)) & (starts + window_us > start)
+
+
 def _per_bin_sum(bins: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(bins, weights=values, minlength=n)[:n] if len(bins) else np.zeros(n)
 
@@ -176,7 +186,7 @@ def encode_day(events: dict, config: EncodingConfig = EncodingConfig()) -> dict:
         lm = events["label_instrument"] == symbol
         for a_type, a_id, s, e in zip(events["label_type"][lm], events["label_id"][lm], events["label_start"][lm],
                                       events["label_end"][lm]):
-            hit = (starts < e) & (starts + window_us > s) & (label == 0)
+            hit = overlaps(starts, window_us, s, e) & (label == 0)
             label[hit], kind[hit], ident[hit] = 1, a_type, a_id
         out["label"].append(label)
         out["anomaly_type"].append(kind)
@@ -204,7 +214,7 @@ def anomalies_in_windows(events: dict, windows: dict) -> set[str]:
     for symbol, a_id, s, e in zip(events["label_instrument"], events["label_id"], events["label_start"],
                                   events["label_end"]):
         starts = windows["window_start_us"][windows["instrument"] == symbol]
-        if ((starts < e) & (starts + window_us > s)).any():
+        if overlaps(starts, window_us, s, e).any():
             covered.add(str(a_id))
     return covered
 

@@ -83,3 +83,16 @@ def test_order_flow_spoofing_pattern_spikes_on_large_orders_and_cancels():
     assert spikes[channel(result, "order_lots>=60")].sum() == 1  # the small order at 40 s does not fire it
     assert spikes[channel(result, "sell_lots>=30")].sum() == 0
     assert result["features"][0, 3, 2] == 750  # new buy lots in bin 2
+
+
+def test_an_instant_anomaly_on_a_window_start_labels_the_window_that_contains_it():
+    """A wash trade or spoofing burst of one instant (start == end) at a whole minute: its window is [60 s, 120 s),
+    which contains it; an anomaly's end is otherwise exclusive (a flash move ends where the next minute begins)."""
+    from models.neuromorphic.encoding import anomalies_in_windows
+
+    day = events(trades=[(1, "AAA", 100, 1), (60, "AAA", 101, 1), (150, "AAA", 100, 1)],
+                 labels=[("AAA", "wash_trade", "w-1", 60, 60), ("AAA", "flash_move", "f-1", 130, 180)])
+    result = encode_day(day, EncodingConfig(window_seconds=60, bins=12))
+    assert list(result["label"]) == [0, 1, 1]
+    assert list(result["anomaly_id"]) == ["", "w-1", "f-1"]
+    assert anomalies_in_windows(day, result) == {"w-1", "f-1"}
