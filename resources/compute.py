@@ -72,7 +72,10 @@ class SparkResource(ConfigurableResource):
     job_timeout_s: float = 1800.0  # a step's Spark jobs are cancelled after this long
 
     def session(self):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Spark advertises SPARK_LOCAL_IP as the driver's address: loopback only when the cluster runs on this host
+        # (a remote master's executors would dial their own loopback and never reach the driver)
+        if _same_host(self.spark_config.get("spark.master", "local")):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         from dagster_pyspark import LazyPySparkResource
 
@@ -113,6 +116,16 @@ class SparkResource(ConfigurableResource):
         active = SparkSession.getActiveSession()
         if active is not None:
             active.stop()
+
+
+def _same_host(master: str) -> bool:
+    """Whether a Spark master URL keeps the executors on this host: local[...], or spark://127.0.0.1 / localhost."""
+    if master.startswith("local"):
+        return True
+    if not master.startswith("spark://"):
+        return False  # k8s://, yarn, mesos: executors elsewhere
+    hosts = [part.rsplit(":", 1)[0] for part in master.removeprefix("spark://").split(",")]
+    return all(host in ("127.0.0.1", "localhost", "[::1]") for host in hosts)
 
 
 def spark_resource(settings) -> SparkResource:
