@@ -188,3 +188,55 @@ def test_run_pods_get_the_user_code_image_without_the_chart(tmp_path, monkeypatc
     monkeypatch.delenv("PLATFORMQ_USER_CODE_IMAGE")
     missing = process_config(K8sRunLauncher.config_type(), launcher_config)
     assert not missing.success and "PLATFORMQ_USER_CODE_IMAGE" in str(missing.errors)
+
+
+def chart_code_location_container_context(values: dict) -> dict | None:
+    """The container context the official chart gives the code-location server (DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT,
+    its dagsterUserDeployments.k8sContainerContext helper) unless the deployment sets
+    includeConfigInLaunchedRuns.enabled: false; every run launched from the location merges it over the launcher's."""
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    if not (deployment.get("includeConfigInLaunchedRuns") or {"enabled": True})["enabled"]:
+        return None
+    k8s = {"image_pull_policy": deployment["image"]["pullPolicy"],
+           "env_config_maps": [f"platformq-dagster-user-deployments-{deployment['name']}-user-env",
+                               *(c["name"] for c in deployment.get("envConfigMaps", []))],
+           "env_secrets": [s["name"] for s in deployment.get("envSecrets", [])],
+           "namespace": "platformq", "service_account_name": values["global"]["serviceAccountName"]}
+    for key, field in (("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("resources", "resources")):
+        if deployment.get(key):
+            k8s[field] = deployment[key]
+    return {"k8s": k8s}
+
+
+def test_run_and_step_pods_get_the_run_launchers_resources_not_the_code_servers():
+    """The chart passes the code-location deployment's own settings (its resources: 1 CPU, 2 GiB) into every run it
+    launches, over the run launcher's runK8sConfig: run pods and every step pod without a dagster-k8s/config tag ran
+    with the code server's limits, not the 2 CPU / 4 GiB the values give runs."""
+    from types import SimpleNamespace
+
+    from dagster_k8s.container_context import K8sContainerContext
+
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    launcher_values = values["runLauncher"]["config"]["k8sRunLauncher"]
+    # the K8sRunLauncher the chart's instance template configures from these values
+    launcher = SimpleNamespace(
+        image_pull_policy="Always", image_pull_secrets=[], service_account_name=values["global"]["serviceAccountName"],
+        env_config_maps=["platformq-dagster-pipeline-env", *(c["name"] for c in launcher_values["envConfigMaps"])],
+        env_secrets=[s["name"] for s in launcher_values["envSecrets"]], env_vars=[],
+        volume_mounts=launcher_values["volumeMounts"], volumes=launcher_values["volumes"], labels={},
+        job_namespace="platformq", resources={}, scheduler_name=None, security_context={},
+        run_k8s_config={"container_config": launcher_values["runK8sConfig"]["containerConfig"]},
+        only_allow_user_defined_k8s_config_fields=None, only_allow_user_defined_env_vars=None)
+    origin = SimpleNamespace(repository_origin=SimpleNamespace(
+        container_context=chart_code_location_container_context(values)))
+    run = SimpleNamespace(job_code_origin=origin, tags={})
+    # as K8sRunLauncher builds a run's pod, and k8s_job_executor a step's (before the step's own tags)
+    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
+    container = context.run_k8s_config.container_config
+    assert container["resources"] == launcher_values["runK8sConfig"]["containerConfig"]["resources"]
+    # and the run pods still get the environment, the secrets and both volumes
+    env_from = container["env_from"]
+    assert {"config_map_ref": {"name": "platformq-env"}} in env_from
+    assert {"secret_ref": {"name": "platformq-secrets"}} in env_from
+    volumes = [v["name"] for v in context.run_k8s_config.pod_spec_config["volumes"]]
+    assert sorted(volumes) == ["neuromorphic-workdir", "service-audit"]
