@@ -14,7 +14,9 @@ Runs are read once they finish (any storage: per-run logs, no global event-log c
 cursor keeps the latest run end time emitted and the runs emitted in the minute before it: a run's
 end time never changes, so a finished run whose tags change later (the run-retry daemon tags a failed
 run when it launches the retry) is not read again, and a run whose end became visible a little late
-is still read; a restart neither repeats nor skips a run.
+is still read; a restart neither repeats nor skips a run. A tick sends runs for at most ``TICK_BUDGET_S`` and
+moves the cursor past each run once its events are sent, leaving the rest to the next ticks (a tick cut off at
+Dagster's sensor timeout would keep no cursor and send the same events again on every tick).
 
 Every START is closed: a step whose process died (run monitoring then fails the run) or whose run was
 cancelled never reports success or failure, so it gets FAIL (ABORT for a cancelled run) at the run's end.
@@ -22,6 +24,7 @@ cancelled never reports success or failure, so it gets FAIL (ABORT for a cancell
 
 import datetime as dt
 import json
+import time
 import uuid
 
 from dagster import (
@@ -47,6 +50,10 @@ BATCH = 50  # runs per evaluation
 # Runs that ended up to this long before the latest one emitted are still looked at (their end can become
 # visible after a later run's: concurrent commits, clocks of different run workers).
 LATE_S = 60.0
+# A tick stops starting runs' events after this long, so it ends well inside Dagster's sensor timeout (60 s):
+# one cut off there stores no cursor, and every later tick would send the same runs' events again, for ever
+# (a backfill's runs hold thousands of events; a backend taking 20 ms each needs a minute for them).
+TICK_BUDGET_S = 25.0
 
 
 def dataset_name(key: AssetKey) -> str:
@@ -227,31 +234,48 @@ def _ended(record) -> float:
     return record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
 
 
+def pending(instance, cursor: dict) -> list:
+    """The records of the runs that finished since ``cursor`` and were not emitted yet, oldest end first (at most
+    ``BATCH``)."""
+    after = cursor.get("after")
+    seen = _seen(cursor)
+    floor = after - LATE_S if after is not None else None
+    # a run's record is updated when it ends (and later, when its tags change): never before its end time
+    updated_after = dt.datetime.fromtimestamp(floor, dt.timezone.utc) if floor is not None else None
+    records = instance.get_run_records(filters=RunsFilter(statuses=FINISHED, updated_after=updated_after))
+    return sorted((r for r in records if r.dagster_run.run_id not in seen and (floor is None or _ended(r) >= floor)),
+                  key=_ended)[:BATCH]
+
+
+def _seen(cursor: dict) -> dict:
+    seen = cursor.get("seen", {})
+    if isinstance(seen, list):  # a cursor from before end times were kept
+        seen = {run_id: cursor.get("after") for run_id in seen}
+    return seen
+
+
+def advance(cursor: dict, records: list) -> dict:
+    """``cursor`` once the events of ``records`` (runs of :func:`pending`, in its order) are emitted."""
+    if not records:
+        return cursor
+    after = cursor.get("after")
+    emitted = {r.dagster_run.run_id: _ended(r) for r in records}
+    latest = max(emitted.values()) if after is None else max(after, *emitted.values())
+    seen = {run_id: ended for run_id, ended in {**_seen(cursor), **emitted}.items() if ended >= latest - LATE_S}
+    return {"after": latest, "seen": seen}
+
+
 def collect(instance, repository_def, lineage: OpenLineageResource, cursor: dict) -> tuple[list, dict]:
     """OpenLineage events of the runs that finished since ``cursor``; the cursor to store next.
 
     ``cursor``: ``after``, the latest end time emitted, and ``seen``, the runs emitted that ended within
     ``LATE_S`` of it (run id -> end time)."""
-    after = cursor.get("after")
-    seen = cursor.get("seen", {})
-    if isinstance(seen, list):  # a cursor from before end times were kept
-        seen = {run_id: after for run_id in seen}
-    floor = after - LATE_S if after is not None else None
-    # a run's record is updated when it ends (and later, when its tags change): never before its end time
-    updated_after = dt.datetime.fromtimestamp(floor, dt.timezone.utc) if floor is not None else None
-    records = instance.get_run_records(filters=RunsFilter(statuses=FINISHED, updated_after=updated_after))
-    records = sorted((r for r in records if r.dagster_run.run_id not in seen and (floor is None or _ended(r) >= floor)),
-                     key=_ended)[:BATCH]
+    records = pending(instance, cursor)
     builder = LineageBuilder(instance, repository_def, lineage)
     events = []
     for record in records:
         events += builder.run_events(record.dagster_run)
-    if records:
-        emitted = {r.dagster_run.run_id: _ended(r) for r in records}
-        latest = max(emitted.values()) if after is None else max(after, *emitted.values())
-        seen = {run_id: ended for run_id, ended in {**seen, **emitted}.items() if ended >= latest - LATE_S}
-        cursor = {"after": latest, "seen": seen}
-    return events, cursor
+    return events, advance(cursor, records)
 
 
 @sensor(name="openlineage_events", minimum_interval_seconds=30,
@@ -259,10 +283,18 @@ def collect(instance, repository_def, lineage: OpenLineageResource, cursor: dict
                     "(file locally, HTTP to Marquez with PLATFORMQ_OPENLINEAGE_URL).")
 def openlineage_events(context: SensorEvaluationContext, openlineage: OpenLineageResource):
     cursor = json.loads(context.cursor) if context.cursor else {}
-    events, new_cursor = collect(context.instance, context.repository_def, openlineage, cursor)
-    if events:
-        openlineage.emit(events)  # emitted before the cursor moves: a crash re-sends, never loses
-    context.update_cursor(json.dumps(new_cursor))
-    if not events:
+    builder = LineageBuilder(context.instance, context.repository_def, openlineage)
+    deadline = time.monotonic() + TICK_BUDGET_S
+    emitted, done = 0, []
+    for record in pending(context.instance, cursor):
+        if done and time.monotonic() >= deadline:
+            break  # the rest waits for the next tick (its cursor covers only the runs sent)
+        events = builder.run_events(record.dagster_run)
+        if events:
+            openlineage.emit(events)  # emitted before the cursor moves: a crash re-sends, never loses
+        emitted += len(events)
+        done.append(record)
+        context.update_cursor(json.dumps(advance(cursor, done)))
+    if not emitted:
         return SkipReason("no new asset steps or checks")
-    context.log.info(f"emitted {len(events)} OpenLineage event(s)")
+    context.log.info(f"emitted {emitted} OpenLineage event(s) of {len(done)} run(s)")

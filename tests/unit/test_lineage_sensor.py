@@ -116,3 +116,40 @@ def test_a_subset_run_lists_only_its_selected_assets(tmp_path):
         events, _ = collect(instance, defs.get_repository_def(), resource, {})
     assert names(events) == [("landing", "START"), ("landing", "FAIL")] * 2
     assert [[o.name for o in e.outputs] for e in events] == [["bronze.kyc_events"]] * 4
+
+
+def test_a_slow_backend_gets_the_runs_over_several_ticks_each_once(tmp_path, monkeypatch):
+    """A tick stops taking runs once its time is spent and keeps a cursor of the runs it sent: a tick cut off at
+    Dagster's sensor timeout keeps none, and every later tick sent the same runs' events again, for ever."""
+    import time
+
+    from dagster import build_sensor_context
+
+    import sensors.lineage as lineage_sensor
+
+    sent = []
+
+    def slow_emit(self, events):
+        time.sleep(0.2 * len(events))  # e.g. Marquez answering in 20 ms, a backfill's runs of ~60 events each
+        sent.extend(events)
+        return len(events)
+
+    monkeypatch.setattr(OpenLineageResource, "emit", slow_emit)
+    monkeypatch.setattr(lineage_sensor, "TICK_BUDGET_S", 0.3, raising=False)
+    resource = OpenLineageResource(file_path=str(tmp_path / "events.jsonl"))
+    defs = Definitions(assets=[fine])
+    with instance_for_test() as instance:
+        runs = [materialize([fine], instance=instance).run_id for _ in range(3)]
+        cursor, ticks = None, 0
+        while True:
+            with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                      resources={"openlineage": resource}) as context:
+                before = len(sent)
+                lineage_sensor.openlineage_events(context)
+                cursor = context.cursor
+            ticks += 1
+            if len(sent) == before:
+                break
+            assert len(sent) - before == 2  # one run's START and COMPLETE per tick
+    assert ticks == 4
+    assert [e.run.facets["parent"].run.runId for e in sent] == [r for r in runs for _ in range(2)]
