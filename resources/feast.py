@@ -249,14 +249,16 @@ class FeastResource(ConfigurableResource):
         return store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service)).to_df()
 
 
-REDIS_URL_FORM = "PLATFORMQ_FEAST_REDIS_URL must look like redis://[:password@]host:port/db"
+REDIS_URL_FORM = "PLATFORMQ_FEAST_REDIS_URL must look like redis://[[username]:password@]host:port/db"
 
 
 def redis_connection_string(url: str) -> str:
-    """redis://[:password@]host:port/db -> Feast's "host:port,db=N[,password=...]".
+    """redis://[[username]:password@]host:port/db -> Feast's "host:port,db=N[,username=...][,password=...]".
 
-    The URL's password is percent-decoded (``p%40ss`` is ``p@ss``). Feast splits its string on commas and
-    reads each value with ``json.loads`` when it parses: a password with a comma, or one that JSON would turn
+    The URL's username (a Redis ACL user, Redis 6+) and password are percent-decoded (``p%40ss`` is ``p@ss``).
+    Without the username Redis would check the password against its ``default`` user: an ACL user's password
+    was refused (WRONGPASS) although the URL named the user. Feast splits its string on commas and reads each
+    value with ``json.loads`` when it parses: a username or password with a comma, or one that JSON would turn
     into something else (``null``, ``true``, ``1e3``, ``"x"``), cannot reach Redis intact and is refused.
     No error here shows the URL or the password (the settings never print secret values).
     """
@@ -270,6 +272,13 @@ def redis_connection_string(url: str) -> str:
     if parsed.scheme not in ("redis", "rediss") or not host:
         raise ValueError(REDIS_URL_FORM)
     parts = [f"{host}:{port}", f"db={db}"]
+    if parsed.username:
+        username = unquote(parsed.username)
+        if "," in username or not _survives_json(username):
+            raise ValueError("the username in PLATFORMQ_FEAST_REDIS_URL contains a comma or parses as JSON (a "
+                             "keyword, a list, a quoted string or a number), which Feast's connection string cannot "
+                             "carry to Redis unchanged: choose another Redis user name")
+        parts.append(f"username={username}")
     if parsed.password:
         password = unquote(parsed.password)
         if "," in password:

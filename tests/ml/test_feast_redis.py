@@ -24,6 +24,18 @@ def test_the_password_reaches_feast_decoded():
     assert redis_connection_string("redis://127.0.0.1:6390/0") == "127.0.0.1:6390,db=0"
 
 
+def test_an_acl_username_reaches_feast():
+    """redis://user:password@...: without the user Redis checks the password against its ``default`` user and an ACL
+    user's password is refused (WRONGPASS), so the URL's user must reach Feast (which hands it to redis-py)."""
+    assert redis_connection_string(f"redis://feast%2Dapp:{ENCODED}@redis:6379/1") == (
+        f"redis:6379,db=1,username=feast-app,password={PASSWORD}")
+    assert redis_connection_string("rediss://app@redis/0") == "redis:6379,db=0,username=app,ssl=true"
+    for encoded in ("a%2Cb", "null", "true"):
+        with pytest.raises(ValueError, match="username in PLATFORMQ_FEAST_REDIS_URL") as raised:
+            redis_connection_string(f"redis://{encoded}:{ENCODED}@redis:6379/0")
+        assert PASSWORD not in str(raised.value)
+
+
 @pytest.mark.parametrize("encoded", ["a%2Cb", "a,b", "null", "true", "1e3", "%22quoted%22", "%5B1%5D", "[1]"])
 def test_a_password_feast_would_split_or_reinterpret_is_refused_without_showing_it(encoded):
     from urllib.parse import unquote
@@ -36,7 +48,9 @@ def test_a_password_feast_would_split_or_reinterpret_is_refused_without_showing_
 
 
 @contextlib.contextmanager
-def redis_with_password(password: str):
+def redis_with_password(password: str, user: str | None = None):
+    """A private redis-server: ``password`` on the default user, or with ``user`` on that ACL user only (the default
+    user disabled)."""
     from tests.integration.servers import _wait_port
     from tests.ports import free_port
 
@@ -44,8 +58,10 @@ def redis_with_password(password: str):
     if binary is None:
         raise RuntimeError("redis-server is not installed: run `make services` (infra/scripts/test-services.sh)")
     port = free_port()
+    auth = (["--user", user, "on", f">{password}", "~*", "&*", "+@all", "--user", "default", "off"] if user
+            else ["--requirepass", password])
     proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                             "--requirepass", password], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             *auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port, proc, "redis-server", 20)
         yield port
@@ -69,6 +85,23 @@ def test_feast_authenticates_to_redis_with_the_decoded_password(tmp_path):
         feast.materialize(*_day_bounds(NEW), views=["instrument_intervals"])
         assert _online_as_of(feast)["AAPL"] == latest["AAPL", NEW]
         assert redis.Redis(port=port, db=3, password=PASSWORD).dbsize() > 0
+
+
+@pytest.mark.slow  # starts a redis-server
+def test_feast_authenticates_as_the_urls_acl_user(tmp_path):
+    """A redis-server whose only user is an ACL user: Feast materialises into it as that user."""
+    import redis
+
+    from platformq_assets.ml.features import _day_bounds
+    from tests.ml.test_online_store import NEW, _feast, _online_as_of
+
+    with redis_with_password(PASSWORD, user="feast-app") as port:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password=PASSWORD).ping()  # the password alone is the default user's: disabled
+        feast, latest = _feast(tmp_path, {"online_store": "redis",
+                                          "redis_url": f"redis://feast-app:{ENCODED}@127.0.0.1:{port}/3"})
+        feast.materialize(*_day_bounds(NEW), views=["instrument_intervals"])
+        assert _online_as_of(feast)["AAPL"] == latest["AAPL", NEW]
 
 
 def test_the_settings_path_gives_feast_the_decoded_password(monkeypatch, tmp_path):
