@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     home: Path = Field(default=PROJECT_ROOT / ".platformq", description="local state folder")
     landing_dir: Path = Field(default=PROJECT_ROOT / "data" / "landing")
 
+    @field_validator("home", "landing_dir", "dbt_project_dir", "lava_python", "lava_workdir", "audit_dir",
+                     "credentials_issuer_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value, info):
+        # a variable named with no value (a config map's `PLATFORMQ_AUDIT_DIR: ""`) means unset, as for the other
+        # settings: Path("") is the current folder, where nothing the setting names is
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
     @field_validator("home", "landing_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:  # file:// URIs (warehouse, MLflow artifacts) need absolute paths

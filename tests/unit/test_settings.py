@@ -278,3 +278,27 @@ def test_spark_conf_reaches_the_spark_session_settings(monkeypatch):
     monkeypatch.setenv("PLATFORMQ_SPARK_CONF", '{"executor.memory": "4g"}')
     with pytest.raises(ValidationError, match="spark"):
         Settings()
+
+
+def test_an_empty_path_variable_means_unset_not_the_current_folder(platform_home, monkeypatch):
+    """A config map or compose file that names a variable with no value (PLATFORMQ_AUDIT_DIR: "") gave Path(""),
+    the process's current folder: the audit sensor read ./ (nothing), landing files were looked for under ./,
+    state went into the image's code folder. Empty means unset, as for every other setting."""
+    from resources.settings import SettingsError, load_settings
+
+    for name in ("HOME", "LANDING_DIR", "AUDIT_DIR", "LAVA_WORKDIR", "LAVA_PYTHON", "DBT_PROJECT_DIR",
+                 "CREDENTIALS_ISSUER_KEY_FILE"):
+        monkeypatch.setenv(f"PLATFORMQ_{name}", "")
+    s = Settings()
+    default = Settings.model_fields
+    assert s.home == default["home"].default and s.landing_dir == default["landing_dir"].default
+    assert (s.dbt_project_dir, s.lava_python) == (default["dbt_project_dir"].default, default["lava_python"].default)
+    assert (s.audit_dir, s.lava_workdir, s.credentials_issuer_key_file) == (None, None, None)
+    assert s.effective_audit_dir == s.home / "services"
+    # a shared credentials store still needs a real key file: an empty one is missing, not the folder "."
+    monkeypatch.setenv("PLATFORMQ_HOME", str(platform_home))
+    monkeypatch.setenv("PLATFORMQ_CREDENTIALS_STORE_URL", "postgresql+psycopg2://c:pw@db/credentials")
+    load_settings.cache_clear()
+    with pytest.raises(SettingsError, match="PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE"):
+        load_settings()
+    load_settings.cache_clear()
