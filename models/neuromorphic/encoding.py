@@ -219,6 +219,14 @@ def anomalies_in_windows(events: dict, windows: dict) -> set[str]:
     return covered
 
 
+def encoding_of(windows: dict) -> dict:
+    """What a model and the windows it reads must share: channels and steps (the network's shape), and the time
+    a window and a bin cover (windows of 60 s and of 120 s with 12 bins each have the same shape, not the same
+    meaning)."""
+    return {"channels": int(windows["spikes"].shape[1]), "time_steps": int(windows["spikes"].shape[2]),
+            "window_us": int(windows["window_us"]), "bin_us": int(windows["bin_us"])}
+
+
 # What the Dagster side writes per trading day (np.savez, no pickled objects).
 EVENT_ARRAYS = ("trade_ts", "trade_instrument", "trade_price_ticks", "trade_qty", "order_ts", "order_instrument",
                 "order_side", "order_qty", "order_cancel_ts", "order_cancelled_lots", "label_instrument",

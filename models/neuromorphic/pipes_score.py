@@ -15,7 +15,7 @@ from dagster_pipes import open_dagster_pipes
 
 from models.neuromorphic import inference
 from models.neuromorphic import baseline, metrics, network
-from models.neuromorphic.encoding import load_npz
+from models.neuromorphic.encoding import encoding_of, load_npz
 from models.neuromorphic.reporting import pipes_metadata
 
 
@@ -26,9 +26,12 @@ def main() -> None:
         model_dir = Path(extras["model_dir"])
         description = json.loads((model_dir / "model.json").read_text())
         spikes, labels = windows["spikes"], windows["label"]
-        if spikes.shape[1:] != (description["sizes"][0], description["time_steps"]):
-            raise ValueError(f"windows {spikes.shape[1:]} do not fit the network "
-                             f"({description['sizes'][0]} channels x {description['time_steps']} steps)")
+        trained = {"channels": description["sizes"][0], "time_steps": description["time_steps"],
+                   "window_us": description["window_us"], "bin_us": description["bin_us"]}
+        if encoding_of(windows) != trained:
+            raise ValueError(f"the day's windows were encoded as {encoding_of(windows)}, the network was trained on "
+                             f"{trained}: re-materialise the day's spike trains with the encoding config of the "
+                             "network's training days (or retrain)")
 
         net = network.load_network(model_dir / "slayer_state.pt", description["sizes"][0], description["hidden"])
         started = time.perf_counter()

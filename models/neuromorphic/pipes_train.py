@@ -16,7 +16,7 @@ from dagster_pipes import open_dagster_pipes
 
 from models.neuromorphic import inference  # noqa: F401  (imports Lava before scikit-learn: fork start method)
 from models.neuromorphic import baseline, metrics, network
-from models.neuromorphic.encoding import load_npz
+from models.neuromorphic.encoding import encoding_of, load_npz
 from models.neuromorphic.reporting import pipes_metadata
 
 
@@ -26,9 +26,9 @@ def main() -> None:
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
         days = [load_npz(path) for path in extras["train_files"]]
-        encodings = {d["spikes"].shape[1:] for d in days}
+        encodings = {tuple(encoding_of(d).items()) for d in days}
         if len(encodings) > 1:
-            raise ValueError(f"the training days were encoded differently (channels, steps): {sorted(encodings)}; "
+            raise ValueError(f"the training days were encoded differently: {[dict(e) for e in sorted(encodings)]}; "
                              "re-materialise their spike trains with one encoding config")
         spikes = np.concatenate([d["spikes"] for d in days])
         features = np.concatenate([d["features"] for d in days])
