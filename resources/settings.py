@@ -241,7 +241,7 @@ class Settings(BaseSettings):
             missing = [f"PLATFORMQ_{name.upper()}" for name in PRODUCTION_REQUIRED if getattr(self, name) in (None, "")]
             if self.effective_sql_engine == "trino" and not self.trino_host:
                 missing.append("PLATFORMQ_TRINO_HOST")
-            if self.services_in_process is None and not (self.service_urls and self.services_api_key):
+            if not self.effective_services_in_process and not (self.service_urls and self.services_api_key):
                 missing.append("PLATFORMQ_SERVICE_URLS and PLATFORMQ_SERVICES_API_KEY "
                                "(or PLATFORMQ_SERVICES_IN_PROCESS=true)")
             if self.chain_rpc_url and not self.chain_private_key:

@@ -302,3 +302,21 @@ def test_an_empty_path_variable_means_unset_not_the_current_folder(platform_home
     with pytest.raises(SettingsError, match="PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE"):
         load_settings()
     load_settings.cache_clear()
+
+
+def test_services_over_http_need_their_urls_and_key_at_load_even_when_chosen_explicitly(monkeypatch):
+    """PLATFORMQ_SERVICES_IN_PROCESS=false says the same as leaving it unset in production: the services are
+    reached over HTTP, so their URLs and the API key are required at load (they were only when it was unset; with
+    false and no key the definitions loaded and each run failed at its first service call)."""
+    from resources.settings import SettingsError, load_settings
+
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PLATFORMQ_SERVICES_IN_PROCESS", "false")
+    monkeypatch.delenv("PLATFORMQ_SERVICES_API_KEY")
+    load_settings.cache_clear()
+    with pytest.raises(SettingsError, match="PLATFORMQ_SERVICES_API_KEY"):
+        load_settings()
+    load_settings.cache_clear()
+    monkeypatch.setenv("PLATFORMQ_SERVICES_API_KEY", "pq_secret")
+    assert Settings().effective_services_in_process is False
