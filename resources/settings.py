@@ -338,10 +338,18 @@ def load_settings() -> Settings:
     Raises :class:`SettingsError`, not pydantic's ValidationError: that one quotes every value read (API keys,
     passwords in URLs) and would put them in a terminal, a log or the UI's code-location error.
     """
+    import re
+
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError as SourceError
 
     try:
         return Settings()
+    except SourceError as exc:  # a list or map setting that is not JSON: pydantic-settings names the field only
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"PLATFORMQ_{field.group(1).upper()}" if field else "a PLATFORMQ_* list or map"
+        raise SettingsError(f"invalid platformQ settings: {name}: not valid JSON (lists and maps are JSON, "
+                            'e.g. ["a", "b"] or {"key": "value"})') from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False, include_input=False, include_context=False):

@@ -320,3 +320,19 @@ def test_services_over_http_need_their_urls_and_key_at_load_even_when_chosen_exp
     load_settings.cache_clear()
     monkeypatch.setenv("PLATFORMQ_SERVICES_API_KEY", "pq_secret")
     assert Settings().effective_services_in_process is False
+
+
+@pytest.mark.parametrize("name, value", [("PLATFORMQ_AIRFLOW_DAGS", "etl_daily,export_dag"),
+                                         ("PLATFORMQ_SERVICE_URLS", "trading=http://t.internal:8100"),
+                                         ("PLATFORMQ_SPARK_CONF", "spark.executor.memory=4g")])
+def test_a_list_or_map_that_is_not_json_is_a_settings_error_naming_its_variable(monkeypatch, name, value):
+    """Lists and maps are read as JSON. One that is not was pydantic-settings' own error ("error parsing value for
+    field ..."), which the CLI does not catch (a traceback) and which names a field, not the variable."""
+    from resources.settings import SettingsError, load_settings
+
+    monkeypatch.setenv(name, value)
+    load_settings.cache_clear()
+    with pytest.raises(SettingsError, match=name) as error:
+        load_settings()
+    load_settings.cache_clear()
+    assert value not in str(error.value) and "JSON" in str(error.value)
