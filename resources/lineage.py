@@ -23,7 +23,10 @@ class OpenLineageResource(ConfigurableResource):
         if self.url:
             from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport
 
-            config = HttpConfig(url=self.url, endpoint=self.endpoint, timeout=5.0)
+            # the endpoint is joined to the URL (urljoin): without a final slash a path in the URL lost its last
+            # segment (http://gateway/marquez + api/v1/lineage -> http://gateway/api/v1/lineage)
+            url = self.url if self.url.endswith("/") else self.url + "/"
+            config = HttpConfig(url=url, endpoint=self.endpoint.lstrip("/"), timeout=5.0)
             if self.api_key:
                 config.auth = ApiKeyTokenProvider({"apiKey": self.api_key})
             return OpenLineageClient(transport=HttpTransport(config))

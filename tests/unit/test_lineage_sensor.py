@@ -153,3 +153,18 @@ def test_a_slow_backend_gets_the_runs_over_several_ticks_each_once(tmp_path, mon
             assert len(sent) - before == 2  # one run's START and COMPLETE per tick
     assert ticks == 4
     assert [e.run.facets["parent"].run.runId for e in sent] == [r for r in runs for _ in range(2)]
+
+
+def test_a_backend_under_a_path_prefix_gets_the_events(tmp_path):
+    """PLATFORMQ_OPENLINEAGE_URL naming a backend behind a path (an ingress at /marquez, DataHub's
+    /openapi/openlineage): the events went to the host's root path instead (urljoin drops the last segment)."""
+    from tests.services.serving import capturing_app, serve
+
+    backend, received = capturing_app("/marquez/api/v1/lineage", reply={})
+    with instance_for_test() as instance:
+        materialize([fine], instance=instance)
+        events, _ = collect(instance, Definitions(assets=[fine]).get_repository_def(),
+                            OpenLineageResource(file_path=str(tmp_path / "unused.jsonl")), {})
+        with serve(backend) as url:
+            OpenLineageResource(url=f"{url}/marquez").emit(events)
+    assert [e["eventType"] for e in received] == ["START", "COMPLETE"]
