@@ -64,6 +64,9 @@ def run_lava(network_path: Path, spikes: np.ndarray, pad: int = 2, backend: str 
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc import io
 
+    # the run configuration first: the hardware backend's IO adapters come with lava-loihi, so without it the
+    # graph cannot be built, and run_config says what is missing
+    config = run_config(backend, partition)
     n, _, t = spikes.shape
     length = layout.LEAD + t + pad
     steps = n * length
@@ -88,7 +91,6 @@ def run_lava(network_path: Path, spikes: np.ndarray, pad: int = 2, backend: str 
         source.s_out.connect(net.inp)
         net.out.connect(out_sink.a_in)
         net.layers[0].out.connect(hidden_sink.a_in)
-    config = run_config(backend, partition)
     built = time.perf_counter()
     try:
         net.run(condition=RunSteps(num_steps=steps), run_cfg=config)

@@ -40,6 +40,11 @@ def main() -> None:
             hardware_error = ""
         except RuntimeError as error:
             hardware_error = str(error)
+        try:  # what scoring with PLATFORMQ_LAVA_BACKEND=loihi2_hw does
+            inference.run_lava(path, test_x[:2], pad=2, backend="loihi2_hw")
+            hardware_run_error = ""
+        except Exception as error:
+            hardware_run_error = f"{type(error).__name__}: {error}"
     slayer = network.run_slayer(net, test_x, pad=2)
     mlp = baseline.train_mlp(train_f, train_y, positive_share=0.3)
     print(json.dumps({
@@ -53,7 +58,7 @@ def main() -> None:
         "mlp": metrics.precision_recall(test_y, baseline.mlp_scores(mlp, test_f) >= 0.5),
         "energy": metrics.energy_proxy(test_x, lava["hidden_counts"], lava["out_counts"], net.sizes),
         "input_spikes": int(test_x.sum()), "sizes": net.sizes,
-        "hardware_error": hardware_error,
+        "hardware_error": hardware_error, "hardware_run_error": hardware_run_error,
     }))
 
 

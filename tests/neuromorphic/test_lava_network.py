@@ -56,3 +56,6 @@ def test_energy_proxy_counts_synaptic_operations(report):
 
 def test_hardware_backend_says_what_it_needs(report):
     assert "lava-loihi" in report["hardware_error"] and "Loihi 2" in report["hardware_error"]
+    # scoring on the hardware backend says the same, before it builds the graph (lava-loihi's IO adapters are
+    # not in lava-nc: building first raised ModuleNotFoundError lava.proc.embedded_io)
+    assert report["hardware_run_error"].startswith("RuntimeError: ") and "lava-loihi" in report["hardware_run_error"]
