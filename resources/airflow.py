@@ -74,6 +74,15 @@ def _answered(what: str):
         raise AirflowError(f"{what}: no answer from Airflow ({exc})") from None
 
 
+def _retries():
+    """A connection that could not be made is retried (nothing was sent); a call sent and not answered within
+    ``timeout_s`` is not: urllib3's default retried such a read three times, so one call to a hung API server took
+    four times ``timeout_s`` (two minutes with the default, past a sensor tick's time limit)."""
+    import urllib3
+
+    return urllib3.util.Retry(total=None, connect=2, read=0, other=0, status=0, redirect=5, backoff_factor=0.2)
+
+
 class AirflowResource(ConfigurableResource):
     base_url: str  # http(s)://airflow-api-server:8080
     username: str | None = None
@@ -100,7 +109,8 @@ class AirflowResource(ConfigurableResource):
     def _client(self):
         import airflow_client.client as airflow
 
-        config = airflow.Configuration(host=self.base_url.rstrip("/"), access_token=self._access_token())
+        config = airflow.Configuration(host=self.base_url.rstrip("/"), access_token=self._access_token(),
+                                       retries=_retries())
         return airflow.ApiClient(config)
 
     def unpause(self, dag_id: str) -> None:
