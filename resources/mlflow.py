@@ -34,12 +34,33 @@ class MlflowResource(ConfigurableResource):
     tracking_uri: str
     registry_uri: str | None = None
     artifact_location: str | None = None  # root for experiments created here (local profile)
+    # an s3:// artifact location is written by this process's MLflow client (boto3), not the tracking server:
+    # it needs the object store's endpoint and keys (MinIO, moto), or boto3 goes to AWS
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    def _s3_environment(self) -> None:
+        """MLflow's S3 artifact repository reads its endpoint and keys from the environment; they are set (where
+        the deployment has not set them itself) before any client exists, and processes started from here
+        inherit them."""
+        import os
+
+        if not self.s3_endpoint:
+            return
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", self.s3_endpoint)
+        if self.s3_access_key:
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", self.s3_access_key)
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", self.s3_secret_key or "")
+        os.environ.setdefault("AWS_DEFAULT_REGION", self.s3_region)
 
     def _mlflow(self):
         import os
 
         import mlflow
 
+        self._s3_environment()
         # processes started from here (Ray workers, Pipes children) log to the same place
         os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -49,6 +70,7 @@ class MlflowResource(ConfigurableResource):
     def client(self):
         from mlflow import MlflowClient
 
+        self._s3_environment()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
@@ -231,4 +253,8 @@ def mlflow_resource(settings, env_refs: bool = False) -> MlflowResource:
 
     return MlflowResource(tracking_uri=setting(settings, "mlflow_tracking_uri", env_refs,
                                                settings.effective_mlflow_tracking_uri),
-                          artifact_location=settings.effective_mlflow_artifact_location)
+                          artifact_location=settings.effective_mlflow_artifact_location,
+                          s3_endpoint=settings.s3_endpoint,
+                          s3_access_key=setting(settings, "s3_access_key", env_refs),
+                          s3_secret_key=setting(settings, "s3_secret_key", env_refs),
+                          s3_region=settings.s3_region)
