@@ -40,6 +40,12 @@ SHARED_TABLES = frozenset({
     "gold.price_direction_predictions",  # per instrument (features/repo.py ENTITY_KEYS)
     "gold.snn_anomaly_scores",  # per instrument window (platformq_assets/neuromorphic/scores.py)
 })
+# Columns of a market-wide table that no tenant is served: surveillance's ground truth (which windows held a
+# known manipulation, and which one) is about other participants' conduct; the model's scores and flags are
+# the product.
+WITHHELD_COLUMNS = {
+    "gold.snn_anomaly_scores": frozenset({"label", "anomaly_type", "anomaly_id"}),
+}
 OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
 MAX_PAGE = 1000
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -236,7 +242,8 @@ class LakeReader:
                 "table": identifier,
                 "snapshot_id": snapshot.snapshot_id if snapshot else None,
                 "tenant_scoped": any(f.name == TENANT_COLUMN for f in fields),
-                "columns": [{"name": f.name, "type": _iceberg_kind(f.field_type)} for f in fields],
+                "columns": [{"name": f.name, "type": _iceberg_kind(f.field_type)}
+                            for f in _served_fields(identifier, fields)],
             })
         return out
 
@@ -275,8 +282,9 @@ class LakeReader:
         schema = table.scan(snapshot_id=snapshot_id).projection()
         if not _servable(identifier, schema.fields):
             raise _unknown_snapshot(identifier, snapshot_id)  # its rows do not say whose they are
-        kinds = {f.name: _iceberg_kind(f.field_type) for f in schema.fields}
-        types = {f.name: f.field_type for f in schema.fields}
+        served = _served_fields(identifier, schema.fields)
+        kinds = {f.name: _iceberg_kind(f.field_type) for f in served}
+        types = {f.name: f.field_type for f in served}
 
         selected = columns or [c for c in kinds]
         unknown = [c for c in selected if c not in kinds]
@@ -329,6 +337,12 @@ class LakeReader:
 
 def _servable(identifier: str, fields) -> bool:
     return identifier in SHARED_TABLES or any(f.name == TENANT_COLUMN for f in fields)
+
+
+def _served_fields(identifier: str, fields) -> list:
+    """The table's columns a tenant may read: all but those withheld (they are unknown columns to a read)."""
+    withheld = WITHHELD_COLUMNS.get(identifier, frozenset())
+    return [f for f in fields if f.name not in withheld]
 
 
 def _unknown_table(identifier: str) -> ReadError:

@@ -136,6 +136,26 @@ def test_tables_without_tenant_id_are_unknown_unless_listed_as_shared(api):
     assert len(rows) == 10 and {r["tenant_id"] for r in rows} == {"t-cygnus"}
 
 
+def test_surveillance_labels_of_the_shared_anomaly_scores_are_served_to_no_tenant(api):
+    """gold.snn_anomaly_scores is market-wide, but its ground truth (which window held which known manipulation)
+    is about other participants: the scores and flags are served, the labels are unknown columns."""
+    client, keys, lake = api
+    lake.replace_partition("gold.snn_anomaly_scores", pa.table({
+        "instrument": ["A", "B"], "label": [True, False], "anomaly_type": ["wash_trade", None],
+        "anomaly_id": ["wash-0017", None], "snn_score": [0.9, 0.1], "snn_flag": [True, False],
+        "partition_date": pa.array([DAY] * 2, pa.date32())}), "partition_date", DAY)
+    for who in ("acme", "cygnus"):
+        body = get(client, keys[who], "/v1/tables/gold/snn_anomaly_scores/rows").json()
+        assert body["total_rows"] == 2 and body["columns"] == ["instrument", "snn_score", "snn_flag", "partition_date"]
+        assert all(set(r) == set(body["columns"]) for r in body["rows"])
+        for params in ({"columns": "instrument,anomaly_id"}, {"filter": "label:eq:true"},
+                       {"filter": "anomaly_type:eq:wash_trade"}):
+            r = get(client, keys[who], "/v1/tables/gold/snn_anomaly_scores/rows", **params)
+            assert is_problem(r, 422)["type"].endswith("/invalid-read") and "wash" not in r.text
+        listed = {t["table"]: t for t in get(client, keys[who], "/v1/catalog").json()}["gold.snn_anomaly_scores"]
+        assert [c["name"] for c in listed["columns"]] == ["instrument", "snn_score", "snn_flag", "partition_date"]
+
+
 def test_timestamp_and_non_finite_filters_are_rows_or_422_never_500(api):
     client, keys, lake = api
     naive = [dt.datetime(2024, 1, 2, 10, m) for m in range(3)]
