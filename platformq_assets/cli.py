@@ -175,9 +175,18 @@ def run_landing_pass(instance=None, defs=None) -> dict:
     zone = LandingZoneResource(root=str(settings.landing_dir), sources=list(settings.landing_sources))
     done = ingested_hashes(lake)
     misnamed: list[str] = []
-    pending = [f.relpath for f in zone.list_files(misnamed) if (f.source, f.sha256()) not in done]
+    unreadable: list[str] = []  # as the sensor does: one such file must not stop the others; the next pass retries it
+    pending = []
+    for landing_file in zone.list_files(misnamed):
+        try:
+            sha256 = landing_file.sha256()
+        except OSError as exc:  # its mode (another user's upload), or removed since the listing
+            unreadable.append(f"{landing_file.relpath} ({type(exc).__name__}: {exc.strerror or exc})")
+            continue
+        if (landing_file.source, sha256) not in done:
+            pending.append(landing_file.relpath)
     if not pending:
-        return {"files": 0, "success": True, "misnamed": misnamed}
+        return {"files": 0, "success": True, "misnamed": misnamed, "unreadable": unreadable}
     defs = defs or _definitions()
     job = defs.resolve_job_def("ingest_landing")
     result = job.execute_in_process(
@@ -188,7 +197,7 @@ def run_landing_pass(instance=None, defs=None) -> dict:
     )
     checks = result.get_asset_check_evaluations()
     return {"files": len(pending), "success": result.success, "run_id": result.run_id, "misnamed": misnamed,
-            "checks_passed": sum(c.passed for c in checks), "checks_failed": sum(not c.passed for c in checks)}
+            "unreadable": unreadable, "checks_passed": sum(c.passed for c in checks), "checks_failed": sum(not c.passed for c in checks)}
 
 
 @main.command("ingest-landing")
@@ -197,13 +206,18 @@ def ingest_landing() -> None:
     report = run_landing_pass()
     for name in report["misnamed"]:
         click.echo(f"left in place: {name} (its name is not UTF-8: rename it)", err=True)
+    for name in report["unreadable"]:
+        click.echo(f"not read, left for the next pass: {name}", err=True)
     if not report["files"]:
-        click.echo("No new landing files.")
-        return
-    click.echo(f"Ingested {report['files']} file(s) in run {report['run_id']}: "
-               f"checks passed {report['checks_passed']}, failed {report['checks_failed']}")
+        click.echo("No new landing files." if not report["unreadable"] else "No other new landing files.")
+    else:
+        click.echo(f"Ingested {report['files']} file(s) in run {report['run_id']}: "
+                   f"checks passed {report['checks_passed']}, failed {report['checks_failed']}")
     if not report["success"]:
         raise click.ClickException("landing ingestion failed: see the run in the UI")
+    if report["unreadable"]:
+        raise click.ClickException(f"{len(report['unreadable'])} landing file(s) could not be read (named above); "
+                                   "the other files were ingested")
 
 
 def materialise_days(days: list[str], instance=None, defs=None, run_config: dict | None = None,
@@ -370,6 +384,10 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
                                    run_config={"ops": {"venue_session": {"config": {"scale": scale}}}},
                                    on_report=lambda r: _echo_reports([r], echo))
         landing = run_landing_pass(instance, defs)
+        for name in landing["misnamed"]:
+            echo(f"  landing: left in place: {name} (its name is not UTF-8: rename it)")
+        for name in landing["unreadable"]:
+            echo(f"  landing: not read, left for the next pass: {name}")
         if landing["files"]:
             echo(f"  landing: {landing['files']} file(s) ingested, checks passed {landing['checks_passed']}, "
                  f"failed {landing['checks_failed']}")
