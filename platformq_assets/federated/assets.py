@@ -27,6 +27,7 @@ from dagster import (
     asset,
 )
 
+from pipelines.pods import FEDERATED_POD
 from pipelines.pools import table_pool
 from platformq_assets.federated.participants import PARTICIPANTS_TABLE
 from resources.lake import LakeResource
@@ -71,6 +72,7 @@ def subprocess_env(ray_tmp: str) -> dict:
     group_name="federated",
     kinds={"flower", "pytorch", "mlflow"},
     owners=OWNERS,
+    op_tags=FEDERATED_POD,
     check_specs=[AssetCheckSpec(CHECK_NAME, asset=MODEL_KEY, blocking=False,
                                 description="The federated model scores within the configured tolerance of the same "
                                             "model trained centrally on the pooled tenants' data.")],

@@ -23,6 +23,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines.pods import TRAINING_POD
 from pipelines.pools import group_pool
 from resources.feast import FeastResource
 from resources.lake import LakeResource
@@ -114,7 +115,7 @@ class CompactionConfig(Config):
                                           "the table's write.target-file-size-bytes (512 MiB).")
 
 
-@asset(key=COMPACTION_KEY, kinds={"iceberg"}, deps=[RETENTION_KEY], **COMMON,
+@asset(key=COMPACTION_KEY, kinds={"iceberg"}, deps=[RETENTION_KEY], **COMMON, op_tags=TRAINING_POD,
        description="Rewrites each partition's small data files (below 75 % of the target size, at least 5 of "
                    "them) into one file per target size, in one commit per table that swaps exactly the files "
                    "read: a writer appending meanwhile keeps its rows, one replacing them makes the rewrite start "

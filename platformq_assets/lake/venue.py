@@ -26,6 +26,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN, daily_partitions
+from pipelines.pods import pod_resources
 from pipelines.pools import group_pool
 from platformq_assets.quality import table_checks
 from platformq_assets.quality.profiling import profile_metadata
@@ -215,8 +216,7 @@ def _venue_checks(tables: dict, journal, config) -> list[AssetCheckResult]:
     partitions_def=daily_partitions,
     can_subset=False,
     description="Runs one simulated trading session on the matching engine and lands its output in bronze.",
-    op_tags={"dagster-k8s/config": {"container_config": {"resources": {
-        "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}}}},
+    op_tags=pod_resources("500m", "1Gi", "1", "2Gi"),
 )
 def venue_session(context: AssetExecutionContext, config: VenueConfig, lake: LakeResource,
                   object_store: ObjectStoreResource, trading: ServiceClientResource):

@@ -38,6 +38,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pods import TRAINING_POD
 from pipelines.pools import table_pool
 from resources.compute import RayResource
 from resources.feast import FeastResource
@@ -177,6 +178,7 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
         )
 
     @asset(key=k["model"], deps=[k["training_set"]], group_name="ml", kinds={"ray", "mlflow", "scikitlearn"}, **ML,
+           op_tags=TRAINING_POD,
            description=f"{model}: Ray Tune AutoML (linear, gradient boosting, MLP; ASHA), every trial in MLflow, "
                        "the best registered as challenger.")
     def trained_model(context: AssetExecutionContext, config: TrainingConfig, lake: LakeResource,

@@ -39,6 +39,7 @@ from pydantic import Field
 
 from pipelines.automation import derived_asset_condition, partial_history_condition
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
+from pipelines.pods import TRAINING_POD
 from pipelines.pools import table_pool
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -202,6 +203,7 @@ def _training_days(day: str) -> list[str]:
     owners=OWNERS,
     automation_condition=partial_history_condition(),
     retry_policy=RetryPolicy(max_retries=1, delay=5),
+    op_tags=TRAINING_POD,  # the lava-dl work runs in this pod unless PLATFORMQ_LAVA_RUNNER=k8s gives it its own
     check_specs=[AssetCheckSpec("netx_loads_export", asset=SNN_MODEL_KEY,
                                 description="lava-dl's netx loads the exported HDF5 with the trained layer shapes.")],
     description=f"SLAYER CUBA-LIF network trained on the previous {TRAINING_DAYS} days of spike trains, exported "
@@ -263,6 +265,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     owners=OWNERS,
     automation_condition=derived_asset_condition(),
     retry_policy=RetryPolicy(max_retries=1, delay=5),
+    op_tags=TRAINING_POD,
     check_specs=[
         AssetCheckSpec("float_fixed_point_agreement", asset=ANOMALY_SCORES_KEY, blocking=True,
                        description="SLAYER (float, torch) and Lava (fixed point, Loihi 2 simulation) take the same "

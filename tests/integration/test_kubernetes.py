@@ -14,13 +14,13 @@ pytestmark = pytest.mark.slow
 IMAGE = "platformq/user-code:test"
 
 
-def rendered_jobs(settings):
+def rendered_jobs(settings, job_name: str = "lake_daily"):
     from dagster_k8s import DagsterK8sJobConfig, construct_dagster_k8s_job
     from dagster_k8s.job import get_user_defined_k8s_config
 
     from platformq_assets.definitions import build_definitions
 
-    job = build_definitions(settings).resolve_job_def("lake_daily")
+    job = build_definitions(settings).resolve_job_def(job_name)
     config = DagsterK8sJobConfig(job_image=IMAGE, dagster_home="/opt/dagster/dagster_home",
                                  image_pull_policy="IfNotPresent", instance_config_map="platformq-dagster-instance",
                                  env_config_maps=["platformq-env"], env_secrets=["platformq-secrets"])
@@ -51,6 +51,34 @@ def test_step_jobs_validate_against_kubernetes_models(settings):
         assert {"configMapRef": {"name": "platformq-env"}} in container["envFrom"]
     dbt = client.sanitize_for_serialization(jobs["dbt_lake"])["spec"]["template"]["spec"]["containers"][0]
     assert dbt["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+
+
+def test_heavy_steps_size_their_own_pods_in_every_job_that_runs_them(settings):
+    """Training, simulation and table rewrites get requests and limits of their own; every other step the run
+    launcher's runK8sConfig (no resources in its step Job)."""
+    from kubernetes.client import ApiClient
+
+    from platformq_assets.definitions import build_definitions
+
+    client = ApiClient()
+    training = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    expected = {
+        "venue_session": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+        "dbt_lake": training, "ml__account_anomaly": training, "ml__price_direction": training,
+        "neuromorphic__snn_model": training, "neuromorphic__anomaly_scores": training,
+        "maintenance__compaction": training,
+        "federated__order_anomaly_model": {"requests": {"cpu": "2", "memory": "4Gi"},
+                                           "limits": {"cpu": "4", "memory": "8Gi"}},
+    }
+    seen = {}
+    for job in build_definitions(settings).get_repository_def().get_all_jobs():
+        for name, rendered in rendered_jobs(settings, job.name).items():
+            body = client.sanitize_for_serialization(rendered)
+            assert client.sanitize_for_serialization(client._ApiClient__deserialize(body, "V1Job")) == body
+            seen[name] = body["spec"]["template"]["spec"]["containers"][0].get("resources")
+    assert set(expected) <= set(seen)
+    for name, resources in seen.items():
+        assert (resources or None) == expected.get(name), name
 
 
 def test_production_profile_selects_the_k8s_job_executor(monkeypatch):
