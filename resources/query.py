@@ -40,7 +40,8 @@ class QueryEngineResource(ConfigurableResource):
                 with contextlib.closing(connection.cursor()) as cursor:
                     cursor.execute(sql)
                     rows = cursor.fetchall()
-                    names = [d[0] for d in cursor.description]
+                    # a statement without a result set (DDL, INSERT's count aside) has no description
+                    names = [d[0] for d in cursor.description or ()]
             # by position: a name the query repeats (select a.id, b.id) keeps both columns, as DuckDB's does
             return pa.Table.from_arrays([pa.array([r[i] for r in rows]) for i in range(len(names))], names=names)
         return self._duckdb(sql, lake)

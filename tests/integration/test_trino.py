@@ -113,6 +113,9 @@ class _Coordinator:
                 self._send({"nextUri": f"http://127.0.0.1:{port}/v1/statement/q1/1", "stats": {"state": "QUEUED"}})
 
             def do_GET(self):  # noqa: N802
+                if coordinator.COLUMNS is None:  # a statement without a result set (DDL): no columns, no data
+                    self._send({"updateType": "CREATE TABLE", "stats": {"state": "FINISHED"}})
+                    return
                 self._send({"columns": coordinator.COLUMNS, "data": coordinator.rows,
                             "stats": {"state": "FINISHED"}})
 
@@ -152,6 +155,9 @@ def test_a_trino_query_returns_arrow_and_closes_its_connection():
             twice = engine.query("SELECT a.symbol, b.symbol FROM silver.trades a, silver.trades b", lake=None)
             assert twice.column_names == ["symbol", "symbol"] and [c.to_pylist() for c in twice.columns] == [
                 ["AAA"], ["BBB"]]  # both columns, by position (a dict of names kept the last)
+            coordinator.COLUMNS = None
+            nothing = engine.query("CREATE TABLE iceberg.scratch.t AS SELECT 1 AS x", lake=None)
+            assert nothing.num_columns == 0 and nothing.num_rows == 0  # like DuckDB's: no result set, no TypeError
             # the connection's HTTP session is closed with the query, not left to the collector with its socket
             deadline = time.monotonic() + 5
             while coordinator.open and time.monotonic() < deadline:
