@@ -160,10 +160,16 @@ def build_dbt_assets(manifest_path: Path):
         partition = context.partition_key
         selected = manifest.topological(model_uid[k] for k in context.selected_asset_keys)
         selected_checks = {check_uid[k] for k in context.selected_asset_check_keys if k in check_uid}
-        names = [manifest.models[uid]["name"] for uid in selected]
+        # checks selected without their model (the UI's "Execute checks"): their tests run alone, on the model's
+        # partition as the lake holds it. `dbt build` selects the tests of the selected models by itself; an
+        # empty model selection was `--select ""`, every model of the project built and no check reported.
+        checks_alone = sorted(uid for uid in selected_checks if manifest.tests[uid]["attached_node"] not in selected)
+        names = ([manifest.models[uid]["name"] for uid in selected]
+                 + [manifest.tests[uid]["name"] for uid in checks_alone])
         # inputs = everything the selection reads that it does not build itself
         inputs = {manifest.identifier_for(dep) for uid in selected
                   for dep in manifest.models[uid]["depends_on"]["nodes"] if dep not in selected}
+        inputs |= {manifest.identifier_for(manifest.tests[uid]["attached_node"]) for uid in checks_alone}
 
         _require_pii_salt(manifest, selected, dbt.target)
         target_path = dbt.new_target_path()
