@@ -368,16 +368,19 @@ def process_requests(lake: "LakeResource", online_eraser: Callable[[set[int]], i
     """Carry out every pending request, then erase again what was written about completed erasures since
     (``sweep_residue``); returns what was done (for the asset's metadata)."""
     summary = _process_pending(lake, online_eraser, log)
-    residue = sweep_residue(lake, log)
+    residue = sweep_residue(lake, log, online_eraser)
     summary["snapshots_expired"] += residue.pop("snapshots_expired")
     summary["files_deleted"] += residue.pop("files_deleted")
     return {**summary, **residue}
 
 
-def sweep_residue(lake: "LakeResource", log: Callable[[str], Any] = lambda _message: None) -> dict:
+def sweep_residue(lake: "LakeResource", log: Callable[[str], Any] = lambda _message: None,
+                  online_eraser: Callable[[set[int]], int] | None = None) -> dict:
     """Rows naming an account whose erasure completed that a writer committed after the erasure (a dbt build,
     a venue or landing run that read its inputs or the erased list before the erasure committed) are erased
-    again, with the history that holds them. Without this nothing would remove them: the request is done."""
+    again, with the history that holds them. Without this nothing would remove them: the request is done.
+    The feature store likewise (``online_eraser``: a features step that exported the account's rows after the
+    erasure reached Feast; the next online materialisation would have put it back in the online store)."""
     erased = {row["account_id"] for row in _rows(lake, LOG_TABLE) if row["status"] == COMPLETED}
     remaining = remaining_rows(lake, erased)
     rows = {}
@@ -387,8 +390,12 @@ def sweep_residue(lake: "LakeResource", log: Callable[[str], Any] = lambda _mess
             log(f"{rule.table}: {rows[rule.table]} row(s) naming erased accounts, written after their erasure, "
                 f"erased again")
     snapshots, files = _expire_history(lake, sorted(remaining))
+    features = online_eraser(erased) if (online_eraser and erased) else 0
+    if features:
+        log(f"feature store: {features} row(s) or entit(ies) naming erased accounts, written after their "
+            f"erasure, erased again")
     return {"residue_rows": sum(rows.values()), "residue_tables": ", ".join(sorted(rows)) or "none",
-            "snapshots_expired": snapshots, "files_deleted": files}
+            "residue_feature_rows": features, "snapshots_expired": snapshots, "files_deleted": files}
 
 
 def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None,

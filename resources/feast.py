@@ -176,6 +176,10 @@ class FeastResource(ConfigurableResource):
             name = info.base_name
             if info.type != pafs.FileType.File or not (name.startswith("partition_date=") and name.endswith(".parquet")):
                 continue
+            # the keys first: every night's residue sweep looks at every export, and most name no erased account
+            keys = pq.read_table(info.path, filesystem=fs, columns=[join_key]).column(join_key)
+            if not pc.any(pc.fill_null(pc.is_in(keys, value_set=ids), False)).as_py():
+                continue
             table = pq.read_table(info.path, filesystem=fs)
             hit = pc.fill_null(pc.is_in(table.column(join_key), value_set=ids), False)
             hits = int(pc.sum(hit).as_py() or 0)

@@ -354,6 +354,32 @@ def test_a_write_that_brings_an_erased_account_back_is_erased_again_by_the_next_
     assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
 
 
+def test_a_feature_export_written_after_an_erasure_is_erased_again_by_the_next_run(settings, small_lake):
+    """The features step read the lake before the erasure and exported the account's rows after the erasure
+    reached Feast: the next run of the erasure asset removes them from the offline export (real Feast files; the
+    next online materialisation would otherwise have put the account back in the online store)."""
+    from dagster import AssetKey, DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+    from resources import erasure
+    from resources.feast import feast_resource
+    from tests.ml.test_feast_erasure import _activity
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-21", "dpo")
+    feast = feast_resource(settings)
+    erasure.process_requests(small_lake, online_eraser=lambda accounts: sum(
+        feast.erase_entities("account_activity", "account_id", accounts).values()))
+    export = feast.export_partition("account_activity", DAY2.isoformat(),  # the late writer
+                                    _activity(DAY2.isoformat(), [1, 2, 3]))
+    result = build_definitions(settings).resolve_job_def("lake_maintenance").execute_in_process(
+        instance=DagsterInstance.get())
+    assert result.success
+    meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    erased = meta[AssetKey(["governance", "erasure_log"])]
+    assert (erased["requests"].value, erased["residue_feature_rows"].value) == (0, 1)
+    assert sorted(pq.read_table(export).column("account_id").to_pylist()) == [1, 3]
+
+
 def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(settings, small_lake, monkeypatch):
     """The check reads the tables, not the log: a row that survives the run (here: the sweep is taken out, as
     if the row had been committed between the sweep and the check) fails it."""
@@ -365,7 +391,7 @@ def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(sett
     erasure.request_erasure(small_lake, ACME, 2, "DSR-20", "dpo")
     erasure.process_requests(small_lake)
     small_lake.replace_partition("bronze.accounts", _accounts(DAY1), "partition_date", DAY1)
-    monkeypatch.setattr(erasure, "sweep_residue", lambda lake, log=None: {
+    monkeypatch.setattr(erasure, "sweep_residue", lambda lake, log=None, online_eraser=None: {
         "residue_rows": 0, "residue_tables": "none", "snapshots_expired": 0, "files_deleted": 0})
     job = build_definitions(settings).resolve_job_def("lake_maintenance")
     result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
