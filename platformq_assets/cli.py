@@ -82,6 +82,8 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 40) -> 
             text = f"{value:.6g}"
         elif isinstance(value, dt.datetime):
             text = value.strftime("%Y-%m-%d %H:%M:%S")
+            if value.utcoffset() is not None:  # an instant says its zone (a wall time, timestamp, has none)
+                text += " UTC" if not value.utcoffset() else value.strftime(" %z")
         else:
             text = str(value)
         return text if len(text) <= max_width else text[: max_width - 1] + "…"

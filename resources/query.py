@@ -51,8 +51,11 @@ class QueryEngineResource(ConfigurableResource):
         import duckdb
 
         known = set(lake.list_tables())
+        # UTC whatever the machine's zone, as the lake stores instants and dbt's DuckDB profile reads them:
+        # date_trunc('day', ts) cuts at UTC midnight, and instants come back in UTC
         con = duckdb.connect()
         try:
+            con.execute("SET TimeZone = 'UTC'")  # after connecting: the icu extension that knows zones is loaded
             # Register only the tables the statement names, read through the catalog
             # (never by globbing data files, which would see uncommitted or deleted files).
             for schema, name in set(_TABLE_REF.findall(sql)):

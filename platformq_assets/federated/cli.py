@@ -28,7 +28,8 @@ def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool | None) -> 
     lake = _lake()
     chosen = list(tenants) + (registry.known_tenants(lake) if all_tenants else [])
     if not chosen:
-        raise click.UsageError("name at least one tenant, or pass --all")
+        raise click.UsageError("--all found no tenant in the lake's accounts (build a day first: platformq "
+                               "backfill)" if all_tenants else "name at least one tenant, or pass --all")
     known = set(registry.known_tenants(lake))
     chosen = list(dict.fromkeys(chosen))
     unknown = [tenant for tenant in chosen if known and tenant not in known]

@@ -101,3 +101,9 @@ def test_a_tenants_exported_features_do_not_depend_on_another_tenants_orders():
 
     assert features(100) == features(200)
     assert [round(r["price_deviation"], 3) for r in features(200)] == [-0.99, 0.99]  # from t-a's own median, 101
+
+
+def test_enrol_all_on_a_lake_without_accounts_says_so(lake):
+    result = _cli("enrol", "--all")
+    assert result.exit_code == 2 and "--all found no tenant" in result.output, result.output
+    assert "name at least one tenant" in _cli("enrol").output
