@@ -65,10 +65,15 @@ def lava_pod_spec(settings) -> dict:
 
 def k8s_run_kwargs(settings, module: str, extras: dict) -> dict:
     """What ``PipesK8sClient.run`` receives for one lava-side script (tests validate the pod it builds)."""
-    if not settings.lava_workdir_claim:
+    missing = [name for name, value in (("PLATFORMQ_LAVA_WORKDIR_CLAIM", settings.lava_workdir_claim),
+                                        ("PLATFORMQ_LAVA_WORKDIR", settings.lava_workdir)) if not value]
+    if missing:
+        # without the folder the step pod writes under PLATFORMQ_HOME on its own disk, where the lava pod's mount
+        # finds nothing: every run failed later with a missing file instead of this
         raise Failure(allow_retries=False,
-                      description="the k8s lava runner needs PLATFORMQ_LAVA_WORKDIR_CLAIM: a ReadWriteMany volume "
-                      "mounted at PLATFORMQ_LAVA_WORKDIR in both the step pod and the lava pod (files travel there)")
+                      description=f"the k8s lava runner needs {' and '.join(missing)}: a ReadWriteMany volume "
+                      "(the claim) mounted at PLATFORMQ_LAVA_WORKDIR in both the step pod and the lava pod (files "
+                      "travel there)")
     return {
         "image": settings.lava_image,
         "command": ["python", "-m", module],

@@ -82,7 +82,11 @@ def test_k8s_runner_refuses_to_run_without_a_shared_work_directory(monkeypatch):
 
     for key, value in PRODUCTION.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(Failure, match="PLATFORMQ_LAVA_WORKDIR_CLAIM"):
+    with pytest.raises(Failure, match="PLATFORMQ_LAVA_WORKDIR_CLAIM and PLATFORMQ_LAVA_WORKDIR:"):
+        k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_encode", {})
+    # the claim without the folder it is mounted at: the step pod would write on its own disk
+    monkeypatch.setenv("PLATFORMQ_LAVA_WORKDIR_CLAIM", "nm-work")
+    with pytest.raises(Failure, match="needs PLATFORMQ_LAVA_WORKDIR:"):
         k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_encode", {})
 
 
