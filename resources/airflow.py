@@ -113,28 +113,39 @@ class AirflowResource(ConfigurableResource):
                                        retries=_retries())
         return airflow.ApiClient(config)
 
+    def _call(self, what: str, call):
+        """``call(client)`` with Airflow's refusals as AirflowError. A JWT this resource obtained is renewed once
+        when Airflow answers 401 (it expired: a long ``trigger_and_wait``, a sensor's resource kept across
+        ticks); a refused call did nothing, so it is sent again. A token given directly is not renewed."""
+        for attempt in (1, 2):
+            try:
+                with self._client() as client, _answered(what):
+                    return call(client)
+            except AirflowError as exc:
+                if exc.status != 401 or self.token or not self.username or attempt == 2:
+                    raise
+                self._token = None
+
     def unpause(self, dag_id: str) -> None:
         import airflow_client.client as airflow
         from airflow_client.client.api.dag_api import DAGApi
 
-        with self._client() as client, _answered(f"Airflow refused to unpause {dag_id}"):
-            DAGApi(client).patch_dag(dag_id, airflow.DAGPatchBody(is_paused=False),
-                                     _request_timeout=self.timeout_s)
+        self._call(f"Airflow refused to unpause {dag_id}", lambda client: DAGApi(client).patch_dag(
+            dag_id, airflow.DAGPatchBody(is_paused=False), _request_timeout=self.timeout_s))
 
     def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
         import airflow_client.client as airflow
         from airflow_client.client.api.dag_run_api import DagRunApi
 
         body = airflow.TriggerDAGRunPostBody(conf=conf or {}, dag_run_id=run_id, logical_date=None)
-        with self._client() as client, _answered(f"Airflow refused to trigger {dag_id}"):
-            return DagRunApi(client).trigger_dag_run(dag_id, body, _request_timeout=self.timeout_s).dag_run_id
+        return self._call(f"Airflow refused to trigger {dag_id}", lambda client: DagRunApi(client).trigger_dag_run(
+            dag_id, body, _request_timeout=self.timeout_s).dag_run_id)
 
     def state(self, dag_id: str, run_id: str) -> dict:
         from airflow_client.client.api.dag_run_api import DagRunApi
 
-        with self._client() as client, _answered(f"Airflow did not give run {run_id} of {dag_id}"):
-            run = DagRunApi(client).get_dag_run(dag_id, run_id, _request_timeout=self.timeout_s)
-        return _run_dict(run)
+        return _run_dict(self._call(f"Airflow did not give run {run_id} of {dag_id}", lambda client: DagRunApi(
+            client).get_dag_run(dag_id, run_id, _request_timeout=self.timeout_s)))
 
     def trigger_and_wait(self, dag_id: str, conf: dict | None = None, run_id: str | None = None,
                          timeout_s: float = 600.0, poll_s: float = 2.0) -> dict:
@@ -162,15 +173,18 @@ class AirflowResource(ConfigurableResource):
         kwargs = {"state": list(FINAL_STATES), "order_by": ["end_date"], "limit": limit}
         if ended_since:
             kwargs["end_date_gte"] = dt.datetime.fromisoformat(ended_since)
-        offset = 0
-        with self._client() as client, _answered(f"Airflow did not list the runs of {dag_id}"):
+
+        def pages(client):
+            offset = 0
             while True:
                 page = DagRunApi(client).get_dag_runs(dag_id, offset=offset, _request_timeout=self.timeout_s,
-                                                 **kwargs).dag_runs
+                                                      **kwargs).dag_runs
                 runs = [_run_dict(r) for r in page if r.dag_run_id not in skip]
                 if runs or not page:
                     return runs
                 offset += len(page)
+
+        return self._call(f"Airflow did not list the runs of {dag_id}", pages)
 
 
 def _run_dict(run) -> dict:

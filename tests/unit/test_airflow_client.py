@@ -227,3 +227,53 @@ def test_a_dag_airflow_refuses_does_not_stop_the_others_being_observed(base_url)
     with build_sensor_context(resources={"airflow": airflow}) as context, \
             pytest.raises(RuntimeError, match="no configured Airflow DAG could be listed: no_such_dag: .*not found"):
         build_airflow_sensor(["no_such_dag"])(context)
+
+
+def test_an_expired_token_is_renewed_once_and_a_given_token_is_not():
+    """Airflow's JWTs expire (30 min by default in Airflow 3); a resource that logged in renews its token when
+    Airflow answers 401 and sends the refused call again."""
+    issued, seen = [], []
+
+    class Expiring(BaseHTTPRequestHandler):
+        def answer(self):
+            if int(self.headers.get("content-length") or 0):
+                self.rfile.read(int(self.headers["content-length"]))
+            if self.path == "/auth/token":
+                issued.append(f"token-{len(issued) + 1}")
+                status, body = 201, {"access_token": issued[-1]}
+            else:
+                seen.append(self.headers.get("Authorization"))
+                if self.headers.get("Authorization") != f"Bearer {issued[-1] if issued else 'none'}" or len(seen) == 1:
+                    status, body = 401, {"detail": "Token expired"}  # the first call: the token has just expired
+                else:
+                    status, body = 200, {"dag_id": "export", "dag_display_name": "export", "dag_run_id": "r1",
+                                         "dag_versions": [], "run_after": "2024-01-02T00:00:00Z",
+                                         "run_type": "manual", "state": "success", "start_date": None,
+                                         "end_date": None, "conf": {}}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Expiring)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        logged_in = AirflowResource(base_url=url, username="svc", password="pw", timeout_s=5)
+        assert logged_in.state("export", "r1")["state"] == "success"
+        assert issued == ["token-1", "token-2"] and seen == ["Bearer token-1", "Bearer token-2"]
+        seen.clear()
+        given = AirflowResource(base_url=url, token="static", timeout_s=5)
+        with pytest.raises(AirflowError) as refused:
+            given.state("export", "r1")
+        assert refused.value.status == 401 and seen == ["Bearer static"] and len(issued) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
