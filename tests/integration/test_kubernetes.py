@@ -110,6 +110,9 @@ def test_helm_values_use_the_k8s_run_launcher_and_external_postgres():
     assert "config" not in values["dagsterDaemon"]["runCoordinator"]  # the chart refuses limits in both places
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "platformq_assets.definitions", "-a", "defs"]
+    # a node holding an older image under the same tag must not run it: code server and run pods pull the current
+    launcher = yaml.safe_load((ROOT / "infra" / "dagster.production.yaml").read_text())["run_launcher"]["config"]
+    assert deployment["image"]["pullPolicy"] == launcher["image_pull_policy"] == "Always"
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
     assert "platformq_assets.definitions" in dockerfile and "requirements/main.txt" in dockerfile
 
