@@ -61,7 +61,8 @@ BARS_KEY = AssetKey(["gold", "ohlcv_bars"])
 ACCOUNT_INPUT_KEYS = [AssetKey(["bronze", "orders"]), AssetKey(["bronze", "fills"]), AssetKey(["bronze", "accounts"])]
 
 
-def _require_inputs(context: AssetExecutionContext, keys: list[AssetKey]) -> None:
+def _require_inputs(context: AssetExecutionContext, keys: list[AssetKey],
+                    build: str = "build the day (venue_daily) first") -> None:
     """A day's inputs must have been built: a partition never materialised reads as an empty table, and the day's
     features would be replaced by nothing (the Feast export deleted, the predictions and drift of the day empty)
     when ``ml_daily`` runs before the venue's day landed (a late or failed ``venue_daily``). Fail, saying what
@@ -71,8 +72,8 @@ def _require_inputs(context: AssetExecutionContext, keys: list[AssetKey]) -> Non
     day = context.partition_key
     missing = [k.to_user_string() for k in keys if day not in context.instance.get_materialized_partitions(k)]
     if missing:
-        raise Failure(description=f"{', '.join(missing)} for {day} not materialised yet: build the day "
-                                  f"(venue_daily) first, then materialise this partition again; nothing was written")
+        raise Failure(description=f"{', '.join(missing)} for {day} not materialised yet: {build}, then "
+                                  f"materialise this partition again; nothing was written")
 
 
 def _without_erased(lake: LakeResource, table):
@@ -169,6 +170,10 @@ def online_store(context: AssetExecutionContext, feast: FeastResource):
     from features.repo import ACCOUNT_VIEW, INSTRUMENT_VIEW
 
     day = context.partition_key
+    # the day's Feast exports are written by the feature steps: materialising a day that has none writes nothing
+    # online and would still show the day as materialised (run alone from the UI, a partial backfill)
+    _require_inputs(context, [INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY],
+                    build="materialise the day's feature partitions (their Feast exports; ml_daily builds them) first")
     newest = max(context.instance.get_materialized_partitions(ONLINE_KEY), default=None)
     start, end = _day_bounds(day)
     feast.materialize(start, end, views=[INSTRUMENT_VIEW, ACCOUNT_VIEW])

@@ -73,18 +73,13 @@ def test_an_older_day_materialised_after_a_newer_one_does_not_roll_the_online_st
         assert dt.datetime.fromtimestamp(_online_as_of(feast)["AAPL"], dt.timezone.utc).date().isoformat() == NEW
 
 
-def test_the_online_store_asset_notes_when_it_materialises_an_older_day(tmp_path):
-    """The asset says when its day is older than one already materialised, and what happened to it."""
-    from dagster import AssetMaterialization, DagsterInstance, build_asset_context
-
-    from platformq_assets.ml.features import ONLINE_KEY, ONLINE_WRITE_RULE, online_store
-
+def _export_accounts(feast, days):
+    """One order a day for account 1, exported as the account view's partitions."""
     from features.compute import account_features
     from platformq_assets.ml.features import _with_as_of
 
-    feast, latest = _feast(tmp_path, {"online_store": "sqlite"})
     ts = pa.timestamp("us", tz="UTC")
-    for day in (OLD, NEW):  # the asset materialises the account view too: one order a day
+    for day in days:
         placed = dt.datetime.fromisoformat(day).replace(hour=15, tzinfo=dt.timezone.utc)
         orders = pa.table({"account_id": [1], "partition_date": [day], "ts": pa.array([placed], ts),
                            "cancelled_lots": [0], "cancelled_ts": pa.array([None], ts), "status": ["NEW"],
@@ -95,11 +90,56 @@ def test_the_online_store_asset_notes_when_it_materialises_an_older_day(tmp_path
                           "anomaly_type": pa.array([], pa.string())})
         accounts = pa.table({"account_id": [1], "tenant_id": ["t-a"]})
         feast.export_partition("account_activity", day, _with_as_of(account_features(orders, fills, accounts)))
+
+
+def test_the_online_store_asset_notes_when_it_materialises_an_older_day(tmp_path):
+    """The asset says when its day is older than one already materialised, and what happened to it."""
+    from dagster import AssetMaterialization, DagsterInstance, build_asset_context
+
+    from platformq_assets.ml.features import (ACCOUNT_FEATURES_KEY, INSTRUMENT_FEATURES_KEY, ONLINE_KEY,
+                                              ONLINE_WRITE_RULE, online_store)
+
+    feast, latest = _feast(tmp_path, {"online_store": "sqlite"})
+    _export_accounts(feast, (OLD, NEW))  # the asset materialises the account view too: one order a day
     with DagsterInstance.ephemeral() as instance:
+        for key in (INSTRUMENT_FEATURES_KEY, ACCOUNT_FEATURES_KEY):  # the feature steps built both days
+            for day in (OLD, NEW):
+                instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=day))
         result = online_store(build_asset_context(partition_key=NEW, instance=instance), feast=feast)
         assert result.metadata["online_write_rule"] == ONLINE_WRITE_RULE and "older_day_note" not in result.metadata
         instance.report_runless_asset_event(AssetMaterialization(asset_key=ONLINE_KEY, partition=NEW))
         result = online_store(build_asset_context(partition_key=OLD, instance=instance), feast=feast)
     assert result.metadata["newest_day_online"] == NEW
     assert result.metadata["older_day_note"].startswith(f"{OLD} is older than {NEW}")
+    assert _online_as_of(feast)["AAPL"] == latest["AAPL", NEW]
+
+
+def test_the_online_store_step_for_a_day_without_feature_partitions_fails_naming_them(tmp_path):
+    """Run alone (the UI, a partial backfill) for a day whose feature partitions were never built, the step wrote
+    nothing online and still showed the day as materialised. It fails naming the missing feature partitions, and
+    succeeds once they are built."""
+    from dagster import AssetMaterialization, DagsterInstance, materialize
+
+    from platformq_assets.ml.features import ACCOUNT_FEATURES_KEY, INSTRUMENT_FEATURES_KEY, ONLINE_KEY, online_store
+
+    feast, latest = _feast(tmp_path, {"online_store": "sqlite"})
+    _export_accounts(feast, (OLD,))
+    day = NEW  # its instrument export is there, its account export never written
+    with DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(AssetMaterialization(asset_key=INSTRUMENT_FEATURES_KEY, partition=day))
+        failed = materialize([online_store], partition_key=day, instance=instance, raise_on_error=False,
+                             resources={"feast": feast})
+        assert not failed.success
+        [error] = [e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure]
+        assert f"features/account_activity for {day} not materialised yet" in error, error
+        assert "features/instrument_intervals" not in error.split("not materialised")[0], error
+        assert "feature partitions" in error and "venue_daily" not in error, error
+        assert day not in instance.get_materialized_partitions(ONLINE_KEY)
+
+        _export_accounts(feast, (day,))  # the account step builds the day
+        instance.report_runless_asset_event(AssetMaterialization(asset_key=ACCOUNT_FEATURES_KEY, partition=day))
+        built = materialize([online_store], partition_key=day, instance=instance, raise_on_error=False,
+                            resources={"feast": feast})
+        assert built.success
+        assert day in instance.get_materialized_partitions(ONLINE_KEY)
     assert _online_as_of(feast)["AAPL"] == latest["AAPL", NEW]
