@@ -238,6 +238,9 @@ class ServiceClientResource(ConfigurableResource):
     timeout_s: float = 10.0
     max_retries: int = 3
     backoff_s: float = 0.2
+    # the longest a retry waits for a Retry-After (a service or gateway asking for hours must not park a step
+    # for hours: it waits this long, then tries again or reports the failure)
+    max_retry_after_s: float = 60.0
     breaker_threshold: int = 5
     breaker_reset_s: float = 30.0
 
@@ -337,13 +340,35 @@ class ServiceClientResource(ConfigurableResource):
             if attempt >= self.max_retries or not retryable:
                 raise failure
             delay = self.backoff_s * (2 ** attempt)
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, float(retry_after))
+            wait = _retry_after_s(retry_after)
+            if wait is not None:
+                delay = max(delay, min(wait, self.max_retry_after_s))
             time.sleep(delay)
             attempt += 1
 
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait: delay-seconds or an HTTP-date (RFC 9110 10.2.3); None when
+    absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        import datetime as dt
+
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _problem(response) -> dict:

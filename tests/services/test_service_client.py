@@ -1,6 +1,7 @@
 """The Dagster service client: retries with backoff, circuit breaker, in-process and over HTTP."""
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI, Response
@@ -235,3 +236,51 @@ def test_in_process_services_keep_state_in_the_configured_stores(tmp_path, monke
     assert again.request("GET", "/v1/dao")["treasury"] == {"USD": 5}
     monkeypatch.delenv("PLATFORMQ_GOVERNANCE_STORE_URL")
     assert build_resources(Settings(home=tmp_path / "home"))["governance"].store is None
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_retry_after_is_honoured_but_capped(monkeypatch, retry_after):
+    """A 429/503 naming an absurd Retry-After (a day, or a date decades ahead) made a Dagster step sleep that long
+    before its next try; the wait is capped at max_retry_after_s. A date in the form HTTP allows is read too."""
+    import resources.services as services
+
+    app = FastAPI()
+    app.state.calls = 0
+
+    @app.get("/thing")
+    def thing():
+        app.state.calls += 1
+        if app.state.calls == 1:
+            return Response(status_code=503, headers={"Retry-After": retry_after})
+        return {"ok": True}
+
+    slept = []
+    monkeypatch.setattr(services, "time", SimpleNamespace(sleep=slept.append, time=time.time))  # the client's only
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.01, max_retries=2)
+        assert client.request("GET", "/thing") == {"ok": True}
+        assert slept == [60.0]  # max_retry_after_s, by default
+
+
+def test_a_reasonable_retry_after_is_waited_for(monkeypatch):
+    import email.utils
+
+    import resources.services as services
+
+    app = FastAPI()
+    app.state.calls = 0
+    soon = email.utils.formatdate(time.time() + 5, usegmt=True)
+
+    @app.get("/thing")
+    def thing():
+        app.state.calls += 1
+        if app.state.calls <= 2:
+            return Response(status_code=429, headers={"Retry-After": ["7", soon][app.state.calls - 1]})
+        return {"ok": True}
+
+    slept = []
+    monkeypatch.setattr(services, "time", SimpleNamespace(sleep=slept.append, time=time.time))  # the client's only
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.01, max_retries=3)
+        assert client.request("GET", "/thing") == {"ok": True}
+    assert slept[0] == 7.0 and 3.0 <= slept[1] <= 5.0, slept
