@@ -363,6 +363,12 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
+# How far apart the clocks of the hosts sharing a signing key may be: a token minted where the clock runs ahead
+# names an iat/nbf in the verifier's future, and one verified where it runs behind looks unexpired a little longer.
+# Applied to iat, nbf and exp (RFC 7519 4.1.4-4.1.6 allow "some small leeway").
+CLOCK_SKEW_S = 60
+
+
 class TokenIssuer:
     """Signs and verifies ES256 JWTs; publishes the JWKS.
 
@@ -424,8 +430,8 @@ class TokenIssuer:
 
         # "sub" is checked here, not by PyJWT, so that every malformed claim fails with the same kind of message
         claims = jwt.decode(token, self._key.public_key(), algorithms=["ES256"], audience=self.audience,
-                            issuer=self.issuer, options={"require": ["exp", "iat", "sub", "tenant", "roles"],
-                                                         "verify_sub": False})
+                            issuer=self.issuer, leeway=CLOCK_SKEW_S,
+                            options={"require": ["exp", "iat", "sub", "tenant", "roles"], "verify_sub": False})
         # Claims of another type than issue() writes are an invalid token (a 401), not a principal whose tenant
         # cannot key a dict (a 500), whose roles are a dict's keys, or who belongs to no tenant.
         for claim in ("sub", "tenant"):

@@ -156,3 +156,24 @@ def test_a_damaged_or_foreign_key_file_is_an_error_not_replaced(tmp_path, conten
     with pytest.raises(ValueError, match="JWT signing key"):
         TokenIssuer("http://x", key_path=path)
     assert path.read_bytes() == content
+
+
+def test_tokens_tolerate_a_small_clock_skew_between_hosts():
+    """Hosts sharing a signing key (PLATFORMQ_SERVICES_JWT_KEY_FILE) have clocks a few seconds apart: a token
+    minted where the clock runs ahead carries an iat/nbf in the verifier's future, and was refused ("not yet
+    valid") by the other hosts until their clocks caught up, so a client minting a token behind a load balancer
+    got 401s at random. A leeway of CLOCK_SKEW_S applies to iat, nbf and exp; beyond it tokens are refused."""
+    import time
+
+    from services.common.auth import CLOCK_SKEW_S
+
+    ctx = ServiceContext("a")
+    principal = ctx.keys.lookup(ctx.keys.create("alice", "t1", ["viewer"]))
+    now = time.time()
+    assert ctx.tokens.verify(ctx.tokens.issue(principal, now=now + 5)).tenant == "t1"  # minted 5 s "ahead"
+    expired_just_now = ctx.tokens.issue(principal, now=now - ctx.tokens.ttl_s - 5)
+    assert ctx.tokens.verify(expired_just_now).subject == "alice"  # by a clock 5 s behind, it has not expired
+    with pytest.raises(jwt.ImmatureSignatureError):
+        ctx.tokens.verify(ctx.tokens.issue(principal, now=now + CLOCK_SKEW_S + 10))
+    with pytest.raises(jwt.ExpiredSignatureError):
+        ctx.tokens.verify(ctx.tokens.issue(principal, now=now - ctx.tokens.ttl_s - CLOCK_SKEW_S - 10))
