@@ -306,8 +306,9 @@ class ServiceClientResource(ConfigurableResource):
 
         client = self._http()
         # A POST (or PATCH) is not idempotent: it is sent again only when it surely did nothing (the connection
-        # was never made; 429; 503, which the services answer when they undid the change). After a timeout
-        # waiting for the answer, a 500 or a gateway's 502/504 it may have been applied: it fails instead of
+        # was never made; 429; a 503 problem of the service itself, which it answers when it undid the change).
+        # After a timeout waiting for the answer, a 500, a gateway's 502/504, or a 503 that is not the service's
+        # (a proxy's: the upstream reset, perhaps after applying it) it may have been applied: it fails instead of
         # applying orders, trades or deposits twice.
         idempotent = method.upper() in IDEMPOTENT_METHODS
         attempt = 0
@@ -336,7 +337,8 @@ class ServiceClientResource(ConfigurableResource):
                     raise failure
                 self._breaker.record(False)
                 retry_after = response.headers.get("Retry-After")
-                retryable = idempotent or response.status_code in (429, 503)
+                retryable = idempotent or response.status_code == 429 or (
+                    response.status_code == 503 and _service_problem(problem))
             if attempt >= self.max_retries or not retryable:
                 raise failure
             delay = self.backoff_s * (2 ** attempt)
@@ -369,6 +371,14 @@ def _retry_after_s(value: str | None) -> float | None:
 
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, when.timestamp() - time.time())
+
+
+def _service_problem(problem: dict) -> bool:
+    """Whether a problem document is one of the platform's services' own (services.common.problems), not a
+    proxy's or a server's answer in their place."""
+    from services.common.problems import TYPE_BASE
+
+    return isinstance(problem.get("type"), str) and problem["type"].startswith(TYPE_BASE)
 
 
 def _problem(response) -> dict:

@@ -87,8 +87,10 @@ def test_a_post_is_sent_again_only_when_it_surely_did_nothing():
     @app.post("/status/{code}")
     def status(code: int):
         answers[str(code)] += 1
-        if answers[str(code)] == 1:
-            return Response(status_code=code, headers={"Retry-After": "0"})
+        if answers[str(code)] == 1:  # the services' problem document (a 503: journal-unavailable, say)
+            problem = f'{{"type": "https://platformq.dev/problems/p{code}", "title": "t", "status": {code}}}'
+            return Response(problem, status_code=code, headers={"Retry-After": "0"},
+                            media_type="application/problem+json")
         return {"ok": True, "attempts": answers[str(code)]}
 
     with serve(app) as url:
@@ -284,3 +286,41 @@ def test_a_reasonable_retry_after_is_waited_for(monkeypatch):
         client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.01, max_retries=3)
         assert client.request("GET", "/thing") == {"ok": True}
     assert slept[0] == 7.0 and 3.0 <= slept[1] <= 5.0, slept
+
+
+def test_a_post_answered_503_by_a_gateway_is_not_sent_again():
+    """A POST is repeated after a 503 because the services answer 503 only when they undid the change (their
+    problem document says which: journal-unavailable, state-store-unavailable...). A 503 from a proxy in front of
+    the service (Envoy's "upstream connect error or disconnect/reset before headers", an ingress's page) may
+    come after the service applied the request and died before answering: it was sent again, and the order or
+    deposit applied twice. Such a 503 is reported; the service's own 503 is still sent again, and a GET is
+    repeated after either."""
+    app = FastAPI()
+    calls = {"gateway": 0, "service": 0, "read": 0}
+
+    @app.post("/gateway")
+    def gateway():
+        calls["gateway"] += 1  # applied; the proxy reports the upstream's reset
+        return Response("upstream connect error or disconnect/reset before headers. reset reason: connection "
+                        "termination", status_code=503, media_type="text/plain")
+
+    @app.post("/service")
+    def service():
+        calls["service"] += 1
+        if calls["service"] == 1:
+            return Response('{"type": "https://platformq.dev/problems/journal-unavailable", "title": "Service '
+                            'Unavailable", "status": 503}', status_code=503, media_type="application/problem+json")
+        return {"ok": True}
+
+    @app.get("/read")
+    def read():
+        calls["read"] += 1
+        return Response("<html>503</html>", status_code=503, media_type="text/html") if calls["read"] == 1 else {}
+
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.0, max_retries=3)
+        with pytest.raises(ServiceError) as err:
+            client.request("POST", "/gateway")
+        assert err.value.status == 503 and calls["gateway"] == 1
+        assert client.request("POST", "/service") == {"ok": True} and calls["service"] == 2
+        assert client.request("GET", "/read") == {} and calls["read"] == 2
