@@ -480,10 +480,11 @@ def create_service_app(ctx: ServiceContext, title: str, description: str = "", v
         return ctx.tokens.discovery()
 
     @app.post("/auth/token", tags=["auth"], response_model=TokenResponse)
-    def token(body: TokenRequest, response: Response) -> TokenResponse:
+    def token(body: TokenRequest, request: Request, response: Response) -> TokenResponse:
         principal = ctx.keys.lookup(body.api_key)
         if principal is None:
             raise Problem(401, "Unauthorized", "unknown API key", "invalid-api-key")
+        request.state.principal = principal  # the audit record names who minted it (never the key)
         # a credential: no cache may keep it (RFC 6749 section 5.1; Pragma for HTTP/1.0 caches)
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"

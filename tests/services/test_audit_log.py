@@ -105,3 +105,21 @@ def test_a_file_that_cannot_be_reopened_after_a_rotation_fails_no_request(tmp_pa
     folder.mkdir()  # back: the next record goes to the path again
     log.append(record(4, "t1"))
     assert _ids(path) == ["c4"]
+
+
+def test_minting_a_token_is_audited_under_the_keys_tenant_and_subject():
+    """POST /auth/token hands out a credential: its audit record named no one (tenant and subject null), so the
+    tenant's GET /audit never showed which key minted tokens, and the file could not say either. A refused
+    attempt stays anonymous (the key is unknown)."""
+    from fastapi.testclient import TestClient
+
+    from services.common.app import ServiceContext, create_service_app
+
+    ctx = ServiceContext("x")
+    client = TestClient(create_service_app(ctx, "x"), raise_server_exceptions=False)
+    key = ctx.keys.create("ci-pipeline", "t1", ["viewer"])
+    assert client.post("/auth/token", json={"api_key": key}).status_code == 200
+    assert client.post("/auth/token", json={"api_key": "pq_unknown"}).status_code == 401
+    [minted] = ctx.audit.recent("t1", 10)
+    assert (minted.subject, minted.method, minted.path, minted.status) == ("ci-pipeline", "POST", "/auth/token", 200)
+    assert key not in json.dumps([vars(r) for recs in ctx.audit._recent.values() for r in recs])
