@@ -559,9 +559,12 @@ class RedisRateLimiter:
     on one bucket per key (with a bucket per process, N processes let a key through N times as often).
 
     When Redis cannot be reached the limit falls back to this process's own bucket (logged once per outage):
-    requests go on, limited per process as without Redis, rather than failing or going unlimited."""
+    requests go on, limited per process as without Redis, rather than failing or going unlimited. After a failure
+    Redis is asked again only ``RETRY_S`` later: a Redis that does not answer costs one request its socket
+    timeout, not every request."""
 
     blocking = True  # one round trip per request: the services authenticate off the event loop
+    RETRY_S = 5.0
 
     def __init__(self, url: str, rate: float, burst: int, prefix: str = "platformq:ratelimit"):
         import redis
@@ -571,6 +574,7 @@ class RedisRateLimiter:
         self._script = self._client.register_script(_BUCKET_SCRIPT)
         self._local = RateLimiter(rate, burst)
         self._degraded = False
+        self._retry_at = 0.0  # time.monotonic() before which a degraded limiter does not ask Redis
         self._degraded_lock = threading.Lock()  # one warning per change of state, however many threads see it
 
     def _degrade(self, degraded: bool) -> bool:
@@ -584,9 +588,12 @@ class RedisRateLimiter:
 
         import redis
 
+        if self._degraded and time.monotonic() < self._retry_at:
+            return self._local.allow(key, now)
         try:
             allowed, wait = self._script(keys=[f"{self.prefix}:{key}"], args=[repr(self.rate), self.burst])
         except redis.RedisError as exc:
+            self._retry_at = time.monotonic() + self.RETRY_S
             if self._degrade(True):
                 logging.getLogger("platformq.ratelimit").warning(
                     "rate limits fall back to this process's buckets: Redis is unreachable (%s)", type(exc).__name__)

@@ -62,3 +62,29 @@ def test_many_threads_meeting_an_outage_log_it_once(caplog):
             t.join()
     warnings = [r.getMessage() for r in caplog.records if r.name == "platformq.ratelimit"]
     assert len(warnings) == 1 and "Redis is unreachable" in warnings[0]
+
+
+def test_an_unanswering_redis_is_not_waited_for_on_every_request():
+    """A Redis that takes connections but does not answer (a hung server, a host whose traffic is dropped): every
+    request waited out the 0.5 s socket timeout before falling back, so an outage added half a second to each
+    request and capped a service at a couple of requests per second per thread. After a failure the process's
+    own buckets are used for RETRY_S before Redis is tried again."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # connections complete in the kernel; nothing ever answers them
+    try:
+        limiter = RedisRateLimiter(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", rate=0.01, burst=3,
+                                   prefix="hung")
+        limiter.RETRY_S = 0.5
+        started = time.monotonic()
+        results = [limiter.allow("ann")[0] for _ in range(8)]
+        elapsed = time.monotonic() - started
+        assert results == [True, True, True] + [False] * 5  # limited by the process's own bucket meanwhile
+        assert elapsed < 1.5, f"{elapsed:.1f} s for 8 requests"
+        time.sleep(0.5)  # the interval is over: Redis is asked again
+        started = time.monotonic()
+        assert limiter.allow("bob")[0] and time.monotonic() - started >= 0.4
+    finally:
+        listener.close()
