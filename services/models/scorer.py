@@ -224,7 +224,12 @@ class ModelScorer:
         """Scores with resolved versions: Feast's online store and the model, no registry call."""
         model = spec.name
         rows = [{spec.entity_key: join_key_value(spec, entity)} for entity in entities]
-        online = self.online_features(spec.service, rows)
+        try:
+            online = self.online_features(spec.service, rows)
+        except Exception as exc:  # the online store (Redis) is down or failing: a dependency, like the registry
+            log.warning("%s: the online feature store failed (%r): answering 503", model, exc)
+            raise ScoringError(503, "feature-store-unavailable", f"the online feature store is unavailable "
+                               f"({type(exc).__name__}); try again later") from exc
         out = []
         for i, entity in enumerate(entities):
             if spec.tenant_scoped and online.get("tenant_id", [None] * len(entities))[i] != tenant:

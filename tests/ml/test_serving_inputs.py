@@ -235,3 +235,21 @@ def test_a_challenger_that_does_not_load_leaves_the_champion_answering(serving, 
     clock[0] += 10
     assert answers() == {("champion", str(champion))}
     assert set(scorer._models) == {("account_anomaly", str(champion))}
+
+
+def test_an_online_store_outage_is_a_503_problem_not_an_unexpected_error(serving, monkeypatch):
+    """Redis down (connection refused, a timeout): the request answered 500 "an unexpected error occurred" with a
+    traceback logged as a bug; it is a dependency outage like the registry's, a 503 a client may retry."""
+    import redis
+
+    client, headers, scorer = serving
+
+    def down(service, rows):
+        raise redis.exceptions.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(scorer, "online_features", down)
+    response = client.post("/v1/models/account_anomaly/predict", json={"entities": [123]}, headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith("feature-store-unavailable"), response.text
+    assert "Connection refused" not in response.text  # the dependency's details stay in the log
