@@ -313,7 +313,14 @@ class ServiceClientResource(ConfigurableResource):
         idempotent = method.upper() in IDEMPOTENT_METHODS
         attempt = 0
         while True:
-            self._breaker.before_call()
+            try:
+                self._breaker.before_call()
+            except CircuitOpenError:
+                if attempt:  # it opened on this call's own failures: they say why, not "circuit open"
+                    raise failure from None
+                raise CircuitOpenError(self.service, 503, None, f"{self.service}: circuit open: the service "
+                                       f"failed repeatedly; not calling it for up to {self.breaker_reset_s:g} s") \
+                    from None
             retry_after = None
             retryable = True
             try:
@@ -335,7 +342,8 @@ class ServiceClientResource(ConfigurableResource):
                 if response.status_code not in (429,) and response.status_code < 500:
                     self._breaker.record(True)  # the service works; the request was wrong
                     raise failure
-                self._breaker.record(False)
+                if response.status_code != 429:  # a 429 is a service that works and asks to slow down
+                    self._breaker.record(False)
                 retry_after = response.headers.get("Retry-After")
                 retryable = idempotent or response.status_code == 429 or (
                     response.status_code == 503 and _service_problem(problem))

@@ -58,9 +58,34 @@ def test_circuit_opens_after_repeated_failures_and_fails_fast():
                 client.request("GET", "/thing")
         calls = app.state.calls
         assert calls == 4 and client.breaker.state == "open"
-        with pytest.raises(CircuitOpenError):
+        with pytest.raises(CircuitOpenError) as opened:
             client.request("GET", "/thing")
         assert app.state.calls == calls  # failed fast, no request sent
+        assert opened.value.service == "x" and str(opened.value).startswith("x: circuit open")
+
+
+def test_a_breaker_opening_during_a_calls_retries_reports_that_calls_failure():
+    app = flaky_app(10**6)
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.0, max_retries=5,
+                                       breaker_threshold=2, breaker_reset_s=60)
+        with pytest.raises(ServiceError) as failed:
+            client.request("GET", "/thing")
+        assert not isinstance(failed.value, CircuitOpenError) and failed.value.status == 503
+        assert app.state.calls == 2 and client.breaker.state == "open"
+
+
+def test_rate_limited_answers_do_not_open_the_breaker():
+    app = flaky_app(6, status=429)
+    with serve(app) as url:
+        client = ServiceClientResource(service="x", base_url=url, api_key="k", backoff_s=0.0, max_retries=1,
+                                       breaker_threshold=2, breaker_reset_s=60)
+        for _ in range(3):  # six 429s in a row: the service is up and asks to slow down
+            with pytest.raises(ServiceError) as limited:
+                client.request("GET", "/thing")
+            assert limited.value.status == 429
+        assert client.breaker.state == "closed"
+        assert client.request("GET", "/thing")["calls"] == 7
 
 
 def test_connection_refused_is_retried_then_reported():
