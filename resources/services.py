@@ -311,12 +311,12 @@ class ServiceClientResource(ConfigurableResource):
         # (a proxy's: the upstream reset, perhaps after applying it) it may have been applied: it fails instead of
         # applying orders, trades or deposits twice.
         idempotent = method.upper() in IDEMPOTENT_METHODS
-        attempt = 0
+        attempt, failure = 0, None
         while True:
             try:
                 self._breaker.before_call()
             except CircuitOpenError:
-                if attempt:  # it opened on this call's own failures: they say why, not "circuit open"
+                if failure is not None:  # it opened on this call's own failures: they say why, not "circuit open"
                     raise failure from None
                 raise CircuitOpenError(self.service, 503, None, f"{self.service}: circuit open: the service "
                                        f"failed repeatedly; not calling it for up to {self.breaker_reset_s:g} s") \
