@@ -394,6 +394,20 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                     raise Problem(409, "Conflict", f"this tenant already issued a credential with id "
                                   f"{credential_id!r}", "credential-exists") from None
                 except Exception as exc:
+                    # The record may have committed with only its answer lost: read it back. Recorded under this
+                    # index, the credential is issued and handed out (a retry would answer credential-exists for
+                    # a credential nobody received); absent, nothing was changed.
+                    try:
+                        found = store.get(principal.tenant, credential_id)
+                    except Exception:
+                        # 500, not 503: a 503 of the service says nothing was changed, and clients resend on it
+                        raise Problem(500, "Internal Server Error", f"the issuer's status store did not confirm "
+                                      f"the record ({type(exc).__name__}) and cannot be read back: the credential "
+                                      "may have been recorded (if issuing it again answers credential-exists, it "
+                                      "was: revoke that id and issue under a new one)",
+                                      "status-store-unconfirmed") from None
+                    if found is not None and found.index == index:
+                        break
                     registry.release(index)
                     raise _store_unavailable(exc) from None
             else:

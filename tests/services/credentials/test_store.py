@@ -149,6 +149,39 @@ def test_a_change_the_store_does_not_take_is_not_made(tmp_path):
     assert [s.revoked for s in store.load()] == [True]
 
 
+class LostReplyStore(CredentialStore):
+    """The record commits and its answer is lost (the connection drops after COMMIT); ``unreadable``: the store
+    cannot be read back either."""
+    lose, unreadable = False, False
+
+    def add(self, *args):
+        super().add(*args)
+        if self.lose:
+            raise ConnectionError("server closed the connection unexpectedly")
+
+    def get(self, *args):
+        if self.unreadable:
+            raise ConnectionError("status store down")
+        return super().get(*args)
+
+
+def test_an_issue_whose_record_committed_with_its_answer_lost_is_handed_out(tmp_path):
+    store = LostReplyStore(f"sqlite:///{tmp_path / 'credentials.db'}")
+    app, client, key = app_on(store, Ed25519KeyPair.generate())
+    store.lose = True
+    vc = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000000e1")  # 201, not 503 then 409 for ever
+    [stored] = store.load()
+    assert stored.credential_id == vc["id"] and stored.index == int(vc["credentialStatus"][0]["statusListIndex"])
+    assert stored.index in app.state.issuer_for("t1").registry.allocated
+    assert verify(client, key, vc)["verified"] is True
+    # unreadable as well: the answer says the outcome is unknown, not "nothing was changed"
+    store.unreadable = True
+    r = client.post("/credentials/issue", json={"credential": model_credential(
+        id="urn:uuid:00000000-0000-4000-8000-0000000000e2")}, headers=key)
+    problem = is_problem(r, 500)  # not the 503 on which clients resend: the outcome is unknown
+    assert problem["type"].endswith("/status-store-unconfirmed") and "may have been recorded" in problem["detail"]
+
+
 @pytest.mark.slow
 def test_the_status_store_on_postgres():
     """The production store (Postgres, started by make test via infra/scripts/test-services.sh)."""
