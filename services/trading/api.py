@@ -203,8 +203,9 @@ def calendar_date(value: str | None) -> str | None:
 
 
 def external(account_id: str) -> str:
-    """The tenant-local account id (the exchange prefixes ids with their tenant)."""
-    return account_id.split("/", 1)[-1]
+    """The tenant-local account id (the exchange prefixes ids with their tenant). Account ids never contain '/'
+    (AccountId), a tenant's name may ("acme/emea"): the last '/' separates them."""
+    return account_id.rpartition("/")[2]
 
 
 def order_out(order: Order) -> OrderOut:

@@ -525,3 +525,32 @@ def test_an_amend_reads_the_filled_quantity_of_the_order_as_it_is_under_the_lock
     assert ran and amended.status_code == 200, amended.text
     assert (amended.json()["quantity"], amended.json()["open_quantity"]) == (6, 2)
     assert Exchange.restore([X], journal).state() == exchange.state()
+
+
+def test_account_ids_are_answered_as_sent_when_the_tenant_name_has_a_slash(ctx):
+    """A tenant may be named hierarchically (``platformq serve --tenant acme/emea``): the exchange sees
+    "acme/emea/desk1", and every answer names the account "desk1", as the caller sent it and addresses it by (it
+    answered "emea/desk1", which no route takes)."""
+    exchange = Exchange([X])
+    client = TestClient(create_trading_app(ctx, exchange), raise_server_exceptions=False)
+    key = {"X-API-Key": ctx.keys.create("alice", "acme/emea", ["trader"])}
+    for account in ("desk1", "desk2"):
+        created = client.post("/v1/accounts", json={"account_id": account}, headers=key)
+        assert created.status_code == 201 and created.json()["account_id"] == account
+        for asset, amount in (("USD", 10**6), (X, 100)):
+            r = client.post(f"/v1/accounts/{account}/deposits", json={"asset": asset, "amount": amount}, headers=key)
+            assert r.status_code == 200 and r.json()["account_id"] == account
+    sell = client.post("/v1/orders", json={"account_id": "desk2", "instrument": X, "side": "SELL", "quantity": 2,
+                                           "price_ticks": 50}, headers=key).json()
+    buy = client.post("/v1/orders", json={"account_id": "desk1", "instrument": X, "side": "BUY", "quantity": 2,
+                                          "price_ticks": 50}, headers=key).json()
+    assert (sell["account_id"], buy["account_id"], buy["status"]) == ("desk2", "desk1", "FILLED")
+    assert client.get(f"/v1/orders/{buy['order_id']}", headers=key).json()["account_id"] == "desk1"
+    assert [o["account_id"] for o in client.get("/v1/orders", params={"account_id": "desk1"}, headers=key).json()] \
+        == ["desk1"]
+    assert [f["account_id"] for f in client.get("/v1/fills", params={"account_id": "desk2"}, headers=key).json()] \
+        == ["desk2"]
+    follow = client.post("/v1/copy-trading/follows", json={"follower_account_id": "desk2",
+                                                           "leader_account_id": "desk1"}, headers=key).json()
+    assert (follow["follower_account_id"], follow["leader_account_id"]) == ("desk2", "desk1")
+    assert client.get(f"/v1/accounts/{buy['account_id']}", headers=key).status_code == 200
