@@ -37,31 +37,44 @@ class ExpiryResult:
     failed_deletes: list[str] = field(default_factory=list)
 
 
-def reachable_files(table: "Table", snapshot_ids: set[int] | None = None, missing_ok: bool = False) -> dict[str, set[str]]:
+def reachable_files(table: "Table", snapshot_ids: set[int] | None = None, missing_ok: bool = False,
+                    unreadable: set[int] | None = None) -> dict[str, set[str]]:
     """Files the given snapshots (default: all) reach, by kind: ``lists`` (manifest lists), ``manifests`` and
     ``data`` (live data and delete files). ``missing_ok`` skips a manifest list or manifest already deleted
-    (the clean-up of an interrupted expiry)."""
+    (the clean-up of an interrupted expiry); so does ``unreadable``, which collects the ids of the snapshots
+    that miss one."""
     io = table.io
     out: dict[str, set[str]] = {"lists": set(), "manifests": set(), "data": set()}
+    gone: set[str] = set()  # manifests found missing (another snapshot may share one)
+
+    def missing(snapshot_id: int, exc: FileNotFoundError) -> None:
+        if unreadable is not None:
+            unreadable.add(snapshot_id)
+        elif not missing_ok:
+            raise exc
+
     for snapshot in table.metadata.snapshots:
         if snapshot_ids is not None and snapshot.snapshot_id not in snapshot_ids:
             continue
         out["lists"].add(snapshot.manifest_list)
         try:
             manifests = snapshot.manifests(io)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
+        except FileNotFoundError as exc:
+            missing(snapshot.snapshot_id, exc)
             continue
         for manifest in manifests:
+            if manifest.manifest_path in gone:
+                if unreadable is not None:
+                    unreadable.add(snapshot.snapshot_id)
+                continue
             if manifest.manifest_path in out["manifests"]:
                 continue
             out["manifests"].add(manifest.manifest_path)
             try:
                 entries = manifest.fetch_manifest_entry(io, discard_deleted=True)
-            except FileNotFoundError:
-                if not missing_ok:
-                    raise
+            except FileNotFoundError as exc:
+                gone.add(manifest.manifest_path)
+                missing(snapshot.snapshot_id, exc)
                 continue
             out["data"].update(entry.data_file.file_path for entry in entries)
     return out
@@ -82,7 +95,8 @@ def expire_snapshots(lake: "LakeResource", identifier: str, older_than: dt.datet
                      retain_last: int = 1) -> ExpiryResult:
     """Expire the table's snapshots older than ``older_than`` (keeping the newest ``retain_last`` and the
     current one) and delete the files only they reach. Safe to re-run: a run interrupted after deleting some
-    files is finished by the next; a run with nothing to expire changes nothing."""
+    files is finished by the next, whatever its own limits (a snapshot missing a manifest list or manifest is
+    expired with the others: nothing can read it); a run with nothing to expire changes nothing."""
     from pyiceberg.exceptions import CommitFailedException
 
     from resources.lake import COMMIT_ATTEMPTS, commit_backoff
@@ -91,16 +105,28 @@ def expire_snapshots(lake: "LakeResource", identifier: str, older_than: dt.datet
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         table = lake.load_table(identifier)
         expired = set(snapshots_to_expire(table, older_than, retain_last))
+        kept = {s.snapshot_id for s in table.metadata.snapshots} - expired
+        unreadable: set[int] = set()
+        needed = reachable_files(table, kept, unreadable=unreadable)
+        if unreadable:
+            heads = unreadable & {ref.snapshot_id for ref in table.metadata.refs.values()}
+            if heads:  # what a branch or tag reaches must all be there: a missing file there is damage
+                raise FileNotFoundError(f"{identifier}: snapshot(s) {sorted(heads)} of a branch or tag miss "
+                                        f"manifest files; nothing is deleted")
+            # a clean-up interrupted after deleting some of their files (one that expired more, e.g. an
+            # erasure's): nothing can read them any more, so they are expired now, whatever their age
+            expired |= unreadable
+            kept -= unreadable
+            needed = reachable_files(table, kept)
         if not expired:
             result.snapshots_kept = len(table.metadata.snapshots)
             return result
-        kept = {s.snapshot_id for s in table.metadata.snapshots} - expired
-        # what the kept snapshots reach must all be there: a missing file there is damage, not clean-up
-        needed = reachable_files(table, kept)
         doomed = reachable_files(table, expired, missing_ok=True)
         for kind in ("data", "manifests", "lists"):  # the order that lets an interrupted run be finished
             for path in sorted(doomed[kind] - needed[kind]):
                 _delete(table, path, result)
+            if result.failed_deletes:  # the manifests naming these files stay, for the next run to find them
+                break
         if result.failed_deletes:  # keep the snapshots, so that the next run finds these files again
             raise OSError(f"{identifier}: could not delete {len(result.failed_deletes)} file(s), e.g. "
                           f"{result.failed_deletes[0]}; the snapshots stay until a run deletes them")

@@ -415,3 +415,77 @@ def test_compacted_files_carry_field_ids_so_tables_pyiceberg_wrote_stay_readable
     assert _rows(lake) == before and len(before) == 18
     lake.append(TABLE, _batch(200, DAY1, note="after"), partition_by="partition_date")  # and it evolves as before
     assert len(_rows(lake)) == 21
+
+
+def _replaced_five_times(lake) -> list[tuple]:
+    """Five replacements of DAY1: a snapshot history whose older snapshots reach files the current one does not."""
+    for i in range(5):
+        lake.replace_partition(TABLE, _batch(10 * i, DAY1), "partition_date", DAY1)
+    return _rows(lake)
+
+
+def test_an_expiry_interrupted_while_deleting_manifest_lists_is_finished_by_a_run_that_keeps_more(lake, monkeypatch):
+    """An erasure's expiry (every snapshot but the current one) killed after it deleted the data files and
+    manifests and while deleting the manifest lists leaves snapshots nothing can read. The nightly expiry (a
+    week, the newest five) kept them, so the orphan sweep after it failed on their missing manifests
+    (FileNotFoundError) every night, and so did the expiry itself once any older snapshot was due. They are
+    expired with the others instead: nothing can read them."""
+    from resources import lake_maintenance
+    from resources.lake_maintenance import expire_snapshots, remove_orphan_files
+
+    rows = _replaced_five_times(lake)
+    before = len(lake.load_table(TABLE).snapshots())
+    delete = lake_maintenance._delete
+
+    def killed_at_the_first_list(table, path, result):
+        if "/snap-" in path:
+            raise KeyboardInterrupt("step killed")
+        delete(table, path, result)
+
+    monkeypatch.setattr(lake_maintenance, "_delete", killed_at_the_first_list)
+    with pytest.raises(KeyboardInterrupt):
+        expire_snapshots(lake, TABLE, older_than=dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc), retain_last=0)
+    monkeypatch.setattr(lake_maintenance, "_delete", delete)
+    assert len(lake.load_table(TABLE).snapshots()) == before  # the commit never came
+
+    result = expire_snapshots(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7),
+                              retain_last=5)
+    table = lake.load_table(TABLE)
+    assert result.snapshots_expired == before - 1 and [s.snapshot_id for s in table.snapshots()] == \
+        [table.current_snapshot().snapshot_id]
+    assert _rows(lake) == rows
+    swept = remove_orphan_files(lake, TABLE, older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5))
+    assert _rows(lake) == rows and swept.files_listed > 0
+
+
+def test_an_expiry_whose_data_file_delete_failed_finds_that_file_again_on_the_next_run(lake, monkeypatch):
+    """A data file the store refused to delete: the run raises and keeps the snapshots "so that the next run
+    finds these files again", but it went on to delete their manifests and manifest lists, so the next run
+    could no longer name the file and committed the expiry with the file still in storage."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    from resources.lake_maintenance import expire_snapshots
+
+    rows = _replaced_five_times(lake)
+    table = lake.load_table(TABLE)
+    current = {t.file.file_path for t in table.scan().plan_files()}
+    old = sorted({t.file.file_path for s in table.snapshots() for t in table.scan(snapshot_id=s.snapshot_id).plan_files()}
+                 - current)
+    refused = old[0]
+    io_delete = PyArrowFileIO.delete
+
+    def refusing(self, location):
+        if str(location) == refused:
+            raise PermissionError(f"AccessDenied: {location}")
+        return io_delete(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "delete", refusing)
+    end = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
+    with pytest.raises(OSError, match="could not delete 1 file"):
+        expire_snapshots(lake, TABLE, older_than=end, retain_last=0)
+    monkeypatch.setattr(PyArrowFileIO, "delete", io_delete)
+
+    result = expire_snapshots(lake, TABLE, older_than=end, retain_last=0)
+    assert result.snapshots_expired > 0 and result.files_deleted >= 1
+    assert not Path(urlparse(refused).path).exists()
+    assert _rows(lake) == rows
