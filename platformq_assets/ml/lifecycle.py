@@ -303,6 +303,12 @@ def model_assets(model: str, feature_table_key: AssetKey) -> list:
     def predictions(context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         import pyarrow as pa
 
+        from platformq_assets.ml.features import _require_inputs
+
+        # a feature partition never built reads as an empty table: the day's scores would be replaced by none, and
+        # the day shown as scored (run alone from the UI, a partial backfill); a day built empty is scored empty
+        _require_inputs(context, [feature_table_key],
+                        build="materialise the day's feature partition (ml_daily builds it) first")
         arrow = lake.read_partition(table, PARTITION_COLUMN, context.partition_key)
         frame = arrow.to_pandas()
         champion_version = mlflow.version_for(model, CHAMPION)

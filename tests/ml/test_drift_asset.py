@@ -34,6 +34,15 @@ def seed_lake(lake, rng, day_rows: int, day_labels: int | None = None) -> None:
     if day_labels is not None:
         day["label_up"] = day_labels
     lake.replace_partition("features.instrument_intervals", to_arrow(day), "partition_date", DAY)
+    built(DAY)
+
+
+def built(day: str) -> None:
+    """The day's feature partition as the feature step leaves it: materialised (the scores need it built)."""
+    from dagster import AssetMaterialization
+
+    DagsterInstance.get().report_runless_asset_event(
+        AssetMaterialization(AssetKey(["features", "instrument_intervals"]), partition=day))
 
 
 def register(registry, rng, skewed: bool):
@@ -99,6 +108,7 @@ def test_a_day_without_feature_rows_is_scored_empty_and_gets_no_drift_verdict(se
     assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
     k = keys(MODEL)
     empty = "2024-02-07"
+    built(empty)  # built, without a row
     result = materialize([assets[k["predictions"]], assets[k["drift"]]], partition_key=empty,
                          instance=DagsterInstance.get(), resources={"lake": lake, "mlflow": registry})
     assert result.success
@@ -156,6 +166,7 @@ def test_drift_references_are_rows_the_scoring_version_learned_from_and_rows_it_
     training["as_of_epoch"] = (training["event_timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1s")
     lake.replace_where(f"ml.{MODEL}_training_set", to_arrow(training), AlwaysTrue())
     lake.replace_partition("features.instrument_intervals", to_arrow(judged), "partition_date", DAY)
+    built(DAY)
     version = register(registry, rng, skewed=False)
     client = registry.client()
     client.set_model_version_tag(MODEL, version.version, "training_cutoff", learned["event_ts"].max().isoformat())
@@ -179,3 +190,28 @@ def test_drift_references_are_rows_the_scoring_version_learned_from_and_rows_it_
     day_scores = estimator.predict_proba(model_frame(judged, features).to_numpy())[:, 1]
     assert drift["prediction_psi"] == round(psi(reference_scores, day_scores), 4)
     assert drift["prediction_reference_rows"] == 300
+
+
+def test_a_day_whose_feature_partition_was_never_built_is_not_scored(settings, lake):
+    """Scores run alone (the UI, a partial backfill) for a day whose feature partition was never built: the
+    partition read as empty and the day was "scored" with no row (what it held replaced by nothing), shown as
+    materialised. The step fails naming the feature partition to build and writes nothing."""
+    from platformq_assets.ml.lifecycle import keys, model_assets
+    from resources.mlflow import mlflow_resource
+
+    rng = np.random.default_rng(3)
+    registry = mlflow_resource(settings)
+    seed_lake(lake, rng, day_rows=50)  # DAY's features built; not the day scored below
+    version = register(registry, rng, skewed=False)
+    registry.promote(MODEL, version.version, "first")
+    assets = {a.key: a for a in model_assets(MODEL, AssetKey(["features", "instrument_intervals"]))}
+    k = keys(MODEL)
+    day = "2024-02-08"
+    result = materialize([assets[k["predictions"]]], partition_key=day, instance=DagsterInstance.get(),
+                         resources={"lake": lake, "mlflow": registry}, raise_on_error=False)
+    assert not result.success
+    [error] = [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure]
+    assert f"features/instrument_intervals for {day} not materialised yet" in error, error
+    assert "feature partition" in error and "nothing was written" in error, error
+    assert day not in DagsterInstance.get().get_materialized_partitions(k["predictions"])
+    assert not lake.table_exists(f"gold.{MODEL}_predictions")
