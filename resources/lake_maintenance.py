@@ -81,12 +81,18 @@ def reachable_files(table: "Table", snapshot_ids: set[int] | None = None, missin
 
 
 def snapshots_to_expire(table: "Table", older_than: dt.datetime, retain_last: int) -> list[int]:
-    """Snapshots older than ``older_than``, except the newest ``retain_last`` and every branch or tag head."""
+    """Snapshots older than ``older_than``, except the newest ``retain_last`` and every branch or tag head.
+
+    Rows a retention commit deleted leave storage within the retention: once that commit is older than
+    ``older_than``, the snapshots before it (which still reach those rows) are no longer kept as the newest."""
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
     newest_first = sorted(table.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0),
                           reverse=True)
-    kept_recent = {s.snapshot_id for s in newest_first[:max(retain_last, 0)]}
     cutoff_ms = int(older_than.timestamp() * 1000)
+    retained = [s.sequence_number or 0 for s in table.metadata.snapshots if s.timestamp_ms < cutoff_ms
+                and s.summary is not None and s.summary.get("platformq.operation") == "retention"]
+    since = max(retained, default=0)
+    kept_recent = {s.snapshot_id for s in newest_first[:max(retain_last, 0)] if (s.sequence_number or 0) >= since}
     return [s.snapshot_id for s in newest_first
             if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected and s.snapshot_id not in kept_recent]
 

@@ -489,3 +489,43 @@ def test_an_expiry_whose_data_file_delete_failed_finds_that_file_again_on_the_ne
     assert result.snapshots_expired > 0 and result.files_deleted >= 1
     assert not Path(urlparse(refused).path).exists()
     assert _rows(lake) == rows
+
+
+def test_rows_retention_deleted_leave_storage_within_the_expiry_retention_on_a_quiet_table(lake):
+    """Retention's deleted rows "leave storage when snapshot expiry removes the snapshots that still reach them,
+    so at most retention_days later". On a table written a few times a month (the quarantine, its default
+    policy), the snapshots before the retention commit were among the newest five that expiry keeps whatever
+    their age, so the raw records stayed in storage (and in time travel) until five more writes came."""
+    from resources.lake_maintenance import apply_retention, expire_snapshots
+
+    now = dt.datetime.now(dt.timezone.utc)
+    for ages in ([200, 1], [120], [95]):
+        lake.append("quarantine.landing", _quarantine(ages, now))
+    table = lake.load_table("quarantine.landing")
+    old_files = {t.file.file_path for t in table.scan().plan_files()}
+    assert apply_retention(lake, "quarantine.landing", "quarantined_at", 90, now=now).rows_deleted == 3
+    kept = lake.read("quarantine.landing").column("raw_record").to_pylist()
+
+    # a week later (the expiry's cutoff is past every snapshot), with its default of keeping the newest five
+    result = expire_snapshots(lake, "quarantine.landing", older_than=dt.datetime.now(dt.timezone.utc)
+                              + dt.timedelta(seconds=1), retain_last=5)
+
+    # the three appends, and the retention's own first commit (its whole-file deletes, before the rewrite of
+    # the file that also held a young row), which still reached the 200-day-old record
+    assert result.snapshots_expired == 4
+    assert not any(Path(urlparse(p).path).exists() for p in old_files)
+    table = lake.load_table("quarantine.landing")
+    assert [s.snapshot_id for s in table.snapshots()] == [table.current_snapshot().snapshot_id]
+    assert lake.read("quarantine.landing").column("raw_record").to_pylist() == kept
+
+
+def test_snapshots_before_a_retention_commit_younger_than_the_cutoff_are_kept(lake):
+    """Until the retention commit is itself older than the expiry's cutoff, time travel to before it stays."""
+    from resources.lake_maintenance import apply_retention, expire_snapshots
+
+    now = dt.datetime.now(dt.timezone.utc)
+    for ages in ([200, 1], [120]):
+        lake.append("quarantine.landing", _quarantine(ages, now))
+    apply_retention(lake, "quarantine.landing", "quarantined_at", 90, now=now)
+    result = expire_snapshots(lake, "quarantine.landing", older_than=now - dt.timedelta(days=7), retain_last=5)
+    assert result.snapshots_expired == 0 and result.snapshots_kept == 4
