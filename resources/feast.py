@@ -254,6 +254,12 @@ class FeastResource(ConfigurableResource):
 
 
 REDIS_URL_FORM = "PLATFORMQ_FEAST_REDIS_URL must look like redis://[[username]:password@]host:port/db"
+# Seconds a Redis call may wait to connect or for an answer (redis-py waits for ever by default): a Redis that
+# takes connections and never answers fails materialisations and erasures, and the serving service's reads
+# (503 feature-store-unavailable), instead of hanging them. One attempt (retry=null): redis-py's default retries
+# each timed-out call three times with backoff, and a read of a silent Redis took 12 timeouts (a minute) to fail;
+# a step fails and is retried by its run, a serving request answers 503 and the client retries.
+REDIS_TIMEOUT_S = 5
 
 
 def redis_connection_string(url: str) -> str:
@@ -295,6 +301,7 @@ def redis_connection_string(url: str) -> str:
         parts.append(f"password={password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    parts += [f"socket_timeout={REDIS_TIMEOUT_S}", f"socket_connect_timeout={REDIS_TIMEOUT_S}", "retry=null"]
     return ",".join(parts)
 
 

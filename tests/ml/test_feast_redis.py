@@ -16,20 +16,21 @@ from resources.feast import redis_connection_string
 
 PASSWORD = "p@ss/w0rd:=%1"
 ENCODED = "p%40ss%2Fw0rd%3A%3D%251"
+TIMEOUTS = ",socket_timeout=5,socket_connect_timeout=5,retry=null"
 
 
 def test_the_password_reaches_feast_decoded():
-    assert redis_connection_string(f"redis://:{ENCODED}@redis:6379/1") == f"redis:6379,db=1,password={PASSWORD}"
-    assert redis_connection_string("rediss://:plain@redis.internal/2") == "redis.internal:6379,db=2,password=plain,ssl=true"
-    assert redis_connection_string("redis://127.0.0.1:6390/0") == "127.0.0.1:6390,db=0"
+    assert redis_connection_string(f"redis://:{ENCODED}@redis:6379/1") == f"redis:6379,db=1,password={PASSWORD}{TIMEOUTS}"
+    assert redis_connection_string("rediss://:plain@redis.internal/2") == f"redis.internal:6379,db=2,password=plain,ssl=true{TIMEOUTS}"
+    assert redis_connection_string("redis://127.0.0.1:6390/0") == f"127.0.0.1:6390,db=0{TIMEOUTS}"
 
 
 def test_an_acl_username_reaches_feast():
     """redis://user:password@...: without the user Redis checks the password against its ``default`` user and an ACL
     user's password is refused (WRONGPASS), so the URL's user must reach Feast (which hands it to redis-py)."""
     assert redis_connection_string(f"redis://feast%2Dapp:{ENCODED}@redis:6379/1") == (
-        f"redis:6379,db=1,username=feast-app,password={PASSWORD}")
-    assert redis_connection_string("rediss://app@redis/0") == "redis:6379,db=0,username=app,ssl=true"
+        f"redis:6379,db=1,username=feast-app,password={PASSWORD}{TIMEOUTS}")
+    assert redis_connection_string("rediss://app@redis/0") == f"redis:6379,db=0,username=app,ssl=true{TIMEOUTS}"
     for encoded in ("a%2Cb", "null", "true"):
         with pytest.raises(ValueError, match="username in PLATFORMQ_FEAST_REDIS_URL") as raised:
             redis_connection_string(f"redis://{encoded}:{ENCODED}@redis:6379/0")
@@ -120,5 +121,32 @@ def test_the_settings_path_gives_feast_the_decoded_password(monkeypatch, tmp_pat
         config = feast.repo_config().online_store
     finally:
         load_settings.cache_clear()
-    assert config.connection_string == f"redis.internal:6379,db=1,password={PASSWORD}"
+    assert config.connection_string == f"redis.internal:6379,db=1,password={PASSWORD}{TIMEOUTS}"
     assert Path(feast.repo_path).name == "features"
+
+
+@pytest.mark.slow  # 5 s of waiting on a silent server
+def test_a_redis_that_takes_connections_and_never_answers_fails_the_read_in_seconds(tmp_path):
+    """redis-py waits for ever by default: a hung Redis held materialisations, erasures and every serving request."""
+    import socket
+    import time
+
+    from resources.feast import REDIS_TIMEOUT_S, FeastResource
+    from tests.ml.test_online_store import ROOT
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes connections; nothing ever reads or answers them
+    try:
+        feast = FeastResource(registry_uri=f"sqlite:///{tmp_path / 'registry.db'}", online_store="redis",
+                              redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                              offline_root=str(tmp_path / "offline"), repo_path=str(ROOT / "features"))
+        feast.apply()
+        started = time.monotonic()
+        with pytest.raises(Exception) as failed:
+            feast.online_features("price_direction_v1", [{"instrument": "AAPL"}])
+        waited = time.monotonic() - started
+        assert "imeout" in type(failed.value).__name__ + str(failed.value)
+        assert REDIS_TIMEOUT_S - 1 <= waited < 3 * REDIS_TIMEOUT_S
+    finally:
+        silent.close()
