@@ -234,10 +234,12 @@ def compact_table(lake: "LakeResource", identifier: str, min_input_files: int = 
     table that removes exactly the files read and adds the new ones (Iceberg's rewrite-data-files; pyiceberg
     has none).
 
-    The commit is an explicit file swap, never a predicate, validated serializably (pyiceberg's default for
-    an overwrite): if another writer added or removed files meanwhile, the swap fails validation and the run
-    starts over from the new snapshot, so a row appended meanwhile is kept and a row deleted or replaced
-    meanwhile is never brought back. Rows are read through the table's schema, so files
+    The commit is an explicit file swap, never a predicate, validated by pyiceberg: if another writer
+    committed meanwhile, the swap of the files already written is tried again on its snapshot when every file
+    read is still there with no delete file against it (the writer appended, or changed other files), and
+    otherwise the run starts over from the new snapshot, so a row appended meanwhile is kept and a row deleted
+    or replaced meanwhile is never brought back (a busy table's appends made every attempt start over, read
+    everything again and fail the same way, until the run failed). Rows are read through the table's schema, so files
     written before a column was added come out with it (null). The replaced files stay reachable from the
     older snapshots until snapshot expiry deletes them. An interrupted run leaves only an unreferenced file.
     """
@@ -253,7 +255,8 @@ def compact_table(lake: "LakeResource", identifier: str, min_input_files: int = 
     from resources.lake import COMMIT_ATTEMPTS, commit_backoff
 
     result = CompactionResult(table=identifier)
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    attempt = 0
+    while True:
         table = lake.load_table(identifier)
         snapshot = table.current_snapshot()
         if snapshot is None:
@@ -267,43 +270,76 @@ def compact_table(lake: "LakeResource", identifier: str, min_input_files: int = 
         spec, schema = table.metadata.spec(), table.schema()
         scan = ArrowScan(table.metadata, table.io, projected_schema=schema, row_filter=AlwaysTrue())
         written: list[str] = []
-        rewritten = rows = 0
+        rows = 0
         try:
-            with table.transaction() as tx:
-                with tx.update_snapshot(snapshot_properties={"platformq.operation": "compaction"}).overwrite() as swap:
-                    for key, group in groups:
-                        data = lake.conform(table, scan.to_table(group))
-                        expected = sum(t.file.record_count for t in group)
-                        if data.num_rows != expected:  # never swap files for a different set of rows
-                            raise ValueError(f"{identifier} {_partition_name(spec, key)}: read {data.num_rows} "
-                                             f"rows from files that record {expected}")
-                        folder = f"{table.location().rstrip('/')}/data"
-                        if key:
-                            folder = f"{folder}/{spec.partition_to_path(group[0].file.partition, schema)}"
-                        path = f"{folder}/{uuid.uuid4()}.parquet"
-                        # with the schema's field ids (in the Parquet schema): a table written by pyiceberg's own
-                        # append has files with ids and no name mapping, and a file without them is unreadable there
-                        with table.io.new_output(path).create(overwrite=False) as stream:
-                            pq.write_table(pa.Table.from_batches(data.to_batches(), schema=data.schema)
-                                           .cast(schema.as_arrow()), stream, compression="snappy")
-                        written.append(path)
-                        swap.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
-                        for task in group:
-                            swap.delete_data_file(task.file)
-                        rewritten += len(group)
-                        rows += data.num_rows
-        except (CommitFailedException, ValidationException):
+            for key, group in groups:
+                data = lake.conform(table, scan.to_table(group))
+                expected = sum(t.file.record_count for t in group)
+                if data.num_rows != expected:  # never swap files for a different set of rows
+                    raise ValueError(f"{identifier} {_partition_name(spec, key)}: read {data.num_rows} "
+                                     f"rows from files that record {expected}")
+                folder = f"{table.location().rstrip('/')}/data"
+                if key:
+                    folder = f"{folder}/{spec.partition_to_path(group[0].file.partition, schema)}"
+                path = f"{folder}/{uuid.uuid4()}.parquet"
+                # with the schema's field ids (in the Parquet schema): a table written by pyiceberg's own
+                # append has files with ids and no name mapping, and a file without them is unreadable there
+                with table.io.new_output(path).create(overwrite=False) as stream:
+                    pq.write_table(pa.Table.from_batches(data.to_batches(), schema=data.schema)
+                                   .cast(schema.as_arrow()), stream, compression="snappy")
+                written.append(path)
+                rows += data.num_rows
+        except Exception:
             for path in written:  # never committed: nothing references them
                 _delete_quietly(table, path)
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            commit_backoff(attempt)
+            raise
+        rewritten = {t.file.file_path for _, group in groups for t in group}
+        committed = False
+        while not committed:
+            try:
+                with table.transaction() as tx:
+                    with tx.update_snapshot(snapshot_properties={"platformq.operation": "compaction"}).overwrite() as swap:
+                        for path, (_, group) in zip(written, groups):
+                            swap.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+                            for task in group:
+                                swap.delete_data_file(task.file)
+                committed = True
+            except (CommitFailedException, ValidationException):
+                attempt += 1
+                if attempt >= COMMIT_ATTEMPTS:
+                    for path in written:
+                        _delete_quietly(table, path)
+                    raise
+                commit_backoff(attempt)
+                table = lake.load_table(identifier)
+                # another writer committed first. If it left every file read as it was (it appended, or changed
+                # other files), the files written hold the same rows and the swap is tried again on its snapshot
+                # (pyiceberg validates it again); otherwise the rewrite starts over from there
+                if not _still_as_read(table, spec.spec_id, schema.schema_id, rewritten):
+                    for path in written:  # never committed: nothing references them
+                        _delete_quietly(table, path)
+                    break
+        if not committed:
             continue
         result.partitions_compacted = len({key for key, _ in groups})
-        result.files_rewritten, result.files_written, result.rows_rewritten = rewritten, len(written), rows
+        result.files_rewritten, result.files_written, result.rows_rewritten = len(rewritten), len(written), rows
         result.snapshot_id = lake.load_table(identifier).current_snapshot().snapshot_id
         return result
-    return result
+
+
+def _still_as_read(table: "Table", spec_id: int, schema_id: int, paths: set[str]) -> bool:
+    """Whether the current snapshot still has every one of these data files, with no delete file against any,
+    under the same partition spec and schema (what lets a compaction commit files it has already written)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or table.metadata.default_spec_id != spec_id or table.metadata.current_schema_id != schema_id:
+        return False
+    found = set()
+    for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files():
+        if task.file.file_path in paths:
+            if task.delete_files:
+                return False
+            found.add(task.file.file_path)
+    return found == paths
 
 
 def _delete_quietly(table: "Table", path: str) -> None:

@@ -119,8 +119,9 @@ def test_compaction_honours_its_thresholds(appended_lake):
 
 def test_rows_appended_while_compaction_runs_are_kept(appended_lake, monkeypatch):
     """Another writer appends to the partition being compacted after the rewrite read its files and before it
-    commits: the file swap fails validation (pyiceberg checks overwrites serializably) and the rewrite starts
-    over on the new snapshot, so the appended rows are kept, once."""
+    commits: the file swap fails validation (pyiceberg checks overwrites serializably); the files read are all
+    still there, so the swap of the file already written is committed on the new snapshot, beside the appended
+    file: the appended rows are kept, once, and nothing is read twice."""
     from pyiceberg.io.pyarrow import ArrowScan
 
     from resources.lake_maintenance import compact_table
@@ -143,8 +144,37 @@ def test_rows_appended_while_compaction_runs_are_kept(appended_lake, monkeypatch
 
     assert raced
     assert _rows(lake) == sorted(before + [(500 + i, DAY1, None) for i in range(3)], key=repr)
-    # the second look found the racing writer's file too and took it into the rewrite
-    assert (result.files_rewritten, result.rows_rewritten) == (7, 21)
+    assert (result.files_rewritten, result.rows_rewritten) == (6, 18)
+    assert _live_files(lake)["partition_date=2024-01-02"] == 2
+
+
+def test_compaction_commits_while_another_writer_keeps_appending_to_the_table(appended_lake, monkeypatch):
+    """A busy table: another writer appends (to another day) after every read of the rewrite. Each append made
+    the swap fail validation and the rewrite start over, read everything again and lose the same race, until
+    it gave up with CommitFailedException and failed the maintenance job (expiry and the orphan sweep after it
+    never ran). The files read are untouched by an append, so the written file is swapped in on the new
+    snapshot."""
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    from resources.lake_maintenance import compact_table
+
+    lake = appended_lake
+    before = _rows(lake)
+    read = ArrowScan.to_table
+    reads = []
+
+    def read_then_append(self, tasks):
+        out = read(self, tasks)
+        reads.append(len(tasks))
+        lake.append(TABLE, _batch(1000 + 10 * len(reads), DAY2 + dt.timedelta(days=1)), partition_by="partition_date")
+        return out
+
+    monkeypatch.setattr(ArrowScan, "to_table", read_then_append)
+    result = compact_table(lake, TABLE)
+    monkeypatch.setattr(ArrowScan, "to_table", read)
+
+    assert reads == [6] and (result.files_rewritten, result.rows_rewritten) == (6, 18)
+    assert _rows(lake) == sorted(before + [(1010 + i, DAY2 + dt.timedelta(days=1), None) for i in range(3)], key=repr)
     assert _live_files(lake)["partition_date=2024-01-02"] == 1
 
 
