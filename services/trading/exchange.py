@@ -129,6 +129,12 @@ class MemoryJournal:
         return len(self.commands) >= commands
 
 
+def _seq_type():
+    import sqlalchemy as sa
+
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 class SqlJournal:
     """Journal in a SQL database: SQLite locally, Postgres in production (SQLAlchemy URL).
 
@@ -150,7 +156,9 @@ class SqlJournal:
         meta = sa.MetaData()
         self._table = sa.Table(
             "exchange_journal", meta,
-            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            # 64-bit: a 32-bit seq (Postgres's integer) ran out after 2.1 billion commands, ~25 days at 1,000 a
+            # second; SQLite's INTEGER primary key is already 64-bit (and must stay INTEGER to be the rowid)
+            sa.Column("seq", _seq_type(), primary_key=True, autoincrement=True),
             sa.Column("command", sa.Text, nullable=False),
         )
         # A snapshot: the state after the journal's first ``commands`` commands, the last of which is ``seq`` (its
@@ -163,6 +171,20 @@ class SqlJournal:
             sa.Column("data", sa.LargeBinary, nullable=False),
         )
         meta.create_all(self._engine)
+        self._widen_seq()
+
+    def _widen_seq(self) -> None:
+        """A journal created with a 32-bit seq (before _seq_type) is widened in place on Postgres, once."""
+        import sqlalchemy as sa
+
+        if self._engine.dialect.name != "postgresql":
+            return
+        [seq] = [c for c in sa.inspect(self._engine).get_columns("exchange_journal") if c["name"] == "seq"]
+        if isinstance(seq["type"], sa.BigInteger):
+            return
+        log.warning("trading: widening the journal's seq to bigint (a table rewrite, once)")
+        with self._engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE exchange_journal ALTER COLUMN seq TYPE BIGINT"))
 
     def append(self, command: dict) -> int:
         self._write([command])
@@ -205,7 +227,7 @@ class SqlJournal:
                 # it in the same transaction (the primary key refuses a concurrent writer's same seqs)
                 guarded = t.insert().from_select(
                     ["seq", "command"],
-                    sa.select(sa.literal(first, sa.Integer), sa.literal(texts[0], sa.Text))
+                    sa.select(sa.literal(first, sa.BigInteger), sa.literal(texts[0], sa.Text))
                     .where(~sa.exists().where(t.c.seq >= first)))
                 inserted = conn.execute(guarded).rowcount == 1
                 if inserted and len(texts) > 1:

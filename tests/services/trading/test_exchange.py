@@ -341,6 +341,37 @@ def test_balances_are_conserved_under_any_command_stream(cmds, fees):
 
 
 @pytest.mark.slow
+def test_a_journal_created_with_32_bit_seqs_is_widened_and_goes_past_2_to_the_31():
+    """Postgres's integer ran out at 2,147,483,647 commands (~25 days at 1,000 a second): every write after it
+    failed as journal-unavailable. A journal made by an earlier version is widened when the service opens it."""
+    import json as json_module
+
+    import sqlalchemy as sa
+
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    last32 = 2**31 - 1
+    with postgres_database() as db:
+        url = PG_DSN.format(db=db)
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:  # the table as the previous version created it, at its last 32-bit seq
+            conn.execute(sa.text("CREATE TABLE exchange_journal (seq SERIAL PRIMARY KEY, command TEXT NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO exchange_journal VALUES (:seq, :command)"),
+                         {"seq": last32, "command": json_module.dumps({"op": "deposit"})})
+        journal = SqlJournal(url)
+        assert [c["op"] for c in journal.stream()] == ["deposit"]
+        assert journal.append({"op": "withdraw"}) == last32 + 1
+        journal.append_many([{"op": "a"}, {"op": "b"}])
+        with engine.connect() as conn:
+            seqs = conn.execute(sa.text("SELECT seq FROM exchange_journal ORDER BY seq")).scalars().all()
+            kind = conn.execute(sa.text("SELECT data_type FROM information_schema.columns WHERE "
+                                        "table_name = 'exchange_journal' AND column_name = 'seq'")).scalar()
+        assert seqs == [last32, last32 + 1, last32 + 2, last32 + 3] and kind == "bigint"
+        assert [c["op"] for c in SqlJournal(url).stream()] == ["deposit", "withdraw", "a", "b"]
+        engine.dispose()
+
+
+@pytest.mark.slow
 def test_restart_replays_from_a_postgres_journal():
     """The production journal store: Postgres (started by make test via infra/scripts/test-services.sh)."""
     from tests.integration.servers import PG_DSN, postgres_database
