@@ -217,6 +217,14 @@ class MlflowResource(ConfigurableResource):
             replaced = next((str(v.version) for v in client.search_model_versions(f"name='{name}'")
                              if v.tags.get("platformq.rolled_back") is None
                              and v.tags.get(STAGE_TAG) == "production" and str(v.version) != back), None)
+            if replaced is None:
+                # nothing serves but the champion itself: a promotion stopped between naming the champion
+                # previous-champion and the switch (or a rollback was already finished but for this alias).
+                # "Rolling back" would change nothing and claim it had: the stale alias goes, and it says so.
+                client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+                raise ValueError(f"model {name!r}: previous-champion named the champion itself (v{back}; a "
+                                 "promotion or rollback stopped half-way), so there is no earlier champion to roll "
+                                 "back to; the stale alias is removed and v" + back + " stays champion")
         client.set_registered_model_alias(name, CHAMPION, back)
         client.set_model_version_tag(name, back, STAGE_TAG, "production")
         client.set_model_version_tag(name, back, "platformq.production_reason", reason)

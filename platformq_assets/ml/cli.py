@@ -67,4 +67,5 @@ def rollback(name: str, reason: str) -> None:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # unknown model name: MLflow raises RESOURCE_DOES_NOT_EXIST
         raise click.ClickException(f"cannot roll back {name!r}: {str(exc).splitlines()[0]}") from None
-    click.echo(f"{name}: champion is v{result['champion']} again (v{result['replaced']} archived)")
+    archived = f"v{result['replaced']} archived" if result["replaced"] is not None else "none was champion"
+    click.echo(f"{name}: champion is v{result['champion']} again ({archived})")

@@ -111,6 +111,25 @@ def test_a_rollback_interrupted_after_the_switch_never_archives_the_champion(reg
     assert rolled_back.tags["platformq.stage"] == "archived" and rolled_back.tags["platformq.rolled_back"] == "bad model"
 
 
+def test_a_rollback_after_a_promotion_stopped_before_its_switch_says_there_is_nothing_to_roll_back_to(registry):
+    """The promotion named the champion previous-champion, then died before the switch: a rollback "gave back"
+    the champion it already was, archived nothing and printed "(vNone archived)" as if it had rolled back."""
+    from platformq_assets.cli import main
+
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    registry.client().set_registered_model_alias(MODEL, "previous-champion", first.version)  # died after this
+    with pytest.raises(ValueError, match="no earlier champion to roll back to"):
+        registry.rollback(MODEL, "bad")
+    assert aliases(registry)["champion"] == (first.version, "production")
+    assert aliases(registry)["previous-champion"] == (None, None)  # the stale alias is gone
+    out = CliRunner().invoke(main, ["models", "rollback", MODEL])
+    assert out.exit_code != 0 and "no previous champion" in out.output and "vNone" not in out.output
+    # the promotion, run again, completes; a rollback then gives the first version back
+    assert registry.promote(MODEL, second.version, "second")["previous"] == str(first.version)
+    assert registry.rollback(MODEL, "bad") == {"champion": str(first.version), "replaced": str(second.version)}
+
+
 def test_a_version_typed_with_a_leading_zero_is_the_same_version(registry):
     """MLflow finds version 2 for "02": the promotion must then clear the challenger alias on 2 (or a rollback
     leaves the rolled-back version as challenger, taking the A/B share of live traffic)."""
