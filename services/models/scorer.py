@@ -83,6 +83,10 @@ class ModelScorer:
         self.registry = registry  # resources.mlflow.MlflowResource (or anything with version_for + load)
         self.online_features = online_features
         self.specs = specs
+        unknown = sorted(set(challenger_share or {}) - set(specs))
+        if unknown:  # a misspelt name (price-direction) sent no traffic to any challenger, silently
+            raise ValueError(f"PLATFORMQ_AB_CHALLENGER_SHARE names models that are not served: {unknown}; the "
+                             f"served models are {sorted(specs)}")
         self.challenger_share = challenger_share or {}
         self.alias_ttl_s = alias_ttl_s
         self.assignments_path = Path(assignments_path) if assignments_path else None

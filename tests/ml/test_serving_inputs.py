@@ -253,3 +253,16 @@ def test_an_online_store_outage_is_a_503_problem_not_an_unexpected_error(serving
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["type"].endswith("feature-store-unavailable"), response.text
     assert "Connection refused" not in response.text  # the dependency's details stay in the log
+
+
+def test_a_challenger_share_for_a_model_that_is_not_served_is_refused_at_start():
+    """PLATFORMQ_AB_CHALLENGER_SHARE='{"price-direction": 0.2}' (a dash for the underscore) sent no traffic to any
+    challenger and said nothing."""
+    from services.models.scorer import ModelScorer, ModelSpec
+
+    specs = {"price_direction": ModelSpec("price_direction", "price_direction_v1", "instrument", ("a",),
+                                          tenant_scoped=False)}
+    with pytest.raises(ValueError, match=r"not served: \['price-direction'\].*\['price_direction'\]"):
+        ModelScorer(None, lambda service, rows: {}, specs, challenger_share={"price-direction": 0.2})
+    assert ModelScorer(None, lambda service, rows: {}, specs,
+                       challenger_share={"price_direction": 0.2}).challenger_share == {"price_direction": 0.2}
