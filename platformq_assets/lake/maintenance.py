@@ -17,6 +17,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -37,6 +38,29 @@ ORPHANS_KEY = AssetKey(["maintenance", "orphan_files"])
 # One pool for both: they change other steps' tables through Iceberg's optimistic commits (re-read and redone
 # when another writer commits first, as for the CLI and the services) and never run at the same time.
 COMMON = {"group_name": GROUP, "owners": ["team:lake"], "pool": group_pool("lake.maintenance")}
+
+
+def each_table(context, tables, work) -> tuple[list, dict[str, str]]:
+    """``work(table)`` for every table, past the ones that raise: one broken table (an unreadable metadata file,
+    equality deletes pyiceberg cannot plan) stopped the tables after it every night. Returns the results and
+    the failures (table -> error)."""
+    results, failed = [], {}
+    for table in tables:
+        try:
+            results.append(work(table))
+        except Exception as exc:  # recorded and raised after the other tables, see fail_for
+            failed[table] = f"{type(exc).__name__}: {exc}"[:500]
+            context.log.error(f"{table}: {failed[table]}")
+    return results, failed
+
+
+def fail_for(failed: dict[str, str], what: str, done: dict) -> None:
+    """The step fails, after the other tables were done, naming the tables it could not do (their work is
+    committed; the steps after it run at the next schedule)."""
+    if failed:
+        raise Failure(description=f"{what} failed on {len(failed)} table(s): {', '.join(sorted(failed))}; the "
+                      "other tables were done", metadata={**done, "failed_tables": MetadataValue.md(
+                          "\n".join(f"- `{t}`: {e}" for t, e in sorted(failed.items())))})
 
 
 @asset(key=ERASURE_KEY, kinds={"iceberg", "feast"}, **COMMON,
@@ -124,8 +148,9 @@ class CompactionConfig(Config):
 def compaction(context: AssetExecutionContext, config: CompactionConfig, lake: LakeResource):
     from resources.lake_maintenance import compact_table
 
-    results = [compact_table(lake, table, min_input_files=config.min_input_files,
-                             target_bytes=config.target_file_bytes) for table in lake.list_tables()]
+    results, failed = each_table(context, lake.list_tables(), lambda table: compact_table(
+        lake, table, min_input_files=config.min_input_files, target_bytes=config.target_file_bytes))
+    fail_for(failed, "compaction", {"tables_compacted": sum(1 for r in results if r.files_rewritten)})
     for r in results:
         if r.files_rewritten:
             context.log.info(f"{r.table}: {r.files_rewritten} file(s) in {r.partitions_compacted} partition(s) "
@@ -156,8 +181,9 @@ def snapshot_expiry(context: AssetExecutionContext, config: ExpiryConfig, lake: 
     from resources.lake_maintenance import expire_snapshots
 
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.retention_days)
-    results = [expire_snapshots(lake, table, older_than=cutoff, retain_last=config.retain_last)
-               for table in lake.list_tables()]
+    results, failed = each_table(context, lake.list_tables(), lambda table: expire_snapshots(
+        lake, table, older_than=cutoff, retain_last=config.retain_last))
+    fail_for(failed, "snapshot expiry", {"snapshots_expired": sum(r.snapshots_expired for r in results)})
     for r in results:
         if r.snapshots_expired:
             context.log.info(f"{r.table}: {r.snapshots_expired} snapshot(s) expired, {r.files_deleted} file(s) "
@@ -188,7 +214,9 @@ def orphan_files(context: AssetExecutionContext, config: OrphanConfig, lake: Lak
     from resources.lake_maintenance import remove_orphan_files
 
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.older_than_days)
-    results = [remove_orphan_files(lake, table, older_than=cutoff) for table in lake.list_tables()]
+    results, failed = each_table(context, lake.list_tables(),
+                                 lambda table: remove_orphan_files(lake, table, older_than=cutoff))
+    fail_for(failed, "the orphan sweep", {"orphans_deleted": sum(r.orphans_deleted for r in results)})
     for r in results:
         if r.orphans_deleted:
             context.log.info(f"{r.table}: {r.orphans_deleted} orphan file(s) ({r.bytes_deleted} bytes) deleted")

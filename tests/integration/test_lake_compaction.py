@@ -559,3 +559,26 @@ def test_snapshots_before_a_retention_commit_younger_than_the_cutoff_are_kept(la
     apply_retention(lake, "quarantine.landing", "quarantined_at", 90, now=now)
     result = expire_snapshots(lake, "quarantine.landing", older_than=now - dt.timedelta(days=7), retain_last=5)
     assert result.snapshots_expired == 0 and result.snapshots_kept == 4
+
+
+def test_one_broken_table_does_not_stop_maintenance_of_the_others(lake):
+    """A table whose metadata file is gone (or that pyiceberg cannot plan) failed expiry at that table, every
+    night, leaving every table after it in the listing unexpired: the others are done, then the step fails
+    naming it."""
+    from dagster import DagsterInstance, materialize
+
+    from platformq_assets.lake.maintenance import snapshot_expiry
+
+    for name in ("aaa_broken", "zzz_fine"):
+        for i in range(3):
+            lake.append(f"scratch.{name}", pa.table({"x": [i]}))
+    broken = lake.load_table("scratch.aaa_broken")
+    Path(urlparse(broken.metadata_location).path).unlink()  # its current metadata file, lost
+    result = materialize([snapshot_expiry], resources={"lake": lake}, instance=DagsterInstance.ephemeral(),
+                         run_config={"ops": {"maintenance__snapshot_expiry": {"config": {
+                             "retention_days": 0, "retain_last": 1}}}}, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "snapshot expiry failed on 1 table(s): scratch.aaa_broken; the other tables were done" in str(
+        failure.event_specific_data.error)
+    assert len(lake.load_table("scratch.zzz_fine").snapshots()) == 1  # done, although listed after the broken one
