@@ -8,12 +8,32 @@ instruments, prices, quantities and counterparties, order by order.
 
 from collections import Counter
 
-from resources.services import ServiceClientResource
+from resources.services import ServiceClientResource, ServiceError
 from services.trading.engine import CMD_CANCEL, CMD_NEW, SIDE_NAMES, TIF_NAMES
 
 BATCH = 2000
 FUNDING_USD = 10**14  # minor units: the agents are not budget-constrained in the simulation
 FUNDING_LOTS = 10**9
+
+
+def clear_resting_orders(trading, account: str, page: int = 1000) -> int:
+    """Cancel every open order of ``account``, a page at a time until none is left (a page held at most 1,000).
+    A cancel answered 409 order-not-open is one that already happened: the client resent it after its answer was
+    lost, or the order filled meanwhile."""
+    cancelled = 0
+    while True:
+        orders = trading.request("GET", "/v1/orders", params={"account_id": account, "open_only": True,
+                                                              "limit": page})
+        before = cancelled
+        for order in orders:
+            try:
+                trading.request("DELETE", f"/v1/orders/{order['order_id']}")
+                cancelled += 1
+            except ServiceError as exc:
+                if exc.status != 409 or not str(exc.problem.get("type", "")).endswith("/order-not-open"):
+                    raise
+        if len(orders) < page or cancelled == before:  # none left, or none of these could be cancelled
+            return cancelled
 
 
 def sim_account(account: int) -> str:
@@ -38,9 +58,7 @@ def route_session(trading: ServiceClientResource, journal: list[tuple], instrume
                 trading.request("POST", f"/v1/accounts/{name}/deposits",
                                 json_body={"asset": instrument, "amount": FUNDING_LOTS})
         if name in existing:  # a crashed earlier run may have left orders resting: clear them first
-            for order in trading.request("GET", "/v1/orders", params={"account_id": name, "open_only": True,
-                                                                      "limit": 1000}):
-                trading.request("DELETE", f"/v1/orders/{order['order_id']}")
+            clear_resting_orders(trading, name)
 
     engine_ids: dict[int, int] = {}  # service order id -> simulation order id
     service_ids: dict[int, int] = {}  # simulation order id -> service order id

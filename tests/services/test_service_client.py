@@ -349,3 +349,30 @@ def test_a_post_answered_503_by_a_gateway_is_not_sent_again():
         assert err.value.status == 503 and calls["gateway"] == 1
         assert client.request("POST", "/service") == {"ok": True} and calls["service"] == 2
         assert client.request("GET", "/read") == {} and calls["read"] == 2
+
+
+def test_a_venue_rerun_clears_every_resting_order_and_takes_a_resent_cancel_as_done(tmp_path):
+    """A crashed run's resting orders are cancelled a page at a time until none is left (one page of 1,000 was
+    all), and a cancel whose answer was lost and that the client sent again (409 order-not-open) is done, not a
+    failed venue run."""
+    from platformq_assets.lake.venue_routing import clear_resting_orders
+
+    trading = ServiceClientResource(service="trading", home=str(tmp_path))
+    trading.request("POST", "/v1/accounts", json_body={"account_id": "desk"})
+    trading.request("POST", "/v1/accounts/desk/deposits", json_body={"asset": "USD", "amount": 10**9})
+    ids = [trading.request("POST", "/v1/orders", json_body={"account_id": "desk", "instrument": "AAPL",
+                                                            "side": "BUY", "quantity": 1, "price_ticks": 100 + i})
+           ["order_id"] for i in range(5)]
+
+    class ResendsFirstCancel:  # the first DELETE is applied, its answer lost, and the client sends it again
+        resent = False
+
+        def request(self, method, path, **kwargs):
+            if method == "DELETE" and not self.resent:
+                self.resent = True
+                trading.request(method, path, **kwargs)
+            return trading.request(method, path, **kwargs)
+
+    assert clear_resting_orders(ResendsFirstCancel(), "desk", page=2) == 4  # the fifth was cancelled by the first send
+    assert trading.request("GET", "/v1/orders", params={"account_id": "desk", "open_only": True}) == []
+    assert {trading.request("GET", f"/v1/orders/{i}")["status"] for i in ids} == {"CANCELLED"}
