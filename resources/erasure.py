@@ -390,12 +390,18 @@ def sweep_residue(lake: "LakeResource", log: Callable[[str], Any] = lambda _mess
             log(f"{rule.table}: {rows[rule.table]} row(s) naming erased accounts, written after their erasure, "
                 f"erased again")
     snapshots, files = _expire_history(lake, sorted(remaining))
-    features = online_eraser(erased) if (online_eraser and erased) else 0
+    features, feature_error = 0, None
+    try:
+        features = online_eraser(erased) if (online_eraser and erased) else 0
+    except Exception as exc:  # noqa: BLE001 - Feast down: the lake's work and its check go on; tried next run
+        feature_error = f"{type(exc).__name__}: {exc}"[:300]
+        log(f"feature store: the residue sweep failed ({feature_error}); it is tried again on the next run")
     if features:
         log(f"feature store: {features} row(s) or entit(ies) naming erased accounts, written after their "
             f"erasure, erased again")
     return {"residue_rows": sum(rows.values()), "residue_tables": ", ".join(sorted(rows)) or "none",
-            "residue_feature_rows": features, "snapshots_expired": snapshots, "files_deleted": files}
+            "residue_feature_rows": features, "residue_feature_error": feature_error or "none",
+            "snapshots_expired": snapshots, "files_deleted": files}
 
 
 def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], int] | None,

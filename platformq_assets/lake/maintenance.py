@@ -48,19 +48,37 @@ def each_table(context, tables, work) -> tuple[list, dict[str, str]]:
     for table in tables:
         try:
             results.append(work(table))
-        except Exception as exc:  # recorded and raised after the other tables, see fail_for
+        except Exception as exc:  # recorded; the orphan sweep, the job's last step, fails the run for it
             failed[table] = f"{type(exc).__name__}: {exc}"[:500]
             context.log.error(f"{table}: {failed[table]}")
     return results, failed
 
 
-def fail_for(failed: dict[str, str], what: str, done: dict) -> None:
-    """The step fails, after the other tables were done, naming the tables it could not do (their work is
-    committed; the steps after it run at the next schedule)."""
-    if failed:
-        raise Failure(description=f"{what} failed on {len(failed)} table(s): {', '.join(sorted(failed))}; the "
-                      "other tables were done", metadata={**done, "failed_tables": MetadataValue.md(
-                          "\n".join(f"- `{t}`: {e}" for t, e in sorted(failed.items())))})
+def failure_metadata(failed: dict[str, str]) -> dict:
+    """What a step records of the tables it could not do (read back by ``fail_for``)."""
+    if not failed:
+        return {"tables_failed": 0}
+    return {"tables_failed": len(failed), "failed_tables": MetadataValue.json(dict(sorted(failed.items())))}
+
+
+def fail_for(context, failed: dict[str, str], done: dict) -> None:
+    """The orphan sweep ends the job: after every table was done, it fails naming the tables that compaction,
+    expiry (recorded in this run's materialisations) or the sweep itself could not do. Compaction and expiry
+    do not fail themselves: a failed step skips the steps after it, so one broken table stopped expiry and the
+    sweep for every table, every night."""
+    failures = {}
+    for key, what in ((COMPACTION_KEY, "compaction"), (EXPIRY_KEY, "snapshot expiry")):
+        event = context.instance.get_latest_materialization_event(key)
+        if event is not None and event.run_id == context.run_id:
+            recorded = event.asset_materialization.metadata.get("failed_tables")
+            for table, error in (recorded.value if recorded is not None else {}).items():
+                failures[f"{what}: {table}"] = error
+    failures.update({f"orphan sweep: {table}": error for table, error in failed.items()})
+    if failures:
+        raise Failure(description=f"lake maintenance could not do {len(failures)} table step(s): "
+                      f"{', '.join(sorted(failures))}; every other table was done",
+                      metadata={**done, "failed_tables": MetadataValue.md(
+                          "\n".join(f"- {what}: {error}" for what, error in sorted(failures.items())))})
 
 
 @asset(key=ERASURE_KEY, kinds={"iceberg", "feast"}, **COMMON,
@@ -150,7 +168,6 @@ def compaction(context: AssetExecutionContext, config: CompactionConfig, lake: L
 
     results, failed = each_table(context, lake.list_tables(), lambda table: compact_table(
         lake, table, min_input_files=config.min_input_files, target_bytes=config.target_file_bytes))
-    fail_for(failed, "compaction", {"tables_compacted": sum(1 for r in results if r.files_rewritten)})
     for r in results:
         if r.files_rewritten:
             context.log.info(f"{r.table}: {r.files_rewritten} file(s) in {r.partitions_compacted} partition(s) "
@@ -158,6 +175,7 @@ def compaction(context: AssetExecutionContext, config: CompactionConfig, lake: L
         for reason in r.skipped:
             context.log.info(f"{r.table}: left {reason}")
     return MaterializeResult(metadata={
+        **failure_metadata(failed),
         "tables_compacted": sum(1 for r in results if r.files_rewritten),
         "files_rewritten": sum(r.files_rewritten for r in results),
         "files_written": sum(r.files_written for r in results),
@@ -183,12 +201,12 @@ def snapshot_expiry(context: AssetExecutionContext, config: ExpiryConfig, lake: 
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.retention_days)
     results, failed = each_table(context, lake.list_tables(), lambda table: expire_snapshots(
         lake, table, older_than=cutoff, retain_last=config.retain_last))
-    fail_for(failed, "snapshot expiry", {"snapshots_expired": sum(r.snapshots_expired for r in results)})
     for r in results:
         if r.snapshots_expired:
             context.log.info(f"{r.table}: {r.snapshots_expired} snapshot(s) expired, {r.files_deleted} file(s) "
                              f"({r.bytes_deleted} bytes) deleted")
     return MaterializeResult(metadata={
+        **failure_metadata(failed),
         "cutoff": cutoff.isoformat(), "tables": len(results),
         "snapshots_expired": sum(r.snapshots_expired for r in results),
         "snapshots_kept": sum(r.snapshots_kept for r in results),
@@ -216,7 +234,7 @@ def orphan_files(context: AssetExecutionContext, config: OrphanConfig, lake: Lak
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=config.older_than_days)
     results, failed = each_table(context, lake.list_tables(),
                                  lambda table: remove_orphan_files(lake, table, older_than=cutoff))
-    fail_for(failed, "the orphan sweep", {"orphans_deleted": sum(r.orphans_deleted for r in results)})
+    fail_for(context, failed, {"orphans_deleted": sum(r.orphans_deleted for r in results)})
     for r in results:
         if r.orphans_deleted:
             context.log.info(f"{r.table}: {r.orphans_deleted} orphan file(s) ({r.bytes_deleted} bytes) deleted")

@@ -380,6 +380,26 @@ def test_a_feature_export_written_after_an_erasure_is_erased_again_by_the_next_r
     assert sorted(pq.read_table(export).column("account_id").to_pylist()) == [1, 3]
 
 
+def test_a_feature_store_outage_does_not_stop_the_lakes_residue_sweep(settings, small_lake):
+    """The Feast part of the nightly sweep runs for every completed erasure: with Redis down it must not fail the
+    erasure step (retention, compaction, expiry and the orphan sweep follow it); the lake's residue is erased and
+    the outage recorded, and the next run tries Feast again."""
+    from resources import erasure
+    from resources.feast import FeastResource
+    from tests.ml.test_online_store import ROOT
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-22", "dpo")
+    erasure.process_requests(small_lake)
+    small_lake.replace_partition("bronze.accounts", _accounts(DAY1), "partition_date", DAY1)  # a late writer
+    down = FeastResource(registry_uri=f"sqlite:///{settings.home / 'feast-down' / 'registry.db'}",
+                         online_store="redis", redis_url="redis://127.0.0.1:1/0",  # nothing listens there
+                         offline_root=str(settings.home / "feast-down" / "offline"), repo_path=str(ROOT / "features"))
+    summary = erasure.process_requests(small_lake, online_eraser=lambda accounts: sum(
+        down.erase_entities("account_activity", "account_id", accounts).values()))
+    assert summary["residue_rows"] == 1 and erasure.remaining_rows(small_lake, {2}) == {}
+    assert summary["residue_feature_rows"] == 0 and "Connection" in summary["residue_feature_error"]
+
+
 def test_the_erasure_check_fails_when_a_table_still_names_an_erased_account(settings, small_lake, monkeypatch):
     """The check reads the tables, not the log: a row that survives the run (here: the sweep is taken out, as
     if the row had been committed between the sweep and the check) fails it."""

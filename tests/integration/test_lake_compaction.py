@@ -562,23 +562,29 @@ def test_snapshots_before_a_retention_commit_younger_than_the_cutoff_are_kept(la
 
 
 def test_one_broken_table_does_not_stop_maintenance_of_the_others(lake):
-    """A table whose metadata file is gone (or that pyiceberg cannot plan) failed expiry at that table, every
-    night, leaving every table after it in the listing unexpired: the others are done, then the step fails
-    naming it."""
+    """A table whose metadata file is gone (or that pyiceberg cannot plan) failed compaction at that table every
+    night: the tables listed after it were not compacted, and expiry and the orphan sweep, which follow
+    compaction, never ran for any table. Now every step does every other table, and the job's last step fails
+    the run naming what could not be done."""
     from dagster import DagsterInstance, materialize
 
-    from platformq_assets.lake.maintenance import snapshot_expiry
+    from platformq_assets.lake.maintenance import compaction, orphan_files, snapshot_expiry
 
     for name in ("aaa_broken", "zzz_fine"):
         for i in range(3):
             lake.append(f"scratch.{name}", pa.table({"x": [i]}))
     broken = lake.load_table("scratch.aaa_broken")
     Path(urlparse(broken.metadata_location).path).unlink()  # its current metadata file, lost
-    result = materialize([snapshot_expiry], resources={"lake": lake}, instance=DagsterInstance.ephemeral(),
+    result = materialize([compaction, snapshot_expiry, orphan_files], resources={"lake": lake},
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False,
                          run_config={"ops": {"maintenance__snapshot_expiry": {"config": {
-                             "retention_days": 0, "retain_last": 1}}}}, raise_on_error=False)
+                             "retention_days": 0, "retain_last": 1}}}})
     assert not result.success
+    meta = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["compaction"]["tables_failed"].value == 1 and meta["snapshot_expiry"]["tables_failed"].value == 1
+    assert "scratch.aaa_broken" in meta["snapshot_expiry"]["failed_tables"].value
+    assert len(lake.load_table("scratch.zzz_fine").snapshots()) == 1  # expired, although a table failed before
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "snapshot expiry failed on 1 table(s): scratch.aaa_broken; the other tables were done" in str(
-        failure.event_specific_data.error)
-    assert len(lake.load_table("scratch.zzz_fine").snapshots()) == 1  # done, although listed after the broken one
+    assert failure.step_key == "maintenance__orphan_files"
+    message = str(failure.event_specific_data.error)
+    assert "compaction: scratch.aaa_broken" in message and "snapshot expiry: scratch.aaa_broken" in message
