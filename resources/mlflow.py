@@ -47,8 +47,8 @@ class MlflowResource(ConfigurableResource):
         inherit them."""
         import os
 
-        if not self.s3_endpoint:
-            return
+        if not self.s3_endpoint or not (self.artifact_location or "").startswith("s3://"):
+            return  # artifacts proxied by the tracking server (--serve-artifacts): no AWS_* for this process
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", self.s3_endpoint)
         if self.s3_access_key:
             os.environ.setdefault("AWS_ACCESS_KEY_ID", self.s3_access_key)
@@ -218,9 +218,18 @@ class MlflowResource(ConfigurableResource):
                              if v.tags.get("platformq.rolled_back") is None
                              and v.tags.get(STAGE_TAG) == "production" and str(v.version) != back), None)
             if replaced is None:
-                # nothing serves but the champion itself: a promotion stopped between naming the champion
-                # previous-champion and the switch (or a rollback was already finished but for this alias).
+                # A rollback that stopped after archiving (the version it replaced is tagged rolled_back, and it
+                # is the last one promoted): finished and recorded. Otherwise nothing serves but the champion
+                # itself: a promotion stopped between naming the champion previous-champion and the switch.
                 # "Rolling back" would change nothing and claim it had: the stale alias goes, and it says so.
+                promoted = [e for e in self.history(name) if e.get("event") == "promoted"]
+                last = promoted[-1]["version"] if promoted else None
+                if last is not None and last != back and client.get_model_version(
+                        name, last).tags.get("platformq.rolled_back") is not None:
+                    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+                    self._record(name, {"event": "rollback", "version": back, "replaced": last, "reason": reason,
+                                        "resumed": True})
+                    return {"champion": back, "replaced": last}
                 client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
                 raise ValueError(f"model {name!r}: previous-champion named the champion itself (v{back}; a "
                                  "promotion or rollback stopped half-way), so there is no earlier champion to roll "

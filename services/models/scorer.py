@@ -76,6 +76,15 @@ def assign_variant(model: str, entity: str, challenger_share: float) -> str:
     return "challenger" if position < challenger_share else "champion"
 
 
+def _store_outage(exc: BaseException) -> bool:
+    """Whether an online read failed because the store is unreachable or failing (a connection, a timeout, Redis's
+    own errors, SQLite busy or unreadable), not because of the request or the code."""
+    import sqlite3
+
+    return isinstance(exc, (OSError, TimeoutError, ConnectionError, sqlite3.OperationalError)) or \
+        type(exc).__module__.split(".")[0] == "redis"
+
+
 class ModelScorer:
     def __init__(self, registry, online_features: Callable[[str, list[dict]], dict], specs: dict[str, ModelSpec],
                  challenger_share: dict[str, float] | None = None, alias_ttl_s: float = 2.0,
@@ -230,7 +239,10 @@ class ModelScorer:
         rows = [{spec.entity_key: join_key_value(spec, entity)} for entity in entities]
         try:
             online = self.online_features(spec.service, rows)
-        except Exception as exc:  # the online store (Redis) is down or failing: a dependency, like the registry
+        except Exception as exc:
+            if not _store_outage(exc):  # a bug or a misconfiguration is a 500, not a 503 clients resend on
+                raise
+            # the online store (Redis, SQLite) is down or failing: a dependency, like the registry
             log.warning("%s: the online feature store failed (%r): answering 503", model, exc)
             raise ScoringError(503, "feature-store-unavailable", f"the online feature store is unavailable "
                                f"({type(exc).__name__}); try again later") from exc

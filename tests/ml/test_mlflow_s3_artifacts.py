@@ -11,8 +11,9 @@ S3_VARIABLES = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCES
 
 
 def test_an_s3_artifact_location_uploads_to_the_configured_endpoint(tmp_path, monkeypatch):
-    for name in S3_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in S3_VARIABLES:  # set, then removed: monkeypatch restores (removes) what the resource sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no profile of the machine's
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -48,3 +49,12 @@ def test_production_settings_give_the_mlflow_resource_the_object_store():
     resource = mlflow_resource(settings)
     assert (resource.s3_endpoint, resource.s3_access_key, resource.s3_secret_key, resource.s3_region) == (
         "http://minio:9000", "key", "secret", "eu-west-1")
+
+
+def test_artifacts_the_tracking_server_proxies_give_the_process_no_aws_variables(monkeypatch):
+    for name in S3_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    MlflowResource(tracking_uri="http://mlflow:5000", s3_endpoint="http://minio:9000", s3_access_key="k",
+                   s3_secret_key="s")._s3_environment()
+    assert not {name for name in S3_VARIABLES if name in os.environ}

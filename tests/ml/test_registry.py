@@ -130,6 +130,24 @@ def test_a_rollback_after_a_promotion_stopped_before_its_switch_says_there_is_no
     assert registry.rollback(MODEL, "bad") == {"champion": str(first.version), "replaced": str(second.version)}
 
 
+def test_a_rollback_that_stopped_after_archiving_is_finished_and_recorded(registry):
+    """Stopped after the archive tags, before the alias went and the history was written: run again, it finishes
+    (the alias goes) and records the rollback, instead of calling it a stopped promotion."""
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    registry.promote(MODEL, second.version, "second")
+    client = registry.client()
+    client.set_registered_model_alias(MODEL, "champion", first.version)  # the rollback's steps, up to archiving
+    client.set_model_version_tag(MODEL, first.version, "platformq.stage", "production")
+    client.set_model_version_tag(MODEL, second.version, "platformq.stage", "archived")
+    client.set_model_version_tag(MODEL, second.version, "platformq.rolled_back", "bad")
+    assert registry.rollback(MODEL, "bad") == {"champion": str(first.version), "replaced": str(second.version)}
+    assert aliases(registry)["previous-champion"] == (None, None)
+    last = registry.history(MODEL)[-1]
+    assert (last["event"], last["version"], last["replaced"], last["resumed"]) == (
+        "rollback", str(first.version), str(second.version), True)
+
+
 def test_a_version_typed_with_a_leading_zero_is_the_same_version(registry):
     """MLflow finds version 2 for "02": the promotion must then clear the challenger alias on 2 (or a rollback
     leaves the rolled-back version as challenger, taking the A/B share of live traffic)."""

@@ -254,6 +254,13 @@ def test_an_online_store_outage_is_a_503_problem_not_an_unexpected_error(serving
     assert response.json()["type"].endswith("feature-store-unavailable"), response.text
     assert "Connection refused" not in response.text  # the dependency's details stay in the log
 
+    def broken(service, rows):  # not an outage: a bug answers 500, which clients do not resend
+        raise KeyError("as_of_epoch")
+
+    monkeypatch.setattr(scorer, "online_features", broken)
+    response = client.post("/v1/models/account_anomaly/predict", json={"entities": [123]}, headers=headers)
+    assert response.status_code == 500 and "feature-store" not in response.text
+
 
 def test_a_challenger_share_for_a_model_that_is_not_served_is_refused_at_start():
     """PLATFORMQ_AB_CHALLENGER_SHARE='{"price-direction": 0.2}' (a dash for the underscore) sent no traffic to any
