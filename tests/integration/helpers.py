@@ -21,3 +21,11 @@ def run_day(defs, day, job="lake_daily", selection=None, run_config=None):
 
 def failed_checks(result):
     return [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in result.get_asset_check_evaluations() if not c.passed]
+
+
+def drop(settings, relpath, data: bytes):
+    """A file delivered into the landing zone (``relpath`` under the landing folder, e.g. source/name.csv)."""
+    path = settings.landing_dir / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

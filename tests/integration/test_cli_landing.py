@@ -5,15 +5,9 @@ import pytest
 from click.testing import CliRunner
 
 from resources.landing_zone import LandingFile, LandingZoneResource
+from tests.integration.helpers import drop
 
 pytestmark = pytest.mark.slow
-
-
-def drop(settings, relpath, data: bytes):
-    path = settings.landing_dir / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def test_a_file_that_cannot_be_read_does_not_stop_the_others(settings, lake, monkeypatch):

@@ -9,16 +9,9 @@ from dagster import DagsterInstance, build_sensor_context
 from pyiceberg.expressions import EqualTo
 
 from resources.landing_zone import LandingZoneResource
-from tests.integration.helpers import QUIET, definitions
+from tests.integration.helpers import QUIET, definitions, drop
 
 pytestmark = pytest.mark.slow
-
-
-def drop(settings, relpath, data: bytes):
-    path = settings.landing_dir / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def tick(defs, cursor=None, landing_zone=None):
