@@ -17,7 +17,8 @@ All three share :class:`PlatformStrategy` (a ``flwr.serverapp.strategy.FedAvg``)
 FedProx is FedAvg plus ``proximal-mu`` in the train config (what ``flwr``'s FedProx does); the
 client adds the proximal term. SCAFFOLD (Karimireddy et al. 2020, option II) is ours: the server
 sends its control variate ``c`` with the model, clients keep ``c_i`` across rounds and return
-``Δc_i``, and ``c ← c + (1/N)·Σ Δc_i`` over the N known participants.
+``Δc_i``, and c is kept the mean of the c_i over the N participants that may train in the run (each node
+that was ever eligible once: not a second node naming a tenant, nor a suspended or budget-exhausted one).
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class PlatformStrategy(FedAvg):
         self.unanswered: set[str] = set()
         self.rounds: dict[int, dict] = {}
         self.events: list[dict] = []
+        # every participant eligible at some point of this run (one that ran out of budget mid-run stays: its c_i
+        # is still in SCAFFOLD's sum)
+        self.ever_eligible: set[str] = set()
         self._sampled: dict[int, str] = {}
         self._current: list[np.ndarray] = []
         self._round = 0
@@ -150,8 +154,10 @@ class PlatformStrategy(FedAvg):
                     log(WARNING, "node %d also claims participant %s (node %d): left out", n, who, claimed[who])
                 continue
             claimed[who] = n
-            if who not in self.suspended and who not in self.exhausted:
-                nodes.append(n)
+            if who in self.suspended or who in self.exhausted:
+                continue
+            nodes.append(n)
+            self.ever_eligible.add(who)
         return nodes
 
     def node_config(self, participant: str) -> dict:
@@ -330,13 +336,19 @@ class Scaffold(PlatformStrategy):
         super().__init__(cfg, client_config)
         # the last round whose update of each participant went into c: its node makes that update's c_i its own
         self.control_accepted: dict[str, int] = {}
+        # Σ c_i over the participants (the sum of every Δc_i aggregated): c is this sum over the number of
+        # participants that may train, so it stays their mean when one connects later (its c_i is 0)
+        self.control_sum: list[np.ndarray] | None = None
 
     def node_config(self, participant: str) -> dict:
         return {**super().node_config(participant), "control-accepted-round": self.control_accepted.get(participant, 0)}
 
     def extra_records(self, arrays: ArrayRecord) -> dict:
-        if self.server_control is None:
-            self.server_control = [np.zeros_like(a) for a in from_record(arrays)]
+        if self.control_sum is None:
+            self.control_sum = [np.zeros(a.shape, np.float64) for a in from_record(arrays)]
+        # called once the round's eligible participants are known (configure_train)
+        n = max(len(self.ever_eligible), 1)
+        self.server_control = [(s / n).astype(a.dtype) for s, a in zip(self.control_sum, from_record(arrays))]
         return {"control": to_record(self.server_control)}
 
     def screen_extra(self, msg: Message) -> str | None:
@@ -365,9 +377,12 @@ class Scaffold(PlatformStrategy):
         return None
 
     def after_aggregate(self, accepted: list[Message]) -> None:
-        total = max(len([p for p in self.participants.values() if p not in self.suspended]), len(accepted))
+        # N counts the participants that may train (not every node that answered: a second node naming a tenant,
+        # or a suspended or budget-exhausted tenant's standing SuperNode, would shrink c towards 0)
         deltas = [from_record(m.content["control-delta"]) for m in accepted]
-        self.server_control = [c + sum(d[i] for d in deltas) / total for i, c in enumerate(self.server_control)]
+        self.control_sum = [s + sum(d[i].astype(np.float64) for d in deltas) for i, s in enumerate(self.control_sum)]
+        total = max(len(self.ever_eligible), len(accepted))
+        self.server_control = [(s / total).astype(c.dtype) for s, c in zip(self.control_sum, self.server_control)]
         for m in accepted:
             self.control_accepted[self.participants[m.metadata.src_node_id]] = int(self._round)
 

@@ -189,3 +189,31 @@ def test_rounds_joined_count_aggregated_rounds_only(lake):
     registry.record_run(lake, rows, {"participants": ["t-a"], "rounds": [
         {"round": 1, "accepted": ["t-a"], "skipped": True}, {"round": 2, "accepted": ["t-a"]}]})
     assert {r["tenant_id"]: r["rounds_joined"] for r in registry.list_participants(lake)} == {"t-a": 1}
+
+
+def test_scaffold_server_variate_is_the_mean_over_the_participants_that_can_train():
+    """c must stay the mean of the c_i of the participants that may train in this run. N counted every node that said
+    who it is: a second node naming a tenant, and the standing SuperNode of a tenant whose budget was spent (never
+    sampled, its c_i zero), so c was shrunk towards 0 (here by half); a participant connecting later left c the mean
+    over the old N while later Δc_i were divided by the new one."""
+    strategy = Scaffold(config(min_participants=2, epsilon_budget=8.0, epsilon_spent="t-c=8.0"), {"lr": 0.1})
+    grid = Grid({1: "t-a", 2: "t-a", 3: "t-b", 4: "t-c"})
+
+    def scaffold_reply(message, shift):
+        c = from_record(message.content["control"])
+        update = [w + shift for w in WEIGHTS]
+        answer = reply(message, update=update, steps=1)
+        answer.content["control-delta"] = to_record([(x - y) / 0.1 - ci for x, y, ci in zip(WEIGHTS, update, c)])
+        return answer
+
+    sent = start_round(strategy, grid)
+    assert sorted(sent) == [1, 3]
+    strategy.aggregate_train(1, [scaffold_reply(sent[1], 0.1), scaffold_reply(sent[3], 0.3)])
+    assert not strategy.rounds[1]["skipped"]
+    # Δc_a = −1, Δc_b = −3 (c was 0): the mean over t-a and t-b is −2
+    sent = start_round(strategy, Grid({1: "t-a", 2: "t-a", 3: "t-b", 4: "t-c"}), 2)
+    assert all(np.allclose(c, -2.0) for c in from_record(sent[1].content["control"]))
+    # t-d connects: its c_i is 0, so the mean over the three is −4/3
+    sent = start_round(strategy, Grid({1: "t-a", 2: "t-a", 3: "t-b", 4: "t-c", 5: "t-d"}), 3)
+    assert sorted(sent) == [1, 3, 5]
+    assert all(np.allclose(c, -4.0 / 3) for c in from_record(sent[5].content["control"]))
