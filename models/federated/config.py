@@ -61,6 +61,9 @@ class FederatedConfig:
     # robustness and participants
     max_update_norm: float = 100.0  # ‖w_i − w_t‖ above this (or any NaN/inf) is rejected
     suspended: str = ""  # comma-separated participant ids never sampled
+    # comma-separated participant ids that may be sampled (empty: any node's participant). The platform names the
+    # tenants that may train: a standing SuperNode of a tenant without consent, or never enrolled, is never sampled
+    allowed_participants: str = ""
     epsilon_spent: str = ""  # "pid=eps,pid=eps": ε already spent in earlier runs (budget carries over)
     output_dir: str = ""  # where the server writes model.npz and history.json
     server_test: bool = True  # digits: evaluate the global model on the held-out test set each round
@@ -109,6 +112,10 @@ class FederatedConfig:
     @property
     def suspended_set(self) -> set[str]:
         return {p.strip() for p in self.suspended.split(",") if p.strip()}
+
+    @property
+    def allowed_set(self) -> set[str]:
+        return {p.strip() for p in self.allowed_participants.split(",") if p.strip()}
 
     @property
     def epsilon_spent_map(self) -> dict[str, float]:

@@ -4,8 +4,8 @@ participant rules.
 All three share :class:`PlatformStrategy` (a ``flwr.serverapp.strategy.FedAvg``):
 
 * **participants** – before sampling, unknown nodes are asked (a ``query`` message) which
-  participant they are; suspended participants and those whose ε budget is spent are never
-  sampled, for training or evaluation;
+  participant they are; suspended participants, those whose ε budget is spent and (when
+  ``allowed-participants`` names them) any not named are never sampled, for training or evaluation;
 * **screening** – an update with a NaN/inf or with ‖w_i − w_t‖ above ``max_update_norm`` is
   rejected and recorded; a node that errors (crash) or does not answer within the round
   timeout is recorded as failed;
@@ -95,6 +95,7 @@ class PlatformStrategy(FedAvg):
         self.rng = random.Random(cfg.seed)
         self.participants: dict[int, str] = {}
         self.suspended = cfg.suspended_set
+        self.allowed = cfg.allowed_set  # empty: any participant
         self.spent_before = cfg.epsilon_spent_map
         # a participant whose lifetime budget was spent in earlier runs is never sampled, not even once to refuse,
         # whatever this run's privacy: a run without DP-SGD would have it train with no bound at all
@@ -155,6 +156,12 @@ class PlatformStrategy(FedAvg):
                 continue
             claimed[who] = n
             if who in self.suspended or who in self.exhausted:
+                continue
+            if self.allowed and who not in self.allowed:  # e.g. a tenant without consent whose node still runs
+                event = {"event": "not-a-participant", "participant": who, "node": n}
+                if event not in self.events:
+                    self.events.append(event)
+                    log(WARNING, "node %d names %s, which may not take part in this run: left out", n, who)
                 continue
             nodes.append(n)
             self.ever_eligible.add(who)

@@ -142,6 +142,8 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
         "max-update-norm": settings.federated_max_update_norm,
         "round-timeout": settings.federated_round_timeout,
         "suspended": ",".join(suspended),
+        # only these are ever sampled: a standing SuperNode of a tenant without consent (or never enrolled) is not
+        "allowed-participants": ",".join(training),
         "epsilon-spent": ",".join(f"{r['tenant_id']}={float(r['epsilon_spent'] or 0.0)}" for r in members),
     }
     try:  # refused here, before any tenant's data is exported, not by the ServerApp in a subprocess

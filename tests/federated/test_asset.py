@@ -267,3 +267,57 @@ def test_a_run_in_which_no_round_aggregated_fails_and_registers_no_model(lake, m
     for tenant in tenants:  # they took part (and are recorded as seen) but no update of theirs was used
         assert rows[tenant]["last_seen"] is not None and rows[tenant]["rounds_joined"] == 0
     assert not list(load_settings().home.glob("federated-*"))
+
+
+def test_a_standing_supernode_of_a_tenant_without_consent_is_never_sampled(lake, monkeypatch):
+    """On the deployment engine every tenant's SuperNode stays connected. The asset passed the ServerApp the
+    suspended tenants only: the node of a tenant that withdrew its consent (or was never enrolled) was sampled for
+    training and evaluation every round, sent the global model each time, and failed (its data is not exported)."""
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from models.federated.config import FederatedConfig
+    from models.federated.strategies import PlatformStrategy
+    from platformq_assets.federated import assets
+    from resources.settings import load_settings
+
+    class Grid:  # every tenant's node answers the discovery query with its tenant id
+        def __init__(self, names):
+            self.names = names
+
+        def get_node_ids(self):
+            return list(self.names)
+
+        def send_and_receive(self, messages, timeout=None):
+            return [Message(content=RecordDict({"participant": ConfigRecord(
+                {"participant": self.names[m.metadata.dst_node_id]})}), reply_to=m) for m in messages]
+
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    class Client:  # the Pipes subprocess is not started: the run config it would get is all this test needs
+        def __init__(self, **kwargs):
+            pass
+
+        def run(self, *, extras, **kwargs):
+            captured.update(extras["config"])
+            raise Stop()
+
+    monkeypatch.setattr(assets, "PipesSubprocessClient", Client)
+    load_settings.cache_clear()
+    tenants = seed_lake(lake)
+    first, second, third = tenants
+    cli("enrol", first, second)
+    cli("enrol", third, "--no-consent")
+    from platformq_assets.definitions import build_definitions
+
+    job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def().get_subset(asset_selection={KEY})
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False, run_config=QUIET)
+    assert not result.success and captured
+    strategy = PlatformStrategy(FederatedConfig.from_mapping({**captured, "min-participants": 1}), {})
+    grid = Grid({1: first, 2: second, 3: third, 4: "t-not-enrolled"})
+    trained = strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid)
+    assert sorted(strategy.participants[m.metadata.dst_node_id] for m in trained) == [first, second]
+    evaluated = strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(), grid)
+    assert sorted(strategy.participants[m.metadata.dst_node_id] for m in evaluated) == [first, second]

@@ -3,7 +3,7 @@ sampled, which replies are used, and what ε is recorded. The simulation tests r
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from models.federated.config import FederatedConfig
 from models.federated.model import from_record, to_record
