@@ -22,11 +22,13 @@ def participants() -> None:
               help="Whether the tenant consents to its data being used for training. Default: a new participant "
                    "consents; an existing one keeps its recorded consent (a withdrawal stays withdrawn).")
 def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool | None) -> None:
-    """Enrol TENANTS (or re-enrol suspended ones; spent ε and recorded consent are kept)."""
+    """Enrol TENANTS (or re-enrol suspended ones, named; spent ε and recorded consent are kept). --all never lifts
+    a suspension: it is what is run again when a new tenant appears."""
     from platformq_assets.federated import participants as registry
 
     lake = _lake()
-    chosen = list(tenants) + (registry.known_tenants(lake) if all_tenants else [])
+    named = list(tenants)
+    chosen = named + (registry.known_tenants(lake) if all_tenants else [])
     if not chosen:
         raise click.UsageError("--all found no tenant in the lake's accounts (build a day first: platformq "
                                "backfill)" if all_tenants else "name at least one tenant, or pass --all")
@@ -36,7 +38,12 @@ def enrol(tenants: tuple[str, ...], all_tenants: bool, consent: bool | None) -> 
     if unknown:  # checked before any is enrolled: a typo must not leave the others half done
         raise click.BadParameter(f"{', '.join(unknown)}: not a tenant of the platform "
                                  f"(known: {', '.join(sorted(known))})")
+    current = {row["tenant_id"]: row for row in registry.list_participants(lake)}
     for tenant in chosen:
+        row = current.get(tenant)
+        if tenant not in named and row is not None and row["status"] == registry.SUSPENDED:
+            click.echo(f"{tenant}: still suspended ({row['suspended_reason'] or 'no reason'}); name it to enrol it again")
+            continue
         row = registry.enrol(lake, tenant, consent=consent)
         click.echo(f"{tenant}: {row['status']}, consent={'yes' if row['consent'] else 'no'}, "
                    f"ε spent {row['epsilon_spent']:.3f}")

@@ -107,3 +107,22 @@ def test_enrol_all_on_a_lake_without_accounts_says_so(lake):
     result = _cli("enrol", "--all")
     assert result.exit_code == 2 and "--all found no tenant" in result.output, result.output
     assert "name at least one tenant" in _cli("enrol").output
+
+
+def test_enrol_all_does_not_lift_a_suspension(lake):
+    """`enrol --all` is what is run again when a new tenant appears; it re-enrolled every suspended tenant (one under
+    audit trained in the next run). A suspension is lifted only by naming the tenant."""
+    from platformq_assets.federated import participants as registry
+
+    _accounts(lake)
+    assert _cli("enrol", "--all").exit_code == 0
+    assert _cli("suspend", "t-a", "--reason", "audit").exit_code == 0
+    _accounts(lake, ("t-c",))  # a new tenant
+    result = _cli("enrol", "--all")
+    assert result.exit_code == 0, result.output
+    assert "t-a: still suspended (audit)" in result.output and "t-c: enrolled" in result.output
+    rows = {r["tenant_id"]: r for r in registry.list_participants(lake)}
+    assert rows["t-a"]["status"] == registry.SUSPENDED and rows["t-a"]["suspended_reason"] == "audit"
+    assert registry.eligible(list(rows.values())) == ["t-b", "t-c"]
+    assert _cli("enrol", "t-a").exit_code == 0  # named: enrolled again
+    assert registry.get(lake, "t-a")["status"] == registry.ENROLLED
