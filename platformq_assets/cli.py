@@ -281,13 +281,14 @@ def _trading_days(start: dt.date, end: dt.date) -> list[str]:
     """
     from pipelines.partitions import LAKE_START_DATE, daily_partitions
 
-    days = _date_range(start, end)
+    if end < start:
+        raise click.BadParameter(f"end {end} is before start {start}")
     if start < LAKE_START_DATE:
         raise click.BadParameter(f"{start} is before the lake's first trading day, {LAKE_START_DATE}")
     last = daily_partitions.get_last_partition_key()
     if last is None or end > dt.date.fromisoformat(last):
         raise click.BadParameter(f"{end} is not a complete trading day yet: the last one is {last} (UTC)")
-    return days
+    return _date_range(start, end)
 
 
 def _echo_reports(reports: list[dict], echo=click.echo) -> None:
@@ -368,7 +369,11 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
 
     settings = _settings()
     end_day = end.date() if end else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    day_list = _trading_days(end_day - dt.timedelta(days=days - 1), end_day)
+    try:
+        start_day = end_day - dt.timedelta(days=days - 1)
+    except OverflowError:  # --days reaching past year 1: refused below as before the lake's first day
+        start_day = dt.date.min
+    day_list = _trading_days(start_day, end_day)
     started = time.perf_counter()
     click.echo(f"platformQ demo: {days} trading day(s) {day_list[0]} .. {day_list[-1]} (scale {scale}), "
                f"profile {settings.profile}")

@@ -25,6 +25,7 @@ def today_utc() -> str:
     (["demo", "--days", "3", "--end", "2024-01-02"], "before the lake's first trading day"),
     (["demo", "--days", "1", "--end", "TODAY"], "not a complete trading day yet"),
     (["demo", "--days", "0", "--end", "2024-01-04"], "--days"),
+    (["demo", "--days", "1000000", "--end", "2024-01-04"], "before the lake's first trading day"),  # OverflowError
     (["demo", "--days", "1", "--scale", "-1", "--end", "2024-01-04"], "--scale"),  # used to seed, then fail a run
     (["demo", "--days", "1", "--scale", "nan", "--end", "2024-01-04"], "--scale"),
     (["serve", "--port", "65534"], "--port"),  # the six services take consecutive ports
