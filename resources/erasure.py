@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -184,10 +185,28 @@ def _text_values(table, rule: Rule, account_ids: set[int]) -> dict[str, list[str
     return out
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")  # as landing's reader takes text for a long (landing_reader._INTEGER)
+
+
+def _account_number(value) -> int | None:
+    """The account number a value spells as landing's reader would read it into a long column: an integer, a
+    float with no fraction (17.0, as a pandas export with gaps writes ids), or text of ASCII digits with an
+    optional sign, spaces and leading zeros aside; None for anything else ("²" is a digit to str.isdigit but
+    not to int, which raised)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None  # NaN and inf are not whole numbers
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(text := value.strip()):
+        return int(text)
+    return None
+
+
 def _names_account(value: str | None, account_ids: set[int]) -> bool:
-    """A text id names an account when it is that number's digits (leading zeros and spaces aside)."""
-    text = (value or "").strip()
-    return text.isascii() and text.isdigit() and int(text) in account_ids
+    """A text id names an account when it is that number's digits (leading zeros, a sign and spaces aside)."""
+    return _account_number(value or "") in account_ids
 
 
 def _hits(values: "pa.ChunkedArray | pa.Array", account_ids: set[int]) -> "pa.Array":
@@ -266,8 +285,8 @@ def _narrowed(rule: Rule, data: "pa.Table", predicate, account_ids: set[int]):
 
 
 def _json_names(raw: str | None, account_ids: set[int]) -> bool:
-    """True when a raw record is a JSON object whose ``account_id`` is one of the accounts (as a number or a
-    string of digits)."""
+    """True when a raw record is a JSON object whose ``account_id`` is one of the accounts (a whole number, as
+    landing's reader takes one: ``_account_number``)."""
     if not raw or "account_id" not in raw.lower():  # a cheap pre-check; keys are matched without case
         return False
     try:
@@ -277,13 +296,7 @@ def _json_names(raw: str | None, account_ids: set[int]) -> bool:
     if not isinstance(record, dict):
         return False
     value = next((v for k, v in record.items() if isinstance(k, str) and k.lower() == "account_id"), None)
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return value in account_ids
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip()) in account_ids
-    return False
+    return _account_number(value) in account_ids
 
 
 def suppress(tables: dict[str, "pa.Table"], account_ids: set[int]) -> tuple[dict[str, "pa.Table"], dict[str, int]]:

@@ -659,3 +659,31 @@ def test_erasure_matches_zero_padded_text_ids_and_columns_named_in_another_case(
     [row] = small_lake.read("ops.landing_files").to_pylist()
     assert (row["rows_read"], row["rows_accepted"], row["rows_erased"]) == (2, 1, 1)
     assert erasure.remaining_rows(small_lake, {2}) == {}
+
+
+def test_quarantined_records_name_the_account_as_landing_would_read_it_and_odd_digits_do_not_crash(
+        settings, small_lake):
+    """A quarantined record names the account in any form landing's reader takes for a whole number (17.0 from a
+    pandas export with a gap, "+2"), and a value such as "²" (a digit to str.isdigit, not to int) names no one:
+    it raised ValueError in every erasure run, residue sweep and ingestion of a source once an account was erased."""
+    from resources import erasure
+
+    odd = ['{"account_id": 2.0, "at": "not-a-date"}', '{"account_id": "+2", "at": "x"}',
+           '{"account_id": "\\u00b2", "at": "x"}', '{"account_id": 2.5}', '{"account_id": "2_0"}']
+    n = len(odd)
+    small_lake.append("quarantine.landing", pa.table({
+        "source": ["kyc_events"] * n, "file": ["kyc_events/odd.jsonl"] * n, "line": list(range(1, n + 1)),
+        "raw_record": odd, "reason": ["bad value"] * n,
+        "quarantined_at": pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))}))
+    assert erasure.remaining_rows(small_lake, {2})["quarantine.landing"] == 2 + 2  # and the fixture's two
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-31", "dpo")
+    assert _process(small_lake)["completed"] == 1
+    left = small_lake.read("quarantine.landing", columns=("raw_record",)).column("raw_record").to_pylist()
+    assert [r for r in left if r in odd] == odd[2:]
+    assert erasure.remaining_rows(small_lake, {2}) == {}
+    # a later file: its quarantined records are checked against the erased accounts as they arrive
+    _land_and_ingest(settings, "first.jsonl", b'{"account_id": 1, "event": "kyc", "at": "2024-01-05T10:00:00Z"}\n')
+    _land_and_ingest(settings, "late.jsonl", b'{"account_id": "\\u00b2", "event": "kyc", "at": "2024-01-05"}\n'
+                                             b'{"account_id": 2.0, "event": "kyc", "at": "no"}\n')
+    [row] = small_lake.read("ops.landing_files", row_filter="file = 'kyc_events/late.jsonl'").to_pylist()
+    assert (row["rows_read"], row["rows_quarantined"], row["rows_erased"]) == (2, 1, 1), row
