@@ -36,6 +36,9 @@ def column_profile(table: "pa.Table") -> list[dict]:
     out = []
     for name in table.column_names:
         col = table.column(name)
+        declared = str(col.type)
+        if pa.types.is_dictionary(col.type):  # a pandas categorical: profiled as its values
+            col = col.cast(col.type.value_type)
         missing = col.null_count
         if rows and pa.types.is_floating(col.type):  # NaN is a missing value here, not a distinct one
             nan = pc.fill_null(pc.is_nan(col), False)
@@ -43,18 +46,43 @@ def column_profile(table: "pa.Table") -> list[dict]:
             col = col.filter(pc.invert(nan))
         entry = {
             "column": name,
-            "type": str(col.type),
+            "type": declared,
             "null_fraction": (missing / rows) if rows else 0.0,
-            "distinct": int(pc.count_distinct(col, mode="only_valid").as_py()) if rows else 0,
+            "distinct": _distinct(col) if rows else 0,
             "min": None,
             "max": None,
         }
         if rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
                      or pa.types.is_temporal(col.type)):
-            mm = pc.min_max(col)
-            entry["min"], entry["max"] = mm["min"].as_py(), mm["max"].as_py()
+            entry["min"], entry["max"] = _min_max(col)
         out.append(entry)
     return out
+
+
+def _distinct(col) -> int | None:
+    """Distinct non-null values; None where Arrow cannot count them (lists, structs, maps): a profile never
+    fails the materialisation it describes, which has already been written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return int(pc.count_distinct(col, mode="only_valid").as_py())
+    except pa.ArrowNotImplementedError:
+        return None
+
+
+def _min_max(col) -> tuple:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_duration(col.type):  # no min_max kernel for durations: their counts in the same unit
+        mm = pc.min_max(col.cast(pa.int64()))
+        return tuple(pa.scalar(mm[k].as_py(), col.type).as_py() for k in ("min", "max"))
+    try:
+        mm = pc.min_max(col)
+    except pa.ArrowNotImplementedError:
+        return None, None
+    return mm["min"].as_py(), mm["max"].as_py()
 
 
 def profile_metadata(table: "pa.Table", descriptions: dict[str, str] | None = None) -> dict:
@@ -64,7 +92,7 @@ def profile_metadata(table: "pa.Table", descriptions: dict[str, str] | None = No
     lines = ["| column | type | null % | distinct | min | max |", "|---|---|---|---|---|---|"]
     for p in profile:
         lines.append(
-            f"| {p['column']} | {p['type']} | {100 * p['null_fraction']:.1f} | {p['distinct']} "
+            f"| {p['column']} | {p['type']} | {100 * p['null_fraction']:.1f} | {_fmt(p['distinct'])} "
             f"| {_fmt(p['min'])} | {_fmt(p['max'])} |"
         )
     return {

@@ -82,3 +82,21 @@ def test_trades_suite_fails_on_a_partition_without_trades():
 
     passed, meta = run_suite(_trades().iloc[0:0], silver_trades_suite)
     assert not passed and "expect_table_row_count_to_be_between" in meta["failed_expectations"], meta
+
+
+def test_profile_of_nested_dictionary_and_duration_columns_does_not_fail_the_materialisation():
+    """Arrow has no count_distinct for lists, structs or dictionary columns and no min_max for durations: a table
+    with one (a dbt model's array_agg, a pandas categorical, a time span) failed its asset after the write."""
+    table = pa.table({
+        "instruments": pa.array([["AAPL", "MSFT"], ["AAPL"], None], pa.list_(pa.string())),
+        "quote": pa.array([{"bid": 1.0}, {"bid": 2.0}, None]),
+        "side": pa.array(["BUY", "SELL", "BUY"]).dictionary_encode(),
+        "held_for": pa.array([dt.timedelta(seconds=5), dt.timedelta(seconds=1), None], pa.duration("us")),
+    })
+    meta = profile_metadata(table)
+    by_column = {p["column"]: p for p in column_profile(table)}
+    assert meta["dagster/row_count"] == 3
+    assert by_column["side"]["distinct"] == 2 and by_column["side"]["min"] is None  # text: no value quoted
+    assert by_column["instruments"]["null_fraction"] == by_column["quote"]["null_fraction"] == 1 / 3
+    assert (by_column["held_for"]["min"], by_column["held_for"]["max"]) == (dt.timedelta(seconds=1),
+                                                                            dt.timedelta(seconds=5))
