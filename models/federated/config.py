@@ -11,6 +11,8 @@ import dataclasses
 from typing import Any, Mapping
 
 STRATEGIES = ("fedavg", "fedprox", "scaffold")
+# run-config keys that name tenants: for the server only (see participants_file)
+PARTICIPANT_RULES = ("suspended", "epsilon-spent", "allowed-participants")
 
 
 # (field, lower bound, strict): every number a run can be given, with the least it may be
@@ -66,6 +68,9 @@ class FederatedConfig:
     allowed_participants: str = ""
     epsilon_spent: str = ""  # "pid=eps,pid=eps": ε already spent in earlier runs (budget carries over)
     output_dir: str = ""  # where the server writes model.npz and history.json
+    # a JSON file with the PARTICIPANT_RULES keys, read by the ServerApp only (the deployment engine: the run config
+    # itself reaches every SuperNode, which must not learn the other tenants' ids, suspensions and spent ε)
+    participants_file: str = ""
     server_test: bool = True  # digits: evaluate the global model on the held-out test set each round
     client_evaluation: bool = True  # federated evaluation on every eligible participant after each round
 

@@ -65,13 +65,20 @@ def _toml_value(value) -> str:
 def run_on_superlink(config: dict, control_address: str, *, timeout: float = 1800, workdir: Path | None = None,
                      log=print) -> dict:
     """Submit a run with ``flwr run`` and wait until the SuperLink reports it finished."""
-    from models.federated.config import FederatedConfig
+    from models.federated.config import PARTICIPANT_RULES, FederatedConfig
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="flwr-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = FederatedConfig.from_mapping(config)
     output_dir = cfg.output_dir or str(workdir / "output")
     run_config = {**cfg.to_run_config(), "output-dir": output_dir}
+    # Flower gives every SuperNode's ClientApp the run's config: the keys naming tenants (who is suspended, who may
+    # train, each one's spent ε) go to a file beside the output, which only the ServerApp reads
+    rules = Path(output_dir) / "participants.json"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(json.dumps({key: run_config[key] for key in PARTICIPANT_RULES}))
+    run_config.update({key: "" for key in PARTICIPANT_RULES})
+    run_config["participants-file"] = str(rules)
     overrides = workdir / "run_config.toml"
     overrides.write_text("".join(f'"{k}" = {_toml_value(v)}\n' for k, v in run_config.items()))
     env = process_env(FLWR_HOME=str(write_flwr_home(workdir / "flwr_home", control_address)))

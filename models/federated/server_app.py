@@ -97,14 +97,21 @@ def _write_json(path: Path, value: dict) -> None:
     tmp.replace(path)
 
 
+def server_config(defaults: dict, run_config: dict) -> FederatedConfig:
+    """``defaults`` overlaid with the run's config, and with the participant rules of its ``participants-file``."""
+    values = {**defaults, **run_config}
+    if values.get("participants-file"):
+        values.update(json.loads(Path(str(values["participants-file"])).read_text()))
+    return FederatedConfig.from_mapping(values)
+
+
 def make_server_app(defaults: dict | None = None) -> ServerApp:
     """A ServerApp whose config is ``defaults`` overlaid with the run's ``run_config``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = FederatedConfig.from_mapping({**(defaults or {}), **dict(context.run_config)})
-        run_federation(grid, cfg)
+        run_federation(grid, server_config(defaults or {}, dict(context.run_config)))
 
     return app
 

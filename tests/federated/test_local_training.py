@@ -323,3 +323,40 @@ def test_loading_the_client_app_imports_no_torch():
             "print(sorted(m for m in ('torch', 'opacus', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_run_config_every_supernode_sees_names_no_tenant_and_no_epsilon(tmp_path, monkeypatch):
+    """On the deployment engine every SuperNode's ClientApp gets the run's whole run config (Flower fuses the
+    --run-config overrides into each node's Context): it carried every tenant's spent ε, who is suspended and who
+    may train. Those go to a file beside the run's output that only the ServerApp reads."""
+    import json
+    import subprocess
+
+    from models.federated import deployment
+
+    submitted = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(command, **kwargs):  # `flwr run`: keep the overrides it would submit, submit nothing
+        submitted["text"] = open(command[command.index("--run-config") + 1]).read()
+        raise Stop()
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    config = {"dataset": "npz", "data-dir": str(tmp_path / "data"), "output-dir": str(tmp_path / "out"),
+              "suspended": "t-cygnus", "epsilon-spent": "t-acme=1.5,t-borealis=7.25,t-cygnus=0.0",
+              "allowed-participants": "t-acme,t-borealis", "epsilon-budget": 8.0}
+    with pytest.raises(Stop):
+        deployment.run_on_superlink(config, "127.0.0.1:1", workdir=tmp_path / "work")
+    for secret in ("t-acme", "t-borealis", "t-cygnus", "7.25"):
+        assert secret not in submitted["text"]
+    # what the ServerApp makes of that run config: the participant rules are all there
+    import tomllib
+
+    from models.federated.server_app import server_config
+
+    cfg = server_config({}, tomllib.loads(submitted["text"]))
+    assert cfg.suspended_set == {"t-cygnus"} and cfg.allowed_set == {"t-acme", "t-borealis"}
+    assert cfg.epsilon_spent_map == {"t-acme": 1.5, "t-borealis": 7.25, "t-cygnus": 0.0}
+    assert json.loads((tmp_path / "out" / "participants.json").read_text())["suspended"] == "t-cygnus"
