@@ -59,9 +59,34 @@ def _instance():
     from pipelines.pools import free_abandoned_slots
 
     instance = DagsterInstance.get()
+    _refuse_runs_the_daemon_would_fail(instance)
     for run_id in free_abandoned_slots(instance):
         click.echo(f"Run {run_id} died without finishing: marked failed, its pool slots released.", err=True)
     return instance
+
+
+def _refuse_runs_the_daemon_would_fail(instance) -> None:
+    """The CLI executes its runs in its own process: no run worker the daemon can see. Under a run launcher
+    whose workers run monitoring checks (K8sRunLauncher: a Kubernetes Job per run), the daemon finds no Job for
+    such a run and fails it within a poll or two while it is still writing: a false alert, automation taking
+    the partition for free and starting it again, the run's pool slots freed under its steps. Refused with
+    the queued way instead; an instance without monitoring, or whose launcher checks no worker (the local
+    and compose instances' DefaultRunLauncher), runs in process as before."""
+    if not instance.run_monitoring_enabled:
+        return
+    try:
+        checked = instance.run_launcher.supports_check_run_worker_health
+        name = type(instance.run_launcher).__name__
+    except Exception:  # a launcher that cannot start here (in-cluster config outside the cluster): judge its name
+        data = instance.get_ref().run_launcher_data
+        name = data.class_name if data is not None else "DefaultRunLauncher"
+        checked = name != "DefaultRunLauncher"
+    if checked:
+        raise click.ClickException(
+            f"this instance launches runs with {name} and its run monitoring is on: the daemon would fail a run "
+            "the CLI executes in process (it has no run worker to check) while it runs. Queue the runs instead: "
+            "`dagster job backfill -w workspace.yaml -j lake_daily --from D --to D --noprompt`, "
+            "`dagster job launch -w workspace.yaml -j <job>`, or the UI (the sensors and schedules run the rest)")
 
 
 def _definitions():
