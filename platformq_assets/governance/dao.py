@@ -2,12 +2,13 @@
 
 Token holders are the venue's accounts, weighted by their traded notional on the day the DAO was
 created (gold.trader_leaderboard; holdings are minted once, then move only by transfers, so an account first
-seen on a later day votes with weight 0). A proposal pays the day's top trader from the DAO
-treasury; every holder votes by a published rule (for when its own day was
+seen on a later day holds no votes and is not balloted). A proposal pays the day's top trader from the DAO
+treasury; every holder on the day's leaderboard votes by a published rule (for when its own day was
 profitable, against when not, abstain at zero); the proposal is queued in the
 timelock and executed if it passed. The outcome lands in
 ``governance.dao_outcomes``. Voting windows are seconds long here (the service
-runs on wall-clock time), so the asset waits for them to pass.
+runs on wall-clock time: 5 s, a tenth of a second per holder for a DAO of more than 50), so the asset waits for
+them to pass.
 """
 
 import datetime as dt
@@ -28,6 +29,14 @@ TREASURY = 1_000_000
 # for a loaded machine (a ballot arrived after the deadline in CI); five leave ample room and cost each
 # partition a few seconds of waiting.
 VOTING_PERIOD_S = 5
+# A ballot is one request (~20 ms in process on a loaded machine, more across a network): the window the DAO is
+# created with gives each holder a tenth of a second, so a DAO of many holders gets a longer one (1,000 holders:
+# 100 s). Fixed at creation, as the holders are (minted once); only holders are balloted.
+BALLOTS_PER_S = 10
+
+
+def voting_period_s(holders: int) -> int:
+    return max(VOTING_PERIOD_S, -(-holders // BALLOTS_PER_S))
 
 
 def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set[str],
@@ -73,12 +82,18 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     if existing is None:
         governance.request("POST", "/v1/daos", json_body={
             "name": "platformQ DAO", "holdings": holders, "treasury": {"USD": TREASURY}, "native_asset": "USD",
-            "voting_delay": 0, "voting_period": VOTING_PERIOD_S, "min_delay": 0, "grace_period": 600,
-            "quorum_numerator": 4, "quorum_denominator": 100})
+            "voting_delay": 0, "voting_period": voting_period_s(len(holders)), "min_delay": 0,
+            "grace_period": 600, "quorum_numerator": 4, "quorum_denominator": 100})
     # Resumable: a proposal is identified by its content, so a re-run (after a crash between the executed
     # proposal and the lake write, or a plain re-materialisation) finds the day's proposal and carries on
     # from its state instead of proposing it again. The treasury is observed for this run only.
-    treasury_before = governance.request("GET", "/v1/dao")["treasury"]["USD"]
+    dao = governance.request("GET", "/v1/dao")
+    treasury_before = dao["treasury"]["USD"]
+    # the DAO's own settings: its voting period (set when it was created, or since by a proposal) is waited for
+    wait_s = 30 + dao["settings"]["voting_delay"] + dao["settings"]["voting_period"]
+    # the accounts that hold tokens: an account first seen after the DAO was created weighs nothing, and its
+    # ballot would only take time from the holders' inside the window
+    token_holders = {h["account"] for h in dao["holders"] if h["balance"] > 0}
     # The day's proposal is found by the day (the description's first part), not by whom it rewards: a
     # leaderboard changed since (an erasure removed the top trader, a rebuilt gold day) must not make a second
     # proposal that pays the day again.
@@ -96,17 +111,18 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
             "description": description})["id"]
     ballots = None  # ballots cast or found cast by this run; None when voting had closed before it started
     if _wait_until(governance, pid, {"Active", "Succeeded", "Defeated", "Queued", "Executed", "Expired",
-                                     "Canceled"})["state"] == "Active":
+                                     "Canceled"}, wait_s)["state"] == "Active":
         ballots = 0
         for row in board:
             voter = f"acct-{row['account_id']}"
-            if voter not in holders:
+            if voter not in token_holders:
                 continue
             pnl = row["pnl"] or 0.0
             support = "for" if pnl > 0 else ("against" if pnl < 0 else "abstain")
             _vote_once(governance, pid, voter, support)
             ballots += 1
-    final = _wait_until(governance, pid, {"Succeeded", "Defeated", "Queued", "Executed", "Expired", "Canceled"})
+    final = _wait_until(governance, pid, {"Succeeded", "Defeated", "Queued", "Executed", "Expired", "Canceled"},
+                        wait_s)
     tally = governance.request("GET", f"/v1/dao/proposals/{pid}/tally")
     executed_here = False
     if final["state"] == "Succeeded":

@@ -1,0 +1,59 @@
+"""dao_outcomes: every holder's ballot lands inside the proposal's voting window, however many holders the DAO has.
+
+The window was a fixed 5 s: a ballot is one request (~20 ms in process on a loaded machine, more over a network), so
+a DAO of a few hundred holders (the service takes 1,000) had its later ballots refused after the deadline, the run
+failed, and its re-run recorded the day decided by whichever holders had voted in time."""
+
+import datetime as dt
+import time
+
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance, materialize
+
+from platformq_assets.governance.dao import dao_outcomes
+from resources.services import INTERNAL_TENANT, ServiceClientResource, build_local_app
+from tests.services.serving import serve
+
+pytestmark = pytest.mark.slow
+VOTE_LATENCY_S = 0.05  # a ballot's round trip to a service across a network
+
+
+def _board(day: str, accounts: range) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"pnl_rank": rank, "account_id": account, "traded_notional": 1000.0 + account,
+         "pnl": 100.0 if account % 3 else -10.0, "partition_date": dt.date.fromisoformat(day)}
+        for rank, account in enumerate(accounts, 1)])
+
+
+def test_every_holders_ballot_lands_inside_the_voting_window(settings, lake, monkeypatch):
+    real_request = ServiceClientResource.request
+
+    def slow_votes(self, method, path, **kwargs):
+        if method == "POST" and path.endswith("/votes"):
+            time.sleep(VOTE_LATENCY_S)
+        return real_request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(ServiceClientResource, "request", slow_votes)
+    app, ctx = build_local_app("governance", str(settings.home))
+    key = ctx.keys.create("ops", INTERNAL_TENANT, ["admin"])
+    holders = range(1, 121)  # 120 ballots x 50 ms: 6 s of voting, more than the 5 s window
+    lake.replace_partition("gold.trader_leaderboard", _board("2024-01-02", holders), "partition_date", "2024-01-02")
+    # the next day, 100 accounts first seen after the DAO's creation trade too: they hold no tokens (weight 0)
+    lake.replace_partition("gold.trader_leaderboard", _board("2024-01-03", range(1, 221)), "partition_date",
+                           "2024-01-03")
+    with serve(app) as url:
+        gov = ServiceClientResource(service="governance", base_url=url, api_key=key)
+        runs = [materialize([dao_outcomes], partition_key=day, resources={"lake": lake, "governance": gov},
+                            instance=DagsterInstance.get(), raise_on_error=False)
+                for day in ("2024-01-02", "2024-01-03")]
+        proposals = gov.request("GET", "/v1/dao/proposals")
+        tallies = [gov.request("GET", f"/v1/dao/proposals/{p['id']}/tally") for p in proposals]
+    assert [r.success for r in runs] == [True, True]
+    for run in runs:
+        assert all(c.passed for c in run.get_asset_check_evaluations())
+    # every holder voted on both days; the accounts without tokens were not balloted (they weigh nothing)
+    assert [t["voters"] for t in tallies] == [120, 120]
+    rows = sorted(lake.read("governance.dao_outcomes").to_pylist(), key=lambda r: r["partition_date"])
+    assert [r["voters"] for r in rows] == [120, 120]
+    assert [r["state"] for r in rows] == ["Executed", "Executed"]
