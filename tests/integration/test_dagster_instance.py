@@ -70,3 +70,50 @@ def test_runs_are_stored_in_postgres_and_survive_a_postgres_restart(tmp_path, mo
             assert cur.fetchone()[0] == 2
         con.close()
         instance.dispose()
+
+
+@pytest.mark.parametrize("instance_file", ["dagster.yaml", "infra/dagster.compose.yaml",
+                                           "infra/dagster.production.yaml"])
+def test_pool_slots_a_dead_step_held_are_freed_after_its_run_ended(tmp_path, instance_file):
+    """A step whose process was killed (OOM, a lost node) keeps its pool slot claimed; run monitoring then fails
+    the run. Without `free_slots_after_run_end_seconds` the daemon never frees that slot, and every later writer
+    of the table waits for ever."""
+    import datetime as dt
+    import logging
+
+    from dagster import job, op
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+    from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+    from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
+
+    config = yaml.safe_load((ROOT / instance_file).read_text())
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    # this file's run monitoring and pools, on local storage and the local launcher (which resumes no run)
+    monitoring = {k: v for k, v in config["run_monitoring"].items() if k != "max_resume_run_attempts"}
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(
+        {**local, "run_monitoring": monitoring, "concurrency": config["concurrency"]}))
+
+    @op
+    def step():
+        pass
+
+    @job
+    def one_step():
+        step()
+
+    pool = "iceberg/bronze.venue"
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+        run_id = one_step.execute_in_process(instance=instance).run_id
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(pool)
+        assert storage.claim_concurrency_slot(pool, run_id, "venue_session").is_claimed  # the killed step's claim
+
+        def daemon_pass_at(later: dt.timedelta) -> list[str]:
+            with freeze_time(dt.datetime.now(dt.timezone.utc) + later):
+                with create_test_daemon_workspace_context(EmptyWorkspaceTarget(), instance) as context:
+                    list(execute_concurrency_slots_iteration(context, logging.getLogger()))
+            return [slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots]
+
+        assert daemon_pass_at(dt.timedelta(seconds=30)) == [run_id]  # a just-ended run keeps it a while
+        assert daemon_pass_at(dt.timedelta(minutes=10)) == []  # then the table is free again

@@ -157,7 +157,8 @@ def chart_instance_sections(values: dict) -> dict:
     if daemon.get("enabled") and monitoring.get("enabled"):
         out["run_monitoring"] = {"enabled": True, "start_timeout_seconds": monitoring.get("startTimeoutSeconds"),
                                  "max_resume_run_attempts": monitoring.get("maxResumeRunAttempts"),
-                                 "poll_interval_seconds": monitoring.get("pollIntervalSeconds")}
+                                 "poll_interval_seconds": monitoring.get("pollIntervalSeconds"),
+                                 "free_slots_after_run_end_seconds": monitoring.get("freeSlotsAfterRunEndSeconds")}
     for kind in ("sensors", "schedules"):
         if daemon.get("enabled") and daemon.get(kind, {}).get("useThreads"):
             out[kind] = {"use_threads": True, "num_workers": daemon[kind].get("numWorkers")}
