@@ -252,6 +252,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production profile needs these settings (no fallback to local): " + ", ".join(missing)
                 )
+        if bool(self.airflow_url) != bool(self.airflow_dags):  # one without the other turned Airflow off, silently
+            given, needed = (("PLATFORMQ_AIRFLOW_URL", "PLATFORMQ_AIRFLOW_DAGS (a JSON list of DAG ids)")
+                             if self.airflow_url else ("PLATFORMQ_AIRFLOW_DAGS", "PLATFORMQ_AIRFLOW_URL"))
+            raise ValueError(f"{given} is set without {needed}: the Airflow DAGs need both")
         if (self.credentials_store_url and not self.credentials_store_url.startswith("sqlite")
                 and not self.credentials_issuer_key_file):
             raise ValueError("PLATFORMQ_CREDENTIALS_ISSUER_KEY_FILE is required with a shared credentials store "

@@ -336,3 +336,17 @@ def test_a_list_or_map_that_is_not_json_is_a_settings_error_naming_its_variable(
         load_settings()
     load_settings.cache_clear()
     assert value not in str(error.value) and "JSON" in str(error.value)
+
+
+@pytest.mark.parametrize("given, value, needed", [
+    ("PLATFORMQ_AIRFLOW_URL", "http://airflow.internal:8080", "PLATFORMQ_AIRFLOW_DAGS"),
+    ("PLATFORMQ_AIRFLOW_DAGS", '["export_dag"]', "PLATFORMQ_AIRFLOW_URL"),
+])
+def test_airflow_needs_its_url_and_its_dags_together(monkeypatch, given, value, needed):
+    # one without the other built no Airflow resource and no sensor: the DAGs were silently not watched
+    monkeypatch.setenv(given, value)
+    with pytest.raises(ValidationError, match=f"{given} is set without {needed}"):
+        Settings()
+    monkeypatch.setenv("PLATFORMQ_AIRFLOW_URL", "http://airflow.internal:8080")
+    monkeypatch.setenv("PLATFORMQ_AIRFLOW_DAGS", '["export_dag"]')
+    assert Settings().airflow_dags == ("export_dag",)
