@@ -228,6 +228,7 @@ class PlatformStrategy(FedAvg):
                 continue
             malformed = malformed_reply(msg)
             if malformed is not None:
+                self.charge_malformed(who, msg)
                 record["rejected"].append({"participant": who, "reason": malformed})
                 log(WARNING, "round %d: reply from %s rejected: %s", server_round, who, malformed)
                 continue
@@ -304,6 +305,20 @@ class PlatformStrategy(FedAvg):
                 spent.append(self.spent_before.get(who, 0.0) + epsilon_after(self.dp_history[who], self.cfg.dp_delta))
         if len(spent) > 1 or who in self.epsilon:
             self.epsilon[who] = max(spent)
+
+    def charge_malformed(self, who: str, msg: Message) -> None:
+        """Under DP-SGD a malformed reply (no update, no finite loss or example count) still comes from a
+        participant that was sent the round and may have trained with noise and released an update: it is charged
+        the ε it reports if that is a valid number, else the round's in-flight bound, never less than recorded."""
+        if self.cfg.dp != "client" or who not in self.in_flight:
+            return
+        reported = None
+        if "metrics" in msg.content.metric_records:
+            value = msg.content["metrics"].get("epsilon")
+            if isinstance(value, (int, float)) and np.isfinite(float(value)) and float(value) >= 0:
+                reported = float(value)
+        charged = self.in_flight[who] if reported is None else reported
+        self.epsilon[who] = max(self.epsilon.get(who, 0.0), charged)
 
     def screen_extra(self, msg: Message) -> str | None:
         """Why a reply's strategy-specific records must be rejected, or None."""
