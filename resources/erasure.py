@@ -422,7 +422,7 @@ def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], i
     requests = [r for r in list_requests(lake) if r["status"] in ("pending", IN_PROGRESS)]
     if not requests:
         return {"requests": 0, "completed": 0, "rejected": 0, "rows_deleted": 0, "rows_pseudonymised": 0,
-                "snapshots_expired": 0, "files_deleted": 0, "online_rows_deleted": 0}
+                "snapshots_expired": 0, "files_deleted": 0, "online_rows_deleted": 0, "online_error": "none"}
     done = {(r["tenant_id"], r["account_id"]) for r in list_requests(lake) if r["status"] == COMPLETED}
     # checked once: a request accepted by a run that did not finish is not checked again (its account may
     # already be gone from bronze.accounts)
@@ -443,11 +443,17 @@ def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], i
                 verb = "deleted" if rule.action in ("delete", "json") else "pseudonymised"
                 per_request[request["request_id"]][rule.table] = {verb: changed}
                 log(f"{request['request_id']}: {rule.table}: {changed} row(s) {verb}")
-    online = online_eraser({r["account_id"] for r in accepted}) if (online_eraser and accepted) else 0
-
-    # history goes too: every snapshot but the current one of every table that can hold a subject
+    # history goes too: every snapshot but the current one of every table that can hold a subject (before the
+    # feature store: an outage there left the rows in time travel until it was over)
     snapshots, files = _expire_history(lake, [rule.table for rule in RULES
                                               if accepted and lake.table_exists(rule.table)])
+    online, online_error = 0, None
+    try:
+        online = online_eraser({r["account_id"] for r in accepted}) if (online_eraser and accepted) else 0
+    except Exception as exc:  # noqa: BLE001 - Feast down: the requests stay under way, finished by the next run
+        online_error = f"{type(exc).__name__}: {exc}"[:300]
+        log(f"feature store: the erasure failed ({online_error}); the requests stay in progress and the next run "
+            f"finishes them")
 
     rows = []
     for request in requests:
@@ -455,13 +461,18 @@ def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], i
         tables = per_request.get(request["request_id"], {})
         if reason:
             detail = reason
+        elif online_error:  # the error itself stays in the run's log: tenants read this detail (data API)
+            detail = "lake done; the feature store failed, the next run finishes it (the counts are this run's)"
         elif request["status"] == IN_PROGRESS:
             detail = "finished after an interrupted run (the counts are this run's)"
         else:
             detail = f"{len(tables)} table(s) changed" if tables else "nothing left to erase"
-        row = _log_row(request, REJECTED if reason else COMPLETED, detail, tables)
+        status = REJECTED if reason else (IN_PROGRESS if online_error else COMPLETED)
+        row = _log_row(request, status, detail, tables)
         if not reason:
             row.update({"snapshots_expired": snapshots, "files_deleted": files})
+        if status == IN_PROGRESS:
+            row["completed_at"] = None
         rows.append(row)
     for row in rows:
         _write_log(lake, row)
@@ -469,7 +480,8 @@ def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], i
             "rejected": sum(r["status"] == REJECTED for r in rows),
             "rows_deleted": sum(r["rows_deleted"] for r in rows),
             "rows_pseudonymised": sum(r["rows_pseudonymised"] for r in rows),
-            "snapshots_expired": snapshots, "files_deleted": files, "online_rows_deleted": online}
+            "snapshots_expired": snapshots, "files_deleted": files, "online_rows_deleted": online,
+            "online_error": online_error or "none"}
 
 
 def _log_row(request: dict, status: str, detail: str, tables: dict) -> dict:

@@ -687,3 +687,29 @@ def test_quarantined_records_name_the_account_as_landing_would_read_it_and_odd_d
                                              b'{"account_id": 2.0, "event": "kyc", "at": "no"}\n')
     [row] = small_lake.read("ops.landing_files", row_filter="file = 'kyc_events/late.jsonl'").to_pylist()
     assert (row["rows_read"], row["rows_quarantined"], row["rows_erased"]) == (2, 1, 1), row
+
+
+def test_a_feature_store_outage_leaves_a_request_in_progress_with_the_lake_and_its_history_done(settings, small_lake):
+    """Feast down while a request is processed: the lake's rows and their history go anyway (the expiry ran after
+    Feast, so an outage left the subject in time travel, and the step failed, skipping retention, compaction,
+    expiry and the orphan sweep every night of it); the request stays in progress, the account stays kept out,
+    and the next run with Feast back finishes it."""
+    from resources import erasure
+
+    def down(accounts):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-32", "dpo")
+    summary = _process(small_lake, online_eraser=down)
+    assert summary["completed"] == 0 and "ConnectionError" in summary["online_error"], summary
+    assert erasure.remaining_rows(small_lake, {2}) == {}
+    for identifier in BUILDERS:
+        assert len(small_lake.load_table(identifier).snapshots()) == 1, identifier
+    assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
+    [request] = erasure.list_requests(small_lake)
+    assert request["status"] == "in_progress" and "127.0.0.1" not in request["detail"], request  # tenants read it
+    assert erasure.erased_accounts(small_lake) == {2}
+    reached = []
+    summary = _process(small_lake, online_eraser=lambda accounts: reached.append(accounts) or 1)
+    assert (summary["completed"], summary["online_error"]) == (1, "none") and reached[0] == {2}
+    assert erasure.list_requests(small_lake)[0]["status"] == "completed"
