@@ -1,8 +1,8 @@
 """Governance: the platform DAO decides each day's trader reward, through the governance service.
 
 Token holders are the venue's accounts, weighted by their traded notional on the day the DAO was
-created (gold.trader_leaderboard; holdings are minted once, then move only by transfers, so an account first
-seen on a later day holds no votes and is not balloted). A proposal pays the day's top trader from the DAO
+created (gold.trader_leaderboard; the 1,000 that traded most when more did; holdings are minted once, then
+move only by transfers, so an account first seen on a later day holds no votes and is not balloted). A proposal pays the day's top trader from the DAO
 treasury; every holder on the day's leaderboard votes by a published rule (for when its own day was
 profitable, against when not, abstain at zero); the proposal is queued in the
 timelock and executed if it passed. The outcome lands in
@@ -49,6 +49,15 @@ def _wait_until(governance: ServiceClientResource, proposal_id: str, states: set
         time.sleep(0.2)
 
 
+def dao_holdings(board: list[dict]) -> dict[str, int]:
+    """The tokens minted when the DAO is created: each account's traded notional (at least 1), for the accounts
+    that traded most, as many as the service mints to (``MAX_HOLDERS``; equal notional goes to the lower id)."""
+    from services.governance.api import MAX_HOLDERS
+
+    ranked = sorted(board, key=lambda r: (-(r["traded_notional"] or 0), r["account_id"]))[:MAX_HOLDERS]
+    return {f"acct-{r['account_id']}": max(1, int(r["traded_notional"] or 0)) for r in ranked}
+
+
 def top_trader(board: list[dict]) -> dict:
     """The day's best PnL across every tenant (``pnl_rank`` ranks within a tenant, so several rows hold rank 1);
     equal PnL goes to the lower account id."""
@@ -77,7 +86,7 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     day = context.partition_key
     board = lake.read_partition("gold.trader_leaderboard", PARTITION_COLUMN, day).to_pylist()
     board.sort(key=lambda r: r["pnl_rank"])
-    holders = {f"acct-{r['account_id']}": max(1, int(r["traded_notional"] or 0)) for r in board}
+    holders = dao_holdings(board)
     existing = governance.request("GET", "/v1/dao") if _has_dao(governance) else None
     if existing is None:
         governance.request("POST", "/v1/daos", json_body={
