@@ -62,14 +62,41 @@ def _toml_value(value) -> str:
     return json.dumps(str(value))
 
 
-def run_on_superlink(config: dict, control_address: str, *, timeout: float = 1800, workdir: Path | None = None,
-                     log=print) -> dict:
-    """Submit a run with ``flwr run`` and wait until the SuperLink reports it finished."""
+# time for the ServerApp to start (and install nothing) and to write its model once the rounds are done
+RUN_MARGIN = 600.0
+
+
+def run_wait_seconds(cfg) -> float:
+    """The longest a run of ``cfg`` can take on a SuperLink: in each round the server may wait for nodes and for
+    their answers to its query (``discovery-timeout`` each) and for their replies (``round-timeout``), once for
+    training and once for evaluation; plus a margin."""
+    steps = 2 if cfg.client_evaluation else 1
+    return cfg.num_rounds * steps * (cfg.round_timeout + 2 * cfg.discovery_timeout) + RUN_MARGIN
+
+
+def stop_run(run_id, env: dict, log=print) -> None:
+    """``flwr stop``: a run given up on must not go on training on the SuperLink (its files are removed)."""
+    try:
+        stopped = subprocess.run([_bin("flwr"), "stop", str(run_id), CONNECTION], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        if stopped.returncode != 0:
+            log(f"flwr stop {run_id} failed: {stopped.stdout[-1000:]} {stopped.stderr[-1000:]}")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"flwr stop {run_id} failed: {exc}")
+
+
+def run_on_superlink(config: dict, control_address: str, *, timeout: float | None = None,
+                     workdir: Path | None = None, log=print) -> dict:
+    """Submit a run with ``flwr run`` and wait until the SuperLink reports it finished: at most ``timeout`` seconds
+    (default: as long as the run's rounds, round timeout and discovery timeout allow, see ``run_wait_seconds``),
+    after which the run is stopped on the SuperLink and ``TimeoutError`` raised."""
     from models.federated.config import PARTICIPANT_RULES, FederatedConfig
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="flwr-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = FederatedConfig.from_mapping(config)
+    if timeout is None:
+        timeout = run_wait_seconds(cfg)
     output_dir = cfg.output_dir or str(workdir / "output")
     run_config = {**cfg.to_run_config(), "output-dir": output_dir}
     # Flower gives every SuperNode's ClientApp the run's config: the keys naming tenants (who is suspended, who may
@@ -110,7 +137,9 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float = 180
             if status.startswith(FINISHED):
                 break
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r}); "
+            stop_run(run_id, env, log)
+            raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r}) and was "
+                               "stopped; "
                                f"ServerApp log: {_tail(server_log)}")
         time.sleep(2)
     history_path = Path(output_dir) / "history.json"
