@@ -58,6 +58,7 @@ class FileReport:
     accepted: int = 0
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # the file could not be read (its pieces before the error are in and checkpointed)
 
     @property
     def reconciles(self) -> bool:
@@ -129,14 +130,25 @@ def _new_lines(path: Path, offset: int, max_bytes: int = CHUNK_BYTES) -> tuple[l
 def ingest_audit_files(lake: "LakeResource", directory: Path, batch_id: str,
                        now: dt.datetime | None = None, chunk_bytes: int = CHUNK_BYTES) -> list[FileReport]:
     """Take the lines added to every audit file since its checkpoint into ``governance.audit_log``: in pieces of
-    about ``chunk_bytes``, each checkpointed; one report per file for all its pieces."""
+    about ``chunk_bytes``, each checkpointed; one report per file for all its pieces.
+
+    A file that cannot be read (its mode after a rotation made it with another owner) gets a report with its
+    ``error`` and the others are taken all the same: it stopped every service's audit trail, run after run. A
+    file renamed or deleted since the listing (a rotation) is passed over: its lines are under another name."""
     now = now or dt.datetime.now(dt.timezone.utc)
     checkpoints = _checkpoints(lake)
     reports = []
     for path in audit_files(directory):
         service = path.name[: -len(SUFFIX)]
-        with open(path, "rb") as handle:
-            first = handle.readline()
+        try:
+            with open(path, "rb") as handle:
+                first = handle.readline()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            reports.append(FileReport(service=service, file=path.name, file_id="", start_offset=0, end_offset=0,
+                                      error=f"{type(exc).__name__}: {exc.strerror or exc}"))
+            continue
         if not first.endswith(b"\n"):
             continue  # not one complete line yet
         fid = _file_id(service, first)
@@ -145,12 +157,18 @@ def ingest_audit_files(lake: "LakeResource", directory: Path, batch_id: str,
                             end_offset=seen["offset"])
         offset, done = seen["offset"], seen["lines"]
         while True:
-            lines, end = _new_lines(path, offset, chunk_bytes)
+            try:
+                lines, end = _new_lines(path, offset, chunk_bytes)
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                report.error = f"{type(exc).__name__}: {exc.strerror or exc}"
+                break
             if not lines:
                 break
             _ingest_piece(lake, report, service, path.name, fid, lines, offset, done, end, batch_id, now)
             offset, done = end, done + len(lines)
-        if report.lines_read:
+        if report.lines_read or report.error:
             reports.append(report)
     return reports
 

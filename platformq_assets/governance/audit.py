@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -45,6 +46,10 @@ def audit_log(context: AssetExecutionContext, lake: LakeResource, audit_trail: A
     from resources.audit_trail import AUDIT_TABLE, ingest_audit_files
 
     reports = ingest_audit_files(lake, audit_trail.directory, batch_id=context.run.run_id or uuid.uuid4().hex)
+    unreadable = {r.file: r.error for r in reports if r.error}
+    for name, error in unreadable.items():
+        context.log.error(f"{name}: could not be read ({error}); the other files were taken")
+    reports = [r for r in reports if r.lines_read]
     mismatches = []
     for r in reports:
         stored = lake.read(AUDIT_TABLE, row_filter=And(And(EqualTo("_file_id", r.file_id),
@@ -62,8 +67,9 @@ def audit_log(context: AssetExecutionContext, lake: LakeResource, audit_trail: A
         for reason, n in r.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
     total_rows = lake.describe(AUDIT_TABLE)["rows"] if lake.table_exists(AUDIT_TABLE) else 0
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={"files": len(reports), **totals, "dagster/row_count": total_rows,
+                  "unreadable_files": MetadataValue.json(unreadable),
                   "per_file": MetadataValue.md("\n".join(
                       f"- `{r.file}`: {r.accepted} record(s), {r.quarantined} quarantined" for r in reports)
                       or "nothing new")},
@@ -77,3 +83,7 @@ def audit_log(context: AssetExecutionContext, lake: LakeResource, audit_trail: A
                                        "reasons": "\n".join(f"{n}: {k}" for k, n in sorted(reasons.items()))
                                        or "none"}),
         ])
+    if unreadable:  # after the others are in: the run fails (run_failure_alerts), naming what was not read
+        raise Failure(description=f"audit file(s) that could not be read: {', '.join(sorted(unreadable))}; the "
+                                  f"others were taken",
+                      metadata={"unreadable_files": MetadataValue.json(unreadable)})

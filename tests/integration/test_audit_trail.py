@@ -233,3 +233,63 @@ def test_a_line_that_is_not_utf8_is_quarantined_as_it_was_written(lake, audit_di
     [held] = lake.read(QUARANTINE).to_pylist()
     assert held["line"] == 2 and held["reason"].startswith("line is not UTF-8 (byte 0xff")
     assert base64.b64decode(held["raw_record"].removeprefix("base64:")) == raw
+
+
+def _unreadable(monkeypatch, name: str) -> None:
+    """Opening ``name`` fails as for a file a rotation re-created with a mode the reader may not read (the tests
+    run as root, whom chmod does not stop)."""
+    import builtins
+
+    from resources import audit_trail
+
+    def guarded(path, *args, **kwargs):
+        if str(path).endswith(name):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(audit_trail, "open", guarded, raising=False)
+
+
+def test_an_unreadable_or_vanished_file_does_not_hold_back_the_others(lake, audit_dir, monkeypatch):
+    """One file the reader may not open stopped every service's audit trail, run after run (the first file in
+    the listing raised); one renamed away between the listing and the read failed the run. Now the others are
+    taken and checkpointed, the unreadable one is reported with its error, the vanished one passed over."""
+    from resources import audit_trail
+
+    _write(audit_dir / "data-audit.jsonl", json.dumps(_record(1)))
+    _write(audit_dir / "trading-audit.jsonl", json.dumps(_record(2)), json.dumps(_record(3)))
+    _write(audit_dir / "models-audit.jsonl", json.dumps(_record(4)))
+    _unreadable(monkeypatch, "data-audit.jsonl")
+    listed = audit_trail.audit_files
+
+    def rotated_meanwhile(directory):
+        paths = listed(directory)
+        (audit_dir / "models-audit.jsonl").rename(audit_dir / "models-audit.jsonl.1")
+        return paths
+
+    monkeypatch.setattr(audit_trail, "audit_files", rotated_meanwhile)
+    reports = {r.service: r for r in ingest_audit_files(lake, audit_dir, batch_id="b1")}
+    assert set(reports) == {"data", "trading"}
+    assert reports["data"].error.startswith("PermissionError") and reports["data"].lines_read == 0
+    assert (reports["trading"].accepted, reports["trading"].error) == (2, None)
+    assert _ids(lake) == ["c0002", "c0003"]
+
+
+def test_the_audit_job_takes_the_readable_files_and_fails_naming_the_unreadable_one(settings, lake, monkeypatch):
+    from dagster import DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+
+    folder = settings.effective_audit_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(folder / "data-audit.jsonl", json.dumps(_record(1)))
+    _write(folder / "trading-audit.jsonl", json.dumps(_record(2)))
+    _unreadable(monkeypatch, "data-audit.jsonl")
+    result = build_definitions(settings).resolve_job_def("governance_audit").execute_in_process(
+        instance=DagsterInstance.get(), raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "data-audit.jsonl" in failure.step_failure_data.error.message
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "audit_lines_reconcile": True, "audit_lines_well_formed": True}
+    assert _ids(lake) == ["c0002"]
