@@ -9,6 +9,7 @@ checkpoints have not, so a repeated change costs one run that finds nothing.
 
 import hashlib
 import json
+from pathlib import Path
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
@@ -20,6 +21,10 @@ def build_audit_sensor(job):
             description="Reads the services' new audit lines into governance.audit_log when a file has grown.")
     def audit_trail_sensor(context: SensorEvaluationContext, audit_trail: AuditTrailResource):
         seen = json.loads(context.cursor) if context.cursor else {}
+        if not Path(audit_trail.directory).is_dir():  # a misnamed PLATFORMQ_AUDIT_DIR or a volume not mounted
+            return SensorResult(skip_reason=SkipReason(
+                f"the audit folder {audit_trail.directory} does not exist (PLATFORMQ_AUDIT_DIR; locally it appears "
+                f"when a service first writes its audit file)"), cursor=context.cursor)
         current = audit_trail.sizes()
         cursor = json.dumps(current, sort_keys=True)
         grown = sorted(name for name, size in current.items() if size != seen.get(name))

@@ -32,3 +32,18 @@ def test_files_back_at_sizes_seen_before_still_start_a_run(tmp_path):
     rotated, cursor = tick(sensor, resources, cursor)
     assert len(grown) == len(rotated) == 1
     assert len(set(first + grown + rotated)) == 3  # the sizes alone repeat the first key: Dagster would skip it
+
+
+def test_a_missing_audit_folder_is_named_in_the_skip_reason(tmp_path):
+    """A misnamed PLATFORMQ_AUDIT_DIR or an unmounted volume said "no new audit lines" for ever."""
+    from dagster import define_asset_job
+
+    from sensors.audit import build_audit_sensor
+
+    sensor = build_audit_sensor(define_asset_job("governance_audit", selection="governance/audit_log"))
+    missing = tmp_path / "not-mounted"
+    with build_sensor_context(instance=DagsterInstance.ephemeral(), cursor='{"trading-audit.jsonl": 10}',
+                              resources={"audit_trail": AuditTrailResource(directory=str(missing))}) as context:
+        result = sensor(context)
+    assert not result.run_requests and str(missing) in result.skip_reason.skip_message
+    assert result.cursor == '{"trading-audit.jsonl": 10}'  # the sizes seen are kept for when it is back
