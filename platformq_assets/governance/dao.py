@@ -35,6 +35,12 @@ VOTING_PERIOD_S = 5
 BALLOTS_PER_S = 10
 
 
+# How long a passed, queued reward stays executable: a run that queued it and failed to execute it (the service
+# unreachable for a moment) is re-run within this, and pays (Compound's 14 days; 10 minutes left the day Expired,
+# its reward unpaid, whenever the re-run came later).
+GRACE_PERIOD_S = 14 * 24 * 3600
+
+
 def voting_period_s(holders: int) -> int:
     return max(VOTING_PERIOD_S, -(-holders // BALLOTS_PER_S))
 
@@ -92,7 +98,7 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
         governance.request("POST", "/v1/daos", json_body={
             "name": "platformQ DAO", "holdings": holders, "treasury": {"USD": TREASURY}, "native_asset": "USD",
             "voting_delay": 0, "voting_period": voting_period_s(len(holders)), "min_delay": 0,
-            "grace_period": 600, "quorum_numerator": 4, "quorum_denominator": 100})
+            "grace_period": GRACE_PERIOD_S, "quorum_numerator": 4, "quorum_denominator": 100})
     # Resumable: a proposal is identified by its content, so a re-run (after a crash between the executed
     # proposal and the lake write, or a plain re-materialisation) finds the day's proposal and carries on
     # from its state instead of proposing it again. The treasury is observed for this run only.

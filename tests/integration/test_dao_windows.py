@@ -1,8 +1,9 @@
-"""dao_outcomes at scale: every holder's ballot lands inside the proposal's voting window, however many holders the DAO has.
+"""dao_outcomes' windows: every holder's ballot lands inside the proposal's voting window, however many holders the
+DAO has, and a passed reward stays executable long enough for a failed run's re-run to pay it.
 
-The window was a fixed 5 s: a ballot is one request (~20 ms in process on a loaded machine, more over a network), so
-a DAO of a few hundred holders (the service takes 1,000) had its later ballots refused after the deadline, the run
-failed, and its re-run recorded the day decided by whichever holders had voted in time."""
+The voting window was a fixed 5 s: a ballot is one request (~20 ms in process on a loaded machine, more over a
+network), so a DAO of a few hundred holders (the service takes 1,000) had its later ballots refused after the
+deadline, the run failed, and its re-run recorded the day decided by whichever holders had voted in time."""
 
 import datetime as dt
 import time
@@ -72,3 +73,48 @@ def test_a_leaderboard_of_more_accounts_than_a_dao_takes_still_makes_the_dao(set
     gov = ServiceClientResource(service="governance", home=str(settings.home))
     created = gov.request("POST", "/v1/daos", json_body={"holdings": holdings, "treasury": {"USD": 1}})
     assert len(created["holders"]) == MAX_HOLDERS
+
+
+@pytest.mark.slow
+def test_a_passed_reward_whose_execution_failed_is_paid_by_a_rerun_an_hour_later(settings, lake, monkeypatch):
+    """The DAO was created with a 10-minute grace period: a run that queued the day's passed proposal and failed to
+    execute it (the service unreachable for a moment) left it to expire unless re-run within 10 minutes; a re-run
+    later recorded the day as Expired, and the top trader was never paid."""
+    import services.governance.api as governance_api
+    from platformq_assets.governance.dao import REWARD, TREASURY
+    from resources.services import ServiceError
+
+    shift = {"s": 0}
+
+    class ShiftedClock(governance_api.SystemClock):  # wall-clock time, moved on by the test
+        def now(self) -> int:
+            return super().now() + shift["s"]
+
+    monkeypatch.setattr(governance_api, "SystemClock", ShiftedClock)
+    real_request = ServiceClientResource.request
+    failures = {"execute": 1}
+
+    def execute_fails_once(self, method, path, **kwargs):
+        if method == "POST" and path.endswith("/execute") and failures.pop("execute", 0):
+            raise ServiceError("governance", 0, None, f"governance: POST {path} failed: connection refused")
+        return real_request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(ServiceClientResource, "request", execute_fails_once)
+    day = "2024-01-02"
+    lake.replace_partition("gold.trader_leaderboard", _board(day, range(1, 3)), "partition_date", day)
+    app, ctx = build_local_app("governance", str(settings.home))
+    key = ctx.keys.create("ops", INTERNAL_TENANT, ["admin"])
+    with serve(app) as url:
+        gov = ServiceClientResource(service="governance", base_url=url, api_key=key)
+        first = materialize([dao_outcomes], partition_key=day, resources={"lake": lake, "governance": gov},
+                            instance=DagsterInstance.get(), raise_on_error=False)
+        [queued] = gov.request("GET", "/v1/dao/proposals")
+        shift["s"] += 3600  # the re-run an hour later
+        again = materialize([dao_outcomes], partition_key=day, resources={"lake": lake, "governance": gov},
+                            instance=DagsterInstance.get(), raise_on_error=False)
+        treasury = gov.request("GET", "/v1/dao")["treasury"]["USD"]
+    assert not first.success and queued["state"] == "Queued"
+    assert again.success
+    [row] = lake.read("governance.dao_outcomes").to_pylist()
+    assert row["state"] == "Executed" and row["reward_usd"] == REWARD
+    assert treasury == TREASURY - REWARD
