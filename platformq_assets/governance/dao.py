@@ -2,10 +2,10 @@
 
 Token holders are the venue's accounts, weighted by their traded notional on the day the DAO was
 created (gold.trader_leaderboard; the 1,000 that traded most when more did; holdings are minted once, then
-move only by transfers, so an account first seen on a later day holds no votes and is not balloted). A proposal pays the day's top trader from the DAO
-treasury; every holder on the day's leaderboard votes by a published rule (for when its own day was
-profitable, against when not, abstain at zero); the proposal is queued in the
-timelock and executed if it passed. The outcome lands in
+move only by transfers, so an account first seen on a later day holds no votes and is not balloted). A proposal
+pays the day's top trader from the DAO treasury; every holder on the day's leaderboard votes by a published rule
+(for when its own day was profitable, against when not, abstain at zero); the proposal is queued in the timelock
+and executed if it passed (it stays executable for 14 days, so a failed run's re-run pays it). The outcome lands in
 ``governance.dao_outcomes``. Voting windows are seconds long here (the service
 runs on wall-clock time: 5 s, a tenth of a second per holder for a DAO of more than 50), so the asset waits for
 them to pass.
