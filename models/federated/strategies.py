@@ -5,7 +5,9 @@ All three share :class:`PlatformStrategy` (a ``flwr.serverapp.strategy.FedAvg``)
 
 * **participants** – before sampling, unknown nodes are asked (a ``query`` message) which
   participant they are; suspended participants, those whose ε budget is spent and (when
-  ``allowed-participants`` names them) any not named are never sampled, for training or evaluation;
+  ``allowed-participants`` names them) any not named are never sampled, for training or evaluation; a node
+  that answers without a participant name is never sampled, and one that does not answer within
+  ``discovery_timeout`` is not waited for again (its late answer is still taken up);
 * **screening** – an update with a NaN/inf or with ‖w_i − w_t‖ above ``max_update_norm`` is
   rejected and recorded; a node that errors (crash) or does not answer within the round
   timeout is recorded as failed;
@@ -94,6 +96,8 @@ class PlatformStrategy(FedAvg):
         self.client_config = client_config
         self.rng = random.Random(cfg.seed)
         self.participants: dict[int, str] = {}
+        self.unnamed: set[int] = set()  # nodes whose query reply named no participant
+        self._pending_queries: dict[str, int] = {}  # message id of a query not answered yet: its node
         self.suspended = cfg.suspended_set
         self.allowed = cfg.allowed_set  # empty: any participant
         self.spent_before = cfg.epsilon_spent_map
@@ -131,18 +135,48 @@ class PlatformStrategy(FedAvg):
         while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes and time.monotonic() < deadline:
             log(INFO, "waiting for nodes: %d connected, %d needed", len(nodes), self.min_available_nodes)
             time.sleep(1)
-        unknown = [n for n in nodes if n not in self.participants]
-        if unknown:
+        # A node is asked once; its answer is read whenever it comes (a node that answered no query within
+        # discovery_timeout is not waited for again in every training and evaluation step, only its late answer
+        # taken up), and one that answered without a participant name is never asked again nor sampled.
+        ask = [n for n in nodes if n not in self.participants and n not in self.unnamed
+               and n not in self._pending_queries.values()]
+        waiting: set[str] = set()
+        if ask:
             config = ConfigRecord(dict(self.client_config))
             queries = [Message(content=RecordDict({"config": config}), message_type=MessageType.QUERY, dst_node_id=n)
-                       for n in unknown]
-            for reply in grid.send_and_receive(queries, timeout=self.cfg.discovery_timeout):
-                if reply.has_error():
-                    self.events.append({"event": "query-failed", "node": reply.metadata.src_node_id,
-                                        "reason": reply.error.reason})
-                    continue
-                self.participants[reply.metadata.src_node_id] = str(reply.content["participant"]["participant"])
+                       for n in ask]
+            for node, message_id in zip(ask, list(grid.push_messages(queries))):
+                if message_id:
+                    self._pending_queries[message_id] = node
+                    waiting.add(message_id)
+        deadline = time.monotonic() + (self.cfg.discovery_timeout if waiting else 0.0)
+        while self._pending_queries:
+            for reply in grid.pull_messages(list(self._pending_queries)):
+                node = self._pending_queries.pop(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+                self._query_answered(node, reply)
+            if not waiting & self._pending_queries.keys() or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        for message_id in waiting & self._pending_queries.keys():
+            node = self._pending_queries[message_id]
+            self.events.append({"event": "query-unanswered", "node": node})
+            log(WARNING, "node %d did not say who it is within %gs: not waited for again", node,
+                self.cfg.discovery_timeout)
         return [n for n in nodes if n in self.participants]
+
+    def _query_answered(self, node: int, reply: Message) -> None:
+        if reply.has_error():
+            self.events.append({"event": "query-failed", "node": node, "reason": reply.error.reason})
+            return
+        name = ""
+        if "participant" in reply.content.config_records and "participant" in reply.content["participant"]:
+            name = str(reply.content["participant"]["participant"])
+        if not name:  # not one of our ClientApps (or one that cannot tell): never sampled, not asked again
+            self.unnamed.add(node)
+            self.events.append({"event": "unnamed-node", "node": node})
+            log(WARNING, "node %d answered without naming a participant: left out", node)
+            return
+        self.participants[node] = name
 
     def eligible(self, grid: Grid) -> list[int]:
         nodes, claimed = [], {}

@@ -287,9 +287,16 @@ def test_a_standing_supernode_of_a_tenant_without_consent_is_never_sampled(lake,
         def get_node_ids(self):
             return list(self.names)
 
-        def send_and_receive(self, messages, timeout=None):
-            return [Message(content=RecordDict({"participant": ConfigRecord(
-                {"participant": self.names[m.metadata.dst_node_id]})}), reply_to=m) for m in messages]
+        def push_messages(self, messages):
+            self.replies = {}
+            for i, m in enumerate(messages):
+                m.metadata.__dict__["_message_id"] = f"query-{i}"
+                self.replies[m.metadata.message_id] = Message(content=RecordDict({"participant": ConfigRecord(
+                    {"participant": self.names[m.metadata.dst_node_id]})}), reply_to=m)
+            return list(self.replies)
+
+        def pull_messages(self, message_ids):
+            return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
 
     captured = {}
 

@@ -16,13 +16,35 @@ class Grid:
 
     def __init__(self, participants: dict[int, str]):
         self.names = participants
+        self.queried: list[int] = []
+        self.outbox: dict[str, Message] = {}
 
     def get_node_ids(self):
         return list(self.names)
 
-    def send_and_receive(self, messages, timeout=None):
-        return [Message(content=RecordDict({"participant": ConfigRecord({"participant": self.names[m.metadata.dst_node_id]})}),
-                        reply_to=m) for m in messages]
+    def answer(self, query: Message) -> Message | None:
+        return Message(content=RecordDict({"participant": ConfigRecord(
+            {"participant": self.names[query.metadata.dst_node_id]})}), reply_to=query)
+
+    def push_messages(self, messages):
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = f"query-{len(self.queried)}"
+            self.queried.append(m.metadata.dst_node_id)
+            ids.append(m.metadata.message_id)
+            if (answer := self.answer(m)) is not None:
+                self.outbox[m.metadata.message_id] = answer
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.outbox.pop(i) for i in list(message_ids) if i in self.outbox]
+
+    def send_and_receive(self, messages, timeout=None):  # Flower's: push, then pull until all answered or timeout
+        ids = set(self.push_messages(messages))
+        replies = self.pull_messages(ids)
+        if len(replies) < len(ids) and timeout and getattr(self, "clock", None):
+            self.clock.sleep(timeout)
+        return replies
 
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(3, np.float32)]
@@ -241,3 +263,91 @@ def test_a_malformed_dp_reply_is_still_charged_its_epsilon():
     strategy.aggregate_train(2, [reply(sent[1], epsilon=1.2, **{"train-loss": float("nan")})])
     assert strategy.epsilon["t-a"] == pytest.approx(1.7)
     assert strategy.epsilon["t-b"] == pytest.approx(4.5)
+
+
+class GridWithUnnamedNode(Grid):
+    """Nodes 8 and 9 answer the query without saying which participant they are (another app, an older ClientApp)."""
+
+    def __init__(self, participants, unnamed=(8, 9)):
+        super().__init__(participants)
+        self.unnamed = list(unnamed)
+
+    def get_node_ids(self):
+        return [*self.names, *self.unnamed]
+
+    def answer(self, query):
+        node = query.metadata.dst_node_id
+        if node not in self.unnamed:
+            return super().answer(query)
+        blank = RecordDict({"participant": ConfigRecord({"participant": ""})}) if self.unnamed.index(node) else RecordDict()
+        return Message(content=blank, reply_to=query)
+
+
+def test_a_node_that_names_no_participant_is_recorded_and_never_sampled():
+    """A query reply without a participant name raised KeyError in discovery and ended the whole run."""
+    strategy = PlatformStrategy(config(), {})
+    grid = GridWithUnnamedNode({1: "t-a", 2: "t-b"})
+    sent = start_round(strategy, grid)
+    assert sorted(sent) == [1, 2]
+    assert {"event": "unnamed-node", "node": 8} in strategy.events
+    assert {"event": "unnamed-node", "node": 9} in strategy.events
+    assert sorted(grid.queried) == [1, 2, 8, 9]
+    sent = start_round(strategy, grid, 2)
+    assert sorted(sent) == [1, 2]
+    assert sorted(grid.queried) == [1, 2, 8, 9]  # not asked again
+    assert sum(e["event"] == "unnamed-node" for e in strategy.events) == 2
+
+
+class GridWithSilentNode(Grid):
+    """Node 7 is connected but does not answer the query (until ``late`` is set)."""
+
+    def __init__(self, participants):
+        super().__init__({**participants, 7: "t-late"})
+        self.late = False
+        self.held: dict[str, Message] = {}
+
+    def answer(self, query):
+        if query.metadata.dst_node_id == 7:
+            self.held[query.metadata.message_id] = super().answer(query)
+            return None
+        return super().answer(query)
+
+    def pull_messages(self, message_ids):
+        if self.late:
+            self.outbox.update(self.held)
+            self.held.clear()
+        return super().pull_messages(message_ids)
+
+
+def test_a_node_that_never_answers_the_query_is_waited_for_once(monkeypatch):
+    """A node online that never answered the query was asked again in every training and evaluation step, each
+    waiting discovery-timeout (120 s): 240 s a round. It is waited for once; a late answer is still taken up."""
+    from models.federated import strategies
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self):
+            return self.now
+
+        def sleep(self, seconds):
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(strategies, "time", clock)
+    strategy = PlatformStrategy(config(discovery_timeout=120.0), {})
+    grid = GridWithSilentNode({1: "t-a", 2: "t-b"})
+    grid.clock = clock
+    sent = start_round(strategy, grid)
+    assert sorted(sent) == [1, 2]
+    assert 120 <= clock.now < 130
+    list(strategy.configure_evaluate(1, arrays(), ConfigRecord(), grid))
+    sent = start_round(strategy, grid, 2)
+    assert sorted(sent) == [1, 2]
+    assert clock.now < 130  # not waited for again
+    assert grid.queried.count(7) == 1
+    grid.late = True  # its answer arrives: it takes part from then on
+    sent = start_round(strategy, grid, 3)
+    assert sorted(sent) == [1, 2, 7] and strategy.participants[7] == "t-late"
+    assert grid.queried.count(7) == 1
+    assert {"event": "query-unanswered", "node": 7} in strategy.events
