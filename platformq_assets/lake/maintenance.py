@@ -63,13 +63,22 @@ def failure_metadata(failed: dict[str, str]) -> dict:
 
 def fail_for(context, failed: dict[str, str], done: dict) -> None:
     """The orphan sweep ends the job: after every table was done, it fails naming the tables that compaction,
-    expiry (recorded in this run's materialisations) or the sweep itself could not do. Compaction and expiry
-    do not fail themselves: a failed step skips the steps after it, so one broken table stopped expiry and the
+    expiry (recorded in this run's materialisations) or the sweep itself could not do, and the erasure's
+    feature-store failure. Erasure, compaction and expiry do not fail for these themselves: a failed step skips the steps after it, so one broken table stopped expiry and the
     sweep for every table, every night."""
     failures = {}
+    # the erasure step goes on past a feature-store outage (its requests stay in progress, the lake's part done):
+    # failed here so that it is alerted, not only recorded in metadata
+    event = context.instance.get_latest_materialization_event(ERASURE_KEY)
+    if event is not None and event.run_id == context.run.run_id:
+        for name, what in (("online_error", "erasure: feature store"),
+                           ("residue_feature_error", "erasure residue sweep: feature store")):
+            recorded = event.asset_materialization.metadata.get(name)
+            if recorded is not None and recorded.value not in (None, "none"):
+                failures[what] = recorded.value
     for key, what in ((COMPACTION_KEY, "compaction"), (EXPIRY_KEY, "snapshot expiry")):
         event = context.instance.get_latest_materialization_event(key)
-        if event is not None and event.run_id == context.run_id:
+        if event is not None and event.run_id == context.run.run_id:
             recorded = event.asset_materialization.metadata.get("failed_tables")
             for table, error in (recorded.value if recorded is not None else {}).items():
                 failures[f"{what}: {table}"] = error

@@ -713,3 +713,33 @@ def test_a_feature_store_outage_leaves_a_request_in_progress_with_the_lake_and_i
     summary = _process(small_lake, online_eraser=lambda accounts: reached.append(accounts) or 1)
     assert (summary["completed"], summary["online_error"]) == (1, "none") and reached[0] == {2}
     assert erasure.list_requests(small_lake)[0]["status"] == "completed"
+
+
+def test_a_feature_store_outage_fails_the_maintenance_job_at_its_end_after_every_step_ran(settings, small_lake):
+    """The erasure step goes on past a Feast outage (requests in progress, the lake's part done) and so do
+    retention, compaction and expiry; the job's last step then fails naming it, so `run_failure_alerts` reports
+    it (it was metadata only: the outage could last for weeks with nobody told)."""
+    import shutil
+
+    from dagster import AssetKey, DagsterInstance
+
+    from platformq_assets.definitions import build_definitions
+    from resources import erasure
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-33", "dpo")
+    online = settings.home / "feast" / "online.db"
+    online.parent.mkdir(parents=True, exist_ok=True)
+    online.unlink(missing_ok=True)
+    online.mkdir()  # the online store cannot be opened: the local twin of Redis being down
+    job = build_definitions(settings).resolve_job_def("lake_maintenance")
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+    assert not result.success
+    done = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert {AssetKey(["governance", "erasure_log"]), AssetKey(["maintenance", "snapshot_expiry"])} <= done
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key.endswith("orphan_files"), failure.step_key
+    assert "erasure: feature store" in failure.event_specific_data.error.message
+    assert erasure.list_requests(small_lake)[0]["status"] == "in_progress"
+    shutil.rmtree(online)  # the store is back: the next run finishes the request and succeeds
+    result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success and erasure.list_requests(small_lake)[0]["status"] == "completed"
