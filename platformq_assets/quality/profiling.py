@@ -6,7 +6,9 @@ Markdown table in the UI, plus Dagster's standard column schema and row count.
 Min and max are given for numeric and temporal columns only. A string column's
 extremes are raw values (a name, an email, a KYC field of a landing file), and
 the metadata lands in Dagster's event log, which the lake's masking and erasure
-never reach, so a profile never quotes a string value.
+never reach, so a profile never quotes a string value. Landing tables (partners' data,
+whose numbers and times can be personal: a date of birth, an id stored as a number) get no
+min and max at all.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _fmt(value) -> str:
     return text if len(text) <= 32 else text[:29] + "..."
 
 
-def column_profile(table: "pa.Table") -> list[dict]:
+def column_profile(table: "pa.Table", extremes: bool = True) -> list[dict]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -52,7 +54,7 @@ def column_profile(table: "pa.Table") -> list[dict]:
             "min": None,
             "max": None,
         }
-        if rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if extremes and rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
                      or pa.types.is_temporal(col.type)):
             entry["min"], entry["max"] = _min_max(col)
         out.append(entry)
@@ -85,10 +87,12 @@ def _min_max(col) -> tuple:
     return mm["min"].as_py(), mm["max"].as_py()
 
 
-def profile_metadata(table: "pa.Table", descriptions: dict[str, str] | None = None) -> dict:
-    """Row count, column schema (with ``descriptions`` by column name, shown in the UI) and a profile table."""
+def profile_metadata(table: "pa.Table", descriptions: dict[str, str] | None = None, extremes: bool = True) -> dict:
+    """Row count, column schema (with ``descriptions`` by column name, shown in the UI) and a profile table.
+    ``extremes=False`` leaves min and max out: for tables of data whose meaning the platform does not know
+    (landing sources), where a number or a time can be a person's (a date of birth, an id stored as a number)."""
     descriptions = descriptions or {}
-    profile = column_profile(table)
+    profile = column_profile(table, extremes)
     lines = ["| column | type | null % | distinct | min | max |", "|---|---|---|---|---|---|"]
     for p in profile:
         lines.append(
