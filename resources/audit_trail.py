@@ -9,7 +9,7 @@ hash of its first line, so a file rotated or recreated under the same name is a 
 Per file and run, the new lines' records and their quarantined lines replace whatever rows an earlier,
 interrupted attempt left for the same file from the same offset, and the checkpoint moves last: a crash at
 any point is repaired by the next run, never duplicated, never skipped. Lines that are not an audit record
-(bad JSON, a missing or mistyped field, a timestamp without a zone) go to ``quarantine.landing`` with the
+(bad JSON, a missing or mistyped field, a timestamp without a zone) go to ``quarantine.audit_log`` with the
 reason (source ``audit/<service>``); for every file and run, lines read = records accepted + quarantined.
 
 ``AuditTrailResource`` names the folder the services write to: ``<home>/services`` where the services run in
