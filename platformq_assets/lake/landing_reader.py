@@ -277,6 +277,20 @@ def _records_csv(data: bytes):
     return header, records, problems
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """An object's pairs as a dict, refusing a key written twice (json.loads keeps the last value silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
 def _records_jsonl(data: bytes):
     text = _decode(data)
     records, problems, header = [], [], []
@@ -285,9 +299,17 @@ def _records_jsonl(data: bytes):
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             problems.append(Quarantined(i, raw[:RAW_LIMIT], f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        except _RepeatedKey as exc:  # the key may belong to nested data (a value): the summary leaves it out
+            problems.append(Quarantined(i, raw[:RAW_LIMIT], f"invalid JSON: an object repeats the key {exc.args[0]!r}",
+                                        "invalid JSON: an object repeats a key"))
+            continue
+        except (ValueError, RecursionError) as exc:  # a number of more digits than Python converts, deep nesting
+            problem = "a number too long to convert" if isinstance(exc, ValueError) else "nesting too deep"
+            problems.append(Quarantined(i, raw[:RAW_LIMIT], f"invalid JSON: {problem}"))
             continue
         if not isinstance(value, dict):
             problems.append(Quarantined(i, raw[:RAW_LIMIT], f"record is a JSON {type(value).__name__}, not an object"))

@@ -203,3 +203,24 @@ def test_nan_is_quarantined_in_every_format_and_raw_lines_are_cut():
     assert p.reconciles and [r["b"] for r in p.accepted] == [1] and p.quarantined[0].line == 2
     p = parse_file("q.jsonl", b'{"id": 1}\n{"id": "' + b"x" * 100_000 + b'"\n[1, 2' + b", 3" * 50_000 + b"]\n")
     assert p.reconciles and all(len(q.raw) <= 4000 for q in p.quarantined) and len(p.quarantined) == 2
+
+
+def test_a_json_record_repeating_a_key_is_quarantined_not_half_kept():
+    # json.loads keeps the last of two values silently: the first amount was lost with no trace
+    p = parse_file("q.jsonl", b'{"id": 1, "amount": 5, "amount": 7}\n{"id": 2, "amount": 3}\n'
+                              b'{"id": 3, "meta": {"k": 1, "k": 2}}\n')
+    assert p.reconciles and [r["id"] for r in p.accepted] == [2]
+    assert [q.line for q in p.quarantined] == [1, 3]
+    assert "'amount'" in p.quarantined[0].reason and "repeats" in p.quarantined[0].reason
+    assert "'amount'" not in p.quarantined[0].summary  # a key of nested data can be a value
+
+
+def test_a_json_line_python_cannot_decode_is_quarantined_alone():
+    # an integer of more digits than Python converts, or nesting deeper than its recursion limit, raised past the
+    # per-line handler: the whole file became one quarantined record and its good lines were never ingested
+    data = (b'{"id": 1}\n{"id": ' + b"9" * 5000 + b'}\n{"id": 3, "x": ' + b"[" * 100_000 + b"]" * 100_000
+            + b'}\n{"id": 4}\n')
+    p = parse_file("q.jsonl", data)
+    assert p.records_read == 4 and p.reconciles and [r["id"] for r in p.accepted] == [1, 4]
+    assert [q.line for q in p.quarantined] == [2, 3]
+    assert all(q.reason.startswith("invalid JSON") for q in p.quarantined)
