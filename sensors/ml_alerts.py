@@ -60,8 +60,11 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
             record = alert_record(event.event_log_entry)
             if record is not None:
                 records.append(record)
-        if events:
-            context.advance_cursor({key: events[-1]})
+        # every event read is marked consumed, not only the last: Dagster keeps the partitions of the others as
+        # "trailing unconsumed" events, and at 25 of them (a backfill of a month, or several shorter ones) every
+        # later tick of the sensor failed before keeping its cursor, re-posting the same alerts each minute
+        for event in events:
+            context.advance_cursor({key: event})
     # Return a value, never None: Dagster's wrapper keeps the cursors advanced above only when the sensor
     # function returns something (with None, every tick re-read and re-posted the same alerts).
     if not records:
