@@ -181,6 +181,19 @@ def _is_decimal(value: Any) -> bool:
     return False
 
 
+def _is_huge_integer(value: Any) -> bool:
+    """A whole number outside the 64-bit range (a long column cannot hold it, a double would round it)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not _INTEGER.fullmatch(value):
+            return False
+        try:
+            value = int(value)
+        except ValueError:  # more digits than Python converts
+            return True
+    return isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX
+
+
 def infer_type(values: list[Any]) -> str:
     present = [v for v in values if not (v is None or (isinstance(v, str) and v.strip() == ""))]
     if not present:
@@ -193,6 +206,8 @@ def infer_type(values: list[Any]) -> str:
             continue
         if kind == LONG and any(not fit and _is_decimal(v) for v, fit in zip(present, fits)):
             continue  # whole numbers and decimals: a double column takes them all
+        if kind == DOUBLE and not any(_is_decimal(v) for v in present) and any(map(_is_huge_integer, present)):
+            return STRING  # whole numbers past 64 bits (a 20-digit id): a double would round them into each other
         return kind
     return STRING
 

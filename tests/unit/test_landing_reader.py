@@ -224,3 +224,17 @@ def test_a_json_line_python_cannot_decode_is_quarantined_alone():
     assert p.records_read == 4 and p.reconciles and [r["id"] for r in p.accepted] == [1, 4]
     assert [q.line for q in p.quarantined] == [2, 3]
     assert all(q.reason.startswith("invalid JSON") for q in p.quarantined)
+
+
+@pytest.mark.parametrize("name, data", [
+    ("q.csv", b"id,iccid\n1,89014103211118510720\n2,89014103211118510721\n"),
+    ("q.jsonl", b'{"id": 1, "iccid": 89014103211118510720}\n{"id": 2, "iccid": 89014103211118510721}\n'),
+])
+def test_whole_numbers_too_long_for_64_bits_stay_text_not_rounded_doubles(name, data):
+    # a double column rounded both 20-digit ids to 8.901410321111851e+19: two cards became one
+    p = parse_file(name, data)
+    assert p.columns["iccid"] == "string" and p.reconciles and not p.quarantined
+    assert [r["iccid"] for r in p.accepted] == ["89014103211118510720", "89014103211118510721"]
+    # a long column still quarantines the odd one out; decimals still make a double
+    assert parse_file("q.csv", b"id\n1\n2\n89014103211118510720\n").columns["id"] == "long"
+    assert parse_file("q.csv", b"x\n1.5\n2.5\n89014103211118510720\n").columns["x"] == "double"
