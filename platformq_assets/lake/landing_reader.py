@@ -98,8 +98,12 @@ def _cast(value: Any, kind: str) -> Any:
     if isinstance(value, float) and math.isnan(value):
         # a JSON NaN literal or a Parquet NaN is not a missing value: quarantined, as "nan" in a CSV and inf are
         raise CastError("NaN (not a number)")
+    if isinstance(value, float) and math.isinf(value):  # a JSON Infinity: quarantined in a text column too
+        raise CastError("infinite value")
     try:
         if kind == STRING:
+            if isinstance(value, bool):  # as JSON and a CSV write it, not Python's 'True'
+                return "true" if value else "false"
             if isinstance(value, (dict, list)):
                 return json.dumps(value, sort_keys=True)
             if isinstance(value, (dt.datetime, dt.date)):

@@ -238,3 +238,13 @@ def test_whole_numbers_too_long_for_64_bits_stay_text_not_rounded_doubles(name, 
     # a long column still quarantines the odd one out; decimals still make a double
     assert parse_file("q.csv", b"id\n1\n2\n89014103211118510720\n").columns["id"] == "long"
     assert parse_file("q.csv", b"x\n1.5\n2.5\n89014103211118510720\n").columns["x"] == "double"
+
+
+def test_json_literals_in_a_text_column_are_read_as_json_writes_them():
+    # Infinity was stored as the text 'inf' (NaN is quarantined in every column), true as 'True' (a CSV's
+    # 'true' stays 'true': one column held both spellings)
+    p = parse_file("q.jsonl", b'{"id": 1, "s": "x"}\n{"id": 2, "s": Infinity}\n{"id": 3, "s": -Infinity}\n'
+                              b'{"id": 4, "s": true}\n{"id": 5, "s": false}\n', table_types={"s": "string"})
+    assert p.reconciles and [q.line for q in p.quarantined] == [2, 3]
+    assert all("infinite" in q.reason for q in p.quarantined)
+    assert [r["s"] for r in p.accepted] == ["x", "true", "false"]
