@@ -286,3 +286,23 @@ def test_email_tokens_and_domains_ignore_case_and_surrounding_space(tmp_path):
     token = hashlib.sha256(b"platformq-local-salt" + b"bo.chen@acme.example").hexdigest()
     assert rows == [(token, "acme.example")] * 2
 
+
+
+def test_equal_pnl_over_several_instruments_is_one_rank(tmp_path):
+    """A trader's PnL is the sum of his positions' PnL in float dollars: $0.10 on AAPL and $0.20 on MSFT summed to
+    0.30000000000000004, which ranked him above a trader who made exactly $0.30 on one instrument (and the DAO,
+    which pays the best PnL, equal PnL to the lower account id, paid him whatever his id)."""
+    day = dt.date(2024, 1, 2)
+    target = tmp_path / "sums"
+    _stage(target, {
+        "bronze.accounts": _named_accounts(day, 3),
+        # 2 makes $0.10 on AAPL and $0.20 on MSFT, 1 makes $0.30 on AAPL; 3 is the other side of every trade
+        "bronze.fills": _trades_between(day, [(1, 2, 3, "AAPL", 10000, 1), (2, 3, 2, "AAPL", 10010, 1),
+                                              (3, 2, 3, "MSFT", 10000, 1), (4, 3, 2, "MSFT", 10020, 1),
+                                              (5, 1, 3, "AAPL", 10000, 1), (6, 3, 1, "AAPL", 10030, 1)]),
+        "bronze.reference_prices": _marks(day, {"AAPL": 100.2, "MSFT": 100.2}),
+    })
+    statuses = _build(ROOT / "dbt", target, "accounts positions_pnl trader_leaderboard", day.isoformat())
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    assert _query(target, "select account_id, pnl_rank, pnl from gold.trader_leaderboard order by account_id") == [
+        (1, 1, 0.3), (2, 1, 0.3), (3, 3, -0.6)]

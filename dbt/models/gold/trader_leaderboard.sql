@@ -5,8 +5,10 @@ with per_account as (
     select
         account_id,
         partition_date,
-        sum(pnl) as pnl,
-        sum(traded_notional) as traded_notional,
+        -- rounded as positions_pnl's own PnL is: summed over instruments in float dollars, $0.10 + $0.20 made
+        -- 0.30000000000000004, ranked above an equal $0.30 (and paid by the DAO, which takes the best PnL)
+        round(sum(pnl), 6) as pnl,
+        round(sum(traded_notional), 6) as traded_notional,
         sum(fill_count) as fill_count,
         count(distinct instrument) as instruments_traded
     from {{ ref('positions_pnl') }}
