@@ -16,6 +16,7 @@ import base64
 import csv
 import dataclasses
 import datetime as dt
+import decimal
 import io
 import json
 import math
@@ -91,6 +92,20 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
+def _json_text(value: Any) -> str:
+    """Text for a value JSON has no type for (Parquet's dates, times, decimals and binary, nested or not)."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(value).decode()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} has no text form")
+
+
 def _cast(value: Any, kind: str) -> Any:
     """Convert one value to a column type or raise CastError."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
@@ -105,9 +120,9 @@ def _cast(value: Any, kind: str) -> Any:
             if isinstance(value, bool):  # as JSON and a CSV write it, not Python's 'True'
                 return "true" if value else "false"
             if isinstance(value, (dict, list)):
-                return json.dumps(value, sort_keys=True)
-            if isinstance(value, (dt.datetime, dt.date)):
-                return value.isoformat()
+                return json.dumps(value, sort_keys=True, default=_json_text)
+            if isinstance(value, (dt.datetime, dt.date, dt.time, bytes)):
+                return _json_text(value)
             return str(value)
         if kind == LONG:
             if isinstance(value, bool):

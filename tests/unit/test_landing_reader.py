@@ -248,3 +248,26 @@ def test_json_literals_in_a_text_column_are_read_as_json_writes_them():
     assert p.reconciles and [q.line for q in p.quarantined] == [2, 3]
     assert all("infinite" in q.reason for q in p.quarantined)
     assert [r["s"] for r in p.accepted] == ["x", "true", "false"]
+
+
+def test_parquet_nested_and_binary_values_are_kept_as_text():
+    # a struct or list holding a timestamp, a date or a decimal failed json.dumps: every row of the file was
+    # quarantined; binary values were stored as Python's repr "b'ab'"
+    import datetime as dt
+    import decimal
+
+    table = pa.table({
+        "id": [1, 2],
+        "address": pa.array([{"since": dt.datetime(2024, 1, 1, 12), "born": dt.date(1990, 5, 1),
+                              "limit": decimal.Decimal("12.50")}, None]),
+        "tags": pa.array([[dt.date(2024, 1, 2)], []]),
+        "blob": pa.array([b"ab", b"\xff\x00"]),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    p = parse_file("q.parquet", buffer.getvalue())
+    assert p.reconciles and not p.quarantined and [r["id"] for r in p.accepted] == [1, 2]
+    first, second = p.accepted
+    assert first["address"] == '{"born": "1990-05-01", "limit": "12.50", "since": "2024-01-01T12:00:00"}'
+    assert first["tags"] == '["2024-01-02"]' and second["tags"] == "[]"
+    assert first["blob"] == "ab" and second["blob"] == "base64:/wA="
