@@ -361,6 +361,11 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
                 raise _invalid(str(exc), "invalid-option") from None
         # Check everything that can reject the credential before a status index is spent on it.
         preview = {**unsigned, "credentialStatus": [status_entry(registry.list_url(p), 0, p) for p in registry.lists]}
+        # the limits verify applies hold for the credential as it is handed out (its id, issuer, status entries
+        # and proof included): a credential just under them unsigned was issued, and then every verify refused it
+        _check_document({**preview, "proof": {"type": "DataIntegrityProof", "cryptosuite": "eddsa-rdfc-2022",
+                                              "created": "", "verificationMethod": "", "proofPurpose": "",
+                                              "proofValue": ""}})
         try:
             validate_credential(preview)
             canonicalize(preview)

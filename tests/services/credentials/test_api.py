@@ -281,6 +281,32 @@ def test_documents_that_would_canonicalise_in_exponential_time_are_refused_fast(
     assert time.perf_counter() - started < 5
 
 
+def test_what_issue_hands_out_verify_does_not_refuse_as_too_large(setup):
+    """The size limits applied to the unsigned credential on issue: one just under them was issued (a status
+    index spent) and then every verify of it answered 422 (the status entries and proof added ~20 values)."""
+    from services.credentials.api import MAX_VALUES, document_problem
+
+    client, keys = setup
+
+    def values(v):
+        return 1 + (sum(map(values, v.values())) if isinstance(v, dict) else
+                    sum(map(values, v)) if isinstance(v, list) else 0)
+
+    def with_tags(n):
+        base = model_credential()
+        return {**base, "credentialSubject": {**base["credentialSubject"], "tags": [f"t{i}" for i in range(n)]}}
+
+    n = MAX_VALUES - values(with_tags(0)) - 2  # 2: the issuer and id the service fills in
+    assert document_problem(with_tags(n)) is None  # within the limits as sent
+    r = client.post("/credentials/issue", json={"credential": with_tags(n)}, headers=h(keys, "t1_engineer"))
+    if r.status_code == 201:  # if issued, it must verify
+        assert verify(client, keys, r.json()["verifiableCredential"])["verified"] is True
+    else:  # else refused before a status index is spent, saying why
+        assert "JSON values" in is_problem(r, 422)["detail"]
+    assert verify(client, keys, issue(client, keys, **{"credentialSubject": with_tags(n - 40)["credentialSubject"]})
+                  )["verified"] is True
+
+
 def test_duplicate_ids_conflict_within_a_tenant_only(setup):
     client, keys = setup
     vc = issue(client, keys)
