@@ -378,6 +378,8 @@ def _arrow_kind(arrow_type) -> str:
     """A Parquet column's declared type, as a landing type (no inference needed)."""
     import pyarrow as pa
 
+    if pa.types.is_null(arrow_type):
+        return EMPTY  # no value to type it by: the table takes the column once a file gives it a type
     if pa.types.is_integer(arrow_type):
         return LONG
     if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):

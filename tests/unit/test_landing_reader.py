@@ -271,3 +271,12 @@ def test_parquet_nested_and_binary_values_are_kept_as_text():
     assert first["address"] == '{"born": "1990-05-01", "limit": "12.50", "since": "2024-01-01T12:00:00"}'
     assert first["tags"] == '["2024-01-02"]' and second["tags"] == "[]"
     assert first["blob"] == "ab" and second["blob"] == "base64:/wA="
+
+
+def test_a_parquet_column_of_the_null_type_is_left_untyped():
+    # Parquet's null type (a column every value of which is null, as pandas writes an all-None column) was
+    # declared text: the new table's account_id became a string column for good
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [1, 2], "account_id": pa.nulls(2)}), buffer)
+    p = parse_file("q.parquet", buffer.getvalue())
+    assert p.columns == {"id": "long", "account_id": "empty"} and p.reconciles and len(p.accepted) == 2
