@@ -49,6 +49,11 @@ class ChainIdMismatch(ChainError):
     """The node reports another chain than the one the adapter was configured for."""
 
 
+class TransactionsPending(ChainError):
+    """The account has transactions sent and not yet mined: one may be the anchoring of a run whose receipt was
+    lost (a node blip, a fee spike), which would still land; another anchoring now would revert behind it."""
+
+
 @dataclass(frozen=True)
 class BlockInfo:
     number: int
@@ -298,10 +303,17 @@ class Web3ChainAdapter(ChainAdapter):
             gas = call.estimate_gas({"from": sender})
         except self.revert_errors as exc:
             raise AnchorRejected(_revert_reason(exc)) from exc
+        mined = self.w3.eth.get_transaction_count(sender, "latest")
+        pending = self.w3.eth.get_transaction_count(sender, "pending")
+        if pending > mined:
+            raise TransactionsPending(
+                f"account {sender} has {pending - mined} transaction(s) sent and not mined yet (nonce {mined} "
+                f"onwards): a previous anchoring may still land, so nothing more is sent until they are mined (or "
+                f"replaced); run again then")
         tx = {
             "chainId": self.chain_id,
             "from": sender,
-            "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+            "nonce": pending,
             "gas": int(gas * self.gas_margin),
             **self._fee_fields(),
         }

@@ -108,3 +108,28 @@ def test_an_address_that_is_not_a_registry_is_refused_before_anything_is_sent(no
     with pytest.raises(ChainError, match=f"{not_a_registry} is not an anchor registry"):
         anchor_batch(credential_hashes(3, "wrong registry"), owner, not_a_registry, "credentials-2026-11-29")
     assert node.rpc("eth_getTransactionCount", owner.account, "latest") == nonce
+
+
+def test_a_run_whose_receipt_was_lost_is_not_followed_by_a_second_transaction(node, registry):
+    """The first run's transaction was sent and its receipt never seen (a fee spike keeps it in the mempool): the
+    re-run found no anchor and sent another with the next nonce, which reverted ("already anchored", its gas
+    spent) once the first was mined, and each re-run queued one more behind a stuck one. It is refused until the
+    first is mined; the run after that finds the anchor and sends nothing."""
+    from services.anchoring.chain import TransactionsPending
+
+    owner = _chain(node, receipt_timeout_s=1)
+    hashes = credential_hashes(5, "lost receipt")
+    node.rpc("evm_setAutomine", False)
+    try:
+        with pytest.raises(Exception, match="not in the chain after"):  # web3's TimeExhausted: no receipt
+            anchor_batch(hashes, owner, registry, "credentials-2026-11-30")
+        sent = int(node.rpc("eth_getTransactionCount", owner.account, "pending"), 16)
+        with pytest.raises(TransactionsPending, match="not mined yet"):
+            anchor_batch(hashes, _chain(node, receipt_timeout_s=1), registry, "credentials-2026-11-30")
+        assert int(node.rpc("eth_getTransactionCount", owner.account, "pending"), 16) == sent  # nothing sent
+    finally:
+        node.rpc("evm_setAutomine", True)
+        node.rpc("evm_mine")
+    again = anchor_batch(hashes, _chain(node), registry, "credentials-2026-11-30")
+    assert again.resumed
+    assert int(node.rpc("eth_getTransactionCount", owner.account, "latest"), 16) == sent
