@@ -428,7 +428,18 @@ def create_credentials_app(ctx: ServiceContext, issuer_key_pair: Ed25519KeyPair 
         if not is_unicode(credential):  # like any other malformed credential: not verified, and why
             return VerifyOut(verified=False, checks=["structure"], warnings=[], errors=[NOT_UNICODE], revoked=False,
                              suspended=False, status=[])
-        result = verify_credential(credential, fetch_status_list=fetch)
+        outage: list[Problem] = []
+
+        def fetch_or_note_outage(url: str) -> dict:
+            try:
+                return fetch(url)
+            except Problem as problem:  # our own store is down: no verdict, a 503 (resent), not "not verified"
+                outage.append(problem)
+                raise
+
+        result = verify_credential(credential, fetch_status_list=fetch_or_note_outage)
+        if outage:
+            raise outage[0]
         method = result.proof.verification_method if result.proof is not None else None
         checks = ["structure", "proof", "issuer", "validity"] + (["status"] if status_entries(credential) else [])
         return VerifyOut(

@@ -292,3 +292,28 @@ def test_processes_sharing_a_store_sign_with_one_issuer_key(tmp_path):
         Settings(credentials_store_url="postgresql+psycopg2://pq:pq@127.0.0.1:5432/services")
     assert Settings(credentials_store_url="postgresql+psycopg2://pq:pq@127.0.0.1:5432/services",
                     credentials_issuer_key_file=key_file).credentials_issuer_key_file == key_file
+
+
+class UnreadableStore(CredentialStore):
+    down = False
+
+    def indexes_set(self, *args):
+        if self.down:
+            raise ConnectionError("status store down")
+        return super().indexes_set(*args)
+
+
+def test_a_verify_while_the_status_store_is_down_is_a_503_not_a_verdict(tmp_path):
+    """The service's own store being unreachable says nothing about the credential: it answered 200
+    `verified: false`, so a brief outage failed the blocking `credentials_verify` check of every release in it
+    (and told any verifier a good credential was bad). It is a 503 clients resend, and the credential verifies
+    once the store is back."""
+    store = UnreadableStore(f"sqlite:///{tmp_path / 'credentials.db'}")
+    app, client, key = app_on(store, Ed25519KeyPair.generate())
+    vc = issue(client, key, "urn:uuid:00000000-0000-4000-8000-0000000000d1")
+    store.down = True
+    r = client.post("/credentials/verify", json={"verifiableCredential": vc}, headers=key)
+    problem = is_problem(r, 503)
+    assert problem["type"].endswith("status-store-unavailable") and "status store down" not in problem["detail"]
+    store.down = False
+    assert verify(client, key, vc)["verified"] is True
