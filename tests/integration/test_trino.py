@@ -168,3 +168,34 @@ def test_a_trino_query_returns_arrow_and_closes_its_connection():
     finally:
         coordinator.server.shutdown()
         coordinator.server.server_close()
+
+
+def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
+    """dbt-trino run against the stand-in coordinator (every catalog lookup answers no rows, so every model is
+    created): each table is created partitioned by partition_date, as the lake's own tables are. Unpartitioned,
+    the pre-hook's delete of a rebuilt day could not drop the day's files and wrote position delete files
+    instead, on every rebuild, which every later read merges and which keep the lake's compaction off the table."""
+    import re
+
+    coordinator = _Coordinator()
+    coordinator.COLUMNS = [{"name": "x", "type": "varchar",
+                            "typeSignature": {"rawType": "varchar", "arguments": [{"kind": "LONG", "value": 1}]}}]
+    coordinator.rows = []
+    env = {**os.environ, "PLATFORMQ_TRINO_HOST": "127.0.0.1", "PLATFORMQ_TRINO_PORT": str(coordinator.port),
+           "DBT_TARGET_PATH": str(tmp_path), "PLATFORMQ_PII_SALT": "s"}
+    try:
+        run = subprocess.run([str(ROOT / ".venv" / "bin" / "dbt"), "run", "--target", "production", "--profiles-dir",
+                              ".", "--select", "trades accounts ohlcv_bars positions_pnl trader_leaderboard",
+                              "--vars", '{"partition_date": "2024-01-02"}'], cwd=ROOT / "dbt", env=env,
+                             capture_output=True, text=True)
+    finally:
+        coordinator.server.shutdown()
+        coordinator.server.server_close()
+    assert run.returncode == 0, run.stdout[-2000:]
+    created = {}
+    for statement in coordinator.statements:
+        match = re.search(r'create table "iceberg"\."(\w+)"\."(\w+)"\s*(.*?)\s+as \(', statement, re.S)
+        if match:
+            created[f"{match[1]}.{match[2]}"] = " ".join(match[3].split())
+    assert created == {table: "WITH (partitioning = ARRAY['partition_date'])" for table in (
+        "silver.trades", "silver.accounts", "gold.ohlcv_bars", "gold.positions_pnl", "gold.trader_leaderboard")}
