@@ -28,6 +28,8 @@ PREVIOUS_CHAMPION = "previous-champion"
 STAGE_TAG = "platformq.stage"
 STAGED_AGAINST_TAG = "platformq.staged_against"  # the champion version a staged version's gate compared it with
 STAGES = ("dev", "staging", "production", "archived")
+HISTORY_MAX_CHARS = 5000  # MLflow's SQL store keeps a registered model's tag value in a varchar(5000)
+HISTORY_REASON_CHARS = 500  # of an event's reason in the history (one event must fit with room for others)
 
 
 class MlflowResource(ConfigurableResource):
@@ -256,11 +258,15 @@ class MlflowResource(ConfigurableResource):
         return json.loads(model.tags.get("platformq.history", "[]"))
 
     def _record(self, name: str, event: dict) -> None:
-        # The registry keeps the model's life story as a bounded JSON tag (MLflow tags hold 8000 chars).
+        # The registry keeps the model's life story as a bounded JSON tag, oldest events dropped first. A registered
+        # model's tag is a varchar(5000) in MLflow's SQL backend store: on Postgres (production) a longer history
+        # failed every registration, stage move, promotion and rollback after its registry call, for good.
         client = self.client()
         history = self.history(name)
+        if isinstance(event.get("reason"), str):
+            event = {**event, "reason": event["reason"][:HISTORY_REASON_CHARS]}  # whole on the version's tags
         history.append({**event, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-        while len(json.dumps(history)) > 7500 and len(history) > 1:
+        while len(json.dumps(history)) > HISTORY_MAX_CHARS and len(history) > 1:
             history.pop(0)
         client.set_registered_model_tag(name, "platformq.history", json.dumps(history))
 

@@ -1,6 +1,8 @@
 """The registry's promotion rules on a real MLflow (SQLite backend, local artifacts): a bad manual
 promotion changes nothing, and the champion asset never promotes a version the gate did not pass."""
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -283,3 +285,24 @@ def test_a_promotion_takes_the_staging_alias_off_the_new_champion(registry):
     hotfix = new_version(registry)  # by hand, straight from dev
     registry.promote(MODEL, hotfix.version, "hotfix")
     assert registry.version_for(MODEL, "staging") is None
+
+
+def test_a_long_history_never_stops_the_registry_on_a_postgres_backend(tmp_path):
+    """MLflow's SQL store keeps a registered model's tag in a varchar(5000). The history was cut at 7,500 characters:
+    on Postgres (production's MLflow backend) its ~25th event failed, and from then on every registration, stage
+    move, promotion and rollback failed after its registry call (the alias moved, the step failed), for good."""
+    from tests.integration.servers import PG_DSN, postgres_database
+
+    with postgres_database() as db:
+        registry = MlflowResource(tracking_uri=PG_DSN.format(db=db), artifact_location=str(tmp_path / "artifacts"))
+        first = new_version(registry)
+        for i in range(60):  # a year of weekly trainings, gates and promotions
+            registry._record(MODEL, {"event": "stage:dev", "version": str(i), "reason": "no longer passes the "
+                                     "promotion gate: challenger roc_auc 0.5123 does not beat champion v3 0.5234"})
+        registry.set_stage(MODEL, first.version, "dev", "x" * 6000)  # a reason longer than the whole tag
+        result = registry.promote(MODEL, first.version, "first")
+        assert result["promoted"] and registry.version_for(MODEL, "champion").version == first.version
+        events = registry.history(MODEL)
+        assert events[-1]["event"] == "promoted"
+        assert [e["reason"] for e in events if e["event"] == "stage:dev"][-1] == "x" * 500
+        assert len(json.dumps(events)) <= 5000
