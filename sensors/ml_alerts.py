@@ -3,6 +3,7 @@ a row in ``ops.ml_alerts`` and a webhook post; ok and no-data (a day without row
 multi-asset sensor's per-asset event cursor, so a restart neither repeats nor skips an alert."""
 
 import datetime as dt
+import time
 import warnings
 
 from dagster import AssetKey, MultiAssetSensorEvaluationContext, SkipReason, SupersessionWarning, multi_asset_sensor
@@ -12,6 +13,8 @@ from resources.lake import LakeResource
 
 DRIFT_KEYS = [AssetKey(["ml", "price_direction_drift"]), AssetKey(["ml", "account_anomaly_drift"])]
 MAX_EVENTS_PER_TICK = 500  # per drift asset
+# seconds a tick posts alerts for (Dagster cuts a sensor tick off at 60 s, keeping none of its cursor)
+TICK_BUDGET_S = 25.0
 
 
 def alert_record(event) -> dict | None:
@@ -51,36 +54,43 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
     schema = pa.schema([("alert_id", pa.string()), ("asset_key", pa.string()), ("partition", pa.string()),
                         ("severity", pa.string()), ("detail", pa.string()), ("run_id", pa.string()),
                         ("raised_at", pa.timestamp("us", tz="UTC"))])
-    records = []
+    read = []  # (asset key, event, alert record or None), each asset's events oldest first
     for key in DRIFT_KEYS:
         # every materialisation since the cursor, oldest first (not only the latest: a backfill or a paused
         # sensor leaves several partitions' reports between two ticks); the rest waits for the next tick
-        events = list(context.materialization_records_for_key(key, limit=MAX_EVENTS_PER_TICK))
-        for event in events:
-            record = alert_record(event.event_log_entry)
-            if record is not None:
-                records.append(record)
-        # every event read is marked consumed, not only the last: Dagster keeps the partitions of the others as
-        # "trailing unconsumed" events, and at 25 of them (a backfill of a month, or several shorter ones) every
-        # later tick of the sensor failed before keeping its cursor, re-posting the same alerts each minute
-        for event in events:
-            context.advance_cursor({key: event})
-    # Return a value, never None: Dagster's wrapper keeps the cursors advanced above only when the sensor
-    # function returns something (with None, every tick re-read and re-posted the same alerts).
-    if not records:
-        return SkipReason("no drift alert since the last tick")
-    # A tick that is cut off (a slow webhook past the sensor's time limit) keeps no cursor, and the next one reads
-    # the same events again: an alert already in the table is not appended twice (its post is repeated: delivery
-    # to the webhook is at least once).
+        for event in context.materialization_records_for_key(key, limit=MAX_EVENTS_PER_TICK):
+            read.append((key, event, alert_record(event.event_log_entry)))
+    records = [record for _, _, record in read if record is not None]
+    # A tick that is cut off (past Dagster's sensor timeout) keeps no cursor, and the next one reads the same events
+    # again: an alert already in the table is not appended twice.
     new = [r for r in records if r["alert_id"] not in recorded_alerts(lake, [r["alert_id"] for r in records])]
     if new:
         lake.append("ops.ml_alerts", pa.Table.from_pylist(new, schema=schema))
-    for record in records:
-        alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
-                     "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
-                             f"[{record['partition']}] {record['detail']}"})
-    context.log.info(f"raised {len(records)} ML alert(s)")
-    return SkipReason(f"raised {len(records)} ML alert(s); no run to start")
+    # Posts for at most TICK_BUDGET_S, each event's cursor kept once its alert is posted (delivery is at least
+    # once); the rest goes on the next tick. A tick posting a backfill's alerts to a slow webhook ran past the
+    # timeout and the next tick posted the same first alerts again, for ever.
+    # Every event read and handled is marked consumed, not only the last: Dagster keeps the partitions of the
+    # others as "trailing unconsumed" events, and at 25 of them (a backfill of a month, or several shorter ones)
+    # every later tick of the sensor failed before keeping its cursor, re-posting the same alerts each minute.
+    deadline = time.monotonic() + TICK_BUDGET_S
+    posted = handled = 0
+    for key, event, record in read:
+        if record is not None:
+            if posted and time.monotonic() >= deadline:
+                break
+            alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
+                         "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
+                                 f"[{record['partition']}] {record['detail']}"})
+            posted += 1
+        context.advance_cursor({key: event})
+        handled += 1
+    # Return a value, never None: Dagster's wrapper keeps the cursors advanced above only when the sensor
+    # function returns something (with None, every tick re-read and re-posted the same alerts).
+    if not posted:
+        return SkipReason("no drift alert since the last tick")
+    left = len(read) - handled
+    context.log.info(f"raised {posted} ML alert(s)" + (f"; {left} event(s) left for the next tick" if left else ""))
+    return SkipReason(f"raised {posted} ML alert(s); no run to start")
 
 
 # Dagster marks multi-asset sensors superseded by Declarative Automation, except where a sensor has side

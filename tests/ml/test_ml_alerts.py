@@ -132,3 +132,49 @@ def test_a_backfill_of_many_days_does_not_stop_the_sensor(settings, lake):
     # (runless test events all share one run id: a day reported again has the same alert id and is not re-recorded)
     assert len(rows) == 31 and ("ml/account_anomaly_drift", "2024-02-06") in {(r["asset_key"], r["partition"])
                                                                              for r in rows}
+
+
+class SlowWebhook(AlertsResource):
+    """A webhook taking 10 s a post (on a fake clock); the daemon cuts a tick off at 60 s (Dagster's sensor timeout),
+    which keeps none of its cursor."""
+
+    def post(self, payload: dict) -> bool:
+        if CLOCK["now"] - CLOCK["tick_start"] >= 60:
+            raise TimeoutError("sensor tick cut off at 60 s")
+        CLOCK["now"] += 10
+        POSTS.append(payload["alert_id"])
+        return True
+
+
+CLOCK: dict = {}
+POSTS: list = []
+
+
+def test_a_slow_webhook_and_a_backfill_post_every_alert_once(settings, lake, monkeypatch):
+    """Ten drifted days to a webhook taking 10 s each: a tick that posted them all ran past 60 s, was cut off
+    without its cursor, and the next tick posted the same first alerts again, for ever. A tick posts for a limited
+    time and keeps the cursor of what it posted; the rest goes on the next ticks, each alert posted once."""
+    import time
+
+    from dagster import build_sensor_context
+
+    from platformq_assets.definitions import build_definitions
+
+    CLOCK.update(now=0.0, tick_start=0.0)
+    POSTS.clear()
+    monkeypatch.setattr(time, "monotonic", lambda: CLOCK["now"])
+    instance = DagsterInstance.ephemeral()
+    days = [f"2024-01-{d:02d}" for d in range(1, 11)]
+    for day in days:
+        report(instance, DRIFT_KEYS[0], day, "error")
+    definitions, cursor = build_definitions(settings), None
+    for _ in range(8):
+        CLOCK["tick_start"] = CLOCK["now"]
+        with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
+                                  resources={"lake": lake, "alerts": SlowWebhook(webhook_url="http://hook")}) as context:
+            try:
+                cursor = ml_drift_alerts.evaluate_tick(context).cursor or cursor
+            except Exception:  # the daemon's cut-off: the tick's cursor is lost
+                pass
+    assert sorted(POSTS) == sorted(set(POSTS)) and len(POSTS) == 10
+    assert lake.read("ops.ml_alerts").num_rows == 10
