@@ -1,26 +1,43 @@
-"""RayResource's local mode starts its own Ray, whatever the environment says (ray.init recorded, not run)."""
+"""RayResource's local mode starts its own Ray, whatever the environment says (a real Ray, started in
+process); a cluster address is passed to ray.init as given (recorded here: the real two-node cluster is
+tests/production/test_ray_cluster.py)."""
+
+import os
+import socket
 
 import pytest
 
 from resources.compute import RayResource
 
 
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("address", [None, "", "local"])
 def test_local_mode_starts_a_local_ray_even_with_ray_address_set(address, monkeypatch):
     """ray.init(address=None) connects to $RAY_ADDRESS (or the last cluster started on the machine) when there is
-    one: a local step would have run its trials on a cluster nobody configured. "local" always starts one."""
+    one: a local step would have run its trials on a cluster nobody configured (here: one nobody runs, so joining
+    it fails). "local" always starts one, of num_cpus CPUs, and shuts it down after."""
     import ray
 
-    calls = []
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
-    monkeypatch.setattr(ray, "shutdown", lambda: None)
-    with RayResource(address=address, num_cpus=2, temp_dir="/tmp/pqray-unit").session() as cluster:
-        assert cluster["address"] == "local"
-    [init] = calls
-    assert init["address"] == "local" and init["num_cpus"] == 2
+    nobody = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", nobody)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    assert not ray.is_initialized()
+    with RayResource(address=address, num_cpus=2, temp_dir=f"/tmp/pqray-unit-{os.getpid()}").session() as cluster:
+        assert cluster["address"] == "local" and cluster["resources"]["CPU"] == 2.0
+        assert ray.get_runtime_context().gcs_address != nobody and len(ray.nodes()) == 1
+
+        @ray.remote
+        def square(x):
+            return x * x
+
+        assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]  # the local Ray runs tasks
+    assert not ray.is_initialized()  # shut down: nothing leaks into the next step
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # the environment is left as it was
 
 
 def test_a_cluster_address_is_passed_as_given(monkeypatch):
