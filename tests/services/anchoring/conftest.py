@@ -1,8 +1,8 @@
 """Shared in-process chains for the anchoring tests.
 
-The chain libraries (web3, eth-tester, py-evm) may live in a separate venv; the
-fixtures skip, with a reason, where they are missing, so the Merkle tests still
-run everywhere.
+The chain libraries (web3, eth-tester, py-evm) live in a separate venv (.venv-chain:
+make test runs this folder there); the chain fixtures fail where they are missing,
+they do not skip.
 """
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Option pricing against QuantLib, a test-only oracle (skipped, with the reason shown by ``-ra``, if absent)."""
+"""Option pricing against QuantLib, a test-only oracle (a dev requirement: absent, the module fails to import)."""
 
 import math
 
