@@ -30,10 +30,25 @@ def bars(days=("2024-03-01", "2024-03-04"), instruments=("AAPL", "MSFT"), minute
 
 
 def test_instrument_windows_are_computed_within_the_day():
-    table = instrument_features(bars()).to_pandas()
+    minute_bars = bars()
+    table = instrument_features(minute_bars).to_pandas()
+    # the intervals, aggregated here from the minute bars with pandas: one row per five minutes (UTC) holding a
+    # bar, its close the last bar's, its high/low/volume/trade count those of all its bars, known at its end
+    b = minute_bars.to_pandas().sort_values("bar_start")
+    b["interval"] = b.bar_start.dt.floor("5min")
+    oracle = b.groupby(["instrument", "partition_date", "interval"]).agg(
+        close=("close", "last"), high=("high", "max"), low=("low", "min"), volume=("volume", "sum"),
+        trades=("trade_count", "sum")).reset_index().sort_values(["instrument", "partition_date", "interval"])
+    got = table.sort_values(["instrument", "partition_date", "bucket"]).reset_index(drop=True)
+    oracle = oracle.reset_index(drop=True)
+    assert list(zip(got.instrument, got.partition_date)) == list(zip(oracle.instrument, oracle.partition_date))
+    assert list(got.event_ts.dt.tz_localize(None)) == list(oracle.interval + dt.timedelta(minutes=5))
+    assert np.allclose(got.close, oracle.close, rtol=1e-12) and list(got.volume_1) == list(oracle.volume)
+    assert np.allclose(got.range_1, (oracle.high - oracle.low) / oracle.close, rtol=1e-12)
+    assert list(got.trade_count_1) == list(oracle.trades)
     aapl = table[(table.instrument == "AAPL") & (table.partition_date == "2024-03-01")].reset_index(drop=True)
-    # 95 minutes of bars from 14:30 -> 20 five-minute intervals (some minutes missing, none whole)
-    assert len(aapl) == 19 or len(aapl) == 20
+    # 95 minutes of bars from 14:30: 19 five-minute intervals, each holding some bar (a minute in 7 has none)
+    assert len(aapl) == 19
     assert math.isnan(aapl.ret_1[0]) and math.isnan(aapl.ret_6[5])  # no look-back across the day start
     assert aapl.ret_1[1] == pytest.approx(math.log(aapl.close[1] / aapl.close[0]))
     assert aapl.ret_6[6] == pytest.approx(math.log(aapl.close[6] / aapl.close[0]))
