@@ -260,7 +260,7 @@ def test_credentials_public_url_is_an_http_address(monkeypatch):
     monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "https://vc.platformq.example")
     assert Settings().credentials_public_url == "https://vc.platformq.example"
     monkeypatch.setenv("PLATFORMQ_CREDENTIALS_PUBLIC_URL", "vc.platformq.example")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="credentials_public_url"):  # pydantic's ValidationError names the field
         Settings()
 
 
