@@ -33,7 +33,13 @@ class RayResource(ConfigurableResource):
         if local:  # single node on loopback (Ray binds the machine's address otherwise)
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         import ray
+        from ray._private import ray_constants
 
+        # Ray reads that variable once, when first imported: a Ray imported earlier in this process (another
+        # library, an earlier step of an in-process run) would bind the machine's address; its flag is set too
+        cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
+        if local:
+            ray_constants.ENABLE_RAY_CLUSTER = False
         os.makedirs(self.temp_dir, exist_ok=True)
         already = ray.is_initialized()
         if not already:
@@ -50,6 +56,7 @@ class RayResource(ConfigurableResource):
             if not already:
                 ray.shutdown()
             if local:  # leave the environment as it was (child processes started later inherit it)
+                ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
                 if guard is None:
                     os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
                 else:

@@ -51,3 +51,28 @@ def test_a_cluster_address_is_passed_as_given(monkeypatch):
     with RayResource(address="ray-head:6379").session() as cluster:
         assert cluster["address"] == "ray-head:6379"
     assert calls == [{"address": "ray-head:6379", "log_to_driver": False}]
+
+
+def test_local_ray_stays_on_loopback_when_ray_was_imported_before(tmp_path):
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at its import: in a process that had imported Ray before
+    (another library, an earlier step of an in-process run), setting it before ray.init did nothing, and the
+    local Ray bound the machine's network address. Run in a fresh process, which imports Ray first."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = f"""
+import os
+os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+import ray  # imported before the resource sets anything
+from resources.compute import RayResource
+with RayResource(address="local", num_cpus=1, temp_dir={str(f"/tmp/pqray-lb-{os.getpid()}")!r}).session():
+    print("NODES", sorted({{n["NodeManagerAddress"] for n in ray.nodes()}}))
+    print("GCS", ray.get_runtime_context().gcs_address)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("NODES", "GCS")))
+    assert lines["NODES"] == "['127.0.0.1']" and lines["GCS"].startswith("127.0.0.1:"), out.stdout
