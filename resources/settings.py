@@ -37,7 +37,10 @@ PRODUCTION_REQUIRED = (
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLATFORMQ_", extra="ignore", frozen=True)
+    # env_ignore_empty: a variable named with no value (a config map's `PLATFORMQ_CATALOG_NAME: ""`) is unset, for
+    # every setting: it gave a catalog named '' (an empty lake beside the real one), a Trino user '', or failed
+    # the load (a port, a list)
+    model_config = SettingsConfigDict(env_prefix="PLATFORMQ_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     profile: Literal["local", "production"] = "local"
     home: Path = Field(default=PROJECT_ROOT / ".platformq", description="local state folder")
@@ -188,8 +191,9 @@ class Settings(BaseSettings):
         return conf
     spark_job_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
-    promotion_min_improvement: float = 0.0
-    promotion_min_metric: float = 0.5
+    # ROC AUC bounds: NaN made the champion comparison pass any challenger (`x < champion + nan` is never true)
+    promotion_min_improvement: Annotated[float, Field(ge=0, le=1)] = 0.0
+    promotion_min_metric: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Real-time serving: share of entities routed to the challenger per model (A/B), and how long
     # the serving API trusts its view of the aliases before asking the registry again.
     ab_challenger_share: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)

@@ -169,7 +169,8 @@ def test_ab_challenger_share_is_a_fraction(monkeypatch, share, ok):
     ("PLATFORMQ_FEDERATED_MIN_PARTICIPANTS", "0"), ("PLATFORMQ_FEDERATED_DP_DELTA", "1"),
     ("PLATFORMQ_FEDERATED_DP_EPSILON", "-3"), ("PLATFORMQ_FEDERATED_EPSILON_BUDGET", "-1"),
     ("PLATFORMQ_DATA_API_CACHE_MB", "-1"), ("PLATFORMQ_TRADING_HISTORY", "999"),
-    ("PLATFORMQ_TRADING_SNAPSHOT_COMMANDS", "-1"),
+    ("PLATFORMQ_TRADING_SNAPSHOT_COMMANDS", "-1"), ("PLATFORMQ_PROMOTION_MIN_IMPROVEMENT", "nan"),
+    ("PLATFORMQ_PROMOTION_MIN_METRIC", "inf"), ("PLATFORMQ_PROMOTION_MIN_METRIC", "-0.5"),
 ])
 def test_a_number_out_of_its_range_fails_with_the_settings_name(monkeypatch, variable, value):
     # each used to be taken as given: a negative venue scale, a Ray of no CPUs, a federation of no rounds
@@ -350,3 +351,14 @@ def test_airflow_needs_its_url_and_its_dags_together(monkeypatch, given, value, 
     monkeypatch.setenv("PLATFORMQ_AIRFLOW_URL", "http://airflow.internal:8080")
     monkeypatch.setenv("PLATFORMQ_AIRFLOW_DAGS", '["export_dag"]')
     assert Settings().airflow_dags == ("export_dag",)
+
+
+@pytest.mark.parametrize("name, value", [("CATALOG_NAME", "platformq"), ("TRINO_USER", "platformq"),
+                                         ("TRINO_PORT", 8080), ("S3_REGION", "us-east-1"), ("SIM_SEED", 7),
+                                         ("SERVICE_URLS", {}), ("LANDING_SOURCES", ("partner_quotes", "kyc_events")),
+                                         ("PROFILE", "local"), ("SERVICES_IN_PROCESS", None)])
+def test_any_variable_set_to_the_empty_string_is_unset(monkeypatch, name, value):
+    # a config map's `PLATFORMQ_CATALOG_NAME: ""` gave a catalog named '' (an empty lake beside the real one);
+    # a port, a list or a choice failed the load
+    monkeypatch.setenv(f"PLATFORMQ_{name}", "")
+    assert getattr(Settings(), name.lower()) == value
