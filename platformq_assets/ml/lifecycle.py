@@ -62,8 +62,9 @@ class TrainingConfig(Config):
 
 
 class GateConfig(Config):
-    min_metric: float | None = None  # defaults from settings (PLATFORMQ_PROMOTION_MIN_METRIC)
-    min_improvement: float | None = None  # over the champion (PLATFORMQ_PROMOTION_MIN_IMPROVEMENT)
+    # ROC AUC bounds (NaN would let any challenger past the champion comparison)
+    min_metric: float | None = Field(default=None, ge=0, le=1)  # defaults from settings (PLATFORMQ_PROMOTION_MIN_METRIC)
+    min_improvement: float | None = Field(default=None, ge=0, le=1)  # over the champion (..._MIN_IMPROVEMENT)
     min_rows: int = Field(default=MIN_GATE_ROWS, ge=1)  # rows after both versions' training cutoffs
 
 
