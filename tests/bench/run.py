@@ -30,6 +30,7 @@
                                network and input; SNN vs MLP precision/recall (tests/bench/neuromorphic.py)  (reported)
 
 Usage: python tests/bench/run.py [--only NAME ...] [--history-days 30] [--rows 1000000]
+Exits 1 when a target is missed (each miss is printed as MISS and named at the end).
 """
 
 import argparse
@@ -548,11 +549,13 @@ def bench_governance():
     rng = random.Random(1)
     weights = {f"v{i}": rng.randint(1, 10**6) for i in range(10_000)}
     ballots = {v: rng.choice((0, 1, 2)) for v in weights}
-    t = time.perf_counter()
-    totals = [0, 0, 0]
-    for voter, support in ballots.items():
-        totals[support] += weights[voter]
-    plain = time.perf_counter() - t
+    plain = float("inf")
+    for _ in range(3):  # best of 3, as bench_tally times the tally
+        t = time.perf_counter()
+        totals = [0, 0, 0]
+        for voter, support in ballots.items():
+            totals[support] += weights[voter]
+        plain = min(plain, time.perf_counter() - t)
     report("governance tally (10k)", f"{seconds * 1000:.1f}", "ms", f"{plain * 1000:.1f}", "ms (plain sum)",
            seconds / plain, "reported", True)
 
@@ -839,7 +842,8 @@ def main():
         bench_federated(report)
     missed = [name for name, ok in RESULTS if not ok]
     print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
