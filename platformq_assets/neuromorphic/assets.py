@@ -87,6 +87,20 @@ def _preflight(settings) -> None:
         require_lava_python(settings)
 
 
+def _require_sources(context: AssetExecutionContext) -> None:
+    """The day's trades, orders and anomaly labels must have been built: a partition never materialised reads as
+    an empty table, so a run before silver.trades (dbt) or the labels landed encoded the day from orders alone, or
+    labelled every window normal, and reported it as that day's spike trains (automation waits for all three; a
+    manual run, a job or a backfill did not)."""
+    day = context.partition_key
+    missing = [k.to_user_string() for k in SOURCES if day not in context.instance.get_materialized_partitions(k)]
+    if missing:
+        raise Failure(allow_retries=False,
+                      description=f"{', '.join(missing)} for {day} not materialised yet: build the day (lake_daily) "
+                      "first, then materialise this partition again; nothing was written",
+                      metadata={"missing": ", ".join(missing)})
+
+
 def _results(invocation, **metadata):
     """The Pipes results, with the Dagster side's own metadata merged into the materialisation."""
     for result in invocation.get_results():
@@ -117,6 +131,7 @@ def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, la
 
     settings = _settings()
     _preflight(settings)
+    _require_sources(context)
     day = context.partition_key
     workdir = settings.effective_lava_workdir
     events = workdir / "events" / f"{day}.npz"

@@ -27,7 +27,19 @@ def silver_trades(fills):
     })
 
 
-def seed_days(lake, days: list[str], scale: float = SCALE) -> dict:
+def report_sources(instance, days: list[str], keys=None) -> None:
+    """Record the days of the neuromorphic sources as materialised, as the lake_daily run that wrote them would."""
+    from dagster import AssetMaterialization
+
+    from platformq_assets.neuromorphic.assets import SOURCES
+
+    for key in keys or SOURCES:
+        for day in days:
+            instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=day))
+
+
+def seed_days(lake, days: list[str], scale: float = SCALE, instance=None) -> dict:
+    """The days' venue tables written to the lake (and, given an instance, recorded as materialised there)."""
     from pipelines.partitions import LAKE_START_DATE, PARTITION_COLUMN
     from platformq_assets.lake.venue import BRONZE_ANOMALY_LABELS, BRONZE_FILLS, BRONZE_ORDERS, venue_tables
     from services.trading.simulation import SimulationConfig, accounts, simulate_day
@@ -42,4 +54,6 @@ def seed_days(lake, days: list[str], scale: float = SCALE) -> dict:
         lake.replace_partition("bronze.anomaly_labels", tables[BRONZE_ANOMALY_LABELS], PARTITION_COLUMN, date)
         lake.replace_partition("silver.trades", silver_trades(tables[BRONZE_FILLS]), PARTITION_COLUMN, date)
         labels[day] = tables[BRONZE_ANOMALY_LABELS].num_rows
+    if instance is not None:
+        report_sources(instance, days)
     return labels

@@ -36,7 +36,7 @@ def checks(result):
 
 
 def test_spike_trains_model_and_scores_through_pipes(settings, lake):
-    labelled = seed_days(lake, [DAY1, DAY2])
+    labelled = seed_days(lake, [DAY1, DAY2], instance=DagsterInstance.get())
     defs = definitions(settings)
 
     # spike trains for both days, encoded in the lava environment
