@@ -137,3 +137,40 @@ def test_a_run_that_dies_after_settling_loses_nothing(settings, lake, monkeypatc
     rows = statement(lake, "gold.futures_final_settlement", DAYS[2])
     assert {r["account_id"] for r in rows} == set(ACCOUNTS)
     assert sum(r["variation_margin_cents"] for r in rows) == 0 and any(r["variation_margin_cents"] for r in rows)
+
+
+def test_another_tenant_trading_the_days_contract_leaves_its_checks_passing(settings, lake, monkeypatch):
+    """Contracts are market-wide: another tenant may open accounts in the day's contract and clear trades between
+    them. The service's open interest then counts that tenant's positions too; the platform's own longs still equal
+    its shorts, and the blocking check passed only when the open interest was exactly the platform's."""
+    from fastapi.testclient import TestClient
+
+    from resources.services import ServiceClientResource, build_local_app, resolve_env_refs
+
+    defs = definitions(settings)
+    roster(lake, D1)
+    service = defs.resources["derivatives"]
+    store_url = (resolve_env_refs(service.store) or {}).get("url")
+    real = ServiceClientResource.request
+
+    def request(self, method, path, **kwargs):
+        if method == "POST" and path.endswith("/settlements"):  # the day's trades are in: a market maker trades too
+            symbol = path.split("/")[3]
+            app, ctx = build_local_app("derivatives", service.home, derivatives_store_url=store_url)
+            key = {"X-API-Key": ctx.keys.create("mm", "t-market-maker", ["trader"])}
+            with TestClient(app) as other:
+                price = other.get(f"/v1/futures/contracts/{symbol}", headers=key).json()["reference_price"]
+                for account in ("mm1", "mm2"):
+                    assert other.post(f"/v1/futures/{symbol}/accounts", headers=key,
+                                      json={"account_id": account, "deposit_cents": 10**7}).status_code == 201
+                assert other.post(f"/v1/futures/{symbol}/trades", headers=key, json={
+                    "buyer_account_id": "mm1", "seller_account_id": "mm2", "contracts": 7,
+                    "price": price}).status_code == 201
+        return real(self, method, path, **kwargs)
+
+    monkeypatch.setattr(ServiceClientResource, "request", request)
+    result = run_day(defs, D1.isoformat(), selection=[FUTURES_MARGIN], run_config={})
+    assert result.success and failed_checks(result) == []
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "open_interest_long_equals_short"]
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert meta["open_interest"] == meta["long"] + 7 and meta["long"] == meta["short"] > 0
