@@ -1,7 +1,8 @@
 """Pipes entry: train the SLAYER network (and the non-spiking baselines) on a window of trading days.
 
 Extras: ``train_files`` (spike-train .npz of the training days), ``out_dir``, ``hidden``, ``epochs``,
-``lr``, ``seed``. Writes ``network.h5`` (netx export), ``slayer_state.pt`` (the float model),
+``lr``, ``seed``, ``pad`` (the silent steps after each window that scoring counts: the training fit is measured
+in scoring's layout). Writes ``network.h5`` (netx export), ``slayer_state.pt`` (the float model),
 ``baselines.pkl`` and ``model.json`` into ``out_dir``; reports training metadata and the check that
 netx loads the export with the trained layer shapes.
 """
@@ -48,7 +49,10 @@ def main() -> None:
         with open(out / "baselines.pkl", "wb") as handle:
             pickle.dump({"mlp": mlp, "isolation_forest": forest}, handle)
 
-        fit_snn = metrics.precision_recall(labels, metrics.decide(network.run_slayer(net, spikes)["out_counts"]))
+        # decided as scoring decides: the window, then ``pad`` silent steps whose spikes count too
+        pad = int(extras.get("pad", 2))
+        fit_snn = metrics.precision_recall(labels, metrics.decide(
+            network.run_slayer(net, spikes, pad=pad)["out_counts"]))
         fit_mlp = metrics.precision_recall(labels, baseline.mlp_scores(mlp, features) >= 0.5)
         description = {
             "sizes": net.sizes, "hidden": hidden, "epochs": epochs, "lr": lr, "seed": seed,
@@ -57,7 +61,7 @@ def main() -> None:
             "window_us": int(days[0]["window_us"]), "bin_us": int(days[0]["bin_us"]),
             "train_files": list(extras["train_files"]), "training_windows": int(len(labels)),
             "training_positives": int(labels.sum()), "history": history,
-            "train_fit": {"snn": fit_snn, "mlp": fit_mlp},
+            "train_fit": {"snn": fit_snn, "mlp": fit_mlp}, "train_fit_pad": pad,
         }
         (out / "model.json").write_text(json.dumps(description, indent=2))
 

@@ -68,8 +68,13 @@ class SnnTrainingConfig(Config):
     seed: int = Field(default=0, ge=0)
 
 
+# silent steps after each window before the network is reset, as scoring lays windows out by default; training
+# measures its fit (the snn_train_* metrics) in the same layout, since the steps counted change the decisions
+SCORING_PAD = 2
+
+
 class ScoringConfig(Config):
-    pad: int = Field(default=2, ge=0)  # silent steps after each window before the network is reset
+    pad: int = Field(default=SCORING_PAD, ge=0)  # silent steps after each window before the network is reset
     agreement_threshold: float = Field(default=0.95, ge=0, le=1)  # SLAYER (float) vs Lava (fixed point) decisions per window
 
 
@@ -247,7 +252,8 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     try:
         invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
             "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
-            "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed})
+            "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed,
+            "pad": SCORING_PAD})
         results = list(invocation.get_results())
         from platformq_assets.neuromorphic.registry import log_and_register
 
