@@ -22,7 +22,8 @@
     data API pages             read a 100,000-row gold table page by page over HTTP vs one pass over it  target <= 3x
     lakehouse prod vs local    one day of medallion_daily on Postgres + S3 (moto) vs SQLite + files      (reported)
     online prediction (ML)     POST /v1/models/{name}/predict p99 over HTTP vs Feast + model in process  <= 2.0, 5 ms
-    feature materialisation    Feast materialize rows/s vs the same rows inserted straight into SQLite   (reported)
+    feature materialisation    Feast materialize, source rows/s, vs reading the same Parquet, keeping each entity's
+                               latest row and inserting it straight into SQLite               (reported)
     ray tune per-trial         per-trial time under Ray Tune vs the same trial function in a loop        (reported)
     federated (Flower)         FedAvg IID vs centralised; Dirichlet(0.3) FedAvg/FedProx/SCAFFOLD; DP-SGD at
                                ε 1/3/8; time per round at 10 and 100 clients (tests/bench/federated.py)
