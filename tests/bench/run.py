@@ -270,7 +270,8 @@ def bench_engine(n: int = 300_000, reps: int = 3):
 def bench_http_orders(n: int = 1500):
     """POST /v1/orders to the trading app as `platformq serve` builds it (resources.services.build_local_app: each
     order journalled in SQLite before the answer, the audit trail written to its file) vs a bare no-op FastAPI
-    endpoint, both served by uvicorn on loopback with the same client (orders/s over one pass of ``n``)."""
+    endpoint, both served by uvicorn on loopback with the same client (orders/s over a pass of ``n``, best of three
+    passes each, interleaved)."""
     import logging
 
     import httpx
@@ -305,18 +306,21 @@ def bench_http_orders(n: int = 1500):
                     raise RuntimeError(r.text)
             return len(payloads) / (time.perf_counter() - t)
 
-    with serve(app) as url:
+    # three passes of each, interleaved (a slow moment of the shared machine falls on both), best of each
+    ours, base = [], []
+    with serve(app) as url, serve(bare) as bare_url:
         with httpx.Client(base_url=url, headers={"X-API-Key": key}) as c:
             c.post("/v1/accounts", json={"account_id": "a1"})
             c.post("/v1/accounts/a1/deposits", json={"asset": "USD", "amount": 10**12})
             c.post("/v1/accounts/a1/deposits", json={"asset": "AAPL", "amount": 10**9})
-        ours = timed(url, "/v1/orders", bodies, {"X-API-Key": key})
+        for _ in range(3):
+            ours.append(timed(url, "/v1/orders", bodies, {"X-API-Key": key}))
+            base.append(timed(bare_url, "/noop", bodies, {}))
     journalled = exchange.journal.load()
     home.cleanup()
-    # every order of the measured pass (and of the warm-up) reached the service's journal, not a stand-in
-    assert len(journalled) >= n + 50 + 3, len(journalled)
-    with serve(bare) as url:
-        base = timed(url, "/noop", bodies, {})
+    # every order of the measured passes (and of the warm-ups) reached the service's journal, not a stand-in
+    assert len(journalled) >= 3 * (n + 50) + 3, len(journalled)
+    ours, base = max(ours), max(base)
     ratio = ours / base
     report("order placement (HTTP)", f"{ours:,.0f}", "orders/s", f"{base:,.0f}", "no-op/s", ratio, ">= 0.5",
            ratio >= 0.5)
