@@ -29,8 +29,9 @@ variation margin: what the next settlement would pay or take for its trades
 since the last one (realised P&L of positions closed since then included) and
 for its open position. Pending variation margin is valued at two marks, the
 last settlement price (before the first settlement the listing's reference
-price, if it has one) and the latest trade price since the last settlement,
-and the *lower* of the two counts, so summed over accounts it is never
+price, if it has one) and the latest trade price since the last settlement
+among the account's own tenant's trades (another tenant's trades never move
+it), and the *lower* of the two counts, so summed over accounts it is never
 positive: no account can spend a gain another account has not yet paid. The
 initial-margin check of a trade uses the equity the account would have after
 the trade; a withdrawal may take only ``min(balance, equity) - initial
@@ -264,7 +265,21 @@ class FuturesClearingHouse:
     last_settlement_ticks: int | None = None
     last_settlement_day: date | None = None
     final: FinalSettlement | None = None
-    last_trade_ticks: int | None = None  # price of the latest trade since the last settlement
+    # price of the latest trade since the last settlement, per book (an account's tenant, the part of its id
+    # before the last "/"): one tenant's trades never move the mark another tenant's margin is valued at
+    last_trade_by_book: dict[str, int] = field(default_factory=dict)
+    last_trade_ticks: int | None = None  # a copy saved before books: the contract's latest trade, until a settlement
+
+    def __setstate__(self, state: dict) -> None:  # a copy saved before ``last_trade_by_book``
+        state.setdefault("last_trade_by_book", {})
+        self.__dict__.update(state)
+
+    @staticmethod
+    def _book(account: str) -> str:
+        return account.rpartition("/")[0]
+
+    def _last_trade_for(self, account: str) -> int | None:
+        return self.last_trade_by_book.get(self._book(account), self.last_trade_ticks)
 
     # ------------------------------------------------------------ accounts
 
@@ -329,7 +344,7 @@ class FuturesClearingHouse:
         """What the next settlement would pay (+) or take (-), at the lower of the two marks (see module doc)."""
         state = self._account(account)
         ticks = self._pending_ticks(state.position, state.position_at_last_settlement, state.trade_cash_ticks,
-                                    self._marks(self.last_trade_ticks))
+                                    self._marks(self._last_trade_for(account)))
         return ticks * self.contract.tick_value_cents
 
     def equity_cents(self, account: str) -> int:
@@ -408,7 +423,8 @@ class FuturesClearingHouse:
         b.trade_cash_ticks -= contracts * ticks
         s.position -= contracts
         s.trade_cash_ticks += contracts * ticks
-        self.last_trade_ticks = ticks
+        for book in {self._book(buyer), self._book(seller)}:
+            self.last_trade_by_book[book] = ticks
         trade = Trade(len(self.trades) + 1, buyer, seller, contracts, ticks, day)
         self.trades.append(trade)
         return trade
@@ -440,6 +456,7 @@ class FuturesClearingHouse:
             state.position_at_last_settlement = state.position
             state.trade_cash_ticks = 0
         self.last_trade_ticks = None
+        self.last_trade_by_book.clear()
         total = sum(vm.values())
         if total != 0:  # impossible unless the state was edited by hand
             raise AssertionError(f"variation margin does not net to zero: {total}")

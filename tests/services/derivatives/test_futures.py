@@ -359,3 +359,38 @@ def test_trades_are_refused_after_expiry_even_before_the_final_settlement():
         ch.trade("a", "b", 1, "2.00", day=D1)
     ch.trade("a", "b", 1, "2.00", day=D2)
     assert ch.position("a") == 2 and len(ch.trades) == 2
+
+
+def test_another_tenants_trade_never_moves_the_mark_of_an_accounts_margin():
+    """Contracts are open to every tenant, each trading between its own accounts (ids `tenant/account`). The
+    latest trade price that values unsettled margin was the contract's: tenant B, trading one lot between its
+    own accounts at the top of the price band, cut tenant A's equity by 20,000 cents and what A could withdraw,
+    at no cost to B. Each tenant's own latest trade marks its accounts."""
+    ch = house(**{"tA/a": 150_000 + 50_000, "tA/b": 1_000_000, "tB/p": 1_000_000, "tB/q": 1_000_000})
+    ch.trade("tA/b", "tA/a", 10, "2.00")  # tA/a short 10
+    ch.mark_to_market(D1, "2.00")
+    before = (ch.equity_cents("tA/a"), ch.excess_cents("tA/a"))
+    ch.trade("tB/p", "tB/q", 1, "2.20")  # the top of the 10 % band, between B's own accounts
+    assert (ch.equity_cents("tA/a"), ch.excess_cents("tA/a")) == before == (200_000, 150_000)
+    assert ch.pending_variation_margin_cents("tB/p") == -20 * 100  # B's own accounts are marked at B's trade
+    ch.trade("tA/a", "tA/b", 1, "2.10")  # A's own trade moves A's mark: 9 short lots 10 ticks up, one bought back
+    assert ch.pending_variation_margin_cents("tA/a") == -10 * 100 * 10
+    settled = ch.mark_to_market(D2, "2.10")
+    assert sum(settled.variation_margin.values()) == 0 and ch.last_trade_by_book == {}
+
+
+def test_a_house_saved_before_books_is_read_with_the_contracts_latest_trade():
+    import pickle
+
+    ch = house(a=200_000, b=1_000_000)
+    ch.trade("b", "a", 10, "2.00")
+    ch.mark_to_market(D1, "2.00")
+    ch.trade("a", "b", 1, "2.10")
+    state = dict(ch.__dict__)
+    del state["last_trade_by_book"]  # as pickled by the version before books
+    state["last_trade_ticks"] = 210
+    old = FuturesClearingHouse.__new__(FuturesClearingHouse)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.last_trade_by_book == {}
+    assert restored.pending_variation_margin_cents("a") == ch.pending_variation_margin_cents("a")
