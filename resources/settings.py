@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     spark_job_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     # ROC AUC bounds: NaN made the champion comparison pass any challenger (`x < champion + nan` is never true)
-    promotion_min_improvement: Annotated[float, Field(ge=0, le=1)] = 0.0
+    promotion_min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0  # < 0: a slightly worse one passes
     promotion_min_metric: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Real-time serving: share of entities routed to the challenger per model (A/B), and how long
     # the serving API trusts its view of the aliases before asking the registry again.

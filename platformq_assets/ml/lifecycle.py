@@ -62,9 +62,10 @@ class TrainingConfig(Config):
 
 
 class GateConfig(Config):
-    # ROC AUC bounds (NaN would let any challenger past the champion comparison)
+    # ROC AUC bounds (NaN would let any challenger past the champion comparison); a negative improvement lets a
+    # challenger slightly worse than the champion through
     min_metric: float | None = Field(default=None, ge=0, le=1)  # defaults from settings (PLATFORMQ_PROMOTION_MIN_METRIC)
-    min_improvement: float | None = Field(default=None, ge=0, le=1)  # over the champion (..._MIN_IMPROVEMENT)
+    min_improvement: float | None = Field(default=None, ge=-1, le=1)  # over the champion (..._MIN_IMPROVEMENT)
     min_rows: int = Field(default=MIN_GATE_ROWS, ge=1)  # rows after both versions' training cutoffs
 
 
