@@ -182,7 +182,10 @@ def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
                             "typeSignature": {"rawType": "varchar", "arguments": [{"kind": "LONG", "value": 1}]}}]
     coordinator.rows = []
     env = {**os.environ, "PLATFORMQ_TRINO_HOST": "127.0.0.1", "PLATFORMQ_TRINO_PORT": str(coordinator.port),
-           "DBT_TARGET_PATH": str(tmp_path), "PLATFORMQ_PII_SALT": "s"}
+           "DBT_TARGET_PATH": str(tmp_path), "PLATFORMQ_PII_SALT": "s",
+           # set but empty (a config map's `KEY: ""`) is unset, as the platform's settings take it: dbt used to
+           # write to catalog '' as user '' over scheme '' while Dagster read `iceberg`
+           "PLATFORMQ_TRINO_USER": "", "PLATFORMQ_TRINO_CATALOG": "", "PLATFORMQ_TRINO_HTTP_SCHEME": ""}
     try:
         run = subprocess.run([str(ROOT / ".venv" / "bin" / "dbt"), "run", "--target", "production", "--profiles-dir",
                               ".", "--select", "trades accounts ohlcv_bars positions_pnl trader_leaderboard",
