@@ -402,6 +402,7 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
     started = time.perf_counter()
     click.echo(f"platformQ demo: {days} trading day(s) {day_list[0]} .. {day_list[-1]} (scale {scale}), "
                f"profile {settings.profile}")
+    instance = _instance()  # before anything is written: an instance whose daemon would fail our runs refuses
     written = seed_landing_zone(settings.landing_dir)
     click.echo(f"landing zone: {len(written)} sample file(s) under {settings.landing_dir}")
     log_path = None if verbose else (
@@ -411,7 +412,6 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
 
     with library_output_to(log_path) as echo:
         defs = _definitions()
-        instance = _instance()
         reports = materialise_days(day_list, instance, defs,
                                    run_config={"ops": {"venue_session": {"config": {"scale": scale}}}},
                                    on_report=lambda r: _echo_reports([r], echo))

@@ -45,7 +45,7 @@ def instance_home(tmp_path, run_launcher: dict | None, monitoring: bool):
 
 @pytest.mark.parametrize("where", ["kubeconfig", "in-cluster"])
 @pytest.mark.parametrize("args", [["backfill", "--start", "2024-01-02", "--end", "2024-01-02"],
-                                  ["erasure", "process"]])
+                                  ["erasure", "process"], ["demo", "--days", "1", "--end", "2024-01-04"]])
 def test_runs_on_a_k8s_launched_monitored_instance_are_refused_with_the_queued_way(tmp_path, where, args):
     kubeconfig = None
     if where == "kubeconfig":  # a launcher that starts (its API is never called)
@@ -57,6 +57,7 @@ def test_runs_on_a_k8s_launched_monitored_instance_are_refused_with_the_queued_w
     assert out.returncode == 1, out.stdout + out.stderr
     assert "K8sRunLauncher" in out.stderr and "run monitoring" in out.stderr
     assert "dagster job backfill" in out.stderr and "Traceback" not in out.stderr
+    assert not list((home / "landing").rglob("*.*"))  # nothing written first (the demo seeds the landing zone)
     # nothing ran: no run was recorded (and so none for the daemon to fail)
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
