@@ -62,6 +62,12 @@ def process() -> None:
                    f"{meta['rows_pseudonymised'].value}; snapshots expired {meta['snapshots_expired'].value}, "
                    f"files deleted {meta['files_deleted'].value}")
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
+    for event in result.get_asset_materialization_events():  # the lake is done; the feature store was not
+        meta = event.materialization.metadata
+        for name, what in (("online_error", "feature store (the requests stay in progress)"),
+                           ("residue_feature_error", "feature store residue sweep")):
+            if name in meta and meta[name].value not in (None, "none"):
+                failed.append(f"{what}: {meta[name].value}")
     if not result.success or failed:
         raise click.ClickException(f"erasure failed ({', '.join(failed) or 'see the run in the UI'}): run "
                                    f"{result.run_id}")

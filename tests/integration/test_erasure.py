@@ -743,3 +743,30 @@ def test_a_feature_store_outage_fails_the_maintenance_job_at_its_end_after_every
     shutil.rmtree(online)  # the store is back: the next run finishes the request and succeeds
     result = job.execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
     assert result.success and erasure.list_requests(small_lake)[0]["status"] == "completed"
+
+
+def test_the_erasure_cli_exits_1_when_the_feature_store_could_not_be_reached(platform_home, small_lake):
+    """`platformq erasure process` with the online store unreachable: the lake's part is done and the request
+    stays in progress; the command said so nowhere and exited 0 (the alert lives in the nightly job's end)."""
+    import shutil
+    import subprocess
+
+    from resources import erasure
+    from tests.conftest import ROOT, subprocess_env
+
+    def process():
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "platformq"), "erasure", "process"], cwd=ROOT,
+                              env=subprocess_env(platform_home), capture_output=True, text=True, timeout=300)
+
+    erasure.request_erasure(small_lake, ACME, 2, "DSR-34", "dpo")
+    online = platform_home / "feast" / "online.db"
+    online.parent.mkdir(parents=True, exist_ok=True)
+    online.unlink(missing_ok=True)
+    online.mkdir()  # the online store cannot be opened
+    out = process()
+    assert out.returncode == 1 and "feature store (the requests stay in progress)" in out.stderr, out.stderr
+    assert erasure.list_requests(small_lake)[0]["status"] == "in_progress"
+    shutil.rmtree(online)
+    out = process()
+    assert out.returncode == 0, out.stderr
+    assert erasure.list_requests(small_lake)[0]["status"] == "completed"
