@@ -343,16 +343,11 @@ class PlatformStrategy(FedAvg):
     def charge_malformed(self, who: str, msg: Message) -> None:
         """Under DP-SGD a malformed reply (no update, no finite loss or example count) still comes from a
         participant that was sent the round and may have trained with noise and released an update: it is charged
-        the ε it reports if that is a valid number, else the round's in-flight bound, never less than recorded."""
+        the round's in-flight bound (more than it can have spent, never less), never less than recorded. The ε
+        such a reply reports is not taken: a reply that is malformed anyway could report 0 and spend nothing."""
         if self.cfg.dp != "client" or who not in self.in_flight:
             return
-        reported = None
-        if "metrics" in msg.content.metric_records:
-            value = msg.content["metrics"].get("epsilon")
-            if isinstance(value, (int, float)) and np.isfinite(float(value)) and float(value) >= 0:
-                reported = float(value)
-        charged = self.in_flight[who] if reported is None else reported
-        self.epsilon[who] = max(self.epsilon.get(who, 0.0), charged)
+        self.epsilon[who] = max(self.epsilon.get(who, 0.0), self.in_flight[who])
 
     def screen_extra(self, msg: Message) -> str | None:
         """Why a reply's strategy-specific records must be rejected, or None."""

@@ -248,20 +248,21 @@ def test_a_malformed_dp_reply_is_still_charged_its_epsilon():
     strategy = PlatformStrategy(config(dp="client", dp_target_epsilon=4.0, epsilon_spent="t-a=1.0,t-b=0.5,t-c=2.0"),
                                 {})
     sent = start_round(strategy, Grid({1: "t-a", 2: "t-b", 3: "t-c", 4: "t-d", 5: "t-e"}))
-    nan_loss = reply(sent[1], epsilon=1.7, **{"train-loss": float("nan")})  # reports its ε: charged that
+    nan_loss = reply(sent[1], epsilon=0.0, **{"train-loss": float("nan")})  # its report is not taken: the bound
     no_update = reply(sent[2], update=False, epsilon=float("nan"))  # no valid ε: charged the run's bound
     no_metrics = Message(content=RecordDict({"arrays": arrays()}), reply_to=sent[3])  # likewise
-    no_count = reply(sent[4], **{"num-examples": float("inf"), "epsilon": 0.9})
+    no_count = reply(sent[4], **{"num-examples": float("inf"), "epsilon": 0.9})  # likewise (not 0.9)
     strategy.aggregate_train(1, [nan_loss, no_update, no_metrics, no_count, reply(sent[5], epsilon=0.3)])
     record = strategy.rounds[1]
     assert record["accepted"] == ["t-e"]
     assert sorted(r["participant"] for r in record["rejected"]) == ["t-a", "t-b", "t-c", "t-d"]
-    assert strategy.epsilon == {"t-a": pytest.approx(1.7), "t-b": pytest.approx(4.5), "t-c": pytest.approx(6.0),
-                                "t-d": pytest.approx(0.9), "t-e": pytest.approx(0.3)}
-    # a later malformed reply never lowers what was spent
+    # the in-flight bound: spent before the run + the run's target (4.0)
+    assert strategy.epsilon == {"t-a": pytest.approx(5.0), "t-b": pytest.approx(4.5), "t-c": pytest.approx(6.0),
+                                "t-d": pytest.approx(4.0), "t-e": pytest.approx(0.3)}
+    # a later malformed reply never lowers what was charged
     sent = start_round(strategy, Grid({1: "t-a", 2: "t-b", 3: "t-c", 4: "t-d", 5: "t-e"}), 2)
-    strategy.aggregate_train(2, [reply(sent[1], epsilon=1.2, **{"train-loss": float("nan")})])
-    assert strategy.epsilon["t-a"] == pytest.approx(1.7)
+    strategy.aggregate_train(2, [reply(sent[1], epsilon=0.0, **{"train-loss": float("nan")})])
+    assert strategy.epsilon["t-a"] == pytest.approx(5.0)
     assert strategy.epsilon["t-b"] == pytest.approx(4.5)
 
 
