@@ -145,10 +145,14 @@ class PlatformStrategy(FedAvg):
             config = ConfigRecord(dict(self.client_config))
             queries = [Message(content=RecordDict({"config": config}), message_type=MessageType.QUERY, dst_node_id=n)
                        for n in ask]
-            for node, message_id in zip(ask, list(grid.push_messages(queries))):
-                if message_id:
-                    self._pending_queries[message_id] = node
-                    waiting.add(message_id)
+            # by the id each pushed message was given (set on it by either grid), not by position: the simulation
+            # engine's grid leaves a message it could not store out of the list (the gRPC one puts None there), and
+            # pairing by position would give the next node's answer another node's tenant
+            pushed = {message_id for message_id in grid.push_messages(queries) if message_id}
+            for query in queries:
+                if query.metadata.message_id in pushed:
+                    self._pending_queries[query.metadata.message_id] = query.metadata.dst_node_id
+                    waiting.add(query.metadata.message_id)
         deadline = time.monotonic() + (self.cfg.discovery_timeout if waiting else 0.0)
         while self._pending_queries:
             for reply in grid.pull_messages(list(self._pending_queries)):

@@ -352,3 +352,26 @@ def test_a_node_that_never_answers_the_query_is_waited_for_once(monkeypatch):
     assert sorted(sent) == [1, 2, 7] and strategy.participants[7] == "t-late"
     assert grid.queried.count(7) == 1
     assert {"event": "query-unanswered", "node": 7} in strategy.events
+
+
+class GridDroppingAFailedPush(Grid):
+    """The simulation engine's InMemoryGrid leaves a message it could not store (a node gone since
+    get_node_ids) out of push_messages' list, where the gRPC grid puts None."""
+
+    def __init__(self, participants, gone):
+        super().__init__(participants)
+        self.gone = gone
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        ids = super().push_messages(messages)
+        return [i for i, m in zip(ids, messages) if m.metadata.dst_node_id != self.gone]
+
+
+def test_a_query_reply_goes_to_the_node_that_was_asked_when_a_push_failed():
+    """Pairing the pushed ids with the nodes by position gave node 3 the tenant of node 2's answer (and with
+    it that tenant's DP history, spent ε and SCAFFOLD c_i) once node 2's push had failed."""
+    strategy = PlatformStrategy(config(), {})
+    grid = GridDroppingAFailedPush({1: "t-a", 2: "t-b", 3: "t-c"}, gone=2)
+    strategy.discover(grid)
+    assert strategy.participants == {1: "t-a", 3: "t-c"}
