@@ -115,33 +115,18 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float | Non
         raise RuntimeError(f"flwr run failed: {submitted.stdout[-2000:]} {submitted.stderr[-2000:]}")
     run_id = json.loads(submitted.stdout)["run-id"]
     log(f"submitted run {run_id} to the SuperLink at {control_address}")
-    deadline = time.monotonic() + timeout
-    # `flwr log --stream` returns when the SuperLink has sent the whole log of a finished run: one process
-    # waits for the run (a `flwr ls` every few seconds would start a Python process each time).
     server_log = workdir / "serverapp.log"
-    with open(server_log, "w") as handle:
-        streamer = subprocess.Popen([_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"], env=env,
-                                    stdout=handle, stderr=subprocess.STDOUT)
-        try:
-            streamer.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            streamer.kill()
-            streamer.wait()
-    status = ""
-    while True:  # the stream may also have ended early (a dropped connection): the status decides
-        listed = subprocess.run([_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
-                                env=env, capture_output=True, text=True, timeout=60)
-        if listed.returncode == 0 and listed.stdout.strip():
-            runs = json.loads(listed.stdout).get("runs", [])
-            status = runs[0].get("status", "") if runs else ""
-            if status.startswith(FINISHED):
-                break
-        if time.monotonic() >= deadline:
-            stop_run(run_id, env, log)
-            raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s (last status {status!r}) and was "
-                               "stopped; "
-                               f"ServerApp log: {_tail(server_log)}")
-        time.sleep(2)
+    # given up on (its deadline, an error, the step interrupted), the run must not go on training on the tenants'
+    # files, which the asset removes next
+    try:
+        status = _wait_for_run(run_id, env, time.monotonic() + timeout, server_log)
+    except TimeoutError as exc:
+        stop_run(run_id, env, log)
+        raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s ({exc}) and was stopped; "
+                           f"ServerApp log: {_tail(server_log)}") from None
+    except BaseException:
+        stop_run(run_id, env, log)
+        raise
     history_path = Path(output_dir) / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
     if not status.endswith("completed") or not history.get("complete"):
@@ -150,6 +135,37 @@ def run_on_superlink(config: dict, control_address: str, *, timeout: float | Non
                            + f"; ServerApp log: {_tail(server_log)}")
     history.update({"output_dir": output_dir, "run_id": run_id, "status": status, "server_log": str(server_log)})
     return history
+
+
+def _wait_for_run(run_id, env: dict, deadline: float, server_log: Path) -> str:
+    """The run's final status; raises TimeoutError at ``deadline`` (the caller stops the run)."""
+    # `flwr log --stream` returns when the SuperLink has sent the whole log of a finished run: one process
+    # waits for the run (a `flwr ls` every few seconds would start a Python process each time).
+    with open(server_log, "w") as handle:
+        streamer = subprocess.Popen([_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"], env=env,
+                                    stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            streamer.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            streamer.kill()
+            streamer.wait()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+    status = ""
+    while True:  # the stream may also have ended early (a dropped connection): the status decides
+        try:
+            listed = subprocess.run([_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
+                                    env=env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:  # a SuperLink slow to answer: asked again until the deadline
+            listed = None
+        if listed is not None and listed.returncode == 0 and listed.stdout.strip():
+            runs = json.loads(listed.stdout).get("runs", [])
+            status = runs[0].get("status", "") if runs else ""
+            if status.startswith(FINISHED):
+                return status
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"last status {status!r}")
+        time.sleep(2)
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
