@@ -266,9 +266,10 @@ class MlflowResource(ConfigurableResource):
         if isinstance(event.get("reason"), str):
             event = {**event, "reason": event["reason"][:HISTORY_REASON_CHARS]}  # whole on the version's tags
         history.append({**event, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-        while len(json.dumps(history)) > HISTORY_MAX_CHARS and len(history) > 1:
+        # measured as stored, characters not escapes (a varchar counts characters; an escaped emoji is 12 of them)
+        while len(json.dumps(history, ensure_ascii=False)) > HISTORY_MAX_CHARS and len(history) > 1:
             history.pop(0)
-        client.set_registered_model_tag(name, "platformq.history", json.dumps(history))
+        client.set_registered_model_tag(name, "platformq.history", json.dumps(history, ensure_ascii=False))
 
 
 def mlflow_resource(settings, env_refs: bool = False) -> MlflowResource:

@@ -300,9 +300,13 @@ def test_a_long_history_never_stops_the_registry_on_a_postgres_backend(tmp_path)
             registry._record(MODEL, {"event": "stage:dev", "version": str(i), "reason": "no longer passes the "
                                      "promotion gate: challenger roc_auc 0.5123 does not beat champion v3 0.5234"})
         registry.set_stage(MODEL, first.version, "dev", "x" * 6000)  # a reason longer than the whole tag
+        # 500 emoji escaped by json.dumps were ~6,000 characters: one event alone overflowed the column
+        registry.set_stage(MODEL, first.version, "dev", "\U0001F680" * 600)
+        assert registry.history(MODEL)[-1]["reason"] == "\U0001F680" * 500
+        registry.set_stage(MODEL, first.version, "dev", "x" * 6000)
         result = registry.promote(MODEL, first.version, "first")
         assert result["promoted"] and registry.version_for(MODEL, "champion").version == first.version
         events = registry.history(MODEL)
         assert events[-1]["event"] == "promoted"
         assert [e["reason"] for e in events if e["event"] == "stage:dev"][-1] == "x" * 500
-        assert len(json.dumps(events)) <= 5000
+        assert len(json.dumps(events, ensure_ascii=False)) <= 5000  # as stored
