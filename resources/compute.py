@@ -32,31 +32,35 @@ class RayResource(ConfigurableResource):
         guard = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
         if local:  # single node on loopback (Ray binds the machine's address otherwise)
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        import ray
-        from ray._private import ray_constants
+        ray_constants, cluster_flag = None, None
+        try:  # whatever happens from here (ray.init failing too), the process is left as it was
+            import ray
+            from ray._private import ray_constants
 
-        # Ray reads that variable once, when first imported: a Ray imported earlier in this process (another
-        # library, an earlier step of an in-process run) would bind the machine's address; its flag is set too
-        cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
-        if local:
-            ray_constants.ENABLE_RAY_CLUSTER = False
-        os.makedirs(self.temp_dir, exist_ok=True)
-        already = ray.is_initialized()
-        if not already:
-            if not local:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                # "local": a new single-node Ray, always (address=None would join $RAY_ADDRESS, or the cluster
-                # started last on this machine, when there is one)
-                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
-                         log_to_driver=False, configure_logging=False)
-        try:
-            yield {"address": self.address or "local", "resources": ray.cluster_resources()}
-        finally:
+            # Ray reads that variable once, when first imported: a Ray imported earlier in this process (another
+            # library, an earlier step of an in-process run) would bind the machine's address; its flag is set too
+            cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
+            if local:
+                ray_constants.ENABLE_RAY_CLUSTER = False
+            os.makedirs(self.temp_dir, exist_ok=True)
+            already = ray.is_initialized()
             if not already:
-                ray.shutdown()
+                if not local:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    # "local": a new single-node Ray, always (address=None would join $RAY_ADDRESS, or the cluster
+                    # started last on this machine, when there is one)
+                    ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
+                             _temp_dir=self.temp_dir, log_to_driver=False, configure_logging=False)
+            try:
+                yield {"address": self.address or "local", "resources": ray.cluster_resources()}
+            finally:
+                if not already:
+                    ray.shutdown()
+        finally:
             if local:  # leave the environment as it was (child processes started later inherit it)
-                ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
+                if ray_constants is not None:
+                    ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
                 if guard is None:
                     os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
                 else:

@@ -76,3 +76,22 @@ with RayResource(address="local", num_cpus=1, temp_dir={str(f"/tmp/pqray-lb-{os.
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("NODES", "GCS")))
     assert lines["NODES"] == "['127.0.0.1']" and lines["GCS"].startswith("127.0.0.1:"), out.stdout
+
+
+def test_a_failed_ray_start_leaves_the_process_as_it_was(monkeypatch):
+    """The loopback flag and variable were restored only after a Ray that had started: a failed ray.init left
+    them set for the rest of the process."""
+    import ray
+    from ray._private import ray_constants
+
+    flag = ray_constants.ENABLE_RAY_CLUSTER
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+
+    def refuse(**kwargs):
+        raise RuntimeError("no Ray here")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RuntimeError, match="no Ray here"):
+        with RayResource(address="local", temp_dir=f"/tmp/pqray-unit-{os.getpid()}").session():
+            pass
+    assert ray_constants.ENABLE_RAY_CLUSTER == flag and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
