@@ -396,6 +396,9 @@ class FuturesClearingHouse:
                 raise ValueError(f"trade date {day} is before the last settlement day {self.last_settlement_day}")
         if buyer == seller:
             raise ValueError("buyer and seller must differ (a self-trade changes nothing but open interest)")
+        if self._book(buyer) != self._book(seller):  # each book's accounts are marked at its own trades
+            raise ValueError(f"buyer {buyer!r} and seller {seller!r} belong to different tenants: a trade is "
+                             "between one tenant's accounts")
         _int("contracts", contracts, minimum=1)
         ticks = self.contract.price_to_ticks(price)
         band = self.price_band_ticks()
@@ -423,8 +426,7 @@ class FuturesClearingHouse:
         b.trade_cash_ticks -= contracts * ticks
         s.position -= contracts
         s.trade_cash_ticks += contracts * ticks
-        for book in {self._book(buyer), self._book(seller)}:
-            self.last_trade_by_book[book] = ticks
+        self.last_trade_by_book[self._book(buyer)] = ticks
         trade = Trade(len(self.trades) + 1, buyer, seller, contracts, ticks, day)
         self.trades.append(trade)
         return trade

@@ -377,6 +377,9 @@ def test_another_tenants_trade_never_moves_the_mark_of_an_accounts_margin():
     assert ch.pending_variation_margin_cents("tA/a") == -10 * 100 * 10
     settled = ch.mark_to_market(D2, "2.10")
     assert sum(settled.variation_margin.values()) == 0 and ch.last_trade_by_book == {}
+    # a trade across tenants would value each side at another mark (before any settlement, equity nobody pays)
+    with pytest.raises(ValueError, match="different tenants"):
+        ch.trade("tA/a", "tB/p", 1, "2.10")
 
 
 def test_a_house_saved_before_books_is_read_with_the_contracts_latest_trade():
