@@ -293,7 +293,10 @@ class ServiceClientResource(ConfigurableResource):
         client = type(self)(**{**fields, "session": session})
         if fresh and not self.base_url:
             journal = Path(self.home) / "services" / "trading-sessions" / f"{session}.db"
-            journal.unlink(missing_ok=True)
+            # with its write-ahead log and shared-memory index (the journal runs in WAL mode): a new database
+            # beside an old run's -wal/-shm is a "disk I/O error" on open
+            for path in (journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm")):
+                path.unlink(missing_ok=True)
         return client
 
     @property
