@@ -74,6 +74,11 @@ def _answered(what: str):
         raise AirflowError(f"{what}: no answer from Airflow ({exc})") from None
 
 
+def _transient(exc: AirflowError) -> bool:
+    """No verdict on the call: no answer, the API server (or a proxy before it) failing, or too many requests."""
+    return exc.status is None or exc.status >= 500 or exc.status == 429
+
+
 def _retries():
     """A connection that could not be made is retried (nothing was sent); a call sent and not answered within
     ``timeout_s`` is not: urllib3's default retried such a read three times, so one call to a hung API server took
@@ -149,15 +154,32 @@ class AirflowResource(ConfigurableResource):
 
     def trigger_and_wait(self, dag_id: str, conf: dict | None = None, run_id: str | None = None,
                          timeout_s: float = 600.0, poll_s: float = 2.0) -> dict:
-        """Trigger a run and return its final state; raise AirflowError when it does not finish in time."""
+        """Trigger a run and return its final state; raise AirflowError when it does not finish in time.
+
+        A poll that gets no verdict (no answer in time, a 5xx from the API server or its proxy, 429) is asked again
+        until the deadline: ending the wait there left the DAG run going, and a retry of the step or the run
+        triggered the DAG a second time. A refusal that will not change (401, 403, 404) ends the wait at once."""
         run_id = self.trigger(dag_id, conf, run_id)
         deadline = time.monotonic() + timeout_s
+        state = "unknown"
         while True:
-            run = self.state(dag_id, run_id)
+            try:
+                run = self.state(dag_id, run_id)
+            except AirflowError as exc:
+                if not _transient(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise AirflowError(f"{dag_id} run {run_id} still {state} after {timeout_s:.0f} s "
+                                       f"(last poll: {exc})", status=exc.status, title=exc.title,
+                                       detail=exc.detail) from None
+                state = "unknown"
+                time.sleep(poll_s)
+                continue
             if run["state"] in FINAL_STATES:
                 return run
+            state = run["state"]
             if time.monotonic() > deadline:
-                raise AirflowError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
+                raise AirflowError(f"{dag_id} run {run_id} still {state} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
     def finished_runs(self, dag_id: str, ended_since: str | None = None, skip: Collection[str] = (),

@@ -277,3 +277,71 @@ def test_an_expired_token_is_renewed_once_and_a_given_token_is_not():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_wait_rides_out_an_api_server_that_fails_a_poll_and_triggers_once():
+    """A long trigger_and_wait polls the run every few seconds: one poll answered 502 by the proxy (the API server
+    restarting) or not answered in time ended the wait with an error while the DAG run went on, and Dagster's run
+    retry then triggered the DAG a second time. A poll that gets no verdict is asked again until the deadline;
+    a refusal that will not change (404) still ends the wait at once."""
+    triggered, polls = [], []
+    answers = ["running", (502, "text/html", BAD_GATEWAY), "hang", "success"]
+
+    def dag_run(state, run_id="r1"):
+        return {"dag_id": "export", "dag_display_name": "export", "dag_run_id": run_id, "dag_versions": [],
+                "run_after": "2024-01-02T00:00:00Z", "run_type": "manual", "state": state,
+                "start_date": "2024-01-02T00:00:01Z", "end_date": None, "conf": {"partition": "2024-01-01"}}
+
+    class Flaky(BaseHTTPRequestHandler):
+        def answer(self):
+            sent = self.rfile.read(int(self.headers.get("content-length") or 0))
+            status, content_type = 200, "application/json"
+            if self.command == "POST":
+                triggered.append(self.path)
+                body = json.dumps({**dag_run("queued"), "dag_run_id": json.loads(sent).get("dag_run_id") or "r1"})
+            elif self.path.endswith("/dagRuns/gone"):
+                status, body = 404, json.dumps({"detail": "The DagRun with run_id: `gone` was not found"})
+            else:
+                polls.append(self.path)
+                answer = answers[min(len(polls), len(answers)) - 1]
+                if answer == "hang":
+                    time.sleep(1.0)  # accepted and not answered within the call's timeout
+                    answer = "running"
+                if isinstance(answer, tuple):
+                    status, content_type, body = answer
+                else:
+                    body = json.dumps(dag_run(answer))
+            data = body.encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up on the hung answer
+                pass
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    airflow = AirflowResource(base_url=f"http://127.0.0.1:{server.server_address[1]}", token="t", timeout_s=0.3)
+    try:
+        run = airflow.trigger_and_wait("export", conf={"partition": "2024-01-01"}, timeout_s=30, poll_s=0.05)
+        assert run["state"] == "success" and run["run_id"] == "r1"
+        assert len(triggered) == 1 and len(polls) == 4
+        # an API server that keeps failing still ends the wait at its deadline, naming the last failure
+        answers[:] = [(502, "text/html", BAD_GATEWAY)]
+        polls.clear()
+        started = time.monotonic()
+        with pytest.raises(AirflowError, match="still unknown after 1 s.*HTTP 502"):
+            airflow.trigger_and_wait("export", timeout_s=1, poll_s=0.05)
+        assert time.monotonic() - started < 3 and len(polls) > 1
+        with pytest.raises(AirflowError, match="HTTP 404"):  # a run Airflow does not know: at once
+            airflow.trigger_and_wait("export", run_id="gone", timeout_s=30, poll_s=0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
