@@ -56,12 +56,13 @@ class SpanScenario:
     @property
     def label(self) -> str:
         vol = {1: "vol up", -1: "vol down", 0: "vol unchanged"}[self.vol_move]
-        if self.price_move == 0:
+        sign = "up" if self.price_move > 0 else "down"
+        if self.vol_move == 0:  # 15 and 16, the extreme moves: any multiple, 1x or below included
+            price = f"price {sign} extreme {abs(self.price_move):g}x range"
+        elif self.price_move == 0:
             price = "price unchanged"
         else:
-            sign = "up" if self.price_move > 0 else "down"
-            thirds = round(abs(self.price_move) * 3)
-            price = f"price {sign} {thirds}/3 range" if thirds <= 3 else f"price {sign} extreme {abs(self.price_move):g}x range"
+            price = f"price {sign} {round(abs(self.price_move) * 3)}/3 range"
         return f"{self.number}: {price}, {vol}" + (
             f" ({self.cover_fraction:.0%} covered)" if self.cover_fraction != 1.0 else ""
         )

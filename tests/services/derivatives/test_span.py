@@ -126,3 +126,14 @@ def test_margin_is_nonnegative_and_covers_every_scenario(positions, scan, vol_sc
     # scaling the whole portfolio scales the margin
     doubled = [type(p)(**{**p.__dict__, "quantity": 2 * p.quantity}) for p in positions]
     assert span_margin(doubled, F, R, params).margin == pytest.approx(2 * result.margin, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("multiple", [0.5, 1.0, 1.1, 2.0, 3.0])
+def test_extreme_scenarios_are_labelled_with_their_own_move(multiple):
+    """Scenarios 15/16 name their real move: a 1.1x extreme move was labelled "3/3 range", 0.5x "2/3 range"."""
+    scenarios = SpanParameters(6.0, 0.04, extreme_move_multiple=multiple).scenarios()
+    assert scenarios[14].label == f"15: price up extreme {multiple:g}x range, vol unchanged (35% covered)"
+    assert scenarios[15].label == f"16: price down extreme {multiple:g}x range, vol unchanged (35% covered)"
+    assert [s.label.split(": ")[1].split(",")[0] for s in scenarios[:14:2]] == [
+        "price unchanged", "price up 1/3 range", "price down 1/3 range", "price up 2/3 range",
+        "price down 2/3 range", "price up 3/3 range", "price down 3/3 range"]
