@@ -257,6 +257,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
 
     def account_out(account) -> AccountOut:
         with exchange.lock:  # a concurrent command may add an asset to the balances
+            # read again under the lock: a batch undone meanwhile (a journal outage) puts back copies of the
+            # accounts, and the object read before it holds the undone trades' balances
+            account = exchange.accounts.get(account.account_id, account)
             balances = [BalanceOut(asset=a, free=b.free, locked=b.locked)
                         for a, b in sorted(account.balances.items())]
         return AccountOut(account_id=external(account.account_id), tenant=account.tenant, balances=balances)
@@ -291,8 +294,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         if body.type == "MARKET" and body.price_ticks is not None:
             raise Problem(422, "Unprocessable Content", "a MARKET order takes no price_ticks", "unexpected-price")
         tif = body.time_in_force if body.type == "LIMIT" or body.time_in_force == "FOK" else "IOC"
-        return order_out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
-                             body.price_ticks, tif))
+        with exchange.lock:  # answered as placed: no other command (perhaps undone later) changes it first
+            return order_out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
+                                 body.price_ticks, tif))
 
     @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
     def batch(body: BatchIn, principal: Principal = Depends(writer)):
@@ -337,7 +341,10 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
 
     @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def get_order(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(reader)):
-        return order_out(own_order(principal, order_id))
+        # under the lock, as every read: a command or batch in progress has applied what its journal write may
+        # still undo (a fill answered here, then a 503 to its sender and the order back to NEW)
+        with exchange.lock:
+            return order_out(own_order(principal, order_id))
 
     @app.get("/v1/orders", response_model=list[OrderOut], tags=["orders"])
     def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
@@ -351,8 +358,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
 
     @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
-        order = own_order(principal, order_id)
-        return order_out(run(exchange.cancel, order.account, order_id))
+        with exchange.lock:  # answered as cancelled, not as a later command (perhaps undone) left it
+            order = own_order(principal, order_id)
+            return order_out(run(exchange.cancel, order.account, order_id))
 
     @app.patch("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def amend(order_id: Annotated[int, Path(ge=1, le=2**62)], body: AmendIn, principal: Principal = Depends(writer)):

@@ -554,3 +554,53 @@ def test_account_ids_are_answered_as_sent_when_the_tenant_name_has_a_slash(ctx):
                                                            "leader_account_id": "desk1"}, headers=key).json()
     assert (follow["follower_account_id"], follow["leader_account_id"]) == ("desk2", "desk1")
     assert client.get(f"/v1/accounts/{buy['account_id']}", headers=key).status_code == 200
+
+
+def test_reads_during_a_batch_whose_journal_write_fails_never_show_what_it_undid(ctx):
+    """A batch applies its commands, then journals them, holding the exchange lock. A read of an order or an
+    account during it answered what the batch had applied (the resting sell FILLED, the buyer's lots and cash
+    moved) although the journal write then failed and the batch was undone (503): GET /v1/orders/{id} did not
+    take the lock, and GET /v1/accounts/{id} read under the lock an account object the undo had replaced."""
+    from services.trading.exchange import MemoryJournal
+
+    class Stalls(MemoryJournal):
+        stall = entered = None
+
+        def append_many(self, commands):
+            if self.stall is not None:
+                self.entered.set()
+                self.stall.wait(10)
+                raise OSError("database is locked")
+            return super().append_many(commands)
+
+    journal = Stalls()
+    exchange = Exchange([X], journal=journal)
+    client = TestClient(create_trading_app(ctx, exchange), raise_server_exceptions=False)
+    t1 = {"X-API-Key": ctx.keys.create("alice", "t1", ["trader"])}
+    for account in ("a1", "a2"):
+        client.post("/v1/accounts", json={"account_id": account}, headers=t1)
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": "USD", "amount": 10**6}, headers=t1)
+        client.post(f"/v1/accounts/{account}/deposits", json={"asset": X, "amount": 100}, headers=t1)
+    sell = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "SELL", "quantity": 5,
+                                           "price_ticks": 100}, headers=t1).json()
+    before = {"order": client.get(f"/v1/orders/{sell['order_id']}", headers=t1).json(),
+              "account": client.get("/v1/accounts/a2", headers=t1).json()}
+    for name, path in (("order", f"/v1/orders/{sell['order_id']}"), ("account", "/v1/accounts/a2")):
+        journal.stall, journal.entered = threading.Event(), threading.Event()
+        answers = {}
+        batch = threading.Thread(target=lambda: answers.setdefault("batch", client.post(
+            "/v1/orders/batch", json={"commands": [{"op": "place", "ref": "r", "account_id": "a2", "instrument": X,
+                                                    "side": "BUY", "quantity": 5, "price_ticks": 100}]},
+            headers=t1)))
+        batch.start()
+        assert journal.entered.wait(10)  # the batch has filled the sell and waits on its journal write
+        read = threading.Thread(target=lambda: answers.setdefault("read", client.get(path, headers=t1)))
+        read.start()
+        read.join(0.5)
+        journal.stall.set()  # the write fails: the batch is undone
+        batch.join(10)
+        read.join(10)
+        assert answers["batch"].status_code == 503
+        assert answers["read"].status_code == 200 and answers["read"].json() == before[name], name
+    journal.stall = None
+    assert Exchange.restore([X], journal).state() == exchange.state()
