@@ -7,6 +7,12 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 PRODUCER = "https://github.com/platformq/platformq/tree/main/sensors/lineage.py"
+# urllib3 retries of an event's POST: a connection not made and a 502/503 (a proxy without a backend) are tried
+# again; an event sent and not answered in time is not: openlineage-python's default retried such a read five
+# times, so a backend that stored the event and answered late stored it six times, and one event took ~40 s to
+# fail (most of a sensor tick's minute, the tick then keeping no cursor and sending it all again)
+RETRY = {"total": 5, "connect": 3, "read": 0, "status": 3, "other": 0, "backoff_factor": 0.3,
+         "status_forcelist": [502, 503], "allowed_methods": ["POST"]}
 
 
 class OpenLineageResource(ConfigurableResource):
@@ -16,6 +22,7 @@ class OpenLineageResource(ConfigurableResource):
     url: str | None = None  # http(s)://marquez:5000 in production
     endpoint: str = "api/v1/lineage"
     api_key: str | None = None
+    timeout_s: float = 5.0  # per event sent over HTTP
 
     def client(self):
         from openlineage.client import OpenLineageClient
@@ -26,7 +33,7 @@ class OpenLineageResource(ConfigurableResource):
             # the endpoint is joined to the URL (urljoin): without a final slash a path in the URL lost its last
             # segment (http://gateway/marquez + api/v1/lineage -> http://gateway/api/v1/lineage)
             url = self.url if self.url.endswith("/") else self.url + "/"
-            config = HttpConfig(url=url, endpoint=self.endpoint.lstrip("/"), timeout=5.0)
+            config = HttpConfig(url=url, endpoint=self.endpoint.lstrip("/"), timeout=self.timeout_s, retry=RETRY)
             if self.api_key:
                 config.auth = ApiKeyTokenProvider({"apiKey": self.api_key})
             return OpenLineageClient(transport=HttpTransport(config))

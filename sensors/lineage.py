@@ -16,7 +16,9 @@ end time never changes, so a finished run whose tags change later (the run-retry
 run when it launches the retry) is not read again, and a run whose end became visible a little late
 is still read; a restart neither repeats nor skips a run. A tick sends runs for at most ``TICK_BUDGET_S`` and
 moves the cursor past each run once its events are sent, leaving the rest to the next ticks (a tick cut off at
-Dagster's sensor timeout would keep no cursor and send the same events again on every tick).
+Dagster's sensor timeout would keep no cursor and send the same events again on every tick). A run the backend
+refuses after others were sent ends the tick with those kept (an error in the log): a tick that raises keeps no
+cursor; the next tick starts at that run and fails if it is refused again.
 
 Every START is closed: a step whose process died (run monitoring then fails the run) or whose run was
 cancelled never reports success or failure, so it gets FAIL (ABORT for a cancelled run) at the run's end.
@@ -289,9 +291,18 @@ def openlineage_events(context: SensorEvaluationContext, openlineage: OpenLineag
     for record in pending(context.instance, cursor):
         if done and time.monotonic() >= deadline:
             break  # the rest waits for the next tick (its cursor covers only the runs sent)
-        events = builder.run_events(record.dagster_run)
-        if events:
-            openlineage.emit(events)  # emitted before the cursor moves: a crash re-sends, never loses
+        try:
+            events = builder.run_events(record.dagster_run)
+            if events:
+                openlineage.emit(events)  # emitted before the cursor moves: a crash re-sends, never loses
+        except Exception as exc:
+            if not done:
+                raise  # the tick fails: nothing was sent, the next one starts at this run again
+            # a tick that raises keeps none of its cursor: the runs sent before this one would be sent again
+            context.log.error(f"OpenLineage events of run {record.dagster_run.run_id} not sent "
+                              f"({type(exc).__name__}: {exc}); the {len(done)} run(s) sent before it are kept, "
+                              "it is the next tick's first")
+            break
         emitted += len(events)
         done.append(record)
         context.update_cursor(json.dumps(advance(cursor, done)))

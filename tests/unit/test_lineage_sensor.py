@@ -168,3 +168,89 @@ def test_a_backend_under_a_path_prefix_gets_the_events(tmp_path):
         with serve(backend) as url:
             OpenLineageResource(url=f"{url}/marquez").emit(events)
     assert [e["eventType"] for e in received] == ["START", "COMPLETE"]
+
+
+def test_a_backend_failing_midway_through_a_tick_gets_each_run_once(tmp_path, monkeypatch):
+    """The backend refuses a tick's second run (Marquez restarting): the tick raised, the daemon kept none of the
+    cursor it had moved past the first run, and the next tick sent the first run's events again. The runs sent are
+    kept, the failure is logged and the next tick starts at the run that failed (and raises if it fails again)."""
+    from dagster import build_sensor_context
+
+    import sensors.lineage as lineage_sensor
+
+    sent, refuse = [], {"parent": None}
+
+    def flaky_emit(self, events):
+        parent = events[0].run.facets["parent"].run.runId
+        if parent == refuse["parent"]:
+            raise ConnectionError("Marquez is restarting")
+        sent.extend(events)
+        return len(events)
+
+    monkeypatch.setattr(OpenLineageResource, "emit", flaky_emit)
+    resource = OpenLineageResource(file_path=str(tmp_path / "events.jsonl"))
+    defs = Definitions(assets=[fine])
+    with instance_for_test() as instance:
+        runs = [materialize([fine], instance=instance).run_id for _ in range(3)]
+
+        def tick(cursor):
+            """What the daemon does: the cursor the tick kept, or the one before it when the tick raised."""
+            with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                      resources={"openlineage": resource}) as context:
+                try:
+                    lineage_sensor.openlineage_events(context)
+                except Exception as exc:  # noqa: BLE001 - a failed tick
+                    return cursor, exc
+                return context.cursor, None
+
+        refuse["parent"] = runs[1]
+        cursor, error = tick(None)
+        assert error is None and [e.run.facets["parent"].run.runId for e in sent] == [runs[0]] * 2
+        cursor, error = tick(cursor)  # the same run refused again: now the tick fails, and sends nothing
+        assert isinstance(error, ConnectionError) and len(sent) == 2
+        refuse["parent"] = None
+        cursor, error = tick(cursor)
+        assert error is None and tick(cursor) == (cursor, None)
+    assert [e.run.facets["parent"].run.runId for e in sent] == [r for r in runs for _ in range(2)]
+
+
+def test_a_slow_backend_gets_each_event_once_per_send(tmp_path):
+    """openlineage-python's HTTP transport retried a POST whose answer did not come within the timeout five times:
+    a backend that stores the event and answers late (Marquez under load) stored each event six times, and one
+    event took ~40 s to fail (with the 5 s timeout), most of a sensor tick's minute."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pytest
+
+    received = []
+
+    class Late(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
+            time.sleep(0.6)  # stored, answered after the client's timeout
+            try:
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Late)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with instance_for_test() as instance:
+        materialize([fine], instance=instance)
+        events, _ = collect(instance, Definitions(assets=[fine]).get_repository_def(),
+                            OpenLineageResource(file_path=str(tmp_path / "unused.jsonl")), {})
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="(?i)timed? ?out"):
+            OpenLineageResource(url=f"http://127.0.0.1:{server.server_address[1]}", timeout_s=0.2).emit(events[:1])
+        assert len(received) == 1 and time.monotonic() - started < 2
+    finally:
+        server.shutdown()
+        server.server_close()
