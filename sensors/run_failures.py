@@ -57,4 +57,8 @@ def run_failure_alerts(context: RunFailureSensorContext, lake: LakeResource, ale
     posted = alerts.post(payload)
     if recorded is not None:
         raise recorded
+    if getattr(alerts, "webhook_url", None) and not posted:
+        # the cursor moves past the run either way: a tick that succeeded showed nothing of the lost alert
+        raise RuntimeError(f"the webhook did not accept the alert of failed run {record['run_id']} "
+                           f"({record['job_name']}); the failure is recorded in ops.run_failures")
     context.log.info(f"recorded failure of run {record['run_id']}; webhook {'accepted' if posted else 'not used'}")
