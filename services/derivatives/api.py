@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
+from services.common.idempotency import IdempotencyRecords, fingerprint, idempotency_key
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
 from services.derivatives.futures import (
@@ -402,6 +403,12 @@ class Listing:
 
     house: FuturesClearingHouse
     operator: str
+    # answers kept by Idempotency-Key, saved with the change they answered (services/common/idempotency.py)
+    idempotency: IdempotencyRecords = dataclasses.field(default_factory=IdempotencyRecords)
+
+    def __setstate__(self, state: dict) -> None:  # a listing saved before keys were kept has none
+        self.__dict__.update(state)
+        self.__dict__.setdefault("idempotency", IdempotencyRecords())
 
 
 class FuturesMarkets:
@@ -609,6 +616,18 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
     def house_of(symbol: str) -> FuturesClearingHouse:
         return listing_of(symbol).house
 
+    def once(symbol: str, principal: Principal, key: str | None, route: str, body: BaseModel, status: int, make):
+        """``make()``'s answer, or (with an Idempotency-Key seen before) the first answer again, nothing changed.
+        Inside ``changing(symbol)``: the kept answer is saved with the change it answers."""
+        listing = listing_of(symbol)
+        print_ = fingerprint(route, body)
+        replayed = listing.idempotency.replay(principal.tenant, key, print_)
+        if replayed is not None:
+            return replayed
+        answer = make()
+        listing.idempotency.remember(principal.tenant, key, print_, status, answer)
+        return answer
+
     def operated_house(symbol: str, principal: Principal, what: str) -> FuturesClearingHouse:
         """The contract's clearing house, for its operator tenant only (settling moves every tenant's cash)."""
         listing = listing_of(symbol)
@@ -716,8 +735,9 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
             return contract_out(house_of(symbol))
 
     @app.post("/v1/futures/{symbol}/accounts", status_code=201, response_model=FuturesAccountOut, tags=["futures"])
-    def open_account(symbol: Symbol, body: FuturesAccountIn, principal: Principal = Depends(writer)):
-        with changing(symbol):
+    def open_account(symbol: Symbol, body: FuturesAccountIn, principal: Principal = Depends(writer),
+                     key: str | None = Depends(idempotency_key)):
+        def make():
             house = house_of(symbol)
             name = internal(principal, body.account_id)
             if name in house.accounts:
@@ -725,6 +745,9 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                               "account-exists")
             _domain(house.open_account, name, body.deposit_cents)
             return account_out(house, name)
+
+        with changing(symbol):
+            return once(symbol, principal, key, f"accounts {symbol}", body, 201, make)
 
     @app.get("/v1/futures/{symbol}/accounts/{account_id}", response_model=FuturesAccountOut, tags=["futures"])
     def get_account(symbol: Symbol, account_id: PathAccount, principal: Principal = Depends(reader)):
@@ -734,32 +757,41 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
 
     @app.post("/v1/futures/{symbol}/accounts/{account_id}/deposits", response_model=FuturesAccountOut,
               tags=["futures"])
-    def deposit(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
-        with changing(symbol):
+    def deposit(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer),
+                key: str | None = Depends(idempotency_key)):
+        def make():
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.deposit, name, body.amount_cents)
             return account_out(house, name)
 
+        with changing(symbol):
+            return once(symbol, principal, key, f"deposits {symbol} {account_id}", body, 200, make)
+
     @app.post("/v1/futures/{symbol}/accounts/{account_id}/withdrawals", response_model=FuturesAccountOut,
               tags=["futures"])
-    def withdraw(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer)):
+    def withdraw(symbol: Symbol, account_id: PathAccount, body: CashIn, principal: Principal = Depends(writer),
+                 key: str | None = Depends(idempotency_key)):
         """Only the excess over the initial margin requirement may leave: ``min(balance, equity)`` less the
         requirement, so a loss not yet settled stays and a gain not yet settled is not paid out before it is."""
-        with changing(symbol):
+        def make():
             house = house_of(symbol)
             name = own_account(principal, house, account_id)
             _domain(house.withdraw, name, body.amount_cents)
             return account_out(house, name)
 
+        with changing(symbol):
+            return once(symbol, principal, key, f"withdrawals {symbol} {account_id}", body, 200, make)
+
     @app.post("/v1/futures/{symbol}/trades", status_code=201, response_model=FuturesTradeOut, tags=["futures"])
-    def trade(symbol: Symbol, body: FuturesTradeIn, principal: Principal = Depends(writer)):
+    def trade(symbol: Symbol, body: FuturesTradeIn, principal: Principal = Depends(writer),
+              key: str | None = Depends(idempotency_key)):
         """Register a matched trade between two accounts of the caller's tenant.
 
         Refused (422) when its price is outside the contract's price band, when a side that adds risk lacks the
         initial margin (equity, pending variation margin included, after the trade), or when ``day`` (the trade
         date, like a settlement's ``day``) is after the contract's expiry."""
-        with changing(symbol):
+        def make():
             house = house_of(symbol)
             buyer = own_account(principal, house, body.buyer_account_id)
             seller = own_account(principal, house, body.seller_account_id)
@@ -768,6 +800,9 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
                                    seller_account_id=_split(t.seller)[1], contracts=t.contracts,
                                    price=str(house.contract.ticks_to_price(t.price_ticks)),
                                    price_ticks=t.price_ticks, day=t.day)
+
+        with changing(symbol):
+            return once(symbol, principal, key, f"trades {symbol}", body, 201, make)
 
     @app.post("/v1/futures/{symbol}/settlements", status_code=201, response_model=SettlementOut, tags=["futures"])
     def settle(symbol: Symbol, body: SettlementIn, principal: Principal = Depends(writer)):
