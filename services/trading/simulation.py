@@ -151,9 +151,18 @@ def _bridge(rng: random.Random, start: float, end: float, steps: int, vol: float
     return out
 
 
+_POISSON_PART = 500.0
+
+
 def _poisson(rng: random.Random, lam: float) -> int:
-    # Knuth; lam is small here
-    limit, k, p = math.exp(-lam), 0, 1.0
+    # Knuth's method, for a rate up to _POISSON_PART; a larger one (PLATFORMQ_SIM_SCALE in the hundreds) is the sum
+    # of Poisson counts of its parts: exp(-lam) is 0.0 past ~745, where the product of uniforms stops only when it
+    # underflows, so every count came out ~745 whatever the rate (noise orders stopped growing past scale ~370)
+    k = 0
+    while lam > _POISSON_PART:
+        k += _poisson(rng, _POISSON_PART)
+        lam -= _POISSON_PART
+    limit, p = math.exp(-lam), 1.0
     while True:
         p *= rng.random()
         if p <= limit:

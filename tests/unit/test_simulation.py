@@ -105,3 +105,30 @@ def test_anomaly_windows_contain_their_labelled_orders_and_fills():
                 flagged = [t for t, f in zip(r.reference_prices["ts_us"], r.reference_prices["flash_move"]) if f == aid]
                 assert min(flagged) == start and max(flagged) == end - minute
     assert checked > 50
+
+
+def test_arrival_counts_follow_the_rate_at_large_scales_too():
+    """Knuth's Poisson draw stops when a product of uniforms drops below exp(-rate), which is 0.0 past ~745: every
+    count came out ~745 whatever the rate, so PLATFORMQ_SIM_SCALE above ~370 added no noise orders. Rates up to
+    500 draw exactly as before (a seed's day is unchanged at the usual scales)."""
+    import math
+    import random
+    import statistics
+
+    from services.trading.simulation import _poisson
+
+    def knuth(rng, lam):  # the draw before, for the rates it handled
+        limit, k, p = math.exp(-lam), 0, 1.0
+        while True:
+            p *= rng.random()
+            if p <= limit:
+                return k
+            k += 1
+
+    for lam in (0.3, 2.0, 499.0, 500.0):
+        now, before = random.Random(lam), random.Random(lam)
+        assert [_poisson(now, lam) for _ in range(20)] == [knuth(before, lam) for _ in range(20)]
+    rng = random.Random(1)
+    for lam in (1000.0, 2000.0, 3333.3):
+        mean = statistics.mean(_poisson(rng, lam) for _ in range(300))
+        assert abs(mean - lam) < 4 * math.sqrt(lam / 300), (lam, mean)
