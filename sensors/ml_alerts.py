@@ -72,23 +72,35 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
     # Every event read and handled is marked consumed, not only the last: Dagster keeps the partitions of the
     # others as "trailing unconsumed" events, and at 25 of them (a backfill of a month, or several shorter ones)
     # every later tick of the sensor failed before keeping its cursor, re-posting the same alerts each minute.
+    # An alert the webhook does not accept (refused, or unanswered after its attempts) keeps its event unconsumed:
+    # the tick stops there and the next one posts it again (it is recorded once); it was dropped unseen.
     deadline = time.monotonic() + TICK_BUDGET_S
     posted = handled = 0
+    refused = None
     for key, event, record in read:
         if record is not None:
             if posted and time.monotonic() >= deadline:
                 break
-            alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
-                         "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
-                                 f"[{record['partition']}] {record['detail']}"})
+            accepted = alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
+                                    "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
+                                            f"[{record['partition']}] {record['detail']}"})
+            if alerts.webhook_url and not accepted:
+                refused = record
+                break
             posted += 1
         context.advance_cursor({key: event})
         handled += 1
+    left = len(read) - handled
+    if refused is not None:
+        message = (f"the webhook did not accept drift alert {refused['alert_id']} (recorded in ops.ml_alerts): it "
+                   f"and {left - 1} later event(s) are posted on the next tick" + (f"; {posted} alert(s) posted"
+                                                                                   if posted else ""))
+        context.log.error(message)
+        return SkipReason(message)
     # Return a value, never None: Dagster's wrapper keeps the cursors advanced above only when the sensor
     # function returns something (with None, every tick re-read and re-posted the same alerts).
     if not posted:
         return SkipReason("no drift alert since the last tick")
-    left = len(read) - handled
     context.log.info(f"raised {posted} ML alert(s)" + (f"; {left} event(s) left for the next tick" if left else ""))
     return SkipReason(f"raised {posted} ML alert(s); no run to start")
 

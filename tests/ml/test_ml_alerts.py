@@ -178,3 +178,45 @@ def test_a_slow_webhook_and_a_backfill_post_every_alert_once(settings, lake, mon
                 pass
     assert sorted(POSTS) == sorted(set(POSTS)) and len(POSTS) == 10
     assert lake.read("ops.ml_alerts").num_rows == 10
+
+
+class RefusingWebhook(AlertsResource):
+    """A webhook that refuses (as AlertsResource.post reports it after its attempts) while ``REFUSE`` is set."""
+
+    def post(self, payload: dict) -> bool:
+        ATTEMPTS.append(payload["alert_id"])
+        return not REFUSE["on"]
+
+
+ATTEMPTS: list = []
+REFUSE: dict = {}
+
+
+def test_an_alert_the_webhook_refuses_is_posted_again_on_a_later_tick(settings, lake):
+    """The sensor ignored what the webhook answered: an alert it refused (down for a minute) was never sent again."""
+    from dagster import build_sensor_context
+
+    from platformq_assets.definitions import build_definitions
+
+    ATTEMPTS.clear()
+    instance = DagsterInstance.ephemeral()
+    report(instance, DRIFT_KEYS[0], "2024-02-05", "error")
+    report(instance, DRIFT_KEYS[0], "2024-02-06", "warn")
+    definitions, cursor = build_definitions(settings), None
+
+    def tick():
+        with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
+                                  resources={"lake": lake, "alerts": RefusingWebhook(webhook_url="http://hook")}
+                                  ) as context:
+            result = ml_drift_alerts.evaluate_tick(context)
+        return result.cursor or cursor, result.skip_message or ""
+
+    REFUSE["on"] = True
+    cursor, message = tick()
+    assert "did not accept" in message and len(ATTEMPTS) == 1  # stops at the first refusal
+    assert lake.read("ops.ml_alerts").num_rows == 2  # both recorded all the same
+    REFUSE["on"] = False
+    cursor, message = tick()
+    assert "raised 2" in message and ATTEMPTS[1:] == [ATTEMPTS[0], ATTEMPTS[0].replace("2024-02-05", "2024-02-06")]
+    cursor, message = tick()
+    assert len(ATTEMPTS) == 3 and lake.read("ops.ml_alerts").num_rows == 2  # each posted (accepted) once
