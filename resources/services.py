@@ -304,7 +304,10 @@ class ServiceClientResource(ConfigurableResource):
         self._http()
         return self._breaker
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None) -> Any:
+    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None,
+                idempotency_key: str | None = None) -> Any:
+        """``idempotency_key``: sent as the ``Idempotency-Key`` header, for routes that honour it (the futures
+        routes): the service answers a repeat with its first answer, so the request is retried like a GET."""
         import httpx
 
         client = self._http()
@@ -312,8 +315,11 @@ class ServiceClientResource(ConfigurableResource):
         # was never made; 429; a 503 problem of the service itself, which it answers when it undid the change).
         # After a timeout waiting for the answer, a 500, a gateway's 502/504, or a 503 that is not the service's
         # (a proxy's: the upstream reset, perhaps after applying it) it may have been applied: it fails instead of
-        # applying orders, trades or deposits twice.
-        idempotent = method.upper() in IDEMPOTENT_METHODS
+        # applying orders, trades or deposits twice. With an idempotency key the service makes a repeat harmless.
+        idempotent = method.upper() in IDEMPOTENT_METHODS or idempotency_key is not None
+        headers = {"X-API-Key": self._key}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         attempt, failure = 0, None
         while True:
             try:
@@ -328,8 +334,7 @@ class ServiceClientResource(ConfigurableResource):
             retryable = True
             try:
                 extra = {"timeout": self.timeout_s} if self.base_url else {}
-                response = client.request(method, path, json=json_body, params=params,
-                                          headers={"X-API-Key": self._key}, **extra)
+                response = client.request(method, path, json=json_body, params=params, headers=headers, **extra)
             except (httpx.TransportError, OSError) as exc:
                 self._breaker.record(False)
                 failure = ServiceError(self.service, 0, None, f"{self.service}: {method} {path} failed: {exc}")

@@ -83,16 +83,19 @@ def futures_margin(context: AssetExecutionContext, lake: LakeResource, derivativ
         "symbol": symbol, "expiry": (day + dt.timedelta(days=TENOR_DAYS)).isoformat(), "contract_size": 100,
         "underlying": UNDERLYING, "reference_price": f"{open_price:.2f}"})
     names = [f"acct-{a}" for a in accounts]
+    # each request under an idempotency key of this run's session: one whose answer is lost (a timeout, a
+    # gateway's 502) is sent again and the service answers it once, instead of failing the step
     for name in names:
-        derivatives.request("POST", f"/v1/futures/{symbol}/accounts",
+        derivatives.request("POST", f"/v1/futures/{symbol}/accounts", idempotency_key=f"{symbol}:open:{name}",
                             json_body={"account_id": name, "deposit_cents": DEPOSIT_CENTS})
     trades = 0
-    for _ in range(4 * len(names)):
+    for i in range(4 * len(names)):
         buyer, seller = rng.sample(names, 2)
         price = round(open_price * (1 + rng.gauss(0, 0.01)), 2)
-        derivatives.request("POST", f"/v1/futures/{symbol}/trades", json_body={
-            "buyer_account_id": buyer, "seller_account_id": seller, "contracts": rng.randint(1, 5),
-            "price": f"{price:.2f}", "day": day.isoformat()})
+        derivatives.request("POST", f"/v1/futures/{symbol}/trades", idempotency_key=f"{symbol}:trade:{i}",
+                            json_body={"buyer_account_id": buyer, "seller_account_id": seller,
+                                       "contracts": rng.randint(1, 5), "price": f"{price:.2f}",
+                                       "day": day.isoformat()})
         trades += 1
     settlement = derivatives.request("POST", f"/v1/futures/{symbol}/settlements",
                                      json_body={"day": day.isoformat(), "settlement_price": f"{settle_price:.2f}"})

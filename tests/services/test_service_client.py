@@ -376,3 +376,41 @@ def test_a_venue_rerun_clears_every_resting_order_and_takes_a_resent_cancel_as_d
     assert clear_resting_orders(ResendsFirstCancel(), "desk", page=2) == 4  # the fifth was cancelled by the first send
     assert trading.request("GET", "/v1/orders", params={"account_id": "desk", "open_only": True}) == []
     assert {trading.request("GET", f"/v1/orders/{i}")["status"] for i in ids} == {"CANCELLED"}
+
+
+def test_a_keyed_post_whose_answer_was_lost_is_sent_again_and_applied_once():
+    """The futures asset's trades carry an Idempotency-Key: a trade whose answer timed out is sent again (without a
+    key it fails the step, as it may have been applied) and the derivatives service applies it once."""
+    import asyncio
+
+    from services.common.app import ServiceContext
+    from services.derivatives.api import create_derivatives_app
+
+    ctx = ServiceContext("test", rate=1000.0, burst=1000)
+    key = ctx.keys.create("alice", "t1", ["trader"])
+    app = create_derivatives_app(ctx)
+    slow = {"left": 1}
+
+    @app.middleware("http")
+    async def lose_the_first_trades_answer(request, call_next):
+        response = await call_next(request)  # applied
+        if request.url.path.endswith("/trades") and slow["left"]:
+            slow["left"] -= 1
+            await asyncio.sleep(0.6)  # the client has given up waiting by now
+        return response
+
+    trade = {"buyer_account_id": "a1", "seller_account_id": "a2", "contracts": 1, "price": "2.00"}
+    with serve(app) as url:
+        client = ServiceClientResource(service="derivatives", base_url=url, api_key=key, backoff_s=0.0,
+                                       max_retries=3, timeout_s=0.3)
+        client.request("POST", "/v1/futures/contracts", json_body={"symbol": "GPUH30", "expiry": "2030-12-31"})
+        for account in ("a1", "a2"):
+            client.request("POST", "/v1/futures/GPUH30/accounts",
+                           json_body={"account_id": account, "deposit_cents": 100_000})
+        answer = client.request("POST", "/v1/futures/GPUH30/trades", json_body=trade, idempotency_key="run1:trade:0")
+        assert answer["trade_id"] == 1 and len(app.state.markets.houses["GPUH30"].trades) == 1
+        slow["left"] = 1
+        with pytest.raises(ServiceError, match="failed"):  # without a key: not sent again
+            client.request("POST", "/v1/futures/GPUH30/trades", json_body=trade)
+        time.sleep(0.4)
+        assert len(app.state.markets.houses["GPUH30"].trades) == 2
