@@ -56,9 +56,15 @@ EXPERIMENT = "neuromorphic"
 SCORES_TABLE = "gold.snn_anomaly_scores"
 
 
+# The lava-side script of each asset is stopped, with its processes (or its pod), and the step fails once it has run
+# this long: a hung Lava simulation held the step, its run and the table's pool slot for ever.
+_TIMEOUT_DESCRIPTION = "seconds the lava-side script may run before it is stopped and the step fails"
+
+
 class SpikeEncodingConfig(Config):
     window_seconds: int = Field(default=60, ge=1)
     bins: int = Field(default=12, ge=1)  # time steps per window
+    timeout_seconds: int = Field(default=1800, ge=1, description=_TIMEOUT_DESCRIPTION)
 
 
 class SnnTrainingConfig(Config):
@@ -66,6 +72,7 @@ class SnnTrainingConfig(Config):
     epochs: int = Field(default=20, ge=1)
     lr: float = Field(default=0.05, gt=0)
     seed: int = Field(default=0, ge=0)
+    timeout_seconds: int = Field(default=7200, ge=1, description=_TIMEOUT_DESCRIPTION)
 
 
 # silent steps after each window before the network is reset, as scoring lays windows out by default; training
@@ -76,6 +83,7 @@ SCORING_PAD = 2
 class ScoringConfig(Config):
     pad: int = Field(default=SCORING_PAD, ge=0)  # silent steps after each window before the network is reset
     agreement_threshold: float = Field(default=0.95, ge=0, le=1)  # SLAYER (float) vs Lava (fixed point) decisions per window
+    timeout_seconds: int = Field(default=7200, ge=1, description=_TIMEOUT_DESCRIPTION)
 
 
 def _settings():
@@ -145,7 +153,8 @@ def spike_trains(context: AssetExecutionContext, config: SpikeEncodingConfig, la
     rows = write_day_events(lake, day, events)
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_encode", {
         "events": str(events), "out": str(out),
-        "encoding": {"window_seconds": config.window_seconds, "bins": config.bins}})
+        "encoding": {"window_seconds": config.window_seconds, "bins": config.bins}},
+        timeout_s=config.timeout_seconds)
     yield from _results(invocation, **{f"source_{k}": v for k, v in rows.items()})
 
 
@@ -253,12 +262,13 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
         invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_train", {
             "train_files": [str(workdir / "spike_trains" / f"{d}.npz") for d in days], "out_dir": str(out_dir),
             "hidden": config.hidden, "epochs": config.epochs, "lr": config.lr, "seed": config.seed,
-            "pad": SCORING_PAD})
+            "pad": SCORING_PAD}, timeout_s=config.timeout_seconds)
         results = list(invocation.get_results())
         from platformq_assets.neuromorphic.registry import log_and_register
 
         materialized = next(r for r in results if isinstance(r, MaterializeResult))
-        registered = log_and_register(mlflow, out_dir, day, days, config.model_dump(), materialized.metadata or {})
+        registered = log_and_register(mlflow, out_dir, day, days, config.model_dump(exclude={"timeout_seconds"}),
+                                      materialized.metadata or {})
         registered["network_sha256"] = _sha256(out_dir / "network.h5")
         (out_dir / "registry.json").write_text(json.dumps(registered))
         _publish(out_dir, published)
@@ -320,7 +330,7 @@ def anomaly_scores(context: AssetExecutionContext, config: ScoringConfig, lake: 
     invocation = run_lava_script(context, settings, "models.neuromorphic.pipes_score", {
         "spikes": str(spikes), "model_dir": str(model_dir), "out": str(out), "pad": config.pad,
         "backend": settings.lava_backend, "partition": settings.lava_loihi_partition,
-        "agreement_threshold": config.agreement_threshold})
+        "agreement_threshold": config.agreement_threshold}, timeout_s=config.timeout_seconds)
     if _sha256(model_dir / "network.h5") != registry["network_sha256"]:  # replaced while scoring
         raise Failure(allow_retries=True, description=f"{model_dir / 'network.h5'} changed while {day} was scored; "
                       "re-run neuromorphic/anomaly_scores")

@@ -63,8 +63,12 @@ def lava_pod_spec(settings) -> dict:
     return spec
 
 
-def k8s_run_kwargs(settings, module: str, extras: dict) -> dict:
-    """What ``PipesK8sClient.run`` receives for one lava-side script (tests validate the pod it builds)."""
+def k8s_run_kwargs(settings, module: str, extras: dict, timeout_s: float | None = None) -> dict:
+    """What ``PipesK8sClient.run`` receives for one lava-side script (tests validate the pod it builds).
+
+    ``timeout_s`` becomes the pod's ``activeDeadlineSeconds``: Kubernetes stops a pod still running then, and
+    PipesK8sClient fails the step and deletes the pod (its own ``pod_wait_timeout`` only starts once the pod's log
+    stream ends, so it cannot end a hung script)."""
     missing = [name for name, value in (("PLATFORMQ_LAVA_WORKDIR_CLAIM", settings.lava_workdir_claim),
                                         ("PLATFORMQ_LAVA_WORKDIR", settings.lava_workdir)) if not value]
     if missing:
@@ -74,26 +78,94 @@ def k8s_run_kwargs(settings, module: str, extras: dict) -> dict:
                       description=f"the k8s lava runner needs {' and '.join(missing)}: a ReadWriteMany volume "
                       "(the claim) mounted at PLATFORMQ_LAVA_WORKDIR in both the step pod and the lava pod (files "
                       "travel there)")
+    spec = lava_pod_spec(settings)
+    if timeout_s:
+        spec["activeDeadlineSeconds"] = max(1, int(timeout_s))
     return {
         "image": settings.lava_image,
         "command": ["python", "-m", module],
         "namespace": settings.lava_namespace,
         "env": {"PYTHONPATH": IMAGE_WORKDIR, "PYTHONUNBUFFERED": "1"},
         "base_pod_meta": {"labels": {"app.kubernetes.io/part-of": "platformq", "platformq/domain": "neuromorphic"}},
-        "base_pod_spec": lava_pod_spec(settings),
+        "base_pod_spec": spec,
         "extras": extras,
     }
 
 
-def run_lava_script(context, settings, module: str, extras: dict):
-    """Run ``python -m module`` on the lava side through Pipes; returns the completed invocation."""
-    if settings.effective_lava_runner == "subprocess":
-        from dagster import PipesSubprocessClient
+# after a timeout or a cancelled run: how long the script's processes get to stop before they are killed
+TERMINATION_GRACE_S = 20.0
 
+
+def _signal_group(process, sig) -> None:
+    import os
+
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):  # every process of the group has already exited
+        pass
+
+
+def _run_subprocess(context, python: Path, module: str, extras: dict, timeout_s: float | None):
+    """PipesSubprocessClient.run, bounded: the script runs in its own process group (Lava's runtime forks a process
+    per Lava process), and a script still running after ``timeout_s``, or when the run is cancelled, is stopped with
+    all its children (SIGTERM or SIGINT, then SIGKILL after ``TERMINATION_GRACE_S``). PipesSubprocessClient has no
+    timeout: a hung Lava simulation held the step, its run and the table's pool slot for ever."""
+    import os
+    import signal
+    import subprocess
+
+    from dagster import (
+        DagsterExecutionInterruptedError,
+        PipesClientCompletedInvocation,
+        PipesTempFileContextInjector,
+        PipesTempFileMessageReader,
+        open_pipes_session,
+    )
+
+    with open_pipes_session(context=context, context_injector=PipesTempFileContextInjector(),
+                            message_reader=PipesTempFileMessageReader(), extras=extras) as session:
+        process = subprocess.Popen(
+            [str(python), "-m", module], cwd=str(PROJECT_ROOT), start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore",
+                 **session.get_bootstrap_env_vars()})
+        try:
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                context.log.error(f"{module} still running after {timeout_s:g} s: stopping it and its processes")
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=TERMINATION_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise Failure(description=f"the lava-side script {module} did not finish within {timeout_s:g} s "
+                              "(timeout_seconds in the asset's run config) and was stopped with its processes",
+                              metadata={"module": module, "timeout_seconds": timeout_s})
+            except DagsterExecutionInterruptedError:
+                context.log.info(f"[pipes] execution interrupted, sending SIGINT to {module} and its processes")
+                _signal_group(process, signal.SIGINT)
+                try:
+                    process.wait(timeout=TERMINATION_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise
+            if process.returncode != 0:
+                raise Failure(description=f"the lava-side script {module} failed with exit code "
+                              f"{process.returncode} (its error is in the step's stderr)",
+                              metadata={"module": module, "exit_code": process.returncode})
+        finally:
+            _signal_group(process, signal.SIGKILL)  # whatever is left of it (stragglers, or after the grace time)
+            process.wait()
+    return PipesClientCompletedInvocation(session)
+
+
+def run_lava_script(context, settings, module: str, extras: dict, timeout_s: float | None = None):
+    """Run ``python -m module`` on the lava side through Pipes; returns the completed invocation. ``timeout_s``
+    bounds it: the subprocess (and its children) or the pod is stopped and the step fails."""
+    if settings.effective_lava_runner == "subprocess":
         python = require_lava_python(settings)
-        return PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
-            context=context, command=[str(python), "-m", module], extras=extras,
-            env={"PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore"})
+        return _run_subprocess(context, python, module, extras, timeout_s)
     from dagster_k8s import PipesK8sClient  # only production pays for the kubernetes client import
 
-    return PipesK8sClient(load_incluster_config=True).run(context=context, **k8s_run_kwargs(settings, module, extras))
+    return PipesK8sClient(load_incluster_config=True).run(context=context,
+                                                          **k8s_run_kwargs(settings, module, extras, timeout_s))

@@ -42,7 +42,7 @@ def lava(settings, monkeypatch):
 
     state = {"trained": None, "scored_with": None, "train_out_dirs": []}
 
-    def run(context, settings_, module, extras):
+    def run(context, settings_, module, extras, timeout_s=None):
         if module.endswith("pipes_train"):
             out = Path(extras["out_dir"])
             state["train_out_dirs"].append(out)

@@ -151,3 +151,73 @@ def test_folders_the_lava_side_writes_into_are_group_writable_and_keep_their_gro
     assert lava_writable_dir(made) == made  # again: fine
     with pytest.raises(FileExistsError):
         lava_writable_dir(made, exist_ok=False)  # a training run's staging folder is its own
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie not yet reaped by its parent is dead for our purpose
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_hung_lava_script_is_stopped_with_its_processes_after_the_timeout(tmp_path, monkeypatch):
+    """PipesSubprocessClient has no timeout: a Lava simulation that hung held the step for ever. The script (and
+    the processes it forked, as Lava's runtime does) is killed after timeout_s, and the step fails saying so."""
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from dagster import asset, materialize
+
+    from platformq_assets.neuromorphic import runner
+
+    monkeypatch.setattr(runner, "TERMINATION_GRACE_S", 2.0)
+    settings = SimpleNamespace(effective_lava_runner="subprocess", lava_python=sys.executable)
+    pids = tmp_path / "pids"
+
+    @asset
+    def hangs(context):
+        return runner.run_lava_script(context, settings, "tests.neuromorphic.hang_probe", {"pids": str(pids)},
+                                      timeout_s=4).get_materialize_result()
+
+    started = time.monotonic()
+    result = materialize([hangs], raise_on_error=False)
+    assert time.monotonic() - started < 60
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error)
+    assert "tests.neuromorphic.hang_probe did not finish within 4 s" in message
+    parent, child = (int(p) for p in pids.read_text().split())
+    deadline = time.monotonic() + 10
+    while (_alive(parent) or _alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(parent) and not _alive(child)
+
+
+def test_the_lava_pod_has_the_timeout_as_its_deadline(monkeypatch):
+    """On Kubernetes the pod's activeDeadlineSeconds ends a hung script (PipesK8sClient's pod_wait_timeout only
+    starts once the pod's log stream has ended)."""
+    from platformq_assets.neuromorphic.runner import k8s_run_kwargs
+    from resources.settings import Settings
+
+    for key, value in {**PRODUCTION, "PLATFORMQ_LAVA_WORKDIR": "/mnt/neuromorphic",
+                       "PLATFORMQ_LAVA_WORKDIR_CLAIM": "nm-work"}.items():
+        monkeypatch.setenv(key, value)
+    kwargs = k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_score", {}, timeout_s=7200)
+    assert kwargs["base_pod_spec"]["activeDeadlineSeconds"] == 7200
+    assert "activeDeadlineSeconds" not in k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_score",
+                                                         {})["base_pod_spec"]
+
+
+def test_every_neuromorphic_asset_bounds_its_lava_script():
+    from platformq_assets.neuromorphic.assets import ScoringConfig, SnnTrainingConfig, SpikeEncodingConfig
+
+    for config in (SpikeEncodingConfig(), SnnTrainingConfig(), ScoringConfig()):
+        assert config.timeout_seconds > 0
