@@ -82,12 +82,14 @@ def _delta_modulate(prices: np.ndarray, small_bps: float, large_bps: float) -> t
         if np.isnan(level):
             level = level_l = p
             continue
-        move = (p / level - 1.0) * 1e4
+        # (p - level) * 1e4 / level, not (p / level - 1) * 1e4: for tick prices the former is the correctly rounded
+        # move, so a move of exactly the threshold reaches it (10,000 -> 10,008 gave 7.999999999999119 bps)
+        move = (p - level) * 1e4 / level
         if move >= small_bps:
             up[i], level = 1, p
         elif move <= -small_bps:
             down[i], level = 1, p
-        move_l = (p / level_l - 1.0) * 1e4
+        move_l = (p - level_l) * 1e4 / level_l
         if move_l >= large_bps:
             up_l[i], level_l = 1, p
         elif move_l <= -large_bps:

@@ -96,3 +96,25 @@ def test_an_instant_anomaly_on_a_window_start_labels_the_window_that_contains_it
     assert list(result["label"]) == [0, 1, 1]
     assert list(result["anomaly_id"]) == ["", "w-1", "f-1"]
     assert anomalies_in_windows(day, result) == {"w-1", "f-1"}
+
+
+def test_a_move_of_exactly_the_threshold_spikes_up_and_down():
+    """The README: a spike "each time the price has moved 8 / 60 bps". 10,000 -> 10,008 ticks is exactly 8 bps,
+    but (10008 / 10000 - 1) * 1e4 is 7.999999999999119 in floating point: the up move fired nothing while the same
+    move down did (asymmetric, and for most price levels)."""
+    config = EncodingConfig(window_seconds=60, bins=12, price_small_bps=8, price_large_bps=60)
+    day = events(trades=[(2, "UP", 10000, 1), (7, "UP", 10008, 1), (12, "UP", 10068, 1),
+                         (2, "DN", 10000, 1), (7, "DN", 9992, 1), (12, "DN", 9932, 1),
+                         (2, "BIG", 10000, 1), (7, "BIG", 10060, 1), (12, "BIG", 10000, 1),
+                         (2, "B2", 20000, 1), (7, "B2", 20016, 1), (12, "B2", 20120, 1)])
+    result = encode_day(day, config)
+    up, down = channel(result, "price_up"), channel(result, "price_down")
+    up_l, down_l = channel(result, "price_up_large"), channel(result, "price_down_large")
+    spikes = dict(zip(result["instrument"], result["spikes"]))
+    assert list(spikes["UP"][up, :3]) == [0, 1, 1]  # +8 bps, then +59.6 bps from 10,008 (>= 8, < 60 from 10,000)
+    assert list(spikes["UP"][up_l, :3]) == [0, 0, 1]  # 10,068 is +68 bps from the large band's level 10,000
+    assert list(spikes["DN"][down, :3]) == [0, 1, 1] and list(spikes["DN"][down_l, :3]) == [0, 0, 1]
+    assert list(spikes["BIG"][up, :3]) == [0, 1, 0] and list(spikes["BIG"][up_l, :3]) == [0, 1, 0]
+    assert list(spikes["BIG"][down, :3]) == [0, 0, 1]  # back to 10,000: -59.6 bps from 10,060, not -60
+    assert list(spikes["BIG"][down_l, :3]) == [0, 0, 0]
+    assert list(spikes["B2"][up, :3]) == [0, 1, 1] and list(spikes["B2"][up_l, :3]) == [0, 0, 1]  # +8, then +60
