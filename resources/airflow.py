@@ -103,12 +103,20 @@ class AirflowResource(ConfigurableResource):
         if self._token is None and self.username:
             import httpx
 
-            response = httpx.post(f"{self.base_url.rstrip('/')}/auth/token", timeout=self.timeout_s,
-                                  json={"username": self.username, "password": self.password or ""})
+            try:
+                response = httpx.post(f"{self.base_url.rstrip('/')}/auth/token", timeout=self.timeout_s,
+                                      json={"username": self.username, "password": self.password or ""})
+            except httpx.HTTPError as exc:  # no answer: like any call without a verdict (a wait asks again)
+                raise AirflowError(f"Airflow did not answer the login of {self.username!r}: no answer from "
+                                   f"Airflow ({type(exc).__name__}: {exc})") from None
             if response.status_code >= 300:
                 raise _refused(f"Airflow refused the credentials of {self.username!r}", response.status_code,
                                response.reason_phrase, response.text)
-            self._token = response.json()["access_token"]
+            try:
+                self._token = response.json()["access_token"]
+            except (ValueError, KeyError, TypeError):
+                raise _refused(f"Airflow's login answer for {self.username!r} holds no access_token",
+                               response.status_code, response.reason_phrase, response.text) from None
         return self._token
 
     def _client(self):

@@ -345,3 +345,59 @@ def test_a_wait_rides_out_an_api_server_that_fails_a_poll_and_triggers_once():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_wait_rides_out_a_token_renewal_that_gets_no_answer():
+    """The JWT expires during a long wait (a poll is answered 401) while the API server restarts: the renewal's
+    POST /auth/token got no answer and raised httpx's error, not an AirflowError, which ended the wait (and a retry
+    triggered the DAG again). It is a poll without a verdict like any other: the wait goes on."""
+    issued, polls, auth_calls = [], [], []
+
+    class Restarting(BaseHTTPRequestHandler):
+        def answer(self):
+            sent = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path == "/auth/token":
+                auth_calls.append(1)
+                if len(auth_calls) == 2:  # the renewal: the API server is restarting
+                    self.close_connection = True
+                    self.wfile.write(b"")
+                    self.connection.close()
+                    return
+                issued.append(f"token-{len(issued) + 1}")
+                status, body = 201, {"access_token": issued[-1]}
+            elif self.command == "POST":
+                status, body = 200, {"dag_id": "export", "dag_display_name": "export",
+                                     "dag_run_id": json.loads(sent).get("dag_run_id") or "r1", "dag_versions": [],
+                                     "run_after": "2024-01-02T00:00:00Z", "run_type": "manual", "state": "queued",
+                                     "start_date": None, "end_date": None, "conf": {}}
+            else:
+                polls.append(self.headers.get("Authorization"))
+                if len(polls) == 1:
+                    status, body = 401, {"detail": "Token expired"}
+                else:
+                    status, body = 200, {"dag_id": "export", "dag_display_name": "export", "dag_run_id": "r1",
+                                         "dag_versions": [], "run_after": "2024-01-02T00:00:00Z",
+                                         "run_type": "manual", "state": "success", "start_date": None,
+                                         "end_date": None, "conf": {}}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Restarting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    airflow = AirflowResource(base_url=f"http://127.0.0.1:{server.server_address[1]}", username="svc",
+                              password="pw", timeout_s=2)
+    try:
+        run = airflow.trigger_and_wait("export", timeout_s=30, poll_s=0.05)
+        assert run["state"] == "success" and len(auth_calls) == 3 and polls[-1] == "Bearer token-2"
+    finally:
+        server.shutdown()
+        server.server_close()
