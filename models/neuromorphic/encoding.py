@@ -156,20 +156,21 @@ def encode_day(events: dict, config: EncodingConfig = EncodingConfig()) -> dict:
     """Encode one day of events (the arrays the Dagster side writes, see ``EVENT_ARRAYS``) into windows.
 
     Returns arrays: ``spikes`` (N, C, T) uint8, ``features`` (N, F, T) float32, ``label`` (N,) uint8,
-    ``anomaly_type``/``anomaly_id``/``instrument`` (N,) str, ``window_start_us`` (N,) int64.
+    ``anomaly_type``/``anomaly_id``/``instrument`` (N,) str, ``window_start_us`` (N,) int64. A day without trades
+    or orders (a closed venue) has no windows: N = 0, the arrays keep their other dimensions.
     """
     window_us = config.window_seconds * US
+    out = {"spikes": [np.zeros((0, len(config.channel_names()), config.bins), np.uint8)],
+           "features": [np.zeros((0, len(FEATURES), config.bins), np.float32)], "label": [np.zeros(0, np.uint8)],
+           "anomaly_type": [np.zeros(0, "<U16")], "anomaly_id": [np.zeros(0, "<U64")],
+           "instrument": [np.zeros(0, "<U16")], "window_start_us": [np.zeros(0, np.int64)]}
     stamps = [a for a in (events["trade_ts"], events["order_ts"]) if len(a)]
-    if not stamps:
-        raise ValueError("no order or trade events to encode")
-    first = min(int(a.min()) for a in stamps)
-    last = max(int(a.max()) for a in stamps)
+    first = min((int(a.min()) for a in stamps), default=0)
+    last = max((int(a.max()) for a in stamps), default=0)
     t0 = first - first % window_us
     n_windows = (last - t0) // window_us + 1
     n_bins = n_windows * config.bins
     instruments = sorted(set(events["trade_instrument"].tolist()) | set(events["order_instrument"].tolist()))
-    out = {k: [] for k in ("spikes", "features", "label", "anomaly_type", "anomaly_id", "instrument",
-                           "window_start_us")}
     starts = t0 + np.arange(n_windows, dtype=np.int64) * window_us
     for symbol in instruments:
         tm = events["trade_instrument"] == symbol

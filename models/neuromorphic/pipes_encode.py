@@ -35,7 +35,10 @@ def main() -> None:
         kinds = windows["anomaly_type"][labels == 1]
         expected = set(events["label_id"].tolist())
         covered = anomalies_in_windows(events, windows)
-        pipes.log.info(f"encoded {len(labels)} windows ({int(labels.sum())} anomalous) in {seconds:.2f}s")
+        if len(labels):
+            pipes.log.info(f"encoded {len(labels)} windows ({int(labels.sum())} anomalous) in {seconds:.2f}s")
+        else:  # a closed venue: an empty day, stored (training skips it, scoring writes no rows) rather than failed
+            pipes.log.warning("no trades or orders this day: no windows (an empty day)")
         pipes.report_asset_materialization(metadata=pipes_metadata({
             "path": extras["out"],
             "windows": int(len(labels)),
@@ -48,8 +51,9 @@ def main() -> None:
             "bin_ms": int(windows["bin_us"]) // 1000,
             "encoding": dataclasses.asdict(config),
             "input_spikes": int(spikes.sum()),
-            "input_spikes_per_window": round(float(spikes.sum((1, 2)).mean()), 3),
-            "spike_density": round(float(spikes.mean()), 5),
+            "input_spikes_per_window": round(float(spikes.sum((1, 2)).mean()), 3) if len(labels) else 0.0,
+            "spike_density": round(float(spikes.mean()), 5) if len(labels) else 0.0,
+            "empty_day": not len(labels),
             "encode_seconds": round(seconds, 3),
         }))
         pipes.report_asset_check(

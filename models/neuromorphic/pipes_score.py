@@ -32,6 +32,9 @@ def main() -> None:
             raise ValueError(f"the day's windows were encoded as {encoding_of(windows)}, the network was trained on "
                              f"{trained}: re-materialise the day's spike trains with the encoding config of the "
                              "network's training days (or retrain)")
+        if not len(labels):
+            _empty_day(pipes, extras, windows, description)
+            return
 
         net = network.load_network(model_dir / "slayer_state.pt", description["sizes"][0], description["hidden"])
         started = time.perf_counter()
@@ -94,6 +97,26 @@ def main() -> None:
             check_name="energy_proxy", passed=energy["synops_per_inference"] < energy["dense_macs_per_inference"],
             metadata={**energy, "note": "synaptic operations and spikes per window (inference); real energy "
                                         "needs Loihi hardware"})
+
+
+def _empty_day(pipes, extras, windows, description) -> None:
+    """A day without trades or orders has no windows: no rows, and checks that pass saying there was nothing to
+    compare (neither the network nor Lava runs on zero windows)."""
+    outputs = description["sizes"][-1]
+    np.savez_compressed(
+        extras["out"], lava_counts=np.zeros((0, outputs), np.int64), slayer_counts=np.zeros((0, outputs), np.int64),
+        lava_hidden=np.zeros(0, np.int64), input_spikes=np.zeros(0, np.int64), lava_flag=np.zeros(0, np.uint8),
+        slayer_flag=np.zeros(0, np.uint8), mlp_score=np.zeros(0, np.float64), forest_flag=np.zeros(0, np.uint8),
+        label=windows["label"], anomaly_type=windows["anomaly_type"], anomaly_id=windows["anomaly_id"],
+        instrument=windows["instrument"], window_start_us=windows["window_start_us"], window_us=windows["window_us"],
+        time_steps=np.int64(windows["spikes"].shape[2]),
+        counted_steps=np.int64(windows["spikes"].shape[2] + extras["pad"]))
+    note = "no windows this day (no trades or orders): nothing scored"
+    pipes.log.warning(note)
+    pipes.report_asset_materialization(metadata={"windows": 0, "anomalous_windows": 0, "flagged_lava": 0,
+                                                 "flagged_slayer": 0, "empty_day": True, "note": note})
+    for check in ("float_fixed_point_agreement", "snn_vs_baseline", "energy_proxy"):
+        pipes.report_asset_check(check_name=check, passed=True, metadata={"windows": 0, "note": note})
 
 
 if __name__ == "__main__":
