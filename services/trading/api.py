@@ -6,6 +6,11 @@ is per tenant too (copy trading is within one): a caller sees its own tenant's
 traders, ranked among themselves. Book depth and the public trade tape are
 market data, readable by any authenticated caller, and carry no account
 identifiers.
+
+Placing an order is made safe to send again by a client order id (FIX's ClOrdID): ``client_order_id`` in the body,
+or the ``Idempotency-Key`` header, which names the order the same way. The account's kept orders hold it (in the
+journalled command, so a restart keeps it); a placement repeating it answers the order that placement made, as it
+stands now (201, ``Idempotent-Replayed: true``), and places nothing; the same id with other order fields is a 422.
 """
 
 from __future__ import annotations
@@ -13,20 +18,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Callable, Literal
 
-from fastapi import Depends, FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Header, Path, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
+from services.common.idempotency import HEADER, REPLAYED
 from services.common.problems import Problem
 from services.trading.engine import SIDE_NAMES, TIF_NAMES, Order
-from services.trading.exchange import CASH, Exchange, ExchangeError
+from services.trading.exchange import CASH, CLIENT_ORDER_ID, ClientOrderIdReused, Exchange, ExchangeError
 
 AccountId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Symbol = Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Z0-9_.-]+$")]
 MAX_LOTS = 10**9
 TITLES = {404: "Not Found", 409: "Conflict", 503: "Service Unavailable"}
 MAX_TICKS = 10**12
+ClientOrderId = Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$", description=(
+    "Optional, the client's id for the order (FIX ClOrdID; e.g. a UUID): 1 to 64 visible ASCII characters, unique "
+    "per account among its kept orders. A placement repeating it (a retry after a lost answer) answers the order it "
+    "placed, as it stands now, and places nothing; the same id with other order fields is a 422 "
+    "client-order-id-reused."))]
 
 
 class Strict(BaseModel):
@@ -63,6 +74,18 @@ class OrderIn(Strict):
     quantity: int = Field(ge=1, le=MAX_LOTS, description="lots")
     price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
     time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+    client_order_id: ClientOrderId = None
+
+
+def order_key(key: str | None = Header(default=None, alias=HEADER, description=(
+        "Optional, the order's client_order_id as a header (the same value as the body's, if both are sent): a "
+        "placement repeating it answers the order it placed, as it stands now, with Idempotent-Replayed: true, and "
+        "places nothing; with other order fields it is a 422 idempotency-key-reused."))) -> str | None:
+    """FastAPI dependency: the request's ``Idempotency-Key`` (None without one), a valid client order id."""
+    if key is not None and not CLIENT_ORDER_ID.match(key):
+        raise Problem(400, "Bad Request", f"{HEADER} names the order here (its client_order_id): 1 to 64 visible "
+                      "ASCII characters", "invalid-idempotency-key")
+    return key
 
 
 class AmendIn(Strict):
@@ -85,6 +108,7 @@ class OrderOut(BaseModel):
     cancelled_quantity: int
     time_in_force: str
     status: str
+    client_order_id: str | None = None
 
 
 class FillOut(BaseModel):
@@ -146,6 +170,7 @@ class BatchPlace(Strict):
     quantity: int = Field(ge=1, le=MAX_LOTS)
     price_ticks: int | None = Field(default=None, ge=1, le=MAX_TICKS)
     time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+    client_order_id: ClientOrderId = None
 
 
 class BatchCancel(Strict):
@@ -208,12 +233,12 @@ def external(account_id: str) -> str:
     return account_id.rpartition("/")[2]
 
 
-def order_out(order: Order) -> OrderOut:
+def order_out(order: Order, client_order_id: str | None = None) -> OrderOut:
     return OrderOut(order_id=order.order_id, account_id=external(str(order.account)), instrument=order.instrument,
                     side=SIDE_NAMES[order.side], type="MARKET" if order.price is None else "LIMIT",
                     price_ticks=order.price, quantity=order.qty, open_quantity=order.open_qty,
                     filled_quantity=order.filled_qty, cancelled_quantity=order.cancelled_qty,
-                    time_in_force=TIF_NAMES[order.tif], status=order.status)
+                    time_in_force=TIF_NAMES[order.tif], status=order.status, client_order_id=client_order_id)
 
 
 def create_trading_app(ctx: ServiceContext, exchange: Exchange,
@@ -243,6 +268,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         if order is None or exchange.accounts[order.account].tenant != principal.tenant:
             raise Problem(404, "Not Found", f"unknown order {order_id}", "unknown-order")
         return order
+
+    def out(order: Order) -> OrderOut:
+        return order_out(order, exchange.client_order_id(order.order_id))
 
     def problem(exc: ExchangeError) -> Problem:
         # 503 (journal-unavailable, journal-conflict): the command was undone, nothing applied; a client may send
@@ -287,20 +315,48 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         return account_out(run(exchange.withdraw, account.account_id, body.asset, body.amount))
 
     @app.post("/v1/orders", status_code=201, response_model=OrderOut, tags=["orders"])
-    def place(body: OrderIn, principal: Principal = Depends(writer)):
+    def place(body: OrderIn, response: Response, principal: Principal = Depends(writer),
+              key: str | None = Depends(order_key)):
+        """With a ``client_order_id`` (or an ``Idempotency-Key``, which is the order's client order id) the
+        account's kept orders hold, the answer is that order as it stands now (``Idempotent-Replayed: true``)."""
         account = own_account(principal, body.account_id)
         if body.type == "LIMIT" and body.price_ticks is None:
             raise Problem(422, "Unprocessable Content", "a LIMIT order needs price_ticks", "missing-price")
         if body.type == "MARKET" and body.price_ticks is not None:
             raise Problem(422, "Unprocessable Content", "a MARKET order takes no price_ticks", "unexpected-price")
+        client_order_id = body.client_order_id
+        if key is not None:
+            if client_order_id is not None and client_order_id != key:
+                raise Problem(422, "Unprocessable Content", f"{HEADER} and client_order_id differ: send one, or the "
+                              "same value in both", "idempotency-key-mismatch")
+            client_order_id = key
         tif = body.time_in_force if body.type == "LIMIT" or body.time_in_force == "FOK" else "IOC"
         with exchange.lock:  # answered as placed: no other command (perhaps undone later) changes it first
-            return order_out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
-                                 body.price_ticks, tif))
+            try:
+                if client_order_id is not None:
+                    placed = exchange.placed_order(account.account_id, client_order_id, body.instrument, body.side,
+                                                   body.quantity, body.price_ticks, tif)
+                    if placed is not None:
+                        response.headers[REPLAYED] = "true"
+                        return out(placed)
+                return out(exchange.place(account.account_id, body.instrument, body.side, body.quantity,
+                                          body.price_ticks, tif, client_order_id))
+            except ClientOrderIdReused as exc:
+                if key is None:
+                    raise problem(exc) from None
+                raise Problem(422, "Unprocessable Content", f"this {HEADER} names order {exc.order_id}, placed with "
+                              "other order fields: use a new key for a new order", "idempotency-key-reused") from None
+            except ExchangeError as exc:
+                raise problem(exc) from None
 
     @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
-    def batch(body: BatchIn, principal: Principal = Depends(writer)):
-        """Run many commands in order, journalled in one write; each succeeds or fails on its own."""
+    def batch(body: BatchIn, principal: Principal = Depends(writer),
+              key: str | None = Header(default=None, alias=HEADER, include_in_schema=False)):
+        """Run many commands in order, journalled in one write; each succeeds or fails on its own. A batch is sent
+        again safely when each place names its order by a ``client_order_id``."""
+        if key is not None:  # refused, not ignored: a client sending one takes the batch as safe to send again
+            raise Problem(400, "Bad Request", f"a batch takes no {HEADER}: give each place a client_order_id, and a "
+                          "batch sent again answers those orders", "idempotency-key-unsupported")
         try:
             return run_batch(principal, body)
         except ExchangeError as exc:  # the journal did not take the batch (it was undone), or this process is fenced
@@ -317,8 +373,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                         if (c.type == "LIMIT") != (c.price_ticks is not None):
                             raise Problem(422, "Unprocessable Content", "LIMIT needs price_ticks, MARKET takes none")
                         tif = c.time_in_force if c.type == "LIMIT" or c.time_in_force == "FOK" else "IOC"
+                        # a repeated client_order_id answers its order, placing nothing (a batch sent again)
                         order = run(exchange.place, account.account_id, c.instrument, c.side, c.quantity,
-                                    c.price_ticks, tif)
+                                    c.price_ticks, tif, c.client_order_id)
                         refs[c.ref] = order.order_id
                     else:
                         order_id = refs.get(c.ref) if c.ref is not None else c.order_id
@@ -339,12 +396,25 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                       for order_id, account, side in ((t[5], t[7], "BUY"), (t[6], t[8], "SELL")) if account in mine]
         return BatchOut(results=results, trades=trades)
 
+    @app.get("/v1/orders/by-client-order-id", response_model=OrderOut, tags=["orders"])
+    def get_client_order(account_id: Annotated[str, Query(max_length=64)],
+                         client_order_id: Annotated[str, Query(min_length=1, max_length=64)],
+                         principal: Principal = Depends(reader)):
+        """The account's order with this client order id, while the account's kept orders hold it."""
+        account = own_account(principal, account_id)
+        with exchange.lock:
+            order = exchange.client_order(account.account_id, client_order_id)
+            if order is None:
+                raise Problem(404, "Not Found", f"no kept order of account {account_id!r} has client order id "
+                              f"{client_order_id!r}", "unknown-order")
+            return out(order)
+
     @app.get("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def get_order(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(reader)):
         # under the lock, as every read: a command or batch in progress has applied what its journal write may
         # still undo (a fill answered here, then a 503 to its sender and the order back to NEW)
         with exchange.lock:
-            return order_out(own_order(principal, order_id))
+            return out(own_order(principal, order_id))
 
     @app.get("/v1/orders", response_model=list[OrderOut], tags=["orders"])
     def list_orders(account_id: Annotated[str, Query(max_length=64)], open_only: bool = False,
@@ -354,13 +424,13 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
         are in the lake (bronze.orders)."""
         account = own_account(principal, account_id)
         with exchange.lock:  # orders change under concurrent requests: read them consistently
-            return [order_out(o) for o in exchange.orders_of(account.account_id, open_only, limit)]
+            return [out(o) for o in exchange.orders_of(account.account_id, open_only, limit)]
 
     @app.delete("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def cancel(order_id: Annotated[int, Path(ge=1, le=2**62)], principal: Principal = Depends(writer)):
         with exchange.lock:  # answered as cancelled, not as a later command (perhaps undone) left it
             order = own_order(principal, order_id)
-            return order_out(run(exchange.cancel, order.account, order_id))
+            return out(run(exchange.cancel, order.account, order_id))
 
     @app.patch("/v1/orders/{order_id}", response_model=OrderOut, tags=["orders"])
     def amend(order_id: Annotated[int, Path(ge=1, le=2**62)], body: AmendIn, principal: Principal = Depends(writer)):
@@ -378,8 +448,7 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                     raise Problem(422, "Unprocessable Content", f"quantity {body.quantity} does not exceed the "
                                   f"{order.filled_qty} lots already filled", "quantity-not-above-filled")
                 open_qty = body.quantity - order.filled_qty
-            return order_out(run(exchange.amend, order.account, order_id, open_qty,
-                                 body.price_ticks))
+            return out(run(exchange.amend, order.account, order_id, open_qty, body.price_ticks))
 
     @app.get("/v1/fills", response_model=list[FillOut], tags=["orders"])
     def fills(account_id: Annotated[str, Query(max_length=64)], limit: Annotated[int, Query(ge=1, le=1000)] = 100,

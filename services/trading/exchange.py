@@ -15,6 +15,10 @@ unit per lot of rounding slack; what a fill below the limit saves is released at
 once); a sell locks the lots. Fees (maker/taker, in basis points of notional, rounded
 up) go to the venue. Conservation, per asset, holds after every command:
 sum(free + locked) + fees collected = deposits - withdrawals.
+
+An order may carry a client order id (FIX's ClOrdID): unique per account among the account's kept orders, it is in
+the journalled command (a replay, and a snapshot, rebuild the index) and a placement repeating it answers the order
+it placed instead of placing another (:meth:`Exchange.place`); the same id with other order fields is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import copy
 import dataclasses
 import json
 import logging
+import re
 import threading
 import zlib
 from typing import Callable, Iterator, NamedTuple, Protocol
@@ -84,6 +89,21 @@ class JournalConflict(ExchangeError):
 class NotFound(ExchangeError):
     def __init__(self, message: str):
         super().__init__(message, 404, "not-found")
+
+
+# A client order id: what a client names its order with, to send the placement again after a lost answer (a
+# timeout, a gateway's 502) without placing a second order. 1 to 64 visible ASCII characters (a UUID, or
+# "GPUH30:quote:17"); unique per account among that account's kept orders (see HISTORY).
+CLIENT_ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+class ClientOrderIdReused(ExchangeError):
+    """A placement names a client order id the account's kept orders hold with other order fields."""
+
+    def __init__(self, client_order_id: str, order_id: int):
+        super().__init__(f"client order id {client_order_id!r} names order {order_id}, placed with other order "
+                         "fields: use a new id for a new order", 422, "client-order-id-reused")
+        self.order_id = order_id
 
 
 log = logging.getLogger("platformq.trading")
@@ -466,6 +486,10 @@ class Exchange:
         self.follows: dict[str, dict[str, Follow]] = {}  # leader -> follower -> follow
         self.copy_links: list[CopyLink] = []
         self.last_price: dict[str, int] = {}  # instrument -> price of its latest trade (marks positions)
+        # client order ids of kept orders: order -> (client order id, account, instrument, side, quantity, price,
+        # time in force) as placed, and per account client order id -> order; trimmed with the orders
+        self.client_ids: dict[int, tuple] = {}
+        self.client_orders: dict[str, dict[str, int]] = {}
         self.history = history
         self.journal = journal or MemoryJournal()
         self.clock = clock or (lambda: int(time.time() * 1_000_000))
@@ -551,6 +575,8 @@ class Exchange:
                 "follows": [dataclasses.astuple(f) for by_leader in self.follows.values() for f in by_leader.values()],
                 "copy_links": [dataclasses.astuple(link) for link in self.copy_links],
                 "last_price": self.last_price,
+                # added without a new format: a snapshot written before client order ids has none to restore
+                "client_ids": [[order_id, *entry] for order_id, entry in self.client_ids.items()],
             }
             data = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 1)
             commands = self.journaled
@@ -600,6 +626,8 @@ class Exchange:
             follow = Follow(*values)
             self.follows.setdefault(follow.leader, {})[follow.follower] = follow
         self.copy_links = [CopyLink(*values) for values in state["copy_links"]]
+        for order_id, *entry in sorted(state.get("client_ids", ())):  # oldest first: a reused id names the newest
+            self._index_client_id(order_id, tuple(entry))
         unbalanced = {asset: sides for asset, sides in self.conservation().items() if sides[0] != sides[1]}
         if unbalanced:
             log.warning("trading: the snapshot after %d commands does not balance (%s); replaying the whole journal",
@@ -701,6 +729,7 @@ class Exchange:
         n_trades, n_journal, n_links = saved["lengths"]
         placed = range(saved["next_order_id"], engine._next_order_id)  # the orders the command made (the rollback
         # takes the engine's next id back, so they are read first)
+        self._forget_client_ids(saved["next_order_id"])
         if len(engine.journal) != n_journal or engine._next_order_id != saved["next_order_id"]:
             self._rollback_engine(saved)
         del self.copy_links[n_links:]
@@ -808,7 +837,7 @@ class Exchange:
         engine.trades.clear()
         if keep is None:
             return
-        orders, gone = engine.orders, False
+        orders, gone, client_ids = engine.orders, False, self.client_ids
         for ids in self.account_orders.values():
             if len(ids) > keep:
                 older = ids[:-keep]
@@ -817,6 +846,8 @@ class Exchange:
                     for order_id in older:
                         if not orders[order_id].open_qty:
                             del orders[order_id]
+                            if client_ids and order_id in client_ids:  # its client order id goes with it
+                                self._unindex_client_id(order_id)
                     ids[:-keep] = still_open
                     gone = True
         for index in (self.account_fills, self.instrument_trades):
@@ -838,6 +869,7 @@ class Exchange:
         """Back to the checkpoint. Only runs when the journal write failed (or a command failed while applied),
         so its cost (the books saved when the engine's journal was last cut, and the engine's commands since, up
         to the batch) is paid only then."""
+        self._forget_client_ids(saved["next_order_id"])
         self._rollback_engine(saved)
         del self.copy_links[saved["lengths"][2]:]
         for name, value in saved["tables"].items():
@@ -890,9 +922,38 @@ class Exchange:
         return self._command({"op": "withdraw", "account": account_id, "asset": asset, "amount": amount})
 
     def place(self, account_id: str, instrument: str, side: str, quantity: int, price: int | None = None,
-              time_in_force: str = "GTC") -> Order:
-        return self._command({"op": "place", "account": account_id, "instrument": instrument, "side": side,
-                              "quantity": quantity, "price": price, "tif": time_in_force})
+              time_in_force: str = "GTC", client_order_id: str | None = None) -> Order:
+        """Place an order. With a ``client_order_id`` the account's kept orders already hold, it is the order that
+        placement made (as it stands now), nothing placed again; with other order fields, ClientOrderIdReused."""
+        command = {"op": "place", "account": account_id, "instrument": instrument, "side": side,
+                   "quantity": quantity, "price": price, "tif": time_in_force}
+        if client_order_id is None:
+            return self._command(command)
+        command["client_order_id"] = client_order_id  # only then: the journal's other commands stay as they were
+        with self._lock:
+            placed = self.placed_order(account_id, client_order_id, instrument, side, quantity, price, time_in_force)
+            return placed if placed is not None else self._command(command)
+
+    def placed_order(self, account_id: str, client_order_id: str, instrument: str, side: str, quantity: int,
+                     price: int | None, time_in_force: str) -> Order | None:
+        """The kept order the account placed with this client order id and these fields (None: no such id);
+        ClientOrderIdReused when the id names an order placed with other fields."""
+        with self._lock:
+            order = self.client_order(account_id, client_order_id)
+            if order is None:
+                return None
+            if self.client_ids[order.order_id][2:] != (instrument, side, quantity, price, time_in_force):
+                raise ClientOrderIdReused(client_order_id, order.order_id)
+            return order
+
+    def client_order(self, account_id: str, client_order_id: str) -> Order | None:
+        """The account's kept order with this client order id (a dict lookup)."""
+        order_id = self.client_orders.get(account_id, {}).get(client_order_id)
+        return None if order_id is None else self.engine.orders.get(order_id)
+
+    def client_order_id(self, order_id: int) -> str | None:
+        entry = self.client_ids.get(order_id) if self.client_ids else None
+        return None if entry is None else entry[0]
 
     def cancel(self, account_id: str, order_id: int) -> Order:
         return self._command({"op": "cancel", "account": account_id, "order_id": order_id})
@@ -946,6 +1007,12 @@ class Exchange:
                 raise ExchangeError("quantity must be a positive integer number of lots")
             if c["price"] is not None and (type(c["price"]) is not int or c["price"] <= 0):
                 raise ExchangeError("price must be a positive integer number of ticks")
+            client_order_id = c.get("client_order_id")
+            if client_order_id is not None:
+                if type(client_order_id) is not str or not CLIENT_ORDER_ID.match(client_order_id):
+                    raise ExchangeError("client_order_id must be 1 to 64 visible ASCII characters")
+                if client_order_id in self.client_orders.get(c["account"], ()):  # place() answers a repeat
+                    raise ClientOrderIdReused(client_order_id, self.client_orders[c["account"]][client_order_id])
             self._check_funds(account, c["instrument"], SIDES[c["side"]], c["quantity"], c["price"])
         elif op == "cancel":
             self._account(c["account"])
@@ -1042,8 +1109,13 @@ class Exchange:
             self.withdrawals[c["asset"]] = self.withdrawals.get(c["asset"], 0) + c["amount"]
             return account
         if op == "place":
-            return self._place(c["account"], c["instrument"], SIDES[c["side"]], c["quantity"], c["price"],
-                               TIFS[c["tif"]], c["ts"], copy_of=None, rules=c["rules"])
+            order = self._place(c["account"], c["instrument"], SIDES[c["side"]], c["quantity"], c["price"],
+                                TIFS[c["tif"]], c["ts"], copy_of=None, rules=c["rules"])
+            client_order_id = c.get("client_order_id")
+            if client_order_id is not None:
+                self._index_client_id(order.order_id, (client_order_id, c["account"], c["instrument"], c["side"],
+                                                       c["quantity"], c["price"], c["tif"]))
+            return order
         if op == "cancel":
             self._touch_order(c["order_id"])
             order = self.engine.cancel(c["order_id"], c["ts"])
@@ -1059,6 +1131,29 @@ class Exchange:
             del self.follows[c["leader"]][c["follower"]]
             return None
         raise ExchangeError(f"unknown command {op!r}")
+
+    def _index_client_id(self, order_id: int, entry: tuple) -> None:
+        """Index an order's client order id. A replay may meet an id again that the live exchange had forgotten
+        (its order trimmed at another cut): the newer order takes it."""
+        self.client_ids[order_id] = entry
+        self.client_orders.setdefault(entry[1], {})[entry[0]] = order_id
+
+    def _unindex_client_id(self, order_id: int) -> None:
+        client_order_id, account_id = self.client_ids.pop(order_id)[:2]
+        by_id = self.client_orders.get(account_id)
+        if by_id is not None and by_id.get(client_order_id) == order_id:  # not a newer order's
+            del by_id[client_order_id]
+            if not by_id:
+                del self.client_orders[account_id]
+
+    def _forget_client_ids(self, first_order_id: int) -> None:
+        """Unindex the client order ids of the orders from ``first_order_id`` on (an undone command or batch).
+        A live placement never takes an id another kept order holds, so unindexing restores the index."""
+        client_ids = self.client_ids
+        if client_ids:
+            for order_id in range(self.engine._next_order_id - 1, first_order_id - 1, -1):
+                if order_id in client_ids:
+                    self._unindex_client_id(order_id)
 
     def _lock_for(self, account: Account, order_instrument: str, side: int, qty: int, price: int | None) -> int:
         if side == BUY:
@@ -1303,6 +1398,12 @@ class Exchange:
             "account_orders": kept,
             "fills": {a: tuple(fills[-keep if keep else 0:]) for a, fills in sorted(self.account_fills.items())},
             "tape": {i: tuple(trades[-keep if keep else 0:]) for i, trades in sorted(self.instrument_trades.items())},
+            "client_ids": {order_id: self.client_ids[order_id] for order_id in kept_orders
+                           if order_id in self.client_ids},
+            "client_orders": {account: dict(sorted((cid, order_id) for cid, order_id in by_id.items()
+                                                   if order_id in kept_set))
+                              for account, by_id in sorted(self.client_orders.items())
+                              if any(order_id in kept_set for order_id in by_id.values())},
         }
 
 
@@ -1331,5 +1432,5 @@ def copy_size(leader_qty: int, follower_equity: int, leader_equity: int, multipl
     return max(0, min(wanted, max_exposure // price - position))
 
 
-__all__ = ["CASH", "Exchange", "ExchangeError", "MemoryJournal", "NotFound", "OrderStatus", "SqlJournal",
-           "copy_size"]
+__all__ = ["CASH", "ClientOrderIdReused", "Exchange", "ExchangeError", "MemoryJournal", "NotFound", "OrderStatus",
+           "SqlJournal", "copy_size"]

@@ -123,7 +123,8 @@ def test_tenant_isolation_on_every_route(setup):
     """Tenant 2 probes every tenant-scoped route with tenant 1's ids: always 404, nothing changes."""
     client, keys, exchange = setup
     own = client.post("/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY", "quantity": 3,
-                                          "price_ticks": 500}, headers=h(keys, "t1_trader")).json()
+                                          "price_ticks": 500, "client_order_id": "c-1"},
+                      headers=h(keys, "t1_trader")).json()
     before = exchange.state()
     probes = {
         ("GET", "/v1/accounts/{account_id}"): dict(url="/v1/accounts/a1"),
@@ -134,6 +135,8 @@ def test_tenant_isolation_on_every_route(setup):
         ("POST", "/v1/orders"): dict(url="/v1/orders", json={"account_id": "a1", "instrument": X, "side": "BUY",
                                                              "quantity": 1, "price_ticks": 5}),
         ("GET", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}"),
+        ("GET", "/v1/orders/by-client-order-id"): dict(url="/v1/orders/by-client-order-id",
+                                                       params={"account_id": "a1", "client_order_id": "c-1"}),
         ("GET", "/v1/orders"): dict(url="/v1/orders", params={"account_id": "a1"}),
         ("DELETE", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}"),
         ("PATCH", "/v1/orders/{order_id}"): dict(url=f"/v1/orders/{own['order_id']}", json={"quantity": 1}),
