@@ -210,8 +210,14 @@ def test_the_lava_pod_has_the_timeout_as_its_deadline(monkeypatch):
     for key, value in {**PRODUCTION, "PLATFORMQ_LAVA_WORKDIR": "/mnt/neuromorphic",
                        "PLATFORMQ_LAVA_WORKDIR_CLAIM": "nm-work"}.items():
         monkeypatch.setenv(key, value)
+    from dagster_k8s.pipes import build_pod_body
+    from kubernetes.client import ApiClient
+
     kwargs = k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_score", {}, timeout_s=7200)
-    assert kwargs["base_pod_spec"]["activeDeadlineSeconds"] == 7200
+    pod = build_pod_body(pod_name="dagster-pipes-test", image=kwargs["image"], command=kwargs["command"],
+                         env_vars=kwargs["env"], base_pod_meta=kwargs["base_pod_meta"],
+                         base_pod_spec=kwargs["base_pod_spec"])  # what PipesK8sClient.run submits
+    assert ApiClient().sanitize_for_serialization(pod)["spec"]["activeDeadlineSeconds"] == 7200
     assert "activeDeadlineSeconds" not in k8s_run_kwargs(Settings(), "models.neuromorphic.pipes_score",
                                                          {})["base_pod_spec"]
 
