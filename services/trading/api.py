@@ -332,15 +332,12 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
             client_order_id = key
         tif = body.time_in_force if body.type == "LIMIT" or body.time_in_force == "FOK" else "IOC"
         with exchange.lock:  # answered as placed: no other command (perhaps undone later) changes it first
+            if client_order_id is None:
+                return out(run(exchange.place, account.account_id, body.instrument, body.side, body.quantity,
+                               body.price_ticks, tif))
             try:
-                if client_order_id is not None:
-                    placed = exchange.placed_order(account.account_id, client_order_id, body.instrument, body.side,
-                                                   body.quantity, body.price_ticks, tif)
-                    if placed is not None:
-                        response.headers[REPLAYED] = "true"
-                        return out(placed)
-                return out(exchange.place(account.account_id, body.instrument, body.side, body.quantity,
-                                          body.price_ticks, tif, client_order_id))
+                order, placed = exchange.place_named(account.account_id, body.instrument, body.side, body.quantity,
+                                                     body.price_ticks, tif, client_order_id)
             except ClientOrderIdReused as exc:
                 if key is None:
                     raise problem(exc) from None
@@ -348,6 +345,9 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
                               "other order fields: use a new key for a new order", "idempotency-key-reused") from None
             except ExchangeError as exc:
                 raise problem(exc) from None
+            if not placed:
+                response.headers[REPLAYED] = "true"
+            return out(order)
 
     @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
     def batch(body: BatchIn, principal: Principal = Depends(writer),

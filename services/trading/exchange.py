@@ -925,14 +925,23 @@ class Exchange:
               time_in_force: str = "GTC", client_order_id: str | None = None) -> Order:
         """Place an order. With a ``client_order_id`` the account's kept orders already hold, it is the order that
         placement made (as it stands now), nothing placed again; with other order fields, ClientOrderIdReused."""
-        command = {"op": "place", "account": account_id, "instrument": instrument, "side": side,
-                   "quantity": quantity, "price": price, "tif": time_in_force}
-        if client_order_id is None:
-            return self._command(command)
-        command["client_order_id"] = client_order_id  # only then: the journal's other commands stay as they were
+        if client_order_id is not None:
+            return self.place_named(account_id, instrument, side, quantity, price, time_in_force, client_order_id)[0]
+        return self._command({"op": "place", "account": account_id, "instrument": instrument, "side": side,
+                              "quantity": quantity, "price": price, "tif": time_in_force})
+
+    def place_named(self, account_id: str, instrument: str, side: str, quantity: int, price: int | None,
+                    time_in_force: str, client_order_id: str) -> tuple[Order, bool]:
+        """:meth:`place` with a client order id: the order, and whether this call placed it (False: the order the
+        id names, placed before with these fields)."""
         with self._lock:
             placed = self.placed_order(account_id, client_order_id, instrument, side, quantity, price, time_in_force)
-            return placed if placed is not None else self._command(command)
+            if placed is not None:
+                return placed, False
+            # the id is in the command only when given: the journal's other commands stay as they were
+            return self._command({"op": "place", "account": account_id, "instrument": instrument, "side": side,
+                                  "quantity": quantity, "price": price, "tif": time_in_force,
+                                  "client_order_id": client_order_id}), True
 
     def placed_order(self, account_id: str, client_order_id: str, instrument: str, side: str, quantity: int,
                      price: int | None, time_in_force: str) -> Order | None:
