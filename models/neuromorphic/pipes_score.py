@@ -84,8 +84,9 @@ def main() -> None:
         }))
         threshold = extras["agreement_threshold"]
         pipes.report_asset_check(
-            check_name="float_fixed_point_agreement", passed=agree["decision_agreement"] >= threshold,
-            metadata=pipes_metadata({**agree, "threshold": threshold}))
+            check_name="float_fixed_point_agreement", passed=metrics.agreement_passes(agree, threshold),
+            metadata=pipes_metadata({**agree, "threshold": threshold,
+                                     "rule": "decision_agreement and flagged_agreement >= threshold"}))
         pipes.report_asset_check(
             check_name="snn_vs_baseline", passed=snn["f1"] >= 0.5 * mlp["f1"],
             metadata={"rule": "SNN (Lava fixed point) F1 >= half the MLP baseline's F1 on the same windows",

@@ -300,7 +300,7 @@ def snn_model(context: AssetExecutionContext, config: SnnTrainingConfig, mlflow:
     check_specs=[
         AssetCheckSpec("float_fixed_point_agreement", asset=ANOMALY_SCORES_KEY, blocking=True,
                        description="SLAYER (float, torch) and Lava (fixed point, Loihi 2 simulation) take the same "
-                       "decision on at least `agreement_threshold` of the windows."),
+                       "decision on at least `agreement_threshold` of the windows, and of the windows either flags."),
         AssetCheckSpec("snn_vs_baseline", asset=ANOMALY_SCORES_KEY,
                        description="Precision/recall on the labelled anomalies, the SNN next to a non-spiking MLP "
                        "(and an IsolationForest) on the same windows."),

@@ -118,3 +118,4 @@ def test_a_move_of_exactly_the_threshold_spikes_up_and_down():
     assert list(spikes["BIG"][down, :3]) == [0, 0, 1]  # back to 10,000: -59.6 bps from 10,060, not -60
     assert list(spikes["BIG"][down_l, :3]) == [0, 0, 0]
     assert list(spikes["B2"][up, :3]) == [0, 1, 1] and list(spikes["B2"][up_l, :3]) == [0, 0, 1]  # +8, then +60
+
