@@ -350,13 +350,18 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
             return out(order)
 
     @app.post("/v1/orders/batch", response_model=BatchOut, tags=["orders"])
-    def batch(body: BatchIn, principal: Principal = Depends(writer),
-              key: str | None = Header(default=None, alias=HEADER, include_in_schema=False)):
+    def batch(body: BatchIn, principal: Principal = Depends(writer), key: str | None = Header(
+            default=None, alias=HEADER, description=(
+                "Optional; taken only when every place of the batch names its order by a client_order_id (which is "
+                "what makes the batch safe to send again: its places answer their orders, a cancel already done "
+                "fails alone), refused otherwise (400 idempotency-key-unsupported), not ignored."))):
         """Run many commands in order, journalled in one write; each succeeds or fails on its own. A batch is sent
         again safely when each place names its order by a ``client_order_id``."""
-        if key is not None:  # refused, not ignored: a client sending one takes the batch as safe to send again
-            raise Problem(400, "Bad Request", f"a batch takes no {HEADER}: give each place a client_order_id, and a "
-                          "batch sent again answers those orders", "idempotency-key-unsupported")
+        if key is not None and any(c.op == "place" and c.client_order_id is None for c in body.commands):
+            # refused, not ignored: a client sending one takes the batch as safe to send again
+            raise Problem(400, "Bad Request", f"a batch takes an {HEADER} only when each place names its order by a "
+                          "client_order_id (then a batch sent again answers those orders)",
+                          "idempotency-key-unsupported")
         try:
             return run_batch(principal, body)
         except ExchangeError as exc:  # the journal did not take the batch (it was undone), or this process is fenced

@@ -245,10 +245,14 @@ def test_a_placement_the_journal_refuses_is_undone_with_its_id_so_the_retry_plac
         {"op": "place", "ref": "x", "client_order_id": "b-1", **order(quantity=9)},
         {"op": "place", "ref": "y", "client_order_id": "b-3", **order(quantity=1, price=80)}]}, headers=t1), 200)
     assert "b-1" in mixed["results"][0]["error"] and mixed["results"][1]["error"] is None
-    # an Idempotency-Key on a batch is refused, not ignored (a client would take the whole batch as safe to resend)
+    # an Idempotency-Key on a batch (a service client then sends it again after a lost answer) is taken when each
+    # place names its order, and refused, not ignored, when one does not
     before = exchange.state()
-    problem = is_problem(client.post("/v1/orders/batch", json=batch, headers={**t1, "Idempotency-Key": "k"}), 400)
+    unnamed = {"commands": [*batch["commands"], {"op": "place", "ref": "z", **order(quantity=1, price=70)}]}
+    problem = is_problem(client.post("/v1/orders/batch", json=unnamed, headers={**t1, "Idempotency-Key": "k"}), 400)
     assert problem["type"].endswith("/idempotency-key-unsupported") and exchange.state() == before
+    keyed = ok(client.post("/v1/orders/batch", json=batch, headers={**t1, "Idempotency-Key": "k"}), 200)["results"]
+    assert [r["order_id"] for r in keyed[:2]] == [r["order_id"] for r in results[:2]] and exchange.state() == before
     assert Exchange.restore([X, Y], journal).state() == exchange.state()
 
 
