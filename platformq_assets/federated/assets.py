@@ -23,9 +23,9 @@ from dagster import (
     Config,
     Failure,
     MaterializeResult,
-    PipesSubprocessClient,
     asset,
 )
+from pydantic import Field
 
 from pipelines.pods import FEDERATED_POD
 from pipelines.pools import table_pool
@@ -53,6 +53,9 @@ class FederatedRunConfig(Config):
     lr: float = 0.03  # class weights up to 50x make larger steps oscillate
     proximal_mu: float = 0.01
     seed: int = 0
+    # The run's time limit (the federation subprocess and its Ray/Flower processes are stopped after it and the step
+    # fails); unset: as long as its rounds, round timeout and discovery timeout allow, plus SETUP_MARGIN_S
+    timeout_seconds: int | None = Field(default=None, ge=1)
     # Where the tenants' files are written. With a SuperLink: the data-dir the tenants' SuperNodes name in
     # --node-config (with participant="<tenant>"). Unset: a temporary directory. Either way the files are
     # removed after the run.
@@ -63,6 +66,28 @@ def subprocess_env(ray_tmp: str) -> dict:
     """Ray on loopback only, with a private temp dir; Flower without telemetry."""
     return {"PYTHONPATH": str(PROJECT_ROOT), "RAY_TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "FLWR_TELEMETRY_ENABLED": "0"}
+
+
+# beyond the rounds' own bound: starting Ray or reaching the SuperLink, the centralised baseline, writing the model
+SETUP_MARGIN_S = 600
+
+
+def run_timeout_s(run_config: dict) -> float:
+    """How long a federated run may take before it is stopped: the longest its rounds can wait for nodes and replies
+    (``run_wait_seconds``, the same bound the SuperLink path waits by) plus ``SETUP_MARGIN_S``."""
+    from models.federated.config import FederatedConfig
+    from models.federated.deployment import run_wait_seconds
+
+    return run_wait_seconds(FederatedConfig.from_mapping(run_config)) + SETUP_MARGIN_S
+
+
+def run_federation(context, *, env: dict, extras: dict, timeout_s: float):
+    """``models.federated.pipes_run`` through Pipes, bounded: PipesSubprocessClient has no timeout, and a hung Flower
+    or Ray simulation held the step and the registry's pool slot for ever (platformq_assets/pipes_process.py)."""
+    from platformq_assets.pipes_process import run_bounded
+
+    return run_bounded(context, [sys.executable, "-m", "models.federated.pipes_run"], cwd=PROJECT_ROOT, env=env,
+                       extras=extras, timeout_s=timeout_s, what="the federated run (models.federated.pipes_run)")
 
 
 @asset(
@@ -160,9 +185,8 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
     context.log.info(f"federation of {training} (suspended: {suspended}; budget spent: {spent}); "
                      f"config {json.dumps(run_config)}")
     try:
-        invocation = PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
-            context=context, command=[sys.executable, "-m", "models.federated.pipes_run"],
-            env=subprocess_env(ray_tmp),
+        invocation = run_federation(
+            context, env=subprocess_env(ray_tmp), timeout_s=config.timeout_seconds or run_timeout_s(run_config),
             extras={"config": run_config, "participants": len(training), "superlink": settings.flower_superlink or "",
                     "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
         results = list(invocation.get_results())

@@ -96,67 +96,14 @@ def k8s_run_kwargs(settings, module: str, extras: dict, timeout_s: float | None 
 TERMINATION_GRACE_S = 20.0
 
 
-def _signal_group(process, sig) -> None:
-    import os
-
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):  # every process of the group has already exited
-        pass
-
-
 def _run_subprocess(context, python: Path, module: str, extras: dict, timeout_s: float | None):
-    """PipesSubprocessClient.run, bounded: the script runs in its own process group (Lava's runtime forks a process
-    per Lava process), and a script still running after ``timeout_s``, or when the run is cancelled, is stopped with
-    all its children (SIGTERM or SIGINT, then SIGKILL after ``TERMINATION_GRACE_S``). PipesSubprocessClient has no
-    timeout: a hung Lava simulation held the step, its run and the table's pool slot for ever."""
-    import os
-    import signal
-    import subprocess
+    """The script in a process group of its own, stopped with its children (Lava's runtime forks a process per Lava
+    process) after ``timeout_s`` or when the run is cancelled (platformq_assets/pipes_process.py)."""
+    from platformq_assets.pipes_process import run_bounded
 
-    from dagster import (
-        DagsterExecutionInterruptedError,
-        PipesClientCompletedInvocation,
-        PipesTempFileContextInjector,
-        PipesTempFileMessageReader,
-        open_pipes_session,
-    )
-
-    with open_pipes_session(context=context, context_injector=PipesTempFileContextInjector(),
-                            message_reader=PipesTempFileMessageReader(), extras=extras) as session:
-        process = subprocess.Popen(
-            [str(python), "-m", module], cwd=str(PROJECT_ROOT), start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore",
-                 **session.get_bootstrap_env_vars()})
-        try:
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                context.log.error(f"{module} still running after {timeout_s:g} s: stopping it and its processes")
-                _signal_group(process, signal.SIGTERM)
-                try:
-                    process.wait(timeout=TERMINATION_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    pass
-                raise Failure(description=f"the lava-side script {module} did not finish within {timeout_s:g} s "
-                              "(timeout_seconds in the asset's run config) and was stopped with its processes",
-                              metadata={"module": module, "timeout_seconds": timeout_s})
-            except DagsterExecutionInterruptedError:
-                context.log.info(f"[pipes] execution interrupted, sending SIGINT to {module} and its processes")
-                _signal_group(process, signal.SIGINT)
-                try:
-                    process.wait(timeout=TERMINATION_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    pass
-                raise
-            if process.returncode != 0:
-                raise Failure(description=f"the lava-side script {module} failed with exit code "
-                              f"{process.returncode} (its error is in the step's stderr)",
-                              metadata={"module": module, "exit_code": process.returncode})
-        finally:
-            _signal_group(process, signal.SIGKILL)  # whatever is left of it (stragglers, or after the grace time)
-            process.wait()
-    return PipesClientCompletedInvocation(session)
+    return run_bounded(context, [str(python), "-m", module], cwd=PROJECT_ROOT,
+                       env={"PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore"}, extras=extras,
+                       timeout_s=timeout_s, grace_s=TERMINATION_GRACE_S, what=f"the lava-side script {module}")
 
 
 def run_lava_script(context, settings, module: str, extras: dict, timeout_s: float | None = None):

@@ -303,15 +303,11 @@ def test_a_standing_supernode_of_a_tenant_without_consent_is_never_sampled(lake,
     class Stop(Exception):
         pass
 
-    class Client:  # the Pipes subprocess is not started: the run config it would get is all this test needs
-        def __init__(self, **kwargs):
-            pass
+    def run_federation(context, *, extras, **kwargs):  # not started: the run config it would get is all this needs
+        captured.update(extras["config"])
+        raise Stop()
 
-        def run(self, *, extras, **kwargs):
-            captured.update(extras["config"])
-            raise Stop()
-
-    monkeypatch.setattr(assets, "PipesSubprocessClient", Client)
+    monkeypatch.setattr(assets, "run_federation", run_federation)
     load_settings.cache_clear()
     tenants = seed_lake(lake)
     first, second, third = tenants
@@ -328,3 +324,46 @@ def test_a_standing_supernode_of_a_tenant_without_consent_is_never_sampled(lake,
     assert sorted(strategy.participants[m.metadata.dst_node_id] for m in trained) == [first, second]
     evaluated = strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(), grid)
     assert sorted(strategy.participants[m.metadata.dst_node_id] for m in evaluated) == [first, second]
+
+
+def _processes_with_env(name: str, value: str) -> list[int]:
+    """Processes whose environment has ``name=value`` (this test's own, by its PLATFORMQ_HOME)."""
+    import os
+
+    wanted, found = f"{name}={value}".encode(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if wanted in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_federated_run_past_its_time_limit_is_stopped_with_its_processes(lake):
+    """PipesSubprocessClient has no timeout: a hung Flower/Ray simulation held the step (and the registry's pool
+    slot) for ever. The run is stopped after `timeout_seconds` (default: the rounds' own bound plus a margin), with
+    the Ray processes it started, and the step fails saying so; the tenants' exports are removed."""
+    import os
+    import time
+
+    from models.federated.config import FederatedConfig
+    from models.federated.deployment import run_wait_seconds
+    from platformq_assets.federated.assets import SETUP_MARGIN_S, run_timeout_s
+    from resources.settings import load_settings
+
+    started = time.monotonic()
+    tenants, result, message = enrol_all_and_fail_one_round(lake, timeout_seconds=20, rounds=200)
+    assert time.monotonic() - started < 120
+    assert "the federated run (models.federated.pipes_run) did not finish within 20 s" in message
+    assert not list(load_settings().home.glob("federated-*"))
+    deadline = time.monotonic() + 15
+    while _processes_with_env("PLATFORMQ_HOME", os.environ["PLATFORMQ_HOME"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_with_env("PLATFORMQ_HOME", os.environ["PLATFORMQ_HOME"]) == []
+    config = {"num-rounds": 10, "round-timeout": 300, "strategy": "fedavg"}
+    assert run_timeout_s(config) == run_wait_seconds(FederatedConfig.from_mapping(config)) + SETUP_MARGIN_S
