@@ -23,6 +23,17 @@ def _signal_group(process, sig) -> None:
         pass
 
 
+def _stop(process, sig, grace_s: float) -> None:
+    """Signal the script's process group and give it ``grace_s`` to end (SIGKILL follows in run_bounded)."""
+    import subprocess
+
+    _signal_group(process, sig)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def run_bounded(context, command: list[str], *, cwd: Path | str, env: dict, extras: dict, timeout_s: float | None,
                 grace_s: float = 20.0, what: str | None = None, timeout_hint: str = "timeout_seconds in the asset's "
                 "run config"):
@@ -50,20 +61,12 @@ def run_bounded(context, command: list[str], *, cwd: Path | str, env: dict, extr
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 context.log.error(f"{what} still running after {timeout_s:g} s: stopping it and its processes")
-                _signal_group(process, signal.SIGTERM)
-                try:
-                    process.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    pass
+                _stop(process, signal.SIGTERM, grace_s)
                 raise Failure(description=f"{what} did not finish within {timeout_s:g} s ({timeout_hint}) and was "
                               "stopped with its processes", metadata={"script": what, "timeout_seconds": timeout_s})
             except DagsterExecutionInterruptedError:
                 context.log.info(f"[pipes] execution interrupted, sending SIGINT to {what} and its processes")
-                _signal_group(process, signal.SIGINT)
-                try:
-                    process.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    pass
+                _stop(process, signal.SIGINT, grace_s)
                 raise
             if process.returncode != 0:
                 raise Failure(description=f"{what} failed with exit code {process.returncode} (its error is in the "
