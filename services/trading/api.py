@@ -16,6 +16,7 @@ stands now (201, ``Idempotent-Replayed: true``), and places nothing; the same id
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Annotated, Callable, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Response
@@ -362,6 +363,14 @@ def create_trading_app(ctx: ServiceContext, exchange: Exchange,
             raise Problem(400, "Bad Request", f"a batch takes an {HEADER} only when each place names its order by a "
                           "client_order_id (then a batch sent again answers those orders)",
                           "idempotency-key-unsupported")
+        named = Counter(c.account_id for c in body.commands if c.op == "place" and c.client_order_id is not None)
+        over = sorted(a for a, n in named.items() if exchange.history is not None and n > exchange.history)
+        if over:
+            # an account keeps the ids of its last `history` orders: a batch sent again starts with a cut that
+            # forgets the oldest of this batch's, and would place them again
+            raise Problem(422, "Unprocessable Content", f"a batch may name at most {exchange.history} orders of one "
+                          f"account by client_order_id (the orders an account keeps), {max(named.values())} for "
+                          f"{', '.join(repr(a) for a in over)}: split the batch", "too-many-client-order-ids")
         try:
             return run_batch(principal, body)
         except ExchangeError as exc:  # the journal did not take the batch (it was undone), or this process is fenced

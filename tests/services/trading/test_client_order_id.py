@@ -408,3 +408,22 @@ def test_a_keyed_order_whose_answer_was_lost_is_sent_again_by_the_service_client
         # sent again by the caller: the same order, nothing placed
         again = client.request("POST", "/v1/orders", json_body=order(price=99, client_order_id="run1:order:1"))
         assert again["order_id"] == placed[1].order_id and len(exchange.orders_of("t1/a1")) == 2
+
+
+def test_a_batch_naming_more_orders_of_an_account_than_it_keeps_is_refused(ctx):
+    """An account keeps the client order ids of its last `history` orders: a batch of more named places than that,
+    sent again after a lost answer, started with a cut that forgot its oldest orders' ids, and placed them again."""
+    exchange, client, t1, t2 = venue(ctx, history=3, rebase_commands=4)
+    places = [{"op": "place", "ref": f"r{i}", "client_order_id": f"q-{i}",
+               **order(side="SELL", quantity=1, price=100 + i)} for i in range(4)]
+    refused = is_problem(client.post("/v1/orders/batch", json={"commands": places}, headers=t1), 422)
+    assert refused["type"].endswith("/too-many-client-order-ids") and "at most 3" in refused["detail"]
+    assert not exchange.client_ids  # nothing placed
+    # three named places of one account (and one of another) are fine, and sent again they place nothing
+    places = places[:3] + [{"op": "place", "ref": "r9", "client_order_id": "q-0",
+                            **order(account="a2", side="SELL", quantity=1)}]
+    first = client.post("/v1/orders/batch", json={"commands": places}, headers={**t1, "Idempotency-Key": "b1"})
+    assert first.status_code == 200, first.text
+    again = client.post("/v1/orders/batch", json={"commands": places}, headers={**t1, "Idempotency-Key": "b1"})
+    assert [r["order_id"] for r in again.json()["results"]] == [r["order_id"] for r in first.json()["results"]]
+    assert len(exchange.client_ids) == 4
