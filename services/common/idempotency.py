@@ -4,7 +4,7 @@ A client that sent ``POST .../deposits`` and lost the connection cannot tell whe
 without a key deposits twice. With an ``Idempotency-Key`` header (the IETF httpapi draft's header, as Stripe and
 others use it) the first successful answer is kept with the state it changed (saved in the same durable change),
 and a request repeating the key within :data:`TTL_S` is answered with that answer again (header
-``Idempotent-Replayed: true``) without changing anything. Keys are per tenant. Reusing a key for a different request
+``Idempotent-Replayed: true``) without changing anything. Keys are per tenant (at most :data:`MAX_KEYS` each, oldest forgotten first). Reusing a key for a different request
 (another route, account or body) is a 422 ``idempotency-key-reused``; failed requests are not kept (they changed
 nothing, so a retry runs again). Requests without the header behave as before.
 """
@@ -26,7 +26,7 @@ from services.common.problems import Problem
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 TTL_S = 24 * 3600  # how long a key is remembered (a client's retries happen within minutes; Stripe keeps 24 h)
-MAX_KEYS = 10_000  # per record set (one contract): the oldest are forgotten first beyond it
+MAX_KEYS = 5_000  # per tenant and record set (one contract): its oldest are forgotten first beyond it
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a header value carries it unchanged
 
 
@@ -48,42 +48,47 @@ def fingerprint(route: str, body) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-class IdempotencyRecords:
-    """Answers kept by (tenant, key), oldest first; pickled with the state they belong to."""
+# Kept answers: tenant -> OrderedDict(key -> (fingerprint, time, status, body)), oldest first. Plain dicts, not a class
+# of this module: the state they are pickled with stays readable by a version of the service without this module.
+Records = dict
 
-    def __init__(self):
-        self.records: OrderedDict[tuple[str, str], tuple[str, float, int, object]] = OrderedDict()
 
-    def replay(self, tenant: str, key: str | None, print_: str, now: float | None = None) -> JSONResponse | None:
-        """The kept answer for this key (None when there is none, or no key); 422 when it was another request's."""
-        if key is None:
-            return None
-        now = time.time() if now is None else now
-        self._expire(now)
-        kept = self.records.get((tenant, key))
-        if kept is None:
-            return None
-        kept_print, _, status, body = kept
-        if kept_print != print_:
-            raise Problem(422, "Unprocessable Content", f"this {HEADER} was used for a different request; use a new "
-                          "key for a new operation", "idempotency-key-reused")
-        return JSONResponse(body, status_code=status, headers={REPLAYED: "true"})
+def replay(records: Records, tenant: str, key: str | None, print_: str,
+           now: float | None = None) -> JSONResponse | None:
+    """The kept answer for this key (None when there is none, or no key); 422 when it was another request's."""
+    if key is None:
+        return None
+    _expire(records, time.time() if now is None else now)
+    kept = records.get(tenant, {}).get(key)
+    if kept is None:
+        return None
+    kept_print, _, status, body = kept
+    if kept_print != print_:
+        raise Problem(422, "Unprocessable Content", f"this {HEADER} was used for a different request; use a new "
+                      "key for a new operation", "idempotency-key-reused")
+    return JSONResponse(body, status_code=status, headers={REPLAYED: "true"})
 
-    def remember(self, tenant: str, key: str | None, print_: str, status: int, answer,
-                 now: float | None = None) -> None:
-        if key is None:
-            return
-        now = time.time() if now is None else now
-        self.records[(tenant, key)] = (print_, now, status, jsonable_encoder(answer))
-        self.records.move_to_end((tenant, key))
-        self._expire(now)
 
-    def _expire(self, now: float) -> None:
-        while self.records:
-            oldest = next(iter(self.records.values()))
-            if now - oldest[1] <= TTL_S and len(self.records) <= MAX_KEYS:
+def remember(records: Records, tenant: str, key: str | None, print_: str, status: int, answer,
+             now: float | None = None) -> None:
+    if key is None:
+        return
+    now = time.time() if now is None else now
+    mine = records.setdefault(tenant, OrderedDict())
+    mine[key] = (print_, now, status, jsonable_encoder(answer))
+    mine.move_to_end(key)
+    _expire(records, now)
+
+
+def _expire(records: Records, now: float) -> None:
+    """Forget keys older than TTL_S, and each tenant's oldest beyond MAX_KEYS (a tenant sending many keys never
+    pushes out another tenant's)."""
+    for tenant in list(records):
+        mine = records[tenant]
+        while mine:
+            oldest = next(iter(mine.values()))
+            if now - oldest[1] <= TTL_S and len(mine) <= MAX_KEYS:
                 break
-            self.records.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self.records)
+            mine.popitem(last=False)
+        if not mine:
+            del records[tenant]

@@ -49,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.app import ServiceContext, create_service_app
 from services.common.auth import Principal
-from services.common.idempotency import IdempotencyRecords, fingerprint, idempotency_key
+from services.common import idempotency
+from services.common.idempotency import fingerprint, idempotency_key
 from services.common.problems import Problem
 from services.common.state_store import KeyedDurableState, StateStore, StateStoreError
 from services.derivatives.futures import (
@@ -404,11 +405,11 @@ class Listing:
     house: FuturesClearingHouse
     operator: str
     # answers kept by Idempotency-Key, saved with the change they answered (services/common/idempotency.py)
-    idempotency: IdempotencyRecords = dataclasses.field(default_factory=IdempotencyRecords)
+    idempotency: dict = dataclasses.field(default_factory=dict)
 
     def __setstate__(self, state: dict) -> None:  # a listing saved before keys were kept has none
         self.__dict__.update(state)
-        self.__dict__.setdefault("idempotency", IdempotencyRecords())
+        self.__dict__.setdefault("idempotency", {})
 
 
 class FuturesMarkets:
@@ -621,11 +622,11 @@ def create_derivatives_app(ctx: ServiceContext, markets: FuturesMarkets | None =
         Inside ``changing(symbol)``: the kept answer is saved with the change it answers."""
         listing = listing_of(symbol)
         print_ = fingerprint(route, body)
-        replayed = listing.idempotency.replay(principal.tenant, key, print_)
+        replayed = idempotency.replay(listing.idempotency, principal.tenant, key, print_)
         if replayed is not None:
             return replayed
         answer = make()
-        listing.idempotency.remember(principal.tenant, key, print_, status, answer)
+        idempotency.remember(listing.idempotency, principal.tenant, key, print_, status, answer)
         return answer
 
     def operated_house(symbol: str, principal: Principal, what: str) -> FuturesClearingHouse:
