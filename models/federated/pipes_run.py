@@ -74,18 +74,37 @@ def rounds_markdown(history: dict) -> str:
     return "\n".join(lines)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (the asset's time limit, a pod stopped) raises SystemExit like Ctrl-C raises KeyboardInterrupt, so
+    cleanup runs: a run given up on is stopped on the SuperLink (Python's default SIGTERM ends the process at once,
+    and the run went on training on the tenants' files, which the asset removes)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+# seconds kept from the asset's time limit for what follows the rounds (the baseline, writing the model)
+AFTER_ROUNDS_S = 300
+
+
 def main() -> None:
     from models.federated.config import FederatedConfig
 
+    exit_on_sigterm()
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
         config = dict(extras["config"])
         cfg = FederatedConfig.from_mapping(config)
         if extras.get("superlink"):
-            from models.federated.deployment import run_on_superlink
+            from models.federated.deployment import run_on_superlink, run_wait_seconds
 
+            # within the asset's time limit: given up on here, the run is stopped on the SuperLink
+            wait = run_wait_seconds(cfg)
+            if extras.get("timeout_s"):
+                wait = min(wait, max(60.0, float(extras["timeout_s"]) - AFTER_ROUNDS_S))
             pipes.log.info(f"submitting to the SuperLink at {extras['superlink']}")
-            history = run_on_superlink(config, extras["superlink"], log=pipes.log.info)
+            history = run_on_superlink(config, extras["superlink"], timeout=wait, log=pipes.log.info)
         else:
             from models.federated.simulation import run
 

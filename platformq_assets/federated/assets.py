@@ -70,6 +70,8 @@ def subprocess_env(ray_tmp: str) -> dict:
 
 # beyond the rounds' own bound: starting Ray or reaching the SuperLink, the centralised baseline, writing the model
 SETUP_MARGIN_S = 600
+# after SIGTERM, before SIGKILL: time for the run to be stopped on the SuperLink (`flwr stop` may take up to 60 s)
+STOP_GRACE_S = 90.0
 
 
 def run_timeout_s(run_config: dict) -> float:
@@ -87,7 +89,8 @@ def run_federation(context, *, env: dict, extras: dict, timeout_s: float):
     from platformq_assets.pipes_process import run_bounded
 
     return run_bounded(context, [sys.executable, "-m", "models.federated.pipes_run"], cwd=PROJECT_ROOT, env=env,
-                       extras=extras, timeout_s=timeout_s, what="the federated run (models.federated.pipes_run)")
+                       extras=extras, timeout_s=timeout_s, grace_s=STOP_GRACE_S,
+                       what="the federated run (models.federated.pipes_run)")
 
 
 @asset(
@@ -185,10 +188,12 @@ def order_anomaly_model(context: AssetExecutionContext, config: FederatedRunConf
     context.log.info(f"federation of {training} (suspended: {suspended}; budget spent: {spent}); "
                      f"config {json.dumps(run_config)}")
     try:
+        timeout_s = config.timeout_seconds or run_timeout_s(run_config)
         invocation = run_federation(
-            context, env=subprocess_env(ray_tmp), timeout_s=config.timeout_seconds or run_timeout_s(run_config),
+            context, env=subprocess_env(ray_tmp), timeout_s=timeout_s,
             extras={"config": run_config, "participants": len(training), "superlink": settings.flower_superlink or "",
-                    "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus})
+                    "baseline_tolerance": settings.federated_baseline_tolerance, "num_cpus": settings.ray_num_cpus,
+                    "timeout_s": timeout_s})
         results = list(invocation.get_results())
     except BaseException:
         try:

@@ -367,3 +367,22 @@ def test_a_federated_run_past_its_time_limit_is_stopped_with_its_processes(lake)
     assert _processes_with_env("PLATFORMQ_HOME", os.environ["PLATFORMQ_HOME"]) == []
     config = {"num-rounds": 10, "round-timeout": 300, "strategy": "fedavg"}
     assert run_timeout_s(config) == run_wait_seconds(FederatedConfig.from_mapping(config)) + SETUP_MARGIN_S
+
+
+def test_sigterm_lets_the_federated_run_clean_up():
+    """The time limit (and a stopped pod) ends the federation with SIGTERM: Python's default ended the process at
+    once, so the run was never stopped on the SuperLink (`flwr stop` sits in an `except BaseException`)."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, time\n"
+              "from models.federated.pipes_run import exit_on_sigterm\n"
+              "exit_on_sigterm()\n"
+              "try:\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    time.sleep(10)\n"
+              "except BaseException as exc:\n"
+              "    print('cleaned up after', type(exc).__name__, flush=True)\n"
+              "    raise\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "cleaned up after SystemExit" in done.stdout and done.returncode == 143
