@@ -8,7 +8,7 @@ import warnings
 
 from dagster import AssetKey, MultiAssetSensorEvaluationContext, SkipReason, SupersessionWarning, multi_asset_sensor
 
-from resources.alerts import AlertsResource
+from resources.alerts import AlertsResource, transient
 from resources.lake import LakeResource
 
 DRIFT_KEYS = [AssetKey(["ml", "price_direction_drift"]), AssetKey(["ml", "account_anomaly_drift"])]
@@ -72,8 +72,10 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
     # Every event read and handled is marked consumed, not only the last: Dagster keeps the partitions of the
     # others as "trailing unconsumed" events, and at 25 of them (a backfill of a month, or several shorter ones)
     # every later tick of the sensor failed before keeping its cursor, re-posting the same alerts each minute.
-    # An alert the webhook does not accept (refused, or unanswered after its attempts) keeps its event unconsumed:
-    # the tick stops there and the next one posts it again (it is recorded once); it was dropped unseen.
+    # An alert the webhook does not take for now (no answer, a 5xx, 408, 429) keeps its event unconsumed: the tick
+    # stops there and the next one posts it again (it is recorded once); it was dropped unseen. One the webhook
+    # refuses for good (another 4xx, a redirect) is logged as an error and passed: retried, it held back every later
+    # alert for ever.
     deadline = time.monotonic() + TICK_BUDGET_S
     posted = handled = 0
     refused = None
@@ -81,12 +83,16 @@ def _drift_alerts(context: MultiAssetSensorEvaluationContext, lake: LakeResource
         if record is not None:
             if posted and time.monotonic() >= deadline:
                 break
-            accepted = alerts.post({**record, "raised_at": record["raised_at"].isoformat(),
-                                    "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
-                                            f"[{record['partition']}] {record['detail']}"})
-            if alerts.webhook_url and not accepted:
-                refused = record
-                break
+            status = alerts.send({**record, "raised_at": record["raised_at"].isoformat(),
+                                  "text": f"platformQ drift {record['severity']}: {record['asset_key']} "
+                                          f"[{record['partition']}] {record['detail']}"})
+            if alerts.webhook_url and not (status is not None and status < 300):
+                if transient(status):
+                    refused = record
+                    break
+                context.log.error(f"the webhook refused drift alert {record['alert_id']} with HTTP {status}: it is "
+                                  "recorded in ops.ml_alerts and not posted again (check the webhook's URL and "
+                                  "what it accepts)")
             posted += 1
         context.advance_cursor({key: event})
         handled += 1

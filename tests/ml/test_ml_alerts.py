@@ -138,12 +138,12 @@ class SlowWebhook(AlertsResource):
     """A webhook taking 10 s a post (on a fake clock); the daemon cuts a tick off at 60 s (Dagster's sensor timeout),
     which keeps none of its cursor."""
 
-    def post(self, payload: dict) -> bool:
+    def send(self, payload: dict) -> int | None:
         if CLOCK["now"] - CLOCK["tick_start"] >= 60:
             raise TimeoutError("sensor tick cut off at 60 s")
         CLOCK["now"] += 10
         POSTS.append(payload["alert_id"])
-        return True
+        return 200
 
 
 CLOCK: dict = {}
@@ -180,43 +180,48 @@ def test_a_slow_webhook_and_a_backfill_post_every_alert_once(settings, lake, mon
     assert lake.read("ops.ml_alerts").num_rows == 10
 
 
-class RefusingWebhook(AlertsResource):
-    """A webhook that refuses (as AlertsResource.post reports it after its attempts) while ``REFUSE`` is set."""
-
-    def post(self, payload: dict) -> bool:
-        ATTEMPTS.append(payload["alert_id"])
-        return not REFUSE["on"]
-
-
-ATTEMPTS: list = []
-REFUSE: dict = {}
-
-
-def test_an_alert_the_webhook_refuses_is_posted_again_on_a_later_tick(settings, lake):
-    """The sensor ignored what the webhook answered: an alert it refused (down for a minute) was never sent again."""
+def test_an_alert_the_webhook_cannot_take_now_is_posted_again_and_one_it_refuses_is_passed(settings, lake):
+    """The sensor ignored the webhook's answer: an alert it could not take (down for a minute: 503) was never sent
+    again. Now that one is posted on a later tick; one the webhook refuses for good (400) is logged and passed, so it
+    does not hold back the alerts after it. A real webhook over HTTP."""
     from dagster import build_sensor_context
+    from fastapi import FastAPI, Request, Response
 
     from platformq_assets.definitions import build_definitions
+    from tests.services.serving import serve
 
-    ATTEMPTS.clear()
+    answers, received = {}, []
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request):
+        alert = (await request.json())["alert_id"]
+        received.append(alert)
+        return Response(status_code=answers.get(alert.split(":")[-1], 200))
+
     instance = DagsterInstance.ephemeral()
-    report(instance, DRIFT_KEYS[0], "2024-02-05", "error")
-    report(instance, DRIFT_KEYS[0], "2024-02-06", "warn")
+    days = ["2024-02-05", "2024-02-06", "2024-02-07"]
+    for day in days:
+        report(instance, DRIFT_KEYS[0], day, "error")
     definitions, cursor = build_definitions(settings), None
+    with serve(app) as url:
+        webhook = AlertsResource(webhook_url=f"{url}/hook", attempts=2, timeout_s=5)
 
-    def tick():
-        with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
-                                  resources={"lake": lake, "alerts": RefusingWebhook(webhook_url="http://hook")}
-                                  ) as context:
-            result = ml_drift_alerts.evaluate_tick(context)
-        return result.cursor or cursor, result.skip_message or ""
+        def tick():
+            with build_sensor_context(instance=instance, cursor=cursor, definitions=definitions,
+                                      resources={"lake": lake, "alerts": webhook}) as context:
+                result = ml_drift_alerts.evaluate_tick(context)
+            return result.cursor or cursor, result.skip_message or ""
 
-    REFUSE["on"] = True
-    cursor, message = tick()
-    assert "did not accept" in message and len(ATTEMPTS) == 1  # stops at the first refusal
-    assert lake.read("ops.ml_alerts").num_rows == 2  # both recorded all the same
-    REFUSE["on"] = False
-    cursor, message = tick()
-    assert "raised 2" in message and ATTEMPTS[1:] == [ATTEMPTS[0], ATTEMPTS[0].replace("2024-02-05", "2024-02-06")]
-    cursor, message = tick()
-    assert len(ATTEMPTS) == 3 and lake.read("ops.ml_alerts").num_rows == 2  # each posted (accepted) once
+        answers.update({days[0]: 503, days[1]: 400})
+        cursor, message = tick()
+        assert "did not accept" in message and [r.split(":")[-1] for r in received] == [days[0]] * 2  # 2 attempts
+        assert lake.read("ops.ml_alerts").num_rows == 3  # all recorded all the same
+        answers[days[0]] = 200  # back up; the 400 stays a 400
+        received.clear()
+        cursor, message = tick()
+        # the first is posted again; the refused one is tried once (a 400 does not change) and passed; the third goes
+        assert [r.split(":")[-1] for r in received] == days and "raised 3" in message
+        received.clear()
+        cursor, message = tick()
+        assert received == [] and lake.read("ops.ml_alerts").num_rows == 3
