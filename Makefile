@@ -124,7 +124,7 @@ demo: setup
 	$(VENV)/bin/platformq demo $(DEMO_ARGS)
 
 test: setup services $(STAMPS)/test-chain
-	$(PY) -m pytest -q --timeout=900 --ignore=tests/services/anchoring --ignore=tests/production $(PYTEST_ARGS)
+	$(PY) -m pytest -q --timeout=900 --durations=25 --ignore=tests/services/anchoring --ignore=tests/production $(PYTEST_ARGS)
 	$(CHAIN_VENV)/bin/python -m pytest -q -o filterwarnings= --timeout=300 tests/services/anchoring
 	$(MAKE) --no-print-directory validate
 
