@@ -438,20 +438,8 @@ def test_an_amended_quantity_is_the_total_shown_back_and_resending_it_reopens_no
 
 
 def test_a_journal_outage_answers_503_and_applies_nothing(ctx):
-    from services.trading.exchange import MemoryJournal
 
-    class Down(MemoryJournal):
-        down = False
-
-        def append(self, command):
-            if self.down:
-                raise OSError("database is locked")
-            return super().append(command)
-
-        def append_many(self, commands):
-            if self.down:
-                raise OSError("database is locked")
-            return super().append_many(commands)
+    from tests.services.trading.journals import Down
 
     journal = Down()
     exchange = Exchange([X], journal=journal)
@@ -477,15 +465,9 @@ def test_a_journal_outage_answers_503_and_applies_nothing(ctx):
 def test_an_amend_reads_the_filled_quantity_of_the_order_as_it_is_under_the_lock(ctx):
     """An undone command rebuilds the engine's orders: the order object the amend read before taking the lock
     may be replaced, its filled quantity stale (here 0 where 4 lots filled since)."""
-    from services.trading.exchange import JournalUnavailable, MemoryJournal
+    from services.trading.exchange import JournalUnavailable
 
-    class Down(MemoryJournal):
-        down = False
-
-        def append(self, command):
-            if self.down:
-                raise OSError("database is locked")
-            return super().append(command)
+    from tests.services.trading.journals import Down
 
     journal = Down()
     exchange = Exchange([X], journal=journal)

@@ -15,24 +15,9 @@ from services.trading.api import create_trading_app
 from services.trading.exchange import (CASH, ClientOrderIdReused, Exchange, ExchangeError, JournalUnavailable,
                                        MemoryJournal, SqlJournal)
 from tests.services.problems import is_problem
+from tests.services.trading.journals import Down
 
 X, Y = "ACME", "BETA"
-
-
-class Down(MemoryJournal):
-    """A journal whose store does not take writes while ``down``."""
-
-    down = False
-
-    def append(self, command):
-        if self.down:
-            raise OSError("database is locked")
-        return super().append(command)
-
-    def append_many(self, commands):
-        if self.down:
-            raise OSError("database is locked")
-        return super().append_many(commands)
 
 
 def served(ctx, exchange):
