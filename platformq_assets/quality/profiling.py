@@ -54,8 +54,9 @@ def column_profile(table: "pa.Table", extremes: bool = True) -> list[dict]:
             "min": None,
             "max": None,
         }
+        # decimals are numbers too: DuckDB's sum of integers is one (dbt's volume, fill_count, lots columns)
         if extremes and rows and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                     or pa.types.is_temporal(col.type)):
+                                  or pa.types.is_decimal(col.type) or pa.types.is_temporal(col.type)):
             entry["min"], entry["max"] = _min_max(col)
         out.append(entry)
     return out

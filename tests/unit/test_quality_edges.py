@@ -100,3 +100,22 @@ def test_profile_of_nested_dictionary_and_duration_columns_does_not_fail_the_mat
     assert by_column["instruments"]["null_fraction"] == by_column["quote"]["null_fraction"] == 1 / 3
     assert (by_column["held_for"]["min"], by_column["held_for"]["max"]) == (dt.timedelta(seconds=1),
                                                                             dt.timedelta(seconds=5))
+
+
+def test_profile_gives_the_range_of_decimal_columns():
+    """DuckDB sums integers into DECIMAL(38,0) (gold bars' volume, the leaderboard's fill_count): a number like any
+    other, whose min and max the profile left blank."""
+    import decimal
+
+    import duckdb
+
+    table = duckdb.connect().sql("select sum(q) as volume from (values (3::bigint, 1), (4, 1), (9, 2)) v(q, g) "
+                                 "group by g").to_arrow_table()
+    assert pa.types.is_decimal(table.schema.field("volume").type)
+    volume, = column_profile(table)
+    assert (volume["min"], volume["max"]) == (decimal.Decimal(7), decimal.Decimal(9))
+    assert "| 7 | 9 |" in profile_metadata(table)["profile"].value
+    # landing tables still quote none
+    volume, = column_profile(table, extremes=False)
+    assert volume["min"] is volume["max"] is None
+
