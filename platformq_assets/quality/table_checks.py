@@ -35,13 +35,15 @@ def accepted_values(table: "pa.Table", column: str, values: Iterable, allow_null
 
     values = list(values)
     col = table.column(column)
+    if pa.types.is_dictionary(col.type):  # a pandas categorical: its values are checked
+        col = col.cast(col.type.value_type)
     bad_mask = pc.invert(pc.is_in(col, value_set=pa.array(values, type=col.type)))
     if allow_null:
         bad_mask = pc.and_(bad_mask, pc.is_valid(col))
     else:
         bad_mask = pc.or_(bad_mask, pc.is_null(col))
     bad_mask = pc.fill_null(bad_mask, True)
-    bad = table.filter(bad_mask).column(column)
+    bad = col.filter(bad_mask)
     unexpected = sorted({str(v) for v in bad.to_pylist()})[:10]
     return len(bad) == 0, {"column": column, "unexpected_rows": len(bad), "unexpected_values": ", ".join(unexpected)}
 

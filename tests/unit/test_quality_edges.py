@@ -119,3 +119,11 @@ def test_profile_gives_the_range_of_decimal_columns():
     volume, = column_profile(table, extremes=False)
     assert volume["min"] is volume["max"] is None
 
+
+def test_accepted_values_of_a_dictionary_encoded_column():
+    """A pandas categorical arrives as an Arrow dictionary column: the check raised ArrowTypeError instead of
+    judging its values."""
+    side = pa.table({"side": pa.array(["BUY", "SELL", "HOLD", None]).dictionary_encode()})
+    assert table_checks.accepted_values(side, "side", ["BUY", "SELL"]) == (
+        False, {"column": "side", "unexpected_rows": 2, "unexpected_values": "HOLD, None"})
+    assert table_checks.accepted_values(side, "side", ["BUY", "SELL", "HOLD"], allow_null=True)[0]
