@@ -14,7 +14,15 @@ them to pass.
 import datetime as dt
 import time
 
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MaterializeResult,
+    asset,
+)
 
 from pipelines.partitions import PARTITION_COLUMN, daily_partitions
 from pipelines.pools import table_pool
@@ -95,6 +103,8 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     holders = dao_holdings(board)
     existing = governance.request("GET", "/v1/dao") if _has_dao(governance) else None
     if existing is None:
+        if not holders:
+            raise _no_leaderboard(day, "no account to mint the DAO's tokens to")
         governance.request("POST", "/v1/daos", json_body={
             "name": "platformQ DAO", "holdings": holders, "treasury": {"USD": TREASURY}, "native_asset": "USD",
             "voting_delay": 0, "voting_period": voting_period_s(len(holders)), "min_delay": 0,
@@ -116,6 +126,8 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
     if found is not None:
         pid, description = found
     else:
+        if not board:
+            raise _no_leaderboard(day, "no top trader to reward")
         top = top_trader(board)
         # the description names neither the account nor its PnL: it is stored in governance.dao_outcomes and
         # the event log, which an erasure does not rewrite (the proposal's transfer names the account)
@@ -168,6 +180,12 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
                            passed=treasury_before - treasury_after == (REWARD if executed_here else 0),
                            metadata={"before": treasury_before, "after": treasury_after, "executed": executed,
                                      "executed_this_run": executed_here})
+
+
+def _no_leaderboard(day: str, why: str) -> Failure:
+    """A day without leaderboard rows (not materialised yet, or a day without trades) has nothing to vote on."""
+    return Failure(description=f"gold.trader_leaderboard has no rows for {day} ({why}): materialise "
+                               f"gold/trader_leaderboard for the day first")
 
 
 def day_proposal_prefix(day: str) -> str:
