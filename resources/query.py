@@ -27,8 +27,10 @@ class QueryEngineResource(ConfigurableResource):
     def trino_connection(self):
         import trino
 
+        # the session's zone is UTC, as DuckDB's here: the client's default is the machine's zone, in which Trino
+        # reads a zone-less literal compared with an instant (ts >= date '2024-01-02') and says current_date
         return trino.dbapi.connect(host=self.trino_host, port=self.trino_port, user=self.trino_user,
-                                   catalog=self.trino_catalog, http_scheme=self.trino_http_scheme)
+                                   catalog=self.trino_catalog, http_scheme=self.trino_http_scheme, timezone="UTC")
 
     def query(self, sql: str, lake: "LakeResource") -> "pa.Table":
         """Run SQL that names lake tables as ``layer.table`` and return an Arrow table."""

@@ -93,7 +93,7 @@ class _Coordinator:
 
         from tests.ports import free_port
 
-        self.statements, self.open, self.lock = [], 0, threading.Lock()
+        self.statements, self.headers, self.open, self.lock = [], [], 0, threading.Lock()
         self.rows = [["AAA", 2], ["BBB", 3]]
         coordinator, port = self, free_port()
 
@@ -110,6 +110,7 @@ class _Coordinator:
 
             def do_POST(self):  # noqa: N802
                 coordinator.statements.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                coordinator.headers.append(dict(self.headers))
                 self._send({"nextUri": f"http://127.0.0.1:{port}/v1/statement/q1/1", "stats": {"state": "QUEUED"}})
 
             def do_GET(self):  # noqa: N802
@@ -165,6 +166,26 @@ def test_a_trino_query_returns_arrow_and_closes_its_connection():
             assert coordinator.open == 0
         finally:
             gc.enable()
+    finally:
+        coordinator.server.shutdown()
+        coordinator.server.server_close()
+
+
+def test_a_trino_query_runs_in_utc_whatever_the_machines_zone(monkeypatch):
+    """The Trino client sends the machine's zone as the session's: on a machine in Tokyo, `ts >= date '2024-01-02'`
+    or `ts >= timestamp '2024-01-02 00:00'` cut at Tokyo's midnight and `current_date` was Tokyo's day, while
+    DuckDB's queries (and the lake's days) are UTC: the same SQL answered other rows in production."""
+    import tzlocal
+
+    from resources.query import QueryEngineResource
+
+    monkeypatch.setattr(tzlocal, "get_localzone_name", lambda: "Asia/Tokyo")
+    coordinator = _Coordinator()
+    try:
+        engine = QueryEngineResource(engine="trino", trino_host="127.0.0.1", trino_port=coordinator.port)
+        engine.query("SELECT count(*) AS n FROM silver.trades WHERE ts >= DATE '2024-01-02'", lake=None)
+        [headers] = coordinator.headers
+        assert headers["X-Trino-Time-Zone"] == "UTC"
     finally:
         coordinator.server.shutdown()
         coordinator.server.server_close()
