@@ -127,3 +127,34 @@ def test_accepted_values_of_a_dictionary_encoded_column():
     assert table_checks.accepted_values(side, "side", ["BUY", "SELL"]) == (
         False, {"column": "side", "unexpected_rows": 2, "unexpected_values": "HOLD, None"})
     assert table_checks.accepted_values(side, "side", ["BUY", "SELL", "HOLD"], allow_null=True)[0]
+
+
+class _DayLake:
+    def __init__(self, fills, trades):
+        self.tables = {"bronze.fills": fills, "silver.trades": trades}
+
+    def read_partition(self, identifier, column, value):
+        assert (column, value) == ("partition_date", "2024-01-02")
+        return self.tables[identifier]
+
+
+def test_reconciliation_compares_trade_by_trade_not_only_totals():
+    """Counts and lots alone passed a silver day that dropped one trade and doubled another of the same size, or
+    held other trades of the same count and size (built from fills replaced since)."""
+    from dagster import build_asset_context
+
+    from platformq_assets.quality.reconciliation import trades_reconcile_with_bronze_fills
+
+    def check(trade_ids, quantities):
+        fills = pa.table({"trade_id": [1, 1, 2, 2, 3, 3], "qty_lots": [5, 5, 3, 3, 5, 5]})
+        trades = pa.table({"trade_id": trade_ids, "quantity": quantities})
+        return trades_reconcile_with_bronze_fills(build_asset_context(partition_key="2024-01-02"),
+                                                  lake=_DayLake(fills, trades))
+
+    assert check([1, 2, 3], [5, 3, 5]).passed
+    doubled = check([1, 2, 1], [5, 3, 5])  # trade 3 dropped, trade 1 twice: same count, same lots
+    assert not doubled.passed and doubled.metadata["unreconciled_trade_ids"].value == "1, 3"
+    other_day = check([7, 8, 9], [5, 3, 5])
+    assert not other_day.passed and other_day.metadata["unreconciled_trades"].value == 6
+    swapped = check([1, 2, 3], [3, 5, 5])  # each trade's lots wrong, the day's total right
+    assert not swapped.passed and swapped.metadata["unreconciled_trade_ids"].value == "1, 2"
