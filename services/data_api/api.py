@@ -4,6 +4,7 @@ job)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Annotated, Any, Protocol
 
@@ -65,6 +66,24 @@ class ErasureOut(BaseModel):
     completed_at: dt.datetime | None = None
 
 
+def _lake_outage(exc: BaseException) -> bool:
+    """Whether a lake call failed because the lake is unreachable or failing (its catalog's database, its object
+    store, a data file gone from under a read), not because of the request or the code."""
+    if isinstance(exc, OSError):  # the object store (pyarrow's S3 and local files), a REST catalog's connection
+        return True
+    module = type(exc).__module__.split(".")[0]
+    if module == "sqlalchemy":  # the SQL catalog's database: down, refusing, locked, or its pool exhausted
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout))
+    if module == "pyiceberg":  # a REST catalog's 5xx
+        from pyiceberg.exceptions import ServerError, ServiceUnavailableError
+
+        return isinstance(exc, (ServerError, ServiceUnavailableError))
+    return False
+
+
 def _erasure_out(row: dict) -> ErasureOut:
     return ErasureOut(**{k: row.get(k) for k in ErasureOut.model_fields})
 
@@ -78,9 +97,22 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
     can_read = ctx.require("data:read")
     can_audit = ctx.require("audit:read")
 
+    @contextlib.contextmanager
+    def lake_call():
+        """A lake that cannot be reached is a 503 clients retry, as the other services' dependencies, not a 500."""
+        try:
+            yield
+        except Exception as exc:
+            if not _lake_outage(exc):
+                raise
+            ctx.logger.warning(f"the lake failed ({exc!r}): answering 503", extra={"service": ctx.name})
+            raise Problem(503, "Service Unavailable", f"the lake is unavailable ({type(exc).__name__}); try again "
+                          "later", "lake-unavailable") from None
+
     @app.get("/v1/catalog", response_model=list[TableOut], tags=["data"])
     def catalog(principal: Principal = Depends(can_read)):
-        return reader.catalog()
+        with lake_call():
+            return reader.catalog()
 
     def page(identifier: str, principal: Principal, columns, filter, snapshot_id, page_size, page_token,
              namespaces: tuple[str, ...] | None = None) -> PageOut:
@@ -88,8 +120,9 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
         if filter and any(len(f) > 300 for f in filter):
             raise Problem(422, "Unprocessable Content", "a filter is too long", "invalid-read")
         try:
-            read = reader.read(identifier, principal.tenant, wanted, filter, snapshot_id, page_size, page_token,
-                               **({"namespaces": namespaces} if namespaces else {}))
+            with lake_call():
+                read = reader.read(identifier, principal.tenant, wanted, filter, snapshot_id, page_size, page_token,
+                                   **({"namespaces": namespaces} if namespaces else {}))
         except ReadError as exc:
             raise Problem(exc.status, "Not Found" if exc.status == 404 else "Unprocessable Content", str(exc),
                           exc.kind) from None
@@ -127,17 +160,21 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
         def file_erasure(body: ErasureIn, principal: Principal = Depends(can_file)):
             """File a request to erase one of the caller's tenant's accounts (checked and carried out by the
             nightly lake_maintenance job; an account of another tenant is rejected there)."""
-            row = erasure.file(principal.tenant, body.account_id, body.reason.strip(), principal.subject)
+            with lake_call():
+                row = erasure.file(principal.tenant, body.account_id, body.reason.strip(), principal.subject)
             return _erasure_out({**row, "status": "pending"})
 
         @app.get("/v1/erasure-requests", response_model=list[ErasureOut], tags=["erasure"])
         def list_erasures(principal: Principal = Depends(can_list)):
-            return [_erasure_out(r) for r in erasure.of_tenant(principal.tenant)]
+            with lake_call():
+                return [_erasure_out(r) for r in erasure.of_tenant(principal.tenant)]
 
         @app.get("/v1/erasure-requests/{request_id}", response_model=ErasureOut, tags=["erasure"])
         def get_erasure(request_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
                         principal: Principal = Depends(can_list)):
-            for row in erasure.of_tenant(principal.tenant):
+            with lake_call():
+                rows = erasure.of_tenant(principal.tenant)
+            for row in rows:
                 if row["request_id"] == request_id:
                     return _erasure_out(row)
             raise Problem(404, "Not Found", f"no erasure request {request_id}", "unknown-erasure-request")

@@ -373,3 +373,34 @@ def test_the_served_data_api_takes_its_cache_size_from_the_settings(lake, tmp_pa
     assert app.state.data_reader.cache.max_bytes == 3 * 2**20
     app, _ = build_local_app("data", str(tmp_path), config)
     assert app.state.data_reader.cache.max_bytes == 256 * 2**20
+
+
+def test_a_lake_that_cannot_be_reached_is_a_503_as_the_other_services_dependencies_never_a_500(tmp_path):
+    """The lake's catalog database down (or its object store: a data file that cannot be read) answered 500
+    "an unexpected error occurred", which clients take for a bug and do not retry; the other services answer
+    503 for a dependency that is down (state-store-, registry-, feature-store-unavailable)."""
+    from resources.erasure import LakeErasureDesk
+    from resources.lake import LakeResource
+
+    # nothing listens on port 1: the catalog's database refuses the connection at once
+    down = LakeResource(catalog_uri="postgresql+psycopg2://u:p@127.0.0.1:1/c", warehouse=f"file://{tmp_path}/w")
+    ctx = ServiceContext("data", rate=1000.0, burst=1000)
+    admin = ctx.keys.create("ann", "t-acme", ["admin"])
+    client = TestClient(create_data_app(ctx, down, erasure=LakeErasureDesk(down)), raise_server_exceptions=False)
+    for method, path, body in (("GET", "/v1/catalog", None), ("GET", "/v1/tables/gold/trader_leaderboard/rows", None),
+                               ("GET", "/v1/audit-log", None), ("GET", "/v1/erasure-requests", None),
+                               ("POST", "/v1/erasure-requests", {"account_id": 1, "reason": "DSR-1"})):
+        answer = client.request(method, path, json=body, headers={"X-API-Key": admin})
+        problem = is_problem(answer, 503)
+        assert problem["type"].endswith("/lake-unavailable") and "try again" in problem["detail"], (path, problem)
+
+
+def test_a_data_file_that_cannot_be_read_is_a_503(api, tmp_path):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    client, keys, lake = api
+    table = lake.load_table("gold.trader_leaderboard")
+    for task in table.scan().plan_files():  # the object store loses them (or an expiry removed them mid-read)
+        Path(urlparse(task.file.file_path).path).unlink()
+    is_problem(get(client, keys["acme"], "/v1/tables/gold/trader_leaderboard/rows"), 503)
