@@ -195,7 +195,9 @@ def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
     """dbt-trino run against the stand-in coordinator (every catalog lookup answers no rows, so every model is
     created): each table is created partitioned by partition_date, as the lake's own tables are. Unpartitioned,
     the pre-hook's delete of a rebuilt day could not drop the day's files and wrote position delete files
-    instead, on every rebuild, which every later read merges and which keep the lake's compaction off the table."""
+    instead, on every rebuild, which every later read merges and which keep the lake's compaction off the table.
+    Its session is UTC on a machine in another zone, as the platform's own Trino queries are (the days cut by
+    `current_date` and zone-less timestamps are the lake's UTC days)."""
     import re
 
     coordinator = _Coordinator()
@@ -206,7 +208,8 @@ def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
            "DBT_TARGET_PATH": str(tmp_path), "PLATFORMQ_PII_SALT": "s",
            # set but empty (a config map's `KEY: ""`) is unset, as the platform's settings take it: dbt used to
            # write to catalog '' as user '' over scheme '' while Dagster read `iceberg`
-           "PLATFORMQ_TRINO_USER": "", "PLATFORMQ_TRINO_CATALOG": "", "PLATFORMQ_TRINO_HTTP_SCHEME": ""}
+           "PLATFORMQ_TRINO_USER": "", "PLATFORMQ_TRINO_CATALOG": "", "PLATFORMQ_TRINO_HTTP_SCHEME": "",
+           "TZ": "Asia/Tokyo"}
     try:
         run = subprocess.run([str(ROOT / ".venv" / "bin" / "dbt"), "run", "--target", "production", "--profiles-dir",
                               ".", "--select", "trades accounts ohlcv_bars positions_pnl trader_leaderboard",
@@ -216,6 +219,7 @@ def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
         coordinator.server.shutdown()
         coordinator.server.server_close()
     assert run.returncode == 0, run.stdout[-2000:]
+    assert coordinator.headers and {h.get("X-Trino-Time-Zone") for h in coordinator.headers} == {"UTC"}
     created = {}
     for statement in coordinator.statements:
         match = re.search(r'create table "iceberg"\."(\w+)"\."(\w+)"\s*(.*?)\s+as \(', statement, re.S)
