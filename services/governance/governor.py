@@ -327,15 +327,17 @@ class Governor(BoundTarget):
             return ProposalState.Executed
         if p.canceled:
             return ProposalState.Canceled
-        now = self.clock.now()
-        if p.vote_start >= now:
-            return ProposalState.Pending
-        if p.deadline >= now:
-            return ProposalState.Active
-        if not self._quorum_reached(p) or not self._vote_succeeded(p):
-            return ProposalState.Defeated
         if p.eta is None:
+            now = self.clock.now()
+            if p.vote_start >= now:
+                return ProposalState.Pending
+            if p.deadline >= now:
+                return ProposalState.Active
+            if not self._quorum_reached(p) or not self._vote_succeeded(p):
+                return ProposalState.Defeated
             return ProposalState.Succeeded
+        # Queued once, never back to voting: a service restarted on a wall clock that stepped back before the
+        # deadline (SystemClock is monotonic within one process only) reopened the vote on a queued proposal.
         # GovernorTimelockControl.state: the timelock is the authority on a queued proposal
         op_state = self.timelock.get_operation_state(self._record(proposal_id).timelock_id)
         if op_state in (OperationState.WAITING, OperationState.READY):

@@ -370,3 +370,19 @@ def test_quorum_numerator_change_does_not_touch_snapshotted_proposals(dao):
     new = gov.propose("alice", PAY_BOB, "new")
     to_active(dao, new)
     assert gov.tally(new).quorum == 500
+
+
+def test_a_queued_proposal_does_not_reopen_its_vote_when_the_clock_is_behind_after_a_restart():
+    """SystemClock holds time from going back within one process only: a service restarted on a wall clock that
+    had stepped back before the deadline answered a queued proposal as Active and took new votes on it (against
+    votes could then turn it Defeated while its timelock operation stays scheduled)."""
+    from services.governance.api import attach_clock
+    from services.governance.clock import ManualClock
+
+    dao, pid = _in_state(S.Queued)
+    gov = dao.governor
+    attach_clock(dao, ManualClock(gov.proposal_deadline(pid) - 2))  # the restarted service's clock
+    assert gov.state(pid) is S.Queued
+    with pytest.raises(GovernorUnexpectedProposalState):
+        gov.cast_vote(pid, "bob", VoteType.Against)
+    assert gov.proposal_votes(pid) == (0, 600, 0)
