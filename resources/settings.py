@@ -189,7 +189,9 @@ class Settings(BaseSettings):
         if wrong:
             raise ValueError(f"Spark settings are named spark.*: {wrong}")
         return conf
-    spark_job_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a step's Spark jobs are cancelled (clean failure) after this
+    # a step's Spark jobs are cancelled (clean failure) after this; at most a week (inf or anything past
+    # threading.TIMEOUT_MAX made the deadline's timer fail in its thread: no deadline at all)
+    spark_job_timeout_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 1800.0
     # Promotion gate: the challenger must beat the champion by this much on the holdout.
     # ROC AUC bounds: NaN made the champion comparison pass any challenger (`x < champion + nan` is never true)
     promotion_min_improvement: Annotated[float, Field(ge=-1, le=1)] = 0.0  # < 0: a slightly worse one passes
