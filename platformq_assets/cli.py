@@ -331,7 +331,8 @@ def _echo_step(r: dict, echo=click.echo) -> None:
         return
     status = "ok" if r["success"] else ("gated (a challenger did not pass promotion)" if r.get("gated") else "FAILED")
     note = f" ({r['note']})" if r.get("note") else ""
-    echo(f"  {r['step']} [{r['partition']}]: {status}, {r['materializations']} assets, "
+    took = f" in {r['seconds']}s" if r.get("seconds") is not None else ""
+    echo(f"  {r['step']} [{r['partition']}]: {status}{took}, {r['materializations']} assets, "
          f"{r['checks_passed']} checks passed{failed}{note}")
 
 
@@ -385,9 +386,11 @@ def backfill(start, end) -> None:
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               callback=_finite, help="Multiplies the venue's order arrival rates.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: yesterday, UTC).")
+@click.option("--trials", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Ray Tune trials per model in the training run (its AutoML budget across the model families).")
 @click.option("--verbose", is_flag=True, help="Show the libraries' own output (Ray, Spark, MLflow, Feast, Flower) "
                                                "here instead of in the demo's log file.")
-def demo(days: int, scale: float, end, verbose: bool) -> None:
+def demo(days: int, scale: float, end, trials: int, verbose: bool) -> None:
     """Set up sample landing files, build the whole graph for a few days, print a summary."""
     from platformq_assets.demo_data import seed_landing_zone
     from resources import lake_resource
@@ -431,7 +434,7 @@ def demo(days: int, scale: float, end, verbose: bool) -> None:
         def report(r: dict) -> None:
             _echo_step(r, echo)
 
-        ml_reports = (build_ml(day_list, defs, instance, on_report=report)
+        ml_reports = (build_ml(day_list, defs, instance, trials=trials, on_report=report)
                       + build_federated(defs, instance, on_report=report)
                       + build_neuromorphic(day_list, defs, instance, on_report=report))
         for job in ("governance_audit", "lake_maintenance"):

@@ -2,6 +2,7 @@
 registry -> daily features (+ online store) -> training and gate -> daily scores and drift.
 What `platformq demo` (and `platformq ml build`) run; the schedules do the same over time."""
 
+import time
 from collections.abc import Callable
 
 from dagster import AssetKey
@@ -21,6 +22,7 @@ Reporter = Callable[[dict], None] | None
 def _run(defs, instance, keys, partition=None, run_config=None, on_report: Reporter = None,
          label: str | None = None) -> dict:
     """One in-process run of ``keys``; its report (``step``: ``label`` or the asset key, ``assets``: every key)."""
+    started = time.perf_counter()
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(keys))
     result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
                                     run_config={**QUIET, **(run_config or {})}, tags=cli_run_tags())
@@ -30,6 +32,7 @@ def _run(defs, instance, keys, partition=None, run_config=None, on_report: Repor
     names = sorted({k.path[0] + "/" + k.path[-1] for k in keys})
     report = {"errors": [_root(e) for e in errors], "step": label or ", ".join(names), "assets": names,
               "partition": partition or "-", "success": result.success, "run_id": result.run_id,
+              "seconds": round(time.perf_counter() - started, 1),
               "materializations": len(result.get_asset_materialization_events()),
               "checks_passed": sum(c.passed for c in checks),
               "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]}
