@@ -69,18 +69,30 @@ class ErasureOut(BaseModel):
 def _lake_outage(exc: BaseException) -> bool:
     """Whether a lake call failed because the lake is unreachable or failing (its catalog's database, its object
     store, a data file gone from under a read), not because of the request or the code."""
-    if isinstance(exc, OSError):  # the object store (pyarrow's S3 and local files), a REST catalog's connection
-        return True
     module = type(exc).__module__.split(".")[0]
+    if isinstance(exc, PermissionError):  # access refused (a rotated key): not an outage that passes by itself
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, FileNotFoundError)):  # a data file gone from under a read
+        return True
+    if module == "requests":  # a REST catalog that cannot be reached
+        import requests
+
+        return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    if isinstance(exc, OSError):
+        # pyarrow's S3 filesystem raises plain OSErrors: an unreachable, throttling or failing store says "AWS
+        # Error" (its access refusals too: those are not waited out). A file that cannot be decoded (corrupt
+        # Parquet) is an OSError as well, and stays a 500: retrying would never help.
+        text = str(exc)
+        return "AWS Error" in text and "ACCESS_DENIED" not in text
     if module == "sqlalchemy":  # the SQL catalog's database: down, refusing, locked, or its pool exhausted
         from sqlalchemy.exc import InterfaceError, OperationalError
         from sqlalchemy.exc import TimeoutError as PoolTimeout
 
         return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout))
     if module == "pyiceberg":  # a REST catalog's 5xx
-        from pyiceberg.exceptions import ServerError, ServiceUnavailableError
+        from pyiceberg.exceptions import ServerError, ServiceUnavailableError, TooManyRequestsError
 
-        return isinstance(exc, (ServerError, ServiceUnavailableError))
+        return isinstance(exc, (ServerError, ServiceUnavailableError, TooManyRequestsError))
     return False
 
 
@@ -98,14 +110,21 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
     can_audit = ctx.require("audit:read")
 
     @contextlib.contextmanager
-    def lake_call():
-        """A lake that cannot be reached is a 503 clients retry, as the other services' dependencies, not a 500."""
+    def lake_call(writing: bool = False):
+        """A lake that cannot be reached is a 503 clients retry, as the other services' dependencies, not a 500.
+        ``writing``: the call commits to the lake, and a failure may come after its commit (the catalog's database
+        failing over as it commits, the refresh that follows): a 503 says the change was not made, so it answers
+        500 ``lake-write-outcome-unknown`` instead, telling the caller to look before sending it again."""
         try:
             yield
         except Exception as exc:
             if not _lake_outage(exc):
                 raise
-            ctx.logger.warning(f"the lake failed ({exc!r}): answering 503", extra={"service": ctx.name})
+            ctx.logger.warning(f"the lake failed ({exc!r})", exc_info=exc, extra={"service": ctx.name})
+            if writing:
+                raise Problem(500, "Internal Server Error", f"the lake failed while the request was being recorded "
+                              f"({type(exc).__name__}): it may have been recorded; list the requests before "
+                              "sending it again", "lake-write-outcome-unknown") from None
             raise Problem(503, "Service Unavailable", f"the lake is unavailable ({type(exc).__name__}); try again "
                           "later", "lake-unavailable") from None
 
@@ -160,7 +179,9 @@ def create_data_app(ctx: ServiceContext, lake: Lake, erasure: ErasureDesk | None
         def file_erasure(body: ErasureIn, principal: Principal = Depends(can_file)):
             """File a request to erase one of the caller's tenant's accounts (checked and carried out by the
             nightly lake_maintenance job; an account of another tenant is rejected there)."""
-            with lake_call():
+            with lake_call():  # a lake that cannot be reached is found before anything is written: 503
+                erasure.of_tenant(principal.tenant)
+            with lake_call(writing=True):
                 row = erasure.file(principal.tenant, body.account_id, body.reason.strip(), principal.subject)
             return _erasure_out({**row, "status": "pending"})
 

@@ -404,3 +404,40 @@ def test_a_data_file_that_cannot_be_read_is_a_503(api, tmp_path):
     for task in table.scan().plan_files():  # the object store loses them (or an expiry removed them mid-read)
         Path(urlparse(task.file.file_path).path).unlink()
     is_problem(get(client, keys["acme"], "/v1/tables/gold/trader_leaderboard/rows"), 503)
+
+
+def test_a_data_file_that_cannot_be_decoded_is_a_500_not_a_503_to_wait_out(api):
+    """pyarrow raises OSError for a corrupt Parquet file as for an unreachable store: taken for an outage, every
+    read of the table answered 503 "try again later" for ever, and the traceback was dropped."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    client, keys, lake = api
+    table = lake.load_table("gold.trader_leaderboard")
+    for task in table.scan().plan_files():
+        path = Path(urlparse(task.file.file_path).path)
+        data = bytearray(path.read_bytes())
+        data[4:len(data) - 8] = b"\x00" * (len(data) - 12)  # the magic bytes stay, the pages and footer are gone
+        path.write_bytes(bytes(data))
+    problem = is_problem(get(client, keys["acme"], "/v1/tables/gold/trader_leaderboard/rows"), 500)
+    assert not problem["type"].endswith("/lake-unavailable")
+
+
+def test_a_lake_failing_after_an_erasure_request_is_written_is_not_a_503_whose_retry_files_it_again(lake):
+    """A service's 503 means the change was not made (the platform's client sends a POST again on one): a catalog
+    failing as the request's commit ends (or in the refresh after it) answered 503 although the request was filed,
+    and the retry filed a second one."""
+    from resources.erasure import LakeErasureDesk, list_requests
+
+    class FailingAfterTheCommit(LakeErasureDesk):
+        def file(self, *args):
+            super().file(*args)  # filed
+            raise OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7")
+
+    ctx = ServiceContext("data", rate=1000.0, burst=1000)
+    admin = ctx.keys.create("ann", "t-acme", ["admin"])
+    client = TestClient(create_data_app(ctx, lake, erasure=FailingAfterTheCommit(lake)), raise_server_exceptions=False)
+    answer = client.post("/v1/erasure-requests", json={"account_id": 7, "reason": "DSR-7"}, headers={"X-API-Key": admin})
+    problem = is_problem(answer, 500)
+    assert problem["type"].endswith("/lake-write-outcome-unknown") and "may have been recorded" in problem["detail"]
+    assert [r["account_id"] for r in list_requests(lake)] == [7]  # it was: the caller is told to look first
