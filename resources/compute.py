@@ -16,6 +16,7 @@ import sys
 from typing import Iterator
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 
 class RayResource(ConfigurableResource):
@@ -80,7 +81,9 @@ class SparkResource(ConfigurableResource):
     imports pyspark, which the code location must not pay for at load."""
 
     spark_config: dict[str, str]
-    job_timeout_s: float = 1800.0  # a step's Spark jobs are cancelled after this long
+    # a step's Spark jobs are cancelled after this long; at most a week (as the setting: threading.Timer fails past
+    # threading.TIMEOUT_MAX, leaving no deadline)
+    job_timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
 
     def session(self):
         # Spark advertises SPARK_LOCAL_IP as the driver's address: loopback only when the cluster runs on this host

@@ -25,8 +25,9 @@ def reconcile_fills_with_trades(fills, trades) -> tuple[bool, dict]:
         pc.not_equal(joined.column("fills"), pc.multiply(joined.column("trades"), 2)),
         pc.not_equal(joined.column("fill_lots"), pc.multiply(joined.column("trade_lots"), 2))), True)
     unreconciled = joined.filter(bad)
-    ids = sorted({str(v) for v in pc.coalesce(unreconciled.column("trade_id"),
-                                                unreconciled.column("trade_id_silver")).to_pylist()})
+    ids = [str(v) for v in sorted(set(pc.coalesce(unreconciled.column("trade_id"),
+                                                  unreconciled.column("trade_id_silver")).to_pylist()),
+                                  key=lambda v: (v is None, v if v is not None else 0))]  # by id, a null last
     fill_lots = pc.sum(fills.column("qty_lots")).as_py() or 0
     trade_lots = pc.sum(trades.column("quantity")).as_py() or 0
     passed = (unreconciled.num_rows == 0 and fills.num_rows == 2 * trades.num_rows

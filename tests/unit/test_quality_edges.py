@@ -158,3 +158,5 @@ def test_reconciliation_compares_trade_by_trade_not_only_totals():
     assert not other_day.passed and other_day.metadata["unreconciled_trades"].value == 6
     swapped = check([1, 2, 3], [3, 5, 5])  # each trade's lots wrong, the day's total right
     assert not swapped.passed and swapped.metadata["unreconciled_trade_ids"].value == "1, 2"
+    many = check([1, 2, 3, *range(4, 16)], [5, 3, 5, *[1] * 12])  # the first ten by id, not as text (10 < 4)
+    assert many.metadata["unreconciled_trade_ids"].value == "4, 5, 6, 7, 8, 9, 10, 11, 12, 13"

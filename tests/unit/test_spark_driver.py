@@ -52,3 +52,13 @@ def test_an_address_the_deployment_sets_is_kept(started_with, monkeypatch):
     monkeypatch.setenv("SPARK_LOCAL_IP", "10.1.2.3")
     SparkResource(spark_config={"spark.master": "local[2]"}).session()
     assert started_with["SPARK_LOCAL_IP"] == "10.1.2.3"
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), 1e12, 0])
+def test_a_spark_deadline_past_what_a_timer_can_wait_is_refused(seconds):
+    """The setting was bounded, the resource was not: built with inf (or past threading.TIMEOUT_MAX), its
+    deadline's timer failed in its thread and the step had no deadline at all."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="job_timeout_s"):
+        SparkResource(spark_config={}, job_timeout_s=seconds)
