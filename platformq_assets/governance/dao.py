@@ -185,7 +185,8 @@ def dao_outcomes(context: AssetExecutionContext, lake: LakeResource, governance:
 def _no_leaderboard(day: str, why: str) -> Failure:
     """A day without leaderboard rows (not materialised yet, or a day without trades) has nothing to vote on."""
     return Failure(description=f"gold.trader_leaderboard has no rows for {day} ({why}): materialise "
-                               f"gold/trader_leaderboard for the day first")
+                               f"gold/trader_leaderboard for the day first; a day without trades has no top "
+                               f"trader to reward")
 
 
 def day_proposal_prefix(day: str) -> str:
