@@ -79,7 +79,8 @@ def test_demo_twice_builds_everything_without_duplicates(tmp_path):
     with DagsterInstance.from_config(str(home)) as instance:  # --trials reached the training runs
         for model in ("price_direction", "account_anomaly"):
             event = instance.get_latest_materialization_event(AssetKey(["ml", model]))
-            assert event.asset_materialization.metadata["trials"].value == 2, model
+            # the trials that finished (a failed one is not counted): at most the 2 asked for, not the default 6
+            assert 1 <= event.asset_materialization.metadata["trials"].value <= 2, model
 
     second = run(home, "demo", "--days", "1", "--scale", "0.3", "--end", "2024-01-04", "--trials", "2")
     assert "landing: nothing new" in second.stdout
