@@ -123,7 +123,12 @@ def _cast(value: Any, kind: str) -> Any:
                 return json.dumps(value, sort_keys=True, default=_json_text)
             if isinstance(value, (dt.datetime, dt.date, dt.time, bytes)):
                 return _json_text(value)
-            return str(value)
+            text = str(value)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a JSON "\ud83d" (a text cut inside an emoji): no table can store it
+                raise CastError("not valid Unicode (an unpaired surrogate)") from None
+            return text
         if kind == LONG:
             if isinstance(value, bool):
                 raise CastError("boolean is not an integer")
@@ -135,6 +140,8 @@ def _cast(value: Any, kind: str) -> Any:
                 text = str(value).strip()
                 if not _INTEGER.fullmatch(text):  # int() would also take "1_000" and " ٣ "
                     raise CastError("not a long (a whole number)", value)
+                if _CODE.match(text):  # "01067", "+4935...": a code, whose leading zero or sign a long would lose
+                    raise CastError("a code with a leading zero or sign (a long would lose it)", value)
                 value = int(text)
             if not INT64_MIN <= value <= INT64_MAX:
                 raise CastError("outside the 64-bit integer range", value)
@@ -283,6 +290,15 @@ def _records_csv(data: bytes):
         raise CastError(f"header has a blank column name (column {header.index('') + 1})")
     if len(set(header)) != len(header):
         raise CastError(f"header has duplicate column names: {header}")
+    # an e-mail address or a date is never a column's name; numbers may be (a year per column), unless most are
+    numbers = sum(_fits(h, DOUBLE) for h in header)
+    data_like = [h for h in header
+                 if "@" in h or _fits(h, TIMESTAMP) or (2 * numbers > len(header) and _fits(h, DOUBLE))]
+    if data_like:
+        # a file without a header row: its first record would become the column names (in the table's schema and
+        # the run's metadata, out of erasure's reach) and be counted nowhere; the values are not quoted here
+        raise CastError(f"the first row looks like data, not a header ({len(data_like)} of its {len(header)} "
+                        "cells are numbers, dates or e-mail addresses): add a header row naming the columns")
     records, problems = [], []
     lines = _csv_lines(text)
     while True:
@@ -327,6 +343,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 def _records_jsonl(data: bytes):
     text = _decode(data)
+    if text.lstrip()[:1] in ("[", "{") and len([line for line in _physical_lines(text) if line.strip()]) > 1:
+        try:
+            json.loads(text)
+        except (ValueError, RecursionError):
+            pass  # JSON Lines (the second object is "extra data"), or broken lines, quarantined one by one below
+        else:  # one document over several lines: read line by line it is fragments, and its last element accepted
+            raise CastError("the file is one JSON document (an array, or an object over several lines), not JSON "
+                            "Lines: write one object per line")
     records, problems, header = [], [], []
     seen = set()
     for i, raw in enumerate(_physical_lines(text), start=1):

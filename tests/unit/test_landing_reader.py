@@ -280,3 +280,41 @@ def test_a_parquet_column_of_the_null_type_is_left_untyped():
     pq.write_table(pa.table({"id": [1, 2], "account_id": pa.nulls(2)}), buffer)
     p = parse_file("q.parquet", buffer.getvalue())
     assert p.columns == {"id": "long", "account_id": "empty"} and p.reconciles and len(p.accepted) == 2
+
+
+def test_a_csv_without_a_header_row_is_refused_instead_of_naming_columns_after_its_first_record():
+    """The first record became the column names (a person's name, e-mail and birth date in the table's schema and
+    the run's metadata, out of erasure's reach) and was counted nowhere."""
+    p = parse_file("kyc.csv", b"1001,Jane Doe,jane.doe@example.com,1984-02-29\n1002,John Roe,jr@example.com,1990-01-01\n")
+    assert p.records_read == 1 and not p.accepted and p.reconciles
+    [whole] = p.quarantined
+    assert "looks like data, not a header" in whole.reason and "add a header row" in whole.reason
+    assert "jane" not in whole.reason.lower()
+    assert parse_file("ok.csv", b"account_id,name,email\n1,Jane,j@example.com\n").accepted  # a real header passes
+    assert parse_file("wide.csv", b"country,region,2023,2024\nDE,EU,1,2\n").accepted  # a year per column may be
+    assert not parse_file("nums.csv", b"1,2.5,3\n4,5.5,6\n").accepted  # a headerless file of numbers is not
+
+
+def test_a_string_with_an_unpaired_surrogate_quarantines_its_record_only():
+    p = parse_file("k.jsonl", b'{"account_id": 1, "name": "a"}\n{"account_id": 2, "name": "cut \\ud83d"}\n'
+                              b'{"account_id": 3, "name": "c"}\n')
+    assert p.records_read == 3 and [r["account_id"] for r in p.accepted] == [1, 3] and p.reconciles
+    [bad] = p.quarantined
+    assert bad.line == 2 and "unpaired surrogate" in bad.reason
+
+
+def test_a_code_with_a_leading_zero_or_sign_is_not_stored_in_an_existing_long_column():
+    """Inference keeps such codes text, but a table whose column is already long took "01067" as 1067."""
+    p = parse_file("a.csv", b"id,postcode,phone\n1,10115,4930123\n2,01067,4930124\n3,20095,+4935112\n",
+                   table_types={"id": "long", "postcode": "long", "phone": "long"})
+    assert [r["id"] for r in p.accepted] == [1] and p.reconciles
+    assert [q.line for q in p.quarantined] == [3, 4]
+    assert all("leading zero or sign" in q.reason for q in p.quarantined)
+
+
+@pytest.mark.parametrize("data", [b'[\n {"a": 1},\n {"a": 2}\n]\n', b'{\n  "a": 1,\n  "b": 2\n}\n'])
+def test_a_json_document_is_not_read_as_json_lines(data):
+    """A pretty-printed array was read line by line: fragments quarantined, its last element accepted."""
+    p = parse_file("quotes.json", data)
+    assert p.records_read == 1 and not p.accepted and p.reconciles
+    assert "one JSON document" in p.quarantined[0].reason and "one object per line" in p.quarantined[0].reason
