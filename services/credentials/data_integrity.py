@@ -206,11 +206,12 @@ def verify_proof(
     unsecured = {k: v for k, v in secured_document.items() if k != "proof"}
     proof_options = {k: v for k, v in proof.items() if k != "proofValue"}
     if "@context" in proof_options:
-        proof_context = _context_list(proof_options["@context"])
-        if _context_list(unsecured.get("@context"))[: len(proof_context)] != proof_context:
-            problem = "document @context does not start with the proof's @context"
+        # Data Integrity allows a proof @context that only starts the document's; then the contexts the document
+        # adds are neither signed nor loaded (nor checked against the bundled ones), and a holder could append one
+        # that redefines the claims' terms for every JSON-LD reader. Refused: this service signs the whole context.
+        if _context_list(unsecured.get("@context")) != _context_list(proof_options["@context"]):
+            problem = "the proof's @context is not the document's (contexts outside the signature are refused)"
             return ProofVerification(False, (problem,), proof=proof)
-        unsecured["@context"] = proof_options["@context"]
 
     try:
         method = resolver(proof["verificationMethod"], proof_purpose=expected_proof_purpose)

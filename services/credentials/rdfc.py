@@ -19,6 +19,7 @@ from .errors import CanonicalizationError, ContextNotAllowedError, CredentialErr
 
 _TOO_LARGE = "a number is too large for RDF (larger than a double can hold)"
 _ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
+MAX_EXACT_INTEGER = 2**53  # the largest integer every JSON reader and the signed form keep exactly
 
 
 def _context_error(exc: BaseException) -> ContextNotAllowedError | None:
@@ -83,6 +84,16 @@ def compacted_form_problems(document, path: str = "$") -> list[str]:
             stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
         elif isinstance(node, float) and not math.isfinite(node):
             problems.append(f"{where} is {node!r}: JSON numbers are finite")
+        elif isinstance(node, float) and float(f"{node:.15e}") != node:
+            # JSON-LD signs a double as 16 significant digits: a number needing 17 shares its signature with its
+            # neighbours (0.1 and 0.10000000000000002 verify alike)
+            problems.append(f"{where} is {node!r}, which needs more than the 16 significant digits a signature "
+                            "covers: round it or send it as a string")
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_EXACT_INTEGER:
+            # past 2^53 the signed form (a double from 1e21 on, JCS in @json values) is not this exact integer, so
+            # other integers verify alike; I-JSON (RFC 7493) sends such numbers as strings
+            problems.append(f"{where} is an integer beyond ±2^53, which a signature does not cover exactly: send "
+                            "it as a string")
         elif isinstance(node, dict):
             for key, value in node.items():
                 if not isinstance(key, str) or ":" in key or (key.startswith("@") and key not in _COMPACT_KEYWORDS):

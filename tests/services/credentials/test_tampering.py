@@ -141,3 +141,48 @@ def test_an_expired_proof_renamed_to_its_full_iri_is_still_expired():
                                                    "@type": "http://www.w3.org/2001/XMLSchema#dateTime"}}))
     result = verify_proof(renamed)
     assert not result.verified and any("security#expiration" in e and "compacted form" in e for e in result.errors)
+
+
+def test_a_context_appended_outside_the_proofs_context_is_refused(signed_vector):
+    """A proof @context that only started the document's let a holder append any context (unbundled, relative),
+    neither loaded nor signed, redefining the claims' terms for every JSON-LD reader, and still verify."""
+    doc = tampered(signed_vector, lambda d: d["proof"].update({"@context": list(d["@context"])}))
+    doc["@context"] = [*doc["@context"], UNKNOWN, "relative-ctx.jsonld"]
+    result = verify_proof(doc)
+    assert not result.verified and "@context" in result.errors[0]
+    same = tampered(signed_vector, lambda d: d["proof"].update({"@context": list(d["@context"])}))
+    assert verify_proof(same).verified  # the document's own context, named in the proof too, is what was signed
+
+
+def _with_number(value):
+    from services.credentials.issuer import credential_problems
+
+    key = Ed25519KeyPair.generate()
+    credential = {"@context": ["https://www.w3.org/ns/credentials/v2", "https://www.w3.org/ns/credentials/examples/v2"],
+                  "type": ["VerifiableCredential"], "issuer": key.did,
+                  "credentialSubject": {"id": "urn:x:1", "amount": value}}
+    return credential, key, credential_problems(credential)
+
+
+@pytest.mark.parametrize("value, other", [(0.1, 0.10000000000000002), (0.3, 0.30000000000000004)])
+def test_a_float_is_signed_exactly_or_refused(value, other):
+    """JSON-LD signs a double as 16 significant digits: a neighbouring float verified alike."""
+    credential, key, problems = _with_number(value)
+    assert problems == []
+    signed = add_proof(credential, key)
+    assert verify_proof(signed).verified
+    _, _, refused = _with_number(other)
+    assert refused and "16 significant digits" in refused[0]
+    from services.credentials.issuer import verify_credential
+
+    changed = tampered(signed, lambda d: d["credentialSubject"].update(amount=other))
+    assert not verify_credential(changed).verified
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, 10**21, -(10**21) - 1])
+def test_an_integer_beyond_2_53_is_refused(value):
+    """1e21 and 1e21 + 1 (and any integer up to the next double) shared one signature: a holder could change an
+    amount in wei. Past 2^53 a number is sent as a string (I-JSON)."""
+    _, _, problems = _with_number(value)
+    assert problems and "send it as a string" in problems[0]
+    assert _with_number(2**53)[2] == [] and _with_number(str(10**21))[2] == []
