@@ -272,3 +272,56 @@ def test_run_and_step_pods_get_the_run_launchers_resources_not_the_code_servers(
     assert {"secret_ref": {"name": "platformq-secrets"}} in env_from
     volumes = [v["name"] for v in context.run_k8s_config.pod_spec_config["volumes"]]
     assert sorted(volumes) == ["neuromorphic-workdir", "service-audit"]
+
+
+def test_self_managed_run_and_step_pods_mount_the_volumes_the_config_map_points_at(tmp_path, monkeypatch):
+    """infra/dagster.production.yaml (no chart) launches run pods, and through them the step pods, with the same
+    volumes as the chart's values: platformq-env names PLATFORMQ_AUDIT_DIR=/mnt/service-audit and
+    PLATFORMQ_LAVA_WORKDIR=/mnt/neuromorphic for both deployments. Without the mounts the governance_audit step read
+    an empty pod folder and the neuromorphic steps handed their spike trains over in a folder the lava pod's claim
+    never saw."""
+    import shutil
+    from types import SimpleNamespace
+
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig
+
+    from pipelines.pods import K8S_CONFIG_TAG, TRAINING_POD
+
+    for k, v in {"PLATFORMQ_DAGSTER_PG_URL": "postgresql+psycopg2://u:p@db:5432/dagster",
+                 "PLATFORMQ_K8S_NAMESPACE": "platformq", "PLATFORMQ_USER_CODE_IMAGE": IMAGE}.items():
+        monkeypatch.setenv(k, v)
+    shutil.copy(ROOT / "infra" / "dagster.production.yaml", tmp_path / "dagster.yaml")
+    config, _ = dagster_instance_config(str(tmp_path))
+    processed = process_config(K8sRunLauncher.config_type(), config["run_launcher"]["config"])
+    assert processed.success, processed.errors
+    cfg = processed.value
+    launcher = SimpleNamespace(
+        image_pull_policy=cfg.get("image_pull_policy"), image_pull_secrets=cfg.get("image_pull_secrets") or [],
+        service_account_name=cfg.get("service_account_name"), env_config_maps=cfg.get("env_config_maps") or [],
+        env_secrets=cfg.get("env_secrets") or [], env_vars=cfg.get("env_vars") or [],
+        volume_mounts=cfg.get("volume_mounts") or [], volumes=cfg.get("volumes") or [], labels={},
+        job_namespace=cfg["job_namespace"], resources=cfg.get("resources") or {}, scheduler_name=None,
+        security_context={}, run_k8s_config=cfg.get("run_k8s_config") or {},
+        only_allow_user_defined_k8s_config_fields=None, only_allow_user_defined_env_vars=None)
+    run = SimpleNamespace(job_code_origin=SimpleNamespace(repository_origin=SimpleNamespace(container_context=None)),
+                          tags={})
+    run_context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
+    # a step pod: the run's context with the step's own dagster-k8s/config merged over it (as k8s_job_executor does)
+    step_context = run_context.merge(K8sContainerContext(
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(TRAINING_POD[K8S_CONFIG_TAG])))
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    chart = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for context in (run_context, step_context):
+        pod, container = context.run_k8s_config.pod_spec_config, context.run_k8s_config.container_config
+        claims = {v["name"]: v["persistent_volume_claim"]["claim_name"] for v in pod.get("volumes", [])}
+        mounts = {m["name"]: (m["mount_path"], bool(m.get("read_only"))) for m in container.get("volume_mounts", [])}
+        assert claims == {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in chart["volumes"]}
+        assert mounts == {m["name"]: (m["mountPath"], bool(m.get("readOnly"))) for m in chart["volumeMounts"]}
+        assert mounts["service-audit"] == ("/mnt/service-audit", True)
+        assert mounts["neuromorphic-workdir"] == ("/mnt/neuromorphic", False)
+        assert {"config_map_ref": {"name": "platformq-env"}} in container["env_from"]
+        assert {"secret_ref": {"name": "platformq-secrets"}} in container["env_from"]
