@@ -271,7 +271,7 @@ def test_run_and_step_pods_get_the_run_launchers_resources_not_the_code_servers(
     assert {"config_map_ref": {"name": "platformq-env"}} in env_from
     assert {"secret_ref": {"name": "platformq-secrets"}} in env_from
     volumes = [v["name"] for v in context.run_k8s_config.pod_spec_config["volumes"]]
-    assert sorted(volumes) == ["neuromorphic-workdir", "service-audit"]
+    assert sorted(volumes) == ["landing", "neuromorphic-workdir", "service-audit"]
 
 
 def test_self_managed_run_and_step_pods_mount_the_volumes_the_config_map_points_at(tmp_path, monkeypatch):
@@ -325,3 +325,26 @@ def test_self_managed_run_and_step_pods_mount_the_volumes_the_config_map_points_
         assert mounts["neuromorphic-workdir"] == ("/mnt/neuromorphic", False)
         assert {"config_map_ref": {"name": "platformq-env"}} in container["env_from"]
         assert {"secret_ref": {"name": "platformq-secrets"}} in container["env_from"]
+
+
+def test_the_landing_zone_is_one_volume_the_sensor_and_the_ingest_steps_both_read():
+    """The landing_zone_sensor lists PLATFORMQ_LANDING_DIR in the code-location server; the ingest_landing steps read
+    the same files in their own pods. On Kubernetes that is only one folder when both mount one claim at one path:
+    with none, the sensor listed the image's empty data/landing and no delivery was ever ingested (no error)."""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    claim = yaml.safe_load((ROOT / "infra" / "helm" / "landing.yaml").read_text())
+    assert client.sanitize_for_serialization(client._ApiClient__deserialize(claim, "V1PersistentVolumeClaim")) == claim
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # senders write, Dagster's pods read
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    instance = yaml.safe_load((ROOT / "infra" / "dagster.production.yaml").read_text())["run_launcher"]["config"]
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    for where, (volumes_key, mounts_key) in ((deployment, ("volumes", "volumeMounts")),
+                                             (launcher, ("volumes", "volumeMounts")),
+                                             (instance, ("volumes", "volume_mounts"))):
+        volumes = {v["name"]: client._ApiClient__deserialize(v, "V1Volume") for v in where[volumes_key]}
+        mounts = {m["name"]: client._ApiClient__deserialize(m, "V1VolumeMount") for m in where[mounts_key]}
+        assert volumes["landing"].persistent_volume_claim.claim_name == claim["metadata"]["name"]
+        assert (mounts["landing"].mount_path, mounts["landing"].read_only) == ("/mnt/landing", True)
