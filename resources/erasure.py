@@ -286,17 +286,50 @@ def _narrowed(rule: Rule, data: "pa.Table", predicate, account_ids: set[int]):
 
 def _json_names(raw: str | None, account_ids: set[int]) -> bool:
     """True when a raw record is a JSON object whose ``account_id`` is one of the accounts (a whole number, as
-    landing's reader takes one: ``_account_number``)."""
+    landing's reader takes one: ``_account_number``), or holds such objects: a JSON array of them (a line that
+    is a list), a whole file quarantined as one record (``base64:`` and its first bytes: a JSON document, JSON
+    Lines with a reserved column name), or text cut short (``RAW_LIMIT``) whose complete objects name one."""
+    if raw and raw.startswith("base64:"):
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(raw.removeprefix("base64:"), validate=True).decode("utf-8", errors="ignore")
+        except (binascii.Error, ValueError):
+            return False
     if not raw or "account_id" not in raw.lower():  # a cheap pre-check; keys are matched without case
         return False
     try:
         record = json.loads(raw)
-    except ValueError:
-        return False
+    except (ValueError, RecursionError):
+        return _complete_objects_name(raw, account_ids)
+    if isinstance(record, list):
+        return any(_object_names(item, account_ids) for item in record)
+    return _object_names(record, account_ids)
+
+
+def _object_names(record, account_ids: set[int]) -> bool:
     if not isinstance(record, dict):
         return False
     value = next((v for k, v in record.items() if isinstance(k, str) and k.lower() == "account_id"), None)
     return _account_number(value) in account_ids
+
+
+def _complete_objects_name(text: str, account_ids: set[int]) -> bool:
+    """Whether text that is not one JSON value (JSON Lines, a document cut anywhere) holds a complete JSON object
+    naming one of the accounts: each ``{`` is tried as the start of one (an object left incomplete names no one,
+    there is nothing safe to match it on)."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            record, _ = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            record = None
+        if _object_names(record, account_ids):
+            return True
+        start = text.find("{", start + 1)
+    return False
 
 
 def suppress(tables: dict[str, "pa.Table"], account_ids: set[int]) -> tuple[dict[str, "pa.Table"], dict[str, int]]:
