@@ -250,6 +250,13 @@ class Settings(BaseSettings):
             if not self.effective_services_in_process and not (self.service_urls and self.services_api_key):
                 missing.append("PLATFORMQ_SERVICE_URLS and PLATFORMQ_SERVICES_API_KEY "
                                "(or PLATFORMQ_SERVICES_IN_PROCESS=true)")
+            # MLflow on a database (no tracking server) stores each new experiment's artifacts under the process's
+            # ./mlruns unless told otherwise: in production, a step pod's disk, gone with the pod while the registry
+            # still points at the models. A tracking server keeps (or proxies) them where it was started to.
+            tracking = (self.mlflow_tracking_uri or "").split(":", 1)[0].split("+", 1)[0].lower()
+            if tracking in ("sqlite", "postgresql", "mysql", "mssql") and not self.mlflow_artifact_location:
+                missing.append("PLATFORMQ_MLFLOW_ARTIFACT_LOCATION (s3://bucket/prefix: the MLflow tracking URI is a "
+                               "database, which keeps no artifacts)")
             if self.chain_rpc_url and not self.chain_private_key:
                 missing.append("PLATFORMQ_CHAIN_PRIVATE_KEY")
             if self.chain_rpc_url and not self.chain_registry:

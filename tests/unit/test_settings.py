@@ -376,3 +376,21 @@ def test_the_promotion_gates_run_config_is_an_roc_auc_bound(field, value):
     assert getattr(GateConfig(**{field: 0.6}), field) == 0.6
     if field == "min_improvement":  # a tolerance: a challenger slightly worse than the champion may pass
         assert GateConfig(min_improvement=-0.02).min_improvement == -0.02
+
+
+@pytest.mark.parametrize("tracking", ["postgresql+psycopg2://mlflow:pw@db:5432/mlflow", "sqlite:////srv/mlflow.db"])
+def test_production_mlflow_on_a_database_needs_an_artifact_root(monkeypatch, tracking):
+    """A database tracking URI has no server to keep artifacts: MLflow put every experiment's models under the step
+    pod's ./mlruns, gone with the pod while the registry still points at them. Production names a root instead."""
+    for k, v in PRODUCTION_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PLATFORMQ_MLFLOW_TRACKING_URI", tracking)
+    with pytest.raises(ValidationError, match="PLATFORMQ_MLFLOW_ARTIFACT_LOCATION") as err:
+        Settings()
+    assert "pw@" not in str(err.value)
+    monkeypatch.setenv("PLATFORMQ_MLFLOW_ARTIFACT_LOCATION", "s3://mlflow/artifacts")
+    assert Settings().effective_mlflow_artifact_location == "s3://mlflow/artifacts"
+    # a tracking server keeps (or proxies) artifacts where it was told to: nothing more is needed
+    monkeypatch.delenv("PLATFORMQ_MLFLOW_ARTIFACT_LOCATION")
+    monkeypatch.setenv("PLATFORMQ_MLFLOW_TRACKING_URI", "https://mlflow.internal")
+    assert Settings().effective_mlflow_artifact_location is None
