@@ -32,6 +32,23 @@ HISTORY_MAX_CHARS = 5000  # MLflow's SQL store keeps a registered model's tag va
 HISTORY_REASON_CHARS = 500  # of an event's reason in the history (one event must fit with room for others)
 
 
+def shown_uri(uri: str) -> str:
+    """``uri`` as it may be shown: scheme, host, port and path, without userinfo, query or fragment (a URI that
+    cannot be taken apart is shown as its scheme only)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return uri.split(":", 1)[0] + ":<redacted>" if ":" in uri else "<redacted>"
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive letter)
+        return uri
+    netloc = f"{parts.hostname or ''}{port}" if parts.netloc else ""
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.netloc or uri.startswith(f"{parts.scheme}://") \
+        else f"{parts.scheme}:{parts.path}"
+
+
 class MlflowResource(ConfigurableResource):
     tracking_uri: str
     registry_uri: str | None = None
@@ -98,10 +115,13 @@ class MlflowResource(ConfigurableResource):
             yield run
 
     def run_url(self, run) -> str:
+        """Where to open ``run``: shown in the run's metadata (event log, UI), so without the tracking URI's
+        credentials (a user and password or token in its userinfo, a password in a database URI's query)."""
         info = run.info
+        where = shown_uri(self.tracking_uri)
         if self.tracking_uri.startswith("http"):
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
-        return f"{self.tracking_uri} experiment {info.experiment_id} run {info.run_id}"
+            return f"{where.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+        return f"{where} experiment {info.experiment_id} run {info.run_id}"
 
     # -- registry ---------------------------------------------------------
     def register(self, model_uri: str, name: str, tags: dict[str, str] | None = None,
