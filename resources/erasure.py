@@ -456,7 +456,10 @@ def _process_pending(lake: "LakeResource", online_eraser: Callable[[set[int]], i
     if not requests:
         return {"requests": 0, "completed": 0, "rejected": 0, "rows_deleted": 0, "rows_pseudonymised": 0,
                 "snapshots_expired": 0, "files_deleted": 0, "online_rows_deleted": 0, "online_error": "none"}
-    done = {(r["tenant_id"], r["account_id"]) for r in list_requests(lake) if r["status"] == COMPLETED}
+    # accounts a tenant's earlier request was accepted for (ownership checked then; under way or done): the account
+    # may be gone from bronze.accounts, and a second request for it (a retried filing, a request sent again while
+    # the first was under way) is the tenant's own, not "not an account of" the tenant
+    done = {(r["tenant_id"], r["account_id"]) for r in list_requests(lake) if r["status"] in (COMPLETED, IN_PROGRESS)}
     # checked once: a request accepted by a run that did not finish is not checked again (its account may
     # already be gone from bronze.accounts)
     verdicts = {r["request_id"]: None if r["status"] == IN_PROGRESS else _owner_check(lake, r, done)
