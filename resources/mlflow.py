@@ -27,6 +27,7 @@ STAGING = "staging"
 PREVIOUS_CHAMPION = "previous-champion"
 STAGE_TAG = "platformq.stage"
 STAGED_AGAINST_TAG = "platformq.staged_against"  # the champion version a staged version's gate compared it with
+ROLLED_BACK_TAG = "platformq.rolled_back"  # why a rollback took champion from it (removed when promoted again)
 STAGES = ("dev", "staging", "production", "archived")
 HISTORY_MAX_CHARS = 5000  # MLflow's SQL store keeps a registered model's tag value in a varchar(5000)
 HISTORY_REASON_CHARS = 500  # of an event's reason in the history (one event must fit with room for others)
@@ -214,6 +215,11 @@ class MlflowResource(ConfigurableResource):
         client = self.client()
         if previous is not None and previous != version:
             client.set_model_version_tag(name, previous, STAGE_TAG, "archived")
+        # a version rolled back once and promoted again is no longer rolled back: a stale tag made a later rollback
+        # that stopped after its switch skip this version and call itself finished (it stayed production). Before
+        # the production tag, which ends a re-run of this promotion.
+        if client.get_model_version(name, version).tags.get(ROLLED_BACK_TAG) is not None:
+            client.delete_model_version_tag(name, version, ROLLED_BACK_TAG)
         client.set_model_version_tag(name, version, "platformq.production_reason", reason[:5000])
         client.set_model_version_tag(name, version, STAGE_TAG, "production")
         self._clear_waiting_aliases(name, version)
@@ -237,7 +243,7 @@ class MlflowResource(ConfigurableResource):
         if replaced == back:
             # an earlier rollback stopped after moving champion back: finish it, never archive the champion
             replaced = next((str(v.version) for v in client.search_model_versions(f"name='{name}'")
-                             if v.tags.get("platformq.rolled_back") is None
+                             if v.tags.get(ROLLED_BACK_TAG) is None
                              and v.tags.get(STAGE_TAG) == "production" and str(v.version) != back), None)
             if replaced is None:
                 # A rollback that stopped after archiving (the version it replaced is tagged rolled_back, and it
@@ -247,7 +253,7 @@ class MlflowResource(ConfigurableResource):
                 promoted = [e for e in self.history(name) if e.get("event") == "promoted"]
                 last = promoted[-1]["version"] if promoted else None
                 if last is not None and last != back and client.get_model_version(
-                        name, last).tags.get("platformq.rolled_back") is not None:
+                        name, last).tags.get(ROLLED_BACK_TAG) is not None:
                     client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
                     self._record(name, {"event": "rollback", "version": back, "replaced": last, "reason": reason,
                                         "resumed": True})
@@ -261,7 +267,7 @@ class MlflowResource(ConfigurableResource):
         client.set_model_version_tag(name, back, "platformq.production_reason", reason)
         if replaced is not None:
             client.set_model_version_tag(name, replaced, STAGE_TAG, "archived")
-            client.set_model_version_tag(name, replaced, "platformq.rolled_back", reason)
+            client.set_model_version_tag(name, replaced, ROLLED_BACK_TAG, reason)
         client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
         self._record(name, {"event": "rollback", "version": back, "replaced": replaced, "reason": reason})
         return {"champion": back, "replaced": replaced}

@@ -310,3 +310,22 @@ def test_a_long_history_never_stops_the_registry_on_a_postgres_backend(tmp_path)
         assert events[-1]["event"] == "promoted"
         assert [e["reason"] for e in events if e["event"] == "stage:dev"][-1] == "x" * 500
         assert len(json.dumps(events, ensure_ascii=False)) <= 5000  # as stored
+
+
+def test_a_rolled_back_version_promoted_again_is_rolled_back_again_after_a_stop(registry):
+    """v2 was rolled back once, then promoted again by hand; a second rollback stopped right after moving champion
+    back to v1. Run again, it took v2's tag from the first rollback for this rollback's and called itself finished:
+    v2 stayed tagged production and v1 archived, with v1 serving."""
+    first, second = new_version(registry), new_version(registry)
+    registry.promote(MODEL, first.version, "first")
+    registry.promote(MODEL, second.version, "second")
+    registry.rollback(MODEL, "bad the first time")
+    registry.promote(MODEL, second.version, "fixed after all")
+    assert registry.client().get_model_version(MODEL, second.version).tags.get("platformq.rolled_back") is None
+    registry.client().set_registered_model_alias(MODEL, "champion", first.version)  # the rollback died after this
+
+    assert registry.rollback(MODEL, "bad again") == {"champion": str(first.version), "replaced": str(second.version)}
+    assert aliases(registry) == {"champion": (first.version, "production"), "previous-champion": (None, None),
+                                 "challenger": (None, None)}
+    again = registry.client().get_model_version(MODEL, second.version)
+    assert again.tags["platformq.stage"] == "archived" and again.tags["platformq.rolled_back"] == "bad again"
