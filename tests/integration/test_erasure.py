@@ -434,7 +434,7 @@ def test_the_erasure_expires_history_whatever_the_clocks_say(settings, small_lak
     assert 2 not in set(_rows_in_files(settings, "accounts").column("account_id").to_pylist())
 
 
-def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, lake):
+def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(built_day):
     """The real daily graph (venue -> bronze -> dbt silver and gold): erase a trader, then rebuild the day;
     the account is in no table, its trades still are (unattributed), and the dbt tests pass."""
     from dagster import DagsterInstance
@@ -443,8 +443,8 @@ def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, 
     from tests.integration.helpers import definitions, failed_checks, run_day
 
     day = "2024-01-02"
-    defs = definitions(settings)
-    assert run_day(defs, day, job="medallion_daily").success
+    built = built_day("medallion_daily", day)
+    lake, defs = built.lake, definitions(built.settings)
     accounts = lake.read("bronze.accounts").to_pylist()
     trades_before = lake.read("silver.trades").num_rows
     ranked = {r["account_id"] for r in lake.read("gold.trader_leaderboard").to_pylist()}
@@ -463,7 +463,7 @@ def test_a_day_simulated_again_after_an_erasure_keeps_the_account_out(settings, 
 
 
 def test_dbt_keeps_out_an_account_erased_while_it_ran_and_a_failed_build_leaves_no_staged_copy(
-        settings, lake, monkeypatch):
+        built_day, monkeypatch):
     """An erasure that commits while dbt builds (its inputs were staged before): the models written back leave
     the account out. A build that fails keeps its compiled SQL and logs but not the staged inputs (identities
     and emails that no erasure reaches)."""
@@ -475,8 +475,8 @@ def test_dbt_keeps_out_an_account_erased_while_it_ran_and_a_failed_build_leaves_
     from tests.integration.helpers import definitions, run_day
 
     day = "2024-01-02"
-    defs = definitions(settings)
-    assert run_day(defs, day, job="medallion_daily").success
+    built = built_day("medallion_daily", day)
+    lake, settings, defs = built.lake, built.settings, definitions(built.settings)
     ranked = {r["account_id"] for r in lake.read("gold.trader_leaderboard").to_pylist()}
     subject = next(a for a in lake.read("bronze.accounts").to_pylist() if a["account_id"] in ranked)
     real_build = DbtRunnerResource.build

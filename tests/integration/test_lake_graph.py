@@ -22,9 +22,9 @@ def counts(lake):
     return {t: lake.read(t).num_rows for t in LAKE_TABLES}
 
 
-def test_daily_graph_builds_consistent_tables(settings, lake):
-    defs = definitions(settings)
-    result = run_day(defs, DAY)
+def test_daily_graph_builds_consistent_tables(built_day):
+    day = built_day("lake_daily", DAY)  # the whole daily graph, materialised from an empty home
+    lake, result = day.lake, day.result
     assert result.success and failed_checks(result) == []
     assert len(result.get_asset_materialization_events()) == 15
     ran = {c.check_name for c in result.get_asset_check_evaluations()}
@@ -97,9 +97,9 @@ def test_daily_graph_builds_consistent_tables(settings, lake):
     assert meta["dagster/row_count"].value == trades.num_rows and "snapshot_id" in meta and "profile" in meta
 
 
-def test_rematerialising_a_partition_replaces_it(settings, lake):
-    defs = definitions(settings)
-    assert run_day(defs, DAY).success
+def test_rematerialising_a_partition_replaces_it(built_day):
+    day = built_day("lake_daily", DAY)
+    lake, defs = day.lake, definitions(day.settings)
     first = counts(lake)
     snapshot = lake.describe("silver.trades")["snapshot_id"]
     assert run_day(defs, DAY).success
@@ -113,9 +113,9 @@ def test_rematerialising_a_partition_replaces_it(settings, lake):
     assert per_day[DAY] == first["silver.trades"] and per_day[DAY2] > 0
 
 
-def test_failing_blocking_dbt_test_stops_downstream_gold(settings, lake):
-    defs = definitions(settings)
-    assert run_day(defs, DAY).success
+def test_failing_blocking_dbt_test_stops_downstream_gold(built_day):
+    day = built_day("lake_daily", DAY)
+    lake, defs = day.lake, definitions(day.settings)
     gold_before = lake.describe("gold.ohlcv_bars")["snapshot_id"]
     # Corrupt bronze: duplicate some fills, so silver.trades gets duplicate trade ids.
     fills = lake.read_partition("bronze.fills", "partition_date", DAY)
@@ -131,9 +131,9 @@ def test_failing_blocking_dbt_test_stops_downstream_gold(settings, lake):
     assert lake.describe("gold.ohlcv_bars")["snapshot_id"] == gold_before
 
 
-def test_killed_materialisation_leaves_tables_readable_and_rerun_succeeds(settings, lake, platform_home):
-    defs = definitions(settings)
-    assert run_day(defs, DAY).success
+def test_killed_materialisation_leaves_tables_readable_and_rerun_succeeds(built_day):
+    day = built_day("lake_daily", DAY)
+    lake, defs, platform_home = day.lake, definitions(day.settings), day.home
     before = counts(lake)
     env = subprocess_env(platform_home, PLATFORMQ_SIM_SCALE="0.3")
     proc = subprocess.Popen([sys.executable, "-m", "platformq_assets.cli", "backfill", "--start", DAY, "--end", DAY],
@@ -165,11 +165,11 @@ def test_backfill_range_from_dagster_cli_creates_one_run_per_day(settings, platf
                             DagsterRunStatus.STARTED, DagsterRunStatus.SUCCESS) for r in runs)
 
 
-def test_reconciliation_check_catches_bronze_silver_drift(settings, lake):
+def test_reconciliation_check_catches_bronze_silver_drift(built_day):
     from dagster import AssetCheckKey
 
-    defs = definitions(settings)
-    assert run_day(defs, DAY).success
+    day = built_day("lake_daily", DAY)
+    lake, defs = day.lake, definitions(day.settings)
     fills = lake.read_partition("bronze.fills", "partition_date", DAY)
     lake.append("bronze.fills", fills.slice(0, 4), partition_by="partition_date")  # bronze changed, silver not
     check = AssetCheckKey(AssetKey(["silver", "trades"]), "trades_reconcile_with_bronze_fills")
