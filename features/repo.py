@@ -127,11 +127,35 @@ def feature_objects(offline_root: str, s3_endpoint: str | None = None, offline_s
             instrument_derived, *services]
 
 
+# Bookkeeping Feast writes into its protos when an object is built or applied (a data source's meta, nested in
+# every view that reads it, holds the second it was created): not part of any definition.
+_BOOKKEEPING_FIELDS = {"meta", "created_timestamp", "last_updated_timestamp"}
+
+
 def definitions_fingerprint(objects: list) -> str:
-    """A stable hash of the repository's definitions: changes when a definition changes."""
+    """A stable hash of the repository's definitions: changes when a definition changes, and only then (Feast's
+    creation times are left out: with them every build of the same objects had a new fingerprint)."""
     specs = []
     for obj in objects:
         proto = obj.to_proto()
         spec = getattr(proto, "spec", proto)
+        _without_bookkeeping(spec)
         specs.append((type(obj).__name__, obj.name, spec.SerializeToString(deterministic=True).hex()))
     return hashlib.sha256(json.dumps(sorted(specs)).encode()).hexdigest()[:16]
+
+
+def _without_bookkeeping(message) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.name in _BOOKKEEPING_FIELDS:
+            message.ClearField(field.name)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                values = value.values() if field.message_type.fields_by_name["value"].message_type else []
+            elif field.is_repeated:
+                values = value
+            else:
+                values = [value]
+            for item in values:
+                _without_bookkeeping(item)

@@ -455,3 +455,17 @@ def test_windows_of_an_account_erased_while_they_were_computed_are_not_written(s
     assert written.num_rows > 0 and erased[0] not in set(written.column("account_id").to_pylist())
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["erased_rows_withheld"].value > 0
+
+
+def test_the_registry_fingerprint_changes_with_the_definitions_only():
+    """features/registry's data version is this fingerprint. It hashed the creation time Feast stamps on every data
+    source (nested in each view reading it): each build of the same definitions had a new one, so every apply
+    showed the registry as changed and everything downstream as stale."""
+    import time
+
+    from features.repo import definitions_fingerprint
+
+    first = definitions_fingerprint(feature_objects("/feast/offline"))
+    time.sleep(1.1)  # a later second: the creation time Feast records differs
+    assert definitions_fingerprint(feature_objects("/feast/offline")) == first
+    assert definitions_fingerprint(feature_objects("/elsewhere/offline")) != first
