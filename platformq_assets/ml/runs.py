@@ -1,6 +1,6 @@
 """Build the ML part of the graph for a range of days, in the order its partitioning needs:
 registry -> daily features (+ online store) -> training and gate -> daily scores and drift.
-What `platformq demo` (and `platformq ml build`) run; the schedules do the same over time."""
+What `platformq demo` runs; the schedules do the same over time."""
 
 import time
 from collections.abc import Callable
