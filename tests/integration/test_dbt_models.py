@@ -306,3 +306,23 @@ def test_equal_pnl_over_several_instruments_is_one_rank(tmp_path):
     assert set(statuses.values()) <= {"success", "pass"}, statuses
     assert _query(target, "select account_id, pnl_rank, pnl from gold.trader_leaderboard order by account_id") == [
         (1, 1, 0.3), (2, 1, 0.3), (3, 3, -0.6)]
+
+
+def test_a_trade_whose_fills_do_not_name_one_taker_has_no_aggressor_and_fails_its_test(tmp_path):
+    """The aggressor was `case when buy fill is TAKER then 'BUY' else 'SELL'`: a buy fill with no liquidity, or two
+    fills both MAKER, made a SELL-aggressor trade, and the accepted_values test on the column could never fail."""
+    day = dt.date(2024, 1, 2)
+    fills = _fills(day, [(1, dt.datetime(2024, 1, 2, 15, tzinfo=UTC), "AAPL", 10000, 5),
+                         (2, dt.datetime(2024, 1, 2, 15, 1, tzinfo=UTC), "AAPL", 10000, 5),
+                         (3, dt.datetime(2024, 1, 2, 15, 2, tzinfo=UTC), "AAPL", 10000, 5)])
+    liquidity = fills.column("liquidity").to_pylist()
+    liquidity[0] = None  # trade 1: the buy fill's liquidity is missing
+    liquidity[2] = "MAKER"  # trade 2: both fills say MAKER
+    liquidity[4:6] = ["MAKER", "TAKER"]  # trade 3: the seller took liquidity
+    fills = fills.set_column(fills.schema.get_field_index("liquidity"), "liquidity", pa.array(liquidity, pa.string()))
+    target = tmp_path / "aggressor"
+    _stage(target, {"bronze.fills": fills})
+    statuses = _build(ROOT / "dbt", target, "trades", day.isoformat())
+    assert statuses["not_null_trades_aggressor_side"] == "fail", statuses
+    assert _query(target, "select trade_id, aggressor_side from silver.trades order by 1") == [
+        (1, None), (2, None), (3, "SELL")]

@@ -18,7 +18,13 @@ select
     s.account_id as sell_account_id,
     b.order_id as buy_order_id,
     s.order_id as sell_order_id,
-    case when b.liquidity = 'TAKER' then 'BUY' else 'SELL' end as aggressor_side,
+    -- the taker's side; null when the two fills do not name one taker and one maker (a missing or contradictory
+    -- liquidity), which the not_null test reports: an `else 'SELL'` labelled such trades SELL and the test could
+    -- never fail
+    case
+        when b.liquidity = 'TAKER' and s.liquidity = 'MAKER' then 'BUY'
+        when b.liquidity = 'MAKER' and s.liquidity = 'TAKER' then 'SELL'
+    end as aggressor_side,
     coalesce(b.anomaly_type, s.anomaly_type) as anomaly_type,
     coalesce(b.anomaly_id, s.anomaly_id) as anomaly_id,
     b._batch_id as source_batch_id
