@@ -21,16 +21,27 @@ from models.federated.model import from_record, to_record
 
 
 def build(crash: list[int] | dict = (), nan: list[int] = (), huge: list[int] = (), sleep: dict | None = None,
-          sleep_rounds: list[int] = (), control: dict | None = None) -> ClientApp:
+          sleep_rounds: list[int] = (), control: dict | None = None, warm: bool = False) -> ClientApp:
     """``crash``: partitions that crash in every round, or partition -> the rounds it crashes in (empty: every
     round). ``sleep``: partition -> seconds it sleeps before training (in ``sleep_rounds``; empty: every round).
     ``control``: partition -> "missing" (no SCAFFOLD Δc in the reply), "scalar" (one scalar per array, which
-    would broadcast), "scaled" (Δc × 1000) or "inf" (an inf in Δc)."""
+    would broadcast), "scaled" (Δc × 1000) or "inf" (an inf in Δc). ``warm``: a node imports the training stack
+    (torch, Opacus) when it is asked who it is, before round 1, so that a short round timeout measures the
+    round's work and not the simulation workers' first imports (a test of round 3's deadline then needs no
+    timeout long enough for a cold round 1 on a loaded machine)."""
     crash = {int(k): list(v) for k, v in crash.items()} if isinstance(crash, dict) else {int(k): [] for k in crash}
     sleep = {int(k): float(v) for k, v in (sleep or {}).items()}
     control = {int(k): str(v) for k, v in (control or {}).items()}
     app = ClientApp()
-    app.query()(handle_query)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        if warm:
+            import opacus  # noqa: F401
+
+            import models.federated.training  # noqa: F401
+        return handle_query(msg, context)
+
     app.evaluate()(handle_evaluate)
 
     @app.train()
