@@ -123,8 +123,17 @@ services:
 demo: setup
 	$(VENV)/bin/platformq demo $(DEMO_ARGS)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file's tests together in one of them (module
+# fixtures are built once, tests that share one keep their order); TEST_WORKERS=0 runs them in this process.
+# Tests marked `serial` (several tests under one node id: Schemathesis's, which xdist's per-file scheduling
+# would run only one of) run in one process afterwards; exit status 5 is "none selected" (e.g. by PYTEST_ARGS).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+MAIN_TESTS := --ignore=tests/services/anchoring --ignore=tests/production
+
 test: setup services $(STAMPS)/test-chain
-	$(PY) -m pytest -q --timeout=900 --durations=25 --ignore=tests/services/anchoring --ignore=tests/production $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not serial" --timeout=900 --durations=25 $(MAIN_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial --timeout=900 $(MAIN_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(CHAIN_VENV)/bin/python -m pytest -q -o filterwarnings= --timeout=300 tests/services/anchoring
 	$(MAKE) --no-print-directory validate
 
@@ -134,7 +143,8 @@ test-production: setup services $(STAMPS)/venv-airflow
 	$(PY) -m pytest -q --timeout=1200 tests/production $(PYTEST_ARGS)
 
 test-fast: setup services
-	$(PY) -m pytest -q -m "not slow" --timeout=300 --ignore=tests/services/anchoring $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not serial" --timeout=300 --ignore=tests/services/anchoring $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "serial and not slow" --timeout=300 --ignore=tests/services/anchoring $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 validate: setup
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

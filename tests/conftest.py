@@ -8,6 +8,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a node id are marked ``serial``: Schemathesis makes one test per API operation, all under
+    its test function's id, and pytest-xdist's per-file scheduling (``make test``) keeps tests by node id, so it
+    would run one of them and count the rest as never collected. ``make test`` runs ``serial`` tests in one
+    process after the others."""
+    from collections import Counter
+
+    shared = Counter(item.nodeid for item in items)
+    for item in items:
+        if shared[item.nodeid] > 1:
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture
 def platform_home(tmp_path, monkeypatch):
     """A private platformQ + Dagster home (lake, catalog, landing zone) for one test."""
