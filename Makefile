@@ -126,7 +126,8 @@ demo: setup
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file's tests together in one of them (module
 # fixtures are built once, tests that share one keep their order); TEST_WORKERS=0 runs them in this process.
 # Tests marked `serial` (several tests under one node id: Schemathesis's, which xdist's per-file scheduling
-# would run only one of) run in one process afterwards; exit status 5 is "none selected" (e.g. by PYTEST_ARGS).
+# would run only one of; a test that restarts the shared Postgres) run in one process afterwards, alone; exit
+# status 5 is "none selected" (e.g. by PYTEST_ARGS).
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 MAIN_TESTS := --ignore=tests/services/anchoring --ignore=tests/production

@@ -46,6 +46,7 @@ def ping() -> int:
     return 1
 
 
+@pytest.mark.serial  # restarts the machine's Postgres, which tests running beside it in another process use
 def test_runs_are_stored_in_postgres_and_survive_a_postgres_restart(tmp_path, monkeypatch):
     with postgres_database() as db:
         pg_env(monkeypatch, db)

@@ -62,7 +62,7 @@ def _stage(target: Path, tables: dict) -> None:
 
 def _build(project: Path, target: Path, select: str, day: str, env: dict | None = None) -> dict:
     environ = {k: v for k, v in os.environ.items() if k != "PLATFORMQ_PII_SALT"}
-    environ.update({"DBT_TARGET_PATH": str(target), **(env or {})})
+    environ.update({"DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(target / "logs"), **(env or {})})
     subprocess.run([DBT, "build", "--select", select, "--profiles-dir", ".", "--target-path", str(target),
                     "--vars", json.dumps({"partition_date": day})], cwd=project, env=environ, capture_output=True,
                    text=True)

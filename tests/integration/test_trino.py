@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_dbt_models_compile_for_trino_and_parse_as_trino_sql(tmp_path):
     env = {**os.environ, "PLATFORMQ_TRINO_HOST": "127.0.0.1", "PLATFORMQ_TRINO_PORT": "9",
-           "DBT_TARGET_PATH": str(tmp_path)}
+           "DBT_TARGET_PATH": str(tmp_path), "DBT_LOG_PATH": str(tmp_path / "logs")}
     subprocess.run([str(ROOT / ".venv" / "bin" / "dbt"), "--no-populate-cache", "compile", "--target",
                     "production", "--profiles-dir", ".", "--no-introspect", "--quiet",
                     "--vars", '{"partition_date": "2024-01-02"}'], cwd=ROOT / "dbt", env=env, check=True,
@@ -205,7 +205,7 @@ def test_dbt_creates_the_trino_tables_partitioned_by_day(tmp_path):
                             "typeSignature": {"rawType": "varchar", "arguments": [{"kind": "LONG", "value": 1}]}}]
     coordinator.rows = []
     env = {**os.environ, "PLATFORMQ_TRINO_HOST": "127.0.0.1", "PLATFORMQ_TRINO_PORT": str(coordinator.port),
-           "DBT_TARGET_PATH": str(tmp_path), "PLATFORMQ_PII_SALT": "s",
+           "DBT_TARGET_PATH": str(tmp_path), "DBT_LOG_PATH": str(tmp_path / "logs"), "PLATFORMQ_PII_SALT": "s",
            # set but empty (a config map's `KEY: ""`) is unset, as the platform's settings take it: dbt used to
            # write to catalog '' as user '' over scheme '' while Dagster read `iceberg`
            "PLATFORMQ_TRINO_USER": "", "PLATFORMQ_TRINO_CATALOG": "", "PLATFORMQ_TRINO_HTTP_SCHEME": "",
