@@ -26,6 +26,7 @@ from platformq_assets.quality.profiling import profile_metadata
 from resources.compute import SparkResource
 from resources.feast import FeastResource
 from resources.lake import LakeResource
+from resources.mlflow import shown_uri
 
 INSTRUMENT_FEATURES_KEY = AssetKey(["features", "instrument_intervals"])
 ACCOUNT_FEATURES_KEY = AssetKey(["features", "account_activity"])
@@ -153,7 +154,7 @@ def feature_registry(context: AssetExecutionContext, feast: FeastResource):
     return MaterializeResult(
         data_version=DataVersion(applied["fingerprint"]),
         metadata={"fingerprint": applied["fingerprint"], "objects": applied["objects"],
-                  "added": applied["added"], "registry": feast.registry_uri.split("@")[-1]},
+                  "added": applied["added"], "registry": shown_uri(feast.registry_uri)},
     )
 
 
